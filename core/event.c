@@ -1,0 +1,184 @@
+/* event.c - the event model: fields, metadata, payload (de)serialisation. */
+#include "build_config.h"
+#include "event_internal.h"
+#include "util.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+sb_event *sb_event_new(const char *event_id)
+{
+    if (!event_id || !*event_id)
+        return NULL;
+    sb_event *ev = calloc(1, sizeof *ev);
+    if (!ev)
+        return NULL;
+    ev->id = strdup(event_id);
+    ev->fields = json_object();
+    if (!ev->id || !ev->fields) {
+        sb_event_free(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+void sb_event_free(sb_event *ev)
+{
+    if (!ev)
+        return;
+    free(ev->id);
+    free(ev->source);
+    json_decref(ev->fields);
+    json_decref(ev->added);
+    free(ev);
+}
+
+const char *sb_event_id(const sb_event *ev) { return ev->id; }
+const char *sb_event_source(const sb_event *ev) { return ev->source; }
+int64_t sb_event_received_us(const sb_event *ev) { return ev->received_us; }
+void sb_event_set_received_us(sb_event *ev, int64_t us) { ev->received_us = us; }
+json_t *sb_event_fields(sb_event *ev) { return ev->fields; }
+
+void sb_event_set_source(sb_event *ev, const char *source)
+{
+    free(ev->source);
+    ev->source = sb_strdup(source);
+}
+
+const char *sb_event_get_string(const sb_event *ev, const char *key)
+{
+    return json_string_value(json_object_get(ev->fields, key));
+}
+
+int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback)
+{
+    json_t *v = json_object_get(ev->fields, key);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : fallback;
+}
+
+int sb_event_set_string(sb_event *ev, const char *key, const char *value)
+{
+    json_t *v = json_string(value ? value : "");
+    return v ? json_object_set_new(ev->fields, key, v) : -1;
+}
+
+int sb_event_set_int(sb_event *ev, const char *key, int64_t value)
+{
+    return json_object_set_new(ev->fields, key, json_integer((json_int_t)value));
+}
+
+int sb_event_add(sb_event *ev, const char *key, json_t *value)
+{
+    if (!key || !value) {
+        json_decref(value);
+        return -1;
+    }
+    if (!ev->added && !(ev->added = json_object())) {
+        json_decref(value);
+        return -1;
+    }
+    if (json_object_set(ev->added, key, value) != 0) {
+        json_decref(value);
+        return -1;
+    }
+    return json_object_set_new(ev->fields, key, value);
+}
+
+json_t *sb_event_take_added(sb_event *ev)
+{
+    json_t *a = ev->added;
+    ev->added = NULL;
+    if (a && json_object_size(a) == 0) {
+        json_decref(a);
+        return NULL;
+    }
+    return a;
+}
+
+void sb_event_discard_added(sb_event *ev)
+{
+    /* A failed step's additions must not leak into the next attempt's view:
+     * remove them from the fields. (A field it replaced is lost only when
+     * the step overwrote an existing key and then failed; steps add new
+     * keys by convention.) */
+    if (!ev->added)
+        return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(ev->added, k, v) json_object_del(ev->fields, k);
+    json_decref(ev->added);
+    ev->added = NULL;
+}
+
+void sb_event_merge_fields(sb_event *ev, json_t *obj)
+{
+    if (json_is_object(obj))
+        json_object_update(ev->fields, obj);
+}
+
+sb_event *sb_event_clone(const sb_event *src)
+{
+    sb_event *ev = sb_xcalloc(1, sizeof *ev);
+    ev->id = sb_strdup(src->id);
+    ev->source = sb_strdup(src->source);
+    ev->received_us = src->received_us;
+    ev->fields = json_deep_copy(src->fields);
+    if (!ev->fields) {
+        sb_event_free(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+char *sb_event_to_payload(const sb_event *ev)
+{
+    json_t *o = json_pack("{s:s, s:s?, s:I, s:O}", "id", ev->id, "source", ev->source, "received_us",
+                          (json_int_t)ev->received_us, "fields", ev->fields);
+    if (!o)
+        return NULL;
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr_size)
+{
+    json_error_t jerr;
+    json_t *o = json_loads(payload, 0, &jerr);
+    if (!o) {
+        sb_err(errstr, errstr_size, "payload is not JSON: %s", jerr.text);
+        return NULL;
+    }
+    const char *id = NULL, *source = NULL;
+    json_int_t rx = 0;
+    json_t *fields = NULL;
+    if (json_unpack_ex(o, &jerr, 0, "{s:s, s?s, s?I, s:o}", "id", &id, "source", &source, "received_us", &rx,
+                       "fields", &fields) != 0 ||
+        !json_is_object(fields)) {
+        sb_err(errstr, errstr_size, "payload has not the event shape: %s", jerr.text);
+        json_decref(o);
+        return NULL;
+    }
+    sb_event *ev = sb_event_new(id);
+    if (ev) {
+        sb_event_set_source(ev, source);
+        ev->received_us = rx;
+        json_decref(ev->fields);
+        ev->fields = json_incref(fields);
+    }
+    json_decref(o);
+    return ev;
+}
+
+int64_t sb_run_id(const char *identity)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!identity || EVP_Digest(identity, strlen(identity), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 8)
+        return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | md[i];
+    return (int64_t)(v & 0x7FFFFFFFFFFFFFFFull);
+}

@@ -1,0 +1,33 @@
+/*
+ * event_internal.h - what the core knows of an event beyond the SDK:
+ * serialisation to and from the ledger payload, and the record of fields
+ * added by the current step.
+ */
+#ifndef SB_EVENT_INTERNAL_H
+#define SB_EVENT_INTERNAL_H
+
+#include <syncbridge/event.h>
+
+struct sb_event {
+    char *id;
+    char *source;
+    int64_t received_us;
+    json_t *fields; /* object, owned */
+    json_t *added;  /* object of fields added by the step in progress; owned, may be NULL */
+};
+
+/* Ledger payload: {"id","source","received_us","fields":{...}}. malloc'd. */
+char *sb_event_to_payload(const sb_event *ev);
+/* Rebuild from a payload; NULL with errstr if it is not one. */
+sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr_size);
+void sb_event_set_source(sb_event *ev, const char *source);
+/* Deep copy (each route gets its own). */
+sb_event *sb_event_clone(const sb_event *ev);
+/* Take the fields added since the last call (object, caller owns, NULL if none). */
+json_t *sb_event_take_added(sb_event *ev);
+/* Drop fields added by a step that did not succeed: restore from `before`. */
+void sb_event_discard_added(sb_event *ev);
+/* Merge a JSON object of fields into the event (resume). */
+void sb_event_merge_fields(sb_event *ev, json_t *obj);
+
+#endif

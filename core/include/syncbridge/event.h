@@ -1,0 +1,71 @@
+/*
+ * syncbridge/event.h - the event a source emits and steps process.
+ *
+ * An event is a JSON object of fields (jansson) plus metadata: a stable
+ * event id (derived from what identifies it at the source, so that a
+ * redelivery maps to the same id), the source instance name and the
+ * receive time.
+ *
+ * Ownership: sb_event_new() returns an event owned by the caller until it
+ * is passed to sb_source_emit(), which takes it. Events seen in process()
+ * are owned by the core. Field pointers returned here are borrowed and
+ * valid until the event is changed or freed.
+ *
+ * Threading: an event is used by one thread at a time; no locking inside.
+ */
+#ifndef SYNCBRIDGE_EVENT_H
+#define SYNCBRIDGE_EVENT_H
+
+#include <stdint.h>
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sb_event sb_event;
+
+/* New empty event. `event_id` MUST be non-empty and stable for the input it
+ * describes (e.g. "file:<dev>:<ino>:<offset>", "kafka:<topic>:<part>:<off>").
+ * Returns NULL on allocation failure. */
+sb_event *sb_event_new(const char *event_id);
+
+/* Free an event the caller owns (one never emitted). NULL is a no-op. */
+void sb_event_free(sb_event *ev);
+
+const char *sb_event_id(const sb_event *ev);
+
+/* Source instance that produced it (set by the core on emit). */
+const char *sb_event_source(const sb_event *ev);
+
+/* Receive time, microseconds since the epoch (set by the core on emit
+ * unless the source set one). */
+int64_t sb_event_received_us(const sb_event *ev);
+void sb_event_set_received_us(sb_event *ev, int64_t us);
+
+/* The fields object. Borrowed. Sources MAY modify it before emit; steps
+ * MUST use sb_event_add() so that the added fields are recorded. */
+json_t *sb_event_fields(sb_event *ev);
+
+/* Field accessors; NULL/fallback when absent or of another type. */
+const char *sb_event_get_string(const sb_event *ev, const char *key);
+int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback);
+
+/* Convenience setters for sources; return -1 on allocation failure. */
+int sb_event_set_string(sb_event *ev, const char *key, const char *value);
+int sb_event_set_int(sb_event *ev, const char *key, int64_t value);
+
+/* From a step: add or replace a field for the steps after this one.
+ * Steals the reference to `value`. Recorded in the run ledger with the
+ * step, so a resumed event sees it too. Returns -1 on failure. */
+int sb_event_add(sb_event *ev, const char *key, json_t *value);
+
+/* A 63-bit non-negative id derived deterministically from `identity`
+ * (first 8 bytes of its SHA-256, top bit cleared): the same run always maps
+ * to the same registry rows and DAG run. */
+int64_t sb_run_id(const char *identity);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,100 @@
+/*
+ * syncbridge/options.h - declarative plugin options and templates.
+ *
+ * A plugin declares its options as a table of sb_option_def in its
+ * descriptor. The core parses the instance's JSON config against that
+ * table before create(): unknown keys, wrong types, missing required
+ * options and bad values are reported with the file and JSON path, and
+ * defaults are applied. `syncbridge plugins NAME` prints the table.
+ * Plugins never parse config themselves; they read the validated values
+ * with the getters below (which never fail for a declared option).
+ *
+ * Value syntax in config:
+ *   STRING, TEMPLATE   JSON string
+ *   INT                JSON integer
+ *   BOOL               true / false
+ *   DOUBLE             JSON number
+ *   DURATION           integer milliseconds, or a string "250ms" "5s" "2m" "1h" "1d"
+ *   SIZE               integer bytes, or a string "512", "64KB", "10MB", "1GB" (powers of 1024)
+ *   STRING_LIST        array of strings (a single string is taken as a list of one)
+ *   OBJECT             any JSON object (e.g. string-to-string maps, pass-through properties)
+ *
+ * Substitution (done by the core while loading config):
+ *   In every string value, ${env:NAME} is replaced by the environment
+ *   variable NAME and ${file:/path} by the file's contents (trailing
+ *   newline removed), so secrets stay out of config files. In options that
+ *   are not TEMPLATE, a plain ${NAME} is also an environment variable.
+ *   An unset variable or unreadable file is a config error. "$${" is a
+ *   literal "${".
+ *   In TEMPLATE options a plain ${field} is left for run time and is
+ *   replaced by the event's field (see sb_template_render); ${field:-text}
+ *   gives a default when the field is absent.
+ *
+ * Ownership: strings and objects returned by getters are owned by the
+ * instance and valid until destroy(). Thread-safe (read-only after create).
+ */
+#ifndef SYNCBRIDGE_OPTIONS_H
+#define SYNCBRIDGE_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sb_option_type {
+    SB_OPT_STRING = 1,
+    SB_OPT_INT,
+    SB_OPT_BOOL,
+    SB_OPT_DOUBLE,
+    SB_OPT_DURATION, /* read as milliseconds */
+    SB_OPT_SIZE,     /* read as bytes */
+    SB_OPT_STRING_LIST,
+    SB_OPT_OBJECT,
+    SB_OPT_TEMPLATE
+} sb_option_type;
+
+typedef struct sb_option_def {
+    const char *name;          /* [a-z0-9_]+; NULL terminates the table */
+    sb_option_type type;
+    const char *default_value; /* in config syntax as a JSON text ("10", "\"5s\"", "[\"a\"]"); NULL = none */
+    int required;              /* non-zero: the option MUST be given */
+    const char *description;   /* one or two sentences for `syncbridge plugins NAME` */
+} sb_option_def;
+
+struct sb_instance;
+struct sb_event;
+typedef struct sb_template sb_template;
+
+/* Getters. `name` MUST be declared in the plugin's table; an undeclared
+ * name is a programming error (logged, returns the zero value). An option
+ * that is neither given nor defaulted returns NULL / 0 / false; use
+ * sb_opt_isset() to tell. */
+int sb_opt_isset(const struct sb_instance *ins, const char *name);
+const char *sb_opt_string(const struct sb_instance *ins, const char *name);
+int64_t sb_opt_int(const struct sb_instance *ins, const char *name);
+int sb_opt_bool(const struct sb_instance *ins, const char *name);
+double sb_opt_double(const struct sb_instance *ins, const char *name);
+int64_t sb_opt_duration_ms(const struct sb_instance *ins, const char *name);
+int64_t sb_opt_size(const struct sb_instance *ins, const char *name);
+size_t sb_opt_list_count(const struct sb_instance *ins, const char *name);
+const char *sb_opt_list_item(const struct sb_instance *ins, const char *name, size_t i);
+const json_t *sb_opt_object(const struct sb_instance *ins, const char *name);
+const sb_template *sb_opt_template(const struct sb_instance *ins, const char *name);
+
+/* Render a template against an event's fields: substitution only, never a
+ * shell. String fields are inserted as is, numbers and booleans in their
+ * JSON text. Returns a malloc'd string the caller frees, or NULL with a
+ * message in errstr (e.g. the event has no field "table" and no default
+ * was given). Thread-safe. */
+char *sb_template_render(const sb_template *t, const struct sb_event *ev, char *errstr, size_t errstr_size);
+
+/* The template's source text (for logs). */
+const char *sb_template_text(const sb_template *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

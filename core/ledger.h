@@ -1,0 +1,157 @@
+/*
+ * ledger.h - the run ledger: durable local state of every accepted event.
+ *
+ * Engine: SQLite in WAL mode, one file <state_dir>/ledger.db. A ledger
+ * *entry* is one event on one route (an event matching two routes makes
+ * two entries). For each entry the ledger keeps the event payload, the
+ * route, which steps (and which fan-out members) are done with the fields
+ * each added, attempts, the next retry time and the last error; settled
+ * entries (done or dead) are pruned after the retention period. Per
+ * source instance it keeps the last checkpoint.
+ *
+ * Writes go through one writer thread that batches them (group commit):
+ * sb_ledger_accept() waits until its batch is committed (the caller may
+ * then acknowledge upstream); the step/state calls are queued and return at
+ * once, and are committed in order within commit_interval. Durability per
+ * sb_fsync_policy: PROCESS survives a crash or SIGKILL of the daemon,
+ * POWER also survives power loss.
+ *
+ * Threading: every function is safe to call from any thread, except
+ * sb_ledger_open/close (control thread, once).
+ * Ownership: strings passed in are copied; results handed to callbacks are
+ * borrowed for the duration of the callback.
+ */
+#ifndef SB_LEDGER_H
+#define SB_LEDGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+
+typedef struct sb_ledger sb_ledger;
+
+typedef enum sb_entry_state {
+    SB_ENTRY_PENDING = 0, /* steps remain */
+    SB_ENTRY_DONE = 1,    /* every step completed */
+    SB_ENTRY_DEAD = 2     /* in the dead-letter store */
+} sb_entry_state;
+
+typedef struct sb_ledger_opts {
+    sb_fsync_policy fsync;
+    int64_t commit_interval_ms; /* max wait to gather a group commit */
+    int64_t retention_ms;       /* settled entries older than this are pruned */
+} sb_ledger_opts;
+
+/* One (event, route) to accept. */
+typedef struct sb_ledger_new {
+    const char *event_id;
+    const char *route;
+    const char *source;
+    const char *payload;   /* the event as JSON text: {"id","source","received_us","fields":{...}} */
+    int64_t received_us;
+    /* out: */
+    int64_t entry_id;      /* ledger row id */
+    int duplicate;         /* 1: (event_id, route) was already in the ledger; not inserted */
+} sb_ledger_new;
+
+/* Open (creating the directory, file and schema as needed; migrating
+ * older schema versions). NULL with errstr on failure. Starts the writer. */
+sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, char *errstr, size_t errstr_size);
+/* Flush and commit everything queued, stop the writer, close. NULL-safe. */
+void sb_ledger_close(sb_ledger *l);
+
+/* Durably insert n entries and set the source's checkpoint (NULL = leave
+ * as is) in one transaction. Blocks until committed. Entries whose
+ * (event_id, route) exists are marked duplicate and not changed. 0 or -1
+ * with errstr (nothing of the call was committed then). */
+int sb_ledger_accept(sb_ledger *l, const char *source, const char *checkpoint,
+                     sb_ledger_new *entries, size_t n, char *errstr, size_t errstr_size);
+
+/* Last committed checkpoint of a source: malloc'd string or NULL. */
+char *sb_ledger_checkpoint(sb_ledger *l, const char *source);
+
+/* Queued (asynchronous) state changes, committed in call order: */
+/* Fan-out member `instance` of step `step` completed for the entry, with
+ * the fields it added (JSON object text, NULL = none). Recording the same
+ * (entry, step, instance) twice keeps the first. */
+void sb_ledger_member_done(sb_ledger *l, int64_t entry_id, int step, const char *instance,
+                           int attempts, const char *added_json);
+/* Step `step` fully completed: next_step = step + 1, attempts reset. */
+void sb_ledger_step_done(sb_ledger *l, int64_t entry_id, int step);
+/* All steps done: state DONE. */
+void sb_ledger_entry_done(sb_ledger *l, int64_t entry_id);
+/* A retry is scheduled. */
+void sb_ledger_retry(sb_ledger *l, int64_t entry_id, int step, int attempts, int64_t next_retry_us,
+                     const char *reason);
+/* Dead-lettered at `step` with reason. */
+void sb_ledger_dead(sb_ledger *l, int64_t entry_id, int step, const char *reason);
+
+/* Wait until everything queued so far is committed (tests, shutdown). */
+void sb_ledger_sync(sb_ledger *l);
+
+/* A pending entry as resumed after a restart. */
+typedef struct sb_ledger_pending {
+    int64_t entry_id;
+    const char *event_id;
+    const char *route;
+    const char *source;
+    const char *payload;      /* as accepted */
+    int next_step;            /* first unfinished step */
+    int attempts;             /* attempts made at next_step */
+    int64_t first_attempt_us; /* of next_step; 0 if none yet */
+    int64_t next_retry_us;    /* 0 = due now */
+    const char *added_json;   /* JSON object: every field added by completed steps/members, merged in order */
+    const char *members_done; /* JSON array of instance names done at next_step (fan-out) */
+} sb_ledger_pending;
+
+/* Call cb for pending entries of `route` (NULL = all), oldest first, with
+ * entry_id > after_id, at most `limit` (0 = no limit). Returns the number
+ * visited or -1. cb returning non-zero stops early. Used to resume in pages. */
+int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id, size_t limit,
+                              int (*cb)(const sb_ledger_pending *p, void *ud), void *ud);
+
+/* ---- operator views (CLI `runs` and `dlq`, admin /api/runs) ---- */
+
+typedef struct sb_ledger_filter {
+    const char *route;     /* NULL = any */
+    const char *source;    /* NULL = any */
+    int state;             /* -1 = any, else sb_entry_state */
+    const char *field_eq_name;  /* optional: payload field equals value (e.g. "table") */
+    const char *field_eq_value;
+    int64_t since_us;      /* 0 = any: received at or after */
+    int64_t until_us;      /* 0 = any: received before */
+    size_t limit;          /* 0 = 100 */
+} sb_ledger_filter;
+
+/* JSON array of entries: [{"entry_id","event_id","route","source","state",
+ * "next_step","attempts","received_us","updated_us","error","fields"}...],
+ * newest first. Caller json_decref()s. NULL on error. */
+json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, size_t errstr_size);
+/* One entry with its steps: {..., "steps":[{"step","instance","attempts",
+ * "completed_us","added"}...]}. NULL if absent (errstr says so). */
+json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errstr_size);
+
+/* DLQ: move dead entries back to pending at their failed step with
+ * attempts reset (entry_id 0 = all dead entries, optionally of a route),
+ * flagged "requeued". Returns how many, or -1. Safe to call from another
+ * process (the CLI) while the daemon runs: the daemon collects flagged
+ * entries with sb_ledger_take_requeued() every few seconds. */
+int sb_ledger_dlq_replay(sb_ledger *l, int64_t entry_id, const char *route, char *errstr, size_t errstr_size);
+/* Clear the requeued flag of up to `limit` entries and call cb for each
+ * (same view as resume). Returns the number taken or -1. */
+int sb_ledger_take_requeued(sb_ledger *l, size_t limit,
+                            int (*cb)(const sb_ledger_pending *p, void *ud), void *ud);
+
+/* Delete dead entries (entry_id 0 = all, optionally of a route). */
+int sb_ledger_dlq_drop(sb_ledger *l, int64_t entry_id, const char *route, char *errstr, size_t errstr_size);
+
+/* Delete settled entries last updated before now - retention. Returns the
+ * number pruned or -1. Called periodically by the daemon. */
+int sb_ledger_prune(sb_ledger *l, int64_t now_us);
+
+/* Counts by state (for metrics / tests). */
+int sb_ledger_counts(sb_ledger *l, int64_t *pending, int64_t *done, int64_t *dead);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * util.h - small helpers shared by the core (time, strings, errors).
+ * Core-internal: not installed. All functions are thread-safe.
+ */
+#ifndef SB_UTIL_H
+#define SB_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Wall clock and monotonic clock in microseconds. */
+int64_t sb_now_us(void);
+int64_t sb_mono_us(void);
+
+/* snprintf into errstr (NULL-safe, always terminated). Returns -1 so that
+ * `return sb_err(errstr, sz, "...")` reads naturally. */
+int sb_err(char *errstr, size_t errstr_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* malloc'd printf; aborts on allocation failure (the daemon cannot make
+ * progress without memory, and a clear abort beats a silent drop). */
+char *sb_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *sb_strdup(const char *s); /* NULL-safe; aborts on OOM */
+void *sb_xmalloc(size_t n);     /* aborts on OOM */
+void *sb_xcalloc(size_t n, size_t size);
+void *sb_xrealloc(void *p, size_t n);
+
+/* Read a whole file into a malloc'd NUL-terminated buffer. */
+char *sb_read_file(const char *path, size_t *len, char *errstr, size_t errstr_size);
+
+/* Uniform random in [0, n) from a thread-local xorshift generator. */
+uint64_t sb_rand_below(uint64_t n);
+
+/* Parse "250ms" "5s" "2m" "1h" "1d" or a bare integer (ms). -1 on error. */
+int64_t sb_parse_duration_ms(const char *s);
+/* Parse "512" "64KB" "10MB" "1GB" (powers of 1024). -1 on error. */
+int64_t sb_parse_size(const char *s);
+
+/* mkdir -p with mode. 0 or -1 with errstr. */
+int sb_mkdir_p(const char *path, unsigned mode, char *errstr, size_t errstr_size);
+
+#endif
