@@ -1,0 +1,401 @@
+/* router_source.c - source threads, admission into the ledger and routes,
+ * and resumption of pending entries after a restart. */
+#include "build_config.h"
+#include "log_internal.h"
+#include "router_internal.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- route budget (backpressure) ------------------------------------------ */
+
+int sb_route_reserve(route_rt *rt, int64_t n, int64_t bytes, int wait)
+{
+    sb_router *r = rt->router;
+    pthread_mutex_lock(&rt->mu);
+    /* An empty route always admits, so a batch larger than the budget
+     * cannot deadlock. */
+    while (wait && rt->inflight > 0 &&
+           (rt->inflight + n > rt->max_inflight || rt->inflight_bytes + bytes > rt->max_bytes)) {
+        if (atomic_load(&r->stopping)) {
+            pthread_mutex_unlock(&rt->mu);
+            return -1;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&rt->cv_space, &rt->mu, &ts);
+    }
+    rt->inflight += n;
+    rt->inflight_bytes += bytes;
+    pthread_mutex_unlock(&rt->mu);
+    return 0;
+}
+
+void sb_route_release(route_rt *rt, int64_t n, int64_t bytes)
+{
+    pthread_mutex_lock(&rt->mu);
+    rt->inflight -= n;
+    rt->inflight_bytes -= bytes;
+    pthread_cond_broadcast(&rt->cv_space);
+    pthread_mutex_unlock(&rt->mu);
+}
+
+/* ---- source API --------------------------------------------------------- */
+
+int sb_source_stopping(sb_source_ctx *ctx) { return atomic_load(&ctx->src->router->stopping); }
+const char *sb_source_checkpoint(sb_source_ctx *ctx) { return ctx->src->checkpoint; }
+
+int sb_source_wait(sb_source_ctx *ctx, int ms)
+{
+    sb_router *r = ctx->src->router;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ns = ts.tv_nsec + (int64_t)(ms % 1000) * 1000000;
+    ts.tv_sec += ms / 1000 + ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&r->stop_mu);
+    while (!atomic_load(&r->stopping))
+        if (pthread_cond_timedwait(&r->stop_cv, &r->stop_mu, &ts) != 0)
+            break;
+    pthread_mutex_unlock(&r->stop_mu);
+    return atomic_load(&r->stopping);
+}
+
+typedef struct pair {
+    size_t ev;        /* event index */
+    route_rt *route;
+} pair;
+
+static void free_events(sb_event **events, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sb_event_free(events[i]);
+}
+
+int sb_source_emit(sb_source_ctx *ctx, sb_event **events, size_t n, const char *checkpoint)
+{
+    source_rt *src = ctx->src;
+    sb_router *r = src->router;
+    if (atomic_load(&r->stopping)) {
+        free_events(events, n);
+        return -1;
+    }
+    int64_t now = sb_now_us(), now_mono = sb_mono_us();
+    pair *pairs = sb_xcalloc(n * (src->n_routes ? src->n_routes : 1), sizeof *pairs);
+    char **payloads = sb_xcalloc(n ? n : 1, sizeof *payloads);
+    size_t np = 0;
+    for (size_t i = 0; i < n; i++) {
+        sb_event *ev = events[i];
+        sb_event_set_source(ev, src->inst->ins->name);
+        if (!ev->received_us)
+            ev->received_us = now;
+        for (size_t j = 0; j < src->n_routes; j++)
+            if (!src->routes[j]->match || sb_match_eval(src->routes[j]->match, ev))
+                pairs[np++] = (pair){.ev = i, .route = src->routes[j]};
+    }
+    atomic_fetch_add(&src->emitted, n);
+
+    sb_ledger_new *news = sb_xcalloc(np ? np : 1, sizeof *news);
+    int64_t *res_n = sb_xcalloc(src->n_routes ? src->n_routes : 1, sizeof *res_n);
+    int64_t *res_b = sb_xcalloc(src->n_routes ? src->n_routes : 1, sizeof *res_b);
+    int rc = -1;
+    for (size_t k = 0; k < np; k++) {
+        size_t i = pairs[k].ev;
+        if (!payloads[i])
+            payloads[i] = sb_event_to_payload(events[i]);
+        if (!payloads[i]) {
+            sb_log(src->inst->ins, SB_LOG_ERROR, "event %s cannot be serialised; batch refused", events[i]->id);
+            goto out;
+        }
+        news[k] = (sb_ledger_new){.event_id = events[i]->id,
+                                  .route = pairs[k].route->conf->name,
+                                  .source = src->inst->ins->name,
+                                  .payload = payloads[i],
+                                  .received_us = events[i]->received_us};
+        for (size_t j = 0; j < src->n_routes; j++)
+            if (src->routes[j] == pairs[k].route) {
+                res_n[j]++;
+                res_b[j] += (int64_t)strlen(payloads[i]);
+            }
+    }
+    size_t reserved = 0;
+    for (; reserved < src->n_routes; reserved++)
+        if (res_n[reserved] && sb_route_reserve(src->routes[reserved], res_n[reserved], res_b[reserved], 1) != 0)
+            break;
+    if (reserved < src->n_routes) {
+        for (size_t j = 0; j < reserved; j++)
+            if (res_n[j])
+                sb_route_release(src->routes[j], res_n[j], res_b[j]);
+        goto out;
+    }
+
+    char err[1024];
+    if (sb_ledger_accept(r->ledger, src->inst->ins->name, checkpoint, news, np, err, sizeof err) != 0) {
+        sb_log(src->inst->ins, SB_LOG_ERROR, "run ledger refused %zu events: %s", n, err);
+        for (size_t j = 0; j < src->n_routes; j++)
+            if (res_n[j])
+                sb_route_release(src->routes[j], res_n[j], res_b[j]);
+        goto out;
+    }
+    if (checkpoint) {
+        free(src->checkpoint);
+        src->checkpoint = sb_strdup(checkpoint);
+    }
+
+    /* Hand each accepted entry to its route; the last entry of an event
+     * takes the event itself, earlier ones a copy. */
+    for (size_t k = 0; k < np; k++) {
+        route_rt *rt = pairs[k].route;
+        size_t i = pairs[k].ev;
+        size_t bytes = strlen(payloads[i]);
+        atomic_fetch_add(&rt->n_in, 1);
+        if (news[k].duplicate) {
+            atomic_fetch_add(&rt->n_dup, 1);
+            sb_route_release(rt, 1, (int64_t)bytes);
+            continue;
+        }
+        int last = 1;
+        for (size_t k2 = k + 1; k2 < np; k2++)
+            if (pairs[k2].ev == i && !news[k2].duplicate)
+                last = 0;
+        entry *e = sb_xcalloc(1, sizeof *e);
+        e->route = rt;
+        e->id = news[k].entry_id;
+        e->bytes = bytes;
+        e->admitted_mono = now_mono;
+        if (last) {
+            e->ev = events[i];
+            events[i] = NULL;
+        } else {
+            e->ev = sb_event_clone(events[i]);
+        }
+        atomic_fetch_add(&r->work, 1);
+        sb_step_push(&rt->steps[0], e);
+    }
+    for (size_t i = 0; i < n; i++) {
+        int routed = 0;
+        for (size_t k = 0; k < np && !routed; k++)
+            routed = pairs[k].ev == i;
+        if (!routed) {
+            atomic_fetch_add(&src->unrouted, 1);
+            if (sb_log_enabled(SB_LOG_DEBUG))
+                sb_log(src->inst->ins, SB_LOG_DEBUG, "event %s matched no route", events[i]->id);
+        }
+    }
+    rc = 0;
+out:
+    free_events(events, n);
+    for (size_t i = 0; i < n; i++)
+        free(payloads[i]);
+    free(payloads);
+    free(pairs);
+    free(news);
+    free(res_n);
+    free(res_b);
+    return rc;
+}
+
+/* ---- source threads --------------------------------------------------------- */
+
+void *sb_source_thread(void *arg)
+{
+    sb_source_ctx *ctx = arg;
+    source_rt *src = ctx->src;
+    sb_router *r = src->router;
+    sb_instance *ins = src->inst->ins;
+    int64_t backoff_ms = 1000;
+    while (!atomic_load(&r->stopping)) {
+        int rc = ins->plugin->run(ins->self, ctx);
+        if (atomic_load(&r->stopping))
+            break;
+        if (rc == 0) {
+            sb_log(ins, r->once ? SB_LOG_DEBUG : SB_LOG_INFO, "source finished its input");
+            break;
+        }
+        if (r->once) {
+            sb_log(ins, SB_LOG_ERROR, "source failed");
+            src->failed = 1;
+            break;
+        }
+        atomic_fetch_add(&src->restarts, 1);
+        sb_log(ins, SB_LOG_ERROR, "source failed; running it again in %llds", (long long)(backoff_ms / 1000));
+        if (sb_source_wait(ctx, (int)backoff_ms))
+            break;
+        if (backoff_ms < 30000)
+            backoff_ms *= 2;
+    }
+    atomic_fetch_sub(&r->sources_alive, 1);
+    return NULL;
+}
+
+/* ---- resume ----------------------------------------------------------------- */
+
+static route_rt *route_by_name(sb_router *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_routes; i++)
+        if (strcmp(r->routes[i].conf->name, name) == 0)
+            return &r->routes[i];
+    return NULL;
+}
+
+int sb_router_requeue(sb_router *r, const sb_ledger_pending *p, int wait)
+{
+    route_rt *rt = route_by_name(r, p->route);
+    if (!rt) {
+        sb_log(NULL, SB_LOG_WARN, "ledger entry %lld is pending on route \"%s\", which is no longer configured; "
+               "it stays pending", (long long)p->entry_id, p->route);
+        return -1;
+    }
+    char err[512];
+    sb_event *ev = sb_event_from_payload(p->payload, err, sizeof err);
+    if (!ev) {
+        sb_log(NULL, SB_LOG_ERROR, "ledger entry %lld cannot be resumed: %s", (long long)p->entry_id, err);
+        return -1;
+    }
+    if (p->added_json) {
+        json_t *added = json_loads(p->added_json, 0, NULL);
+        sb_event_merge_fields(ev, added);
+        json_decref(added);
+    }
+    entry *e = sb_xcalloc(1, sizeof *e);
+    e->route = rt;
+    e->id = p->entry_id;
+    e->ev = ev;
+    e->bytes = strlen(p->payload);
+    e->step = p->next_step;
+    e->attempts = p->attempts;
+    e->first_attempt_us = p->first_attempt_us;
+    e->admitted_mono = sb_mono_us();
+    if ((size_t)e->step >= rt->n_steps) {
+        /* The route lost steps since; what it has now is done. */
+        sb_ledger_entry_done(r->ledger, e->id);
+        sb_entry_free(e);
+        return 0;
+    }
+    step_rt *s = &rt->steps[e->step];
+    json_t *done = p->members_done ? json_loads(p->members_done, 0, NULL) : NULL;
+    size_t di;
+    json_t *dv;
+    json_array_foreach(done, di, dv)
+    {
+        for (size_t m = 0; m < s->n; m++)
+            if (json_is_string(dv) && strcmp(json_string_value(dv), s->members[m]->ins->name) == 0)
+                e->members_done |= 1ull << m;
+    }
+    json_decref(done);
+    if (sb_route_reserve(rt, 1, (int64_t)e->bytes, wait) != 0) {
+        sb_entry_free(e);
+        return -1;
+    }
+    int64_t now = sb_now_us();
+    if (p->next_retry_us > now) {
+        e->due_mono = sb_mono_us() + (p->next_retry_us - now);
+        sb_retry_schedule(r, e);
+    } else {
+        atomic_fetch_add(&r->work, 1);
+        sb_step_push(s, e);
+    }
+    return 0;
+}
+
+/* A page of pending entries copied out of the ledger callback, so that no
+ * ledger lock is held while we wait for route budget. */
+typedef struct page {
+    sb_ledger_pending *items;
+    char **strs;
+    size_t n, cap, nstr;
+    int64_t last_id;
+} page;
+
+static const char *keep(page *pg, const char *s)
+{
+    if (!s)
+        return NULL;
+    pg->strs = sb_xrealloc(pg->strs, (pg->nstr + 1) * sizeof *pg->strs);
+    return pg->strs[pg->nstr++] = sb_strdup(s);
+}
+
+static int collect(const sb_ledger_pending *p, void *ud)
+{
+    page *pg = ud;
+    if (pg->n == pg->cap) {
+        pg->cap = pg->cap ? pg->cap * 2 : 256;
+        pg->items = sb_xrealloc(pg->items, pg->cap * sizeof *pg->items);
+    }
+    sb_ledger_pending c = *p;
+    c.event_id = keep(pg, p->event_id);
+    c.route = keep(pg, p->route);
+    c.source = keep(pg, p->source);
+    c.payload = keep(pg, p->payload);
+    c.added_json = keep(pg, p->added_json);
+    c.members_done = keep(pg, p->members_done);
+    pg->items[pg->n++] = c;
+    pg->last_id = p->entry_id;
+    return 0;
+}
+
+static void page_clear(page *pg)
+{
+    for (size_t i = 0; i < pg->nstr; i++)
+        free(pg->strs[i]);
+    pg->nstr = 0;
+    pg->n = 0;
+}
+
+/* Resume every entry pending at start-up, then start the sources: new
+ * events get higher ledger ids, and sources only start once the scan is
+ * complete, so nothing is queued twice. */
+void *sb_resume_thread(void *arg)
+{
+    sb_router *r = arg;
+    page pg = {0};
+    int64_t after = 0;
+    size_t resumed = 0;
+    for (;;) {
+        page_clear(&pg);
+        int got = sb_ledger_foreach_pending(r->ledger, NULL, after, 512, collect, &pg);
+        if (got <= 0)
+            break;
+        after = pg.last_id;
+        for (size_t i = 0; i < pg.n && !atomic_load(&r->stopping); i++)
+            if (sb_router_requeue(r, &pg.items[i], 1) == 0)
+                resumed++;
+        if (atomic_load(&r->stopping) || got < 512)
+            break;
+    }
+    page_clear(&pg);
+    free(pg.items);
+    free(pg.strs);
+    if (resumed)
+        sb_log(NULL, SB_LOG_INFO, "resumed %zu pending entries from the run ledger", resumed);
+
+    for (size_t i = 0; i < r->n_sources && !atomic_load(&r->stopping); i++) {
+        source_rt *src = &r->sources[i];
+        atomic_fetch_add(&r->sources_alive, 1);
+        if (pthread_create(&src->thread, NULL, sb_source_thread, &r->ctxs[i]) != 0) {
+            atomic_fetch_sub(&r->sources_alive, 1);
+            sb_log(src->inst->ins, SB_LOG_ERROR, "cannot start the source thread");
+            src->failed = 1;
+            continue;
+        }
+        src->spawned = 1;
+    }
+    atomic_store(&r->resume_done, 1);
+    return NULL;
+}
+
+int sb_router_take_requeued_cb(const sb_ledger_pending *p, void *ud)
+{
+    sb_router *r = ud;
+    if (sb_router_requeue(r, p, 0) == 0)
+        sb_log(NULL, SB_LOG_INFO, "replaying ledger entry %lld (event %s) on route %s", (long long)p->entry_id,
+               p->event_id, p->route);
+    return 0;
+}

@@ -1,0 +1,225 @@
+/*
+ * file_in - source: read a file (or stdin) as lines or JSON lines.
+ *
+ * Each line becomes one event; the position (device, inode, offset) is
+ * committed with the events as the source checkpoint, so a restart
+ * continues after the last accepted line and never re-sends or skips one.
+ * A file replaced (other inode) or truncated below the checkpoint is read
+ * from the start. The tailing of rotating Run Replicator logs with globs
+ * and inotify is the job of the filewatch plugin; this one is for tests,
+ * demos and batch loads (with --once it stops at end of file).
+ */
+#include <syncbridge/syncbridge.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct file_in {
+    sb_instance *ins;
+    const char *path;
+    int json;
+    int follow;
+    size_t batch;
+    int64_t poll_ms;
+    size_t max_line;
+    const char *id_field;
+} file_in;
+
+static const sb_option_def options[] = {
+    {"path", SB_OPT_STRING, NULL, 1, "File to read; \"-\" reads standard input (no checkpoint)."},
+    {"format", SB_OPT_STRING, "\"lines\"", 0,
+     "\"lines\": each line is an event with fields line, file, offset. \"json\": each line is a JSON object whose "
+     "members are the event's fields."},
+    {"follow", SB_OPT_BOOL, "true", 0, "Keep reading data appended to the file (ignored with --once)."},
+    {"batch", SB_OPT_INT, "512", 0, "Lines handed to the core per commit."},
+    {"poll_interval", SB_OPT_DURATION, "\"250ms\"", 0, "How often to look for appended data when following."},
+    {"max_line", SB_OPT_SIZE, "\"1MB\"", 0, "Longer lines are reported and skipped."},
+    {"id_field", SB_OPT_STRING, NULL, 0,
+     "JSON format: take the event id from this field when present (else file:<dev>:<inode>:<offset>)."},
+    {NULL, 0, NULL, 0, NULL}};
+
+static int fi_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
+{
+    const char *format = sb_opt_string(ins, "format");
+    if (strcmp(format, "lines") != 0 && strcmp(format, "json") != 0) {
+        snprintf(errstr, errstr_size, "format must be \"lines\" or \"json\", not \"%s\"", format);
+        return -1;
+    }
+    if (sb_opt_int(ins, "batch") < 1) {
+        snprintf(errstr, errstr_size, "batch must be at least 1");
+        return -1;
+    }
+    file_in *f = calloc(1, sizeof *f);
+    if (!f) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    f->ins = ins;
+    f->path = sb_opt_string(ins, "path");
+    f->json = strcmp(format, "json") == 0;
+    f->follow = sb_opt_bool(ins, "follow") && !sb_instance_once(ins);
+    f->batch = (size_t)sb_opt_int(ins, "batch");
+    f->poll_ms = sb_opt_duration_ms(ins, "poll_interval");
+    f->max_line = (size_t)sb_opt_size(ins, "max_line");
+    f->id_field = sb_opt_string(ins, "id_field");
+    *self = f;
+    return 0;
+}
+
+static void fi_destroy(void *self)
+{
+    free(self);
+}
+
+/* Build the event for one complete line; NULL (reported) if it is unusable. */
+static sb_event *line_event(file_in *f, const struct stat *st, int64_t offset, char *line, size_t len)
+{
+    char id[128];
+    snprintf(id, sizeof id, "file:%ju:%ju:%" PRId64, (uintmax_t)st->st_dev, (uintmax_t)st->st_ino, offset);
+    if (!f->json) {
+        sb_event *ev = sb_event_new(id);
+        if (ev) {
+            json_object_set_new(sb_event_fields(ev), "line", json_stringn(line, len));
+            sb_event_set_string(ev, "file", f->path);
+            sb_event_set_int(ev, "offset", offset);
+        }
+        return ev;
+    }
+    json_error_t jerr;
+    json_t *obj = json_loadb(line, len, 0, &jerr);
+    if (!json_is_object(obj)) {
+        sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: %s", f->path, offset,
+               obj ? "not a JSON object" : jerr.text);
+        json_decref(obj);
+        return NULL;
+    }
+    const char *own = f->id_field ? json_string_value(json_object_get(obj, f->id_field)) : NULL;
+    sb_event *ev = sb_event_new(own && *own ? own : id);
+    if (ev)
+        json_object_update(sb_event_fields(ev), obj);
+    json_decref(obj);
+    return ev;
+}
+
+static int parse_checkpoint(const char *cp, const struct stat *st, int64_t *offset)
+{
+    uintmax_t dev, ino;
+    int64_t off;
+    if (!cp || sscanf(cp, "%ju:%ju:%" SCNd64, &dev, &ino, &off) != 3)
+        return 0;
+    if (dev != (uintmax_t)st->st_dev || ino != (uintmax_t)st->st_ino || off > (int64_t)st->st_size)
+        return 0; /* replaced or truncated: start over */
+    *offset = off;
+    return 1;
+}
+
+/* Read until stopping, end of input (not following), or the file being
+ * replaced (returns 1: reopen). 0 = done, -1 = failed. */
+static int read_file(file_in *f, sb_source_ctx *ctx)
+{
+    int is_stdin = strcmp(f->path, "-") == 0;
+    FILE *fp = is_stdin ? stdin : fopen(f->path, "rb");
+    if (!fp) {
+        sb_log(f->ins, SB_LOG_ERROR, "cannot open %s: %s", f->path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0) {
+        sb_log(f->ins, SB_LOG_ERROR, "cannot stat %s: %s", f->path, strerror(errno));
+        if (!is_stdin)
+            fclose(fp);
+        return -1;
+    }
+    int64_t offset = 0;
+    if (!is_stdin && parse_checkpoint(sb_source_checkpoint(ctx), &st, &offset) && fseeko(fp, offset, SEEK_SET) != 0) {
+        sb_log(f->ins, SB_LOG_ERROR, "cannot seek %s to %" PRId64 ": %s", f->path, offset, strerror(errno));
+        fclose(fp);
+        return -1;
+    }
+    sb_event **evs = calloc(f->batch, sizeof *evs);
+    char *line = NULL;
+    size_t cap = 0, n = 0;
+    int rc = 0;
+    char cp[128];
+    while (!sb_source_stopping(ctx)) {
+        ssize_t len = getline(&line, &cap, fp);
+        int at_eof = len < 0;
+        if (!at_eof && line[len - 1] != '\n') {
+            /* A partial last line: wait for its newline (re-read it later). */
+            if (f->follow) {
+                fseeko(fp, -(off_t)len, SEEK_CUR);
+                clearerr(fp);
+                at_eof = 1;
+            }
+        }
+        if (!at_eof) {
+            size_t l = (size_t)len;
+            int64_t line_off = offset;
+            offset += len;
+            while (l && (line[l - 1] == '\n' || line[l - 1] == '\r'))
+                l--;
+            if (l > f->max_line) {
+                sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " is %zu bytes, over max_line; skipped",
+                       f->path, line_off, l);
+            } else if (l > 0) {
+                sb_event *ev = line_event(f, &st, line_off, line, l);
+                if (ev)
+                    evs[n++] = ev;
+            }
+        }
+        if (n == f->batch || (at_eof && n > 0) || (at_eof && !is_stdin && n == 0 && offset > 0 && !f->follow)) {
+            snprintf(cp, sizeof cp, "%ju:%ju:%" PRId64, (uintmax_t)st.st_dev, (uintmax_t)st.st_ino, offset);
+            if (sb_source_emit(ctx, evs, n, is_stdin ? NULL : cp) != 0) {
+                n = 0;
+                rc = sb_source_stopping(ctx) ? 0 : -1;
+                break;
+            }
+            n = 0;
+        }
+        if (at_eof) {
+            if (!f->follow || is_stdin)
+                break;
+            clearerr(fp);
+            struct stat now;
+            if (stat(f->path, &now) == 0 && (now.st_ino != st.st_ino || now.st_size < offset)) {
+                sb_log(f->ins, SB_LOG_INFO, "%s was replaced or truncated; reading it from the start", f->path);
+                rc = 1;
+                break;
+            }
+            if (sb_source_wait(ctx, (int)f->poll_ms))
+                break;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        sb_event_free(evs[i]);
+    free(evs);
+    free(line);
+    if (!is_stdin)
+        fclose(fp);
+    return rc;
+}
+
+static int fi_run(void *self, sb_source_ctx *ctx)
+{
+    int rc;
+    while ((rc = read_file(self, ctx)) == 1 && !sb_source_stopping(ctx))
+        ;
+    return rc == 1 ? 0 : rc;
+}
+
+const sb_plugin syncbridge_plugin = {
+    SB_PLUGIN_ABI,
+    .name = "file_in",
+    .kind = SB_KIND_SOURCE,
+    .version = "1.0",
+    .description = "Read a file or stdin as lines or JSON lines (checkpointed)",
+    .options = options,
+    .create = fi_create,
+    .run = fi_run,
+    .destroy = fi_destroy,
+};
