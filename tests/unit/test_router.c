@@ -1,0 +1,408 @@
+/*
+ * test_router.c - the router end to end in-process, with the real config
+ * loader, plugin loader and ledger: ordering, fields handed on, fan-out,
+ * match, templates, retries, dead letters, fatal restarts, backpressure,
+ * resume at the first unfinished step.
+ */
+#include "build_config.h"
+#include "config.h"
+#include "event_internal.h"
+#include "ledger.h"
+#include "loader.h"
+#include "router.h"
+#include "testutil.h"
+#include "util.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct harness {
+    char *dir;
+    char *record;
+    sb_config *cfg;
+    sb_registry *reg;
+    sb_ledger *ledger;
+    sb_router *router;
+    json_t *stats;
+    int64_t max_inflight_seen;
+} harness;
+
+static char err[4096];
+
+/* Write the config (with %s = scratch dir), build everything, but do not start. */
+static void h_build(harness *h, const char *config_fmt)
+{
+    memset(h, 0, sizeof *h);
+    h->dir = tu_mkdtemp();
+    h->record = sb_asprintf("%s/record.txt", h->dir);
+    char *text = sb_asprintf(config_fmt, h->dir, h->dir, h->dir, h->dir);
+    char *path = tu_write(h->dir, "syncbridge.json", text);
+    h->cfg = sb_config_load(path, err, sizeof err);
+    ck_assert_msg(h->cfg != NULL, "config: %s", err);
+    sb_ledger_opts lo = {.fsync = SB_FSYNC_PROCESS, .commit_interval_ms = 2, .retention_ms = 86400000};
+    h->ledger = sb_ledger_open(h->cfg->state_dir, &lo, err, sizeof err);
+    ck_assert_msg(h->ledger != NULL, "ledger: %s", err);
+    h->reg = sb_registry_new(h->cfg->plugin_dirs, h->cfg->n_plugin_dirs);
+    free(text);
+    free(path);
+}
+
+/* Start, run until every event settled (--once semantics), stop. */
+static void h_run(harness *h)
+{
+    h->router = sb_router_new(h->cfg, h->reg, h->ledger, 1, err, sizeof err);
+    ck_assert_msg(h->router != NULL, "router: %s", err);
+    ck_assert_msg(sb_router_start(h->router, err, sizeof err) == 0, "start: %s", err);
+    int64_t deadline = sb_mono_us() + 60 * 1000000LL;
+    while (!sb_router_finished(h->router) && sb_mono_us() < deadline) {
+        json_t *st = sb_router_stats(h->router);
+        json_t *routes = json_object_get(st, "routes"), *v;
+        const char *k;
+        json_object_foreach(routes, k, v)
+        {
+            int64_t inflight = json_integer_value(json_object_get(v, "inflight"));
+            if (inflight > h->max_inflight_seen)
+                h->max_inflight_seen = inflight;
+        }
+        json_decref(st);
+        usleep(2000);
+    }
+    ck_assert_msg(sb_router_finished(h->router), "router did not finish in 60 s");
+    ck_assert_int_eq(sb_router_stop(h->router, 10000), 0);
+    h->stats = sb_router_stats(h->router);
+    sb_ledger_sync(h->ledger);
+}
+
+static void h_free(harness *h)
+{
+    sb_router_free(h->router);
+    sb_registry_free(h->reg);
+    sb_ledger_close(h->ledger);
+    sb_config_free(h->cfg);
+    json_decref(h->stats);
+    tu_rmrf(h->dir);
+    free(h->dir);
+    free(h->record);
+}
+
+static int64_t stat_of(harness *h, const char *route, const char *key)
+{
+    return json_integer_value(json_object_get(json_object_get(json_object_get(h->stats, "routes"), route), key));
+}
+
+static int64_t count_state(harness *h, int state)
+{
+    int64_t p = 0, d = 0, x = 0;
+    ck_assert_int_eq(sb_ledger_counts(h->ledger, &p, &d, &x), 0);
+    return state == SB_ENTRY_PENDING ? p : state == SB_ENTRY_DONE ? d : x;
+}
+
+START_TEST(steps_run_in_order_and_hand_fields_on)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 50, \"batch\": 7}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"add_field\": \"from_a\","
+                "                    \"add_value\": \"${table}-${n}\"},"
+                "             \"b\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"expect_field\": \"from_a\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\", \"b\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 50);
+    ck_assert_int_eq(stat_of(&h, "r", "dead"), 0);
+    ck_assert_int_eq(tu_count_lines(h.record, "a ev-"), 50);
+    ck_assert_int_eq(tu_count_lines(h.record, "b ev-"), 50);
+    ck_assert_int_eq(tu_count_lines(h.record, " fail"), 0);
+    /* each event: a's line comes before b's */
+    char *rec = tu_slurp(h.record);
+    char *a = strstr(rec, "a ev-17 "), *b = strstr(rec, "b ev-17 ");
+    ck_assert(a && b && a < b);
+    free(rec);
+    /* the added field is recorded in the ledger with the step */
+    json_t *list = sb_ledger_list(h.ledger, &(sb_ledger_filter){.state = -1, .limit = 1}, err, sizeof err);
+    ck_assert_ptr_nonnull(list);
+    json_t *one = sb_ledger_show(h.ledger, json_integer_value(json_object_get(json_array_get(list, 0), "entry_id")),
+                                 err, sizeof err);
+    ck_assert_msg(one != NULL, "%s", err);
+    char *dump = json_dumps(one, 0);
+    ck_assert_msg(strstr(dump, "from_a") && strstr(dump, "table-") == NULL, "%s", dump);
+    ck_assert_msg(strstr(dump, "_table-"), "template not rendered: %s", dump);
+    free(dump);
+    json_decref(one);
+    json_decref(list);
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(fan_out_runs_every_member_then_the_next_step)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 40, \"batch\": 10}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"add_field\": \"fa\"},"
+                "             \"b\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"add_field\": \"fb\"},"
+                "             \"c\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"expect_field\": \"fb\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [[\"a\", \"b\"], \"c\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 40);
+    ck_assert_int_eq(tu_count_lines(h.record, "a ev-"), 40);
+    ck_assert_int_eq(tu_count_lines(h.record, "b ev-"), 40);
+    ck_assert_int_eq(tu_count_lines(h.record, "c ev-"), 40);
+    ck_assert_int_eq(tu_count_lines(h.record, " fail"), 0);
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(match_selects_events)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 30, \"batch\": 4}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"],"
+                "   \"match\": {\"all\": [{\"field\": \"status\", \"equals\": \"failed\"},"
+                "                         {\"field\": \"table\", \"glob\": \"even_*\"}]}}}}");
+    h_run(&h);
+    /* n % 3 == 0 -> failed; n even -> even_table: n in {0,6,12,18,24} */
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 5);
+    ck_assert_int_eq(tu_count_lines(h.record, "a ev-"), 5);
+    ck_assert_int_eq(tu_count_lines(h.record, "a ev-12 "), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(json_object_get(h.stats, "sources"), "src"), "unrouted")),
+                     25);
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(retries_then_succeeds)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 20, \"batch\": 5}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"fail_first\": 2,"
+                "                    \"retry\": {\"initial\": \"5ms\", \"max_delay\": \"20ms\"}}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 20);
+    ck_assert_int_eq(stat_of(&h, "r", "retried"), 40);
+    ck_assert_int_eq(tu_count_lines(h.record, " 1 retry"), 20);
+    ck_assert_int_eq(tu_count_lines(h.record, " 2 retry"), 20);
+    ck_assert_int_eq(tu_count_lines(h.record, " 3 ok"), 20);
+    ck_assert_int_eq(count_state(&h, SB_ENTRY_DONE), 20);
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(retry_after_is_honoured)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 3, \"batch\": 3}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"fail_first\": 1,"
+                "                    \"retry_after\": \"400ms\", \"retry\": {\"initial\": \"1ms\", \"max_delay\": \"2ms\"}}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    int64_t t0 = sb_mono_us();
+    h_run(&h);
+    ck_assert_int_ge(sb_mono_us() - t0, 400000);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 3);
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(permanent_failure_is_dead_lettered)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 10, \"batch\": 10}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"result\": \"fail\"},"
+                "             \"b\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\", \"b\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "dead"), 10);
+    ck_assert_int_eq(tu_count_lines(h.record, "b ev-"), 0); /* never reached */
+    ck_assert_int_eq(count_state(&h, SB_ENTRY_DEAD), 10);
+    json_t *dead = sb_ledger_list(h.ledger, &(sb_ledger_filter){.state = SB_ENTRY_DEAD}, err, sizeof err);
+    ck_assert_int_eq(json_array_size(dead), 10);
+    const char *why = json_string_value(json_object_get(json_array_get(dead, 0), "error"));
+    ck_assert_msg(why && strstr(why, "a: failed: fail"), "%s", why ? why : "(null)");
+    /* replay puts them back as pending at the failed step */
+    ck_assert_int_eq(sb_ledger_dlq_replay(h.ledger, 0, NULL, err, sizeof err), 10);
+    ck_assert_int_eq(count_state(&h, SB_ENTRY_PENDING), 10);
+    json_decref(dead);
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(exhausted_retry_budget_is_dead_lettered)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 4, \"batch\": 4}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"result\": \"retry\","
+                "                    \"retry\": {\"max_attempts\": 3, \"initial\": \"1ms\", \"max_delay\": \"5ms\"}}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "dead"), 4);
+    ck_assert_int_eq(tu_count_lines(h.record, "a ev-"), 12); /* 3 attempts each */
+    json_t *dead = sb_ledger_list(h.ledger, &(sb_ledger_filter){.state = SB_ENTRY_DEAD}, err, sizeof err);
+    const char *why = json_string_value(json_object_get(json_array_get(dead, 0), "error"));
+    ck_assert_msg(why && strstr(why, "retry budget exhausted after 3 attempts"), "%s", why ? why : "(null)");
+    json_decref(dead);
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(unset_result_is_a_failure_not_a_silent_drop)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 3, \"batch\": 3}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"result\": \"unset\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "dead"), 3);
+    json_t *dead = sb_ledger_list(h.ledger, &(sb_ledger_filter){.state = SB_ENTRY_DEAD}, err, sizeof err);
+    const char *why = json_string_value(json_object_get(json_array_get(dead, 0), "error"));
+    ck_assert_msg(why && strstr(why, "set no result"), "%s", why ? why : "(null)");
+    json_decref(dead);
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(fatal_restarts_instance_without_charging)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 20, \"batch\": 5}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"fatal_once_at\": 1,"
+                "                    \"batch_max\": 5, \"retry\": {\"max_attempts\": 1, \"initial\": \"5ms\"}}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    /* max_attempts 1: had FATAL been charged, those events would be dead */
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 20);
+    ck_assert_int_eq(stat_of(&h, "r", "dead"), 0);
+    ck_assert_int_eq(tu_count_lines(h.record, " fatal"), 5);
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(backpressure_bounds_inflight)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\", \"limits\": {\"max_inflight\": 8},"
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 120, \"batch\": 4}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"delay\": \"5ms\","
+                "                    \"batch_max\": 2}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 120);
+    ck_assert_msg(h.max_inflight_seen <= 8, "in flight reached %lld, limit 8", (long long)h.max_inflight_seen);
+    ck_assert_int_ge(h.max_inflight_seen, 4); /* the limit was actually approached */
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(duplicates_are_not_routed_twice)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 10, \"batch\": 5}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    /* Drop the source checkpoint's effect by a second source with the same ids */
+    sb_router_free(h.router);
+    h.router = NULL;
+    json_decref(h.stats);
+    sb_ledger_new again = {.event_id = "ev-3", .route = "r", .source = "src", .payload = "{}", .received_us = 1};
+    ck_assert_int_eq(sb_ledger_accept(h.ledger, "other", NULL, &again, 1, err, sizeof err), 0);
+    ck_assert_int_eq(again.duplicate, 1);
+    h_run(&h);
+    ck_assert_int_eq(tu_count_lines(h.record, "a ev-3 "), 1);
+    h_free(&h);
+}
+END_TEST
+
+/* A ledger entry that finished step 1 before a crash resumes at step 2,
+ * with the field step 1 added. */
+START_TEST(resume_starts_at_first_unfinished_step)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"%s/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 0}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\"},"
+                "             \"b\": {\"plugin\": \"testsink\", \"record\": \"%s/record.txt\", \"expect_field\": \"from_a\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\", \"b\"]}}}");
+    sb_event *ev = sb_event_new("crashed-1");
+    sb_event_set_source(ev, "src");
+    sb_event_set_string(ev, "table", "t");
+    char *payload = sb_event_to_payload(ev);
+    sb_ledger_new n = {.event_id = "crashed-1", .route = "r", .source = "src", .payload = payload, .received_us = 1};
+    ck_assert_int_eq(sb_ledger_accept(h.ledger, "src", NULL, &n, 1, err, sizeof err), 0);
+    sb_ledger_member_done(h.ledger, n.entry_id, 0, "a", 1, "{\"from_a\": \"yes\"}");
+    sb_ledger_step_done(h.ledger, n.entry_id, 0);
+    sb_ledger_sync(h.ledger);
+    h_run(&h);
+    ck_assert_int_eq(tu_count_lines(h.record, "a crashed-1"), 0);
+    ck_assert_int_eq(tu_count_lines(h.record, "b crashed-1 1 ok"), 1);
+    ck_assert_int_eq(count_state(&h, SB_ENTRY_DONE), 1);
+    free(payload);
+    sb_event_free(ev);
+    h_free(&h);
+}
+END_TEST
+
+START_TEST(check_command_prints_routes_and_rejects_bad_config)
+{
+    char *dir = tu_mkdtemp();
+    char *good = tu_write(dir, "good.json",
+                          "{\"state_dir\": \"/tmp/x\", \"sources\": {\"src\": {\"plugin\": \"testsrc\"}},"
+                          " \"sinks\": {\"a\": {\"plugin\": \"discard\"}, \"b\": {\"plugin\": \"discard\"}},"
+                          " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [[\"a\", \"b\"]]}}}");
+    char *bad = tu_write(dir, "bad.json",
+                         "{\"sources\": {\"src\": {\"plugin\": \"testsrc\", \"cuont\": 5}},"
+                         " \"sinks\": {\"a\": {\"plugin\": \"discard\"}},"
+                         " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    char *out = NULL;
+    const char *a1[] = {"check", "-c", good, NULL};
+    ck_assert_int_eq(tu_run_syncbridge(&out, a1), 0);
+    ck_assert_msg(strstr(out, "route r") && strstr(out, "in parallel") && strstr(out, "a (sink discard)"), "%s", out);
+    free(out);
+    const char *a2[] = {"check", "-c", bad, NULL};
+    ck_assert_int_eq(tu_run_syncbridge(&out, a2), 3);
+    ck_assert_msg(strstr(out, "bad.json") && strstr(out, "sources.src.cuont"), "%s", out);
+    free(out);
+    free(good);
+    free(bad);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("router");
+    TCase *tc = tcase_create("router");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, steps_run_in_order_and_hand_fields_on);
+    tcase_add_test(tc, fan_out_runs_every_member_then_the_next_step);
+    tcase_add_test(tc, match_selects_events);
+    tcase_add_test(tc, retries_then_succeeds);
+    tcase_add_test(tc, retry_after_is_honoured);
+    tcase_add_test(tc, permanent_failure_is_dead_lettered);
+    tcase_add_test(tc, exhausted_retry_budget_is_dead_lettered);
+    tcase_add_test(tc, unset_result_is_a_failure_not_a_silent_drop);
+    tcase_add_test(tc, fatal_restarts_instance_without_charging);
+    tcase_add_test(tc, backpressure_bounds_inflight);
+    tcase_add_test(tc, duplicates_are_not_routed_twice);
+    tcase_add_test(tc, resume_starts_at_first_unfinished_step);
+    tcase_add_test(tc, check_command_prints_routes_and_rejects_bad_config);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
