@@ -711,8 +711,8 @@ static int route_ref(loader *L, const char *file, const char *path, const json_t
         return -1;
     }
     if (want_source && ic->kind != SB_KIND_SOURCE)
-        return fail(L, file, path, "\"%s\" is a %s, sources must be source instances", *out,
-                    ic->kind == SB_KIND_SINK ? "sink" : "action");
+        return fail(L, file, path, "\"%s\" is %s, sources must be source instances", *out,
+                    ic->kind == SB_KIND_SINK ? "a sink" : "an action");
     if (!want_source && ic->kind == SB_KIND_SOURCE)
         return fail(L, file, path, "\"%s\" is a source, steps must be sinks or actions", *out);
     return 0;
