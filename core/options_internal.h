@@ -34,4 +34,12 @@ void sb_options_print_doc(FILE *out, const sb_plugin *p);
 
 const char *sb_option_type_name(sb_option_type t);
 
+/* Message helpers, shared with the config loader so both word problems
+ * alike. sb_closest_name(): the candidate nearest to `given` by edit
+ * distance when close enough to be a likely typo, else NULL (borrowed).
+ * sb_json_brief(): a value as compact JSON cut to about 60 characters for
+ * "got ..." in messages; malloc'd. */
+const char *sb_closest_name(const char *given, const char *const *names, size_t n);
+char *sb_json_brief(const json_t *v);
+
 #endif

@@ -1,0 +1,346 @@
+/* test_options.c - plugin option validation, getters and the doc printer. */
+#include "build_config.h"
+#include "instance.h"
+#include "options_internal.h"
+#include "template.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ASSERT_HAS(s, sub) ck_assert_msg(strstr((s), (sub)) != NULL, "expected \"%s\" in \"%s\"", (sub), (s))
+
+static const sb_option_def defs[] = {
+    {"table", SB_OPT_STRING, NULL, 1, "Destination table."},
+    {"dataset", SB_OPT_STRING, "\"registry\"", 0, "Dataset name."},
+    {"batch", SB_OPT_INT, "100", 0, "Rows per insert."},
+    {"dry_run", SB_OPT_BOOL, "false", 0, "Log instead of writing."},
+    {"ratio", SB_OPT_DOUBLE, "0.25", 0, "Sampling ratio."},
+    {"batch_linger", SB_OPT_DURATION, "\"250ms\"", 0, "How long to wait for a fuller batch."},
+    {"max_bytes", SB_OPT_SIZE, "\"1MB\"", 0, "Largest request body."},
+    {"hosts", SB_OPT_STRING_LIST, "[\"localhost\"]", 0, "Brokers."},
+    {"labels", SB_OPT_OBJECT, NULL, 0, "Extra labels."},
+    {"path", SB_OPT_TEMPLATE, "\"/data/${table:-none}\"", 0, "Output path per event."},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static int create_noop(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
+{
+    *self = NULL;
+    return 0;
+}
+
+static void destroy_noop(void *self) {}
+
+static const sb_plugin plugin = {
+    SB_PLUGIN_ABI,
+    .name = "bigquery",
+    .kind = SB_KIND_SINK,
+    .version = "1.2.3",
+    .description = "Write run registry rows to a BigQuery table with the streaming insert API, one row per "
+                   "event, retrying transient errors.",
+    .options = defs,
+    .create = create_noop,
+    .destroy = destroy_noop,
+};
+
+/* Parse `json` against defs; NULL + err on failure. */
+static sb_options *parse(const char *json, char *err, size_t err_size)
+{
+    json_error_t jerr;
+    json_t *given = json_loads(json, 0, &jerr);
+    ck_assert_msg(given != NULL, "bad test JSON: %s", jerr.text);
+    sb_options *o = sb_options_parse(defs, given, "conf.d/team.json: sinks.bq", err, err_size);
+    json_decref(given);
+    return o;
+}
+
+static sb_instance *instance(const char *json)
+{
+    char err[512] = "";
+    sb_options *o = parse(json, err, sizeof err);
+    ck_assert_msg(o != NULL, "parse failed: %s", err);
+    return sb_instance_new("bq", &plugin, o, 0, NULL);
+}
+
+static const char *parse_error(const char *json)
+{
+    static char err[512];
+    err[0] = '\0';
+    sb_options *o = parse(json, err, sizeof err);
+    ck_assert_msg(o == NULL, "%s parsed", json);
+    return err;
+}
+
+START_TEST(test_defaults)
+{
+    sb_instance *ins = instance("{\"table\":\"t\"}");
+    ck_assert_str_eq(sb_opt_string(ins, "table"), "t");
+    ck_assert_str_eq(sb_opt_string(ins, "dataset"), "registry");
+    ck_assert_int_eq(sb_opt_int(ins, "batch"), 100);
+    ck_assert_int_eq(sb_opt_bool(ins, "dry_run"), 0);
+    ck_assert_double_eq(sb_opt_double(ins, "ratio"), 0.25);
+    ck_assert_int_eq(sb_opt_duration_ms(ins, "batch_linger"), 250);
+    ck_assert_int_eq(sb_opt_size(ins, "max_bytes"), 1048576);
+    ck_assert_uint_eq(sb_opt_list_count(ins, "hosts"), 1);
+    ck_assert_str_eq(sb_opt_list_item(ins, "hosts", 0), "localhost");
+    ck_assert_ptr_null(sb_opt_list_item(ins, "hosts", 1));
+    ck_assert_int_eq(sb_opt_isset(ins, "labels"), 0);
+    ck_assert_ptr_null(sb_opt_object(ins, "labels"));
+    ck_assert_int_eq(sb_opt_isset(ins, "dataset"), 1);
+    ck_assert_str_eq(sb_template_text(sb_opt_template(ins, "path")), "/data/${table:-none}");
+    sb_instance_free(ins);
+}
+END_TEST
+
+START_TEST(test_each_type)
+{
+    sb_instance *ins = instance("{\"table\":\"t\",\"dataset\":\"d\",\"batch\":-7,\"dry_run\":true,\"ratio\":3,"
+                                "\"batch_linger\":\"5s\",\"max_bytes\":\"64KB\",\"hosts\":[\"a:1\",\"b:2\"],"
+                                "\"labels\":{\"team\":\"x\",\"n\":[1,{\"k\":\"v\"}]},\"path\":\"gs://b/${schema}/${table}\"}");
+    ck_assert_str_eq(sb_opt_string(ins, "dataset"), "d");
+    ck_assert_int_eq(sb_opt_int(ins, "batch"), -7);
+    ck_assert_int_eq(sb_opt_bool(ins, "dry_run"), 1);
+    ck_assert_double_eq(sb_opt_double(ins, "ratio"), 3.0);
+    ck_assert_int_eq(sb_opt_duration_ms(ins, "batch_linger"), 5000);
+    ck_assert_int_eq(sb_opt_size(ins, "max_bytes"), 65536);
+    ck_assert_uint_eq(sb_opt_list_count(ins, "hosts"), 2);
+    ck_assert_str_eq(sb_opt_list_item(ins, "hosts", 1), "b:2");
+    const json_t *labels = sb_opt_object(ins, "labels");
+    ck_assert_str_eq(json_string_value(json_object_get(labels, "team")), "x");
+
+    sb_event *ev = sb_event_new("e1");
+    sb_event_set_string(ev, "schema", "s");
+    sb_event_set_string(ev, "table", "t1");
+    char err[256];
+    char *out = sb_template_render(sb_opt_template(ins, "path"), ev, err, sizeof err);
+    ck_assert_str_eq(out, "gs://b/s/t1");
+    free(out);
+    sb_event_free(ev);
+    sb_instance_free(ins);
+}
+END_TEST
+
+START_TEST(test_integer_durations_and_sizes)
+{
+    sb_instance *ins = instance("{\"table\":\"t\",\"batch_linger\":1500,\"max_bytes\":512}");
+    ck_assert_int_eq(sb_opt_duration_ms(ins, "batch_linger"), 1500);
+    ck_assert_int_eq(sb_opt_size(ins, "max_bytes"), 512);
+    sb_instance_free(ins);
+}
+END_TEST
+
+START_TEST(test_single_string_list)
+{
+    sb_instance *ins = instance("{\"table\":\"t\",\"hosts\":\"kafka:9092\"}");
+    ck_assert_uint_eq(sb_opt_list_count(ins, "hosts"), 1);
+    ck_assert_str_eq(sb_opt_list_item(ins, "hosts", 0), "kafka:9092");
+    sb_instance_free(ins);
+    ins = instance("{\"table\":\"t\",\"hosts\":[]}");
+    ck_assert_uint_eq(sb_opt_list_count(ins, "hosts"), 0);
+    sb_instance_free(ins);
+}
+END_TEST
+
+START_TEST(test_substitution_applied)
+{
+    setenv("SB_TEST_DS", "prod", 1);
+    setenv("SB_TEST_LINGER", "2m", 1);
+    sb_instance *ins = instance("{\"table\":\"${SB_TEST_DS}_t\",\"dataset\":\"${env:SB_TEST_DS}\","
+                                "\"batch_linger\":\"${SB_TEST_LINGER}\",\"hosts\":[\"$${lit}\",\"${env:SB_TEST_DS}\"],"
+                                "\"labels\":{\"a\":{\"b\":[\"${SB_TEST_DS}\"]}},"
+                                "\"path\":\"/${env:SB_TEST_DS}/${table}/$${x}\"}");
+    ck_assert_str_eq(sb_opt_string(ins, "table"), "prod_t");
+    ck_assert_str_eq(sb_opt_string(ins, "dataset"), "prod");
+    ck_assert_int_eq(sb_opt_duration_ms(ins, "batch_linger"), 120000);
+    ck_assert_str_eq(sb_opt_list_item(ins, "hosts", 0), "${lit}");
+    ck_assert_str_eq(sb_opt_list_item(ins, "hosts", 1), "prod");
+    const json_t *b = json_object_get(json_object_get(sb_opt_object(ins, "labels"), "a"), "b");
+    ck_assert_str_eq(json_string_value(json_array_get(b, 0)), "prod");
+    /* the template keeps ${table} for run time; $${x} renders as a literal */
+    const sb_template *t = sb_opt_template(ins, "path");
+    ck_assert_str_eq(sb_template_text(t), "/prod/${table}/$${x}");
+    sb_event *ev = sb_event_new("e1");
+    sb_event_set_string(ev, "table", "t9");
+    char err[256];
+    char *out = sb_template_render(t, ev, err, sizeof err);
+    ck_assert_str_eq(out, "/prod/t9/${x}");
+    free(out);
+    sb_event_free(ev);
+    sb_instance_free(ins);
+}
+END_TEST
+
+START_TEST(test_substitution_errors)
+{
+    unsetenv("SB_TEST_UNSET");
+    ck_assert_str_eq(parse_error("{\"table\":\"${SB_TEST_UNSET}\"}"),
+                     "conf.d/team.json: sinks.bq.table: environment variable \"SB_TEST_UNSET\" is not set");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"hosts\":[\"a\",\"${env:SB_TEST_UNSET}\"]}"),
+               "sinks.bq.hosts[1]: environment variable \"SB_TEST_UNSET\" is not set");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"labels\":{\"x\":{\"y\":[1,\"${SB_TEST_UNSET}\"]}}}"),
+               "sinks.bq.labels.x.y[1]: environment variable");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"path\":\"${env:SB_TEST_UNSET}/${table}\"}"),
+               "sinks.bq.path: environment variable \"SB_TEST_UNSET\" is not set");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"dataset\":\"${file:/nonexistent/sb-secret}\"}"),
+               "sinks.bq.dataset: cannot read file \"/nonexistent/sb-secret\": No such file or directory");
+}
+END_TEST
+
+START_TEST(test_type_errors)
+{
+    ck_assert_str_eq(parse_error("{\"table\":\"t\",\"batch_linger\":true}"),
+                     "conf.d/team.json: sinks.bq.batch_linger: expected a duration like \"250ms\" or \"5s\", got true");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"batch_linger\":\"5 parsecs\"}"),
+               "sinks.bq.batch_linger: expected a duration like \"250ms\" or \"5s\", got \"5 parsecs\"");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"batch_linger\":-5}"), "sinks.bq.batch_linger: expected a duration");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"max_bytes\":\"64XB\"}"),
+               "sinks.bq.max_bytes: expected a size like \"512\", \"64KB\" or \"10MB\", got \"64XB\"");
+    ASSERT_HAS(parse_error("{\"table\":5}"), "sinks.bq.table: expected a string, got 5");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"batch\":\"10\"}"), "sinks.bq.batch: expected an integer, got \"10\"");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"batch\":1.5}"), "sinks.bq.batch: expected an integer, got 1.5");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"dry_run\":\"yes\"}"), "sinks.bq.dry_run: expected true or false");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"ratio\":\"x\"}"), "sinks.bq.ratio: expected a number, got \"x\"");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"hosts\":[\"a\",7]}"), "sinks.bq.hosts[1]: expected a string, got 7");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"hosts\":{}}"), "sinks.bq.hosts: expected a list of strings, got {}");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"labels\":[1]}"), "sinks.bq.labels: expected an object, got [1]");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"path\":1}"), "sinks.bq.path: expected a string (template), got 1");
+}
+END_TEST
+
+START_TEST(test_long_value_is_cut)
+{
+    char err[512] = "";
+    json_t *given = json_pack("{s:s, s:[s,s,s,s,s,s]}", "table", "t", "batch", "aaaaaaaaaaaa", "bbbbbbbbbbbb",
+                              "cccccccccccc", "dddddddddddd", "eeeeeeeeeeee", "ffffffffffff");
+    sb_options *o = sb_options_parse(defs, given, "x", err, sizeof err);
+    ck_assert_ptr_null(o);
+    ASSERT_HAS(err, "x.batch: expected an integer, got [\"aaaaaaaaaaaa\"");
+    ASSERT_HAS(err, "...");
+    ck_assert_uint_lt(strlen(err), 120);
+    json_decref(given);
+}
+END_TEST
+
+START_TEST(test_unknown_and_required)
+{
+    ck_assert_str_eq(parse_error("{\"table\":\"t\",\"batch_lingr\":\"1s\"}"),
+                     "conf.d/team.json: sinks.bq.batch_lingr: unknown option (did you mean \"batch_linger\"?)");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"Dataset\":\"x\"}"), "(did you mean \"dataset\"?)");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"completely_else\":1}"),
+               "sinks.bq.completely_else: unknown option (known: table, dataset, batch, dry_run, ratio, "
+               "batch_linger, max_bytes, hosts, labels, path)");
+    ck_assert_str_eq(parse_error("{\"dataset\":\"x\"}"),
+                     "conf.d/team.json: sinks.bq.table: missing required option (string)");
+    ASSERT_HAS(parse_error("[]"), "conf.d/team.json: sinks.bq: expected an object of options, got []");
+
+    static const sb_option_def none[] = {{NULL, 0, NULL, 0, NULL}};
+    char err[256];
+    json_t *given = json_pack("{s:i}", "x", 1);
+    ck_assert_ptr_null(sb_options_parse(none, given, "w", err, sizeof err));
+    ck_assert_str_eq(err, "w.x: unknown option (this plugin takes no options)");
+    json_decref(given);
+    sb_options *o = sb_options_parse(NULL, NULL, "w", err, sizeof err);
+    ck_assert_ptr_nonnull(o);
+    sb_options_free(o);
+}
+END_TEST
+
+START_TEST(test_template_syntax_error)
+{
+    ck_assert_str_eq(parse_error("{\"table\":\"t\",\"path\":\"/data/${table\"}"),
+                     "conf.d/team.json: sinks.bq.path: invalid template \"/data/${table\": unterminated \"${\" at column 7");
+    ASSERT_HAS(parse_error("{\"table\":\"t\",\"path\":\"/data/$table\"}"), "sinks.bq.path: invalid template");
+}
+END_TEST
+
+START_TEST(test_bad_default_in_table)
+{
+    static const sb_option_def bad[] = {{"n", SB_OPT_INT, "ten", 0, "x"}, {NULL, 0, NULL, 0, NULL}};
+    char err[256];
+    ck_assert_ptr_null(sb_options_parse(bad, NULL, "sinks.x", err, sizeof err));
+    ASSERT_HAS(err, "sinks.x.n: the plugin's default ten is not valid JSON");
+}
+END_TEST
+
+START_TEST(test_getter_misuse)
+{
+    sb_instance *ins = instance("{\"table\":\"t\"}");
+    ck_assert_int_eq(sb_opt_int(ins, "no_such"), 0);
+    ck_assert_ptr_null(sb_opt_string(ins, "no_such"));
+    ck_assert_int_eq(sb_opt_isset(ins, "no_such"), 0);
+    ck_assert_int_eq(sb_opt_int(ins, "table"), 0); /* declared as a string */
+    ck_assert_str_eq(sb_opt_string(ins, "path"), "/data/${table:-none}");
+    sb_instance_free(ins);
+}
+END_TEST
+
+START_TEST(test_type_names)
+{
+    ck_assert_str_eq(sb_option_type_name(SB_OPT_DURATION), "duration");
+    ck_assert_str_eq(sb_option_type_name(SB_OPT_STRING_LIST), "string list");
+    ck_assert_str_eq(sb_option_type_name((sb_option_type)99), "?");
+}
+END_TEST
+
+START_TEST(test_doc_printer)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    sb_options_print_doc(out, &plugin);
+    fclose(out);
+    ASSERT_HAS(text, "bigquery (sink plugin, version 1.2.3)\n  Write run registry rows");
+    ASSERT_HAS(text, "OPTION");
+    ASSERT_HAS(text, "DESCRIPTION");
+    ASSERT_HAS(text, "table         string       required");
+    ASSERT_HAS(text, "batch_linger  duration     \"250ms\"");
+    ASSERT_HAS(text, "hosts         string list  [\"localhost\"]");
+    ASSERT_HAS(text, "labels        object       -");
+    /* wrapped descriptions continue in the description column */
+    ASSERT_HAS(text, "How long to wait for a fuller\n                                            batch.\n");
+    /* the long default gets its own line and the description follows, aligned */
+    ASSERT_HAS(text, "\"/data/${table:-none}\"\n");
+    for (char *line = text; *line;) {
+        size_t l = strcspn(line, "\n");
+        ck_assert_msg(l <= 78, "line too long (%zu): %.*s", l, (int)l, line);
+        line += l + (line[l] ? 1 : 0);
+    }
+    free(text);
+
+    static const sb_plugin bare = {SB_PLUGIN_ABI, .name = "stdout", .kind = SB_KIND_SOURCE, .version = "0.1",
+                                   .description = "Read events from standard input."};
+    out = open_memstream(&text, &len);
+    sb_options_print_doc(out, &bare);
+    fclose(out);
+    ck_assert_str_eq(text, "stdout (source plugin, version 0.1)\n  Read events from standard input.\n\nOptions: none.\n");
+    free(text);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("options");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_each_type);
+    tcase_add_test(tc, test_integer_durations_and_sizes);
+    tcase_add_test(tc, test_single_string_list);
+    tcase_add_test(tc, test_substitution_applied);
+    tcase_add_test(tc, test_substitution_errors);
+    tcase_add_test(tc, test_type_errors);
+    tcase_add_test(tc, test_long_value_is_cut);
+    tcase_add_test(tc, test_unknown_and_required);
+    tcase_add_test(tc, test_template_syntax_error);
+    tcase_add_test(tc, test_bad_default_in_table);
+    tcase_add_test(tc, test_getter_misuse);
+    tcase_add_test(tc, test_type_names);
+    tcase_add_test(tc, test_doc_printer);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
