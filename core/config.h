@@ -1,7 +1,7 @@
 /*
  * config.h - the daemon's configuration model and loader.
  *
- * sb_config_load() reads the main JSON file and every conf.d/*.json drop-in
+ * sb_config_load() reads the main JSON file and every conf.d/NAME.json drop-in
  * (sorted by name), merges them by instance and route name, applies
  * ${env:NAME}/${NAME}/${file:/path} substitution to the core's own keys,
  * and validates the structure: unknown keys, wrong types, a name defined
