@@ -592,6 +592,28 @@ START_TEST(test_crash_sigkill)
 }
 END_TEST
 
+/* The CLI opens its own handle on the daemon's state dir and replays. */
+START_TEST(test_second_handle)
+{
+    sb_ledger *daemon = open_ledger();
+    char err[256];
+    int64_t id = accept1(daemon, "h1", "r", "src", "t", 1);
+    sb_ledger_dead(daemon, id, 0, "boom");
+    sb_ledger_sync(daemon);
+    sb_ledger *cli = open_ledger();
+    json_t *arr = sb_ledger_list(cli, &(sb_ledger_filter){.state = SB_ENTRY_DEAD}, err, sizeof err);
+    ck_assert_int_eq(json_array_size(arr), 1);
+    json_decref(arr);
+    ck_assert_int_eq(sb_ledger_dlq_replay(cli, id, NULL, err, sizeof err), 1);
+    sb_ledger_close(cli);
+    accept1(daemon, "h2", "r", "src", "t", 2);
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_take_requeued(daemon, 10, collect, &s), 1);
+    ck_assert_int_eq(s.entry_id[0], id);
+    sb_ledger_close(daemon);
+}
+END_TEST
+
 START_TEST(test_power_policy)
 {
     g_opts.fsync = SB_FSYNC_POWER;
@@ -622,6 +644,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_reopen);
     tcase_add_test(tc, test_concurrent_accept);
     tcase_add_test(tc, test_crash_sigkill);
+    tcase_add_test(tc, test_second_handle);
     tcase_add_test(tc, test_power_policy);
     suite_add_tcase(s, tc);
     return s;
