@@ -1,0 +1,660 @@
+/* test_ledger.c - the run ledger against real SQLite files in a temp dir. */
+#include "build_config.h"
+#include "ledger.h"
+#include "util.h"
+
+#include <check.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char g_dir[256];
+static sb_ledger_opts g_opts = {.fsync = SB_FSYNC_PROCESS, .commit_interval_ms = 5, .retention_ms = 60000};
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void setup(void)
+{
+    snprintf(g_dir, sizeof g_dir, "%s/test_ledger.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+}
+
+static void teardown(void)
+{
+    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static sb_ledger *open_ledger(void)
+{
+    char err[256] = "";
+    /* a subdirectory that does not exist yet: open creates it */
+    char *dir = sb_asprintf("%s/state", g_dir);
+    sb_ledger *l = sb_ledger_open(dir, &g_opts, err, sizeof err);
+    free(dir);
+    ck_assert_msg(l != NULL, "open: %s", err);
+    return l;
+}
+
+static char *payload(const char *id, const char *table, int64_t received_us)
+{
+    return sb_asprintf("{\"id\":\"%s\",\"source\":\"src\",\"received_us\":%lld,\"fields\":{\"table\":\"%s\",\"n\":7}}",
+                       id, (long long)received_us, table);
+}
+
+/* Accept one entry and return its id. */
+static int64_t accept1(sb_ledger *l, const char *id, const char *route, const char *source, const char *table,
+                       int64_t received_us)
+{
+    char err[256];
+    char *p = payload(id, table, received_us);
+    sb_ledger_new e = {.event_id = id, .route = route, .source = source, .payload = p, .received_us = received_us};
+    ck_assert_msg(sb_ledger_accept(l, source, NULL, &e, 1, err, sizeof err) == 0, "accept: %s", err);
+    free(p);
+    ck_assert_int_eq(e.duplicate, 0);
+    return e.entry_id;
+}
+
+static void counts(sb_ledger *l, int64_t pending, int64_t done, int64_t dead)
+{
+    int64_t p = -1, d = -1, x = -1;
+    ck_assert_int_eq(sb_ledger_counts(l, &p, &d, &x), 0);
+    ck_assert_int_eq(p, pending);
+    ck_assert_int_eq(d, done);
+    ck_assert_int_eq(x, dead);
+}
+
+/* Copy of a pending view, for assertions after the callback. */
+struct seen {
+    int n;
+    int64_t entry_id[16];
+    int next_step[16], attempts[16];
+    int64_t first_attempt_us[16], next_retry_us[16];
+    char added[16][256], members[16][256], event_id[16][64];
+};
+
+static int collect(const sb_ledger_pending *p, void *ud)
+{
+    struct seen *s = ud;
+    if (s->n >= 16)
+        return 1;
+    int i = s->n++;
+    s->entry_id[i] = p->entry_id;
+    s->next_step[i] = p->next_step;
+    s->attempts[i] = p->attempts;
+    s->first_attempt_us[i] = p->first_attempt_us;
+    s->next_retry_us[i] = p->next_retry_us;
+    snprintf(s->added[i], sizeof s->added[i], "%s", p->added_json);
+    snprintf(s->members[i], sizeof s->members[i], "%s", p->members_done);
+    snprintf(s->event_id[i], sizeof s->event_id[i], "%s", p->event_id);
+    return 0;
+}
+
+START_TEST(test_accept_duplicate_checkpoint)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    char *p1 = payload("e1", "t", 1), *p2 = payload("e2", "t", 2);
+    sb_ledger_new a[3] = {
+        {.event_id = "e1", .route = "r1", .payload = p1, .received_us = 1},
+        {.event_id = "e1", .route = "r2", .payload = p1, .received_us = 1},
+        {.event_id = "e2", .route = "r1", .payload = p2, .received_us = 2},
+    };
+    ck_assert_ptr_null(sb_ledger_checkpoint(l, "kafka_in"));
+    ck_assert_int_eq(sb_ledger_accept(l, "kafka_in", "off-10", a, 3, err, sizeof err), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_gt(a[i].entry_id, 0);
+        ck_assert_int_eq(a[i].duplicate, 0);
+    }
+    char *cp = sb_ledger_checkpoint(l, "kafka_in");
+    ck_assert_str_eq(cp, "off-10");
+    free(cp);
+
+    char *p3 = payload("e3", "t", 3);
+    sb_ledger_new b[3] = {
+        {.event_id = "e1", .route = "r2", .payload = p1, .received_us = 1},
+        {.event_id = "e3", .route = "r1", .payload = p3, .received_us = 3},
+        {.event_id = "e3", .route = "r1", .payload = p3, .received_us = 3},
+    };
+    ck_assert_int_eq(sb_ledger_accept(l, "kafka_in", "off-11", b, 3, err, sizeof err), 0);
+    ck_assert_int_eq(b[0].duplicate, 1);
+    ck_assert_int_eq(b[0].entry_id, a[1].entry_id);
+    ck_assert_int_eq(b[1].duplicate, 0);
+    ck_assert_int_eq(b[2].duplicate, 1);
+    ck_assert_int_eq(b[2].entry_id, b[1].entry_id);
+    counts(l, 4, 0, 0);
+
+    /* NULL checkpoint leaves it; an empty accept with a checkpoint sets it */
+    ck_assert_int_eq(sb_ledger_accept(l, "kafka_in", NULL, b, 1, err, sizeof err), 0);
+    cp = sb_ledger_checkpoint(l, "kafka_in");
+    ck_assert_str_eq(cp, "off-11");
+    free(cp);
+    ck_assert_int_eq(sb_ledger_accept(l, "kafka_in", "off-12", NULL, 0, err, sizeof err), 0);
+    cp = sb_ledger_checkpoint(l, "kafka_in");
+    ck_assert_str_eq(cp, "off-12");
+    free(cp);
+
+    /* invalid entries are refused before anything is queued */
+    sb_ledger_new bad = {.event_id = "x", .route = NULL, .payload = "{}"};
+    ck_assert_int_eq(sb_ledger_accept(l, "kafka_in", "off-13", &bad, 1, err, sizeof err), -1);
+    cp = sb_ledger_checkpoint(l, "kafka_in");
+    ck_assert_str_eq(cp, "off-12");
+    free(cp);
+
+    free(p1);
+    free(p2);
+    free(p3);
+    sb_ledger_close(l);
+}
+END_TEST
+
+START_TEST(test_async_order_and_resume_view)
+{
+    sb_ledger *l = open_ledger();
+    int64_t id = accept1(l, "ev", "r", "src", "t", 10);
+    sb_ledger_member_done(l, id, 0, "a", 1, "{\"x\":1}");
+    sb_ledger_member_done(l, id, 0, "b", 2, "{\"y\":2}");
+    sb_ledger_member_done(l, id, 0, "a", 5, "{\"x\":99}"); /* second record of a: ignored */
+    sb_ledger_step_done(l, id, 0);
+    sb_ledger_member_done(l, id, 1, "c", 1, "{\"x\":3}");
+    sb_ledger_step_done(l, id, 1);
+    sb_ledger_retry(l, id, 2, 1, 0, "first");
+    sb_ledger_member_done(l, id, 2, "d", 1, "{\"z\":4}");
+    sb_ledger_member_done(l, id, 2, "e", 1, NULL);
+    sb_ledger_retry(l, id, 2, 3, 123456789, "timeout");
+    sb_ledger_sync(l);
+
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 1);
+    ck_assert_int_eq(s.entry_id[0], id);
+    ck_assert_int_eq(s.next_step[0], 2);
+    ck_assert_int_eq(s.attempts[0], 3);
+    ck_assert_int_eq(s.next_retry_us[0], 123456789);
+    ck_assert_int_gt(s.first_attempt_us[0], 0);
+    json_t *added = json_loads(s.added[0], 0, NULL);
+    ck_assert_ptr_nonnull(added);
+    ck_assert_int_eq(json_object_size(added), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(added, "x")), 3); /* step 1 overrides step 0 */
+    ck_assert_int_eq(json_integer_value(json_object_get(added, "y")), 2);
+    json_decref(added);
+    ck_assert_str_eq(s.members[0], "[\"d\",\"e\"]");
+
+    char err[256];
+    json_t *e = sb_ledger_show(l, id, err, sizeof err);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "error")), "timeout");
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "pending");
+    json_decref(e);
+
+    /* finishing: step_done + entry_done leave the pending set */
+    sb_ledger_step_done(l, id, 2);
+    sb_ledger_entry_done(l, id);
+    sb_ledger_sync(l);
+    s.n = 0;
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 0);
+    counts(l, 0, 1, 0);
+    e = sb_ledger_show(l, id, err, sizeof err);
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 3);
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "attempts")), 0);
+    json_decref(e);
+    sb_ledger_close(l);
+}
+END_TEST
+
+START_TEST(test_pending_paging)
+{
+    sb_ledger *l = open_ledger();
+    int64_t ids[6];
+    for (int i = 0; i < 6; i++) {
+        char ev[16];
+        snprintf(ev, sizeof ev, "p%d", i);
+        ids[i] = accept1(l, ev, i % 2 ? "odd" : "even", "src", "t", i);
+    }
+    sb_ledger_entry_done(l, ids[2]);
+    sb_ledger_sync(l);
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 2, collect, &s), 2);
+    ck_assert_int_eq(s.entry_id[0], ids[0]);
+    ck_assert_int_eq(s.entry_id[1], ids[1]);
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, s.entry_id[1], 2, collect, &s), 2);
+    ck_assert_int_eq(s.entry_id[2], ids[3]); /* ids[2] is done */
+    ck_assert_int_eq(s.entry_id[3], ids[4]);
+    s.n = 0;
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, "even", 0, 0, collect, &s), 2);
+    ck_assert_int_eq(s.entry_id[0], ids[0]);
+    ck_assert_int_eq(s.entry_id[1], ids[4]);
+    ck_assert_str_eq(s.added[0], "{}");
+    ck_assert_str_eq(s.members[0], "[]");
+    sb_ledger_close(l);
+}
+END_TEST
+
+START_TEST(test_dead_and_dlq)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t a = accept1(l, "d1", "r1", "src", "t", 1);
+    int64_t b = accept1(l, "d2", "r2", "src", "t", 2);
+    int64_t c = accept1(l, "d3", "r1", "src", "t", 3);
+    sb_ledger_member_done(l, a, 0, "m", 1, "{\"k\":1}");
+    sb_ledger_step_done(l, a, 0);
+    sb_ledger_retry(l, a, 1, 4, 99, "503");
+    sb_ledger_dead(l, a, 1, "gave up: 503");
+    sb_ledger_dead(l, b, 0, "400 bad request");
+    sb_ledger_dead(l, c, 0, "400");
+    sb_ledger_sync(l);
+    counts(l, 0, 0, 3);
+
+    sb_ledger_filter f = {.state = SB_ENTRY_DEAD};
+    json_t *arr = sb_ledger_list(l, &f, err, sizeof err);
+    ck_assert_int_eq(json_array_size(arr), 3);
+    json_t *first = json_array_get(arr, 2); /* newest first */
+    ck_assert_int_eq(json_integer_value(json_object_get(first, "entry_id")), a);
+    ck_assert_str_eq(json_string_value(json_object_get(first, "error")), "gave up: 503");
+    ck_assert_int_eq(json_integer_value(json_object_get(first, "next_step")), 1);
+    json_decref(arr);
+
+    ck_assert_int_eq(sb_ledger_dlq_replay(l, 0, "r1", err, sizeof err), 2);
+    ck_assert_int_eq(sb_ledger_dlq_replay(l, a, NULL, err, sizeof err), 0); /* no longer dead */
+    counts(l, 2, 0, 1);
+
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_take_requeued(l, 1, collect, &s), 1);
+    ck_assert_int_eq(s.entry_id[0], a);
+    ck_assert_int_eq(s.next_step[0], 1);
+    ck_assert_int_eq(s.attempts[0], 0);
+    ck_assert_str_eq(s.added[0], "{\"k\":1}");
+    ck_assert_int_eq(sb_ledger_take_requeued(l, 0, collect, &s), 1);
+    ck_assert_int_eq(s.entry_id[1], c);
+    ck_assert_int_eq(sb_ledger_take_requeued(l, 0, collect, &s), 0);
+
+    json_t *e = sb_ledger_show(l, a, err, sizeof err);
+    ck_assert(json_is_false(json_object_get(e, "requeued")));
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "pending");
+    json_decref(e);
+
+    /* drop: only dead entries, by id or all */
+    ck_assert_int_eq(sb_ledger_dlq_drop(l, a, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(sb_ledger_dlq_drop(l, 0, NULL, err, sizeof err), 1);
+    ck_assert_ptr_null(sb_ledger_show(l, b, err, sizeof err));
+    ck_assert_ptr_nonnull(strstr(err, "no ledger entry"));
+    counts(l, 2, 0, 0);
+    sb_ledger_close(l);
+}
+END_TEST
+
+static size_t list_n(sb_ledger *l, sb_ledger_filter f)
+{
+    char err[256];
+    json_t *arr = sb_ledger_list(l, &f, err, sizeof err);
+    ck_assert_msg(arr != NULL, "list: %s", err);
+    size_t n = json_array_size(arr);
+    json_decref(arr);
+    return n;
+}
+
+START_TEST(test_list_filters)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t a = accept1(l, "l1", "r1", "s1", "orders", 1000);
+    accept1(l, "l2", "r1", "s2", "users", 2000);
+    int64_t c = accept1(l, "l3", "r2", "s1", "orders", 3000);
+    sb_ledger_entry_done(l, c);
+    sb_ledger_sync(l);
+
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1}), 3);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1, .route = "r1"}), 2);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1, .source = "s1"}), 2);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_DONE}), 1);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_PENDING}), 2);
+    ck_assert_int_eq(
+        list_n(l, (sb_ledger_filter){.state = -1, .field_eq_name = "table", .field_eq_value = "orders"}), 2);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1, .field_eq_name = "n", .field_eq_value = "7"}), 3);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1, .field_eq_name = "nope", .field_eq_value = "x"}),
+                     0);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1, .since_us = 2000}), 2);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1, .until_us = 2000}), 1);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1, .since_us = 1500, .until_us = 2500}), 1);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1, .limit = 2}), 2);
+
+    sb_ledger_filter f = {.state = -1, .route = "r1", .field_eq_name = "table", .field_eq_value = "orders"};
+    json_t *arr = sb_ledger_list(l, &f, err, sizeof err);
+    ck_assert_int_eq(json_array_size(arr), 1);
+    json_t *o = json_array_get(arr, 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "entry_id")), a);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "event_id")), "l1");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "source")), "s1");
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "received_us")), 1000);
+    ck_assert(json_is_null(json_object_get(o, "error")));
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "fields"), "table")), "orders");
+    json_decref(arr);
+    sb_ledger_close(l);
+}
+END_TEST
+
+START_TEST(test_show_steps)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t id = accept1(l, "s1", "r", "src", "t", 5);
+    sb_ledger_member_done(l, id, 0, "bq", 2, "{\"rows\":3}");
+    sb_ledger_step_done(l, id, 0);
+    sb_ledger_member_done(l, id, 1, "pub_a", 1, NULL);
+    sb_ledger_member_done(l, id, 1, "pub_b", 1, "{\"msg\":\"m1\"}");
+    sb_ledger_sync(l);
+    json_t *e = sb_ledger_show(l, id, err, sizeof err);
+    ck_assert_msg(e != NULL, "show: %s", err);
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 1);
+    json_t *steps = json_object_get(e, "steps");
+    ck_assert_int_eq(json_array_size(steps), 3);
+    json_t *s0 = json_array_get(steps, 0), *s1 = json_array_get(steps, 1), *s2 = json_array_get(steps, 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(s0, "step")), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(s0, "instance")), "bq");
+    ck_assert_int_eq(json_integer_value(json_object_get(s0, "attempts")), 2);
+    ck_assert_int_gt(json_integer_value(json_object_get(s0, "completed_us")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(s0, "added"), "rows")), 3);
+    ck_assert_str_eq(json_string_value(json_object_get(s1, "instance")), "pub_a");
+    ck_assert(json_is_null(json_object_get(s1, "added")));
+    ck_assert_str_eq(json_string_value(json_object_get(s2, "instance")), "pub_b");
+    json_decref(e);
+    ck_assert_ptr_null(sb_ledger_show(l, 9999, err, sizeof err));
+    sb_ledger_close(l);
+}
+END_TEST
+
+START_TEST(test_prune)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t a = accept1(l, "x1", "r", "src", "t", 1);
+    int64_t b = accept1(l, "x2", "r", "src", "t", 2);
+    int64_t c = accept1(l, "x3", "r", "src", "t", 3);
+    sb_ledger_member_done(l, a, 0, "m", 1, "{}");
+    sb_ledger_step_done(l, a, 0);
+    sb_ledger_entry_done(l, a);
+    sb_ledger_dead(l, b, 0, "bad");
+    sb_ledger_sync(l);
+    int64_t now = sb_now_us();
+    /* not yet older than the retention */
+    ck_assert_int_eq(sb_ledger_prune(l, now), 0);
+    counts(l, 1, 1, 1);
+    ck_assert_int_eq(sb_ledger_prune(l, now + g_opts.retention_ms * 1000 + 1000), 2);
+    counts(l, 1, 0, 0);
+    ck_assert_ptr_null(sb_ledger_show(l, a, err, sizeof err));
+    json_t *e = sb_ledger_show(l, c, err, sizeof err);
+    ck_assert_ptr_nonnull(e);
+    json_decref(e);
+    sb_ledger_close(l);
+
+    /* members rows went with their entry */
+    char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM members", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(st, 0), 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    free(path);
+}
+END_TEST
+
+START_TEST(test_prune_many)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    enum { N = 12000 }; /* more than one prune chunk */
+    sb_ledger_new *e = sb_xcalloc(N, sizeof *e);
+    char(*ids)[16] = sb_xcalloc(N, 16);
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], 16, "m%d", i);
+        e[i] = (sb_ledger_new){.event_id = ids[i], .route = "r", .payload = "{}"};
+    }
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, e, N, err, sizeof err), 0);
+    for (int i = 0; i < N; i++)
+        sb_ledger_entry_done(l, e[i].entry_id);
+    sb_ledger_sync(l);
+    ck_assert_int_eq(sb_ledger_prune(l, sb_now_us() + g_opts.retention_ms * 1000 + 1000), N);
+    counts(l, 0, 0, 0);
+    free(e);
+    free(ids);
+    sb_ledger_close(l);
+}
+END_TEST
+
+START_TEST(test_reopen)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    char *p = payload("r1", "t", 1);
+    sb_ledger_new e = {.event_id = "r1", .route = "r", .payload = p, .received_us = 1};
+    ck_assert_int_eq(sb_ledger_accept(l, "src", "cp-1", &e, 1, err, sizeof err), 0);
+    sb_ledger_member_done(l, e.entry_id, 0, "m", 1, "{\"a\":1}");
+    sb_ledger_step_done(l, e.entry_id, 0);
+    /* no sync: close must flush the queue */
+    sb_ledger_close(l);
+
+    l = open_ledger();
+    char *cp = sb_ledger_checkpoint(l, "src");
+    ck_assert_str_eq(cp, "cp-1");
+    free(cp);
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 1);
+    ck_assert_int_eq(s.entry_id[0], e.entry_id);
+    ck_assert_int_eq(s.next_step[0], 1);
+    ck_assert_str_eq(s.added[0], "{\"a\":1}");
+    sb_ledger_new again = e;
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, &again, 1, err, sizeof err), 0);
+    ck_assert_int_eq(again.duplicate, 1);
+    free(p);
+    sb_ledger_close(l);
+}
+END_TEST
+
+struct acc_thread {
+    sb_ledger *l;
+    const char *prefix;
+    int rc;
+};
+
+static void *acc_main(void *arg)
+{
+    struct acc_thread *t = arg;
+    char err[256];
+    for (int b = 0; b < 50 && t->rc == 0; b++) {
+        char ids[20][32];
+        sb_ledger_new e[20];
+        for (int i = 0; i < 20; i++) {
+            snprintf(ids[i], sizeof ids[i], "%s-%d", t->prefix, b * 20 + i);
+            e[i] = (sb_ledger_new){.event_id = ids[i], .route = "r", .payload = "{}"};
+        }
+        char cp[16];
+        snprintf(cp, sizeof cp, "%d", b);
+        if (sb_ledger_accept(t->l, t->prefix, cp, e, 20, err, sizeof err) != 0)
+            t->rc = -1;
+        for (int i = 0; i < 20; i++)
+            if (e[i].duplicate || e[i].entry_id <= 0)
+                t->rc = -1;
+    }
+    return NULL;
+}
+
+START_TEST(test_concurrent_accept)
+{
+    sb_ledger *l = open_ledger();
+    struct acc_thread t[2] = {{l, "A", 0}, {l, "B", 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, acc_main, &t[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_eq(t[0].rc, 0);
+    ck_assert_int_eq(t[1].rc, 0);
+    counts(l, 2000, 0, 0);
+    char *a = sb_ledger_checkpoint(l, "A"), *b = sb_ledger_checkpoint(l, "B");
+    ck_assert_str_eq(a, "49");
+    ck_assert_str_eq(b, "49");
+    free(a);
+    free(b);
+    sb_ledger_close(l);
+}
+END_TEST
+
+static void crash_child(int wfd)
+{
+    char err[256];
+    char *dir = sb_asprintf("%s/state", g_dir);
+    sb_ledger *l = sb_ledger_open(dir, &g_opts, err, sizeof err);
+    if (!l)
+        _exit(2);
+    for (int64_t k = 0;; k += 64) {
+        char ids[64][32], cp[32];
+        sb_ledger_new e[64];
+        for (int i = 0; i < 64; i++) {
+            snprintf(ids[i], sizeof ids[i], "c%lld", (long long)(k + i));
+            e[i] = (sb_ledger_new){.event_id = ids[i], .route = "r", .payload = "{\"fields\":{}}"};
+        }
+        snprintf(cp, sizeof cp, "%lld", (long long)(k + 63));
+        if (sb_ledger_accept(l, "src", cp, e, 64, err, sizeof err) != 0)
+            _exit(3);
+        for (int i = 0; i < 64; i += 2) /* some state churn beside the accepts */
+            sb_ledger_entry_done(l, e[i].entry_id);
+        int64_t last = k + 63;
+        if (write(wfd, &last, sizeof last) != sizeof last)
+            _exit(4);
+    }
+}
+
+START_TEST(test_crash_sigkill)
+{
+    for (int round = 0; round < 3; round++) {
+        int fds[2];
+        ck_assert_int_eq(pipe(fds), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            close(fds[0]);
+            crash_child(fds[1]);
+        }
+        close(fds[1]);
+        usleep(50000 + (useconds_t)sb_rand_below(250000));
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        int64_t last = -1, v;
+        while (read(fds[0], &v, sizeof v) == sizeof v)
+            last = v;
+        close(fds[0]);
+        ck_assert_int_ge(last, 0);
+
+        char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+        sqlite3 *db;
+        ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+        sqlite3_stmt *st;
+        ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+        ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "ok");
+        sqlite3_finalize(st);
+        /* every acknowledged event (ids are dense from c0) is there */
+        ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                            "SELECT count(*) FROM entries WHERE"
+                                            " CAST(substr(event_id, 2) AS INTEGER) <= ?1",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_int64(st, 1, last);
+        ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+        ck_assert_int_eq(sqlite3_column_int64(st, 0), last + 1);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        free(path);
+
+        sb_ledger *l = open_ledger();
+        char *cp = sb_ledger_checkpoint(l, "src");
+        ck_assert_ptr_nonnull(cp);
+        ck_assert_int_ge(strtoll(cp, NULL, 10), last);
+        free(cp);
+        sb_ledger_close(l);
+        teardown();
+        setup();
+    }
+}
+END_TEST
+
+/* The CLI opens its own handle on the daemon's state dir and replays. */
+START_TEST(test_second_handle)
+{
+    sb_ledger *daemon = open_ledger();
+    char err[256];
+    int64_t id = accept1(daemon, "h1", "r", "src", "t", 1);
+    sb_ledger_dead(daemon, id, 0, "boom");
+    sb_ledger_sync(daemon);
+    sb_ledger *cli = open_ledger();
+    json_t *arr = sb_ledger_list(cli, &(sb_ledger_filter){.state = SB_ENTRY_DEAD}, err, sizeof err);
+    ck_assert_int_eq(json_array_size(arr), 1);
+    json_decref(arr);
+    ck_assert_int_eq(sb_ledger_dlq_replay(cli, id, NULL, err, sizeof err), 1);
+    sb_ledger_close(cli);
+    accept1(daemon, "h2", "r", "src", "t", 2);
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_take_requeued(daemon, 10, collect, &s), 1);
+    ck_assert_int_eq(s.entry_id[0], id);
+    sb_ledger_close(daemon);
+}
+END_TEST
+
+START_TEST(test_power_policy)
+{
+    g_opts.fsync = SB_FSYNC_POWER;
+    sb_ledger *l = open_ledger();
+    int64_t id = accept1(l, "pw", "r", "src", "t", 1);
+    sb_ledger_entry_done(l, id);
+    sb_ledger_sync(l);
+    counts(l, 0, 1, 0);
+    sb_ledger_close(l);
+    g_opts.fsync = SB_FSYNC_PROCESS;
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("ledger");
+    TCase *tc = tcase_create("ledger");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_accept_duplicate_checkpoint);
+    tcase_add_test(tc, test_async_order_and_resume_view);
+    tcase_add_test(tc, test_pending_paging);
+    tcase_add_test(tc, test_dead_and_dlq);
+    tcase_add_test(tc, test_list_filters);
+    tcase_add_test(tc, test_show_steps);
+    tcase_add_test(tc, test_prune);
+    tcase_add_test(tc, test_prune_many);
+    tcase_add_test(tc, test_reopen);
+    tcase_add_test(tc, test_concurrent_accept);
+    tcase_add_test(tc, test_crash_sigkill);
+    tcase_add_test(tc, test_second_handle);
+    tcase_add_test(tc, test_power_policy);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
