@@ -83,7 +83,7 @@ int main(int argc, char **argv)
     sb_run_opts run = {.config_path = SB_DEFAULT_CONFIG, .log_level = -1};
     sb_cli_opts cli = {.filter = {.state = -1}};
     int c;
-    while ((c = getopt_long(argc, argv, "+c:l:Vh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:l:Vh", longopts, NULL)) != -1) {
         switch (c) {
         case 'c': run.config_path = optarg; break;
         case 'l':

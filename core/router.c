@@ -151,6 +151,13 @@ sb_router *sb_router_new(const sb_config *cfg, sb_registry *reg, sb_ledger *ledg
     return r;
 }
 
+static int ignore_pending(const sb_ledger_pending *p, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return 0;
+}
+
 int sb_router_start(sb_router *r, char *errstr, size_t errstr_size)
 {
     if (!r->ledger)
@@ -179,6 +186,10 @@ int sb_router_start(sb_router *r, char *errstr, size_t errstr_size)
             }
         }
     r->workers_spawned = 1;
+    /* Entries replayed from the DLQ while we were down are pending anyway:
+     * the resume scan queues them, so clear their flag first. */
+    while (sb_ledger_take_requeued(r->ledger, 4096, ignore_pending, NULL) > 0)
+        ;
     if (pthread_create(&r->timer, NULL, sb_retry_timer, r) != 0)
         return sb_err(errstr, errstr_size, "cannot start the retry timer thread");
     r->timer_spawned = 1;
