@@ -10,14 +10,19 @@ from . import server, discovery
 
 
 def default_reference_dir():
-    here = os.path.dirname(os.path.abspath(__file__))
-    cand = os.path.normpath(os.path.join(here, '..', '..', '..', '..', 'shared', 'reference'))
-    if os.path.isdir(cand):
-        return cand
-    env = os.environ.get('GFAKE_REFERENCE_DIR')
-    if env:
-        return env
-    return cand
+    """The nearest ancestor's shared/reference (the main checkout has it at
+    <repo>/../shared/reference, a worktree under /work/wt/<name> at
+    <repo>/../../shared/reference), else $GFAKE_REFERENCE_DIR."""
+    d = os.path.dirname(os.path.abspath(__file__))
+    while True:
+        cand = os.path.join(d, 'shared', 'reference')
+        if os.path.isdir(os.path.join(cand, 'gcp')):
+            return cand
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return os.environ.get('GFAKE_REFERENCE_DIR') or 'shared/reference'
 
 
 def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems=(), tls=False,
