@@ -1,0 +1,857 @@
+"""Cloud Storage JSON API v1 + XML multipart upload (storage-v1.discovery.json;
+PROTOCOLS.md §5).
+
+Object bytes live in memory up to 8 MiB, beyond that in a temp file.  MD5 and
+CRC-32C are computed incrementally while bytes arrive (crc32c.py folds whole
+blocks with big-integer arithmetic, ~150-200 MB/s), so finishing an upload
+costs nothing extra.
+"""
+import base64
+import datetime
+import email.parser
+import email.policy
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+import atexit
+
+from . import crc32c as crcmod
+from .server import ApiError, Response, json_response
+
+API = 'storage-v1'
+SPILL = 8 * 1024 * 1024
+CHUNK_QUANTUM = 262144
+B = r'/storage/v1/b/([^/]+)'
+
+
+def _rfc3339(t):
+    dt = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    return dt.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (dt.microsecond // 1000)
+
+
+# ---- blobs -------------------------------------------------------------------
+class Blob:
+    def __init__(self, size, md5, crc, data=None, path=None):
+        self.size = size
+        self.md5 = md5
+        self.crc = crc
+        self.data = data
+        self.path = path
+
+    def read(self, offset=0, length=None):
+        if length is None:
+            length = self.size - offset
+        if self.data is not None:
+            return bytes(self.data[offset:offset + length])
+        with open(self.path, 'rb') as f:
+            f.seek(offset)
+            return f.read(length)
+
+    def chunks(self, offset=0, length=None, step=8 << 20):
+        if length is None:
+            length = self.size - offset
+        end = offset + length
+        while offset < end:
+            n = min(step, end - offset)
+            yield self.read(offset, n)
+            offset += n
+
+    def body(self, offset=0, length=None):
+        return BlobBody(self, offset, self.size - offset if length is None else length)
+
+    def discard(self):
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+class BlobBody:
+    """Streamed response body: sendfile() from the temp file when possible."""
+
+    def __init__(self, blob, offset, length):
+        self.blob = blob
+        self.offset = offset
+        self.size = length
+        self.fh = open(blob.path, 'rb') if blob.path else None   # pin the inode
+
+    def write_to(self, wfile, sock):
+        try:
+            if self.fh is not None and sock is not None:
+                sock.sendfile(self.fh, self.offset, self.size)
+                return
+            if self.fh is None:
+                mv = memoryview(self.blob.data)[self.offset:self.offset + self.size]
+                wfile.write(mv)
+                return
+            self.fh.seek(self.offset)
+            left = self.size
+            while left > 0:
+                d = self.fh.read(min(8 << 20, left))
+                if not d:
+                    break
+                wfile.write(d)
+                left -= len(d)
+        finally:
+            if self.fh is not None:
+                self.fh.close()
+
+
+class BlobWriter:
+    def __init__(self, tmpdir, with_md5=True):
+        self.tmpdir = tmpdir
+        self.buf = bytearray()
+        self.fh = None
+        self.path = None
+        self.size = 0
+        self.md5 = hashlib.md5() if with_md5 else None
+        self.crc = 0
+
+    def write(self, data):
+        if not data:
+            return
+        self.size += len(data)
+        if self.md5 is not None:
+            self.md5.update(data)
+        self.crc = crcmod.crc32c(data, self.crc)
+        if self.fh is None and len(self.buf) + len(data) > SPILL:
+            fd, self.path = tempfile.mkstemp(dir=self.tmpdir, prefix='obj-')
+            self.fh = os.fdopen(fd, 'wb')
+            self.fh.write(self.buf)
+            self.buf = None
+        if self.fh is not None:
+            self.fh.write(data)
+        else:
+            self.buf += data
+
+    def finish(self):
+        md5 = self.md5.digest() if self.md5 is not None else None
+        if self.fh is not None:
+            self.fh.close()
+            return Blob(self.size, md5, self.crc, path=self.path)
+        return Blob(self.size, md5, self.crc, data=bytes(self.buf))
+
+    def abort(self):
+        if self.fh is not None:
+            self.fh.close()
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+class Obj:
+    def __init__(self, bucket, name, blob, generation, content_type, meta):
+        self.bucket = bucket
+        self.name = name
+        self.blob = blob
+        self.generation = generation
+        self.metageneration = 1
+        self.content_type = content_type or 'application/octet-stream'
+        self.meta = meta or {}
+        self.created = time.time()
+        self.component_count = None
+
+    def resource(self, base):
+        enc = urllib.parse.quote(self.name, safe='')
+        r = {
+            'kind': 'storage#object',
+            'id': '%s/%s/%d' % (self.bucket, self.name, self.generation),
+            'selfLink': '%s/storage/v1/b/%s/o/%s' % (base, self.bucket, enc),
+            'mediaLink': '%s/download/storage/v1/b/%s/o/%s?generation=%d&alt=media'
+                         % (base, self.bucket, enc, self.generation),
+            'name': self.name,
+            'bucket': self.bucket,
+            'generation': str(self.generation),
+            'metageneration': str(self.metageneration),
+            'contentType': self.content_type,
+            'storageClass': 'STANDARD',
+            'size': str(self.blob.size),
+            'crc32c': crcmod.b64(self.blob.crc),
+            'etag': base64.b64encode(('%d' % self.generation).encode()).decode().rstrip('='),
+            'timeCreated': _rfc3339(self.created),
+            'updated': _rfc3339(self.created),
+            'timeStorageClassUpdated': _rfc3339(self.created),
+            'timeFinalized': _rfc3339(self.created),
+        }
+        if self.blob.md5 is not None:
+            r['md5Hash'] = base64.b64encode(self.blob.md5).decode()
+        if self.component_count is not None:
+            r['componentCount'] = self.component_count
+        for k in ('metadata', 'cacheControl', 'contentDisposition', 'contentEncoding', 'contentLanguage',
+                  'customTime'):
+            if self.meta.get(k) is not None:
+                r[k] = self.meta[k]
+        return r
+
+    def hash_header(self):
+        h = 'crc32c=' + crcmod.b64(self.blob.crc)
+        if self.blob.md5 is not None:
+            h += ',md5=' + base64.b64encode(self.blob.md5).decode()
+        return h
+
+
+def _int_param(req, name):
+    v = req.q(name)
+    if v is None:
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise ApiError(400, 'Invalid value for %s: %s' % (name, v))
+
+
+class Storage:
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.RLock()
+        self.tmpdir = tempfile.mkdtemp(prefix='gfake-gcs-')
+        atexit.register(shutil.rmtree, self.tmpdir, True)
+        self.last_gen = 0
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            for b in getattr(self, 'buckets', {}).values():
+                for o in b['objects'].values():
+                    o.blob.discard()
+            self.buckets = {}
+            self.sessions = {}
+            self.xml_uploads = {}
+
+    # ---- helpers ------------------------------------------------------------
+    def _gen(self):
+        with self.lock:
+            g = max(int(time.time() * 1e6), self.last_gen + 1)
+            self.last_gen = g
+            return g
+
+    def _bucket(self, name, create=True):
+        b = self.buckets.get(name)
+        if b is None:
+            if not create:
+                raise ApiError(404, 'The specified bucket does not exist.', reason='notFound')
+            if not re.match(r'^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]\Z', name):
+                raise ApiError(400, 'Invalid bucket name: \'%s\'' % name, reason='invalid')
+            b = self.buckets[name] = {'name': name, 'objects': {}, 'created': time.time()}
+        return b
+
+    def _bucket_resource(self, req, b):
+        return {'kind': 'storage#bucket', 'id': b['name'], 'name': b['name'],
+                'selfLink': '%s/storage/v1/b/%s' % (req.base_url, b['name']),
+                'projectNumber': '123456789012', 'metageneration': '1', 'location': 'US',
+                'storageClass': 'STANDARD', 'etag': 'CAE=', 'timeCreated': _rfc3339(b['created']),
+                'updated': _rfc3339(b['created'])}
+
+    def _get_obj(self, bucket, name):
+        o = self._bucket(bucket)['objects'].get(name)
+        if o is None:
+            raise ApiError(404, 'No such object: %s/%s' % (bucket, name), reason='notFound')
+        return o
+
+    def _check_preconditions(self, req, existing, params=None):
+        """ifGenerationMatch / ifGenerationNotMatch / ifMetagenerationMatch on the live object."""
+        p = params if params is not None else {
+            k: _int_param(req, k) for k in ('ifGenerationMatch', 'ifGenerationNotMatch',
+                                            'ifMetagenerationMatch', 'ifMetagenerationNotMatch')}
+        gen = existing.generation if existing else 0
+        fail = False
+        if p.get('ifGenerationMatch') is not None and p['ifGenerationMatch'] != gen:
+            fail = True
+        if p.get('ifGenerationNotMatch') is not None and p['ifGenerationNotMatch'] == gen:
+            fail = True
+        if p.get('ifMetagenerationMatch') is not None and (existing is None or
+                                                            p['ifMetagenerationMatch'] != existing.metageneration):
+            fail = True
+        if p.get('ifMetagenerationNotMatch') is not None and existing is not None \
+                and p['ifMetagenerationNotMatch'] == existing.metageneration:
+            fail = True
+        if fail:
+            raise ApiError(412, 'At least one of the pre-conditions you specified did not hold.',
+                           reason='conditionNotMet')
+
+    def _precondition_params(self, req):
+        return {k: _int_param(req, k) for k in ('ifGenerationMatch', 'ifGenerationNotMatch',
+                                                'ifMetagenerationMatch', 'ifMetagenerationNotMatch')}
+
+    def _commit(self, req, bucket, name, blob, content_type, meta, pre=None, verify=True):
+        """Store a finished blob as the live generation; preconditions and
+        client-supplied hashes are checked here.  Returns the Obj."""
+        if verify and meta:
+            if meta.get('crc32c') and meta['crc32c'] != crcmod.b64(blob.crc):
+                blob.discard()
+                raise ApiError(400, 'Provided CRC32C "%s" doesn\'t match calculated CRC32C "%s".'
+                               % (meta['crc32c'], crcmod.b64(blob.crc)), reason='invalid')
+            if meta.get('md5Hash') and blob.md5 is not None and \
+                    meta['md5Hash'] != base64.b64encode(blob.md5).decode():
+                blob.discard()
+                raise ApiError(400, 'Provided MD5 hash "%s" doesn\'t match calculated MD5 hash "%s".'
+                               % (meta['md5Hash'], base64.b64encode(blob.md5).decode()), reason='invalid')
+        with self.lock:
+            b = self._bucket(bucket)
+            old = b['objects'].get(name)
+            try:
+                self._check_preconditions(req, old, pre)
+            except ApiError:
+                blob.discard()
+                raise
+            o = Obj(bucket, name, blob, self._gen(), content_type, meta)
+            b['objects'][name] = o
+            if old is not None:
+                old.blob.discard()
+            return o
+
+    # ---- buckets --------------------------------------------------------------
+    def bucket_insert(self, req):
+        body = req.json()
+        name = body.get('name')
+        if not name:
+            raise ApiError(400, 'Required field: name', reason='required')
+        with self.lock:
+            if name in self.buckets:
+                raise ApiError(409, 'Your previous request to create the named bucket succeeded and you '
+                                    'already own it.', reason='conflict')
+            return json_response(self._bucket_resource(req, self._bucket(name)))
+
+    def bucket_put(self, req, bucket):
+        with self.lock:
+            return json_response(self._bucket_resource(req, self._bucket(bucket)))
+
+    def bucket_get(self, req, bucket):
+        with self.lock:
+            return json_response(self._bucket_resource(req, self._bucket(bucket)))
+
+    def bucket_delete(self, req, bucket):
+        with self.lock:
+            b = self._bucket(bucket, create=False)
+            if b['objects']:
+                raise ApiError(409, 'The bucket you tried to delete is not empty.', reason='conflict')
+            del self.buckets[bucket]
+        return Response(204)
+
+    # ---- objects ----------------------------------------------------------------
+    def object_get(self, req, bucket, name):
+        with self.lock:
+            o = self._get_obj(bucket, name)
+            gen = _int_param(req, 'generation')
+            if gen is not None and gen != o.generation:
+                raise ApiError(404, 'No such object: %s/%s' % (bucket, name), reason='notFound')
+            self._check_preconditions(req, o)
+        if req.q('alt') != 'media' and not req.path.startswith('/download/'):
+            return json_response(o.resource(req.base_url))
+        headers = [('x-goog-hash', o.hash_header()), ('x-goog-generation', str(o.generation)),
+                   ('x-goog-metageneration', str(o.metageneration)),
+                   ('x-goog-stored-content-length', str(o.blob.size)),
+                   ('x-goog-stored-content-encoding', 'identity'),
+                   ('ETag', '"%s"' % (o.blob.md5.hex() if o.blob.md5 else o.generation)),
+                   ('Accept-Ranges', 'bytes')]
+        rng = req.header('Range')
+        size = o.blob.size
+        if rng:
+            m = re.match(r'^bytes=(\d*)-(\d*)\s*\Z', rng.strip())
+            if not m or (m.group(1) == '' and m.group(2) == ''):
+                raise ApiError(400, 'Invalid Range header', reason='invalid')
+            if m.group(1) == '':
+                n = int(m.group(2))
+                start, end = max(0, size - n), size - 1
+            else:
+                start = int(m.group(1))
+                end = int(m.group(2)) if m.group(2) else size - 1
+                end = min(end, size - 1)
+            if start >= size or start > end:
+                raise ApiError(416, 'Request range not satisfiable', reason='requestedRangeNotSatisfiable',
+                               headers=[('Content-Range', 'bytes */%d' % size)])
+            headers.append(('Content-Range', 'bytes %d-%d/%d' % (start, end, size)))
+            return Response(206, o.blob.body(start, end - start + 1), o.content_type, headers)
+        return Response(200, o.blob.body(), o.content_type, headers)
+
+    def object_delete(self, req, bucket, name):
+        with self.lock:
+            o = self._get_obj(bucket, name)
+            self._check_preconditions(req, o)
+            del self.buckets[bucket]['objects'][name]
+            o.blob.discard()
+        return Response(204)
+
+    def object_list(self, req, bucket):
+        prefix = req.q('prefix', '')
+        delim = req.q('delimiter')
+        try:
+            maxr = int(req.q('maxResults') or 1000)
+        except ValueError:
+            raise ApiError(400, 'Invalid maxResults', reason='invalid')
+        maxr = max(1, min(maxr, 1000))
+        token = req.q('pageToken')
+        after = None
+        if token:
+            try:
+                after = base64.urlsafe_b64decode(token.encode()).decode()
+            except ValueError:
+                raise ApiError(400, 'Invalid pageToken', reason='invalid')
+        with self.lock:
+            b = self._bucket(bucket)
+            names = sorted(n for n in b['objects'] if n.startswith(prefix))
+            entries = []        # (sort key, kind, value)
+            seen = set()
+            for n in names:
+                if delim:
+                    i = n.find(delim, len(prefix))
+                    if i >= 0:
+                        p = n[:i + len(delim)]
+                        if p not in seen:
+                            seen.add(p)
+                            entries.append((p, 'p', p))
+                        continue
+                entries.append((n, 'o', b['objects'][n]))
+            entries.sort(key=lambda e: e[0])
+            if after is not None:
+                entries = [e for e in entries if e[0] > after]
+            page, rest = entries[:maxr], entries[maxr:]
+            out = {'kind': 'storage#objects'}
+            items = [e[2].resource(req.base_url) for e in page if e[1] == 'o']
+            prefixes = [e[2] for e in page if e[1] == 'p']
+            if items:
+                out['items'] = items
+            if prefixes:
+                out['prefixes'] = prefixes
+            if rest:
+                out['nextPageToken'] = base64.urlsafe_b64encode(page[-1][0].encode()).decode()
+        return json_response(out)
+
+    def compose(self, req, bucket, name):
+        body = req.json()
+        srcs = body.get('sourceObjects') or []
+        if not srcs:
+            raise ApiError(400, 'Required field: sourceObjects', reason='required')
+        if len(srcs) > 32:
+            raise ApiError(400, 'The number of source components provided (%d) exceeds the maximum (32)'
+                           % len(srcs), reason='invalid')
+        dest = body.get('destination') or {}
+        with self.lock:
+            parts = []
+            for s in srcs:
+                if not s.get('name'):
+                    raise ApiError(400, 'Required field: sourceObjects[].name', reason='required')
+                o = self._bucket(bucket)['objects'].get(s['name'])
+                if o is None:
+                    raise ApiError(404, 'Object %s (generation: %s) not found.'
+                                   % (s['name'], s.get('generation', '0')), reason='notFound')
+                g = s.get('generation')
+                if g is not None and int(g) != o.generation:
+                    raise ApiError(404, 'Object %s (generation: %s) not found.' % (s['name'], g),
+                                   reason='notFound')
+                pg = (s.get('objectPreconditions') or {}).get('ifGenerationMatch')
+                if pg is not None and int(pg) != o.generation:
+                    raise ApiError(412, 'At least one of the pre-conditions you specified did not hold.',
+                                   reason='conditionNotMet')
+                parts.append(o)
+            self._check_preconditions(req, self._bucket(bucket)['objects'].get(name))
+        w = BlobWriter(self.tmpdir, with_md5=False)
+        count = 0
+        for o in parts:
+            for c in o.blob.chunks():
+                w.write(c)
+            count += o.component_count or 1
+        if count > 1024:
+            w.abort()
+            raise ApiError(400, 'The number of components in the composite object would exceed 1024.',
+                           reason='invalid')
+        meta = {k: v for k, v in dest.items() if k in ('metadata', 'cacheControl', 'contentDisposition',
+                                                       'contentEncoding', 'contentLanguage')}
+        o = self._commit(req, bucket, name, w.finish(), dest.get('contentType') or parts[0].content_type,
+                         meta, verify=False)
+        o.component_count = count
+        if body.get('deleteSourceObjects'):
+            with self.lock:
+                for p in parts:
+                    if self.buckets[bucket]['objects'].get(p.name) is p and p.name != name:
+                        del self.buckets[bucket]['objects'][p.name]
+                        p.blob.discard()
+        return json_response(o.resource(req.base_url))
+
+    # ---- uploads --------------------------------------------------------------
+    def upload(self, req, bucket):
+        utype = req.q('uploadType')
+        upload_id = req.q('upload_id')
+        if upload_id:
+            return self.session_put(req, bucket, upload_id)
+        if req.path.startswith('/resumable/'):
+            utype = 'resumable'
+        if utype == 'media':
+            return self.upload_media(req, bucket)
+        if utype == 'multipart':
+            return self.upload_multipart(req, bucket)
+        if utype == 'resumable':
+            return self.resumable_start(req, bucket)
+        raise ApiError(400, 'Upload requests must include an uploadType URL parameter and a URL path '
+                            'beginning with /upload/', reason='wrongUrlForUpload')
+
+    def _drain_into(self, req, w):
+        r = req.reader
+        while not r.done:
+            w.write(r.read(8 << 20))
+
+    def upload_media(self, req, bucket):
+        name = req.q('name')
+        if not name:
+            raise ApiError(400, 'Required parameter: name', reason='required')
+        pre = self._precondition_params(req)
+        w = BlobWriter(self.tmpdir)
+        try:
+            self._drain_into(req, w)
+        except BaseException:
+            w.abort()
+            raise
+        ctype = req.header('Content-Type') or 'application/octet-stream'
+        o = self._commit(req, bucket, name, w.finish(), ctype, {}, pre)
+        return json_response(o.resource(req.base_url))
+
+    def upload_multipart(self, req, bucket):
+        body = req.reader.read_all()
+        ctype = req.header('Content-Type') or ''
+        m = re.search(r'boundary="?([^";]+)"?', ctype)
+        if 'multipart/related' not in ctype.lower() or not m:
+            raise ApiError(400, 'Content-Type must be multipart/related with a boundary', reason='invalid')
+        parts = _split_multipart(body, m.group(1).encode())
+        if len(parts) != 2:
+            raise ApiError(400, 'Multipart upload must have exactly 2 parts (metadata, media); got %d'
+                           % len(parts), reason='invalid')
+        (h1, meta_raw), (h2, data) = parts
+        try:
+            meta = json.loads(meta_raw or b'{}')
+        except ValueError:
+            raise ApiError(400, 'Metadata part is not valid JSON', reason='parseError')
+        self.app.discovery.validate(API, 'storage.objects.insert', meta)
+        name = meta.get('name') or req.q('name')
+        if not name:
+            raise ApiError(400, 'Required parameter: name', reason='required')
+        w = BlobWriter(self.tmpdir)
+        w.write(data)
+        o = self._commit(req, bucket, name, w.finish(),
+                         meta.get('contentType') or h2.get('content-type') or 'application/octet-stream',
+                         meta, self._precondition_params(req))
+        return json_response(o.resource(req.base_url))
+
+    def resumable_start(self, req, bucket):
+        raw = req.reader.read_all()
+        meta = {}
+        if raw.strip():
+            try:
+                meta = json.loads(raw)
+            except ValueError:
+                raise ApiError(400, 'Metadata is not valid JSON', reason='parseError')
+            self.app.discovery.validate(API, 'storage.objects.insert', meta)
+        name = meta.get('name') or req.q('name')
+        if not name:
+            raise ApiError(400, 'Required parameter: name', reason='required')
+        total = req.header('X-Upload-Content-Length')
+        sid = secrets.token_urlsafe(18)
+        with self.lock:
+            self._bucket(bucket)
+            self.sessions[sid] = {
+                'bucket': bucket, 'name': name, 'meta': meta,
+                'ctype': meta.get('contentType') or req.header('X-Upload-Content-Type') or 'application/octet-stream',
+                'declared': int(total) if total else None, 'pre': self._precondition_params(req),
+                'writer': BlobWriter(self.tmpdir), 'result': None, 'lock': threading.Lock(),
+            }
+        loc = '%s/upload/storage/v1/b/%s/o?uploadType=resumable&name=%s&upload_id=%s' % (
+            req.base_url, bucket, urllib.parse.quote(name, safe=''), sid)
+        return Response(200, b'', 'text/plain; charset=utf-8', [('Location', loc), ('X-GUploader-UploadID', sid)])
+
+    def session_put(self, req, bucket, sid):
+        with self.lock:
+            s = self.sessions.get(sid)
+        if s is None:
+            raise ApiError(404, 'No such upload session (it was cancelled, or it never existed).',
+                           reason='notFound')
+        if req.method == 'DELETE':
+            with self.lock:
+                self.sessions.pop(sid, None)
+            s['writer'].abort()
+            raise ApiError(499, 'Client Closed Request', reason='cancelled')
+        if req.method not in ('PUT', 'POST'):
+            raise ApiError(405, 'Method not allowed on an upload session')
+        with s['lock']:
+            return self._session_chunk(req, s)
+
+    def _session_chunk(self, req, s):
+        w = s['writer']
+        if s['result'] is not None:
+            return json_response(s['result'].resource(req.base_url))
+        cr = (req.header('Content-Range') or '').strip()
+        length = int(req.header('Content-Length') or 0)
+        start = end = total = None
+        if not cr:
+            start, total = 0, length
+            end = length - 1
+            if w.size:
+                raise ApiError(400, 'Content-Range header required to continue a partial upload',
+                               reason='invalid')
+        else:
+            m = re.match(r'^bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\Z', cr)
+            if not m:
+                raise ApiError(400, 'Invalid Content-Range header: %s' % cr, reason='invalid')
+            if m.group(1) is not None:
+                start, end = int(m.group(1)), int(m.group(2))
+            total = None if m.group(3) == '*' else int(m.group(3))
+        if total is not None and s['declared'] is not None and total != s['declared']:
+            raise ApiError(400, 'Upload size %d does not match X-Upload-Content-Length %d'
+                           % (total, s['declared']), reason='invalid')
+        if start is None:                   # status query: bytes */TOTAL
+            if total is not None and total == w.size:
+                return self._session_finish(req, s)
+            return self._308(w.size)
+        if end < start - 1 or (end - start + 1) != length:
+            raise ApiError(400, 'Content-Range %s does not match Content-Length %d' % (cr, length),
+                           reason='invalid')
+        if start > w.size:
+            raise ApiError(400, 'Invalid request. Content-Range starts at %d but only %d bytes have been '
+                                'persisted.' % (start, w.size), reason='invalid')
+        final = total is not None and end + 1 == total
+        if total is not None and end + 1 > total:
+            raise ApiError(400, 'Content-Range end %d beyond total %d' % (end, total), reason='invalid')
+        if not final and length % CHUNK_QUANTUM:
+            raise ApiError(400, 'Invalid request. The number of bytes uploaded is required to be equal or '
+                                'greater than 262144, except for the final request (it\'s recommended to be '
+                                'the exact multiple of 262144). The received request contained %d bytes, '
+                                'which does not meet this requirement.' % length, reason='invalid')
+        skip = w.size - start             # bytes the client resent that we already persisted
+        r = req.reader
+        while not r.done:
+            d = r.read(8 << 20)
+            if skip > 0:
+                cut = min(skip, len(d))
+                d = d[cut:]
+                skip -= cut
+            w.write(d)
+        if final and w.size == total:
+            return self._session_finish(req, s)
+        return self._308(w.size)
+
+    def _308(self, persisted):
+        headers = [('Range', 'bytes=0-%d' % (persisted - 1))] if persisted else []
+        return Response(308, b'', 'text/plain; charset=utf-8', headers)
+
+    def _session_finish(self, req, s):
+        o = self._commit(req, s['bucket'], s['name'], s['writer'].finish(), s['ctype'], s['meta'], s['pre'])
+        s['result'] = o
+        return json_response(o.resource(req.base_url))
+
+    # ---- XML API multipart upload ----------------------------------------------
+    def xml(self, req, bucket, name):
+        try:
+            return self._xml(req, bucket, name)
+        except ApiError as e:
+            if e.body is None:
+                code = {404: 'NoSuchKey', 400: 'InvalidArgument', 412: 'PreconditionFailed'}.get(e.code, 'InternalError')
+                e.body = _xml_error(code, e.message)
+                e.content_type = 'application/xml; charset=UTF-8'
+            raise
+
+    def _xml(self, req, bucket, name):
+        q = req.query
+        if req.method == 'POST' and 'uploads' in q:
+            uid = 'gfake-' + secrets.token_urlsafe(24)
+            with self.lock:
+                self._bucket(bucket)
+                self.xml_uploads[uid] = {'bucket': bucket, 'name': name, 'parts': {},
+                                         'ctype': req.header('Content-Type') or 'application/octet-stream',
+                                         'meta': {k[11:]: v for k, v in req.headers.items()
+                                                  if k.lower().startswith('x-goog-meta-')}}
+            return _xml_resp('InitiateMultipartUploadResult', [('Bucket', bucket), ('Key', name), ('UploadId', uid)])
+        uid = req.q('uploadId')
+        if uid is None:
+            if req.method == 'GET':
+                with self.lock:
+                    o = self._get_obj(bucket, name)
+                return Response(200, o.blob.body(), o.content_type, [('x-goog-hash', o.hash_header())])
+            if req.method == 'PUT':
+                w = BlobWriter(self.tmpdir)
+                self._drain_into(req, w)
+                o = self._commit(req, bucket, name, w.finish(), req.header('Content-Type'), {}, {})
+                return Response(200, b'', None, [('ETag', '"%s"' % o.blob.md5.hex()),
+                                                 ('x-goog-generation', str(o.generation))])
+            raise ApiError(400, 'Unsupported XML API request')
+        with self.lock:
+            up = self.xml_uploads.get(uid)
+        if up is None or up['bucket'] != bucket or up['name'] != name:
+            raise ApiError(404, 'The requested upload was not found.',
+                           body=_xml_error('NoSuchUpload', 'The requested upload was not found.'),
+                           content_type='application/xml; charset=UTF-8')
+        if req.method == 'PUT':
+            try:
+                pn = int(req.q('partNumber'))
+            except (TypeError, ValueError):
+                raise ApiError(400, 'partNumber required')
+            if not 1 <= pn <= 10000:
+                raise ApiError(400, 'Part number must be an integer between 1 and 10000, inclusive')
+            w = BlobWriter(self.tmpdir)
+            self._drain_into(req, w)
+            blob = w.finish()
+            etag = '"%s"' % blob.md5.hex()
+            with self.lock:
+                old = up['parts'].get(pn)
+                up['parts'][pn] = (blob, etag, time.time())
+            if old:
+                old[0].discard()
+            return Response(200, b'', None, [('ETag', etag)])
+        if req.method == 'GET':
+            items = [('Bucket', bucket), ('Key', name), ('UploadId', uid)]
+            with self.lock:
+                for pn in sorted(up['parts']):
+                    blob, etag, t = up['parts'][pn]
+                    items.append(('Part', [('PartNumber', str(pn)), ('LastModified', _rfc3339(t)),
+                                           ('ETag', etag), ('Size', str(blob.size))]))
+            return _xml_resp('ListPartsResult', items)
+        if req.method == 'DELETE':
+            with self.lock:
+                self.xml_uploads.pop(uid, None)
+            for blob, _, _ in up['parts'].values():
+                blob.discard()
+            return Response(204)
+        if req.method == 'POST':
+            body = req.reader.read_all()
+            try:
+                root = ET.fromstring(body)
+            except ET.ParseError:
+                raise ApiError(400, 'malformed XML', body=_xml_error('MalformedXML', 'The XML you provided '
+                               'was not well-formed.'), content_type='application/xml; charset=UTF-8')
+            wanted = []
+            for p in root.iter():
+                if p.tag.split('}')[-1] == 'Part':
+                    pn = et = None
+                    for c in p:
+                        t = c.tag.split('}')[-1]
+                        if t == 'PartNumber':
+                            pn = int(c.text)
+                        elif t == 'ETag':
+                            et = (c.text or '').strip()
+                    wanted.append((pn, et))
+            if not wanted:
+                raise ApiError(400, 'no parts', body=_xml_error('MalformedXML', 'No parts specified.'),
+                               content_type='application/xml; charset=UTF-8')
+            if [pn for pn, _ in wanted] != sorted(set(pn for pn, _ in wanted)):
+                raise ApiError(400, 'order', body=_xml_error('InvalidPartOrder', 'The list of parts was not in '
+                               'ascending order.'), content_type='application/xml; charset=UTF-8')
+            w = BlobWriter(self.tmpdir, with_md5=False)
+            md5s = b''
+            for pn, et in wanted:
+                part = up['parts'].get(pn)
+                if part is None or part[1].strip('"') != (et or '').strip('"'):
+                    w.abort()
+                    raise ApiError(400, 'part', body=_xml_error('InvalidPart', 'One or more of the specified '
+                                   'parts could not be found or the ETag did not match.'),
+                                   content_type='application/xml; charset=UTF-8')
+                for c in part[0].chunks():
+                    w.write(c)
+                md5s += part[0].md5
+            o = self._commit(req, bucket, name, w.finish(), up['ctype'], {'metadata': up['meta']} if up['meta'] else {}, {})
+            o.component_count = len(wanted)
+            with self.lock:
+                self.xml_uploads.pop(uid, None)
+            for blob, _, _ in up['parts'].values():
+                blob.discard()
+            etag = '"%s-%d"' % (hashlib.md5(md5s).hexdigest(), len(wanted))
+            return _xml_resp('CompleteMultipartUploadResult',
+                             [('Location', '%s/xml/%s/%s' % (req.base_url, bucket, urllib.parse.quote(name))),
+                              ('Bucket', bucket), ('Key', name), ('ETag', etag)],
+                             headers=[('x-goog-generation', str(o.generation)), ('x-goog-hash', o.hash_header())])
+        raise ApiError(400, 'Unsupported XML API request')
+
+
+def _xml_items(items):
+    out = []
+    for k, v in items:
+        if isinstance(v, list):
+            out.append('<%s>%s</%s>' % (k, _xml_items(v), k))
+        else:
+            out.append('<%s>%s</%s>' % (k, _xml_escape(v), k))
+    return ''.join(out)
+
+
+def _xml_escape(s):
+    return str(s).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;').replace('"', '&quot;')
+
+
+def _xml_resp(root, items, headers=None):
+    body = "<?xml version='1.0' encoding='UTF-8'?><%s xmlns='http://s3.amazonaws.com/doc/2006-03-01/'>%s</%s>" % (
+        root, _xml_items(items), root)
+    return Response(200, body.encode(), 'application/xml; charset=UTF-8', headers)
+
+
+def _xml_error(code, message):
+    return ("<?xml version='1.0' encoding='UTF-8'?><Error><Code>%s</Code><Message>%s</Message></Error>"
+            % (code, _xml_escape(message))).encode()
+
+
+def _split_multipart(body, boundary):
+    """multipart/related → [(headers dict lower-cased, payload bytes)]."""
+    delim = b'--' + boundary
+    parts = []
+    pos = body.find(delim)
+    if pos < 0:
+        raise ApiError(400, 'Multipart boundary not found in body', reason='invalid')
+    while True:
+        pos += len(delim)
+        if body[pos:pos + 2] == b'--':
+            break
+        nxt = body.find(b'\r\n' + delim, pos)
+        sep = b'\r\n'
+        if nxt < 0:
+            nxt = body.find(b'\n' + delim, pos)
+            sep = b'\n'
+            if nxt < 0:
+                raise ApiError(400, 'Unterminated multipart body', reason='invalid')
+        chunk = body[pos:nxt]
+        if chunk.startswith(b'\r\n'):
+            chunk = chunk[2:]
+        elif chunk.startswith(b'\n'):
+            chunk = chunk[1:]
+        hend = chunk.find(b'\r\n\r\n')
+        hlen = 4
+        if hend < 0:
+            hend = chunk.find(b'\n\n')
+            hlen = 2
+        if hend < 0:
+            headers_raw, payload = chunk, b''
+            if chunk.strip():
+                headers_raw, payload = b'', chunk
+        else:
+            headers_raw, payload = chunk[:hend], chunk[hend + hlen:]
+        hdrs = {}
+        for line in headers_raw.splitlines():
+            if b':' in line:
+                k, v = line.split(b':', 1)
+                hdrs[k.strip().decode('latin-1').lower()] = v.strip().decode('latin-1')
+        parts.append((hdrs, payload))
+        pos = nxt + len(sep)
+    return parts
+
+
+def install(app):
+    st = Storage(app)
+    app.storage = st
+    app.add_module(st)
+    r = app.route
+    kw = dict(api=API, style='v1')
+    r('POST', r'/storage/v1/b', st.bucket_insert, method_id='storage.buckets.insert', **kw)
+    r('PUT', B, st.bucket_put, **kw)
+    r('GET', B, st.bucket_get, method_id='storage.buckets.get', **kw)
+    r('DELETE', B, st.bucket_delete, method_id='storage.buckets.delete', **kw)
+    r('GET', B + r'/o', st.object_list, method_id='storage.objects.list', **kw)
+    r('POST', B + r'/o/(.+)/compose', st.compose, method_id='storage.objects.compose', **kw)
+    r('GET', B + r'/o/(.+)', st.object_get, method_id='storage.objects.get', **kw)
+    r('GET', r'/download/storage/v1/b/([^/]+)/o/(.+)', st.object_get, **kw)
+    r('DELETE', B + r'/o/(.+)', st.object_delete, method_id='storage.objects.delete', **kw)
+    r('POST|PUT|DELETE', r'/upload/storage/v1/b/([^/]+)/o', st.upload, stream=True, **kw)
+    r('POST|PUT|DELETE', r'/resumable/upload/storage/v1/b/([^/]+)/o', st.upload, stream=True, **kw)
+    r('GET|PUT|POST|DELETE', r'/xml/([^/]+)/(.+)', st.xml, stream=True, style='xml')
