@@ -60,8 +60,11 @@ sb_registry *sb_registry_new(char *const *dirs, size_t n_dirs)
         for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save))
             add_dir(r, d);
         free(copy);
+    } else {
+        /* the variable replaces the built-in directory, so that a build
+         * tree's plugins never meet an installed copy of themselves */
+        add_dir(r, SB_DEFAULT_PLUGIN_DIR);
     }
-    add_dir(r, SB_DEFAULT_PLUGIN_DIR);
     return r;
 }
 

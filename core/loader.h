@@ -2,8 +2,8 @@
  * loader.h - find, dlopen and check plugin shared objects.
  *
  * A plugin named NAME lives in <dir>/NAME.so for one dir of the search
- * path (config "plugin_path", then $SYNCBRIDGE_PLUGIN_PATH, then the
- * compiled-in default). The loader checks, in this order and before it
+ * path: config "plugin_path", then $SYNCBRIDGE_PLUGIN_PATH (colon-separated)
+ * if set, else the compiled-in default. The loader checks, in this order and before it
  * reads anything else of the descriptor: the file exists, it is a loadable
  * shared object, it exports SB_PLUGIN_SYMBOL, the ABI major/minor and the
  * struct size match; then that the descriptor is well formed (name equal to
