@@ -69,13 +69,17 @@ static void log_summary(sb_router *r, const char *when)
     const char *name;
     json_object_foreach(routes, name, v)
     {
+        json_t *lat = json_object_get(v, "latency_us");
         sb_log(NULL, SB_LOG_INFO, "%s: route %s: %lld in, %lld done, %lld dead-lettered, %lld retried, %lld duplicates, "
-               "%lld in flight", when, name, (long long)json_integer_value(json_object_get(v, "in")),
+               "%lld in flight, latency p50 %lldus p99 %lldus", when, name,
+               (long long)json_integer_value(json_object_get(v, "in")),
                (long long)json_integer_value(json_object_get(v, "done")),
                (long long)json_integer_value(json_object_get(v, "dead")),
                (long long)json_integer_value(json_object_get(v, "retried")),
                (long long)json_integer_value(json_object_get(v, "duplicates")),
-               (long long)json_integer_value(json_object_get(v, "inflight")));
+               (long long)json_integer_value(json_object_get(v, "inflight")),
+               (long long)json_integer_value(json_object_get(lat, "p50")),
+               (long long)json_integer_value(json_object_get(lat, "p99")));
     }
     json_decref(st);
 }

@@ -23,6 +23,22 @@ sb_event *sb_event_new(const char *event_id)
     return ev;
 }
 
+sb_event *sb_event_new_with_fields(const char *event_id, json_t *fields)
+{
+    if (!event_id || !*event_id || !json_is_object(fields)) {
+        json_decref(fields);
+        return NULL;
+    }
+    sb_event *ev = calloc(1, sizeof *ev);
+    if (!ev || !(ev->id = strdup(event_id))) {
+        free(ev);
+        json_decref(fields);
+        return NULL;
+    }
+    ev->fields = fields;
+    return ev;
+}
+
 void sb_event_free(sb_event *ev)
 {
     if (!ev)
@@ -131,15 +147,25 @@ sb_event *sb_event_clone(const sb_event *src)
     return ev;
 }
 
+/* Built by hand around one json_dumps of the fields: this runs once per
+ * event on the source's thread, where a temporary object would cost more
+ * than the dump itself. */
 char *sb_event_to_payload(const sb_event *ev)
 {
-    json_t *o = json_pack("{s:s, s:s?, s:I, s:O}", "id", ev->id, "source", ev->source, "received_us",
-                          (json_int_t)ev->received_us, "fields", ev->fields);
-    if (!o)
-        return NULL;
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return s;
+    char *fields = json_dumps(ev->fields, JSON_COMPACT);
+    json_t *id = json_string(ev->id), *src = ev->source ? json_string(ev->source) : json_null();
+    char *id_txt = id ? json_dumps(id, JSON_ENCODE_ANY) : NULL;
+    char *src_txt = src ? json_dumps(src, JSON_ENCODE_ANY) : NULL;
+    char *out = NULL;
+    if (fields && id_txt && src_txt)
+        out = sb_asprintf("{\"id\":%s,\"source\":%s,\"received_us\":%lld,\"fields\":%s}", id_txt, src_txt,
+                          (long long)ev->received_us, fields);
+    free(fields);
+    free(id_txt);
+    free(src_txt);
+    json_decref(id);
+    json_decref(src);
+    return out;
 }
 
 sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr_size)

@@ -527,6 +527,7 @@ static void process(sb_ledger *l, const struct opbuf *b)
 
 static void *writer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sb-ledger");
     sb_ledger *l = arg;
     pthread_mutex_lock(&l->mu);
     for (;;) {

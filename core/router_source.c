@@ -149,8 +149,12 @@ int sb_source_emit(sb_source_ctx *ctx, sb_event **events, size_t n, const char *
         src->checkpoint = sb_strdup(checkpoint);
     }
 
-    /* Hand each accepted entry to its route; the last entry of an event
-     * takes the event itself, earlier ones a copy. */
+    /* Hand each accepted entry to its route; the last accepted entry of an
+     * event takes the event itself, earlier ones a copy. */
+    size_t *last = sb_xcalloc(n ? n : 1, sizeof *last); /* pair index + 1 */
+    for (size_t k = 0; k < np; k++)
+        if (!news[k].duplicate)
+            last[pairs[k].ev] = k + 1;
     for (size_t k = 0; k < np; k++) {
         route_rt *rt = pairs[k].route;
         size_t i = pairs[k].ev;
@@ -161,16 +165,12 @@ int sb_source_emit(sb_source_ctx *ctx, sb_event **events, size_t n, const char *
             sb_route_release(rt, 1, (int64_t)bytes);
             continue;
         }
-        int last = 1;
-        for (size_t k2 = k + 1; k2 < np; k2++)
-            if (pairs[k2].ev == i && !news[k2].duplicate)
-                last = 0;
         entry *e = sb_xcalloc(1, sizeof *e);
         e->route = rt;
         e->id = news[k].entry_id;
         e->bytes = bytes;
         e->admitted_mono = now_mono;
-        if (last) {
+        if (last[i] == k + 1) {
             e->ev = events[i];
             events[i] = NULL;
         } else {
@@ -179,15 +179,13 @@ int sb_source_emit(sb_source_ctx *ctx, sb_event **events, size_t n, const char *
         atomic_fetch_add(&r->work, 1);
         sb_step_push(&rt->steps[0], e);
     }
+    free(last);
     for (size_t i = 0; i < n; i++) {
-        int routed = 0;
-        for (size_t k = 0; k < np && !routed; k++)
-            routed = pairs[k].ev == i;
-        if (!routed) {
-            atomic_fetch_add(&src->unrouted, 1);
-            if (sb_log_enabled(SB_LOG_DEBUG))
-                sb_log(src->inst->ins, SB_LOG_DEBUG, "event %s matched no route", events[i]->id);
-        }
+        if (payloads[i])
+            continue; /* serialised = matched at least one route */
+        atomic_fetch_add(&src->unrouted, 1);
+        if (sb_log_enabled(SB_LOG_DEBUG))
+            sb_log(src->inst->ins, SB_LOG_DEBUG, "event %s matched no route", events[i]->id);
     }
     rc = 0;
 out:
@@ -211,6 +209,10 @@ void *sb_source_thread(void *arg)
     sb_router *r = src->router;
     sb_instance *ins = src->inst->ins;
     int64_t backoff_ms = 1000;
+    char name[32]; /* the kernel keeps 15 characters */
+    snprintf(name, sizeof name, "sb-src-%s", ins->name);
+    name[15] = '\0';
+    pthread_setname_np(pthread_self(), name);
     while (!atomic_load(&r->stopping)) {
         int rc = ins->plugin->run(ins->self, ctx);
         if (atomic_load(&r->stopping))

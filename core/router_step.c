@@ -152,6 +152,7 @@ void sb_retry_schedule(sb_router *r, entry *e)
 void *sb_retry_timer(void *arg)
 {
     sb_router *r = arg;
+    pthread_setname_np(pthread_self(), "sb-retry");
     pthread_mutex_lock(&r->tmu);
     while (!atomic_load(&r->workers_stop)) {
         int64_t now = sb_mono_us();
@@ -439,6 +440,10 @@ void *sb_step_worker(void *arg)
     step_rt *s = arg;
     sb_router *r = s->route->router;
     entry **batch = sb_xcalloc((size_t)s->batch_max, sizeof *batch);
+    char name[32]; /* the kernel keeps 15 characters */
+    snprintf(name, sizeof name, "sb-step%d-%s", s->index + 1, s->route->conf->name);
+    name[15] = '\0';
+    pthread_setname_np(pthread_self(), name);
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (!s->head && !atomic_load(&r->workers_stop))

@@ -99,11 +99,7 @@ static sb_event *line_event(file_in *f, const struct stat *st, int64_t offset, c
         return NULL;
     }
     const char *own = f->id_field ? json_string_value(json_object_get(obj, f->id_field)) : NULL;
-    sb_event *ev = sb_event_new(own && *own ? own : id);
-    if (ev)
-        json_object_update(sb_event_fields(ev), obj);
-    json_decref(obj);
-    return ev;
+    return sb_event_new_with_fields(own && *own ? own : id, obj);
 }
 
 static int parse_checkpoint(const char *cp, const struct stat *st, int64_t *offset)

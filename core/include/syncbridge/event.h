@@ -30,6 +30,12 @@ typedef struct sb_event sb_event;
  * Returns NULL on allocation failure. */
 sb_event *sb_event_new(const char *event_id);
 
+/* New event whose fields are `fields` (a JSON object; the reference is
+ * stolen, also on failure). Cheaper than copying a parsed object in.
+ * Returns NULL if event_id is empty, fields is not an object, or on
+ * allocation failure. */
+sb_event *sb_event_new_with_fields(const char *event_id, json_t *fields);
+
 /* Free an event the caller owns (one never emitted). NULL is a no-op. */
 void sb_event_free(sb_event *ev);
 
