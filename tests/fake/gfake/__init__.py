@@ -1,0 +1,43 @@
+"""gfake: a faithful fake of the Google APIs syncbridge talks to (plus WebHDFS).
+
+build_app() wires the service modules into one server.App; gfake.py (one
+directory up) is the command-line launcher.  To add a service, write a
+module with install(app) and list it in build_app().
+"""
+import os
+
+from . import server, discovery
+
+
+def default_reference_dir():
+    """The nearest ancestor's shared/reference (the main checkout has it at
+    <repo>/../shared/reference, a worktree under /work/wt/<name> at
+    <repo>/../../shared/reference), else $GFAKE_REFERENCE_DIR."""
+    d = os.path.dirname(os.path.abspath(__file__))
+    while True:
+        cand = os.path.join(d, 'shared', 'reference')
+        if os.path.isdir(os.path.join(cand, 'gcp')):
+            return cand
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return os.environ.get('GFAKE_REFERENCE_DIR') or 'shared/reference'
+
+
+def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems=(), tls=False,
+              stream_buffer_seconds=0):
+    from . import auth, control, pubsub
+    app = server.App(bind=bind, quiet=quiet, reference_dir=reference_dir or default_reference_dir(), tls=tls)
+    app.config['stream_buffer_seconds'] = stream_buffer_seconds
+    app.discovery = discovery.Discovery(os.path.join(app.reference_dir, 'gcp'))
+    control.install(app)
+    auth.install(app, public_key_pems)
+    pubsub.install(app)
+    for name in ('storage', 'webhdfs'):
+        try:
+            mod = __import__('gfake.' + name, fromlist=['install'])
+        except ImportError:
+            continue
+        mod.install(app)
+    return app
