@@ -7,6 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The getters live in core/options.c, which lands on this branch only when
+ * the branches meet on main. Weak references keep this library linkable
+ * (and the plain-struct API testable) until then; with the real getters
+ * present they bind normally. Remove these once core/options.c is merged. */
+#pragma weak sb_opt_isset
+#pragma weak sb_opt_string
+#pragma weak sb_opt_bool
+#pragma weak sb_opt_int
+#pragma weak sb_opt_duration_ms
+#pragma weak sb_opt_list_count
+#pragma weak sb_opt_list_item
+
 static const char *opt_str(const struct sb_instance *ins, const char *name)
 {
     const char *v = sb_opt_isset(ins, name) ? sb_opt_string(ins, name) : NULL;
@@ -16,6 +28,10 @@ static const char *opt_str(const struct sb_instance *ins, const char *name)
 sb_gcp_client *sb_gcp_client_from_instance(const struct sb_instance *ins, const char *service, char *errstr,
                                            size_t errstr_size)
 {
+    if (!sb_opt_isset) {
+        sb_err(errstr, errstr_size, "plugin option getters are not available in this build");
+        return NULL;
+    }
     sb_gcp_conf conf;
     sb_gcp_conf_init(&conf);
     conf.ins = ins;
