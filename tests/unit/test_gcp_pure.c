@@ -383,9 +383,11 @@ START_TEST(test_auth_mode_names_and_conf)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         ck_assert_str_eq(defs[i].name, names[i]);
         ck_assert_ptr_nonnull(defs[i].description);
-        if (defs[i].default_value)
-            ck_assert_msg(json_loads(defs[i].default_value, JSON_DECODE_ANY, NULL) != NULL, "bad default for %s",
-                          defs[i].name);
+        if (defs[i].default_value) {
+            json_t *v = json_loads(defs[i].default_value, JSON_DECODE_ANY, NULL);
+            ck_assert_msg(v != NULL, "bad default for %s", defs[i].name);
+            json_decref(v);
+        }
     }
 }
 END_TEST
