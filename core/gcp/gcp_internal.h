@@ -1,0 +1,82 @@
+/*
+ * gcp_internal.h - contracts between the files of libsyncbridge_gcp, and
+ * the pure functions the unit tests call directly. Not installed.
+ *
+ *   http.c      client, connection pool, retries       (sb_gcp_client_*)
+ *   auth.c      token providers, shared refresh         (sb_gcp__auth_*)
+ *   jwt.c       RS256 JWT, base64                       (sb_gcp__jwt_*)
+ *   gerror.c    error body -> one line                  (sb_gcp_error_line)
+ *   redact.c    secrets out of log lines                (sb_gcp_redact)
+ *   endpoint.c  base URLs, emulator variables           (sb_gcp_endpoint)
+ *   options.c   client from an instance's options
+ */
+#ifndef SB_GCP_INTERNAL_H
+#define SB_GCP_INTERNAL_H
+
+#include <syncbridge/gcp.h>
+#include <openssl/evp.h>
+
+#define SB_GCP_DEFAULT_SCOPE "https://www.googleapis.com/auth/cloud-platform"
+#define SB_GCP_DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
+#define SB_GCP_DEFAULT_METADATA_HOST "metadata.google.internal"
+
+/* ---- http.c ---- */
+
+/* Upper bound of the n-th retry delay (n = 0 for the first retry):
+ * min(max_ms, initial_ms * mult^n). */
+int64_t sb_gcp__backoff_cap_ms(int64_t initial_ms, double mult, int64_t max_ms, int n);
+/* Full jitter: uniform in [0, cap]. */
+int64_t sb_gcp__backoff_delay_ms(int64_t initial_ms, double mult, int64_t max_ms, int n);
+/* Retry-After in seconds -> ms; -1 if absent or not a number of seconds. */
+int64_t sb_gcp__retry_after_ms(const char *value);
+/* 408, 429, 500, 502, 503, 504. */
+int sb_gcp__status_retriable(long status);
+
+/* Flags for sb_gcp__send(). */
+#define SB_GCP__DIRECT 0x1 /* never through a proxy (metadata server) */
+
+/* sb_gcp_request_send() with internal flags; *metadata_flavor (MAY be
+ * NULL) is set to 1 when the response carried "Metadata-Flavor: Google". */
+sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_response *resp, int flags,
+                           int *metadata_flavor, char *errstr, size_t errstr_size);
+
+/* The configuration the client was made with (strings owned by the client). */
+const sb_gcp_conf *sb_gcp__client_conf(const sb_gcp_client *c);
+
+/* ---- auth.c ---- */
+
+typedef struct sb_gcp_auth sb_gcp_auth;
+
+/* `mode` is already resolved (not DEFAULT). Checks a key file now.
+ * The caller owns the result; free with sb_gcp__auth_free(). */
+sb_gcp_auth *sb_gcp__auth_new(const sb_gcp_conf *conf, sb_gcp_auth_mode mode, char *errstr, size_t errstr_size);
+void sb_gcp__auth_free(sb_gcp_auth *a);
+sb_gcp_auth_mode sb_gcp__auth_mode(const sb_gcp_auth *a);
+/* 0 with a malloc'd token (NULL for NONE); *fetched counts token fetches
+ * this call made (0 or 1). -1 with errstr. Thread-safe. */
+int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetched,
+                       char *errstr, size_t errstr_size);
+void sb_gcp__auth_invalidate(sb_gcp_auth *a, const char *token);
+/* Whether a 401 can be cured by fetching a new token. */
+int sb_gcp__auth_refreshable(const sb_gcp_auth *a);
+
+/* Test hook: seconds added to the clock used for JWT iat/exp (simulates a
+ * skewed host clock). 0 in production. */
+extern volatile long sb_gcp__clock_offset_s;
+
+/* ---- jwt.c ---- */
+
+/* Parse a PEM private key (RSA). NULL with errstr (never the key text). */
+EVP_PKEY *sb_gcp__pem_private_key(const char *pem, char *errstr, size_t errstr_size);
+/* A signed RS256 JWT for the JWT bearer grant: header {"alg","typ","kid"}
+ * (kid omitted if NULL), claims iss, scope, aud, iat, exp = iat + 3600.
+ * malloc'd; NULL with errstr. */
+char *sb_gcp__jwt_sign(EVP_PKEY *key, const char *kid, const char *iss, const char *scope, const char *aud,
+                       int64_t iat, char *errstr, size_t errstr_size);
+/* Decode base64url without padding (tests); malloc'd, *len set. */
+unsigned char *sb_gcp__base64url_decode(const char *s, size_t *len);
+
+/* ---- endpoint.c ---- */
+int sb_gcp__service_known(const char *service);
+
+#endif

@@ -1,0 +1,299 @@
+/*
+ * syncbridge/gcp.h - Google Cloud access layer shared by the Google plugins
+ * (libsyncbridge_gcp, built when configure has --enable-gcp, the default).
+ *
+ * Purpose: one HTTP client on libcurl that every Google plugin uses, so
+ * connection reuse, timeouts, TLS verification, proxies, retries with
+ * jittered exponential backoff, OAuth2 tokens and Google's error JSON are
+ * handled once and the same way everywhere.
+ *
+ *   sb_gcp_client   an HTTP client plus one token provider. A plugin creates
+ *                   one per instance (sb_gcp_client_from_instance() in
+ *                   create(), sb_gcp_client_destroy() in destroy()).
+ *   sb_gcp_request  what to send; sb_gcp_response what came back.
+ *
+ * Ownership: every object has one owner and one destroy function, named
+ * below. Strings passed in a conf or request struct are copied or only
+ * read during the call; the caller keeps ownership of them.
+ *
+ * Threading: a client is thread-safe. Any number of threads MAY call
+ * sb_gcp_request() and sb_gcp_client_token() on one client at once; they
+ * share a pool of connections and one cached token, and when the token
+ * needs refreshing only one thread fetches it while the others wait.
+ * sb_gcp_client_destroy() MUST NOT run concurrently with any other call
+ * on the same client.
+ *
+ * Secrets: no function in this layer writes a private key, a signed JWT or
+ * an access token into a log line or an errstr.
+ */
+#ifndef SYNCBRIDGE_GCP_H
+#define SYNCBRIDGE_GCP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <syncbridge/options.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sb_gcp_client sb_gcp_client;
+
+/* ---- configuration --------------------------------------------------- */
+
+typedef enum sb_gcp_auth_mode {
+    /* Application default, except when an emulator variable (or nothing
+     * else) says otherwise: resolves to SB_GCP_AUTH_NONE when the
+     * service's emulator variable is in effect, else SB_GCP_AUTH_ADC. */
+    SB_GCP_AUTH_DEFAULT = 0,
+    /* $GOOGLE_APPLICATION_CREDENTIALS (a service-account key) if set, else
+     * the GCE metadata server. */
+    SB_GCP_AUTH_ADC,
+    SB_GCP_AUTH_SERVICE_ACCOUNT, /* key_file, JWT exchanged at token_uri */
+    SB_GCP_AUTH_METADATA,        /* GCE/GKE/Composer metadata server */
+    SB_GCP_AUTH_NONE,            /* no Authorization header (emulators) */
+    SB_GCP_AUTH_STATIC           /* `token` sent as is */
+} sb_gcp_auth_mode;
+
+/* "adc" "service_account" "metadata" "none" "static" -> mode, or -1. */
+int sb_gcp_auth_mode_parse(const char *s);
+const char *sb_gcp_auth_mode_name(sb_gcp_auth_mode mode);
+
+typedef struct sb_gcp_conf {
+    /* Which Google service the client talks to ("pubsub", "storage",
+     * "bigquery", "dataproc", "composer", "iamcredentials") and an
+     * explicit base URL override; see sb_gcp_endpoint(). service MAY be
+     * NULL for a client that only sends absolute URLs. */
+    const char *service;
+    const char *endpoint;
+
+    /* Authentication. */
+    sb_gcp_auth_mode auth;
+    const char *key_file;        /* SERVICE_ACCOUNT (ADC takes $GOOGLE_APPLICATION_CREDENTIALS) */
+    const char *token;           /* STATIC */
+    const char *scopes;          /* space separated; NULL = cloud-platform */
+    int allow_insecure_key_file; /* accept a key file readable by group/others */
+    int64_t refresh_margin_ms;   /* refresh when less validity remains; default 225000 (3m45s) */
+    const char *metadata_host;   /* host[:port]; NULL = $GCE_METADATA_HOST or metadata.google.internal */
+
+    /* Transport. */
+    const char *ca_file;       /* PEM CA bundle; NULL = system store */
+    int tls_verify;            /* default 1; 0 disables peer and host checks (logged as a warning) */
+    const char *proxy;         /* NULL = libcurl's http_proxy/https_proxy environment handling */
+    const char *no_proxy;      /* NULL = $no_proxy */
+    int64_t connect_timeout_ms; /* default 10000 */
+    int64_t timeout_ms;        /* per attempt, default 60000 */
+    long low_speed_limit;      /* bytes/s; abort an attempt slower than this ... default 1 */
+    int64_t low_speed_time_ms; /* ... for this long, default 30000 */
+    const char *user_agent;    /* default "syncbridge/VERSION" */
+
+    /* Retries (see sb_gcp_request()). */
+    int max_attempts;          /* including the first; default 6 */
+    int64_t retry_initial_ms;  /* default 250 */
+    double retry_multiplier;   /* default 2.0 */
+    int64_t retry_max_delay_ms; /* cap of one delay, default 32000 */
+    int64_t deadline_ms;       /* whole request incl. retries, default 120000 */
+
+    /* Instance used as the log prefix; MAY be NULL. */
+    const struct sb_instance *ins;
+} sb_gcp_conf;
+
+/* Fill `conf` with the defaults above (all strings NULL). Call it first,
+ * then set what you need: a zeroed struct is not a valid default. */
+void sb_gcp_conf_init(sb_gcp_conf *conf);
+
+/* ---- the client ------------------------------------------------------ */
+
+/* Create a client. Resolves the endpoint and the auth mode, and checks a
+ * service-account key file now (existence, permissions, JSON, PEM) so
+ * config mistakes fail create() instead of the first request. No network
+ * I/O happens here. `conf` and its strings are copied.
+ * Returns NULL with a message in errstr on failure.
+ * The caller owns the result and MUST free it with sb_gcp_client_destroy(). */
+sb_gcp_client *sb_gcp_client_new(const sb_gcp_conf *conf, char *errstr, size_t errstr_size);
+
+/* Build a client from an instance's validated options (the ones
+ * SB_GCP_OPTION_DEFS declares; the plugin's table MUST include them) for
+ * `service`. A thin layer over sb_gcp_client_new(). Ownership as there. */
+sb_gcp_client *sb_gcp_client_from_instance(const struct sb_instance *ins, const char *service,
+                                           char *errstr, size_t errstr_size);
+
+/* Free a client, its connections and its cached token. NULL-safe. No other
+ * call on the client MAY be in progress. */
+void sb_gcp_client_destroy(sb_gcp_client *c);
+
+/* Base URL of the client's service without a trailing slash, e.g.
+ * "https://pubsub.googleapis.com" or "http://localhost:8085". Owned by
+ * the client; valid until sb_gcp_client_destroy(). "" if no service. */
+const char *sb_gcp_client_base_url(const sb_gcp_client *c);
+
+/* The auth mode in effect after resolving DEFAULT and ADC. */
+sb_gcp_auth_mode sb_gcp_client_auth_mode(const sb_gcp_client *c);
+
+/* A currently valid access token, fetched or refreshed if needed.
+ * On success returns 0 and stores a malloc'd token the caller MUST free
+ * in *token (NULL in mode NONE). On failure returns -1 with a message in
+ * errstr. Thread-safe; concurrent callers share one refresh. */
+int sb_gcp_client_token(sb_gcp_client *c, char **token, char *errstr, size_t errstr_size);
+
+/* Forget `token` if it is still the cached one (the server answered 401
+ * to it), so the next call fetches a new one. sb_gcp_request() already
+ * does this itself. */
+void sb_gcp_client_invalidate_token(sb_gcp_client *c, const char *token);
+
+/* ---- requests -------------------------------------------------------- */
+
+/* Upload body source for large bodies. read: copy up to `size` bytes into
+ * buf and return how many, 0 at the end, or SB_GCP_READ_ABORT to fail the
+ * request. rewind: go back to the start (called before a retry); if it is
+ * NULL, a request whose body was read is not retried. */
+#define SB_GCP_READ_ABORT ((size_t)-1)
+typedef size_t (*sb_gcp_read_cb)(char *buf, size_t size, void *opaque);
+typedef int (*sb_gcp_rewind_cb)(void *opaque);
+
+typedef struct sb_gcp_request {
+    const char *method;   /* "GET" "POST" "PUT" "PATCH" "DELETE"; NULL = GET, or POST with a body */
+    const char *url;      /* absolute "http(s)://..." or a path "/v1/..." appended to the base URL */
+    const char *const *headers; /* NULL-terminated "Name: value" list; MAY be NULL */
+    const void *body;     /* MAY be NULL; not copied, MUST stay valid during the call */
+    size_t body_len;
+    sb_gcp_read_cb read_cb; /* instead of body; body_len then gives the length, or -1 for chunked */
+    sb_gcp_rewind_cb rewind_cb;
+    void *read_opaque;
+    /* Non-zero when sending the request twice is harmless (GET, PUT of the
+     * same content, requestId/insertId, GCS preconditions...). A request
+     * that is not idempotent is re-sent only when it surely did not reach
+     * the server (connect failures). */
+    int idempotent;
+    int no_auth;          /* do not send an Authorization header */
+    int max_attempts;     /* 0 = the client's */
+    int64_t deadline_ms;  /* 0 = the client's */
+} sb_gcp_request;
+
+typedef struct sb_gcp_response {
+    long status;          /* HTTP status of the last attempt; 0 if none arrived */
+    char *body;           /* NUL-terminated (may contain NULs before body_len) */
+    size_t body_len;
+    /* Selected headers, NULL when absent. */
+    char *location, *range, *retry_after, *x_goog_hash, *etag, *content_type;
+    /* For status >= 400: one readable line from the error body (see
+     * sb_gcp_error_line()); else NULL. */
+    char *error_line;
+    int attempts;         /* how many times the request was sent */
+} sb_gcp_response;
+
+typedef enum sb_gcp_result {
+    SB_GCP_OK = 0,            /* a response with status < 400 arrived */
+    SB_GCP_HTTP_ERROR = 1,    /* a response with status >= 400 (after any retries) */
+    SB_GCP_TRANSPORT_ERROR = 2, /* no usable response: connection, TLS, timeout, deadline */
+    SB_GCP_AUTH_ERROR = 3,    /* no token could be obtained; nothing was sent */
+    SB_GCP_INVALID = 4        /* bad request struct (programming error) */
+} sb_gcp_result;
+
+/* Send a request, retrying with full-jitter exponential backoff (delay =
+ * uniform(0, min(retry_max_delay, retry_initial * multiplier^n))) until
+ * max_attempts or the deadline, on 408/429/500/502/503/504 and on
+ * connection errors (idempotent requests only, except connect failures).
+ * Retry-After (seconds) is a minimum delay. A 401 to a token from the
+ * provider invalidates it, fetches a new one and retries once.
+ * Redirects are never followed (GCS resumable uploads answer 308).
+ *
+ * `resp` MUST point to caller storage; it is cleared first and MUST be
+ * released with sb_gcp_response_clear() whatever the result. On anything
+ * but SB_GCP_OK a readable message (URL, what failed, attempts) is in
+ * errstr. Thread-safe. */
+sb_gcp_result sb_gcp_request_send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_response *resp,
+                                  char *errstr, size_t errstr_size);
+
+/* Free what a response holds and zero it. NULL-safe, idempotent. */
+void sb_gcp_response_clear(sb_gcp_response *resp);
+
+/* Whether the core should retry the work later (Fluent Bit FLB_RETRY
+ * sense): transport/auth errors and HTTP 408/429/5xx. 4xx otherwise is
+ * permanent. */
+int sb_gcp_result_retriable(sb_gcp_result rc, const sb_gcp_response *resp);
+
+/* Counters since the client was created; monotonic, read without locks
+ * (each counter is atomic). */
+typedef struct sb_gcp_stats {
+    uint64_t requests;          /* sb_gcp_request_send() calls */
+    uint64_t attempts;          /* HTTP exchanges tried, incl. retries and token fetches */
+    uint64_t status_2xx, status_3xx, status_4xx, status_5xx;
+    uint64_t transport_errors;  /* attempts that got no response */
+    uint64_t retries;
+    uint64_t token_refreshes;   /* successful token fetches */
+    uint64_t token_errors;
+} sb_gcp_stats;
+
+void sb_gcp_client_stats(const sb_gcp_client *c, sb_gcp_stats *out);
+
+/* ---- helpers --------------------------------------------------------- */
+
+/* Base URL for `service` (see sb_gcp_conf.service): `override` if non-NULL
+ * and non-empty, else the emulator variable (PUBSUB_EMULATOR_HOST host:port
+ * -> http://host:port; STORAGE_EMULATOR_HOST with or without scheme;
+ * BIGQUERY_EMULATOR_HOST with scheme), else the Google default. Trailing
+ * slashes are removed. *emulator (MAY be NULL) is set to 1 when an
+ * emulator variable was used. Returns a malloc'd string the caller frees,
+ * or NULL with errstr for an unknown service. */
+char *sb_gcp_endpoint(const char *service, const char *override, int *emulator,
+                      char *errstr, size_t errstr_size);
+
+/* One readable line for an HTTP error body: Google JSON error
+ * ("HTTP 403 PERMISSION_DENIED: message (reason: ...)"), OAuth error
+ * ("HTTP 400 invalid_grant: description"), RFC 7807 problem JSON
+ * ("HTTP 404 DAG not found: detail"), else the first 200 characters of the
+ * body on one line. Returns a malloc'd string the caller frees. */
+char *sb_gcp_error_line(long status, const char *body, size_t body_len);
+
+/* Base64 of `data`: standard alphabet with padding, or (url != 0) the
+ * URL-safe alphabet without padding. Returns a malloc'd string. */
+char *sb_gcp_base64(const void *data, size_t len, int url);
+
+/* Copy of `text` with secrets replaced by "[REDACTED]": Authorization
+ * header values, Bearer tokens, access_token/id_token/refresh_token and
+ * assertion values (JSON or form), client_secret, private_key and PEM
+ * private key blocks. Returns a malloc'd string the caller frees. */
+char *sb_gcp_redact(const char *text);
+
+/* ---- plugin options ---------------------------------------------------- */
+
+/* Splice into a plugin's sb_option_def table so every Google plugin takes
+ * the same access options:
+ *     static const sb_option_def opts[] = {
+ *         {"topic", SB_OPT_STRING, NULL, 1, "..."},
+ *         SB_GCP_OPTION_DEFS,
+ *         {NULL, 0, NULL, 0, NULL}
+ *     };
+ */
+#define SB_GCP_OPTION_DEFS \
+    {"auth", SB_OPT_STRING, NULL, 0, \
+     "How to get Google credentials: \"adc\" (GOOGLE_APPLICATION_CREDENTIALS, else the metadata server), " \
+     "\"service_account\" (key_file), \"metadata\", \"none\" (emulators) or \"static\" (token). " \
+     "Default adc, or none when the service's emulator variable is set."}, \
+    {"key_file", SB_OPT_STRING, NULL, 0, \
+     "Service-account JSON key file for auth service_account; must not be readable by group/others."}, \
+    {"token", SB_OPT_STRING, NULL, 0, \
+     "Access token for auth static; use ${file:/path} or ${env:NAME} to keep it out of the config."}, \
+    {"scopes", SB_OPT_STRING_LIST, "[\"https://www.googleapis.com/auth/cloud-platform\"]", 0, \
+     "OAuth scopes requested for service_account and metadata tokens."}, \
+    {"allow_insecure_key_file", SB_OPT_BOOL, "false", 0, \
+     "Accept a key file readable by group or others."}, \
+    {"endpoint", SB_OPT_STRING, NULL, 0, \
+     "Base URL overriding the Google default and emulator variables, e.g. http://localhost:8085."}, \
+    {"ca_file", SB_OPT_STRING, NULL, 0, "PEM CA bundle used to verify TLS servers (default: system store)."}, \
+    {"tls_verify", SB_OPT_BOOL, "true", 0, "Verify TLS certificates and host names. Leave on."}, \
+    {"proxy", SB_OPT_STRING, NULL, 0, \
+     "HTTP(S) proxy URL, e.g. http://proxy:3128 (default: http_proxy/https_proxy environment)."}, \
+    {"no_proxy", SB_OPT_STRING, NULL, 0, "Comma-separated hosts reached without the proxy (default: no_proxy environment)."}, \
+    {"connect_timeout", SB_OPT_DURATION, "\"10s\"", 0, "Time allowed to connect (incl. TLS) per attempt."}, \
+    {"timeout", SB_OPT_DURATION, "\"60s\"", 0, "Time allowed for one HTTP attempt."}, \
+    {"max_attempts", SB_OPT_INT, "6", 0, "Attempts per request including the first (1 = no retries)."}, \
+    {"retry_initial", SB_OPT_DURATION, "\"250ms\"", 0, "First retry delay bound; doubles per attempt, full jitter."}, \
+    {"retry_max_delay", SB_OPT_DURATION, "\"32s\"", 0, "Upper bound of one retry delay."}, \
+    {"deadline", SB_OPT_DURATION, "\"120s\"", 0, "Time allowed for one request including all retries."}
+
+#ifdef __cplusplus
+}
+#endif
+#endif
