@@ -326,6 +326,24 @@ class TestParamsAndTypes(Base):
         self.assertEqual(self.rows("SELECT source FROM %s WHERE id = ?" % T,
                                    [PP("INT64", "5")]), [["pos"]])
 
+    def test_array_param_in_unnest(self):
+        for i in (1, 2, 3):
+            self.insert(i)
+        arr = {"name": "ids", "parameterType": {"type": "ARRAY",
+                                                "arrayType": {"type": "INT64"}},
+               "parameterValue": {"arrayValues": [{"value": "1"},
+                                                  {"value": "3"}]}}
+        self.assertEqual(self.affected(
+            "UPDATE %s SET status = 'x' WHERE id IN UNNEST(@ids)" % T,
+            [arr]), 2)
+        self.assertEqual(self.rows("SELECT id FROM %s WHERE id NOT IN "
+                                   "UNNEST(@ids)" % T, [arr]), [["2"]])
+
+    def test_empty_result_has_no_rows_key(self):
+        b = self.ok("SELECT id FROM %s" % T)
+        self.assertEqual(b["totalRows"], "0")
+        self.assertNotIn("rows", b)
+
     def test_param_names_case_insensitive(self):
         self.insert(1)
         self.assertEqual(self.rows("SELECT id FROM %s WHERE id = @ID" % T,
@@ -756,6 +774,29 @@ class TestResources(Base):
         self.assertEqual(b["rows"], [{"f": [{"v": "1"}]}])
         st, b = self.svc.handle("GET", "projects/proj/whatever", {}, None)
         self.assertEqual(st, 404)
+
+
+class TestThreads(Base):
+    def test_concurrent_calls(self):
+        import threading
+
+        def worker(k):
+            for i in range(20):
+                self.stream([{"insertId": "w%d-%d" % (k, i),
+                              "json": {"id": k * 100 + i, "source": "s"}}])
+                self.query("INSERT INTO %s (id, source) SELECT @id, 'd' "
+                           "WHERE NOT EXISTS (SELECT 1 FROM %s WHERE id = @id "
+                           "AND source = 'd')" % (T, T),
+                           [P("id", "INT64", str(i))])
+        threads = [threading.Thread(target=worker, args=(k,))
+                   for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        rows = self.dump()
+        self.assertEqual(len([r for r in rows if r["source"] == "s"]), 160)
+        self.assertEqual(len([r for r in rows if r["source"] == "d"]), 20)
 
 
 class TestEngineDirect(unittest.TestCase):

@@ -440,7 +440,8 @@ class BigQueryService:
             start + int(max_results)
         resp["schema"] = r.schema_json()
         resp["totalRows"] = str(len(rows))
-        resp["rows"] = rows[start:end]
+        if rows[start:end]:          # BigQuery omits "rows" when empty
+            resp["rows"] = rows[start:end]
         if end < len(rows):
             resp["pageToken"] = str(end)
         return 200, resp

@@ -707,6 +707,39 @@ class InSubquery(Expr):
         return None if seen_null else self.negate
 
 
+class InArray(Expr):
+    """x IN UNNEST(@array_param)"""
+
+    def __init__(self, inner, array, negate, pos):
+        self.inner, self.array, self.negate, self.pos = \
+            inner, array, negate, pos
+
+    def children(self):
+        return (self.inner, self.array)
+
+    def check(self, ctx, scope):
+        t = self.inner.check(ctx, scope)
+        at = self.array.check(ctx, scope)
+        et = at[6:-1] if at.startswith("ARRAY<") else None
+        if et is None or unify(self.inner, t, Literal(None, et, None),
+                               et) is None:
+            raise invalid("No matching signature for operator IN UNNEST for "
+                          "argument types: %s, %s" % (t, at), self.pos)
+        self.elem_type = et
+        self.type = "BOOL"
+        return "BOOL"
+
+    def ev(self, ctx, env):
+        v = self.inner.ev(ctx, env)
+        arr = self.array.ev(ctx, env)
+        if v is None or arr is None:
+            return None
+        v = coerce_value(v, self.elem_type) \
+            if self.elem_type in _NUM_RANK else v
+        hit = any(w is not None and _cmp(v, w) == 0 for w in arr)
+        return hit != self.negate
+
+
 class Exists(Expr):
     def __init__(self, select, pos):
         self.select, self.pos = select, pos
@@ -1393,6 +1426,11 @@ class Parser:
             self.next()
             neg = True
         if self.accept_kw("IN"):
+            if self.accept_kw("UNNEST"):
+                self.expect_op("(")
+                arr = self.expr()
+                self.expect_op(")")
+                return InArray(left, arr, neg, left.pos)
             if self.is_op("(") and self.is_kw("SELECT", k=1):
                 self.next()
                 sel = self.select()
