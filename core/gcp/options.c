@@ -17,10 +17,6 @@ static const char *opt_str(const struct sb_instance *ins, const char *name)
 sb_gcp_client *sb_gcp_client_from_instance(const struct sb_instance *ins, const char *service, char *errstr,
                                            size_t errstr_size)
 {
-    if (!sb_opt_isset) {
-        sb_err(errstr, errstr_size, "plugin option getters are not available in this build");
-        return NULL;
-    }
     sb_gcp_conf conf;
     sb_gcp_conf_init(&conf);
     conf.ins = ins;
