@@ -45,6 +45,7 @@ void sb_event_free(sb_event *ev)
         return;
     free(ev->id);
     free(ev->source);
+    free(ev->raw);
     json_decref(ev->fields);
     json_decref(ev->added);
     free(ev);
@@ -54,7 +55,44 @@ const char *sb_event_id(const sb_event *ev) { return ev->id; }
 const char *sb_event_source(const sb_event *ev) { return ev->source; }
 int64_t sb_event_received_us(const sb_event *ev) { return ev->received_us; }
 void sb_event_set_received_us(sb_event *ev, int64_t us) { ev->received_us = us; }
-json_t *sb_event_fields(sb_event *ev) { return ev->fields; }
+static void drop_raw(sb_event *ev)
+{
+    free(ev->raw);
+    ev->raw = NULL;
+}
+
+json_t *sb_event_fields(sb_event *ev)
+{
+    drop_raw(ev);
+    return ev->fields;
+}
+
+sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const char *text, size_t len,
+                            char *errstr, size_t errstr_size)
+{
+    json_error_t jerr;
+    json_t *obj = json_loadb(text, len, 0, &jerr);
+    if (!json_is_object(obj)) {
+        if (obj)
+            sb_err(errstr, errstr_size, "not a JSON object");
+        else
+            sb_err(errstr, errstr_size, "%s (column %d)", jerr.text, jerr.column);
+        json_decref(obj);
+        return NULL;
+    }
+    const char *own = id_field ? json_string_value(json_object_get(obj, id_field)) : NULL;
+    sb_event *ev = sb_event_new_with_fields(own && *own ? own : fallback_id, obj);
+    if (!ev) {
+        sb_err(errstr, errstr_size, "out of memory or empty event id");
+        return NULL;
+    }
+    ev->raw = malloc(len + 1);
+    if (ev->raw) {
+        memcpy(ev->raw, text, len);
+        ev->raw[len] = '\0';
+    }
+    return ev;
+}
 
 void sb_event_set_source(sb_event *ev, const char *source)
 {
@@ -75,17 +113,20 @@ int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback)
 
 int sb_event_set_string(sb_event *ev, const char *key, const char *value)
 {
+    drop_raw(ev);
     json_t *v = json_string(value ? value : "");
     return v ? json_object_set_new(ev->fields, key, v) : -1;
 }
 
 int sb_event_set_int(sb_event *ev, const char *key, int64_t value)
 {
+    drop_raw(ev);
     return json_object_set_new(ev->fields, key, json_integer((json_int_t)value));
 }
 
 int sb_event_add(sb_event *ev, const char *key, json_t *value)
 {
+    drop_raw(ev);
     if (!key || !value) {
         json_decref(value);
         return -1;
@@ -122,6 +163,7 @@ void sb_event_discard_added(sb_event *ev)
         return;
     const char *k;
     json_t *v;
+    drop_raw(ev);
     json_object_foreach(ev->added, k, v) json_object_del(ev->fields, k);
     json_decref(ev->added);
     ev->added = NULL;
@@ -129,6 +171,7 @@ void sb_event_discard_added(sb_event *ev)
 
 void sb_event_merge_fields(sb_event *ev, json_t *obj)
 {
+    drop_raw(ev);
     if (json_is_object(obj))
         json_object_update(ev->fields, obj);
 }
@@ -152,14 +195,15 @@ sb_event *sb_event_clone(const sb_event *src)
  * than the dump itself. */
 char *sb_event_to_payload(const sb_event *ev)
 {
-    char *fields = json_dumps(ev->fields, JSON_COMPACT);
+    char *fields = ev->raw ? NULL : json_dumps(ev->fields, JSON_COMPACT);
+    const char *fields_txt = ev->raw ? ev->raw : fields;
     json_t *id = json_string(ev->id), *src = ev->source ? json_string(ev->source) : json_null();
     char *id_txt = id ? json_dumps(id, JSON_ENCODE_ANY) : NULL;
     char *src_txt = src ? json_dumps(src, JSON_ENCODE_ANY) : NULL;
     char *out = NULL;
-    if (fields && id_txt && src_txt)
+    if (fields_txt && id_txt && src_txt)
         out = sb_asprintf("{\"id\":%s,\"source\":%s,\"received_us\":%lld,\"fields\":%s}", id_txt, src_txt,
-                          (long long)ev->received_us, fields);
+                          (long long)ev->received_us, fields_txt);
     free(fields);
     free(id_txt);
     free(src_txt);

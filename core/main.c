@@ -6,6 +6,7 @@
 #include "util.h"
 
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,13 @@ static int parse_since(const char *s, int64_t *out)
 
 int main(int argc, char **argv)
 {
+    /* Events are allocated on source threads and freed on step threads in
+     * bursts; without these, glibc trims and consolidates its heap on every
+     * burst (measured: ~10% of the daemon's CPU at 100k events/s). Memory
+     * stays bounded by the routes' in-flight budgets either way. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_TOP_PAD, 16 << 20);
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
     sb_daemon_block_signals();
     enum { O_ONCE = 256, O_STATE_DIR, O_ROUTE, O_SOURCE, O_STATE, O_TABLE, O_SINCE, O_LIMIT, O_ALL, O_JSON };
     static const struct option longopts[] = {

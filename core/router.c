@@ -108,6 +108,8 @@ static int build_routes(sb_router *r, char *errstr, size_t errstr_size)
             continue;
         source_rt *src = &r->sources[r->n_sources];
         src->router = r;
+        pthread_mutex_init(&src->amu, NULL);
+        pthread_cond_init(&src->acv, NULL);
         src->inst = in;
         src->routes = sb_xcalloc(r->n_routes ? r->n_routes : 1, sizeof *src->routes);
         for (size_t j = 0; j < r->n_routes; j++)
@@ -117,6 +119,8 @@ static int build_routes(sb_router *r, char *errstr, size_t errstr_size)
         if (!src->n_routes) {
             sb_log(in->ins, SB_LOG_WARN, "source is used by no route; it will not run");
             free(src->routes);
+            pthread_mutex_destroy(&src->amu);
+            pthread_cond_destroy(&src->acv);
             memset(src, 0, sizeof *src);
             continue;
         }
@@ -252,11 +256,21 @@ int sb_router_stop(sb_router *r, int64_t timeout_ms)
         pthread_join(r->resume_thread, NULL);
         r->resume_spawned = 0;
     }
-    for (size_t i = 0; i < r->n_sources; i++)
-        if (r->sources[i].spawned) {
-            pthread_join(r->sources[i].thread, NULL);
-            r->sources[i].spawned = 0;
+    for (size_t i = 0; i < r->n_sources; i++) {
+        source_rt *src = &r->sources[i];
+        if (src->spawned) {
+            pthread_join(src->thread, NULL);
+            src->spawned = 0;
         }
+        if (src->adm_spawned) { /* commits what the source queued, then exits */
+            pthread_mutex_lock(&src->amu);
+            src->adm_stop = 1;
+            pthread_cond_broadcast(&src->acv);
+            pthread_mutex_unlock(&src->amu);
+            pthread_join(src->adm_thread, NULL);
+            src->adm_spawned = 0;
+        }
+    }
 
     int64_t deadline = sb_mono_us() + timeout_ms * 1000;
     while (atomic_load(&r->work) > 0 && sb_mono_us() < deadline)
@@ -325,6 +339,8 @@ void sb_router_free(sb_router *r)
     for (size_t i = 0; i < r->n_sources; i++) {
         free(r->sources[i].routes);
         free(r->sources[i].checkpoint);
+        pthread_mutex_destroy(&r->sources[i].amu);
+        pthread_cond_destroy(&r->sources[i].acv);
     }
     for (size_t i = 0; i < r->n_insts; i++) {
         sb_instance_free(r->insts[i].ins);

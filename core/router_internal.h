@@ -80,6 +80,9 @@ struct route_rt {
     sb_hist latency;
 };
 
+/* A batch matched, serialised and reserved, waiting for its ledger commit. */
+typedef struct prepared prepared;
+
 typedef struct source_rt {
     sb_router *router;
     inst_rt *inst;
@@ -89,6 +92,16 @@ typedef struct source_rt {
     int spawned;
     int failed;             /* --once: run() ended in error */
     char *checkpoint;       /* last committed, owned */
+    /* admission pipeline for sb_source_emit_async(): guarded by amu */
+    pthread_mutex_t amu;
+    pthread_cond_t acv;
+    prepared *qhead, *qtail;
+    size_t qlen;
+    int adm_busy;           /* the admission thread holds a batch */
+    int adm_failed;         /* a batch failed to commit; later ones are refused */
+    int adm_stop;
+    pthread_t adm_thread;
+    int adm_spawned;
     _Atomic uint64_t emitted, unrouted, restarts;
 } source_rt;
 
@@ -135,6 +148,9 @@ struct sb_router {
 void *sb_step_worker(void *arg);
 void *sb_retry_timer(void *arg);
 void sb_step_push(step_rt *s, entry *e);
+void sb_step_push_list(step_rt *s, entry *head, entry *tail, size_t n);
+/* Count a settled entry in its route's stats (no budget change). */
+void sb_entry_count_settled(entry *e, int done);
 void sb_retry_schedule(sb_router *r, entry *e);
 void sb_entry_settle(entry *e, int done);
 void sb_entry_free(entry *e);
@@ -143,6 +159,7 @@ void sb_entry_free(entry *e);
 int sb_route_reserve(route_rt *rt, int64_t n, int64_t bytes, int wait);
 void sb_route_release(route_rt *rt, int64_t n, int64_t bytes);
 void *sb_source_thread(void *arg);
+void *sb_admission_thread(void *arg);
 void *sb_resume_thread(void *arg);
 /* Queue an entry from a ledger view (resume or DLQ replay). 0 queued, -1 skipped. */
 int sb_router_requeue(sb_router *r, const sb_ledger_pending *p, int wait);

@@ -73,131 +73,278 @@ typedef struct pair {
     route_rt *route;
 } pair;
 
+struct prepared {
+    prepared *next;
+    sb_event **events;     /* owned; NULL once handed to an entry */
+    size_t n;
+    pair *pairs;
+    size_t np;
+    char **payloads;       /* per event; NULL = matched no route */
+    sb_ledger_new *news;
+    int64_t *res_n, *res_b;/* reservations per route of the source */
+    char *checkpoint;
+    int64_t admitted_mono;
+};
+
 static void free_events(sb_event **events, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         sb_event_free(events[i]);
 }
 
-int sb_source_emit(sb_source_ctx *ctx, sb_event **events, size_t n, const char *checkpoint)
+static void prepared_free(prepared *p)
 {
-    source_rt *src = ctx->src;
+    free_events(p->events, p->n);
+    for (size_t i = 0; i < p->n; i++)
+        free(p->payloads[i]);
+    free(p->events);
+    free(p->payloads);
+    free(p->pairs);
+    free(p->news);
+    free(p->res_n);
+    free(p->res_b);
+    free(p->checkpoint);
+    free(p);
+}
+
+static void release_reservations(source_rt *src, prepared *p)
+{
+    for (size_t j = 0; j < src->n_routes; j++)
+        if (p->res_n[j])
+            sb_route_release(src->routes[j], p->res_n[j], p->res_b[j]);
+}
+
+/* On the source's thread: match, serialise, reserve route budget (blocking:
+ * backpressure). Takes the events; NULL if stopping or on failure. */
+static prepared *prepare(source_rt *src, sb_event **events, size_t n, const char *checkpoint)
+{
     sb_router *r = src->router;
-    if (atomic_load(&r->stopping)) {
-        free_events(events, n);
-        return -1;
-    }
-    int64_t now = sb_now_us(), now_mono = sb_mono_us();
-    pair *pairs = sb_xcalloc(n * (src->n_routes ? src->n_routes : 1), sizeof *pairs);
-    char **payloads = sb_xcalloc(n ? n : 1, sizeof *payloads);
-    size_t np = 0;
+    prepared *p = sb_xcalloc(1, sizeof *p);
+    size_t nr = src->n_routes ? src->n_routes : 1;
+    p->n = n;
+    p->events = sb_xmalloc((n ? n : 1) * sizeof *p->events);
+    memcpy(p->events, events, n * sizeof *events);
+    p->pairs = sb_xcalloc((n ? n : 1) * nr, sizeof *p->pairs);
+    p->payloads = sb_xcalloc(n ? n : 1, sizeof *p->payloads);
+    p->res_n = sb_xcalloc(nr, sizeof *p->res_n);
+    p->res_b = sb_xcalloc(nr, sizeof *p->res_b);
+    p->checkpoint = sb_strdup(checkpoint);
+    p->admitted_mono = sb_mono_us();
+    if (atomic_load(&r->stopping))
+        goto fail;
+
+    int64_t now = sb_now_us();
     for (size_t i = 0; i < n; i++) {
-        sb_event *ev = events[i];
+        sb_event *ev = p->events[i];
         sb_event_set_source(ev, src->inst->ins->name);
         if (!ev->received_us)
             ev->received_us = now;
         for (size_t j = 0; j < src->n_routes; j++)
             if (!src->routes[j]->match || sb_match_eval(src->routes[j]->match, ev))
-                pairs[np++] = (pair){.ev = i, .route = src->routes[j]};
+                p->pairs[p->np++] = (pair){.ev = i, .route = src->routes[j]};
     }
     atomic_fetch_add(&src->emitted, n);
 
-    sb_ledger_new *news = sb_xcalloc(np ? np : 1, sizeof *news);
-    int64_t *res_n = sb_xcalloc(src->n_routes ? src->n_routes : 1, sizeof *res_n);
-    int64_t *res_b = sb_xcalloc(src->n_routes ? src->n_routes : 1, sizeof *res_b);
-    int rc = -1;
-    for (size_t k = 0; k < np; k++) {
-        size_t i = pairs[k].ev;
-        if (!payloads[i])
-            payloads[i] = sb_event_to_payload(events[i]);
-        if (!payloads[i]) {
-            sb_log(src->inst->ins, SB_LOG_ERROR, "event %s cannot be serialised; batch refused", events[i]->id);
-            goto out;
+    p->news = sb_xcalloc(p->np ? p->np : 1, sizeof *p->news);
+    for (size_t k = 0; k < p->np; k++) {
+        size_t i = p->pairs[k].ev;
+        if (!p->payloads[i] && !(p->payloads[i] = sb_event_to_payload(p->events[i]))) {
+            sb_log(src->inst->ins, SB_LOG_ERROR, "event %s cannot be serialised; batch refused", p->events[i]->id);
+            goto fail;
         }
-        news[k] = (sb_ledger_new){.event_id = events[i]->id,
-                                  .route = pairs[k].route->conf->name,
-                                  .source = src->inst->ins->name,
-                                  .payload = payloads[i],
-                                  .received_us = events[i]->received_us};
+        p->news[k] = (sb_ledger_new){.event_id = p->events[i]->id,
+                                     .route = p->pairs[k].route->conf->name,
+                                     .source = src->inst->ins->name,
+                                     .payload = p->payloads[i],
+                                     .received_us = p->events[i]->received_us};
         for (size_t j = 0; j < src->n_routes; j++)
-            if (src->routes[j] == pairs[k].route) {
-                res_n[j]++;
-                res_b[j] += (int64_t)strlen(payloads[i]);
+            if (src->routes[j] == p->pairs[k].route) {
+                p->res_n[j]++;
+                p->res_b[j] += (int64_t)strlen(p->payloads[i]);
             }
     }
     size_t reserved = 0;
     for (; reserved < src->n_routes; reserved++)
-        if (res_n[reserved] && sb_route_reserve(src->routes[reserved], res_n[reserved], res_b[reserved], 1) != 0)
+        if (p->res_n[reserved] &&
+            sb_route_reserve(src->routes[reserved], p->res_n[reserved], p->res_b[reserved], 1) != 0)
             break;
     if (reserved < src->n_routes) {
         for (size_t j = 0; j < reserved; j++)
-            if (res_n[j])
-                sb_route_release(src->routes[j], res_n[j], res_b[j]);
-        goto out;
+            if (p->res_n[j])
+                sb_route_release(src->routes[j], p->res_n[j], p->res_b[j]);
+        goto fail;
     }
+    return p;
+fail:
+    prepared_free(p);
+    return NULL;
+}
 
+/* Commit a prepared batch to the ledger, then hand each new entry to its
+ * route's first step. Frees p. */
+static int commit_and_route(source_rt *src, prepared *p)
+{
+    sb_router *r = src->router;
     char err[1024];
-    if (sb_ledger_accept(r->ledger, src->inst->ins->name, checkpoint, news, np, err, sizeof err) != 0) {
-        sb_log(src->inst->ins, SB_LOG_ERROR, "run ledger refused %zu events: %s", n, err);
-        for (size_t j = 0; j < src->n_routes; j++)
-            if (res_n[j])
-                sb_route_release(src->routes[j], res_n[j], res_b[j]);
-        goto out;
+    if (sb_ledger_accept(r->ledger, src->inst->ins->name, p->checkpoint, p->news, p->np, err, sizeof err) != 0) {
+        sb_log(src->inst->ins, SB_LOG_ERROR, "run ledger refused %zu events: %s", p->n, err);
+        release_reservations(src, p);
+        prepared_free(p);
+        return -1;
     }
-    if (checkpoint) {
+    if (p->checkpoint) {
+        pthread_mutex_lock(&src->amu);
         free(src->checkpoint);
-        src->checkpoint = sb_strdup(checkpoint);
+        src->checkpoint = p->checkpoint;
+        p->checkpoint = NULL;
+        pthread_mutex_unlock(&src->amu);
     }
-
-    /* Hand each accepted entry to its route; the last accepted entry of an
-     * event takes the event itself, earlier ones a copy. */
-    size_t *last = sb_xcalloc(n ? n : 1, sizeof *last); /* pair index + 1 */
-    for (size_t k = 0; k < np; k++)
-        if (!news[k].duplicate)
-            last[pairs[k].ev] = k + 1;
-    for (size_t k = 0; k < np; k++) {
-        route_rt *rt = pairs[k].route;
-        size_t i = pairs[k].ev;
-        size_t bytes = strlen(payloads[i]);
+    /* the last accepted entry of an event takes the event, earlier ones a
+     * copy; entries go to each route's first step as one list per route */
+    entry **heads = sb_xcalloc(src->n_routes ? src->n_routes : 1, 2 * sizeof *heads);
+    size_t *counts = sb_xcalloc(src->n_routes ? src->n_routes : 1, sizeof *counts);
+    size_t *last = sb_xcalloc(p->n ? p->n : 1, sizeof *last); /* pair index + 1 */
+    for (size_t k = 0; k < p->np; k++)
+        if (!p->news[k].duplicate)
+            last[p->pairs[k].ev] = k + 1;
+    for (size_t k = 0; k < p->np; k++) {
+        route_rt *rt = p->pairs[k].route;
+        size_t i = p->pairs[k].ev;
+        size_t bytes = strlen(p->payloads[i]);
         atomic_fetch_add(&rt->n_in, 1);
-        if (news[k].duplicate) {
+        if (p->news[k].duplicate) {
             atomic_fetch_add(&rt->n_dup, 1);
             sb_route_release(rt, 1, (int64_t)bytes);
             continue;
         }
         entry *e = sb_xcalloc(1, sizeof *e);
         e->route = rt;
-        e->id = news[k].entry_id;
+        e->id = p->news[k].entry_id;
         e->bytes = bytes;
-        e->admitted_mono = now_mono;
+        e->admitted_mono = p->admitted_mono;
         if (last[i] == k + 1) {
-            e->ev = events[i];
-            events[i] = NULL;
+            e->ev = p->events[i];
+            p->events[i] = NULL;
         } else {
-            e->ev = sb_event_clone(events[i]);
+            e->ev = sb_event_clone(p->events[i]);
         }
-        atomic_fetch_add(&r->work, 1);
-        sb_step_push(&rt->steps[0], e);
+        size_t j = 0;
+        while (src->routes[j] != rt)
+            j++;
+        if (heads[2 * j + 1])
+            heads[2 * j + 1]->next = e;
+        else
+            heads[2 * j] = e;
+        heads[2 * j + 1] = e;
+        counts[j]++;
     }
+    for (size_t j = 0; j < src->n_routes; j++)
+        if (counts[j]) {
+            atomic_fetch_add(&r->work, (int64_t)counts[j]);
+            sb_step_push_list(&src->routes[j]->steps[0], heads[2 * j], heads[2 * j + 1], counts[j]);
+        }
+    free(heads);
+    free(counts);
     free(last);
-    for (size_t i = 0; i < n; i++) {
-        if (payloads[i])
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->payloads[i])
             continue; /* serialised = matched at least one route */
         atomic_fetch_add(&src->unrouted, 1);
         if (sb_log_enabled(SB_LOG_DEBUG))
-            sb_log(src->inst->ins, SB_LOG_DEBUG, "event %s matched no route", events[i]->id);
+            sb_log(src->inst->ins, SB_LOG_DEBUG, "event %s matched no route", p->events[i]->id);
     }
-    rc = 0;
-out:
-    free_events(events, n);
-    for (size_t i = 0; i < n; i++)
-        free(payloads[i]);
-    free(payloads);
-    free(pairs);
-    free(news);
-    free(res_n);
-    free(res_b);
+    prepared_free(p);
+    return 0;
+}
+
+int sb_source_flush(sb_source_ctx *ctx)
+{
+    source_rt *src = ctx->src;
+    pthread_mutex_lock(&src->amu);
+    while (src->qlen > 0 || src->adm_busy)
+        pthread_cond_wait(&src->acv, &src->amu);
+    int rc = src->adm_failed ? -1 : 0;
+    pthread_mutex_unlock(&src->amu);
     return rc;
+}
+
+int sb_source_emit(sb_source_ctx *ctx, sb_event **events, size_t n, const char *checkpoint)
+{
+    if (sb_source_flush(ctx) != 0) { /* keep call order with async batches */
+        free_events(events, n);
+        return -1;
+    }
+    prepared *p = prepare(ctx->src, events, n, checkpoint);
+    return p ? commit_and_route(ctx->src, p) : -1;
+}
+
+int sb_source_emit_async(sb_source_ctx *ctx, sb_event **events, size_t n, const char *checkpoint)
+{
+    source_rt *src = ctx->src;
+    pthread_mutex_lock(&src->amu);
+    int failed = src->adm_failed;
+    pthread_mutex_unlock(&src->amu);
+    if (failed) {
+        free_events(events, n);
+        return -1;
+    }
+    prepared *p = prepare(src, events, n, checkpoint);
+    if (!p)
+        return -1;
+    pthread_mutex_lock(&src->amu);
+    while (src->qlen >= 2)
+        pthread_cond_wait(&src->acv, &src->amu);
+    if (src->qtail)
+        src->qtail->next = p;
+    else
+        src->qhead = p;
+    src->qtail = p;
+    src->qlen++;
+    pthread_cond_broadcast(&src->acv);
+    pthread_mutex_unlock(&src->amu);
+    return 0;
+}
+
+/* Commits the batches sb_source_emit_async() queued, in order. After a
+ * failure it refuses (releases) everything queued behind it, so that no
+ * later checkpoint can be committed past lost events. */
+void *sb_admission_thread(void *arg)
+{
+    source_rt *src = arg;
+    char name[32]; /* the kernel keeps 15 characters */
+    snprintf(name, sizeof name, "sb-adm-%s", src->inst->ins->name);
+    name[15] = '\0';
+    pthread_setname_np(pthread_self(), name);
+    pthread_mutex_lock(&src->amu);
+    for (;;) {
+        while (!src->qhead && !src->adm_stop)
+            pthread_cond_wait(&src->acv, &src->amu);
+        if (!src->qhead)
+            break;
+        prepared *p = src->qhead;
+        src->qhead = p->next;
+        if (!src->qhead)
+            src->qtail = NULL;
+        src->qlen--;
+        src->adm_busy = 1;
+        int failed = src->adm_failed;
+        pthread_cond_broadcast(&src->acv);
+        pthread_mutex_unlock(&src->amu);
+        int rc = -1;
+        if (failed) {
+            release_reservations(src, p);
+            prepared_free(p);
+        } else {
+            rc = commit_and_route(src, p);
+        }
+        pthread_mutex_lock(&src->amu);
+        if (rc != 0)
+            src->adm_failed = 1;
+        src->adm_busy = 0;
+        pthread_cond_broadcast(&src->acv);
+    }
+    pthread_mutex_unlock(&src->amu);
+    return NULL;
 }
 
 /* ---- source threads --------------------------------------------------------- */
@@ -215,6 +362,13 @@ void *sb_source_thread(void *arg)
     pthread_setname_np(pthread_self(), name);
     while (!atomic_load(&r->stopping)) {
         int rc = ins->plugin->run(ins->self, ctx);
+        /* whatever run() queued is committed (or refused) before it runs again */
+        if (sb_source_flush(ctx) != 0) {
+            rc = -1;
+            pthread_mutex_lock(&src->amu);
+            src->adm_failed = 0;
+            pthread_mutex_unlock(&src->amu);
+        }
         if (atomic_load(&r->stopping))
             break;
         if (rc == 0) {
@@ -380,6 +534,12 @@ void *sb_resume_thread(void *arg)
 
     for (size_t i = 0; i < r->n_sources && !atomic_load(&r->stopping); i++) {
         source_rt *src = &r->sources[i];
+        if (pthread_create(&src->adm_thread, NULL, sb_admission_thread, src) != 0) {
+            sb_log(src->inst->ins, SB_LOG_ERROR, "cannot start the admission thread");
+            src->failed = 1;
+            continue;
+        }
+        src->adm_spawned = 1;
         atomic_fetch_add(&r->sources_alive, 1);
         if (pthread_create(&src->thread, NULL, sb_source_thread, &r->ctxs[i]) != 0) {
             atomic_fetch_sub(&r->sources_alive, 1);

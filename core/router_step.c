@@ -79,27 +79,41 @@ void sb_entry_free(entry *e)
 void sb_entry_settle(entry *e, int done)
 {
     route_rt *rt = e->route;
+    int64_t bytes = (int64_t)e->bytes;
+    sb_entry_count_settled(e, done);
+    sb_entry_free(e);
+    sb_route_release(rt, 1, bytes);
+}
+
+void sb_entry_count_settled(entry *e, int done)
+{
+    route_rt *rt = e->route;
     if (done)
         atomic_fetch_add(&rt->n_done, 1);
     else
         atomic_fetch_add(&rt->n_dead, 1);
     sb_hist_add(&rt->latency, sb_mono_us() - e->admitted_mono);
-    sb_route_release(rt, 1, (int64_t)e->bytes);
-    sb_entry_free(e);
+}
+
+void sb_step_push_list(step_rt *s, entry *head, entry *tail, size_t n)
+{
+    if (!n)
+        return;
+    tail->next = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (s->tail)
+        s->tail->next = head;
+    else
+        s->head = head;
+    s->tail = tail;
+    s->queued += n;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
 }
 
 void sb_step_push(step_rt *s, entry *e)
 {
-    e->next = NULL;
-    pthread_mutex_lock(&s->mu);
-    if (s->tail)
-        s->tail->next = e;
-    else
-        s->head = e;
-    s->tail = e;
-    s->queued++;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
+    sb_step_push_list(s, e, e, 1);
 }
 
 /* ---- retry heap (min-heap on due_mono) ------------------------------------ */
@@ -274,7 +288,24 @@ static int64_t backoff_ms(const sb_retry_policy *p, int attempts)
     return cap > 0 ? (int64_t)sb_rand_below((uint64_t)cap + 1) : 0; /* full jitter */
 }
 
-static void advance(sb_router *r, entry *e)
+/* What one batch hands on: entries for the next step and budget to give
+ * back, applied once per batch rather than once per entry (each would
+ * wake a thread). All entries of a batch belong to one route and step. */
+typedef struct handoff {
+    entry *head, *tail;
+    size_t n;
+    int64_t released, released_bytes;
+} handoff;
+
+static void settle_into(handoff *h, entry *e, int done)
+{
+    h->released++;
+    h->released_bytes += (int64_t)e->bytes;
+    sb_entry_count_settled(e, done);
+    sb_entry_free(e);
+}
+
+static void advance(sb_router *r, entry *e, handoff *h)
 {
     route_rt *rt = e->route;
     sb_ledger_step_done(r->ledger, e->id, e->step);
@@ -284,31 +315,36 @@ static void advance(sb_router *r, entry *e)
     e->members_done = 0;
     if ((size_t)e->step >= rt->n_steps) {
         sb_ledger_entry_done(r->ledger, e->id);
-        sb_entry_settle(e, 1);
+        settle_into(h, e, 1);
         return;
     }
-    atomic_fetch_add(&r->work, 1);
-    sb_step_push(&rt->steps[e->step], e);
+    e->next = NULL;
+    if (h->tail)
+        h->tail->next = e;
+    else
+        h->head = e;
+    h->tail = e;
+    h->n++;
 }
 
-static void dead_letter(sb_router *r, entry *e, const char *reason)
+static void dead_letter(sb_router *r, entry *e, const char *reason, handoff *h)
 {
     route_rt *rt = e->route;
     step_rt *s = &rt->steps[e->step];
     sb_log(s->members[0]->ins, SB_LOG_WARN, "route %s: event %s dead-lettered at step %d: %s", rt->conf->name,
            e->ev->id, e->step + 1, reason);
     sb_ledger_dead(r->ledger, e->id, e->step, reason);
-    sb_entry_settle(e, 0);
+    settle_into(h, e, 0);
 }
 
-static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o)
+static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, handoff *h)
 {
     if (e->members_done == ((s->n == 64) ? ~0ull : ((1ull << s->n) - 1))) {
-        advance(r, e);
+        advance(r, e, h);
         return;
     }
     if (o->failed) {
-        dead_letter(r, e, o->reason);
+        dead_letter(r, e, o->reason, h);
         return;
     }
     if (o->charged)
@@ -318,7 +354,7 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o)
         char why[700];
         snprintf(why, sizeof why, "retry budget exhausted after %d attempts over %llds: %s", e->attempts,
                  (long long)((now - e->first_attempt_us) / 1000000), o->reason);
-        dead_letter(r, e, why);
+        dead_letter(r, e, why, h);
         return;
     }
     int64_t delay = o->charged ? backoff_ms(&s->retry, e->attempts) : s->retry.initial_ms;
@@ -430,9 +466,16 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n)
         batch_fini(&mc->batch);
         free(mc->idx);
     }
+    handoff h = {0};
     for (size_t i = 0; i < n; i++)
-        settle_attempt(r, s, es[i], &outs[i]);
+        settle_attempt(r, s, es[i], &outs[i], &h);
     free(outs);
+    if (h.n) {
+        atomic_fetch_add(&r->work, (int64_t)h.n);
+        sb_step_push_list(&s->route->steps[s->index + 1], h.head, h.tail, h.n);
+    }
+    if (h.released)
+        sb_route_release(s->route, h.released, h.released_bytes);
 }
 
 void *sb_step_worker(void *arg)

@@ -90,16 +90,11 @@ static sb_event *line_event(file_in *f, const struct stat *st, int64_t offset, c
         }
         return ev;
     }
-    json_error_t jerr;
-    json_t *obj = json_loadb(line, len, 0, &jerr);
-    if (!json_is_object(obj)) {
-        sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: %s", f->path, offset,
-               obj ? "not a JSON object" : jerr.text);
-        json_decref(obj);
-        return NULL;
-    }
-    const char *own = f->id_field ? json_string_value(json_object_get(obj, f->id_field)) : NULL;
-    return sb_event_new_with_fields(own && *own ? own : id, obj);
+    char err[256];
+    sb_event *ev = sb_event_new_json(id, f->id_field, line, len, err, sizeof err);
+    if (!ev)
+        sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: %s", f->path, offset, err);
+    return ev;
 }
 
 static int parse_checkpoint(const char *cp, const struct stat *st, int64_t *offset)
@@ -132,6 +127,11 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
         return -1;
     }
     int64_t offset = 0;
+    if (sb_source_flush(ctx) != 0) { /* the checkpoint must be the committed one */
+        if (!is_stdin)
+            fclose(fp);
+        return -1;
+    }
     if (!is_stdin && parse_checkpoint(sb_source_checkpoint(ctx), &st, &offset) && fseeko(fp, offset, SEEK_SET) != 0) {
         sb_log(f->ins, SB_LOG_ERROR, "cannot seek %s to %" PRId64 ": %s", f->path, offset, strerror(errno));
         fclose(fp);
@@ -170,7 +170,10 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
         }
         if (n == f->batch || (at_eof && n > 0) || (at_eof && !is_stdin && n == 0 && offset > 0 && !f->follow)) {
             snprintf(cp, sizeof cp, "%ju:%ju:%" PRId64, (uintmax_t)st.st_dev, (uintmax_t)st.st_ino, offset);
-            if (sb_source_emit(ctx, evs, n, is_stdin ? NULL : cp) != 0) {
+            /* async: the next batch is read while this one commits; the
+             * checkpoint goes with it, so a crash resumes after the last
+             * committed batch */
+            if (sb_source_emit_async(ctx, evs, n, is_stdin ? NULL : cp) != 0) {
                 n = 0;
                 rc = sb_source_stopping(ctx) ? 0 : -1;
                 break;

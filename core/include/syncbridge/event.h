@@ -36,6 +36,17 @@ sb_event *sb_event_new(const char *event_id);
  * allocation failure. */
 sb_event *sb_event_new_with_fields(const char *event_id, json_t *fields);
 
+/* New event from the JSON text of its fields (an object), for sources that
+ * receive JSON (JSON lines, Kafka messages). The id is the string member
+ * `id_field` when it is present and non-empty (id_field MAY be NULL), else
+ * `fallback_id`. The core keeps `text` and writes it to the run ledger as
+ * is, instead of serialising the parsed object again, for as long as the
+ * fields are not changed: calling sb_event_fields() or a setter drops it.
+ * NULL with errstr ("not a JSON object", or the parser's message with its
+ * column) if the text is not a JSON object. */
+sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const char *text, size_t len,
+                            char *errstr, size_t errstr_size);
+
 /* Free an event the caller owns (one never emitted). NULL is a no-op. */
 void sb_event_free(sb_event *ev);
 
@@ -50,7 +61,8 @@ int64_t sb_event_received_us(const sb_event *ev);
 void sb_event_set_received_us(sb_event *ev, int64_t us);
 
 /* The fields object. Borrowed. Sources MAY modify it before emit; steps
- * MUST use sb_event_add() so that the added fields are recorded. */
+ * MUST use sb_event_add() so that the added fields are recorded. Calling
+ * it drops the raw text kept by sb_event_new_json(). */
 json_t *sb_event_fields(sb_event *ev);
 
 /* Field accessors; NULL/fallback when absent or of another type. */

@@ -143,8 +143,24 @@ const char *sb_instance_state_dir(const sb_instance *ins);
  * holds are accepted again as duplicates and not routed twice. */
 int sb_source_emit(sb_source_ctx *ctx, sb_event **events, size_t n, const char *checkpoint);
 
+/* Like sb_source_emit(), but returns once the batch is matched, serialised
+ * and queued for the ledger (at most two batches wait; a third blocks), so
+ * that reading the next batch overlaps committing this one. Batches are
+ * committed in call order, each atomically with its checkpoint. For sources
+ * whose position lives entirely in the checkpoint (files). A source that
+ * acknowledges upstream MUST call sb_source_flush() first. Returns -1 if
+ * stopping or if an earlier batch failed to commit: run() should then
+ * return -1; it is run again from the last committed checkpoint. Takes
+ * ownership of the events in every case. */
+int sb_source_emit_async(sb_source_ctx *ctx, sb_event **events, size_t n, const char *checkpoint);
+
+/* Wait until every batch handed to sb_source_emit_async() is committed and
+ * routed. 0, or -1 if one of them failed. */
+int sb_source_flush(sb_source_ctx *ctx);
+
 /* The last checkpoint committed for this source instance, or NULL. Owned by
- * the core, valid until the next sb_source_emit(). */
+ * the core; read it when no asynchronous batch is outstanding (at the start
+ * of run(), or after sb_source_flush()), and not after the next emit. */
 const char *sb_source_checkpoint(sb_source_ctx *ctx);
 
 /* Non-zero once the core wants run() to return. */
