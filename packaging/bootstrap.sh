@@ -62,7 +62,8 @@ demo)
     ;;
 test)
     build _build --enable-werror
-    (cd _build && make -j"$(nproc)" check)
+    (cd _build && make -j"$(nproc)" check && make -j"$(nproc)" distcheck >/dev/null)
+    echo "bootstrap: make distcheck passed"
     if [ "${SB_SKIP_ASAN:-0}" != 1 ]; then
         build _build-asan --enable-werror \
             CFLAGS="-g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \

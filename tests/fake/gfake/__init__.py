@@ -10,10 +10,19 @@ from . import server, discovery
 
 
 def default_reference_dir():
-    """The nearest ancestor's shared/reference (the main checkout has it at
+    """Where the API contracts are: $GFAKE_REFERENCE_DIR if set; else
+    tests/fake/reference (release tarballs carry a copy there); else the
+    nearest ancestor's shared/reference (a checkout has it at
     <repo>/../shared/reference, a worktree under /work/wt/<name> at
-    <repo>/../../shared/reference), else $GFAKE_REFERENCE_DIR."""
-    d = os.path.dirname(os.path.abspath(__file__))
+    <repo>/../../shared/reference)."""
+    env = os.environ.get('GFAKE_REFERENCE_DIR')
+    if env:
+        return env
+    here = os.path.dirname(os.path.abspath(__file__))
+    shipped = os.path.join(os.path.dirname(here), 'reference')
+    if os.path.isdir(os.path.join(shipped, 'gcp')):
+        return shipped
+    d = here
     while True:
         cand = os.path.join(d, 'shared', 'reference')
         if os.path.isdir(os.path.join(cand, 'gcp')):
@@ -22,7 +31,7 @@ def default_reference_dir():
         if parent == d:
             break
         d = parent
-    return os.environ.get('GFAKE_REFERENCE_DIR') or 'shared/reference'
+    return 'shared/reference'
 
 
 def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems=(), tls=False,
