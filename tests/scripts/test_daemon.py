@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""The daemon as an operator sees it: signals, reload, the runs/dlq CLI,
+exit codes, and file_in's handling of awkward input. Real processes, real
+files, real ledger."""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
+BIN = os.path.join(BUILD, "syncbridge")
+
+
+def wait_for(pred, timeout=15.0, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def lines(path):
+    try:
+        with open(path) as f:
+            return [l for l in f.read().splitlines() if l]
+    except FileNotFoundError:
+        return []
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="sbdaemon.")
+        self.cfg = os.path.join(self.dir, "syncbridge.json")
+        self.inp = os.path.join(self.dir, "in.jsonl")
+        self.out = os.path.join(self.dir, "out.jsonl")
+        self.procs = []
+        self.logs = []
+
+    def tearDown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in self.logs:
+            f.close()
+        subprocess.run(["rm", "-rf", self.dir])
+
+    def config(self, sinks, steps, **extra):
+        cfg = {"state_dir": os.path.join(self.dir, "state"), "log": {"level": "info"},
+               "sources": {"in": {"plugin": "file_in", "path": self.inp, "format": "json", "id_field": "event_id",
+                                  "poll_interval": "20ms"}},
+               "sinks": sinks, "routes": {"r": {"sources": ["in"], "steps": steps}}}
+        cfg.update(extra)
+        with open(self.cfg, "w") as f:
+            json.dump(cfg, f)
+
+    def write_events(self, *ids, raw=None):
+        with open(self.inp, "a") as f:
+            for i in ids:
+                f.write(json.dumps({"event_id": i, "schema": "edw", "table": "t_" + i, "status": "succeeded"}) + "\n")
+            if raw:
+                f.write(raw)
+
+    def start(self):
+        log = open(os.path.join(self.dir, "daemon.log"), "a")
+        self.logs.append(log)
+        p = subprocess.Popen([BIN, "-c", self.cfg], stdout=subprocess.DEVNULL, stderr=log)
+        self.procs.append(p)
+        return p
+
+    def log_text(self):
+        with open(os.path.join(self.dir, "daemon.log")) as f:
+            return f.read()
+
+    def cli(self, *args):
+        return subprocess.run([BIN, "-c", self.cfg] + list(args), capture_output=True, text=True, timeout=60)
+
+
+class Signals(Base):
+    def test_sigterm_drains_and_exits_zero(self):
+        self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
+        self.write_events("a", "b", "c")
+        p = self.start()
+        wait_for(lambda: len(lines(self.out)) == 3, what="3 events out")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(timeout=30), 0)
+        self.assertIn("SIGTERM received", self.log_text())
+
+    def test_sighup_rejects_bad_config_and_applies_good_one(self):
+        self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
+        self.write_events("a")
+        p = self.start()
+        wait_for(lambda: len(lines(self.out)) == 1, what="first event")
+        with open(self.cfg, "w") as f:
+            f.write('{"sources": {"in": {"plugin": "file_in", "path": 5}}}')
+        p.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload rejected" in self.log_text(), what="reload rejected")
+        self.assertIn("sources.in.path", self.log_text())
+        self.assertIsNone(p.poll(), "a bad reload must not stop the daemon")
+        self.write_events("b")
+        wait_for(lambda: len(lines(self.out)) == 2, what="old config keeps running")
+        out2 = os.path.join(self.dir, "out2.jsonl")
+        self.config({"out": {"plugin": "file_out", "path": self.out},
+                     "out2": {"plugin": "file_out", "path": out2}}, ["out", "out2"])
+        p.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in self.log_text(), what="reload done")
+        self.write_events("c")
+        wait_for(lambda: len(lines(out2)) == 1, what="new step active")
+        self.assertEqual(json.loads(lines(out2)[0])["event_id"], "c")
+        self.assertEqual([json.loads(l)["event_id"] for l in lines(self.out)], ["a", "b", "c"])
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(timeout=30), 0)
+
+
+class Cli(Base):
+    def test_runs_and_dlq_replay_while_running(self):
+        rec = os.path.join(self.dir, "rec.txt")
+        self.config({"bad": {"plugin": "testsink", "record": rec, "result": "fail"}}, ["bad"])
+        self.write_events("x1", "x2")
+        r = subprocess.run([BIN, "--once", "-c", self.cfg], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 4, r.stderr)  # finished with dead letters
+        dl = self.cli("dlq", "list", "--json")
+        self.assertEqual(dl.returncode, 0, dl.stderr)
+        dead = json.loads(dl.stdout)
+        self.assertEqual(sorted(e["event_id"] for e in dead), ["x1", "x2"])
+        self.assertIn("bad: failed: fail", dead[0]["error"])
+        table = self.cli("runs", "--state", "dead")
+        self.assertIn("edw.t_x1", table.stdout)
+        show = self.cli("runs", "show", str(dead[0]["entry_id"]))
+        self.assertEqual(json.loads(show.stdout)["state"], "dead")
+        # fix the sink, start the daemon, replay from the CLI while it runs
+        self.config({"bad": {"plugin": "testsink", "record": rec, "result": "ok"}}, ["bad"])
+        p = self.start()
+        time.sleep(0.3)
+        rp = self.cli("dlq", "replay", "--all")
+        self.assertEqual(rp.returncode, 0, rp.stderr)
+        self.assertIn("replaying 2", rp.stdout)
+        wait_for(lambda: sum(1 for l in lines(rec) if l.endswith(" ok")) == 2, what="replayed events processed")
+        wait_for(lambda: json.loads(self.cli("runs", "--state", "done", "--json").stdout) != [], what="done")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(timeout=30), 0)
+        self.assertEqual(json.loads(self.cli("dlq", "list", "--json").stdout), [])
+
+    def test_dlq_drop_and_usage_errors(self):
+        rec = os.path.join(self.dir, "rec.txt")
+        self.config({"bad": {"plugin": "testsink", "record": rec, "result": "fail"}}, ["bad"])
+        self.write_events("y1")
+        subprocess.run([BIN, "--once", "-c", self.cfg], capture_output=True, timeout=60)
+        entry = json.loads(self.cli("dlq", "--json").stdout)[0]["entry_id"]
+        self.assertEqual(self.cli("dlq", "drop").returncode, 2)
+        self.assertEqual(self.cli("dlq", "drop", "abc").returncode, 2)
+        d = self.cli("dlq", "drop", str(entry))
+        self.assertIn("dropped 1", d.stdout)
+        self.assertEqual(json.loads(self.cli("dlq", "--json").stdout), [])
+        self.assertEqual(self.cli("--state", "bogus", "runs").returncode, 2)
+
+    def test_exit_code_for_invalid_config(self):
+        with open(self.cfg, "w") as f:
+            f.write('{"sources": {"in": {"plugin": "file_in", "path": "x"}},\n "routes": {"r": {"sources": ["in"], "steps": ["nope"]}}}')
+        r = subprocess.run([BIN, "--once", "-c", self.cfg], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn('routes.r.steps[0]', r.stderr)
+        self.assertIn("nope", r.stderr)
+
+
+class FileIn(Base):
+    def test_awkward_lines_are_reported_and_skipped_without_losing_neighbours(self):
+        self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
+        big = json.dumps({"event_id": "huge", "pad": "x" * 3000})
+        self.write_events("a", raw="this is not json\n" + big + "\n" + "\x00\x01\x02 garbage\n")
+        self.write_events("b")
+        with open(self.cfg) as f:
+            cfg = json.load(f)
+        cfg["sources"]["in"]["max_line"] = "1KB"
+        with open(self.cfg, "w") as f:
+            json.dump(cfg, f)
+        r = subprocess.run([BIN, "--once", "-c", self.cfg], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([json.loads(l)["event_id"] for l in lines(self.out)], ["a", "b"])
+        self.assertIn("skipped", r.stderr)
+        self.assertIn("over max_line", r.stderr)
+
+    def test_partial_line_waits_for_newline_and_restart_does_not_resend(self):
+        self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
+        self.write_events("a")
+        with open(self.inp, "a") as f:
+            f.write('{"event_id": "b", "tab')
+        p = self.start()
+        wait_for(lambda: len(lines(self.out)) == 1, what="first event")
+        time.sleep(0.3)
+        self.assertEqual(len(lines(self.out)), 1, "a partial line must wait")
+        with open(self.inp, "a") as f:
+            f.write('le": "t"}\n')
+        wait_for(lambda: len(lines(self.out)) == 2, what="completed line")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(timeout=30), 0)
+        self.write_events("c")
+        p = self.start()
+        wait_for(lambda: len(lines(self.out)) == 3, what="event after restart")
+        time.sleep(0.3)
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        self.assertEqual([json.loads(l)["event_id"] for l in lines(self.out)], ["a", "b", "c"])
+
+    def test_replaced_file_is_read_from_the_start(self):
+        self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
+        self.write_events("a", "b")
+        p = self.start()
+        wait_for(lambda: len(lines(self.out)) == 2, what="first file")
+        os.rename(self.inp, self.inp + ".1")
+        self.write_events("c")
+        wait_for(lambda: len(lines(self.out)) == 3, what="replacement file")
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        self.assertEqual([json.loads(l)["event_id"] for l in lines(self.out)], ["a", "b", "c"])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
