@@ -40,4 +40,6 @@ def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems
         except ImportError:
             continue
         mod.install(app)
+    from . import bigquery_http
+    bigquery_http.install(app)
     return app

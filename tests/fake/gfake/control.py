@@ -14,7 +14,9 @@ from .server import ApiError, json_response
 FAULT_KINDS = ('status', 'reset', 'latency', 'truncate')
 FAULT_KEYS = {'path_regex', 'method', 'kind', 'status', 'retry_after', 'latency_ms', 'count', 'rate', 'message'}
 CONFIG_TYPES = {'require_auth': bool, 'token_expires_in': int, 'stream_buffer_seconds': (int, float),
-                'project_id': str, 'service_account_email': str}
+                'project_id': str, 'service_account_email': str,
+                'bq_slow_queries': int, 'dataproc_cluster_seconds': (int, float),
+                'airflow_auto_seconds': (int, float), 'composer_image_version': str}
 
 
 def requests_get(req):
@@ -79,6 +81,7 @@ def config_post(req):
         if not isinstance(v, t) or (t is int and isinstance(v, bool)):
             raise ApiError(400, 'bad type for %r' % k)
     req.app.config.update(body)
+    req.app.config_changed()
     return json_response(req.app.config)
 
 

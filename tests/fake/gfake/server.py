@@ -238,6 +238,11 @@ class App:
             'service_account_email': 'fake-sa@fake-project.iam.gserviceaccount.com',
         }
         self.discovery = None           # set by gfake.build_app
+        self.config_hooks = []          # fn(app.config), called after /_fake/config changes it
+
+    def config_changed(self):
+        for fn in self.config_hooks:
+            fn(self.config)
 
     # ---- registry ---------------------------------------------------------
     def route(self, methods, pattern, handler, **kw):
