@@ -142,5 +142,165 @@ class TestBigQueryHttp(Base):
         self.assertEqual(ctl('GET', '/_fake/bigquery/table?project=p&dataset=reg&table=runs')[0], 404)
 
 
+AF1 = '/airflow/api/v1/dags/ingest/dagRuns'
+AF2 = '/airflow/api/v2/dags/ingest/dagRuns'
+
+
+class TestComposer(Base):
+    def test_environment_get(self):
+        st, js = api('GET', '/v1/projects/p/locations/us-central1/environments/etl-env')
+        self.assertEqual(st, 200, js)
+        self.assertEqual(js['name'], 'projects/p/locations/us-central1/environments/etl-env')
+        self.assertEqual(js['state'], 'RUNNING')
+        self.assertEqual(js['config']['airflowUri'], 'http://127.0.0.1:%d/airflow' % F.port)
+        self.assertTrue(js['config']['dagGcsPrefix'].startswith('gs://'))
+        self.assertTrue(js['config']['dagGcsPrefix'].endswith('/dags'))
+        self.assertRegex(js['config']['softwareConfig']['imageVersion'], r'^composer-2\.[\d.]+-airflow-2\.10\.\d+$')
+        ctl('POST', '/_fake/config', {'composer_image_version': 'composer-3-airflow-3.0.1'})
+        js = api('GET', '/v1/projects/p/locations/us-central1/environments/etl-env')[1]
+        self.assertEqual(js['config']['softwareConfig']['imageVersion'], 'composer-3-airflow-3.0.1')
+        # the Host header decides the advertised address
+        st, _, js, _ = F.api('GET', '/v1/projects/p/locations/l/environments/e', headers={'Host': 'localhost:%d' % F.port})
+        self.assertEqual(js['config']['airflowUri'], 'http://localhost:%d/airflow' % F.port)
+        self.assertEqual(F.api('GET', '/v1/projects/p/locations/l/environments/e', headers={'Authorization': ''})[0], 401)
+
+
+class TestAirflow(Base):
+    def setUp(self):
+        super().setUp()
+        self.assertEqual(ctl('POST', '/_fake/airflow/dags', {'dag_id': 'ingest', 'is_paused': False})[0], 200)
+
+    def check_problem(self, js, status):
+        for k in ('type', 'title', 'status', 'detail', 'instance'):
+            self.assertIn(k, js)
+        self.assertEqual(js['status'], status)
+
+    def test_v1_trigger_get_patch_list(self):
+        body = {'dag_run_id': 'ingest__2026-01-01T00:00:00+00:00__batch7',
+                'logical_date': '2026-01-01T00:00:00+00:00', 'conf': {'batch_id': '7'}, 'note': 'n'}
+        st, js = api('POST', AF1, body)
+        self.assertEqual(st, 200, js)
+        self.assertEqual(js['dag_run_id'], body['dag_run_id'])
+        self.assertEqual((js['dag_id'], js['state'], js['run_type'], js['external_trigger']),
+                         ('ingest', 'queued', 'manual', True))
+        self.assertEqual(js['logical_date'], '2026-01-01T00:00:00+00:00')
+        self.assertEqual(js['execution_date'], js['logical_date'])
+        self.assertEqual(js['conf'], {'batch_id': '7'})
+        self.assertIsNone(js['start_date'])
+        rid = body['dag_run_id']
+        st, js = api('GET', AF1 + '/' + rid.replace('+', '%2B'))
+        self.assertEqual((st, js['state']), (200, 'queued'))
+        st, js = ctl('POST', '/_fake/airflow/advance', {'dag_id': 'ingest', 'dag_run_id': rid, 'state': 'running'})
+        self.assertEqual(st, 200)
+        js = api('GET', AF1 + '/' + rid.replace('+', '%2B'))[1]
+        self.assertEqual(js['state'], 'running')
+        self.assertIsNotNone(js['start_date'])
+        st, js = api('PATCH', AF1 + '/' + rid.replace('+', '%2B'), {'state': 'failed'})
+        self.assertEqual((st, js['state']), (200, 'failed'))
+        self.assertIsNotNone(js['end_date'])
+        # no dag_run_id: generated from logical_date
+        st, js = api('POST', AF1, {'logical_date': '2026-01-02T00:00:00Z'})
+        self.assertEqual((st, js['dag_run_id']), (200, 'manual__2026-01-02T00:00:00+00:00'))
+        st, js = api('GET', AF1 + '?state=queued')
+        self.assertEqual((st, js['total_entries']), (200, 1))
+        self.assertEqual(api('GET', AF1)[1]['total_entries'], 2)
+        self.assertEqual(api('GET', '/airflow/api/v1/dags/~/dagRuns')[1]['total_entries'], 2)
+
+    def test_v1_errors(self):
+        ok = {'dag_run_id': 'r1', 'logical_date': '2026-01-01T00:00:00+00:00'}
+        self.assertEqual(api('POST', AF1, ok)[0], 200)
+        st, js = api('POST', AF1, {'dag_run_id': 'r1', 'logical_date': '2026-02-01T00:00:00+00:00'})
+        self.assertEqual(st, 409)
+        self.check_problem(js, 409)
+        self.assertIn("DAGRun ID: 'r1' already exists", js['detail'])
+        st, js = api('POST', AF1, {'dag_run_id': 'r2', 'logical_date': '2026-01-01T00:00:00Z'})
+        self.assertEqual(st, 409)
+        self.assertIn('logical date', js['detail'])
+        for bad in ({'dag_run_id': 'has space', 'logical_date': '2026-03-01T00:00:00Z'},
+                    {'dag_run_id': 'r3', 'logical_date': '2026-03-01T00:00:00Z',
+                     'execution_date': '2026-03-02T00:00:00Z'},
+                    {'dag_run_id': 'r3', 'conf': ['not', 'an', 'object']},
+                    {'dag_run_id': 'r3', 'conf': 'x'},
+                    {'dag_run_id': 'r3', 'state': 'running'},
+                    {'dag_run_id': 'r3', 'bogus': 1},
+                    {'dag_run_id': 'r3', 'logical_date': 'yesterday'}):
+            st, js = api('POST', AF1, bad)
+            self.assertEqual(st, 400, bad)
+            self.check_problem(js, 400)
+        # same execution_date and logical_date is fine
+        st, js = api('POST', AF1, {'dag_run_id': 'r4', 'logical_date': '2026-04-01T00:00:00Z',
+                                   'execution_date': '2026-04-01T00:00:00+00:00'})
+        self.assertEqual(st, 200, js)
+        st, js = api('POST', '/airflow/api/v1/dags/nope/dagRuns', ok)
+        self.assertEqual(st, 404)
+        self.check_problem(js, 404)
+        self.assertEqual(api('GET', AF1 + '/nope')[0], 404)
+        st, js = api('PATCH', AF1 + '/r1', {'state': 'running'})
+        self.assertEqual(st, 400)
+
+    def test_auth(self):
+        st, _, js, _ = F.api('POST', AF1, {'dag_run_id': 'a'}, headers={'Authorization': ''})
+        self.assertEqual(st, 401)
+        self.check_problem(js, 401)
+        st, _, js, _ = F.api('GET', AF1, headers={'Authorization': 'Bearer not-issued'})
+        self.assertEqual(st, 401)
+        st, _, js, _ = F.api('GET', '/airflow/api/v2/dags/ingest/dagRuns', headers={'Authorization': ''})
+        self.assertEqual(st, 401)
+        ctl('POST', '/_fake/config', {'require_auth': False})
+        st, _, js, _ = F.api('POST', AF1, {'dag_run_id': 'a'}, headers={'Authorization': ''})
+        self.assertEqual(st, 200)
+
+    def test_v2_shape_and_errors(self):
+        st, js = api('POST', AF2, {'dag_run_id': 'b1', 'logical_date': None, 'conf': {'k': 1}})
+        self.assertEqual(st, 200, js)
+        for k in ('dag_run_id', 'dag_id', 'logical_date', 'queued_at', 'start_date', 'end_date',
+                  'data_interval_start', 'data_interval_end', 'run_after', 'last_scheduling_decision',
+                  'run_type', 'state', 'triggered_by', 'conf', 'note'):
+            self.assertIn(k, js)
+        self.assertNotIn('execution_date', js)
+        self.assertIsNone(js['logical_date'])
+        self.assertEqual((js['state'], js['triggered_by'], js['run_type']), ('queued', 'rest_api', 'manual'))
+        st, js = api('POST', AF2, {'dag_run_id': 'b2'})              # logical_date is required
+        self.assertEqual(st, 422)
+        self.check_problem(js, 422)
+        self.assertEqual(js['errors'][0]['loc'], ['body', 'logical_date'])
+        self.assertEqual(api('POST', AF2, {'dag_run_id': 'b2', 'logical_date': None, 'execution_date': None})[0], 422)
+        self.assertEqual(api('POST', AF2, {'dag_run_id': 'b2', 'logical_date': None, 'conf': [1]})[0], 422)
+        self.assertEqual(api('POST', AF2, {'dag_run_id': 'b 2', 'logical_date': None})[0], 400)
+        self.assertEqual(api('POST', AF2, {'dag_run_id': 'b1', 'logical_date': None})[0], 409)
+        self.assertEqual(api('POST', AF2, {'dag_run_id': 'b3', 'logical_date': '2026-01-01T00:00:00Z'})[0], 200)
+        st, js = api('POST', AF2, {'dag_run_id': 'b4', 'logical_date': '2026-01-01T00:00:00+00:00'})
+        self.assertEqual(st, 409)
+        self.assertIn('logical date', js['detail'])
+        self.assertEqual(api('POST', '/airflow/api/v2/dags/nope/dagRuns', {'logical_date': None})[0], 404)
+        st, js = api('PATCH', AF2 + '/b1', {'state': 'success', 'note': 'done'})
+        self.assertEqual((st, js['state'], js['note']), (200, 'success', 'done'))
+        st, js = api('GET', AF2 + '?state=queued')
+        self.assertEqual((st, js['total_entries'], js['dag_runs'][0]['dag_run_id']), (200, 1, 'b3'))
+        # the same run seen through v1
+        self.assertEqual(api('GET', AF1 + '/b1')[1]['state'], 'success')
+
+    def test_auto_mode_and_paused(self):
+        ctl('POST', '/_fake/config', {'airflow_auto_seconds': 0.3})
+        ctl('POST', '/_fake/airflow/dags', {'dag_id': 'held', 'is_paused': True})
+        api('POST', AF1, {'dag_run_id': 'auto1'})
+        api('POST', '/airflow/api/v1/dags/held/dagRuns', {'dag_run_id': 'p1'})
+        self.assertEqual(api('GET', AF1 + '/auto1')[1]['state'], 'queued')
+        time.sleep(0.35)
+        self.assertEqual(api('GET', AF1 + '/auto1')[1]['state'], 'running')
+        time.sleep(0.3)
+        js = api('GET', AF1 + '/auto1')[1]
+        self.assertEqual(js['state'], 'success')
+        self.assertIsNotNone(js['end_date'])
+        self.assertEqual(api('GET', '/airflow/api/v1/dags/held/dagRuns/p1')[1]['state'], 'queued')
+        # manual mode is the default: nothing moves
+        ctl('POST', '/_fake/config', {'airflow_auto_seconds': 0})
+        api('POST', AF1, {'dag_run_id': 'man1'})
+        time.sleep(0.35)
+        self.assertEqual(api('GET', AF1 + '/man1')[1]['state'], 'queued')
+        st, state = ctl('GET', '/_fake/airflow/state')
+        self.assertEqual(len(state['runs']), 3)
+
+
 if __name__ == '__main__':
     unittest.main()

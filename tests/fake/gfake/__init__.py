@@ -40,6 +40,7 @@ def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems
         except ImportError:
             continue
         mod.install(app)
-    from . import bigquery_http
+    from . import bigquery_http, airflow
     bigquery_http.install(app)
+    airflow.install(app)
     return app
