@@ -39,7 +39,8 @@ class Base(unittest.TestCase):
     def setUp(self):
         ctl('POST', '/_fake/reset', {})
         ctl('POST', '/_fake/config', {'require_auth': True, 'stream_buffer_seconds': 0, 'bq_slow_queries': 0,
-                                      'dataproc_cluster_seconds': 2, 'airflow_auto_seconds': 0,
+                                      'dataproc_cluster_seconds': 2, 'dataproc_job_seconds': 2,
+                                      'airflow_auto_seconds': 0,
                                       'composer_image_version': 'composer-2.9.7-airflow-2.10.2'})
 
     def wait_for(self, fn, timeout=5.0):
@@ -300,6 +301,229 @@ class TestAirflow(Base):
         self.assertEqual(api('GET', AF1 + '/man1')[1]['state'], 'queued')
         st, state = ctl('GET', '/_fake/airflow/state')
         self.assertEqual(len(state['runs']), 3)
+
+
+DP = '/v1/projects/p/regions/us-central1'
+
+
+def cluster_body(name='etl-20260101', **over):
+    b = {'projectId': 'p', 'clusterName': name, 'labels': {'owner': 'pipeline'},
+         'config': {'gceClusterConfig': {'zoneUri': 'us-central1-a'},
+                    'masterConfig': {'numInstances': 1, 'machineTypeUri': 'n2-standard-4'},
+                    'workerConfig': {'numInstances': 2, 'machineTypeUri': 'n2-standard-4'},
+                    'softwareConfig': {'imageVersion': '2.2-debian12'},
+                    'metastoreConfig': {'dataprocMetastoreService':
+                                        'projects/p/locations/us-central1/services/svc'},
+                    'lifecycleConfig': {'idleDeleteTtl': '1800s'}}}
+    b.update(over)
+    return b
+
+
+HIVE = {'queryList': {'queries': ['INSERT OVERWRITE TABLE t SELECT 1']}, 'scriptVariables': {'dt': '2026-01-01'}}
+
+
+class TestDataproc(Base):
+    def create(self, body=None, rid=None):
+        return api('POST', DP + '/clusters' + ('?requestId=' + rid if rid else ''), body or cluster_body())
+
+    def op(self, name):
+        return api('GET', '/v1/' + name)
+
+    def test_create_idempotency_409_advance_delete(self):
+        st, op = self.create(rid='req-1')
+        self.assertEqual(st, 200, op)
+        self.assertFalse(op['done'])
+        self.assertRegex(op['name'], r'^projects/p/regions/us-central1/operations/[0-9a-f-]+$')
+        md = op['metadata']
+        self.assertEqual(md['@type'], 'type.googleapis.com/google.cloud.dataproc.v1.ClusterOperationMetadata')
+        self.assertEqual((md['clusterName'], md['operationType']), ('etl-20260101', 'CREATE'))
+        uuid_ = md['clusterUuid']
+        # same requestId -> same operation; other/no requestId -> 409
+        st, op2 = self.create(rid='req-1')
+        self.assertEqual((st, op2['name']), (200, op['name']))
+        st, js = self.create(rid='req-2')
+        self.assertEqual((st, js['error']['status']), (409, 'ALREADY_EXISTS'))
+        self.assertEqual(self.create()[0], 409)
+        st, js = self.create(rid='x' * 41)
+        self.assertEqual((st, js['error']['status']), (400, 'INVALID_ARGUMENT'))
+        st, c = api('GET', DP + '/clusters/etl-20260101')
+        self.assertEqual((st, c['status']['state'], c['clusterUuid']), (200, 'CREATING', uuid_))
+        # a job cannot run on a cluster that is not RUNNING yet
+        st, js = api('POST', DP + '/jobs:submit', {'job': {'placement': {'clusterName': 'etl-20260101'},
+                                                           'hiveJob': HIVE}})
+        self.assertEqual((st, js['error']['status']), (400, 'FAILED_PRECONDITION'))
+        st, _ = ctl('POST', '/_fake/dataproc/advance', {'cluster': 'etl-20260101'})
+        self.assertEqual(st, 200)
+        st, c = api('GET', DP + '/clusters/etl-20260101')
+        self.assertEqual(c['status']['state'], 'RUNNING')
+        self.assertEqual(c['statusHistory'][0]['state'], 'CREATING')
+        st, op = self.op(op['name'])
+        self.assertTrue(op['done'])
+        self.assertEqual(op['response']['@type'], 'type.googleapis.com/google.cloud.dataproc.v1.Cluster')
+        self.assertEqual(op['response']['status']['state'], 'RUNNING')
+        # delete: wrong uuid -> 404, right uuid -> DELETING -> gone
+        st, js = api('DELETE', DP + '/clusters/etl-20260101?clusterUuid=00000000-0000-0000-0000-000000000000')
+        self.assertEqual((st, js['error']['status']), (404, 'NOT_FOUND'))
+        st, dop = api('DELETE', DP + '/clusters/etl-20260101?clusterUuid=%s&requestId=del-1' % uuid_)
+        self.assertEqual((st, dop['done'], dop['metadata']['operationType']), (200, False, 'DELETE'))
+        self.assertEqual(api('DELETE', DP + '/clusters/etl-20260101?requestId=del-1')[1]['name'], dop['name'])
+        self.assertEqual(api('GET', DP + '/clusters/etl-20260101')[1]['status']['state'], 'DELETING')
+        ctl('POST', '/_fake/dataproc/advance', {'operation': dop['name']})
+        self.assertEqual(api('GET', DP + '/clusters/etl-20260101')[0], 404)
+        st, dop = self.op(dop['name'])
+        self.assertEqual((dop['done'], dop['response']['@type']), (True, 'type.googleapis.com/google.protobuf.Empty'))
+        # the name is reusable after delete
+        st, op3 = self.create(rid='req-3')
+        self.assertEqual(st, 200)
+        self.assertNotEqual(op3['metadata']['clusterUuid'], uuid_)
+        self.assertEqual(self.op('projects/p/regions/us-central1/operations/nope')[0], 404)
+
+    def test_create_by_the_clock(self):
+        ctl('POST', '/_fake/config', {'dataproc_cluster_seconds': 0.3})
+        st, op = self.create()
+        self.assertEqual(st, 200)
+        done = self.wait_for(lambda: self.op(op['name'])[1]['done'], 3)
+        self.assertTrue(done)
+        self.assertEqual(api('GET', DP + '/clusters/etl-20260101')[1]['status']['state'], 'RUNNING')
+
+    def test_cluster_validation(self):
+        bad = [cluster_body(name='Etl'), cluster_body(name='etl-'), cluster_body(name='e' * 52),
+               cluster_body(name='1etl'), cluster_body(virtualClusterConfig={'stagingBucket': 'b'})]
+        b = cluster_body()
+        del b['config']
+        bad.append(b)
+        b = cluster_body()
+        b['config']['softwareConfig']['properties'] = {'hive:hive.metastore.uris': 'thrift://10.0.0.5:9083'}
+        bad.append(b)
+        b = cluster_body()
+        b['config']['metastoreConfig'] = {'dataprocMetastoreService': 'svc'}
+        bad.append(b)
+        for body in bad:
+            st, js = self.create(body)
+            self.assertEqual((st, js['error']['status']), (400, 'INVALID_ARGUMENT'), body)
+        # discovery validation: unknown field
+        st, js = self.create(cluster_body(bogus=1))
+        self.assertEqual(st, 400)
+        self.assertIn('Unknown name "bogus"', js['error']['message'])
+        # the property alone (no metastoreConfig) is fine
+        b = cluster_body(name='ok-1')
+        del b['config']['metastoreConfig']
+        b['config']['softwareConfig']['properties'] = {'hive:hive.metastore.uris': 'thrift://10.0.0.5:9083'}
+        self.assertEqual(self.create(b)[0], 200)
+
+    def running_cluster(self):
+        st, op = self.create()
+        ctl('POST', '/_fake/dataproc/advance', {'operation': op['name']})
+
+    def test_jobs(self):
+        ctl('POST', '/_fake/config', {'dataproc_job_seconds': 0})        # manual
+        self.running_cluster()
+        req = {'requestId': 'job-req-1',
+               'job': {'reference': {'jobId': 'load-20260101-0001'},
+                       'placement': {'clusterName': 'etl-20260101'}, 'labels': {'run': '20260101'},
+                       'hiveJob': HIVE}}
+        st, j = api('POST', DP + '/jobs:submit', req)
+        self.assertEqual(st, 200, j)
+        self.assertEqual((j['reference']['jobId'], j['status']['state'], j['done']),
+                         ('load-20260101-0001', 'PENDING', False))
+        self.assertTrue(j['driverOutputResourceUri'].startswith('gs://'))
+        self.assertEqual(j['placement']['clusterUuid'], api('GET', DP + '/clusters/etl-20260101')[1]['clusterUuid'])
+        self.assertEqual(api('POST', DP + '/jobs:submit', req)[1]['jobUuid'], j['jobUuid'])   # idempotent
+        req2 = dict(req, requestId='job-req-2')
+        st, js = api('POST', DP + '/jobs:submit', req2)
+        self.assertEqual((st, js['error']['status']), (409, 'ALREADY_EXISTS'))
+        ctl('POST', '/_fake/dataproc/advance', {'job': 'load-20260101-0001', 'state': 'RUNNING'})
+        self.assertEqual(api('GET', DP + '/jobs/load-20260101-0001')[1]['status']['state'], 'RUNNING')
+        ctl('POST', '/_fake/dataproc/advance', {'job': 'load-20260101-0001', 'state': 'DONE'})
+        st, j = api('GET', DP + '/jobs/load-20260101-0001')
+        self.assertEqual((j['status']['state'], j['done']), ('DONE', True))
+        self.assertEqual([h['state'] for h in j['statusHistory']], ['PENDING', 'RUNNING'])
+        # ERROR path with details
+        st, j = api('POST', DP + '/jobs:submit', {'job': {'placement': {'clusterName': 'etl-20260101'},
+                                                          'pysparkJob': {'mainPythonFileUri': 'gs://b/x.py'}}})
+        self.assertEqual(st, 200)
+        jid = j['reference']['jobId']
+        ctl('POST', '/_fake/dataproc/advance', {'job': jid, 'state': 'ERROR', 'details': 'Teradata login failed'})
+        j = api('GET', DP + '/jobs/' + jid)[1]
+        self.assertEqual((j['status']['state'], j['status']['details'], j['done']),
+                         ('ERROR', 'Teradata login failed', True))
+        # exactly one job type; requestId syntax; unknown cluster / job
+        st, js = api('POST', DP + '/jobs:submit', {'job': {'placement': {'clusterName': 'etl-20260101'},
+                                                           'hiveJob': HIVE, 'pigJob': {}}})
+        self.assertEqual(st, 400)
+        st, js = api('POST', DP + '/jobs:submit', {'job': {'placement': {'clusterName': 'etl-20260101'}}})
+        self.assertEqual(st, 400)
+        st, js = api('POST', DP + '/jobs:submit', {'requestId': 'bad id!', 'job': {
+            'placement': {'clusterName': 'etl-20260101'}, 'hiveJob': HIVE}})
+        self.assertEqual(st, 400)
+        st, js = api('POST', DP + '/jobs:submit', {'job': {'placement': {'clusterName': 'nope'}, 'hiveJob': HIVE}})
+        self.assertEqual(st, 404)
+        self.assertEqual(api('GET', DP + '/jobs/nope')[0], 404)
+        st, _, js, _ = F.api('GET', DP + '/jobs/' + jid, headers={'Authorization': ''})
+        self.assertEqual((st, js['error']['status']), (401, 'UNAUTHENTICATED'))
+
+    def test_jobs_by_the_clock(self):
+        ctl('POST', '/_fake/config', {'dataproc_job_seconds': 0.4})
+        self.running_cluster()
+        st, j = api('POST', DP + '/jobs:submit', {'job': {'placement': {'clusterName': 'etl-20260101'},
+                                                          'hiveJob': HIVE}})
+        jid = j['reference']['jobId']
+        self.assertTrue(self.wait_for(lambda: api('GET', DP + '/jobs/' + jid)[1]['done'], 3))
+        self.assertEqual(api('GET', DP + '/jobs/' + jid)[1]['status']['state'], 'DONE')
+
+    def workflow(self, rid=None):
+        body = {'id': 'replicate', 'placement': {'managedCluster': {
+                    'clusterName': 'rr', 'config': cluster_body()['config']}},
+                'jobs': [{'stepId': 'copy-1', 'hiveJob': HIVE},
+                         {'stepId': 'copy-2', 'prerequisiteStepIds': ['copy-1'],
+                          'pysparkJob': {'mainPythonFileUri': 'gs://b/x.py'}}]}
+        return api('POST', DP + '/workflowTemplates:instantiateInline' + ('?requestId=' + rid if rid else ''), body)
+
+    def test_instantiate_inline(self):
+        ctl('POST', '/_fake/config', {'dataproc_cluster_seconds': 0.2, 'dataproc_job_seconds': 0.2})
+        st, op = self.workflow('wf-1')
+        self.assertEqual(st, 200, op)
+        self.assertFalse(op['done'])
+        md = op['metadata']
+        self.assertEqual(md['@type'], 'type.googleapis.com/google.cloud.dataproc.v1.WorkflowMetadata')
+        self.assertEqual([n['stepId'] for n in md['graph']['nodes']], ['copy-1', 'copy-2'])
+        self.assertTrue(md['clusterName'].startswith('rr-'))
+        self.assertEqual(self.workflow('wf-1')[1]['name'], op['name'])
+        done = self.wait_for(lambda: self.op(op['name'])[1]['done'], 5)
+        self.assertTrue(done)
+        st, op = self.op(op['name'])
+        self.assertNotIn('error', op)
+        self.assertEqual([n['state'] for n in op['metadata']['graph']['nodes']], ['COMPLETED', 'COMPLETED'])
+        self.assertEqual(op['metadata']['state'], 'DONE')
+        self.assertTrue(op['metadata']['deleteCluster']['done'])
+        self.assertEqual(api('GET', DP + '/clusters/' + op['metadata']['clusterName'])[0], 404)
+
+    def test_instantiate_inline_job_error(self):
+        ctl('POST', '/_fake/config', {'dataproc_cluster_seconds': 0, 'dataproc_job_seconds': 0})
+        st, op = self.workflow()
+        ctl('POST', '/_fake/dataproc/advance', {'cluster': op['metadata']['clusterName']})
+        st, op = self.op(op['name'])
+        node = op['metadata']['graph']['nodes'][0]
+        self.assertEqual(node['state'], 'RUNNING')
+        ctl('POST', '/_fake/dataproc/advance', {'job': node['jobId'], 'state': 'ERROR', 'details': 'boom'})
+        st, op = self.op(op['name'])
+        self.assertFalse(op['done'])                      # the managed cluster is being deleted
+        ctl('POST', '/_fake/dataproc/advance', {'cluster': op['metadata']['clusterName']})
+        st, op = self.op(op['name'])
+        self.assertTrue(op['done'])
+        self.assertIn('boom', op['error']['message'])
+        self.assertEqual([n['state'] for n in op['metadata']['graph']['nodes']], ['FAILED', 'BLOCKED'])
+        # validation
+        st, js = api('POST', DP + '/workflowTemplates:instantiateInline',
+                     {'placement': {'managedCluster': {'clusterName': 'rr', 'config': {}}},
+                      'jobs': [{'stepId': 'a1', 'hiveJob': HIVE}]})
+        self.assertEqual(st, 400)                          # stepId too short
+        st, js = api('POST', DP + '/workflowTemplates:instantiateInline',
+                     {'placement': {'managedCluster': {'clusterName': 'rr', 'config': {}}},
+                      'jobs': [{'stepId': 'abc', 'hiveJob': HIVE, 'sparkJob': {}}]})
+        self.assertEqual(st, 400)
+        state = ctl('GET', '/_fake/dataproc/state')[1]
+        self.assertEqual(len(state['operations']), 1)
 
 
 if __name__ == '__main__':
