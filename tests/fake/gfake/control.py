@@ -6,6 +6,9 @@ GET/POST /_fake/config                      require_auth, token_expires_in, ...
 POST /_fake/reset                           forget all service state, faults, log
 GET /_fake/pubsub/messages?topic=           everything ever published to a topic
 POST /_fake/webhdfs/seed                    see webhdfs.py
+The service modules add their own: /_fake/bigquery/table (bigquery_http.py),
+/_fake/dataproc/{advance,state} (dataproc.py), /_fake/airflow/{dags,advance,
+state} (airflow.py).
 """
 import re
 
