@@ -19,7 +19,7 @@ from gfake import server  # noqa: E402
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description='fake Google APIs (Pub/Sub, GCS, OAuth, metadata) + WebHDFS')
+    ap = argparse.ArgumentParser(description='fake Google APIs (OAuth, metadata, Pub/Sub, GCS, BigQuery, Dataproc, Composer) + Airflow REST + WebHDFS')
     ap.add_argument('--port', type=int, default=0)
     ap.add_argument('--port-file')
     ap.add_argument('--bind', default='127.0.0.1')

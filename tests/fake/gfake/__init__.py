@@ -39,6 +39,8 @@ def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems
     from . import auth, control, pubsub
     app = server.App(bind=bind, quiet=quiet, reference_dir=reference_dir or default_reference_dir(), tls=tls)
     app.config['stream_buffer_seconds'] = stream_buffer_seconds
+    app.config.update({'bq_slow_queries': 0, 'dataproc_cluster_seconds': 2, 'dataproc_job_seconds': 2,
+                       'airflow_auto_seconds': 0, 'composer_image_version': 'composer-2.9.7-airflow-2.10.2'})
     app.discovery = discovery.Discovery(os.path.join(app.reference_dir, 'gcp'))
     control.install(app)
     auth.install(app, public_key_pems)
@@ -49,4 +51,8 @@ def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems
         except ImportError:
             continue
         mod.install(app)
+    from . import bigquery_http, airflow, dataproc
+    bigquery_http.install(app)
+    dataproc.install(app)
+    airflow.install(app)
     return app

@@ -6,6 +6,9 @@ GET/POST /_fake/config                      require_auth, token_expires_in, ...
 POST /_fake/reset                           forget all service state, faults, log
 GET /_fake/pubsub/messages?topic=           everything ever published to a topic
 POST /_fake/webhdfs/seed                    see webhdfs.py
+The service modules add their own: /_fake/bigquery/table (bigquery_http.py),
+/_fake/dataproc/{advance,state} (dataproc.py), /_fake/airflow/{dags,advance,
+state} (airflow.py).
 """
 import re
 
@@ -14,7 +17,9 @@ from .server import ApiError, json_response
 FAULT_KINDS = ('status', 'reset', 'latency', 'truncate')
 FAULT_KEYS = {'path_regex', 'method', 'kind', 'status', 'retry_after', 'latency_ms', 'count', 'rate', 'message'}
 CONFIG_TYPES = {'require_auth': bool, 'token_expires_in': int, 'stream_buffer_seconds': (int, float),
-                'project_id': str, 'service_account_email': str}
+                'project_id': str, 'service_account_email': str,
+                'bq_slow_queries': int, 'dataproc_cluster_seconds': (int, float), 'dataproc_job_seconds': (int, float),
+                'airflow_auto_seconds': (int, float), 'composer_image_version': str}
 
 
 def requests_get(req):
@@ -79,6 +84,7 @@ def config_post(req):
         if not isinstance(v, t) or (t is int and isinstance(v, bool)):
             raise ApiError(400, 'bad type for %r' % k)
     req.app.config.update(body)
+    req.app.config_changed()
     return json_response(req.app.config)
 
 

@@ -2,9 +2,9 @@
 
 Every service module registers its routes on the App with ``app.route(...)``
 (see ``install`` in each module); ``App.modules`` lists the modules that get
-a ``reset()`` call from ``POST /_fake/reset``.  A new service (BigQuery,
-Dataproc, Composer/Airflow) is one more module with an ``install(app)``
-function listed in ``gfake.MODULES``.
+a ``reset()`` call from ``POST /_fake/reset``.  A new service is one more
+module with an ``install(app)`` function called from ``gfake.build_app``;
+``App.config_hooks`` are called after ``POST /_fake/config``.
 """
 import base64
 import http.server
@@ -238,6 +238,11 @@ class App:
             'service_account_email': 'fake-sa@fake-project.iam.gserviceaccount.com',
         }
         self.discovery = None           # set by gfake.build_app
+        self.config_hooks = []          # fn(app.config), called after /_fake/config changes it
+
+    def config_changed(self):
+        for fn in self.config_hooks:
+            fn(self.config)
 
     # ---- registry ---------------------------------------------------------
     def route(self, methods, pattern, handler, **kw):
