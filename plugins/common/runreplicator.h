@@ -1,0 +1,54 @@
+/*
+ * runreplicator.h - understanding Run Replicator runs, shared by the
+ * sources that see them (filewatch tails their logs, kafka consumes
+ * messages about them). Compiled into each plugin that needs it; not part
+ * of the SDK.
+ *
+ * A run is `run_replicator.sh SCHEMA TABLE [INC_KEY INC_VAL [OFFSET_DAYS]]`
+ * (DESIGN.md §8). The seed's message is the command that ran, e.g.
+ *   ${RUN_SCRIPT} "sh ${ETL_CODE_BASE}/cerebro/run_replicator.sh groupon_production im_brand_list"
+ * with variables expanded or not. The command is split with shell-like
+ * quoting (single and double quotes, backslash escapes) and NEVER executed
+ * or expanded; the run_replicator.sh token may be nested inside a quoted
+ * argument of a wrapper (`${RUN_SCRIPT} "sh ..."`, `bash -c '...'`).
+ *
+ * Threading: every function is reentrant. Ownership: out-structs are
+ * filled by value; nothing to free.
+ */
+#ifndef SB_PLUGINS_RUNREPLICATOR_H
+#define SB_PLUGINS_RUNREPLICATOR_H
+
+#include <stddef.h>
+#include <jansson.h>
+
+#define RR_NAME_MAX 128
+
+typedef struct rr_command {
+    char script[RR_NAME_MAX + 1]; /* basename, "run_replicator.sh" */
+    char schema[RR_NAME_MAX + 1];
+    char table[RR_NAME_MAX + 1];
+    char inc_key[RR_NAME_MAX + 1]; /* "" when a full refresh */
+    char inc_val[16];              /* normalised to YYYY-MM-DD, "" when a full refresh */
+    int offset_days;               /* -1 when absent */
+} rr_command;
+
+/* Parse a command line. Schema, table and inc_key must be identifiers
+ * ([A-Za-z_][A-Za-z0-9_$]*, at most RR_NAME_MAX); inc_val yyyymmdd or
+ * yyyy-mm-dd and a real date; offset_days a non-negative integer. Returns
+ * 0, or -1 with a reason in errstr naming the offending token, e.g.
+ * `schema "groupon;rm -rf" is not a valid identifier`, `no
+ * run_replicator.sh in the command`, `unterminated quote`. `script_name`
+ * MAY be NULL for the default "run_replicator.sh". */
+int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, char *errstr, size_t errstr_size);
+
+/* Set the event fields of a parsed command: command (as given), script,
+ * schema, table, and inc_key/inc_val/offset_days when present. Returns 0
+ * or -1 on allocation failure. */
+int rr_command_to_fields(const rr_command *c, const char *command_text, json_t *fields);
+
+/* The run's identity for sb_run_id(): "schema.table|inc_val-or-full|extra".
+ * `extra` distinguishes executions of the same table/date (e.g. the
+ * start time, or the source position) and MAY be NULL. Writes into buf. */
+void rr_identity(const rr_command *c, const char *extra, char *buf, size_t bufsize);
+
+#endif
