@@ -4,6 +4,7 @@
 #include "config.h"
 #include "ledger.h"
 #include "loader.h"
+#include "ops.h"
 #include "log_internal.h"
 #include "router.h"
 #include "util.h"
@@ -158,6 +159,7 @@ int sb_daemon_run(const sb_run_opts *o)
     }
     sb_log(NULL, SB_LOG_INFO, "syncbridge %s started (%s%s)", PACKAGE_VERSION, o->config_path,
            o->once ? ", --once" : "");
+    sb_ops *ops = sb_ops_start(p.cfg, ledger, p.router); /* admin endpoint, READY=1, watchdog */
 
     sigset_t set;
     sigemptyset(&set);
@@ -174,10 +176,13 @@ int sb_daemon_run(const sb_run_opts *o)
             break;
         }
         if (sig == SIGHUP) {
+            sb_ops_reload_begin(ops, p.cfg->shutdown_timeout_ms);
             reload(&p, o, ledger);
+            sb_ops_reload_end(ops, p.router);
             continue;
         }
         sb_router_tick(p.router);
+        sb_ops_tick(ops, p.router);
         if (o->once && sb_router_finished(p.router))
             break;
         if (sb_mono_us() - last_summary > 60 * 1000000LL) {
@@ -185,7 +190,9 @@ int sb_daemon_run(const sb_run_opts *o)
             log_summary(p.router, "summary");
         }
     }
+    sb_ops_stopping(ops, p.cfg->shutdown_timeout_ms); /* STOPPING=1; admin stops before the router */
     int drained = sb_router_stop(p.router, p.cfg->shutdown_timeout_ms) == 0;
+    sb_ops_free(ops);
     log_summary(p.router, o->once ? "finished" : "stopped");
     if (o->once && sb_router_sources_failed(p.router))
         rc = SB_EXIT_FAILURE;
