@@ -35,8 +35,7 @@ void sb_daemon_block_signals(void)
 static void apply_log(const sb_config *cfg, const sb_run_opts *o)
 {
     int level = o->log_level >= 0 ? o->log_level : cfg->log_level;
-    sb_log_target t = cfg->log_target && strcmp(cfg->log_target, "syslog") == 0 ? SB_LOG_TO_SYSLOG : SB_LOG_TO_STDERR;
-    sb_log_setup((sb_log_level)level, t);
+    sb_log_setup((sb_log_level)level, sb_log_target_parse(cfg->log_target)); /* stderr: journal auto-detected */
 }
 
 /* Load config, plugins and instances; nothing is started. */
