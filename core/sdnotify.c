@@ -10,7 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#ifdef SB_WITH_LIBSYSTEMD
+/* SB_FORCE_BUILTIN_NOTIFY: the tests build the built-in sender too */
+#if defined(SB_WITH_LIBSYSTEMD) && !defined(SB_FORCE_BUILTIN_NOTIFY)
 #include <systemd/sd-daemon.h>
 
 int sb_notify(const char *state)
