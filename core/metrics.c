@@ -229,35 +229,29 @@ static void render_ledger(sb_metrics_out *o, sb_ledger *l, const char *state_dir
     }
 }
 
-/* Process start as epoch seconds, from /proc (field 22 of stat is the
- * start in clock ticks after boot; btime in /proc/stat is the boot time). */
+/* Process start as epoch seconds: field 22 of /proc/self/stat is the start
+ * in clock ticks after boot; now minus (CLOCK_BOOTTIME - that) is the
+ * start on the wall clock. (Not /proc/stat's btime: the unit's
+ * ProcSubset=pid hides it.) */
 static double process_start_time(void)
 {
     char buf[4096];
-    double start = 0;
     FILE *f = fopen("/proc/self/stat", "r");
-    if (f) {
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        buf[n] = '\0';
-        fclose(f);
-        char *p = strrchr(buf, ')'); /* comm may contain spaces */
-        unsigned long long ticks = 0;
-        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
-                        &ticks) == 1) {
-            unsigned long long btime = 0;
-            FILE *s = fopen("/proc/stat", "r");
-            while (s && fgets(buf, sizeof buf, s))
-                if (sscanf(buf, "btime %llu", &btime) == 1)
-                    break;
-            if (s)
-                fclose(s);
-            if (btime)
-                start = (double)btime + (double)ticks / (double)sysconf(_SC_CLK_TCK);
-        }
-    }
-    if (start <= 0)
-        start = (double)time(NULL);
-    return start;
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    char *p = strrchr(buf, ')'); /* comm may contain spaces */
+    unsigned long long ticks = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+                     &ticks) != 1)
+        return 0;
+    struct timespec boot, wall;
+    clock_gettime(CLOCK_BOOTTIME, &boot);
+    clock_gettime(CLOCK_REALTIME, &wall);
+    double since_start = (double)boot.tv_sec + (double)boot.tv_nsec / 1e9 - (double)ticks / (double)sysconf(_SC_CLK_TCK);
+    return (double)wall.tv_sec + (double)wall.tv_nsec / 1e9 - since_start;
 }
 
 static void render_process(sb_metrics_out *o)
