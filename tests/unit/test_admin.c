@@ -235,7 +235,7 @@ static int check_exposition(const char *text)
                                   strcmp(rest, "histogram") == 0 || strcmp(rest, "summary") == 0 ||
                                   strcmp(rest, "untyped") == 0,
                               "bad type %s", rest);
-                snprintf(fams[f].type, sizeof fams[f].type, "%s", rest);
+                snprintf(fams[f].type, sizeof fams[f].type, "%.15s", rest);
             } else {
                 ck_assert_msg(!fams[f].has_help, "two HELP lines for %s", name);
                 fams[f].has_help = 1;
