@@ -352,7 +352,7 @@ static int parse_log(loader *L, const char *file, const json_t *v)
 {
     static const char *const keys[] = {"level", "target"};
     static const char *const levels[] = {"error", "warn", "info", "debug"};
-    static const char *const targets[] = {"stderr", "syslog"};
+    static const char *const targets[] = {"stderr", "syslog", "journal"};
     if (!json_is_object(v))
         return fail_type(L, file, "log", "an object", v);
     if (check_keys(L, file, "log", v, keys, ARRAY_LEN(keys)) != 0)

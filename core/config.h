@@ -75,7 +75,7 @@ typedef struct sb_config {
     char *state_dir;           /* "state_dir", default SB_DEFAULT_STATE_DIR */
     size_t n_plugin_dirs;
     char **plugin_dirs;        /* "plugin_path" (string or list), then the built-in default */
-    int log_level;             /* "log": {"level": "error|warn|info|debug", "target": "stderr|syslog"} */
+    int log_level;             /* "log": {"level": "error|warn|info|debug", "target": "stderr|syslog|journal"} */
     char *log_target;
     int64_t shutdown_timeout_ms; /* "shutdown_timeout", default 30s */
     /* "ledger": {...} */

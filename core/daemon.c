@@ -4,6 +4,7 @@
 #include "config.h"
 #include "ledger.h"
 #include "loader.h"
+#include "ops.h"
 #include "log_internal.h"
 #include "router.h"
 #include "util.h"
@@ -34,8 +35,7 @@ void sb_daemon_block_signals(void)
 static void apply_log(const sb_config *cfg, const sb_run_opts *o)
 {
     int level = o->log_level >= 0 ? o->log_level : cfg->log_level;
-    sb_log_target t = cfg->log_target && strcmp(cfg->log_target, "syslog") == 0 ? SB_LOG_TO_SYSLOG : SB_LOG_TO_STDERR;
-    sb_log_setup((sb_log_level)level, t);
+    sb_log_setup((sb_log_level)level, sb_log_target_parse(cfg->log_target)); /* stderr: journal auto-detected */
 }
 
 /* Load config, plugins and instances; nothing is started. */
@@ -162,6 +162,7 @@ int sb_daemon_run(const sb_run_opts *o)
     }
     sb_log(NULL, SB_LOG_INFO, "syncbridge %s started (%s%s)", PACKAGE_VERSION, o->config_path,
            o->once ? ", --once" : "");
+    sb_ops *ops = sb_ops_start(p.cfg, ledger, p.router); /* admin endpoint, READY=1, watchdog */
 
     sigset_t set;
     sigemptyset(&set);
@@ -178,10 +179,13 @@ int sb_daemon_run(const sb_run_opts *o)
             break;
         }
         if (sig == SIGHUP) {
+            sb_ops_reload_begin(ops, p.cfg->shutdown_timeout_ms);
             reload(&p, o, ledger);
+            sb_ops_reload_end(ops, p.router);
             continue;
         }
         sb_router_tick(p.router);
+        sb_ops_tick(ops, p.router);
         if (o->once && sb_router_finished(p.router))
             break;
         if (sb_mono_us() - last_summary > 60 * 1000000LL) {
@@ -189,7 +193,9 @@ int sb_daemon_run(const sb_run_opts *o)
             log_summary(p.router, "summary");
         }
     }
+    sb_ops_stopping(ops, p.cfg->shutdown_timeout_ms); /* STOPPING=1; admin stops before the router */
     int drained = sb_router_stop(p.router, p.cfg->shutdown_timeout_ms) == 0;
+    sb_ops_free(ops);
     log_summary(p.router, o->once ? "finished" : "stopped");
     if (o->once && sb_router_sources_failed(p.router))
         rc = SB_EXIT_FAILURE;

@@ -25,6 +25,7 @@ void sb_hist_add(sb_hist *h, int64_t us)
     uint64_t v = us < 0 ? 0 : (uint64_t)us;
     atomic_fetch_add_explicit(&h->b[bucket_of(v)], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum, v, memory_order_relaxed);
     uint64_t m = atomic_load_explicit(&h->max, memory_order_relaxed);
     while (v > m && !atomic_compare_exchange_weak(&h->max, &m, v))
         ;
@@ -47,4 +48,14 @@ int64_t sb_hist_quantile(const sb_hist *h, double q)
         }
     }
     return (int64_t)atomic_load(&h->max);
+}
+
+uint64_t sb_hist_count_le(const sb_hist *h, int64_t le_us)
+{
+    if (le_us < 0)
+        return 0;
+    uint64_t n = 0;
+    for (int i = 0; i < SB_HIST_BUCKETS && bucket_upper(i) <= (uint64_t)le_us; i++)
+        n += atomic_load_explicit(&h->b[i], memory_order_relaxed);
+    return n;
 }

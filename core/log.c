@@ -4,6 +4,8 @@
 #include "util.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,9 +15,32 @@
 static _Atomic int g_level = SB_LOG_INFO;
 static _Atomic int g_target = SB_LOG_TO_STDERR;
 
+/* systemd sets JOURNAL_STREAM=<dev>:<ino> of the stream it connected to
+ * stdout/stderr; if that is still our stderr, journald reads it. */
+static int stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat sb;
+    if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &sb) != 0)
+        return 0;
+    return (unsigned long long)sb.st_dev == dev && (unsigned long long)sb.st_ino == ino;
+}
+
+sb_log_target sb_log_target_parse(const char *s)
+{
+    if (s && strcmp(s, "syslog") == 0)
+        return SB_LOG_TO_SYSLOG;
+    if (s && strcmp(s, "journal") == 0)
+        return SB_LOG_TO_JOURNAL;
+    return SB_LOG_TO_STDERR;
+}
+
 void sb_log_setup(sb_log_level level, sb_log_target target)
 {
     g_level = level;
+    if (target == SB_LOG_TO_STDERR && stderr_is_journal())
+        target = SB_LOG_TO_JOURNAL;
     if (target == SB_LOG_TO_SYSLOG && g_target != SB_LOG_TO_SYSLOG)
         openlog("syncbridge", LOG_PID, LOG_DAEMON);
     g_target = target;
@@ -52,8 +77,15 @@ void sb_log(const struct sb_instance *ins, sb_log_level level, const char *fmt, 
     va_end(ap);
     const char *name = ins ? sb_log_instance_name(ins) : NULL;
 
+    static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+    if (g_target == SB_LOG_TO_JOURNAL) {
+        if (name)
+            fprintf(stderr, "<%d>[%s] %s\n", prio[level], name, msg);
+        else
+            fprintf(stderr, "<%d>%s\n", prio[level], msg);
+        return;
+    }
     if (g_target == SB_LOG_TO_SYSLOG) {
-        static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
         if (name)
             syslog(prio[level], "[%s] %s", name, msg);
         else

@@ -8,9 +8,17 @@
 
 #include <syncbridge/log.h>
 
-typedef enum sb_log_target { SB_LOG_TO_STDERR = 0, SB_LOG_TO_SYSLOG = 1 } sb_log_target;
+/* STDERR: timestamped lines; but when stderr is connected to the journal
+ * ($JOURNAL_STREAM names its device:inode, as systemd sets it for
+ * StandardError=journal) lines are written as JOURNAL instead.
+ * JOURNAL: "<N>message" on stderr, N the syslog priority, no timestamp
+ * (journald parses the prefix and stamps the time itself).
+ * SYSLOG: syslog(3), facility daemon. */
+typedef enum sb_log_target { SB_LOG_TO_STDERR = 0, SB_LOG_TO_SYSLOG = 1, SB_LOG_TO_JOURNAL = 2 } sb_log_target;
 
 void sb_log_setup(sb_log_level level, sb_log_target target);
+/* "stderr" "syslog" "journal" (NULL = stderr) -> target. */
+sb_log_target sb_log_target_parse(const char *s);
 /* "error" "warn" "info" "debug" -> level, or -1. */
 int sb_log_level_parse(const char *s);
 const char *sb_log_level_name(sb_log_level level);

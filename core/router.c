@@ -207,7 +207,9 @@ void sb_router_tick(sb_router *r)
 {
     if (!atomic_load(&r->resume_done) || atomic_load(&r->stopping))
         return;
-    sb_ledger_take_requeued(r->ledger, 256, sb_router_take_requeued_cb, r);
+    int replayed = sb_ledger_take_requeued(r->ledger, 256, sb_router_take_requeued_cb, r);
+    if (replayed > 0) /* per-entry detail is logged at debug */
+        sb_log(NULL, SB_LOG_INFO, "replaying %d dead-lettered entries requeued from the CLI", replayed);
     int64_t now = sb_mono_us();
     if (now - r->last_prune_mono > 60 * 1000000LL) {
         r->last_prune_mono = now;

@@ -22,6 +22,7 @@
 #include "router.h"
 
 #define SB_MAX_FANOUT 64
+#define SB_STEP_BUSY_SLOTS 64 /* workers beyond this are not watched */
 
 typedef struct route_rt route_rt;
 
@@ -64,6 +65,9 @@ typedef struct step_rt {
     size_t queued;
     pthread_t *threads;
     int n_threads;
+    /* When each worker holding a batch took it (monotonic us; 0 = free
+     * slot), for readiness and the watchdog: see router_ops.c. */
+    _Atomic int64_t busy_since[SB_STEP_BUSY_SLOTS];
 } step_rt;
 
 struct route_rt {
@@ -154,6 +158,11 @@ void sb_entry_count_settled(entry *e, int done);
 void sb_retry_schedule(sb_router *r, entry *e);
 void sb_entry_settle(entry *e, int done);
 void sb_entry_free(entry *e);
+
+/* router_ops.c: a worker marks the batch it holds (returns a slot, or -1
+ * if all are taken) and unmarks it when run_step returns. */
+int sb_step_busy_begin(step_rt *s);
+void sb_step_busy_end(step_rt *s, int slot);
 
 /* router_source.c */
 int sb_route_reserve(route_rt *rt, int64_t n, int64_t bytes, int wait);

@@ -557,7 +557,7 @@ int sb_router_take_requeued_cb(const sb_ledger_pending *p, void *ud)
 {
     sb_router *r = ud;
     if (sb_router_requeue(r, p, 0) == 0)
-        sb_log(NULL, SB_LOG_INFO, "replaying ledger entry %lld (event %s) on route %s", (long long)p->entry_id,
+        sb_log(NULL, SB_LOG_DEBUG, "replaying ledger entry %lld (event %s) on route %s", (long long)p->entry_id,
                p->event_id, p->route);
     return 0;
 }

@@ -506,7 +506,9 @@ void *sb_step_worker(void *arg)
         s->queued -= n;
         pthread_mutex_unlock(&s->mu);
 
+        int busy = sb_step_busy_begin(s);
         run_step(r, s, batch, n);
+        sb_step_busy_end(s, busy);
         atomic_fetch_sub(&r->work, (int64_t)n);
     }
     free(batch);
