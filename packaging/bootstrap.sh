@@ -16,9 +16,9 @@ install_deps() {
     if command -v apt-get >/dev/null 2>&1; then
         local pkgs=(build-essential autoconf automake libtool pkg-config
             libjansson-dev libsqlite3-dev libssl-dev librdkafka-dev libcurl4-openssl-dev
-            unixodbc-dev check python3 openssl sqlite3)
+            unixodbc-dev libmicrohttpd-dev libsystemd-dev check python3 openssl sqlite3)
         if [ "$mode" = test ]; then
-            pkgs+=(kcat postgresql odbc-postgresql libsqliteodbc rpm valgrind curl)
+            pkgs+=(kcat postgresql odbc-postgresql libsqliteodbc rpm cpio systemd valgrind curl)
         fi
         local missing=()
         for p in "${pkgs[@]}"; do
@@ -31,9 +31,10 @@ install_deps() {
         fi
     elif command -v dnf >/dev/null 2>&1; then
         local pkgs=(gcc make autoconf automake libtool pkgconf-pkg-config jansson-devel sqlite-devel
-            openssl-devel librdkafka-devel libcurl-devel unixODBC-devel check-devel python3 openssl sqlite)
+            openssl-devel librdkafka-devel libcurl-devel unixODBC-devel libmicrohttpd-devel systemd-devel
+            check-devel python3 openssl sqlite)
         if [ "$mode" = test ]; then
-            pkgs+=(postgresql-server postgresql-odbc rpm-build valgrind curl)
+            pkgs+=(postgresql-server postgresql-odbc rpm-build cpio valgrind curl)
         fi
         as_root dnf install -y -q "${pkgs[@]}" || as_root dnf install -y -q --enablerepo=crb,epel "${pkgs[@]}"
     else
@@ -64,6 +65,7 @@ test)
     build _build --enable-werror
     (cd _build && make -j"$(nproc)" check && make -j"$(nproc)" distcheck >/dev/null)
     echo "bootstrap: make distcheck passed"
+    (cd _build && make -s check-rpm)
     if [ "${SB_SKIP_ASAN:-0}" != 1 ]; then
         build _build-asan --enable-werror \
             CFLAGS="-g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \

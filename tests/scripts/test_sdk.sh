@@ -6,7 +6,13 @@ build=${SB_TOP_BUILDDIR:?} src=${SB_TOP_SRCDIR:?}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-make -s -C "$build" install DESTDIR="$scratch/root" >/dev/null 2>&1
+# Only the SDK: headers, pkg-config file and libsyncbridge. A full `make
+# install` would relink the plugins inside the build tree while other tests
+# (run in parallel) load them.
+make -s -C "$build" install-sbincludeHEADERS install-pkgconfigDATA DESTDIR="$scratch/root" >/dev/null
+libdir=$(pkg-config --variable=libdir "$build/core/syncbridge.pc")
+mkdir -p "$scratch/root$libdir"
+"$build/libtool" --quiet --mode=install install -c "$build/libsyncbridge.la" "$scratch/root$libdir/" >/dev/null 2>&1
 pcdir=$(dirname "$(find "$scratch/root" -name syncbridge.pc | head -1)")
 export PKG_CONFIG_PATH="$pcdir" PKG_CONFIG_SYSROOT_DIR="$scratch/root"
 mkdir -p "$scratch/plugins"
