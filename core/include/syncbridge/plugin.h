@@ -13,7 +13,10 @@
  *
  * Threading contract:
  *   - create, start, stop, destroy are called from the core's control
- *     thread, never concurrently with each other for one instance.
+ *     thread, never concurrently with each other for one instance. The one
+ *     exception: after process() reports SB_RESULT_FATAL, a worker thread
+ *     restarts the instance (stop, destroy, create, start) while no other
+ *     call into that instance is in progress.
  *   - A source's run() is called once on a thread of its own and MUST
  *     return soon after sb_source_stopping() becomes true.
  *   - A sink's or action's process() is called from a worker thread. Unless
