@@ -26,24 +26,7 @@
 
 /* ---- substitution ---------------------------------------------------------- */
 
-typedef struct strbuf {
-    char *p;
-    size_t len, cap;
-} strbuf;
-
-static void sbuf_add(strbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        while (b->len + n + 1 > b->cap)
-            b->cap = b->cap ? b->cap * 2 : 64;
-        b->p = sb_xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static int subst_file(strbuf *b, const char *path, char *errstr, size_t errstr_size)
+static int subst_file(sb_strbuf *b, const char *path, char *errstr, size_t errstr_size)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -62,44 +45,44 @@ static int subst_file(strbuf *b, const char *path, char *errstr, size_t errstr_s
             n--;
         if (n > 0 && data[n - 1] == '\r')
             n--;
-        sbuf_add(b, data, n);
+        sb_strbuf_add(b, data, n);
     }
     free(data);
     return rc;
 }
 
-static int subst_env(strbuf *b, const char *name, char *errstr, size_t errstr_size)
+static int subst_env(sb_strbuf *b, const char *name, char *errstr, size_t errstr_size)
 {
     if (!*name)
         return sb_err(errstr, errstr_size, "empty environment variable name in \"${}\"");
     const char *v = getenv(name);
     if (!v)
         return sb_err(errstr, errstr_size, "environment variable \"%s\" is not set", name);
-    sbuf_add(b, v, strlen(v));
+    sb_strbuf_add(b, v, strlen(v));
     return 0;
 }
 
 char *sb_config_subst(const char *in, int keep_fields, char *errstr, size_t errstr_size)
 {
-    strbuf b = {0};
-    sbuf_add(&b, "", 0);
+    sb_strbuf b = {0};
+    sb_strbuf_add(&b, "", 0);
     size_t i = 0;
     while (in && in[i]) {
         if (in[i] != '$' || (in[i + 1] != '{' && in[i + 1] != '$')) {
-            sbuf_add(&b, in + i, 1);
+            sb_strbuf_add(&b, in + i, 1);
             i++;
             continue;
         }
         if (in[i + 1] == '$') {
             /* Templates give "$$" its own meaning, so leave it to them. */
             if (keep_fields) {
-                sbuf_add(&b, "$$", 2);
+                sb_strbuf_add(&b, "$$", 2);
                 i += 2;
             } else if (in[i + 2] == '{') {
-                sbuf_add(&b, "${", 2);
+                sb_strbuf_add(&b, "${", 2);
                 i += 3;
             } else {
-                sbuf_add(&b, "$", 1);
+                sb_strbuf_add(&b, "$", 1);
                 i++;
             }
             continue;
@@ -108,7 +91,7 @@ char *sb_config_subst(const char *in, int keep_fields, char *errstr, size_t errs
         const char *close = strchr(inner, '}');
         if (!close) {
             if (keep_fields) {
-                sbuf_add(&b, in + i, strlen(in + i));
+                sb_strbuf_add(&b, in + i, strlen(in + i));
                 break;
             }
             free(b.p);
@@ -125,7 +108,7 @@ char *sb_config_subst(const char *in, int keep_fields, char *errstr, size_t errs
         else if (strncmp(ref, "file:", 5) == 0)
             rc = subst_file(&b, ref + 5, errstr, errstr_size);
         else if (keep_fields)
-            sbuf_add(&b, in + i, inner_len + 3);
+            sb_strbuf_add(&b, in + i, inner_len + 3);
         else
             rc = subst_env(&b, ref, errstr, errstr_size);
         free(ref);

@@ -151,32 +151,16 @@ const char *sb_template_text(const sb_template *t)
     return t ? t->source : NULL;
 }
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-} buf;
-
-static void buf_add(buf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        while (b->len + n + 1 > b->cap)
-            b->cap = b->cap ? b->cap * 2 : 64;
-        b->p = sb_xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
 
 char *sb_template_render(const sb_template *t, const sb_event *ev, char *errstr, size_t errstr_size)
 {
-    buf b = {0};
-    buf_add(&b, "", 0);
+    sb_strbuf b = {0};
+    sb_strbuf_add(&b, "", 0);
     json_t *fields = ev ? ev->fields : NULL;
     for (size_t i = 0; i < t->n; i++) {
         const part *p = &t->parts[i];
         if (!p->is_field) {
-            buf_add(&b, p->text, strlen(p->text));
+            sb_strbuf_add(&b, p->text, strlen(p->text));
             continue;
         }
         json_t *v = sb_json_path(fields, p->text);
@@ -186,14 +170,14 @@ char *sb_template_render(const sb_template *t, const sb_event *ev, char *errstr,
                 free(b.p);
                 return NULL;
             }
-            buf_add(&b, p->def, strlen(p->def));
+            sb_strbuf_add(&b, p->def, strlen(p->def));
         } else if (json_is_string(v)) {
-            buf_add(&b, json_string_value(v), json_string_length(v));
+            sb_strbuf_add(&b, json_string_value(v), json_string_length(v));
         } else {
             char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
             if (!s)
                 abort();
-            buf_add(&b, s, strlen(s));
+            sb_strbuf_add(&b, s, strlen(s));
             free(s);
         }
     }

@@ -87,6 +87,18 @@ char *sb_asprintf(const char *fmt, ...)
     return out;
 }
 
+void sb_strbuf_add(sb_strbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        while (b->len + n + 1 > b->cap)
+            b->cap = b->cap ? b->cap * 2 : 64;
+        b->p = sb_xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
 char *sb_read_file(const char *path, size_t *len, char *errstr, size_t errstr_size)
 {
     FILE *f = fopen(path, "rb");

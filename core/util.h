@@ -26,6 +26,14 @@ void *sb_xmalloc(size_t n);     /* aborts on OOM */
 void *sb_xcalloc(size_t n, size_t size);
 void *sb_xrealloc(void *p, size_t n);
 
+/* A growable NUL-terminated string: zero-initialise, append, take .p
+ * (caller frees). Aborts on OOM like the other sb_x* helpers. */
+typedef struct sb_strbuf {
+    char *p;
+    size_t len, cap;
+} sb_strbuf;
+void sb_strbuf_add(sb_strbuf *b, const char *s, size_t n);
+
 /* Read a whole file into a malloc'd NUL-terminated buffer. */
 char *sb_read_file(const char *path, size_t *len, char *errstr, size_t errstr_size);
 
