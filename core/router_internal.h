@@ -46,7 +46,7 @@ typedef struct inst_rt {
     const sb_instance_conf *conf;
     pthread_rwlock_t lock;
     int used;               /* referenced by a route */
-    int broken;             /* restart after FATAL failed; retried later */
+    _Atomic int broken;     /* restart after FATAL failed; retried later (read unlocked) */
     int64_t last_restart_mono;
     _Atomic uint64_t restarts;
 } inst_rt;
