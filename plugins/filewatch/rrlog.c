@@ -71,7 +71,20 @@ struct rrlog {
     int64_t td, hive, retcode; /* -1 = not seen */
     int64_t started_us;
     int last_was_retcode;
+    uint64_t hash;       /* FNV-1a over the run's lines so far */
+    const char *cur;     /* the line being fed */
+    int cur_hashed;
 };
+
+static void hash_line(rrlog *r)
+{
+    if (r->cur_hashed || !r->cur)
+        return;
+    for (const unsigned char *p = (const unsigned char *)r->cur; *p; p++)
+        r->hash = (r->hash ^ *p) * 1099511628211ULL;
+    r->hash = (r->hash ^ '\n') * 1099511628211ULL;
+    r->cur_hashed = 1;
+}
 
 rrlog_config *rrlog_config_new(const char *const patterns[RRP_COUNT], const char *script_name, char *errstr,
                                size_t errstr_size)
@@ -139,10 +152,12 @@ void rrlog_reset(rrlog *r)
     const rrlog_config *cfg = r->cfg;
     rrlog_report_fn report = r->report;
     void *ctx = r->ctx;
+    const char *cur = r->cur;
     memset(r, 0, sizeof *r);
     r->cfg = cfg;
     r->report = report;
     r->ctx = ctx;
+    r->cur = cur; /* a line that supersedes a run is the new run's first */
     r->td = r->hive = r->retcode = -1;
 }
 
@@ -226,6 +241,8 @@ static void open_run(rrlog *r, int64_t off, int64_t at_us)
     r->open = 1;
     r->first_off = off;
     r->started_us = at_us;
+    r->hash = 14695981039346656037ULL;
+    r->cur_hashed = 0;
 }
 
 /* A line named a different run while one is open: drop the old one. */
@@ -300,6 +317,8 @@ static int finish(rrlog *r, const char *status, const char *reason, int64_t at_u
     out->fields = f;
     out->cmd = c;
     out->first_off = r->first_off;
+    hash_line(r);
+    out->content_hash = r->hash;
     rrlog_reset(r);
     return 1;
 }
@@ -309,7 +328,20 @@ static int match(const rrlog *r, rrlog_pattern p, const char *s, regmatch_t *m, 
     return r->cfg->enabled[p] && regexec(&r->cfg->re[p], s, nm, m, 0) == 0;
 }
 
+static int line_step(rrlog *r, const char *line, int64_t off, int64_t now_us, rrlog_run *out);
+
 int rrlog_line(rrlog *r, const char *line, int64_t off, int64_t now_us, rrlog_run *out)
+{
+    r->cur = line;
+    r->cur_hashed = 0;
+    int rc = line_step(r, line, off, now_us, out);
+    if (r->open)
+        hash_line(r);
+    r->cur = NULL;
+    return rc;
+}
+
+static int line_step(rrlog *r, const char *line, int64_t off, int64_t now_us, rrlog_run *out)
 {
     regmatch_t m[4];
     int64_t at = now_us;

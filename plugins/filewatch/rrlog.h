@@ -65,6 +65,8 @@ typedef struct rrlog_run {
                          td_count, hive_count, started_at, finished_at, [run_date, retcode, reason], log_offset */
     rr_command cmd;   /* for rr_identity() */
     int64_t first_off; /* offset of the run's first line: the run's identity in this file */
+    uint64_t content_hash; /* FNV-1a of the run's lines: tells apart runs at the same offset of a
+                              truncated or replaced file; the same on every re-read */
 } rrlog_run;
 
 typedef struct rrlog rrlog;
