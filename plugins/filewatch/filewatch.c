@@ -212,10 +212,12 @@ fail:
     return -1;
 }
 
-/* Hand the batch and the positions behind it to the core. */
-static int emit(fw *self, int force_checkpoint)
+/* Hand the batch and the positions behind it (`cp`, taken over; NULL =
+ * the current positions) to the core. */
+static int emit_with(fw *self, int force_checkpoint, char *cp)
 {
-    char *cp = fw_tailer_checkpoint(self->t);
+    if (!cp)
+        cp = fw_tailer_checkpoint(self->t);
     if (self->n == 0 && !force_checkpoint && cp && self->last_cp && strcmp(cp, self->last_cp) == 0) {
         free(cp);
         return 0;
@@ -225,6 +227,11 @@ static int emit(fw *self, int force_checkpoint)
     free(self->last_cp);
     self->last_cp = cp;
     return rc;
+}
+
+static int emit(fw *self, int force_checkpoint)
+{
+    return emit_with(self, force_checkpoint, NULL);
 }
 
 static int push(fw *self, sb_event *ev)
@@ -398,7 +405,12 @@ static int fw_run(void *p, sb_source_ctx *ctx)
             break;
         }
         if (once) {
-            if (fw_tailer_finish(self->t) != 0 || emit(self, 0) != 0 || sb_source_flush(ctx) != 0)
+            /* Runs the end of input finishes go out, but the checkpoint stays
+             * where it was before: a run still being written, or a last line
+             * without its newline, is read again by the next start (a run
+             * sent now is then a duplicate the ledger drops). */
+            char *cp = fw_tailer_checkpoint(self->t);
+            if (fw_tailer_finish(self->t) != 0 || emit_with(self, 1, cp) != 0 || sb_source_flush(ctx) != 0)
                 rc = -1;
             break;
         }
