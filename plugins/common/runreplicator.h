@@ -51,4 +51,10 @@ int rr_command_to_fields(const rr_command *c, const char *command_text, json_t *
  * start time, or the source position) and MAY be NULL. Writes into buf. */
 void rr_identity(const rr_command *c, const char *extra, char *buf, size_t bufsize);
 
+/* Validate a date written yyyymmdd or yyyy-mm-dd (a real calendar date,
+ * years 1900-2999) and write it as YYYY-MM-DD into out. 0, or -1 if it is
+ * not one. The same check rr_parse_command applies to INC_VAL; the log
+ * parser uses it for "Processing for date:" lines. */
+int rr_parse_date(const char *s, char out[16]);
+
 #endif
