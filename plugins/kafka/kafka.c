@@ -58,8 +58,10 @@ typedef struct kafka_src {
     atomic_int_fast64_t last_err_log_ms;
     atomic_int last_err;
 
+    int emit_failed; /* the core refused a batch: store nothing more, run() returns -1 */
+
     /* counters (source thread), logged on exit */
-    uint64_t n_events, n_bad, n_emit_fail;
+    uint64_t n_events, n_bad;
 } kafka_src;
 
 static const sb_option_def options[] = {
@@ -403,6 +405,11 @@ static int flush_pending(kafka_src *k)
 {
     if (k->npending == 0)
         return 0;
+    if (k->emit_failed) {
+        /* Storing a later offset would skip the refused messages. */
+        free_pending(k);
+        return -1;
+    }
     sb_event **evs = calloc(k->npending, sizeof *evs);
     if (!evs) {
         free_pending(k);
@@ -430,7 +437,7 @@ static int flush_pending(kafka_src *k)
         k->n_events += n;
         store_pending(k);
     } else {
-        k->n_emit_fail++;
+        k->emit_failed = 1;
     }
     free_pending(k);
     return rc;
@@ -551,6 +558,7 @@ static int kf_run(void *self, sb_source_ctx *ctx)
         return -1;
     }
     atomic_store(&k->fatal, 0);
+    k->emit_failed = 0;
     k->rk = open_consumer(k);
     if (!k->rk) {
         free(k->pending);
@@ -573,11 +581,12 @@ static int kf_run(void *self, sb_source_ctx *ctx)
         } else if (m) {
             k->pending[k->npending++] = m;
         }
-        if (k->npending && (!m || k->npending == k->batch)) {
-            if (flush_pending(k) != 0 && !stopping(k)) {
-                rc = -1;
-                break;
-            }
+        if (k->npending && (!m || k->npending == k->batch))
+            flush_pending(k);
+        /* also set by a flush in the rebalance callback */
+        if (k->emit_failed) {
+            rc = stopping(k) ? 0 : -1;
+            break;
         }
     }
     /* Whatever was polled and not emitted is read again later: its offset

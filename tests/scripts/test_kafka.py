@@ -215,7 +215,7 @@ class Formats(Base):
         self.assertGreaterEqual(c["run_id"], 0)
         d = evs["kafka:rr:1:5"]
         self.assertEqual((d["schema"], d["table"], d["inc_key"]), ("edw_prod", "orders_daily", "order_date"))
-        self.assertTrue(d["inc_val"].replace("-", "") == "20261123", d["inc_val"])
+        self.assertEqual((d["inc_val"], d["offset_days"]), ("2026-11-23", 2))
         self.assertNotEqual(d["run_id"], c["run_id"])
         log = self.log()
         for off in (1, 3, 4):
@@ -276,6 +276,24 @@ class Restart(Base):
         self.assertEqual(len(set(ids)), 40, "redelivered messages must not be routed twice")
         self.assertRegex(self.log().splitlines()[-1], r"\b30 duplicates\b")
         self.assertEqual(self.mc.committed("g", "rr"), ends(kcat_read(self.mc.bootstrap, "rr"), 3))
+
+    def test_brokers_down_are_logged_and_the_consumer_keeps_retrying(self):
+        self.config()
+        self.mc.produce("rr", [json.dumps({"n": i}) for i in range(10)])
+        p = self.start()
+        wait_for(lambda: len(self.out()) == 10, what="first 10")
+        for b in (1, 2, 3):
+            self.mc.cmd("DOWN %d" % b)
+            self.assertEqual(self.mc.p.stdout.readline().strip(), "OK")
+        wait_for(lambda: "kafka error (retrying)" in self.log(), what="the outage logged")
+        self.assertIsNone(p.poll())
+        for b in (1, 2, 3):
+            self.mc.cmd("UP %d" % b)
+            self.assertEqual(self.mc.p.stdout.readline().strip(), "OK")
+        self.mc.produce("rr", [json.dumps({"n": i}) for i in range(10, 20)])
+        wait_for(lambda: len(self.out()) == 20, timeout=30, what="the 10 produced after the outage")
+        self.stop(p)
+        self.assertEqual(sorted(e["fields"]["n"] for e in self.out()), list(range(20)))
 
 
 class Group(Base):
