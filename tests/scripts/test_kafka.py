@@ -362,6 +362,19 @@ class Check(Base):
         r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 3)
         self.assertIn("enable.auto.offset.store", r.stderr)
+        # secrets come from the environment through the core's substitution
+        cfg = self.config(topics=("^rr.*",), properties={
+            "security.protocol": "sasl_plaintext", "sasl.mechanisms": "PLAIN", "sasl.username": "u",
+            "sasl.password": "${env:SBK_TEST_PASS}"})
+        env = dict(os.environ)
+        env.pop("SBK_TEST_PASS", None)
+        r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30, env=env)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("sasl.password", r.stderr)
+        env["SBK_TEST_PASS"] = "s3cret"
+        r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("s3cret", r.stdout + r.stderr)
         cfg = self.config(format="xml")
         r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 3)
