@@ -1,0 +1,630 @@
+/*
+ * kafka - source: a librdkafka high-level consumer in a consumer group.
+ *
+ * Each message becomes one event with id "kafka:<topic>:<partition>:<offset>",
+ * so a redelivery maps to the same id and the ledger accepts it as a
+ * duplicate without routing it twice.
+ *
+ * Offsets: enable.auto.commit=true with enable.auto.offset.store=false. An
+ * offset is STORED (rd_kafka_offsets_store) only after sb_source_emit()
+ * returned 0, i.e. once the events are durable in the run ledger. Stored
+ * offsets are committed by librdkafka every commit_interval, and
+ * synchronously by us on a partition revoke (before the partitions go) and
+ * on shutdown (rd_kafka_consumer_close). Delivery is therefore
+ * at-least-once: a crash between the ledger commit and the offset commit
+ * redelivers messages that the ledger recognises as duplicates.
+ *
+ * A message that cannot be parsed is logged with topic/partition/offset and
+ * the reason, counted, and its offset stored with the batch: it will never
+ * parse, and must not block its partition.
+ *
+ * Threads: create/start/stop/destroy on the control thread; run() and the
+ * librdkafka callbacks it serves (rebalance) on the source thread; the
+ * error and log callbacks on librdkafka's own threads (they only log and
+ * set an atomic flag).
+ */
+#include <syncbridge/syncbridge.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/runreplicator.h"
+
+enum kafka_format { FMT_AUTO, FMT_JSON, FMT_COMMAND };
+
+typedef struct kafka_src {
+    sb_instance *ins;
+    rd_kafka_conf_t *conf; /* validated template; each run() creates its consumer from a dup */
+    enum kafka_format format;
+    const char *id_field;
+    size_t batch;
+    int poll_ms;
+
+    /* valid during run() only (source thread) */
+    rd_kafka_t *rk;
+    sb_source_ctx *ctx;
+    rd_kafka_message_t **pending; /* polled, not yet emitted */
+    size_t npending;
+
+    atomic_int stop;  /* set by stop(): wake run() */
+    atomic_int fatal; /* set by the error callback on a fatal error */
+    atomic_int_fast64_t last_err_log_ms;
+    atomic_int last_err;
+
+    int emit_failed; /* the core refused a batch: store nothing more, run() returns -1 */
+
+    /* counters (source thread), logged on exit */
+    uint64_t n_events, n_bad;
+} kafka_src;
+
+static const sb_option_def options[] = {
+    {"brokers", SB_OPT_STRING, NULL, 1, "Bootstrap servers, \"host:port,host:port\" (bootstrap.servers)."},
+    {"topics", SB_OPT_STRING_LIST, NULL, 1,
+     "Topics to subscribe to; a name starting with \"^\" is a regular expression, as in librdkafka."},
+    {"group_id", SB_OPT_STRING, NULL, 1, "Consumer group (group.id); instances sharing it split the partitions."},
+    {"format", SB_OPT_STRING, "\"auto\"", 0,
+     "\"json\": the message is a JSON object whose members are the fields. \"command\": the message is the Run "
+     "Replicator command that ran. \"auto\": JSON when it starts with '{', else a command."},
+    {"id_field", SB_OPT_STRING, NULL, 0,
+     "JSON messages: take the event id from this field when present (else kafka:<topic>:<partition>:<offset>)."},
+    {"properties", SB_OPT_OBJECT, NULL, 0,
+     "librdkafka properties passed through as strings (security.protocol, sasl.*, ssl.*, session.timeout.ms...). "
+     "Use ${env:NAME} or ${file:/path} for secrets. Offset handling properties are owned by the plugin."},
+    {"batch", SB_OPT_INT, "500", 0, "Maximum messages handed to the core per commit."},
+    {"poll_timeout", SB_OPT_DURATION, "\"100ms\"", 0,
+     "How long one poll waits for a message; also bounds how long a stop waits (at most 1s)."},
+    {"commit_interval", SB_OPT_DURATION, "\"5s\"", 0,
+     "How often stored offsets are committed to the group (auto.commit.interval.ms). Revokes and shutdown "
+     "commit at once."},
+    {"auto_offset_reset", SB_OPT_STRING, "\"earliest\"", 0,
+     "Where a partition without a committed offset starts: \"earliest\" or \"latest\"."},
+    {NULL, 0, NULL, 0, NULL}};
+
+/* Properties the plugin sets itself: overriding them would break the
+ * at-least-once contract or the options above. */
+static const char *const owned_properties[] = {
+    "enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers", "metadata.broker.list",
+    "auto.commit.interval.ms", "auto.offset.reset", NULL};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr, size_t errstr_size)
+{
+    char err[512];
+    if (rd_kafka_conf_set(conf, name, value, err, sizeof err) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errstr_size, "librdkafka property \"%s\": %s", name, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* librdkafka's internal log lines, with the instance prefix. Called from
+ * librdkafka threads; sb_log is thread-safe. */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    kafka_src *k = rd_kafka_opaque(rk);
+    sb_log_level l = level <= 3 ? SB_LOG_ERROR : level == 4 ? SB_LOG_WARN : level <= 6 ? SB_LOG_INFO : SB_LOG_DEBUG;
+    sb_log(k ? k->ins : NULL, l, "librdkafka %s: %s", fac, buf);
+}
+
+/* Errors are usually transient (broker down, auth failing while a secret
+ * rotates): librdkafka keeps retrying by itself. Repeats of one error are
+ * logged at most every 10 s so a long outage does not flood the log. */
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    kafka_src *k = opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof why);
+        sb_log(k->ins, SB_LOG_ERROR, "fatal consumer error: %s: %s", rd_kafka_err2str(orig), why);
+        atomic_store(&k->fatal, 1);
+        return;
+    }
+    int64_t now = now_ms();
+    int64_t last = atomic_load(&k->last_err_log_ms);
+    int same = atomic_exchange(&k->last_err, err) == err;
+    if (same && now - last < 10000) {
+        sb_log(k->ins, SB_LOG_DEBUG, "kafka error: %s: %s", rd_kafka_err2str(err), reason);
+        return;
+    }
+    atomic_store(&k->last_err_log_ms, now);
+    sb_log(k->ins, SB_LOG_WARN, "kafka error (retrying): %s: %s", rd_kafka_err2str(err), reason);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                         void *opaque);
+
+static int kf_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
+{
+    const char *format = sb_opt_string(ins, "format");
+    enum kafka_format fmt;
+    if (strcmp(format, "auto") == 0)
+        fmt = FMT_AUTO;
+    else if (strcmp(format, "json") == 0)
+        fmt = FMT_JSON;
+    else if (strcmp(format, "command") == 0)
+        fmt = FMT_COMMAND;
+    else {
+        snprintf(errstr, errstr_size, "format must be \"auto\", \"json\" or \"command\", not \"%s\"", format);
+        return -1;
+    }
+    int64_t batch = sb_opt_int(ins, "batch");
+    if (batch < 1 || batch > 100000) {
+        snprintf(errstr, errstr_size, "batch must be between 1 and 100000");
+        return -1;
+    }
+    const char *reset = sb_opt_string(ins, "auto_offset_reset");
+    if (strcmp(reset, "earliest") != 0 && strcmp(reset, "latest") != 0) {
+        snprintf(errstr, errstr_size, "auto_offset_reset must be \"earliest\" or \"latest\", not \"%s\"", reset);
+        return -1;
+    }
+    int64_t commit_ms = sb_opt_duration_ms(ins, "commit_interval");
+    if (commit_ms < 1) {
+        snprintf(errstr, errstr_size, "commit_interval must be at least 1ms");
+        return -1;
+    }
+    int64_t poll_ms = sb_opt_duration_ms(ins, "poll_timeout");
+    if (poll_ms < 1)
+        poll_ms = 1;
+    if (poll_ms > 1000)
+        poll_ms = 1000; /* stop() relies on a short poll */
+    if (sb_opt_list_count(ins, "topics") == 0) {
+        snprintf(errstr, errstr_size, "topics must name at least one topic");
+        return -1;
+    }
+
+    kafka_src *k = calloc(1, sizeof *k);
+    if (!k) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    k->ins = ins;
+    k->format = fmt;
+    k->id_field = sb_opt_string(ins, "id_field");
+    k->batch = (size_t)batch;
+    k->poll_ms = (int)poll_ms;
+    k->conf = rd_kafka_conf_new();
+
+    /* User properties first, so that the ones the plugin owns win; any
+     * unknown name or bad value is reported here, at `syncbridge check`. */
+    const json_t *props = sb_opt_object(ins, "properties");
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)props, key, val)
+    {
+        for (const char *const *o = owned_properties; *o; o++) {
+            if (strcmp(key, *o) == 0) {
+                snprintf(errstr, errstr_size,
+                         "librdkafka property \"%s\" is set by the plugin (use its options instead)", key);
+                goto fail;
+            }
+        }
+        char num[64];
+        const char *s;
+        if (json_is_string(val))
+            s = json_string_value(val);
+        else if (json_is_integer(val))
+            s = (snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(val)), num);
+        else if (json_is_boolean(val))
+            s = json_is_true(val) ? "true" : "false";
+        else {
+            snprintf(errstr, errstr_size, "librdkafka property \"%s\": value must be a string", key);
+            goto fail;
+        }
+        if (conf_set(k->conf, key, s, errstr, errstr_size) != 0)
+            goto fail;
+    }
+
+    char ms[32];
+    snprintf(ms, sizeof ms, "%" PRId64, commit_ms);
+    if (conf_set(k->conf, "bootstrap.servers", sb_opt_string(ins, "brokers"), errstr, errstr_size) != 0 ||
+        conf_set(k->conf, "group.id", sb_opt_string(ins, "group_id"), errstr, errstr_size) != 0 ||
+        conf_set(k->conf, "enable.auto.commit", "true", errstr, errstr_size) != 0 ||
+        conf_set(k->conf, "enable.auto.offset.store", "false", errstr, errstr_size) != 0 ||
+        conf_set(k->conf, "auto.commit.interval.ms", ms, errstr, errstr_size) != 0 ||
+        conf_set(k->conf, "auto.offset.reset", reset, errstr, errstr_size) != 0)
+        goto fail;
+    if (!json_object_get(props, "client.id")) {
+        char cid[256];
+        snprintf(cid, sizeof cid, "syncbridge-%s", sb_instance_name(ins));
+        if (conf_set(k->conf, "client.id", cid, errstr, errstr_size) != 0)
+            goto fail;
+    }
+    rd_kafka_conf_set_log_cb(k->conf, log_cb);
+    rd_kafka_conf_set_error_cb(k->conf, error_cb);
+    rd_kafka_conf_set_rebalance_cb(k->conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(k->conf, k);
+    *self = k;
+    return 0;
+fail:
+    rd_kafka_conf_destroy(k->conf);
+    free(k);
+    return -1;
+}
+
+static void kf_destroy(void *self)
+{
+    kafka_src *k = self;
+    if (!k)
+        return;
+    if (k->conf)
+        rd_kafka_conf_destroy(k->conf);
+    free(k);
+}
+
+static void kf_stop(void *self)
+{
+    kafka_src *k = self;
+    /* run() polls with a timeout of at most 1s and checks this flag (and
+     * sb_source_stopping) between polls. The handle is not touched here:
+     * run() owns it and may be destroying it right now. */
+    atomic_store(&k->stop, 1);
+}
+
+static int stopping(kafka_src *k)
+{
+    return atomic_load(&k->stop) || (k->ctx && sb_source_stopping(k->ctx));
+}
+
+/* ---- messages to events -------------------------------------------------- */
+
+static void msg_id(const rd_kafka_message_t *m, char *buf, size_t size)
+{
+    snprintf(buf, size, "kafka:%s:%" PRId32 ":%" PRId64, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
+}
+
+static int add_kafka_fields(sb_event *ev, const rd_kafka_message_t *m)
+{
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+    if (sb_event_set_string(ev, "kafka_topic", rd_kafka_topic_name(m->rkt)) != 0 ||
+        sb_event_set_int(ev, "kafka_partition", m->partition) != 0 ||
+        sb_event_set_int(ev, "kafka_offset", m->offset) != 0)
+        return -1;
+    if (tstype != RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && ts >= 0 && sb_event_set_int(ev, "kafka_timestamp", ts) != 0)
+        return -1;
+    return 0;
+}
+
+static sb_event *command_event(const char *id, const char *payload, size_t len, char *err, size_t errsz)
+{
+    if (memchr(payload, '\0', len)) {
+        snprintf(err, errsz, "command contains a NUL byte");
+        return NULL;
+    }
+    while (len && isspace((unsigned char)payload[len - 1]))
+        len--;
+    char *text = malloc(len + 1);
+    if (!text) {
+        snprintf(err, errsz, "out of memory");
+        return NULL;
+    }
+    memcpy(text, payload, len);
+    text[len] = '\0';
+    rr_command cmd;
+    sb_event *ev = NULL;
+    if (rr_parse_command(text, NULL, &cmd, err, errsz) != 0)
+        goto out;
+    json_t *fields = json_object();
+    if (!fields || rr_command_to_fields(&cmd, text, fields) != 0) {
+        json_decref(fields);
+        snprintf(err, errsz, "out of memory");
+        goto out;
+    }
+    char identity[1024];
+    rr_identity(&cmd, id, identity, sizeof identity);
+    json_object_set_new(fields, "run_id", json_integer(sb_run_id(identity)));
+    ev = sb_event_new_with_fields(id, fields);
+    if (!ev)
+        snprintf(err, errsz, "out of memory");
+out:
+    free(text);
+    return ev;
+}
+
+/* The event for one message, or NULL with the reason in err. */
+static sb_event *message_event(kafka_src *k, const rd_kafka_message_t *m, char *err, size_t errsz)
+{
+    char id[512];
+    msg_id(m, id, sizeof id);
+    const char *p = m->payload;
+    size_t len = m->len;
+    if (!p || len == 0) {
+        snprintf(err, errsz, "empty message");
+        return NULL;
+    }
+    int json = k->format == FMT_JSON;
+    if (k->format == FMT_AUTO) {
+        size_t i = 0;
+        while (i < len && isspace((unsigned char)p[i]))
+            i++;
+        json = i < len && p[i] == '{';
+    }
+    sb_event *ev = json ? sb_event_new_json(id, k->id_field, p, len, err, errsz)
+                        : command_event(id, p, len, err, errsz);
+    if (ev && add_kafka_fields(ev, m) != 0) {
+        sb_event_free(ev);
+        snprintf(err, errsz, "out of memory");
+        return NULL;
+    }
+    return ev;
+}
+
+/* ---- emit and store ------------------------------------------------------ */
+
+static void free_pending(kafka_src *k)
+{
+    for (size_t i = 0; i < k->npending; i++)
+        rd_kafka_message_destroy(k->pending[i]);
+    k->npending = 0;
+}
+
+/* Store next-offsets for every pending message (the highest per partition). */
+static void store_pending(kafka_src *k)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)k->npending);
+    for (size_t i = 0; i < k->npending; i++) {
+        const rd_kafka_message_t *m = k->pending[i];
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_find(list, rd_kafka_topic_name(m->rkt), m->partition);
+        if (!tp)
+            tp = rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(m->rkt), m->partition);
+        if (m->offset + 1 > tp->offset)
+            tp->offset = m->offset + 1;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(k->rk, list);
+    if (err) {
+        /* A partition revoked meanwhile: its new owner reads the messages
+         * again and the ledger drops them as duplicates. */
+        for (int i = 0; i < list->cnt; i++)
+            if (list->elems[i].err)
+                sb_log(k->ins, SB_LOG_DEBUG, "offset %" PRId64 " of %s[%" PRId32 "] not stored: %s",
+                       list->elems[i].offset, list->elems[i].topic, list->elems[i].partition,
+                       rd_kafka_err2str(list->elems[i].err));
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Hand the pending messages to the core; store their offsets only once the
+ * core has made the events durable. Returns 0, or -1 if the core refused
+ * them (stopping, ledger failure): then nothing is stored, and the
+ * messages are read again by whoever owns the partition next. */
+static int flush_pending(kafka_src *k)
+{
+    if (k->npending == 0)
+        return 0;
+    if (k->emit_failed) {
+        /* Storing a later offset would skip the refused messages. */
+        free_pending(k);
+        return -1;
+    }
+    sb_event **evs = calloc(k->npending, sizeof *evs);
+    if (!evs) {
+        free_pending(k);
+        return -1;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < k->npending; i++) {
+        const rd_kafka_message_t *m = k->pending[i];
+        char err[512];
+        sb_event *ev = message_event(k, m, err, sizeof err);
+        if (ev) {
+            evs[n++] = ev;
+        } else {
+            k->n_bad++;
+            sb_log(k->ins, SB_LOG_ERROR,
+                   "message %s[%" PRId32 "] at offset %" PRId64 " skipped (%" PRIu64 " so far): %s",
+                   rd_kafka_topic_name(m->rkt), m->partition, m->offset, k->n_bad, err);
+        }
+    }
+    int rc = 0;
+    if (n > 0)
+        rc = sb_source_emit(k->ctx, evs, n, NULL);
+    free(evs);
+    if (rc == 0) {
+        k->n_events += n;
+        store_pending(k);
+    } else {
+        k->emit_failed = 1;
+    }
+    free_pending(k);
+    return rc;
+}
+
+/* ---- rebalance ------------------------------------------------------------- */
+
+/* Called from rd_kafka_consumer_poll() or rd_kafka_consumer_close() on the
+ * source thread. On a revoke, first hand over what was polled (its offsets
+ * are then stored), then commit the stored offsets synchronously, so the
+ * next owner of the partitions starts exactly after the last durable
+ * event; only then give the partitions up. */
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                         void *opaque)
+{
+    kafka_src *k = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t rerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    char list[512];
+    size_t off = 0;
+    list[0] = '\0';
+    for (int i = 0; i < parts->cnt && off < sizeof list - 1; i++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s[%" PRId32 "]", i ? " " : "",
+                                parts->elems[i].topic, parts->elems[i].partition);
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        sb_log(k->ins, SB_LOG_INFO, "assigned %d partition(s) (%s): %s", parts->cnt,
+               cooperative ? "cooperative" : "eager", list);
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            rerr = rd_kafka_assign(rk, parts);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        int lost = rd_kafka_assignment_lost(rk);
+        sb_log(k->ins, SB_LOG_INFO, "%s %d partition(s): %s", lost ? "lost" : "revoked", parts->cnt, list);
+        if (!lost) {
+            if (!stopping(k))
+                flush_pending(k);
+            else
+                free_pending(k);
+            rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+            if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                sb_log(k->ins, SB_LOG_WARN, "commit on revoke failed: %s", rd_kafka_err2str(cerr));
+        } else {
+            /* Lost (session timed out): another member may own them already;
+             * a commit would fail. What was polled is read again there. */
+            free_pending(k);
+        }
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rerr = rd_kafka_assign(rk, NULL);
+    } else {
+        sb_log(k->ins, SB_LOG_ERROR, "rebalance failed: %s", rd_kafka_err2str(err));
+        free_pending(k);
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rerr = rd_kafka_assign(rk, NULL);
+    }
+    if (error) {
+        sb_log(k->ins, SB_LOG_ERROR, "rebalance: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (rerr) {
+        sb_log(k->ins, SB_LOG_ERROR, "rebalance: %s", rd_kafka_err2str(rerr));
+    }
+}
+
+/* ---- run ------------------------------------------------------------------- */
+
+static rd_kafka_t *open_consumer(kafka_src *k)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup(k->conf);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        sb_log(k->ins, SB_LOG_ERROR, "cannot create the consumer: %s", err);
+        return NULL;
+    }
+    /* Route the main queue (rebalance, errors) to the consumer queue so
+     * rd_kafka_consumer_poll() serves everything. */
+    rd_kafka_poll_set_consumer(rk);
+    size_t nt = sb_opt_list_count(k->ins, "topics");
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)nt);
+    for (size_t i = 0; i < nt; i++)
+        rd_kafka_topic_partition_list_add(topics, sb_opt_list_item(k->ins, "topics", i), RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e) {
+        sb_log(k->ins, SB_LOG_ERROR, "cannot subscribe: %s", rd_kafka_err2str(e));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+/* A message carrying a consumer error rather than data. */
+static void consumer_error(kafka_src *k, const rd_kafka_message_t *m)
+{
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        return;
+    if (m->rkt)
+        sb_log(k->ins, SB_LOG_WARN, "consumer error on %s[%" PRId32 "]: %s: %s", rd_kafka_topic_name(m->rkt),
+               m->partition, rd_kafka_err2str(m->err), rd_kafka_message_errstr(m));
+    else
+        sb_log(k->ins, SB_LOG_WARN, "consumer error: %s: %s", rd_kafka_err2str(m->err), rd_kafka_message_errstr(m));
+}
+
+static int kf_run(void *self, sb_source_ctx *ctx)
+{
+    kafka_src *k = self;
+    k->ctx = ctx;
+    k->pending = calloc(k->batch, sizeof *k->pending);
+    if (!k->pending) {
+        k->ctx = NULL;
+        return -1;
+    }
+    atomic_store(&k->fatal, 0);
+    k->emit_failed = 0;
+    k->rk = open_consumer(k);
+    if (!k->rk) {
+        free(k->pending);
+        k->pending = NULL;
+        k->ctx = NULL;
+        return -1;
+    }
+    int rc = 0;
+    while (!stopping(k)) {
+        if (atomic_load(&k->fatal)) {
+            rc = -1;
+            break;
+        }
+        /* Wait for the first message, then take what is already there. */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, k->npending ? 0 : k->poll_ms);
+        if (m && m->err) {
+            consumer_error(k, m);
+            rd_kafka_message_destroy(m);
+            m = NULL;
+        } else if (m) {
+            k->pending[k->npending++] = m;
+        }
+        if (k->npending && (!m || k->npending == k->batch))
+            flush_pending(k);
+        /* also set by a flush in the rebalance callback */
+        if (k->emit_failed) {
+            rc = stopping(k) ? 0 : -1;
+            break;
+        }
+    }
+    /* Whatever was polled and not emitted is read again later: its offset
+     * was never stored. The close commits the stored offsets (and runs the
+     * revoke callback, which commits synchronously). */
+    free_pending(k);
+    rd_kafka_resp_err_t e = rd_kafka_consumer_close(k->rk);
+    if (e)
+        sb_log(k->ins, SB_LOG_WARN, "consumer close: %s", rd_kafka_err2str(e));
+    rd_kafka_destroy(k->rk);
+    k->rk = NULL;
+    free(k->pending);
+    k->pending = NULL;
+    k->ctx = NULL;
+    sb_log(k->ins, SB_LOG_INFO, "consumer closed: %" PRIu64 " events accepted, %" PRIu64 " unparsable messages",
+           k->n_events, k->n_bad);
+    return rc;
+}
+
+static int kf_start(void *self, char *errstr, size_t errstr_size)
+{
+    kafka_src *k = self;
+    (void)errstr;
+    (void)errstr_size;
+    atomic_store(&k->stop, 0);
+    return 0;
+}
+
+const sb_plugin syncbridge_plugin = {
+    SB_PLUGIN_ABI,
+    .name = "kafka",
+    .kind = SB_KIND_SOURCE,
+    .version = "1.0",
+    .description = "Consume Kafka topics in a consumer group (offsets stored after the ledger commit)",
+    .options = options,
+    .create = kf_create,
+    .start = kf_start,
+    .run = kf_run,
+    .stop = kf_stop,
+    .destroy = kf_destroy,
+};
