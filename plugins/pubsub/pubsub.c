@@ -170,13 +170,8 @@ static void ps_destroy(void *self)
     free(p);
 }
 
-static int ps_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
+static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_size)
 {
-    pubsub *p = calloc(1, sizeof *p);
-    if (!p)
-        return fail(errstr, errstr_size, "out of memory");
-    p->ins = ins;
-    *self = p;
 
     const char *topic = sb_opt_string(ins, "topic");
     const char *project = sb_opt_isset(ins, "project") ? sb_opt_string(ins, "project") : NULL;
@@ -241,8 +236,22 @@ static int ps_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
     }
 
     p->gc = sb_gcp_client_from_instance(ins, "pubsub", errstr, errstr_size);
-    if (!p->gc)
+    return p->gc ? 0 : -1;
+}
+
+/* The core calls destroy() only for a created instance, so a failed
+ * create() frees what it built itself. */
+static int ps_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
+{
+    pubsub *p = calloc(1, sizeof *p);
+    if (!p)
+        return fail(errstr, errstr_size, "out of memory");
+    p->ins = ins;
+    if (configure(p, ins, errstr, errstr_size) != 0) {
+        ps_destroy(p);
         return -1;
+    }
+    *self = p;
     return 0;
 }
 
