@@ -26,7 +26,8 @@
  *                                several messages is first re-sent message by
  *                                message (a 400 publishes nothing), so only
  *                                the offending event fails
- *   other 4xx                    FAIL with the error line
+ *   other 4xx                    FAIL with the error line (also a request the
+ *                                access layer calls invalid: a bug, not transient)
  *
  * Publish is not idempotent: requests are sent with idempotent = 0, so the
  * access layer only re-sends when the request surely never left. When a
@@ -508,8 +509,8 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
         for (size_t k = 0; k < n; k++)
             if (publish(c, &idx[k], 1, BODY_OVERHEAD + c->msgs[idx[k]].len) != 0)
                 ret = -1;
-    } else if (rc == SB_GCP_HTTP_ERROR && st >= 400 && st < 500 && st != 401 && st != 403 && st != 404 &&
-               st != 408 && st != 429) {
+    } else if (rc == SB_GCP_INVALID || (rc == SB_GCP_HTTP_ERROR && st >= 400 && st < 500 && st != 401 &&
+                                         st != 403 && st != 404 && st != 408 && st != 429)) {
         sb_log(p->ins, SB_LOG_WARN, "publish to %s refused: %s", p->topic, line);
         settle(c, idx, n, SB_RESULT_FAIL, 0, line);
     } else {
