@@ -102,7 +102,7 @@ static int check_options(const sb_plugin *p, const char *path, char *errstr, siz
         const sb_option_def *o = &p->options[i];
         if (!valid_name(o->name))
             return sb_err(errstr, errstr_size, "%s: option #%zu has an invalid name \"%s\"", path, i + 1, o->name);
-        if (o->type < SB_OPT_STRING || o->type > SB_OPT_TEMPLATE)
+        if (o->type < SB_OPT_STRING || o->type > SB_OPT_TEMPLATE_MAP)
             return sb_err(errstr, errstr_size, "%s: option \"%s\" has an unknown type %d", path, o->name, (int)o->type);
         for (size_t j = 0; j < i; j++)
             if (strcmp(p->options[j].name, o->name) == 0)

@@ -20,6 +20,9 @@ typedef struct opt_val {
     char **list;
     json_t *obj;      /* OBJECT */
     sb_template *tpl; /* TEMPLATE */
+    size_t n_map;     /* TEMPLATE_MAP: names, templates, and the texts in obj */
+    char **keys;
+    sb_template **tpls;
 } opt_val;
 
 struct sb_options {
@@ -39,6 +42,7 @@ const char *sb_option_type_name(sb_option_type t)
     case SB_OPT_STRING_LIST: return "string list";
     case SB_OPT_OBJECT: return "object";
     case SB_OPT_TEMPLATE: return "template";
+    case SB_OPT_TEMPLATE_MAP: return "template map";
     }
     return "?";
 }
@@ -206,6 +210,49 @@ static int parse_list(opt_val *o, const json_t *v, const char *path, char *errst
     return 0;
 }
 
+/* An object of name -> template: each value substituted like a TEMPLATE
+ * (fields kept for run time) and compiled now, so a bad one fails the
+ * config with its path. */
+static int parse_template_map(opt_val *o, const json_t *v, const char *path, char *errstr, size_t errstr_size)
+{
+    if (!json_is_object(v))
+        return bad_value(path, "an object of templates", v, errstr, errstr_size);
+    size_t n = json_object_size(v);
+    o->obj = json_object();
+    o->keys = sb_xcalloc(n ? n : 1, sizeof *o->keys);
+    o->tpls = sb_xcalloc(n ? n : 1, sizeof *o->tpls);
+    const char *key;
+    const json_t *item;
+    json_object_foreach((json_t *)v, key, item) {
+        char *sub = join_path(path, key);
+        if (!json_is_string(item)) {
+            bad_value(sub, "a string (template)", item, errstr, errstr_size);
+            free(sub);
+            return -1;
+        }
+        char *text = subst(json_string_value(item), 1, sub, errstr, errstr_size);
+        if (!text) {
+            free(sub);
+            return -1;
+        }
+        char msg[512];
+        sb_template *t = sb_template_compile(text, msg, sizeof msg);
+        if (!t) {
+            sb_err(errstr, errstr_size, "%s: %s", sub, msg);
+            free(text);
+            free(sub);
+            return -1;
+        }
+        json_object_set_new(o->obj, key, json_string(text));
+        free(text);
+        free(sub);
+        o->keys[o->n_map] = sb_strdup(key);
+        o->tpls[o->n_map] = t;
+        o->n_map++;
+    }
+    return 0;
+}
+
 static int parse_value(opt_val *o, const json_t *v, const char *path, char *errstr, size_t errstr_size)
 {
     switch (o->type) {
@@ -252,6 +299,8 @@ static int parse_value(opt_val *o, const json_t *v, const char *path, char *errs
             return bad_value(path, "an object", v, errstr, errstr_size);
         o->obj = json_deep_copy(v);
         return subst_tree(o->obj, path, errstr, errstr_size);
+    case SB_OPT_TEMPLATE_MAP:
+        return parse_template_map(o, v, path, errstr, errstr_size);
     }
     return sb_err(errstr, errstr_size, "%s: option has an unknown type %d in the plugin's table", path, (int)o->type);
 }
@@ -364,6 +413,12 @@ void sb_options_free(sb_options *o)
         for (size_t j = 0; j < v->n_list; j++)
             free(v->list[j]);
         free(v->list);
+        for (size_t j = 0; j < v->n_map; j++) {
+            free(v->keys[j]);
+            sb_template_free(v->tpls[j]);
+        }
+        free(v->keys);
+        free(v->tpls);
         json_decref(v->obj);
         sb_template_free(v->tpl);
     }
@@ -452,7 +507,7 @@ const char *sb_opt_list_item(const sb_instance *ins, const char *name, size_t i)
 
 const json_t *sb_opt_object(const sb_instance *ins, const char *name)
 {
-    const opt_val *v = lookup(ins, name, "sb_opt_object", SB_OPT_OBJECT, SB_OPT_OBJECT);
+    const opt_val *v = lookup(ins, name, "sb_opt_object", SB_OPT_OBJECT, SB_OPT_TEMPLATE_MAP);
     return v ? v->obj : NULL;
 }
 
@@ -460,6 +515,22 @@ const sb_template *sb_opt_template(const sb_instance *ins, const char *name)
 {
     const opt_val *v = lookup(ins, name, "sb_opt_template", SB_OPT_TEMPLATE, SB_OPT_TEMPLATE);
     return v ? v->tpl : NULL;
+}
+
+size_t sb_opt_template_map_count(const sb_instance *ins, const char *name)
+{
+    const opt_val *v = lookup(ins, name, "sb_opt_template_map_count", SB_OPT_TEMPLATE_MAP, SB_OPT_TEMPLATE_MAP);
+    return v ? v->n_map : 0;
+}
+
+const sb_template *sb_opt_template_map_item(const sb_instance *ins, const char *name, size_t i, const char **key)
+{
+    const opt_val *v = lookup(ins, name, "sb_opt_template_map_item", SB_OPT_TEMPLATE_MAP, SB_OPT_TEMPLATE_MAP);
+    if (!v || i >= v->n_map)
+        return NULL;
+    if (key)
+        *key = v->keys[i];
+    return v->tpls[i];
 }
 
 /* ---- documentation ------------------------------------------------------- */

@@ -276,6 +276,56 @@ START_TEST(test_getter_misuse)
 }
 END_TEST
 
+/* TEMPLATE_MAP keeps ${field} for run time (no environment lookup),
+ * still substitutes ${env:...}, and rejects a bad template or a non-string
+ * value with its path. */
+START_TEST(test_template_map)
+{
+    static const sb_option_def mdefs[] = {{"attrs", SB_OPT_TEMPLATE_MAP, NULL, 0, "Attributes."},
+                                          {"none", SB_OPT_TEMPLATE_MAP, NULL, 0, "Unset."},
+                                          {NULL, 0, NULL, 0, NULL}};
+    setenv("SB_TEST_TEAM", "edw", 1);
+    char err[512] = "";
+    json_t *given = json_loads("{\"attrs\":{\"origin\":\"${schema}.${table}\",\"team\":\"${env:SB_TEST_TEAM}\","
+                               "\"d\":\"${inc_val:-full}\"}}", 0, NULL);
+    sb_options *o = sb_options_parse(mdefs, given, "sinks.ps", err, sizeof err);
+    json_decref(given);
+    ck_assert_msg(o != NULL, "%s", err);
+    static const sb_plugin mp = {SB_PLUGIN_ABI, .name = "m", .kind = SB_KIND_SINK, .version = "1", .description = "m",
+                                 .options = mdefs, .create = create_noop, .destroy = destroy_noop};
+    sb_instance *ins = sb_instance_new("ps", &mp, o, 0, NULL);
+    ck_assert_uint_eq(sb_opt_template_map_count(ins, "attrs"), 3);
+    ck_assert_uint_eq(sb_opt_template_map_count(ins, "none"), 0);
+    ck_assert_ptr_null(sb_opt_template_map_item(ins, "attrs", 3, NULL));
+    sb_event *ev = sb_event_new("e1");
+    sb_event_set_string(ev, "schema", "s");
+    sb_event_set_string(ev, "table", "t");
+    const char *want[][2] = {{"origin", "s.t"}, {"team", "edw"}, {"d", "full"}};
+    for (size_t i = 0; i < 3; i++) {
+        const char *key = NULL;
+        const sb_template *t = sb_opt_template_map_item(ins, "attrs", i, &key);
+        ck_assert_ptr_nonnull(t);
+        ck_assert_str_eq(key, want[i][0]);
+        char *out = sb_template_render(t, ev, err, sizeof err);
+        ck_assert_str_eq(out, want[i][1]);
+        free(out);
+    }
+    ck_assert_str_eq(json_string_value(json_object_get(sb_opt_object(ins, "attrs"), "origin")), "${schema}.${table}");
+    sb_event_free(ev);
+    sb_instance_free(ins);
+
+    given = json_loads("{\"attrs\":{\"a\":\"${table\"}}", 0, NULL);
+    ck_assert_ptr_null(sb_options_parse(mdefs, given, "sinks.ps", err, sizeof err));
+    json_decref(given);
+    ASSERT_HAS(err, "sinks.ps.attrs.a: invalid template");
+    given = json_loads("{\"attrs\":{\"a\":5}}", 0, NULL);
+    ck_assert_ptr_null(sb_options_parse(mdefs, given, "sinks.ps", err, sizeof err));
+    json_decref(given);
+    ASSERT_HAS(err, "sinks.ps.attrs.a: expected a string (template)");
+    ck_assert_str_eq(sb_option_type_name(SB_OPT_TEMPLATE_MAP), "template map");
+}
+END_TEST
+
 START_TEST(test_type_names)
 {
     ck_assert_str_eq(sb_option_type_name(SB_OPT_DURATION), "duration");
@@ -335,6 +385,7 @@ int main(void)
     tcase_add_test(tc, test_template_syntax_error);
     tcase_add_test(tc, test_bad_default_in_table);
     tcase_add_test(tc, test_getter_misuse);
+    tcase_add_test(tc, test_template_map);
     tcase_add_test(tc, test_type_names);
     tcase_add_test(tc, test_doc_printer);
     suite_add_tcase(s, tc);

@@ -18,6 +18,9 @@
  *   SIZE               integer bytes, or a string "512", "64KB", "10MB", "1GB" (powers of 1024)
  *   STRING_LIST        array of strings (a single string is taken as a list of one)
  *   OBJECT             any JSON object (e.g. string-to-string maps, pass-through properties)
+ *   TEMPLATE_MAP       JSON object of name -> template string (e.g. message
+ *                      attributes rendered per event); each value is a
+ *                      TEMPLATE, checked when the config is loaded
  *
  * Substitution (done by the core while loading config):
  *   In every string value, ${env:NAME} is replaced by the environment
@@ -26,7 +29,7 @@
  *   are not TEMPLATE, a plain ${NAME} is also an environment variable.
  *   An unset variable or unreadable file is a config error. "$${" is a
  *   literal "${".
- *   In TEMPLATE options a plain ${field} is left for run time and is
+ *   In TEMPLATE and TEMPLATE_MAP options a plain ${field} is left for run time and is
  *   replaced by the event's field (see sb_template_render); ${field:-text}
  *   gives a default when the field is absent.
  *
@@ -53,7 +56,8 @@ typedef enum sb_option_type {
     SB_OPT_SIZE,     /* read as bytes */
     SB_OPT_STRING_LIST,
     SB_OPT_OBJECT,
-    SB_OPT_TEMPLATE
+    SB_OPT_TEMPLATE,
+    SB_OPT_TEMPLATE_MAP /* added after 1.0: an older core refuses the table at load */
 } sb_option_type;
 
 typedef struct sb_option_def {
@@ -83,6 +87,13 @@ size_t sb_opt_list_count(const struct sb_instance *ins, const char *name);
 const char *sb_opt_list_item(const struct sb_instance *ins, const char *name, size_t i);
 const json_t *sb_opt_object(const struct sb_instance *ins, const char *name);
 const sb_template *sb_opt_template(const struct sb_instance *ins, const char *name);
+
+/* TEMPLATE_MAP: the number of entries, and entry i's template (NULL when
+ * i is out of range) with its name in *key (MAY be NULL), in config order.
+ * sb_opt_object() returns the map's texts as an object. */
+size_t sb_opt_template_map_count(const struct sb_instance *ins, const char *name);
+const sb_template *sb_opt_template_map_item(const struct sb_instance *ins, const char *name, size_t i,
+                                            const char **key);
 
 /* Render a template against an event's fields: substitution only, never a
  * shell. String fields are inserted as is, numbers and booleans in their

@@ -1,0 +1,632 @@
+/*
+ * pubsub - sink: publish each event as a Pub/Sub message over REST
+ * (POST v1/{+topic}:publish, PROTOCOLS.md §3.1, pubsub-v1.discovery.json).
+ *
+ * Batching. The core hands process() up to batch_max events: whatever
+ * queued up while the previous call was publishing. So under load a batch
+ * fills by itself, and an idle sink publishes at once; there is no linger
+ * here because waiting inside process() would only hold a worker thread
+ * while the queue behind it fills anyway. The batch is split into publish
+ * requests within Pub/Sub's limits: at most max_messages messages, at most
+ * max_bytes of request body, and one ordering key per request.
+ *
+ * Messages. data is the event's `command` (default, what the seed's
+ * consumers read), the event fields as JSON, or a template. Attributes:
+ * event_id always, run_id/schema/table/host when present, then the
+ * `attributes` templates. An event whose message cannot be published
+ * (data over 10 MB, too many or too large attributes, a missing field) is
+ * FAILed on its own with the reason; its neighbours are published.
+ *
+ * Results (documented in README.md):
+ *   2xx                          OK, messageId added as pubsub_message_id
+ *   408/429/5xx, transport error RETRY the request's events (Retry-After kept)
+ *   401/403, no token            RETRY, logged as a credentials/IAM problem
+ *   404                          RETRY, logged: the topic may be created later
+ *   400                          FAIL with Google's error line; a request of
+ *                                several messages is first re-sent message by
+ *                                message (a 400 publishes nothing), so only
+ *                                the offending event fails
+ *   other 4xx                    FAIL with the error line (also a request the
+ *                                access layer calls invalid: a bug, not transient)
+ *
+ * Publish is not idempotent: requests are sent with idempotent = 0, so the
+ * access layer only re-sends when the request surely never left. When a
+ * response is lost after the server took the request, the core's RETRY
+ * publishes again: at-least-once, consumers de-duplicate on the event_id
+ * attribute.
+ *
+ * Ordering: messages sharing an ordering key go out in event order within
+ * a batch, and once a request for a key fails, the key's later messages in
+ * the batch are held back (RETRY) rather than overtaking it. Across
+ * retries and with workers > 1 the core does not order events, so routes
+ * that need strict per-key order keep workers at 1.
+ *
+ * Threading: the state is read-only after create() and the gcp client is
+ * thread-safe, so process() may run concurrently (SB_PLUGIN_CONCURRENT).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* strptime, timegm */
+#endif
+#include <syncbridge/syncbridge.h>
+#include <syncbridge/gcp.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PS_MAX_DATA 10000000          /* message data, decoded */
+#define PS_MAX_REQUEST 10000000       /* max_bytes ceiling */
+#define PS_MAX_MESSAGES 1000
+#define PS_MAX_ATTRS 100
+#define PS_MAX_ATTR_KEY 256
+#define PS_MAX_ATTR_VALUE 1024
+#define PS_MAX_ORDERING_KEY 1024
+
+static const char BODY_HEAD[] = "{\"messages\":[";
+static const char BODY_TAIL[] = "]}";
+#define BODY_OVERHEAD (sizeof BODY_HEAD - 1 + sizeof BODY_TAIL - 1)
+
+typedef enum { BODY_COMMAND, BODY_JSON, BODY_TEMPLATE } body_mode;
+
+typedef struct pubsub {
+    sb_instance *ins;
+    sb_gcp_client *gc;
+    char *topic;    /* projects/P/topics/T */
+    char *url;      /* /v1/projects/P/topics/T:publish */
+    body_mode body;
+    const sb_template *tpl;
+    const sb_template *okey;
+    size_t max_messages;
+    size_t max_bytes;
+} pubsub;
+
+/* One event's prepared message. */
+typedef struct msg {
+    char *json; /* the message object, compact; NULL once the event has its result */
+    size_t len;
+    char *okey; /* ordering key, "" for none */
+} msg;
+
+static const char *const standard_attrs[] = {"run_id", "schema", "table", "host"};
+
+static const sb_option_def options[] = {
+    {"topic", SB_OPT_STRING, NULL, 1,
+     "Topic to publish to: projects/PROJECT/topics/TOPIC, or TOPIC together with project."},
+    {"project", SB_OPT_STRING, NULL, 0, "Project of a topic given by its short name."},
+    {"body", SB_OPT_STRING, "\"command\"", 0,
+     "Message data: \"command\" (the event's command field as is; events without one fail), \"json\" (the "
+     "event fields as a JSON object) or \"template\" (the template option)."},
+    {"template", SB_OPT_TEMPLATE, NULL, 0, "Message data for body \"template\", e.g. \"${schema}.${table} ${status}\"."},
+    {"attributes", SB_OPT_TEMPLATE_MAP, NULL, 0,
+     "Extra message attributes, name -> template rendered per event, added to event_id, run_id, schema, table "
+     "and host (those present)."},
+    {"ordering_key", SB_OPT_TEMPLATE, NULL, 0,
+     "Ordering key per event, e.g. \"${schema}.${table}\" (the subscription needs message ordering enabled)."},
+    {"max_messages", SB_OPT_INT, "1000", 0, "Messages per publish request, 1 to 1000."},
+    {"max_bytes", SB_OPT_SIZE, "\"9MB\"", 0,
+     "Largest publish request body (messages as base64 JSON); at most 10000000."},
+    SB_GCP_OPTION_DEFS,
+    {NULL, 0, NULL, 0, NULL}};
+
+static int fail(char *errstr, size_t errstr_size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (!s)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/* A resource id segment: non-empty, no '/', nothing a URL would reinterpret. */
+static int valid_segment(const char *s, size_t len)
+{
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= ' ' || c >= 0x7f || c == '/' || c == '?' || c == '#' || c == '"' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+static int valid_topic_name(const char *t)
+{
+    if (strncmp(t, "projects/", 9) != 0)
+        return 0;
+    const char *p = t + 9, *slash = strchr(p, '/');
+    if (!slash || !valid_segment(p, (size_t)(slash - p)) || strncmp(slash, "/topics/", 8) != 0)
+        return 0;
+    const char *id = slash + 8;
+    return valid_segment(id, strlen(id));
+}
+
+static void ps_destroy(void *self)
+{
+    pubsub *p = self;
+    if (!p)
+        return;
+    sb_gcp_client_destroy(p->gc);
+    free(p->topic);
+    free(p->url);
+    free(p);
+}
+
+static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_size)
+{
+
+    const char *topic = sb_opt_string(ins, "topic");
+    const char *project = sb_opt_isset(ins, "project") ? sb_opt_string(ins, "project") : NULL;
+    if (strncmp(topic, "projects/", 9) == 0) {
+        if (!valid_topic_name(topic))
+            return fail(errstr, errstr_size, "option topic: \"%s\" is not projects/PROJECT/topics/TOPIC", topic);
+        if (project && *project)
+            return fail(errstr, errstr_size, "option project: not used when topic is a full name (%s); drop one of them",
+                        topic);
+        p->topic = strdup(topic);
+    } else {
+        if (!project || !*project)
+            return fail(errstr, errstr_size,
+                        "option topic: \"%s\" is a short name, so option project is required (or give "
+                        "projects/PROJECT/topics/%s)", topic, topic);
+        p->topic = xasprintf("projects/%s/topics/%s", project, topic);
+        if (p->topic && !valid_topic_name(p->topic))
+            return fail(errstr, errstr_size, "options topic/project: \"%s\" is not a valid topic name", p->topic);
+    }
+    p->url = p->topic ? xasprintf("/v1/%s:publish", p->topic) : NULL;
+    if (!p->topic || !p->url)
+        return fail(errstr, errstr_size, "out of memory");
+
+    const char *body = sb_opt_string(ins, "body");
+    p->tpl = sb_opt_template(ins, "template");
+    if (strcmp(body, "command") == 0)
+        p->body = BODY_COMMAND;
+    else if (strcmp(body, "json") == 0)
+        p->body = BODY_JSON;
+    else if (strcmp(body, "template") == 0)
+        p->body = BODY_TEMPLATE;
+    else
+        return fail(errstr, errstr_size, "option body: \"%s\" is not one of command, json, template", body);
+    if (p->body == BODY_TEMPLATE && !p->tpl)
+        return fail(errstr, errstr_size, "option template: required with body \"template\"");
+    if (p->body != BODY_TEMPLATE && p->tpl)
+        return fail(errstr, errstr_size, "option template: only used with body \"template\" (body is \"%s\")", body);
+    p->okey = sb_opt_template(ins, "ordering_key");
+
+    int64_t mm = sb_opt_int(ins, "max_messages");
+    if (mm < 1 || mm > PS_MAX_MESSAGES)
+        return fail(errstr, errstr_size, "option max_messages: %lld is outside 1..%d (Pub/Sub's per-request limit)",
+                    (long long)mm, PS_MAX_MESSAGES);
+    p->max_messages = (size_t)mm;
+    int64_t mb = sb_opt_size(ins, "max_bytes");
+    if (mb < 1024 || mb > PS_MAX_REQUEST)
+        return fail(errstr, errstr_size,
+                    "option max_bytes: %lld is outside 1024..%d (Pub/Sub's request size limit)", (long long)mb,
+                    PS_MAX_REQUEST);
+    p->max_bytes = (size_t)mb;
+
+    size_t na = sb_opt_template_map_count(ins, "attributes");
+    if (na > PS_MAX_ATTRS)
+        return fail(errstr, errstr_size, "option attributes: %zu attributes, Pub/Sub allows %d per message", na,
+                    PS_MAX_ATTRS);
+    for (size_t i = 0; i < na; i++) {
+        const char *key = NULL;
+        sb_opt_template_map_item(ins, "attributes", i, &key);
+        if (!*key || strlen(key) > PS_MAX_ATTR_KEY)
+            return fail(errstr, errstr_size, "option attributes: the name \"%.40s\" must be 1 to %d bytes", key,
+                        PS_MAX_ATTR_KEY);
+    }
+
+    p->gc = sb_gcp_client_from_instance(ins, "pubsub", errstr, errstr_size);
+    return p->gc ? 0 : -1;
+}
+
+/* The core calls destroy() only for a created instance, so a failed
+ * create() frees what it built itself. */
+static int ps_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
+{
+    pubsub *p = calloc(1, sizeof *p);
+    if (!p)
+        return fail(errstr, errstr_size, "out of memory");
+    p->ins = ins;
+    if (configure(p, ins, errstr, errstr_size) != 0) {
+        ps_destroy(p);
+        return -1;
+    }
+    *self = p;
+    return 0;
+}
+
+/* "12.6 MB" (decimal, as Pub/Sub states its limits). */
+static const char *human(size_t bytes, char *buf, size_t size)
+{
+    if (bytes >= 1000000)
+        snprintf(buf, size, "%.1f MB", (double)bytes / 1e6);
+    else if (bytes >= 1000)
+        snprintf(buf, size, "%.1f kB", (double)bytes / 1e3);
+    else
+        snprintf(buf, size, "%zu bytes", bytes);
+    return buf;
+}
+
+/* A field as attribute text: strings as is, integers in decimal. NULL if
+ * absent or of another type. */
+static char *field_text(const sb_event *ev, const char *key)
+{
+    const char *s = sb_event_get_string(ev, key);
+    if (s)
+        return strdup(s);
+    const int64_t none = INT64_MIN;
+    int64_t v = sb_event_get_int(ev, key, none);
+    return v == none ? NULL : xasprintf("%lld", (long long)v);
+}
+
+/* Set attribute `key` to `value` (stolen) after checking the limits. */
+static int put_attr(json_t *attrs, const char *key, char *value, const char *eid, char *err, size_t errsz)
+{
+    size_t vl = strlen(value);
+    int rc = 0;
+    if (vl > PS_MAX_ATTR_VALUE)
+        rc = fail(err, errsz, "attribute \"%s\" of event %s is %zu bytes, over Pub/Sub's %d-byte limit for a value", key,
+                  eid, vl, PS_MAX_ATTR_VALUE);
+    else if (json_object_set_new(attrs, key, json_string(value)) != 0)
+        rc = fail(err, errsz, "attribute \"%s\" of event %s is not valid UTF-8", key, eid);
+    free(value);
+    return rc;
+}
+
+/* The message data for an event, malloc'd, length in *len. */
+static char *make_data(pubsub *p, sb_event *ev, size_t *len, char *err, size_t errsz)
+{
+    char *data = NULL;
+    switch (p->body) {
+    case BODY_COMMAND: {
+        const char *c = sb_event_get_string(ev, "command");
+        if (!c) {
+            fail(err, errsz, "event %s has no string field \"command\" to publish (body \"command\"); set body to "
+                             "\"json\" or \"template\" to publish other events", sb_event_id(ev));
+            return NULL;
+        }
+        data = strdup(c);
+        break;
+    }
+    case BODY_JSON:
+        data = json_dumps(sb_event_fields(ev), JSON_COMPACT);
+        break;
+    case BODY_TEMPLATE: {
+        char terr[256];
+        data = sb_template_render(p->tpl, ev, terr, sizeof terr);
+        if (!data) {
+            fail(err, errsz, "message template: %s", terr);
+            return NULL;
+        }
+        break;
+    }
+    }
+    if (!data) {
+        fail(err, errsz, "out of memory");
+        return NULL;
+    }
+    *len = strlen(data);
+    return data;
+}
+
+/* Build event i's message (m->json, m->okey), or return -1 with the
+ * reason it can never be published. */
+static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
+{
+    const char *eid = sb_event_id(ev);
+    char hb[32], hb2[32], hb3[32];
+    size_t dlen = 0;
+    char *data = make_data(p, ev, &dlen, err, errsz);
+    if (!data)
+        return -1;
+    if (dlen > PS_MAX_DATA) {
+        free(data);
+        return fail(err, errsz, "message for event %s is %s, over Pub/Sub's 10 MB limit", eid,
+                    human(dlen, hb, sizeof hb));
+    }
+    json_t *attrs = json_object();
+    json_t *obj = json_object();
+    int rc = attrs && obj ? 0 : fail(err, errsz, "out of memory");
+    if (rc == 0)
+        rc = put_attr(attrs, "event_id", strdup(eid), eid, err, errsz);
+    for (size_t i = 0; rc == 0 && i < sizeof standard_attrs / sizeof *standard_attrs; i++) {
+        char *v = field_text(ev, standard_attrs[i]);
+        if (v)
+            rc = put_attr(attrs, standard_attrs[i], v, eid, err, errsz);
+    }
+    size_t na = sb_opt_template_map_count(p->ins, "attributes");
+    for (size_t i = 0; rc == 0 && i < na; i++) {
+        const char *key = NULL;
+        const sb_template *t = sb_opt_template_map_item(p->ins, "attributes", i, &key);
+        char terr[256];
+        char *v = sb_template_render(t, ev, terr, sizeof terr);
+        rc = v ? put_attr(attrs, key, v, eid, err, errsz) : fail(err, errsz, "attribute \"%s\": %s", key, terr);
+    }
+    if (rc == 0 && json_object_size(attrs) > PS_MAX_ATTRS)
+        rc = fail(err, errsz, "message for event %s has %zu attributes, over Pub/Sub's limit of %d", eid,
+                  json_object_size(attrs), PS_MAX_ATTRS);
+    char *okey = NULL;
+    if (rc == 0 && p->okey) {
+        char terr[256];
+        okey = sb_template_render(p->okey, ev, terr, sizeof terr);
+        if (!okey)
+            rc = fail(err, errsz, "ordering_key: %s", terr);
+        else if (strlen(okey) > PS_MAX_ORDERING_KEY)
+            rc = fail(err, errsz, "ordering key of event %s is %zu bytes, over Pub/Sub's %d-byte limit", eid,
+                      strlen(okey), PS_MAX_ORDERING_KEY);
+    }
+    if (rc == 0 && dlen > 0) {
+        char *b64 = sb_gcp_base64(data, dlen, 0);
+        if (!b64 || json_object_set_new(obj, "data", json_string(b64)) != 0)
+            rc = fail(err, errsz, "out of memory");
+        free(b64);
+    }
+    free(data);
+    if (rc == 0) {
+        json_object_set(obj, "attributes", attrs);
+        if (okey && *okey && json_object_set_new(obj, "orderingKey", json_string(okey)) != 0)
+            rc = fail(err, errsz, "ordering key of event %s is not valid UTF-8", eid);
+    }
+    if (rc == 0) {
+        m->json = json_dumps(obj, JSON_COMPACT);
+        m->len = m->json ? strlen(m->json) : 0;
+        m->okey = okey ? okey : strdup("");
+        okey = NULL;
+        if (!m->json || !m->okey)
+            rc = fail(err, errsz, "out of memory");
+        else if (m->len + BODY_OVERHEAD > p->max_bytes)
+            rc = fail(err, errsz,
+                      "message for event %s is %s as base64 JSON (data %s), over the %s request limit (max_bytes; "
+                      "Pub/Sub's REST limit is 10 MB)", eid, human(m->len, hb, sizeof hb),
+                      human(dlen, hb2, sizeof hb2), human(p->max_bytes, hb3, sizeof hb3));
+    }
+    free(okey);
+    json_decref(attrs);
+    json_decref(obj);
+    return rc;
+}
+
+/* Seconds (or an HTTP date) -> milliseconds; 0 when absent or unreadable. */
+static int64_t retry_after_ms(const char *v)
+{
+    if (!v || !*v)
+        return 0;
+    char *end = NULL;
+    long long s = strtoll(v, &end, 10);
+    if (end != v && (*end == '\0' || *end == ' ' || *end == '\r'))
+        return s > 0 ? (int64_t)s * 1000 : 0;
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    if (!strptime(v, "%a, %d %b %Y %H:%M:%S", &tm))
+        return 0;
+    time_t at = timegm(&tm), now = time(NULL);
+    return at > now ? (int64_t)(at - now) * 1000 : 0;
+}
+
+typedef struct call {
+    pubsub *p;
+    sb_batch *b;
+    msg *msgs;
+} call;
+
+static void settle(call *c, const size_t *idx, size_t n, sb_result r, int64_t after_ms, const char *reason)
+{
+    for (size_t k = 0; k < n; k++) {
+        size_t i = idx[k];
+        if (r == SB_RESULT_OK)
+            sb_batch_set_result(c->b, i, r, NULL);
+        else
+            sb_batch_set_result(c->b, i, r, "%s", reason);
+        if (r == SB_RESULT_RETRY && after_ms > 0)
+            sb_batch_set_retry_after(c->b, i, after_ms);
+        free(c->msgs[i].json);
+        c->msgs[i].json = NULL;
+    }
+}
+
+/* Record the message ids of a 2xx answer and settle the events OK. */
+static void published(call *c, const size_t *idx, size_t n, const sb_gcp_response *resp)
+{
+    json_t *root = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, NULL);
+    json_t *ids = json_object_get(root, "messageIds");
+    if (json_array_size(ids) != n)
+        sb_log(c->p->ins, SB_LOG_WARN,
+               "publish to %s succeeded but the answer holds %zu message ids for %zu messages; their events are "
+               "done without pubsub_message_id", c->p->topic, json_array_size(ids), n);
+    for (size_t k = 0; k < n; k++) {
+        const char *id = json_array_size(ids) == n ? json_string_value(json_array_get(ids, k)) : NULL;
+        if (id)
+            sb_event_add(sb_batch_event(c->b, idx[k]), "pubsub_message_id", json_string(id));
+    }
+    json_decref(root);
+    settle(c, idx, n, SB_RESULT_OK, 0, NULL);
+}
+
+/* Publish the messages idx[0..n) in one request and settle their events.
+ * Returns 0 when they were published or failed for good, -1 when they are
+ * to be retried (so the ordering key's later messages are held back). */
+static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
+{
+    pubsub *p = c->p;
+    char *body = malloc(body_len + 1);
+    if (!body) {
+        settle(c, idx, n, SB_RESULT_RETRY, 0, "out of memory");
+        return -1;
+    }
+    size_t off = 0;
+    memcpy(body, BODY_HEAD, sizeof BODY_HEAD - 1);
+    off += sizeof BODY_HEAD - 1;
+    for (size_t k = 0; k < n; k++) {
+        if (k)
+            body[off++] = ',';
+        memcpy(body + off, c->msgs[idx[k]].json, c->msgs[idx[k]].len);
+        off += c->msgs[idx[k]].len;
+    }
+    memcpy(body + off, BODY_TAIL, sizeof BODY_TAIL - 1);
+    off += sizeof BODY_TAIL - 1;
+    body[off] = '\0';
+
+    static const char *const headers[] = {"Content-Type: application/json", NULL};
+    sb_gcp_request req = {.method = "POST", .url = p->url, .headers = headers, .body = body, .body_len = off,
+                          .idempotent = 0};
+    sb_gcp_response resp;
+    char err[1024] = "";
+    sb_gcp_result rc = sb_gcp_request_send(p->gc, &req, &resp, err, sizeof err);
+    free(body);
+    int ret = 0;
+    long st = resp.status;
+    const char *line = resp.error_line ? resp.error_line : err;
+    if (rc == SB_GCP_OK) {
+        sb_log(p->ins, SB_LOG_DEBUG, "published %zu messages (%zu bytes, ordering key \"%s\") to %s", n, off,
+               c->msgs[idx[0]].okey, p->topic);
+        published(c, idx, n, &resp);
+    } else if (rc == SB_GCP_HTTP_ERROR && st == 400 && n > 1) {
+        /* A publish request is all or nothing, so nothing went out: find
+         * the message Pub/Sub refused by sending them one at a time. */
+        sb_log(p->ins, SB_LOG_WARN, "publish of %zu messages to %s refused (%s); re-sending them one by one", n,
+               p->topic, line);
+        for (size_t k = 0; k < n; k++)
+            if (publish(c, &idx[k], 1, BODY_OVERHEAD + c->msgs[idx[k]].len) != 0)
+                ret = -1;
+    } else if (rc == SB_GCP_INVALID || (rc == SB_GCP_HTTP_ERROR && st >= 400 && st < 500 && st != 401 &&
+                                         st != 403 && st != 404 && st != 408 && st != 429)) {
+        sb_log(p->ins, SB_LOG_WARN, "publish to %s refused: %s", p->topic, line);
+        settle(c, idx, n, SB_RESULT_FAIL, 0, line);
+    } else {
+        if (rc == SB_GCP_HTTP_ERROR && st == 404)
+            sb_log(p->ins, SB_LOG_ERROR, "topic %s not found (%s); retrying, it may not be created yet", p->topic, line);
+        else if ((rc == SB_GCP_HTTP_ERROR && (st == 401 || st == 403)) || rc == SB_GCP_AUTH_ERROR)
+            sb_log(p->ins, SB_LOG_ERROR,
+                   "publish to %s not authorised (%s); retrying: check the credentials and that the service account "
+                   "has roles/pubsub.publisher on the topic", p->topic, line);
+        else
+            sb_log(p->ins, SB_LOG_WARN, "publish of %zu messages to %s failed, will retry: %s", n, p->topic, err);
+        settle(c, idx, n, SB_RESULT_RETRY, retry_after_ms(resp.retry_after), rc == SB_GCP_HTTP_ERROR ? line : err);
+        ret = -1;
+    }
+    sb_gcp_response_clear(&resp);
+    return ret;
+}
+
+/* Publish one ordering key's messages (in event order) in requests within
+ * the count and size limits. */
+static void publish_group(call *c, const size_t *idx, size_t n)
+{
+    pubsub *p = c->p;
+    size_t start = 0;
+    while (start < n) {
+        size_t len = BODY_OVERHEAD + c->msgs[idx[start]].len, end = start + 1;
+        while (end < n && end - start < p->max_messages && len + 1 + c->msgs[idx[end]].len <= p->max_bytes) {
+            len += 1 + c->msgs[idx[end]].len;
+            end++;
+        }
+        if (publish(c, idx + start, end - start, len) != 0 && *c->msgs[idx[start]].okey) {
+            char *why = xasprintf("held back: an earlier message with ordering key \"%s\" was not published",
+                                  c->msgs[idx[start]].okey);
+            settle(c, idx + end, n - end, SB_RESULT_RETRY, 0, why ? why : "held back behind its ordering key");
+            free(why);
+            return;
+        }
+        start = end;
+    }
+}
+
+static void ps_process(void *self, sb_batch *b)
+{
+    pubsub *p = self;
+    size_t n = sb_batch_count(b);
+    call c = {p, b, calloc(n ? n : 1, sizeof(msg))};
+    size_t *order = calloc(n ? n : 1, sizeof *order);
+    json_t *groups = json_object(); /* ordering key -> [first, count] in `order` */
+    if (!c.msgs || !order || !groups) {
+        for (size_t i = 0; i < n; i++)
+            sb_batch_set_result(b, i, SB_RESULT_RETRY, "out of memory");
+        free(c.msgs);
+        free(order);
+        json_decref(groups);
+        return;
+    }
+    /* Prepare every message; the ones that can never be published fail
+     * now, on their own. Count each key's messages. */
+    for (size_t i = 0; i < n; i++) {
+        char err[512];
+        if (prepare(p, sb_batch_event(b, i), &c.msgs[i], err, sizeof err) != 0) {
+            sb_log(p->ins, SB_LOG_WARN, "%s", err);
+            sb_batch_set_result(b, i, SB_RESULT_FAIL, "%s", err);
+            free(c.msgs[i].json);
+            c.msgs[i].json = NULL;
+            continue;
+        }
+        json_t *g = json_object_get(groups, c.msgs[i].okey);
+        if (!g) {
+            g = json_pack("[I,I]", (json_int_t)0, (json_int_t)0);
+            json_object_set_new(groups, c.msgs[i].okey, g);
+        }
+        json_array_set_new(g, 1, json_integer(json_integer_value(json_array_get(g, 1)) + 1));
+    }
+    /* Lay the keys out one after another in `order`, each in event order. */
+    size_t next = 0;
+    const char *key;
+    json_t *g;
+    json_object_foreach(groups, key, g) {
+        json_int_t cnt = json_integer_value(json_array_get(g, 1));
+        json_array_set_new(g, 0, json_integer((json_int_t)next));
+        json_array_set_new(g, 1, json_integer(0));
+        next += (size_t)cnt;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!c.msgs[i].json)
+            continue;
+        g = json_object_get(groups, c.msgs[i].okey);
+        json_int_t first = json_integer_value(json_array_get(g, 0)), used = json_integer_value(json_array_get(g, 1));
+        order[first + used] = i;
+        json_array_set_new(g, 1, json_integer(used + 1));
+    }
+    json_object_foreach(groups, key, g) {
+        size_t first = (size_t)json_integer_value(json_array_get(g, 0));
+        size_t cnt = (size_t)json_integer_value(json_array_get(g, 1));
+        if (cnt)
+            publish_group(&c, order + first, cnt);
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(c.msgs[i].json);
+        free(c.msgs[i].okey);
+    }
+    free(c.msgs);
+    free(order);
+    json_decref(groups);
+}
+
+const sb_plugin syncbridge_plugin = {
+    SB_PLUGIN_ABI,
+    .name = "pubsub",
+    .kind = SB_KIND_SINK,
+    .version = "1.0",
+    .description = "Publish events to a Google Cloud Pub/Sub topic (REST), batched within Pub/Sub's limits",
+    .flags = SB_PLUGIN_CONCURRENT,
+    .options = options,
+    .create = ps_create,
+    .process = ps_process,
+    .destroy = ps_destroy,
+};

@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""The pubsub sink end to end: the real daemon (file_in JSON lines ->
+pubsub) publishing to the Google APIs fake, authenticated with a
+service-account key made here with openssl and checked by the fake's token
+endpoint. Asserts on what the fake stored (/_fake/pubsub/messages) and on
+its request log, on the ledger (runs show) and on the dead-letter store."""
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
+SRC = os.environ.get("SB_TOP_SRCDIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+BIN = os.path.join(BUILD, "syncbridge")
+FAKE = os.path.join(SRC, "tests", "fake", "gfake.py")
+PROJECT = "p"
+
+
+def wait_for(pred, timeout=20.0, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Fake:
+    def __init__(self, d):
+        sh = lambda c: subprocess.run(c, shell=True, check=True, cwd=d, stderr=subprocess.DEVNULL)
+        sh("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.pem")
+        sh("openssl pkey -in sa.pem -pubout -out sa.pub.pem")
+        port_file = os.path.join(d, "fake.port")
+        self.proc = subprocess.Popen([sys.executable, FAKE, "--port", "0", "--port-file", port_file,
+                                      "--sa-public-key", os.path.join(d, "sa.pub.pem"), "--quiet"])
+        wait_for(lambda: os.path.exists(port_file), 15, "the fake's port file")
+        with open(port_file) as f:
+            self.base = "http://127.0.0.1:%d" % int(f.read().strip())
+        with open(os.path.join(d, "sa.pem")) as f:
+            pem = f.read()
+        self.key_file = os.path.join(d, "sa.json")
+        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"type": "service_account", "project_id": PROJECT, "private_key_id": "kid-1",
+                       "private_key": pem, "client_email": "sb-test@p.iam.gserviceaccount.com",
+                       "client_id": "1", "token_uri": self.base + "/token"}, f)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    def call(self, method, path, body=None, auth=False):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if auth:
+            req.add_header("Authorization", "Bearer fake-static-token")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def create_topic(self, topic):
+        st, _ = self.call("PUT", "/v1/projects/%s/topics/%s" % (PROJECT, topic), {}, auth=True)
+        assert st == 200, st
+
+    def messages(self, topic):
+        st, out = self.call("GET", "/_fake/pubsub/messages?topic=" +
+                            urllib.parse.quote("projects/%s/topics/%s" % (PROJECT, topic)))
+        assert st == 200, (st, out)
+        return out
+
+    def publishes(self, topic):
+        """Logged publish requests for a topic, in arrival order."""
+        st, out = self.call("GET", "/_fake/requests?path_regex=" +
+                            urllib.parse.quote("/topics/%s:publish$" % topic))
+        assert st == 200
+        return out
+
+    def fault(self, **f):
+        st, _ = self.call("POST", "/_fake/faults", f)
+        assert st == 200, st
+
+
+def data_of(m):
+    return base64.b64decode(m.get("data", "")).decode()
+
+
+class PubSubSink(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.top = tempfile.mkdtemp(prefix="sbpubsub.")
+        cls.fake = Fake(cls.top)
+        cls.dup_report = []
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fake.stop()
+        subprocess.run(["rm", "-rf", cls.top])
+        for line in cls.dup_report:
+            sys.stderr.write(line + "\n")
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(dir=self.top)
+        self.cfg = os.path.join(self.dir, "syncbridge.json")
+        self.inp = os.path.join(self.dir, "in.jsonl")
+        self.fake.call("DELETE", "/_fake/faults")
+        self.topic = self.id().rsplit(".", 1)[-1].replace("_", "-")
+        self.procs = []
+
+    def tearDown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    def sink(self, topic=None, **opts):
+        s = {"plugin": "pubsub", "topic": "projects/%s/topics/%s" % (PROJECT, topic or self.topic),
+             "auth": "service_account", "key_file": self.fake.key_file, "endpoint": self.fake.base,
+             "retry": {"initial": "20ms", "max_delay": "300ms", "max_attempts": 50}}
+        s.update(opts)
+        return s
+
+    def config(self, sinks, steps, source_extra=None):
+        src = {"plugin": "file_in", "path": self.inp, "format": "json", "id_field": "event_id", "follow": False}
+        src.update(source_extra or {})
+        cfg = {"state_dir": os.path.join(self.dir, "state"), "log": {"level": "info"},
+               "sources": {"in": src}, "sinks": sinks, "routes": {"r": {"sources": ["in"], "steps": steps}}}
+        with open(self.cfg, "w") as f:
+            json.dump(cfg, f)
+
+    def write(self, events):
+        with open(self.inp, "a") as f:
+            for e in events:
+                f.write(json.dumps(e) + "\n")
+
+    def run_once(self, expect=0):
+        r = subprocess.run([BIN, "--once", "-c", self.cfg], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, expect, r.stderr[-3000:])
+        return r
+
+    def cli(self, *args):
+        r = subprocess.run([BIN, "-c", self.cfg] + list(args), capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)
+
+    @staticmethod
+    def run_event(i, table="orders", **extra):
+        e = {"event_id": "ev-%03d" % i, "command": "sh run_replicator.sh edw %s %d" % (table, i),
+             "schema": "edw", "table": table, "host": "hdp-edge-01", "run_id": 1000 + i, "status": "succeeded"}
+        e.update(extra)
+        return e
+
+    # ------------------------------------------------------------------------
+    def test_messages_attributes_and_ledger(self):
+        events = [self.run_event(i) for i in range(5)]
+        events.insert(2, {"event_id": "ev-nocmd", "schema": "edw", "table": "x", "status": "succeeded"})
+        self.write(events)
+        self.fake.create_topic(self.topic)
+        self.config({"ps": self.sink(attributes={"origin": "${schema}.${table}", "status": "${status}"})}, ["ps"])
+        self.run_once(expect=4)  # the event without a command is dead-lettered
+
+        msgs = self.fake.messages(self.topic)
+        self.assertEqual(len(msgs), 5)
+        for i, m in enumerate(msgs):
+            self.assertEqual(data_of(m), "sh run_replicator.sh edw orders %d" % i)
+            self.assertEqual(m["attributes"], {"event_id": "ev-%03d" % i, "run_id": str(1000 + i), "schema": "edw",
+                                               "table": "orders", "host": "hdp-edge-01",
+                                               "origin": "edw.orders", "status": "succeeded"})
+            self.assertNotIn("orderingKey", m)
+
+        dead = self.cli("dlq", "list", "--json")
+        self.assertEqual([d["event_id"] for d in dead], ["ev-nocmd"])
+        self.assertIn('has no string field "command"', dead[0]["error"])
+
+        # the ledger records each message id as pubsub_message_id
+        ids = {m["attributes"]["event_id"]: m["messageId"] for m in msgs}
+        done = self.cli("runs", "--state", "done", "--json", "--limit", "100")
+        self.assertEqual(len(done), 5)
+        for e in done:
+            show = self.cli("runs", "show", str(e["entry_id"]))
+            added = [s["added"] for s in show["steps"] if s["instance"] == "ps"]
+            self.assertEqual(added[0]["pubsub_message_id"], ids[e["event_id"]])
+
+        # authenticated with the service-account key: a JWT grant at /token, bearer on publish
+        st, tok = self.fake.call("GET", "/_fake/requests?path_regex=%5E/token%24")
+        self.assertTrue(any(r["status"] == 200 for r in tok))
+        for r in self.fake.publishes(self.topic):
+            self.assertTrue(r["headers"]["Authorization"].startswith("Bearer "))
+
+    def test_ordering_keys_and_max_messages(self):
+        tables = ["a", "b", "c"]
+        events = [self.run_event(i, table=tables[i % 3] if i % 7 else "a") for i in range(40)]
+        self.write(events)
+        self.fake.create_topic(self.topic)
+        self.config({"ps": self.sink(ordering_key="${schema}.${table}", max_messages=4)}, ["ps"])
+        self.run_once()
+        msgs = self.fake.messages(self.topic)
+        self.assertEqual(sorted(m["attributes"]["event_id"] for m in msgs), sorted(e["event_id"] for e in events))
+        # per key, event order is kept
+        for t in tables:
+            got = [m["attributes"]["event_id"] for m in msgs if m["orderingKey"] == "edw." + t]
+            want = [e["event_id"] for e in events if e["table"] == t]
+            self.assertEqual(got, want)
+        # no request mixes keys or carries more than max_messages
+        sizes = []
+        for r in self.fake.publishes(self.topic):
+            body = json.loads(r["body"])["messages"]
+            sizes.append(len(body))
+            self.assertEqual(len({m.get("orderingKey") for m in body}), 1, body)
+        self.assertLessEqual(max(sizes), 4)
+        self.assertEqual(max(sizes), 4, sizes)
+        self.assertEqual(sum(sizes), 40)
+
+    def test_max_bytes_splits_requests(self):
+        events = [self.run_event(i, pad=i) for i in range(30)]
+        for e in events:
+            e["command"] += " " + "x" * 600
+        self.write(events)
+        self.fake.create_topic(self.topic)
+        self.config({"ps": self.sink(max_bytes="4KB")}, ["ps"])
+        self.run_once()
+        reqs = self.fake.publishes(self.topic)
+        self.assertEqual(sum(len(json.loads(r["body"])["messages"]) for r in reqs), 30)
+        self.assertTrue(all(r["size"] <= 4096 for r in reqs), [r["size"] for r in reqs])
+        # each ~1 kB message: 4 fit in 4 KB, so the batch became several requests
+        self.assertGreaterEqual(len(reqs), 8)
+        self.assertEqual(len(self.fake.messages(self.topic)), 30)
+
+    def test_oversize_events_fail_alone(self):
+        events = [self.run_event(0),
+                  self.run_event(1, command="x" * 10_500_000),
+                  self.run_event(2, host="h" * 2000),
+                  self.run_event(3, command="y" * 900_000),
+                  self.run_event(4)]
+        self.write(events)
+        self.fake.create_topic(self.topic)
+        self.config({"ps": self.sink(max_bytes="1MB")}, ["ps"], {"max_line": "16MB"})
+        self.run_once(expect=4)
+        msgs = self.fake.messages(self.topic)
+        self.assertEqual([m["attributes"]["event_id"] for m in msgs], ["ev-000", "ev-004"])
+        dead = {d["event_id"]: d["error"] for d in self.cli("dlq", "list", "--json")}
+        self.assertEqual(sorted(dead), ["ev-001", "ev-002", "ev-003"])
+        self.assertIn("message for event ev-001 is 10.5 MB, over Pub/Sub's 10 MB limit", dead["ev-001"])
+        self.assertIn('attribute "host" of event ev-002 is 2000 bytes, over Pub/Sub\'s 1024-byte limit',
+                      dead["ev-002"])
+        self.assertIn("message for event ev-003 is 1.2 MB as base64 JSON (data 900.0 kB)", dead["ev-003"])
+        self.assertIn("max_bytes", dead["ev-003"])
+
+    def test_body_json_and_template(self):
+        events = [self.run_event(i) for i in range(3)]
+        self.write(events)
+        tj, tt = self.topic + "-json", self.topic + "-tpl"
+        self.fake.create_topic(tj)
+        self.fake.create_topic(tt)
+        self.config({"pj": self.sink(topic=tj, body="json"),
+                     "pt": self.sink(topic=tt, body="template", template="${schema}.${table} ${status} #${run_id}")},
+                    [["pj", "pt"]])
+        self.run_once()
+        mj = self.fake.messages(tj)
+        self.assertEqual([json.loads(data_of(m)) for m in mj], events)
+        mt = self.fake.messages(tt)
+        self.assertEqual([data_of(m) for m in mt], ["edw.orders succeeded #%d" % (1000 + i) for i in range(3)])
+        self.assertEqual(mt[1]["attributes"]["event_id"], "ev-001")
+
+    def test_faults_everything_arrives_at_least_once(self):
+        n = 60
+        self.write([self.run_event(i) for i in range(n)])
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="status", status=503, count=3)
+        self.fake.fault(path_regex=rx, kind="status", status=429, retry_after=1, count=1)
+        self.fake.fault(path_regex=rx, kind="reset", count=2)
+        self.fake.fault(path_regex=rx, kind="truncate", count=2)
+        self.config({"ps": self.sink(max_messages=5, batch_max=10)}, ["ps"])
+        t0 = time.monotonic()
+        self.run_once()
+        took = time.monotonic() - t0
+        msgs = self.fake.messages(self.topic)
+        counts = {}
+        for m in msgs:
+            counts[m["attributes"]["event_id"]] = counts.get(m["attributes"]["event_id"], 0) + 1
+        self.assertEqual(sorted(counts), ["ev-%03d" % i for i in range(n)], "every event arrives")
+        reqs = self.fake.publishes(self.topic)
+        statuses = [r["status"] for r in reqs]
+        self.assertEqual(statuses.count(503), 3)
+        self.assertEqual(statuses.count(429), 1)
+        self.assertEqual(statuses.count(0), 2)  # resets
+        # Only requests whose answer was lost after the fake stored them
+        # (truncated answers) can duplicate: the documented window.
+        dups = sum(c - 1 for c in counts.values())
+        self.assertLessEqual(dups, 2 * 5)
+        self.dup_report.append("test_pubsub: fault run: %d events, %d messages, %d duplicates "
+                               "(2 truncated answers of up to 5 messages each), %.1f s" % (n, len(msgs), dups, took))
+        # the 429's Retry-After (1 s) held its events back at least that long
+        i429 = statuses.index(429)
+        first = json.loads(reqs[i429]["body"])["messages"][0]["attributes"]["event_id"]
+        later = [r for r in reqs[i429 + 1:]
+                 if first in [m["attributes"]["event_id"] for m in json.loads(r["body"])["messages"]]]
+        self.assertTrue(later)
+        self.assertGreaterEqual(later[0]["time"] - reqs[i429]["time"], 0.95)
+
+    def test_refused_request_is_resent_message_by_message(self):
+        # A 400 publishes nothing, so the sink re-sends each message alone to
+        # find the offending one; here the refusal was one-off, so all arrive
+        # once. Then 403s are retried (credentials/IAM may be fixed).
+        self.write([self.run_event(i) for i in range(6)])
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="status", status=400, count=1, message="Invalid message")
+        self.fake.fault(path_regex=rx, kind="status", status=403, count=2, message="User not authorized")
+        self.config({"ps": self.sink()}, ["ps"])
+        r = self.run_once()
+        ids = [m["attributes"]["event_id"] for m in self.fake.messages(self.topic)]
+        self.assertEqual(sorted(ids), ["ev-%03d" % i for i in range(6)])
+        self.assertEqual(len(ids), 6)
+        self.assertIn("re-sending them one by one", r.stderr)
+        self.assertIn("roles/pubsub.publisher", r.stderr)
+
+    def test_permanent_400_dead_letters_with_the_error_line(self):
+        self.write([self.run_event(0)])
+        self.fake.create_topic(self.topic)
+        self.fake.fault(path_regex="/topics/%s:publish$" % self.topic, kind="status", status=400,
+                        message="Bad message for this topic")
+        self.config({"ps": self.sink()}, ["ps"])
+        self.run_once(expect=4)
+        dead = self.cli("dlq", "list", "--json")
+        self.assertIn("HTTP 400 INVALID_ARGUMENT: Bad message for this topic", dead[0]["error"])
+        self.assertEqual(len(self.fake.publishes(self.topic)), 1, "a 400 is not retried")
+
+    def test_topic_created_later(self):
+        self.write([self.run_event(i) for i in range(4)])
+        self.config({"ps": self.sink()}, ["ps"])
+        log = open(os.path.join(self.dir, "daemon.log"), "w")
+        p = subprocess.Popen([BIN, "--once", "-c", self.cfg], stdout=subprocess.DEVNULL, stderr=log)
+        self.procs.append(p)
+        wait_for(lambda: sum(1 for r in self.fake.publishes(self.topic) if r["status"] == 404) >= 3,
+                 what="publishes refused with 404")
+        self.assertIsNone(p.poll(), "a missing topic is retried, not dead-lettered")
+        self.fake.create_topic(self.topic)
+        self.assertEqual(p.wait(30), 0)
+        log.close()
+        # no ordering key: each event is retried on its own, in any order
+        self.assertEqual(sorted(m["attributes"]["event_id"] for m in self.fake.messages(self.topic)),
+                         ["ev-%03d" % i for i in range(4)])
+        with open(os.path.join(self.dir, "daemon.log")) as f:
+            self.assertIn("topic projects/p/topics/%s not found" % self.topic, f.read())
+
+    def test_concurrent_workers(self):
+        n = 200
+        self.write([self.run_event(i) for i in range(n)])
+        self.fake.create_topic(self.topic)
+        self.config({"ps": self.sink(max_messages=10, batch_max=20, workers=4)}, ["ps"])
+        self.run_once()
+        ids = sorted(m["attributes"]["event_id"] for m in self.fake.messages(self.topic))
+        self.assertEqual(ids, ["ev-%03d" % i for i in range(n)])
+
+    def test_config_errors(self):
+        cases = [({"topic_name": "t"}, "option project is required"),
+                 ({"topic_name": "projects/p/topics/"}, "is not projects/PROJECT/topics/TOPIC"),
+                 ({"topic_name": "projects/p/topics/t", "project": "q"}, "not used when topic is a full name"),
+                 ({"max_messages": 1001}, "outside 1..1000"),
+                 ({"max_bytes": "10MB"}, "outside 1024..10000000"),
+                 ({"body": "template"}, "required with body \"template\""),
+                 ({"body": "xml"}, "not one of command, json, template"),
+                 ({"attributes": {"a": "${table"}}, "sinks.ps.attributes.a: invalid template")]
+        for opts, msg in cases:
+            sink = self.sink(**{k: v for k, v in opts.items() if k != "topic_name"})
+            if "topic_name" in opts:
+                sink["topic"] = opts["topic_name"]
+            self.config({"ps": sink}, ["ps"])
+            r = subprocess.run([BIN, "-c", self.cfg, "check"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 3, (opts, r.stderr))
+            self.assertIn(msg, r.stderr, opts)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
