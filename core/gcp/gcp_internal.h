@@ -79,4 +79,8 @@ unsigned char *sb_gcp__base64url_decode(const char *s, size_t *len);
 /* ---- endpoint.c ---- */
 int sb_gcp__service_known(const char *service);
 
+/* ---- metrics.c: live clients listed for /metrics ---- */
+void sb_gcp__metrics_add(const sb_gcp_client *c);
+void sb_gcp__metrics_remove(const sb_gcp_client *c);
+
 #endif

@@ -19,6 +19,7 @@
 #define POOL_MAX 16 /* idle easy handles kept; more MAY be in use at once */
 
 struct sb_gcp_client {
+    int listed;       /* in the /metrics list (metrics.c) */
     sb_gcp_conf conf; /* strings owned (copied) */
     char *base_url;
     sb_gcp_auth *auth;
@@ -224,13 +225,18 @@ sb_gcp_client *sb_gcp_client_new(const sb_gcp_conf *conf, char *errstr, size_t e
                                        "anyone on the path can read and change Google API traffic");
     sb_log(conf->ins, SB_LOG_DEBUG, "gcp client: service %s, base %s, auth %s%s", conf->service ? conf->service : "-",
            *base ? base : "-", sb_gcp_auth_mode_name(mode), emulator ? " (emulator)" : "");
+    sb_gcp__metrics_add(c);
+    c->listed = 1;
     return c;
 }
+
 
 void sb_gcp_client_destroy(sb_gcp_client *c)
 {
     if (!c)
         return;
+    if (c->listed)
+        sb_gcp__metrics_remove(c); /* waits out a scrape reading it */
     sb_gcp__auth_free(c->auth);
     for (int i = 0; i < c->npool; i++)
         curl_easy_cleanup(c->pool[i]);

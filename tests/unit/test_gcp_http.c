@@ -1,6 +1,7 @@
 /* Integration tests of the GCP HTTP client against tests/fake/gfake.py:
  * retries per fault class, backoff gaps, give-up paths, idempotency,
  * Retry-After, proxies (explicit and environment), TLS, logging. */
+#include "metrics.h"
 #include "build_config.h"
 #include "gcp_internal.h"
 #include "gcp_testlib.h"
@@ -130,6 +131,13 @@ START_TEST(test_publish_ok)
     ck_assert_uint_eq(st.requests, 2);
     ck_assert_uint_eq(st.status_2xx, 2);
     ck_assert_uint_eq(st.retries, 0);
+    /* the same counters reach /metrics through the admin endpoint's hook */
+    char *m = sb_metrics_render(NULL, NULL, NULL, NULL);
+    ck_assert_msg(strstr(m, "# TYPE syncbridge_http_requests_total counter") &&
+                      strstr(m, "syncbridge_http_requests_total{instance=\"-\",service=\"pubsub\",code=\"2xx\"} 2") &&
+                      strstr(m, "syncbridge_token_refreshes_total{instance=\"-\",service=\"pubsub\"}"),
+                  "%s", m);
+    free(m);
     sb_gcp_client_destroy(c);
 }
 END_TEST
