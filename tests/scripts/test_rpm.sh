@@ -16,11 +16,11 @@ for tool in rpmbuild rpm rpm2cpio cpio systemd-analyze; do
     command -v $tool >/dev/null 2>&1 || { echo "SKIP: $tool not installed"; exit 77; }
 done
 
-# Families this tree builds: the Google layer exists once libsyncbridge_gcp
-# is in the Makefile; Kafka/ODBC subpackages are bconds, off unless asked.
+# Families this tree built (configure found their libraries): -gcp and
+# -kafka; -odbc is a bcond, off unless asked.
 flags=${RPMBUILD_FLAGS:-}
-if grep -q 'libsyncbridge_gcp\.la' Makefile; then with_gcp=1; else with_gcp=0; flags="$flags --without gcp"; fi
-case " $flags " in *" --with kafka "*) with_kafka=1 ;; *) with_kafka=0 ;; esac
+if [ -f libsyncbridge_gcp.la ]; then with_gcp=1; else with_gcp=0; flags="$flags --without gcp"; fi
+if [ -f plugins/kafka.la ]; then with_kafka=1; else with_kafka=0; flags="$flags --without kafka"; fi
 case " $flags " in *" --with odbc "*) with_odbc=1 ;; *) with_odbc=0 ;; esac
 
 make rpm RPMBUILD_FLAGS="$flags" >rpm-build.log 2>&1 || { tail -40 rpm-build.log; echo "FAIL - make rpm (see rpm-build.log)"; exit 1; }
@@ -41,7 +41,7 @@ lacks() {
     if rpm -qlp "$1" 2>/dev/null | grep -Eq "$2"; then bad "$(basename "$1") has $2"; else ok "$(basename "$1"): no $2"; fi
 }
 for re in '^/usr/bin/syncbridge$' '/libsyncbridge\.so\.0' '/syncbridge/file_in\.so$' '/syncbridge/file_out\.so$' \
-          '/syncbridge/stdout\.so$' '/syncbridge/discard\.so$' '^/etc/syncbridge/syncbridge\.json$' \
+          '/syncbridge/stdout\.so$' '/syncbridge/discard\.so$' '/syncbridge/filewatch\.so$' '^/etc/syncbridge/syncbridge\.json$' \
           '^/etc/syncbridge/conf\.d$' '/systemd/system/syncbridge\.service$' '/sysusers\.d/syncbridge\.conf$' \
           '/tmpfiles\.d/syncbridge\.conf$' '^/var/lib/syncbridge$' 'LICENSE$' 'operations\.md$'; do
     has "$main" "$re"
@@ -53,6 +53,9 @@ for re in '/include/syncbridge/plugin\.h$' '/include/syncbridge/syncbridge\.h$' 
     has "$devel" "$re"
 done
 [ -n "$gcp" ] && has "$gcp" '/libsyncbridge_gcp\.so\.0'
+[ -n "$gcp" ] && has "$gcp" '/syncbridge/pubsub\.so$'
+[ -n "$kafka" ] && has "$kafka" '/syncbridge/kafka\.so$'
+lacks "$main" '/syncbridge/(kafka|pubsub)\.so$'
 for r in rpms/*.rpm; do lacks "$r" '\.(la|a)$'; done
 
 # FILEFLAGS: 1 = %config, 16 = noreplace
