@@ -6,8 +6,10 @@
  * duplicate without routing it twice.
  *
  * Offsets: enable.auto.commit=true with enable.auto.offset.store=false. An
- * offset is STORED (rd_kafka_offsets_store) only after sb_source_emit()
- * returned 0, i.e. once the events are durable in the run ledger. Stored
+ * offset is STORED (rd_kafka_offsets_store) only once its batch, handed
+ * over with sb_source_emit_async(), has been confirmed by sb_source_flush(),
+ * i.e. once the events are durable in the run ledger. One batch is in
+ * flight while the next is parsed, so reading overlaps committing. Stored
  * offsets are committed by librdkafka every commit_interval, and
  * synchronously by us on a partition revoke (before the partitions go) and
  * on shutdown (rd_kafka_consumer_close). Delivery is therefore
@@ -52,6 +54,8 @@ typedef struct kafka_src {
     sb_source_ctx *ctx;
     rd_kafka_message_t **pending; /* polled, not yet emitted */
     size_t npending;
+    rd_kafka_message_t **inflight; /* emitted with sb_source_emit_async, not yet known durable */
+    size_t ninflight;
 
     atomic_int stop;  /* set by stop(): wake run() */
     atomic_int fatal; /* set by the error callback on a fatal error */
@@ -364,19 +368,25 @@ static sb_event *message_event(kafka_src *k, const rd_kafka_message_t *m, char *
 
 /* ---- emit and store ------------------------------------------------------ */
 
-static void free_pending(kafka_src *k)
+static void free_msgs(rd_kafka_message_t **msgs, size_t *n)
 {
-    for (size_t i = 0; i < k->npending; i++)
-        rd_kafka_message_destroy(k->pending[i]);
-    k->npending = 0;
+    for (size_t i = 0; i < *n; i++)
+        rd_kafka_message_destroy(msgs[i]);
+    *n = 0;
 }
 
-/* Store next-offsets for every pending message (the highest per partition). */
-static void store_pending(kafka_src *k)
+static void free_pending(kafka_src *k)
 {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)k->npending);
-    for (size_t i = 0; i < k->npending; i++) {
-        const rd_kafka_message_t *m = k->pending[i];
+    free_msgs(k->pending, &k->npending);
+}
+
+/* Store next-offsets for every message of a batch the ledger committed (the
+ * highest per partition). */
+static void store_msgs(kafka_src *k, rd_kafka_message_t **msgs, size_t nmsgs)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)nmsgs);
+    for (size_t i = 0; i < nmsgs; i++) {
+        const rd_kafka_message_t *m = msgs[i];
         rd_kafka_topic_partition_t *tp =
             rd_kafka_topic_partition_list_find(list, rd_kafka_topic_name(m->rkt), m->partition);
         if (!tp)
@@ -397,10 +407,30 @@ static void store_pending(kafka_src *k)
     rd_kafka_topic_partition_list_destroy(list);
 }
 
-/* Hand the pending messages to the core; store their offsets only once the
- * core has made the events durable. Returns 0, or -1 if the core refused
- * them (stopping, ledger failure): then nothing is stored, and the
- * messages are read again by whoever owns the partition next. */
+/* Wait for the batch in flight to be committed, then store its offsets.
+ * Returns 0, or -1 if the core refused it (stopping, ledger failure): then
+ * nothing is stored, and the messages are read again by whoever owns the
+ * partition next. */
+static int settle_inflight(kafka_src *k)
+{
+    if (k->ninflight == 0)
+        return 0;
+    int rc = sb_source_flush(k->ctx);
+    if (rc == 0)
+        store_msgs(k, k->inflight, k->ninflight);
+    else
+        k->emit_failed = 1;
+    free_msgs(k->inflight, &k->ninflight);
+    return rc;
+}
+
+/* Hand the pending messages to the core. They are emitted asynchronously
+ * and become the batch in flight: their offsets are stored by
+ * settle_inflight() once the ledger has committed them, which happens
+ * after the NEXT batch is parsed (or when the source goes idle, on a
+ * revoke and at shutdown). Parsing one batch thus overlaps committing the
+ * previous one, and at most one batch is ever in flight. Returns 0, or -1
+ * if the core refused a batch: then nothing more is stored. */
 static int flush_pending(kafka_src *k)
 {
     if (k->npending == 0)
@@ -429,17 +459,26 @@ static int flush_pending(kafka_src *k)
                    rd_kafka_topic_name(m->rkt), m->partition, m->offset, k->n_bad, err);
         }
     }
-    int rc = 0;
-    if (n > 0)
-        rc = sb_source_emit(k->ctx, evs, n, NULL);
+    int rc = settle_inflight(k);
+    if (rc != 0) {
+        for (size_t i = 0; i < n; i++)
+            sb_event_free(evs[i]);
+    } else if (n > 0) {
+        rc = sb_source_emit_async(k->ctx, evs, n, NULL);
+    }
     free(evs);
     if (rc == 0) {
         k->n_events += n;
-        store_pending(k);
+        /* unparsable messages too: their offsets are stored with the batch */
+        rd_kafka_message_t **t = k->inflight;
+        k->inflight = k->pending;
+        k->ninflight = k->npending;
+        k->pending = t;
+        k->npending = 0;
     } else {
         k->emit_failed = 1;
+        free_pending(k);
     }
-    free_pending(k);
     return rc;
 }
 
@@ -479,6 +518,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                 flush_pending(k);
             else
                 free_pending(k);
+            settle_inflight(k);
             rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
             if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
                 sb_log(k->ins, SB_LOG_WARN, "commit on revoke failed: %s", rd_kafka_err2str(cerr));
@@ -486,6 +526,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
             /* Lost (session timed out): another member may own them already;
              * a commit would fail. What was polled is read again there. */
             free_pending(k);
+            settle_inflight(k);
         }
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);
@@ -494,6 +535,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     } else {
         sb_log(k->ins, SB_LOG_ERROR, "rebalance failed: %s", rd_kafka_err2str(err));
         free_pending(k);
+        settle_inflight(k);
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);
         else
@@ -553,7 +595,11 @@ static int kf_run(void *self, sb_source_ctx *ctx)
     kafka_src *k = self;
     k->ctx = ctx;
     k->pending = calloc(k->batch, sizeof *k->pending);
-    if (!k->pending) {
+    k->inflight = calloc(k->batch, sizeof *k->inflight);
+    if (!k->pending || !k->inflight) {
+        free(k->pending);
+        free(k->inflight);
+        k->pending = k->inflight = NULL;
         k->ctx = NULL;
         return -1;
     }
@@ -562,7 +608,8 @@ static int kf_run(void *self, sb_source_ctx *ctx)
     k->rk = open_consumer(k);
     if (!k->rk) {
         free(k->pending);
-        k->pending = NULL;
+        free(k->inflight);
+        k->pending = k->inflight = NULL;
         k->ctx = NULL;
         return -1;
     }
@@ -583,6 +630,9 @@ static int kf_run(void *self, sb_source_ctx *ctx)
         }
         if (k->npending && (!m || k->npending == k->batch))
             flush_pending(k);
+        /* idle: nothing to overlap with, so store what is committed */
+        if (!m)
+            settle_inflight(k);
         /* also set by a flush in the rebalance callback */
         if (k->emit_failed) {
             rc = stopping(k) ? 0 : -1;
@@ -593,13 +643,15 @@ static int kf_run(void *self, sb_source_ctx *ctx)
      * was never stored. The close commits the stored offsets (and runs the
      * revoke callback, which commits synchronously). */
     free_pending(k);
+    settle_inflight(k);
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(k->rk);
     if (e)
         sb_log(k->ins, SB_LOG_WARN, "consumer close: %s", rd_kafka_err2str(e));
     rd_kafka_destroy(k->rk);
     k->rk = NULL;
     free(k->pending);
-    k->pending = NULL;
+    free(k->inflight);
+    k->pending = k->inflight = NULL;
     k->ctx = NULL;
     sb_log(k->ins, SB_LOG_INFO, "consumer closed: %" PRIu64 " events accepted, %" PRIu64 " unparsable messages",
            k->n_events, k->n_bad);

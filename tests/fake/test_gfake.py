@@ -6,6 +6,7 @@ openssl command line, talks HTTP with http.client.  Files are located
 relative to this file, so it works from a VPATH build directory too.
 """
 import base64
+import datetime
 import hashlib
 import http.client
 import json
@@ -224,6 +225,23 @@ class TestPubSub(Base):
     def setUp(self):
         super().setUp()
         self.assertEqual(F.api('PUT', '/v1/projects/p/topics/t', {})[0], 200)
+
+    def test_publish_time_is_the_acceptance_time(self):
+        # benchmarks (tests/bench/bench_onprem.py) read publishTime from
+        # /_fake/pubsub/messages as the time the publish was acknowledged:
+        # RFC 3339 UTC with microseconds, within the request, one per request
+        t0 = time.time()
+        st, _, js, _ = F.api('POST', '/v1/projects/p/topics/t:publish', {'messages': [
+            {'data': 'YQ=='}, {'data': 'Yg=='}]})
+        t1 = time.time()
+        self.assertEqual(st, 200, js)
+        st, _, msgs, _ = F.api('GET', '/_fake/pubsub/messages?topic=projects/p/topics/t')
+        times = [m['publishTime'] for m in msgs]
+        self.assertRegex(times[0], r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$')
+        self.assertEqual(times[0], times[1])
+        dt = datetime.datetime.strptime(times[0], '%Y-%m-%dT%H:%M:%S.%fZ').replace(tzinfo=datetime.timezone.utc)
+        self.assertLessEqual(t0 - 1e-6, dt.timestamp())
+        self.assertLessEqual(dt.timestamp(), t1 + 1e-6)
 
     def test_publish_pull_ack_redeliver(self):
         # published before the subscription exists: never delivered to it

@@ -150,9 +150,14 @@ class PubSub:
         with self.lock:
             name, _ = self._topic(project, topic)
             ids = []
+            # One publishTime per request: the time the server accepted it,
+            # just before it answers (Pub/Sub stamps a request's messages
+            # together). Formatting it once per message cost ~10% of a
+            # 1000-message publish; benchmarks read it as the ack time.
+            now = _now_rfc3339()
             for data, attrs, key in decoded:
                 mid = str(next(self.ids))
-                msg = {'data': base64.b64encode(data).decode(), 'messageId': mid, 'publishTime': _now_rfc3339()}
+                msg = {'data': base64.b64encode(data).decode(), 'messageId': mid, 'publishTime': now}
                 if not data:
                     del msg['data']
                 if attrs:
