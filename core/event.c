@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void drop_raw(sb_event *ev);
+
 sb_event *sb_event_new(const char *event_id)
 {
     if (!event_id || !*event_id)
@@ -45,7 +47,7 @@ void sb_event_free(sb_event *ev)
         return;
     free(ev->id);
     free(ev->source);
-    free(ev->raw);
+    drop_raw(ev);
     json_decref(ev->fields);
     json_decref(ev->added);
     free(ev);
@@ -59,6 +61,24 @@ static void drop_raw(sb_event *ev)
 {
     free(ev->raw);
     ev->raw = NULL;
+    json_decref(ev->raw_set);
+    ev->raw_set = NULL;
+}
+
+/* A setter keeps the raw text valid by remembering what it set; the
+ * payload appends those members after the raw ones (a later duplicate key
+ * wins when parsed, as the set did). Steals v; -1 on failure. */
+static int set_field(sb_event *ev, const char *key, json_t *v)
+{
+    if (!v)
+        return -1;
+    if (ev->raw) {
+        if (!ev->raw_set)
+            ev->raw_set = json_object();
+        if (!ev->raw_set || json_object_set(ev->raw_set, key, v) != 0)
+            drop_raw(ev);
+    }
+    return json_object_set_new(ev->fields, key, v);
 }
 
 json_t *sb_event_fields(sb_event *ev)
@@ -113,15 +133,12 @@ int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback)
 
 int sb_event_set_string(sb_event *ev, const char *key, const char *value)
 {
-    drop_raw(ev);
-    json_t *v = json_string(value ? value : "");
-    return v ? json_object_set_new(ev->fields, key, v) : -1;
+    return set_field(ev, key, json_string(value ? value : ""));
 }
 
 int sb_event_set_int(sb_event *ev, const char *key, int64_t value)
 {
-    drop_raw(ev);
-    return json_object_set_new(ev->fields, key, json_integer((json_int_t)value));
+    return set_field(ev, key, json_integer((json_int_t)value));
 }
 
 int sb_event_add(sb_event *ev, const char *key, json_t *value)
@@ -190,13 +207,36 @@ sb_event *sb_event_clone(const sb_event *src)
     return ev;
 }
 
+/* The raw text with the setters' members spliced in before its closing
+ * brace: "{...raw...,"k":v}". malloc'd. */
+static char *raw_with_sets(const sb_event *ev)
+{
+    if (!ev->raw_set || json_object_size(ev->raw_set) == 0)
+        return sb_strdup(ev->raw);
+    char *sets = json_dumps(ev->raw_set, JSON_COMPACT); /* "{...}" */
+    if (!sets)
+        return NULL;
+    /* the text parsed as an object: optional blanks, '{', members, '}', blanks */
+    size_t n = strlen(ev->raw);
+    while (n && ev->raw[n - 1] != '}')
+        n--;
+    const char *p = strchr(ev->raw, '{');
+    p = p ? p + 1 : ev->raw;
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+        p++;
+    int empty = *p == '}';
+    char *out = sb_asprintf("%.*s%s%s", (int)(n ? n - 1 : 0), ev->raw, empty ? "" : ",", sets + 1);
+    free(sets);
+    return out;
+}
+
 /* Built by hand around one json_dumps of the fields: this runs once per
  * event on the source's thread, where a temporary object would cost more
  * than the dump itself. */
 char *sb_event_to_payload(const sb_event *ev)
 {
-    char *fields = ev->raw ? NULL : json_dumps(ev->fields, JSON_COMPACT);
-    const char *fields_txt = ev->raw ? ev->raw : fields;
+    char *fields = ev->raw ? raw_with_sets(ev) : json_dumps(ev->fields, JSON_COMPACT);
+    const char *fields_txt = fields;
     json_t *id = json_string(ev->id), *src = ev->source ? json_string(ev->source) : json_null();
     char *id_txt = id ? json_dumps(id, JSON_ENCODE_ANY) : NULL;
     char *src_txt = src ? json_dumps(src, JSON_ENCODE_ANY) : NULL;
@@ -220,10 +260,10 @@ sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr
         sb_err(errstr, errstr_size, "payload is not JSON: %s", jerr.text);
         return NULL;
     }
-    const char *id = NULL, *source = NULL;
+    const char *id = NULL;
     json_int_t rx = 0;
-    json_t *fields = NULL;
-    if (json_unpack_ex(o, &jerr, 0, "{s:s, s?s, s?I, s:o}", "id", &id, "source", &source, "received_us", &rx,
+    json_t *fields = NULL, *src = NULL;
+    if (json_unpack_ex(o, &jerr, 0, "{s:s, s?o, s?I, s:o}", "id", &id, "source", &src, "received_us", &rx,
                        "fields", &fields) != 0 ||
         !json_is_object(fields)) {
         sb_err(errstr, errstr_size, "payload has not the event shape: %s", jerr.text);
@@ -232,7 +272,7 @@ sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr
     }
     sb_event *ev = sb_event_new(id);
     if (ev) {
-        sb_event_set_source(ev, source);
+        sb_event_set_source(ev, json_string_value(src)); /* null when the event had none */
         ev->received_us = rx;
         json_decref(ev->fields);
         ev->fields = json_incref(fields);

@@ -14,7 +14,8 @@ struct sb_event {
     int64_t received_us;
     json_t *fields; /* object, owned */
     json_t *added;  /* object of fields added by the step in progress; owned, may be NULL */
-    char *raw;      /* JSON text of `fields` while unchanged (sb_event_new_json), owned, may be NULL */
+    char *raw;      /* JSON text of `fields` as parsed (sb_event_new_json), owned, may be NULL */
+    json_t *raw_set;/* fields set with the setters since: spliced after `raw` in the payload */
 };
 
 /* Ledger payload: {"id","source","received_us","fields":{...}}. malloc'd. */

@@ -1,0 +1,83 @@
+/* test_event.c - the event model: the ledger payload round trip, and the
+ * raw-text shortcut for JSON sources staying equal to a fresh dump. */
+#include "build_config.h"
+#include "event_internal.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* payload -> event -> fields equal `want` (a JSON object text) */
+static void assert_fields(sb_event *ev, const char *want)
+{
+    char *payload = sb_event_to_payload(ev);
+    ck_assert_ptr_nonnull(payload);
+    char err[256];
+    sb_event *back = sb_event_from_payload(payload, err, sizeof err);
+    ck_assert_msg(back != NULL, "%s: %s", payload, err);
+    json_t *w = json_loads(want, 0, NULL);
+    ck_assert_msg(json_equal(sb_event_fields(back), w), "payload %s, want %s", payload, want);
+    ck_assert_str_eq(sb_event_id(back), sb_event_id(ev));
+    json_decref(w);
+    sb_event_free(back);
+    free(payload);
+}
+
+START_TEST(raw_text_is_kept_and_setters_are_spliced)
+{
+    char err[256];
+    const char *text = "  {\"event_id\": \"e1\", \"table\": \"t\", \"n\": 5}  ";
+    sb_event *ev = sb_event_new_json("fallback", "event_id", text, strlen(text), err, sizeof err);
+    ck_assert_msg(ev != NULL, "%s", err);
+    ck_assert_str_eq(sb_event_id(ev), "e1");
+    ck_assert_ptr_nonnull(ev->raw);
+    assert_fields(ev, "{\"event_id\": \"e1\", \"table\": \"t\", \"n\": 5}");
+    sb_event_set_string(ev, "kafka_topic", "rr");
+    sb_event_set_int(ev, "n", 6); /* replaces a raw member: the later key wins */
+    ck_assert_ptr_nonnull(ev->raw);
+    assert_fields(ev, "{\"event_id\": \"e1\", \"table\": \"t\", \"n\": 6, \"kafka_topic\": \"rr\"}");
+    sb_event_fields(ev); /* mutable access: the raw text can no longer be trusted */
+    ck_assert_ptr_null(ev->raw);
+    assert_fields(ev, "{\"event_id\": \"e1\", \"table\": \"t\", \"n\": 6, \"kafka_topic\": \"rr\"}");
+    sb_event_free(ev);
+}
+END_TEST
+
+START_TEST(empty_object_and_bad_text)
+{
+    char err[256];
+    sb_event *ev = sb_event_new_json("id-1", NULL, "{ }", 3, err, sizeof err);
+    ck_assert_ptr_nonnull(ev);
+    sb_event_set_int(ev, "a", 1);
+    assert_fields(ev, "{\"a\": 1}");
+    sb_event_free(ev);
+    ck_assert_ptr_null(sb_event_new_json("id-2", NULL, "[1,2]", 5, err, sizeof err));
+    ck_assert_str_eq(err, "not a JSON object");
+    ck_assert_ptr_null(sb_event_new_json("id-3", NULL, "{\"a\":", 5, err, sizeof err));
+    ck_assert_msg(strstr(err, "column"), "%s", err);
+}
+END_TEST
+
+START_TEST(run_id_is_stable_and_63_bit)
+{
+    int64_t a = sb_run_id("edw.orders|2026-11-23|x"), b = sb_run_id("edw.orders|2026-11-23|x");
+    ck_assert_int_eq(a, b);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_ne(a, sb_run_id("edw.orders|2026-11-24|x"));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("event");
+    TCase *tc = tcase_create("event");
+    tcase_add_test(tc, raw_text_is_kept_and_setters_are_spliced);
+    tcase_add_test(tc, empty_object_and_bad_text);
+    tcase_add_test(tc, run_id_is_stable_and_63_bit);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
