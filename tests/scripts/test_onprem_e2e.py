@@ -293,7 +293,7 @@ class OnPrem(unittest.TestCase):
         # to its end (README, filewatch limits).
         src = {"rr": self.filewatch(logs, paths=[os.path.join(logs, "*.log"), os.path.join(logs, "*.log.[0-9]*")],
                                     poll_interval="100ms"),
-               "k": self.kafka("crash", properties={"session.timeout.ms": "2000", "heartbeat.interval.ms": "100"})}
+               "k": self.kafka("crash", properties={"session.timeout.ms": "2500", "heartbeat.interval.ms": "100"})}
         cfg = self.config("a", src, {"batch_max": batch, "max_messages": batch}, ledger={"commit_interval": "2ms"})
 
         written, produced = [], []
@@ -336,14 +336,25 @@ class OnPrem(unittest.TestCase):
         threads = [threading.Thread(target=log_writer), threading.Thread(target=kafka_producer)]
         for t in threads:
             t.start()
-        kills = 0
+        # Joining the group takes the mock's 3 s initial rebalance delay (plus
+        # the session timeout of the member killed before), so a short trial
+        # never gets partitions: every 4th trial waits for its assignment and
+        # is killed at a random moment after it, in the middle of consuming.
+        kills = assigned = 0
+        assigned_lines = lambda: sum(1 for l in d.log().splitlines() if "] assigned " in l)
         try:
-            for _ in range(trials):
+            for trial in range(trials):
                 d = self.daemon(cfg)
-                time.sleep(rnd.uniform(0.1, 1.2))
+                if trial % 4 == 3:
+                    before = assigned_lines()
+                    wait_for(lambda: assigned_lines() > before, timeout=20, what="a Kafka assignment")
+                    time.sleep(rnd.uniform(0.05, 0.6))
+                else:
+                    time.sleep(rnd.uniform(0.1, 1.2))
                 self.assertTrue(d.alive(), d.log()[-2000:])
                 d.kill()
                 kills += 1
+            assigned = assigned_lines()  # killed instances that had partitions
         finally:
             stop.set()
             for t in threads:
@@ -377,9 +388,9 @@ class OnPrem(unittest.TestCase):
         # messages keep their event ids and are dropped by the ledger, so they
         # add nothing here.
         self.assertLessEqual(dups, kills * 2 * batch)
-        REPORT.append("sigkill loop (seed %d): %d kills, %d log runs (%d rotations), %d kafka runs, "
-                      "%d messages, %d duplicates (bound %d = kills x 2 batches of %d)"
-                      % (seed, kills, len(written), len([f for f in os.listdir(logs) if f != "rr.log"]),
+        REPORT.append("sigkill loop (seed %d): %d kills (%d Kafka assignments before a kill), %d log runs "
+                      "(%d rotations), %d kafka runs, %d messages, %d duplicates (bound %d = kills x 2 batches of %d)"
+                      % (seed, kills, assigned, len(written), len([f for f in os.listdir(logs) if f != "rr.log"]),
                          len(produced), len(msgs), dups, kills * 2 * batch, batch))
 
     # -- Pub/Sub faults during a stream ---------------------------------------------------------
