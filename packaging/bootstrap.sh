@@ -3,6 +3,9 @@
 #   packaging/bootstrap.sh demo   install dependencies, build, run the sample
 #   packaging/bootstrap.sh test   install dependencies, build, run the whole test suite
 #                                 (warnings are errors; then again under ASan+UBSan)
+#   packaging/bootstrap.sh demo-run BUILD_DIR
+#                                 only the demo, against an existing build tree (no
+#                                 packages, no build); tests/scripts/test_quickstart.sh uses it
 # Build trees: _build (normal) and _build-asan, next to this checkout's sources.
 set -euo pipefail
 
@@ -50,16 +53,64 @@ build() { # build DIR [configure args...]
     (cd "$dir" && { [ -f Makefile ] || ../configure -q "$@"; } && make -j"$(nproc)" >/dev/null)
 }
 
+# The quick start: the sample Run Replicator logs (conf/sample/rrlogs) ->
+# filewatch -> pubsub, published to the Google APIs fake (tests/fake), which
+# this starts on a free port and stops at the end. The pubsub sink finds the
+# fake through PUBSUB_EMULATOR_HOST, the standard emulator variable, which
+# also makes its auth default to none; the fake is told not to require a
+# token, like the Pub/Sub emulator. Everything else comes from the sample
+# config and the built-in defaults.
+run_demo() { # run_demo BUILD_DIR
+    local build=$1
+    local topic=projects/syncbridge-demo/topics/onprem-runs
+    # globals: the EXIT trap runs after this function has returned
+    demo_work=$(mktemp -d)
+    local work=$demo_work
+    demo_fake_pid=
+    trap 'if [ -n "$demo_fake_pid" ]; then kill "$demo_fake_pid" 2>/dev/null; wait "$demo_fake_pid" 2>/dev/null; fi; rm -rf "$demo_work"' EXIT
+    python3 tests/fake/gfake.py --port 0 --port-file "$work/fake.port" --quiet &
+    demo_fake_pid=$!
+    for _ in $(seq 100); do [ -f "$work/fake.port" ] && break; sleep 0.1; done
+    [ -f "$work/fake.port" ] || { echo "bootstrap: the Google APIs fake did not start" >&2; exit 1; }
+    local base
+    base=http://127.0.0.1:$(cat "$work/fake.port")
+    fake() { python3 - "$base" "$@" <<'PY'
+import json, sys, urllib.request
+base, method, path = sys.argv[1:4]
+body = sys.argv[4].encode() if len(sys.argv) > 4 else None
+req = urllib.request.Request(base + path, data=body, method=method, headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=10) as r:
+    sys.stdout.write(r.read().decode())
+PY
+    }
+    fake POST /_fake/config '{"require_auth": false}' >/dev/null
+    fake PUT "/v1/$topic" '{}' >/dev/null
+    echo "bootstrap: Google APIs fake on $base, topic $topic"
+    echo "bootstrap: running the sample: conf/sample/rrlogs/*.log -> filewatch -> route onprem -> pubsub (then stdout)"
+    PUBSUB_EMULATOR_HOST=${base#http://} SYNCBRIDGE_PLUGIN_PATH="$build/plugins/.libs" \
+        "$build/syncbridge" --once --state-dir "$work/state" -c conf/sample/syncbridge.json
+    echo "bootstrap: the fake's topic now holds (messageId, attributes schema.table, body):"
+    fake GET "/_fake/pubsub/messages?topic=$topic" | python3 -c '
+import base64, json, sys
+for m in json.load(sys.stdin):
+    a = m.get("attributes", {})
+    print("  %s  %s.%s  %s" % (m["messageId"], a.get("schema"), a.get("table"), base64.b64decode(m.get("data", "")).decode()))'
+    echo "bootstrap: done. Each message also carries the attributes event_id, run_id and host."
+}
+
+case "$mode" in
+demo-run)
+    [ $# -ge 2 ] || { echo "usage: $0 demo-run BUILD_DIR" >&2; exit 2; }
+    run_demo "$(cd "$2" && pwd)"
+    exit 0
+    ;;
+esac
+
 install_deps
 case "$mode" in
 demo)
     build _build
-    state=$(mktemp -d)
-    trap 'rm -rf "$state"' EXIT
-    echo "bootstrap: running the sample: Run Replicator events -> file_in -> route finished_runs -> stdout"
-    SYNCBRIDGE_PLUGIN_PATH="$top/_build/plugins/.libs" \
-        ./_build/syncbridge --once --state-dir "$state" -c conf/sample/syncbridge.json
-    echo "bootstrap: done. The run ledger of this run: ./_build/syncbridge runs --state-dir <dir>"
+    run_demo "$top/_build"
     ;;
 test)
     build _build --enable-werror
@@ -74,7 +125,7 @@ test)
     fi
     ;;
 *)
-    echo "usage: $0 demo|test" >&2
+    echo "usage: $0 demo|test|demo-run BUILD_DIR" >&2
     exit 2
     ;;
 esac

@@ -11,19 +11,7 @@ import tempfile
 import time
 import unittest
 
-BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
-SRC = os.environ.get("SB_TOP_SRCDIR", "..")
-BIN = os.path.join(BUILD, "syncbridge")
-DATA = os.path.join(SRC, "tests", "data", "rrlogs")
-
-
-def wait_for(pred, timeout=10.0, what="condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.03)
-    raise AssertionError("timed out waiting for " + what)
+from sbtest import BIN, RRLOGS as DATA, wait_for
 
 
 def sample(name):

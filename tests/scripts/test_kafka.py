@@ -8,32 +8,14 @@ rebalance, and `syncbridge check`."""
 import collections
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import tempfile
 import time
 import unittest
 
-BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
-BIN = os.path.join(BUILD, "syncbridge")
-MOCK = os.path.join(BUILD, "tests", "kafka", "mockcluster")
-KCAT = shutil.which("kcat") or shutil.which("kafkacat")
-NO_OFFSET = -1001
-
-# Fast group membership for tests (the mock coordinator honours these).
-FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "200",
-              "topic.metadata.refresh.interval.ms": "1000"}
-
-
-def wait_for(pred, timeout=20.0, what="condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
+from sbtest import (BIN, FAST_GROUP, KCAT, MOCK, NO_OFFSET, MockCluster, ends, kcat_produce, kcat_read,
+                    owned_partitions, wait_for)
 
 
 def sink(path):
@@ -42,77 +24,6 @@ def sink(path):
             return [json.loads(l) for l in f.read().splitlines() if l]
     except FileNotFoundError:
         return []
-
-
-class MockCluster:
-    def __init__(self, brokers=3, topics=()):
-        args = [MOCK, "-b", str(brokers)]
-        for t, n in topics:
-            args += ["-t", "%s:%d" % (t, n)]
-        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        line = self.p.stdout.readline().strip()
-        assert line.startswith("BOOTSTRAP="), line
-        self.bootstrap = line.split("=", 1)[1]
-
-    def cmd(self, line):
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-
-    def produce(self, topic, payloads, partition=-1):
-        for pl in payloads:
-            self.cmd("P %s %d %s" % (topic, partition, pl))
-        self.cmd("SYNC")
-        ok = self.p.stdout.readline().split()
-        assert ok[0] == "OK" and ok[2] == "0", ok
-
-    def committed(self, group, topic):
-        self.cmd("COMMITTED %s %s" % (group, topic))
-        out = {}
-        while True:
-            l = self.p.stdout.readline().split()
-            if not l or l[0] == "END":
-                return out
-            assert l[0] == "COMMITTED", l
-            out[int(l[1])] = int(l[2])
-
-    def close(self):
-        self.p.stdin.close()
-        self.p.wait(timeout=10)
-        self.p.stdout.close()
-
-
-def kcat_produce(bootstrap, topic, payloads, partition=None):
-    """Produce one message per payload with kcat. Without a partition each
-    message gets its own key ("k<n>"), so the partitioner spreads them."""
-    args = [KCAT, "-b", bootstrap, "-t", topic, "-P", "-q"]
-    if partition is not None:
-        args += ["-p", str(partition)]
-        data = "".join(p + "\n" for p in payloads)
-    else:
-        args += ["-K", "\t"]
-        data = "".join("k%d\t%s\n" % (i, p) for i, p in enumerate(payloads))
-    subprocess.run(args, input=data, text=True, check=True, timeout=30, capture_output=True)
-
-
-def kcat_read(bootstrap, topic):
-    """Every message of the topic as {(partition, offset): payload}, read by kcat."""
-    r = subprocess.run([KCAT, "-b", bootstrap, "-t", topic, "-C", "-e", "-q", "-o", "beginning",
-                        "-f", "%p %o %s\n"], capture_output=True, text=True, check=True, timeout=30)
-    out = {}
-    for l in r.stdout.splitlines():
-        p, o, s = l.split(" ", 2)
-        out[(int(p), int(o))] = s
-    return out
-
-
-def ends(msgs, partitions):
-    """Next offset per partition: what a fully caught-up group has committed
-    (NO_OFFSET where the partition never had a message)."""
-    e = {p: NO_OFFSET for p in range(partitions)}
-    for (p, o) in msgs:
-        e[p] = max(e[p], o + 1)
-    return e
 
 
 @unittest.skipUnless(KCAT and os.path.exists(MOCK), "kcat or the mockcluster helper is missing")
@@ -305,15 +216,7 @@ class Group(Base):
         a, b = self.start("a"), self.start("b")
 
         def owned(name):
-            """Partitions the instance owns after its last assign/revoke lines."""
-            own = set()
-            for l in self.log(name).splitlines():
-                for verb in ("assigned", "revoked", "lost"):
-                    if "] %s " % verb in l:
-                        parts = {int(x) for x in re.findall(r"grp\[(\d+)\]", l)}
-                        own = own | parts if verb == "assigned" and "cooperative" in l else \
-                            parts if verb == "assigned" else own - parts
-            return own
+            return owned_partitions(self.log(name), "grp")
         wait_for(lambda: owned("a") and owned("b") and owned("a") | owned("b") == set(range(6))
                  and not owned("a") & owned("b"), timeout=30, what="both instances own partitions")
         kcat_produce(self.mc.bootstrap, "grp", [json.dumps({"n": i}) for i in range(60)])

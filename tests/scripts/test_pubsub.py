@@ -4,7 +4,6 @@ pubsub) publishing to the Google APIs fake, authenticated with a
 service-account key made here with openssl and checked by the fake's token
 endpoint. Asserts on what the fake stored (/_fake/pubsub/messages) and on
 its request log, on the ledger (runs show) and on the dead-letter store."""
-import base64
 import json
 import os
 import subprocess
@@ -12,87 +11,8 @@ import sys
 import tempfile
 import time
 import unittest
-import urllib.error
-import urllib.parse
-import urllib.request
 
-BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
-SRC = os.environ.get("SB_TOP_SRCDIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-BIN = os.path.join(BUILD, "syncbridge")
-FAKE = os.path.join(SRC, "tests", "fake", "gfake.py")
-PROJECT = "p"
-
-
-def wait_for(pred, timeout=20.0, what="condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
-class Fake:
-    def __init__(self, d):
-        sh = lambda c: subprocess.run(c, shell=True, check=True, cwd=d, stderr=subprocess.DEVNULL)
-        sh("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.pem")
-        sh("openssl pkey -in sa.pem -pubout -out sa.pub.pem")
-        port_file = os.path.join(d, "fake.port")
-        self.proc = subprocess.Popen([sys.executable, FAKE, "--port", "0", "--port-file", port_file,
-                                      "--sa-public-key", os.path.join(d, "sa.pub.pem"), "--quiet"])
-        wait_for(lambda: os.path.exists(port_file), 15, "the fake's port file")
-        with open(port_file) as f:
-            self.base = "http://127.0.0.1:%d" % int(f.read().strip())
-        with open(os.path.join(d, "sa.pem")) as f:
-            pem = f.read()
-        self.key_file = os.path.join(d, "sa.json")
-        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"type": "service_account", "project_id": PROJECT, "private_key_id": "kid-1",
-                       "private_key": pem, "client_email": "sb-test@p.iam.gserviceaccount.com",
-                       "client_id": "1", "token_uri": self.base + "/token"}, f)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-    def call(self, method, path, body=None, auth=False):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if auth:
-            req.add_header("Authorization", "Bearer fake-static-token")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                raw = r.read()
-                return r.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
-    def create_topic(self, topic):
-        st, _ = self.call("PUT", "/v1/projects/%s/topics/%s" % (PROJECT, topic), {}, auth=True)
-        assert st == 200, st
-
-    def messages(self, topic):
-        st, out = self.call("GET", "/_fake/pubsub/messages?topic=" +
-                            urllib.parse.quote("projects/%s/topics/%s" % (PROJECT, topic)))
-        assert st == 200, (st, out)
-        return out
-
-    def publishes(self, topic):
-        """Logged publish requests for a topic, in arrival order."""
-        st, out = self.call("GET", "/_fake/requests?path_regex=" +
-                            urllib.parse.quote("/topics/%s:publish$" % topic))
-        assert st == 200
-        return out
-
-    def fault(self, **f):
-        st, _ = self.call("POST", "/_fake/faults", f)
-        assert st == 200, st
-
-
-def data_of(m):
-    return base64.b64decode(m.get("data", "")).decode()
+from sbtest import BIN, PROJECT, Fake, data_of, wait_for
 
 
 class PubSubSink(unittest.TestCase):
