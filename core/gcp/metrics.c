@@ -102,5 +102,10 @@ void sb_gcp__metrics_remove(const sb_gcp_client *c)
             clients[i] = clients[--n_clients];
             break;
         }
+    if (n_clients == 0) { /* nothing outlives the last client */
+        free(clients);
+        clients = NULL;
+        cap_clients = 0;
+    }
     pthread_mutex_unlock(&clients_mu);
 }
