@@ -19,7 +19,7 @@ install_deps() {
     if command -v apt-get >/dev/null 2>&1; then
         local pkgs=(build-essential autoconf automake libtool pkg-config
             libjansson-dev libsqlite3-dev libssl-dev librdkafka-dev libcurl4-openssl-dev
-            unixodbc-dev libmicrohttpd-dev libsystemd-dev check python3 openssl sqlite3)
+            unixodbc-dev libmicrohttpd-dev check python3 openssl sqlite3)
         if [ "$mode" = test ]; then
             pkgs+=(kcat postgresql odbc-postgresql libsqliteodbc rpm cpio systemd valgrind curl)
         fi
@@ -34,7 +34,7 @@ install_deps() {
         fi
     elif command -v dnf >/dev/null 2>&1; then
         local pkgs=(gcc make autoconf automake libtool pkgconf-pkg-config jansson-devel sqlite-devel
-            openssl-devel librdkafka-devel libcurl-devel unixODBC-devel libmicrohttpd-devel systemd-devel
+            openssl-devel librdkafka-devel libcurl-devel unixODBC-devel libmicrohttpd-devel
             check-devel python3 openssl sqlite)
         if [ "$mode" = test ]; then
             pkgs+=(postgresql-server postgresql-odbc rpm-build cpio valgrind curl)
