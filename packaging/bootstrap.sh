@@ -21,7 +21,7 @@ install_deps() {
             libjansson-dev libsqlite3-dev libssl-dev librdkafka-dev libcurl4-openssl-dev
             unixodbc-dev libmicrohttpd-dev check python3 openssl sqlite3)
         if [ "$mode" = test ]; then
-            pkgs+=(kcat postgresql odbc-postgresql libsqliteodbc rpm cpio systemd valgrind curl)
+            pkgs+=(kcat rpm cpio systemd curl)
         fi
         local missing=()
         for p in "${pkgs[@]}"; do
@@ -37,7 +37,7 @@ install_deps() {
             openssl-devel librdkafka-devel libcurl-devel unixODBC-devel libmicrohttpd-devel
             check-devel python3 openssl sqlite)
         if [ "$mode" = test ]; then
-            pkgs+=(postgresql-server postgresql-odbc rpm-build cpio valgrind curl)
+            pkgs+=(rpm-build cpio systemd curl)
         fi
         as_root dnf install -y -q "${pkgs[@]}" || as_root dnf install -y -q --enablerepo=crb,epel "${pkgs[@]}"
     else
