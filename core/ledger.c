@@ -542,10 +542,7 @@ static void *writer_main(void *arg)
          * more to share the commit. A blocked caller ends the wait. */
         if (!l->stopping && l->in.waiters == 0 && l->in.n < GATHER_MAX && l->opts.commit_interval_ms > 0) {
             struct timespec dl;
-            clock_gettime(CLOCK_MONOTONIC, &dl);
-            int64_t ns = dl.tv_nsec + (l->opts.commit_interval_ms % 1000) * 1000000;
-            dl.tv_sec += l->opts.commit_interval_ms / 1000 + ns / 1000000000;
-            dl.tv_nsec = ns % 1000000000;
+            sb_deadline_in(CLOCK_MONOTONIC, l->opts.commit_interval_ms * 1000, &dl); /* `work` uses this clock */
             l->writer_gathering = 1;
             while (!l->stopping && l->in.waiters == 0 && l->in.n < GATHER_MAX)
                 if (pthread_cond_timedwait(&l->work, &l->mu, &dl) == ETIMEDOUT)

@@ -24,12 +24,7 @@ int sb_route_reserve(route_rt *rt, int64_t n, int64_t bytes, int wait)
             return -1;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        sb_deadline_in(CLOCK_REALTIME, 100000, &ts); /* re-check `stopping` at least this often */
         pthread_cond_timedwait(&rt->cv_space, &rt->mu, &ts);
     }
     rt->inflight += n;
@@ -56,10 +51,7 @@ int sb_source_wait(sb_source_ctx *ctx, int ms)
 {
     sb_router *r = ctx->src->router;
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ns = ts.tv_nsec + (int64_t)(ms % 1000) * 1000000;
-    ts.tv_sec += ms / 1000 + ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
+    sb_deadline_in(CLOCK_REALTIME, (int64_t)ms * 1000, &ts);
     pthread_mutex_lock(&r->stop_mu);
     while (!atomic_load(&r->stopping))
         if (pthread_cond_timedwait(&r->stop_cv, &r->stop_mu, &ts) != 0)

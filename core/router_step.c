@@ -182,10 +182,7 @@ void *sb_retry_timer(void *arg)
         if (wait_us > 1000000)
             wait_us = 1000000;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (wait_us % 1000000) * 1000;
-        ts.tv_sec += wait_us / 1000000 + ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
+        sb_deadline_in(CLOCK_REALTIME, wait_us, &ts);
         pthread_cond_timedwait(&r->tcv, &r->tmu, &ts);
     }
     pthread_mutex_unlock(&r->tmu);

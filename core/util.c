@@ -131,6 +131,14 @@ char *sb_read_file(const char *path, size_t *len, char *errstr, size_t errstr_si
     return buf;
 }
 
+void sb_deadline_in(clockid_t clock, int64_t us, struct timespec *ts)
+{
+    clock_gettime(clock, ts);
+    int64_t ns = ts->tv_nsec + (us % 1000000) * 1000;
+    ts->tv_sec += (time_t)(us / 1000000 + ns / 1000000000);
+    ts->tv_nsec = (long)(ns % 1000000000);
+}
+
 uint64_t sb_rand_below(uint64_t n)
 {
     static __thread uint64_t state;

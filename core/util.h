@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Wall clock and monotonic clock in microseconds. */
 int64_t sb_now_us(void);
@@ -36,6 +37,11 @@ void sb_strbuf_add(sb_strbuf *b, const char *s, size_t n);
 
 /* Read a whole file into a malloc'd NUL-terminated buffer. */
 char *sb_read_file(const char *path, size_t *len, char *errstr, size_t errstr_size);
+
+/* The deadline `us` microseconds from now on `clock`, for
+ * pthread_cond_timedwait: CLOCK_REALTIME for a default condition variable,
+ * CLOCK_MONOTONIC for one created with that clock attribute. */
+void sb_deadline_in(clockid_t clock, int64_t us, struct timespec *ts);
 
 /* Uniform random in [0, n) from a thread-local xorshift generator. */
 uint64_t sb_rand_below(uint64_t n);
