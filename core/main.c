@@ -89,11 +89,15 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},       {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     sb_run_opts run = {.config_path = SB_DEFAULT_CONFIG, .log_level = -1};
+    int config_given = 0;
     sb_cli_opts cli = {.filter = {.state = -1}};
     int c;
     while ((c = getopt_long(argc, argv, "c:l:Vh", longopts, NULL)) != -1) {
         switch (c) {
-        case 'c': run.config_path = optarg; break;
+        case 'c':
+            run.config_path = optarg;
+            config_given = 1;
+            break;
         case 'l':
             run.log_level = sb_log_level_parse(optarg);
             if (run.log_level < 0) {
@@ -144,7 +148,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "check") == 0 && nargs == 0)
         return sb_cli_check(&cli);
     if (strcmp(cmd, "plugins") == 0 && nargs <= 1) {
-        if (run.config_path == (const char *)SB_DEFAULT_CONFIG && access(run.config_path, R_OK) != 0)
+        /* listing plugins needs no config; use the default one only if it exists */
+        if (!config_given && access(run.config_path, R_OK) != 0)
             cli.config_path = NULL;
         return sb_cli_plugins(&cli, nargs ? args[0] : NULL);
     }
