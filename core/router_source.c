@@ -72,6 +72,7 @@ struct prepared {
     pair *pairs;
     size_t np;
     char **payloads;       /* per event; NULL = matched no route */
+    size_t *plen;          /* their lengths: the bytes charged to route budgets */
     sb_ledger_new *news;
     int64_t *res_n, *res_b;/* reservations per route of the source */
     char *checkpoint;
@@ -91,6 +92,7 @@ static void prepared_free(prepared *p)
         free(p->payloads[i]);
     free(p->events);
     free(p->payloads);
+    free(p->plen);
     free(p->pairs);
     free(p->news);
     free(p->res_n);
@@ -118,6 +120,7 @@ static prepared *prepare(source_rt *src, sb_event **events, size_t n, const char
     memcpy(p->events, events, n * sizeof *events);
     p->pairs = sb_xcalloc((n ? n : 1) * nr, sizeof *p->pairs);
     p->payloads = sb_xcalloc(n ? n : 1, sizeof *p->payloads);
+    p->plen = sb_xcalloc(n ? n : 1, sizeof *p->plen);
     p->res_n = sb_xcalloc(nr, sizeof *p->res_n);
     p->res_b = sb_xcalloc(nr, sizeof *p->res_b);
     p->checkpoint = sb_strdup(checkpoint);
@@ -140,9 +143,13 @@ static prepared *prepare(source_rt *src, sb_event **events, size_t n, const char
     p->news = sb_xcalloc(p->np ? p->np : 1, sizeof *p->news);
     for (size_t k = 0; k < p->np; k++) {
         size_t i = p->pairs[k].ev;
-        if (!p->payloads[i] && !(p->payloads[i] = sb_event_to_payload(p->events[i]))) {
-            sb_log(src->inst->ins, SB_LOG_ERROR, "event %s cannot be serialised; batch refused", p->events[i]->id);
-            goto fail;
+        if (!p->payloads[i]) {
+            if (!(p->payloads[i] = sb_event_to_payload(p->events[i]))) {
+                sb_log(src->inst->ins, SB_LOG_ERROR, "event %s cannot be serialised; batch refused",
+                       p->events[i]->id);
+                goto fail;
+            }
+            p->plen[i] = strlen(p->payloads[i]);
         }
         p->news[k] = (sb_ledger_new){.event_id = p->events[i]->id,
                                      .route = p->pairs[k].route->conf->name,
@@ -152,7 +159,7 @@ static prepared *prepare(source_rt *src, sb_event **events, size_t n, const char
         for (size_t j = 0; j < src->n_routes; j++)
             if (src->routes[j] == p->pairs[k].route) {
                 p->res_n[j]++;
-                p->res_b[j] += (int64_t)strlen(p->payloads[i]);
+                p->res_b[j] += (int64_t)p->plen[i];
             }
     }
     size_t reserved = 0;
@@ -202,7 +209,7 @@ static int commit_and_route(source_rt *src, prepared *p)
     for (size_t k = 0; k < p->np; k++) {
         route_rt *rt = p->pairs[k].route;
         size_t i = p->pairs[k].ev;
-        size_t bytes = strlen(p->payloads[i]);
+        size_t bytes = p->plen[i];
         atomic_fetch_add(&rt->n_in, 1);
         if (p->news[k].duplicate) {
             atomic_fetch_add(&rt->n_dup, 1);
