@@ -54,10 +54,12 @@ int sb_cli_plugins(const sb_cli_opts *o, const char *name)
     sb_config *cfg = NULL;
     if (o->config_path) {
         cfg = sb_config_load(o->config_path, err, sizeof err);
-        if (cfg) {
-            dirs = cfg->plugin_dirs;
-            n_dirs = cfg->n_plugin_dirs;
+        if (!cfg) { /* its plugin_path matters: do not fall back silently */
+            fprintf(stderr, "syncbridge: %s\n", err);
+            return SB_EXIT_CONFIG;
         }
+        dirs = cfg->plugin_dirs;
+        n_dirs = cfg->n_plugin_dirs;
     }
     sb_registry *reg = sb_registry_new(dirs, n_dirs);
     int rc = SB_EXIT_OK;

@@ -36,11 +36,6 @@ static const struct service *find(const char *name)
     return NULL;
 }
 
-int sb_gcp__service_known(const char *service)
-{
-    return find(service) != NULL;
-}
-
 static char *strip_slashes(char *s)
 {
     size_t n = strlen(s);

@@ -76,8 +76,6 @@ char *sb_gcp__jwt_sign(EVP_PKEY *key, const char *kid, const char *iss, const ch
 /* Decode base64url without padding (tests); malloc'd, *len set. */
 unsigned char *sb_gcp__base64url_decode(const char *s, size_t *len);
 
-/* ---- endpoint.c ---- */
-int sb_gcp__service_known(const char *service);
 
 /* ---- metrics.c: live clients listed for /metrics ---- */
 void sb_gcp__metrics_add(const sb_gcp_client *c);

@@ -213,7 +213,9 @@ sb_gcp_client *sb_gcp_client_new(const sb_gcp_conf *conf, char *errstr, size_t e
     curl_share_setopt(c->share, CURLSHOPT_USERDATA, c);
     curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    /* Not CURL_LOCK_DATA_CONNECT: libcurl does not support sharing live
+     * connections between concurrent threads. Each pooled handle keeps its
+     * own connections across requests (curl_easy_reset keeps them). */
 
     c->auth = sb_gcp__auth_new(&c->conf, mode, errstr, errstr_size);
     if (!c->auth) {
@@ -655,16 +657,22 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
                 break;
             }
             result = SB_GCP_HTTP_ERROR;
-            resp->error_line = sb_gcp_error_line(status, resp->body, resp->body_len);
+            /* a body echoed by a proxy or emulator could carry a token or a
+             * signed assertion: redact before it reaches errstr or a log */
+            char *line = sb_gcp_error_line(status, resp->body, resp->body_len);
+            resp->error_line = sb_gcp_redact(line);
+            free(line);
             snprintf(why, sizeof why, "%s", resp->error_line);
-            if (status == 401 && token && !refreshed_for_401 && sb_gcp__auth_refreshable(c->auth)) {
+            /* a streamed body that was read and cannot be rewound is never re-sent */
+            int resendable = !req->read_cb || !a.read_started || req->rewind_cb;
+            if (status == 401 && token && !refreshed_for_401 && resendable && sb_gcp__auth_refreshable(c->auth)) {
                 /* The token was revoked or expired early: fetch a new one
                  * and try once more; the server did not process the call. */
                 sb_gcp__auth_invalidate(c->auth, token);
                 refreshed_for_401 = 1;
                 retry = 1;
                 no_backoff = 1;
-            } else if (sb_gcp__status_retriable(status) && req->idempotent) {
+            } else if (sb_gcp__status_retriable(status) && req->idempotent && resendable) {
                 retry = 1;
                 min_delay_ms = sb_gcp__retry_after_ms(resp->retry_after);
             }

@@ -18,22 +18,6 @@ static const char *const secret_keys[] = {
     "private_key", "signedJwt", "token", "password", NULL,
 };
 
-typedef struct buf {
-    char *p;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->p = sb_xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
 static int is_word(char c)
 {
     return isalnum((unsigned char)c) || c == '_' || c == '-';
@@ -156,24 +140,24 @@ static int match_key(const char *start, const char *s, size_t *keep, size_t *ski
 
 char *sb_gcp_redact(const char *text)
 {
-    buf b = {NULL, 0, 0};
-    put(&b, "", 0);
+    sb_strbuf b = {0};
+    sb_strbuf_add(&b, "", 0);
     if (!text)
         return b.p;
     const char *s = text;
     while (*s) {
         size_t keep = 0, skip = 0;
         if (match_pem(s, &skip)) {
-            put(&b, "[REDACTED PRIVATE KEY]", 22);
+            sb_strbuf_add(&b, "[REDACTED PRIVATE KEY]", 22);
             s += skip;
         } else if (match_auth_header(text, s, &keep, &skip) || match_bearer(text, s, &keep, &skip) ||
                    match_key(text, s, &keep, &skip)) {
-            put(&b, s, keep);
+            sb_strbuf_add(&b, s, keep);
             if (skip > keep)
-                put(&b, MASK, strlen(MASK));
+                sb_strbuf_add(&b, MASK, strlen(MASK));
             s += skip;
         } else {
-            put(&b, s, 1);
+            sb_strbuf_add(&b, s, 1);
             s++;
         }
     }

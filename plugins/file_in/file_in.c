@@ -76,17 +76,37 @@ static void fi_destroy(void *self)
     free(self);
 }
 
+/* FNV-1a: part of a line's event id, so that new data at an old position
+ * (a truncated file re-read, an inode reused) is not taken for a
+ * duplicate of what the ledger already holds. */
+static uint64_t line_hash(const char *s, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
 /* Build the event for one complete line; NULL (reported) if it is unusable. */
 static sb_event *line_event(file_in *f, const struct stat *st, int64_t offset, char *line, size_t len)
 {
-    char id[128];
-    snprintf(id, sizeof id, "file:%ju:%ju:%" PRId64, (uintmax_t)st->st_dev, (uintmax_t)st->st_ino, offset);
+    char id[160];
+    snprintf(id, sizeof id, "file:%ju:%ju:%" PRId64 ":%016" PRIx64, (uintmax_t)st->st_dev, (uintmax_t)st->st_ino,
+             offset, line_hash(line, len));
     if (!f->json) {
+        json_t *text = json_stringn(line, len);
+        if (!text) {
+            sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: not valid UTF-8", f->path, offset);
+            return NULL;
+        }
         sb_event *ev = sb_event_new(id);
-        if (ev) {
-            json_object_set_new(sb_event_fields(ev), "line", json_stringn(line, len));
-            sb_event_set_string(ev, "file", f->path);
-            sb_event_set_int(ev, "offset", offset);
+        if (!ev || json_object_set_new(sb_event_fields(ev), "line", text) != 0 ||
+            sb_event_set_string(ev, "file", f->path) != 0 || sb_event_set_int(ev, "offset", offset) != 0) {
+            sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: out of memory", f->path, offset);
+            if (!ev)
+                json_decref(text);
+            sb_event_free(ev);
+            return NULL;
         }
         return ev;
     }
@@ -138,6 +158,12 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
         return -1;
     }
     sb_event **evs = calloc(f->batch, sizeof *evs);
+    if (!evs) {
+        sb_log(f->ins, SB_LOG_ERROR, "out of memory for a batch of %zu lines", f->batch);
+        if (!is_stdin)
+            fclose(fp);
+        return -1;
+    }
     char *line = NULL;
     size_t cap = 0, n = 0;
     int rc = 0;

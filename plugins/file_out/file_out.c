@@ -123,15 +123,21 @@ static void fo_process(void *self, sb_batch *b)
         ok[i] = 1;
     }
     const char *failure = NULL;
+    off_t start = lseek(f->fd, 0, SEEK_END); /* this sink is the file's only writer (not concurrent) */
     for (size_t off = 0; off < len && !failure;) {
         ssize_t w = write(f->fd, buf + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
+        if (w < 0)
             failure = strerror(errno);
+        else if (w == 0)
+            failure = "the write made no progress";
         else
             off += (size_t)w;
     }
+    /* Leave no half record behind: the retry appends the whole batch again. */
+    if (failure && start >= 0 && ftruncate(f->fd, start) != 0)
+        sb_log(f->ins, SB_LOG_ERROR, "%s: cannot remove a partly written batch: %s", f->path, strerror(errno));
     if (!failure && f->fsync && fsync(f->fd) != 0)
         failure = strerror(errno);
     for (size_t i = 0; i < n; i++)

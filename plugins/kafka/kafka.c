@@ -442,6 +442,10 @@ static int flush_pending(kafka_src *k)
     }
     sb_event **evs = calloc(k->npending, sizeof *evs);
     if (!evs) {
+        /* as a refused emit: storing a later offset would skip these */
+        sb_log(k->ins, SB_LOG_ERROR, "out of memory for a batch of %zu messages; they will be read again",
+               k->npending);
+        k->emit_failed = 1;
         free_pending(k);
         return -1;
     }
