@@ -473,13 +473,12 @@ static void commit_group(sb_ledger *l, const struct opbuf *b, size_t from, size_
     char err[200];
     if (apply_group(l, b, from, to, 1, err, sizeof err) == 0)
         return;
-    size_t accepts = 0, async = 0;
+    size_t async = 0;
     for (size_t i = from; i < to; i++) {
         const struct op *op = &b->ops[i];
         if (op->kind == OP_ACCEPT) {
             op->w->rc = -1;
             snprintf(op->w->err, sizeof op->w->err, "ledger commit failed: %s", err);
-            accepts++;
         } else if (op->kind != OP_SYNC) {
             async++;
         }
@@ -487,8 +486,10 @@ static void commit_group(sb_ledger *l, const struct opbuf *b, size_t from, size_
     if (!async)
         return;
     /* The accepts are refused (their callers will not acknowledge); the state
-     * changes concern entries committed earlier, so give them a second try alone. */
-    if (accepts && apply_group(l, b, from, to, 0, err, sizeof err) == 0)
+     * changes concern entries committed earlier, so give them a second try
+     * alone (also when the group held nothing else: the failure may have
+     * been transient, e.g. BUSY from another process). */
+    if (apply_group(l, b, from, to, 0, err, sizeof err) == 0)
         return;
     sb_log(NULL, SB_LOG_ERROR, "ledger: %zu state change(s) not recorded: %s", async, err);
 }
@@ -558,11 +559,12 @@ static void *writer_main(void *arg)
         process(l, &l->cur);
 
         pthread_mutex_lock(&l->mu);
-        for (size_t i = 0; i < l->cur.n; i++)
-            if (l->cur.ops[i].w)
-                l->cur.ops[i].w->done = 1;
-        if (l->cur.waiters)
+        if (l->cur.waiters) { /* usually none: step results do not wait */
+            for (size_t i = 0; i < l->cur.n; i++)
+                if (l->cur.ops[i].w)
+                    l->cur.ops[i].w->done = 1;
             pthread_cond_broadcast(&l->done_cv);
+        }
         l->cur.n = l->cur.alen = l->cur.waiters = 0;
     }
     pthread_mutex_unlock(&l->mu);
@@ -723,18 +725,27 @@ void sb_ledger_sync(sb_ledger *l)
 
 /* ---- reads ------------------------------------------------------------- */
 
-char *sb_ledger_checkpoint(sb_ledger *l, const char *source)
+char *sb_ledger_checkpoint(sb_ledger *l, const char *source, int *failed, char *errstr, size_t errstr_size)
 {
-    sqlite3 *db = reader_get(l, NULL, 0);
+    int dummy;
+    failed = failed ? failed : &dummy;
+    *failed = 1;
+    sqlite3 *db = reader_get(l, errstr, errstr_size);
     if (!db)
         return NULL;
     char *val = NULL;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT value FROM checkpoints WHERE source = ?1", -1, &st, NULL) == SQLITE_OK) {
+    int rc = sqlite3_prepare_v2(db, "SELECT value FROM checkpoints WHERE source = ?1", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
         bind_text(st, 1, source ? source : "");
-        if (sqlite3_step(st) == SQLITE_ROW)
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
             val = sb_strdup((const char *)sqlite3_column_text(st, 0));
     }
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        *failed = 0;
+    else
+        sb_err(errstr, errstr_size, "reading the checkpoint of %s: %s", source ? source : "", sqlite3_errmsg(db));
     sqlite3_finalize(st);
     reader_put(l, db);
     return val;
@@ -871,8 +882,10 @@ int sb_ledger_take_requeued(sb_ledger *l, size_t limit, int (*cb)(const sb_ledge
     struct id_list ids = {0};
     char err[256];
     sqlite3 *db = reader_get(l, err, sizeof err);
-    if (!db)
+    if (!db) {
+        sb_log(NULL, SB_LOG_ERROR, "ledger: taking requeued entries: %s", err);
         return -1;
+    }
     sqlite3_stmt *st = NULL, *mem = NULL;
     int count = -1;
     if (sqlite3_prepare_v2(db, "SELECT id FROM entries WHERE requeued = 1 ORDER BY id LIMIT ?1", -1, &st, NULL) !=
@@ -893,35 +906,34 @@ int sb_ledger_take_requeued(sb_ledger *l, size_t limit, int (*cb)(const sb_ledge
         count = 0;
         goto out;
     }
-    if (run_call(l, clear_requeued, &ids, err, sizeof err) < 0) {
-        sb_log(NULL, SB_LOG_ERROR, "ledger: taking requeued entries: %s", err);
-        sqlite3_finalize(st);
-        reader_put(l, db);
-        free(ids.ids);
-        return -1;
-    }
+    /* Prepare before the flags are cleared: past that point every taken
+     * entry must be handed out, or it would sit pending until a restart. */
     if (sqlite3_prepare_v2(db, "SELECT " PENDING_COLS " FROM entries WHERE id = ?1", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, members_sql, -1, &mem, NULL) != SQLITE_OK)
         goto out;
+    if (run_call(l, clear_requeued, &ids, err, sizeof err) < 0) {
+        sb_log(NULL, SB_LOG_ERROR, "ledger: taking requeued entries: %s", err);
+        goto out_quiet;
+    }
     count = 0;
     for (size_t i = 0; i < ids.n; i++) {
         sqlite3_bind_int64(st, 1, ids.ids[i]);
-        int stop = 0;
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            stop = emit_pending(db, st, mem, cb, ud);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            if (emit_pending(db, st, mem, cb, ud) < 0)
+                sb_log(NULL, SB_LOG_ERROR, "ledger: replayed entry %lld could not be handed out; it resumes at the "
+                       "next start", (long long)ids.ids[i]);
             count++;
+        } else if (rc != SQLITE_DONE) { /* DONE: dropped meanwhile */
+            sb_log(NULL, SB_LOG_ERROR, "ledger: reading replayed entry %lld: %s; it resumes at the next start",
+                   (long long)ids.ids[i], sqlite3_errmsg(db));
         }
         sqlite3_reset(st);
-        /* Flags of entries not handed out yet are already cleared: keep
-         * handing them out so none is lost, but honour a hard error. */
-        if (stop < 0) {
-            count = -1;
-            break;
-        }
     }
 out:
     if (count < 0)
         sb_log(NULL, SB_LOG_ERROR, "ledger: taking requeued entries failed: %s", sqlite3_errmsg(db));
+out_quiet:
     sqlite3_finalize(st);
     sqlite3_finalize(mem);
     reader_put(l, db);
@@ -1081,7 +1093,8 @@ int sb_ledger_counts(sb_ledger *l, int64_t *pending, int64_t *done, int64_t *dea
         "SELECT count(*) FROM entries WHERE state = 2",
     };
     int64_t v[3] = {0, 0, 0};
-    int rc = 0;
+    /* one read transaction: the three counts see the same snapshot */
+    int rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
     for (int i = 0; i < 3 && rc == 0; i++) {
         sqlite3_stmt *st = NULL;
         if (sqlite3_prepare_v2(db, sql[i], -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
@@ -1090,6 +1103,7 @@ int sb_ledger_counts(sb_ledger *l, int64_t *pending, int64_t *done, int64_t *dea
             rc = -1;
         sqlite3_finalize(st);
     }
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     if (rc != 0)
         sb_log(NULL, SB_LOG_ERROR, "ledger counts: %s", sqlite3_errmsg(db));
     reader_put(l, db);

@@ -69,8 +69,11 @@ void sb_ledger_close(sb_ledger *l);
 int sb_ledger_accept(sb_ledger *l, const char *source, const char *checkpoint,
                      sb_ledger_new *entries, size_t n, char *errstr, size_t errstr_size);
 
-/* Last committed checkpoint of a source: malloc'd string or NULL. */
-char *sb_ledger_checkpoint(sb_ledger *l, const char *source);
+/* Last committed checkpoint of a source: malloc'd string, or NULL when the
+ * source has none OR the read failed; `failed` (MAY be NULL) tells the two
+ * apart (1 with errstr set), so that a source never restarts from its
+ * default position because of a read error. */
+char *sb_ledger_checkpoint(sb_ledger *l, const char *source, int *failed, char *errstr, size_t errstr_size);
 
 /* Queued (asynchronous) state changes, committed in call order: */
 /* Fan-out member `instance` of step `step` completed for the entry, with

@@ -176,8 +176,13 @@ int sb_router_start(sb_router *r, char *errstr, size_t errstr_size)
             if (sb_instance_start(in->ins, errstr, errstr_size) != 0)
                 return -1;
         }
-    for (size_t i = 0; i < r->n_sources; i++)
-        r->sources[i].checkpoint = sb_ledger_checkpoint(r->ledger, r->sources[i].inst->ins->name);
+    for (size_t i = 0; i < r->n_sources; i++) {
+        int failed = 0;
+        r->sources[i].checkpoint =
+            sb_ledger_checkpoint(r->ledger, r->sources[i].inst->ins->name, &failed, errstr, errstr_size);
+        if (failed)
+            return -1; /* starting from the default position would skip or replay input */
+    }
 
     for (size_t i = 0; i < r->n_routes; i++)
         for (size_t s = 0; s < r->routes[i].n_steps; s++) {

@@ -109,13 +109,13 @@ START_TEST(test_accept_duplicate_checkpoint)
         {.event_id = "e1", .route = "r2", .payload = p1, .received_us = 1},
         {.event_id = "e2", .route = "r1", .payload = p2, .received_us = 2},
     };
-    ck_assert_ptr_null(sb_ledger_checkpoint(l, "kafka_in"));
+    ck_assert_ptr_null(sb_ledger_checkpoint(l, "kafka_in", NULL, NULL, 0));
     ck_assert_int_eq(sb_ledger_accept(l, "kafka_in", "off-10", a, 3, err, sizeof err), 0);
     for (int i = 0; i < 3; i++) {
         ck_assert_int_gt(a[i].entry_id, 0);
         ck_assert_int_eq(a[i].duplicate, 0);
     }
-    char *cp = sb_ledger_checkpoint(l, "kafka_in");
+    char *cp = sb_ledger_checkpoint(l, "kafka_in", NULL, NULL, 0);
     ck_assert_str_eq(cp, "off-10");
     free(cp);
 
@@ -135,18 +135,18 @@ START_TEST(test_accept_duplicate_checkpoint)
 
     /* NULL checkpoint leaves it; an empty accept with a checkpoint sets it */
     ck_assert_int_eq(sb_ledger_accept(l, "kafka_in", NULL, b, 1, err, sizeof err), 0);
-    cp = sb_ledger_checkpoint(l, "kafka_in");
+    cp = sb_ledger_checkpoint(l, "kafka_in", NULL, NULL, 0);
     ck_assert_str_eq(cp, "off-11");
     free(cp);
     ck_assert_int_eq(sb_ledger_accept(l, "kafka_in", "off-12", NULL, 0, err, sizeof err), 0);
-    cp = sb_ledger_checkpoint(l, "kafka_in");
+    cp = sb_ledger_checkpoint(l, "kafka_in", NULL, NULL, 0);
     ck_assert_str_eq(cp, "off-12");
     free(cp);
 
     /* invalid entries are refused before anything is queued */
     sb_ledger_new bad = {.event_id = "x", .route = NULL, .payload = "{}"};
     ck_assert_int_eq(sb_ledger_accept(l, "kafka_in", "off-13", &bad, 1, err, sizeof err), -1);
-    cp = sb_ledger_checkpoint(l, "kafka_in");
+    cp = sb_ledger_checkpoint(l, "kafka_in", NULL, NULL, 0);
     ck_assert_str_eq(cp, "off-12");
     free(cp);
 
@@ -446,7 +446,7 @@ START_TEST(test_reopen)
     sb_ledger_close(l);
 
     l = open_ledger();
-    char *cp = sb_ledger_checkpoint(l, "src");
+    char *cp = sb_ledger_checkpoint(l, "src", NULL, NULL, 0);
     ck_assert_str_eq(cp, "cp-1");
     free(cp);
     struct seen s = {0};
@@ -502,7 +502,7 @@ START_TEST(test_concurrent_accept)
     ck_assert_int_eq(t[0].rc, 0);
     ck_assert_int_eq(t[1].rc, 0);
     counts(l, 2000, 0, 0);
-    char *a = sb_ledger_checkpoint(l, "A"), *b = sb_ledger_checkpoint(l, "B");
+    char *a = sb_ledger_checkpoint(l, "A", NULL, NULL, 0), *b = sb_ledger_checkpoint(l, "B", NULL, NULL, 0);
     ck_assert_str_eq(a, "49");
     ck_assert_str_eq(b, "49");
     free(a);
@@ -581,7 +581,7 @@ START_TEST(test_crash_sigkill)
         free(path);
 
         sb_ledger *l = open_ledger();
-        char *cp = sb_ledger_checkpoint(l, "src");
+        char *cp = sb_ledger_checkpoint(l, "src", NULL, NULL, 0);
         ck_assert_ptr_nonnull(cp);
         ck_assert_int_ge(strtoll(cp, NULL, 10), last);
         free(cp);
