@@ -26,7 +26,15 @@
 
 /* ---- substitution ---------------------------------------------------------- */
 
-static int subst_file(sb_strbuf *b, const char *path, char *errstr, size_t errstr_size)
+/* A substituted value is data, never syntax: in a template option a "$"
+ * in a secret is doubled so the template compiler reads it literally. */
+static void add_value(sb_strbuf *b, const char *v, size_t n, int in_template)
+{
+    for (size_t i = 0; i < n; i++)
+        sb_strbuf_add(b, v[i] == '$' && in_template ? "$$" : v + i, v[i] == '$' && in_template ? 2 : 1);
+}
+
+static int subst_file(sb_strbuf *b, const char *path, int in_template, char *errstr, size_t errstr_size)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -45,20 +53,20 @@ static int subst_file(sb_strbuf *b, const char *path, char *errstr, size_t errst
             n--;
         if (n > 0 && data[n - 1] == '\r')
             n--;
-        sb_strbuf_add(b, data, n);
+        add_value(b, data, n, in_template);
     }
     free(data);
     return rc;
 }
 
-static int subst_env(sb_strbuf *b, const char *name, char *errstr, size_t errstr_size)
+static int subst_env(sb_strbuf *b, const char *name, int in_template, char *errstr, size_t errstr_size)
 {
     if (!*name)
         return sb_err(errstr, errstr_size, "empty environment variable name in \"${}\"");
     const char *v = getenv(name);
     if (!v)
         return sb_err(errstr, errstr_size, "environment variable \"%s\" is not set", name);
-    sb_strbuf_add(b, v, strlen(v));
+    add_value(b, v, strlen(v), in_template);
     return 0;
 }
 
@@ -104,13 +112,13 @@ char *sb_config_subst(const char *in, int keep_fields, char *errstr, size_t errs
         ref[inner_len] = '\0';
         int rc = 0;
         if (strncmp(ref, "env:", 4) == 0)
-            rc = subst_env(&b, ref + 4, errstr, errstr_size);
+            rc = subst_env(&b, ref + 4, keep_fields, errstr, errstr_size);
         else if (strncmp(ref, "file:", 5) == 0)
-            rc = subst_file(&b, ref + 5, errstr, errstr_size);
+            rc = subst_file(&b, ref + 5, keep_fields, errstr, errstr_size);
         else if (keep_fields)
             sb_strbuf_add(&b, in + i, inner_len + 3);
         else
-            rc = subst_env(&b, ref, errstr, errstr_size);
+            rc = subst_env(&b, ref, keep_fields, errstr, errstr_size);
         free(ref);
         if (rc != 0) {
             free(b.p);

@@ -136,8 +136,10 @@ static int subst_tree(json_t *v, const char *path, char *errstr, size_t errstr_s
         char *s = subst(json_string_value(v), 0, path, errstr, errstr_size);
         if (!s)
             return -1;
-        json_string_set(v, s);
+        int bad = json_string_set(v, s) != 0; /* jansson refuses text that is not UTF-8 */
         free(s);
+        if (bad)
+            return sb_err(errstr, errstr_size, "%s: the substituted value is not valid UTF-8 text", path);
     } else if (json_is_object(v)) {
         const char *key;
         json_t *child;
@@ -243,7 +245,14 @@ static int parse_template_map(opt_val *o, const json_t *v, const char *path, cha
             free(sub);
             return -1;
         }
-        json_object_set_new(o->obj, key, json_string(text));
+        json_t *js = json_string(text);
+        if (!js || json_object_set_new(o->obj, key, js) != 0) {
+            sb_err(errstr, errstr_size, "%s: the substituted value is not valid UTF-8 text", sub);
+            sb_template_free(t);
+            free(text);
+            free(sub);
+            return -1;
+        }
         free(text);
         free(sub);
         o->keys[o->n_map] = sb_strdup(key);

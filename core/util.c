@@ -192,6 +192,8 @@ int64_t sb_parse_size(const char *s)
 
 int sb_mkdir_p(const char *path, unsigned mode, char *errstr, size_t errstr_size)
 {
+    if (!path || !*path)
+        return sb_err(errstr, errstr_size, "empty directory path");
     char *p = sb_strdup(path);
     for (char *s = p + 1; *s; s++) {
         if (*s != '/')

@@ -172,6 +172,23 @@ START_TEST(test_substitution_applied)
 }
 END_TEST
 
+/* A secret with "$" in it reaches a template option as data, not syntax. */
+START_TEST(test_substituted_dollar_is_literal_in_templates)
+{
+    setenv("SB_TEST_SECRET", "pa$$w${table}rd$", 1);
+    sb_instance *ins = instance("{\"table\":\"x\",\"path\":\"Bearer ${env:SB_TEST_SECRET} ${table}\"}");
+    sb_event *ev = sb_event_new("e1");
+    sb_event_set_string(ev, "table", "t9");
+    char err[256];
+    char *out = sb_template_render(sb_opt_template(ins, "path"), ev, err, sizeof err);
+    ck_assert_msg(out != NULL, "%s", err);
+    ck_assert_str_eq(out, "Bearer pa$$w${table}rd$ t9");
+    free(out);
+    sb_event_free(ev);
+    sb_instance_free(ins);
+}
+END_TEST
+
 START_TEST(test_substitution_errors)
 {
     unsetenv("SB_TEST_UNSET");
@@ -378,6 +395,7 @@ int main(void)
     tcase_add_test(tc, test_integer_durations_and_sizes);
     tcase_add_test(tc, test_single_string_list);
     tcase_add_test(tc, test_substitution_applied);
+    tcase_add_test(tc, test_substituted_dollar_is_literal_in_templates);
     tcase_add_test(tc, test_substitution_errors);
     tcase_add_test(tc, test_type_errors);
     tcase_add_test(tc, test_long_value_is_cut);
