@@ -234,10 +234,14 @@ static int emit(fw *self, int force_checkpoint)
     return emit_with(self, force_checkpoint, NULL);
 }
 
+/* ev NULL means the event could not be built (out of memory): fail, so that
+ * run() is run again from the last checkpoint instead of moving past it. */
 static int push(fw *self, sb_event *ev)
 {
-    if (!ev)
-        return 0;
+    if (!ev) {
+        sb_log(self->ins, SB_LOG_ERROR, "out of memory building an event; reading again from the checkpoint");
+        return -1;
+    }
     self->evs[self->n++] = ev;
     return self->n == FW_BATCH ? emit(self, 0) : 0;
 }
@@ -296,12 +300,16 @@ static int h_open(void *ctx, fw_file *f)
 {
     fw *self = ctx;
     fw_fstate *fs = calloc(1, sizeof *fs);
-    if (!fs)
-        return 0;
+    if (fs && self->format == FMT_RR && !(fs->rr = rrlog_new(self->rrcfg, on_report, fs))) {
+        free(fs);
+        fs = NULL;
+    }
+    if (!fs) { /* untracked lines would be consumed unparsed: fail instead */
+        sb_log(self->ins, SB_LOG_ERROR, "%s: out of memory for its parser state", fw_file_path(f));
+        return -1;
+    }
     fs->self = self;
     fs->f = f;
-    if (self->format == FMT_RR)
-        fs->rr = rrlog_new(self->rrcfg, on_report, fs);
     *fw_file_user(f) = fs;
     return 0;
 }
@@ -349,8 +357,10 @@ static int h_line(void *ctx, fw_file *f, const char *line, size_t len, int64_t o
     event_id(f, off, line_hash(line, len), id, sizeof id);
     if (self->format == FMT_JSON) {
         sb_event *ev = sb_event_new_json(id, self->id_field, line, len, err, sizeof err);
-        if (!ev)
+        if (!ev) {
             sb_log(self->ins, SB_LOG_WARN, "%s:%" PRId64 ": line rejected: %s", fw_file_path(f), off, err);
+            return 0;
+        }
         return push(self, ev);
     }
     if (len == 0)
@@ -361,7 +371,13 @@ static int h_line(void *ctx, fw_file *f, const char *line, size_t len, int64_t o
         return 0;
     }
     json_t *fields = json_object();
-    rr_command_to_fields(&c, line, fields);
+    if (!fields || rr_command_to_fields(&c, line, fields) != 0) {
+        /* jansson refuses text that is not UTF-8; the parser accepts bytes */
+        sb_log(self->ins, SB_LOG_WARN, "%s:%" PRId64 ": command rejected: not valid UTF-8 text (or out of memory)",
+               fw_file_path(f), off);
+        json_decref(fields);
+        return 0;
+    }
     char ts[32];
     time_t t = time(NULL);
     struct tm tm;

@@ -43,6 +43,7 @@ struct fw_file {
     char *buf;
     size_t len, cap;
     int skipping;       /* inside an over-long line: drop up to its newline */
+    int64_t skip_start; /* where that line starts: the checkpoint stays there */
     uint64_t fp;
     int fpn;
     int seen;           /* found by the current scan */
@@ -195,6 +196,12 @@ void fw_tailer_restore(fw_tailer *t, const char *checkpoint)
         return;
     }
     t->known = calloc(json_array_size(files) + 1, sizeof *t->known);
+    if (!t->known) {
+        sb_log(t->c.ins, SB_LOG_ERROR, "out of memory reading the checkpoint; every file is read from the start "
+               "(runs already accepted are recognised by their ids)");
+        json_decref(root);
+        return;
+    }
     size_t i;
     json_t *e;
     json_array_foreach(files, i, e)
@@ -222,7 +229,9 @@ char *fw_tailer_checkpoint(fw_tailer *t)
     for (fw_file *f = t->files; f; f = f->next) {
         if (f->fpn < FP_BYTES && f->pos > f->fpn)
             fingerprint(f->fd, &f->fp, &f->fpn); /* the file has grown: widen the fingerprint */
-        int64_t next = f->off + (f->skipping ? (int64_t)f->len : 0);
+        /* Inside an over-long line, point at its start: after a restart it
+         * is skipped again, never read from its middle as a line of its own. */
+        int64_t next = f->skipping ? f->skip_start : f->off;
         int64_t at = t->h.resume ? t->h.resume(t->h.ctx, f, next) : next;
         char hex[17];
         snprintf(hex, sizeof hex, "%016" PRIx64, f->fp);
@@ -299,6 +308,7 @@ static int track(fw_tailer *t, const char *path, const struct stat *st)
     }
     fw_file *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
+        sb_log(t->c.ins, SB_LOG_ERROR, "%s: out of memory; it is tried again at the next scan", path);
         free(f);
         close(fd);
         return 0;
@@ -471,6 +481,7 @@ static int drain_buffer(fw_tailer *t, fw_file *f, int eof_line)
                 sb_log(t->c.ins, SB_LOG_WARN, "%s:%" PRId64 ": line longer than max_line (%zu); skipped", f->path,
                        f->off, t->c.max_line);
                 f->skipping = 1;
+                f->skip_start = f->off;
                 f->off += (int64_t)(f->len - start);
                 start = f->len;
                 break;

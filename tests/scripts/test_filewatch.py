@@ -284,6 +284,23 @@ class Live(Base):
         self.assertIn("g.log:", t)
         self.stop(p)
 
+    def test_restart_inside_an_over_long_line_skips_it_whole(self):
+        """The checkpoint taken while skipping an over-long line points at
+        the line's start, so its tail is never read as a line of its own."""
+        self.config(format="command", max_line="1KB")
+        self.write("c.log", "sh /opt/run_replicator.sh edw t_good\n" + "x" * 3000)
+        p = self.start()
+        wait_for(lambda: self.tables() == ["t_good"], what="first command")
+        time.sleep(0.3)
+        self.stop(p)
+        self.write("c.log", " sh /opt/run_replicator.sh edw t_tail\nsh /opt/run_replicator.sh edw t_after\n")
+        p = self.start()
+        wait_for(lambda: "t_after" in self.tables(), what="command after the long line")
+        time.sleep(0.3)
+        self.stop(p)
+        self.assertEqual(self.tables(), ["t_good", "t_after"])
+        self.assertIn("over max_line", self.log_text())
+
     def test_polling_mode_new_file(self):
         self.config(inotify=False, poll_interval="50ms")
         p = self.start()
