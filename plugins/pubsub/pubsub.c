@@ -463,6 +463,18 @@ static void published(call *c, const size_t *idx, size_t n, const sb_gcp_respons
     settle(c, idx, n, SB_RESULT_OK, 0, NULL);
 }
 
+/* RETRY messages that must not overtake an earlier one of their ordering
+ * key that has to be retried. */
+static void hold_back(call *c, const size_t *idx, size_t n)
+{
+    if (!n)
+        return;
+    char *why = xasprintf("held back: an earlier message with ordering key \"%s\" was not published",
+                          c->msgs[idx[0]].okey);
+    settle(c, idx, n, SB_RESULT_RETRY, 0, why ? why : "held back behind its ordering key");
+    free(why);
+}
+
 /* Publish the messages idx[0..n) in one request and settle their events.
  * Returns 0 when they were published or failed for good, -1 when they are
  * to be retried (so the ordering key's later messages are held back). */
@@ -507,8 +519,13 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
         sb_log(p->ins, SB_LOG_WARN, "publish of %zu messages to %s refused (%s); re-sending them one by one", n,
                p->topic, line);
         for (size_t k = 0; k < n; k++)
-            if (publish(c, &idx[k], 1, BODY_OVERHEAD + c->msgs[idx[k]].len) != 0)
+            if (publish(c, &idx[k], 1, BODY_OVERHEAD + c->msgs[idx[k]].len) != 0) {
                 ret = -1;
+                if (*c->msgs[idx[k]].okey) { /* one request = one key: keep the rest behind it */
+                    hold_back(c, idx + k + 1, n - k - 1);
+                    break;
+                }
+            }
     } else if (rc == SB_GCP_INVALID || (rc == SB_GCP_HTTP_ERROR && st >= 400 && st < 500 && st != 401 &&
                                          st != 403 && st != 404 && st != 408 && st != 429)) {
         sb_log(p->ins, SB_LOG_WARN, "publish to %s refused: %s", p->topic, line);
@@ -542,10 +559,7 @@ static void publish_group(call *c, const size_t *idx, size_t n)
             end++;
         }
         if (publish(c, idx + start, end - start, len) != 0 && *c->msgs[idx[start]].okey) {
-            char *why = xasprintf("held back: an earlier message with ordering key \"%s\" was not published",
-                                  c->msgs[idx[start]].okey);
-            settle(c, idx + end, n - end, SB_RESULT_RETRY, 0, why ? why : "held back behind its ordering key");
-            free(why);
+            hold_back(c, idx + end, n - end);
             return;
         }
         start = end;
