@@ -169,6 +169,18 @@ static void conf_free(sb_gcp_conf *c)
     free((char *)c->user_agent);
 }
 
+/* curl_slist_append returns NULL and keeps the list on allocation failure;
+ * a request must never go out without a header it was given (the token). */
+static struct curl_slist *add_header(struct curl_slist *list, const char *h)
+{
+    struct curl_slist *l = curl_slist_append(list, h);
+    if (!l) {
+        fputs("syncbridge: out of memory\n", stderr);
+        abort(); /* as sb_xmalloc does */
+    }
+    return l;
+}
+
 sb_gcp_client *sb_gcp_client_new(const sb_gcp_conf *conf, char *errstr, size_t errstr_size)
 {
     pthread_once(&global_once, global_init);
@@ -605,17 +617,17 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
         }
         struct curl_slist *hdrs = NULL;
         for (const char *const *hp = req->headers; hp && *hp; hp++)
-            hdrs = curl_slist_append(hdrs, *hp);
-        hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip */
+            hdrs = add_header(hdrs, *hp);
+        hdrs = add_header(hdrs, "Expect:"); /* no 100-continue round trip */
         if (req->read_cb && (int64_t)req->body_len < 0)
-            hdrs = curl_slist_append(hdrs, "Transfer-Encoding: chunked");
+            hdrs = add_header(hdrs, "Transfer-Encoding: chunked");
         char *auth_hdr = NULL;
         if (token) {
             auth_hdr = sb_asprintf("Authorization: Bearer %s", token);
-            hdrs = curl_slist_append(hdrs, auth_hdr);
+            hdrs = add_header(hdrs, auth_hdr);
         }
         if (flags & SB_GCP__DIRECT)
-            hdrs = curl_slist_append(hdrs, "Metadata-Flavor: Google");
+            hdrs = add_header(hdrs, "Metadata-Flavor: Google");
 
         int64_t remaining_ms = (deadline - sb_mono_us()) / 1000;
         int64_t timeout_ms = cf->timeout_ms < remaining_ms ? cf->timeout_ms : remaining_ms;
