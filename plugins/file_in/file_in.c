@@ -40,7 +40,7 @@ static const sb_option_def options[] = {
     {"poll_interval", SB_OPT_DURATION, "\"250ms\"", 0, "How often to look for appended data when following."},
     {"max_line", SB_OPT_SIZE, "\"1MB\"", 0, "Longer lines are reported and skipped."},
     {"id_field", SB_OPT_STRING, NULL, 0,
-     "JSON format: take the event id from this field when present (else file:<dev>:<inode>:<offset>)."},
+     "JSON format: take the event id from this field when present (else file:<dev>:<inode>:<offset>:<line hash>)."},
     {NULL, 0, NULL, 0, NULL}};
 
 static int fi_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
