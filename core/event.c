@@ -1,11 +1,18 @@
-/* event.c - the event model: fields, metadata, payload (de)serialisation. */
+/* event.c - the event model: fields, metadata, payload (de)serialisation.
+ *
+ * JSON events stay text until something reads a field (event_internal.h):
+ * the kafka source's events reach the ledger and a discarding or
+ * command-forwarding step without ever becoming a tree. */
 #include "build_config.h"
 #include "event_internal.h"
-#include "util.h"
+#include "json_text.h"
 
+#include <inttypes.h>
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syncbridge/log.h>
 
 static void drop_raw(sb_event *ev);
 
@@ -57,32 +64,90 @@ const char *sb_event_id(const sb_event *ev) { return ev->id; }
 const char *sb_event_source(const sb_event *ev) { return ev->source; }
 int64_t sb_event_received_us(const sb_event *ev) { return ev->received_us; }
 void sb_event_set_received_us(sb_event *ev, int64_t us) { ev->received_us = us; }
+
+/* Only once the fields exist: the text is their only copy before. */
 static void drop_raw(sb_event *ev)
 {
     free(ev->raw);
     ev->raw = NULL;
-    json_decref(ev->raw_set);
-    ev->raw_set = NULL;
+    ev->raw_len = 0;
+    free(ev->sets.p);
+    ev->sets = (sb_strbuf){0};
 }
 
-/* A setter keeps the raw text valid by remembering what it set; the
- * payload appends those members after the raw ones (a later duplicate key
- * wins when parsed, as the set did). Steals v; -1 on failure. */
-static int set_field(sb_event *ev, const char *key, json_t *v)
+/* The raw text with the setters' members spliced in before its closing
+ * brace, appended to b: {...raw...,"k":v}. */
+static void add_fields_text(sb_strbuf *b, const sb_event *ev)
 {
-    if (!v)
-        return -1;
-    if (ev->raw) {
-        if (!ev->raw_set)
-            ev->raw_set = json_object();
-        if (!ev->raw_set || json_object_set(ev->raw_set, key, v) != 0)
-            drop_raw(ev);
+    if (!ev->sets.len) {
+        sb_strbuf_add(b, ev->raw, ev->raw_len);
+        return;
     }
-    return json_object_set_new(ev->fields, key, v);
+    size_t inner = 1; /* past '{': is the raw object empty? */
+    while (inner < ev->raw_len - 1 && strchr(" \t\r\n", ev->raw[inner]))
+        inner++;
+    int empty = inner == ev->raw_len - 1;
+    sb_strbuf_add(b, ev->raw, ev->raw_len - 1);
+    sb_strbuf_add(b, ev->sets.p + empty, ev->sets.len - (size_t)empty); /* no leading ',' in "{}" */
+    sb_strbuf_add(b, "}", 1);
+}
+
+json_t *sb_event_view(const sb_event *cev)
+{
+    sb_event *ev = (sb_event *)cev; /* a cache: one thread at a time uses an event (event.h) */
+    if (ev->fields)
+        return ev->fields;
+    sb_strbuf text = {0};
+    add_fields_text(&text, ev);
+    json_error_t jerr;
+    ev->fields = json_loadb(text.p, text.len, 0, &jerr);
+    if (!json_is_object(ev->fields)) {
+        /* The text was checked on creation and the sets are ours, so only
+         * an allocation can fail here: abort as the sb_x* helpers do. */
+        sb_log(NULL, SB_LOG_ERROR, "event %s: its fields cannot be built: %s", ev->id, jerr.text);
+        abort();
+    }
+    free(text.p);
+    return ev->fields;
+}
+
+/* A setter keeps the raw text valid by appending what it set (the payload
+ * and a later parse see the later duplicate key win, as the set did). `v`
+ * is the value's JSON text; `jv` the value for fields already built (stolen).
+ * -1 if the key is not UTF-8 or jansson refuses. */
+static int set_field(sb_event *ev, const char *key, const char *v, size_t vlen, json_t *jv)
+{
+    if (!key || !jv) {
+        json_decref(jv);
+        return -1;
+    }
+    if (ev->raw) {
+        size_t mark = ev->sets.len;
+        sb_strbuf_add(&ev->sets, ",", 1);
+        if (sb_json_quote(&ev->sets, key, strlen(key)) != 0) {
+            ev->sets.len = mark;
+            ev->sets.p[mark] = '\0';
+            json_decref(jv);
+            return -1;
+        }
+        sb_strbuf_add(&ev->sets, ":", 1);
+        sb_strbuf_add(&ev->sets, v, vlen);
+        if (!ev->fields) {
+            json_decref(jv);
+            return 0;
+        }
+    }
+    if (json_object_set_new(ev->fields, key, jv) != 0) {
+        if (ev->raw) /* the fields and the text now disagree: keep the fields */
+            drop_raw(ev);
+        return -1;
+    }
+    return 0;
 }
 
 json_t *sb_event_fields(sb_event *ev)
 {
+    sb_event_view(ev);
     drop_raw(ev);
     return ev->fields;
 }
@@ -90,27 +155,54 @@ json_t *sb_event_fields(sb_event *ev)
 sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const char *text, size_t len,
                             char *errstr, size_t errstr_size)
 {
-    json_error_t jerr;
-    json_t *obj = json_loadb(text, len, 0, &jerr);
-    if (!json_is_object(obj)) {
-        if (obj)
-            sb_err(errstr, errstr_size, "not a JSON object");
-        else
-            sb_err(errstr, errstr_size, "%s (column %d)", jerr.text, jerr.column);
-        json_decref(obj);
-        return NULL;
+    sb_json_member m;
+    json_t *obj = NULL;
+    const char *own = NULL;
+    size_t own_len = 0;
+    if (!sb_json_scan_object(text, len, id_field, &m) || (id_field && m.kind == SB_JSON_MEMBER_UNDECIDED)) {
+        /* Refused (jansson words the reason), or the id needs unescaping.
+         * NULs first: jansson skips some, and the text must stay a C string. */
+        const char *nul = memchr(text, '\0', len);
+        if (nul) {
+            sb_err(errstr, errstr_size, "NUL byte at offset %zu", (size_t)(nul - text));
+            return NULL;
+        }
+        json_error_t jerr;
+        obj = json_loadb(text, len, 0, &jerr);
+        if (!json_is_object(obj)) {
+            if (obj)
+                sb_err(errstr, errstr_size, "not a JSON object");
+            else
+                sb_err(errstr, errstr_size, "%s (column %d)", jerr.text, jerr.column);
+            json_decref(obj);
+            return NULL;
+        }
+        own = id_field ? json_string_value(json_object_get(obj, id_field)) : NULL;
+        own_len = own ? strlen(own) : 0;
+    } else if (id_field && m.kind == SB_JSON_MEMBER_STRING) {
+        own = m.text;
+        own_len = m.len;
     }
-    const char *own = id_field ? json_string_value(json_object_get(obj, id_field)) : NULL;
-    sb_event *ev = sb_event_new_with_fields(own && *own ? own : fallback_id, obj);
-    if (!ev) {
+    sb_event *ev = calloc(1, sizeof *ev);
+    if (ev)
+        ev->id = own_len ? strndup(own, own_len) : (fallback_id && *fallback_id ? strdup(fallback_id) : NULL);
+    /* the text from its '{' to its '}' (checked: it is an object) */
+    while (len && text[len - 1] != '}')
+        len--;
+    const char *open = memchr(text, '{', len);
+    size_t raw_len = open ? len - (size_t)(open - text) : 0;
+    if (ev && ev->id && raw_len && (ev->raw = malloc(raw_len + 1))) {
+        memcpy(ev->raw, open, raw_len);
+        ev->raw[raw_len] = '\0';
+        ev->raw_len = raw_len;
+    }
+    if (!ev || !ev->id || (!ev->raw && !obj)) {
         sb_err(errstr, errstr_size, "out of memory or empty event id");
+        json_decref(obj);
+        sb_event_free(ev);
         return NULL;
     }
-    ev->raw = malloc(len + 1);
-    if (ev->raw) {
-        memcpy(ev->raw, text, len);
-        ev->raw[len] = '\0';
-    }
+    ev->fields = obj; /* NULL (not parsed yet) on the fast path */
     return ev;
 }
 
@@ -122,28 +214,36 @@ void sb_event_set_source(sb_event *ev, const char *source)
 
 const char *sb_event_get_string(const sb_event *ev, const char *key)
 {
-    return json_string_value(json_object_get(ev->fields, key));
+    return json_string_value(json_object_get(sb_event_view(ev), key));
 }
 
 int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback)
 {
-    json_t *v = json_object_get(ev->fields, key);
+    json_t *v = json_object_get(sb_event_view(ev), key);
     return json_is_integer(v) ? (int64_t)json_integer_value(v) : fallback;
 }
 
 int sb_event_set_string(sb_event *ev, const char *key, const char *value)
 {
-    return set_field(ev, key, json_string(value ? value : ""));
+    sb_strbuf v = {0};
+    value = value ? value : "";
+    if (ev->raw && sb_json_quote(&v, value, strlen(value)) != 0)
+        return -1; /* json_string() below refuses it too */
+    int rc = set_field(ev, key, v.p, v.len, json_string(value));
+    free(v.p);
+    return rc;
 }
 
 int sb_event_set_int(sb_event *ev, const char *key, int64_t value)
 {
-    return set_field(ev, key, json_integer((json_int_t)value));
+    char v[24];
+    int n = snprintf(v, sizeof v, "%" PRId64, value);
+    return set_field(ev, key, v, (size_t)n, json_integer((json_int_t)value));
 }
 
 int sb_event_add(sb_event *ev, const char *key, json_t *value)
 {
-    drop_raw(ev);
+    sb_event_fields(ev); /* steps change fields directly from here on */
     if (!key || !value) {
         json_decref(value);
         return -1;
@@ -180,17 +280,17 @@ void sb_event_discard_added(sb_event *ev)
         return;
     const char *k;
     json_t *v;
-    drop_raw(ev);
-    json_object_foreach(ev->added, k, v) json_object_del(ev->fields, k);
+    json_t *fields = sb_event_fields(ev);
+    json_object_foreach(ev->added, k, v) json_object_del(fields, k);
     json_decref(ev->added);
     ev->added = NULL;
 }
 
 void sb_event_merge_fields(sb_event *ev, json_t *obj)
 {
-    drop_raw(ev);
+    json_t *fields = sb_event_fields(ev);
     if (json_is_object(obj))
-        json_object_update(ev->fields, obj);
+        json_object_update(fields, obj);
 }
 
 sb_event *sb_event_clone(const sb_event *src)
@@ -199,6 +299,14 @@ sb_event *sb_event_clone(const sb_event *src)
     ev->id = sb_strdup(src->id);
     ev->source = sb_strdup(src->source);
     ev->received_us = src->received_us;
+    if (src->raw) { /* the text is the whole truth (invariant): copy it, not the tree */
+        ev->raw = sb_xmalloc(src->raw_len + 1);
+        memcpy(ev->raw, src->raw, src->raw_len + 1);
+        ev->raw_len = src->raw_len;
+        if (src->sets.len)
+            sb_strbuf_add(&ev->sets, src->sets.p, src->sets.len);
+        return ev;
+    }
     ev->fields = json_deep_copy(src->fields);
     if (!ev->fields) {
         sb_event_free(ev);
@@ -207,49 +315,36 @@ sb_event *sb_event_clone(const sb_event *src)
     return ev;
 }
 
-/* The raw text with the setters' members spliced in before its closing
- * brace: "{...raw...,"k":v}". malloc'd. */
-static char *raw_with_sets(const sb_event *ev)
-{
-    if (!ev->raw_set || json_object_size(ev->raw_set) == 0)
-        return sb_strdup(ev->raw);
-    char *sets = json_dumps(ev->raw_set, JSON_COMPACT); /* "{...}" */
-    if (!sets)
-        return NULL;
-    /* the text parsed as an object: optional blanks, '{', members, '}', blanks */
-    size_t n = strlen(ev->raw);
-    while (n && ev->raw[n - 1] != '}')
-        n--;
-    const char *p = strchr(ev->raw, '{');
-    p = p ? p + 1 : ev->raw;
-    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-        p++;
-    int empty = *p == '}';
-    char *out = sb_asprintf("%.*s%s%s", (int)(n ? n - 1 : 0), ev->raw, empty ? "" : ",", sets + 1);
-    free(sets);
-    return out;
-}
-
-/* Built by hand around one json_dumps of the fields: this runs once per
- * event on the source's thread, where a temporary object would cost more
- * than the dump itself. */
+/* Built by hand into one buffer: this runs once per event on the source's
+ * thread, where temporary JSON values would cost more than the text. */
 char *sb_event_to_payload(const sb_event *ev)
 {
-    char *fields = ev->raw ? raw_with_sets(ev) : json_dumps(ev->fields, JSON_COMPACT);
-    const char *fields_txt = fields;
-    json_t *id = json_string(ev->id), *src = ev->source ? json_string(ev->source) : json_null();
-    char *id_txt = id ? json_dumps(id, JSON_ENCODE_ANY) : NULL;
-    char *src_txt = src ? json_dumps(src, JSON_ENCODE_ANY) : NULL;
-    char *out = NULL;
-    if (fields_txt && id_txt && src_txt)
-        out = sb_asprintf("{\"id\":%s,\"source\":%s,\"received_us\":%lld,\"fields\":%s}", id_txt, src_txt,
-                          (long long)ev->received_us, fields_txt);
-    free(fields);
-    free(id_txt);
-    free(src_txt);
-    json_decref(id);
-    json_decref(src);
-    return out;
+    sb_strbuf b = {0};
+    char num[48];
+    sb_strbuf_add(&b, "{\"id\":", 6);
+    if (sb_json_quote(&b, ev->id, strlen(ev->id)) != 0)
+        goto fail;
+    sb_strbuf_add(&b, ",\"source\":", 10);
+    if (!ev->source)
+        sb_strbuf_add(&b, "null", 4);
+    else if (sb_json_quote(&b, ev->source, strlen(ev->source)) != 0)
+        goto fail;
+    int n = snprintf(num, sizeof num, ",\"received_us\":%" PRId64 ",\"fields\":", ev->received_us);
+    sb_strbuf_add(&b, num, (size_t)n);
+    if (ev->raw) {
+        add_fields_text(&b, ev);
+    } else {
+        char *fields = json_dumps(ev->fields, JSON_COMPACT);
+        if (!fields)
+            goto fail;
+        sb_strbuf_add(&b, fields, strlen(fields));
+        free(fields);
+    }
+    sb_strbuf_add(&b, "}", 1);
+    return b.p;
+fail:
+    free(b.p);
+    return NULL;
 }
 
 sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr_size)

@@ -8,15 +8,28 @@
 
 #include <syncbridge/event.h>
 
+#include "util.h"
+
+/* An event made from JSON text (sb_event_new_json) keeps that text, checked
+ * but not parsed: `fields` is built from it on first read, on whichever
+ * thread reads first, and most routes never read (the ledger stores the
+ * text). Invariant: while `raw` is set, raw with `sets` spliced in before
+ * its closing brace is exactly the fields; without `raw`, `fields` is. */
 struct sb_event {
     char *id;
     char *source;
     int64_t received_us;
-    json_t *fields; /* object, owned */
-    json_t *added;  /* object of fields added by the step in progress; owned, may be NULL */
-    char *raw;      /* JSON text of `fields` as parsed (sb_event_new_json), owned, may be NULL */
-    json_t *raw_set;/* fields set with the setters since: spliced after `raw` in the payload */
+    json_t *fields;  /* object, owned; NULL until first read when raw is set */
+    json_t *added;   /* object of fields added by the step in progress; owned, may be NULL */
+    char *raw;       /* the source's JSON object text, '{' to '}'; owned, may be NULL */
+    size_t raw_len;
+    sb_strbuf sets;  /* ,"key":value for each setter call since, in order (a later key wins) */
 };
+
+/* The fields for reading (match, templates): built from the raw text on
+ * first use, which is kept. Borrowed; NULL never (aborts if memory runs
+ * out, as the sb_x* helpers do). */
+json_t *sb_event_view(const sb_event *ev);
 
 /* Ledger payload: {"id","source","received_us","fields":{...}}. malloc'd. */
 char *sb_event_to_payload(const sb_event *ev);

@@ -270,5 +270,5 @@ int sb_match_eval(const sb_match *m, const sb_event *ev)
 {
     if (!m)
         return 1;
-    return eval(m, ev ? ev->fields : NULL);
+    return eval(m, ev ? sb_event_view(ev) : NULL);
 }

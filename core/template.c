@@ -156,7 +156,7 @@ char *sb_template_render(const sb_template *t, const sb_event *ev, char *errstr,
 {
     sb_strbuf b = {0};
     sb_strbuf_add(&b, "", 0);
-    json_t *fields = ev ? ev->fields : NULL;
+    json_t *fields = ev ? sb_event_view(ev) : NULL;
     for (size_t i = 0; i < t->n; i++) {
         const part *p = &t->parts[i];
         if (!p->is_field) {

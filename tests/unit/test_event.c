@@ -58,6 +58,64 @@ START_TEST(empty_object_and_bad_text)
 }
 END_TEST
 
+/* A JSON event stays text until a field is read; reading keeps the text,
+ * a clone copies only the text, and both views always agree. */
+START_TEST(fields_are_built_on_first_read)
+{
+    char err[256];
+    const char *text = "{\"id\":\"k1\",\"table\":\"orders\",\"n\":1}";
+    sb_event *ev = sb_event_new_json("fb", "id", text, strlen(text), err, sizeof err);
+    ck_assert_msg(ev != NULL, "%s", err);
+    ck_assert_str_eq(sb_event_id(ev), "k1");
+    ck_assert_ptr_null(ev->fields); /* not parsed at admission */
+    ck_assert_int_eq(sb_event_set_int(ev, "n", 2), 0);
+    ck_assert_int_eq(sb_event_set_string(ev, "host", "edge\"01"), 0);
+    ck_assert_int_eq(sb_event_set_string(ev, "bad", "\xc3"), -1); /* not UTF-8: refused, text unchanged */
+    ck_assert_ptr_null(ev->fields);
+    sb_event *copy = sb_event_clone(ev);
+    ck_assert_ptr_null(copy->fields);
+    assert_fields(copy, "{\"id\":\"k1\",\"table\":\"orders\",\"n\":2,\"host\":\"edge\\\"01\"}");
+    ck_assert_str_eq(sb_event_get_string(ev, "table"), "orders"); /* builds the tree... */
+    ck_assert_int_eq(sb_event_get_int(ev, "n", 0), 2);
+    ck_assert_ptr_nonnull(ev->fields);
+    ck_assert_ptr_nonnull(ev->raw); /* ...and keeps the text */
+    ck_assert_int_eq(sb_event_set_int(ev, "n", 3), 0); /* both views follow a set */
+    ck_assert_int_eq(sb_event_get_int(ev, "n", 0), 3);
+    assert_fields(ev, "{\"id\":\"k1\",\"table\":\"orders\",\"n\":3,\"host\":\"edge\\\"01\"}");
+    sb_event_free(copy);
+    sb_event_free(ev);
+}
+END_TEST
+
+/* The id member is read from the text; escapes, duplicates and non-strings
+ * resolve as a parse would (the last duplicate wins). */
+START_TEST(id_member_as_jansson_reads_it)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"{\"id\":\"a\"}", "a"},
+        {"{\"id\":\"a\",\"id\":\"b\"}", "b"},
+        {"{\"id\":\"a\",\"id\":7}", "fb"},
+        {"{\"id\":\"\"}", "fb"},
+        {"{\"id\":\"x\\u0079\"}", "xy"},
+        {"{\"i\\u0064\":\"esc\"}", "esc"},
+        {"{\"id\":\"plain\",\"i\\u0064\":\"esc\"}", "esc"},
+        {"{\"sub\":{\"id\":\"inner\"}}", "fb"},
+    };
+    char err[256];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sb_event *ev = sb_event_new_json("fb", "id", cases[i].text, strlen(cases[i].text), err, sizeof err);
+        ck_assert_msg(ev != NULL, "%s: %s", cases[i].text, err);
+        ck_assert_str_eq(sb_event_id(ev), cases[i].want);
+        sb_event_free(ev);
+    }
+    /* jansson would skip this NUL; the event refuses it */
+    ck_assert_ptr_null(sb_event_new_json("fb", "id", "{\"a\":1\0}", 8, err, sizeof err));
+    ck_assert_str_eq(err, "NUL byte at offset 6");
+}
+END_TEST
+
 START_TEST(run_id_is_stable_and_63_bit)
 {
     int64_t a = sb_run_id("edw.orders|2026-11-23|x"), b = sb_run_id("edw.orders|2026-11-23|x");
@@ -73,6 +131,8 @@ int main(void)
     TCase *tc = tcase_create("event");
     tcase_add_test(tc, raw_text_is_kept_and_setters_are_spliced);
     tcase_add_test(tc, empty_object_and_bad_text);
+    tcase_add_test(tc, fields_are_built_on_first_read);
+    tcase_add_test(tc, id_member_as_jansson_reads_it);
     tcase_add_test(tc, run_id_is_stable_and_63_bit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

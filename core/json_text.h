@@ -1,0 +1,49 @@
+/*
+ * json_text.h - JSON as text, without building a tree.
+ *
+ * The admission path sees every event a JSON source emits. Building a
+ * jansson tree for each costs more than the rest of admission together, and
+ * most routes never read the fields (the ledger stores the text as is). So
+ * admission only checks the text with sb_json_scan_object() and reads the
+ * one member it needs; the tree is built later, on the thread of whichever
+ * step first reads a field (event.c).
+ *
+ * Core-internal. All functions are thread-safe (no shared state).
+ */
+#ifndef SB_JSON_TEXT_H
+#define SB_JSON_TEXT_H
+
+#include "util.h"
+
+#include <stddef.h>
+
+/* What sb_json_scan_object() found of the member it was asked for. */
+typedef enum {
+    SB_JSON_MEMBER_ABSENT,    /* no top-level member has that name */
+    SB_JSON_MEMBER_STRING,    /* the last one is a string: see text/len */
+    SB_JSON_MEMBER_OTHER,     /* the last one is not a string */
+    SB_JSON_MEMBER_UNDECIDED, /* escapes in a key or in the value: parse the text to know */
+} sb_json_member_kind;
+
+typedef struct {
+    sb_json_member_kind kind;
+    const char *text; /* STRING: the value's bytes inside the quotes (no escapes), in the scanned text */
+    size_t len;
+} sb_json_member;
+
+/* 1 if text[0..len) is what json_loadb(text, len, 0, ...) accepts and its
+ * value is an object, else 0: the same grammar, UTF-8 and escape rules
+ * (\u0000 and unpaired surrogates refused), integer range (int64) and real
+ * overflow, and nesting depth (2048). tests/unit/test_json_text.c holds the
+ * two to agreement on generated input. The caller asks jansson for the
+ * error message when it needs one (the failure path need not be fast).
+ * With `key` non-NULL, *member describes the LAST top-level member of that
+ * name (jansson keeps the last of duplicate keys). */
+int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member);
+
+/* Append s[0..len) as a JSON string (quotes included), escaped the way
+ * json_dumps() escapes. -1 (nothing appended) if s is not valid UTF-8 or
+ * holds a NUL byte, as json_stringn() refuses those. */
+int sb_json_quote(sb_strbuf *b, const char *s, size_t len);
+
+#endif
