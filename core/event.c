@@ -57,6 +57,7 @@ void sb_event_free(sb_event *ev)
     drop_raw(ev);
     json_decref(ev->fields);
     json_decref(ev->added);
+    json_decref(ev->peek);
     free(ev);
 }
 
@@ -68,6 +69,9 @@ void sb_event_set_received_us(sb_event *ev, int64_t us) { ev->received_us = us; 
 /* Only once the fields exist: the text is their only copy before. */
 static void drop_raw(sb_event *ev)
 {
+    free(ev->index); /* points into raw */
+    ev->index = NULL;
+    ev->nindex = 0;
     free(ev->raw);
     ev->raw = NULL;
     ev->raw_len = 0;
@@ -111,6 +115,59 @@ json_t *sb_event_view(const sb_event *cev)
     return ev->fields;
 }
 
+/* Parse the value text of a member read from the raw text; text we
+ * checked or wrote, so only an allocation can fail (abort, as sb_x*). */
+static json_t *member_value(const sb_event *ev, const sb_json_member *m)
+{
+    /* the common cases directly: a string without escapes, an integer */
+    if (m->kind == SB_JSON_MEMBER_STRING && !memchr(m->text, '\\', m->len)) {
+        json_t *v = json_stringn_nocheck(m->text + 1, m->len - 2);
+        if (v)
+            return v;
+    } else if (m->kind == SB_JSON_MEMBER_OTHER && m->len < 20 && strspn(m->text, "-0123456789") == m->len) {
+        json_t *v = json_integer(strtoll(m->text, NULL, 10)); /* checked or ours: in range */
+        if (v)
+            return v;
+    }
+    json_error_t jerr;
+    json_t *v = json_loadb(m->text, m->len, JSON_DECODE_ANY, &jerr);
+    if (!v) {
+        sb_log(NULL, SB_LOG_ERROR, "event %s: a field cannot be read: %s", ev->id, jerr.text);
+        abort();
+    }
+    return v;
+}
+
+json_t *sb_event_member(const sb_event *cev, const char *key)
+{
+    sb_event *ev = (sb_event *)cev; /* a cache: one thread at a time uses an event (event.h) */
+    if (!key)
+        return NULL;
+    if (ev->fields)
+        return json_object_get(ev->fields, key);
+    json_t *v = ev->peek ? json_object_get(ev->peek, key) : NULL;
+    if (v)
+        return v;
+    sb_json_member m = {SB_JSON_MEMBER_ABSENT, NULL, 0};
+    if (ev->sets.len) /* set later than the text: wins */
+        sb_json_find_member(ev->sets.p, ev->sets.len, key, &m);
+    if (m.kind == SB_JSON_MEMBER_ABSENT) {
+        if (!ev->index)
+            ev->index = sb_json_members(ev->raw, ev->raw_len, &ev->nindex);
+        sb_json_find_in(ev->index, ev->nindex, key, &m);
+    }
+    if (m.kind == SB_JSON_MEMBER_ABSENT)
+        return NULL;
+    if (m.kind == SB_JSON_MEMBER_UNDECIDED)
+        return json_object_get(sb_event_view(ev), key);
+    if (!ev->peek && !(ev->peek = json_object()))
+        sb_log(NULL, SB_LOG_ERROR, "out of memory"), abort();
+    v = member_value(ev, &m);
+    if (json_object_set_new(ev->peek, key, v) != 0)
+        sb_log(NULL, SB_LOG_ERROR, "out of memory"), abort();
+    return v;
+}
+
 /* A setter keeps the raw text valid by appending what it set (the payload
  * and a later parse see the later duplicate key win, as the set did). `v`
  * is the value's JSON text; `jv` the value for fields already built (stolen).
@@ -133,6 +190,8 @@ static int set_field(sb_event *ev, const char *key, const char *v, size_t vlen, 
         sb_strbuf_add(&ev->sets, ":", 1);
         sb_strbuf_add(&ev->sets, v, vlen);
         if (!ev->fields) {
+            if (ev->peek && json_object_get(ev->peek, key)) /* read before: keep the copy current */
+                return json_object_set_new(ev->peek, key, jv) == 0 ? 0 : -1;
             json_decref(jv);
             return 0;
         }
@@ -214,12 +273,12 @@ void sb_event_set_source(sb_event *ev, const char *source)
 
 const char *sb_event_get_string(const sb_event *ev, const char *key)
 {
-    return json_string_value(json_object_get(sb_event_view(ev), key));
+    return json_string_value(sb_event_member(ev, key));
 }
 
 int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback)
 {
-    json_t *v = json_object_get(sb_event_view(ev), key);
+    json_t *v = sb_event_member(ev, key);
     return json_is_integer(v) ? (int64_t)json_integer_value(v) : fallback;
 }
 
@@ -243,7 +302,6 @@ int sb_event_set_int(sb_event *ev, const char *key, int64_t value)
 
 int sb_event_add(sb_event *ev, const char *key, json_t *value)
 {
-    sb_event_fields(ev); /* steps change fields directly from here on */
     if (!key || !value) {
         json_decref(value);
         return -1;
@@ -256,7 +314,18 @@ int sb_event_add(sb_event *ev, const char *key, json_t *value)
         json_decref(value);
         return -1;
     }
-    return json_object_set_new(ev->fields, key, value);
+    /* as a setter: the text stays the whole truth, and no tree is built */
+    char *text = ev->raw ? json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    if (ev->raw && !text) {
+        json_object_del(ev->added, key);
+        json_decref(value);
+        return -1;
+    }
+    int rc = set_field(ev, key, text, text ? strlen(text) : 0, value);
+    free(text);
+    if (rc != 0)
+        json_object_del(ev->added, key);
+    return rc;
 }
 
 json_t *sb_event_take_added(sb_event *ev)

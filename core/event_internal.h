@@ -24,12 +24,21 @@ struct sb_event {
     char *raw;       /* the source's JSON object text, '{' to '}'; owned, may be NULL */
     size_t raw_len;
     sb_strbuf sets;  /* ,"key":value for each setter call since, in order (a later key wins) */
+    json_t *peek;    /* members read from the text while `fields` is NULL, by key; owned, may be NULL */
+    struct sb_json_span_s *index; /* the raw text's members, made on the first read; owned, may be NULL */
+    size_t nindex;
 };
 
 /* The fields for reading (match, templates): built from the raw text on
  * first use, which is kept. Borrowed; NULL never (aborts if memory runs
  * out, as the sb_x* helpers do). */
 json_t *sb_event_view(const sb_event *ev);
+
+/* The top-level member `key` for reading, or NULL if absent. Borrowed,
+ * valid until the event is changed or freed. Without the tree, reads just
+ * that member from the text (and keeps it): a step that reads a few fields
+ * never pays for the whole tree. */
+json_t *sb_event_member(const sb_event *ev, const char *key);
 
 /* Ledger payload: {"id","source","received_us","fields":{...}}. malloc'd. */
 char *sb_event_to_payload(const sb_event *ev);

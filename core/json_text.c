@@ -298,6 +298,113 @@ int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_m
     }
 }
 
+/* Past the string whose opening quote is at p, in valid JSON. */
+static const char *skip_string(const char *p, const char *end)
+{
+    for (p++;;) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (!q)
+            return end;
+        const char *bs = q; /* an odd run of backslashes escapes the quote */
+        while (bs > p && bs[-1] == '\\')
+            bs--;
+        if (((q - bs) & 1) == 0)
+            return q + 1;
+        p = q + 1;
+    }
+}
+
+/* Past the value starting at p, in valid JSON. */
+static const char *skip_value(const char *p, const char *end)
+{
+    if (*p == '"')
+        return skip_string(p, end);
+    if (*p != '{' && *p != '[') {
+        while (p < end && *p != ',' && *p != '}' && *p != ']' && !IS_WS(*p))
+            p++;
+        return p;
+    }
+    size_t depth = 0;
+    while (p < end) {
+        switch (*p) {
+        case '"':
+            p = skip_string(p, end);
+            continue;
+        case '{':
+        case '[':
+            depth++;
+            break;
+        case '}':
+        case ']':
+            if (--depth == 0)
+                return p + 1;
+            break;
+        default:
+            break;
+        }
+        p++;
+    }
+    return p;
+}
+
+sb_json_span *sb_json_members(const char *text, size_t len, size_t *n)
+{
+    const char *p = text, *end = text + len;
+    size_t cap = 16;
+    sb_json_span *out = sb_xmalloc(cap * sizeof *out);
+    *n = 0;
+    while (p < end && IS_WS(*p))
+        p++;
+    p++; /* the '{' or the leading ',' */
+    for (;;) {
+        while (p < end && IS_WS(*p))
+            p++;
+        if (p >= end || *p != '"')
+            break; /* '}' or the end of a member list */
+        const char *k = p + 1;
+        p = skip_string(p, end);
+        size_t klen = (size_t)(p - 1 - k);
+        while (p < end && (IS_WS(*p) || *p == ':'))
+            p++;
+        const char *v = p;
+        p = skip_value(p, end);
+        if (*n == cap)
+            out = sb_xrealloc(out, (cap *= 2) * sizeof *out);
+        out[(*n)++] = (sb_json_span){k, klen, v, (size_t)(p - v), memchr(k, '\\', klen) != NULL};
+        while (p < end && IS_WS(*p))
+            p++;
+        if (p >= end || *p != ',')
+            break;
+        p++;
+    }
+    return out;
+}
+
+void sb_json_find_in(const sb_json_span *m, size_t n, const char *key, sb_json_member *member)
+{
+    size_t keylen = strlen(key);
+    for (size_t i = n; i-- > 0;) { /* the last one wins */
+        if (m[i].key_escaped) { /* might be this name once unescaped */
+            *member = (sb_json_member){SB_JSON_MEMBER_UNDECIDED, NULL, 0};
+            return;
+        }
+        if (m[i].key_len == keylen && memcmp(m[i].key, key, keylen) == 0) {
+            *member = (sb_json_member){*m[i].value == '"' ? SB_JSON_MEMBER_STRING : SB_JSON_MEMBER_OTHER, m[i].value,
+                                       m[i].value_len};
+            return;
+        }
+    }
+    *member = (sb_json_member){SB_JSON_MEMBER_ABSENT, NULL, 0};
+}
+
+void sb_json_find_member(const char *text, size_t len, const char *key, sb_json_member *member)
+{
+    size_t n;
+    sb_json_span *m = sb_json_members(text, len, &n);
+    sb_json_find_in(m, n, key, member);
+    free(m);
+}
+
 int sb_json_quote(sb_strbuf *b, const char *s, size_t len)
 {
     static const char hexd[] = "0123456789ABCDEF";

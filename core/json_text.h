@@ -27,7 +27,8 @@ typedef enum {
 
 typedef struct {
     sb_json_member_kind kind;
-    const char *text; /* STRING: the value's bytes inside the quotes (no escapes), in the scanned text */
+    const char *text; /* in the text looked in; sb_json_scan_object(): a STRING's bytes inside its quotes
+                       * (no escapes); the lookups below: the value's whole JSON text */
     size_t len;
 } sb_json_member;
 
@@ -40,6 +41,32 @@ typedef struct {
  * With `key` non-NULL, *member describes the LAST top-level member of that
  * name (jansson keeps the last of duplicate keys). */
 int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member);
+
+/* One top-level member of a JSON object's text: pointers into that text. */
+typedef struct sb_json_span_s {
+    const char *key; /* inside the quotes, as written (escapes not undone) */
+    size_t key_len;
+    const char *value; /* the value's whole JSON text, a string's quotes included */
+    size_t value_len;
+    int key_escaped;
+} sb_json_span;
+
+/* The top-level members, in order, of text that is known to be valid: an
+ * object ("{...}") or a member list as the event's setters write it
+ * (",\"k\":v,\"k2\":v2"). No checking, so much cheaper than the scan; an
+ * event indexes its text once and then looks up any number of fields.
+ * malloc'd (aborts on OOM, as sb_x*), count in *n. */
+sb_json_span *sb_json_members(const char *text, size_t len, size_t *n);
+
+/* Look `key` up in members m[0..n): *member gets the LAST one named so
+ * (jansson keeps the last duplicate), STRING or OTHER by its type, with
+ * text/len spanning the value's JSON text; or ABSENT; or UNDECIDED when a
+ * key with escapes comes after the last plain match (it might be this name
+ * once unescaped: only a parse can tell). */
+void sb_json_find_in(const sb_json_span *m, size_t n, const char *key, sb_json_member *member);
+
+/* Both in one, for a single lookup. */
+void sb_json_find_member(const char *text, size_t len, const char *key, sb_json_member *member);
 
 /* Append s[0..len) as a JSON string (quotes included), escaped the way
  * json_dumps() escapes. -1 (nothing appended) if s is not valid UTF-8 or

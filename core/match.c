@@ -48,6 +48,22 @@ json_t *sb_json_path(json_t *obj, const char *path)
     return obj;
 }
 
+json_t *sb_event_path(const sb_event *ev, const char *path)
+{
+    if (!ev || !path)
+        return NULL;
+    const char *dot = strchr(path, '.');
+    if (!dot)
+        return sb_event_member(ev, path);
+    size_t n = (size_t)(dot - path);
+    char *first = sb_xmalloc(n + 1);
+    memcpy(first, path, n);
+    first[n] = '\0';
+    json_t *v = sb_event_member(ev, first);
+    free(first);
+    return sb_json_path(v, dot + 1);
+}
+
 void sb_match_free(sb_match *m)
 {
     if (!m)
@@ -226,25 +242,25 @@ static int values_equal(const json_t *a, const json_t *b)
     return json_equal((json_t *)a, (json_t *)b);
 }
 
-static int eval(const sb_match *m, json_t *fields)
+static int eval(const sb_match *m, const sb_event *ev)
 {
     switch (m->op) {
     case OP_ALL:
         for (size_t i = 0; i < m->n; i++)
-            if (!eval(m->kids[i], fields))
+            if (!eval(m->kids[i], ev))
                 return 0;
         return 1;
     case OP_ANY:
         for (size_t i = 0; i < m->n; i++)
-            if (eval(m->kids[i], fields))
+            if (eval(m->kids[i], ev))
                 return 1;
         return 0;
     case OP_NOT:
-        return !eval(m->kids[0], fields);
+        return !eval(m->kids[0], ev);
     default:
         break;
     }
-    const json_t *v = sb_json_path(fields, m->field);
+    const json_t *v = sb_event_path(ev, m->field);
     if (m->op == OP_EXISTS)
         return (v != NULL) == m->exists;
     if (!v)
@@ -270,5 +286,5 @@ int sb_match_eval(const sb_match *m, const sb_event *ev)
 {
     if (!m)
         return 1;
-    return eval(m, ev ? sb_event_view(ev) : NULL);
+    return eval(m, ev);
 }

@@ -33,5 +33,8 @@ void sb_match_free(sb_match *m);
 
 /* Look up a dotted field path in a JSON object; NULL if absent. Borrowed. */
 json_t *sb_json_path(json_t *obj, const char *path);
+/* The same in an event's fields, reading only the member the path starts
+ * with while the event is still text (event_internal.h). Borrowed. */
+json_t *sb_event_path(const sb_event *ev, const char *path);
 
 #endif

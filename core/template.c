@@ -156,14 +156,13 @@ char *sb_template_render(const sb_template *t, const sb_event *ev, char *errstr,
 {
     sb_strbuf b = {0};
     sb_strbuf_add(&b, "", 0);
-    json_t *fields = ev ? sb_event_view(ev) : NULL;
     for (size_t i = 0; i < t->n; i++) {
         const part *p = &t->parts[i];
         if (!p->is_field) {
             sb_strbuf_add(&b, p->text, strlen(p->text));
             continue;
         }
-        json_t *v = sb_json_path(fields, p->text);
+        json_t *v = sb_event_path(ev, p->text);
         if (!v) {
             if (!p->def) {
                 sb_err(errstr, errstr_size, "template \"%s\": event has no field \"%s\"", t->source, p->text);

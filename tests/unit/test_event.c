@@ -75,14 +75,48 @@ START_TEST(fields_are_built_on_first_read)
     sb_event *copy = sb_event_clone(ev);
     ck_assert_ptr_null(copy->fields);
     assert_fields(copy, "{\"id\":\"k1\",\"table\":\"orders\",\"n\":2,\"host\":\"edge\\\"01\"}");
-    ck_assert_str_eq(sb_event_get_string(ev, "table"), "orders"); /* builds the tree... */
+    /* a few reads take just those members from the text, sets winning */
+    ck_assert_str_eq(sb_event_get_string(ev, "table"), "orders");
     ck_assert_int_eq(sb_event_get_int(ev, "n", 0), 2);
-    ck_assert_ptr_nonnull(ev->fields);
-    ck_assert_ptr_nonnull(ev->raw); /* ...and keeps the text */
-    ck_assert_int_eq(sb_event_set_int(ev, "n", 3), 0); /* both views follow a set */
+    ck_assert_str_eq(sb_event_get_string(ev, "host"), "edge\"01");
+    ck_assert_ptr_null(sb_event_get_string(ev, "missing"));
+    ck_assert_ptr_null(ev->fields);
+    ck_assert_int_eq(sb_event_set_int(ev, "n", 3), 0); /* a read member follows a set */
     ck_assert_int_eq(sb_event_get_int(ev, "n", 0), 3);
-    assert_fields(ev, "{\"id\":\"k1\",\"table\":\"orders\",\"n\":3,\"host\":\"edge\\\"01\"}");
+    /* a step's addition is recorded as added and stays text too */
+    ck_assert_int_eq(sb_event_add(ev, "msg_id", json_string("m-1")), 0);
+    ck_assert_ptr_null(ev->fields);
+    ck_assert_str_eq(sb_event_get_string(ev, "msg_id"), "m-1");
+    json_t *added = sb_event_take_added(ev);
+    ck_assert_str_eq(json_string_value(json_object_get(added, "msg_id")), "m-1");
+    json_decref(added);
+    const char *all = "{\"id\":\"k1\",\"table\":\"orders\",\"n\":3,\"host\":\"edge\\\"01\",\"msg_id\":\"m-1\"}";
+    assert_fields(ev, all);
+    json_t *want = json_loads(all, 0, NULL);
+    ck_assert(json_equal(sb_event_view(ev), want)); /* the whole tree, built now, agrees */
+    ck_assert_ptr_nonnull(ev->raw);                 /* and the text is kept */
+    ck_assert_int_eq(sb_event_set_int(ev, "n", 4), 0); /* both views follow a set */
+    ck_assert_int_eq(sb_event_get_int(ev, "n", 0), 4);
+    json_object_set_new(want, "n", json_integer(4));
+    ck_assert(json_equal(sb_event_view(ev), want));
+    json_decref(want);
     sb_event_free(copy);
+    sb_event_free(ev);
+}
+END_TEST
+
+/* A member whose key is written with escapes can only be found by a
+ * parse: the lookup falls back to the tree and still answers right. */
+START_TEST(escaped_keys_fall_back_to_the_tree)
+{
+    char err[256];
+    const char *text = "{\"table\":\"a\",\"t\\u0061ble\":\"b\",\"x\":1}";
+    sb_event *ev = sb_event_new_json("fb", NULL, text, strlen(text), err, sizeof err);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_int_eq(sb_event_get_int(ev, "x", 0), 1); /* a plain key after the escaped one: no tree */
+    ck_assert_ptr_null(ev->fields);
+    ck_assert_str_eq(sb_event_get_string(ev, "table"), "b"); /* the escaped duplicate wins */
+    ck_assert_ptr_nonnull(ev->fields);
     sb_event_free(ev);
 }
 END_TEST
@@ -133,6 +167,7 @@ int main(void)
     tcase_add_test(tc, empty_object_and_bad_text);
     tcase_add_test(tc, fields_are_built_on_first_read);
     tcase_add_test(tc, id_member_as_jansson_reads_it);
+    tcase_add_test(tc, escaped_keys_fall_back_to_the_tree);
     tcase_add_test(tc, run_id_is_stable_and_63_bit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

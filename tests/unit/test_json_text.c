@@ -52,6 +52,24 @@ static void agree(const char *text, size_t len, const char *key)
     }
     ck_assert_msg(ok == want, "scan says %d, jansson %d (%s) for [%.*s]", ok, want, obj ? "parsed" : err.text,
                   (int)(len > 200 ? 200 : len), text);
+    /* the unchecked lookup finds what jansson keeps, for plain keys */
+    static const char *const plain[] = {"id", "a", "b", "idx", ""};
+    for (size_t i = 0; ok && i < sizeof plain / sizeof *plain; i++) {
+        sb_json_member f;
+        sb_json_find_member(text, len, plain[i], &f);
+        json_t *v = json_object_get(obj, plain[i]);
+        if (f.kind == SB_JSON_MEMBER_UNDECIDED)
+            continue;
+        ck_assert_msg((f.kind == SB_JSON_MEMBER_ABSENT) == (v == NULL), "find %s in [%.*s]", plain[i],
+                      (int)(len > 200 ? 200 : len), text);
+        if (v) {
+            json_t *got = json_loadb(f.text, f.len, JSON_DECODE_ANY, NULL);
+            ck_assert_msg(json_equal(got, v) && (f.kind == SB_JSON_MEMBER_STRING) == json_is_string(v),
+                          "find %s gave [%.*s] in [%.*s]", plain[i], (int)f.len, f.text, (int)(len > 200 ? 200 : len),
+                          text);
+            json_decref(got);
+        }
+    }
     if (ok && key) {
         json_t *v = json_object_get(obj, key);
         switch (m.kind) {
