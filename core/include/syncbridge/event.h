@@ -39,11 +39,14 @@ sb_event *sb_event_new_with_fields(const char *event_id, json_t *fields);
 /* New event from the JSON text of its fields (an object), for sources that
  * receive JSON (JSON lines, Kafka messages). The id is the string member
  * `id_field` when it is present and non-empty (id_field MAY be NULL), else
- * `fallback_id`. The core keeps `text` and writes it to the run ledger as
- * is, instead of serialising the parsed object again, for as long as the
- * fields are not changed: calling sb_event_fields() or a setter drops it.
- * NULL with errstr ("not a JSON object", or the parser's message with its
- * column) if the text is not a JSON object. */
+ * `fallback_id`. The text is checked here (exactly as json_loadb() would
+ * check it) but not parsed: the core writes it to the run ledger as is,
+ * reads single fields from it (sb_event_get_string() and the like, route
+ * matches, templates) and builds the fields object only when something asks
+ * for all of it (sb_event_fields()). Setters and sb_event_add() keep the
+ * text current; sb_event_fields() hands out the object and drops the text.
+ * NULL with errstr ("not a JSON object", "NUL byte at offset N", or the
+ * parser's message with its column) if the text is not a JSON object. */
 sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const char *text, size_t len,
                             char *errstr, size_t errstr_size);
 
@@ -61,15 +64,18 @@ int64_t sb_event_received_us(const sb_event *ev);
 void sb_event_set_received_us(sb_event *ev, int64_t us);
 
 /* The fields object. Borrowed. Sources MAY modify it before emit; steps
- * MUST use sb_event_add() so that the added fields are recorded. Calling
- * it drops the raw text kept by sb_event_new_json(). */
+ * MUST use sb_event_add() so that the added fields are recorded. For an
+ * event made by sb_event_new_json() this builds the object, the costly
+ * part of JSON handling: steps that only read a few fields should use the
+ * accessors below. */
 json_t *sb_event_fields(sb_event *ev);
 
 /* Field accessors; NULL/fallback when absent or of another type. */
 const char *sb_event_get_string(const sb_event *ev, const char *key);
 int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback);
 
-/* Convenience setters for sources; return -1 on allocation failure. */
+/* Convenience setters for sources; return -1 if the key or value is not
+ * valid UTF-8, or on allocation failure. */
 int sb_event_set_string(sb_event *ev, const char *key, const char *value);
 int sb_event_set_int(sb_event *ev, const char *key, int64_t value);
 
