@@ -271,6 +271,44 @@ static int find_script(const char *cmd, const char *script, int depth, rr_comman
     return rc;
 }
 
+/* Offset of the first byte that breaks strict UTF-8 (no overlongs,
+ * surrogates or code points past U+10FFFF: what jansson accepts as a
+ * string), or -1 if `s` is valid. */
+static long utf8_error_at(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    for (size_t i = 0; s[i];) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        unsigned long cp;
+        if (c >= 0xC2 && c <= 0xDF) {
+            k = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return (long)i;
+        }
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) /* also stops at the terminating NUL */
+                return (long)i;
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return (long)i;
+        i += k + 1;
+    }
+    return -1;
+}
+
 int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, char *errstr, size_t errstr_size)
 {
     const char *script = script_name && *script_name ? script_name : RR_DEFAULT_SCRIPT;
@@ -282,6 +320,13 @@ int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, 
     }
     if (strlen(cmd) > RR_MAX_COMMAND) {
         snprintf(errstr, errstr_size, "command is longer than %d bytes", RR_MAX_COMMAND);
+        return -1;
+    }
+    long bad = utf8_error_at(cmd);
+    if (bad >= 0) {
+        /* its fields could not be JSON text: say so here, not as a failure later */
+        snprintf(errstr, errstr_size, "command is not valid UTF-8 text (byte 0x%02x at column %ld)",
+                 (unsigned char)cmd[bad], bad + 1);
         return -1;
     }
     if (strlen(script) > RR_NAME_MAX) {

@@ -37,13 +37,15 @@ typedef struct rr_command {
  * yyyy-mm-dd and a real date; offset_days a non-negative integer. Returns
  * 0, or -1 with a reason in errstr naming the offending token, e.g.
  * `schema "groupon;rm -rf" is not a valid identifier`, `no
- * run_replicator.sh in the command`, `unterminated quote`. `script_name`
- * MAY be NULL for the default "run_replicator.sh". */
+ * run_replicator.sh in the command`, `unterminated quote`, `command is
+ * not valid UTF-8 text (byte 0xff at column 24)`. `script_name` MAY be
+ * NULL for the default "run_replicator.sh". */
 int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, char *errstr, size_t errstr_size);
 
 /* Set the event fields of a parsed command: command (as given), script,
- * schema, table, and inc_key/inc_val/offset_days when present. Returns 0
- * or -1 on allocation failure. */
+ * schema, table, and inc_key/inc_val/offset_days when present.
+ * `command_text` MUST be UTF-8 (the text rr_parse_command accepted is), so
+ * -1 means an allocation failed; else 0. */
 int rr_command_to_fields(const rr_command *c, const char *command_text, json_t *fields);
 
 /* The run's identity for sb_run_id(): "schema.table|inc_val-or-full|extra".

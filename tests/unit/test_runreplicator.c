@@ -142,6 +142,14 @@ START_TEST(test_structure_errors)
     bad("sh run_replicator.sh 'groupon_production im_brand_list", "unterminated quote");
     bad("sh run_replicator.sh s t k", "inc_key \"k\" given without inc_val");
     bad("sh run_replicator.sh s t > ", "without a target");
+    /* fields must be JSON text: bytes that are not UTF-8 are refused here, with the column */
+    bad("sh /opt/caf\xe9/run_replicator.sh s t", "command is not valid UTF-8 text (byte 0xe9 at column 12)");
+    bad("sh run_replicator.sh s t \xc0\xaf", "not valid UTF-8"); /* overlong "/" */
+    bad("sh run_replicator.sh s t \xed\xa0\x80", "not valid UTF-8"); /* a surrogate */
+    bad("sh run_replicator.sh s t \xf4\x90\x80\x80", "not valid UTF-8"); /* past U+10FFFF */
+    bad("sh run_replicator.sh s t \xe2\x82", "not valid UTF-8"); /* cut short */
+    ok("sh /opt/caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x98\x80/run_replicator.sh s t");
+    ck_assert_str_eq(cmd.table, "t");
     ck_assert_int_eq(rr_parse_command(NULL, NULL, &cmd, err, sizeof err), -1);
     /* huge input is refused before it is split */
     size_t n = 70000;
