@@ -55,15 +55,17 @@ static int words_push(words *w, const char *s, size_t len)
 
 /* Split `s` into words. Quotes group and are removed; a backslash outside
  * single quotes takes the next character literally (inside double quotes
- * only before $ ` " \ and newline, as in sh). Returns 0, or -1 with errstr. */
+ * only before $ ` " \ and newline, as in sh). Returns 0, or RR_INVALID or
+ * RR_NOMEM with errstr. */
 static int split_words(const char *s, words *out, char *errstr, size_t errstr_size)
 {
     size_t len = strlen(s);
     char *cur = malloc(len + 1);
     if (!cur) {
         snprintf(errstr, errstr_size, "out of memory");
-        return -1;
+        return RR_NOMEM;
     }
+    int rc = RR_INVALID;
     size_t n = 0;
     int in_word = 0;
     const char *p = s;
@@ -119,10 +121,11 @@ static int split_words(const char *s, words *out, char *errstr, size_t errstr_si
     return 0;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
+    rc = RR_NOMEM;
 fail:
     free(cur);
     words_free(out);
-    return -1;
+    return rc;
 }
 
 static int is_identifier(const char *s)
@@ -252,17 +255,18 @@ static int parse_args(char **a, size_t n, rr_command *out, char *errstr, size_t 
 }
 
 /* Look for the script word in `cmd`, descending into words that hold a
- * nested command. 1 = found and parsed, 0 = not here, -1 = error. */
+ * nested command. 1 = found and parsed, 0 = not here, RR_INVALID or
+ * RR_NOMEM = error. */
 static int find_script(const char *cmd, const char *script, int depth, rr_command *out, char *errstr,
                        size_t errstr_size)
 {
     words w = {0};
-    if (split_words(cmd, &w, errstr, errstr_size) != 0)
-        return -1;
-    int rc = 0;
+    int rc = split_words(cmd, &w, errstr, errstr_size);
+    if (rc != 0)
+        return rc;
     for (size_t i = 0; i < w.n && rc == 0; i++) {
         if (strcmp(basename_of(w.v[i]), script) == 0) {
-            rc = parse_args(w.v + i + 1, w.n - i - 1, out, errstr, errstr_size) == 0 ? 1 : -1;
+            rc = parse_args(w.v + i + 1, w.n - i - 1, out, errstr, errstr_size) == 0 ? 1 : RR_INVALID;
         } else if (depth < RR_MAX_DEPTH && strpbrk(w.v[i], " \t\n") && strstr(w.v[i], script)) {
             rc = find_script(w.v[i], script, depth + 1, out, errstr, errstr_size);
         }
@@ -343,7 +347,7 @@ int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, 
         memset(out, 0, sizeof *out);
         memcpy(out->script, keep, sizeof keep);
         out->offset_days = -1;
-        return -1;
+        return rc == RR_NOMEM ? RR_NOMEM : RR_INVALID;
     }
     return 0;
 }

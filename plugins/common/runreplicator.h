@@ -32,14 +32,18 @@ typedef struct rr_command {
     int offset_days;               /* -1 when absent */
 } rr_command;
 
+/* What rr_parse_command() returns besides 0. */
+#define RR_INVALID (-1) /* not one run's command: errstr says why; it never will be */
+#define RR_NOMEM (-2)   /* an allocation failed: errstr "out of memory"; try again later */
+
 /* Parse a command line. Schema, table and inc_key must be identifiers
  * ([A-Za-z_][A-Za-z0-9_$]*, at most RR_NAME_MAX); inc_val yyyymmdd or
  * yyyy-mm-dd and a real date; offset_days a non-negative integer. Returns
- * 0, or -1 with a reason in errstr naming the offending token, e.g.
+ * 0, or RR_INVALID (-1) with a reason in errstr naming the offending token, e.g.
  * `schema "groupon;rm -rf" is not a valid identifier`, `no
  * run_replicator.sh in the command`, `unterminated quote`, `command is
- * not valid UTF-8 text (byte 0xff at column 24)`. `script_name` MAY be
- * NULL for the default "run_replicator.sh". */
+ * not valid UTF-8 text (byte 0xff at column 24)`; or RR_NOMEM (-2).
+ * `script_name` MAY be NULL for the default "run_replicator.sh". */
 int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, char *errstr, size_t errstr_size);
 
 /* Set the event fields of a parsed command: command (as given), script,

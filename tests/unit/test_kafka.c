@@ -1,9 +1,11 @@
 /* test_kafka.c - the kafka source's message handling on real librdkafka
  * messages, produced to and consumed from an in-process mock cluster
- * (rdkafka_mock): what becomes an event, and what is skipped as
- * unparsable with its real reason. The plugin is compiled in whole so its
- * static functions can be called directly; the consumer group, offsets and
- * rebalances are covered end to end by tests/scripts/test_kafka.py. */
+ * (rdkafka_mock): what becomes an event, what is skipped as unparsable
+ * with its real reason, and that running out of memory refuses the batch
+ * instead (jansson's allocator is swapped for one that can fail). The
+ * plugin is compiled in whole so its static functions can be called
+ * directly; the consumer group, offsets and rebalances are covered end to
+ * end by tests/scripts/test_kafka.py. */
 #include "../../plugins/kafka/kafka.c"
 
 #include <librdkafka/rdkafka_mock.h>
@@ -14,6 +16,14 @@
 
 static rd_kafka_t *producer;
 static char bootstraps[256];
+
+/* While set, every jansson allocation fails. */
+static int fail_allocs;
+
+static void *maybe_malloc(size_t n)
+{
+    return fail_allocs ? NULL : malloc(n);
+}
 
 static void cluster_up(void)
 {
@@ -115,37 +125,81 @@ START_TEST(test_events_and_unparsable_messages)
     kafka_src k = source(FMT_AUTO);
     char err[512];
 
-    sb_event *ev = message_event(&k, p.m[0], err, sizeof err);
-    ck_assert_ptr_nonnull(ev);
+    sb_event *ev;
+    ck_assert_int_eq(message_event(&k, p.m[0], &ev, err, sizeof err), MSG_EVENT);
     ck_assert_str_eq(sb_event_id(ev), "kafka:events:0:0");
     ck_assert_str_eq(sb_event_get_string(ev, "table"), "t1");
     ck_assert_int_eq(sb_event_get_int(ev, "kafka_offset", -1), 0);
     sb_event_free(ev);
 
-    ev = message_event(&k, p.m[1], err, sizeof err);
-    ck_assert_ptr_nonnull(ev);
+    ck_assert_int_eq(message_event(&k, p.m[1], &ev, err, sizeof err), MSG_EVENT);
     ck_assert_str_eq(sb_event_get_string(ev, "inc_val"), "2026-11-23");
     ck_assert_int_ge(sb_event_get_int(ev, "run_id", -1), 0);
     sb_event_free(ev);
 
-    ck_assert_ptr_null(message_event(&k, p.m[2], err, sizeof err));
+    ck_assert_int_eq(message_event(&k, p.m[2], &ev, err, sizeof err), MSG_UNPARSABLE);
     ASSERT_HAS(err, "column");
-    ck_assert_ptr_null(message_event(&k, p.m[3], err, sizeof err));
+    ck_assert_int_eq(message_event(&k, p.m[3], &ev, err, sizeof err), MSG_UNPARSABLE);
     ASSERT_HAS(err, "is not a valid identifier");
     err[0] = '\0';
-    ck_assert_ptr_null(message_event(&k, p.m[4], err, sizeof err));
+    ck_assert_int_eq(message_event(&k, p.m[4], &ev, err, sizeof err), MSG_UNPARSABLE);
     ASSERT_HAS(err, "command is not valid UTF-8 text (byte 0xe9 at column 12)");
+    polled_free(&p);
+}
+END_TEST
+
+START_TEST(test_allocation_failure_refuses_the_batch)
+{
+    static const char *const payloads[] = {
+        "{\"schema\": \"edw\", \"table\": \"t1\"}",
+        "sh /etl/run_replicator.sh edw_prod orders_daily",
+        "{this is not json",
+    };
+    polled p = produce_and_poll("oom", payloads, 3);
+    kafka_src k = source(FMT_AUTO);
+    char err[512];
+    sb_event *ev;
+
+    /* Both kinds of message would parse: out of memory is not unparsable. */
+    fail_allocs = 1;
+    ck_assert_int_eq(message_event(&k, p.m[0], &ev, err, sizeof err), MSG_NO_MEMORY);
+    ck_assert_ptr_null(ev);
+    ck_assert_str_eq(err, "out of memory");
+    ck_assert_int_eq(message_event(&k, p.m[1], &ev, err, sizeof err), MSG_NO_MEMORY);
+    fail_allocs = 0;
+    ck_assert_int_eq(message_event(&k, p.m[2], &ev, err, sizeof err), MSG_UNPARSABLE);
+
+    /* A batch holding such a message is refused like a failed emit: nothing
+     * becomes the batch in flight (whose offsets would be stored), nothing
+     * is counted as skipped, and run() is to fail and read it again. */
+    rd_kafka_message_t *pending[16], *inflight[16];
+    k.pending = pending;
+    k.inflight = inflight;
+    for (size_t i = 0; i < p.n; i++)
+        k.pending[k.npending++] = p.m[i];
+    p.n = 0; /* owned by the source now */
+    fail_allocs = 1;
+    int rc = flush_pending(&k);
+    fail_allocs = 0;
+    ck_assert_int_eq(rc, -1);
+    ck_assert_int_eq(k.emit_failed, 1);
+    ck_assert_uint_eq(k.ninflight, 0);
+    ck_assert_uint_eq(k.npending, 0);
+    ck_assert_uint_eq(k.n_bad, 0);
+    ck_assert_uint_eq(k.n_events, 0);
     polled_free(&p);
 }
 END_TEST
 
 int main(void)
 {
+    json_set_alloc_funcs(maybe_malloc, free);
     cluster_up();
     Suite *s = suite_create("kafka");
     TCase *tc = tcase_create("messages");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_events_and_unparsable_messages);
+    tcase_add_test(tc, test_allocation_failure_refuses_the_batch);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     /* one mock cluster for all tests: no fork */
