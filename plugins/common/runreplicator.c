@@ -11,6 +11,8 @@
  */
 #include "runreplicator.h"
 
+#include <syncbridge/event.h>
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -373,4 +375,32 @@ void rr_identity(const rr_command *c, const char *extra, char *buf, size_t bufsi
 {
     snprintf(buf, bufsize, "%s.%s|%s|%s", c->schema, c->table, c->inc_val[0] ? c->inc_val : "full",
              extra ? extra : "");
+}
+
+int rr_set_run_id(const rr_command *c, const char *identity_extra, json_t *fields)
+{
+    size_t size = strlen(c->schema) + strlen(c->table) + sizeof c->inc_val + 8 +
+                  (identity_extra ? strlen(identity_extra) : 0);
+    char *identity = malloc(size);
+    if (!identity)
+        return RR_NOMEM;
+    rr_identity(c, identity_extra, identity, size);
+    int rc = json_object_set_new(fields, "run_id", json_integer(sb_run_id(identity)));
+    free(identity);
+    return rc == 0 ? 0 : RR_NOMEM;
+}
+
+int rr_command_fields(const char *text, const char *script_name, const char *identity_extra, json_t *fields,
+                      rr_command *cmd, char *errstr, size_t errstr_size)
+{
+    rr_command c;
+    int rc = rr_parse_command(text, script_name, &c, errstr, errstr_size);
+    if (rc == 0 && (rr_command_to_fields(&c, text, fields) != 0 ||
+                    (identity_extra && rr_set_run_id(&c, identity_extra, fields) != 0))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        rc = RR_NOMEM;
+    }
+    if (cmd)
+        *cmd = c;
+    return rc;
 }

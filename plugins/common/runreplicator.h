@@ -13,7 +13,8 @@
  * argument of a wrapper (`${RUN_SCRIPT} "sh ..."`, `bash -c '...'`).
  *
  * Threading: every function is reentrant. Ownership: out-structs are
- * filled by value; nothing to free.
+ * filled by value; nothing to free. Fields are set in a JSON object the
+ * caller owns.
  */
 #ifndef SB_PLUGINS_RUNREPLICATOR_H
 #define SB_PLUGINS_RUNREPLICATOR_H
@@ -56,6 +57,27 @@ int rr_command_to_fields(const rr_command *c, const char *command_text, json_t *
  * `extra` distinguishes executions of the same table/date (e.g. the
  * start time, or the source position) and MAY be NULL. Writes into buf. */
 void rr_identity(const rr_command *c, const char *extra, char *buf, size_t bufsize);
+
+/* Set "run_id" in `fields`: sb_run_id() of rr_identity(c, identity_extra),
+ * the whole identity however long `identity_extra` is. 0, or RR_NOMEM. */
+int rr_set_run_id(const rr_command *c, const char *identity_extra, json_t *fields);
+
+/* What a source does with a command line that names a run, in one call:
+ *   text -> rr_parse_command() -> rr_command_to_fields() (command = text
+ *   as given) -> rr_identity(cmd, identity_extra) -> "run_id".
+ * `script_name` as for rr_parse_command(). `identity_extra` tells this
+ * execution apart (the source position: a Kafka message id, a file and
+ * offset); NULL leaves run_id out, for a caller that learns the run's
+ * identity only later and then calls rr_set_run_id(). `cmd` MAY be NULL;
+ * it receives the parsed command.
+ *
+ * Returns 0; RR_INVALID with the reason in errstr when `text` is not one
+ * run's command (then `fields` is untouched, and the input never will be
+ * one: log and skip it); or RR_NOMEM, errstr "out of memory", when an
+ * allocation failed (then `fields` may hold some of the fields: drop it,
+ * and do not move past the input, which would succeed later). */
+int rr_command_fields(const char *text, const char *script_name, const char *identity_extra, json_t *fields,
+                      rr_command *cmd, char *errstr, size_t errstr_size);
 
 /* Validate a date written yyyymmdd or yyyy-mm-dd (a real calendar date,
  * years 1900-2999) and write it as YYYY-MM-DD into out. 0, or -1 if it is

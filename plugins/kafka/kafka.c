@@ -332,29 +332,17 @@ static msg_result command_event(const char *id, const char *payload, size_t len,
         return no_memory(err, errsz);
     memcpy(text, payload, len);
     text[len] = '\0';
-    rr_command cmd;
-    msg_result r = MSG_UNPARSABLE;
-    int prc = rr_parse_command(text, NULL, &cmd, err, errsz);
-    if (prc != 0) {
-        r = prc == RR_NOMEM ? MSG_NO_MEMORY : MSG_UNPARSABLE;
-        goto out;
-    }
+    msg_result r;
     json_t *fields = json_object();
-    if (!fields || rr_command_to_fields(&cmd, text, fields) != 0) {
+    /* the message's own id tells this execution of the run apart */
+    int rc = fields ? rr_command_fields(text, NULL, id, fields, NULL, err, errsz) : RR_NOMEM;
+    if (rc == 0) {
+        *out = sb_event_new_with_fields(id, fields);
+        r = *out ? MSG_EVENT : no_memory(err, errsz);
+    } else {
         json_decref(fields);
-        r = no_memory(err, errsz);
-        goto out;
+        r = rc == RR_INVALID ? MSG_UNPARSABLE : no_memory(err, errsz);
     }
-    char identity[1024];
-    rr_identity(&cmd, id, identity, sizeof identity);
-    if (json_object_set_new(fields, "run_id", json_integer(sb_run_id(identity))) != 0) {
-        json_decref(fields);
-        r = no_memory(err, errsz);
-        goto out;
-    }
-    *out = sb_event_new_with_fields(id, fields);
-    r = *out ? MSG_EVENT : no_memory(err, errsz);
-out:
     free(text);
     return r;
 }
