@@ -52,9 +52,13 @@ typedef struct sb_gcp_auth sb_gcp_auth;
 sb_gcp_auth *sb_gcp__auth_new(const sb_gcp_conf *conf, sb_gcp_auth_mode mode, char *errstr, size_t errstr_size);
 void sb_gcp__auth_free(sb_gcp_auth *a);
 sb_gcp_auth_mode sb_gcp__auth_mode(const sb_gcp_auth *a);
-/* 0 with a malloc'd token (NULL for NONE); *fetched counts token fetches
- * this call made (0 or 1). -1 with errstr. Thread-safe. */
-int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetched,
+/* 0 with a malloc'd token (NULL for NONE), or -1 with errstr. *fetch
+ * says what this call itself did at the token endpoint: 1 fetched a
+ * token, -1 tried and failed (also when the current token is still
+ * valid and returned), 0 nothing (a cached token, or a waiter sharing
+ * another caller's fetch). So counting *fetch counts each attempt once.
+ * Thread-safe. */
+int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetch,
                        char *errstr, size_t errstr_size);
 void sb_gcp__auth_invalidate(sb_gcp_auth *a, const char *token);
 /* Whether a 401 can be cured by fetching a new token. */

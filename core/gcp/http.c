@@ -296,11 +296,14 @@ void sb_gcp_client_stats(const sb_gcp_client *c, sb_gcp_stats *o)
 
 int sb_gcp_client_token(sb_gcp_client *c, char **token, char *errstr, size_t errstr_size)
 {
-    int fetched = 0;
-    int rc = sb_gcp__auth_token(c->auth, c, token, &fetched, errstr, errstr_size);
-    if (fetched)
+    /* Count what this call did at the token endpoint, not what it returns:
+     * a failed refresh may still hand out the current token, and callers
+     * that waited for another one's fetch share its result. */
+    int fetch = 0;
+    int rc = sb_gcp__auth_token(c->auth, c, token, &fetch, errstr, errstr_size);
+    if (fetch > 0)
         atomic_fetch_add(&c->st_token_refreshes, 1);
-    if (rc != 0)
+    else if (fetch < 0)
         atomic_fetch_add(&c->st_token_errors, 1);
     return rc;
 }

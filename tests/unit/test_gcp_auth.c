@@ -205,6 +205,81 @@ START_TEST(test_concurrent_callers_share_one_refresh)
 }
 END_TEST
 
+START_TEST(test_failed_refresh_counted_while_token_still_valid)
+{
+    NEED_FAKE();
+    tl_ctl(&fake, 0, "POST", "/_fake/config", "{\"token_expires_in\":4}", NULL);
+    sb_gcp_conf conf;
+    char err[1024];
+    sa_conf(&conf, sa_file);
+    conf.refresh_margin_ms = 3000; /* at most half the life: refresh 2 s into a 4 s token */
+    sb_gcp_client *c = sb_gcp_client_new(&conf, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+    char *t1, *t2, *t3;
+    ck_assert_msg(sb_gcp_client_token(c, &t1, err, sizeof err) == 0, "%s", err);
+    usleep(2300000);
+    /* The refresh fails, but the current token is still good: it is used... */
+    tl_fault(&fake, "{\"path_regex\":\"^/token$\",\"status\":400,\"count\":1}");
+    ck_assert_msg(sb_gcp_client_token(c, &t2, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(t1, t2);
+    ck_assert_int_eq(tokens_fetched(), 2);
+    /* ... and the failed attempt is counted all the same */
+    sb_gcp_stats st;
+    sb_gcp_client_stats(c, &st);
+    ck_assert_uint_eq(st.token_refreshes, 1);
+    ck_assert_uint_eq(st.token_errors, 1);
+    /* no new attempt for a while (10 s), so nothing more to count */
+    ck_assert_int_eq(sb_gcp_client_token(c, &t3, err, sizeof err), 0);
+    ck_assert_int_eq(tokens_fetched(), 2);
+    sb_gcp_client_stats(c, &st);
+    ck_assert_uint_eq(st.token_errors, 1);
+    free(t1);
+    free(t2);
+    free(t3);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
+START_TEST(test_concurrent_callers_share_one_failed_refresh)
+{
+    NEED_FAKE();
+    /* Each fetch is two attempts, the second a second after the first
+     * (Retry-After), so every caller arrives while the first one fetches. */
+    tl_fault(&fake, "{\"path_regex\":\"^/token$\",\"status\":503,\"retry_after\":1}");
+    sb_gcp_conf conf;
+    char err[1024];
+    sa_conf(&conf, sa_file);
+    conf.max_attempts = 2;
+    sb_gcp_client *c = sb_gcp_client_new(&conf, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+    enum { N = 16 };
+    pthread_t th[N];
+    caller k[N];
+    pthread_barrier_t b;
+    pthread_barrier_init(&b, NULL, N);
+    for (int i = 0; i < N; i++) {
+        k[i] = (caller){c, &b, NULL, 0};
+        pthread_create(&th[i], NULL, call_token, &k[i]);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&b);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(k[i].rc, -1);
+        ck_assert_ptr_null(k[i].tok);
+    }
+    /* one failed fetch (of two attempts) for all of them, counted once */
+    int fetches = tokens_fetched() / 2;
+    sb_gcp_stats st;
+    sb_gcp_client_stats(c, &st);
+    ck_assert_int_ge(fetches, 1);
+    ck_assert_int_lt(fetches, N);
+    ck_assert_uint_eq(st.token_errors, (uint64_t)fetches);
+    ck_assert_uint_eq(st.token_refreshes, 0);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
 START_TEST(test_401_refresh_and_retry_once)
 {
     NEED_FAKE();
@@ -501,6 +576,8 @@ int main(void)
     tcase_add_test(tc, test_sa_jwt_accepted_and_cached);
     tcase_add_test(tc, test_refresh_before_expiry);
     tcase_add_test(tc, test_concurrent_callers_share_one_refresh);
+    tcase_add_test(tc, test_failed_refresh_counted_while_token_still_valid);
+    tcase_add_test(tc, test_concurrent_callers_share_one_failed_refresh);
     tcase_add_test(tc, test_401_refresh_and_retry_once);
     tcase_add_test(tc, test_metadata_server_and_adc_fallback);
     tcase_add_test(tc, test_metadata_impostor_refused);

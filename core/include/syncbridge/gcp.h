@@ -222,7 +222,8 @@ typedef struct sb_gcp_stats {
     uint64_t transport_errors;  /* attempts that got no response */
     uint64_t retries;
     uint64_t token_refreshes;   /* successful token fetches */
-    uint64_t token_errors;
+    uint64_t token_errors;      /* failed token fetches: each attempt once, also when the
+                                   current token was still valid and kept in use */
 } sb_gcp_stats;
 
 void sb_gcp_client_stats(const sb_gcp_client *c, sb_gcp_stats *out);
