@@ -603,6 +603,9 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
     int use_auth = !req->no_auth && sb_gcp__auth_mode(c->auth) != SB_GCP_AUTH_NONE;
     int refreshed_for_401 = 0;
     int retries = 0; /* backoff exponent */
+    /* Why the previous attempt failed: when a retry cannot get a token,
+     * that error is still the real cause and goes into errstr too. */
+    char prev[CURL_ERROR_SIZE + 512] = "";
     sb_gcp_result result = SB_GCP_TRANSPORT_ERROR;
     CURL *h = handle_get(c);
     if (!h) {
@@ -615,6 +618,10 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
     for (;;) {
         char *token = NULL;
         if (use_auth && sb_gcp_client_token(c, &token, errstr, errstr_size) != 0) {
+            if (prev[0] && errstr && errstr_size > 0) {
+                size_t l = strlen(errstr);
+                snprintf(errstr + l, errstr_size - l, " (after: %s %s: %s)", method, surl, prev);
+            }
             result = SB_GCP_AUTH_ERROR;
             break;
         }
@@ -748,6 +755,7 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
         atomic_fetch_add(&c->st_retries, 1);
         sb_log(cf->ins, SB_LOG_DEBUG, "%s %s: %s; retry %d in %lld ms", method, surl, why, resp->attempts,
                (long long)delay);
+        snprintf(prev, sizeof prev, "%s", why);
         if (delay > 0)
             sleep_ms(delay);
         continue;

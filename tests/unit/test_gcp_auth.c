@@ -315,6 +315,47 @@ START_TEST(test_401_refresh_and_retry_once)
 }
 END_TEST
 
+START_TEST(test_token_error_on_a_retry_keeps_the_earlier_error)
+{
+    NEED_FAKE();
+    sb_gcp_conf conf;
+    char err[2048];
+    sa_conf(&conf, sa_file);
+    sb_gcp_client *c = sb_gcp_client_new(&conf, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+    sb_gcp_response r;
+    ck_assert_msg(get_topic(c, "a13", &r, err, sizeof err) == SB_GCP_OK, "%s", err);
+    sb_gcp_response_clear(&r);
+
+    /* The token is refused (401), and the new one cannot be had: the
+     * operator sees the token error and the 401 that led to it. */
+    tl_fault(&fake, "{\"path_regex\":\"topics/a13$\",\"status\":401,\"count\":1}");
+    tl_fault(&fake, "{\"path_regex\":\"^/token$\",\"status\":400,\"count\":1}");
+    sb_gcp_request get = {.method = "GET", .url = "/v1/projects/p/topics/a13", .idempotent = 1};
+    ck_assert_int_eq(sb_gcp_request_send(c, &get, &r, err, sizeof err), SB_GCP_AUTH_ERROR);
+    ck_assert_int_eq(r.attempts, 1);
+    ck_assert_int_eq(r.status, 401);
+    sb_gcp_response_clear(&r);
+    char want[512];
+    snprintf(want, sizeof want, "token endpoint %s rejected service account sb-test@p.iam.gserviceaccount.com",
+             token_uri);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    snprintf(want, sizeof want, " (after: GET http://127.0.0.1:%d/v1/projects/p/topics/a13: HTTP 401 UNAUTHENTICATED",
+             fake.port);
+    ck_assert_msg(strstr(err, want) != NULL, "%s", err);
+    ck_assert_msg(err[strlen(err) - 1] == ')', "%s", err);
+
+    /* A token error before the first attempt has nothing before it (the
+     * refused token is no longer cached). */
+    tl_fault(&fake, "{\"path_regex\":\"^/token$\",\"status\":400,\"count\":1}");
+    ck_assert_int_eq(sb_gcp_request_send(c, &get, &r, err, sizeof err), SB_GCP_AUTH_ERROR);
+    ck_assert_int_eq(r.attempts, 0);
+    sb_gcp_response_clear(&r);
+    ck_assert_msg(strstr(err, "(after:") == NULL, "%s", err);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
 START_TEST(test_metadata_server_and_adc_fallback)
 {
     NEED_FAKE();
@@ -579,6 +620,7 @@ int main(void)
     tcase_add_test(tc, test_failed_refresh_counted_while_token_still_valid);
     tcase_add_test(tc, test_concurrent_callers_share_one_failed_refresh);
     tcase_add_test(tc, test_401_refresh_and_retry_once);
+    tcase_add_test(tc, test_token_error_on_a_retry_keeps_the_earlier_error);
     tcase_add_test(tc, test_metadata_server_and_adc_fallback);
     tcase_add_test(tc, test_metadata_impostor_refused);
     tcase_add_test(tc, test_adc_uses_google_application_credentials);
