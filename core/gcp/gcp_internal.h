@@ -15,6 +15,7 @@
 
 #include <syncbridge/gcp.h>
 #include <openssl/evp.h>
+#include <time.h>
 
 #define SB_GCP_DEFAULT_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define SB_GCP_DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
@@ -27,8 +28,8 @@
 int64_t sb_gcp__backoff_cap_ms(int64_t initial_ms, double mult, int64_t max_ms, int n);
 /* Full jitter: uniform in [0, cap]. */
 int64_t sb_gcp__backoff_delay_ms(int64_t initial_ms, double mult, int64_t max_ms, int n);
-/* Retry-After in seconds -> ms; -1 if absent or not a number of seconds. */
-int64_t sb_gcp__retry_after_ms(const char *value);
+/* sb_gcp_retry_after_ms() with the wall clock's `now` given (tests). */
+int64_t sb_gcp__retry_after_at_ms(const char *value, time_t now);
 /* 408, 429, 500, 502, 503, 504. */
 int sb_gcp__status_retriable(long status);
 

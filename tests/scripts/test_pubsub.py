@@ -4,6 +4,7 @@ pubsub) publishing to the Google APIs fake, authenticated with a
 service-account key made here with openssl and checked by the fake's token
 endpoint. Asserts on what the fake stored (/_fake/pubsub/messages) and on
 its request log, on the ledger (runs show) and on the dead-letter store."""
+import email.utils
 import json
 import os
 import subprocess
@@ -228,6 +229,24 @@ class PubSubSink(unittest.TestCase):
                  if first in [m["attributes"]["event_id"] for m in json.loads(r["body"])["messages"]]]
         self.assertTrue(later)
         self.assertGreaterEqual(later[0]["time"] - reqs[i429]["time"], 0.95)
+
+    def test_retry_after_seconds_and_http_date(self):
+        # Publish is not idempotent, so a 429 comes back to the sink, which
+        # asks the core to wait at least Retry-After, read by the access
+        # layer's parser: first as seconds, then as an HTTP-date.
+        self.write([self.run_event(0)])
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="status", status=429, retry_after=2, count=1)
+        date = email.utils.formatdate(time.time() + 5, usegmt=True)  # about 2 s after the second attempt
+        self.fake.fault(path_regex=rx, kind="status", status=429, retry_after=date, count=1)
+        self.config({"ps": self.sink()}, ["ps"])
+        self.run_once()
+        reqs = self.fake.publishes(self.topic)
+        self.assertEqual([r["status"] for r in reqs], [429, 429, 200])
+        self.assertGreaterEqual(reqs[1]["time"] - reqs[0]["time"], 1.95, "Retry-After: 2")
+        self.assertGreaterEqual(reqs[2]["time"] - reqs[1]["time"], 1.5, "Retry-After: " + date)
+        self.assertEqual([m["attributes"]["event_id"] for m in self.fake.messages(self.topic)], ["ev-000"])
 
     def test_refused_request_is_resent_message_by_message(self):
         # A 400 publishes nothing, so the sink re-sends each message alone to

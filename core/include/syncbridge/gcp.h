@@ -196,7 +196,7 @@ typedef enum sb_gcp_result {
  * uniform(0, min(retry_max_delay, retry_initial * multiplier^n))) until
  * max_attempts or the deadline, on 408/429/500/502/503/504 and on
  * connection errors (idempotent requests only, except connect failures).
- * Retry-After (seconds) is a minimum delay. A 401 to a token from the
+ * Retry-After (see sb_gcp_retry_after_ms()) is a minimum delay. A 401 to a token from the
  * provider invalidates it, fetches a new one and retries once.
  * Redirects are never followed (GCS resumable uploads answer 308).
  *
@@ -248,6 +248,16 @@ char *sb_gcp_endpoint(const char *service, const char *override, int *emulator,
  * ("HTTP 404 DAG not found: detail"), else the first 200 characters of the
  * body on one line. Returns a malloc'd string the caller frees. */
 char *sb_gcp_error_line(long status, const char *body, size_t body_len);
+
+/* The delay a Retry-After header value asks for, in milliseconds, as
+ * sb_gcp_request_send() reads it, so a plugin that retries through the
+ * core (sb_batch_set_retry_after()) waits the same: delay-seconds ("120")
+ * or an HTTP-date counted from now ("Wed, 21 Oct 2015 07:28:00 GMT", also
+ * the obsolete "Wednesday, 21-Oct-15 07:28:00 GMT" and "Wed Oct 21
+ * 07:28:00 2015"), 0 for a date already past. -1 when `value` is NULL,
+ * unreadable, or more than a day (86400 s), which is taken for a mistake
+ * rather than waited for. Thread-safe. */
+int64_t sb_gcp_retry_after_ms(const char *value);
 
 /* Base64 of `data`: standard alphabet with padding, or (url != 0) the
  * URL-safe alphabet without padding. Returns a malloc'd string. */
