@@ -1,6 +1,7 @@
 /* config.c - load the main config and conf.d drop-ins into an sb_config. */
 #include "build_config.h"
 #include "config.h"
+#include "confval.h"
 #include "log_internal.h"
 #include "match.h"
 #include "options_internal.h"
@@ -168,10 +169,9 @@ static int fail(loader *L, const char *file, const char *path, const char *fmt, 
 
 static int fail_type(loader *L, const char *file, const char *path, const char *expected, const json_t *v)
 {
-    char *got = sb_json_brief(v);
-    fail(L, file, path, "expected %s, got %s", expected, got);
-    free(got);
-    return -1;
+    char msg[512];
+    sb_config_expected(msg, sizeof msg, expected, v);
+    return fail(L, file, path, "%s", msg);
 }
 
 static int check_keys(loader *L, const char *file, const char *path, const json_t *obj,
@@ -253,24 +253,12 @@ static int get_int32(loader *L, const char *file, const char *path, const json_t
     return 0;
 }
 
-/* Durations and sizes: a non-negative integer, or a string with a unit. */
+/* Durations and sizes: as plugin options read them (confval.h). */
 static int get_scaled(loader *L, const char *file, const char *path, const json_t *v, int is_size, int64_t *out)
 {
-    const char *expected = is_size ? "a size like \"512\", \"64KB\" or \"10MB\"" : "a duration like \"250ms\" or \"5s\"";
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *out = json_integer_value(v);
-        return 0;
-    }
-    if (!json_is_string(v))
-        return fail_type(L, file, path, expected, v);
-    char *s = NULL;
-    if (get_string(L, file, path, v, &s) != 0)
-        return -1;
-    int64_t n = is_size ? sb_parse_size(s) : sb_parse_duration_ms(s);
-    free(s);
-    if (n < 0)
-        return fail_type(L, file, path, expected, v);
-    *out = n;
+    char msg[1024];
+    if (sb_config_scaled(v, is_size ? SB_SCALED_SIZE : SB_SCALED_DURATION, out, msg, sizeof msg) != 0)
+        return fail(L, file, path, "%s", msg);
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* main.c - command line parsing and dispatch. */
 #include "build_config.h"
 #include "cli.h"
+#include "confval.h"
 #include "daemon.h"
 #include "log_internal.h"
 #include "util.h"

@@ -22,7 +22,7 @@ typedef enum op {
 
 struct sb_match {
     op op;
-    char *field;
+    sb_field_path path; /* leaves: the field, split once */
     json_t *value;  /* equals: the value; in: the array */
     char *glob;
     regex_t re;
@@ -34,34 +34,60 @@ struct sb_match {
 static const char *const leaf_ops[] = {"equals", "in", "glob", "regex", "exists"};
 static const char *const group_ops[] = {"all", "any", "not"};
 
+void sb_field_path_init(sb_field_path *p, const char *path)
+{
+    p->buf = sb_strdup(path);
+    if (!strchr(path, '.')) {
+        p->n = 1;
+        p->seg = sb_xcalloc(1, sizeof *p->seg);
+        p->seg[0] = p->buf;
+        return;
+    }
+    size_t dots = 0;
+    for (const char *c = path; *c; c++)
+        dots += *c == '.';
+    p->seg = sb_xcalloc(dots + 1, sizeof *p->seg);
+    p->n = 0;
+    char *save = NULL;
+    for (char *seg = strtok_r(p->buf, ".", &save); seg; seg = strtok_r(NULL, ".", &save))
+        p->seg[p->n++] = seg;
+}
+
+void sb_field_path_clear(sb_field_path *p)
+{
+    free(p->seg);
+    free(p->buf);
+    memset(p, 0, sizeof *p);
+}
+
+json_t *sb_field_path_get(const sb_field_path *p, json_t *obj)
+{
+    for (size_t i = 0; i < p->n && obj; i++)
+        obj = json_is_object(obj) ? json_object_get(obj, p->seg[i]) : NULL;
+    return obj;
+}
+
 json_t *sb_json_path(json_t *obj, const char *path)
 {
     if (!obj || !path)
         return NULL;
-    if (!strchr(path, '.'))
-        return json_object_get(obj, path);
-    /* jansson >= 2.10 has no length-bounded lookup: split a copy. */
-    char *copy = sb_strdup(path), *save = NULL;
-    for (char *seg = strtok_r(copy, ".", &save); seg && obj; seg = strtok_r(NULL, ".", &save))
-        obj = json_is_object(obj) ? json_object_get(obj, seg) : NULL;
-    free(copy);
-    return obj;
+    sb_field_path p;
+    sb_field_path_init(&p, path);
+    json_t *v = sb_field_path_get(&p, obj);
+    sb_field_path_clear(&p);
+    return v;
 }
 
-json_t *sb_event_path(const sb_event *ev, const char *path)
+json_t *sb_field_path_event(const sb_field_path *p, const sb_event *ev)
 {
-    if (!ev || !path)
+    if (!ev)
         return NULL;
-    const char *dot = strchr(path, '.');
-    if (!dot)
-        return sb_event_member(ev, path);
-    size_t n = (size_t)(dot - path);
-    char *first = sb_xmalloc(n + 1);
-    memcpy(first, path, n);
-    first[n] = '\0';
-    json_t *v = sb_event_member(ev, first);
-    free(first);
-    return sb_json_path(v, dot + 1);
+    if (p->n == 0)
+        return sb_event_view(ev);
+    json_t *v = sb_event_member(ev, p->seg[0]);
+    for (size_t i = 1; i < p->n && v; i++)
+        v = json_is_object(v) ? json_object_get(v, p->seg[i]) : NULL;
+    return v;
 }
 
 void sb_match_free(sb_match *m)
@@ -73,7 +99,7 @@ void sb_match_free(sb_match *m)
     free(m->kids);
     if (m->op == OP_REGEX)
         regfree(&m->re);
-    free(m->field);
+    sb_field_path_clear(&m->path);
     free(m->glob);
     json_decref(m->value);
     free(m);
@@ -140,7 +166,7 @@ static sb_match *compile_leaf(const json_t *spec, const char *key, const char *w
         return NULL;
     }
     sb_match *m = sb_xcalloc(1, sizeof *m);
-    m->field = sb_strdup(json_string_value(field));
+    sb_field_path_init(&m->path, json_string_value(field));
     if (strcmp(key, "equals") == 0) {
         m->op = OP_EQUALS;
         m->value = json_deep_copy(v);
@@ -260,7 +286,7 @@ static int eval(const sb_match *m, const sb_event *ev)
     default:
         break;
     }
-    const json_t *v = sb_event_path(ev, m->field);
+    const json_t *v = sb_field_path_event(&m->path, ev);
     if (m->op == OP_EXISTS)
         return (v != NULL) == m->exists;
     if (!v)

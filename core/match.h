@@ -31,10 +31,33 @@ sb_match *sb_match_compile(const json_t *spec, const char *where, char *errstr, 
 int sb_match_eval(const sb_match *m, const sb_event *ev); /* 1 = matches */
 void sb_match_free(sb_match *m);
 
-/* Look up a dotted field path in a JSON object; NULL if absent. Borrowed. */
+/* A field path ("a.b.c", for nested objects) split at its dots once, when
+ * a condition or a template is compiled, rather than on every evaluation.
+ * A path without a dot is one segment, whatever it holds; in a dotted one
+ * the empty segments ("a..b", ".a", "a.") are skipped, and a path of dots
+ * only has none and so names the object itself.
+ *
+ * sb_field_path_init() aborts on allocation failure, like the rest of
+ * compiling; sb_field_path_clear() frees (a zeroed path is valid to
+ * clear). sb_field_path_get() returns the value at the path in `obj`
+ * (borrowed), or NULL if `obj` is NULL or a segment is missing or not an
+ * object. Read-only after init: thread-safe. */
+typedef struct sb_field_path {
+    size_t n;
+    char **seg; /* n segments, pointing into buf */
+    char *buf;
+} sb_field_path;
+
+void sb_field_path_init(sb_field_path *p, const char *path);
+void sb_field_path_clear(sb_field_path *p);
+json_t *sb_field_path_get(const sb_field_path *p, json_t *obj);
+/* The same in an event's fields (NULL if ev is NULL), reading only the
+ * member the path starts with while the event is still text
+ * (event_internal.h). Borrowed. */
+json_t *sb_field_path_event(const sb_field_path *p, const sb_event *ev);
+
+/* One lookup of a dotted field path in a JSON object, split as above;
+ * NULL if absent or if obj or path is NULL. Borrowed. */
 json_t *sb_json_path(json_t *obj, const char *path);
-/* The same in an event's fields, reading only the member the path starts
- * with while the event is still text (event_internal.h). Borrowed. */
-json_t *sb_event_path(const sb_event *ev, const char *path);
 
 #endif

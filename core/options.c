@@ -3,6 +3,7 @@
 #include "build_config.h"
 #include "options_internal.h"
 #include "config.h"
+#include "confval.h"
 #include "template.h"
 #include "util.h"
 
@@ -114,10 +115,9 @@ static char *join_path(const char *where, const char *key)
 
 static int bad_value(const char *path, const char *expected, const json_t *v, char *errstr, size_t errstr_size)
 {
-    char *got = sb_json_brief(v);
-    sb_err(errstr, errstr_size, "%s: expected %s, got %s", path, expected, got);
-    free(got);
-    return -1;
+    char msg[512];
+    sb_config_expected(msg, sizeof msg, expected, v);
+    return sb_err(errstr, errstr_size, "%s: %s", path, msg);
 }
 
 static char *subst(const char *in, int keep_fields, const char *path, char *errstr, size_t errstr_size)
@@ -162,24 +162,13 @@ static int subst_tree(json_t *v, const char *path, char *errstr, size_t errstr_s
     return 0;
 }
 
-/* DURATION and SIZE: a non-negative integer, or a string with a unit. */
+/* DURATION and SIZE: as the config loader reads them (confval.h). */
 static int parse_scaled(opt_val *o, const json_t *v, const char *path, char *errstr, size_t errstr_size)
 {
-    const char *expected = o->type == SB_OPT_DURATION ? "a duration like \"250ms\" or \"5s\""
-                                                      : "a size like \"512\", \"64KB\" or \"10MB\"";
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        o->num = json_integer_value(v);
-        return 0;
-    }
-    if (!json_is_string(v))
-        return bad_value(path, expected, v, errstr, errstr_size);
-    char *s = subst(json_string_value(v), 0, path, errstr, errstr_size);
-    if (!s)
-        return -1;
-    o->num = o->type == SB_OPT_DURATION ? sb_parse_duration_ms(s) : sb_parse_size(s);
-    free(s);
-    if (o->num < 0)
-        return bad_value(path, expected, v, errstr, errstr_size);
+    char msg[1024];
+    if (sb_config_scaled(v, o->type == SB_OPT_DURATION ? SB_SCALED_DURATION : SB_SCALED_SIZE, &o->num, msg,
+                         sizeof msg) != 0)
+        return sb_err(errstr, errstr_size, "%s: %s", path, msg);
     return 0;
 }
 

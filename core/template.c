@@ -10,8 +10,9 @@
 
 typedef struct part {
     int is_field;
-    char *text; /* literal text, or the field path */
-    char *def;  /* field default (${f:-def}); NULL = none */
+    char *text;         /* literal text, or the field path as written */
+    sb_field_path path; /* a field's path, split once */
+    char *def;          /* field default (${f:-def}); NULL = none */
 } part;
 
 struct sb_template {
@@ -34,6 +35,9 @@ static void add_part(sb_template *t, int is_field, const char *text, size_t len,
     part *p = &t->parts[t->n++];
     p->is_field = is_field;
     p->text = dupn(text, len);
+    memset(&p->path, 0, sizeof p->path);
+    if (is_field)
+        sb_field_path_init(&p->path, p->text);
     p->def = def ? dupn(def, def_len) : NULL;
 }
 
@@ -139,6 +143,7 @@ void sb_template_free(sb_template *t)
         return;
     for (size_t i = 0; i < t->n; i++) {
         free(t->parts[i].text);
+        sb_field_path_clear(&t->parts[i].path);
         free(t->parts[i].def);
     }
     free(t->parts);
@@ -162,7 +167,7 @@ char *sb_template_render(const sb_template *t, const sb_event *ev, char *errstr,
             sb_strbuf_add(&b, p->text, strlen(p->text));
             continue;
         }
-        json_t *v = sb_event_path(ev, p->text);
+        json_t *v = sb_field_path_event(&p->path, ev);
         if (!v) {
             if (!p->def) {
                 sb_err(errstr, errstr_size, "template \"%s\": event has no field \"%s\"", t->source, p->text);

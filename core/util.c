@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -150,44 +149,6 @@ uint64_t sb_rand_below(uint64_t n)
     state ^= state >> 27;
     uint64_t r = state * 0x2545F4914F6CDD1Dull;
     return n ? r % n : 0;
-}
-
-static int64_t parse_scaled(const char *s, const char *const *units, const int64_t *mult, size_t nunits)
-{
-    if (!s || !*s)
-        return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || v < 0)
-        return -1;
-    while (*end == ' ')
-        end++;
-    if (*end == '\0')
-        return (int64_t)v * mult[0];
-    for (size_t i = 0; i < nunits; i++) {
-        if (strcasecmp(end, units[i]) == 0) {
-            if (v > INT64_MAX / mult[i])
-                return -1;
-            return (int64_t)v * mult[i];
-        }
-    }
-    return -1;
-}
-
-int64_t sb_parse_duration_ms(const char *s)
-{
-    static const char *const units[] = {"ms", "s", "m", "h", "d"};
-    static const int64_t mult[] = {1, 1000, 60000, 3600000, 86400000};
-    return parse_scaled(s, units, mult, 5);
-}
-
-int64_t sb_parse_size(const char *s)
-{
-    static const char *const units[] = {"B", "KB", "MB", "GB", "TB", "K", "M", "G", "KiB", "MiB", "GiB"};
-    static const int64_t mult[] = {1, 1024, 1048576, 1073741824, 1099511627776LL,
-                                   1024, 1048576, 1073741824, 1024, 1048576, 1073741824};
-    return parse_scaled(s, units, mult, 11);
 }
 
 int sb_mkdir_p(const char *path, unsigned mode, char *errstr, size_t errstr_size)

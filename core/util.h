@@ -46,11 +46,6 @@ void sb_deadline_in(clockid_t clock, int64_t us, struct timespec *ts);
 /* Uniform random in [0, n) from a thread-local xorshift generator. */
 uint64_t sb_rand_below(uint64_t n);
 
-/* Parse "250ms" "5s" "2m" "1h" "1d" or a bare integer (ms). -1 on error. */
-int64_t sb_parse_duration_ms(const char *s);
-/* Parse "512" "64KB" "10MB" "1GB" (powers of 1024). -1 on error. */
-int64_t sb_parse_size(const char *s);
-
 /* mkdir -p with mode. 0 or -1 with errstr. */
 int sb_mkdir_p(const char *path, unsigned mode, char *errstr, size_t errstr_size);
 

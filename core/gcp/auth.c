@@ -318,11 +318,11 @@ static int fetch_metadata(sb_gcp_auth *a, sb_gcp_client *c, char **token, int64_
     return ret;
 }
 
-int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetched, char *errstr,
+int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetch, char *errstr,
                        size_t errstr_size)
 {
     *token = NULL;
-    *fetched = 0;
+    *fetch = 0;
     if (a->mode == SB_GCP_AUTH_NONE)
         return 0;
     pthread_mutex_lock(&a->mu);
@@ -363,7 +363,7 @@ int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetc
     int64_t t0 = sb_mono_us();
     int rc = a->mode == SB_GCP_AUTH_SERVICE_ACCOUNT ? fetch_service_account(a, c, &tok, &expires_in, err, sizeof err)
                                                     : fetch_metadata(a, c, &tok, &expires_in, err, sizeof err);
-    *fetched = rc == 0;
+    *fetch = rc == 0 ? 1 : -1; /* the caller counts it, whatever the old token still allows */
 
     pthread_mutex_lock(&a->mu);
     a->refreshing = 0;

@@ -15,6 +15,7 @@
 
 #include <syncbridge/gcp.h>
 #include <openssl/evp.h>
+#include <time.h>
 
 #define SB_GCP_DEFAULT_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define SB_GCP_DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
@@ -27,8 +28,8 @@
 int64_t sb_gcp__backoff_cap_ms(int64_t initial_ms, double mult, int64_t max_ms, int n);
 /* Full jitter: uniform in [0, cap]. */
 int64_t sb_gcp__backoff_delay_ms(int64_t initial_ms, double mult, int64_t max_ms, int n);
-/* Retry-After in seconds -> ms; -1 if absent or not a number of seconds. */
-int64_t sb_gcp__retry_after_ms(const char *value);
+/* sb_gcp_retry_after_ms() with the wall clock's `now` given (tests). */
+int64_t sb_gcp__retry_after_at_ms(const char *value, time_t now);
 /* 408, 429, 500, 502, 503, 504. */
 int sb_gcp__status_retriable(long status);
 
@@ -52,9 +53,13 @@ typedef struct sb_gcp_auth sb_gcp_auth;
 sb_gcp_auth *sb_gcp__auth_new(const sb_gcp_conf *conf, sb_gcp_auth_mode mode, char *errstr, size_t errstr_size);
 void sb_gcp__auth_free(sb_gcp_auth *a);
 sb_gcp_auth_mode sb_gcp__auth_mode(const sb_gcp_auth *a);
-/* 0 with a malloc'd token (NULL for NONE); *fetched counts token fetches
- * this call made (0 or 1). -1 with errstr. Thread-safe. */
-int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetched,
+/* 0 with a malloc'd token (NULL for NONE), or -1 with errstr. *fetch
+ * says what this call itself did at the token endpoint: 1 fetched a
+ * token, -1 tried and failed (also when the current token is still
+ * valid and returned), 0 nothing (a cached token, or a waiter sharing
+ * another caller's fetch). So counting *fetch counts each attempt once.
+ * Thread-safe. */
+int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetch,
                        char *errstr, size_t errstr_size);
 void sb_gcp__auth_invalidate(sb_gcp_auth *a, const char *token);
 /* Whether a 401 can be cured by fetching a new token. */

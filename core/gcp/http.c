@@ -52,22 +52,95 @@ int64_t sb_gcp__backoff_delay_ms(int64_t initial_ms, double mult, int64_t max_ms
     return (int64_t)sb_rand_below((uint64_t)cap + 1);
 }
 
-int64_t sb_gcp__retry_after_ms(const char *value)
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; m 1..12). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int month_index(const char *name)
+{
+    static const char *const names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    for (int i = 0; i < 12; i++)
+        if (strcmp(name, names[i]) == 0)
+            return i + 1;
+    return 0;
+}
+
+static int only_blanks(const char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
+        s++;
+    return *s == '\0';
+}
+
+/* An HTTP-date (RFC 9110 5.6.7: IMF-fixdate, and the obsolete RFC 850 and
+ * asctime forms a recipient must accept) -> seconds since the epoch, or -1.
+ * Parsed by hand: strptime's names follow the process locale. */
+static int64_t http_date(const char *v, time_t now)
+{
+    char wday[16], mon[4], zone[4];
+    int d, y, H, M, S, n = 0;
+    if (sscanf(v, "%3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d %3[A-Z]%n", wday, &d, mon, &y, &H, &M, &S, zone,
+               &n) == 8 && n > 0) {
+        /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
+    } else if (n = 0, sscanf(v, "%15[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d %3[A-Z]%n", wday, &d, mon, &y, &H, &M,
+                             &S, zone, &n) == 8 && n > 0) {
+        /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT; a two-digit year more than
+         * 50 years ahead is the most recent past one with those digits */
+        struct tm t;
+        gmtime_r(&now, &t);
+        y += 2000;
+        if (y > t.tm_year + 1900 + 50)
+            y -= 100;
+    } else if (n = 0, sscanf(v, "%3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", wday, mon, &d, &H, &M, &S, &y, &n) ==
+                          7 && n > 0) {
+        /* asctime: Sun Nov  6 08:49:37 1994 */
+        strcpy(zone, "GMT");
+    } else {
+        return -1;
+    }
+    int m = month_index(mon);
+    if (!only_blanks(v + n) || strcmp(zone, "GMT") != 0 || m == 0 || d < 1 || d > 31 || H > 23 || M > 59 ||
+        S > 60 || y < 1970)
+        return -1;
+    return days_from_civil(y, m, d) * 86400 + H * 3600 + M * 60 + S;
+}
+
+int64_t sb_gcp__retry_after_at_ms(const char *value, time_t now)
 {
     if (!value)
         return -1;
     while (*value == ' ' || *value == '\t')
         value++;
-    if (*value < '0' || *value > '9')
-        return -1; /* an HTTP date: Google sends seconds, ignore the rest */
-    char *end;
-    errno = 0;
-    long long s = strtoll(value, &end, 10);
-    while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')
-        end++;
-    if (errno || *end || s < 0 || s > 86400)
-        return -1;
-    return (int64_t)s * 1000;
+    int64_t s;
+    if (*value >= '0' && *value <= '9') {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || !only_blanks(end))
+            return -1;
+        s = v;
+    } else {
+        int64_t at = http_date(value, now);
+        if (at < 0)
+            return -1;
+        s = at > (int64_t)now ? at - (int64_t)now : 0; /* a date passed: no wait */
+    }
+    if (s < 0 || s > 86400)
+        return -1; /* more than a day is a mistake, not a wait */
+    return s * 1000;
+}
+
+int64_t sb_gcp_retry_after_ms(const char *value)
+{
+    return sb_gcp__retry_after_at_ms(value, time(NULL));
 }
 
 int sb_gcp__status_retriable(long status)
@@ -296,11 +369,14 @@ void sb_gcp_client_stats(const sb_gcp_client *c, sb_gcp_stats *o)
 
 int sb_gcp_client_token(sb_gcp_client *c, char **token, char *errstr, size_t errstr_size)
 {
-    int fetched = 0;
-    int rc = sb_gcp__auth_token(c->auth, c, token, &fetched, errstr, errstr_size);
-    if (fetched)
+    /* Count what this call did at the token endpoint, not what it returns:
+     * a failed refresh may still hand out the current token, and callers
+     * that waited for another one's fetch share its result. */
+    int fetch = 0;
+    int rc = sb_gcp__auth_token(c->auth, c, token, &fetch, errstr, errstr_size);
+    if (fetch > 0)
         atomic_fetch_add(&c->st_token_refreshes, 1);
-    if (rc != 0)
+    else if (fetch < 0)
         atomic_fetch_add(&c->st_token_errors, 1);
     return rc;
 }
@@ -600,6 +676,9 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
     int use_auth = !req->no_auth && sb_gcp__auth_mode(c->auth) != SB_GCP_AUTH_NONE;
     int refreshed_for_401 = 0;
     int retries = 0; /* backoff exponent */
+    /* Why the previous attempt failed: when a retry cannot get a token,
+     * that error is still the real cause and goes into errstr too. */
+    char prev[CURL_ERROR_SIZE + 512] = "";
     sb_gcp_result result = SB_GCP_TRANSPORT_ERROR;
     CURL *h = handle_get(c);
     if (!h) {
@@ -612,6 +691,10 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
     for (;;) {
         char *token = NULL;
         if (use_auth && sb_gcp_client_token(c, &token, errstr, errstr_size) != 0) {
+            if (prev[0] && errstr && errstr_size > 0) {
+                size_t l = strlen(errstr);
+                snprintf(errstr + l, errstr_size - l, " (after: %s %s: %s)", method, surl, prev);
+            }
             result = SB_GCP_AUTH_ERROR;
             break;
         }
@@ -686,7 +769,7 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
                 no_backoff = 1;
             } else if (sb_gcp__status_retriable(status) && req->idempotent && resendable) {
                 retry = 1;
-                min_delay_ms = sb_gcp__retry_after_ms(resp->retry_after);
+                min_delay_ms = sb_gcp_retry_after_ms(resp->retry_after);
             }
         } else {
             result = SB_GCP_TRANSPORT_ERROR;
@@ -745,6 +828,7 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
         atomic_fetch_add(&c->st_retries, 1);
         sb_log(cf->ins, SB_LOG_DEBUG, "%s %s: %s; retry %d in %lld ms", method, surl, why, resp->attempts,
                (long long)delay);
+        snprintf(prev, sizeof prev, "%s", why);
         if (delay > 0)
             sleep_ms(delay);
         continue;

@@ -67,7 +67,8 @@ static void render(sb_metrics_out *out, void *ud)
         labels(out, clients[i]);
         sb_metrics_printf(out, "} %llu\n", (unsigned long long)st[i].token_refreshes);
     }
-    family(out, "syncbridge_token_errors_total", "Failed attempts to obtain an access token.");
+    family(out, "syncbridge_token_errors_total",
+           "Failed attempts to obtain an access token, each once (also when the current token stays in use).");
     for (size_t i = 0; i < n_clients; i++) {
         sb_metrics_printf(out, "syncbridge_token_errors_total{");
         labels(out, clients[i]);

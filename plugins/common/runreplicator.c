@@ -11,6 +11,8 @@
  */
 #include "runreplicator.h"
 
+#include <syncbridge/event.h>
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,15 +57,17 @@ static int words_push(words *w, const char *s, size_t len)
 
 /* Split `s` into words. Quotes group and are removed; a backslash outside
  * single quotes takes the next character literally (inside double quotes
- * only before $ ` " \ and newline, as in sh). Returns 0, or -1 with errstr. */
+ * only before $ ` " \ and newline, as in sh). Returns 0, or RR_INVALID or
+ * RR_NOMEM with errstr. */
 static int split_words(const char *s, words *out, char *errstr, size_t errstr_size)
 {
     size_t len = strlen(s);
     char *cur = malloc(len + 1);
     if (!cur) {
         snprintf(errstr, errstr_size, "out of memory");
-        return -1;
+        return RR_NOMEM;
     }
+    int rc = RR_INVALID;
     size_t n = 0;
     int in_word = 0;
     const char *p = s;
@@ -119,10 +123,11 @@ static int split_words(const char *s, words *out, char *errstr, size_t errstr_si
     return 0;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
+    rc = RR_NOMEM;
 fail:
     free(cur);
     words_free(out);
-    return -1;
+    return rc;
 }
 
 static int is_identifier(const char *s)
@@ -252,23 +257,62 @@ static int parse_args(char **a, size_t n, rr_command *out, char *errstr, size_t 
 }
 
 /* Look for the script word in `cmd`, descending into words that hold a
- * nested command. 1 = found and parsed, 0 = not here, -1 = error. */
+ * nested command. 1 = found and parsed, 0 = not here, RR_INVALID or
+ * RR_NOMEM = error. */
 static int find_script(const char *cmd, const char *script, int depth, rr_command *out, char *errstr,
                        size_t errstr_size)
 {
     words w = {0};
-    if (split_words(cmd, &w, errstr, errstr_size) != 0)
-        return -1;
-    int rc = 0;
+    int rc = split_words(cmd, &w, errstr, errstr_size);
+    if (rc != 0)
+        return rc;
     for (size_t i = 0; i < w.n && rc == 0; i++) {
         if (strcmp(basename_of(w.v[i]), script) == 0) {
-            rc = parse_args(w.v + i + 1, w.n - i - 1, out, errstr, errstr_size) == 0 ? 1 : -1;
+            rc = parse_args(w.v + i + 1, w.n - i - 1, out, errstr, errstr_size) == 0 ? 1 : RR_INVALID;
         } else if (depth < RR_MAX_DEPTH && strpbrk(w.v[i], " \t\n") && strstr(w.v[i], script)) {
             rc = find_script(w.v[i], script, depth + 1, out, errstr, errstr_size);
         }
     }
     words_free(&w);
     return rc;
+}
+
+/* Offset of the first byte that breaks strict UTF-8 (no overlongs,
+ * surrogates or code points past U+10FFFF: what jansson accepts as a
+ * string), or -1 if `s` is valid. */
+static long utf8_error_at(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    for (size_t i = 0; s[i];) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        unsigned long cp;
+        if (c >= 0xC2 && c <= 0xDF) {
+            k = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return (long)i;
+        }
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) /* also stops at the terminating NUL */
+                return (long)i;
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return (long)i;
+        i += k + 1;
+    }
+    return -1;
 }
 
 int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, char *errstr, size_t errstr_size)
@@ -282,6 +326,13 @@ int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, 
     }
     if (strlen(cmd) > RR_MAX_COMMAND) {
         snprintf(errstr, errstr_size, "command is longer than %d bytes", RR_MAX_COMMAND);
+        return -1;
+    }
+    long bad = utf8_error_at(cmd);
+    if (bad >= 0) {
+        /* its fields could not be JSON text: say so here, not as a failure later */
+        snprintf(errstr, errstr_size, "command is not valid UTF-8 text (byte 0x%02x at column %ld)",
+                 (unsigned char)cmd[bad], bad + 1);
         return -1;
     }
     if (strlen(script) > RR_NAME_MAX) {
@@ -298,7 +349,7 @@ int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, 
         memset(out, 0, sizeof *out);
         memcpy(out->script, keep, sizeof keep);
         out->offset_days = -1;
-        return -1;
+        return rc == RR_NOMEM ? RR_NOMEM : RR_INVALID;
     }
     return 0;
 }
@@ -324,4 +375,32 @@ void rr_identity(const rr_command *c, const char *extra, char *buf, size_t bufsi
 {
     snprintf(buf, bufsize, "%s.%s|%s|%s", c->schema, c->table, c->inc_val[0] ? c->inc_val : "full",
              extra ? extra : "");
+}
+
+int rr_set_run_id(const rr_command *c, const char *identity_extra, json_t *fields)
+{
+    size_t size = strlen(c->schema) + strlen(c->table) + sizeof c->inc_val + 8 +
+                  (identity_extra ? strlen(identity_extra) : 0);
+    char *identity = malloc(size);
+    if (!identity)
+        return RR_NOMEM;
+    rr_identity(c, identity_extra, identity, size);
+    int rc = json_object_set_new(fields, "run_id", json_integer(sb_run_id(identity)));
+    free(identity);
+    return rc == 0 ? 0 : RR_NOMEM;
+}
+
+int rr_command_fields(const char *text, const char *script_name, const char *identity_extra, json_t *fields,
+                      rr_command *cmd, char *errstr, size_t errstr_size)
+{
+    rr_command c;
+    int rc = rr_parse_command(text, script_name, &c, errstr, errstr_size);
+    if (rc == 0 && (rr_command_to_fields(&c, text, fields) != 0 ||
+                    (identity_extra && rr_set_run_id(&c, identity_extra, fields) != 0))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        rc = RR_NOMEM;
+    }
+    if (cmd)
+        *cmd = c;
+    return rc;
 }

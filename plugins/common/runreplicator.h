@@ -13,7 +13,8 @@
  * argument of a wrapper (`${RUN_SCRIPT} "sh ..."`, `bash -c '...'`).
  *
  * Threading: every function is reentrant. Ownership: out-structs are
- * filled by value; nothing to free.
+ * filled by value; nothing to free. Fields are set in a JSON object the
+ * caller owns.
  */
 #ifndef SB_PLUGINS_RUNREPLICATOR_H
 #define SB_PLUGINS_RUNREPLICATOR_H
@@ -32,24 +33,51 @@ typedef struct rr_command {
     int offset_days;               /* -1 when absent */
 } rr_command;
 
+/* What rr_parse_command() returns besides 0. */
+#define RR_INVALID (-1) /* not one run's command: errstr says why; it never will be */
+#define RR_NOMEM (-2)   /* an allocation failed: errstr "out of memory"; try again later */
+
 /* Parse a command line. Schema, table and inc_key must be identifiers
  * ([A-Za-z_][A-Za-z0-9_$]*, at most RR_NAME_MAX); inc_val yyyymmdd or
  * yyyy-mm-dd and a real date; offset_days a non-negative integer. Returns
- * 0, or -1 with a reason in errstr naming the offending token, e.g.
+ * 0, or RR_INVALID (-1) with a reason in errstr naming the offending token, e.g.
  * `schema "groupon;rm -rf" is not a valid identifier`, `no
- * run_replicator.sh in the command`, `unterminated quote`. `script_name`
- * MAY be NULL for the default "run_replicator.sh". */
+ * run_replicator.sh in the command`, `unterminated quote`, `command is
+ * not valid UTF-8 text (byte 0xff at column 24)`; or RR_NOMEM (-2).
+ * `script_name` MAY be NULL for the default "run_replicator.sh". */
 int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, char *errstr, size_t errstr_size);
 
 /* Set the event fields of a parsed command: command (as given), script,
- * schema, table, and inc_key/inc_val/offset_days when present. Returns 0
- * or -1 on allocation failure. */
+ * schema, table, and inc_key/inc_val/offset_days when present.
+ * `command_text` MUST be UTF-8 (the text rr_parse_command accepted is), so
+ * -1 means an allocation failed; else 0. */
 int rr_command_to_fields(const rr_command *c, const char *command_text, json_t *fields);
 
 /* The run's identity for sb_run_id(): "schema.table|inc_val-or-full|extra".
  * `extra` distinguishes executions of the same table/date (e.g. the
  * start time, or the source position) and MAY be NULL. Writes into buf. */
 void rr_identity(const rr_command *c, const char *extra, char *buf, size_t bufsize);
+
+/* Set "run_id" in `fields`: sb_run_id() of rr_identity(c, identity_extra),
+ * the whole identity however long `identity_extra` is. 0, or RR_NOMEM. */
+int rr_set_run_id(const rr_command *c, const char *identity_extra, json_t *fields);
+
+/* What a source does with a command line that names a run, in one call:
+ *   text -> rr_parse_command() -> rr_command_to_fields() (command = text
+ *   as given) -> rr_identity(cmd, identity_extra) -> "run_id".
+ * `script_name` as for rr_parse_command(). `identity_extra` tells this
+ * execution apart (the source position: a Kafka message id, a file and
+ * offset); NULL leaves run_id out, for a caller that learns the run's
+ * identity only later and then calls rr_set_run_id(). `cmd` MAY be NULL;
+ * it receives the parsed command.
+ *
+ * Returns 0; RR_INVALID with the reason in errstr when `text` is not one
+ * run's command (then `fields` is untouched, and the input never will be
+ * one: log and skip it); or RR_NOMEM, errstr "out of memory", when an
+ * allocation failed (then `fields` may hold some of the fields: drop it,
+ * and do not move past the input, which would succeed later). */
+int rr_command_fields(const char *text, const char *script_name, const char *identity_extra, json_t *fields,
+                      rr_command *cmd, char *errstr, size_t errstr_size);
 
 /* Validate a date written yyyymmdd or yyyy-mm-dd (a real calendar date,
  * years 1900-2999) and write it as YYYY-MM-DD into out. 0, or -1 if it is

@@ -269,22 +269,32 @@ static uint64_t line_hash(const char *s, size_t len)
     return h;
 }
 
-/* Fields every run event carries besides what the parser found. */
-static void add_common(fw *self, fw_file *f, json_t *fields, const rr_command *c, int64_t off)
+/* What tells one execution of a run apart in the logs (rr_identity): the
+ * file and the offset of the run's first line, or of the command line. */
+static void identity_extra(const fw_file *f, int64_t off, char *buf, size_t n)
 {
-    char extra[4200], identity[4800];
-    snprintf(extra, sizeof extra, "%s|%ju|%" PRId64, fw_file_path(f), (uintmax_t)fw_file_ino(f), off);
-    rr_identity(c, extra, identity, sizeof identity);
+    snprintf(buf, n, "%s|%ju|%" PRId64, fw_file_path(f), (uintmax_t)fw_file_ino(f), off);
+}
+
+/* Fields every event from a log carries besides what the parser found. */
+static void add_common(fw *self, fw_file *f, json_t *fields)
+{
     json_object_set_new(fields, "host", json_string(self->host));
     json_object_set_new(fields, "log_file", json_string(fw_file_path(f)));
-    json_object_set_new(fields, "run_id", json_integer(sb_run_id(identity)));
 }
 
 static int emit_run(fw *self, fw_file *f, rrlog_run *run)
 {
-    char id[128];
+    if (!run->fields) /* the parser ran out of memory: the run is read again */
+        return push(self, NULL);
+    char id[128], extra[4200];
     event_id(f, run->first_off, run->content_hash, id, sizeof id);
-    add_common(self, f, run->fields, &run->cmd, run->first_off);
+    add_common(self, f, run->fields);
+    identity_extra(f, run->first_off, extra, sizeof extra);
+    if (rr_set_run_id(&run->cmd, extra, run->fields) != 0) {
+        json_decref(run->fields);
+        return push(self, NULL);
+    }
     if (!sb_opt_bool(self->ins, "emit_failed") &&
         strcmp(json_string_value(json_object_get(run->fields, "status")), "failed") == 0) {
         json_decref(run->fields);
@@ -365,17 +375,15 @@ static int h_line(void *ctx, fw_file *f, const char *line, size_t len, int64_t o
     }
     if (len == 0)
         return 0;
-    rr_command c;
-    if (rr_parse_command(line, self->script, &c, err, sizeof err) != 0) {
-        sb_log(self->ins, SB_LOG_WARN, "%s:%" PRId64 ": command rejected: %s", fw_file_path(f), off, err);
-        return 0;
-    }
+    char extra[4200];
+    identity_extra(f, off, extra, sizeof extra);
     json_t *fields = json_object();
-    if (!fields || rr_command_to_fields(&c, line, fields) != 0) {
-        /* jansson refuses text that is not UTF-8; the parser accepts bytes */
-        sb_log(self->ins, SB_LOG_WARN, "%s:%" PRId64 ": command rejected: not valid UTF-8 text (or out of memory)",
-               fw_file_path(f), off);
+    int rc = fields ? rr_command_fields(line, self->script, extra, fields, NULL, err, sizeof err) : RR_NOMEM;
+    if (rc != 0) {
         json_decref(fields);
+        if (rc == RR_NOMEM) /* the line is fine: read it again rather than skip it */
+            return push(self, NULL);
+        sb_log(self->ins, SB_LOG_WARN, "%s:%" PRId64 ": command rejected: %s", fw_file_path(f), off, err);
         return 0;
     }
     char ts[32];
@@ -384,7 +392,7 @@ static int h_line(void *ctx, fw_file *f, const char *line, size_t len, int64_t o
     gmtime_r(&t, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
     json_object_set_new(fields, "finished_at", json_string(ts));
-    add_common(self, f, fields, &c, off);
+    add_common(self, f, fields);
     return push(self, sb_event_new_with_fields(id, fields));
 }
 

@@ -268,52 +268,63 @@ static void set_name(rrlog *r, char *slot, const char *value, int64_t off, int64
     snprintf(slot, VAL_MAX, "%s", value);
 }
 
-/* Build the finished run; 1 with *out, or 0 if it cannot be reported (said why). */
+/* Build the finished run; 1 with *out, or 0 if it cannot be reported (said
+ * why). Out of memory: 1 with out->fields NULL. */
 static int finish(rrlog *r, const char *status, const char *reason, int64_t at_us, rrlog_run *out)
 {
-    rr_command c;
-    if (r->has_cmd) {
-        c = r->cmd;
-    } else {
-        memset(&c, 0, sizeof c);
-        c.offset_days = -1;
-        snprintf(c.script, sizeof c.script, "%s", r->cfg->script);
-        char errstr[256];
-        char cmdline[2 * VAL_MAX + RR_NAME_MAX + 8];
-        snprintf(cmdline, sizeof cmdline, "%s %s %s", r->cfg->script, r->schema[0] ? r->schema : "",
-                 r->table[0] ? r->table : "");
+    char errstr[256];
+    char cmdline[2 * VAL_MAX + RR_NAME_MAX + 8];
+    const char *text = r->command_text;
+    if (!r->has_cmd) {
         /* the same identifier rules as an invocation, through the same parser */
+        snprintf(cmdline, sizeof cmdline, "%s %s %s", r->cfg->script, r->schema, r->table);
+        text = cmdline;
         const char *odd = " \t'\"\\<>;|&"; /* would be re-split by the parser: say it plainly */
-        if (strpbrk(r->schema, odd) || strpbrk(r->table, odd))
+        const char *why = !r->schema[0] ? "no schema in its log" : !r->table[0] ? "no table in its log" : NULL;
+        if (!why && (strpbrk(r->schema, odd) || strpbrk(r->table, odd))) {
             snprintf(errstr, sizeof errstr, "%s \"%.64s\" is not a valid identifier",
                      strpbrk(r->schema, odd) ? "schema" : "table", strpbrk(r->schema, odd) ? r->schema : r->table);
-        if (!r->schema[0] || !r->table[0] || strpbrk(r->schema, odd) || strpbrk(r->table, odd) ||
-            rr_parse_command(cmdline, r->cfg->script, &c, errstr, sizeof errstr) != 0) {
-            report(r, SB_LOG_ERROR, r->first_off, "run finished (%s) but rejected: %s", status,
-                   !r->schema[0] ? "no schema in its log" : !r->table[0] ? "no table in its log" : errstr);
+            why = errstr;
+        }
+        if (why) {
+            report(r, SB_LOG_ERROR, r->first_off, "run finished (%s) but rejected: %s", status, why);
             rrlog_reset(r);
             return 0;
         }
     }
+    /* run_id is the caller's: the run's identity includes where it was read */
+    rr_command c = {.offset_days = -1};
     json_t *f = json_object();
-    char cmdline[2 * VAL_MAX + RR_NAME_MAX + 8];
-    snprintf(cmdline, sizeof cmdline, "%s %s %s", c.script, c.schema, c.table);
-    rr_command_to_fields(&c, r->command_text ? r->command_text : cmdline, f);
-    json_object_set_new(f, "status", json_string(status));
-    json_object_set_new(f, "td_count", r->td >= 0 ? json_integer(r->td) : json_null());
-    json_object_set_new(f, "hive_count", r->hive >= 0 ? json_integer(r->hive) : json_null());
-    char ts[32];
-    iso8601(r->started_us, ts);
-    json_object_set_new(f, "started_at", json_string(ts));
-    iso8601(at_us, ts);
-    json_object_set_new(f, "finished_at", json_string(ts));
-    if (r->run_date[0])
-        json_object_set_new(f, "run_date", json_string(r->run_date));
-    if (r->retcode >= 0)
-        json_object_set_new(f, "retcode", json_integer(r->retcode));
-    if (reason)
-        json_object_set_new(f, "reason", json_string(reason));
-    json_object_set_new(f, "log_offset", json_integer(r->first_off));
+    int rc = f ? rr_command_fields(text, r->cfg->script, NULL, f, &c, errstr, sizeof errstr) : RR_NOMEM;
+    if (rc == RR_INVALID) {
+        report(r, SB_LOG_ERROR, r->first_off, "run finished (%s) but rejected: %s", status, errstr);
+        json_decref(f);
+        rrlog_reset(r);
+        return 0;
+    }
+    if (rc == 0) {
+        char ts[32];
+        rc |= json_object_set_new(f, "status", json_string(status));
+        rc |= json_object_set_new(f, "td_count", r->td >= 0 ? json_integer(r->td) : json_null());
+        rc |= json_object_set_new(f, "hive_count", r->hive >= 0 ? json_integer(r->hive) : json_null());
+        iso8601(r->started_us, ts);
+        rc |= json_object_set_new(f, "started_at", json_string(ts));
+        iso8601(at_us, ts);
+        rc |= json_object_set_new(f, "finished_at", json_string(ts));
+        if (r->run_date[0])
+            rc |= json_object_set_new(f, "run_date", json_string(r->run_date));
+        if (r->retcode >= 0)
+            rc |= json_object_set_new(f, "retcode", json_integer(r->retcode));
+        /* the line cut to VAL_MAX may end inside a UTF-8 character, which
+         * jansson refuses: then the run goes without its reason, as before */
+        if (reason)
+            json_object_set_new(f, "reason", json_string(reason));
+        rc |= json_object_set_new(f, "log_offset", json_integer(r->first_off));
+    }
+    if (rc != 0) {
+        json_decref(f);
+        f = NULL;
+    }
     out->fields = f;
     out->cmd = c;
     out->first_off = r->first_off;

@@ -59,10 +59,12 @@ void rrlog_config_free(rrlog_config *cfg);
  * concerned, message. */
 typedef void (*rrlog_report_fn)(void *ctx, int level, int64_t offset, const char *msg);
 
-/* A finished run. `fields` is owned by the receiver. */
+/* A finished run. `fields` is owned by the receiver. NULL fields: they
+ * could not be allocated; the run must be read again, not skipped. */
 typedef struct rrlog_run {
     json_t *fields;   /* command, script, schema, table, [inc_key, inc_val, offset_days], status,
-                         td_count, hive_count, started_at, finished_at, [run_date, retcode, reason], log_offset */
+                         td_count, hive_count, started_at, finished_at, [run_date, retcode, reason], log_offset;
+                         no run_id: the caller adds it (rr_set_run_id) knowing where the run was read */
     rr_command cmd;   /* for rr_identity() */
     int64_t first_off; /* offset of the run's first line: the run's identity in this file */
     uint64_t content_hash; /* FNV-1a of the run's lines: tells apart runs at the same offset of a

@@ -18,7 +18,10 @@
  *
  * A message that cannot be parsed is logged with topic/partition/offset and
  * the reason, counted, and its offset stored with the batch: it will never
- * parse, and must not block its partition.
+ * parse, and must not block its partition. A message whose event cannot be
+ * built for lack of memory is another matter: it would parse later, so its
+ * batch is refused like a failed emit (nothing from it on is stored, and
+ * run() fails and is run again from the stored offsets).
  *
  * Threads: create/start/stop/destroy on the control thread; run() and the
  * librdkafka callbacks it serves (rebalance) on the source thread; the
@@ -302,52 +305,76 @@ static int add_kafka_fields(sb_event *ev, const rd_kafka_message_t *m)
     return 0;
 }
 
-static sb_event *command_event(const char *id, const char *payload, size_t len, char *err, size_t errsz)
+/* What became of one message. */
+typedef enum msg_result {
+    MSG_EVENT,      /* the event is built */
+    MSG_UNPARSABLE, /* it never will be: skipped, its offset stored with the batch */
+    MSG_NO_MEMORY   /* it could not be built now: the batch is refused and read again */
+} msg_result;
+
+static msg_result no_memory(char *err, size_t errsz)
+{
+    snprintf(err, errsz, "out of memory");
+    return MSG_NO_MEMORY;
+}
+
+static msg_result command_event(const char *id, const char *payload, size_t len, sb_event **out, char *err,
+                                size_t errsz)
 {
     if (memchr(payload, '\0', len)) {
         snprintf(err, errsz, "command contains a NUL byte");
-        return NULL;
+        return MSG_UNPARSABLE;
     }
     while (len && isspace((unsigned char)payload[len - 1]))
         len--;
     char *text = malloc(len + 1);
-    if (!text) {
-        snprintf(err, errsz, "out of memory");
-        return NULL;
-    }
+    if (!text)
+        return no_memory(err, errsz);
     memcpy(text, payload, len);
     text[len] = '\0';
-    rr_command cmd;
-    sb_event *ev = NULL;
-    if (rr_parse_command(text, NULL, &cmd, err, errsz) != 0)
-        goto out;
+    msg_result r;
     json_t *fields = json_object();
-    if (!fields || rr_command_to_fields(&cmd, text, fields) != 0) {
+    /* the message's own id tells this execution of the run apart */
+    int rc = fields ? rr_command_fields(text, NULL, id, fields, NULL, err, errsz) : RR_NOMEM;
+    if (rc == 0) {
+        *out = sb_event_new_with_fields(id, fields);
+        r = *out ? MSG_EVENT : no_memory(err, errsz);
+    } else {
         json_decref(fields);
-        snprintf(err, errsz, "out of memory");
-        goto out;
+        r = rc == RR_INVALID ? MSG_UNPARSABLE : no_memory(err, errsz);
     }
-    char identity[1024];
-    rr_identity(&cmd, id, identity, sizeof identity);
-    json_object_set_new(fields, "run_id", json_integer(sb_run_id(identity)));
-    ev = sb_event_new_with_fields(id, fields);
-    if (!ev)
-        snprintf(err, errsz, "out of memory");
-out:
     free(text);
-    return ev;
+    return r;
 }
 
-/* The event for one message, or NULL with the reason in err. */
-static sb_event *message_event(kafka_src *k, const rd_kafka_message_t *m, char *err, size_t errsz)
+/* sb_event_new_json() failed: because of the text, or for lack of memory?
+ * Only the text's own fault may skip a message, so it is parsed again.
+ * jansson leaves no message when an allocation fails, and a text that now
+ * parses as an object means the event itself could not be allocated. */
+static int json_text_unparsable(const char *p, size_t len)
+{
+    json_error_t jerr;
+    json_t *v = json_loadb(p, len, 0, &jerr);
+    if (v) {
+        int bad = !json_is_object(v);
+        json_decref(v);
+        return bad;
+    }
+    return jerr.text[0] != '\0' && json_error_code(&jerr) != json_error_out_of_memory;
+}
+
+/* The event for one message in *out, or the reason in err. */
+static msg_result message_event(kafka_src *k, const rd_kafka_message_t *m, sb_event **out, char *err,
+                                size_t errsz)
 {
     char id[512];
     msg_id(m, id, sizeof id);
+    *out = NULL;
     const char *p = m->payload;
     size_t len = m->len;
     if (!p || len == 0) {
         snprintf(err, errsz, "empty message");
-        return NULL;
+        return MSG_UNPARSABLE;
     }
     int json = k->format == FMT_JSON;
     if (k->format == FMT_AUTO) {
@@ -356,14 +383,19 @@ static sb_event *message_event(kafka_src *k, const rd_kafka_message_t *m, char *
             i++;
         json = i < len && p[i] == '{';
     }
-    sb_event *ev = json ? sb_event_new_json(id, k->id_field, p, len, err, errsz)
-                        : command_event(id, p, len, err, errsz);
-    if (ev && add_kafka_fields(ev, m) != 0) {
-        sb_event_free(ev);
-        snprintf(err, errsz, "out of memory");
-        return NULL;
+    msg_result r;
+    if (json) {
+        *out = sb_event_new_json(id, k->id_field, p, len, err, errsz);
+        r = *out ? MSG_EVENT : json_text_unparsable(p, len) ? MSG_UNPARSABLE : no_memory(err, errsz);
+    } else {
+        r = command_event(id, p, len, out, err, errsz);
     }
-    return ev;
+    if (r == MSG_EVENT && add_kafka_fields(*out, m) != 0) {
+        sb_event_free(*out);
+        *out = NULL;
+        r = no_memory(err, errsz);
+    }
+    return r;
 }
 
 /* ---- emit and store ------------------------------------------------------ */
@@ -453,14 +485,27 @@ static int flush_pending(kafka_src *k)
     for (size_t i = 0; i < k->npending; i++) {
         const rd_kafka_message_t *m = k->pending[i];
         char err[512];
-        sb_event *ev = message_event(k, m, err, sizeof err);
-        if (ev) {
+        sb_event *ev;
+        msg_result r = message_event(k, m, &ev, err, sizeof err);
+        if (r == MSG_EVENT) {
             evs[n++] = ev;
-        } else {
+        } else if (r == MSG_UNPARSABLE) {
             k->n_bad++;
             sb_log(k->ins, SB_LOG_ERROR,
                    "message %s[%" PRId32 "] at offset %" PRId64 " skipped (%" PRIu64 " so far): %s",
                    rd_kafka_topic_name(m->rkt), m->partition, m->offset, k->n_bad, err);
+        } else {
+            /* as a refused emit: storing this batch's offsets, or any
+             * later one, would skip a message that is fine */
+            sb_log(k->ins, SB_LOG_ERROR,
+                   "message %s[%" PRId32 "] at offset %" PRId64 ": %s; its batch of %zu messages will be read again",
+                   rd_kafka_topic_name(m->rkt), m->partition, m->offset, err, k->npending);
+            for (size_t j = 0; j < n; j++)
+                sb_event_free(evs[j]);
+            free(evs);
+            k->emit_failed = 1;
+            free_pending(k);
+            return -1;
         }
     }
     int rc = settle_inflight(k);

@@ -19,7 +19,8 @@
  *
  * Results (documented in README.md):
  *   2xx                          OK, messageId added as pubsub_message_id
- *   408/429/5xx, transport error RETRY the request's events (Retry-After kept)
+ *   408/429/5xx, transport error RETRY the request's events (Retry-After kept:
+ *                                seconds or an HTTP date, sb_gcp_retry_after_ms())
  *   401/403, no token            RETRY, logged as a credentials/IAM problem
  *   404                          RETRY, logged: the topic may be created later
  *   400                          FAIL with Google's error line; a request of
@@ -44,9 +45,6 @@
  * Threading: the state is read-only after create() and the gcp client is
  * thread-safe, so process() may run concurrently (SB_PLUGIN_CONCURRENT).
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* strptime, timegm */
-#endif
 #include <syncbridge/syncbridge.h>
 #include <syncbridge/gcp.h>
 
@@ -54,7 +52,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define PS_MAX_DATA 10000000          /* message data, decoded */
 #define PS_MAX_REQUEST 10000000       /* max_bytes ceiling */
@@ -407,23 +404,6 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
     return rc;
 }
 
-/* Seconds (or an HTTP date) -> milliseconds; 0 when absent or unreadable. */
-static int64_t retry_after_ms(const char *v)
-{
-    if (!v || !*v)
-        return 0;
-    char *end = NULL;
-    long long s = strtoll(v, &end, 10);
-    if (end != v && (*end == '\0' || *end == ' ' || *end == '\r'))
-        return s > 0 ? (int64_t)s * 1000 : 0;
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    if (!strptime(v, "%a, %d %b %Y %H:%M:%S", &tm))
-        return 0;
-    time_t at = timegm(&tm), now = time(NULL);
-    return at > now ? (int64_t)(at - now) * 1000 : 0;
-}
-
 typedef struct call {
     pubsub *p;
     sb_batch *b;
@@ -539,7 +519,9 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
                    "has roles/pubsub.publisher on the topic", p->topic, line);
         else
             sb_log(p->ins, SB_LOG_WARN, "publish of %zu messages to %s failed, will retry: %s", n, p->topic, err);
-        settle(c, idx, n, SB_RESULT_RETRY, retry_after_ms(resp.retry_after), rc == SB_GCP_HTTP_ERROR ? line : err);
+        /* the access layer's reading of Retry-After, so both wait alike */
+        int64_t after_ms = sb_gcp_retry_after_ms(resp.retry_after);
+        settle(c, idx, n, SB_RESULT_RETRY, after_ms > 0 ? after_ms : 0, rc == SB_GCP_HTTP_ERROR ? line : err);
         ret = -1;
     }
     sb_gcp_response_clear(&resp);

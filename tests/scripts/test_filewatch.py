@@ -2,6 +2,7 @@
 """filewatch end to end: the real daemon tails real Run Replicator logs
 (tests/data/rrlogs) through real rotation, truncation, deletion, restarts
 and inotify or polling, into file_out. Every test checks the exact events."""
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,20 @@ def run_text(schema, table, status="succeeded", td=10, hive=10):
     return ("Schema Name :- %s\nTable Name :- %s\nProcessing for date: 2026-11-24\n"
             "Starting Import of %s.%s\n+ echo 'Script completed successfully'\n"
             " Teradata Count : %d\n Hive Count : %d\n" % (schema, table, schema, table, td, hive)) + end
+
+
+def run_id(identity):
+    """sb_run_id(): the first 8 bytes of SHA-256, top bit cleared."""
+    return int.from_bytes(hashlib.sha256(identity.encode()).digest()[:8], "big") & 0x7FFFFFFFFFFFFFFF
+
+
+def expected_run_id(event):
+    """A filewatch run's identity: schema.table|inc_val or full|file|inode|offset
+    of the run's first line (the offset in its event id)."""
+    f = event["fields"]
+    off = int(event["event_id"].split(":")[3])
+    return run_id("%s.%s|%s|%s|%d|%d" % (f["schema"], f["table"], f.get("inc_val", "full"), f["log_file"],
+                                          os.stat(f["log_file"]).st_ino, off))
 
 
 class Base(unittest.TestCase):
@@ -130,6 +145,8 @@ class Samples(Base):
         self.assertEqual(f["command"], "sh /opt/etl/code/cerebro/run_replicator.sh groupon_production im_brand_list")
         self.assertIsInstance(f["run_id"], int)
         self.assertGreaterEqual(f["run_id"], 0)
+        for e in self.events():
+            self.assertEqual(e["fields"]["run_id"], expected_run_id(e), e)
         self.assertTrue(f["started_at"].endswith("Z") and f["finished_at"].endswith("Z"))
         m = by_file["count_mismatch.log"][0]["fields"]
         self.assertEqual((m["status"], m["td_count"], m["hive_count"], m["inc_key"], m["inc_val"]),
@@ -159,6 +176,8 @@ class Samples(Base):
         self.assertEqual([(x["schema"], x["table"], x.get("inc_val")) for x in f],
                          [("groupon_production", "im_brand_list", None), ("edw", "orders", "2026-11-23")])
         self.assertEqual(f[1]["offset_days"], 2)
+        for e in self.events():
+            self.assertEqual(e["fields"]["run_id"], expected_run_id(e), e)
         self.assertIn('schema "groupon;rm" is not a valid identifier', err)
         self.assertIn('inc_val "20261340" is not a date', err)
         self.config(format="json", id_field="id", paths=[os.path.join(self.logs, "*.jsonl")])

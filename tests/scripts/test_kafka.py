@@ -6,6 +6,7 @@ JSON and command formats, unparsable messages, restart, SIGKILL between the
 ledger commit and the offset commit, two instances in one group with a
 rebalance, and `syncbridge check`."""
 import collections
+import hashlib
 import json
 import os
 import signal
@@ -128,6 +129,11 @@ class Formats(Base):
         self.assertEqual((d["schema"], d["table"], d["inc_key"]), ("edw_prod", "orders_daily", "order_date"))
         self.assertEqual((d["inc_val"], d["offset_days"]), ("2026-11-23", 2))
         self.assertNotEqual(d["run_id"], c["run_id"])
+        # sb_run_id() of the run's identity, told apart by the message id
+        for f, ident in ((c, "groupon_production.im_brand_list|full|kafka:rr:1:2"),
+                         (d, "edw_prod.orders_daily|2026-11-23|kafka:rr:1:5")):
+            digest = hashlib.sha256(ident.encode()).digest()
+            self.assertEqual(f["run_id"], int.from_bytes(digest[:8], "big") & 0x7FFFFFFFFFFFFFFF)
         log = self.log()
         for off in (1, 3, 4):
             self.assertIn("message rr[1] at offset %d skipped" % off, log)

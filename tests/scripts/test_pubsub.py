@@ -4,6 +4,7 @@ pubsub) publishing to the Google APIs fake, authenticated with a
 service-account key made here with openssl and checked by the fake's token
 endpoint. Asserts on what the fake stored (/_fake/pubsub/messages) and on
 its request log, on the ledger (runs show) and on the dead-letter store."""
+import email.utils
 import json
 import os
 import subprocess
@@ -50,10 +51,10 @@ class PubSubSink(unittest.TestCase):
         s.update(opts)
         return s
 
-    def config(self, sinks, steps, source_extra=None):
+    def config(self, sinks, steps, source_extra=None, log_level="info"):
         src = {"plugin": "file_in", "path": self.inp, "format": "json", "id_field": "event_id", "follow": False}
         src.update(source_extra or {})
-        cfg = {"state_dir": os.path.join(self.dir, "state"), "log": {"level": "info"},
+        cfg = {"state_dir": os.path.join(self.dir, "state"), "log": {"level": log_level},
                "sources": {"in": src}, "sinks": sinks, "routes": {"r": {"sources": ["in"], "steps": steps}}}
         with open(self.cfg, "w") as f:
             json.dump(cfg, f)
@@ -229,6 +230,24 @@ class PubSubSink(unittest.TestCase):
         self.assertTrue(later)
         self.assertGreaterEqual(later[0]["time"] - reqs[i429]["time"], 0.95)
 
+    def test_retry_after_seconds_and_http_date(self):
+        # Publish is not idempotent, so a 429 comes back to the sink, which
+        # asks the core to wait at least Retry-After, read by the access
+        # layer's parser: first as seconds, then as an HTTP-date.
+        self.write([self.run_event(0)])
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="status", status=429, retry_after=2, count=1)
+        date = email.utils.formatdate(time.time() + 5, usegmt=True)  # about 2 s after the second attempt
+        self.fake.fault(path_regex=rx, kind="status", status=429, retry_after=date, count=1)
+        self.config({"ps": self.sink()}, ["ps"])
+        self.run_once()
+        reqs = self.fake.publishes(self.topic)
+        self.assertEqual([r["status"] for r in reqs], [429, 429, 200])
+        self.assertGreaterEqual(reqs[1]["time"] - reqs[0]["time"], 1.95, "Retry-After: 2")
+        self.assertGreaterEqual(reqs[2]["time"] - reqs[1]["time"], 1.5, "Retry-After: " + date)
+        self.assertEqual([m["attributes"]["event_id"] for m in self.fake.messages(self.topic)], ["ev-000"])
+
     def test_refused_request_is_resent_message_by_message(self):
         # A 400 publishes nothing, so the sink re-sends each message alone to
         # find the offending one; here the refusal was one-off, so all arrive
@@ -245,6 +264,40 @@ class PubSubSink(unittest.TestCase):
         self.assertEqual(len(ids), 6)
         self.assertIn("re-sending them one by one", r.stderr)
         self.assertIn("roles/pubsub.publisher", r.stderr)
+
+    def test_400_resend_one_by_one_holds_an_ordering_key_back(self):
+        # A 400 refuses the whole request (one ordering key), so the sink
+        # re-sends its messages one at a time. When one of those must be
+        # retried (here a 503 to ev-001 alone), the key's later messages
+        # are held back (RETRY) behind it instead of being published ahead
+        # of it in the same pass (e606089).
+        self.write([self.run_event(i) for i in range(5)])
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="status", status=400, count=1, message="Invalid message")
+        self.fake.fault(path_regex=rx, kind="latency", latency_ms=1, count=1)  # ev-000 alone goes through
+        self.fake.fault(path_regex=rx, kind="status", status=503, count=1)     # ev-001 alone: retry
+        # at debug level the core logs each retry with its reason
+        self.config({"ps": self.sink(ordering_key="${schema}.${table}")}, ["ps"], log_level="debug")
+        r = self.run_once()
+
+        def ids(req):
+            return [m["attributes"]["event_id"] for m in json.loads(req["body"])["messages"]]
+
+        reqs = self.fake.publishes(self.topic)
+        first = [(ids(q), q["status"]) for q in reqs[:3]]
+        self.assertEqual(first, [(["ev-%03d" % i for i in range(5)], 400), (["ev-000"], 200), (["ev-001"], 503)])
+        self.assertIn("re-sending them one by one", r.stderr)
+        # the pass stopped at ev-001: its later messages were retried, not sent
+        for i in (2, 3, 4):
+            held = [l for l in r.stderr.splitlines() if "event ev-%03d step 1 retry" % i in l]
+            self.assertEqual(len(held), 1, r.stderr[-3000:])
+            self.assertRegex(held[0], r'held back: an earlier message with ordering key \\?"edw\.orders\\?" was not')
+        self.assertFalse([l for l in r.stderr.splitlines() if "event ev-000 step 1 retry" in l])
+        # and every event was published exactly once in the end
+        got = sorted(m["attributes"]["event_id"] for m in self.fake.messages(self.topic))
+        self.assertEqual(got, ["ev-%03d" % i for i in range(5)])
+        self.assertTrue(all(m["orderingKey"] == "edw.orders" for m in self.fake.messages(self.topic)))
 
     def test_permanent_400_dead_letters_with_the_error_line(self):
         self.write([self.run_event(0)])

@@ -355,6 +355,25 @@ START_TEST(test_wrong_types)
 }
 END_TEST
 
+START_TEST(test_duration_and_size_forms)
+{
+    /* the same forms plugin options take (confval.c), references included */
+    setenv("SB_TEST_RETENTION", "36 H", 1);
+    write_file("main.json",
+               "{\"shutdown_timeout\": \"1500ms\", \"ledger\": {\"retention\": \"${env:SB_TEST_RETENTION}\"},"
+               " \"limits\": {\"max_inflight_bytes\": \"64KiB\"},"
+               " \"sources\": {\"rr_logs\": {\"plugin\": \"filewatch\"}}, \"sinks\": {\"out\": {\"plugin\": \"stdout\","
+               " \"retry\": {\"max_time\": \"2 d\", \"initial\": 50}}},"
+               " \"routes\": {\"r\": {\"sources\": [\"rr_logs\"], \"steps\": [\"out\"], \"max_inflight_bytes\": \"3m\"}}}");
+    sb_config *c = load_ok();
+    ck_assert_int_eq(c->shutdown_timeout_ms, 1500);
+    ck_assert_int_eq(c->retention_ms, 36 * 3600000LL);
+    ck_assert_int_eq(c->max_inflight_bytes, 65536);
+    ck_assert_int_eq(c->routes[0].max_inflight_bytes, 3 * 1048576);
+    sb_config_free(c);
+}
+END_TEST
+
 START_TEST(test_bad_durations_and_sizes)
 {
     write_file("main.json", "{\"ledger\": {\"retention\": \"7 days\"}}");
@@ -570,6 +589,7 @@ int main(void)
     tcase_add_test(tc, test_syntax_errors);
     tcase_add_test(tc, test_unknown_keys);
     tcase_add_test(tc, test_wrong_types);
+    tcase_add_test(tc, test_duration_and_size_forms);
     tcase_add_test(tc, test_bad_durations_and_sizes);
     tcase_add_test(tc, test_duplicates);
     tcase_add_test(tc, test_route_references);

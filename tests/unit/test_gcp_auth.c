@@ -205,6 +205,81 @@ START_TEST(test_concurrent_callers_share_one_refresh)
 }
 END_TEST
 
+START_TEST(test_failed_refresh_counted_while_token_still_valid)
+{
+    NEED_FAKE();
+    tl_ctl(&fake, 0, "POST", "/_fake/config", "{\"token_expires_in\":4}", NULL);
+    sb_gcp_conf conf;
+    char err[1024];
+    sa_conf(&conf, sa_file);
+    conf.refresh_margin_ms = 3000; /* at most half the life: refresh 2 s into a 4 s token */
+    sb_gcp_client *c = sb_gcp_client_new(&conf, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+    char *t1, *t2, *t3;
+    ck_assert_msg(sb_gcp_client_token(c, &t1, err, sizeof err) == 0, "%s", err);
+    usleep(2300000);
+    /* The refresh fails, but the current token is still good: it is used... */
+    tl_fault(&fake, "{\"path_regex\":\"^/token$\",\"status\":400,\"count\":1}");
+    ck_assert_msg(sb_gcp_client_token(c, &t2, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(t1, t2);
+    ck_assert_int_eq(tokens_fetched(), 2);
+    /* ... and the failed attempt is counted all the same */
+    sb_gcp_stats st;
+    sb_gcp_client_stats(c, &st);
+    ck_assert_uint_eq(st.token_refreshes, 1);
+    ck_assert_uint_eq(st.token_errors, 1);
+    /* no new attempt for a while (10 s), so nothing more to count */
+    ck_assert_int_eq(sb_gcp_client_token(c, &t3, err, sizeof err), 0);
+    ck_assert_int_eq(tokens_fetched(), 2);
+    sb_gcp_client_stats(c, &st);
+    ck_assert_uint_eq(st.token_errors, 1);
+    free(t1);
+    free(t2);
+    free(t3);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
+START_TEST(test_concurrent_callers_share_one_failed_refresh)
+{
+    NEED_FAKE();
+    /* Each fetch is two attempts, the second a second after the first
+     * (Retry-After), so every caller arrives while the first one fetches. */
+    tl_fault(&fake, "{\"path_regex\":\"^/token$\",\"status\":503,\"retry_after\":1}");
+    sb_gcp_conf conf;
+    char err[1024];
+    sa_conf(&conf, sa_file);
+    conf.max_attempts = 2;
+    sb_gcp_client *c = sb_gcp_client_new(&conf, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+    enum { N = 16 };
+    pthread_t th[N];
+    caller k[N];
+    pthread_barrier_t b;
+    pthread_barrier_init(&b, NULL, N);
+    for (int i = 0; i < N; i++) {
+        k[i] = (caller){c, &b, NULL, 0};
+        pthread_create(&th[i], NULL, call_token, &k[i]);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&b);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(k[i].rc, -1);
+        ck_assert_ptr_null(k[i].tok);
+    }
+    /* one failed fetch (of two attempts) for all of them, counted once */
+    int fetches = tokens_fetched() / 2;
+    sb_gcp_stats st;
+    sb_gcp_client_stats(c, &st);
+    ck_assert_int_ge(fetches, 1);
+    ck_assert_int_lt(fetches, N);
+    ck_assert_uint_eq(st.token_errors, (uint64_t)fetches);
+    ck_assert_uint_eq(st.token_refreshes, 0);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
 START_TEST(test_401_refresh_and_retry_once)
 {
     NEED_FAKE();
@@ -236,6 +311,47 @@ START_TEST(test_401_refresh_and_retry_once)
     ck_assert_msg(strstr(err, "HTTP 401 UNAUTHENTICATED") != NULL, "%s", err);
     sb_gcp_response_clear(&r);
     ck_assert_int_eq(tokens_fetched(), 3);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
+START_TEST(test_token_error_on_a_retry_keeps_the_earlier_error)
+{
+    NEED_FAKE();
+    sb_gcp_conf conf;
+    char err[2048];
+    sa_conf(&conf, sa_file);
+    sb_gcp_client *c = sb_gcp_client_new(&conf, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+    sb_gcp_response r;
+    ck_assert_msg(get_topic(c, "a13", &r, err, sizeof err) == SB_GCP_OK, "%s", err);
+    sb_gcp_response_clear(&r);
+
+    /* The token is refused (401), and the new one cannot be had: the
+     * operator sees the token error and the 401 that led to it. */
+    tl_fault(&fake, "{\"path_regex\":\"topics/a13$\",\"status\":401,\"count\":1}");
+    tl_fault(&fake, "{\"path_regex\":\"^/token$\",\"status\":400,\"count\":1}");
+    sb_gcp_request get = {.method = "GET", .url = "/v1/projects/p/topics/a13", .idempotent = 1};
+    ck_assert_int_eq(sb_gcp_request_send(c, &get, &r, err, sizeof err), SB_GCP_AUTH_ERROR);
+    ck_assert_int_eq(r.attempts, 1);
+    ck_assert_int_eq(r.status, 401);
+    sb_gcp_response_clear(&r);
+    char want[512];
+    snprintf(want, sizeof want, "token endpoint %s rejected service account sb-test@p.iam.gserviceaccount.com",
+             token_uri);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    snprintf(want, sizeof want, " (after: GET http://127.0.0.1:%d/v1/projects/p/topics/a13: HTTP 401 UNAUTHENTICATED",
+             fake.port);
+    ck_assert_msg(strstr(err, want) != NULL, "%s", err);
+    ck_assert_msg(err[strlen(err) - 1] == ')', "%s", err);
+
+    /* A token error before the first attempt has nothing before it (the
+     * refused token is no longer cached). */
+    tl_fault(&fake, "{\"path_regex\":\"^/token$\",\"status\":400,\"count\":1}");
+    ck_assert_int_eq(sb_gcp_request_send(c, &get, &r, err, sizeof err), SB_GCP_AUTH_ERROR);
+    ck_assert_int_eq(r.attempts, 0);
+    sb_gcp_response_clear(&r);
+    ck_assert_msg(strstr(err, "(after:") == NULL, "%s", err);
     sb_gcp_client_destroy(c);
 }
 END_TEST
@@ -501,7 +617,10 @@ int main(void)
     tcase_add_test(tc, test_sa_jwt_accepted_and_cached);
     tcase_add_test(tc, test_refresh_before_expiry);
     tcase_add_test(tc, test_concurrent_callers_share_one_refresh);
+    tcase_add_test(tc, test_failed_refresh_counted_while_token_still_valid);
+    tcase_add_test(tc, test_concurrent_callers_share_one_failed_refresh);
     tcase_add_test(tc, test_401_refresh_and_retry_once);
+    tcase_add_test(tc, test_token_error_on_a_retry_keeps_the_earlier_error);
     tcase_add_test(tc, test_metadata_server_and_adc_fallback);
     tcase_add_test(tc, test_metadata_impostor_refused);
     tcase_add_test(tc, test_adc_uses_google_application_credentials);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static char *dir;
@@ -401,6 +402,35 @@ START_TEST(test_429_retry_after_honoured)
 }
 END_TEST
 
+START_TEST(test_429_retry_after_http_date_honoured)
+{
+    NEED_FAKE();
+    sb_gcp_conf conf;
+    char ep[64], err[512];
+    base_conf(&conf, ep, sizeof ep);
+    conf.retry_initial_ms = 10;
+    sb_gcp_client *c = client(&conf);
+    create_topic(c, "t11d");
+    /* the same wait given as a date: 2 s ahead, so at least 1 s after the clock's second */
+    char date[64], fault[256];
+    time_t at = time(NULL) + 2;
+    struct tm tm;
+    gmtime_r(&at, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    snprintf(fault, sizeof fault, "{\"path_regex\":\"t11d:publish\",\"status\":429,\"retry_after\":\"%s\",\"count\":1}",
+             date);
+    tl_fault(&fake, fault);
+    sb_gcp_response r;
+    ck_assert_msg(publish(c, "t11d", 1, &r, err, sizeof err) == SB_GCP_OK, "%s", err);
+    ck_assert_int_eq(r.attempts, 2);
+    sb_gcp_response_clear(&r);
+    double t[2];
+    ck_assert_int_eq(tl_count(&fake, "t11d:publish$", t, 2), 2);
+    ck_assert_msg(t[1] - t[0] >= 0.95, "retried after %.3f s despite Retry-After: %s", t[1] - t[0], date);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
 START_TEST(test_4xx_not_retried)
 {
     NEED_FAKE();
@@ -670,6 +700,7 @@ int main(void)
     tcase_add_test(tc, test_not_idempotent_reset_not_resent);
     tcase_add_test(tc, test_connect_failure_retried_even_if_not_idempotent);
     tcase_add_test(tc, test_429_retry_after_honoured);
+    tcase_add_test(tc, test_429_retry_after_http_date_honoured);
     tcase_add_test(tc, test_4xx_not_retried);
     tcase_add_test(tc, test_read_callback_upload_retried);
     tcase_add_test(tc, test_concurrent_requests);

@@ -327,12 +327,33 @@ END_TEST
 
 START_TEST(test_retry_after_and_status)
 {
-    ck_assert_int_eq(sb_gcp__retry_after_ms("1"), 1000);
-    ck_assert_int_eq(sb_gcp__retry_after_ms(" 30 "), 30000);
-    ck_assert_int_eq(sb_gcp__retry_after_ms("0"), 0);
-    ck_assert_int_eq(sb_gcp__retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT"), -1);
-    ck_assert_int_eq(sb_gcp__retry_after_ms("1.5"), -1);
-    ck_assert_int_eq(sb_gcp__retry_after_ms(NULL), -1);
+    /* delay-seconds */
+    ck_assert_int_eq(sb_gcp_retry_after_ms("1"), 1000);
+    ck_assert_int_eq(sb_gcp_retry_after_ms(" 30 "), 30000);
+    ck_assert_int_eq(sb_gcp_retry_after_ms("0"), 0);
+    ck_assert_int_eq(sb_gcp_retry_after_ms("86400"), 86400000);
+    ck_assert_int_eq(sb_gcp_retry_after_ms("86401"), -1);
+    ck_assert_int_eq(sb_gcp_retry_after_ms("1.5"), -1);
+    ck_assert_int_eq(sb_gcp_retry_after_ms("-5"), -1);
+    ck_assert_int_eq(sb_gcp_retry_after_ms("5 s"), -1);
+    ck_assert_int_eq(sb_gcp_retry_after_ms(""), -1);
+    ck_assert_int_eq(sb_gcp_retry_after_ms(NULL), -1);
+    /* HTTP-date, counted from now: the three forms RFC 9110 makes recipients accept */
+    const time_t now = 1445412450; /* Wed, 21 Oct 2015 07:27:30 GMT */
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed, 21 Oct 2015 07:28:00 GMT", now), 30000);
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wednesday, 21-Oct-15 07:28:00 GMT", now), 30000);
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed Oct 21 07:28:00 2015", now), 30000);
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed Oct  1 07:28:00 2015", now), 0); /* past: no wait */
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("  Thu, 22 Oct 2015 07:27:30 GMT\r\n", now), 86400000);
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Thu, 22 Oct 2015 07:27:31 GMT", now), -1); /* over a day */
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed, 21 Oct 2015 07:28:00 PST", now), -1);
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed, 21 Okt 2015 07:28:00 GMT", now), -1);
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed, 21 Oct 2015 07:28:00 GMT trailing", now), -1);
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed, 21 Oct 2015 24:28:00 GMT", now), -1);
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed, 21 Oct 2015", now), -1);
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Sun, 29 Feb 2032 00:00:00 GMT", 1961625600 - 5), 5000);
+    /* RFC 850's two-digit year: at most 50 years ahead, else the century before */
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Thursday, 01-Jan-70 00:00:10 GMT", 0), 10000);
     long yes[] = {408, 429, 500, 502, 503, 504};
     long no[] = {200, 400, 401, 403, 404, 409, 412, 501};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)

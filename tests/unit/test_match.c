@@ -105,6 +105,49 @@ START_TEST(test_nested_paths)
 }
 END_TEST
 
+/* Paths are split once, at compile time; every form is looked up as a
+ * per-call split always did. */
+START_TEST(test_compiled_paths_look_up_as_before)
+{
+    json_t *obj = json_loads("{\"a\":{\"b\":1,\"s\":\"x\"},\"\":\"empty key\",\"x.y\":2,\"n\":3}", 0, NULL);
+    ck_assert_ptr_nonnull(obj);
+    json_t *a = json_object_get(obj, "a"), *b = json_object_get(a, "b");
+    static const char *const paths[] = {"a.b", "a..b", ".a.b", "a.b.", "a", "", ".", "..", "x.y", "a.b.c", "n.x",
+                                        "zz", "a.zz"};
+    json_t *const want[] = {b, b, b, b, a, json_object_get(obj, ""), obj, obj, NULL, NULL, NULL, NULL, NULL};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        sb_field_path p;
+        sb_field_path_init(&p, paths[i]);
+        for (int k = 0; k < 3; k++) /* the compiled path is not consumed by a lookup */
+            ck_assert_msg(sb_field_path_get(&p, obj) == want[i], "path \"%s\"", paths[i]);
+        ck_assert_ptr_null(sb_field_path_get(&p, NULL));
+        sb_field_path_clear(&p);
+        ck_assert_msg(sb_json_path(obj, paths[i]) == want[i], "sb_json_path \"%s\"", paths[i]);
+    }
+    sb_field_path zero = {0};
+    sb_field_path_clear(&zero);
+    json_decref(obj);
+
+    /* the same through compiled conditions, evaluated more than once */
+    const char *ev = "{\"a\":{\"b\":1},\"x.y\":2}";
+    ck_assert_int_eq(matches("{\"field\":\"a..b\",\"equals\":1}", ev), 1);
+    ck_assert_int_eq(matches("{\"field\":\".a.b.\",\"in\":[0,1]}", ev), 1);
+    ck_assert_int_eq(matches("{\"field\":\"x.y\",\"exists\":false}", ev), 1);
+    ck_assert_int_eq(matches("{\"field\":\".\",\"exists\":true}", ev), 1);
+    char err[256];
+    json_t *spec = json_loads("{\"any\":[{\"field\":\"a.b\",\"equals\":2},{\"field\":\"a.b\",\"equals\":1}]}", 0, NULL);
+    sb_match *m = sb_match_compile(spec, "m", err, sizeof err);
+    ck_assert_msg(m != NULL, "%s", err);
+    sb_event *e = event_from(ev);
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_eq(sb_match_eval(m, e), 1);
+    ck_assert_int_eq(sb_match_eval(m, NULL), 0);
+    sb_event_free(e);
+    sb_match_free(m);
+    json_decref(spec);
+}
+END_TEST
+
 START_TEST(test_combinators)
 {
     const char *ev = "{\"status\":\"succeeded\",\"schema\":\"a\",\"table\":\"im_x\"}";
@@ -161,6 +204,7 @@ int main(void)
     tcase_add_test(tc, test_in_glob_regex);
     tcase_add_test(tc, test_exists_and_missing);
     tcase_add_test(tc, test_nested_paths);
+    tcase_add_test(tc, test_compiled_paths_look_up_as_before);
     tcase_add_test(tc, test_combinators);
     tcase_add_test(tc, test_null_matcher_matches_all);
     tcase_add_test(tc, test_errors);

@@ -1,5 +1,6 @@
 /* test_options.c - plugin option validation, getters and the doc printer. */
 #include "build_config.h"
+#include "confval.h"
 #include "instance.h"
 #include "options_internal.h"
 #include "template.h"
@@ -128,6 +129,70 @@ START_TEST(test_integer_durations_and_sizes)
     ck_assert_int_eq(sb_opt_duration_ms(ins, "batch_linger"), 1500);
     ck_assert_int_eq(sb_opt_size(ins, "max_bytes"), 512);
     sb_instance_free(ins);
+}
+END_TEST
+
+/* Every form a duration or size takes is read alike by plugin options
+ * and by the config loader (both go through confval.c). */
+START_TEST(test_unit_forms_match_the_config_loader)
+{
+    static const struct {
+        const char *text;
+        int is_size;
+        int64_t want; /* -1: refused */
+    } forms[] = {
+        {"250ms", 0, 250}, {"5s", 0, 5000}, {"2m", 0, 120000}, {"1h", 0, 3600000}, {"1d", 0, 86400000},
+        {"1500", 0, 1500}, {"5 S", 0, 5000}, {"3D", 0, 3 * 86400000LL}, {"1.5s", 0, -1}, {"-1s", 0, -1},
+        {"5 parsecs", 0, -1}, {"", 0, -1},
+        {"512", 1, 512}, {"7B", 1, 7}, {"64KB", 1, 65536}, {"64kb", 1, 65536}, {"64K", 1, 65536},
+        {"64KiB", 1, 65536}, {"10MB", 1, 10485760}, {"10 MiB", 1, 10485760}, {"2G", 1, 2147483648LL},
+        {"1GiB", 1, 1073741824}, {"1TB", 1, 1099511627776LL}, {"9999999999TB", 1, -1}, {"64XB", 1, -1},
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        int64_t text_value = forms[i].is_size ? sb_parse_size(forms[i].text) : sb_parse_duration_ms(forms[i].text);
+        ck_assert_msg(text_value == forms[i].want, "%s: %lld", forms[i].text, (long long)text_value);
+
+        json_t *v = json_string(forms[i].text);
+        int64_t cfg_value = -1;
+        char msg[512] = "";
+        int rc = sb_config_scaled(v, forms[i].is_size ? SB_SCALED_SIZE : SB_SCALED_DURATION, &cfg_value, msg, sizeof msg);
+        ck_assert_int_eq(rc, forms[i].want < 0 ? -1 : 0);
+        if (rc == 0)
+            ck_assert_int_eq(cfg_value, forms[i].want);
+        else
+            ASSERT_HAS(msg, forms[i].is_size ? "expected a size like" : "expected a duration like");
+
+        char json[256], err[512];
+        snprintf(json, sizeof json, "{\"table\":\"t\",\"%s\":\"%s\"}", forms[i].is_size ? "max_bytes" : "batch_linger",
+                 forms[i].text);
+        sb_options *o = parse(json, err, sizeof err);
+        if (forms[i].want < 0) {
+            ck_assert_msg(o == NULL, "options accepted %s", forms[i].text);
+            char want[1024];
+            snprintf(want, sizeof want, "conf.d/team.json: sinks.bq.%s: %s",
+                     forms[i].is_size ? "max_bytes" : "batch_linger", msg);
+            ck_assert_str_eq(err, want); /* the loader's words after the same "<where>: " */
+        } else {
+            ck_assert_msg(o != NULL, "%s: %s", forms[i].text, err);
+            sb_options_free(o);
+        }
+        json_decref(v);
+    }
+    /* integers are taken as they are; references are substituted first */
+    json_t *v = json_integer(42);
+    int64_t n = 0;
+    char msg[512];
+    ck_assert_int_eq(sb_config_scaled(v, SB_SCALED_SIZE, &n, msg, sizeof msg), 0);
+    ck_assert_int_eq(n, 42);
+    json_decref(v);
+    setenv("SB_TEST_LINGER", "2s", 1);
+    v = json_string("${env:SB_TEST_LINGER}");
+    ck_assert_int_eq(sb_config_scaled(v, SB_SCALED_DURATION, &n, msg, sizeof msg), 0);
+    ck_assert_int_eq(n, 2000);
+    json_decref(v);
+    v = json_true();
+    ck_assert_int_eq(sb_config_scaled(v, SB_SCALED_DURATION, &n, msg, sizeof msg), -1);
+    ck_assert_str_eq(msg, "expected a duration like \"250ms\" or \"5s\", got true");
 }
 END_TEST
 
@@ -393,6 +458,7 @@ int main(void)
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_each_type);
     tcase_add_test(tc, test_integer_durations_and_sizes);
+    tcase_add_test(tc, test_unit_forms_match_the_config_loader);
     tcase_add_test(tc, test_single_string_list);
     tcase_add_test(tc, test_substitution_applied);
     tcase_add_test(tc, test_substituted_dollar_is_literal_in_templates);

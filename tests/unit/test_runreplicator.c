@@ -1,6 +1,8 @@
 /* test_runreplicator.c - the Run Replicator command parser on real and hostile input. */
 #include "runreplicator.h"
 
+#include <syncbridge/event.h>
+
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +144,14 @@ START_TEST(test_structure_errors)
     bad("sh run_replicator.sh 'groupon_production im_brand_list", "unterminated quote");
     bad("sh run_replicator.sh s t k", "inc_key \"k\" given without inc_val");
     bad("sh run_replicator.sh s t > ", "without a target");
+    /* fields must be JSON text: bytes that are not UTF-8 are refused here, with the column */
+    bad("sh /opt/caf\xe9/run_replicator.sh s t", "command is not valid UTF-8 text (byte 0xe9 at column 12)");
+    bad("sh run_replicator.sh s t \xc0\xaf", "not valid UTF-8"); /* overlong "/" */
+    bad("sh run_replicator.sh s t \xed\xa0\x80", "not valid UTF-8"); /* a surrogate */
+    bad("sh run_replicator.sh s t \xf4\x90\x80\x80", "not valid UTF-8"); /* past U+10FFFF */
+    bad("sh run_replicator.sh s t \xe2\x82", "not valid UTF-8"); /* cut short */
+    ok("sh /opt/caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x98\x80/run_replicator.sh s t");
+    ck_assert_str_eq(cmd.table, "t");
     ck_assert_int_eq(rr_parse_command(NULL, NULL, &cmd, err, sizeof err), -1);
     /* huge input is refused before it is split */
     size_t n = 70000;
@@ -184,8 +194,73 @@ START_TEST(test_fields_and_identity)
 }
 END_TEST
 
+/* jansson's allocations fail while this is set */
+static int fail_allocs;
+
+static void *maybe_malloc(size_t n)
+{
+    return fail_allocs ? NULL : malloc(n);
+}
+
+START_TEST(test_command_fields_in_one_call)
+{
+    const char *text = "${RUN_SCRIPT} \"sh /x/run_replicator.sh edw_prod orders_daily order_dt 20261123 2\"";
+    json_t *f = json_object();
+    rr_command c;
+    ck_assert_int_eq(rr_command_fields(text, NULL, "kafka:rr:1:5", f, &c, err, sizeof err), 0);
+    ck_assert_str_eq(c.table, "orders_daily");
+    ck_assert_str_eq(json_string_value(json_object_get(f, "command")), text);
+    ck_assert_str_eq(json_string_value(json_object_get(f, "inc_val")), "2026-11-23");
+    ck_assert_int_eq(json_integer_value(json_object_get(f, "offset_days")), 2);
+    /* run_id is sb_run_id() of the run's identity with the extra */
+    char id[512];
+    rr_identity(&c, "kafka:rr:1:5", id, sizeof id);
+    ck_assert_str_eq(id, "edw_prod.orders_daily|2026-11-23|kafka:rr:1:5");
+    ck_assert_int_eq(json_integer_value(json_object_get(f, "run_id")), sb_run_id(id));
+    json_decref(f);
+
+    /* no extra: no run_id, until the caller knows the identity */
+    f = json_object();
+    ck_assert_int_eq(rr_command_fields("sh run_replicator.sh a b", "run_replicator.sh", NULL, f, NULL, err, sizeof err),
+                     0);
+    ck_assert_ptr_null(json_object_get(f, "run_id"));
+    ok("sh run_replicator.sh a b");
+    ck_assert_int_eq(rr_set_run_id(&cmd, "/var/log/rr.log|42|100", f), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(f, "run_id")), sb_run_id("a.b|full|/var/log/rr.log|42|100"));
+    json_decref(f);
+
+    /* an extra longer than any fixed buffer still counts whole */
+    char longer[6000];
+    memset(longer, 'p', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    f = json_object();
+    ck_assert_int_eq(rr_set_run_id(&cmd, longer, f), 0);
+    json_int_t long_id = json_integer_value(json_object_get(f, "run_id"));
+    longer[sizeof longer - 2] = 'q';
+    ck_assert_int_eq(rr_set_run_id(&cmd, longer, f), 0);
+    ck_assert_int_ne(json_integer_value(json_object_get(f, "run_id")), long_id);
+    json_decref(f);
+
+    /* not a command: the reason, and nothing set */
+    f = json_object();
+    ck_assert_int_eq(rr_command_fields("sh run_replicator.sh \"a;b\" t", NULL, "x", f, NULL, err, sizeof err),
+                     RR_INVALID);
+    ASSERT_HAS(err, "schema \"a;b\" is not a valid identifier");
+    ck_assert_int_eq(json_object_size(f), 0);
+
+    /* out of memory is told apart from a bad command */
+    fail_allocs = 1;
+    int rc = rr_command_fields("sh run_replicator.sh a b", NULL, "x", f, NULL, err, sizeof err);
+    fail_allocs = 0;
+    ck_assert_int_eq(rc, RR_NOMEM);
+    ck_assert_str_eq(err, "out of memory");
+    json_decref(f);
+}
+END_TEST
+
 int main(void)
 {
+    json_set_alloc_funcs(maybe_malloc, free);
     Suite *s = suite_create("runreplicator");
     TCase *tc = tcase_create("parse");
     tcase_add_test(tc, test_seed_forms);
@@ -194,6 +269,7 @@ int main(void)
     tcase_add_test(tc, test_bad_dates);
     tcase_add_test(tc, test_structure_errors);
     tcase_add_test(tc, test_fields_and_identity);
+    tcase_add_test(tc, test_command_fields_in_one_call);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

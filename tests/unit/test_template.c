@@ -90,6 +90,36 @@ START_TEST(test_missing_field)
 }
 END_TEST
 
+/* One compiled template, rendered again and again for different events:
+ * the paths split at compile time serve every render. */
+START_TEST(test_compiled_template_renders_many_events)
+{
+    char err[256] = "";
+    sb_template *t = sb_template_compile("${run.host}/${run.n.x:-none}/${table}", err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    static const char *const evs[] = {"{\"run\":{\"host\":\"h1\",\"n\":{\"x\":1}},\"table\":\"a\"}",
+                                      "{\"run\":{\"host\":\"h2\",\"n\":5},\"table\":\"b\"}",
+                                      "{\"run\":{\"host\":\"h3\"},\"table\":\"c\"}"};
+    static const char *const want[] = {"h1/1/a", "h2/none/b", "h3/none/c"};
+    for (int round = 0; round < 2; round++)
+        for (size_t i = 0; i < 3; i++) {
+            sb_event *ev = sb_event_new("test:1");
+            json_t *obj = json_loads(evs[i], 0, NULL);
+            json_object_update(sb_event_fields(ev), obj);
+            json_decref(obj);
+            char *out = sb_template_render(t, ev, err, sizeof err);
+            ck_assert_msg(out != NULL, "%s", err);
+            ck_assert_str_eq(out, want[i]);
+            free(out);
+            sb_event_free(ev);
+        }
+    /* no event: a field without a default is missing, named as written */
+    ck_assert_ptr_null(sb_template_render(t, NULL, err, sizeof err));
+    ck_assert_str_eq(err, "template \"${run.host}/${run.n.x:-none}/${table}\": event has no field \"run.host\"");
+    sb_template_free(t);
+}
+END_TEST
+
 START_TEST(test_compile_errors)
 {
     ASSERT_HAS(compile_error("abc${table"), "unterminated \"${\" at column 4");
@@ -113,6 +143,7 @@ int main(void)
     tcase_add_test(tc, test_fields);
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_missing_field);
+    tcase_add_test(tc, test_compiled_template_renders_many_events);
     tcase_add_test(tc, test_compile_errors);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -186,7 +186,9 @@ typedef enum sb_gcp_result {
     SB_GCP_OK = 0,            /* a response with status < 400 arrived */
     SB_GCP_HTTP_ERROR = 1,    /* a response with status >= 400 (after any retries) */
     SB_GCP_TRANSPORT_ERROR = 2, /* no usable response: connection, TLS, timeout, deadline */
-    SB_GCP_AUTH_ERROR = 3,    /* no token could be obtained; nothing was sent */
+    SB_GCP_AUTH_ERROR = 3,    /* no token could be obtained, so the (next) attempt was not sent;
+                                 when it was a retry, errstr ends "(after: <the earlier attempt's
+                                 error>)" and resp holds that attempt's response */
     SB_GCP_INVALID = 4        /* bad request struct (programming error) */
 } sb_gcp_result;
 
@@ -194,7 +196,7 @@ typedef enum sb_gcp_result {
  * uniform(0, min(retry_max_delay, retry_initial * multiplier^n))) until
  * max_attempts or the deadline, on 408/429/500/502/503/504 and on
  * connection errors (idempotent requests only, except connect failures).
- * Retry-After (seconds) is a minimum delay. A 401 to a token from the
+ * Retry-After (see sb_gcp_retry_after_ms()) is a minimum delay. A 401 to a token from the
  * provider invalidates it, fetches a new one and retries once.
  * Redirects are never followed (GCS resumable uploads answer 308).
  *
@@ -222,7 +224,8 @@ typedef struct sb_gcp_stats {
     uint64_t transport_errors;  /* attempts that got no response */
     uint64_t retries;
     uint64_t token_refreshes;   /* successful token fetches */
-    uint64_t token_errors;
+    uint64_t token_errors;      /* failed token fetches: each attempt once, also when the
+                                   current token was still valid and kept in use */
 } sb_gcp_stats;
 
 void sb_gcp_client_stats(const sb_gcp_client *c, sb_gcp_stats *out);
@@ -245,6 +248,16 @@ char *sb_gcp_endpoint(const char *service, const char *override, int *emulator,
  * ("HTTP 404 DAG not found: detail"), else the first 200 characters of the
  * body on one line. Returns a malloc'd string the caller frees. */
 char *sb_gcp_error_line(long status, const char *body, size_t body_len);
+
+/* The delay a Retry-After header value asks for, in milliseconds, as
+ * sb_gcp_request_send() reads it, so a plugin that retries through the
+ * core (sb_batch_set_retry_after()) waits the same: delay-seconds ("120")
+ * or an HTTP-date counted from now ("Wed, 21 Oct 2015 07:28:00 GMT", also
+ * the obsolete "Wednesday, 21-Oct-15 07:28:00 GMT" and "Wed Oct 21
+ * 07:28:00 2015"), 0 for a date already past. -1 when `value` is NULL,
+ * unreadable, or more than a day (86400 s), which is taken for a mistake
+ * rather than waited for. Thread-safe. */
+int64_t sb_gcp_retry_after_ms(const char *value);
 
 /* Base64 of `data`: standard alphabet with padding, or (url != 0) the
  * URL-safe alphabet without padding. Returns a malloc'd string. */
