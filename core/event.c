@@ -7,7 +7,9 @@
 #include "event_internal.h"
 #include "json_text.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,6 +213,21 @@ json_t *sb_event_fields(sb_event *ev)
     return ev->fields;
 }
 
+/* sb_event_new_json() refusing: errno tells the text's fault from memory's. */
+static sb_event *refuse(int err, char *errstr, size_t errstr_size, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static sb_event *refuse(int err, char *errstr, size_t errstr_size, const char *fmt, ...)
+{
+    if (errstr && errstr_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errstr, errstr_size, fmt, ap);
+        va_end(ap);
+    }
+    errno = err;
+    return NULL;
+}
+
 sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const char *text, size_t len,
                             char *errstr, size_t errstr_size)
 {
@@ -222,19 +239,16 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
         /* Refused (jansson words the reason), or the id needs unescaping.
          * NULs first: jansson skips some, and the text must stay a C string. */
         const char *nul = memchr(text, '\0', len);
-        if (nul) {
-            sb_err(errstr, errstr_size, "NUL byte at offset %zu", (size_t)(nul - text));
-            return NULL;
-        }
+        if (nul)
+            return refuse(EINVAL, errstr, errstr_size, "NUL byte at offset %zu", (size_t)(nul - text));
         json_error_t jerr;
         obj = json_loadb(text, len, 0, &jerr);
+        if (!obj)
+            return refuse(json_error_code(&jerr) == json_error_out_of_memory ? ENOMEM : EINVAL, errstr,
+                          errstr_size, "%s (column %d)", jerr.text, jerr.column);
         if (!json_is_object(obj)) {
-            if (obj)
-                sb_err(errstr, errstr_size, "not a JSON object");
-            else
-                sb_err(errstr, errstr_size, "%s (column %d)", jerr.text, jerr.column);
             json_decref(obj);
-            return NULL;
+            return refuse(EINVAL, errstr, errstr_size, "not a JSON object");
         }
         own = id_field ? json_string_value(json_object_get(obj, id_field)) : NULL;
         own_len = own ? strlen(own) : 0;
@@ -242,27 +256,26 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
         own = m.text;
         own_len = m.len;
     }
-    sb_event *ev = calloc(1, sizeof *ev);
-    if (ev)
-        ev->id = own_len ? strndup(own, own_len) : (fallback_id && *fallback_id ? strdup(fallback_id) : NULL);
+    if (!own_len && (!fallback_id || !*fallback_id)) {
+        json_decref(obj);
+        return refuse(EINVAL, errstr, errstr_size, "no event id: the text has none and no fallback was given");
+    }
     /* the text from its '{' to its '}' (checked: it is an object) */
     while (len && text[len - 1] != '}')
         len--;
     const char *open = memchr(text, '{', len);
-    size_t raw_len = open ? len - (size_t)(open - text) : 0;
-    if (ev && ev->id && raw_len && (ev->raw = malloc(raw_len + 1))) {
+    size_t raw_len = len - (size_t)(open - text);
+    sb_event *ev = calloc(1, sizeof *ev);
+    if (ev && (ev->id = own_len ? strndup(own, own_len) : strdup(fallback_id)) && (ev->raw = malloc(raw_len + 1))) {
         memcpy(ev->raw, open, raw_len);
         ev->raw[raw_len] = '\0';
         ev->raw_len = raw_len;
+        ev->fields = obj; /* NULL (not parsed yet) on the fast path */
+        return ev;
     }
-    if (!ev || !ev->id || (!ev->raw && !obj)) {
-        sb_err(errstr, errstr_size, "out of memory or empty event id");
-        json_decref(obj);
-        sb_event_free(ev);
-        return NULL;
-    }
-    ev->fields = obj; /* NULL (not parsed yet) on the fast path */
-    return ev;
+    json_decref(obj);
+    sb_event_free(ev);
+    return refuse(ENOMEM, errstr, errstr_size, "out of memory");
 }
 
 void sb_event_set_source(sb_event *ev, const char *source)

@@ -87,7 +87,9 @@ static uint64_t line_hash(const char *s, size_t len)
     return h;
 }
 
-/* Build the event for one complete line; NULL (reported) if it is unusable. */
+/* Build the event for one complete line; NULL if it is unusable (reported,
+ * errno EINVAL) or memory ran out (errno ENOMEM: the line is fine, read it
+ * again rather than skip it). */
 static sb_event *line_event(file_in *f, const struct stat *st, int64_t offset, char *line, size_t len)
 {
     char id[160];
@@ -97,23 +99,26 @@ static sb_event *line_event(file_in *f, const struct stat *st, int64_t offset, c
         json_t *text = json_stringn(line, len);
         if (!text) {
             sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: not valid UTF-8", f->path, offset);
+            errno = EINVAL;
             return NULL;
         }
         sb_event *ev = sb_event_new(id);
         if (!ev || json_object_set_new(sb_event_fields(ev), "line", text) != 0 ||
             sb_event_set_string(ev, "file", f->path) != 0 || sb_event_set_int(ev, "offset", offset) != 0) {
-            sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: out of memory", f->path, offset);
             if (!ev)
                 json_decref(text);
             sb_event_free(ev);
+            errno = ENOMEM;
             return NULL;
         }
         return ev;
     }
     char err[256];
     sb_event *ev = sb_event_new_json(id, f->id_field, line, len, err, sizeof err);
-    if (!ev)
+    if (!ev && errno != ENOMEM) {
         sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: %s", f->path, offset, err);
+        errno = EINVAL;
+    }
     return ev;
 }
 
@@ -190,8 +195,15 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
                        f->path, line_off, l);
             } else if (l > 0) {
                 sb_event *ev = line_event(f, &st, line_off, line, l);
-                if (ev)
+                if (ev) {
                     evs[n++] = ev;
+                } else if (errno == ENOMEM) {
+                    /* not past this line: the batch so far is dropped unacknowledged and re-read */
+                    sb_log(f->ins, SB_LOG_ERROR, "%s: out of memory at offset %" PRId64 "; reading again",
+                           f->path, line_off);
+                    rc = -1;
+                    break;
+                }
             }
         }
         if (n == f->batch || (at_eof && n > 0) || (at_eof && !is_stdin && n == 0 && offset > 0 && !f->follow)) {

@@ -19,6 +19,7 @@
  */
 #include <syncbridge/syncbridge.h>
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -367,6 +368,8 @@ static int h_line(void *ctx, fw_file *f, const char *line, size_t len, int64_t o
     event_id(f, off, line_hash(line, len), id, sizeof id);
     if (self->format == FMT_JSON) {
         sb_event *ev = sb_event_new_json(id, self->id_field, line, len, err, sizeof err);
+        if (!ev && errno == ENOMEM) /* the line is fine: read it again rather than skip it */
+            return push(self, NULL);
         if (!ev) {
             sb_log(self->ins, SB_LOG_WARN, "%s:%" PRId64 ": line rejected: %s", fw_file_path(f), off, err);
             return 0;

@@ -33,6 +33,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -347,22 +348,6 @@ static msg_result command_event(const char *id, const char *payload, size_t len,
     return r;
 }
 
-/* sb_event_new_json() failed: because of the text, or for lack of memory?
- * Only the text's own fault may skip a message, so it is parsed again.
- * jansson leaves no message when an allocation fails, and a text that now
- * parses as an object means the event itself could not be allocated. */
-static int json_text_unparsable(const char *p, size_t len)
-{
-    json_error_t jerr;
-    json_t *v = json_loadb(p, len, 0, &jerr);
-    if (v) {
-        int bad = !json_is_object(v);
-        json_decref(v);
-        return bad;
-    }
-    return jerr.text[0] != '\0' && json_error_code(&jerr) != json_error_out_of_memory;
-}
-
 /* The event for one message in *out, or the reason in err. */
 static msg_result message_event(kafka_src *k, const rd_kafka_message_t *m, sb_event **out, char *err,
                                 size_t errsz)
@@ -386,7 +371,7 @@ static msg_result message_event(kafka_src *k, const rd_kafka_message_t *m, sb_ev
     msg_result r;
     if (json) {
         *out = sb_event_new_json(id, k->id_field, p, len, err, errsz);
-        r = *out ? MSG_EVENT : json_text_unparsable(p, len) ? MSG_UNPARSABLE : no_memory(err, errsz);
+        r = *out ? MSG_EVENT : errno == ENOMEM ? no_memory(err, errsz) : MSG_UNPARSABLE;
     } else {
         r = command_event(id, p, len, out, err, errsz);
     }

@@ -4,6 +4,7 @@
 #include "event_internal.h"
 
 #include <check.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -145,8 +146,17 @@ START_TEST(id_member_as_jansson_reads_it)
         sb_event_free(ev);
     }
     /* jansson would skip this NUL; the event refuses it */
+    errno = 0;
     ck_assert_ptr_null(sb_event_new_json("fb", "id", "{\"a\":1\0}", 8, err, sizeof err));
     ck_assert_str_eq(err, "NUL byte at offset 6");
+    ck_assert_int_eq(errno, EINVAL); /* the text's fault, not memory's: a source skips it */
+    errno = 0;
+    ck_assert_ptr_null(sb_event_new_json("fb", "id", "[1]", 3, err, sizeof err));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(sb_event_new_json(NULL, "id", "{\"id\":\"\"}", 9, err, sizeof err));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_str_eq(err, "no event id: the text has none and no fallback was given");
 }
 END_TEST
 

@@ -45,8 +45,10 @@ sb_event *sb_event_new_with_fields(const char *event_id, json_t *fields);
  * matches, templates) and builds the fields object only when something asks
  * for all of it (sb_event_fields()). Setters and sb_event_add() keep the
  * text current; sb_event_fields() hands out the object and drops the text.
- * NULL with errstr ("not a JSON object", "NUL byte at offset N", or the
- * parser's message with its column) if the text is not a JSON object. */
+ * NULL with errstr and errno on failure: EINVAL when the text is at fault
+ * ("not a JSON object", "NUL byte at offset N", the parser's message with
+ * its column) or there is no id; ENOMEM when memory ran out (a source
+ * should then retry rather than skip the input). */
 sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const char *text, size_t len,
                             char *errstr, size_t errstr_size);
 
