@@ -7,7 +7,8 @@
  * route, which steps (and which fan-out members) are done with the fields
  * each added, attempts, the next retry time and the last error; settled
  * entries (done or dead) are pruned after the retention period. Per
- * source instance it keeps the last checkpoint.
+ * source instance it keeps the last checkpoint, and it keeps the number of
+ * entries in each state.
  *
  * Writes go through one writer thread that batches them (group commit):
  * sb_ledger_accept() waits until its batch is committed (the caller may
@@ -75,7 +76,10 @@ int sb_ledger_accept(sb_ledger *l, const char *source, const char *checkpoint,
  * default position because of a read error. */
 char *sb_ledger_checkpoint(sb_ledger *l, const char *source, int *failed, char *errstr, size_t errstr_size);
 
-/* Queued (asynchronous) state changes, committed in call order: */
+/* Queued (asynchronous) state changes, committed in call order. Done and
+ * dead are reached from pending only: sb_ledger_entry_done() or
+ * sb_ledger_dead() for an entry that is already settled changes nothing
+ * (sb_ledger_dlq_replay() is the way back to pending). */
 /* Fan-out member `instance` of step `step` completed for the entry, with
  * the fields it added (JSON object text, NULL = none). Recording the same
  * (entry, step, instance) twice keeps the first. */
@@ -151,10 +155,13 @@ int sb_ledger_take_requeued(sb_ledger *l, size_t limit,
 int sb_ledger_dlq_drop(sb_ledger *l, int64_t entry_id, const char *route, char *errstr, size_t errstr_size);
 
 /* Delete settled entries last updated before now - retention. Returns the
- * number pruned or -1. Called periodically by the daemon. */
+ * number pruned or -1. Called periodically by the daemon. Its cost grows
+ * with the entries it deletes and with those accepted before the cutoff
+ * that it must keep (pending, or settled after the cutoff). */
 int sb_ledger_prune(sb_ledger *l, int64_t now_us);
 
-/* Counts by state (for metrics / tests). */
+/* Counts by state (for metrics / tests), kept by the writer as it commits:
+ * reading them does not depend on the ledger's size. */
 int sb_ledger_counts(sb_ledger *l, int64_t *pending, int64_t *done, int64_t *dead);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -410,6 +411,187 @@ START_TEST(test_prune)
 }
 END_TEST
 
+/* The prune walk goes by id and passes entries it must keep: a pending one
+ * and one accepted long ago but settled after the cutoff. */
+START_TEST(test_prune_walk_keeps_late_settled)
+{
+    sb_ledger *l = open_ledger();
+    int64_t p = accept1(l, "w1", "r", "src", "t", 1);
+    int64_t a = accept1(l, "w2", "r", "src", "t", 2);
+    int64_t b = accept1(l, "w3", "r", "src", "t", 3);
+    sb_ledger_entry_done(l, b);
+    sb_ledger_sync(l);
+    usleep(20000);
+    int64_t cutoff = sb_now_us();
+    usleep(20000);
+    sb_ledger_entry_done(l, a);
+    int64_t c = accept1(l, "w4", "r", "src", "t", 4);
+    sb_ledger_dead(l, c, 0, "bad");
+    sb_ledger_sync(l);
+    counts(l, 1, 2, 1);
+
+    ck_assert_int_eq(sb_ledger_prune(l, cutoff + g_opts.retention_ms * 1000), 1);
+    char err[256];
+    ck_assert_ptr_null(sb_ledger_show(l, b, err, sizeof err));
+    counts(l, 1, 1, 1);
+    ck_assert_int_eq(sb_ledger_prune(l, sb_now_us() + g_opts.retention_ms * 1000 + 1000), 2);
+    counts(l, 1, 0, 0);
+    json_t *e = sb_ledger_show(l, p, err, sizeof err);
+    ck_assert_ptr_nonnull(e);
+    json_decref(e);
+    sb_ledger_close(l);
+}
+END_TEST
+
+/* Done and dead are reached from pending only: a late or repeated state
+ * change leaves a settled entry (and the counts) as they are. */
+START_TEST(test_settled_entries_stay)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t a = accept1(l, "s1", "r", "src", "t", 1);
+    int64_t b = accept1(l, "s2", "r", "src", "t", 2);
+    sb_ledger_entry_done(l, a);
+    sb_ledger_dead(l, b, 0, "first reason");
+    sb_ledger_entry_done(l, a);
+    sb_ledger_dead(l, a, 0, "late");
+    sb_ledger_entry_done(l, b);
+    sb_ledger_dead(l, b, 1, "again");
+    sb_ledger_sync(l);
+    counts(l, 0, 1, 1);
+    json_t *e = sb_ledger_show(l, b, err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "dead");
+    ck_assert_str_eq(json_string_value(json_object_get(e, "error")), "first reason");
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 0);
+    json_decref(e);
+    /* replayed, it can be settled again */
+    ck_assert_int_eq(sb_ledger_dlq_replay(l, b, NULL, err, sizeof err), 1);
+    counts(l, 1, 1, 0);
+    sb_ledger_entry_done(l, b);
+    sb_ledger_sync(l);
+    counts(l, 0, 2, 0);
+    sb_ledger_close(l);
+}
+END_TEST
+
+static void exec_ok(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    ck_assert_msg(rc == SQLITE_OK, "%s: %s", sql, msg ? msg : "");
+}
+
+/* The first column of the first row of sql, as text (caller frees). */
+static char *sql_text(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    char *v = sb_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void sql_expect(const char *path, const char *sql, const char *want)
+{
+    char *got = sql_text(path, sql);
+    ck_assert_msg(strcmp(got, want) == 0, "%s: %s, not %s", sql, got, want);
+    free(got);
+}
+
+/* A ledger written by a version-1 syncbridge (its schema as it created it)
+ * opens, is migrated, and keeps working. */
+START_TEST(test_migrate_v1)
+{
+    char *dir = sb_asprintf("%s/state", g_dir);
+    char *path = sb_asprintf("%s/ledger.db", dir);
+    ck_assert_int_eq(mkdir(dir, 0750), 0);
+    int64_t now = sb_now_us(), later = now + 3600 * 1000000LL;
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    exec_ok(db, "PRAGMA journal_mode = WAL;"
+                "CREATE TABLE entries(id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, route TEXT NOT NULL,"
+                " source TEXT NOT NULL, payload TEXT NOT NULL, received_us INTEGER NOT NULL DEFAULT 0,"
+                " state INTEGER NOT NULL DEFAULT 0, next_step INTEGER NOT NULL DEFAULT 0,"
+                " attempts INTEGER NOT NULL DEFAULT 0, first_attempt_us INTEGER NOT NULL DEFAULT 0,"
+                " next_retry_us INTEGER NOT NULL DEFAULT 0, updated_us INTEGER NOT NULL DEFAULT 0, error TEXT,"
+                " requeued INTEGER NOT NULL DEFAULT 0, UNIQUE(event_id, route));"
+                "CREATE TABLE members(entry_id INTEGER NOT NULL, step INTEGER NOT NULL, instance TEXT NOT NULL,"
+                " attempts INTEGER NOT NULL DEFAULT 0, completed_us INTEGER NOT NULL DEFAULT 0, added TEXT,"
+                " PRIMARY KEY(entry_id, step, instance)) WITHOUT ROWID;"
+                "CREATE TABLE checkpoints(source TEXT PRIMARY KEY, value TEXT, updated_us INTEGER NOT NULL DEFAULT 0);"
+                "CREATE INDEX entries_pending ON entries(id) WHERE state = 0;"
+                "CREATE INDEX entries_settled ON entries(updated_us) WHERE state <> 0;"
+                "CREATE INDEX entries_dead ON entries(id) WHERE state = 2;"
+                "CREATE INDEX entries_requeued ON entries(id) WHERE requeued = 1;"
+                "PRAGMA user_version = 1;");
+    char *rows = sb_asprintf(
+        "INSERT INTO entries(id, event_id, route, source, payload, received_us, state, next_step, updated_us, error)"
+        " VALUES (1, 'v1-p', 'r', 'src', '{\"id\":\"v1-p\",\"fields\":{\"table\":\"t\"}}', 1, 0, 1, 10, NULL),"
+        " (2, 'v1-d', 'r', 'src', '{\"fields\":{}}', 2, 1, 1, 1000, NULL),"
+        " (3, 'v1-x', 'r', 'src', '{\"fields\":{}}', 3, 2, 0, 1000, 'boom'),"
+        " (4, 'v1-r', 'r', 'src', '{\"fields\":{}}', 4, 1, 1, %lld, NULL);"
+        "INSERT INTO members VALUES (1, 0, 'a', 1, 5, '{\"x\":1}'), (1, 1, 'b', 2, 6, '{\"y\":2}'),"
+        " (2, 0, 'a', 1, 7, NULL);"
+        "INSERT INTO checkpoints VALUES ('src', 'cp-7', 8);",
+        (long long)later);
+    exec_ok(db, rows);
+    free(rows);
+    sqlite3_close(db);
+
+    sb_ledger *l = open_ledger();
+    char err[256];
+    counts(l, 1, 2, 1);
+    char *cp = sb_ledger_checkpoint(l, "src", NULL, NULL, 0);
+    ck_assert_str_eq(cp, "cp-7");
+    free(cp);
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 1);
+    ck_assert_int_eq(s.entry_id[0], 1);
+    ck_assert_int_eq(s.next_step[0], 1);
+    ck_assert_str_eq(s.added[0], "{\"x\":1}");
+    ck_assert_str_eq(s.members[0], "[\"b\"]");
+    json_t *e = sb_ledger_show(l, 2, err, sizeof err);
+    ck_assert_msg(e != NULL, "show: %s", err);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(e, "steps"), 0), "instance")),
+                     "a");
+    json_decref(e);
+
+    /* a redelivered v1 event is a duplicate; a new one gets the next id */
+    sb_ledger_new again = {.event_id = "v1-p", .route = "r", .payload = "{}"};
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, &again, 1, err, sizeof err), 0);
+    ck_assert_int_eq(again.duplicate, 1);
+    ck_assert_int_eq(again.entry_id, 1);
+    int64_t n = accept1(l, "v2-n", "r", "src", "t", 9);
+    ck_assert_int_eq(n, 5);
+    counts(l, 2, 2, 1);
+
+    /* v1 entries (no accept time) are pruned by their last update; entry 4
+     * was updated after the cutoff, and the new entry ends the walk */
+    ck_assert_int_eq(sb_ledger_prune(l, now + g_opts.retention_ms * 1000), 2);
+    counts(l, 2, 1, 0);
+    ck_assert_ptr_nonnull(e = sb_ledger_show(l, 4, err, sizeof err));
+    json_decref(e);
+    sb_ledger_entry_done(l, n);
+    ck_assert_int_eq(sb_ledger_dlq_replay(l, 0, NULL, err, sizeof err), 0);
+    sb_ledger_sync(l);
+    counts(l, 1, 2, 0);
+    sb_ledger_close(l);
+
+    l = open_ledger(); /* already migrated: opens as it is */
+    counts(l, 1, 2, 0);
+    sb_ledger_close(l);
+    sql_expect(path, "PRAGMA user_version", "2");
+    sql_expect(path, "SELECT count(*) FROM sqlite_master WHERE name = 'entries_settled'", "0");
+    sql_expect(path, "PRAGMA integrity_check", "ok");
+    free(path);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_prune_many)
 {
     sb_ledger *l = open_ledger();
@@ -641,6 +823,9 @@ static Suite *suite(void)
     tcase_add_test(tc, test_show_steps);
     tcase_add_test(tc, test_prune);
     tcase_add_test(tc, test_prune_many);
+    tcase_add_test(tc, test_prune_walk_keeps_late_settled);
+    tcase_add_test(tc, test_settled_entries_stay);
+    tcase_add_test(tc, test_migrate_v1);
     tcase_add_test(tc, test_reopen);
     tcase_add_test(tc, test_concurrent_accept);
     tcase_add_test(tc, test_crash_sigkill);
