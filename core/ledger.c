@@ -54,6 +54,7 @@ struct op {
     op_kind kind;
     int step;
     int attempts;
+    int last; /* OP_STEP: the entry is done too */
     int64_t entry_id;
     int64_t t1, t2;
     size_t s1, s2; /* offsets into the buffer's arena, NO_STR = NULL */
@@ -104,7 +105,7 @@ static const char *const wsql[W_COUNT] = {
     /* Done and dead are reached from pending only (dlq replay is the way
      * back), so each state change moves exactly one entry between counts. */
     [W_ENTRY_DONE] = "UPDATE entries SET state = 1, next_retry_us = 0, updated_us = ?2 WHERE id = ?1 AND state = 0",
-    /* step_done immediately followed by entry_done, the common end of a run */
+    /* the common end of a run: the route's last step is done, and the entry */
     [W_LAST_STEP_DONE] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0,"
                          " next_retry_us = 0, state = 1, updated_us = ?3 WHERE id = ?1 AND state = 0",
     /* A retry at a step other than the recorded one starts that step's clock. */
@@ -325,26 +326,45 @@ static void opbuf_free(struct opbuf *b)
     free(b->arena);
 }
 
-/* Queue op (strings copied); with a waiter, block until the writer has
- * processed it. */
-static void enqueue(sb_ledger *l, struct op *op, const char *s1, const char *s2)
+/* Append op with copies of its strings to the queue (l->mu held). */
+static void push_op(sb_ledger *l, struct op *op, const char *s1, const char *s2)
 {
-    size_t n1 = s1 ? strlen(s1) : 0, n2 = s2 ? strlen(s2) : 0;
-    pthread_mutex_lock(&l->mu);
-    while (!op->w && l->in.n >= QUEUE_SOFT_MAX && !l->stopping)
-        pthread_cond_wait(&l->space, &l->mu);
     struct opbuf *b = &l->in;
     if (b->n == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 4096;
         b->ops = sb_xrealloc(b->ops, b->cap * sizeof *b->ops);
     }
-    op->s1 = arena_put(b, s1, n1);
-    op->s2 = arena_put(b, s2, n2);
+    op->s1 = arena_put(b, s1, s1 ? strlen(s1) : 0);
+    op->s2 = arena_put(b, s2, s2 ? strlen(s2) : 0);
     b->ops[b->n++] = *op;
     if (op->w)
         b->waiters++;
-    if (l->writer_idle || (l->writer_gathering && (op->w || b->n >= GATHER_MAX)))
+}
+
+/* Async callers wait while the queue is full (l->mu held). */
+static void wait_space(sb_ledger *l)
+{
+    while (l->in.n >= QUEUE_SOFT_MAX && !l->stopping)
+        pthread_cond_wait(&l->space, &l->mu);
+}
+
+/* Tell the writer about what was just queued (l->mu held): an idle writer
+ * always, a gathering one when a caller waits or the group is full. */
+static void wake_writer(sb_ledger *l, int waiting)
+{
+    if (l->writer_idle || (l->writer_gathering && (waiting || l->in.n >= GATHER_MAX)))
         pthread_cond_signal(&l->work);
+}
+
+/* Queue op (strings copied); with a waiter, block until the writer has
+ * processed it. */
+static void enqueue(sb_ledger *l, struct op *op, const char *s1, const char *s2)
+{
+    pthread_mutex_lock(&l->mu);
+    if (!op->w)
+        wait_space(l);
+    push_op(l, op, s1, s2);
+    wake_writer(l, op->w != NULL);
     if (op->w)
         while (!op->w->done)
             pthread_cond_wait(&l->done_cv, &l->mu);
@@ -460,27 +480,39 @@ static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, 
     return 0;
 }
 
+/* The member record of an OP_MEMBER or OP_STEP: s1 instance, s2 added. */
+static int apply_member(sb_ledger *l, const struct opbuf *b, const struct op *op, char *err, size_t errsz)
+{
+    sqlite3_stmt *st = l->ws[W_MEMBER];
+    sqlite3_bind_int64(st, 1, op->entry_id);
+    sqlite3_bind_int(st, 2, op->step);
+    bind_text(st, 3, arena_str(b, op->s1));
+    sqlite3_bind_int(st, 4, op->attempts);
+    sqlite3_bind_int64(st, 5, op->t1);
+    bind_text(st, 6, arena_str(b, op->s2));
+    return wstep(l, W_MEMBER, err, errsz);
+}
+
 static int apply_op(sb_ledger *l, const struct opbuf *b, const struct op *op, int64_t now, char *err, size_t errsz)
 {
     sqlite3_stmt *st;
+    int which;
     switch (op->kind) {
     case OP_ACCEPT:
         return apply_accept(l, op->w, now, err, errsz);
     case OP_MEMBER:
-        st = l->ws[W_MEMBER];
-        sqlite3_bind_int64(st, 1, op->entry_id);
-        sqlite3_bind_int(st, 2, op->step);
-        bind_text(st, 3, arena_str(b, op->s1));
-        sqlite3_bind_int(st, 4, op->attempts);
-        sqlite3_bind_int64(st, 5, op->t1);
-        bind_text(st, 6, arena_str(b, op->s2));
-        return wstep(l, W_MEMBER, err, errsz);
+        return apply_member(l, b, op, err, errsz);
     case OP_STEP:
-        st = l->ws[W_STEP];
+        /* A single member that added nothing needs no record: resume
+         * merges no fields from it and next_step says it is done. */
+        if (op->s1 != NO_STR && op->s2 != NO_STR && apply_member(l, b, op, err, errsz) != 0)
+            return -1;
+        which = op->last ? W_LAST_STEP_DONE : W_STEP;
+        st = l->ws[which];
         sqlite3_bind_int64(st, 1, op->entry_id);
         sqlite3_bind_int(st, 2, op->step);
         sqlite3_bind_int64(st, 3, op->t1);
-        return wstep(l, W_STEP, err, errsz);
+        return op->last ? settle_step(l, which, SB_ENTRY_DONE, err, errsz) : wstep(l, which, err, errsz);
     case OP_ENTRY_DONE:
         st = l->ws[W_ENTRY_DONE];
         sqlite3_bind_int64(st, 1, op->entry_id);
@@ -526,19 +558,7 @@ static int apply_group(sb_ledger *l, const struct opbuf *b, size_t from, size_t 
         const struct op *op = &b->ops[i];
         if (!with_accepts && op->kind == OP_ACCEPT)
             continue;
-        int rc;
-        if (op->kind == OP_STEP && i + 1 < to && b->ops[i + 1].kind == OP_ENTRY_DONE &&
-            b->ops[i + 1].entry_id == op->entry_id) {
-            sqlite3_stmt *st = l->ws[W_LAST_STEP_DONE];
-            sqlite3_bind_int64(st, 1, op->entry_id);
-            sqlite3_bind_int(st, 2, op->step);
-            sqlite3_bind_int64(st, 3, b->ops[i + 1].t1);
-            rc = settle_step(l, W_LAST_STEP_DONE, SB_ENTRY_DONE, err, errsz);
-            i++;
-        } else {
-            rc = apply_op(l, b, op, now, err, errsz);
-        }
-        if (rc != 0) {
+        if (apply_op(l, b, op, now, err, errsz) != 0) {
             rollback(l);
             return -1;
         }
@@ -772,10 +792,21 @@ void sb_ledger_member_done(sb_ledger *l, int64_t entry_id, int step, const char 
     enqueue(l, &op, instance ? instance : "", added_json);
 }
 
-void sb_ledger_step_done(sb_ledger *l, int64_t entry_id, int step)
+void sb_ledger_steps_done(sb_ledger *l, const sb_ledger_step *steps, size_t n)
 {
-    struct op op = {.kind = OP_STEP, .entry_id = entry_id, .step = step, .t1 = sb_now_us()};
-    enqueue(l, &op, NULL, NULL);
+    if (n == 0)
+        return;
+    int64_t now = sb_now_us();
+    pthread_mutex_lock(&l->mu);
+    wait_space(l);
+    for (size_t i = 0; i < n; i++) {
+        const sb_ledger_step *s = &steps[i];
+        struct op op = {.kind = OP_STEP, .entry_id = s->entry_id, .step = s->step, .last = s->last,
+                        .attempts = s->attempts, .t1 = now};
+        push_op(l, &op, s->member, s->member ? s->added_json : NULL);
+    }
+    wake_writer(l, 0);
+    pthread_mutex_unlock(&l->mu);
 }
 
 void sb_ledger_entry_done(sb_ledger *l, int64_t entry_id)
@@ -1112,6 +1143,13 @@ out:
     return out;
 }
 
+/* A step below next_step without member records: its only member completed
+ * it and added no fields, which leaves no record (see OP_STEP). */
+static json_t *unrecorded_step(int step)
+{
+    return json_pack("{s:i, s:n, s:n, s:n, s:n}", "step", step, "instance", "attempts", "completed_us", "added");
+}
+
 json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errstr_size)
 {
     sqlite3 *db = reader_get(l, errstr, errstr_size);
@@ -1137,11 +1175,18 @@ json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errs
         goto out;
     }
     o = row_to_json(st);
+    int next_step = sqlite3_column_int(st, 5);
     json_t *steps = json_array();
+    int unlisted = 0; /* the first step not listed yet */
     sqlite3_bind_int64(mem, 1, entry_id);
     while ((rc = sqlite3_step(mem)) == SQLITE_ROW) {
+        int step = sqlite3_column_int(mem, 0);
+        for (; unlisted < step && unlisted < next_step; unlisted++)
+            json_array_append_new(steps, unrecorded_step(unlisted));
+        if (unlisted <= step)
+            unlisted = step + 1;
         json_t *s = json_object();
-        json_object_set_new(s, "step", json_integer(sqlite3_column_int(mem, 0)));
+        json_object_set_new(s, "step", json_integer(step));
         json_object_set_new(s, "instance", col_json_text(mem, 1));
         json_object_set_new(s, "attempts", json_integer(sqlite3_column_int(mem, 2)));
         json_object_set_new(s, "completed_us", json_integer(sqlite3_column_int64(mem, 3)));
@@ -1150,6 +1195,8 @@ json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errs
         json_object_set_new(s, "added", added ? added : json_null());
         json_array_append_new(steps, s);
     }
+    for (; unlisted < next_step; unlisted++)
+        json_array_append_new(steps, unrecorded_step(unlisted));
     json_object_set_new(o, "steps", steps);
     if (rc != SQLITE_DONE) {
         sb_err(errstr, errstr_size, "ledger show: %s", sqlite3_errmsg(db));

@@ -4,8 +4,8 @@
  * Engine: SQLite in WAL mode, one file <state_dir>/ledger.db. A ledger
  * *entry* is one event on one route (an event matching two routes makes
  * two entries). For each entry the ledger keeps the event payload, the
- * route, which steps (and which fan-out members) are done with the fields
- * each added, attempts, the next retry time and the last error; settled
+ * route, which steps (and which members) are done with the fields each
+ * added, attempts, the next retry time and the last error; settled
  * entries (done or dead) are pruned after the retention period. Per
  * source instance it keeps the last checkpoint, and it keeps the number of
  * entries in each state.
@@ -13,7 +13,8 @@
  * Writes go through one writer thread that batches them (group commit):
  * sb_ledger_accept() waits until its batch is committed (the caller may
  * then acknowledge upstream); the step/state calls are queued and return at
- * once, and are committed in order within commit_interval. Durability per
+ * once, and are committed in order within commit_interval (the results of
+ * one call in one transaction). Durability per
  * sb_fsync_policy: PROCESS survives a crash or SIGKILL of the daemon,
  * POWER also survives power loss.
  *
@@ -85,9 +86,23 @@ char *sb_ledger_checkpoint(sb_ledger *l, const char *source, int *failed, char *
  * (entry, step, instance) twice keeps the first. */
 void sb_ledger_member_done(sb_ledger *l, int64_t entry_id, int step, const char *instance,
                            int attempts, const char *added_json);
-/* Step `step` fully completed: next_step = step + 1, attempts reset. */
-void sb_ledger_step_done(sb_ledger *l, int64_t entry_id, int step);
-/* All steps done: state DONE. */
+
+/* A completed step of one entry, for sb_ledger_steps_done(). */
+typedef struct sb_ledger_step {
+    int64_t entry_id;
+    int step;               /* next_step becomes step + 1, attempts reset */
+    int last;               /* the route's last step: the entry is done as well */
+    /* The step's only member, recorded with the step (NULL for a fan-out
+     * step: its members are recorded by sb_ledger_member_done()). A member
+     * that added no fields leaves no record: next_step says it is done. */
+    const char *member;
+    int attempts;           /* attempts the member made */
+    const char *added_json; /* fields the member added (JSON object text), NULL = none */
+} sb_ledger_step;
+
+/* Steps completed, one per element, queued in order at the cost of one. */
+void sb_ledger_steps_done(sb_ledger *l, const sb_ledger_step *steps, size_t n);
+/* All steps done: state DONE (for an entry whose route lost steps since). */
 void sb_ledger_entry_done(sb_ledger *l, int64_t entry_id);
 /* A retry is scheduled. */
 void sb_ledger_retry(sb_ledger *l, int64_t entry_id, int step, int attempts, int64_t next_retry_us,
@@ -137,7 +152,11 @@ typedef struct sb_ledger_filter {
  * newest first. Caller json_decref()s. NULL on error. */
 json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, size_t errstr_size);
 /* One entry with its steps: {..., "steps":[{"step","instance","attempts",
- * "completed_us","added"}...]}. NULL if absent (errstr says so). */
+ * "completed_us","added"}...]}, a record per member that completed a step
+ * (or the current one), in step order. A step below next_step completed by
+ * its only member with no fields added has no member record; it shows as
+ * {"step": N, "instance": null, "attempts": null, "completed_us": null,
+ * "added": null}. NULL if absent (errstr says so). */
 json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errstr_size);
 
 /* DLQ: move dead entries back to pending at their failed step with

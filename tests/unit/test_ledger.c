@@ -65,6 +65,16 @@ static int64_t accept1(sb_ledger *l, const char *id, const char *route, const ch
     return e.entry_id;
 }
 
+/* Step `step` of entry id completed: by its only member `member` (attempts
+ * 1, fields `added`), or, with member NULL, by fan-out members recorded
+ * apart. `last`: the route's last step. */
+static void step_done(sb_ledger *l, int64_t id, int step, int last, const char *member, const char *added)
+{
+    sb_ledger_step s = {.entry_id = id, .step = step, .last = last, .member = member, .attempts = 1,
+                        .added_json = added};
+    sb_ledger_steps_done(l, &s, 1);
+}
+
 static void counts(sb_ledger *l, int64_t pending, int64_t done, int64_t dead)
 {
     int64_t p = -1, d = -1, x = -1;
@@ -72,6 +82,34 @@ static void counts(sb_ledger *l, int64_t pending, int64_t done, int64_t dead)
     ck_assert_int_eq(p, pending);
     ck_assert_int_eq(d, done);
     ck_assert_int_eq(x, dead);
+}
+
+static void exec_ok(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    ck_assert_msg(rc == SQLITE_OK, "%s: %s", sql, msg ? msg : "");
+}
+
+/* The first column of the first row of sql, as text (caller frees). */
+static char *sql_text(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    char *v = sb_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void sql_expect(const char *path, const char *sql, const char *want)
+{
+    char *got = sql_text(path, sql);
+    ck_assert_msg(strcmp(got, want) == 0, "%s: %s, not %s", sql, got, want);
+    free(got);
 }
 
 /* Copy of a pending view, for assertions after the callback. */
@@ -165,9 +203,8 @@ START_TEST(test_async_order_and_resume_view)
     sb_ledger_member_done(l, id, 0, "a", 1, "{\"x\":1}");
     sb_ledger_member_done(l, id, 0, "b", 2, "{\"y\":2}");
     sb_ledger_member_done(l, id, 0, "a", 5, "{\"x\":99}"); /* second record of a: ignored */
-    sb_ledger_step_done(l, id, 0);
-    sb_ledger_member_done(l, id, 1, "c", 1, "{\"x\":3}");
-    sb_ledger_step_done(l, id, 1);
+    step_done(l, id, 0, 0, NULL, NULL);
+    step_done(l, id, 1, 0, "c", "{\"x\":3}");
     sb_ledger_retry(l, id, 2, 1, 0, "first");
     sb_ledger_member_done(l, id, 2, "d", 1, "{\"z\":4}");
     sb_ledger_member_done(l, id, 2, "e", 1, NULL);
@@ -196,9 +233,8 @@ START_TEST(test_async_order_and_resume_view)
     ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "pending");
     json_decref(e);
 
-    /* finishing: step_done + entry_done leave the pending set */
-    sb_ledger_step_done(l, id, 2);
-    sb_ledger_entry_done(l, id);
+    /* finishing the last step leaves the pending set */
+    step_done(l, id, 2, 1, NULL, NULL);
     sb_ledger_sync(l);
     s.n = 0;
     ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 0);
@@ -208,6 +244,49 @@ START_TEST(test_async_order_and_resume_view)
     ck_assert_int_eq(json_integer_value(json_object_get(e, "attempts")), 0);
     json_decref(e);
     sb_ledger_close(l);
+}
+END_TEST
+
+/* Steps of many entries in one call, as the router records a batch: a
+ * single member's record is kept only when it added fields, and resume
+ * needs nothing more. */
+START_TEST(test_steps_done_batch)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    enum { N = 300 };
+    int64_t ids[N];
+    sb_ledger_step done[N];
+    for (int i = 0; i < N; i++) {
+        char ev[16];
+        snprintf(ev, sizeof ev, "b%d", i);
+        ids[i] = accept1(l, ev, "r", "src", "t", i);
+        /* even entries finish their 1-step route; odd ones are at step 1 of 2 */
+        done[i] = (sb_ledger_step){.entry_id = ids[i], .step = 0, .last = i % 2 == 0, .member = "a", .attempts = 1,
+                                   .added_json = i % 3 == 0 ? "{\"k\":\"v\"}" : NULL};
+    }
+    sb_ledger_steps_done(l, done, N);
+    sb_ledger_sync(l);
+    counts(l, N / 2, N / 2, 0);
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 2, collect, &s), 2);
+    ck_assert_int_eq(s.entry_id[0], ids[1]);
+    ck_assert_int_eq(s.next_step[0], 1);
+    ck_assert_str_eq(s.added[0], "{}");
+    ck_assert_str_eq(s.members[0], "[]");
+    ck_assert_int_eq(s.entry_id[1], ids[3]);
+    ck_assert_str_eq(s.added[1], "{\"k\":\"v\"}");
+    ck_assert_str_eq(s.members[1], "[]");
+    json_t *e = sb_ledger_show(l, ids[0], err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(e, "steps"), 0), "instance")),
+                     "a");
+    json_decref(e);
+    sb_ledger_close(l);
+
+    char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+    sql_expect(path, "SELECT count(*) FROM members", "100");
+    sql_expect(path, "SELECT count(*) FROM members WHERE instance = 'a' AND step = 0 AND added IS NOT NULL", "100");
+    free(path);
 }
 END_TEST
 
@@ -246,8 +325,7 @@ START_TEST(test_dead_and_dlq)
     int64_t a = accept1(l, "d1", "r1", "src", "t", 1);
     int64_t b = accept1(l, "d2", "r2", "src", "t", 2);
     int64_t c = accept1(l, "d3", "r1", "src", "t", 3);
-    sb_ledger_member_done(l, a, 0, "m", 1, "{\"k\":1}");
-    sb_ledger_step_done(l, a, 0);
+    step_done(l, a, 0, 0, "m", "{\"k\":1}");
     sb_ledger_retry(l, a, 1, 4, 99, "503");
     sb_ledger_dead(l, a, 1, "gave up: 503");
     sb_ledger_dead(l, b, 0, "400 bad request");
@@ -348,25 +426,45 @@ START_TEST(test_show_steps)
     sb_ledger *l = open_ledger();
     char err[256];
     int64_t id = accept1(l, "s1", "r", "src", "t", 5);
-    sb_ledger_member_done(l, id, 0, "bq", 2, "{\"rows\":3}");
-    sb_ledger_step_done(l, id, 0);
-    sb_ledger_member_done(l, id, 1, "pub_a", 1, NULL);
-    sb_ledger_member_done(l, id, 1, "pub_b", 1, "{\"msg\":\"m1\"}");
+    sb_ledger_step bq = {.entry_id = id, .step = 0, .member = "bq", .attempts = 2, .added_json = "{\"rows\":3}"};
+    sb_ledger_steps_done(l, &bq, 1);
+    step_done(l, id, 1, 0, "discard", NULL); /* no fields added: no member record */
+    sb_ledger_member_done(l, id, 2, "pub_a", 1, NULL);
+    sb_ledger_member_done(l, id, 2, "pub_b", 1, "{\"msg\":\"m1\"}");
     sb_ledger_sync(l);
     json_t *e = sb_ledger_show(l, id, err, sizeof err);
     ck_assert_msg(e != NULL, "show: %s", err);
-    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 2);
     json_t *steps = json_object_get(e, "steps");
-    ck_assert_int_eq(json_array_size(steps), 3);
-    json_t *s0 = json_array_get(steps, 0), *s1 = json_array_get(steps, 1), *s2 = json_array_get(steps, 2);
+    ck_assert_int_eq(json_array_size(steps), 4);
+    json_t *s0 = json_array_get(steps, 0), *s1 = json_array_get(steps, 1), *s2 = json_array_get(steps, 2),
+           *s3 = json_array_get(steps, 3);
     ck_assert_int_eq(json_integer_value(json_object_get(s0, "step")), 0);
     ck_assert_str_eq(json_string_value(json_object_get(s0, "instance")), "bq");
     ck_assert_int_eq(json_integer_value(json_object_get(s0, "attempts")), 2);
     ck_assert_int_gt(json_integer_value(json_object_get(s0, "completed_us")), 0);
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(s0, "added"), "rows")), 3);
-    ck_assert_str_eq(json_string_value(json_object_get(s1, "instance")), "pub_a");
+    ck_assert_int_eq(json_integer_value(json_object_get(s1, "step")), 1);
+    ck_assert(json_is_null(json_object_get(s1, "instance")));
+    ck_assert(json_is_null(json_object_get(s1, "attempts")));
+    ck_assert(json_is_null(json_object_get(s1, "completed_us")));
     ck_assert(json_is_null(json_object_get(s1, "added")));
-    ck_assert_str_eq(json_string_value(json_object_get(s2, "instance")), "pub_b");
+    ck_assert_int_eq(json_integer_value(json_object_get(s2, "step")), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(s2, "instance")), "pub_a");
+    ck_assert(json_is_null(json_object_get(s2, "added")));
+    ck_assert_str_eq(json_string_value(json_object_get(s3, "instance")), "pub_b");
+    json_decref(e);
+
+    /* done: every step below next_step is listed, recorded or not */
+    step_done(l, id, 2, 0, NULL, NULL);
+    step_done(l, id, 3, 1, "last", NULL);
+    sb_ledger_sync(l);
+    e = sb_ledger_show(l, id, err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "done");
+    steps = json_object_get(e, "steps");
+    ck_assert_int_eq(json_array_size(steps), 5);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(steps, 4), "step")), 3);
+    ck_assert(json_is_null(json_object_get(json_array_get(steps, 4), "instance")));
     json_decref(e);
     ck_assert_ptr_null(sb_ledger_show(l, 9999, err, sizeof err));
     sb_ledger_close(l);
@@ -380,9 +478,7 @@ START_TEST(test_prune)
     int64_t a = accept1(l, "x1", "r", "src", "t", 1);
     int64_t b = accept1(l, "x2", "r", "src", "t", 2);
     int64_t c = accept1(l, "x3", "r", "src", "t", 3);
-    sb_ledger_member_done(l, a, 0, "m", 1, "{}");
-    sb_ledger_step_done(l, a, 0);
-    sb_ledger_entry_done(l, a);
+    step_done(l, a, 0, 1, "m", "{}");
     sb_ledger_dead(l, b, 0, "bad");
     sb_ledger_sync(l);
     int64_t now = sb_now_us();
@@ -473,34 +569,6 @@ START_TEST(test_settled_entries_stay)
     sb_ledger_close(l);
 }
 END_TEST
-
-static void exec_ok(sqlite3 *db, const char *sql)
-{
-    char *msg = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-    ck_assert_msg(rc == SQLITE_OK, "%s: %s", sql, msg ? msg : "");
-}
-
-/* The first column of the first row of sql, as text (caller frees). */
-static char *sql_text(const char *path, const char *sql)
-{
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
-    ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-    char *v = sb_strdup((const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
-}
-
-static void sql_expect(const char *path, const char *sql, const char *want)
-{
-    char *got = sql_text(path, sql);
-    ck_assert_msg(strcmp(got, want) == 0, "%s: %s, not %s", sql, got, want);
-    free(got);
-}
 
 /* A ledger written by a version-1 syncbridge (its schema as it created it)
  * opens, is migrated, and keeps working. */
@@ -622,8 +690,7 @@ START_TEST(test_reopen)
     char *p = payload("r1", "t", 1);
     sb_ledger_new e = {.event_id = "r1", .route = "r", .payload = p, .received_us = 1};
     ck_assert_int_eq(sb_ledger_accept(l, "src", "cp-1", &e, 1, err, sizeof err), 0);
-    sb_ledger_member_done(l, e.entry_id, 0, "m", 1, "{\"a\":1}");
-    sb_ledger_step_done(l, e.entry_id, 0);
+    step_done(l, e.entry_id, 0, 0, "m", "{\"a\":1}");
     /* no sync: close must flush the queue */
     sb_ledger_close(l);
 
@@ -817,6 +884,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_accept_duplicate_checkpoint);
     tcase_add_test(tc, test_async_order_and_resume_view);
+    tcase_add_test(tc, test_steps_done_batch);
     tcase_add_test(tc, test_pending_paging);
     tcase_add_test(tc, test_dead_and_dlq);
     tcase_add_test(tc, test_list_filters);
