@@ -675,6 +675,20 @@ static void *writer_main(void *arg)
 
 /* ---- open / close ------------------------------------------------------ */
 
+/* SQLite's memory statistics take a global mutex around each of its
+ * allocations: a tenth of the ledger's CPU time per event (bench_ledger,
+ * 4.9 -> 4.3 us). Nothing here reads them
+ * (no soft heap limit). They can be switched off only before SQLite
+ * initialises, which the process's first ledger open does; should
+ * something else have initialised SQLite first, the call fails and only
+ * the speed-up is lost. */
+static pthread_once_t sqlite_config_once = PTHREAD_ONCE_INIT;
+
+static void sqlite_config(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static void free_ledger(sb_ledger *l)
 {
     for (int i = 0; i < W_COUNT; i++)
@@ -706,6 +720,7 @@ sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, cha
         sb_err(errstr, errstr_size, "ledger: %s", msg);
         return NULL;
     }
+    pthread_once(&sqlite_config_once, sqlite_config);
     sb_ledger *l = sb_xcalloc(1, sizeof *l);
     l->path = sb_asprintf("%s/ledger.db", state_dir);
     l->opts = *opts;

@@ -59,7 +59,9 @@ typedef struct sb_ledger_new {
 } sb_ledger_new;
 
 /* Open (creating the directory, file and schema as needed; migrating
- * older schema versions). NULL with errstr on failure. Starts the writer. */
+ * older schema versions). NULL with errstr on failure. Starts the writer.
+ * The process's first open switches SQLite's memory statistics off
+ * (sqlite3_config), which only works before anything else uses SQLite. */
 sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, char *errstr, size_t errstr_size);
 /* Flush and commit everything queued, stop the writer, close. NULL-safe. */
 void sb_ledger_close(sb_ledger *l);
