@@ -79,9 +79,9 @@ enum {
     W_FIND,
     W_CHECKPOINT,
     W_MEMBER,
-    W_STEP,
+    W_STEPS,
     W_ENTRY_DONE,
-    W_LAST_STEP_DONE,
+    W_LAST_STEPS,
     W_RETRY,
     W_DEAD,
     W_COUNTS_ADD,
@@ -100,14 +100,18 @@ static const char *const wsql[W_COUNT] = {
                      " ON CONFLICT(source) DO UPDATE SET value = excluded.value, updated_us = excluded.updated_us",
     [W_MEMBER] = "INSERT OR IGNORE INTO members(entry_id, step, instance, attempts, completed_us, added)"
                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-    [W_STEP] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0, next_retry_us = 0,"
-               " updated_us = ?3 WHERE id = ?1",
+    /* Step ?2 of the entries whose ids are in the JSON array ?1. One
+     * statement for a batch: each execution opens cursors on the table and
+     * on every index it may change, which cost about as much as the update
+     * of one entry. */
+    [W_STEPS] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0, next_retry_us = 0,"
+                " updated_us = ?3 WHERE id IN (SELECT value FROM json_each(?1))",
     /* Done and dead are reached from pending only (dlq replay is the way
-     * back), so each state change moves exactly one entry between counts. */
+     * back), so every entry a state change matches leaves the pending count. */
     [W_ENTRY_DONE] = "UPDATE entries SET state = 1, next_retry_us = 0, updated_us = ?2 WHERE id = ?1 AND state = 0",
     /* the common end of a run: the route's last step is done, and the entry */
-    [W_LAST_STEP_DONE] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0,"
-                         " next_retry_us = 0, state = 1, updated_us = ?3 WHERE id = ?1 AND state = 0",
+    [W_LAST_STEPS] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0, next_retry_us = 0,"
+                     " state = 1, updated_us = ?3 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 0",
     /* A retry at a step other than the recorded one starts that step's clock. */
     [W_RETRY] = "UPDATE entries SET first_attempt_us = CASE WHEN first_attempt_us = 0 OR next_step <> ?2"
                 " THEN ?5 ELSE first_attempt_us END, next_step = ?2, attempts = ?3, next_retry_us = ?4,"
@@ -192,6 +196,7 @@ struct sb_ledger {
     /* Entries moved into (+) or out of (-) each state by the writer's open
      * transaction; added to `counts` when it commits. */
     int64_t moved[3];
+    sb_strbuf ids; /* the writer's JSON array of entry ids for W_STEPS */
 
     pthread_mutex_t rmu;
     sqlite3 **rfree;
@@ -424,16 +429,15 @@ static int tx_commit(sb_ledger *l, char *err, size_t errsz)
     return wstep(l, W_COMMIT, err, errsz);
 }
 
-/* Run the bound state change `which` (its WHERE matches a pending entry
- * only) and count the entry as moved to `state` if it matched. */
+/* Run the bound state change `which` (its WHERE matches pending entries
+ * only) and count the entries it matched as moved to `state`. */
 static int settle_step(sb_ledger *l, int which, int state, char *err, size_t errsz)
 {
     if (wstep(l, which, err, errsz) != 0)
         return -1;
-    if (sqlite3_changes(l->wdb) > 0) {
-        l->moved[SB_ENTRY_PENDING]--;
-        l->moved[state]++;
-    }
+    int n = sqlite3_changes(l->wdb);
+    l->moved[SB_ENTRY_PENDING] -= n;
+    l->moved[state] += n;
     return 0;
 }
 
@@ -493,26 +497,50 @@ static int apply_member(sb_ledger *l, const struct opbuf *b, const struct op *op
     return wstep(l, W_MEMBER, err, errsz);
 }
 
+/* OP_STEP ops [from, to) that one statement can apply: the same step, time
+ * and `last`, as sb_ledger_steps_done() queues a batch. Returns `to` of
+ * the run that starts at from. */
+static size_t steps_run(const struct opbuf *b, size_t from, size_t to)
+{
+    const struct op *first = &b->ops[from];
+    size_t i = from + 1;
+    while (i < to && b->ops[i].kind == OP_STEP && b->ops[i].step == first->step && b->ops[i].last == first->last &&
+           b->ops[i].t1 == first->t1)
+        i++;
+    return i;
+}
+
+static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t to, char *err, size_t errsz)
+{
+    l->ids.len = 0;
+    for (size_t i = from; i < to; i++) {
+        const struct op *op = &b->ops[i];
+        /* A single member that added nothing needs no record: resume
+         * merges no fields from it and next_step says it is done. */
+        if (op->s1 != NO_STR && op->s2 != NO_STR && apply_member(l, b, op, err, errsz) != 0)
+            return -1;
+        char id[24];
+        int n = snprintf(id, sizeof id, "%c%lld", i == from ? '[' : ',', (long long)op->entry_id);
+        sb_strbuf_add(&l->ids, id, (size_t)n);
+    }
+    sb_strbuf_add(&l->ids, "]", 1);
+    const struct op *first = &b->ops[from];
+    int which = first->last ? W_LAST_STEPS : W_STEPS;
+    sqlite3_stmt *st = l->ws[which];
+    sqlite3_bind_text(st, 1, l->ids.p, (int)l->ids.len, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, first->step);
+    sqlite3_bind_int64(st, 3, first->t1);
+    return first->last ? settle_step(l, which, SB_ENTRY_DONE, err, errsz) : wstep(l, which, err, errsz);
+}
+
 static int apply_op(sb_ledger *l, const struct opbuf *b, const struct op *op, int64_t now, char *err, size_t errsz)
 {
     sqlite3_stmt *st;
-    int which;
     switch (op->kind) {
     case OP_ACCEPT:
         return apply_accept(l, op->w, now, err, errsz);
     case OP_MEMBER:
         return apply_member(l, b, op, err, errsz);
-    case OP_STEP:
-        /* A single member that added nothing needs no record: resume
-         * merges no fields from it and next_step says it is done. */
-        if (op->s1 != NO_STR && op->s2 != NO_STR && apply_member(l, b, op, err, errsz) != 0)
-            return -1;
-        which = op->last ? W_LAST_STEP_DONE : W_STEP;
-        st = l->ws[which];
-        sqlite3_bind_int64(st, 1, op->entry_id);
-        sqlite3_bind_int(st, 2, op->step);
-        sqlite3_bind_int64(st, 3, op->t1);
-        return op->last ? settle_step(l, which, SB_ENTRY_DONE, err, errsz) : wstep(l, which, err, errsz);
     case OP_ENTRY_DONE:
         st = l->ws[W_ENTRY_DONE];
         sqlite3_bind_int64(st, 1, op->entry_id);
@@ -534,6 +562,7 @@ static int apply_op(sb_ledger *l, const struct opbuf *b, const struct op *op, in
         bind_text(st, 3, arena_str(b, op->s1));
         sqlite3_bind_int64(st, 4, op->t1);
         return settle_step(l, W_DEAD, SB_ENTRY_DEAD, err, errsz);
+    case OP_STEP: /* applied in runs by apply_group() */
     case OP_SYNC:
     case OP_CALL:
         return 0;
@@ -558,7 +587,15 @@ static int apply_group(sb_ledger *l, const struct opbuf *b, size_t from, size_t 
         const struct op *op = &b->ops[i];
         if (!with_accepts && op->kind == OP_ACCEPT)
             continue;
-        if (apply_op(l, b, op, now, err, errsz) != 0) {
+        int rc;
+        if (op->kind == OP_STEP) {
+            size_t end = steps_run(b, i, to);
+            rc = apply_steps(l, b, i, end, err, errsz);
+            i = end - 1;
+        } else {
+            rc = apply_op(l, b, op, now, err, errsz);
+        }
+        if (rc != 0) {
             rollback(l);
             return -1;
         }
@@ -700,6 +737,7 @@ static void free_ledger(sb_ledger *l)
     free(l->rfree);
     opbuf_free(&l->in);
     opbuf_free(&l->cur);
+    free(l->ids.p);
     pthread_mutex_destroy(&l->mu);
     pthread_mutex_destroy(&l->rmu);
     pthread_cond_destroy(&l->work);

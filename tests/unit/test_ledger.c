@@ -261,25 +261,31 @@ START_TEST(test_steps_done_batch)
         char ev[16];
         snprintf(ev, sizeof ev, "b%d", i);
         ids[i] = accept1(l, ev, "r", "src", "t", i);
-        /* even entries finish their 1-step route; odd ones are at step 1 of 2 */
-        done[i] = (sb_ledger_step){.entry_id = ids[i], .step = 0, .last = i % 2 == 0, .member = "a", .attempts = 1,
+        /* the first half finish their 1-step route; the others are at step 1 of 2 */
+        done[i] = (sb_ledger_step){.entry_id = ids[i], .step = 0, .last = i < N / 2, .member = "a", .attempts = 1,
                                    .added_json = i % 3 == 0 ? "{\"k\":\"v\"}" : NULL};
     }
+    sb_ledger_dead(l, ids[1], 0, "gave up"); /* settled: the batch leaves it */
     sb_ledger_steps_done(l, done, N);
     sb_ledger_sync(l);
-    counts(l, N / 2, N / 2, 0);
+    counts(l, N / 2, N / 2 - 1, 1);
     struct seen s = {0};
     ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 2, collect, &s), 2);
-    ck_assert_int_eq(s.entry_id[0], ids[1]);
+    ck_assert_int_eq(s.entry_id[0], ids[N / 2]);
     ck_assert_int_eq(s.next_step[0], 1);
-    ck_assert_str_eq(s.added[0], "{}");
+    ck_assert_str_eq(s.added[0], "{\"k\":\"v\"}");
     ck_assert_str_eq(s.members[0], "[]");
-    ck_assert_int_eq(s.entry_id[1], ids[3]);
-    ck_assert_str_eq(s.added[1], "{\"k\":\"v\"}");
+    ck_assert_int_eq(s.entry_id[1], ids[N / 2 + 1]);
+    ck_assert_str_eq(s.added[1], "{}");
     ck_assert_str_eq(s.members[1], "[]");
     json_t *e = sb_ledger_show(l, ids[0], err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "done");
     ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(e, "steps"), 0), "instance")),
                      "a");
+    json_decref(e);
+    e = sb_ledger_show(l, ids[1], err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "dead");
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 0);
     json_decref(e);
     sb_ledger_close(l);
 
