@@ -113,7 +113,7 @@ static const char *const wsql[W_COUNT] = {
     /* Done and dead are reached from pending only (dlq replay is the way
      * back), so every entry a state change matches leaves the pending count. */
     [W_ENTRY_DONE] = "UPDATE entries SET state = 1, next_retry_us = 0, updated_us = ?2 WHERE id = ?1 AND state = 0",
-    /* the common end of a run: the route's last step is done, and the entry */
+    /* the common end of a run: the route's last step is done, and so is the entry */
     [W_LAST_STEPS] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0, next_retry_us = 0,"
                      " state = 1, updated_us = ?3 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 0",
     /* A retry at a step other than the recorded one starts that step's clock. */
@@ -488,7 +488,8 @@ static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, 
     return 0;
 }
 
-/* The member record of an OP_MEMBER or OP_STEP: s1 instance, s2 added. */
+/* The member record of an OP_MEMBER, or of an OP_STEP with s2 set: s1
+ * instance, s2 added. */
 static int apply_member(sb_ledger *l, const struct opbuf *b, const struct op *op, char *err, size_t errsz)
 {
     sqlite3_stmt *st = l->ws[W_MEMBER];
@@ -514,17 +515,15 @@ static size_t steps_run(const struct opbuf *b, size_t from, size_t to)
     return i;
 }
 
-/* Append sep and the decimal id to the writer's id list (snprintf took a
- * visible share of the writer's time). */
+/* Append sep and the decimal id (a rowid SQLite assigned: positive) to the
+ * writer's id list; snprintf took a visible share of the writer's time. */
 static void ids_add(sb_strbuf *ids, char sep, int64_t id)
 {
     char buf[24], *p = buf + sizeof buf;
-    uint64_t v = id < 0 ? -(uint64_t)id : (uint64_t)id;
+    uint64_t v = (uint64_t)id;
     do
         *--p = (char)('0' + v % 10);
     while ((v /= 10) > 0);
-    if (id < 0)
-        *--p = '-';
     *--p = sep;
     sb_strbuf_add(ids, p, (size_t)(buf + sizeof buf - p));
 }
@@ -534,9 +533,7 @@ static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t 
     l->ids.len = 0;
     for (size_t i = from; i < to; i++) {
         const struct op *op = &b->ops[i];
-        /* A single member that added nothing needs no record: resume
-         * merges no fields from it and next_step says it is done. */
-        if (op->s1 != NO_STR && op->s2 != NO_STR && apply_member(l, b, op, err, errsz) != 0)
+        if (op->s2 != NO_STR && apply_member(l, b, op, err, errsz) != 0)
             return -1;
         ids_add(&l->ids, i == from ? '[' : ',', op->entry_id);
     }
@@ -873,7 +870,10 @@ void sb_ledger_steps_done(sb_ledger *l, const sb_ledger_step *steps, size_t n)
         const sb_ledger_step *s = &steps[i];
         struct op op = {.kind = OP_STEP, .entry_id = s->entry_id, .step = s->step, .last = s->last,
                         .attempts = s->attempts, .t1 = now};
-        push_op(l, &op, s->member, s->member ? s->added_json : NULL);
+        /* A single member that added nothing needs no record: resume
+         * merges no fields from it and next_step says it is done. */
+        const char *added = s->member ? s->added_json : NULL;
+        push_op(l, &op, added ? s->member : NULL, added);
     }
     wake_writer(l, 0);
     pthread_mutex_unlock(&l->mu);
@@ -1372,7 +1372,8 @@ static int prune_fn(sb_ledger *l, void *ctx, char *err, size_t errsz)
     struct del_list d = {0};
     sqlite3_stmt *sel = NULL;
     if (sqlite3_prepare_v2(l->wdb,
-                           "SELECT id, state, updated_us, accepted_us FROM entries WHERE id > ?1 ORDER BY id LIMIT ?2",
+                           "SELECT id, state, updated_us, accepted_us FROM entries WHERE id > ?1"
+                           " ORDER BY id LIMIT ?2",
                            -1, &sel, NULL) != SQLITE_OK)
         return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
     sqlite3_bind_int64(sel, 1, c->after);

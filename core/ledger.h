@@ -13,8 +13,8 @@
  * Writes go through one writer thread that batches them (group commit):
  * sb_ledger_accept() waits until its batch is committed (the caller may
  * then acknowledge upstream); the step/state calls are queued and return at
- * once, and are committed in order within commit_interval (the results of
- * one call in one transaction). Durability per
+ * once, and are committed in order within commit_interval, what one call
+ * queued in one transaction. Durability per
  * sb_fsync_policy: PROCESS survives a crash or SIGKILL of the daemon,
  * POWER also survives power loss.
  *
@@ -102,7 +102,8 @@ typedef struct sb_ledger_step {
     const char *added_json; /* fields the member added (JSON object text), NULL = none */
 } sb_ledger_step;
 
-/* Steps completed, one per element, queued in order at the cost of one. */
+/* Queue the completion of n steps (of different entries, or of one entry's
+ * steps in order) under one lock. */
 void sb_ledger_steps_done(sb_ledger *l, const sb_ledger_step *steps, size_t n);
 /* All steps done: state DONE (for an entry whose route lost steps since). */
 void sb_ledger_entry_done(sb_ledger *l, int64_t entry_id);
@@ -154,8 +155,8 @@ typedef struct sb_ledger_filter {
  * newest first. Caller json_decref()s. NULL on error. */
 json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, size_t errstr_size);
 /* One entry with its steps: {..., "steps":[{"step","instance","attempts",
- * "completed_us","added"}...]}, a record per member that completed a step
- * (or the current one), in step order. A step below next_step completed by
+ * "completed_us","added"}...]}, a record per member that completed its
+ * step (fan-out members done at the current step included), in step order. A step below next_step completed by
  * its only member with no fields added has no member record; it shows as
  * {"step": N, "instance": null, "attempts": null, "completed_us": null,
  * "added": null}. NULL if absent (errstr says so). */
