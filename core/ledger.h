@@ -4,15 +4,17 @@
  * Engine: SQLite in WAL mode, one file <state_dir>/ledger.db. A ledger
  * *entry* is one event on one route (an event matching two routes makes
  * two entries). For each entry the ledger keeps the event payload, the
- * route, which steps (and which fan-out members) are done with the fields
- * each added, attempts, the next retry time and the last error; settled
+ * route, which steps (and which members) are done with the fields each
+ * added, attempts, the next retry time and the last error; settled
  * entries (done or dead) are pruned after the retention period. Per
- * source instance it keeps the last checkpoint.
+ * source instance it keeps the last checkpoint, and it keeps the number of
+ * entries in each state.
  *
  * Writes go through one writer thread that batches them (group commit):
  * sb_ledger_accept() waits until its batch is committed (the caller may
  * then acknowledge upstream); the step/state calls are queued and return at
- * once, and are committed in order within commit_interval. Durability per
+ * once, and are committed in order within commit_interval, what one call
+ * queued in one transaction. Durability per
  * sb_fsync_policy: PROCESS survives a crash or SIGKILL of the daemon,
  * POWER also survives power loss.
  *
@@ -57,7 +59,9 @@ typedef struct sb_ledger_new {
 } sb_ledger_new;
 
 /* Open (creating the directory, file and schema as needed; migrating
- * older schema versions). NULL with errstr on failure. Starts the writer. */
+ * older schema versions). NULL with errstr on failure. Starts the writer.
+ * The process's first open switches SQLite's memory statistics off
+ * (sqlite3_config), which only works before anything else uses SQLite. */
 sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, char *errstr, size_t errstr_size);
 /* Flush and commit everything queued, stop the writer, close. NULL-safe. */
 void sb_ledger_close(sb_ledger *l);
@@ -75,15 +79,33 @@ int sb_ledger_accept(sb_ledger *l, const char *source, const char *checkpoint,
  * default position because of a read error. */
 char *sb_ledger_checkpoint(sb_ledger *l, const char *source, int *failed, char *errstr, size_t errstr_size);
 
-/* Queued (asynchronous) state changes, committed in call order: */
+/* Queued (asynchronous) state changes, committed in call order. Done and
+ * dead are reached from pending only: sb_ledger_entry_done() or
+ * sb_ledger_dead() for an entry that is already settled changes nothing
+ * (sb_ledger_dlq_replay() is the way back to pending). */
 /* Fan-out member `instance` of step `step` completed for the entry, with
  * the fields it added (JSON object text, NULL = none). Recording the same
  * (entry, step, instance) twice keeps the first. */
 void sb_ledger_member_done(sb_ledger *l, int64_t entry_id, int step, const char *instance,
                            int attempts, const char *added_json);
-/* Step `step` fully completed: next_step = step + 1, attempts reset. */
-void sb_ledger_step_done(sb_ledger *l, int64_t entry_id, int step);
-/* All steps done: state DONE. */
+
+/* A completed step of one entry, for sb_ledger_steps_done(). */
+typedef struct sb_ledger_step {
+    int64_t entry_id;
+    int step;               /* next_step becomes step + 1, attempts reset */
+    int last;               /* the route's last step: the entry is done as well */
+    /* The step's only member, recorded with the step (NULL for a fan-out
+     * step: its members are recorded by sb_ledger_member_done()). A member
+     * that added no fields leaves no record: next_step says it is done. */
+    const char *member;
+    int attempts;           /* attempts the member made */
+    const char *added_json; /* fields the member added (JSON object text), NULL = none */
+} sb_ledger_step;
+
+/* Queue the completion of n steps (of different entries, or of one entry's
+ * steps in order) under one lock. */
+void sb_ledger_steps_done(sb_ledger *l, const sb_ledger_step *steps, size_t n);
+/* All steps done: state DONE (for an entry whose route lost steps since). */
 void sb_ledger_entry_done(sb_ledger *l, int64_t entry_id);
 /* A retry is scheduled. */
 void sb_ledger_retry(sb_ledger *l, int64_t entry_id, int step, int attempts, int64_t next_retry_us,
@@ -133,7 +155,11 @@ typedef struct sb_ledger_filter {
  * newest first. Caller json_decref()s. NULL on error. */
 json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, size_t errstr_size);
 /* One entry with its steps: {..., "steps":[{"step","instance","attempts",
- * "completed_us","added"}...]}. NULL if absent (errstr says so). */
+ * "completed_us","added"}...]}, a record per member that completed its
+ * step (fan-out members done at the current step included), in step order. A step below next_step completed by
+ * its only member with no fields added has no member record; it shows as
+ * {"step": N, "instance": null, "attempts": null, "completed_us": null,
+ * "added": null}. NULL if absent (errstr says so). */
 json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errstr_size);
 
 /* DLQ: move dead entries back to pending at their failed step with
@@ -151,10 +177,13 @@ int sb_ledger_take_requeued(sb_ledger *l, size_t limit,
 int sb_ledger_dlq_drop(sb_ledger *l, int64_t entry_id, const char *route, char *errstr, size_t errstr_size);
 
 /* Delete settled entries last updated before now - retention. Returns the
- * number pruned or -1. Called periodically by the daemon. */
+ * number pruned or -1. Called periodically by the daemon. Its cost grows
+ * with the entries it deletes and with those accepted before the cutoff
+ * that it must keep (pending, or settled after the cutoff). */
 int sb_ledger_prune(sb_ledger *l, int64_t now_us);
 
-/* Counts by state (for metrics / tests). */
+/* Counts by state (for metrics / tests), kept by the writer as it commits:
+ * reading them does not depend on the ledger's size. */
 int sb_ledger_counts(sb_ledger *l, int64_t *pending, int64_t *done, int64_t *dead);
 
 #endif

@@ -266,6 +266,7 @@ typedef struct outcome {
     int retry;        /* some member wants RETRY or FATAL */
     int charged;      /* a RETRY (not only FATAL): counts against the budget */
     int64_t retry_after_ms;
+    char *added;      /* single-member step done: the fields it added (JSON text, owned), recorded with the step */
     char reason[512];
 } outcome;
 
@@ -285,13 +286,16 @@ static int64_t backoff_ms(const sb_retry_policy *p, int attempts)
     return cap > 0 ? (int64_t)sb_rand_below((uint64_t)cap + 1) : 0; /* full jitter */
 }
 
-/* What one batch hands on: entries for the next step and budget to give
- * back, applied once per batch rather than once per entry (each would
- * wake a thread). All entries of a batch belong to one route and step. */
+/* What one batch hands on: entries for the next step, budget to give
+ * back and the steps completed for the ledger, applied once per batch
+ * rather than once per entry (each would wake a thread or take the
+ * ledger's lock). All entries of a batch belong to one route and step. */
 typedef struct handoff {
     entry *head, *tail;
     size_t n;
     int64_t released, released_bytes;
+    sb_ledger_step *done; /* room for the whole batch */
+    size_t n_done;
 } handoff;
 
 static void settle_into(handoff *h, entry *e, int done)
@@ -302,16 +306,20 @@ static void settle_into(handoff *h, entry *e, int done)
     sb_entry_free(e);
 }
 
-static void advance(sb_router *r, entry *e, handoff *h)
+static void advance(step_rt *s, entry *e, const outcome *o, handoff *h)
 {
     route_rt *rt = e->route;
-    sb_ledger_step_done(r->ledger, e->id, e->step);
+    h->done[h->n_done++] = (sb_ledger_step){.entry_id = e->id,
+                                            .step = e->step,
+                                            .last = (size_t)e->step + 1 >= rt->n_steps,
+                                            .member = s->n == 1 ? s->members[0]->ins->name : NULL,
+                                            .attempts = e->attempts + 1,
+                                            .added_json = o->added};
     e->step++;
     e->attempts = 0;
     e->first_attempt_us = 0;
     e->members_done = 0;
     if ((size_t)e->step >= rt->n_steps) {
-        sb_ledger_entry_done(r->ledger, e->id);
         settle_into(h, e, 1);
         return;
     }
@@ -337,7 +345,7 @@ static void dead_letter(sb_router *r, entry *e, const char *reason, handoff *h)
 static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, handoff *h)
 {
     if (e->members_done == ((s->n == 64) ? ~0ull : ((1ull << s->n) - 1))) {
-        advance(r, e, h);
+        advance(s, e, o, h);
         return;
     }
     if (o->failed) {
@@ -367,7 +375,9 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
 }
 
 /* Record member m's result for entry e; fan-out members worked on a copy
- * whose added fields are merged into the entry's event. */
+ * whose added fields are merged into the entry's event. A fan-out member's
+ * completion is recorded at once (a retry of the step skips it); a single
+ * member's goes to the ledger with its step's (advance). */
 static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *seen, sb_result res,
                         const char *reason, int64_t retry_after, outcome *o)
 {
@@ -378,9 +388,13 @@ static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *
         char *added_txt = added ? json_dumps(added, JSON_COMPACT) : NULL;
         if (seen != e->ev && added)
             sb_event_merge_fields(e->ev, added);
-        sb_ledger_member_done(r->ledger, e->id, e->step, name, e->attempts + 1, added_txt);
-        free(added_txt);
         json_decref(added);
+        if (s->n == 1) {
+            o->added = added_txt;
+        } else {
+            sb_ledger_member_done(r->ledger, e->id, e->step, name, e->attempts + 1, added_txt);
+            free(added_txt);
+        }
         e->members_done |= 1ull << m;
         return;
     }
@@ -463,10 +477,16 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n)
         batch_fini(&mc->batch);
         free(mc->idx);
     }
-    handoff h = {0};
+    handoff h = {.done = sb_xcalloc(n, sizeof *h.done)};
     for (size_t i = 0; i < n; i++)
         settle_attempt(r, s, es[i], &outs[i], &h);
+    /* Before the entries move on, so that the next step's results are
+     * queued after these. */
+    sb_ledger_steps_done(r->ledger, h.done, h.n_done);
+    for (size_t i = 0; i < n; i++)
+        free(outs[i].added);
     free(outs);
+    free(h.done);
     if (h.n) {
         atomic_fetch_add(&r->work, (int64_t)h.n);
         sb_step_push_list(&s->route->steps[s->index + 1], h.head, h.tail, h.n);

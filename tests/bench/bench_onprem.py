@@ -9,7 +9,7 @@ the baselines measured beside it on the same machine (docs/benchmarks.md).
   throughput   kafka -> discard; kafka -> pubsub (1 worker, then more
                workers and larger batches); filewatch -> pubsub. Sustained
                rate: events settled, from the first to the last, read from
-               the admin endpoint's /metrics every 20 ms
+               the admin endpoint's /metrics every 100 ms
   latency      paced at 1,000 events/s, end to end: the producer's
                time.time_ns() (in the Kafka message, or when the writer
                wrote the line that finishes a run) to the fake's publishTime
@@ -253,10 +253,9 @@ class Daemon:
 
     def sustained(self, n, timeout=300, route="r", interval=0.1):
         """events/s settled in the steady state: between the first poll that
-        saw events done and the last poll before all n were done (the
-        endpoint counts the ledger's entries with SQL, so polls are kept
-        sparse not to slow the daemon down). Runs too short for two such
-        polls use the poll that saw all n done."""
+        saw events done and the last poll before all n were done (polls
+        are kept sparse not to slow the daemon down). Runs too short for
+        two such polls use the poll that saw all n done."""
         polls = []
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,6 +65,16 @@ static int64_t accept1(sb_ledger *l, const char *id, const char *route, const ch
     return e.entry_id;
 }
 
+/* Step `step` of entry id completed: by its only member `member` (attempts
+ * 1, fields `added`), or, with member NULL, by fan-out members recorded
+ * apart. `last`: the route's last step. */
+static void step_done(sb_ledger *l, int64_t id, int step, int last, const char *member, const char *added)
+{
+    sb_ledger_step s = {.entry_id = id, .step = step, .last = last, .member = member, .attempts = 1,
+                        .added_json = added};
+    sb_ledger_steps_done(l, &s, 1);
+}
+
 static void counts(sb_ledger *l, int64_t pending, int64_t done, int64_t dead)
 {
     int64_t p = -1, d = -1, x = -1;
@@ -71,6 +82,34 @@ static void counts(sb_ledger *l, int64_t pending, int64_t done, int64_t dead)
     ck_assert_int_eq(p, pending);
     ck_assert_int_eq(d, done);
     ck_assert_int_eq(x, dead);
+}
+
+static void exec_ok(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    ck_assert_msg(rc == SQLITE_OK, "%s: %s", sql, msg ? msg : "");
+}
+
+/* The first column of the first row of sql, as text (caller frees). */
+static char *sql_text(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    char *v = sb_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void sql_expect(const char *path, const char *sql, const char *want)
+{
+    char *got = sql_text(path, sql);
+    ck_assert_msg(strcmp(got, want) == 0, "%s: %s, not %s", sql, got, want);
+    free(got);
 }
 
 /* Copy of a pending view, for assertions after the callback. */
@@ -164,9 +203,8 @@ START_TEST(test_async_order_and_resume_view)
     sb_ledger_member_done(l, id, 0, "a", 1, "{\"x\":1}");
     sb_ledger_member_done(l, id, 0, "b", 2, "{\"y\":2}");
     sb_ledger_member_done(l, id, 0, "a", 5, "{\"x\":99}"); /* second record of a: ignored */
-    sb_ledger_step_done(l, id, 0);
-    sb_ledger_member_done(l, id, 1, "c", 1, "{\"x\":3}");
-    sb_ledger_step_done(l, id, 1);
+    step_done(l, id, 0, 0, NULL, NULL);
+    step_done(l, id, 1, 0, "c", "{\"x\":3}");
     sb_ledger_retry(l, id, 2, 1, 0, "first");
     sb_ledger_member_done(l, id, 2, "d", 1, "{\"z\":4}");
     sb_ledger_member_done(l, id, 2, "e", 1, NULL);
@@ -195,9 +233,8 @@ START_TEST(test_async_order_and_resume_view)
     ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "pending");
     json_decref(e);
 
-    /* finishing: step_done + entry_done leave the pending set */
-    sb_ledger_step_done(l, id, 2);
-    sb_ledger_entry_done(l, id);
+    /* finishing the last step leaves the pending set */
+    step_done(l, id, 2, 1, NULL, NULL);
     sb_ledger_sync(l);
     s.n = 0;
     ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 0);
@@ -207,6 +244,55 @@ START_TEST(test_async_order_and_resume_view)
     ck_assert_int_eq(json_integer_value(json_object_get(e, "attempts")), 0);
     json_decref(e);
     sb_ledger_close(l);
+}
+END_TEST
+
+/* Steps of many entries in one call, as the router records a batch: a
+ * single member's record is kept only when it added fields, and resume
+ * needs nothing more. */
+START_TEST(test_steps_done_batch)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    enum { N = 300 };
+    int64_t ids[N];
+    sb_ledger_step done[N];
+    for (int i = 0; i < N; i++) {
+        char ev[16];
+        snprintf(ev, sizeof ev, "b%d", i);
+        ids[i] = accept1(l, ev, "r", "src", "t", i);
+        /* the first half finish their 1-step route; the others are at step 1 of 2 */
+        done[i] = (sb_ledger_step){.entry_id = ids[i], .step = 0, .last = i < N / 2, .member = "a", .attempts = 1,
+                                   .added_json = i % 3 == 0 ? "{\"k\":\"v\"}" : NULL};
+    }
+    sb_ledger_dead(l, ids[1], 0, "gave up"); /* settled: the batch leaves it */
+    sb_ledger_steps_done(l, done, N);
+    sb_ledger_sync(l);
+    counts(l, N / 2, N / 2 - 1, 1);
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 2, collect, &s), 2);
+    ck_assert_int_eq(s.entry_id[0], ids[N / 2]);
+    ck_assert_int_eq(s.next_step[0], 1);
+    ck_assert_str_eq(s.added[0], "{\"k\":\"v\"}");
+    ck_assert_str_eq(s.members[0], "[]");
+    ck_assert_int_eq(s.entry_id[1], ids[N / 2 + 1]);
+    ck_assert_str_eq(s.added[1], "{}");
+    ck_assert_str_eq(s.members[1], "[]");
+    json_t *e = sb_ledger_show(l, ids[0], err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "done");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(e, "steps"), 0), "instance")),
+                     "a");
+    json_decref(e);
+    e = sb_ledger_show(l, ids[1], err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "dead");
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 0);
+    json_decref(e);
+    sb_ledger_close(l);
+
+    char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+    sql_expect(path, "SELECT count(*) FROM members", "100");
+    sql_expect(path, "SELECT count(*) FROM members WHERE instance = 'a' AND step = 0 AND added IS NOT NULL", "100");
+    free(path);
 }
 END_TEST
 
@@ -245,8 +331,7 @@ START_TEST(test_dead_and_dlq)
     int64_t a = accept1(l, "d1", "r1", "src", "t", 1);
     int64_t b = accept1(l, "d2", "r2", "src", "t", 2);
     int64_t c = accept1(l, "d3", "r1", "src", "t", 3);
-    sb_ledger_member_done(l, a, 0, "m", 1, "{\"k\":1}");
-    sb_ledger_step_done(l, a, 0);
+    step_done(l, a, 0, 0, "m", "{\"k\":1}");
     sb_ledger_retry(l, a, 1, 4, 99, "503");
     sb_ledger_dead(l, a, 1, "gave up: 503");
     sb_ledger_dead(l, b, 0, "400 bad request");
@@ -347,25 +432,45 @@ START_TEST(test_show_steps)
     sb_ledger *l = open_ledger();
     char err[256];
     int64_t id = accept1(l, "s1", "r", "src", "t", 5);
-    sb_ledger_member_done(l, id, 0, "bq", 2, "{\"rows\":3}");
-    sb_ledger_step_done(l, id, 0);
-    sb_ledger_member_done(l, id, 1, "pub_a", 1, NULL);
-    sb_ledger_member_done(l, id, 1, "pub_b", 1, "{\"msg\":\"m1\"}");
+    sb_ledger_step bq = {.entry_id = id, .step = 0, .member = "bq", .attempts = 2, .added_json = "{\"rows\":3}"};
+    sb_ledger_steps_done(l, &bq, 1);
+    step_done(l, id, 1, 0, "discard", NULL); /* no fields added: no member record */
+    sb_ledger_member_done(l, id, 2, "pub_a", 1, NULL);
+    sb_ledger_member_done(l, id, 2, "pub_b", 1, "{\"msg\":\"m1\"}");
     sb_ledger_sync(l);
     json_t *e = sb_ledger_show(l, id, err, sizeof err);
     ck_assert_msg(e != NULL, "show: %s", err);
-    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 2);
     json_t *steps = json_object_get(e, "steps");
-    ck_assert_int_eq(json_array_size(steps), 3);
-    json_t *s0 = json_array_get(steps, 0), *s1 = json_array_get(steps, 1), *s2 = json_array_get(steps, 2);
+    ck_assert_int_eq(json_array_size(steps), 4);
+    json_t *s0 = json_array_get(steps, 0), *s1 = json_array_get(steps, 1), *s2 = json_array_get(steps, 2),
+           *s3 = json_array_get(steps, 3);
     ck_assert_int_eq(json_integer_value(json_object_get(s0, "step")), 0);
     ck_assert_str_eq(json_string_value(json_object_get(s0, "instance")), "bq");
     ck_assert_int_eq(json_integer_value(json_object_get(s0, "attempts")), 2);
     ck_assert_int_gt(json_integer_value(json_object_get(s0, "completed_us")), 0);
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(s0, "added"), "rows")), 3);
-    ck_assert_str_eq(json_string_value(json_object_get(s1, "instance")), "pub_a");
+    ck_assert_int_eq(json_integer_value(json_object_get(s1, "step")), 1);
+    ck_assert(json_is_null(json_object_get(s1, "instance")));
+    ck_assert(json_is_null(json_object_get(s1, "attempts")));
+    ck_assert(json_is_null(json_object_get(s1, "completed_us")));
     ck_assert(json_is_null(json_object_get(s1, "added")));
-    ck_assert_str_eq(json_string_value(json_object_get(s2, "instance")), "pub_b");
+    ck_assert_int_eq(json_integer_value(json_object_get(s2, "step")), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(s2, "instance")), "pub_a");
+    ck_assert(json_is_null(json_object_get(s2, "added")));
+    ck_assert_str_eq(json_string_value(json_object_get(s3, "instance")), "pub_b");
+    json_decref(e);
+
+    /* done: every step below next_step is listed, recorded or not */
+    step_done(l, id, 2, 0, NULL, NULL);
+    step_done(l, id, 3, 1, "last", NULL);
+    sb_ledger_sync(l);
+    e = sb_ledger_show(l, id, err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "done");
+    steps = json_object_get(e, "steps");
+    ck_assert_int_eq(json_array_size(steps), 5);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(steps, 4), "step")), 3);
+    ck_assert(json_is_null(json_object_get(json_array_get(steps, 4), "instance")));
     json_decref(e);
     ck_assert_ptr_null(sb_ledger_show(l, 9999, err, sizeof err));
     sb_ledger_close(l);
@@ -379,9 +484,7 @@ START_TEST(test_prune)
     int64_t a = accept1(l, "x1", "r", "src", "t", 1);
     int64_t b = accept1(l, "x2", "r", "src", "t", 2);
     int64_t c = accept1(l, "x3", "r", "src", "t", 3);
-    sb_ledger_member_done(l, a, 0, "m", 1, "{}");
-    sb_ledger_step_done(l, a, 0);
-    sb_ledger_entry_done(l, a);
+    step_done(l, a, 0, 1, "m", "{}");
     sb_ledger_dead(l, b, 0, "bad");
     sb_ledger_sync(l);
     int64_t now = sb_now_us();
@@ -407,6 +510,159 @@ START_TEST(test_prune)
     sqlite3_finalize(st);
     sqlite3_close(db);
     free(path);
+}
+END_TEST
+
+/* The prune walk goes by id and passes entries it must keep: a pending one
+ * and one accepted long ago but settled after the cutoff. */
+START_TEST(test_prune_walk_keeps_late_settled)
+{
+    sb_ledger *l = open_ledger();
+    int64_t p = accept1(l, "w1", "r", "src", "t", 1);
+    int64_t a = accept1(l, "w2", "r", "src", "t", 2);
+    int64_t b = accept1(l, "w3", "r", "src", "t", 3);
+    sb_ledger_entry_done(l, b);
+    sb_ledger_sync(l);
+    usleep(20000);
+    int64_t cutoff = sb_now_us();
+    usleep(20000);
+    sb_ledger_entry_done(l, a);
+    int64_t c = accept1(l, "w4", "r", "src", "t", 4);
+    sb_ledger_dead(l, c, 0, "bad");
+    sb_ledger_sync(l);
+    counts(l, 1, 2, 1);
+
+    ck_assert_int_eq(sb_ledger_prune(l, cutoff + g_opts.retention_ms * 1000), 1);
+    char err[256];
+    ck_assert_ptr_null(sb_ledger_show(l, b, err, sizeof err));
+    counts(l, 1, 1, 1);
+    ck_assert_int_eq(sb_ledger_prune(l, sb_now_us() + g_opts.retention_ms * 1000 + 1000), 2);
+    counts(l, 1, 0, 0);
+    json_t *e = sb_ledger_show(l, p, err, sizeof err);
+    ck_assert_ptr_nonnull(e);
+    json_decref(e);
+    sb_ledger_close(l);
+}
+END_TEST
+
+/* Done and dead are reached from pending only: a late or repeated state
+ * change leaves a settled entry (and the counts) as they are. */
+START_TEST(test_settled_entries_stay)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t a = accept1(l, "s1", "r", "src", "t", 1);
+    int64_t b = accept1(l, "s2", "r", "src", "t", 2);
+    sb_ledger_entry_done(l, a);
+    sb_ledger_dead(l, b, 0, "first reason");
+    sb_ledger_entry_done(l, a);
+    sb_ledger_dead(l, a, 0, "late");
+    sb_ledger_entry_done(l, b);
+    sb_ledger_dead(l, b, 1, "again");
+    sb_ledger_sync(l);
+    counts(l, 0, 1, 1);
+    json_t *e = sb_ledger_show(l, b, err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "dead");
+    ck_assert_str_eq(json_string_value(json_object_get(e, "error")), "first reason");
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 0);
+    json_decref(e);
+    /* replayed, it can be settled again */
+    ck_assert_int_eq(sb_ledger_dlq_replay(l, b, NULL, err, sizeof err), 1);
+    counts(l, 1, 1, 0);
+    sb_ledger_entry_done(l, b);
+    sb_ledger_sync(l);
+    counts(l, 0, 2, 0);
+    sb_ledger_close(l);
+}
+END_TEST
+
+/* A ledger written by a version-1 syncbridge (its schema as it created it)
+ * opens, is migrated, and keeps working. */
+START_TEST(test_migrate_v1)
+{
+    char *dir = sb_asprintf("%s/state", g_dir);
+    char *path = sb_asprintf("%s/ledger.db", dir);
+    ck_assert_int_eq(mkdir(dir, 0750), 0);
+    int64_t now = sb_now_us(), later = now + 3600 * 1000000LL;
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    exec_ok(db, "PRAGMA journal_mode = WAL;"
+                "CREATE TABLE entries(id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, route TEXT NOT NULL,"
+                " source TEXT NOT NULL, payload TEXT NOT NULL, received_us INTEGER NOT NULL DEFAULT 0,"
+                " state INTEGER NOT NULL DEFAULT 0, next_step INTEGER NOT NULL DEFAULT 0,"
+                " attempts INTEGER NOT NULL DEFAULT 0, first_attempt_us INTEGER NOT NULL DEFAULT 0,"
+                " next_retry_us INTEGER NOT NULL DEFAULT 0, updated_us INTEGER NOT NULL DEFAULT 0, error TEXT,"
+                " requeued INTEGER NOT NULL DEFAULT 0, UNIQUE(event_id, route));"
+                "CREATE TABLE members(entry_id INTEGER NOT NULL, step INTEGER NOT NULL, instance TEXT NOT NULL,"
+                " attempts INTEGER NOT NULL DEFAULT 0, completed_us INTEGER NOT NULL DEFAULT 0, added TEXT,"
+                " PRIMARY KEY(entry_id, step, instance)) WITHOUT ROWID;"
+                "CREATE TABLE checkpoints(source TEXT PRIMARY KEY, value TEXT, updated_us INTEGER NOT NULL DEFAULT 0);"
+                "CREATE INDEX entries_pending ON entries(id) WHERE state = 0;"
+                "CREATE INDEX entries_settled ON entries(updated_us) WHERE state <> 0;"
+                "CREATE INDEX entries_dead ON entries(id) WHERE state = 2;"
+                "CREATE INDEX entries_requeued ON entries(id) WHERE requeued = 1;"
+                "PRAGMA user_version = 1;");
+    char *rows = sb_asprintf(
+        "INSERT INTO entries(id, event_id, route, source, payload, received_us, state, next_step, updated_us, error)"
+        " VALUES (1, 'v1-p', 'r', 'src', '{\"id\":\"v1-p\",\"fields\":{\"table\":\"t\"}}', 1, 0, 1, 10, NULL),"
+        " (2, 'v1-d', 'r', 'src', '{\"fields\":{}}', 2, 1, 1, 1000, NULL),"
+        " (3, 'v1-x', 'r', 'src', '{\"fields\":{}}', 3, 2, 0, 1000, 'boom'),"
+        " (4, 'v1-r', 'r', 'src', '{\"fields\":{}}', 4, 1, 1, %lld, NULL);"
+        "INSERT INTO members VALUES (1, 0, 'a', 1, 5, '{\"x\":1}'), (1, 1, 'b', 2, 6, '{\"y\":2}'),"
+        " (2, 0, 'a', 1, 7, NULL);"
+        "INSERT INTO checkpoints VALUES ('src', 'cp-7', 8);",
+        (long long)later);
+    exec_ok(db, rows);
+    free(rows);
+    sqlite3_close(db);
+
+    sb_ledger *l = open_ledger();
+    char err[256];
+    counts(l, 1, 2, 1);
+    char *cp = sb_ledger_checkpoint(l, "src", NULL, NULL, 0);
+    ck_assert_str_eq(cp, "cp-7");
+    free(cp);
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 1);
+    ck_assert_int_eq(s.entry_id[0], 1);
+    ck_assert_int_eq(s.next_step[0], 1);
+    ck_assert_str_eq(s.added[0], "{\"x\":1}");
+    ck_assert_str_eq(s.members[0], "[\"b\"]");
+    json_t *e = sb_ledger_show(l, 2, err, sizeof err);
+    ck_assert_msg(e != NULL, "show: %s", err);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(e, "steps"), 0), "instance")),
+                     "a");
+    json_decref(e);
+
+    /* a redelivered v1 event is a duplicate; a new one gets the next id */
+    sb_ledger_new again = {.event_id = "v1-p", .route = "r", .payload = "{}"};
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, &again, 1, err, sizeof err), 0);
+    ck_assert_int_eq(again.duplicate, 1);
+    ck_assert_int_eq(again.entry_id, 1);
+    int64_t n = accept1(l, "v2-n", "r", "src", "t", 9);
+    ck_assert_int_eq(n, 5);
+    counts(l, 2, 2, 1);
+
+    /* v1 entries (no accept time) are pruned by their last update; entry 4
+     * was updated after the cutoff, and the new entry ends the walk */
+    ck_assert_int_eq(sb_ledger_prune(l, now + g_opts.retention_ms * 1000), 2);
+    counts(l, 2, 1, 0);
+    ck_assert_ptr_nonnull(e = sb_ledger_show(l, 4, err, sizeof err));
+    json_decref(e);
+    sb_ledger_entry_done(l, n);
+    ck_assert_int_eq(sb_ledger_dlq_replay(l, 0, NULL, err, sizeof err), 0);
+    sb_ledger_sync(l);
+    counts(l, 1, 2, 0);
+    sb_ledger_close(l);
+
+    l = open_ledger(); /* already migrated: opens as it is */
+    counts(l, 1, 2, 0);
+    sb_ledger_close(l);
+    sql_expect(path, "PRAGMA user_version", "2");
+    sql_expect(path, "SELECT count(*) FROM sqlite_master WHERE name = 'entries_settled'", "0");
+    sql_expect(path, "PRAGMA integrity_check", "ok");
+    free(path);
+    free(dir);
 }
 END_TEST
 
@@ -440,8 +696,7 @@ START_TEST(test_reopen)
     char *p = payload("r1", "t", 1);
     sb_ledger_new e = {.event_id = "r1", .route = "r", .payload = p, .received_us = 1};
     ck_assert_int_eq(sb_ledger_accept(l, "src", "cp-1", &e, 1, err, sizeof err), 0);
-    sb_ledger_member_done(l, e.entry_id, 0, "m", 1, "{\"a\":1}");
-    sb_ledger_step_done(l, e.entry_id, 0);
+    step_done(l, e.entry_id, 0, 0, "m", "{\"a\":1}");
     /* no sync: close must flush the queue */
     sb_ledger_close(l);
 
@@ -635,12 +890,16 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_accept_duplicate_checkpoint);
     tcase_add_test(tc, test_async_order_and_resume_view);
+    tcase_add_test(tc, test_steps_done_batch);
     tcase_add_test(tc, test_pending_paging);
     tcase_add_test(tc, test_dead_and_dlq);
     tcase_add_test(tc, test_list_filters);
     tcase_add_test(tc, test_show_steps);
     tcase_add_test(tc, test_prune);
     tcase_add_test(tc, test_prune_many);
+    tcase_add_test(tc, test_prune_walk_keeps_late_settled);
+    tcase_add_test(tc, test_settled_entries_stay);
+    tcase_add_test(tc, test_migrate_v1);
     tcase_add_test(tc, test_reopen);
     tcase_add_test(tc, test_concurrent_accept);
     tcase_add_test(tc, test_crash_sigkill);
