@@ -458,6 +458,16 @@ sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr
     return ev;
 }
 
+int sb_json_append_string(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    sb_strbuf b = {*buf, *len, *cap};
+    int rc = sb_json_quote(&b, s, n);
+    *buf = b.p;
+    *len = b.len;
+    *cap = b.cap;
+    return rc;
+}
+
 int64_t sb_run_id(const char *identity)
 {
     unsigned char md[EVP_MAX_MD_SIZE];

@@ -87,7 +87,9 @@ class PubSubSink(unittest.TestCase):
         events.insert(2, {"event_id": "ev-nocmd", "schema": "edw", "table": "x", "status": "succeeded"})
         self.write(events)
         self.fake.create_topic(self.topic)
-        self.config({"ps": self.sink(attributes={"origin": "${schema}.${table}", "status": "${status}"})}, ["ps"])
+        # host replaces the standard attribute; note needs escaping in the request body
+        self.config({"ps": self.sink(attributes={"origin": "${schema}.${table}", "status": "${status}",
+                                                 "host": "edge:${host}", "note": "q\"uote\\ \u00e9\ttab"})}, ["ps"])
         self.run_once(expect=4)  # the event without a command is dead-lettered
 
         msgs = self.fake.messages(self.topic)
@@ -95,8 +97,9 @@ class PubSubSink(unittest.TestCase):
         for i, m in enumerate(msgs):
             self.assertEqual(data_of(m), "sh run_replicator.sh edw orders %d" % i)
             self.assertEqual(m["attributes"], {"event_id": "ev-%03d" % i, "run_id": str(1000 + i), "schema": "edw",
-                                               "table": "orders", "host": "hdp-edge-01",
-                                               "origin": "edw.orders", "status": "succeeded"})
+                                               "table": "orders", "host": "edge:hdp-edge-01",
+                                               "origin": "edw.orders", "status": "succeeded",
+                                               "note": "q\"uote\\ \u00e9\ttab"})
             self.assertNotIn("orderingKey", m)
 
         dead = self.cli("dlq", "list", "--json")

@@ -86,6 +86,15 @@ int sb_event_set_int(sb_event *ev, const char *key, int64_t value);
  * step, so a resumed event sees it too. Returns -1 on failure. */
 int sb_event_add(sb_event *ev, const char *key, json_t *value);
 
+/* Append s[0..n) as a JSON string, quotes included and escaped as
+ * json_dumps() would, to the malloc'd text *buf of *len bytes in a buffer
+ * of *cap (all three start zeroed; *buf stays NUL-terminated). For sinks
+ * that write request bodies per event, where building and dumping jansson
+ * values costs more than the request. Returns -1, appending nothing, if s
+ * is not valid UTF-8 or holds a NUL byte; aborts if memory runs out, as the
+ * core does. Since ABI 1.2. */
+int sb_json_append_string(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
+
 /* A 63-bit non-negative id derived deterministically from `identity`
  * (first 8 bytes of its SHA-256, top bit cleared): the same run always maps
  * to the same registry rows and DAG run. */

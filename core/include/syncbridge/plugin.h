@@ -47,7 +47,7 @@ extern "C" {
  * semantics changed). Bump SB_ABI_MINOR when members are appended; the core
  * accepts plugins built against an older or equal minor. */
 #define SB_ABI_MAJOR 1
-#define SB_ABI_MINOR 1 /* 1.1 added SB_OPT_TEMPLATE_MAP */
+#define SB_ABI_MINOR 2 /* 1.1 added SB_OPT_TEMPLATE_MAP, 1.2 sb_json_append_string() */
 
 /* The one symbol a plugin exports. */
 #define SB_PLUGIN_SYMBOL "syncbridge_plugin"
