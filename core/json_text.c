@@ -347,37 +347,68 @@ static const char *skip_value(const char *p, const char *end)
     return p;
 }
 
+/* The walk over a known-valid object's or member list's top level. */
+typedef struct {
+    const char *p, *end;
+} walk;
+
+static walk walk_start(const char *text, size_t len)
+{
+    walk w = {text, text + len};
+    while (w.p < w.end && IS_WS(*w.p))
+        w.p++;
+    w.p++; /* the '{' or the leading ',' */
+    return w;
+}
+
+/* The next member into *m; 0 at the end. */
+static int walk_next(walk *w, sb_json_span *m)
+{
+    while (w->p < w->end && IS_WS(*w->p))
+        w->p++;
+    if (w->p >= w->end || *w->p != '"')
+        return 0; /* '}' or the end of a member list */
+    const char *k = w->p + 1;
+    w->p = skip_string(w->p, w->end);
+    size_t klen = (size_t)(w->p - 1 - k);
+    while (w->p < w->end && (IS_WS(*w->p) || *w->p == ':'))
+        w->p++;
+    const char *v = w->p;
+    w->p = skip_value(w->p, w->end);
+    *m = (sb_json_span){k, klen, v, (size_t)(w->p - v), memchr(k, '\\', klen) != NULL};
+    while (w->p < w->end && IS_WS(*w->p))
+        w->p++;
+    if (w->p < w->end && *w->p == ',')
+        w->p++;
+    else
+        w->p = w->end;
+    return 1;
+}
+
 sb_json_span *sb_json_members(const char *text, size_t len, size_t *n)
 {
-    const char *p = text, *end = text + len;
     size_t cap = 16;
     sb_json_span *out = sb_xmalloc(cap * sizeof *out);
+    walk w = walk_start(text, len);
     *n = 0;
-    while (p < end && IS_WS(*p))
-        p++;
-    p++; /* the '{' or the leading ',' */
-    for (;;) {
-        while (p < end && IS_WS(*p))
-            p++;
-        if (p >= end || *p != '"')
-            break; /* '}' or the end of a member list */
-        const char *k = p + 1;
-        p = skip_string(p, end);
-        size_t klen = (size_t)(p - 1 - k);
-        while (p < end && (IS_WS(*p) || *p == ':'))
-            p++;
-        const char *v = p;
-        p = skip_value(p, end);
+    sb_json_span m;
+    while (walk_next(&w, &m)) {
         if (*n == cap)
             out = sb_xrealloc(out, (cap *= 2) * sizeof *out);
-        out[(*n)++] = (sb_json_span){k, klen, v, (size_t)(p - v), memchr(k, '\\', klen) != NULL};
-        while (p < end && IS_WS(*p))
-            p++;
-        if (p >= end || *p != ',')
-            break;
-        p++;
+        out[(*n)++] = m;
     }
     return out;
+}
+
+static int span_is(const sb_json_span *m, const char *key, size_t keylen)
+{
+    return !m->key_escaped && m->key_len == keylen && memcmp(m->key, key, keylen) == 0;
+}
+
+static void found(const sb_json_span *m, sb_json_member *member)
+{
+    *member = (sb_json_member){*m->value == '"' ? SB_JSON_MEMBER_STRING : SB_JSON_MEMBER_OTHER, m->value,
+                               m->value_len};
 }
 
 void sb_json_find_in(const sb_json_span *m, size_t n, const char *key, sb_json_member *member)
@@ -388,9 +419,8 @@ void sb_json_find_in(const sb_json_span *m, size_t n, const char *key, sb_json_m
             *member = (sb_json_member){SB_JSON_MEMBER_UNDECIDED, NULL, 0};
             return;
         }
-        if (m[i].key_len == keylen && memcmp(m[i].key, key, keylen) == 0) {
-            *member = (sb_json_member){*m[i].value == '"' ? SB_JSON_MEMBER_STRING : SB_JSON_MEMBER_OTHER, m[i].value,
-                                       m[i].value_len};
+        if (span_is(&m[i], key, keylen)) {
+            found(&m[i], member);
             return;
         }
     }
@@ -399,10 +429,16 @@ void sb_json_find_in(const sb_json_span *m, size_t n, const char *key, sb_json_m
 
 void sb_json_find_member(const char *text, size_t len, const char *key, sb_json_member *member)
 {
-    size_t n;
-    sb_json_span *m = sb_json_members(text, len, &n);
-    sb_json_find_in(m, n, key, member);
-    free(m);
+    size_t keylen = strlen(key);
+    walk w = walk_start(text, len);
+    sb_json_span m;
+    *member = (sb_json_member){SB_JSON_MEMBER_ABSENT, NULL, 0};
+    while (walk_next(&w, &m)) {
+        if (m.key_escaped) /* undecided unless a plain match comes later */
+            *member = (sb_json_member){SB_JSON_MEMBER_UNDECIDED, NULL, 0};
+        else if (span_is(&m, key, keylen))
+            found(&m, member);
+    }
 }
 
 int sb_json_quote(sb_strbuf *b, const char *s, size_t len)
