@@ -277,13 +277,10 @@ static int find_script(const char *cmd, const char *script, int depth, rr_comman
     return rc;
 }
 
-/* Offset of the first byte that breaks strict UTF-8 (no overlongs,
- * surrogates or code points past U+10FFFF: what jansson accepts as a
- * string), or -1 if `s` is valid. */
-static long utf8_error_at(const char *str)
+long rr_utf8_error_at(const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
-    for (size_t i = 0; s[i];) {
+    for (size_t i = 0; i < n;) {
         unsigned char c = s[i];
         if (c < 0x80) {
             i++;
@@ -304,7 +301,7 @@ static long utf8_error_at(const char *str)
             return (long)i;
         }
         for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xC0) != 0x80) /* also stops at the terminating NUL */
+            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
                 return (long)i;
             cp = (cp << 6) | (s[i + j] & 0x3F);
         }
@@ -328,7 +325,7 @@ int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, 
         snprintf(errstr, errstr_size, "command is longer than %d bytes", RR_MAX_COMMAND);
         return -1;
     }
-    long bad = utf8_error_at(cmd);
+    long bad = rr_utf8_error_at(cmd, strlen(cmd));
     if (bad >= 0) {
         /* its fields could not be JSON text: say so here, not as a failure later */
         snprintf(errstr, errstr_size, "command is not valid UTF-8 text (byte 0x%02x at column %ld)",

@@ -85,4 +85,10 @@ int rr_command_fields(const char *text, const char *script_name, const char *ide
  * parser uses it for "Processing for date:" lines. */
 int rr_parse_date(const char *s, char out[16]);
 
+/* Offset of the first byte of s[0..n) that breaks strict UTF-8 (no
+ * overlongs, surrogates or code points past U+10FFFF: what jansson accepts
+ * as a string), or -1 if it is valid. Shared by the command parser and
+ * filewatch's line reader. */
+long rr_utf8_error_at(const char *s, size_t n);
+
 #endif

@@ -13,6 +13,7 @@
  * off) costs latency, never data.
  */
 #include "tailer.h"
+#include "runreplicator.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -406,42 +407,6 @@ static int scan(fw_tailer *t)
     return 0;
 }
 
-/* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
-static int valid_utf8(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF) {
-            k = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (s[i + j] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return 0;
-        i += k + 1;
-    }
-    return 1;
-}
-
 /* One line (without its newline) at `off`; `next` is where the line after starts. */
 static int deliver(fw_tailer *t, fw_file *f, char *line, size_t len, int64_t off, int64_t next)
 {
@@ -457,7 +422,7 @@ static int deliver(fw_tailer *t, fw_file *f, char *line, size_t len, int64_t off
         sb_log(t->c.ins, SB_LOG_WARN, "%s:%" PRId64 ": binary data (NUL bytes) in the line; skipped", f->path, off);
         return 0;
     }
-    if (!valid_utf8((const unsigned char *)line, len)) {
+    if (rr_utf8_error_at(line, len) >= 0) {
         sb_log(t->c.ins, SB_LOG_WARN, "%s:%" PRId64 ": invalid UTF-8 in the line; skipped", f->path, off);
         return 0;
     }
