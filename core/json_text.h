@@ -65,7 +65,8 @@ sb_json_span *sb_json_members(const char *text, size_t len, size_t *n);
  * once unescaped: only a parse can tell). */
 void sb_json_find_in(const sb_json_span *m, size_t n, const char *key, sb_json_member *member);
 
-/* Both in one, for a single lookup. */
+/* The same for a single lookup: walks the text in place, allocating
+ * nothing (for the event's short list of set members). */
 void sb_json_find_member(const char *text, size_t len, const char *key, sb_json_member *member);
 
 /* Append s[0..len) as a JSON string (quotes included), escaped the way
