@@ -431,6 +431,10 @@ fail:
 
 sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr_size)
 {
+    if (!payload) {
+        sb_err(errstr, errstr_size, "the ledger holds no payload for it");
+        return NULL;
+    }
     json_error_t jerr;
     json_t *o = json_loads(payload, 0, &jerr);
     if (!o) {

@@ -13,7 +13,7 @@
 #include <jansson.h>
 #include <syncbridge/log.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define BUSY_TIMEOUT_MS 10000
 /* Above this many queued ops the writer stops gathering and commits. */
 #define GATHER_MAX 4096
@@ -76,6 +76,7 @@ enum {
     W_COMMIT,
     W_ROLLBACK,
     W_INSERT,
+    W_PAYLOAD,
     W_FIND,
     W_CHECKPOINT,
     W_MEMBER,
@@ -96,9 +97,10 @@ static const char *const wsql[W_COUNT] = {
      * which undoes only this statement: SQLite checks the constraint
      * before it writes anything. ON CONFLICT DO NOTHING cost every insert
      * more than the rare failure costs a duplicate. */
-    [W_INSERT] = "INSERT INTO entries(event_id, route, source, payload, received_us, state, next_step,"
+    [W_INSERT] = "INSERT INTO entries(event_id, route, source, received_us, state, next_step,"
                  " attempts, first_attempt_us, next_retry_us, updated_us, accepted_us)"
-                 " VALUES(?1, ?2, ?3, ?4, ?5, 0, 0, 0, 0, 0, ?6, ?6)",
+                 " VALUES(?1, ?2, ?3, ?4, 0, 0, 0, 0, 0, ?5, ?5)",
+    [W_PAYLOAD] = "INSERT INTO payloads(id, payload) VALUES(?1, ?2)",
     [W_FIND] = "SELECT id FROM entries WHERE event_id = ?1 AND route = ?2",
     [W_CHECKPOINT] = "INSERT INTO checkpoints(source, value, updated_us) VALUES(?1, ?2, ?3)"
                      " ON CONFLICT(source) DO UPDATE SET value = excluded.value, updated_us = excluded.updated_us",
@@ -180,6 +182,48 @@ static const char *const migrate_v2 =
     " (1, (SELECT count(*) FROM entries WHERE state = 1)),"
     " (2, (SELECT count(*) FROM entries WHERE state = 2));"
     "DROP INDEX entries_settled;";
+
+/* Version 3: the payload in a table of its own, written once. Inline, it
+ * made an entry's row about ten times longer, and each page of rows was
+ * written to the WAL twice: at accept, and again when the step's UPDATE
+ * changed a few integers in each row. Now that UPDATE rewrites pages of
+ * short rows only. The entries table is rebuilt (CREATE, copy, DROP,
+ * RENAME, as SQLite documents for a change ALTER TABLE cannot make:
+ * DROP COLUMN needs SQLite 3.35, RHEL 9 has 3.34). */
+static const char *const migrate_v3 =
+    "CREATE TABLE payloads(id INTEGER PRIMARY KEY, payload TEXT NOT NULL);"
+    "INSERT INTO payloads(id, payload) SELECT id, payload FROM entries;"
+    "CREATE TABLE entries_v3("
+    " id INTEGER PRIMARY KEY,"
+    " event_id TEXT NOT NULL,"
+    " route TEXT NOT NULL,"
+    " source TEXT NOT NULL,"
+    " received_us INTEGER NOT NULL DEFAULT 0,"
+    " state INTEGER NOT NULL DEFAULT 0,"
+    " next_step INTEGER NOT NULL DEFAULT 0,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " first_attempt_us INTEGER NOT NULL DEFAULT 0,"
+    " next_retry_us INTEGER NOT NULL DEFAULT 0,"
+    " updated_us INTEGER NOT NULL DEFAULT 0,"
+    " error TEXT,"
+    " requeued INTEGER NOT NULL DEFAULT 0,"
+    " accepted_us INTEGER NOT NULL DEFAULT 0,"
+    " UNIQUE(event_id, route));"
+    "INSERT INTO entries_v3(id, event_id, route, source, received_us, state, next_step, attempts,"
+    " first_attempt_us, next_retry_us, updated_us, error, requeued, accepted_us)"
+    " SELECT id, event_id, route, source, received_us, state, next_step, attempts,"
+    " first_attempt_us, next_retry_us, updated_us, error, requeued, accepted_us FROM entries;"
+    "DROP TABLE entries;"
+    "ALTER TABLE entries_v3 RENAME TO entries;"
+    "CREATE INDEX entries_pending ON entries(id) WHERE state = 0;"
+    "CREATE INDEX entries_dead ON entries(id) WHERE state = 2;"
+    "CREATE INDEX entries_requeued ON entries(id) WHERE requeued = 1;";
+
+/* What readers select from: each entry with its payload. Both are written
+ * in one transaction; the outer join still shows an entry whose payload
+ * went missing (a payload of NULL fails its resume with an error) instead
+ * of hiding it. */
+#define ENTRY_ROWS "entries LEFT JOIN payloads USING (id)"
 
 struct sb_ledger {
     char *path;
@@ -297,6 +341,8 @@ static int setup_schema(sqlite3 *db, char *err, size_t errsz)
         rc = exec_sql(db, schema_v1, msg, sizeof msg);
     if (rc == 0 && version < 2)
         rc = exec_sql(db, migrate_v2, msg, sizeof msg);
+    if (rc == 0 && version < 3)
+        rc = exec_sql(db, migrate_v3, msg, sizeof msg);
     if (rc == 0 && version < SCHEMA_VERSION) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -461,9 +507,8 @@ static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, 
         bind_text(ins, 1, e->event_id);
         bind_text(ins, 2, e->route);
         bind_text(ins, 3, src);
-        bind_text(ins, 4, e->payload);
-        sqlite3_bind_int64(ins, 5, e->received_us);
-        sqlite3_bind_int64(ins, 6, now);
+        sqlite3_bind_int64(ins, 4, e->received_us);
+        sqlite3_bind_int64(ins, 5, now);
         int rc = sqlite3_step(ins);
         sqlite3_reset(ins);
         if (rc != SQLITE_DONE && rc != SQLITE_CONSTRAINT_UNIQUE)
@@ -471,6 +516,11 @@ static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, 
         if (rc == SQLITE_DONE) {
             e->entry_id = sqlite3_last_insert_rowid(l->wdb);
             e->duplicate = 0;
+            sqlite3_stmt *pl = l->ws[W_PAYLOAD];
+            sqlite3_bind_int64(pl, 1, e->entry_id);
+            bind_text(pl, 2, e->payload);
+            if (wstep(l, W_PAYLOAD, err, errsz) != 0)
+                return -1;
             l->moved[SB_ENTRY_PENDING]++;
             continue;
         }
@@ -1082,7 +1132,7 @@ int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id,
     sqlite3_stmt *st = NULL, *mem = NULL;
     int count = -1;
     if (sqlite3_prepare_v2(db,
-                           "SELECT " PENDING_COLS " FROM entries WHERE state = 0 AND id > ?1"
+                           "SELECT " PENDING_COLS " FROM " ENTRY_ROWS " WHERE state = 0 AND id > ?1"
                            " AND (?2 IS NULL OR route = ?2) ORDER BY id LIMIT ?3",
                            -1, &st, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, members_sql, -1, &mem, NULL) != SQLITE_OK) {
@@ -1177,7 +1227,7 @@ int sb_ledger_take_requeued(sb_ledger *l, size_t limit, int (*cb)(const sb_ledge
     }
     /* Prepare before the flags are cleared: past that point every taken
      * entry must be handed out, or it would sit pending until a restart. */
-    if (sqlite3_prepare_v2(db, "SELECT " PENDING_COLS " FROM entries WHERE id = ?1", -1, &st, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(db, "SELECT " PENDING_COLS " FROM " ENTRY_ROWS " WHERE id = ?1", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, members_sql, -1, &mem, NULL) != SQLITE_OK)
         goto out;
     if (run_call(l, clear_requeued, &ids, err, sizeof err) < 0) {
@@ -1266,7 +1316,7 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
     }
     json_t *out = NULL;
     sqlite3_stmt *st = NULL;
-    const char *sql = "SELECT " LIST_COLS " FROM entries WHERE"
+    const char *sql = "SELECT " LIST_COLS " FROM " ENTRY_ROWS " WHERE"
                       " (?1 IS NULL OR route = ?1) AND (?2 IS NULL OR source = ?2) AND (?3 < 0 OR state = ?3)"
                       " AND (?4 IS NULL OR CAST(json_extract(payload, ?4) AS TEXT) = ?5)"
                       " AND (?6 = 0 OR received_us >= ?6) AND (?7 = 0 OR received_us < ?7)"
@@ -1313,7 +1363,7 @@ json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errs
         return NULL;
     json_t *o = NULL;
     sqlite3_stmt *st = NULL, *mem = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT " LIST_COLS " FROM entries WHERE id = ?1", -1, &st, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(db, "SELECT " LIST_COLS " FROM " ENTRY_ROWS " WHERE id = ?1", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db,
                            "SELECT step, instance, attempts, completed_us, added FROM members WHERE entry_id = ?1"
                            " ORDER BY step, completed_us, instance",
@@ -1415,28 +1465,30 @@ static void del_add(struct del_list *d, int64_t id, int state)
     d->states[d->n++] = state;
 }
 
-/* Delete the listed entries with their member records (writer). */
+/* Delete the listed entries with their payloads and member records (writer). */
 static int delete_entries(sb_ledger *l, struct del_list *d, char *err, size_t errsz)
 {
-    sqlite3_stmt *dm = NULL, *de = NULL;
-    int rc = -1;
-    if (sqlite3_prepare_v2(l->wdb, "DELETE FROM members WHERE entry_id = ?1", -1, &dm, NULL) == SQLITE_OK &&
-        sqlite3_prepare_v2(l->wdb, "DELETE FROM entries WHERE id = ?1", -1, &de, NULL) == SQLITE_OK) {
-        rc = 0;
-        for (size_t i = 0; i < d->n && rc == 0; i++) {
-            sqlite3_bind_int64(dm, 1, d->ids[i]);
-            sqlite3_bind_int64(de, 1, d->ids[i]);
-            if (sqlite3_step(dm) != SQLITE_DONE || sqlite3_step(de) != SQLITE_DONE)
+    static const char *const sql[] = {"DELETE FROM members WHERE entry_id = ?1", "DELETE FROM payloads WHERE id = ?1",
+                                      "DELETE FROM entries WHERE id = ?1"};
+    enum { NSQL = sizeof sql / sizeof sql[0] };
+    sqlite3_stmt *st[NSQL] = {0};
+    int rc = 0;
+    for (size_t k = 0; k < NSQL && rc == 0; k++)
+        if (sqlite3_prepare_v2(l->wdb, sql[k], -1, &st[k], NULL) != SQLITE_OK)
+            rc = -1;
+    for (size_t i = 0; i < d->n && rc == 0; i++) {
+        for (size_t k = 0; k < NSQL && rc == 0; k++) {
+            sqlite3_bind_int64(st[k], 1, d->ids[i]);
+            if (sqlite3_step(st[k]) != SQLITE_DONE)
                 rc = -1;
-            sqlite3_reset(dm);
-            sqlite3_reset(de);
-            l->moved[d->states[i]]--;
+            sqlite3_reset(st[k]);
         }
+        l->moved[d->states[i]]--;
     }
     if (rc != 0)
         sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
-    sqlite3_finalize(dm);
-    sqlite3_finalize(de);
+    for (size_t k = 0; k < NSQL; k++)
+        sqlite3_finalize(st[k]);
     return rc;
 }
 

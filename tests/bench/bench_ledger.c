@@ -21,6 +21,15 @@
 
 #define BATCH 256
 
+/* The fields of a Run Replicator result as the kafka benchmark sends them
+ * (about 300 bytes): the payload's size decides how many pages the ledger
+ * writes per event. */
+#define FIELDS                                                                                                  \
+    "{\"schema\":\"edw_prod\",\"table\":\"orders_7\",\"status\":\"succeeded\",\"run_date\":\"2026-11-23\","       \
+    "\"command\":\"sh /etl/run_replicator.sh edw_prod orders_7 order_dt 20261123 2\",\"td_count\":5120331,"      \
+    "\"hive_count\":5120331,\"host\":\"hdp-edge-01\",\"started_at\":\"2026-11-23T02:00:00Z\","                  \
+    "\"finished_at\":\"2026-11-23T02:14:09Z\",\"seq\":%zu,\"sent_ns\":0,\"pad\":\"xxxxxxxxxxxxxxxxxxxx\"}"
+
 struct handoff {
     const char *added; /* what the sink adds to each event, NULL = nothing */
     pthread_mutex_t mu;
@@ -81,7 +90,7 @@ static int run(const char *dir, sb_fsync_policy policy, const char *added, size_
     pthread_t th;
     pthread_create(&th, NULL, worker, &h);
 
-    static char ids[BATCH][32], payloads[BATCH][256];
+    static char ids[BATCH][32], payloads[BATCH][512];
     sb_ledger_new batch[BATCH];
     int64_t t0 = sb_mono_us();
     double cpu0 = cpu_seconds();
@@ -90,8 +99,7 @@ static int run(const char *dir, sb_fsync_policy policy, const char *added, size_
         for (size_t i = 0; i < n; i++) {
             snprintf(ids[i], sizeof ids[i], "ev-%zu", done + i);
             snprintf(payloads[i], sizeof payloads[i],
-                     "{\"id\":\"ev-%zu\",\"source\":\"bench\",\"received_us\":%zu,"
-                     "\"fields\":{\"table\":\"orders\",\"op\":\"insert\",\"seq\":%zu}}",
+                     "{\"id\":\"ev-%zu\",\"source\":\"bench\",\"received_us\":%zu,\"fields\":" FIELDS "}",
                      done + i, done + i, done + i);
             batch[i] = (sb_ledger_new){.event_id = ids[i], .route = "r1", .source = "bench",
                                        .payload = payloads[i], .received_us = (int64_t)(done + i)};

@@ -118,7 +118,7 @@ struct seen {
     int64_t entry_id[16];
     int next_step[16], attempts[16];
     int64_t first_attempt_us[16], next_retry_us[16];
-    char added[16][256], members[16][256], event_id[16][64];
+    char added[16][256], members[16][256], event_id[16][64], payload[16][256];
 };
 
 static int collect(const sb_ledger_pending *p, void *ud)
@@ -135,6 +135,7 @@ static int collect(const sb_ledger_pending *p, void *ud)
     snprintf(s->added[i], sizeof s->added[i], "%s", p->added_json);
     snprintf(s->members[i], sizeof s->members[i], "%s", p->members_done);
     snprintf(s->event_id[i], sizeof s->event_id[i], "%s", p->event_id);
+    snprintf(s->payload[i], sizeof s->payload[i], "%s", p->payload ? p->payload : "(null)");
     return 0;
 }
 
@@ -293,6 +294,34 @@ START_TEST(test_steps_done_batch)
     sql_expect(path, "SELECT count(*) FROM members", "100");
     sql_expect(path, "SELECT count(*) FROM members WHERE instance = 'a' AND step = 0 AND added IS NOT NULL", "100");
     free(path);
+}
+END_TEST
+
+/* A pending entry whose payload row is gone (a damaged file) still comes
+ * back at resume, with no payload, so it is reported instead of hidden. */
+START_TEST(test_pending_without_payload)
+{
+    sb_ledger *l = open_ledger();
+    int64_t a = accept1(l, "kept", "r", "src", "t", 1);
+    int64_t b = accept1(l, "lost", "r", "src", "t", 2);
+    sb_ledger_close(l);
+    char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    char *sql = sb_asprintf("DELETE FROM payloads WHERE id = %lld", (long long)b);
+    exec_ok(db, sql);
+    free(sql);
+    sqlite3_close(db);
+    free(path);
+
+    l = open_ledger();
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 2);
+    ck_assert_int_eq(s.entry_id[0], a);
+    ck_assert_ptr_nonnull(strstr(s.payload[0], "\"kept\""));
+    ck_assert_int_eq(s.entry_id[1], b);
+    ck_assert_str_eq(s.payload[1], "(null)");
+    sb_ledger_close(l);
 }
 END_TEST
 
@@ -628,6 +657,7 @@ START_TEST(test_migrate_v1)
     ck_assert_int_eq(s.next_step[0], 1);
     ck_assert_str_eq(s.added[0], "{\"x\":1}");
     ck_assert_str_eq(s.members[0], "[\"b\"]");
+    ck_assert_str_eq(s.payload[0], "{\"id\":\"v1-p\",\"fields\":{\"table\":\"t\"}}");
     json_t *e = sb_ledger_show(l, 2, err, sizeof err);
     ck_assert_msg(e != NULL, "show: %s", err);
     ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(e, "steps"), 0), "instance")),
@@ -658,8 +688,14 @@ START_TEST(test_migrate_v1)
     l = open_ledger(); /* already migrated: opens as it is */
     counts(l, 1, 2, 0);
     sb_ledger_close(l);
-    sql_expect(path, "PRAGMA user_version", "2");
+    sql_expect(path, "PRAGMA user_version", "3");
     sql_expect(path, "SELECT count(*) FROM sqlite_master WHERE name = 'entries_settled'", "0");
+    /* version 3: payloads apart, and pruned with their entries */
+    sql_expect(path, "SELECT count(*) FROM pragma_table_info('entries') WHERE name = 'payload'", "0");
+    sql_expect(path, "SELECT group_concat(id) FROM payloads", "1,4,5");
+    sql_expect(path, "SELECT group_concat(name) FROM (SELECT name FROM sqlite_master WHERE tbl_name = 'entries'"
+                     " AND type = 'index' AND sql IS NOT NULL ORDER BY name)",
+               "entries_dead,entries_pending,entries_requeued");
     sql_expect(path, "PRAGMA integrity_check", "ok");
     free(path);
     free(dir);
@@ -900,6 +936,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_prune_walk_keeps_late_settled);
     tcase_add_test(tc, test_settled_entries_stay);
     tcase_add_test(tc, test_migrate_v1);
+    tcase_add_test(tc, test_pending_without_payload);
     tcase_add_test(tc, test_reopen);
     tcase_add_test(tc, test_concurrent_accept);
     tcase_add_test(tc, test_crash_sigkill);
