@@ -171,33 +171,43 @@ json_t *sb_event_member(const sb_event *cev, const char *key)
 }
 
 /* A setter keeps the raw text valid by appending what it set (the payload
- * and a later parse see the later duplicate key win, as the set did). `v`
- * is the value's JSON text; `jv` the value for fields already built (stolen).
- * -1 if the key is not UTF-8 or jansson refuses. */
-static int set_field(sb_event *ev, const char *key, const char *v, size_t vlen, json_t *jv)
+ * and a later parse see the later duplicate key win, as the set did).
+ * set_raw_key() appends `,"key":` and returns the mark to roll back to;
+ * the setter appends the value's JSON text. Then a tree gets the value
+ * only if one holds the key (tree_wants): the fields once built, or a
+ * member read before. Most events are set and sent without a tree: the
+ * kafka source sets four fields per message, and building values nobody
+ * reads was a tenth of its thread's time. */
+static void set_raw_undo(sb_event *ev, size_t mark)
 {
-    if (!key || !jv) {
-        json_decref(jv);
+    ev->sets.len = mark;
+    ev->sets.p[mark] = '\0';
+}
+
+static int set_raw_key(sb_event *ev, const char *key, size_t *mark)
+{
+    *mark = ev->sets.len;
+    sb_strbuf_add(&ev->sets, ",", 1);
+    if (sb_json_quote(&ev->sets, key, strlen(key)) != 0) {
+        set_raw_undo(ev, *mark);
         return -1;
     }
-    if (ev->raw) {
-        size_t mark = ev->sets.len;
-        sb_strbuf_add(&ev->sets, ",", 1);
-        if (sb_json_quote(&ev->sets, key, strlen(key)) != 0) {
-            ev->sets.len = mark;
-            ev->sets.p[mark] = '\0';
-            json_decref(jv);
-            return -1;
-        }
-        sb_strbuf_add(&ev->sets, ":", 1);
-        sb_strbuf_add(&ev->sets, v, vlen);
-        if (!ev->fields) {
-            if (ev->peek && json_object_get(ev->peek, key)) /* read before: keep the copy current */
-                return json_object_set_new(ev->peek, key, jv) == 0 ? 0 : -1;
-            json_decref(jv);
-            return 0;
-        }
-    }
+    sb_strbuf_add(&ev->sets, ":", 1);
+    return 0;
+}
+
+static int tree_wants(const sb_event *ev, const char *key)
+{
+    return !ev->raw || ev->fields || (ev->peek && json_object_get(ev->peek, key));
+}
+
+/* Put jv (stolen) into the tree that holds key. -1 if jansson refuses. */
+static int tree_set(sb_event *ev, const char *key, json_t *jv)
+{
+    if (!jv)
+        return -1;
+    if (ev->raw && !ev->fields) /* the peek cache: keep the copy current */
+        return json_object_set_new(ev->peek, key, jv) == 0 ? 0 : -1;
     if (json_object_set_new(ev->fields, key, jv) != 0) {
         if (ev->raw) /* the fields and the text now disagree: keep the fields */
             drop_raw(ev);
@@ -297,20 +307,38 @@ int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback)
 
 int sb_event_set_string(sb_event *ev, const char *key, const char *value)
 {
-    sb_strbuf v = {0};
+    if (!key)
+        return -1;
     value = value ? value : "";
-    if (ev->raw && sb_json_quote(&v, value, strlen(value)) != 0)
-        return -1; /* json_string() below refuses it too */
-    int rc = set_field(ev, key, v.p, v.len, json_string(value));
-    free(v.p);
-    return rc;
+    if (ev->raw) {
+        size_t mark;
+        if (set_raw_key(ev, key, &mark) != 0)
+            return -1;
+        if (sb_json_quote(&ev->sets, value, strlen(value)) != 0) {
+            set_raw_undo(ev, mark);
+            return -1; /* not UTF-8: json_string() refuses it too */
+        }
+        if (!tree_wants(ev, key))
+            return 0;
+    }
+    return tree_set(ev, key, json_string(value));
 }
 
 int sb_event_set_int(sb_event *ev, const char *key, int64_t value)
 {
-    char v[24];
-    int n = snprintf(v, sizeof v, "%" PRId64, value);
-    return set_field(ev, key, v, (size_t)n, json_integer((json_int_t)value));
+    if (!key)
+        return -1;
+    if (ev->raw) {
+        size_t mark;
+        if (set_raw_key(ev, key, &mark) != 0)
+            return -1;
+        char v[24];
+        int n = snprintf(v, sizeof v, "%" PRId64, value);
+        sb_strbuf_add(&ev->sets, v, (size_t)n);
+        if (!tree_wants(ev, key))
+            return 0;
+    }
+    return tree_set(ev, key, json_integer((json_int_t)value));
 }
 
 int sb_event_add(sb_event *ev, const char *key, json_t *value)
@@ -328,14 +356,20 @@ int sb_event_add(sb_event *ev, const char *key, json_t *value)
         return -1;
     }
     /* as a setter: the text stays the whole truth, and no tree is built */
-    char *text = ev->raw ? json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
-    if (ev->raw && !text) {
-        json_object_del(ev->added, key);
-        json_decref(value);
-        return -1;
+    int rc = 0;
+    if (ev->raw) {
+        char *text = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
+        size_t mark;
+        if (!text || set_raw_key(ev, key, &mark) != 0)
+            rc = -1;
+        else
+            sb_strbuf_add(&ev->sets, text, strlen(text));
+        free(text);
     }
-    int rc = set_field(ev, key, text, text ? strlen(text) : 0, value);
-    free(text);
+    if (rc == 0 && tree_wants(ev, key))
+        rc = tree_set(ev, key, value); /* steals our reference */
+    else
+        json_decref(value);
     if (rc != 0)
         json_object_del(ev->added, key);
     return rc;
