@@ -18,6 +18,11 @@
 
 static void drop_raw(sb_event *ev);
 
+struct sb_peek_s {
+    size_t key; /* offset in peek_keys */
+    json_t *v;
+};
+
 sb_event *sb_event_new(const char *event_id)
 {
     if (!event_id || !*event_id)
@@ -59,7 +64,10 @@ void sb_event_free(sb_event *ev)
     drop_raw(ev);
     json_decref(ev->fields);
     json_decref(ev->added);
-    json_decref(ev->peek);
+    for (size_t i = 0; i < ev->npeek; i++)
+        json_decref(ev->peek[i].v);
+    free(ev->peek);
+    free(ev->peek_keys.p);
     free(ev);
 }
 
@@ -140,6 +148,26 @@ static json_t *member_value(const sb_event *ev, const sb_json_member *m)
     return v;
 }
 
+/* The peeked value of key, or NULL. */
+static json_t **peek_slot(const sb_event *ev, const char *key)
+{
+    for (size_t i = 0; i < ev->npeek; i++)
+        if (strcmp(ev->peek_keys.p + ev->peek[i].key, key) == 0)
+            return &ev->peek[i].v;
+    return NULL;
+}
+
+static void peek_add(sb_event *ev, const char *key, json_t *v)
+{
+    if (ev->npeek == ev->peek_cap) {
+        ev->peek_cap = ev->peek_cap ? ev->peek_cap * 2 : 8;
+        ev->peek = sb_xrealloc(ev->peek, ev->peek_cap * sizeof *ev->peek);
+    }
+    ev->peek[ev->npeek].key = ev->peek_keys.len;
+    ev->peek[ev->npeek++].v = v;
+    sb_strbuf_add(&ev->peek_keys, key, strlen(key) + 1); /* with its NUL */
+}
+
 json_t *sb_event_member(const sb_event *cev, const char *key)
 {
     sb_event *ev = (sb_event *)cev; /* a cache: one thread at a time uses an event (event.h) */
@@ -147,9 +175,9 @@ json_t *sb_event_member(const sb_event *cev, const char *key)
         return NULL;
     if (ev->fields)
         return json_object_get(ev->fields, key);
-    json_t *v = ev->peek ? json_object_get(ev->peek, key) : NULL;
-    if (v)
-        return v;
+    json_t **slot = peek_slot(ev, key);
+    if (slot)
+        return *slot;
     sb_json_member m = {SB_JSON_MEMBER_ABSENT, NULL, 0};
     if (ev->sets.len) /* set later than the text: wins */
         sb_json_find_member(ev->sets.p, ev->sets.len, key, &m);
@@ -162,11 +190,8 @@ json_t *sb_event_member(const sb_event *cev, const char *key)
         return NULL;
     if (m.kind == SB_JSON_MEMBER_UNDECIDED)
         return json_object_get(sb_event_view(ev), key);
-    if (!ev->peek && !(ev->peek = json_object()))
-        sb_log(NULL, SB_LOG_ERROR, "out of memory"), abort();
-    v = member_value(ev, &m);
-    if (json_object_set_new(ev->peek, key, v) != 0)
-        sb_log(NULL, SB_LOG_ERROR, "out of memory"), abort();
+    json_t *v = member_value(ev, &m);
+    peek_add(ev, key, v);
     return v;
 }
 
@@ -198,7 +223,7 @@ static int set_raw_key(sb_event *ev, const char *key, size_t *mark)
 
 static int tree_wants(const sb_event *ev, const char *key)
 {
-    return !ev->raw || ev->fields || (ev->peek && json_object_get(ev->peek, key));
+    return !ev->raw || ev->fields || peek_slot(ev, key);
 }
 
 /* Put jv (stolen) into the tree that holds key. -1 if jansson refuses. */
@@ -206,8 +231,16 @@ static int tree_set(sb_event *ev, const char *key, json_t *jv)
 {
     if (!jv)
         return -1;
-    if (ev->raw && !ev->fields) /* the peek cache: keep the copy current */
-        return json_object_set_new(ev->peek, key, jv) == 0 ? 0 : -1;
+    if (ev->raw && !ev->fields) { /* the peek cache: keep the copy current */
+        json_t **slot = peek_slot(ev, key);
+        if (!slot) {
+            json_decref(jv);
+            return 0;
+        }
+        json_decref(*slot);
+        *slot = jv;
+        return 0;
+    }
     if (json_object_set_new(ev->fields, key, jv) != 0) {
         if (ev->raw) /* the fields and the text now disagree: keep the fields */
             drop_raw(ev);
@@ -358,13 +391,11 @@ int sb_event_add(sb_event *ev, const char *key, json_t *value)
     /* as a setter: the text stays the whole truth, and no tree is built */
     int rc = 0;
     if (ev->raw) {
-        char *text = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
         size_t mark;
-        if (!text || set_raw_key(ev, key, &mark) != 0)
+        if (set_raw_key(ev, key, &mark) != 0)
             rc = -1;
-        else
-            sb_strbuf_add(&ev->sets, text, strlen(text));
-        free(text);
+        else if (sb_json_dump(&ev->sets, value) != 0)
+            set_raw_undo(ev, mark), rc = -1;
     }
     if (rc == 0 && tree_wants(ev, key))
         rc = tree_set(ev, key, value); /* steals our reference */

@@ -24,7 +24,12 @@ struct sb_event {
     char *raw;       /* the source's JSON object text, '{' to '}'; owned, may be NULL */
     size_t raw_len;
     sb_strbuf sets;  /* ,"key":value for each setter call since, in order (a later key wins) */
-    json_t *peek;    /* members read from the text while `fields` is NULL, by key; owned, may be NULL */
+    /* Members read from the text while `fields` is NULL: a few per event,
+     * so a short array (keys in peek_keys) rather than a jansson object,
+     * whose hashtable cost more to build and free than the lookups saved. */
+    struct sb_peek_s *peek; /* owned, values owned */
+    size_t npeek, peek_cap;
+    sb_strbuf peek_keys;
     struct sb_json_span_s *index; /* the raw text's members, made on the first read; owned, may be NULL */
     size_t nindex;
 };

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -479,5 +480,76 @@ int sb_json_quote(sb_strbuf *b, const char *s, size_t len)
     }
     sb_strbuf_add(b, (const char *)run, (size_t)(p - run));
     sb_strbuf_add(b, "\"", 1);
+    return 0;
+}
+
+static int dump_value(sb_strbuf *b, const json_t *v)
+{
+    char num[32];
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        return sb_json_quote(b, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER: {
+        int n = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        sb_strbuf_add(b, num, (size_t)n);
+        return 0;
+    }
+    case JSON_TRUE:
+        sb_strbuf_add(b, "true", 4);
+        return 0;
+    case JSON_FALSE:
+        sb_strbuf_add(b, "false", 5);
+        return 0;
+    case JSON_NULL:
+        sb_strbuf_add(b, "null", 4);
+        return 0;
+    case JSON_ARRAY:
+        sb_strbuf_add(b, "[", 1);
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (i)
+                sb_strbuf_add(b, ",", 1);
+            if (dump_value(b, json_array_get(v, i)) != 0)
+                return -1;
+        }
+        sb_strbuf_add(b, "]", 1);
+        return 0;
+    case JSON_OBJECT: {
+        const char *key;
+        json_t *m;
+        int first = 1;
+        sb_strbuf_add(b, "{", 1);
+        json_object_foreach((json_t *)v, key, m) {
+            if (!first)
+                sb_strbuf_add(b, ",", 1);
+            first = 0;
+            if (sb_json_quote(b, key, strlen(key)) != 0)
+                return -1;
+            sb_strbuf_add(b, ":", 1);
+            if (dump_value(b, m) != 0)
+                return -1;
+        }
+        sb_strbuf_add(b, "}", 1);
+        return 0;
+    }
+    default: { /* a real: jansson's own formatting */
+        char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!t)
+            return -1;
+        sb_strbuf_add(b, t, strlen(t));
+        free(t);
+        return 0;
+    }
+    }
+}
+
+int sb_json_dump(sb_strbuf *b, const json_t *v)
+{
+    size_t mark = b->len;
+    if (!v || dump_value(b, v) != 0) {
+        b->len = mark;
+        if (b->p)
+            b->p[mark] = '\0';
+        return -1;
+    }
     return 0;
 }

@@ -15,6 +15,7 @@
 
 #include "util.h"
 
+#include <jansson.h>
 #include <stddef.h>
 
 /* What sb_json_scan_object() found of the member it was asked for. */
@@ -73,5 +74,11 @@ void sb_json_find_member(const char *text, size_t len, const char *key, sb_json_
  * json_dumps() escapes. -1 (nothing appended) if s is not valid UTF-8 or
  * holds a NUL byte, as json_stringn() refuses those. */
 int sb_json_quote(sb_strbuf *b, const char *s, size_t len);
+
+/* Append v as compact JSON, as json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)
+ * writes it (object members in jansson's order; reals through jansson).
+ * For the few small values a step adds per event, where json_dumps's
+ * set-up cost more than the writing. -1 (b as it was) if jansson refuses. */
+int sb_json_dump(sb_strbuf *b, const json_t *v);
 
 #endif

@@ -1,5 +1,6 @@
 /* router_step.c - step workers: batches into process(), results, retries. */
 #include "build_config.h"
+#include "json_text.h"
 #include "log_internal.h"
 #include "router_internal.h"
 #include "util.h"
@@ -385,7 +386,10 @@ static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *
     switch (res) {
     case SB_RESULT_OK: {
         json_t *added = sb_event_take_added(seen);
-        char *added_txt = added ? json_dumps(added, JSON_COMPACT) : NULL;
+        sb_strbuf txt = {0};
+        char *added_txt = added && sb_json_dump(&txt, added) == 0 ? txt.p : NULL;
+        if (!added_txt)
+            free(txt.p);
         if (seen != e->ev && added)
             sb_event_merge_fields(e->ev, added);
         json_decref(added);

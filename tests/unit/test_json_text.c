@@ -278,6 +278,42 @@ START_TEST(quote_matches_json_dumps)
 }
 END_TEST
 
+/* sb_json_dump writes what json_dumps writes, for generated documents
+ * (every kind of value, nesting, escapes, duplicate keys, reals) and for
+ * bare values; what jansson cannot hold is refused, b left as it was. */
+START_TEST(dump_matches_json_dumps)
+{
+    sb_strbuf doc = {0}, out = {0};
+    int compared = 0;
+    for (int i = 0; i < 20000; i++) {
+        gen_object(&doc);
+        json_t *v = json_loadb(doc.p, doc.len, JSON_DECODE_ANY, NULL);
+        if (!v)
+            continue; /* out of range numbers and the like */
+        json_t *vals[] = {v, json_object_get(v, "id"), json_object_get(v, "a")};
+        for (size_t k = 0; k < sizeof vals / sizeof *vals; k++) {
+            if (!vals[k])
+                continue;
+            char *want = json_dumps(vals[k], JSON_COMPACT | JSON_ENCODE_ANY);
+            out.len = 0;
+            sb_strbuf_add(&out, "pre", 3);
+            ck_assert_int_eq(sb_json_dump(&out, vals[k]), 0);
+            ck_assert_msg(strcmp(out.p + 3, want) == 0, "dump %s, jansson %s", out.p + 3, want);
+            free(want);
+            compared++;
+        }
+        json_decref(v);
+    }
+    ck_assert_int_gt(compared, 20000);
+    out.len = 0;
+    sb_strbuf_add(&out, "pre", 3);
+    ck_assert_int_eq(sb_json_dump(&out, NULL), -1);
+    ck_assert_str_eq(out.p, "pre");
+    free(doc.p);
+    free(out.p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("json_text");
@@ -287,6 +323,7 @@ int main(void)
     tcase_add_test(tc, depth_limit);
     tcase_add_test(tc, generated_documents_and_mutations);
     tcase_add_test(tc, quote_matches_json_dumps);
+    tcase_add_test(tc, dump_matches_json_dumps);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
