@@ -77,14 +77,20 @@ typedef struct pubsub {
     const sb_template *okey;
     size_t max_messages;
     size_t max_bytes;
+    unsigned std_replaced; /* bit i: the attributes option replaces standard_attrs[i] */
 } pubsub;
 
 /* One event's prepared message. */
 typedef struct msg {
     char *json; /* the message object, compact; NULL once the event has its result */
     size_t len;
-    char *okey; /* ordering key, "" for none */
+    char *okey; /* ordering key; NULL for none */
 } msg;
+
+static const char *okey_of(const msg *m)
+{
+    return m->okey ? m->okey : "";
+}
 
 static const char *const standard_attrs[] = {"run_id", "schema", "table", "host"};
 
@@ -231,6 +237,9 @@ static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_si
         if (!*key || strlen(key) > PS_MAX_ATTR_KEY)
             return fail(errstr, errstr_size, "option attributes: the name \"%.40s\" must be 1 to %d bytes", key,
                         PS_MAX_ATTR_KEY);
+        for (size_t k = 0; k < sizeof standard_attrs / sizeof *standard_attrs; k++)
+            if (strcmp(key, standard_attrs[k]) == 0)
+                p->std_replaced |= 1u << k;
     }
 
     p->gc = sb_gcp_client_from_instance(ins, "pubsub", errstr, errstr_size);
@@ -265,16 +274,19 @@ static const char *human(size_t bytes, char *buf, size_t size)
     return buf;
 }
 
-/* A field as attribute text: strings as is, integers in decimal. NULL if
- * absent or of another type. */
-static char *field_text(const sb_event *ev, const char *key)
+/* A field as attribute text: strings as is (the event's), integers in
+ * decimal (written to num). NULL if absent or of another type. */
+static const char *field_text(const sb_event *ev, const char *key, char num[24])
 {
     const char *s = sb_event_get_string(ev, key);
     if (s)
-        return strdup(s);
+        return s;
     const int64_t none = INT64_MIN;
     int64_t v = sb_event_get_int(ev, key, none);
-    return v == none ? NULL : xasprintf("%lld", (long long)v);
+    if (v == none)
+        return NULL;
+    snprintf(num, 24, "%lld", (long long)v);
+    return num;
 }
 
 /* The message being written: {"data":...,"attributes":{...},...}. */
@@ -298,8 +310,8 @@ static void put(text *t, const char *s, size_t n)
     t->p[t->len] = '\0';
 }
 
-/* Write attribute `key` = `value` (stolen) after checking the limits. */
-static int put_attr(text *t, const char *key, char *value, const char *eid, char *err, size_t errsz)
+/* Write attribute `key` = `value` after checking the limits. */
+static int put_attr(text *t, const char *key, const char *value, const char *eid, char *err, size_t errsz)
 {
     size_t vl = strlen(value);
     int rc = 0;
@@ -319,27 +331,15 @@ static int put_attr(text *t, const char *key, char *value, const char *eid, char
             t->nattrs++;
         }
     }
-    free(value);
     return rc;
 }
 
-/* Whether the attributes option names `key` (it then replaces ours). */
-static int configured_attr(pubsub *p, const char *key)
-{
-    size_t na = sb_opt_template_map_count(p->ins, "attributes");
-    for (size_t i = 0; i < na; i++) {
-        const char *k = NULL;
-        sb_opt_template_map_item(p->ins, "attributes", i, &k);
-        if (k && strcmp(k, key) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-/* The message data for an event, malloc'd, length in *len. */
-static char *make_data(pubsub *p, sb_event *ev, size_t *len, char *err, size_t errsz)
+/* The message data for an event, length in *len: the event's own string,
+ * or one made for it and also left in *owned for the caller to free. */
+static const char *make_data(pubsub *p, sb_event *ev, size_t *len, char **owned, char *err, size_t errsz)
 {
     char *data = NULL;
+    *owned = NULL;
     switch (p->body) {
     case BODY_COMMAND: {
         const char *c = sb_event_get_string(ev, "command");
@@ -348,8 +348,8 @@ static char *make_data(pubsub *p, sb_event *ev, size_t *len, char *err, size_t e
                              "\"json\" or \"template\" to publish other events", sb_event_id(ev));
             return NULL;
         }
-        data = strdup(c);
-        break;
+        *len = strlen(c);
+        return c;
     }
     case BODY_JSON:
         data = json_dumps(sb_event_fields(ev), JSON_COMPACT);
@@ -369,6 +369,7 @@ static char *make_data(pubsub *p, sb_event *ev, size_t *len, char *err, size_t e
         return NULL;
     }
     *len = strlen(data);
+    *owned = data;
     return data;
 }
 
@@ -380,11 +381,12 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
     const char *eid = sb_event_id(ev);
     char hb[32], hb2[32], hb3[32];
     size_t dlen = 0;
-    char *data = make_data(p, ev, &dlen, err, errsz);
+    char *owned;
+    const char *data = make_data(p, ev, &dlen, &owned, err, errsz);
     if (!data)
         return -1;
     if (dlen > PS_MAX_DATA) {
-        free(data);
+        free(owned);
         return fail(err, errsz, "message for event %s is %s, over Pub/Sub's 10 MB limit", eid,
                     human(dlen, hb, sizeof hb));
     }
@@ -402,12 +404,13 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
         }
         free(b64);
     }
-    free(data);
+    free(owned);
     put(&t, "\"attributes\":{", 14);
     if (rc == 0)
-        rc = put_attr(&t, "event_id", strdup(eid), eid, err, errsz);
+        rc = put_attr(&t, "event_id", eid, eid, err, errsz);
     for (size_t i = 0; rc == 0 && i < sizeof standard_attrs / sizeof *standard_attrs; i++) {
-        char *v = configured_attr(p, standard_attrs[i]) ? NULL : field_text(ev, standard_attrs[i]);
+        char num[24];
+        const char *v = p->std_replaced & (1u << i) ? NULL : field_text(ev, standard_attrs[i], num);
         if (v)
             rc = put_attr(&t, standard_attrs[i], v, eid, err, errsz);
     }
@@ -418,6 +421,7 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
         char terr[256];
         char *v = sb_template_render(tp, ev, terr, sizeof terr);
         rc = v ? put_attr(&t, key, v, eid, err, errsz) : fail(err, errsz, "attribute \"%s\": %s", key, terr);
+        free(v);
     }
     put(&t, "}", 1);
     if (rc == 0 && t.nattrs > PS_MAX_ATTRS)
@@ -441,11 +445,9 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
         m->json = t.p;
         m->len = t.len;
         t.p = NULL;
-        m->okey = okey ? okey : strdup("");
-        okey = NULL;
-        if (!m->okey)
-            rc = fail(err, errsz, "out of memory");
-        else if (m->len + BODY_OVERHEAD > p->max_bytes)
+        if (okey && *okey) /* an empty key is no key */
+            m->okey = okey, okey = NULL;
+        if (m->len + BODY_OVERHEAD > p->max_bytes)
             rc = fail(err, errsz,
                       "message for event %s is %s as base64 JSON (data %s), over the %s request limit (max_bytes; "
                       "Pub/Sub's REST limit is 10 MB)", eid, human(m->len, hb, sizeof hb),
@@ -502,7 +504,7 @@ static void hold_back(call *c, const size_t *idx, size_t n)
     if (!n)
         return;
     char *why = xasprintf("held back: an earlier message with ordering key \"%s\" was not published",
-                          c->msgs[idx[0]].okey);
+                          okey_of(&c->msgs[idx[0]]));
     settle(c, idx, n, SB_RESULT_RETRY, 0, why ? why : "held back behind its ordering key");
     free(why);
 }
@@ -543,7 +545,7 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
     const char *line = resp.error_line ? resp.error_line : err;
     if (rc == SB_GCP_OK) {
         sb_log(p->ins, SB_LOG_DEBUG, "published %zu messages (%zu bytes, ordering key \"%s\") to %s", n, off,
-               c->msgs[idx[0]].okey, p->topic);
+               okey_of(&c->msgs[idx[0]]), p->topic);
         published(c, idx, n, &resp);
     } else if (rc == SB_GCP_HTTP_ERROR && st == 400 && n > 1) {
         /* A publish request is all or nothing, so nothing went out: find
@@ -553,7 +555,7 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
         for (size_t k = 0; k < n; k++)
             if (publish(c, &idx[k], 1, BODY_OVERHEAD + c->msgs[idx[k]].len) != 0) {
                 ret = -1;
-                if (*c->msgs[idx[k]].okey) { /* one request = one key: keep the rest behind it */
+                if (c->msgs[idx[k]].okey) { /* one request = one key: keep the rest behind it */
                     hold_back(c, idx + k + 1, n - k - 1);
                     break;
                 }
@@ -592,7 +594,7 @@ static void publish_group(call *c, const size_t *idx, size_t n)
             len += 1 + c->msgs[idx[end]].len;
             end++;
         }
-        if (publish(c, idx + start, end - start, len) != 0 && *c->msgs[idx[start]].okey) {
+        if (publish(c, idx + start, end - start, len) != 0 && c->msgs[idx[start]].okey) {
             hold_back(c, idx + end, n - end);
             return;
         }
@@ -600,23 +602,37 @@ static void publish_group(call *c, const size_t *idx, size_t n)
     }
 }
 
+/* A prepared message's place: sorted by ordering key, then event order. */
+typedef struct slot {
+    const char *okey;
+    size_t i;
+} slot;
+
+static int slot_cmp(const void *a, const void *b)
+{
+    const slot *x = a, *y = b;
+    int c = strcmp(x->okey, y->okey);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
 static void ps_process(void *self, sb_batch *b)
 {
     pubsub *p = self;
     size_t n = sb_batch_count(b);
     call c = {p, b, calloc(n ? n : 1, sizeof(msg))};
+    slot *slots = calloc(n ? n : 1, sizeof *slots);
     size_t *order = calloc(n ? n : 1, sizeof *order);
-    json_t *groups = json_object(); /* ordering key -> [first, count] in `order` */
-    if (!c.msgs || !order || !groups) {
+    if (!c.msgs || !slots || !order) {
         for (size_t i = 0; i < n; i++)
             sb_batch_set_result(b, i, SB_RESULT_RETRY, "out of memory");
         free(c.msgs);
+        free(slots);
         free(order);
-        json_decref(groups);
         return;
     }
     /* Prepare every message; the ones that can never be published fail
-     * now, on their own. Count each key's messages. */
+     * now, on their own. */
+    size_t ready = 0;
     for (size_t i = 0; i < n; i++) {
         char err[512];
         if (prepare(p, sb_batch_event(b, i), &c.msgs[i], err, sizeof err) != 0) {
@@ -626,44 +642,26 @@ static void ps_process(void *self, sb_batch *b)
             c.msgs[i].json = NULL;
             continue;
         }
-        json_t *g = json_object_get(groups, c.msgs[i].okey);
-        if (!g) {
-            g = json_pack("[I,I]", (json_int_t)0, (json_int_t)0);
-            json_object_set_new(groups, c.msgs[i].okey, g);
-        }
-        json_array_set_new(g, 1, json_integer(json_integer_value(json_array_get(g, 1)) + 1));
+        slots[ready++] = (slot){okey_of(&c.msgs[i]), i};
     }
-    /* Lay the keys out one after another in `order`, each in event order. */
-    size_t next = 0;
-    const char *key;
-    json_t *g;
-    json_object_foreach(groups, key, g) {
-        json_int_t cnt = json_integer_value(json_array_get(g, 1));
-        json_array_set_new(g, 0, json_integer((json_int_t)next));
-        json_array_set_new(g, 1, json_integer(0));
-        next += (size_t)cnt;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!c.msgs[i].json)
-            continue;
-        g = json_object_get(groups, c.msgs[i].okey);
-        json_int_t first = json_integer_value(json_array_get(g, 0)), used = json_integer_value(json_array_get(g, 1));
-        order[first + used] = i;
-        json_array_set_new(g, 1, json_integer(used + 1));
-    }
-    json_object_foreach(groups, key, g) {
-        size_t first = (size_t)json_integer_value(json_array_get(g, 0));
-        size_t cnt = (size_t)json_integer_value(json_array_get(g, 1));
-        if (cnt)
-            publish_group(&c, order + first, cnt);
+    /* Each key's messages one after another, in event order (without
+     * ordering keys they are all one group, already in order). */
+    if (p->okey)
+        qsort(slots, ready, sizeof *slots, slot_cmp);
+    for (size_t k = 0; k < ready; k++)
+        order[k] = slots[k].i;
+    for (size_t first = 0, end; first < ready; first = end) {
+        for (end = first + 1; end < ready && strcmp(slots[end].okey, slots[first].okey) == 0; end++)
+            ;
+        publish_group(&c, order + first, end - first);
     }
     for (size_t i = 0; i < n; i++) {
         free(c.msgs[i].json);
         free(c.msgs[i].okey);
     }
     free(c.msgs);
+    free(slots);
     free(order);
-    json_decref(groups);
 }
 
 const sb_plugin syncbridge_plugin = {
