@@ -488,7 +488,9 @@ static int dump_value(sb_strbuf *b, const json_t *v)
     char num[32];
     switch (json_typeof(v)) {
     case JSON_STRING:
-        return sb_json_quote(b, json_string_value(v), json_string_length(v));
+        if (sb_json_quote(b, json_string_value(v), json_string_length(v)) == 0)
+            return 0;
+        break; /* a NUL inside (json_stringn allows it): jansson writes \u0000 */
     case JSON_INTEGER: {
         int n = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
         sb_strbuf_add(b, num, (size_t)n);
@@ -531,15 +533,15 @@ static int dump_value(sb_strbuf *b, const json_t *v)
         sb_strbuf_add(b, "}", 1);
         return 0;
     }
-    default: { /* a real: jansson's own formatting */
-        char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (!t)
-            return -1;
-        sb_strbuf_add(b, t, strlen(t));
-        free(t);
-        return 0;
+    default: /* a real: jansson's own formatting */
+        break;
     }
-    }
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!t)
+        return -1;
+    sb_strbuf_add(b, t, strlen(t));
+    free(t);
+    return 0;
 }
 
 int sb_json_dump(sb_strbuf *b, const json_t *v)

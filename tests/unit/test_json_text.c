@@ -305,6 +305,15 @@ START_TEST(dump_matches_json_dumps)
         json_decref(v);
     }
     ck_assert_int_gt(compared, 20000);
+    /* a string holding a NUL (json_stringn allows one) as jansson writes it */
+    json_t *nul = json_pack("{s:s%}", "k", "a\0b", (size_t)3);
+    char *want = json_dumps(nul, JSON_COMPACT);
+    out.len = 0;
+    ck_assert_int_eq(sb_json_dump(&out, nul), 0);
+    ck_assert_str_eq(out.p, want);
+    ck_assert_str_eq(out.p, "{\"k\":\"a\\u0000b\"}");
+    free(want);
+    json_decref(nul);
     out.len = 0;
     sb_strbuf_add(&out, "pre", 3);
     ck_assert_int_eq(sb_json_dump(&out, NULL), -1);
