@@ -7,9 +7,12 @@ ledger commit and the offset commit, two instances in one group with a
 rebalance, and `syncbridge check`."""
 import collections
 import hashlib
+import http.client
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -47,7 +50,7 @@ class Base(unittest.TestCase):
         self.mc.close()
         subprocess.run(["rm", "-rf", self.dir])
 
-    def config(self, name="a", topics=("rr",), group="g", **src):
+    def config(self, name="a", topics=("rr",), group="g", admin_port=None, **src):
         d = os.path.join(self.dir, name)
         os.makedirs(d, exist_ok=True)
         props = dict(FAST_GROUP)
@@ -59,10 +62,31 @@ class Base(unittest.TestCase):
                "sources": {"k": source},
                "sinks": {"out": {"plugin": "file_out", "path": os.path.join(d, "out.jsonl")}},
                "routes": {"r": {"sources": ["k"], "steps": ["out"]}}}
+        if admin_port:
+            cfg["admin"] = {"enabled": True, "bind": "127.0.0.1", "port": admin_port}
         path = os.path.join(d, "syncbridge.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
         return path
+
+    @staticmethod
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    @staticmethod
+    def metric(port, name):
+        """Route r's value of a counter on the admin endpoint, 0 if unreachable."""
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/metrics")
+            text = c.getresponse().read().decode()
+            c.close()
+        except OSError:
+            return 0
+        m = re.search(r'^%s\{route="r"\} (\S+)' % name, text, re.M)
+        return float(m.group(1)) if m else 0
 
     def out(self, name="a"):
         return sink(os.path.join(self.dir, name, "out.jsonl"))
@@ -172,7 +196,8 @@ class Restart(Base):
 
     def test_sigkill_before_commit_redelivers_and_ledger_drops_duplicates(self):
         # a commit interval far beyond the test: only revoke/close would commit
-        cfg = self.config(commit_interval="1h")
+        port = self.free_port()
+        cfg = self.config(commit_interval="1h", admin_port=port)
         kcat_produce(self.mc.bootstrap, "rr", [json.dumps({"n": i}) for i in range(30)])
         p = self.start()
         wait_for(lambda: len(self.out()) == 30, what="30 in the sink")
@@ -187,6 +212,9 @@ class Restart(Base):
         self.mc.produce("rr", [json.dumps({"n": i}) for i in range(30, 40)])
         p = self.start()
         wait_for(lambda: len(self.out()) >= 40, what="the 10 new ones")
+        # the new ones may overtake redeliveries on other partitions: stop
+        # only once all 30 have come back (and been refused) too
+        wait_for(lambda: self.metric(port, "syncbridge_route_duplicates_total") >= 30, what="30 redelivered")
         self.stop(p)
         ids = [e["event_id"] for e in self.out()]
         self.assertEqual(len(ids), 40)
