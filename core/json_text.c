@@ -75,10 +75,30 @@ static int hex4(const char *p, uint32_t *v)
 
 /* A string, the cursor just past its opening quote. Leaves the cursor past
  * the closing quote; *escaped tells whether it held escapes. */
+/* Whether any of the 8 bytes in w is a quote, a backslash, a control
+ * character or not ASCII (the bytes scan_string must look at one by one).
+ * Exact as a yes/no; which byte it is, is left to the byte loop. */
+static int has_special(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    uint64_t zero_q = (q - ones) & ~q, zero_b = (b - ones) & ~b;
+    uint64_t below_space = (w - ones * 0x20) & ~w;
+    return ((zero_q | zero_b | below_space) & highs) || (w & highs);
+}
+
 static int scan_string(cursor *c, int *escaped)
 {
     *escaped = 0;
     for (;;) {
+        /* Most string text is plain ASCII: skip it 8 bytes at a time. */
+        while (c->end - c->p >= 8) {
+            uint64_t w;
+            memcpy(&w, c->p, 8);
+            if (has_special(w))
+                break;
+            c->p += 8;
+        }
         if (c->p >= c->end)
             return -1;
         unsigned char ch = (unsigned char)*c->p;
@@ -88,6 +108,10 @@ static int scan_string(cursor *c, int *escaped)
         }
         if (ch < 0x20) /* raw control characters, NUL included */
             return -1;
+        if (ch < 0x80 && ch != '\\') {
+            c->p++;
+            continue;
+        }
         if (ch != '\\') {
             size_t n = utf8_seq((const unsigned char *)c->p, (const unsigned char *)c->end);
             if (!n)

@@ -159,6 +159,10 @@ static const char *const atoms[] = {
     "0", "-0", "1", "-1", "42", "3.25", "-0.5e-3", "1E10", "9223372036854775807", "-9223372036854775808",
     "9223372036854775808", "1e308", "1e309", "1e-330", "true", "false", "null", "\"\"", "\"x\"", "\"id\"",
     "\"\\u00e9\"", "\"\\ud83d\\ude00\"", "\"\xc3\xa9t\xc3\xa9\"", "\"a\\\"b\"", "\"\\\\\"", "\"\\n\"",
+    /* longer than 8 bytes, so the scanner's 8-byte skip runs, with what it
+     * must stop at placed before, on and after a word boundary */
+    "\"sh /etl/run_replicator.sh edw_prod orders order_dt 20261123 2\"", "\"0123456\\\"89abcdef\"",
+    "\"01234567\\n9abcdefgh\"", "\"012345678\xc3\xa9" "abcdefgh\"", "\"abcdefgh~\x7f\"", "\"abcdefghijklmnop\"",
 };
 static const char *const keys[] = {"\"id\"", "\"a\"", "\"b\"", "\"i\\u0064\"", "\"\"", "\"\xc3\xa9\"", "\"idx\""};
 
