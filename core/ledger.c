@@ -254,8 +254,7 @@ struct sb_ledger {
     pthread_mutex_t ckmu;
     pthread_cond_t ckcv;
     int ck_wanted, ck_stopping, ck_running;
-    int ck_step_frames, ck_hard_frames; /* CKPT_*_BYTES in this file's pages */
-    int ck_woken_at;                    /* WAL frames when the hook last woke the checkpointer (writer only) */
+    int ck_soft_frames, ck_hard_frames; /* CKPT_*_BYTES in this file's pages */
     pthread_t ckpt;
     sqlite3 *cdb;
 };
@@ -751,33 +750,26 @@ static void process(sb_ledger *l, const struct opbuf *b)
  * threshold, on the writer thread: copying the WAL back into the database,
  * and its fsyncs, took a fifth of the writer's time under load. A thread
  * of its own does it instead, woken by the WAL hook, with PASSIVE
- * checkpoints that never block the writer.
- * Under sustained load the WAL never restarts from its beginning by itself:
- * that needs every frame copied when a transaction starts, and the writer
- * has always appended more by the time a checkpoint ends. So the WAL grows,
- * and the checkpointer is woken once per CKPT_STEP_BYTES of it (SQLite's
- * own automatic checkpoint size), not after every commit once past a
- * threshold: checkpointing each commit's few frames (with two fsyncs, and
- * the same hot pages copied again and again) cost up to 2 us per event.
- * Steps of 16 MB were slower again, because the writer's inline checkpoint
- * (below) then had up to 16 MB left to copy. Past CKPT_HARD_BYTES the
- * writer checkpoints inline, as SQLite would have; the checkpointer has
- * copied all but the last step by then, and the writer's next transaction
- * restarts the WAL. The hook counts frames (pages); the sizes are bytes,
- * converted to the file's page size, which a file keeps from its creation. */
-#define CKPT_STEP_BYTES (4 << 20)  /* wake the checkpointer per this much WAL */
+ * checkpoints that never block the writer. Under sustained load it may not
+ * copy every frame before the next commit (only then can the WAL restart
+ * from its beginning), so past CKPT_HARD_BYTES of WAL the writer
+ * checkpoints inline as SQLite would have: the WAL stays bounded either
+ * way. Past CKPT_SOFT_BYTES every commit wakes the checkpointer (a wake
+ * while it runs is one more run, not a queue). Waking it only once per
+ * 4 MB of growth saved half its CPU under load, but then it never caught
+ * up with the writer, the WAL reached CKPT_HARD_BYTES every few seconds
+ * even at 1,000 events/s, and the writer's inline checkpoint (with its
+ * fsyncs) put 80-100 ms into the latency run's p99. The hook counts
+ * frames; the sizes are bytes converted to the file's page size. */
+#define CKPT_SOFT_BYTES (16 << 20) /* wake the checkpointer */
 #define CKPT_HARD_BYTES (64 << 20) /* the writer checkpoints itself (journal_size_limit) */
 
-/* On the writer's thread (the hook of its connection), after each commit. */
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
     sb_ledger *l = arg;
-    if (frames < l->ck_woken_at) /* the WAL restarted */
-        l->ck_woken_at = 0;
     if (frames >= l->ck_hard_frames) {
         sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    } else if (frames - l->ck_woken_at >= l->ck_step_frames) {
-        l->ck_woken_at = frames;
+    } else if (frames >= l->ck_soft_frames) {
         pthread_mutex_lock(&l->ckmu);
         l->ck_wanted = 1;
         pthread_cond_signal(&l->ckcv);
@@ -942,8 +934,7 @@ sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, cha
      * event by a fifth under load (fewer WAL frames, each written with
      * system calls of its own), but every commit writes each page it
      * touches whole: at 1,000 single-run commits a second (filewatch) the
-     * daemon wrote 122 KB per event against 34 KB with 4 KiB pages, and
-     * the extra checkpoints' fsyncs showed as 100 ms latency spikes. The
+     * daemon wrote 122 KB per event against 34 KB with 4 KiB pages. The
      * quiet, low-rate case is the common one. */
     char pragmas[256];
     snprintf(pragmas, sizeof pragmas,
@@ -958,7 +949,7 @@ sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, cha
         snprintf(msg, sizeof msg, "cannot read the page size: %s", sqlite3_errmsg(l->wdb));
         goto fail;
     }
-    l->ck_step_frames = CKPT_STEP_BYTES / page_size;
+    l->ck_soft_frames = CKPT_SOFT_BYTES / page_size;
     l->ck_hard_frames = CKPT_HARD_BYTES / page_size;
     l->cdb = open_conn(l->path, msg, sizeof msg);
     if (!l->cdb || exec_sql(l->cdb, opts->fsync == SB_FSYNC_POWER ? "PRAGMA synchronous = FULL"
