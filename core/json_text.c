@@ -73,8 +73,6 @@ static int hex4(const char *p, uint32_t *v)
     return 0;
 }
 
-/* A string, the cursor just past its opening quote. Leaves the cursor past
- * the closing quote; *escaped tells whether it held escapes. */
 /* Whether any of the 8 bytes in w is a quote, a backslash, a control
  * character or not ASCII (the bytes scan_string must look at one by one).
  * Exact as a yes/no; which byte it is, is left to the byte loop. */
@@ -87,6 +85,8 @@ static int has_special(uint64_t w)
     return ((zero_q | zero_b | below_space) & highs) || (w & highs);
 }
 
+/* A string, the cursor just past its opening quote. Leaves the cursor past
+ * the closing quote; *escaped tells whether it held escapes. */
 static int scan_string(cursor *c, int *escaped)
 {
     *escaped = 0;
