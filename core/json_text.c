@@ -521,14 +521,12 @@ static int dump_value(sb_strbuf *b, const json_t *v)
         return 0;
     }
     case JSON_TRUE:
-        sb_strbuf_add(b, "true", 4);
-        return 0;
     case JSON_FALSE:
-        sb_strbuf_add(b, "false", 5);
+    case JSON_NULL: {
+        const char *lit = json_is_true(v) ? "true" : json_is_false(v) ? "false" : "null";
+        sb_strbuf_add(b, lit, strlen(lit));
         return 0;
-    case JSON_NULL:
-        sb_strbuf_add(b, "null", 4);
-        return 0;
+    }
     case JSON_ARRAY:
         sb_strbuf_add(b, "[", 1);
         for (size_t i = 0; i < json_array_size(v); i++) {
