@@ -127,23 +127,28 @@ static const char *const wsql[W_COUNT] = {
     [W_COUNTS_ADD] = "UPDATE counts SET entries = entries + ?2 WHERE state = ?1",
 };
 
+/* The columns of an entry that every version has, in two runs: version 1
+ * had the payload between them. */
+#define ENTRY_IDENTITY_COLUMNS                                                                                     \
+    " id INTEGER PRIMARY KEY,"                                                                                      \
+    " event_id TEXT NOT NULL,"                                                                                      \
+    " route TEXT NOT NULL,"                                                                                         \
+    " source TEXT NOT NULL,"
+#define ENTRY_PROGRESS_COLUMNS                                                                                     \
+    " received_us INTEGER NOT NULL DEFAULT 0,"                                                                      \
+    " state INTEGER NOT NULL DEFAULT 0,"                                                                            \
+    " next_step INTEGER NOT NULL DEFAULT 0,"                                                                        \
+    " attempts INTEGER NOT NULL DEFAULT 0,"                                                                         \
+    " first_attempt_us INTEGER NOT NULL DEFAULT 0,"                                                                 \
+    " next_retry_us INTEGER NOT NULL DEFAULT 0,"                                                                    \
+    " updated_us INTEGER NOT NULL DEFAULT 0,"                                                                       \
+    " error TEXT,"                                                                                                  \
+    " requeued INTEGER NOT NULL DEFAULT 0,"
+
 /* Version 1 as it was created; migrate_v2 changes it. */
 static const char *const schema_v1 =
-    "CREATE TABLE IF NOT EXISTS entries("
-    " id INTEGER PRIMARY KEY,"
-    " event_id TEXT NOT NULL,"
-    " route TEXT NOT NULL,"
-    " source TEXT NOT NULL,"
-    " payload TEXT NOT NULL,"
-    " received_us INTEGER NOT NULL DEFAULT 0,"
-    " state INTEGER NOT NULL DEFAULT 0,"
-    " next_step INTEGER NOT NULL DEFAULT 0,"
-    " attempts INTEGER NOT NULL DEFAULT 0,"
-    " first_attempt_us INTEGER NOT NULL DEFAULT 0,"
-    " next_retry_us INTEGER NOT NULL DEFAULT 0,"
-    " updated_us INTEGER NOT NULL DEFAULT 0,"
-    " error TEXT,"
-    " requeued INTEGER NOT NULL DEFAULT 0,"
+    "CREATE TABLE IF NOT EXISTS entries(" ENTRY_IDENTITY_COLUMNS
+    " payload TEXT NOT NULL," ENTRY_PROGRESS_COLUMNS
     " UNIQUE(event_id, route));"
     "CREATE TABLE IF NOT EXISTS members("
     " entry_id INTEGER NOT NULL,"
@@ -193,20 +198,7 @@ static const char *const migrate_v2 =
 static const char *const migrate_v3 =
     "CREATE TABLE payloads(id INTEGER PRIMARY KEY, payload TEXT NOT NULL);"
     "INSERT INTO payloads(id, payload) SELECT id, payload FROM entries;"
-    "CREATE TABLE entries_v3("
-    " id INTEGER PRIMARY KEY,"
-    " event_id TEXT NOT NULL,"
-    " route TEXT NOT NULL,"
-    " source TEXT NOT NULL,"
-    " received_us INTEGER NOT NULL DEFAULT 0,"
-    " state INTEGER NOT NULL DEFAULT 0,"
-    " next_step INTEGER NOT NULL DEFAULT 0,"
-    " attempts INTEGER NOT NULL DEFAULT 0,"
-    " first_attempt_us INTEGER NOT NULL DEFAULT 0,"
-    " next_retry_us INTEGER NOT NULL DEFAULT 0,"
-    " updated_us INTEGER NOT NULL DEFAULT 0,"
-    " error TEXT,"
-    " requeued INTEGER NOT NULL DEFAULT 0,"
+    "CREATE TABLE entries_v3(" ENTRY_IDENTITY_COLUMNS ENTRY_PROGRESS_COLUMNS
     " accepted_us INTEGER NOT NULL DEFAULT 0,"
     " UNIQUE(event_id, route));"
     "INSERT INTO entries_v3(id, event_id, route, source, received_us, state, next_step, attempts,"
