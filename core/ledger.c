@@ -1248,7 +1248,8 @@ int sb_ledger_take_requeued(sb_ledger *l, size_t limit, int (*cb)(const sb_ledge
     }
     /* Prepare before the flags are cleared: past that point every taken
      * entry must be handed out, or it would sit pending until a restart. */
-    if (sqlite3_prepare_v2(db, "SELECT " PENDING_COLS " FROM " ENTRY_ROWS " WHERE id = ?1", -1, &st, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(db, "SELECT " PENDING_COLS " FROM " ENTRY_ROWS " WHERE id = ?1", -1, &st, NULL) !=
+            SQLITE_OK ||
         sqlite3_prepare_v2(db, members_sql, -1, &mem, NULL) != SQLITE_OK)
         goto out;
     if (run_call(l, clear_requeued, &ids, err, sizeof err) < 0) {
