@@ -385,6 +385,16 @@ START_TEST(test_bad_durations_and_sizes)
     ASSERT_HAS(load_err(), "sinks.o.retry.max_time: expected a duration");
     main_with_route("{\"sources\": [\"rr_logs\"], \"steps\": [\"out\"], \"max_inflight_bytes\": \"lots\"}");
     ASSERT_HAS(load_err(), "routes.r.max_inflight_bytes: expected a size");
+    /* a duration that would overflow once in microseconds (a retention
+     * cutoff in the future would prune every settled entry) */
+    write_file("main.json", "{\"ledger\": {\"retention\": \"1000000000d\"}}");
+    ASSERT_HAS(load_err(), "ledger.retention: expected a duration of at most 100 years, got \"1000000000d\"");
+    write_file("main.json", "{\"shutdown_timeout\": 9000000000000000000}");
+    ASSERT_HAS(load_err(), "shutdown_timeout: expected a duration of at most 100 years");
+    /* a reference's value is shown when it is the part at fault */
+    setenv("SB_TEST_BAD_RETENTION", "5 sec", 1);
+    write_file("main.json", "{\"ledger\": {\"retention\": \"${env:SB_TEST_BAD_RETENTION}\"}}");
+    ASSERT_HAS(load_err(), "got \"${env:SB_TEST_BAD_RETENTION}\" (after substitution: \"5 sec\")");
 }
 END_TEST
 
