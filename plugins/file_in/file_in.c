@@ -195,12 +195,19 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
                        f->path, line_off, l);
             } else if (l > 0) {
                 sb_event *ev = line_event(f, &st, line_off, line, l);
+                int why = ev ? 0 : errno;
+                /* stdin cannot be read again: wait for memory and build the line anew */
+                while (!ev && why == ENOMEM && is_stdin && !sb_source_wait(ctx, 100)) {
+                    ev = line_event(f, &st, line_off, line, l);
+                    why = ev ? 0 : errno;
+                }
                 if (ev) {
                     evs[n++] = ev;
-                } else if (errno == ENOMEM) {
-                    /* not past this line: the batch so far is dropped unacknowledged and re-read */
-                    sb_log(f->ins, SB_LOG_ERROR, "%s: out of memory at offset %" PRId64 "; reading again",
-                           f->path, line_off);
+                } else if (why == ENOMEM) {
+                    /* not past this line: the batch so far is dropped unacknowledged and re-read
+                     * (stdin: only when stopping, when nothing can be re-read anyway) */
+                    sb_log(f->ins, SB_LOG_ERROR, "%s: out of memory at offset %" PRId64 "; %s", f->path, line_off,
+                           is_stdin ? "stopping" : "reading again");
                     rc = -1;
                     break;
                 }
