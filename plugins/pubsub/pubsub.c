@@ -78,6 +78,7 @@ typedef struct pubsub {
     size_t max_messages;
     size_t max_bytes;
     unsigned std_replaced; /* bit i: the attributes option replaces standard_attrs[i] */
+    int eid_replaced;      /* ... and event_id */
 } pubsub;
 
 /* One event's prepared message. */
@@ -240,6 +241,8 @@ static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_si
         for (size_t k = 0; k < sizeof standard_attrs / sizeof *standard_attrs; k++)
             if (strcmp(key, standard_attrs[k]) == 0)
                 p->std_replaced |= 1u << k;
+        if (strcmp(key, "event_id") == 0)
+            p->eid_replaced = 1;
     }
 
     p->gc = sb_gcp_client_from_instance(ins, "pubsub", errstr, errstr_size);
@@ -334,9 +337,21 @@ static int put_attr(text *t, const char *key, const char *value, const char *eid
     return rc;
 }
 
+/* prepare() could not build a message for lack of memory: the event is
+ * retried, not failed. */
+#define PREPARE_NO_MEMORY (-2)
+
+static int no_memory(char *err, size_t errsz)
+{
+    fail(err, errsz, "out of memory");
+    return PREPARE_NO_MEMORY;
+}
+
 /* The message data for an event, length in *len: the event's own string,
- * or one made for it and also left in *owned for the caller to free. */
-static const char *make_data(pubsub *p, sb_event *ev, size_t *len, char **owned, char *err, size_t errsz)
+ * or one made for it and also left in *owned for the caller to free. NULL
+ * with the reason; *rc is set to PREPARE_NO_MEMORY when memory ran out
+ * (left alone when the event can never be published). */
+static const char *make_data(pubsub *p, sb_event *ev, size_t *len, char **owned, int *rc, char *err, size_t errsz)
 {
     char *data = NULL;
     *owned = NULL;
@@ -365,7 +380,7 @@ static const char *make_data(pubsub *p, sb_event *ev, size_t *len, char **owned,
     }
     }
     if (!data) {
-        fail(err, errsz, "out of memory");
+        *rc = no_memory(err, errsz);
         return NULL;
     }
     *len = strlen(data);
@@ -374,7 +389,7 @@ static const char *make_data(pubsub *p, sb_event *ev, size_t *len, char **owned,
 }
 
 /* Build event i's message (m->json, m->okey), or return -1 with the
- * reason it can never be published. Written as text: jansson values built
+ * reason it can never be published (PREPARE_NO_MEMORY: not now). Written as text: jansson values built
  * and dumped per event cost more than the rest of the sink together. */
 static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
 {
@@ -382,21 +397,21 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
     char hb[32], hb2[32], hb3[32];
     size_t dlen = 0;
     char *owned;
-    const char *data = make_data(p, ev, &dlen, &owned, err, errsz);
+    int rc = 0;
+    const char *data = make_data(p, ev, &dlen, &owned, &rc, err, errsz);
     if (!data)
-        return -1;
+        return rc ? rc : -1;
     if (dlen > PS_MAX_DATA) {
         free(owned);
         return fail(err, errsz, "message for event %s is %s, over Pub/Sub's 10 MB limit", eid,
                     human(dlen, hb, sizeof hb));
     }
     text t = {0};
-    int rc = 0;
     put(&t, "{", 1);
     if (dlen > 0) {
         char *b64 = sb_gcp_base64(data, dlen, 0);
         if (!b64)
-            rc = fail(err, errsz, "out of memory");
+            rc = no_memory(err, errsz);
         else {
             put(&t, "\"data\":\"", 8);
             put(&t, b64, strlen(b64)); /* base64: nothing to escape */
@@ -406,7 +421,7 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
     }
     free(owned);
     put(&t, "\"attributes\":{", 14);
-    if (rc == 0)
+    if (rc == 0 && !p->eid_replaced)
         rc = put_attr(&t, "event_id", eid, eid, err, errsz);
     for (size_t i = 0; rc == 0 && i < sizeof standard_attrs / sizeof *standard_attrs; i++) {
         char num[24];
@@ -575,7 +590,7 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
             sb_log(p->ins, SB_LOG_WARN, "publish of %zu messages to %s failed, will retry: %s", n, p->topic, err);
         /* the access layer's reading of Retry-After, so both wait alike */
         int64_t after_ms = sb_gcp_retry_after_ms(resp.retry_after);
-        settle(c, idx, n, SB_RESULT_RETRY, after_ms > 0 ? after_ms : 0, rc == SB_GCP_HTTP_ERROR ? line : err);
+        settle(c, idx, n, SB_RESULT_RETRY, after_ms, rc == SB_GCP_HTTP_ERROR ? line : err);
         ret = -1;
     }
     sb_gcp_response_clear(&resp);
@@ -635,9 +650,10 @@ static void ps_process(void *self, sb_batch *b)
     size_t ready = 0;
     for (size_t i = 0; i < n; i++) {
         char err[512];
-        if (prepare(p, sb_batch_event(b, i), &c.msgs[i], err, sizeof err) != 0) {
+        int rc = prepare(p, sb_batch_event(b, i), &c.msgs[i], err, sizeof err);
+        if (rc != 0) {
             sb_log(p->ins, SB_LOG_WARN, "%s", err);
-            sb_batch_set_result(b, i, SB_RESULT_FAIL, "%s", err);
+            sb_batch_set_result(b, i, rc == PREPARE_NO_MEMORY ? SB_RESULT_RETRY : SB_RESULT_FAIL, "%s", err);
             free(c.msgs[i].json);
             c.msgs[i].json = NULL;
             continue;

@@ -121,6 +121,16 @@ class PubSubSink(unittest.TestCase):
         for r in self.fake.publishes(self.topic):
             self.assertTrue(r["headers"]["Authorization"].startswith("Bearer "))
 
+    def test_configured_event_id_replaces_the_standard_one(self):
+        self.write([self.run_event(0)])
+        self.fake.create_topic(self.topic)
+        self.config({"ps": self.sink(attributes={"event_id": "run-${table}"})}, ["ps"])
+        self.run_once()
+        self.assertEqual(self.fake.messages(self.topic)[0]["attributes"]["event_id"], "run-orders")
+        # once in the request body: a parser keeping the first duplicate would see ours
+        body = self.fake.publishes(self.topic)[0]["body"]
+        self.assertEqual(body.count('"event_id"'), 1, body)
+
     def test_ordering_keys_and_max_messages(self):
         tables = ["a", "b", "c"]
         events = [self.run_event(i, table=tables[i % 3] if i % 7 else "a") for i in range(40)]
