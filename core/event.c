@@ -478,15 +478,10 @@ char *sb_event_to_payload(const sb_event *ev)
         goto fail;
     int n = snprintf(num, sizeof num, ",\"received_us\":%" PRId64 ",\"fields\":", ev->received_us);
     sb_strbuf_add(&b, num, (size_t)n);
-    if (ev->raw) {
+    if (ev->raw)
         add_fields_text(&b, ev);
-    } else {
-        char *fields = json_dumps(ev->fields, JSON_COMPACT);
-        if (!fields)
-            goto fail;
-        sb_strbuf_add(&b, fields, strlen(fields));
-        free(fields);
-    }
+    else if (sb_json_dump(&b, ev->fields) != 0)
+        goto fail;
     sb_strbuf_add(&b, "}", 1);
     return b.p;
 fail:
