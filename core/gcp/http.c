@@ -96,6 +96,8 @@ static int64_t http_date(const char *v, time_t now)
          * 50 years ahead is the most recent past one with those digits */
         struct tm t;
         gmtime_r(&now, &t);
+        if (y < 0)
+            return -1;
         y += 2000;
         if (y > t.tm_year + 1900 + 50)
             y -= 100;
@@ -107,8 +109,9 @@ static int64_t http_date(const char *v, time_t now)
         return -1;
     }
     int m = month_index(mon);
-    if (!only_blanks(v + n) || strcmp(zone, "GMT") != 0 || m == 0 || d < 1 || d > 31 || H > 23 || M > 59 ||
-        S > 60 || y < 1970)
+    /* %d takes a sign: "-1:-1:-1" must not pass */
+    if (!only_blanks(v + n) || strcmp(zone, "GMT") != 0 || m == 0 || d < 1 || d > 31 || H < 0 || H > 23 || M < 0 ||
+        M > 59 || S < 0 || S > 60 || y < 1970)
         return -1;
     return days_from_civil(y, m, d) * 86400 + H * 3600 + M * 60 + S;
 }

@@ -351,6 +351,9 @@ START_TEST(test_retry_after_and_status)
     ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed, 21 Oct 2015 07:28:00 GMT trailing", now), -1);
     ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed, 21 Oct 2015 24:28:00 GMT", now), -1);
     ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed, 21 Oct 2015", now), -1);
+    /* sscanf's %d takes a sign; a negative field is not a time */
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wed, 21 Oct 2015 07:-1:00 GMT", now), -1);
+    ck_assert_int_eq(sb_gcp__retry_after_at_ms("Wednesday, 21-Oct--1 07:28:00 GMT", now), -1);
     ck_assert_int_eq(sb_gcp__retry_after_at_ms("Sun, 29 Feb 2032 00:00:00 GMT", 1961625600 - 5), 5000);
     /* RFC 850's two-digit year: at most 50 years ahead, else the century before */
     ck_assert_int_eq(sb_gcp__retry_after_at_ms("Thursday, 01-Jan-70 00:00:10 GMT", 0), 10000);

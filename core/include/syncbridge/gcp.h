@@ -187,8 +187,8 @@ typedef enum sb_gcp_result {
     SB_GCP_HTTP_ERROR = 1,    /* a response with status >= 400 (after any retries) */
     SB_GCP_TRANSPORT_ERROR = 2, /* no usable response: connection, TLS, timeout, deadline */
     SB_GCP_AUTH_ERROR = 3,    /* no token could be obtained, so the (next) attempt was not sent;
-                                 when it was a retry, errstr ends "(after: <the earlier attempt's
-                                 error>)" and resp holds that attempt's response */
+                                 when it was a retry, errstr ends "(after: <METHOD> <url>: <the
+                                 earlier attempt's error>)" and resp holds that attempt's response */
     SB_GCP_INVALID = 4        /* bad request struct (programming error) */
 } sb_gcp_result;
 
