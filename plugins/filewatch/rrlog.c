@@ -220,12 +220,19 @@ static int parse_ts(const char *s, size_t len, int64_t *us)
     return 0;
 }
 
+/* Regex group m of s into out, cut to fit at a character boundary (the
+ * line is UTF-8: a cut inside a character made json_string() refuse the
+ * value, and the run went out without it). */
 static void group(const char *s, const regmatch_t *m, char *out, size_t outsz)
 {
+    const char *from = s + (m->rm_so < 0 ? 0 : m->rm_so);
     size_t len = m->rm_so < 0 ? 0 : (size_t)(m->rm_eo - m->rm_so);
-    if (len >= outsz)
+    if (len >= outsz) {
         len = outsz - 1;
-    memcpy(out, s + (m->rm_so < 0 ? 0 : m->rm_so), len);
+        while (len > 0 && ((unsigned char)from[len] & 0xC0) == 0x80) /* from[len]: a continuation byte */
+            len--;
+    }
+    memcpy(out, from, len);
     out[len] = '\0';
 }
 
@@ -315,10 +322,8 @@ static int finish(rrlog *r, const char *status, const char *reason, int64_t at_u
             rc |= json_object_set_new(f, "run_date", json_string(r->run_date));
         if (r->retcode >= 0)
             rc |= json_object_set_new(f, "retcode", json_integer(r->retcode));
-        /* the line cut to VAL_MAX may end inside a UTF-8 character, which
-         * jansson refuses: then the run goes without its reason, as before */
-        if (reason)
-            json_object_set_new(f, "reason", json_string(reason));
+        if (reason) /* cut at a character boundary (group()): only memory can fail it */
+            rc |= json_object_set_new(f, "reason", json_string(reason));
         rc |= json_object_set_new(f, "log_offset", json_integer(r->first_off));
     }
     if (rc != 0) {

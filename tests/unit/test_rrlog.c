@@ -224,6 +224,32 @@ START_TEST(test_hostile_lines_rejected_with_reason)
 }
 END_TEST
 
+/* A reason longer than the value limit is cut at a character boundary: a
+ * cut inside a UTF-8 character made the run go out without its reason. */
+START_TEST(test_long_reason_cut_at_a_character)
+{
+    rrlog_config *c = cfg();
+    got g = {json_array(), json_array(), 0, ""};
+    rrlog *r = rrlog_new(c, on_report, &g);
+    rrlog_run run;
+    char line[1024] = "Counts have not matched ";
+    for (int i = 0; i < 200; i++)
+        strcat(line, "\xc3\xa9"); /* 2 bytes each; the limit falls inside one */
+    rrlog_line(r, "Schema Name :- a", 10, NOW, &run);
+    rrlog_line(r, "Table Name :- b", 30, NOW, &run);
+    ck_assert_int_eq(rrlog_line(r, line, 50, NOW, &run), 1);
+    const char *reason = json_string_value(json_object_get(run.fields, "reason"));
+    ck_assert_msg(reason != NULL, "the run lost its reason");
+    ck_assert_int_eq(strncmp(reason, line, strlen(reason)), 0);
+    ck_assert_uint_ge(strlen(reason), 250);
+    ck_assert_uint_lt(strlen(reason), 256);
+    json_decref(run.fields);
+    rrlog_free(r);
+    got_free(&g);
+    rrlog_config_free(c);
+}
+END_TEST
+
 START_TEST(test_retcode_rules)
 {
     rrlog_config *c = cfg();
@@ -353,6 +379,7 @@ int main(void)
     tcase_add_test(tc, test_incremental_and_failures);
     tcase_add_test(tc, test_three_runs_in_one_file);
     tcase_add_test(tc, test_hostile_lines_rejected_with_reason);
+    tcase_add_test(tc, test_long_reason_cut_at_a_character);
     tcase_add_test(tc, test_retcode_rules);
     tcase_add_test(tc, test_restart_from_any_checkpoint);
     tcase_add_test(tc, test_bad_patterns);
