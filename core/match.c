@@ -60,11 +60,17 @@ void sb_field_path_clear(sb_field_path *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Down from v through the path's segments [from, n). */
+static json_t *descend(const sb_field_path *p, size_t from, json_t *v)
+{
+    for (size_t i = from; i < p->n && v; i++)
+        v = json_is_object(v) ? json_object_get(v, p->seg[i]) : NULL;
+    return v;
+}
+
 json_t *sb_field_path_get(const sb_field_path *p, json_t *obj)
 {
-    for (size_t i = 0; i < p->n && obj; i++)
-        obj = json_is_object(obj) ? json_object_get(obj, p->seg[i]) : NULL;
-    return obj;
+    return descend(p, 0, obj);
 }
 
 json_t *sb_json_path(json_t *obj, const char *path)
@@ -84,10 +90,7 @@ json_t *sb_field_path_event(const sb_field_path *p, const sb_event *ev)
         return NULL;
     if (p->n == 0)
         return sb_event_view(ev);
-    json_t *v = sb_event_member(ev, p->seg[0]);
-    for (size_t i = 1; i < p->n && v; i++)
-        v = json_is_object(v) ? json_object_get(v, p->seg[i]) : NULL;
-    return v;
+    return descend(p, 1, sb_event_member(ev, p->seg[0]));
 }
 
 void sb_match_free(sb_match *m)
