@@ -815,7 +815,10 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
                                                                    cf->retry_max_delay_ms, retries);
         if (delay < min_delay_ms)
             delay = min_delay_ms;
-        if (sb_mono_us() + delay * 1000 >= deadline) {
+        /* Not when the next attempt would have under a tenth of the
+         * deadline left to finish in: squeezed in at the end, it timed out
+         * and reported "timed out" instead of the error that made us retry. */
+        if (sb_mono_us() + (delay + deadline_ms / 10) * 1000 >= deadline) {
             size_t l = strlen(why);
             snprintf(why + l, sizeof why - l, "; gave up after %d attempts and %lld ms (deadline %lld ms)",
                      resp->attempts, (long long)((sb_mono_us() - start) / 1000), (long long)deadline_ms);
