@@ -53,6 +53,18 @@ build() { # build DIR [configure args...]
     (cd "$dir" && { [ -f Makefile ] || ../configure -q "$@"; } && make -j"$(nproc)" >/dev/null)
 }
 
+# Prints the log of every test that failed under the given build trees, so a
+# CI run that fails says why without a second run.
+show_failed_tests() {
+    local trs
+    find "$@" -name '*.trs' 2>/dev/null | while read -r trs; do
+        if grep -Eq '^:test-result: (FAIL|ERROR|XPASS)' "$trs"; then
+            echo "==================== ${trs%.trs}.log"
+            tail -n 200 "${trs%.trs}.log"
+        fi
+    done
+}
+
 # The quick start: the sample Run Replicator logs (conf/sample/rrlogs) ->
 # filewatch -> pubsub, published to the Google APIs fake (tests/fake), which
 # this starts on a free port and stops at the end. The pubsub sink finds the
@@ -114,14 +126,18 @@ demo)
     ;;
 test)
     build _build --enable-werror
-    (cd _build && make -j"$(nproc)" check && make -j"$(nproc)" distcheck >/dev/null)
+    (cd _build && make -j"$(nproc)" check) || { show_failed_tests _build; exit 1; }
+    # distcheck's own output is long; on failure its failed tests are shown
+    # from the unpacked tree it leaves behind.
+    (cd _build && make -j"$(nproc)" distcheck >/dev/null) || { show_failed_tests _build/syncbridge-*/_build; exit 1; }
     echo "bootstrap: make distcheck passed"
     (cd _build && make -s check-rpm)
     if [ "${SB_SKIP_ASAN:-0}" != 1 ]; then
         build _build-asan --enable-werror \
             CFLAGS="-g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
             LDFLAGS="-fsanitize=address,undefined"
-        (cd _build-asan && ASAN_OPTIONS=detect_leaks=1 make -j"$(nproc)" check)
+        (cd _build-asan && ASAN_OPTIONS=detect_leaks=1 make -j"$(nproc)" check) ||
+            { show_failed_tests _build-asan; exit 1; }
     fi
     ;;
 *)
