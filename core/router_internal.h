@@ -101,7 +101,7 @@ typedef struct source_rt {
     pthread_cond_t acv;
     prepared *qhead, *qtail;
     size_t qlen;
-    int adm_busy;           /* the admission thread holds a batch */
+    size_t uncommitted;     /* batches queued or being committed */
     int adm_failed;         /* a batch failed to commit; later ones are refused */
     int adm_stop;
     pthread_t adm_thread;

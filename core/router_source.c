@@ -256,16 +256,18 @@ static int commit_and_route(source_rt *src, prepared *p)
     return 0;
 }
 
-int sb_source_flush(sb_source_ctx *ctx)
+int sb_source_await(sb_source_ctx *ctx, size_t max_uncommitted)
 {
     source_rt *src = ctx->src;
     pthread_mutex_lock(&src->amu);
-    while (src->qlen > 0 || src->adm_busy)
+    while (src->uncommitted > max_uncommitted)
         pthread_cond_wait(&src->acv, &src->amu);
     int rc = src->adm_failed ? -1 : 0;
     pthread_mutex_unlock(&src->amu);
     return rc;
 }
+
+int sb_source_flush(sb_source_ctx *ctx) { return sb_source_await(ctx, 0); }
 
 int sb_source_emit(sb_source_ctx *ctx, sb_event **events, size_t n, const char *checkpoint)
 {
@@ -299,14 +301,50 @@ int sb_source_emit_async(sb_source_ctx *ctx, sb_event **events, size_t n, const 
         src->qhead = p;
     src->qtail = p;
     src->qlen++;
+    src->uncommitted++;
     pthread_cond_broadcast(&src->acv);
     pthread_mutex_unlock(&src->amu);
     return 0;
 }
 
-/* Commits the batches sb_source_emit_async() queued, in order. After a
- * failure it refuses (releases) everything queued behind it, so that no
- * later checkpoint can be committed past lost events. */
+/* Append q's batch to p's (q's events after p's) and free q: the admission
+ * thread commits batches that queued up behind a commit in one ledger
+ * transaction. */
+static void prepared_merge(source_rt *src, prepared *p, prepared *q)
+{
+    size_t n = p->n + q->n, np = p->np + q->np;
+    p->events = sb_xrealloc(p->events, (n ? n : 1) * sizeof *p->events);
+    p->payloads = sb_xrealloc(p->payloads, (n ? n : 1) * sizeof *p->payloads);
+    p->plen = sb_xrealloc(p->plen, (n ? n : 1) * sizeof *p->plen);
+    p->pairs = sb_xrealloc(p->pairs, (np ? np : 1) * sizeof *p->pairs);
+    p->news = sb_xrealloc(p->news, (np ? np : 1) * sizeof *p->news);
+    memcpy(p->events + p->n, q->events, q->n * sizeof *q->events);
+    memcpy(p->payloads + p->n, q->payloads, q->n * sizeof *q->payloads);
+    memcpy(p->plen + p->n, q->plen, q->n * sizeof *q->plen);
+    memcpy(p->news + p->np, q->news, q->np * sizeof *q->news);
+    for (size_t k = 0; k < q->np; k++)
+        p->pairs[p->np + k] = (pair){.ev = q->pairs[k].ev + p->n, .route = q->pairs[k].route};
+    for (size_t j = 0; j < src->n_routes; j++) {
+        p->res_n[j] += q->res_n[j];
+        p->res_b[j] += q->res_b[j];
+    }
+    if (q->checkpoint) {
+        free(p->checkpoint);
+        p->checkpoint = q->checkpoint;
+        q->checkpoint = NULL;
+    }
+    p->n = n;
+    p->np = np;
+    q->n = 0; /* its events and payloads are p's now */
+    prepared_free(q);
+}
+
+/* Commits the batches sb_source_emit_async() queued, in order: all that
+ * wait when it looks, in one transaction, so that a source which keeps
+ * several batches in flight (sb_source_await) gets them committed
+ * together while the ledger is busy. After a failure it refuses
+ * (releases) everything queued behind it, so that no later checkpoint can
+ * be committed past lost events. */
 void *sb_admission_thread(void *arg)
 {
     source_rt *src = arg;
@@ -321,14 +359,24 @@ void *sb_admission_thread(void *arg)
         if (!src->qhead)
             break;
         prepared *p = src->qhead;
-        src->qhead = p->next;
-        if (!src->qhead)
-            src->qtail = NULL;
-        src->qlen--;
-        src->adm_busy = 1;
+        size_t taken = src->qlen;
+        src->qhead = src->qtail = NULL;
+        src->qlen = 0;
         int failed = src->adm_failed;
         pthread_cond_broadcast(&src->acv);
         pthread_mutex_unlock(&src->amu);
+        prepared *rest = p->next;
+        p->next = NULL;
+        while (rest) {
+            prepared *q = rest;
+            rest = q->next;
+            if (failed) {
+                release_reservations(src, q);
+                prepared_free(q);
+            } else {
+                prepared_merge(src, p, q);
+            }
+        }
         int rc = -1;
         if (failed) {
             release_reservations(src, p);
@@ -339,7 +387,7 @@ void *sb_admission_thread(void *arg)
         pthread_mutex_lock(&src->amu);
         if (rc != 0)
             src->adm_failed = 1;
-        src->adm_busy = 0;
+        src->uncommitted -= taken;
         pthread_cond_broadcast(&src->acv);
     }
     pthread_mutex_unlock(&src->amu);

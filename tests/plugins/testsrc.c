@@ -2,6 +2,8 @@
  * testsrc - a source for the core's tests (not installed): emits `count`
  * events "<prefix>-<n>" with fields {n, table, status} in batches, with a
  * checkpoint "<n>" so that a restart continues where the ledger says.
+ * With in_flight > 0 it emits asynchronously and keeps that many batches
+ * uncommitted (sb_source_await), as the kafka source does.
  */
 #include <syncbridge/syncbridge.h>
 
@@ -15,6 +17,7 @@ typedef struct tsrc {
     int64_t count, batch;
     const char *prefix;
     int64_t rate;
+    int64_t in_flight;
 } tsrc;
 
 static const sb_option_def options[] = {
@@ -22,6 +25,7 @@ static const sb_option_def options[] = {
     {"batch", SB_OPT_INT, "10", 0, "Events per emit."},
     {"prefix", SB_OPT_STRING, "\"ev\"", 0, "Event id prefix."},
     {"rate", SB_OPT_INT, "0", 0, "Events per second (0 = as fast as the core admits them)."},
+    {"in_flight", SB_OPT_INT, "0", 0, "Batches left uncommitted with sb_source_emit_async (0 = sb_source_emit)."},
     {NULL, 0, NULL, 0, NULL}};
 
 static int tc_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
@@ -36,6 +40,7 @@ static int tc_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
     t->batch = sb_opt_int(ins, "batch");
     t->prefix = sb_opt_string(ins, "prefix");
     t->rate = sb_opt_int(ins, "rate");
+    t->in_flight = sb_opt_int(ins, "in_flight");
     *self = t;
     return 0;
 }
@@ -71,9 +76,14 @@ static int tc_run(void *self, sb_source_ctx *ctx)
         }
         char cpbuf[32];
         snprintf(cpbuf, sizeof cpbuf, "%lld", (long long)next);
-        if (sb_source_emit(ctx, evs, n, cpbuf) != 0)
+        int rc = t->in_flight > 0 ? sb_source_emit_async(ctx, evs, n, cpbuf) : sb_source_emit(ctx, evs, n, cpbuf);
+        if (rc == 0 && t->in_flight > 0)
+            rc = sb_source_await(ctx, (size_t)t->in_flight);
+        if (rc != 0)
             return sb_source_stopping(ctx) ? 0 : -1;
     }
+    if (sb_source_flush(ctx) != 0)
+        return sb_source_stopping(ctx) ? 0 : -1;
     if (!sb_instance_once(t->ins))
         while (!sb_source_wait(ctx, 1000))
             ;

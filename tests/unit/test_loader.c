@@ -67,7 +67,7 @@ END_TEST
 START_TEST(symbol_missing) { expect_refused("tests/plugins/.libs/no_symbol.so", "does not export the symbol \"syncbridge_plugin\""); }
 END_TEST
 
-START_TEST(wrong_abi_version) { expect_refused("tests/plugins/.libs/bad_abi.so", "built for plugin ABI 2.0, this syncbridge provides ABI 1.2"); }
+START_TEST(wrong_abi_version) { expect_refused("tests/plugins/.libs/bad_abi.so", "built for plugin ABI 2.0, this syncbridge provides ABI 1.3"); }
 END_TEST
 
 START_TEST(wrong_struct_size) { expect_refused("tests/plugins/.libs/bad_size.so", "descriptor size"); }

@@ -51,7 +51,7 @@ static char *with_dir(const char *config_tpl, const char *dir)
 }
 
 /* Write the config (@D@ = scratch dir), build everything, but do not start. */
-static void h_build(harness *h, const char *config_tpl)
+static void h_build_fsync(harness *h, const char *config_tpl, sb_fsync_policy fsync)
 {
     memset(h, 0, sizeof *h);
     h->dir = tu_mkdtemp();
@@ -60,13 +60,15 @@ static void h_build(harness *h, const char *config_tpl)
     char *path = tu_write(h->dir, "syncbridge.json", text);
     h->cfg = sb_config_load(path, err, sizeof err);
     ck_assert_msg(h->cfg != NULL, "config: %s", err);
-    sb_ledger_opts lo = {.fsync = SB_FSYNC_PROCESS, .commit_interval_ms = 2, .retention_ms = 86400000};
+    sb_ledger_opts lo = {.fsync = fsync, .commit_interval_ms = 2, .retention_ms = 86400000};
     h->ledger = sb_ledger_open(h->cfg->state_dir, &lo, err, sizeof err);
     ck_assert_msg(h->ledger != NULL, "ledger: %s", err);
     h->reg = sb_registry_new(h->cfg->plugin_dirs, h->cfg->n_plugin_dirs);
     free(text);
     free(path);
 }
+
+static void h_build(harness *h, const char *config_tpl) { h_build_fsync(h, config_tpl, SB_FSYNC_PROCESS); }
 
 /* Start, run until every event settled (--once semantics), stop. */
 static void h_run(harness *h)
@@ -343,6 +345,42 @@ START_TEST(duplicates_are_not_routed_twice)
 }
 END_TEST
 
+/* A source that keeps batches in flight: the batches that queue up behind
+ * a commit (slow here: fsync on every commit) are committed together, each
+ * event reaches each of its routes once, and the checkpoint ends at the
+ * last batch's. */
+START_TEST(async_batches_in_flight_commit_in_order)
+{
+    harness h;
+    h_build_fsync(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 2000, \"batch\": 3,"
+                "                          \"in_flight\": 4}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\"},"
+                "           \"b\": {\"plugin\": \"testsink\", \"record\": \"@D@/record_b.txt\"}},"
+                " \"routes\": {\"all\": {\"sources\": [\"src\"], \"steps\": [\"a\"]},"
+                "            \"odd\": {\"sources\": [\"src\"], \"match\": {\"field\": \"table\", \"equals\": \"odd_table\"},"
+                "                     \"steps\": [\"b\"]}}}",
+                  SB_FSYNC_POWER);
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "all", "done"), 2000);
+    ck_assert_int_eq(stat_of(&h, "odd", "done"), 1000);
+    ck_assert_int_eq(count_state(&h, SB_ENTRY_DONE), 3000);
+    ck_assert_int_eq(tu_count_lines(h.record, "a ev-"), 2000);
+    char *record_b = sb_asprintf("%s/record_b.txt", h.dir);
+    ck_assert_int_eq(tu_count_lines(record_b, "b ev-"), 1000);
+    ck_assert_int_eq(tu_count_lines(h.record, "a ev-1999 "), 1);
+    ck_assert_int_eq(tu_count_lines(record_b, "b ev-1999 "), 1);
+    ck_assert_int_eq(tu_count_lines(record_b, "b ev-1998 "), 0);
+    free(record_b);
+    int failed = 0;
+    char *cp = sb_ledger_checkpoint(h.ledger, "src", &failed, err, sizeof err);
+    ck_assert_msg(cp != NULL, "checkpoint: %s", err);
+    ck_assert_str_eq(cp, "2000");
+    free(cp);
+    h_free(&h);
+}
+END_TEST
+
 /* A ledger entry that finished step 1 before a crash resumes at step 2,
  * with the field step 1 added. */
 START_TEST(resume_starts_at_first_unfinished_step)
@@ -416,6 +454,7 @@ int main(void)
     tcase_add_test(tc, fatal_restarts_instance_without_charging);
     tcase_add_test(tc, backpressure_bounds_inflight);
     tcase_add_test(tc, duplicates_are_not_routed_twice);
+    tcase_add_test(tc, async_batches_in_flight_commit_in_order);
     tcase_add_test(tc, resume_starts_at_first_unfinished_step);
     tcase_add_test(tc, check_command_prints_routes_and_rejects_bad_config);
     suite_add_tcase(s, tc);

@@ -47,7 +47,7 @@ extern "C" {
  * semantics changed). Bump SB_ABI_MINOR when members are appended; the core
  * accepts plugins built against an older or equal minor. */
 #define SB_ABI_MAJOR 1
-#define SB_ABI_MINOR 2 /* 1.1 added SB_OPT_TEMPLATE_MAP, 1.2 sb_json_append_string() */
+#define SB_ABI_MINOR 3 /* 1.1 added SB_OPT_TEMPLATE_MAP, 1.2 sb_json_append_string(), 1.3 sb_source_await() */
 
 /* The one symbol a plugin exports. */
 #define SB_PLUGIN_SYMBOL "syncbridge_plugin"
@@ -160,6 +160,16 @@ int sb_source_emit_async(sb_source_ctx *ctx, sb_event **events, size_t n, const 
 /* Wait until every batch handed to sb_source_emit_async() is committed and
  * routed. 0, or -1 if one of them failed. */
 int sb_source_flush(sb_source_ctx *ctx);
+
+/* Wait until at most max_uncommitted of the batches handed to
+ * sb_source_emit_async() are not yet committed. Batches commit in call
+ * order, so on 0 every batch but the last max_uncommitted is durable and
+ * MAY be acknowledged upstream: a source can keep a few batches in flight
+ * (the core commits those that queue up in one transaction) and still
+ * acknowledge in order. -1 if one of them failed; which earlier ones
+ * committed is then unknown, so acknowledge none. sb_source_flush(ctx) is
+ * sb_source_await(ctx, 0). Since ABI 1.3. */
+int sb_source_await(sb_source_ctx *ctx, size_t max_uncommitted);
 
 /* The last checkpoint committed for this source instance, or NULL. Owned by
  * the core; read it when no asynchronous batch is outstanding (at the start
