@@ -7,9 +7,10 @@
  *
  * Offsets: enable.auto.commit=true with enable.auto.offset.store=false. An
  * offset is STORED (rd_kafka_offsets_store) only once its batch, handed
- * over with sb_source_emit_async(), has been confirmed by sb_source_flush(),
- * i.e. once the events are durable in the run ledger. One batch is in
- * flight while the next is parsed, so reading overlaps committing. Stored
+ * over with sb_source_emit_async(), has been confirmed by sb_source_await(),
+ * i.e. once the events are durable in the run ledger. Up to MAX_INFLIGHT
+ * batches are in flight while the next is parsed, so reading overlaps
+ * committing, and batches that queue up share a ledger commit. Stored
  * offsets are committed by librdkafka every commit_interval, and
  * synchronously by us on a partition revoke (before the partitions go) and
  * on shutdown (rd_kafka_consumer_close). Delivery is therefore
@@ -45,6 +46,17 @@
 
 enum kafka_format { FMT_AUTO, FMT_JSON, FMT_COMMAND };
 
+/* Batches emitted and not yet known durable. With one, the source waited
+ * for each commit before emitting the next batch, and the ledger waited
+ * while the source matched and serialised it; with two neither waits
+ * unless the other falls a whole batch behind. */
+#define MAX_INFLIGHT 2
+
+typedef struct msg_batch {
+    rd_kafka_message_t **msgs; /* `batch` slots */
+    size_t n;
+} msg_batch;
+
 typedef struct kafka_src {
     sb_instance *ins;
     rd_kafka_conf_t *conf; /* validated template; each run() creates its consumer from a dup */
@@ -58,8 +70,10 @@ typedef struct kafka_src {
     sb_source_ctx *ctx;
     rd_kafka_message_t **pending; /* polled, not yet emitted */
     size_t npending;
-    rd_kafka_message_t **inflight; /* emitted with sb_source_emit_async, not yet known durable */
-    size_t ninflight;
+    /* emitted with sb_source_emit_async, not yet known durable: a FIFO of
+     * ninflight batches from inflight[first] on, oldest first */
+    msg_batch inflight[MAX_INFLIGHT];
+    size_t first, ninflight;
 
     atomic_int stop;  /* set by stop(): wake run() */
     atomic_int fatal; /* set by the error callback on a fatal error */
@@ -424,30 +438,39 @@ static void store_msgs(kafka_src *k, rd_kafka_message_t **msgs, size_t nmsgs)
     rd_kafka_topic_partition_list_destroy(list);
 }
 
-/* Wait for the batch in flight to be committed, then store its offsets.
- * Returns 0, or -1 if the core refused it (stopping, ledger failure): then
- * nothing is stored, and the messages are read again by whoever owns the
- * partition next. */
-static int settle_inflight(kafka_src *k)
+/* Store the offsets of the oldest batches in flight once the ledger has
+ * committed them, until at most `keep` are left in flight. Returns 0, or
+ * -1 if the core refused one (stopping, ledger failure): then nothing more
+ * is stored, and the messages are read again by whoever owns the partition
+ * next. */
+static int settle_inflight(kafka_src *k, size_t keep)
 {
-    if (k->ninflight == 0)
+    if (k->ninflight <= keep)
         return 0;
-    int rc = sb_source_flush(k->ctx);
-    if (rc == 0)
-        store_msgs(k, k->inflight, k->ninflight);
-    else
+    int rc = sb_source_await(k->ctx, keep);
+    if (rc != 0) {
         k->emit_failed = 1;
-    free_msgs(k->inflight, &k->ninflight);
+        keep = 0;
+    }
+    while (k->ninflight > keep) {
+        msg_batch *b = &k->inflight[k->first];
+        if (rc == 0)
+            store_msgs(k, b->msgs, b->n);
+        free_msgs(b->msgs, &b->n);
+        k->first = (k->first + 1) % MAX_INFLIGHT;
+        k->ninflight--;
+    }
     return rc;
 }
 
 /* Hand the pending messages to the core. They are emitted asynchronously
- * and become the batch in flight: their offsets are stored by
- * settle_inflight() once the ledger has committed them, which happens
- * after the NEXT batch is parsed (or when the source goes idle, on a
- * revoke and at shutdown). Parsing one batch thus overlaps committing the
- * previous one, and at most one batch is ever in flight. Returns 0, or -1
- * if the core refused a batch: then nothing more is stored. */
+ * and join the batches in flight: their offsets are stored by
+ * settle_inflight() once the ledger has committed them, at the latest when
+ * MAX_INFLIGHT later batches have been parsed (earlier when the source
+ * goes idle, on a revoke and at shutdown). A batch whose messages were all
+ * unparsable is emitted empty, so that its offsets are stored in order
+ * with the others. Returns 0, or -1 if the core refused a batch: then
+ * nothing more is stored. */
 static int flush_pending(kafka_src *k)
 {
     if (k->npending == 0)
@@ -493,20 +516,23 @@ static int flush_pending(kafka_src *k)
             return -1;
         }
     }
-    int rc = settle_inflight(k);
+    /* make room in the FIFO */
+    int rc = settle_inflight(k, MAX_INFLIGHT - 1);
     if (rc != 0) {
         for (size_t i = 0; i < n; i++)
             sb_event_free(evs[i]);
-    } else if (n > 0) {
+    } else {
         rc = sb_source_emit_async(k->ctx, evs, n, NULL);
     }
     free(evs);
     if (rc == 0) {
         k->n_events += n;
         /* unparsable messages too: their offsets are stored with the batch */
-        rd_kafka_message_t **t = k->inflight;
-        k->inflight = k->pending;
-        k->ninflight = k->npending;
+        msg_batch *b = &k->inflight[(k->first + k->ninflight) % MAX_INFLIGHT];
+        rd_kafka_message_t **t = b->msgs;
+        b->msgs = k->pending;
+        b->n = k->npending;
+        k->ninflight++;
         k->pending = t;
         k->npending = 0;
     } else {
@@ -552,7 +578,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                 flush_pending(k);
             else
                 free_pending(k);
-            settle_inflight(k);
+            settle_inflight(k, 0);
             rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
             if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
                 sb_log(k->ins, SB_LOG_WARN, "commit on revoke failed: %s", rd_kafka_err2str(cerr));
@@ -560,7 +586,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
             /* Lost (session timed out): another member may own them already;
              * a commit would fail. What was polled is read again there. */
             free_pending(k);
-            settle_inflight(k);
+            settle_inflight(k, 0);
         }
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);
@@ -569,7 +595,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     } else {
         sb_log(k->ins, SB_LOG_ERROR, "rebalance failed: %s", rd_kafka_err2str(err));
         free_pending(k);
-        settle_inflight(k);
+        settle_inflight(k, 0);
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);
         else
@@ -624,16 +650,33 @@ static void consumer_error(kafka_src *k, const rd_kafka_message_t *m)
         sb_log(k->ins, SB_LOG_WARN, "consumer error: %s: %s", rd_kafka_err2str(m->err), rd_kafka_message_errstr(m));
 }
 
+/* The message arrays of run(): pending and one per batch in flight. */
+static void free_buffers(kafka_src *k)
+{
+    free(k->pending);
+    k->pending = NULL;
+    for (size_t i = 0; i < MAX_INFLIGHT; i++) {
+        free(k->inflight[i].msgs);
+        k->inflight[i].msgs = NULL;
+    }
+    k->first = k->ninflight = 0;
+}
+
+static int alloc_buffers(kafka_src *k)
+{
+    int ok = (k->pending = calloc(k->batch, sizeof *k->pending)) != NULL;
+    for (size_t i = 0; i < MAX_INFLIGHT; i++)
+        ok &= (k->inflight[i].msgs = calloc(k->batch, sizeof *k->inflight[i].msgs)) != NULL;
+    if (!ok)
+        free_buffers(k);
+    return ok ? 0 : -1;
+}
+
 static int kf_run(void *self, sb_source_ctx *ctx)
 {
     kafka_src *k = self;
     k->ctx = ctx;
-    k->pending = calloc(k->batch, sizeof *k->pending);
-    k->inflight = calloc(k->batch, sizeof *k->inflight);
-    if (!k->pending || !k->inflight) {
-        free(k->pending);
-        free(k->inflight);
-        k->pending = k->inflight = NULL;
+    if (alloc_buffers(k) != 0) {
         k->ctx = NULL;
         return -1;
     }
@@ -641,9 +684,7 @@ static int kf_run(void *self, sb_source_ctx *ctx)
     k->emit_failed = 0;
     k->rk = open_consumer(k);
     if (!k->rk) {
-        free(k->pending);
-        free(k->inflight);
-        k->pending = k->inflight = NULL;
+        free_buffers(k);
         k->ctx = NULL;
         return -1;
     }
@@ -654,7 +695,8 @@ static int kf_run(void *self, sb_source_ctx *ctx)
             break;
         }
         /* Wait for the first message, then take what is already there. */
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, k->npending ? 0 : k->poll_ms);
+        int waited = k->npending == 0;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, waited ? k->poll_ms : 0);
         if (m && m->err) {
             consumer_error(k, m);
             rd_kafka_message_destroy(m);
@@ -664,9 +706,12 @@ static int kf_run(void *self, sb_source_ctx *ctx)
         }
         if (k->npending && (!m || k->npending == k->batch))
             flush_pending(k);
-        /* idle: nothing to overlap with, so store what is committed */
-        if (!m)
-            settle_inflight(k);
+        /* Idle for a whole poll: nothing to overlap with, so store what is
+         * committed. (A poll without wait comes up empty between fetches
+         * under load too, and waiting for every commit there cost the
+         * pipeline its depth.) */
+        if (!m && waited)
+            settle_inflight(k, 0);
         /* also set by a flush in the rebalance callback */
         if (k->emit_failed) {
             rc = stopping(k) ? 0 : -1;
@@ -677,15 +722,13 @@ static int kf_run(void *self, sb_source_ctx *ctx)
      * was never stored. The close commits the stored offsets (and runs the
      * revoke callback, which commits synchronously). */
     free_pending(k);
-    settle_inflight(k);
+    settle_inflight(k, 0);
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(k->rk);
     if (e)
         sb_log(k->ins, SB_LOG_WARN, "consumer close: %s", rd_kafka_err2str(e));
     rd_kafka_destroy(k->rk);
     k->rk = NULL;
-    free(k->pending);
-    free(k->inflight);
-    k->pending = k->inflight = NULL;
+    free_buffers(k);
     k->ctx = NULL;
     sb_log(k->ins, SB_LOG_INFO, "consumer closed: %" PRIu64 " events accepted, %" PRIu64 " unparsable messages",
            k->n_events, k->n_bad);

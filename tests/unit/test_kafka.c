@@ -198,9 +198,8 @@ START_TEST(test_allocation_failure_refuses_the_batch)
     /* A batch holding such a message is refused like a failed emit: nothing
      * becomes the batch in flight (whose offsets would be stored), nothing
      * is counted as skipped, and run() is to fail and read it again. */
-    rd_kafka_message_t *pending[16], *inflight[16];
+    rd_kafka_message_t *pending[16];
     k.pending = pending;
-    k.inflight = inflight;
     for (size_t i = 0; i < p.n; i++)
         k.pending[k.npending++] = p.m[i];
     p.n = 0; /* owned by the source now */
