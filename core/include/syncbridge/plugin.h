@@ -150,8 +150,9 @@ int sb_source_emit(sb_source_ctx *ctx, sb_event **events, size_t n, const char *
  * and queued for the ledger (at most two batches wait; a third blocks), so
  * that reading the next batch overlaps committing this one. Batches are
  * committed in call order, each atomically with its checkpoint. For sources
- * whose position lives entirely in the checkpoint (files). A source that
- * acknowledges upstream MUST call sb_source_flush() first. Returns -1 if
+ * whose position lives entirely in the checkpoint (files), and for sources
+ * that acknowledge upstream: those MUST first learn from sb_source_flush()
+ * or sb_source_await() that the batch is committed. Returns -1 if
  * stopping or if an earlier batch failed to commit: run() should then
  * return -1; it is run again from the last committed checkpoint. Takes
  * ownership of the events in every case. */
