@@ -390,6 +390,11 @@ static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *
         char *added_txt = added && sb_json_dump(&txt, added) == 0 ? txt.p : NULL;
         if (!added_txt)
             free(txt.p);
+        if (added && !added_txt) /* out of memory: the member's work is done all the same, not redone */
+            sb_log(s->members[m]->ins, SB_LOG_ERROR,
+                   "event %s: the fields this step added could not be serialised for the run ledger; "
+                   "if the event is resumed after a restart, later steps will not see them",
+                   e->ev->id);
         if (seen != e->ev && added)
             sb_event_merge_fields(e->ev, added);
         json_decref(added);
