@@ -1338,11 +1338,20 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
     }
     json_t *out = NULL;
     sqlite3_stmt *st = NULL;
-    const char *sql = "SELECT " LIST_COLS " FROM " ENTRY_ROWS " WHERE"
-                      " (?1 IS NULL OR route = ?1) AND (?2 IS NULL OR source = ?2) AND (?3 < 0 OR state = ?3)"
-                      " AND (?4 IS NULL OR CAST(json_extract(payload, ?4) AS TEXT) = ?5)"
-                      " AND (?6 = 0 OR received_us >= ?6) AND (?7 = 0 OR received_us < ?7)"
-                      " ORDER BY id DESC LIMIT ?8";
+    /* The state goes into the text, not a parameter: only a literal
+     * "state = 2" lets SQLite walk the partial index of dead entries (and
+     * of pending ones) instead of every entry, which `dlq list` did. */
+    char state_cond[32] = "?3 < 0";
+    if (f->state >= 0)
+        snprintf(state_cond, sizeof state_cond, "state = %d", f->state);
+    char sql[1024]; /* about 520 bytes */
+    snprintf(sql, sizeof sql,
+             "SELECT " LIST_COLS " FROM " ENTRY_ROWS " WHERE"
+             " (?1 IS NULL OR route = ?1) AND (?2 IS NULL OR source = ?2) AND %s"
+             " AND (?4 IS NULL OR CAST(json_extract(payload, ?4) AS TEXT) = ?5)"
+             " AND (?6 = 0 OR received_us >= ?6) AND (?7 = 0 OR received_us < ?7)"
+             " ORDER BY id DESC LIMIT ?8",
+             state_cond);
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
         sb_err(errstr, errstr_size, "ledger list: %s", sqlite3_errmsg(db));
         goto out;
