@@ -365,18 +365,11 @@ void *sb_admission_thread(void *arg)
         int failed = src->adm_failed;
         pthread_cond_broadcast(&src->acv);
         pthread_mutex_unlock(&src->amu);
-        prepared *rest = p->next;
-        p->next = NULL;
-        while (rest) {
-            prepared *q = rest;
-            rest = q->next;
-            if (failed) {
-                release_reservations(src, q);
-                prepared_free(q);
-            } else {
-                prepared_merge(src, p, q);
-            }
+        for (prepared *q = p->next, *next; q; q = next) {
+            next = q->next;
+            prepared_merge(src, p, q);
         }
+        p->next = NULL;
         int rc = -1;
         if (failed) {
             release_reservations(src, p);
