@@ -28,7 +28,7 @@ def main(argv=None):
     ap.add_argument('--sa-public-key', action='append', default=[])
     ap.add_argument('--stream-buffer-seconds', type=float, default=0)
     ap.add_argument('--discovery-dir', help='directory holding gcp/*.discovery.json and airflow/ '
-                    '(default: <repo>/../shared/reference, else $GFAKE_REFERENCE_DIR)')
+                    '(default: $GFAKE_REFERENCE_DIR, else tests/fake/contracts)')
     ap.add_argument('--quiet', action='store_true')
     a = ap.parse_args(argv)
     if bool(a.tls_cert) != bool(a.tls_key):

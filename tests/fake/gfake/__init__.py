@@ -10,28 +10,15 @@ from . import server, discovery
 
 
 def default_reference_dir():
-    """Where the API contracts are: $GFAKE_REFERENCE_DIR if set; else
-    tests/fake/reference (release tarballs carry a copy there); else the
-    nearest ancestor's shared/reference (a checkout has it at
-    <repo>/../shared/reference, a worktree under /work/wt/<name> at
-    <repo>/../../shared/reference)."""
+    """Where the API contracts are: $GFAKE_REFERENCE_DIR if set (an override,
+    for trying the fake against another revision), else tests/fake/contracts,
+    which the repository and its release tarballs carry (see the README
+    there for where each document came from)."""
     env = os.environ.get('GFAKE_REFERENCE_DIR')
     if env:
         return env
     here = os.path.dirname(os.path.abspath(__file__))
-    shipped = os.path.join(os.path.dirname(here), 'reference')
-    if os.path.isdir(os.path.join(shipped, 'gcp')):
-        return shipped
-    d = here
-    while True:
-        cand = os.path.join(d, 'shared', 'reference')
-        if os.path.isdir(os.path.join(cand, 'gcp')):
-            return cand
-        parent = os.path.dirname(d)
-        if parent == d:
-            break
-        d = parent
-    return 'shared/reference'
+    return os.path.join(os.path.dirname(here), 'contracts')
 
 
 def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems=(), tls=False,
