@@ -15,15 +15,14 @@ cd "$top"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# The packages come from packaging/deps.txt, the one list (deps.sh reads it;
+# tests/scripts/test_deps.sh keeps the rpm spec and README in step with it).
 install_deps() {
+    local need=build
+    [ "$mode" = test ] && need=test
     if command -v apt-get >/dev/null 2>&1; then
-        local pkgs=(build-essential autoconf automake libtool pkg-config
-            libjansson-dev libsqlite3-dev libssl-dev librdkafka-dev libcurl4-openssl-dev
-            unixodbc-dev libmicrohttpd-dev check python3 openssl sqlite3)
-        if [ "$mode" = test ]; then
-            pkgs+=(kcat rpm cpio systemd curl)
-        fi
-        local missing=()
+        local pkgs missing=()
+        mapfile -t pkgs < <(sh packaging/deps.sh list debian "$need")
         for p in "${pkgs[@]}"; do
             dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
         done
@@ -33,12 +32,9 @@ install_deps() {
             as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         fi
     elif command -v dnf >/dev/null 2>&1; then
-        local pkgs=(gcc make autoconf automake libtool pkgconf-pkg-config jansson-devel sqlite-devel
-            openssl-devel librdkafka-devel libcurl-devel unixODBC-devel libmicrohttpd-devel
-            check-devel python3 openssl sqlite)
-        if [ "$mode" = test ]; then
-            pkgs+=(rpm-build cpio systemd curl)
-        fi
+        local pkgs
+        mapfile -t pkgs < <(sh packaging/deps.sh list rhel "$need")
+        echo "bootstrap: installing ${pkgs[*]}"
         as_root dnf install -y -q "${pkgs[@]}" || as_root dnf install -y -q --enablerepo=crb,epel "${pkgs[@]}"
     else
         echo "bootstrap: neither apt-get nor dnf found; install the packages listed in README.md by hand" >&2
@@ -46,11 +42,40 @@ install_deps() {
     fi
 }
 
-build() { # build DIR [configure args...]
+# build DIR [configure args...]: autotools and compiler chatter goes to
+# DIR/bootstrap-build.log, which is printed only when a step fails.
+build() {
     local dir=$1; shift
-    [ -x configure ] && [ configure -nt configure.ac ] || autoreconf -fi >/dev/null
     mkdir -p "$dir"
-    (cd "$dir" && { [ -f Makefile ] || ../configure -q "$@"; } && make -j"$(nproc)" >/dev/null)
+    local log="$top/$dir/bootstrap-build.log"
+    : > "$log"
+    { { [ -x configure ] && [ configure -nt configure.ac ]; } || autoreconf -fi >>"$log" 2>&1; } &&
+        (cd "$dir" && { [ -f Makefile ] || ../configure -q "$@" >>"$log" 2>&1; } && make -j"$(nproc)" >>"$log" 2>&1) ||
+        { cat "$log" >&2; echo "bootstrap: the build in $dir failed (log above)" >&2; exit 1; }
+}
+
+# count_results DIR...: adds the PASS/FAIL/SKIP/ERROR/XFAIL/XPASS counts of
+# every .trs under DIR to the totals; a skip is a failure in test mode,
+# since every tool the suite uses is installed above.
+n_pass=0 n_fail=0 n_skip=0
+count_results() {
+    local r
+    while read -r r; do
+        case "$r" in
+        PASS|XFAIL) n_pass=$((n_pass + 1)) ;;
+        SKIP) n_skip=$((n_skip + 1)) ;;
+        *) n_fail=$((n_fail + 1)) ;;
+        esac
+    done < <(find "$@" -name '*.trs' -exec sed -n 's/^:test-result: //p' {} + 2>/dev/null)
+}
+
+refuse_skips() { # DIR...: names the skipped tests and fails
+    local skipped
+    skipped=$(grep -l '^:test-result: SKIP' $(find "$@" -name '*.trs') 2>/dev/null || true)
+    [ -z "$skipped" ] && return 0
+    echo "bootstrap: these tests were skipped, but everything they need should be installed by now:" >&2
+    for t in $skipped; do echo "  ${t%.trs}: $(grep -m1 -i 'skip' "${t%.trs}.log" || true)" >&2; done
+    exit 1
 }
 
 # Prints the log of every test that failed under the given build trees, so a
@@ -125,8 +150,12 @@ demo)
     run_demo "$top/_build"
     ;;
 test)
+    # a test whose tool is missing fails instead of skipping (sbtest.needs)
+    export SB_STRICT_TESTS=1
     build _build --enable-werror
     (cd _build && make -j"$(nproc)" check) || { show_failed_tests _build; exit 1; }
+    refuse_skips _build
+    count_results _build
     # distcheck's own output is long; on failure its failed tests are shown
     # from the unpacked tree it leaves behind.
     (cd _build && make -j"$(nproc)" distcheck >/dev/null) || { show_failed_tests _build/syncbridge-*/_build; exit 1; }
@@ -138,7 +167,10 @@ test)
             LDFLAGS="-fsanitize=address,undefined"
         (cd _build-asan && ASAN_OPTIONS=detect_leaks=1 make -j"$(nproc)" check) ||
             { show_failed_tests _build-asan; exit 1; }
+        refuse_skips _build-asan
+        count_results _build-asan
     fi
+    echo "bootstrap: $n_pass passed, $n_fail failed, $n_skip skipped"
     ;;
 *)
     echo "usage: $0 demo|test|demo-run BUILD_DIR" >&2

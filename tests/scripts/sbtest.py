@@ -10,7 +10,8 @@
   request log, faults);
 - MockCluster: librdkafka's mock cluster (tests/kafka/mockcluster) driven
   over stdin; kcat_produce()/kcat_read() use kcat as the independent client;
-- Daemon: one syncbridge process with its stderr in a log file.
+- Daemon: one syncbridge process with its stderr in a log file;
+- needs(): skip a test whose tools are missing, except in strict mode.
 """
 import base64
 import json
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import unittest
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,6 +39,30 @@ NO_OFFSET = -1001  # Kafka: nothing committed for the partition
 # Fast consumer-group membership for tests (the mock coordinator honours these).
 FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "200",
               "topic.metadata.refresh.interval.ms": "1000"}
+
+
+def needs(have, what):
+    """Decorator: run the test (or class) only when `have` is true. Without
+    it the test is skipped, naming `what` is missing; but with
+    SB_STRICT_TESTS=1 (bootstrap.sh test, and so CI) it fails instead, so a
+    tool that the project's own set-up forgot to install cannot pass CI
+    as a skip."""
+    if have:
+        return lambda obj: obj
+    if os.environ.get("SB_STRICT_TESTS") == "1":
+        def fail(obj):
+            if isinstance(obj, type):
+                def setUpClass(cls):
+                    raise AssertionError("%s (SB_STRICT_TESTS=1: a missing tool is a failure)" % what)
+                obj.setUpClass = classmethod(setUpClass)
+                return obj
+
+            def failing(*a, **kw):
+                raise AssertionError("%s (SB_STRICT_TESTS=1: a missing tool is a failure)" % what)
+            failing.__name__ = obj.__name__
+            return failing
+        return fail
+    return unittest.skip(what)
 
 
 def wait_for(pred, timeout=20.0, what="condition", interval=0.05):

@@ -18,7 +18,7 @@ import tempfile
 import time
 import unittest
 
-from sbtest import (BIN, FAST_GROUP, KCAT, MOCK, NO_OFFSET, MockCluster, ends, kcat_produce, kcat_read,
+from sbtest import (BIN, FAST_GROUP, KCAT, MOCK, NO_OFFSET, MockCluster, ends, kcat_produce, kcat_read, needs,
                     owned_partitions, wait_for)
 
 
@@ -30,7 +30,7 @@ def sink(path):
         return []
 
 
-@unittest.skipUnless(KCAT and os.path.exists(MOCK), "kcat or the mockcluster helper is missing")
+@needs(KCAT and os.path.exists(MOCK), "kcat or the mockcluster helper is missing")
 class Base(unittest.TestCase):
     topics = (("rr", 3),)
 

@@ -32,7 +32,7 @@ import time
 import unittest
 
 from sbtest import (BIN, FAST_GROUP, KCAT, MOCK, RRLOGS, Daemon, Fake, MockCluster, data_of, env, kcat_produce,
-                    kcat_read, owned_partitions, run_cli, wait_for, write_config)
+                    kcat_read, needs, owned_partitions, run_cli, wait_for, write_config)
 
 HOST = "hdp-edge-07"
 SCRIPT = "/opt/etl/code/cerebro/run_replicator.sh"
@@ -202,7 +202,7 @@ class OnPrem(unittest.TestCase):
         self.assertIn("rejected", d.log())  # hostile.log's bad run is reported, not published
 
     # -- kafka -> pubsub ---------------------------------------------------------------
-    @unittest.skipUnless(HAVE_KAFKA, "kcat or the mockcluster helper is missing")
+    @needs(HAVE_KAFKA, "kcat or the mockcluster helper is missing")
     def test_kafka_runs_to_pubsub_exactly(self):
         self.mc = MockCluster(3, (("rr", 3),))
 
@@ -238,7 +238,7 @@ class OnPrem(unittest.TestCase):
         self.assertIn("skipped", d.log())  # the message that is not a run
 
     # -- two bridges, one consumer group, a rebalance --------------------------------
-    @unittest.skipUnless(HAVE_KAFKA, "kcat or the mockcluster helper is missing")
+    @needs(HAVE_KAFKA, "kcat or the mockcluster helper is missing")
     def test_group_rebalance_every_message_arrives(self):
         self.mc = MockCluster(3, (("grp", 6),))
         cfgs = [self.config(n, {"k": self.kafka("grp", properties={"partition.assignment.strategy": "range"})})
@@ -277,7 +277,7 @@ class OnPrem(unittest.TestCase):
         self.assertEqual(dups, 0, "a clean leave commits on revoke: no rebalance window")
 
     # -- SIGKILL loop, both sources --------------------------------------------------------
-    @unittest.skipUnless(HAVE_KAFKA, "kcat or the mockcluster helper is missing")
+    @needs(HAVE_KAFKA, "kcat or the mockcluster helper is missing")
     def test_sigkill_loop_both_sources_nothing_lost(self):
         trials = int(os.environ.get("SB_CRASH_TRIALS", "20"))
         seed = int(os.environ.get("SB_CRASH_SEED", str(int(time.time()))))
