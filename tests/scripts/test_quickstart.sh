@@ -3,12 +3,32 @@
 # `packaging/bootstrap.sh demo` (sample Run Replicator logs -> filewatch ->
 # pubsub on the Google APIs fake) against this build tree, and check what
 # was published and that the fake was stopped.
+#
+# The demo runs from a copy of the sources alone in a temporary directory,
+# so that a file it needs from outside the repository, or one that was never
+# committed, fails here and not on a user's machine: in a git checkout the
+# copy is `git archive` of HEAD plus the uncommitted changes to tracked
+# files (git stash create); in a release tarball (make distcheck), the
+# unpacked tarball's files.
 set -euo pipefail
 src=${SB_TOP_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-build=${SB_TOP_BUILDDIR:-.}
+build=$(cd "${SB_TOP_BUILDDIR:-.}" && pwd)
 [ -f "$build/plugins/.libs/pubsub.so" ] || { echo "SKIP: no pubsub plugin in $build"; exit 77; }
 
-out=$(bash "$src/packaging/bootstrap.sh" demo-run "$build" 2>&1) || { echo "$out"; echo "FAIL: the demo exited non-zero"; exit 1; }
+alone=$(mktemp -d "${TMPDIR:-/tmp}/sb-quickstart.XXXXXX")
+trap 'rm -rf "$alone"' EXIT
+mkdir "$alone/src"
+if git -C "$src" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    rev=$(git -C "$src" stash create 2>/dev/null || true)
+    git -C "$src" archive "${rev:-HEAD}" | tar -x -C "$alone/src"
+    echo "the demo runs from git archive ${rev:-HEAD} in $alone/src"
+else
+    (cd "$src" && tar -c --exclude=./_build --exclude='./_build-*' .) | tar -x -C "$alone/src"
+    echo "the demo runs from a copy of the release sources in $alone/src"
+fi
+src=$alone/src
+
+out=$(cd "$src" && bash packaging/bootstrap.sh demo-run "$build" 2>&1) || { echo "$out"; echo "FAIL: the demo exited non-zero"; exit 1; }
 echo "$out"
 fail() { echo "FAIL: $*"; exit 1; }
 
