@@ -18,7 +18,8 @@ build=$(cd "${SB_TOP_BUILDDIR:-.}" && pwd)
 alone=$(mktemp -d "${TMPDIR:-/tmp}/sb-quickstart.XXXXXX")
 trap 'rm -rf "$alone"' EXIT
 mkdir "$alone/src"
-if git -C "$src" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+# (a release tree unpacked inside a checkout, as distcheck does, is not one)
+if [ "$(git -C "$src" rev-parse --show-toplevel 2>/dev/null)" = "$(cd "$src" && pwd -P)" ]; then
     rev=$(git -C "$src" stash create 2>/dev/null || true)
     git -C "$src" archive "${rev:-HEAD}" | tar -x -C "$alone/src"
     echo "the demo runs from git archive ${rev:-HEAD} in $alone/src"
