@@ -623,6 +623,7 @@ static int parse_instance(loader *L, const entry *e, sb_instance_conf *ic)
     ic->batch_max = 500;
     ic->retry = (sb_retry_policy){.max_attempts = 10, .max_time_ms = 3600000, .initial_ms = 500,
                                   .max_delay_ms = 300000, .multiplier = 2.0};
+    ic->step_timeout_ms = 6 * 3600000LL;
     ic->options = json_object();
     if (!valid_name(e->name)) {
         fail(L, e->file, path, "invalid name \"%s\" (use letters, digits, \"_\", \".\" and \"-\")", e->name);
@@ -658,6 +659,13 @@ static int parse_instance(loader *L, const entry *e, sb_instance_conf *ic)
         } else if (strcmp(key, "retry") == 0) {
             if (parse_retry(L, e->file, sub, v, &ic->retry) != 0)
                 goto out;
+        } else if (strcmp(key, "step_timeout") == 0) {
+            if (get_scaled(L, e->file, sub, v, 0, &ic->step_timeout_ms) != 0)
+                goto out;
+            if (ic->step_timeout_ms <= 0) {
+                fail(L, e->file, sub, "must be more than 0 (how long the step may take, waits included)");
+                goto out;
+            }
         } else {
             json_object_set_new(ic->options, key, json_deep_copy(v));
         }

@@ -45,6 +45,7 @@ typedef struct sb_instance_conf {
     int workers;          /* "workers", default 1: concurrent process() calls */
     int batch_max;        /* "batch_max", default 500 */
     sb_retry_policy retry;/* "retry": {max_attempts,max_time,initial,max_delay,multiplier} */
+    int64_t step_timeout_ms; /* "step_timeout", default 6h: the whole step, waits included */
 } sb_instance_conf;
 
 typedef struct sb_step_conf {

@@ -16,14 +16,19 @@ sb_instance *sb_instance_new(const char *name, const sb_plugin *plugin, sb_optio
     ins->opts = opts;
     ins->once = once;
     ins->state_dir = sb_strdup(state_dir ? state_dir : ".");
+    if (plugin->config_size) {
+        ins->config = sb_xcalloc(1, plugin->config_size);
+        sb_options_bind(opts, plugin->options, ins->config);
+    }
     return ins;
 }
 
 int sb_instance_create(sb_instance *ins, char *errstr, size_t errstr_size)
 {
     char msg[1024] = "";
-    void *self = NULL;
-    if (ins->plugin->create(ins, &self, msg, sizeof msg) != 0)
+    /* a stateless plugin's self is its config struct (or NULL without one) */
+    void *self = ins->plugin->create ? NULL : ins->config;
+    if (ins->plugin->create && ins->plugin->create(ins, &self, msg, sizeof msg) != 0)
         return sb_err(errstr, errstr_size, "%s: %s", ins->name, msg[0] ? msg : "create failed (no reason given)");
     ins->self = self;
     ins->created = 1;
@@ -51,9 +56,10 @@ void sb_instance_free(sb_instance *ins)
     if (!ins)
         return;
     sb_instance_stop(ins);
-    if (ins->created)
+    if (ins->created && ins->plugin->destroy)
         ins->plugin->destroy(ins->self);
     sb_options_free(ins->opts);
+    free(ins->config);
     free(ins->name);
     free(ins->state_dir);
     free(ins);
@@ -63,4 +69,5 @@ const char *sb_instance_name(const sb_instance *ins) { return ins->name; }
 int sb_instance_once(const sb_instance *ins) { return ins->once; }
 const char *sb_instance_state_dir(const sb_instance *ins) { return ins->state_dir; }
 const sb_options *sb_instance_options(const sb_instance *ins) { return ins->opts; }
+const void *sb_instance_config(const sb_instance *ins) { return ins->config; }
 const char *sb_log_instance_name(const struct sb_instance *ins) { return ins->name; }

@@ -23,12 +23,15 @@ struct sb_instance {
     int started;
     int once;
     char *state_dir;
+    void *config; /* plugin->config_size bytes, bound options filled in; NULL when 0 */
 };
 
-/* Takes ownership of `opts`. Never fails (aborts on OOM). */
+/* Takes ownership of `opts`, and binds the plugin's SB_OPT_F_BIND options
+ * into a config struct of its config_size. Never fails (aborts on OOM). */
 sb_instance *sb_instance_new(const char *name, const sb_plugin *plugin, sb_options *opts, int once,
                              const char *state_dir);
-/* plugin->create(); 0 or -1 with errstr prefixed by the instance name. */
+/* plugin->create() (a stateless plugin has none: self is its config struct); 0 or -1
+ * with errstr prefixed by the instance name. */
 int sb_instance_create(sb_instance *ins, char *errstr, size_t errstr_size);
 /* plugin->start() (if any); 0 or -1 with errstr. */
 int sb_instance_start(sb_instance *ins, char *errstr, size_t errstr_size);

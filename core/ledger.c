@@ -13,7 +13,7 @@
 #include <jansson.h>
 #include <syncbridge/log.h>
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 #define BUSY_TIMEOUT_MS 10000
 /* Above this many queued ops the writer stops gathering and commits. */
 #define GATHER_MAX 4096
@@ -32,6 +32,7 @@ typedef enum op_kind {
     OP_ENTRY_DONE,
     OP_RETRY,
     OP_DEAD,
+    OP_STATE,
     OP_SYNC,
     OP_CALL /* a function run by the writer in its own transaction */
 } op_kind;
@@ -86,6 +87,7 @@ enum {
     W_RETRY,
     W_DEAD,
     W_COUNTS_ADD,
+    W_STATE,
     W_COUNT
 };
 
@@ -125,6 +127,11 @@ static const char *const wsql[W_COUNT] = {
     [W_DEAD] = "UPDATE entries SET state = 2, next_step = ?2, next_retry_us = 0, error = ?3, updated_us = ?4"
                " WHERE id = ?1 AND state = 0",
     [W_COUNTS_ADD] = "UPDATE counts SET entries = entries + ?2 WHERE state = ?1",
+    /* A step's state: the first write starts the step's wait clock, later
+     * ones keep it. */
+    [W_STATE] = "INSERT INTO step_states(entry_id, step, member, state, started_us, updated_us)"
+                " VALUES(?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(entry_id, step, member)"
+                " DO UPDATE SET state = excluded.state, updated_us = excluded.updated_us",
 };
 
 /* The columns of an entry that every version has, in two runs: version 1
@@ -210,6 +217,22 @@ static const char *const migrate_v3 =
     "CREATE INDEX entries_pending ON entries(id) WHERE state = 0;"
     "CREATE INDEX entries_dead ON entries(id) WHERE state = 2;"
     "CREATE INDEX entries_requeued ON entries(id) WHERE requeued = 1;";
+
+/* Version 4: the state a step's member keeps for an entry between its calls
+ * (plugin ABI 2: a DAG run id, an operation name, an upload session). A
+ * table of its own: few entries have one, so the hot path (accept, step
+ * done) never touches it; rows of finished steps stay until the entry is
+ * pruned. A row per member, so that fan-out members never overwrite each
+ * other's. */
+static const char *const migrate_v4 =
+    "CREATE TABLE step_states("
+    " entry_id INTEGER NOT NULL,"
+    " step INTEGER NOT NULL,"
+    " member TEXT NOT NULL,"
+    " state TEXT,"
+    " started_us INTEGER NOT NULL DEFAULT 0,"
+    " updated_us INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY(entry_id, step, member)) WITHOUT ROWID;";
 
 /* What readers select from: each entry with its payload. Both are written
  * in one transaction; the outer join still shows an entry whose payload
@@ -343,6 +366,8 @@ static int setup_schema(sqlite3 *db, char *err, size_t errsz)
         rc = exec_sql(db, migrate_v2, msg, sizeof msg);
     if (rc == 0 && version < 3)
         rc = exec_sql(db, migrate_v3, msg, sizeof msg);
+    if (rc == 0 && version < 4)
+        rc = exec_sql(db, migrate_v4, msg, sizeof msg);
     if (rc == 0 && version < SCHEMA_VERSION) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
@@ -633,6 +658,14 @@ static int apply_op(sb_ledger *l, const struct opbuf *b, const struct op *op, in
         bind_text(st, 3, arena_str(b, op->s1));
         sqlite3_bind_int64(st, 4, op->t1);
         return settle_step(l, W_DEAD, SB_ENTRY_DEAD, err, errsz);
+    case OP_STATE:
+        st = l->ws[W_STATE];
+        sqlite3_bind_int64(st, 1, op->entry_id);
+        sqlite3_bind_int(st, 2, op->step);
+        bind_text(st, 3, arena_str(b, op->s1));
+        bind_text(st, 4, arena_str(b, op->s2));
+        sqlite3_bind_int64(st, 5, op->t1);
+        return wstep(l, W_STATE, err, errsz);
     case OP_STEP: /* applied in runs by apply_group() */
     case OP_SYNC:
     case OP_CALL:
@@ -690,6 +723,10 @@ static void commit_group(sb_ledger *l, const struct opbuf *b, size_t from, size_
             op->w->rc = -1;
             snprintf(op->w->err, sizeof op->w->err, "ledger commit failed: %s", err);
         } else if (op->kind != OP_SYNC) {
+            if (op->w) { /* a state saved synchronously: failed unless the second try below works */
+                op->w->rc = -1;
+                snprintf(op->w->err, sizeof op->w->err, "ledger commit failed: %s", err);
+            }
             async++;
         }
     }
@@ -699,8 +736,12 @@ static void commit_group(sb_ledger *l, const struct opbuf *b, size_t from, size_
      * changes concern entries committed earlier, so give them a second try
      * alone (also when the group held nothing else: the failure may have
      * been transient, e.g. BUSY from another process). */
-    if (apply_group(l, b, from, to, 0, err, sizeof err) == 0)
+    if (apply_group(l, b, from, to, 0, err, sizeof err) == 0) {
+        for (size_t i = from; i < to; i++)
+            if (b->ops[i].kind == OP_STATE && b->ops[i].w)
+                b->ops[i].w->rc = 0;
         return;
+    }
     sb_log(NULL, SB_LOG_ERROR, "ledger: %zu state change(s) not recorded: %s", async, err);
 }
 
@@ -1056,6 +1097,19 @@ void sb_ledger_dead(sb_ledger *l, int64_t entry_id, int step, const char *reason
     enqueue(l, &op, reason, NULL);
 }
 
+int sb_ledger_step_state(sb_ledger *l, int64_t entry_id, int step, const char *member, const char *state_json, int wait,
+                         char *errstr, size_t errstr_size)
+{
+    struct op op = {.kind = OP_STATE, .entry_id = entry_id, .step = step, .t1 = sb_now_us()};
+    struct waiter w = {0};
+    if (wait)
+        op.w = &w;
+    enqueue(l, &op, member, state_json);
+    if (wait && w.rc < 0)
+        return sb_err(errstr, errstr_size, "%s", w.err);
+    return 0;
+}
+
 void sb_ledger_sync(sb_ledger *l)
 {
     struct waiter w = {0};
@@ -1091,7 +1145,10 @@ char *sb_ledger_checkpoint(sb_ledger *l, const char *source, int *failed, char *
     return val;
 }
 
-#define PENDING_COLS "id, event_id, route, source, payload, next_step, attempts, first_attempt_us, next_retry_us"
+#define PENDING_COLS                                                                                               \
+    "id, event_id, route, source, payload, next_step, attempts, first_attempt_us, next_retry_us,"                  \
+    " (SELECT json_group_object(member, json(state)) FROM step_states"                                              \
+    "  WHERE entry_id = id AND step = next_step AND state IS NOT NULL)"
 
 /* Build the resume view of the current row of st (PENDING_COLS) and call cb. */
 static int emit_pending(sqlite3 *db, sqlite3_stmt *st, sqlite3_stmt *mem,
@@ -1107,6 +1164,7 @@ static int emit_pending(sqlite3 *db, sqlite3_stmt *st, sqlite3_stmt *mem,
         .attempts = sqlite3_column_int(st, 6),
         .first_attempt_us = sqlite3_column_int64(st, 7),
         .next_retry_us = sqlite3_column_int64(st, 8),
+        .states_json = (const char *)sqlite3_column_text(st, 9),
     };
     json_t *added = json_object(), *done = json_array();
     sqlite3_bind_int64(mem, 1, p.entry_id);
@@ -1500,7 +1558,7 @@ static void del_add(struct del_list *d, int64_t id, int state)
 static int delete_entries(sb_ledger *l, struct del_list *d, char *err, size_t errsz)
 {
     static const char *const sql[] = {"DELETE FROM members WHERE entry_id = ?1", "DELETE FROM payloads WHERE id = ?1",
-                                      "DELETE FROM entries WHERE id = ?1"};
+                                      "DELETE FROM step_states WHERE entry_id = ?1", "DELETE FROM entries WHERE id = ?1"};
     enum { NSQL = sizeof sql / sizeof sql[0] };
     sqlite3_stmt *st[NSQL] = {0};
     int rc = 0;

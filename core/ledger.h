@@ -113,6 +113,13 @@ void sb_ledger_retry(sb_ledger *l, int64_t entry_id, int step, int attempts, int
 /* Dead-lettered at `step` with reason. */
 void sb_ledger_dead(sb_ledger *l, int64_t entry_id, int step, const char *reason);
 
+/* Record the state member `member` of step `step` keeps for the entry
+ * (JSON text; NULL clears it), in order with the other queued changes.
+ * wait = 0 queues it and returns 0; wait = 1 blocks until it is committed
+ * and returns 0, or -1 with errstr if it could not be. */
+int sb_ledger_step_state(sb_ledger *l, int64_t entry_id, int step, const char *member, const char *state_json, int wait,
+                         char *errstr, size_t errstr_size);
+
 /* Wait until everything queued so far is committed (tests, shutdown). */
 void sb_ledger_sync(sb_ledger *l);
 
@@ -129,6 +136,7 @@ typedef struct sb_ledger_pending {
     int64_t next_retry_us;    /* 0 = due now */
     const char *added_json;   /* JSON object: every field added by completed steps/members, merged in order */
     const char *members_done; /* JSON array of instance names done at next_step (fan-out) */
+    const char *states_json;  /* JSON object: member -> the state it keeps at next_step; NULL if none */
 } sb_ledger_pending;
 
 /* Call cb for pending entries of `route` (NULL = all), oldest first, with

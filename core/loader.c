@@ -1,6 +1,7 @@
 /* loader.c - dlopen plugins and check them before trusting them. */
 #include "build_config.h"
 #include "loader.h"
+#include "options_internal.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -124,13 +125,23 @@ static int check_descriptor(const sb_plugin *p, const char *path, char *errstr, 
                       p->name, p->name);
     if (p->kind != SB_KIND_SOURCE && p->kind != SB_KIND_SINK && p->kind != SB_KIND_ACTION)
         return sb_err(errstr, errstr_size, "%s: descriptor has an unknown kind %d", path, (int)p->kind);
-    if (!p->create || !p->destroy)
-        return sb_err(errstr, errstr_size, "%s: descriptor lacks create() or destroy()", path);
+    if (!p->create != !p->destroy)
+        return sb_err(errstr, errstr_size, "%s: descriptor sets only one of create() and destroy() (both, or neither "
+                      "for a stateless plugin)", path);
+    if (!p->worker_init != !p->worker_fini)
+        return sb_err(errstr, errstr_size, "%s: descriptor sets only one of worker_init() and worker_fini()", path);
+    if (p->kind == SB_KIND_SOURCE && (p->worker_init || p->abandon))
+        return sb_err(errstr, errstr_size, "%s: worker_init() and abandon() are for sinks and actions, not sources", path);
     if (p->kind == SB_KIND_SOURCE && !p->run)
         return sb_err(errstr, errstr_size, "%s: a source plugin must provide run()", path);
     if (p->kind != SB_KIND_SOURCE && !p->process)
         return sb_err(errstr, errstr_size, "%s: a %s plugin must provide process()", path, sb_plugin_kind_name(p->kind));
-    return check_options(p, path, errstr, errstr_size);
+    if (check_options(p, path, errstr, errstr_size) != 0)
+        return -1;
+    char msg[512];
+    if (sb_options_check_table(p->options, p->config_size, msg, sizeof msg) != 0)
+        return sb_err(errstr, errstr_size, "%s: %s", path, msg);
+    return 0;
 }
 
 static const loaded *find_loaded(const sb_registry *r, const char *name)
@@ -170,8 +181,9 @@ const sb_plugin *sb_registry_load_file(sb_registry *r, const char *path, char *e
     if (p->abi_major != SB_ABI_MAJOR || p->abi_minor > SB_ABI_MINOR) {
         sb_err(errstr, errstr_size,
                "%s: built for plugin ABI %u.%u, this syncbridge provides ABI %u.%u; rebuild the plugin against "
-               "the syncbridge %s SDK",
-               path, p->abi_major, p->abi_minor, SB_ABI_MAJOR, SB_ABI_MINOR, PACKAGE_VERSION);
+               "the syncbridge %s SDK%s",
+               path, p->abi_major, p->abi_minor, SB_ABI_MAJOR, SB_ABI_MINOR, PACKAGE_VERSION,
+               p->abi_major < SB_ABI_MAJOR ? " (README: \"Migrating a plugin to ABI 2\")" : "");
         dlclose(dl);
         return NULL;
     }

@@ -25,6 +25,16 @@ sb_options *sb_options_parse(const sb_option_def *defs, const json_t *given, con
                              char *errstr, size_t errstr_size);
 void sb_options_free(sb_options *o);
 
+/* Check a plugin's option table for what the core cannot honour (choices
+ * on a non-string, an empty range, a binding past config_size or of a
+ * string list). 0, or -1 with the option named in errstr. */
+int sb_options_check_table(const sb_option_def *defs, size_t config_size, char *errstr, size_t errstr_size);
+
+/* Store every SB_OPT_F_BIND option's value into conf (laid out as the
+ * table's offsets say; checked by sb_options_check_table). The pointers
+ * stored are owned by `o`. */
+void sb_options_bind(const sb_options *o, const sb_option_def *defs, void *conf);
+
 /* The instance's options (defined by the instance module). */
 const sb_options *sb_instance_options(const struct sb_instance *ins);
 

@@ -92,6 +92,7 @@ static int build_routes(sb_router *r, char *errstr, size_t errstr_size)
                     st->batch_max = in->conf->batch_max;
             }
             st->retry = st->members[0]->conf->retry;
+            st->timeout_ms = st->members[0]->conf->step_timeout_ms;
             if (st->workers < 1)
                 st->workers = 1;
             if (st->batch_max < 1)
@@ -279,6 +280,13 @@ int sb_router_stop(sb_router *r, int64_t timeout_ms)
         }
     }
 
+    /* Long work in progress (a copy) returns soon and resumes after the
+     * restart from its step state, instead of holding up the drain. */
+    for (size_t i = 0; i < r->n_insts; i++) {
+        sb_instance *ins = r->insts[i].ins;
+        if (ins->plugin->kind != SB_KIND_SOURCE && ins->plugin->cancel && ins->created)
+            ins->plugin->cancel(ins->self);
+    }
     int64_t deadline = sb_mono_us() + timeout_ms * 1000;
     while (atomic_load(&r->work) > 0 && sb_mono_us() < deadline)
         usleep(10000);
@@ -404,9 +412,10 @@ json_t *sb_router_stats(sb_router *r)
         }
         json_object_set_new(
             routes, rt->conf->name,
-            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I}}", "in", (json_int_t)rt->n_in,
+            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I}}", "in", (json_int_t)rt->n_in,
                       "settled", (json_int_t)(rt->n_done + rt->n_dead), "done", (json_int_t)rt->n_done, "dead",
-                      (json_int_t)rt->n_dead, "retried", (json_int_t)rt->n_retried, "duplicates",
+                      (json_int_t)rt->n_dead, "retried", (json_int_t)rt->n_retried, "waits", (json_int_t)rt->n_waits,
+                      "progress_bytes", (json_int_t)rt->n_progress_bytes, "duplicates",
                       (json_int_t)rt->n_dup, "inflight", inflight, "inflight_bytes", bytes, "queued", queues,
                       "latency_us", "p50", (json_int_t)sb_hist_quantile(&rt->latency, 0.50), "p99",
                       (json_int_t)sb_hist_quantile(&rt->latency, 0.99), "max", (json_int_t)rt->latency.max, "count",

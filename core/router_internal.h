@@ -35,7 +35,9 @@ typedef struct entry {
     size_t bytes;           /* payload size, charged to the route budget */
     int step;               /* current step */
     int attempts;           /* charged attempts made at this step */
-    int64_t first_attempt_us;
+    int64_t first_attempt_us; /* of this step (its step_timeout counts from here) */
+    int64_t retry_since_us; /* first charged retry since the last WAIT (the retry time budget) */
+    json_t *states;         /* member name -> step state (plugin ABI 2), NULL if none; owned */
     int64_t due_mono;       /* when a scheduled retry is due */
     int64_t admitted_mono;  /* for the latency histogram */
     uint64_t members_done;  /* fan-out members done at this step (bit i = member i) */
@@ -49,6 +51,7 @@ typedef struct inst_rt {
     _Atomic int broken;     /* restart after FATAL failed; retried later (read unlocked) */
     int64_t last_restart_mono;
     _Atomic uint64_t restarts;
+    _Atomic unsigned generation; /* bumped by each restart: worker states made before are stale */
 } inst_rt;
 
 typedef struct step_rt {
@@ -59,6 +62,7 @@ typedef struct step_rt {
     int batch_max;
     int workers;
     sb_retry_policy retry;  /* the first member's policy applies to the step */
+    int64_t timeout_ms;     /* the first member's step_timeout: the whole step, waits included */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     entry *head, *tail;
@@ -80,7 +84,7 @@ struct route_rt {
     pthread_cond_t cv_space;
     int64_t inflight, inflight_bytes;
     int64_t max_inflight, max_bytes;
-    _Atomic uint64_t n_in, n_done, n_dead, n_retried, n_dup;
+    _Atomic uint64_t n_in, n_done, n_dead, n_retried, n_dup, n_waits, n_progress_bytes;
     sb_hist latency;
 };
 

@@ -468,6 +468,16 @@ int sb_router_requeue(sb_router *r, const sb_ledger_pending *p, int wait)
     e->step = p->next_step;
     e->attempts = p->attempts;
     e->first_attempt_us = p->first_attempt_us;
+    e->retry_since_us = p->first_attempt_us;
+    if (p->states_json) {
+        e->states = json_loads(p->states_json, 0, NULL);
+        if (!json_is_object(e->states)) {
+            sb_log(NULL, SB_LOG_ERROR, "ledger entry %lld: its step state cannot be read; the step starts without it",
+                   (long long)p->entry_id);
+            json_decref(e->states);
+            e->states = NULL;
+        }
+    }
     e->admitted_mono = sb_mono_us();
     if ((size_t)e->step >= rt->n_steps) {
         /* The route lost steps since; what it has now is done. */
@@ -532,6 +542,7 @@ static int collect(const sb_ledger_pending *p, void *ud)
     c.payload = keep(pg, p->payload);
     c.added_json = keep(pg, p->added_json);
     c.members_done = keep(pg, p->members_done);
+    c.states_json = keep(pg, p->states_json);
     pg->items[pg->n++] = c;
     pg->last_id = p->entry_id;
     return 0;

@@ -17,7 +17,17 @@ struct sb_batch {
     int *attempts;
     sb_result *res;
     char **reason;
-    int64_t *retry_after_ms;
+    int64_t *retry_after_ms; /* RETRY: Retry-After; WAIT: the delay */
+    json_t **state;          /* the member's step state per event, owned by the batch */
+    unsigned char *state_set;/* set during this call: the entry takes it */
+    unsigned char *state_dirty; /* set and not yet written by sb_batch_save_state: record it */
+    uint64_t *progress;      /* bytes done as last reported, for the progress counter */
+    entry **ents;            /* the entries, for sb_batch_save_state() */
+    sb_router *router;
+    step_rt *step;
+    const char *member;      /* the instance name: the key of its step state */
+    int busy_slot;           /* the worker's watchdog slot, -1 if none */
+    void *worker;            /* worker_init()'s state for this thread */
 };
 
 size_t sb_batch_count(const sb_batch *b) { return b->n; }
@@ -46,25 +56,118 @@ void sb_batch_set_retry_after(sb_batch *b, size_t i, int64_t ms)
         b->retry_after_ms[i] = ms;
 }
 
+void sb_batch_wait(sb_batch *b, size_t i, int64_t ms, const char *status, ...)
+{
+    if (i >= b->n)
+        return;
+    b->res[i] = SB_RESULT_WAIT;
+    b->retry_after_ms[i] = ms > 0 ? ms : 1;
+    free(b->reason[i]);
+    b->reason[i] = NULL;
+    if (status) {
+        va_list ap;
+        va_start(ap, status);
+        if (vasprintf(&b->reason[i], status, ap) < 0)
+            b->reason[i] = NULL;
+        va_end(ap);
+    }
+}
+
+const json_t *sb_batch_state(const sb_batch *b, size_t i) { return i < b->n ? b->state[i] : NULL; }
+
+void sb_batch_set_state(sb_batch *b, size_t i, json_t *state)
+{
+    if (i >= b->n) {
+        json_decref(state);
+        return;
+    }
+    json_decref(b->state[i]);
+    b->state[i] = state;
+    b->state_set[i] = 1;
+    b->state_dirty[i] = 1;
+}
+
+/* The state as JSON text for the ledger (NULL for none); aborts on OOM like
+ * the other sb_x* helpers, since a state that cannot be recorded would
+ * repeat a side effect after a restart. */
+static char *state_text(const json_t *state)
+{
+    if (!state)
+        return NULL;
+    sb_strbuf txt = {0};
+    if (sb_json_dump(&txt, state) != 0) {
+        free(txt.p);
+        return NULL;
+    }
+    return txt.p;
+}
+
+int sb_batch_save_state(sb_batch *b, size_t i)
+{
+    if (i >= b->n)
+        return -1;
+    char err[256];
+    char *txt = state_text(b->state[i]);
+    int rc = sb_ledger_step_state(b->router->ledger, b->ents[i]->id, b->ents[i]->step, b->member, txt, 1, err,
+                                  sizeof err);
+    free(txt);
+    if (rc != 0)
+        sb_log(NULL, SB_LOG_ERROR, "event %s: the step state could not be saved: %s", b->ents[i]->ev->id, err);
+    else
+        b->state_dirty[i] = 0; /* recorded; a later change sets it again */
+    return rc;
+}
+
+int sb_batch_stopping(const sb_batch *b) { return atomic_load(&b->router->stopping); }
+
+void sb_batch_progress(sb_batch *b, size_t i, uint64_t done, uint64_t total)
+{
+    (void)total;
+    if (i >= b->n)
+        return;
+    /* a worker that reports progress is busy, not stalled: restart its clock */
+    if (b->busy_slot >= 0)
+        atomic_store(&b->step->busy_since[b->busy_slot], sb_mono_us());
+    uint64_t prev = __atomic_exchange_n(&b->progress[i], done, __ATOMIC_RELAXED);
+    if (done > prev)
+        atomic_fetch_add(&b->step->route->n_progress_bytes, done - prev);
+}
+
+void *sb_batch_worker(const sb_batch *b) { return b->worker; }
+
 static void batch_init(sb_batch *b, size_t n)
 {
+    memset(b, 0, sizeof *b);
     b->n = n;
+    b->busy_slot = -1;
     b->evs = sb_xcalloc(n, sizeof *b->evs);
     b->attempts = sb_xcalloc(n, sizeof *b->attempts);
     b->res = sb_xcalloc(n, sizeof *b->res);
     b->reason = sb_xcalloc(n, sizeof *b->reason);
     b->retry_after_ms = sb_xcalloc(n, sizeof *b->retry_after_ms);
+    b->state = sb_xcalloc(n, sizeof *b->state);
+    b->state_set = sb_xcalloc(n, sizeof *b->state_set);
+    b->state_dirty = sb_xcalloc(n, sizeof *b->state_dirty);
+    b->progress = sb_xcalloc(n, sizeof *b->progress);
+    b->ents = sb_xcalloc(n, sizeof *b->ents);
 }
 
 static void batch_fini(sb_batch *b)
 {
-    for (size_t i = 0; i < b->n; i++)
+    for (size_t i = 0; i < b->n; i++) {
         free(b->reason[i]);
+        json_decref(b->state[i]);
+    }
     free(b->evs);
     free(b->attempts);
     free(b->res);
     free(b->reason);
     free(b->retry_after_ms);
+    free(b->state);
+    free(b->state_set);
+    free(b->state_dirty);
+    free(b->progress);
+    free(b->ents);
 }
 
 /* ---- entries ------------------------------------------------------------ */
@@ -74,6 +177,7 @@ void sb_entry_free(entry *e)
     if (!e)
         return;
     sb_event_free(e->ev);
+    json_decref(e->states);
     free(e);
 }
 
@@ -200,8 +304,9 @@ static void restart_instance(inst_rt *in)
     char err[1024];
     in->last_restart_mono = sb_mono_us();
     atomic_fetch_add(&in->restarts, 1);
+    atomic_fetch_add(&in->generation, 1);
     sb_instance_stop(ins);
-    if (ins->created)
+    if (ins->created && ins->plugin->destroy)
         ins->plugin->destroy(ins->self);
     ins->created = 0;
     ins->self = NULL;
@@ -214,10 +319,52 @@ static void restart_instance(inst_rt *in)
     in->broken = 0;
 }
 
+/* A step worker's per-member worker state (plugin worker_init). */
+typedef struct worker_slot {
+    void *state;
+    unsigned generation; /* of the instance it was made for */
+    int made;
+} worker_slot;
+
+/* worker_fini() for a slot; the instance's current self is passed (after
+ * a restart it is not the one init saw: fini frees the worker state only). */
+static void worker_slot_fini(inst_rt *in, worker_slot *w)
+{
+    if (!w->made)
+        return;
+    in->ins->plugin->worker_fini(in->ins->self, w->state);
+    w->made = 0;
+    w->state = NULL;
+}
+
+/* The worker state for this member, made on first use and again after the
+ * instance was restarted. 0, or -1 with errstr. Called with the instance's
+ * lock held (read or write), so self is stable. */
+static int worker_slot_get(inst_rt *in, worker_slot *w, char *errstr, size_t errstr_size)
+{
+    const sb_plugin *p = in->ins->plugin;
+    if (!p->worker_init)
+        return 0;
+    unsigned gen = atomic_load(&in->generation);
+    if (w->made && w->generation != gen)
+        worker_slot_fini(in, w);
+    if (w->made)
+        return 0;
+    char msg[512] = "";
+    void *st = NULL;
+    if (p->worker_init(in->ins->self, &st, msg, sizeof msg) != 0)
+        return sb_err(errstr, errstr_size, "worker init failed: %s", msg[0] ? msg : "no reason given");
+    w->state = st;
+    w->generation = gen;
+    w->made = 1;
+    return 0;
+}
+
 typedef struct member_call {
     inst_rt *in;
     sb_batch batch;
     size_t *idx; /* batch position -> entry index */
+    worker_slot *worker;
 } member_call;
 
 static void call_member(member_call *mc)
@@ -240,6 +387,15 @@ static void call_member(member_call *mc)
         pthread_rwlock_rdlock(&in->lock);
     else
         pthread_rwlock_wrlock(&in->lock);
+    char err[600];
+    if (worker_slot_get(in, mc->worker, err, sizeof err) != 0) {
+        pthread_rwlock_unlock(&in->lock);
+        sb_log(in->ins, SB_LOG_WARN, "%s", err);
+        for (size_t i = 0; i < mc->batch.n; i++)
+            sb_batch_set_result(&mc->batch, i, SB_RESULT_RETRY, "%s", err);
+        return;
+    }
+    mc->batch.worker = mc->worker->state;
     in->ins->plugin->process(in->ins->self, &mc->batch);
     pthread_rwlock_unlock(&in->lock);
 
@@ -266,6 +422,8 @@ typedef struct outcome {
     int failed;       /* some member FAILed: dead-letter */
     int retry;        /* some member wants RETRY or FATAL */
     int charged;      /* a RETRY (not only FATAL): counts against the budget */
+    int wait;         /* some member WAITs (and none of the above) */
+    int64_t wait_ms;  /* the soonest look again a waiting member asked for */
     int64_t retry_after_ms;
     char *added;      /* single-member step done: the fields it added (JSON text, owned), recorded with the step */
     char reason[512];
@@ -319,7 +477,10 @@ static void advance(step_rt *s, entry *e, const outcome *o, handoff *h)
     e->step++;
     e->attempts = 0;
     e->first_attempt_us = 0;
+    e->retry_since_us = 0;
     e->members_done = 0;
+    json_decref(e->states); /* a step's state ends with the step */
+    e->states = NULL;
     if ((size_t)e->step >= rt->n_steps) {
         settle_into(h, e, 1);
         return;
@@ -343,6 +504,52 @@ static void dead_letter(sb_router *r, entry *e, const char *reason, handoff *h)
     settle_into(h, e, 0);
 }
 
+/* The core gives up on e at step s (its step_timeout ran out): members that
+ * are not done and have abandon() get the event with its state, so that
+ * they can cancel what they started. Their results are ignored. */
+static void abandon_entry(sb_router *r, step_rt *s, entry *e)
+{
+    for (size_t m = 0; m < s->n; m++) {
+        inst_rt *in = s->members[m];
+        if ((e->members_done & (1ull << m)) || !in->ins->plugin->abandon || atomic_load(&in->broken))
+            continue;
+        sb_batch b;
+        batch_init(&b, 1);
+        b.evs[0] = e->ev;
+        b.attempts[0] = e->attempts + 1;
+        b.ents[0] = e;
+        b.router = r;
+        b.step = s;
+        b.member = in->ins->name;
+        b.state[0] = json_incref(json_object_get(e->states, b.member));
+        pthread_rwlock_wrlock(&in->lock);
+        in->ins->plugin->abandon(in->ins->self, &b);
+        pthread_rwlock_unlock(&in->lock);
+        sb_event_discard_added(e->ev);
+        batch_fini(&b);
+    }
+}
+
+/* WAIT: look again after the delay the members asked for. A WAIT shows the
+ * far side is healthy, so the retry budget starts afresh; the wait is
+ * bounded by the step_timeout instead (checked by settle_attempt). */
+static void schedule_wait(sb_router *r, step_rt *s, entry *e, const outcome *o, int64_t now)
+{
+    e->attempts = 0;
+    e->retry_since_us = now;
+    int64_t delay = o->wait_ms > 0 ? o->wait_ms : 1;
+    int64_t left_ms = (e->first_attempt_us + s->timeout_ms * 1000 - now) / 1000;
+    if (delay > left_ms)
+        delay = left_ms > 0 ? left_ms : 1; /* the last look comes when the step_timeout runs out */
+    atomic_fetch_add(&e->route->n_waits, 1);
+    sb_ledger_retry(r->ledger, e->id, e->step, 0, now + delay * 1000, o->reason);
+    if (sb_log_enabled(SB_LOG_DEBUG))
+        sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d looks again in %lldms (%s)", e->route->conf->name,
+               e->ev->id, e->step + 1, (long long)delay, o->reason);
+    e->due_mono = sb_mono_us() + delay * 1000;
+    sb_retry_schedule(r, e);
+}
+
 static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, handoff *h)
 {
     if (e->members_done == ((s->n == 64) ? ~0ull : ((1ull << s->n) - 1))) {
@@ -353,13 +560,25 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         dead_letter(r, e, o->reason, h);
         return;
     }
+    int64_t now = sb_now_us();
+    if (now - e->first_attempt_us >= s->timeout_ms * 1000) {
+        char why[700];
+        snprintf(why, sizeof why, "step_timeout reached after %llds: %s",
+                 (long long)((now - e->first_attempt_us) / 1000000), o->reason);
+        abandon_entry(r, s, e);
+        dead_letter(r, e, why, h);
+        return;
+    }
+    if (!o->retry) {
+        schedule_wait(r, s, e, o, now);
+        return;
+    }
     if (o->charged)
         e->attempts++;
-    int64_t now = sb_now_us();
-    if (o->charged && (e->attempts >= s->retry.max_attempts || now - e->first_attempt_us >= s->retry.max_time_ms * 1000)) {
+    if (o->charged && (e->attempts >= s->retry.max_attempts || now - e->retry_since_us >= s->retry.max_time_ms * 1000)) {
         char why[700];
         snprintf(why, sizeof why, "retry budget exhausted after %d attempts over %llds: %s", e->attempts,
-                 (long long)((now - e->first_attempt_us) / 1000000), o->reason);
+                 (long long)((now - e->retry_since_us) / 1000000), o->reason);
         dead_letter(r, e, why, h);
         return;
     }
@@ -380,9 +599,26 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
  * completion is recorded at once (a retry of the step skips it); a single
  * member's goes to the ledger with its step's (advance). */
 static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *seen, sb_result res,
-                        const char *reason, int64_t retry_after, outcome *o)
+                        const char *reason, int64_t retry_after, json_t *state, int state_set, int state_dirty,
+                        outcome *o)
 {
     const char *name = s->members[m]->ins->name;
+    /* The state goes to the ledger before the result it comes with, so a
+     * restart after the result was recorded also finds the state. OK ends
+     * the step, and what it kept with it. */
+    if (state_dirty && res != SB_RESULT_OK) {
+        char *txt = state_text(state);
+        sb_ledger_step_state(r->ledger, e->id, e->step, name, txt, 0, NULL, 0);
+        free(txt);
+    }
+    if (state_set && res != SB_RESULT_OK) {
+        if (!e->states)
+            e->states = json_object();
+        if (state)
+            json_object_set(e->states, name, state);
+        else
+            json_object_del(e->states, name);
+    }
     switch (res) {
     case SB_RESULT_OK: {
         json_t *added = sb_event_take_added(seen);
@@ -417,6 +653,12 @@ static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *
         o->retry = 1;
         note_reason(o, name, "instance failed", reason);
         break;
+    case SB_RESULT_WAIT:
+        o->wait = 1;
+        if (!o->wait_ms || retry_after < o->wait_ms)
+            o->wait_ms = retry_after;
+        note_reason(o, name, "waiting", reason);
+        break;
     case SB_RESULT_FAIL:
         o->failed = 1;
         note_reason(o, name, "failed", reason);
@@ -430,12 +672,15 @@ static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *
     sb_event_discard_added(seen);
 }
 
-static void run_step(sb_router *r, step_rt *s, entry **es, size_t n)
+static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot *slots, int busy_slot)
 {
     int64_t now = sb_now_us();
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if (!es[i]->first_attempt_us)
             es[i]->first_attempt_us = now;
+        if (!es[i]->retry_since_us)
+            es[i]->retry_since_us = es[i]->first_attempt_us;
+    }
 
     member_call calls[SB_MAX_FANOUT];
     size_t ncalls = s->n;
@@ -448,10 +693,17 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n)
             if (!(es[i]->members_done & (1ull << m)))
                 mc->idx[k++] = i;
         batch_init(&mc->batch, k);
+        mc->worker = &slots[m];
+        mc->batch.router = r;
+        mc->batch.step = s;
+        mc->batch.member = mc->in->ins->name;
+        mc->batch.busy_slot = busy_slot;
         for (size_t j = 0; j < k; j++) {
             entry *e = es[mc->idx[j]];
             mc->batch.evs[j] = s->n == 1 ? e->ev : sb_event_clone(e->ev);
             mc->batch.attempts[j] = e->attempts + 1;
+            mc->batch.ents[j] = e;
+            mc->batch.state[j] = json_incref(json_object_get(e->states, mc->batch.member));
         }
     }
     if (ncalls == 1) {
@@ -479,7 +731,8 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n)
         for (size_t j = 0; j < mc->batch.n; j++) {
             entry *e = es[mc->idx[j]];
             take_result(r, s, m, e, mc->batch.evs[j], mc->batch.res[j], mc->batch.reason[j],
-                        mc->batch.retry_after_ms[j], &outs[mc->idx[j]]);
+                        mc->batch.retry_after_ms[j], mc->batch.state[j], mc->batch.state_set[j],
+                        mc->batch.state_dirty[j], &outs[mc->idx[j]]);
             if (s->n > 1)
                 sb_event_free(mc->batch.evs[j]);
         }
@@ -509,6 +762,7 @@ void *sb_step_worker(void *arg)
     step_rt *s = arg;
     sb_router *r = s->route->router;
     entry **batch = sb_xcalloc((size_t)s->batch_max, sizeof *batch);
+    worker_slot *slots = sb_xcalloc(s->n, sizeof *slots);
     char name[32]; /* the kernel keeps 15 characters */
     snprintf(name, sizeof name, "sb-step%d-%s", s->index + 1, s->route->conf->name);
     name[15] = '\0';
@@ -533,10 +787,18 @@ void *sb_step_worker(void *arg)
         pthread_mutex_unlock(&s->mu);
 
         int busy = sb_step_busy_begin(s);
-        run_step(r, s, batch, n);
+        run_step(r, s, batch, n, slots, busy);
         sb_step_busy_end(s, busy);
         atomic_fetch_sub(&r->work, (int64_t)n);
     }
+    for (size_t m = 0; m < s->n; m++) {
+        if (!slots[m].made)
+            continue;
+        pthread_rwlock_wrlock(&s->members[m]->lock);
+        worker_slot_fini(s->members[m], &slots[m]);
+        pthread_rwlock_unlock(&s->members[m]->lock);
+    }
+    free(slots);
     free(batch);
     return NULL;
 }

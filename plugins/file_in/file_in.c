@@ -31,17 +31,17 @@ typedef struct file_in {
 } file_in;
 
 static const sb_option_def options[] = {
-    {"path", SB_OPT_STRING, NULL, 1, "File to read; \"-\" reads standard input (no checkpoint)."},
-    {"format", SB_OPT_STRING, "\"lines\"", 0,
+    {SB_OPT("path", SB_OPT_STRING, NULL, 1, "File to read; \"-\" reads standard input (no checkpoint).")},
+    {SB_OPT("format", SB_OPT_STRING, "\"lines\"", 0,
      "\"lines\": each line is an event with fields line, file, offset. \"json\": each line is a JSON object whose "
-     "members are the event's fields."},
-    {"follow", SB_OPT_BOOL, "true", 0, "Keep reading data appended to the file (ignored with --once)."},
-    {"batch", SB_OPT_INT, "512", 0, "Lines handed to the core per commit."},
-    {"poll_interval", SB_OPT_DURATION, "\"250ms\"", 0, "How often to look for appended data when following."},
-    {"max_line", SB_OPT_SIZE, "\"1MB\"", 0, "Longer lines are reported and skipped."},
-    {"id_field", SB_OPT_STRING, NULL, 0,
-     "JSON format: take the event id from this field when present (else file:<dev>:<inode>:<offset>:<line hash>)."},
-    {NULL, 0, NULL, 0, NULL}};
+     "members are the event's fields.")},
+    {SB_OPT("follow", SB_OPT_BOOL, "true", 0, "Keep reading data appended to the file (ignored with --once).")},
+    {SB_OPT("batch", SB_OPT_INT, "512", 0, "Lines handed to the core per commit.")},
+    {SB_OPT("poll_interval", SB_OPT_DURATION, "\"250ms\"", 0, "How often to look for appended data when following.")},
+    {SB_OPT("max_line", SB_OPT_SIZE, "\"1MB\"", 0, "Longer lines are reported and skipped.")},
+    {SB_OPT("id_field", SB_OPT_STRING, NULL, 0,
+     "JSON format: take the event id from this field when present (else file:<dev>:<inode>:<offset>:<line hash>).")},
+    {0}};
 
 static int fi_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
 {

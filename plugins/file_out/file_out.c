@@ -24,11 +24,11 @@ typedef struct file_out {
 } file_out;
 
 static const sb_option_def options[] = {
-    {"path", SB_OPT_STRING, NULL, 1, "File to append to (created with mode 0640)."},
-    {"template", SB_OPT_TEMPLATE, NULL, 0,
-     "Write this text per event instead of the JSON line {\"event_id\",\"source\",\"received_us\",\"fields\"}."},
-    {"fsync", SB_OPT_BOOL, "false", 0, "fsync the file before reporting a batch done."},
-    {NULL, 0, NULL, 0, NULL}};
+    {SB_OPT("path", SB_OPT_STRING, NULL, 1, "File to append to (created with mode 0640).")},
+    {SB_OPT("template", SB_OPT_TEMPLATE, NULL, 0,
+     "Write this text per event instead of the JSON line {\"event_id\",\"source\",\"received_us\",\"fields\"}.")},
+    {SB_OPT("fsync", SB_OPT_BOOL, "false", 0, "fsync the file before reporting a batch done.")},
+    {0}};
 
 static int fo_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
 {

@@ -64,31 +64,31 @@ typedef struct fw_fstate { /* per tracked file */
  * live in one place. */
 #define FIXED_OPTIONS 12
 static sb_option_def options[FIXED_OPTIONS + RRP_COUNT + 1] = {
-    {"paths", SB_OPT_STRING_LIST, NULL, 1,
+    {SB_OPT("paths", SB_OPT_STRING_LIST, NULL, 1,
      "Glob patterns of the log files to follow, e.g. [\"/var/log/cerebro/*.log\"]. New files that match are picked up "
-     "while running."},
-    {"exclude", SB_OPT_STRING_LIST, "[]", 0,
-     "Globs of paths never to read, e.g. rotated copies (\"*.gz\", \"*.1\") when the paths would match them."},
-    {"format", SB_OPT_STRING, "\"runreplicator\"", 0,
+     "while running.")},
+    {SB_OPT("exclude", SB_OPT_STRING_LIST, "[]", 0,
+     "Globs of paths never to read, e.g. rotated copies (\"*.gz\", \"*.1\") when the paths would match them.")},
+    {SB_OPT("format", SB_OPT_STRING, "\"runreplicator\"", 0,
      "\"runreplicator\": one event per finished run found in the log lines. \"command\": each line is the command "
-     "that ran (the seed's Pub/Sub message). \"json\": each line is a JSON object of fields."},
-    {"inotify", SB_OPT_BOOL, "true", 0,
+     "that ran (the seed's Pub/Sub message). \"json\": each line is a JSON object of fields.")},
+    {SB_OPT("inotify", SB_OPT_BOOL, "true", 0,
      "Wake on inotify events. Set false on NFS and other file systems without inotify: then only poll_interval "
-     "applies."},
-    {"poll_interval", SB_OPT_DURATION, "\"1s\"", 0,
-     "How often to look for new files and data without waiting for inotify (with inotify: a safety net)."},
-    {"rotate_wait", SB_OPT_DURATION, "\"5s\"", 0,
-     "A file renamed away or deleted is still read until it has had no new data for this long, then closed."},
-    {"max_line", SB_OPT_SIZE, "\"1MB\"", 0, "Longer lines are reported with file:offset and skipped."},
-    {"start_at", SB_OPT_STRING, "\"beginning\"", 0,
+     "applies.")},
+    {SB_OPT("poll_interval", SB_OPT_DURATION, "\"1s\"", 0,
+     "How often to look for new files and data without waiting for inotify (with inotify: a safety net).")},
+    {SB_OPT("rotate_wait", SB_OPT_DURATION, "\"5s\"", 0,
+     "A file renamed away or deleted is still read until it has had no new data for this long, then closed.")},
+    {SB_OPT("max_line", SB_OPT_SIZE, "\"1MB\"", 0, "Longer lines are reported with file:offset and skipped.")},
+    {SB_OPT("start_at", SB_OPT_STRING, "\"beginning\"", 0,
      "Files found at the very first start (no checkpoint yet): \"beginning\" reads them whole, \"end\" only what is "
-     "appended. Files found later are always read whole."},
-    {"host", SB_OPT_STRING, NULL, 0, "Value of the host field (default: this machine's host name)."},
-    {"id_field", SB_OPT_STRING, NULL, 0,
-     "json format: take the event id from this field when present (else filewatch:<dev>:<inode>:<offset>)."},
-    {"script_name", SB_OPT_STRING, "\"run_replicator.sh\"", 0,
-     "The script whose invocations are runs (command format, and the invocation line in logs)."},
-    {"emit_failed", SB_OPT_BOOL, "true", 0, "runreplicator format: emit failed runs too (status \"failed\")."},
+     "appended. Files found later are always read whole.")},
+    {SB_OPT("host", SB_OPT_STRING, NULL, 0, "Value of the host field (default: this machine's host name).")},
+    {SB_OPT("id_field", SB_OPT_STRING, NULL, 0,
+     "json format: take the event id from this field when present (else filewatch:<dev>:<inode>:<offset>).")},
+    {SB_OPT("script_name", SB_OPT_STRING, "\"run_replicator.sh\"", 0,
+     "The script whose invocations are runs (command format, and the invocation line in logs).")},
+    {SB_OPT("emit_failed", SB_OPT_BOOL, "true", 0, "runreplicator format: emit failed runs too (status \"failed\").")},
 };
 
 static const char *const pattern_help[RRP_COUNT] = {
@@ -112,8 +112,8 @@ __attribute__((constructor)) static void fill_pattern_options(void)
 {
     for (int i = 0; i < RRP_COUNT; i++) {
         json_t *s = json_string(rrlog_pattern_default[i]);
-        options[FIXED_OPTIONS + i] = (sb_option_def){rrlog_pattern_option[i], SB_OPT_STRING,
-                                                     json_dumps(s, JSON_ENCODE_ANY), 0, pattern_help[i]};
+        options[FIXED_OPTIONS + i] = (sb_option_def){SB_OPT(rrlog_pattern_option[i], SB_OPT_STRING,
+                                                            json_dumps(s, JSON_ENCODE_ANY), 0, pattern_help[i])};
         json_decref(s);
     }
 }

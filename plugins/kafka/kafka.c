@@ -87,27 +87,27 @@ typedef struct kafka_src {
 } kafka_src;
 
 static const sb_option_def options[] = {
-    {"brokers", SB_OPT_STRING, NULL, 1, "Bootstrap servers, \"host:port,host:port\" (bootstrap.servers)."},
-    {"topics", SB_OPT_STRING_LIST, NULL, 1,
-     "Topics to subscribe to; a name starting with \"^\" is a regular expression, as in librdkafka."},
-    {"group_id", SB_OPT_STRING, NULL, 1, "Consumer group (group.id); instances sharing it split the partitions."},
-    {"format", SB_OPT_STRING, "\"auto\"", 0,
+    {SB_OPT("brokers", SB_OPT_STRING, NULL, 1, "Bootstrap servers, \"host:port,host:port\" (bootstrap.servers).")},
+    {SB_OPT("topics", SB_OPT_STRING_LIST, NULL, 1,
+     "Topics to subscribe to; a name starting with \"^\" is a regular expression, as in librdkafka.")},
+    {SB_OPT("group_id", SB_OPT_STRING, NULL, 1, "Consumer group (group.id); instances sharing it split the partitions.")},
+    {SB_OPT("format", SB_OPT_STRING, "\"auto\"", 0,
      "\"json\": the message is a JSON object whose members are the fields. \"command\": the message is the Run "
-     "Replicator command that ran. \"auto\": JSON when it starts with '{', else a command."},
-    {"id_field", SB_OPT_STRING, NULL, 0,
-     "JSON messages: take the event id from this field when present (else kafka:<topic>:<partition>:<offset>)."},
-    {"properties", SB_OPT_OBJECT, NULL, 0,
+     "Replicator command that ran. \"auto\": JSON when it starts with '{', else a command.")},
+    {SB_OPT("id_field", SB_OPT_STRING, NULL, 0,
+     "JSON messages: take the event id from this field when present (else kafka:<topic>:<partition>:<offset>).")},
+    {SB_OPT("properties", SB_OPT_OBJECT, NULL, 0,
      "librdkafka properties passed through as strings (security.protocol, sasl.*, ssl.*, session.timeout.ms...). "
-     "Use ${env:NAME} or ${file:/path} for secrets. Offset handling properties are owned by the plugin."},
-    {"batch", SB_OPT_INT, "500", 0, "Maximum messages handed to the core per commit."},
-    {"poll_timeout", SB_OPT_DURATION, "\"100ms\"", 0,
-     "How long one poll waits for a message; also bounds how long a stop waits (at most 1s)."},
-    {"commit_interval", SB_OPT_DURATION, "\"5s\"", 0,
+     "Use ${env:NAME} or ${file:/path} for secrets. Offset handling properties are owned by the plugin.")},
+    {SB_OPT("batch", SB_OPT_INT, "500", 0, "Maximum messages handed to the core per commit.")},
+    {SB_OPT("poll_timeout", SB_OPT_DURATION, "\"100ms\"", 0,
+     "How long one poll waits for a message; also bounds how long a stop waits (at most 1s).")},
+    {SB_OPT("commit_interval", SB_OPT_DURATION, "\"5s\"", 0,
      "How often stored offsets are committed to the group (auto.commit.interval.ms). Revokes and shutdown "
-     "commit at once."},
-    {"auto_offset_reset", SB_OPT_STRING, "\"earliest\"", 0,
-     "Where a partition without a committed offset starts: \"earliest\" or \"latest\"."},
-    {NULL, 0, NULL, 0, NULL}};
+     "commit at once.")},
+    {SB_OPT("auto_offset_reset", SB_OPT_STRING, "\"earliest\"", 0,
+     "Where a partition without a committed offset starts: \"earliest\" or \"latest\".")},
+    {0}};
 
 /* Properties the plugin sets itself: overriding them would break the
  * at-least-once contract or the options above. */

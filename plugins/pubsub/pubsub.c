@@ -96,23 +96,23 @@ static const char *okey_of(const msg *m)
 static const char *const standard_attrs[] = {"run_id", "schema", "table", "host"};
 
 static const sb_option_def options[] = {
-    {"topic", SB_OPT_STRING, NULL, 1,
-     "Topic to publish to: projects/PROJECT/topics/TOPIC, or TOPIC together with project."},
-    {"project", SB_OPT_STRING, NULL, 0, "Project of a topic given by its short name."},
-    {"body", SB_OPT_STRING, "\"command\"", 0,
+    {SB_OPT("topic", SB_OPT_STRING, NULL, 1,
+     "Topic to publish to: projects/PROJECT/topics/TOPIC, or TOPIC together with project.")},
+    {SB_OPT("project", SB_OPT_STRING, NULL, 0, "Project of a topic given by its short name.")},
+    {SB_OPT("body", SB_OPT_STRING, "\"command\"", 0,
      "Message data: \"command\" (the event's command field as is; events without one fail), \"json\" (the "
-     "event fields as a JSON object) or \"template\" (the template option)."},
-    {"template", SB_OPT_TEMPLATE, NULL, 0, "Message data for body \"template\", e.g. \"${schema}.${table} ${status}\"."},
-    {"attributes", SB_OPT_TEMPLATE_MAP, NULL, 0,
+     "event fields as a JSON object) or \"template\" (the template option).")},
+    {SB_OPT("template", SB_OPT_TEMPLATE, NULL, 0, "Message data for body \"template\", e.g. \"${schema}.${table} ${status}\".")},
+    {SB_OPT("attributes", SB_OPT_TEMPLATE_MAP, NULL, 0,
      "Extra message attributes, name -> template rendered per event, added to event_id, run_id, schema, table "
-     "and host (those present)."},
-    {"ordering_key", SB_OPT_TEMPLATE, NULL, 0,
-     "Ordering key per event, e.g. \"${schema}.${table}\" (the subscription needs message ordering enabled)."},
-    {"max_messages", SB_OPT_INT, "1000", 0, "Messages per publish request, 1 to 1000."},
-    {"max_bytes", SB_OPT_SIZE, "\"9MB\"", 0,
-     "Largest publish request body (messages as base64 JSON); at most 10000000."},
+     "and host (those present).")},
+    {SB_OPT("ordering_key", SB_OPT_TEMPLATE, NULL, 0,
+     "Ordering key per event, e.g. \"${schema}.${table}\" (the subscription needs message ordering enabled).")},
+    {SB_OPT("max_messages", SB_OPT_INT, "1000", 0, "Messages per publish request, 1 to 1000.")},
+    {SB_OPT("max_bytes", SB_OPT_SIZE, "\"9MB\"", 0,
+     "Largest publish request body (messages as base64 JSON); at most 10000000.")},
     SB_GCP_OPTION_DEFS,
-    {NULL, 0, NULL, 0, NULL}};
+    {0}};
 
 static int fail(char *errstr, size_t errstr_size, const char *fmt, ...)
 {

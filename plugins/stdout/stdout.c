@@ -14,10 +14,10 @@ typedef struct out {
 } out;
 
 static const sb_option_def options[] = {
-    {"template", SB_OPT_TEMPLATE, NULL, 0,
+    {SB_OPT("template", SB_OPT_TEMPLATE, NULL, 0,
      "Print this text per event, e.g. \"${schema}.${table} ${status}\". Default: the event as a JSON line "
-     "{\"event_id\",\"source\",\"fields\"}."},
-    {NULL, 0, NULL, 0, NULL}};
+     "{\"event_id\",\"source\",\"fields\"}.")},
+    {0}};
 
 static int so_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
 {

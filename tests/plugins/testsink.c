@@ -4,20 +4,25 @@
  *   "<instance> <event_id> <attempt> <result>"
  * and returns results as its options direct, so tests can drive every
  * path of the router: retries, dead letters, fatal restarts, fan-out,
- * fields handed to later steps and backpressure.
+ * fields handed to later steps, backpressure, and (ABI 2) waiting with step
+ * state: with wait_polls N, the first call "triggers" (records a line
+ * "... trigger"), keeps {"run", "polls"} as its step state and WAITs; the
+ * next N calls poll ("... wait K"), and the last one is OK.
+ * Its options are bound to its config struct (ABI 2 option table).
  */
 #include <syncbridge/syncbridge.h>
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-typedef struct tsink {
-    sb_instance *ins;
+/* The options, filled in by the core (SB_OPT_F_BIND). */
+typedef struct tsink_conf {
     const char *record;
-    const char *result;
+    int result; /* index into results[] */
     int64_t fail_first;
     int64_t retry_after;
     int64_t delay_ms;
@@ -25,21 +30,43 @@ typedef struct tsink {
     const sb_template *add_value;
     const char *expect_field;
     int64_t fatal_once_at;
+    int64_t wait_polls;
+    int64_t wait_ms;
+} tsink_conf;
+
+typedef struct tsink {
+    sb_instance *ins;
+    const tsink_conf *c;
     int64_t calls;
     pthread_mutex_t mu;
 } tsink;
 
+/* In sb_result order, so that an index is the result. */
+static const char *const results[] = {"unset", "ok", "retry", "fail", "fatal", "wait", NULL};
+
 static const sb_option_def options[] = {
-    {"record", SB_OPT_STRING, NULL, 0, "Append one line per event handled to this file."},
-    {"result", SB_OPT_STRING, "\"ok\"", 0, "ok, retry, fail, fatal or unset."},
-    {"fail_first", SB_OPT_INT, "0", 0, "Answer RETRY to the first N attempts of each event."},
-    {"retry_after", SB_OPT_DURATION, "0", 0, "Retry-After to report with RETRY."},
-    {"delay", SB_OPT_DURATION, "0", 0, "Sleep this long per batch."},
-    {"add_field", SB_OPT_STRING, NULL, 0, "Add this field to each event..."},
-    {"add_value", SB_OPT_TEMPLATE, "\"added-by-${event_id:-x}\"", 0, "...with this value."},
-    {"expect_field", SB_OPT_STRING, NULL, 0, "FAIL events that lack this field."},
-    {"fatal_once_at", SB_OPT_INT, "0", 0, "Report FATAL for the whole batch on the Nth call (once)."},
-    {NULL, 0, NULL, 0, NULL}};
+    {SB_OPT("record", SB_OPT_STRING, NULL, 0, "Append one line per event handled to this file."),
+     SB_OPT_BIND(tsink_conf, record)},
+    {SB_OPT("result", SB_OPT_STRING, "\"ok\"", 0, "The result to give."), SB_OPT_CHOICES(results),
+     SB_OPT_BIND(tsink_conf, result)},
+    {SB_OPT("fail_first", SB_OPT_INT, "0", 0, "Answer RETRY to the first N attempts of each event."),
+     SB_OPT_RANGE_BIND(0, 1000, tsink_conf, fail_first)},
+    {SB_OPT("retry_after", SB_OPT_DURATION, "0", 0, "Retry-After to report with RETRY."),
+     SB_OPT_BIND(tsink_conf, retry_after)},
+    {SB_OPT("delay", SB_OPT_DURATION, "0", 0, "Sleep this long per batch."), SB_OPT_BIND(tsink_conf, delay_ms)},
+    {SB_OPT("add_field", SB_OPT_STRING, NULL, 0, "Add this field to each event..."),
+     SB_OPT_BIND(tsink_conf, add_field)},
+    {SB_OPT("add_value", SB_OPT_TEMPLATE, "\"added-by-${event_id:-x}\"", 0, "...with this value."),
+     SB_OPT_BIND(tsink_conf, add_value)},
+    {SB_OPT("expect_field", SB_OPT_STRING, NULL, 0, "FAIL events that lack this field."),
+     SB_OPT_BIND(tsink_conf, expect_field)},
+    {SB_OPT("fatal_once_at", SB_OPT_INT, "0", 0, "Report FATAL for the whole batch on the Nth call (once)."),
+     SB_OPT_BIND(tsink_conf, fatal_once_at)},
+    {SB_OPT("wait_polls", SB_OPT_INT, "0", 0, "Trigger, then WAIT this many polls before OK."),
+     SB_OPT_RANGE_BIND(0, 1000000, tsink_conf, wait_polls)},
+    {SB_OPT("wait_ms", SB_OPT_DURATION, "\"50ms\"", 0, "How long each WAIT asks to wait."),
+     SB_OPT_RANGE_BIND(1, 3600000, tsink_conf, wait_ms)},
+    {0}};
 
 static int ts_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
 {
@@ -49,15 +76,7 @@ static int ts_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
         return -1;
     }
     t->ins = ins;
-    t->record = sb_opt_string(ins, "record");
-    t->result = sb_opt_string(ins, "result");
-    t->fail_first = sb_opt_int(ins, "fail_first");
-    t->retry_after = sb_opt_duration_ms(ins, "retry_after");
-    t->delay_ms = sb_opt_duration_ms(ins, "delay");
-    t->add_field = sb_opt_string(ins, "add_field");
-    t->add_value = sb_opt_template(ins, "add_value");
-    t->expect_field = sb_opt_string(ins, "expect_field");
-    t->fatal_once_at = sb_opt_int(ins, "fatal_once_at");
+    t->c = sb_instance_config(ins);
     pthread_mutex_init(&t->mu, NULL);
     *self = t;
     return 0;
@@ -70,35 +89,18 @@ static void ts_destroy(void *self)
     free(t);
 }
 
-static sb_result parse_result(const char *s)
-{
-    if (strcmp(s, "retry") == 0)
-        return SB_RESULT_RETRY;
-    if (strcmp(s, "fail") == 0)
-        return SB_RESULT_FAIL;
-    if (strcmp(s, "fatal") == 0)
-        return SB_RESULT_FATAL;
-    if (strcmp(s, "unset") == 0)
-        return SB_RESULT_UNSET;
-    return SB_RESULT_OK;
-}
-
-static const char *result_name(sb_result r)
-{
-    static const char *const names[] = {"unset", "ok", "retry", "fail", "fatal"};
-    return names[r];
-}
+static const char *result_name(sb_result r) { return results[r]; }
 
 /* The fatal-once counter survives restarts through a marker file. */
 static int take_fatal(tsink *t)
 {
-    if (!t->fatal_once_at || !t->record)
+    if (!t->c->fatal_once_at || !t->c->record)
         return 0;
     char marker[4096];
-    snprintf(marker, sizeof marker, "%s.%s.fatal", t->record, sb_instance_name(t->ins));
+    snprintf(marker, sizeof marker, "%s.%s.fatal", t->c->record, sb_instance_name(t->ins));
     if (access(marker, F_OK) == 0)
         return 0;
-    if (++t->calls < t->fatal_once_at)
+    if (++t->calls < t->c->fatal_once_at)
         return 0;
     FILE *m = fopen(marker, "w");
     if (m)
@@ -106,38 +108,74 @@ static int take_fatal(tsink *t)
     return 1;
 }
 
+/* wait_polls: trigger once (the side effect a crash must not repeat), then
+ * poll through WAIT with the poll count in the step state. Returns the
+ * result to give, or SB_RESULT_UNSET to go on with the scripted one. */
+static sb_result wait_script(tsink *t, sb_batch *b, size_t i, FILE *rec)
+{
+    const sb_event *ev = sb_batch_event(b, i);
+    const json_t *st = sb_batch_state(b, i);
+    if (!st) {
+        if (rec) {
+            fprintf(rec, "%s %s %d trigger\n", sb_instance_name(t->ins), sb_event_id(ev), sb_batch_attempt(b, i));
+            fflush(rec);
+            fsync(fileno(rec));
+        }
+        sb_batch_set_state(b, i, json_pack("{s:s, s:I}", "run", sb_event_id(ev), "polls", (json_int_t)0));
+        if (sb_batch_save_state(b, i) != 0)
+            return SB_RESULT_RETRY;
+        sb_batch_wait(b, i, t->c->wait_ms, "run %s triggered", sb_event_id(ev));
+        return SB_RESULT_WAIT;
+    }
+    json_int_t polls = json_integer_value(json_object_get(st, "polls")) + 1;
+    if (rec)
+        fprintf(rec, "%s %s %d wait %lld\n", sb_instance_name(t->ins), sb_event_id(ev), sb_batch_attempt(b, i),
+                (long long)polls);
+    if (polls > t->c->wait_polls)
+        return SB_RESULT_UNSET;
+    sb_batch_set_state(b, i, json_pack("{s:O, s:I}", "run", json_object_get(st, "run"), "polls", polls));
+    sb_batch_wait(b, i, t->c->wait_ms, "run %s: poll %lld", json_string_value(json_object_get(st, "run")),
+                  (long long)polls);
+    return SB_RESULT_WAIT;
+}
+
 static void ts_process(void *self, sb_batch *b)
 {
     tsink *t = self;
-    if (t->delay_ms)
-        usleep((useconds_t)(t->delay_ms * 1000));
+    const tsink_conf *c = t->c;
+    if (c->delay_ms)
+        usleep((useconds_t)(c->delay_ms * 1000));
     pthread_mutex_lock(&t->mu);
     int fatal = take_fatal(t);
-    FILE *rec = t->record ? fopen(t->record, "a") : NULL;
+    FILE *rec = c->record ? fopen(c->record, "a") : NULL;
     for (size_t i = 0; i < sb_batch_count(b); i++) {
         sb_event *ev = sb_batch_event(b, i);
-        sb_result r = parse_result(t->result);
+        if (c->wait_polls && !fatal && wait_script(t, b, i, rec) != SB_RESULT_UNSET)
+            continue;
+        sb_result r = (sb_result)c->result;
         const char *why = NULL;
         if (fatal) {
             r = SB_RESULT_FATAL;
             why = "scripted fatal";
-        } else if (t->expect_field && !json_object_get(sb_event_fields(ev), t->expect_field)) {
+        } else if (c->expect_field && !json_object_get(sb_event_fields(ev), c->expect_field)) {
             r = SB_RESULT_FAIL;
             why = "expected field missing";
-        } else if (sb_batch_attempt(b, i) <= t->fail_first) {
+        } else if (sb_batch_attempt(b, i) <= c->fail_first) {
             r = SB_RESULT_RETRY;
             why = "scripted transient failure";
         }
-        if (r == SB_RESULT_OK && t->add_field) {
+        if (r == SB_RESULT_OK && c->add_field) {
             char err[256];
-            char *v = sb_template_render(t->add_value, ev, err, sizeof err);
-            sb_event_add(ev, t->add_field, json_string(v ? v : err));
+            char *v = sb_template_render(c->add_value, ev, err, sizeof err);
+            sb_event_add(ev, c->add_field, json_string(v ? v : err));
             free(v);
         }
-        if (r != SB_RESULT_UNSET)
+        if (r == SB_RESULT_WAIT)
+            sb_batch_wait(b, i, c->wait_ms, "scripted wait");
+        else if (r != SB_RESULT_UNSET)
             sb_batch_set_result(b, i, r, "%s", why ? why : result_name(r));
-        if (r == SB_RESULT_RETRY && t->retry_after)
-            sb_batch_set_retry_after(b, i, t->retry_after);
+        if (r == SB_RESULT_RETRY && c->retry_after)
+            sb_batch_set_retry_after(b, i, c->retry_after);
         if (rec)
             fprintf(rec, "%s %s %d %s\n", sb_instance_name(t->ins), sb_event_id(ev), sb_batch_attempt(b, i),
                     result_name(r));
@@ -157,6 +195,7 @@ const sb_plugin syncbridge_plugin = {
     .version = "test",
     .description = "Scriptable sink for tests",
     .options = options,
+    .config_size = sizeof(tsink_conf),
     .create = ts_create,
     .process = ts_process,
     .destroy = ts_destroy,

@@ -21,12 +21,12 @@ typedef struct tsrc {
 } tsrc;
 
 static const sb_option_def options[] = {
-    {"count", SB_OPT_INT, "100", 0, "Events to emit."},
-    {"batch", SB_OPT_INT, "10", 0, "Events per emit."},
-    {"prefix", SB_OPT_STRING, "\"ev\"", 0, "Event id prefix."},
-    {"rate", SB_OPT_INT, "0", 0, "Events per second (0 = as fast as the core admits them)."},
-    {"in_flight", SB_OPT_INT, "0", 0, "Batches left uncommitted with sb_source_emit_async (0 = sb_source_emit)."},
-    {NULL, 0, NULL, 0, NULL}};
+    {SB_OPT("count", SB_OPT_INT, "100", 0, "Events to emit.")},
+    {SB_OPT("batch", SB_OPT_INT, "10", 0, "Events per emit.")},
+    {SB_OPT("prefix", SB_OPT_STRING, "\"ev\"", 0, "Event id prefix.")},
+    {SB_OPT("rate", SB_OPT_INT, "0", 0, "Events per second (0 = as fast as the core admits them).")},
+    {SB_OPT("in_flight", SB_OPT_INT, "0", 0, "Batches left uncommitted with sb_source_emit_async (0 = sb_source_emit).")},
+    {0}};
 
 static int tc_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
 {

@@ -167,6 +167,38 @@ class Cli(Base):
         self.assertIn("nope", r.stderr)
 
 
+class Waits(Base):
+    """Plugin ABI 2: a step that waits with step state survives SIGKILL."""
+
+    def test_sigkill_between_polls_resumes_with_one_side_effect(self):
+        record = os.path.join(self.dir, "record.txt")
+        # each event: trigger (the side effect), then WAIT polls 300 ms apart;
+        # max_attempts 1 shows the waits are not charged to the retry budget
+        self.config({"dag": {"plugin": "testsink", "record": record, "wait_polls": 3, "wait_ms": "300ms",
+                             "retry": {"max_attempts": 1}}}, ["dag"])
+        ids = ["r%d" % i for i in range(5)]
+        self.write_events(*ids)
+        p = self.start()
+        # killed after every event's second poll, before its third
+        wait_for(lambda: all(any(l.startswith("dag %s " % i) and l.endswith(" wait 2") for l in lines(record))
+                             for i in ids), what="every event's second poll")
+        p.kill()
+        p.wait()
+        self.assertFalse(any(l.endswith(" ok") for l in lines(record)), "finished before the kill")
+        p = self.start()
+        wait_for(lambda: sum(1 for l in lines(record) if l.endswith(" ok")) == len(ids), timeout=30,
+                 what="every event done after the restart")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(timeout=30), 0)
+        for i in ids:
+            mine = [l for l in lines(record) if l.startswith("dag %s " % i)]
+            self.assertEqual(sum(1 for l in mine if l.endswith(" trigger")), 1, "one side effect: %s" % mine)
+            self.assertEqual(sum(1 for l in mine if l.endswith(" ok")), 1, mine)
+            self.assertTrue(any(l.endswith(" wait 3") for l in mine), "the third poll came after the restart")
+        done = json.loads(self.cli("runs", "--state", "done", "--json").stdout)
+        self.assertEqual(sorted(r["event_id"] for r in done), ids)
+
+
 class FileIn(Base):
     def test_awkward_lines_are_reported_and_skipped_without_losing_neighbours(self):
         self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])

@@ -20,6 +20,12 @@ mkdir -p "$scratch/plugins"
 cc -std=c11 -Wall -Wextra -Werror -fPIC -shared -o "$scratch/plugins/example_upper.so" \
     "$src/tests/sdk/example_upper.c" $(pkg-config --cflags --libs syncbridge)
 echo "built example_upper.so against $(pkg-config --modversion syncbridge) from $pcdir"
+# the pkg-config file names the ABI the headers define
+abi=$(pkg-config --variable=abi_version syncbridge)
+printf '#include <syncbridge/plugin.h>\n#if SB_ABI_MAJOR * 1000 + SB_ABI_MINOR != %s\n#error "syncbridge.pc says ABI %s"\n#endif\n' \
+    "$(echo "$abi" | awk -F. '{ print $1 * 1000 + $2 }')" "$abi" |
+    cc -fsyntax-only -x c - $(pkg-config --cflags syncbridge)
+echo "syncbridge.pc: abi_version $abi, as plugin.h defines"
 
 cat > "$scratch/input.jsonl" <<'JSON'
 {"event_id": "a", "schema": "edw", "table": "orders_daily"}

@@ -13,8 +13,8 @@
 #include <string.h>
 
 static const sb_option_def options[] = {
-    {"field", SB_OPT_STRING, "\"table\"", 0, "Field to upper-case."},
-    {NULL, 0, NULL, 0, NULL}};
+    {SB_OPT("field", SB_OPT_STRING, "\"table\"", 0, "Field to upper-case.")},
+    {0}};
 
 static int up_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
 {

@@ -399,7 +399,7 @@ START_TEST(test_auth_mode_names_and_conf)
     ck_assert_ptr_null(sb_gcp_client_new(&conf, err, sizeof err));
     ck_assert_str_eq(err, "auth service_account needs key_file");
     /* The option fragment declares every documented option once. */
-    static const sb_option_def defs[] = {SB_GCP_OPTION_DEFS, {NULL, 0, NULL, 0, NULL}};
+    static const sb_option_def defs[] = {SB_GCP_OPTION_DEFS, {0}};
     const char *names[] = {"auth", "key_file", "token", "scopes", "allow_insecure_key_file", "endpoint", "ca_file",
                            "tls_verify", "proxy", "no_proxy", "connect_timeout", "timeout", "max_attempts",
                            "retry_initial", "retry_max_delay", "deadline"};

@@ -67,7 +67,16 @@ END_TEST
 START_TEST(symbol_missing) { expect_refused("tests/plugins/.libs/no_symbol.so", "does not export the symbol \"syncbridge_plugin\""); }
 END_TEST
 
-START_TEST(wrong_abi_version) { expect_refused("tests/plugins/.libs/bad_abi.so", "built for plugin ABI 2.0, this syncbridge provides ABI 1.3"); }
+START_TEST(wrong_abi_version) { expect_refused("tests/plugins/.libs/bad_abi.so", "built for plugin ABI 3.0, this syncbridge provides ABI 2.0"); }
+END_TEST
+
+/* An out-of-tree plugin still built against the 1.x SDK: both versions named,
+ * and where the migration is described. */
+START_TEST(abi1_plugin_refused)
+{
+    expect_refused("tests/plugins/.libs/old_abi.so", "built for plugin ABI 1.3, this syncbridge provides ABI 2.0");
+    expect_refused("tests/plugins/.libs/old_abi.so", "Migrating a plugin to ABI 2");
+}
 END_TEST
 
 START_TEST(wrong_struct_size) { expect_refused("tests/plugins/.libs/bad_size.so", "descriptor size"); }
@@ -127,6 +136,7 @@ int main(void)
     tcase_add_test(tc, not_a_shared_object);
     tcase_add_test(tc, symbol_missing);
     tcase_add_test(tc, wrong_abi_version);
+    tcase_add_test(tc, abi1_plugin_refused);
     tcase_add_test(tc, wrong_struct_size);
     tcase_add_test(tc, name_must_match_file);
     tcase_add_test(tc, wrong_kind);

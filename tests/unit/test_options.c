@@ -13,17 +13,17 @@
 #define ASSERT_HAS(s, sub) ck_assert_msg(strstr((s), (sub)) != NULL, "expected \"%s\" in \"%s\"", (sub), (s))
 
 static const sb_option_def defs[] = {
-    {"table", SB_OPT_STRING, NULL, 1, "Destination table."},
-    {"dataset", SB_OPT_STRING, "\"registry\"", 0, "Dataset name."},
-    {"batch", SB_OPT_INT, "100", 0, "Rows per insert."},
-    {"dry_run", SB_OPT_BOOL, "false", 0, "Log instead of writing."},
-    {"ratio", SB_OPT_DOUBLE, "0.25", 0, "Sampling ratio."},
-    {"batch_linger", SB_OPT_DURATION, "\"250ms\"", 0, "How long to wait for a fuller batch."},
-    {"max_bytes", SB_OPT_SIZE, "\"1MB\"", 0, "Largest request body."},
-    {"hosts", SB_OPT_STRING_LIST, "[\"localhost\"]", 0, "Brokers."},
-    {"labels", SB_OPT_OBJECT, NULL, 0, "Extra labels."},
-    {"path", SB_OPT_TEMPLATE, "\"/data/${table:-none}\"", 0, "Output path per event."},
-    {NULL, 0, NULL, 0, NULL},
+    {SB_OPT("table", SB_OPT_STRING, NULL, 1, "Destination table.")},
+    {SB_OPT("dataset", SB_OPT_STRING, "\"registry\"", 0, "Dataset name.")},
+    {SB_OPT("batch", SB_OPT_INT, "100", 0, "Rows per insert.")},
+    {SB_OPT("dry_run", SB_OPT_BOOL, "false", 0, "Log instead of writing.")},
+    {SB_OPT("ratio", SB_OPT_DOUBLE, "0.25", 0, "Sampling ratio.")},
+    {SB_OPT("batch_linger", SB_OPT_DURATION, "\"250ms\"", 0, "How long to wait for a fuller batch.")},
+    {SB_OPT("max_bytes", SB_OPT_SIZE, "\"1MB\"", 0, "Largest request body.")},
+    {SB_OPT("hosts", SB_OPT_STRING_LIST, "[\"localhost\"]", 0, "Brokers.")},
+    {SB_OPT("labels", SB_OPT_OBJECT, NULL, 0, "Extra labels.")},
+    {SB_OPT("path", SB_OPT_TEMPLATE, "\"/data/${table:-none}\"", 0, "Output path per event.")},
+    {0},
 };
 
 static int create_noop(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
@@ -317,7 +317,7 @@ START_TEST(test_unknown_and_required)
                      "conf.d/team.json: sinks.bq.table: missing required option (string)");
     ASSERT_HAS(parse_error("[]"), "conf.d/team.json: sinks.bq: expected an object of options, got []");
 
-    static const sb_option_def none[] = {{NULL, 0, NULL, 0, NULL}};
+    static const sb_option_def none[] = {{0}};
     char err[256];
     json_t *given = json_pack("{s:i}", "x", 1);
     ck_assert_ptr_null(sb_options_parse(none, given, "w", err, sizeof err));
@@ -339,7 +339,7 @@ END_TEST
 
 START_TEST(test_bad_default_in_table)
 {
-    static const sb_option_def bad[] = {{"n", SB_OPT_INT, "ten", 0, "x"}, {NULL, 0, NULL, 0, NULL}};
+    static const sb_option_def bad[] = {{SB_OPT("n", SB_OPT_INT, "ten", 0, "x")}, {0}};
     char err[256];
     ck_assert_ptr_null(sb_options_parse(bad, NULL, "sinks.x", err, sizeof err));
     ASSERT_HAS(err, "sinks.x.n: the plugin's default ten is not valid JSON");
@@ -363,9 +363,9 @@ END_TEST
  * value with its path. */
 START_TEST(test_template_map)
 {
-    static const sb_option_def mdefs[] = {{"attrs", SB_OPT_TEMPLATE_MAP, NULL, 0, "Attributes."},
-                                          {"none", SB_OPT_TEMPLATE_MAP, NULL, 0, "Unset."},
-                                          {NULL, 0, NULL, 0, NULL}};
+    static const sb_option_def mdefs[] = {{SB_OPT("attrs", SB_OPT_TEMPLATE_MAP, NULL, 0, "Attributes.")},
+                                          {SB_OPT("none", SB_OPT_TEMPLATE_MAP, NULL, 0, "Unset.")},
+                                          {0}};
     setenv("SB_TEST_TEAM", "edw", 1);
     char err[512] = "";
     json_t *given = json_loads("{\"attrs\":{\"origin\":\"${schema}.${table}\",\"team\":\"${env:SB_TEST_TEAM}\","

@@ -411,6 +411,114 @@ START_TEST(resume_starts_at_first_unfinished_step)
 }
 END_TEST
 
+/* ABI 2: a step that WAITs with state is polled until done, its waits are
+ * not charged to the retry budget (max_attempts 1), and its one side effect
+ * (the trigger) happens once per event. */
+START_TEST(waits_with_state_until_done)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 6, \"batch\": 3}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"wait_polls\": 3,"
+                "                    \"wait_ms\": \"5ms\", \"retry\": {\"max_attempts\": 1}}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 6);
+    ck_assert_int_eq(stat_of(&h, "r", "dead"), 0);
+    ck_assert_int_eq(tu_count_lines(h.record, " trigger"), 6);
+    ck_assert_int_eq(tu_count_lines(h.record, " wait 1"), 6);
+    ck_assert_int_eq(tu_count_lines(h.record, " wait 3"), 6);
+    ck_assert_int_eq(tu_count_lines(h.record, " wait 4"), 6); /* the poll that finds it done */
+    ck_assert_int_eq(tu_count_lines(h.record, " ok"), 6);
+    ck_assert_int_eq(stat_of(&h, "r", "waits"), 6 * 4);
+    h_free(&h);
+}
+END_TEST
+
+/* The wait is bounded by step_timeout: then the event is dead-lettered,
+ * saying why. */
+START_TEST(step_timeout_ends_a_wait)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 2, \"batch\": 2}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"wait_polls\": 100000,"
+                "                    \"wait_ms\": \"20ms\", \"step_timeout\": \"300ms\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "dead"), 2);
+    ck_assert_int_eq(tu_count_lines(h.record, " trigger"), 2);
+    json_t *dead = sb_ledger_list(h.ledger, &(sb_ledger_filter){.state = SB_ENTRY_DEAD}, err, sizeof err);
+    ck_assert_msg(json_array_size(dead) == 2, "%s", err);
+    const char *why = json_string_value(json_object_get(json_array_get(dead, 0), "error"));
+    ck_assert_msg(why && strstr(why, "step_timeout reached") && strstr(why, "waiting"), "%s", why ? why : "(none)");
+    json_decref(dead);
+    h_free(&h);
+}
+END_TEST
+
+/* After a restart the step gets its state back: no second trigger. */
+START_TEST(resumed_wait_gets_its_state_back)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 0}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"wait_polls\": 3,"
+                "                    \"wait_ms\": \"5ms\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    sb_event *ev = sb_event_new("waited-1");
+    sb_event_set_source(ev, "src");
+    char *payload = sb_event_to_payload(ev);
+    sb_ledger_new n = {.event_id = "waited-1", .route = "r", .source = "src", .payload = payload, .received_us = 1};
+    ck_assert_int_eq(sb_ledger_accept(h.ledger, "src", NULL, &n, 1, err, sizeof err), 0);
+    /* as a daemon killed after its second poll left it */
+    ck_assert_int_eq(sb_ledger_step_state(h.ledger, n.entry_id, 0, "a", "{\"run\": \"waited-1\", \"polls\": 2}", 1,
+                                          err, sizeof err), 0);
+    sb_ledger_retry(h.ledger, n.entry_id, 0, 0, sb_now_us(), "a: waiting: poll 2");
+    sb_ledger_sync(h.ledger);
+    h_run(&h);
+    ck_assert_int_eq(tu_count_lines(h.record, " trigger"), 0);
+    ck_assert_int_eq(tu_count_lines(h.record, "a waited-1 1 wait 3"), 1);
+    ck_assert_int_eq(tu_count_lines(h.record, " ok"), 1);
+    ck_assert_int_eq(count_state(&h, SB_ENTRY_DONE), 1);
+    free(payload);
+    sb_event_free(ev);
+    h_free(&h);
+}
+END_TEST
+
+/* ABI 2 option tables: the core refuses a value outside an option's choices
+ * or range, naming the file, the JSON path and what is allowed. */
+START_TEST(option_choices_and_ranges_are_enforced)
+{
+    static const struct {
+        const char *sink;
+        const char *want[3];
+    } cases[] = {
+        {"{\"plugin\": \"testsink\", \"result\": \"okk\"}",
+         {"sinks.a.result: \"okk\" is not one of the allowed values", "\"unset\", \"ok\", \"retry\"",
+          "did you mean \"ok\"?"}},
+        {"{\"plugin\": \"testsink\", \"fail_first\": -1}", {"sinks.a.fail_first: -1 is outside the allowed range 0 to 1000"}},
+        {"{\"plugin\": \"testsink\", \"wait_ms\": \"2h\"}", {"sinks.a.wait_ms: 2h is outside the allowed range 1ms to 1h"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        harness h;
+        char *cfg = sb_asprintf("{\"state_dir\": \"@D@/state\","
+                                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 0}},"
+                                " \"sinks\": {\"a\": %s},"
+                                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}",
+                                cases[i].sink);
+        h_build(&h, cfg);
+        free(cfg);
+        ck_assert_ptr_null(sb_router_new(h.cfg, h.reg, h.ledger, 1, err, sizeof err));
+        ck_assert_msg(strstr(err, "syncbridge.json: "), "no file in: %s", err);
+        for (size_t k = 0; k < 3 && cases[i].want[k]; k++)
+            ck_assert_msg(strstr(err, cases[i].want[k]), "\"%s\" lacks \"%s\"", err, cases[i].want[k]);
+        h_free(&h);
+    }
+}
+END_TEST
+
 START_TEST(check_command_prints_routes_and_rejects_bad_config)
 {
     char *dir = tu_mkdtemp();
@@ -456,6 +564,10 @@ int main(void)
     tcase_add_test(tc, duplicates_are_not_routed_twice);
     tcase_add_test(tc, async_batches_in_flight_commit_in_order);
     tcase_add_test(tc, resume_starts_at_first_unfinished_step);
+    tcase_add_test(tc, waits_with_state_until_done);
+    tcase_add_test(tc, step_timeout_ends_a_wait);
+    tcase_add_test(tc, resumed_wait_gets_its_state_back);
+    tcase_add_test(tc, option_choices_and_ranges_are_enforced);
     tcase_add_test(tc, check_command_prints_routes_and_rejects_bad_config);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -212,6 +212,42 @@ START_TEST(watchdog_withheld_while_a_step_stalls)
 }
 END_TEST
 
+/* ABI 2: a step that waits (WAIT, polled every 100 ms for about 4 s, four
+ * times WatchdogSec) holds no worker, so keep-alive pings never stop: the
+ * scaled-down form of a 10-minute DAG run under WatchdogSec=30s. */
+START_TEST(watchdog_fed_while_a_step_waits)
+{
+    static const char *const env[] = {"WATCHDOG_USEC=1000000", NULL};
+    daemon_run d;
+    start_daemon(&d,
+                 "{\"state_dir\": \"@D@/state\","
+                 " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 3, \"batch\": 3}},"
+                 " \"sinks\": {\"dag\": {\"plugin\": \"testsink\", \"wait_polls\": 40, \"wait_ms\": \"100ms\","
+                 "                      \"retry\": {\"max_attempts\": 1}}},"
+                 " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"dag\"]}}}",
+                 env);
+    ck_assert(wait_for(d.fd, "READY=1", 30000));
+    int64_t start = now_ms(), last_ping = -1, longest_gap = 0;
+    int stalled = 0;
+    char buf[4096];
+    while (now_ms() < start + 4000)
+        if (recv_msg(d.fd, buf, sizeof buf, (int)(start + 4000 - now_ms()))) {
+            if (strstr(buf, "WATCHDOG=1")) {
+                int64_t t = now_ms() - start;
+                if (t - (last_ping < 0 ? 0 : last_ping) > longest_gap)
+                    longest_gap = t - (last_ping < 0 ? 0 : last_ping);
+                last_ping = t;
+            }
+            if (strstr(buf, "STATUS=stalled"))
+                stalled = 1;
+        }
+    ck_assert_msg(last_ping > 3500, "the last WATCHDOG=1 came %lld ms after READY", (long long)last_ping);
+    ck_assert_msg(longest_gap < 500, "%lld ms without WATCHDOG=1 while a step waits", (long long)longest_gap);
+    ck_assert_msg(!stalled, "STATUS=stalled while a step only waits");
+    ck_assert_int_eq(stop_daemon(&d, SIGTERM), 0);
+}
+END_TEST
+
 START_TEST(journal_stream_gets_priority_prefixes)
 {
     /* the child's stderr is a file; JOURNAL_STREAM names its device:inode
@@ -304,6 +340,7 @@ int main(void)
     tcase_add_test(tc, ready_then_stopping_on_sigterm);
     tcase_add_test(tc, watchdog_pings_while_idle);
     tcase_add_test(tc, watchdog_withheld_while_a_step_stalls);
+    tcase_add_test(tc, watchdog_fed_while_a_step_waits);
     tcase_add_test(tc, journal_stream_gets_priority_prefixes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -274,37 +274,37 @@ char *sb_gcp_redact(const char *text);
 /* Splice into a plugin's sb_option_def table so every Google plugin takes
  * the same access options:
  *     static const sb_option_def opts[] = {
- *         {"topic", SB_OPT_STRING, NULL, 1, "..."},
+ *         {SB_OPT("topic", SB_OPT_STRING, NULL, 1, "...")},
  *         SB_GCP_OPTION_DEFS,
- *         {NULL, 0, NULL, 0, NULL}
+ *         {0}
  *     };
  */
 #define SB_GCP_OPTION_DEFS \
-    {"auth", SB_OPT_STRING, NULL, 0, \
+    {SB_OPT("auth", SB_OPT_STRING, NULL, 0, \
      "How to get Google credentials: \"adc\" (GOOGLE_APPLICATION_CREDENTIALS, else the metadata server), " \
      "\"service_account\" (key_file), \"metadata\", \"none\" (emulators) or \"static\" (token). " \
-     "Default adc, or none when the service's emulator variable is set."}, \
-    {"key_file", SB_OPT_STRING, NULL, 0, \
-     "Service-account JSON key file for auth service_account; must not be readable by group/others."}, \
-    {"token", SB_OPT_STRING, NULL, 0, \
-     "Access token for auth static; use ${file:/path} or ${env:NAME} to keep it out of the config."}, \
-    {"scopes", SB_OPT_STRING_LIST, "[\"https://www.googleapis.com/auth/cloud-platform\"]", 0, \
-     "OAuth scopes requested for service_account and metadata tokens."}, \
-    {"allow_insecure_key_file", SB_OPT_BOOL, "false", 0, \
-     "Accept a key file readable by group or others."}, \
-    {"endpoint", SB_OPT_STRING, NULL, 0, \
-     "Base URL overriding the Google default and emulator variables, e.g. http://localhost:8085."}, \
-    {"ca_file", SB_OPT_STRING, NULL, 0, "PEM CA bundle used to verify TLS servers (default: system store)."}, \
-    {"tls_verify", SB_OPT_BOOL, "true", 0, "Verify TLS certificates and host names. Leave on."}, \
-    {"proxy", SB_OPT_STRING, NULL, 0, \
-     "HTTP(S) proxy URL, e.g. http://proxy:3128 (default: http_proxy/https_proxy environment)."}, \
-    {"no_proxy", SB_OPT_STRING, NULL, 0, "Comma-separated hosts reached without the proxy (default: no_proxy environment)."}, \
-    {"connect_timeout", SB_OPT_DURATION, "\"10s\"", 0, "Time allowed to connect (incl. TLS) per attempt."}, \
-    {"timeout", SB_OPT_DURATION, "\"60s\"", 0, "Time allowed for one HTTP attempt."}, \
-    {"max_attempts", SB_OPT_INT, "6", 0, "Attempts per request including the first (1 = no retries)."}, \
-    {"retry_initial", SB_OPT_DURATION, "\"250ms\"", 0, "First retry delay bound; doubles per attempt, full jitter."}, \
-    {"retry_max_delay", SB_OPT_DURATION, "\"32s\"", 0, "Upper bound of one retry delay."}, \
-    {"deadline", SB_OPT_DURATION, "\"120s\"", 0, "Time allowed for one request including all retries."}
+     "Default adc, or none when the service's emulator variable is set.")}, \
+    {SB_OPT("key_file", SB_OPT_STRING, NULL, 0, \
+     "Service-account JSON key file for auth service_account; must not be readable by group/others.")}, \
+    {SB_OPT("token", SB_OPT_STRING, NULL, 0, \
+     "Access token for auth static; use ${file:/path} or ${env:NAME} to keep it out of the config.")}, \
+    {SB_OPT("scopes", SB_OPT_STRING_LIST, "[\"https://www.googleapis.com/auth/cloud-platform\"]", 0, \
+     "OAuth scopes requested for service_account and metadata tokens.")}, \
+    {SB_OPT("allow_insecure_key_file", SB_OPT_BOOL, "false", 0, \
+     "Accept a key file readable by group or others.")}, \
+    {SB_OPT("endpoint", SB_OPT_STRING, NULL, 0, \
+     "Base URL overriding the Google default and emulator variables, e.g. http://localhost:8085.")}, \
+    {SB_OPT("ca_file", SB_OPT_STRING, NULL, 0, "PEM CA bundle used to verify TLS servers (default: system store).")}, \
+    {SB_OPT("tls_verify", SB_OPT_BOOL, "true", 0, "Verify TLS certificates and host names. Leave on.")}, \
+    {SB_OPT("proxy", SB_OPT_STRING, NULL, 0, \
+     "HTTP(S) proxy URL, e.g. http://proxy:3128 (default: http_proxy/https_proxy environment).")}, \
+    {SB_OPT("no_proxy", SB_OPT_STRING, NULL, 0, "Comma-separated hosts reached without the proxy (default: no_proxy environment).")}, \
+    {SB_OPT("connect_timeout", SB_OPT_DURATION, "\"10s\"", 0, "Time allowed to connect (incl. TLS) per attempt.")}, \
+    {SB_OPT("timeout", SB_OPT_DURATION, "\"60s\"", 0, "Time allowed for one HTTP attempt.")}, \
+    {SB_OPT("max_attempts", SB_OPT_INT, "6", 0, "Attempts per request including the first (1 = no retries).")}, \
+    {SB_OPT("retry_initial", SB_OPT_DURATION, "\"250ms\"", 0, "First retry delay bound; doubles per attempt, full jitter.")}, \
+    {SB_OPT("retry_max_delay", SB_OPT_DURATION, "\"32s\"", 0, "Upper bound of one retry delay.")}, \
+    {SB_OPT("deadline", SB_OPT_DURATION, "\"120s\"", 0, "Time allowed for one request including all retries.")}
 
 #ifdef __cplusplus
 }

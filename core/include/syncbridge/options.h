@@ -60,13 +60,59 @@ typedef enum sb_option_type {
     SB_OPT_TEMPLATE_MAP /* added after 1.0: an older core refuses the table at load */
 } sb_option_type;
 
+/* sb_option_def.flags (since ABI 2.0) */
+#define SB_OPT_F_RANGE 0x1u /* INT, DURATION, SIZE, DOUBLE: the value MUST lie in [min, max] */
+#define SB_OPT_F_BIND 0x2u  /* store the value in the plugin's config struct at `offset` */
+
 typedef struct sb_option_def {
     const char *name;          /* [a-z0-9_]+; NULL terminates the table */
     sb_option_type type;
     const char *default_value; /* in config syntax as a JSON text ("10", "\"5s\"", "[\"a\"]"); NULL = none */
     int required;              /* non-zero: the option MUST be given */
     const char *description;   /* one or two sentences for `syncbridge plugins NAME` */
+
+    /* ---- since ABI 2.0; all MAY be left zero ---- */
+    uint32_t flags;            /* SB_OPT_F_* */
+    /* STRING only: the allowed values, NULL-terminated. The core refuses any
+     * other value with the file, the JSON path and this list, and
+     * `syncbridge plugins NAME` prints it. */
+    const char *const *choices;
+    /* With SB_OPT_F_RANGE: inclusive bounds, in the unit the getter returns
+     * (INT as is, DURATION in ms, SIZE in bytes; DOUBLE compares as double). */
+    int64_t min, max;
+    /* With SB_OPT_F_BIND: offsetof(the plugin's config struct, member). The
+     * member's C type follows the option type:
+     *   STRING                      const char *   (NULL when unset)
+     *   STRING with choices         int            (index into choices; -1 unset)
+     *   INT, DURATION (ms), SIZE    int64_t
+     *   BOOL                        int
+     *   DOUBLE                      double
+     *   TEMPLATE                    const sb_template *
+     *   OBJECT, TEMPLATE_MAP        const json_t *
+     *   STRING_LIST                 not bindable (use the getters)
+     * Pointers are owned by the instance and valid until destroy(). */
+    size_t offset;
 } sb_option_def;
+
+/* Table helpers. Entries are designated initializers, so that a table
+ * compiles without -Wmissing-field-initializers warnings and keeps meaning
+ * the same when later ABI minors append members:
+ *   SB_OPT(name, type, default, required, description)
+ * gives the five classic members; the constraint helpers combine with it in
+ * any order: */
+#define SB_OPT(n, t, def, req, desc) .name = (n), .type = (t), .default_value = (def), .required = (req), .description = (desc)
+/* e.g.
+ *   static const char *const modes[] = {"merge", "update", NULL};
+ *   {SB_OPT("mode", SB_OPT_STRING, "\"merge\"", 0, "How rows are written."),
+ *    SB_OPT_CHOICES(modes), SB_OPT_BIND(my_conf, mode)},
+ *   {SB_OPT("batch", SB_OPT_INT, "500", 0, "Rows per request."), SB_OPT_RANGE_BIND(1, 10000, my_conf, batch)},
+ *   {0}
+ * <stddef.h> (offsetof) is included here. */
+#define SB_OPT_CHOICES(list) .choices = (list)
+#define SB_OPT_RANGE(lo, hi) .min = (lo), .max = (hi), .flags = SB_OPT_F_RANGE
+#define SB_OPT_RANGE_BIND(lo, hi, type, member) \
+    .min = (lo), .max = (hi), .flags = SB_OPT_F_RANGE | SB_OPT_F_BIND, .offset = offsetof(type, member)
+#define SB_OPT_BIND(type, member) .flags = SB_OPT_F_BIND, .offset = offsetof(type, member)
 
 struct sb_instance;
 struct sb_event;

@@ -10,6 +10,41 @@
  *
  * Lifecycle, all driven by the core:
  *   create(ins) -> start(self) -> [run | process ...] -> stop(self) -> destroy(self)
+ * A stateless plugin MAY leave create and destroy NULL: self is then its
+ * config struct (config_size bytes, see sb_instance_config), or NULL.
+ *
+ * Results a step can give an event (sb_batch_set_result):
+ *   OK     done; the fields it added go on to later steps.
+ *   RETRY  transient failure; the core backs off and calls again, charged to
+ *          the step's retry budget (attempts and time).
+ *   WAIT   not done yet, nothing failed: "look again after N ms" (a DAG run
+ *          or a workflow still running, a BigQuery job not complete). The
+ *          core calls again after the delay, charged to the step's wait
+ *          budget (its `timeout`), never to the retry budget. No worker
+ *          thread is held while an event waits.
+ *   FAIL   permanent; the event goes to the dead-letter store.
+ *   FATAL  the instance is broken; the core restarts it.
+ * With any of them, a step MAY set the event's step state
+ * (sb_batch_set_state): a small JSON object that the core records in the
+ * run ledger together with the result and hands back on the next call for
+ * that event and step, also after a restart. That is where a DAG run id, an
+ * operation name, a job id or an upload session lives, so that a poll, a
+ * retry or a resumed event continues the work instead of starting it again.
+ *
+ * Migrating a plugin from ABI 1.x to 2.0 (the core refuses 1.x plugins,
+ * naming both versions):
+ *   - rebuild against this SDK; SB_PLUGIN_ABI fills the new header fields;
+ *   - sb_option_def gained `choices`, ranges (`min`, `max`, SB_OPT_F_RANGE)
+ *     and `offset` (SB_OPT_F_BIND, into a config struct of `config_size`
+ *     bytes that sb_instance_config() returns): let the core validate and
+ *     drop the plugin's own checks;
+ *   - polling that used RETRY becomes WAIT with the poll's handle in the
+ *     step state (RETRY still works, but a long wait would run out of
+ *     retry budget);
+ *   - long process() calls check sb_batch_stopping() and report progress
+ *     with sb_batch_progress();
+ *   - create and destroy MAY now be NULL, and worker_init / worker_fini
+ *     give each worker thread its own connection.
  *
  * Threading contract:
  *   - create, start, stop, destroy are called from the core's control
@@ -22,6 +57,13 @@
  *   - A sink's or action's process() is called from a worker thread. Unless
  *     the descriptor sets SB_PLUGIN_CONCURRENT, the core never calls
  *     process() concurrently for one instance; with the flag it MAY.
+ *   - worker_init() and worker_fini() are called on the worker thread that
+ *     then uses (or used) that worker state: init before that thread's
+ *     first process() for the instance, fini when the thread ends or the
+ *     instance is restarted. One worker state is never used by two threads.
+ *   - cancel() is called from the control thread, concurrently with
+ *     process(), when the daemon stops (SIGTERM): it MUST only make
+ *     in-progress work return soon (abort transfers, wake waits).
  *   - stop() on a source is called from the control thread while run() is
  *     still executing on its own thread; it MAY be used to wake run().
  *
@@ -46,8 +88,8 @@ extern "C" {
 /* Bump SB_ABI_MAJOR on any incompatible change (member removed, reordered,
  * semantics changed). Bump SB_ABI_MINOR when members are appended; the core
  * accepts plugins built against an older or equal minor. */
-#define SB_ABI_MAJOR 1
-#define SB_ABI_MINOR 3 /* 1.1 added SB_OPT_TEMPLATE_MAP, 1.2 sb_json_append_string(), 1.3 sb_source_await() */
+#define SB_ABI_MAJOR 2
+#define SB_ABI_MINOR 0
 
 /* The one symbol a plugin exports. */
 #define SB_PLUGIN_SYMBOL "syncbridge_plugin"
@@ -64,8 +106,10 @@ typedef enum sb_result {
     SB_RESULT_OK,        /* done; fields added with sb_event_add() are kept */
     SB_RESULT_RETRY,     /* transient; the core backs off and retries */
     SB_RESULT_FAIL,      /* permanent; the event goes to the dead-letter store */
-    SB_RESULT_FATAL      /* the instance is broken; the core restarts it and
+    SB_RESULT_FATAL,     /* the instance is broken; the core restarts it and
                             retries the event without charging its budget */
+    SB_RESULT_WAIT       /* not done yet: call again after the delay given with
+                            sb_batch_wait(), charged to the wait budget */
 } sb_result;
 
 /* Descriptor flags. */
@@ -91,10 +135,12 @@ typedef struct sb_plugin {
      * The core parses and validates every option before create(). */
     const sb_option_def *options;
 
-    /* MUST. Build the instance state from its validated options (read them
-     * with sb_opt_*()). Store the state in *self. On failure return -1 and
-     * write a message for a human into errstr. MUST NOT start threads or
-     * perform network I/O: `syncbridge check` calls create() and destroy(). */
+    /* MAY be NULL (stateless plugin: self is then the config struct that
+     * sb_instance_config() returns, or NULL). Build the instance state
+     * from its validated options (sb_instance_config() or sb_opt_*()).
+     * Store the state in *self. On failure return -1 and write a message for
+     * a human into errstr. MUST NOT start threads or perform network I/O:
+     * `syncbridge check` calls create() and destroy(). */
     int (*create)(sb_instance *ins, void **self, char *errstr, size_t errstr_size);
 
     /* MAY be NULL. Acquire resources (connections, threads). -1 + errstr on failure. */
@@ -115,8 +161,35 @@ typedef struct sb_plugin {
     /* MAY be NULL. Release what start() acquired; wake a blocked run(). */
     void (*stop)(void *self);
 
-    /* MUST. Free the state. Called once, also after a failed start(). */
+    /* MUST if create is set, else NULL. Free the state. Called once, also
+     * after a failed start(). */
     void (*destroy)(void *self);
+
+    /* ---- since ABI 2.0 ---- */
+
+    /* MAY be 0. The size of the plugin's config struct: the core allocates
+     * it zeroed, stores every option declared with SB_OPT_F_BIND at its
+     * offset before create(), and keeps it for the instance's life
+     * (sb_instance_config()). */
+    size_t config_size;
+
+    /* MAY be NULL (sinks and actions). Per-worker state, e.g. one database
+     * connection per worker thread: *worker is then handed to process()
+     * through sb_batch_worker(). -1 + errstr on failure: the batch is
+     * retried (RETRY) and init is tried again on the next batch. */
+    int (*worker_init)(void *self, void **worker, char *errstr, size_t errstr_size);
+    void (*worker_fini)(void *self, void *worker);
+
+    /* MAY be NULL. The daemon is stopping: make the process() calls in
+     * progress return soon (see the threading contract). */
+    void (*cancel)(void *self);
+
+    /* MAY be NULL (sinks and actions). The core gives up on these events at
+     * this step: their wait budget ran out or an operator dropped them. Each
+     * event's step state is readable with sb_batch_state(), so the plugin
+     * can cancel the remote work it started (a Dataproc operation, a
+     * multipart upload). Results set here are ignored. */
+    void (*abandon)(void *self, sb_batch *batch);
 } sb_plugin;
 
 #define SB_PLUGIN_ABI \
@@ -133,6 +206,11 @@ int sb_instance_once(const sb_instance *ins);
 
 /* The daemon's state directory (for plugin-private files). */
 const char *sb_instance_state_dir(const sb_instance *ins);
+
+/* The plugin's config struct (config_size bytes, SB_OPT_F_BIND options
+ * filled in), or NULL when config_size is 0. Owned by the core, read-only,
+ * valid for the instance's life. Since ABI 2.0. */
+const void *sb_instance_config(const sb_instance *ins);
 
 /* ---- sources ------------------------------------------------------------- */
 
@@ -205,6 +283,51 @@ void sb_batch_set_result(sb_batch *b, size_t i, sb_result r, const char *reason,
 
 /* With RETRY: the server asked for at least this delay (Retry-After). */
 void sb_batch_set_retry_after(sb_batch *b, size_t i, int64_t ms);
+
+/* ---- since ABI 2.0 ---- */
+
+/* Set event i's result to WAIT: call process() again for it after `ms`
+ * milliseconds (at least 1). `status` (printf format, MAY be NULL) says
+ * what it waits for ("DAG run r1 is running") and is shown by `runs show`.
+ * The wait is charged to the step's `timeout`; when it runs out, abandon()
+ * is called and the event is dead-lettered. */
+void sb_batch_wait(sb_batch *b, size_t i, int64_t ms, const char *status, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/* Event i's step state as this step last set it (on an earlier call, or
+ * before a restart), or NULL. Borrowed: valid until process() returns or
+ * the state is replaced. */
+const json_t *sb_batch_state(const sb_batch *b, size_t i);
+
+/* Replace event i's step state with `state` (a JSON object; the reference
+ * is stolen; NULL clears it). Recorded in the run ledger with event i's
+ * result, whatever it is, and handed back by sb_batch_state() on the next
+ * call. Keep it small (ids, offsets): it is written on every result. */
+void sb_batch_set_state(sb_batch *b, size_t i, json_t *state);
+
+/* Write event i's current step state to the run ledger now, before the
+ * result: for a handle that must survive a crash during the rest of this
+ * call (an operation name as soon as the create call returned, the upload
+ * session before the data goes out). Blocks until durable. 0, or -1 if the
+ * ledger could not write it (the plugin SHOULD then give RETRY). */
+int sb_batch_save_state(sb_batch *b, size_t i);
+
+/* Non-zero once the daemon is stopping: a long process() SHOULD save its
+ * state and return (RETRY or WAIT) for what is not done. */
+int sb_batch_stopping(const sb_batch *b);
+
+/* Progress of long work on event i (a copy): bytes or units done out of
+ * total (0 = unknown). Thread-safe; MAY be called from any thread while
+ * process() runs. Progress keeps the watchdog fed (a step that reports
+ * progress is busy, not stalled) and is shown by `runs show` and /metrics. */
+void sb_batch_progress(sb_batch *b, size_t i, uint64_t done, uint64_t total);
+
+/* The worker state worker_init() made for the calling worker thread, or
+ * NULL when the plugin has no worker_init. */
+void *sb_batch_worker(const sb_batch *b);
 
 #ifdef __cplusplus
 }
