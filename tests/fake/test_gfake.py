@@ -392,6 +392,12 @@ class TestFaults(Base):
 
 
 class TestStorage(Base):
+    def setUp(self):
+        super().setUp()
+        # Buckets exist only once created, as in GCS.
+        st, _, js, _ = F.api('POST', '/storage/v1/b?project=p', {'name': 'bkt'})
+        self.assertEqual(st, 200, js)
+
     def upload_media(self, name, data, q=''):
         return F.api('POST', '/upload/storage/v1/b/bkt/o?uploadType=media&name=%s%s'
                      % (urllib.parse.quote(name, safe=''), q), data, {'Content-Type': 'text/plain'})
