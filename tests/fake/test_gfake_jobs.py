@@ -16,9 +16,13 @@ import test_gfake as tg  # noqa: E402
 F = None
 
 
+INITIAL_CONFIG = None
+
+
 def setUpModule():
-    global F
+    global F, INITIAL_CONFIG
     F = tg.F = tg.Fake()
+    INITIAL_CONFIG = ctl('GET', '/_fake/config')[1]
 
 
 def tearDownModule():
@@ -130,6 +134,29 @@ class TestBigQueryHttp(Base):
         rows = ctl('GET', '/_fake/bigquery/table?project=p&dataset=reg&table=runs&meta=1')[1]
         self.assertEqual(rows[0]['command'], 'done')
         self.assertTrue(rows[0]['_streamed'])
+
+    def test_streaming_buffer_is_on_by_default(self):
+        # Real BigQuery refuses DML on streamed rows for up to ~90 minutes.
+        self.assertGreaterEqual(INITIAL_CONFIG['stream_buffer_seconds'], 1800)
+        ctl('POST', '/_fake/config', {'stream_buffer_seconds': INITIAL_CONFIG['stream_buffer_seconds']})
+        self.insert([{'id': 1, 'source': 'gcp'}])
+        st, js = self.query("UPDATE `p.reg.runs` SET command = 'x' WHERE id = 1")
+        self.assertEqual(st, 400)
+        self.assertIn('streaming buffer', js['error']['message'])
+
+    def test_parameter_values_as_json_numbers_and_booleans(self):
+        # Google's samples and the Node client send numbers, not strings.
+        st, js = self.query('SELECT @i AS i, @f AS f, @b AS b, @a AS a', [
+            {'name': 'i', 'parameterType': {'type': 'INT64'}, 'parameterValue': {'value': 42}},
+            {'name': 'f', 'parameterType': {'type': 'FLOAT64'}, 'parameterValue': {'value': 1.5}},
+            {'name': 'b', 'parameterType': {'type': 'BOOL'}, 'parameterValue': {'value': True}},
+            {'name': 'a', 'parameterType': {'type': 'ARRAY', 'arrayType': {'type': 'INT64'}},
+             'parameterValue': {'arrayValues': [{'value': 1}, {'value': '2'}]}}])
+        self.assertEqual(st, 200, js)
+        self.assertEqual(js['rows'][0]['f'][:3], [{'v': '42'}, {'v': '1.5'}, {'v': 'true'}])
+        st, js = self.query('SELECT @s AS s', [{'name': 's', 'parameterType': {'type': 'STRING'},
+                                                'parameterValue': {'value': {'x': 1}}}])
+        self.assertEqual(st, 400)
 
     def test_slow_queries_and_reset(self):
         ctl('POST', '/_fake/config', {'bq_slow_queries': 1})

@@ -9,6 +9,9 @@ import os
 from . import server, discovery
 
 
+DEFAULT_STREAM_BUFFER_SECONDS = 1800
+
+
 def default_reference_dir():
     """Where the API contracts are: $GFAKE_REFERENCE_DIR if set (an override,
     for trying the fake against another revision), else tests/fake/contracts,
@@ -22,10 +25,15 @@ def default_reference_dir():
 
 
 def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems=(), tls=False,
-              stream_buffer_seconds=0):
+              stream_buffer_seconds=None):
     from . import auth, control, pubsub
     app = server.App(bind=bind, quiet=quiet, reference_dir=reference_dir or default_reference_dir(), tls=tls)
-    app.config['stream_buffer_seconds'] = stream_buffer_seconds
+    # Real BigQuery keeps streamed rows out of DML for up to ~90 minutes
+    # (cloud.google.com/bigquery/docs/streaming-data-into-bigquery#dataavailability);
+    # 30 minutes outlasts any test, which must shorten it explicitly
+    # (POST /_fake/config {"stream_buffer_seconds": N}) to update such rows.
+    app.config['stream_buffer_seconds'] = (DEFAULT_STREAM_BUFFER_SECONDS if stream_buffer_seconds is None
+                                           else stream_buffer_seconds)
     app.config.update({'bq_slow_queries': 0, 'dataproc_cluster_seconds': 2, 'dataproc_job_seconds': 2,
                        'airflow_auto_seconds': 0, 'composer_image_version': 'composer-2.9.7-airflow-2.10.2'})
     app.discovery = discovery.Discovery(os.path.join(app.reference_dir, 'gcp'))

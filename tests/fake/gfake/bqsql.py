@@ -16,6 +16,7 @@ import base64
 import bisect
 import datetime as _dt
 import functools
+import json
 import re
 import threading
 import time
@@ -2131,8 +2132,10 @@ def _bind_param(p, where):
 def _convert_param(raw, typ, label):
     if raw is None:
         return None
+    if isinstance(raw, bool):           # a JSON boolean (the value field takes any scalar)
+        raw = "true" if raw else "false"
     try:
-        return parse_value(str(raw), typ)
+        return parse_value(raw if isinstance(raw, str) else json.dumps(raw), typ)
     except ValueError:
         raise BQError("invalidQuery", "Invalid value '%s' for query parameter "
                       "%s of type %s" % (raw, label, typ)) from None
