@@ -35,7 +35,8 @@ def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems
     app.config['stream_buffer_seconds'] = (DEFAULT_STREAM_BUFFER_SECONDS if stream_buffer_seconds is None
                                            else stream_buffer_seconds)
     app.config.update({'bq_slow_queries': 0, 'dataproc_cluster_seconds': 2, 'dataproc_job_seconds': 2,
-                       'airflow_auto_seconds': 0, 'composer_image_version': 'composer-2.9.7-airflow-2.10.2'})
+                       'airflow_auto_seconds': 0, 'composer_image_version': 'composer-2.9.7-airflow-2.10.2',
+                       'pubsub_pull_wait_seconds': 10})
     app.discovery = discovery.Discovery(os.path.join(app.reference_dir, 'gcp'))
     control.install(app)
     auth.install(app, public_key_pems)

@@ -19,7 +19,8 @@ FAULT_KEYS = {'path_regex', 'method', 'kind', 'status', 'retry_after', 'latency_
 CONFIG_TYPES = {'require_auth': bool, 'token_expires_in': int, 'stream_buffer_seconds': (int, float),
                 'project_id': str, 'service_account_email': str,
                 'bq_slow_queries': int, 'dataproc_cluster_seconds': (int, float), 'dataproc_job_seconds': (int, float),
-                'airflow_auto_seconds': (int, float), 'composer_image_version': str}
+                'airflow_auto_seconds': (int, float), 'composer_image_version': str,
+                'pubsub_pull_wait_seconds': (int, float)}
 
 
 def requests_get(req):
