@@ -8,8 +8,6 @@ const assert = require('node:assert/strict');
 const { google } = require('googleapis');
 const fake = require('./fake');
 
-const { todo } = fake;
-
 let f;
 let dataproc;
 let composer;
@@ -38,7 +36,7 @@ async function waitOp(name) {
 
 const CONFIG = { masterConfig: { numInstances: 1 }, workerConfig: { numInstances: 2 } };
 
-test('clusters: create, poll, get, list, delete', todo('clusters.list is missing'), async () => {
+test('clusters: create, poll, get, list, delete', async () => {
   const { data: op } = await dataproc.projects.regions.clusters.create({
     projectId: f.project, region: REGION, requestId: 'req-1',
     requestBody: { projectId: f.project, clusterName: 'c1', config: CONFIG },
@@ -56,7 +54,7 @@ test('clusters: create, poll, get, list, delete', todo('clusters.list is missing
     (e) => e.code === 404);
 });
 
-test('jobs: submit, poll, list', todo('jobs.list is missing'), async () => {
+test('jobs: submit, poll, list', async () => {
   const { data: op } = await dataproc.projects.regions.clusters.create({
     projectId: f.project, region: REGION, requestBody: { projectId: f.project, clusterName: 'c2', config: CONFIG },
   });
@@ -93,7 +91,7 @@ test('workflowTemplates.instantiateInline with a managed cluster', async () => {
   assert.deepEqual(done.metadata.graph.nodes.map((n) => n.state), ['COMPLETED', 'COMPLETED']);
 });
 
-test('composer: an environment exists only once created, with its state and airflowUri', todo('every environment name is RUNNING'), async () => {
+test('composer: an environment exists only once created, with its state and airflowUri', async () => {
   const name = `projects/${f.project}/locations/${REGION}/environments/env1`;
   await assert.rejects(composer.projects.locations.environments.get({ name }), (e) => e.code === 404);
   await f.control('POST', '/_fake/composer/environments', { name, state: 'CREATING' });

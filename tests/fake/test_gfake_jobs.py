@@ -175,7 +175,32 @@ AF2 = '/airflow/api/v2/dags/ingest/dagRuns'
 
 
 class TestComposer(Base):
+    def env(self, name, state='RUNNING', **kw):
+        st, js = ctl('POST', '/_fake/composer/environments', dict(kw, name=name, state=state))
+        self.assertEqual(st, 200, js)
+
+    def test_environment_exists_only_once_created_with_states(self):
+        name = 'projects/p/locations/l/environments/made'
+        self.assertEqual(api('GET', '/v1/' + name), (404, api('GET', '/v1/' + name)[1]))
+        self.assertEqual(api('GET', '/v1/' + name)[1]['error']['status'], 'NOT_FOUND')
+        self.env(name, 'CREATING')
+        st, js = api('GET', '/v1/' + name)
+        self.assertEqual((st, js['state']), (200, 'CREATING'))
+        self.assertNotIn('airflowUri', js['config'])
+        self.env(name, 'RUNNING')
+        js = api('GET', '/v1/' + name)[1]
+        self.assertEqual((js['state'], js['config']['airflowUri']), ('RUNNING', 'http://127.0.0.1:%d/airflow' % F.port))
+        self.env(name, 'ERROR')
+        self.assertEqual(api('GET', '/v1/' + name)[1]['state'], 'ERROR')
+        self.env(name, 'RUNNING', airflow_uri='https://example.invalid/af')
+        self.assertEqual(api('GET', '/v1/' + name)[1]['config']['airflowUri'], 'https://example.invalid/af')
+        self.assertEqual(ctl('POST', '/_fake/composer/environments', {'name': name, 'state': 'BOGUS'})[0], 400)
+        ctl('POST', '/_fake/reset', {})
+        self.assertEqual(api('GET', '/v1/' + name)[0], 404)
+
     def test_environment_get(self):
+        self.env('projects/p/locations/us-central1/environments/etl-env')
+        self.env('projects/p/locations/l/environments/e')
         st, js = api('GET', '/v1/projects/p/locations/us-central1/environments/etl-env')
         self.assertEqual(st, 200, js)
         self.assertEqual(js['name'], 'projects/p/locations/us-central1/environments/etl-env')
@@ -355,6 +380,35 @@ class TestDataproc(Base):
 
     def op(self, name):
         return api('GET', '/v1/' + name)
+
+    def test_clusters_list_and_jobs_list(self):
+        for n in ('b-cluster', 'a-cluster'):
+            body = cluster_body()
+            body['clusterName'] = n
+            body['labels'] = {'team': n[0]}
+            self.assertEqual(self.create(body)[0], 200)
+        ctl('POST', '/_fake/dataproc/advance', {'cluster': 'a-cluster'})
+        st, js = api('GET', DP + '/clusters')
+        self.assertEqual((st, [c['clusterName'] for c in js['clusters']]), (200, ['a-cluster', 'b-cluster']))
+        js = api('GET', DP + '/clusters?filter=' + 'status.state%20%3D%20RUNNING')[1]
+        self.assertEqual([c['clusterName'] for c in js['clusters']], ['a-cluster'])
+        js = api('GET', DP + '/clusters?filter=labels.team%20%3D%20b')[1]
+        self.assertEqual([c['clusterName'] for c in js['clusters']], ['b-cluster'])
+        js = api('GET', DP + '/clusters?pageSize=1')[1]
+        self.assertEqual((len(js['clusters']), js['nextPageToken']), (1, '1'))
+        self.assertEqual(api('GET', '/v1/projects/p/regions/elsewhere/clusters')[1], {})
+        for jid in ('j1', 'j2'):
+            st, js = api('POST', DP + '/jobs:submit', {'job': {'placement': {'clusterName': 'a-cluster'},
+                                                              'reference': {'jobId': jid}, 'hiveJob': HIVE}})
+            self.assertEqual(st, 200, js)
+        ctl('POST', '/_fake/dataproc/advance', {'job': 'j1', 'state': 'DONE'})
+        js = api('GET', DP + '/jobs?clusterName=a-cluster')[1]
+        self.assertEqual([j['reference']['jobId'] for j in js['jobs']], ['j1', 'j2'])
+        js = api('GET', DP + '/jobs?jobStateMatcher=ACTIVE')[1]
+        self.assertEqual([j['reference']['jobId'] for j in js['jobs']], ['j2'])
+        js = api('GET', DP + '/jobs?jobStateMatcher=NON_ACTIVE')[1]
+        self.assertEqual([j['reference']['jobId'] for j in js['jobs']], ['j1'])
+        self.assertEqual(api('GET', DP + '/jobs?clusterName=b-cluster')[1], {})
 
     def test_create_idempotency_409_advance_delete(self):
         st, op = self.create(rid='req-1')
