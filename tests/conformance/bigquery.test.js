@@ -27,7 +27,7 @@ const SCHEMA = [
   { name: 'score', type: 'FLOAT64' },
 ];
 
-test('dataset and table creation, tables.get and tables.list', todo('tables.list/delete are missing'), async () => {
+test('dataset and table creation, tables.get and tables.list', async () => {
   const [t] = await ds.createTable('made', { schema: SCHEMA });
   const [meta] = await t.getMetadata();
   assert.deepEqual(meta.schema.fields.map((x) => x.name), ['id', 'name', 'score']);
@@ -38,7 +38,7 @@ test('dataset and table creation, tables.get and tables.list', todo('tables.list
   assert.equal(exists, false);
 });
 
-test('insertAll with insertId dedup, then tabledata.list', todo('tabledata.list is missing'), async () => {
+test('insertAll with insertId dedup, then tabledata.list', async () => {
   const [t] = await ds.createTable('stream', { schema: SCHEMA });
   const rows = [{ insertId: 'a', json: { id: 1, name: 'one' } }, { insertId: 'b', json: { id: 2, name: 'two' } }];
   await t.insert(rows, { raw: true });
@@ -103,7 +103,7 @@ test('UPDATE on rows still in the streaming buffer is refused by default', async
   assert.ok(meta.streamingBuffer);
 });
 
-test('paging through query results and job polling', todo('no UNNEST source; jobs.list is missing'), async () => {
+test('paging through query results and job polling', todo('no UNNEST source'), async () => {
   await f.control('POST', '/_fake/config', { bq_slow_queries: 2 });
   try {
     const [job] = await bq.createQueryJob({ query: 'SELECT x FROM UNNEST(GENERATE_ARRAY(1, 25)) AS x ORDER BY x' });

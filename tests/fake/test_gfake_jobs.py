@@ -158,6 +158,36 @@ class TestBigQueryHttp(Base):
                                                 'parameterValue': {'value': {'x': 1}}}])
         self.assertEqual(st, 400)
 
+    def test_list_and_delete_methods(self):
+        # tables.list, tabledata.list (streamed rows included), jobs.list,
+        # datasets.list, tables.delete, datasets.delete
+        self.insert([{'id': i, 'source': 's%d' % i} for i in (1, 2, 3)])
+        st, js = api('GET', BQ + '/datasets/reg/tables')
+        self.assertEqual(st, 200, js)
+        self.assertEqual(([t['tableReference']['tableId'] for t in js['tables']], js['totalItems']), (['runs'], 1))
+        st, js = api('GET', BQ + '/datasets/reg/tables/runs/data?maxResults=2')
+        self.assertEqual(st, 200, js)
+        self.assertEqual((js['totalRows'], len(js['rows']), js['pageToken']), ('3', 2, '2'))
+        self.assertEqual(js['rows'][0]['f'][0], {'v': '1'})
+        js = api('GET', BQ + '/datasets/reg/tables/runs/data?pageToken=2')[1]
+        self.assertEqual([r['f'][0]['v'] for r in js['rows']], ['3'])
+        self.assertNotIn('pageToken', js)
+        self.query('SELECT 1')
+        self.query('SELECT 2')
+        st, js = api('GET', BQ + '/jobs?maxResults=1')
+        self.assertEqual(st, 200, js)
+        self.assertEqual((len(js['jobs']), js['jobs'][0]['state'], js['nextPageToken']), (1, 'DONE', '1'))
+        self.assertEqual(js['jobs'][0]['configuration']['query']['query'], 'SELECT 2')
+        self.assertEqual([d['datasetReference']['datasetId'] for d in api('GET', BQ + '/datasets')[1]['datasets']],
+                         ['reg'])
+        self.assertEqual(api('DELETE', BQ + '/datasets/reg')[0], 400)
+        self.assertEqual(api('DELETE', BQ + '/datasets/reg/tables/runs')[0], 204)
+        self.assertEqual(api('GET', BQ + '/datasets/reg/tables/runs')[0], 404)
+        self.assertEqual(api('DELETE', BQ + '/datasets/reg/tables/runs')[0], 404)
+        self.assertEqual(api('GET', BQ + '/datasets/reg/tables')[1], {'kind': 'bigquery#tableList', 'totalItems': 0})
+        self.assertEqual(api('DELETE', BQ + '/datasets/reg')[0], 204)
+        self.assertEqual(api('GET', BQ + '/datasets/reg')[0], 404)
+
     def test_slow_queries_and_reset(self):
         ctl('POST', '/_fake/config', {'bq_slow_queries': 1})
         st, js = self.query('SELECT 1 AS x')

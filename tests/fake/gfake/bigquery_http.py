@@ -58,6 +58,8 @@ class BigQueryHttp:
     def handle(self, req, *groups):
         body = req.json() if req.body.strip() else None
         status, obj = self.svc.handle(req.method, req.path[len(PFX):], req.query, body)
+        if status == 204:
+            return Response(204)
         return json_response(obj, status)
 
     # ---- control -------------------------------------------------------------
@@ -95,7 +97,13 @@ def install(app):
     def r(method, pattern, mid):
         app.route(method, pattern, h, api=API, method_id='bigquery.' + mid, style='v1')
     r('POST', P + r'/datasets/([^/]+)/tables/([^/]+)/insertAll', 'tabledata.insertAll')
+    r('GET', P + r'/datasets/([^/]+)/tables/([^/]+)/data', 'tabledata.list')
     r('GET', P + r'/datasets/([^/]+)/tables/([^/]+)', 'tables.get')
+    r('DELETE', P + r'/datasets/([^/]+)/tables/([^/]+)', 'tables.delete')
+    r('GET', P + r'/datasets/([^/]+)/tables', 'tables.list')
+    r('GET', P + r'/datasets', 'datasets.list')
+    r('DELETE', P + r'/datasets/([^/]+)', 'datasets.delete')
+    r('GET', P + r'/jobs', 'jobs.list')
     r('POST', P + r'/datasets/([^/]+)/tables', 'tables.insert')
     r('GET', P + r'/datasets/([^/]+)', 'datasets.get')
     r('POST', P + r'/datasets', 'datasets.insert')
