@@ -3,7 +3,12 @@
 Enough of BigQuery's dialect to run syncbridge's registry statements
 (parameterized INSERT / UPDATE / DELETE / MERGE / SELECT) against stored
 rows, with BigQuery-shaped errors ("... at [line:col]") and BigQuery's
-streaming-buffer restriction on UPDATE/DELETE/MERGE.
+streaming-buffer restriction on UPDATE/DELETE/MERGE.  Row sources: one
+table, `UNNEST(array)` (a parameter, GENERATE_ARRAY; STRUCT elements give
+one column per field), a parenthesised query in MERGE USING; queries may be
+joined by UNION ALL or UNION DISTINCT.  Parameters: scalars, ARRAY and
+STRUCT (nested).  No JOIN, GROUP BY, window functions, WITH, or correlated
+UNNEST.
 
 Pipeline: tokenize() -> Parser (recursive descent, builds the AST below)
 -> statement.run(ctx) which first type-checks ("check") every expression
@@ -970,7 +975,7 @@ class Func(Expr):
         "TIMESTAMP_ADD": (2, 2), "TIMESTAMP_SUB": (2, 2),
         "DATETIME_ADD": (2, 2), "DATETIME_SUB": (2, 2),
         "CONCAT": (1, 99), "LOWER": (1, 1), "UPPER": (1, 1),
-        "LENGTH": (1, 1), "GENERATE_UUID": (0, 0),
+        "LENGTH": (1, 1), "GENERATE_UUID": (0, 0), "GENERATE_ARRAY": (2, 3),
     }
 
     def __init__(self, name, args, pos):
@@ -1027,6 +1032,10 @@ class Func(Expr):
             t = "INT64"
         elif n == "GENERATE_UUID":
             t = "STRING"
+        elif n == "GENERATE_ARRAY":
+            if any(x not in ("INT64", "NULL") for x in types):
+                raise self._bad(types)
+            t = "ARRAY<INT64>"
         else:   # CONCAT LOWER UPPER
             if any(x not in ("STRING", "NULL") for x in types):
                 raise self._bad(types)
@@ -1064,6 +1073,11 @@ class Func(Expr):
             return vals[0] + vals[1]
         if n.endswith("_SUB"):
             return vals[0] - vals[1]
+        if n == "GENERATE_ARRAY":
+            step = vals[2] if len(vals) > 2 else 1
+            if step == 0:
+                raise BQError("invalidQuery", "Sequence step cannot be 0.")
+            return list(range(vals[0], vals[1] + (1 if step > 0 else -1), step))
         if n == "CONCAT":
             return "".join(vals)
         if n == "LOWER":
@@ -1125,6 +1139,152 @@ class Agg(Expr):
 class TableRef:
     def __init__(self, parts, pos):
         self.parts, self.pos = parts, pos   # list of names
+
+
+class Unnest:
+    """`UNNEST(array expression)` as a row source (FROM, MERGE USING).  The
+    array must not depend on the row (parameters, literals, functions)."""
+
+    def __init__(self, expr, pos):
+        self.expr, self.pos = expr, pos
+
+
+def struct_fields(t):
+    """'STRUCT<a INT64, b ARRAY<STRING>>' -> [('a', 'INT64'), ('b', ...)]."""
+    inner, out, depth, cur = t[7:-1], [], 0, ""
+    for ch in inner + ",":
+        if ch == "," and depth == 0:
+            name, _, typ = cur.strip().partition(" ")
+            out.append((name, typ.strip()))
+            cur = ""
+            continue
+        depth += (ch == "<") - (ch == ">")
+        cur += ch
+    return out
+
+
+class Derived:
+    """The rows of an UNNEST source, shaped like a Table for Select/Merge:
+    a STRUCT element gives one column per field, a scalar element one
+    column named by the alias (BigQuery's rule for `UNNEST(x) AS a`)."""
+
+    def __init__(self, ctx, src, alias, scope=None):
+        self.src, self.alias = src, alias
+        at = src.expr.check(ctx, scope or Scope())
+        if not at.startswith("ARRAY<"):
+            raise invalid("Values referenced in UNNEST must be arrays. "
+                          "UNNEST contains expression of type %s" % at,
+                          src.pos)
+        self.elem = at[6:-1]
+        self.struct = self.elem.startswith("STRUCT<")
+        if self.struct:
+            self.cols = struct_fields(self.elem)
+            self.table_id = alias
+        else:
+            self.cols = [(alias or "f0_", self.elem)]
+            self.table_id = None
+        self.fqn = "UNNEST"
+
+    def columns(self):
+        return list(self.cols)
+
+    def values(self, ctx):
+        arr = self.src.expr.ev(ctx, Env()) or []
+        if self.struct:
+            return [dict(v or {}) for v in arr]
+        return [{self.cols[0][0]: v} for v in arr]
+
+
+class _ValuesRow:
+    __slots__ = ("values",)
+
+    def __init__(self, values):
+        self.values = values
+
+
+class Union:
+    """`q1 UNION ALL|DISTINCT q2 ...` with an ORDER BY / LIMIT over the
+    whole (on output column names, as BigQuery allows)."""
+
+    def __init__(self, parts, distinct, order, limit, offset, pos):
+        self.parts, self.distinct = parts, distinct
+        self.order, self.limit, self.offset, self.pos = order, limit, offset, pos
+
+    def check(self, ctx, outer=None):
+        cols = None
+        for q in self.parts:
+            c = q.check(ctx, outer)
+            if cols is None:
+                cols = list(c)
+                continue
+            if len(c) != len(cols):
+                raise invalid("Queries in UNION ALL have mismatched column "
+                              "count; query 1 has %d columns, query %d has "
+                              "%d columns" % (len(cols),
+                                              self.parts.index(q) + 1, len(c)),
+                              q.pos)
+            for i, ((n, t), (_, u)) in enumerate(zip(cols, c)):
+                if t == u or u == "NULL":
+                    continue
+                if t == "NULL":
+                    cols[i] = (n, u)
+                elif {t, u} <= set(_NUM_RANK):
+                    cols[i] = (n, t if _NUM_RANK[t] >= _NUM_RANK[u] else u)
+                else:
+                    raise invalid("Column %d in UNION ALL has incompatible "
+                                  "types: %s, %s" % (i + 1, t, u), q.pos)
+        self.cols = cols
+        self.out = [(n, t, None, n) for n, t in cols]
+        names = [n.lower() for n, _ in cols]
+        self.order_idx = []
+        for e, desc in self.order:
+            if not (isinstance(e, ColumnRef) and len(e.parts) == 1 and
+                    e.name.lower() in names):
+                raise invalid("ORDER BY after UNION ALL must name an output "
+                              "column", e.pos)
+            self.order_idx.append((names.index(e.name.lower()), desc))
+        for lim in (self.limit, self.offset):
+            if lim is not None and lim.check(ctx, Scope()) != "INT64":
+                raise invalid("LIMIT expects an integer literal or parameter",
+                              lim.pos)
+        return cols
+
+    def run_rows(self, ctx, outer_env=None):
+        rows = []
+        types = [t for _, t in self.cols]
+        for q in self.parts:
+            _, r = q.run_rows(ctx, outer_env)
+            rows += [[coerce_value(v, t) if v is not None else None
+                      for v, t in zip(row, types)] for row in r]
+        if self.distinct:
+            seen, uniq = set(), []
+            for r in rows:
+                if tuple(r) not in seen:
+                    seen.add(tuple(r))
+                    uniq.append(r)
+            rows = uniq
+        if self.order_idx:
+            def key_cmp(a, b):
+                for idx, desc in self.order_idx:
+                    x, y = a[idx], b[idx]
+                    c = (x is not None) - (y is not None) \
+                        if x is None or y is None else _cmp(x, y)
+                    if c:
+                        return -c if desc else c
+                return 0
+            rows.sort(key=functools.cmp_to_key(key_cmp))
+        off = self.offset.ev(ctx, None) if self.offset is not None else 0
+        if self.limit is not None:
+            lim = self.limit.ev(ctx, None)
+            rows = rows[off or 0:(off or 0) + (lim or 0)]
+        elif off:
+            rows = rows[off:]
+        return list(self.cols), rows
+
+    def run(self, ctx):
+        self.check(ctx)
+        fields, rows = self.run_rows(ctx)
+        return QueryResult("SELECT", fields, rows)
 
 
 class Parser:
@@ -1192,7 +1352,7 @@ class Parser:
     # -- statements
     def parse(self):
         if self.is_kw("SELECT"):
-            stmt = self.select()
+            stmt = self.query()
         elif self.is_kw("INSERT"):
             stmt = self.insert()
         elif self.is_kw("UPDATE"):
@@ -1260,10 +1420,10 @@ class Parser:
                 rows.append(self.expr_list())
             return Insert(table, cols, rows, None, pos)
         if self.is_kw("SELECT"):
-            return Insert(table, cols, None, self.select(), pos)
+            return Insert(table, cols, None, self.query(), pos)
         if self.is_op("(") and self.is_kw("SELECT", k=1):
             self.next()
-            sel = self.select()
+            sel = self.query()
             self.expect_op(")")
             return Insert(table, cols, None, sel, pos)
         self.fail("keyword VALUES or SELECT")
@@ -1301,8 +1461,10 @@ class Parser:
         talias = self.alias()
         self.expect_kw("USING")
         if self.accept_op("("):
-            source = self.select()
+            source = self.query()
             self.expect_op(")")
+        elif self.is_kw("UNNEST"):
+            source = self.unnest()
         else:
             source = self.table_ref()
         salias = self.alias()
@@ -1342,6 +1504,47 @@ class Parser:
             self.fail("keyword WHEN")
         return Merge(target, talias, source, salias, on, clauses, pos)
 
+    def unnest(self):
+        pos = self.expect_kw("UNNEST").pos
+        self.expect_op("(")
+        e = self.expr()
+        self.expect_op(")")
+        return Unnest(e, pos)
+
+    def query(self):
+        """SELECT ... [UNION ALL|DISTINCT SELECT ...]: the ORDER BY / LIMIT
+        the last SELECT parsed belong to the whole union."""
+        first = self.select()
+        if not self.is_kw("UNION"):
+            return first
+        parts, kinds = [first], set()
+        while self.is_kw("UNION"):
+            last = parts[-1]
+            if last.order or last.limit is not None:
+                self.unexpected()
+            upos = self.next().pos
+            if self.accept_kw("DISTINCT"):
+                kinds.add("DISTINCT")
+            elif self.accept_kw("ALL"):
+                kinds.add("ALL")
+            else:
+                self.fail("keyword ALL or keyword DISTINCT")
+            if len(kinds) > 1:
+                raise invalid("Syntax error: Different set operations cannot "
+                              "be used in the same query without using "
+                              "parentheses for grouping", upos)
+            if self.accept_op("("):
+                parts.append(self.query())
+                self.expect_op(")")
+            else:
+                parts.append(self.select())
+        last = parts[-1]
+        order, limit, offset = last.order, last.limit, last.offset
+        if isinstance(last, Select):
+            last.order, last.limit, last.offset = [], None, None
+        return Union(parts, kinds == {"DISTINCT"}, order, limit, offset,
+                     first.pos)
+
     def select(self):
         pos = self.expect_kw("SELECT").pos
         distinct = bool(self.accept_kw("DISTINCT"))
@@ -1359,7 +1562,8 @@ class Parser:
         table = alias = where = None
         order, limit, offset = [], None, None
         if self.accept_kw("FROM"):
-            table = self.table_ref()
+            table = self.unnest() if self.is_kw("UNNEST") else \
+                self.table_ref()
             alias = self.alias()
         if self.accept_kw("WHERE"):
             where = self.expr()
@@ -1511,7 +1715,7 @@ class Parser:
         if word == "EXISTS":
             self.next()
             self.expect_op("(")
-            sel = self.select()
+            sel = self.query()
             self.expect_op(")")
             return Exists(sel, t.pos)
         if word in ("CAST", "SAFE_CAST") and self.is_op("(", k=1):
@@ -1746,7 +1950,11 @@ class Select:
         columns [(name, type)]."""
         self.table = None
         bindings = []
-        if self.table_ref is not None:
+        if isinstance(self.table_ref, Unnest):
+            self.table = Derived(ctx, self.table_ref, self.alias, outer)
+            bindings.append(Binding([self.table.table_id],
+                                    self.table.columns()))
+        elif self.table_ref is not None:
             self.table = ctx.table(self.table_ref)
             bindings.append(Binding([self.alias or self.table.table_id],
                                     self.table.columns()))
@@ -1808,12 +2016,14 @@ class Select:
         for c in e.children():
             yield from Select._outside_aggs(c)
 
-    def source_rows(self):
+    def source_rows(self, ctx):
+        if isinstance(self.table, Derived):
+            return [_ValuesRow(v) for v in self.table.values(ctx)]
         return self.table.rows if self.table is not None else [None]
 
     def run_rows(self, ctx, outer_env=None):
         envs = []
-        for row in self.source_rows():
+        for row in self.source_rows(ctx):
             env = Env([row.values] if row is not None else [], outer_env)
             if self.where is None or self.where.ev(ctx, env) is True:
                 envs.append(env)
@@ -1999,8 +2209,12 @@ class Merge:
         self.on, self.clauses, self.pos = on, clauses, pos
 
     def _check(self, ctx, table):
-        if isinstance(self.source, Select):
+        if isinstance(self.source, (Select, Union)):
             scols = self.source.check(ctx)
+            self.source_names = [self.salias] if self.salias else []
+        elif isinstance(self.source, Unnest):
+            self.source_table = Derived(ctx, self.source, self.salias)
+            scols = self.source_table.columns()
             self.source_names = [self.salias] if self.salias else []
         else:
             stable = ctx.table(self.source)
@@ -2042,10 +2256,12 @@ class Merge:
     def run(self, ctx):
         table = ctx.table(self.target_ref)
         self._check(ctx, table)
-        if isinstance(self.source, Select):
+        if isinstance(self.source, (Select, Union)):
             _, srows = self.source.run_rows(ctx)
             srows = [{n: v for (n, _), v in zip(self.scols, r)}
                      for r in srows]
+        elif isinstance(self.source, Unnest):
+            srows = self.source_table.values(ctx)
         else:
             srows = [dict(r.values) for r in self.source_table.rows]
         matches = {}                 # id(target row) -> [source dicts]
@@ -2114,19 +2330,50 @@ class Merge:
 # Store
 
 def _bind_param(p, where):
-    ptype = p.get("parameterType") or {}
-    typ = norm_type(ptype.get("type"))
-    pval = p.get("parameterValue") or {}
     label = p.get("name") or "#%d" % (where + 1)
+    return _bind_value(p.get("parameterType") or {},
+                       p.get("parameterValue") or {}, label)
+
+
+def _param_type(ptype, label):
+    """REST QueryParameterType -> the engine's type string."""
+    typ = norm_type(ptype.get("type"))
     if typ == "ARRAY":
-        et = norm_type((ptype.get("arrayType") or {}).get("type"))
-        vals = [_convert_param(v.get("value"), et, label)
-                for v in pval.get("arrayValues") or []]
-        return ("ARRAY<%s>" % et, vals)
+        return "ARRAY<%s>" % _param_type(ptype.get("arrayType") or {}, label)
+    if typ == "STRUCT":
+        fields = ["%s %s" % (f.get("name") or "_field_%d" % (i + 1),
+                             _param_type(f.get("type") or {}, label))
+                  for i, f in enumerate(ptype.get("structTypes") or [])]
+        return "STRUCT<%s>" % ", ".join(fields)
     if typ not in SCALAR_TYPES:
         raise BQError("invalidQuery", "Unsupported query parameter type %s "
                       "for parameter %s" % (typ, label))
-    return (typ, _convert_param(pval.get("value"), typ, label))
+    return typ
+
+
+def _bind_value(ptype, pval, label):
+    """(type string, value): ARRAY -> list, STRUCT -> dict by field name."""
+    t = _param_type(ptype, label)
+    return t, _param_value(ptype, pval, label)
+
+
+def _param_value(ptype, pval, label):
+    typ = norm_type(ptype.get("type"))
+    if pval is None:
+        return None
+    if typ == "ARRAY":
+        et = ptype.get("arrayType") or {}
+        return [_param_value(et, v, label)
+                for v in pval.get("arrayValues") or []]
+    if typ == "STRUCT":
+        sv = pval.get("structValues") or {}
+        out = {}
+        for i, f in enumerate(ptype.get("structTypes") or []):
+            name = f.get("name") or "_field_%d" % (i + 1)
+            out[name] = _param_value(f.get("type") or {}, sv.get(name),
+                                     label)
+        return out
+    return _convert_param(pval.get("value"), typ, label)
 
 
 def _convert_param(raw, typ, label):
