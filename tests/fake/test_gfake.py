@@ -114,6 +114,36 @@ class Base(unittest.TestCase):
         F.request('POST', '/_fake/config', {'require_auth': True, 'token_expires_in': 3599})
 
 
+class TestBuildApp(unittest.TestCase):
+    """gfake.build_app wires every service from one list (issue 12)."""
+
+    def test_a_service_that_fails_to_import_is_loud(self):
+        import gfake
+        saved = gfake.SERVICES
+        gfake.SERVICES = saved + ('no_such_service',)
+        try:
+            with self.assertRaises(ImportError):
+                gfake.build_app(quiet=True)
+        finally:
+            gfake.SERVICES = saved
+
+    def test_each_service_declares_its_config_keys(self):
+        import gfake
+        app = gfake.build_app(quiet=True, stream_buffer_seconds=5)
+        owners = {k: v[1] for k, v in app.config_types.items()}
+        self.assertEqual(owners['stream_buffer_seconds'], 'bigquery_http')
+        self.assertEqual(owners['require_auth'], 'auth')
+        self.assertEqual(owners['pubsub_pull_wait_seconds'], 'pubsub')
+        self.assertEqual(app.config['stream_buffer_seconds'], 5)
+        self.assertEqual(set(app.config), set(app.config_types))
+        with self.assertRaises(ValueError):
+            app.declare_config('again', {'require_auth': (bool, False)})
+        paths = [r.regex.pattern for r in app.routes]
+        for p in ('/_fake/pubsub/messages', '/_fake/storage/buckets', '/_fake/webhdfs/seed',
+                  '/_fake/bigquery/table', '/_fake/dataproc/state', '/_fake/composer/environments'):
+            self.assertIn(p + r'\Z', paths)
+
+
 class TestCrc(Base):
     def test_vectors(self):
         # PROTOCOLS.md §5.6

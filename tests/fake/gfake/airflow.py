@@ -521,6 +521,9 @@ class Composer:
         })
 
 
+CONFIG = {'airflow_auto_seconds': ((int, float), 0), 'composer_image_version': (str, DEFAULT_IMAGE)}
+
+
 def install(app):
     af = Airflow(app)
     app.airflow = af

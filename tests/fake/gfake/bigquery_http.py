@@ -36,6 +36,15 @@ def _jsonable(v):
     return str(v)
 
 
+# Real BigQuery keeps streamed rows out of DML for up to ~90 minutes
+# (cloud.google.com/bigquery/docs/streaming-data-into-bigquery#dataavailability);
+# 30 minutes outlasts any test, which must shorten it explicitly
+# (POST /_fake/config {"stream_buffer_seconds": N}) to update such rows.
+DEFAULT_STREAM_BUFFER_SECONDS = 1800
+CONFIG = {'stream_buffer_seconds': ((int, float), DEFAULT_STREAM_BUFFER_SECONDS),
+          'bq_slow_queries': (int, 0)}
+
+
 class BigQueryHttp:
     def __init__(self, app):
         self.app = app
@@ -46,13 +55,13 @@ class BigQueryHttp:
 
     def reset(self):
         with self.lock:
-            self.svc = BigQueryService(stream_buffer_seconds=self.app.config.get('stream_buffer_seconds', 0))
+            self.svc = BigQueryService(stream_buffer_seconds=self.app.config['stream_buffer_seconds'])
             self.apply_config(self.app.config)
 
     def apply_config(self, cfg):
         svc = self.svc
         with svc.lock:
-            svc.stream_buffer_seconds = cfg.get('stream_buffer_seconds', 0) or 0
+            svc.stream_buffer_seconds = cfg['stream_buffer_seconds'] or 0
             svc.slow_queries = int(cfg.get('bq_slow_queries', 0) or 0)
 
     def handle(self, req, *groups):

@@ -689,6 +689,9 @@ class Dataproc:
             })
 
 
+CONFIG = {'dataproc_cluster_seconds': ((int, float), 2), 'dataproc_job_seconds': ((int, float), 2)}
+
+
 def install(app):
     dp = Dataproc(app)
     app.dataproc = dp

@@ -29,6 +29,7 @@ from .discovery import b64decode_lenient
 from .server import ApiError, json_response
 
 API = 'pubsub-v1'
+CONFIG = {'pubsub_pull_wait_seconds': ((int, float), 10)}
 MAX_BODY = 10 * 1024 * 1024
 P = r'/v1/projects/([^/:]+)'
 
@@ -338,6 +339,15 @@ class PubSub:
             return [dict(m) for m in self.history.get(topic, [])]
 
 
+def ctl_messages(req):
+    """GET /_fake/pubsub/messages?topic=projects/P/topics/T: everything ever
+    published to the topic."""
+    topic = req.q('topic')
+    if not topic:
+        raise ApiError(400, 'topic query parameter required')
+    return json_response(req.app.pubsub.published(topic))
+
+
 def install(app):
     ps = PubSub(app)
     app.pubsub = ps
@@ -360,3 +370,4 @@ def install(app):
       method_id='pubsub.projects.subscriptions.acknowledge')
     r('POST', P + r'/subscriptions/([^/:]+):modifyAckDeadline', ps.modify_ack_deadline, api=API,
       method_id='pubsub.projects.subscriptions.modifyAckDeadline')
+    r('GET', r'/_fake/pubsub/messages', ctl_messages, auth=False)
