@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tests for the fake BigQuery: gfake/bqsql.py (SQL) and gfake/bigquery.py
+"""Tests for the fake BigQuery: gfake/bqsql/ (SQL) and gfake/bigquery.py
 (REST handlers).  Run: python3 tests/fake/test_bqsql.py -v"""
 
 import datetime as dt

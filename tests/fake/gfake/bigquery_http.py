@@ -1,5 +1,5 @@
 """BigQuery v2 over HTTP: wires the pure BigQueryService (bigquery.py, SQL
-engine in bqsql.py) into the server's route registry.
+engine in bqsql/) into the server's route registry.
 
 Every route is registered with its discovery method id, so request bodies
 are validated against bigquery-v2.discovery.json before the service sees
