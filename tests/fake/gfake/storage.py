@@ -29,6 +29,7 @@ from .server import ApiError, Response, json_response
 API = 'storage-v1'
 SPILL = 8 * 1024 * 1024
 CHUNK_QUANTUM = 262144
+BUCKET_404 = 'The specified bucket does not exist.'
 B = r'/storage/v1/b/([^/]+)'
 
 
@@ -241,7 +242,7 @@ class Storage:
         b = self.buckets.get(name)
         if b is None:
             if not create:
-                raise ApiError(404, 'The specified bucket does not exist.', reason='notFound')
+                raise ApiError(404, BUCKET_404, reason='notFound')
             if not re.match(r'^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]\Z', name):
                 raise ApiError(400, 'Invalid bucket name: \'%s\'' % name, reason='invalid')
             b = self.buckets[name] = {'name': name, 'objects': {}, 'created': time.time()}
@@ -771,6 +772,8 @@ class Storage:
         except ApiError as e:
             if e.body is None:
                 code = {404: 'NoSuchKey', 400: 'InvalidArgument', 412: 'PreconditionFailed'}.get(e.code, 'InternalError')
+                if e.code == 404 and e.message == BUCKET_404:
+                    code = 'NoSuchBucket'
                 e.body = _xml_error(code, e.message)
                 e.content_type = 'application/xml; charset=UTF-8'
             raise
