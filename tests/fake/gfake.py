@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import gfake  # noqa: E402
 from gfake import server  # noqa: E402
+from gfake.bigquery_http import DEFAULT_STREAM_BUFFER_SECONDS  # noqa: E402
 
 
 def main(argv=None):
@@ -26,7 +27,9 @@ def main(argv=None):
     ap.add_argument('--tls-cert')
     ap.add_argument('--tls-key')
     ap.add_argument('--sa-public-key', action='append', default=[])
-    ap.add_argument('--stream-buffer-seconds', type=float, default=0)
+    ap.add_argument('--stream-buffer-seconds', type=float, default=None,
+                    help='how long insertAll rows stay in the streaming buffer (default %d)'
+                    % DEFAULT_STREAM_BUFFER_SECONDS)
     ap.add_argument('--discovery-dir', help='directory holding gcp/*.discovery.json and airflow/ '
                     '(default: $GFAKE_REFERENCE_DIR, else tests/fake/contracts)')
     ap.add_argument('--quiet', action='store_true')

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tests for the fake BigQuery: gfake/bqsql.py (SQL) and gfake/bigquery.py
+"""Tests for the fake BigQuery: gfake/bqsql/ (SQL) and gfake/bigquery.py
 (REST handlers).  Run: python3 tests/fake/test_bqsql.py -v"""
 
 import datetime as dt
@@ -822,6 +822,66 @@ class TestEngineDirect(unittest.TestCase):
         self.assertEqual(cm.exception.reason, "invalidQuery")
         self.assertIn("[1:1]", cm.exception.message)
 
+
+
+# ---------------------------------------------------------------------------
+class TestUnionAndUnnest(Base):
+    """Issue 12: UNION ALL, UNNEST(...) as a row source, STRUCT parameters
+    and MERGE ... USING UNNEST(@rows), the natural registry upsert."""
+
+    ROWS_TYPE = {"type": "ARRAY", "arrayType": {"type": "STRUCT", "structTypes": [
+        {"name": "id", "type": {"type": "INT64"}},
+        {"name": "source", "type": {"type": "STRING"}},
+        {"name": "command", "type": {"type": "STRING"}}]}}
+
+    def rows_param(self, rows):
+        return {"name": "rows", "parameterType": self.ROWS_TYPE,
+                "parameterValue": {"arrayValues": [
+                    {"structValues": {"id": {"value": i}, "source": {"value": s},
+                                      "command": {"value": c}}}
+                    for i, s, c in rows]}}
+
+    def test_union_all(self):
+        self.assertEqual(self.rows("SELECT 2 AS x UNION ALL SELECT 1 UNION ALL SELECT 2 ORDER BY x"),
+                         [["1"], ["2"], ["2"]])
+        self.assertEqual(self.rows("SELECT 2 AS x UNION DISTINCT SELECT 2"), [["2"]])
+        self.assertEqual(self.rows("SELECT 1 AS x UNION ALL SELECT 2.5 ORDER BY x DESC LIMIT 1"), [["2.5"]])
+        self.insert(1)
+        self.assertEqual(self.rows("SELECT id FROM %s UNION ALL SELECT 7 ORDER BY id" % T), [["1"], ["7"]])
+        self.assertIn("column count", self.err("SELECT 1 UNION ALL SELECT 1, 2")["message"])
+        self.assertIn("incompatible", self.err("SELECT 1 UNION ALL SELECT 'a'")["message"])
+        self.assertIn("Different set operations",
+                      self.err("SELECT 1 UNION ALL SELECT 2 UNION DISTINCT SELECT 3")["message"])
+        self.assertIn("Expected keyword ALL", self.err("SELECT 1 UNION SELECT 2")["message"])
+
+    def test_unnest_scalar_source(self):
+        p = {"name": "xs", "parameterType": {"type": "ARRAY", "arrayType": {"type": "INT64"}},
+             "parameterValue": {"arrayValues": [{"value": "3"}, {"value": "1"}, {"value": "2"}]}}
+        self.assertEqual(self.rows("SELECT x FROM UNNEST(@xs) AS x WHERE x > 1 ORDER BY x", [p]),
+                         [["2"], ["3"]])
+        self.assertEqual(self.rows("SELECT COUNT(*) FROM UNNEST(GENERATE_ARRAY(1, 10, 3))"), [["4"]])
+        self.assertIn("must be arrays", self.err("SELECT * FROM UNNEST(1)")["message"])
+
+    def test_unnest_struct_source_and_merge_upsert(self):
+        self.insert(1, command="old")
+        self.assertEqual(self.rows("SELECT r.id, command FROM UNNEST(@rows) r ORDER BY id",
+                                   [self.rows_param([(2, "h", "b"), (1, "h", "a")])]),
+                         [["1", "a"], ["2", "b"]])
+        n = self.affected(
+            "MERGE %s T USING UNNEST(@rows) S ON T.id = S.id "
+            "WHEN MATCHED THEN UPDATE SET command = S.command "
+            "WHEN NOT MATCHED THEN INSERT (id, source, command) VALUES (S.id, S.source, S.command)" % T,
+            [self.rows_param([(1, "h1", "new"), (2, "h2", "two")])])
+        self.assertEqual(n, 2)
+        self.assertEqual([(r["id"], r["command"]) for r in self.dump()], [(1, "new"), (2, "two")])
+
+    def test_merge_using_union_all(self):
+        self.insert(1)
+        n = self.affected(
+            "MERGE %s T USING (SELECT 1 AS id UNION ALL SELECT 3) S ON T.id = S.id "
+            "WHEN NOT MATCHED THEN INSERT (id, source) VALUES (S.id, 'u')" % T)
+        self.assertEqual(n, 1)
+        self.assertEqual(sorted(r["id"] for r in self.dump()), [1, 3])
 
 if __name__ == "__main__":
     unittest.main()

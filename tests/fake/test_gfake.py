@@ -114,6 +114,36 @@ class Base(unittest.TestCase):
         F.request('POST', '/_fake/config', {'require_auth': True, 'token_expires_in': 3599})
 
 
+class TestBuildApp(unittest.TestCase):
+    """gfake.build_app wires every service from one list (issue 12)."""
+
+    def test_a_service_that_fails_to_import_is_loud(self):
+        import gfake
+        saved = gfake.SERVICES
+        gfake.SERVICES = saved + ('no_such_service',)
+        try:
+            with self.assertRaises(ImportError):
+                gfake.build_app(quiet=True)
+        finally:
+            gfake.SERVICES = saved
+
+    def test_each_service_declares_its_config_keys(self):
+        import gfake
+        app = gfake.build_app(quiet=True, stream_buffer_seconds=5)
+        owners = {k: v[1] for k, v in app.config_types.items()}
+        self.assertEqual(owners['stream_buffer_seconds'], 'bigquery_http')
+        self.assertEqual(owners['require_auth'], 'auth')
+        self.assertEqual(owners['pubsub_pull_wait_seconds'], 'pubsub')
+        self.assertEqual(app.config['stream_buffer_seconds'], 5)
+        self.assertEqual(set(app.config), set(app.config_types))
+        with self.assertRaises(ValueError):
+            app.declare_config('again', {'require_auth': (bool, False)})
+        paths = [r.regex.pattern for r in app.routes]
+        for p in ('/_fake/pubsub/messages', '/_fake/storage/buckets', '/_fake/webhdfs/seed',
+                  '/_fake/bigquery/table', '/_fake/dataproc/state', '/_fake/composer/environments'):
+            self.assertIn(p + r'\Z', paths)
+
+
 class TestCrc(Base):
     def test_vectors(self):
         # PROTOCOLS.md §5.6
@@ -221,10 +251,74 @@ class TestMetadata(Base):
         self.assertIn(b'@', data)
 
 
+DLQ = {'deadLetterPolicy': {'deadLetterTopic': 'projects/p/topics/dlq', 'maxDeliveryAttempts': 5}}
+
+
 class TestPubSub(Base):
     def setUp(self):
         super().setUp()
         self.assertEqual(F.api('PUT', '/v1/projects/p/topics/t', {})[0], 200)
+        # Pulls here expect an empty answer at once; a real pull without
+        # returnImmediately would wait (test_pull_waits shows it).
+        F.request('POST', '/_fake/config', {'pubsub_pull_wait_seconds': 0})
+
+    def pull(self, sub='s', **kw):
+        body = {'maxMessages': 10}
+        body.update(kw)
+        st, _, js, _ = F.api('POST', '/v1/projects/p/subscriptions/%s:pull' % sub, body)
+        self.assertEqual(st, 200, js)
+        return js.get('receivedMessages', [])
+
+    def test_delivery_attempt_only_with_a_dead_letter_policy(self):
+        F.api('PUT', '/v1/projects/p/subscriptions/plain', {'topic': 'projects/p/topics/t'})
+        F.api('PUT', '/v1/projects/p/subscriptions/dl', dict(DLQ, topic='projects/p/topics/t'))
+        F.api('POST', '/v1/projects/p/topics/t:publish', {'messages': [{'data': 'eA=='}]})
+        self.assertNotIn('deliveryAttempt', self.pull('plain')[0])
+        self.assertEqual(self.pull('dl')[0]['deliveryAttempt'], 1)
+
+    def test_ordering_key_nack_redelivers_the_later_messages(self):
+        F.api('PUT', '/v1/projects/p/subscriptions/o', {'topic': 'projects/p/topics/t', 'enableMessageOrdering': True})
+        for d in (b'1', b'2', b'3'):
+            F.api('POST', '/v1/projects/p/topics/t:publish',
+                  {'messages': [{'data': base64.b64encode(d).decode(), 'orderingKey': 'k'}]})
+        F.api('POST', '/v1/projects/p/topics/t:publish', {'messages': [{'data': 'eA==', 'orderingKey': 'other'}]})
+        got = self.pull('o')
+        self.assertEqual([base64.b64decode(m['message']['data']) for m in got], [b'1', b'2', b'3', b'x'])
+        F.api('POST', '/v1/projects/p/subscriptions/o:acknowledge', {'ackIds': [got[3]['ackId']]})
+        F.api('POST', '/v1/projects/p/subscriptions/o:modifyAckDeadline',
+              {'ackIds': [got[0]['ackId']], 'ackDeadlineSeconds': 0})
+        again = self.pull('o')
+        self.assertEqual([base64.b64decode(m['message']['data']) for m in again], [b'1', b'2', b'3'])
+        # the old ack ids of the redelivered messages are stale now
+        self.assertEqual(len({m['ackId'] for m in again} & {m['ackId'] for m in got}), 0)
+
+    def test_pull_waits_and_answers_a_partial_batch(self):
+        F.api('PUT', '/v1/projects/p/subscriptions/w', {'topic': 'projects/p/topics/t'})
+        F.request('POST', '/_fake/config', {'pubsub_pull_wait_seconds': 5})
+        import threading
+        t = threading.Timer(0.4, lambda: F.api('POST', '/v1/projects/p/topics/t:publish',
+                                                  {'messages': [{'data': 'eA=='}]}))
+        t0 = time.time()
+        t.start()
+        got = self.pull('w', maxMessages=100)
+        t.join()
+        self.assertGreaterEqual(time.time() - t0, 0.35)
+        self.assertEqual(len(got), 1)
+        t0 = time.time()
+        self.assertEqual(self.pull('w', returnImmediately=True), [])
+        self.assertLess(time.time() - t0, 1)
+        F.request('POST', '/_fake/config', {'pubsub_pull_wait_seconds': 0.3})
+        t0 = time.time()
+        self.assertEqual(self.pull('w'), [])
+        self.assertGreaterEqual(time.time() - t0, 0.25)
+
+    def test_topic_subscriptions_list(self):
+        F.api('PUT', '/v1/projects/p/topics/t2', {})
+        for n, t in (('b', 't'), ('a', 't'), ('c', 't2')):
+            F.api('PUT', '/v1/projects/p/subscriptions/' + n, {'topic': 'projects/p/topics/' + t})
+        st, _, js, _ = F.api('GET', '/v1/projects/p/topics/t/subscriptions')
+        self.assertEqual((st, js), (200, {'subscriptions': ['projects/p/subscriptions/a', 'projects/p/subscriptions/b']}))
+        self.assertEqual(F.api('GET', '/v1/projects/p/topics/nope/subscriptions')[0], 404)
 
     def test_publish_time_is_the_acceptance_time(self):
         # benchmarks (tests/bench/bench_onprem.py) read publishTime from
@@ -247,7 +341,7 @@ class TestPubSub(Base):
         # published before the subscription exists: never delivered to it
         F.api('POST', '/v1/projects/p/topics/t:publish', {'messages': [{'data': 'ZWFybHk='}]})
         st, _, js, _ = F.api('PUT', '/v1/projects/p/subscriptions/s',
-                             {'topic': 'projects/p/topics/t', 'ackDeadlineSeconds': 10})
+                             dict(DLQ, topic='projects/p/topics/t', ackDeadlineSeconds=10))
         self.assertEqual(st, 200, js)
         st, _, js, _ = F.api('PUT', '/v1/projects/p/subscriptions/s', {'topic': 'projects/p/topics/t'})
         self.assertEqual((st, js['error']['status']), (409, 'ALREADY_EXISTS'))
@@ -293,7 +387,7 @@ class TestPubSub(Base):
         self.assertEqual(msgs[1]['attributes'], {'k': 'v'})
 
     def test_redelivery_after_subscription_deadline(self):
-        F.api('PUT', '/v1/projects/p/subscriptions/s', {'topic': 'projects/p/topics/t', 'ackDeadlineSeconds': 10})
+        F.api('PUT', '/v1/projects/p/subscriptions/s', dict(DLQ, topic='projects/p/topics/t', ackDeadlineSeconds=10))
         F.api('POST', '/v1/projects/p/topics/t:publish', {'messages': [{'data': 'eA=='}]})
         js = F.api('POST', '/v1/projects/p/subscriptions/s:pull', {'maxMessages': 1})[2]
         F.api('POST', '/v1/projects/p/subscriptions/s:modifyAckDeadline',
@@ -392,6 +486,12 @@ class TestFaults(Base):
 
 
 class TestStorage(Base):
+    def setUp(self):
+        super().setUp()
+        # Buckets exist only once created, as in GCS.
+        st, _, js, _ = F.api('POST', '/storage/v1/b?project=p', {'name': 'bkt'})
+        self.assertEqual(st, 200, js)
+
     def upload_media(self, name, data, q=''):
         return F.api('POST', '/upload/storage/v1/b/bkt/o?uploadType=media&name=%s%s'
                      % (urllib.parse.quote(name, safe=''), q), data, {'Content-Type': 'text/plain'})

@@ -16,9 +16,13 @@ import test_gfake as tg  # noqa: E402
 F = None
 
 
+INITIAL_CONFIG = None
+
+
 def setUpModule():
-    global F
+    global F, INITIAL_CONFIG
     F = tg.F = tg.Fake()
+    INITIAL_CONFIG = ctl('GET', '/_fake/config')[1]
 
 
 def tearDownModule():
@@ -131,6 +135,59 @@ class TestBigQueryHttp(Base):
         self.assertEqual(rows[0]['command'], 'done')
         self.assertTrue(rows[0]['_streamed'])
 
+    def test_streaming_buffer_is_on_by_default(self):
+        # Real BigQuery refuses DML on streamed rows for up to ~90 minutes.
+        self.assertGreaterEqual(INITIAL_CONFIG['stream_buffer_seconds'], 1800)
+        ctl('POST', '/_fake/config', {'stream_buffer_seconds': INITIAL_CONFIG['stream_buffer_seconds']})
+        self.insert([{'id': 1, 'source': 'gcp'}])
+        st, js = self.query("UPDATE `p.reg.runs` SET command = 'x' WHERE id = 1")
+        self.assertEqual(st, 400)
+        self.assertIn('streaming buffer', js['error']['message'])
+
+    def test_parameter_values_as_json_numbers_and_booleans(self):
+        # Google's samples and the Node client send numbers, not strings.
+        st, js = self.query('SELECT @i AS i, @f AS f, @b AS b, @a AS a', [
+            {'name': 'i', 'parameterType': {'type': 'INT64'}, 'parameterValue': {'value': 42}},
+            {'name': 'f', 'parameterType': {'type': 'FLOAT64'}, 'parameterValue': {'value': 1.5}},
+            {'name': 'b', 'parameterType': {'type': 'BOOL'}, 'parameterValue': {'value': True}},
+            {'name': 'a', 'parameterType': {'type': 'ARRAY', 'arrayType': {'type': 'INT64'}},
+             'parameterValue': {'arrayValues': [{'value': 1}, {'value': '2'}]}}])
+        self.assertEqual(st, 200, js)
+        self.assertEqual(js['rows'][0]['f'][:3], [{'v': '42'}, {'v': '1.5'}, {'v': 'true'}])
+        st, js = self.query('SELECT @s AS s', [{'name': 's', 'parameterType': {'type': 'STRING'},
+                                                'parameterValue': {'value': {'x': 1}}}])
+        self.assertEqual(st, 400)
+
+    def test_list_and_delete_methods(self):
+        # tables.list, tabledata.list (streamed rows included), jobs.list,
+        # datasets.list, tables.delete, datasets.delete
+        self.insert([{'id': i, 'source': 's%d' % i} for i in (1, 2, 3)])
+        st, js = api('GET', BQ + '/datasets/reg/tables')
+        self.assertEqual(st, 200, js)
+        self.assertEqual(([t['tableReference']['tableId'] for t in js['tables']], js['totalItems']), (['runs'], 1))
+        st, js = api('GET', BQ + '/datasets/reg/tables/runs/data?maxResults=2')
+        self.assertEqual(st, 200, js)
+        self.assertEqual((js['totalRows'], len(js['rows']), js['pageToken']), ('3', 2, '2'))
+        self.assertEqual(js['rows'][0]['f'][0], {'v': '1'})
+        js = api('GET', BQ + '/datasets/reg/tables/runs/data?pageToken=2')[1]
+        self.assertEqual([r['f'][0]['v'] for r in js['rows']], ['3'])
+        self.assertNotIn('pageToken', js)
+        self.query('SELECT 1')
+        self.query('SELECT 2')
+        st, js = api('GET', BQ + '/jobs?maxResults=1')
+        self.assertEqual(st, 200, js)
+        self.assertEqual((len(js['jobs']), js['jobs'][0]['state'], js['nextPageToken']), (1, 'DONE', '1'))
+        self.assertEqual(js['jobs'][0]['configuration']['query']['query'], 'SELECT 2')
+        self.assertEqual([d['datasetReference']['datasetId'] for d in api('GET', BQ + '/datasets')[1]['datasets']],
+                         ['reg'])
+        self.assertEqual(api('DELETE', BQ + '/datasets/reg')[0], 400)
+        self.assertEqual(api('DELETE', BQ + '/datasets/reg/tables/runs')[0], 204)
+        self.assertEqual(api('GET', BQ + '/datasets/reg/tables/runs')[0], 404)
+        self.assertEqual(api('DELETE', BQ + '/datasets/reg/tables/runs')[0], 404)
+        self.assertEqual(api('GET', BQ + '/datasets/reg/tables')[1], {'kind': 'bigquery#tableList', 'totalItems': 0})
+        self.assertEqual(api('DELETE', BQ + '/datasets/reg')[0], 204)
+        self.assertEqual(api('GET', BQ + '/datasets/reg')[0], 404)
+
     def test_slow_queries_and_reset(self):
         ctl('POST', '/_fake/config', {'bq_slow_queries': 1})
         st, js = self.query('SELECT 1 AS x')
@@ -148,7 +205,32 @@ AF2 = '/airflow/api/v2/dags/ingest/dagRuns'
 
 
 class TestComposer(Base):
+    def env(self, name, state='RUNNING', **kw):
+        st, js = ctl('POST', '/_fake/composer/environments', dict(kw, name=name, state=state))
+        self.assertEqual(st, 200, js)
+
+    def test_environment_exists_only_once_created_with_states(self):
+        name = 'projects/p/locations/l/environments/made'
+        self.assertEqual(api('GET', '/v1/' + name), (404, api('GET', '/v1/' + name)[1]))
+        self.assertEqual(api('GET', '/v1/' + name)[1]['error']['status'], 'NOT_FOUND')
+        self.env(name, 'CREATING')
+        st, js = api('GET', '/v1/' + name)
+        self.assertEqual((st, js['state']), (200, 'CREATING'))
+        self.assertNotIn('airflowUri', js['config'])
+        self.env(name, 'RUNNING')
+        js = api('GET', '/v1/' + name)[1]
+        self.assertEqual((js['state'], js['config']['airflowUri']), ('RUNNING', 'http://127.0.0.1:%d/airflow' % F.port))
+        self.env(name, 'ERROR')
+        self.assertEqual(api('GET', '/v1/' + name)[1]['state'], 'ERROR')
+        self.env(name, 'RUNNING', airflow_uri='https://example.invalid/af')
+        self.assertEqual(api('GET', '/v1/' + name)[1]['config']['airflowUri'], 'https://example.invalid/af')
+        self.assertEqual(ctl('POST', '/_fake/composer/environments', {'name': name, 'state': 'BOGUS'})[0], 400)
+        ctl('POST', '/_fake/reset', {})
+        self.assertEqual(api('GET', '/v1/' + name)[0], 404)
+
     def test_environment_get(self):
+        self.env('projects/p/locations/us-central1/environments/etl-env')
+        self.env('projects/p/locations/l/environments/e')
         st, js = api('GET', '/v1/projects/p/locations/us-central1/environments/etl-env')
         self.assertEqual(st, 200, js)
         self.assertEqual(js['name'], 'projects/p/locations/us-central1/environments/etl-env')
@@ -328,6 +410,35 @@ class TestDataproc(Base):
 
     def op(self, name):
         return api('GET', '/v1/' + name)
+
+    def test_clusters_list_and_jobs_list(self):
+        for n in ('b-cluster', 'a-cluster'):
+            body = cluster_body()
+            body['clusterName'] = n
+            body['labels'] = {'team': n[0]}
+            self.assertEqual(self.create(body)[0], 200)
+        ctl('POST', '/_fake/dataproc/advance', {'cluster': 'a-cluster'})
+        st, js = api('GET', DP + '/clusters')
+        self.assertEqual((st, [c['clusterName'] for c in js['clusters']]), (200, ['a-cluster', 'b-cluster']))
+        js = api('GET', DP + '/clusters?filter=' + 'status.state%20%3D%20RUNNING')[1]
+        self.assertEqual([c['clusterName'] for c in js['clusters']], ['a-cluster'])
+        js = api('GET', DP + '/clusters?filter=labels.team%20%3D%20b')[1]
+        self.assertEqual([c['clusterName'] for c in js['clusters']], ['b-cluster'])
+        js = api('GET', DP + '/clusters?pageSize=1')[1]
+        self.assertEqual((len(js['clusters']), js['nextPageToken']), (1, '1'))
+        self.assertEqual(api('GET', '/v1/projects/p/regions/elsewhere/clusters')[1], {})
+        for jid in ('j1', 'j2'):
+            st, js = api('POST', DP + '/jobs:submit', {'job': {'placement': {'clusterName': 'a-cluster'},
+                                                              'reference': {'jobId': jid}, 'hiveJob': HIVE}})
+            self.assertEqual(st, 200, js)
+        ctl('POST', '/_fake/dataproc/advance', {'job': 'j1', 'state': 'DONE'})
+        js = api('GET', DP + '/jobs?clusterName=a-cluster')[1]
+        self.assertEqual([j['reference']['jobId'] for j in js['jobs']], ['j1', 'j2'])
+        js = api('GET', DP + '/jobs?jobStateMatcher=ACTIVE')[1]
+        self.assertEqual([j['reference']['jobId'] for j in js['jobs']], ['j2'])
+        js = api('GET', DP + '/jobs?jobStateMatcher=NON_ACTIVE')[1]
+        self.assertEqual([j['reference']['jobId'] for j in js['jobs']], ['j1'])
+        self.assertEqual(api('GET', DP + '/jobs?clusterName=b-cluster')[1], {})
 
     def test_create_idempotency_409_advance_delete(self):
         st, op = self.create(rid='req-1')

@@ -1,12 +1,21 @@
 """gfake: a faithful fake of the Google APIs syncbridge talks to (plus WebHDFS).
 
-build_app() wires the service modules into one server.App; gfake.py (one
-directory up) is the command-line launcher.  To add a service, write a
-module with install(app) and list it in build_app().
+build_app() wires the service modules in SERVICES into one server.App;
+gfake.py (one directory up) is the command-line launcher.  A service module
+owns everything of its service: install(app) registers its API routes and
+its /_fake/<service>/... control routes, and CONFIG declares its
+/_fake/config keys as {name: (type or tuple of types, default)}.  To add a
+service, write such a module and list it in SERVICES.
 """
+import importlib
 import os
 
 from . import server, discovery
+
+# In install order: control first (the /_fake/ routes every test uses), then
+# auth (the token and metadata endpoints), then the APIs.  Every one is
+# required: a module that fails to import stops the fake with its traceback.
+SERVICES = ('control', 'auth', 'pubsub', 'storage', 'webhdfs', 'bigquery_http', 'dataproc', 'airflow')
 
 
 def default_reference_dir():
@@ -22,24 +31,17 @@ def default_reference_dir():
 
 
 def build_app(bind='127.0.0.1', quiet=False, reference_dir=None, public_key_pems=(), tls=False,
-              stream_buffer_seconds=0):
-    from . import auth, control, pubsub
+              stream_buffer_seconds=None):
+    """The fake as one server.App.  stream_buffer_seconds, when given,
+    replaces that config key's default (bigquery_http.CONFIG)."""
     app = server.App(bind=bind, quiet=quiet, reference_dir=reference_dir or default_reference_dir(), tls=tls)
-    app.config['stream_buffer_seconds'] = stream_buffer_seconds
-    app.config.update({'bq_slow_queries': 0, 'dataproc_cluster_seconds': 2, 'dataproc_job_seconds': 2,
-                       'airflow_auto_seconds': 0, 'composer_image_version': 'composer-2.9.7-airflow-2.10.2'})
     app.discovery = discovery.Discovery(os.path.join(app.reference_dir, 'gcp'))
-    control.install(app)
-    auth.install(app, public_key_pems)
-    pubsub.install(app)
-    for name in ('storage', 'webhdfs'):
-        try:
-            mod = __import__('gfake.' + name, fromlist=['install'])
-        except ImportError:
-            continue
+    app.public_key_pems = list(public_key_pems)
+    mods = [importlib.import_module('.' + name, __name__) for name in SERVICES]
+    for name, mod in zip(SERVICES, mods):
+        app.declare_config(name, getattr(mod, 'CONFIG', {}))
+    if stream_buffer_seconds is not None:
+        app.config['stream_buffer_seconds'] = stream_buffer_seconds
+    for mod in mods:
         mod.install(app)
-    from . import bigquery_http, airflow, dataproc
-    bigquery_http.install(app)
-    dataproc.install(app)
-    airflow.install(app)
     return app

@@ -1,8 +1,13 @@
 """Cloud Composer v1 environments.get and the Airflow REST API it points at.
 
 Composer (composer-v1.discovery.json; PROTOCOLS.md §7.1):
-    GET /v1/projects/P/locations/L/environments/E  -> Environment, state RUNNING,
-        config.airflowUri = <the fake's base URL as the client reached it>/airflow
+    GET /v1/projects/P/locations/L/environments/E  -> the Environment made
+        through POST /_fake/composer/environments, else 404 NOT_FOUND.  Its
+        state is the one set there (CREATING, RUNNING, UPDATING, DELETING,
+        ERROR); config.airflowUri = <the fake's base URL as the client
+        reached it>/airflow (or the control call's airflow_uri), shown once
+        the environment has been RUNNING, as Composer fills it in when the
+        web server exists.
 
 Airflow 2 stable REST API, /airflow/api/v1 (shared/reference/airflow/
 airflow-rest-api-v1.yaml, Airflow 2.10; PROTOCOLS.md §7.2).  The YAML is
@@ -447,30 +452,76 @@ class Airflow:
                                   'runs': [r.v2() for rs in self.runs.values() for r in rs.values()]})
 
 
+ENV_STATES = ('CREATING', 'RUNNING', 'UPDATING', 'DELETING', 'ERROR')
+ENV_NAME_RE = re.compile(r'^projects/([^/]+)/locations/([^/]+)/environments/([^/]+)$')
+
+
 class Composer:
+    """Environments exist only once made through the control API."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.envs = {}      # name -> {'state', 'airflow_uri', 'served', 'created'}
+
+    def ctl_environment(self, req):
+        """POST /_fake/composer/environments {"name": "projects/P/locations/L/environments/E",
+        "state": "RUNNING", "airflow_uri": optional}: create or change one."""
+        body = req.json()
+        unknown = set(body) - {'name', 'state', 'airflow_uri'}
+        if unknown:
+            raise ApiError(400, 'unknown field(s): %s' % ', '.join(sorted(unknown)))
+        m = ENV_NAME_RE.match(body.get('name') or '')
+        if not m or not ENV_RE.match(m.group(3)):
+            raise ApiError(400, 'name must be projects/P/locations/L/environments/E (E: %s)' % ENV_RE.pattern)
+        state = body.get('state', 'RUNNING')
+        if state not in ENV_STATES:
+            raise ApiError(400, 'state must be one of %s' % ', '.join(ENV_STATES))
+        now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+        with self.lock:
+            e = self.envs.setdefault(body['name'], {'created': now, 'served': False, 'airflow_uri': None})
+            e['state'] = state
+            e['updated'] = now
+            e['served'] = e['served'] or state == 'RUNNING'
+            if 'airflow_uri' in body:
+                e['airflow_uri'] = body['airflow_uri']
+            return json_response({'name': body['name'], 'state': state})
+
     def environment_get(self, req, project, location, env):
         if not ENV_RE.match(env):
             raise ApiError(400, 'Invalid environment name: %s' % env)
         cfg = req.app.config
         name = 'projects/%s/locations/%s/environments/%s' % (project, location, env)
+        with self.lock:
+            e = dict(self.envs.get(name) or {})
+        if not e:
+            raise ApiError(404, 'Environment %s not found.' % name, status='NOT_FOUND')
         bucket = '%s-%s-%s-bucket' % (location, env, uuid.uuid5(uuid.NAMESPACE_URL, name).hex[:8])
         image = cfg.get('composer_image_version') or DEFAULT_IMAGE
+        config = {
+            'gkeCluster': 'projects/%s/locations/%s/clusters/%s-gke' % (project, location, env),
+            'dagGcsPrefix': 'gs://%s/dags' % bucket,
+            'softwareConfig': {'imageVersion': image},
+            'environmentSize': 'ENVIRONMENT_SIZE_SMALL',
+        }
+        if e['served']:
+            config['airflowUri'] = e['airflow_uri'] or req.base_url + '/airflow'
         return json_response({
             'name': name,
             'uuid': str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
-            'state': 'RUNNING',
-            'createTime': '2026-01-01T00:00:00.000000Z',
-            'updateTime': '2026-01-01T00:00:00.000000Z',
+            'state': e['state'],
+            'createTime': e['created'],
+            'updateTime': e['updated'],
             'labels': {},
-            'config': {
-                'gkeCluster': 'projects/%s/locations/%s/clusters/%s-gke' % (project, location, env),
-                'dagGcsPrefix': 'gs://%s/dags' % bucket,
-                'airflowUri': req.base_url + '/airflow',
-                'softwareConfig': {'imageVersion': image},
-                'environmentSize': 'ENVIRONMENT_SIZE_SMALL',
-            },
+            'config': config,
             'storageConfig': {'bucket': bucket},
         })
+
+
+CONFIG = {'airflow_auto_seconds': ((int, float), 0), 'composer_image_version': (str, DEFAULT_IMAGE)}
 
 
 def install(app):
@@ -478,6 +529,8 @@ def install(app):
     app.airflow = af
     app.add_module(af)
     comp = Composer()
+    app.add_module(comp)
+    app.route('POST', r'/_fake/composer/environments', comp.ctl_environment, auth=False)
     app.route('GET', r'/v1/projects/([^/]+)/locations/([^/]+)/environments/([^/:]+)', comp.environment_get,
               api='composer-v1', method_id='composer.projects.locations.environments.get')
     r = app.route

@@ -234,8 +234,15 @@ def md_email(req):
                     [('Metadata-Flavor', 'Google')])
 
 
-def install(app, public_key_pems):
-    app.auth = Auth(app, [rsa_public_key_from_pem(p) for p in public_key_pems])
+CONFIG = {'require_auth': (bool, True), 'token_expires_in': (int, 3599),
+          'project_id': (str, 'fake-project'),
+          'service_account_email': (str, 'fake-sa@fake-project.iam.gserviceaccount.com')}
+
+
+def install(app):
+    """Token endpoint and metadata server; JWTs are checked against the PEM
+    keys in app.public_key_pems (set by build_app)."""
+    app.auth = Auth(app, [rsa_public_key_from_pem(p) for p in app.public_key_pems])
     app.add_module(app.auth)
     app.route('POST', r'/token', token_endpoint, auth=False, style='oauth')
     base = r'/computeMetadata/v1'

@@ -129,6 +129,18 @@ def _first(query, key, default=None):
     return v
 
 
+def _page(query, items, key, out):
+    """maxResults / pageToken (an offset) over a list answer."""
+    start = int(_first(query, "pageToken", None) or 0)
+    mr = _first(query, "maxResults", None)
+    end = len(items) if mr in (None, "") else start + int(mr)
+    if items[start:end]:
+        out[key] = items[start:end]
+    if end < len(items):
+        out["nextPageToken"] = str(end)
+    return out
+
+
 def _truthy(v):
     if isinstance(v, str):
         return v.lower() == "true"
@@ -167,8 +179,18 @@ class BigQueryService:
         self.routes = [
             ("POST", r"projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)"
                      r"/insertAll", self.tabledata_insert_all),
+            ("GET", r"projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)/data",
+             self.tabledata_list),
             ("GET", r"projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)",
              self.tables_get),
+            ("DELETE", r"projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)",
+             self.tables_delete),
+            ("GET", r"projects/([^/]+)/datasets/([^/]+)/tables",
+             self.tables_list),
+            ("GET", r"projects/([^/]+)/datasets", self.datasets_list),
+            ("DELETE", r"projects/([^/]+)/datasets/([^/]+)",
+             self.datasets_delete),
+            ("GET", r"projects/([^/]+)/jobs", self.jobs_list),
             ("POST", r"projects/([^/]+)/datasets/([^/]+)/tables",
              self.tables_insert),
             ("GET", r"projects/([^/]+)/datasets/([^/]+)", self.datasets_get),
@@ -281,7 +303,67 @@ class BigQueryService:
         self.store.create_dataset(project, ds, res)
         return 200, self._dataset_resource(project, ds)
 
+    def datasets_list(self, project, query, body):
+        refs = sorted(d for p, d in self.store.datasets if p == project)
+        items = [{"kind": "bigquery#dataset", "id": "%s:%s" % (project, d),
+                  "datasetReference": {"projectId": project, "datasetId": d},
+                  "location": self.location} for d in refs]
+        return 200, _page(query, items, "datasets",
+                          {"kind": "bigquery#datasetList"})
+
+    def datasets_delete(self, project, dataset, query, body):
+        self.store.get_dataset(project, dataset)
+        tables = [k for k in self.store.tables if k[:2] == (project, dataset)]
+        if tables and not _truthy(_first(query, "deleteContents", False)):
+            return error_response(400, "Dataset %s:%s is still in use"
+                                  % (project, dataset), "resourceInUse")
+        for k in tables:
+            del self.store.tables[k]
+        del self.store.datasets[(project, dataset)]
+        return 204, None
+
     # ---- tables -------------------------------------------------------
+    def tables_list(self, project, dataset, query, body):
+        self.store.get_dataset(project, dataset)
+        items = [{"kind": "bigquery#table",
+                  "id": "%s:%s.%s" % (p, d, t),
+                  "tableReference": {"projectId": p, "datasetId": d,
+                                     "tableId": t},
+                  "type": "TABLE",
+                  "creationTime": self.store.tables[(p, d, t)].resource.get(
+                      "creationTime", "0")}
+                 for (p, d, t) in sorted(self.store.tables)
+                 if (p, d) == (project, dataset)]
+        return 200, _page(query, items, "tables",
+                          {"kind": "bigquery#tableList",
+                           "totalItems": len(items)})
+
+    def tables_delete(self, project, dataset, table, query, body):
+        self.store.get_table(project, dataset, table)
+        del self.store.tables[(project, dataset, table)]
+        return 204, None
+
+    def tabledata_list(self, project, dataset, table, query, body):
+        """tabledata.list: rows in storage order, streamed ones included
+        (the streaming buffer is readable), f/v form, paging by
+        startIndex / pageToken / maxResults."""
+        self.store.get_table(project, dataset, table)
+        r = self.store.execute("SELECT * FROM `%s.%s.%s`"
+                               % (project, dataset, table), None, project)
+        rows = r.rows_json(_truthy(_first(
+            query, "formatOptions.useInt64Timestamp", False)))
+        start = int(_first(query, "pageToken", None) or
+                    _first(query, "startIndex", 0) or 0)
+        mr = _first(query, "maxResults", None)
+        end = len(rows) if mr in (None, "") else start + int(mr)
+        resp = {"kind": "bigquery#tableDataList", "etag": "fake",
+                "totalRows": str(len(rows))}
+        if rows[start:end]:
+            resp["rows"] = rows[start:end]
+        if end < len(rows):
+            resp["pageToken"] = str(end)
+        return 200, resp
+
     def _table_resource(self, t):
         now = self.clock()
         res = dict(t.resource)
@@ -508,6 +590,30 @@ class BigQueryService:
         job = self._run_query(project, q, job_id, location)
         job.configuration = dict(body.get("configuration") or {})
         return 200, job.resource(job.poll())
+
+    def jobs_list(self, project, query, body):
+        """jobs.list: newest first, stateFilter (done/running/pending),
+        maxResults/pageToken; the list form of each job."""
+        states = (query or {}).get("stateFilter") or []
+        if isinstance(states, str):
+            states = [states]
+        items = []
+        for (p, _), job in sorted(self.jobs.items(),
+                                  key=lambda kv: -kv[1].created):
+            if p != project:
+                continue
+            res = job.resource(job.pending == 0)
+            state = res["status"]["state"]
+            if states and state.lower() not in [x.lower() for x in states]:
+                continue
+            res = {k: res[k] for k in ("id", "kind", "jobReference", "status",
+                                       "statistics", "configuration",
+                                       "user_email")}
+            res["kind"] = "bigquery#job"
+            res["state"] = state
+            items.append(res)
+        return 200, _page(query, items, "jobs",
+                          {"kind": "bigquery#jobList", "etag": "fake"})
 
     def jobs_get(self, project, job_id, query, body):
         job = self.jobs.get((project, job_id))

@@ -1,5 +1,5 @@
 """BigQuery v2 over HTTP: wires the pure BigQueryService (bigquery.py, SQL
-engine in bqsql.py) into the server's route registry.
+engine in bqsql/) into the server's route registry.
 
 Every route is registered with its discovery method id, so request bodies
 are validated against bigquery-v2.discovery.json before the service sees
@@ -36,6 +36,15 @@ def _jsonable(v):
     return str(v)
 
 
+# Real BigQuery keeps streamed rows out of DML for up to ~90 minutes
+# (cloud.google.com/bigquery/docs/streaming-data-into-bigquery#dataavailability);
+# 30 minutes outlasts any test, which must shorten it explicitly
+# (POST /_fake/config {"stream_buffer_seconds": N}) to update such rows.
+DEFAULT_STREAM_BUFFER_SECONDS = 1800
+CONFIG = {'stream_buffer_seconds': ((int, float), DEFAULT_STREAM_BUFFER_SECONDS),
+          'bq_slow_queries': (int, 0)}
+
+
 class BigQueryHttp:
     def __init__(self, app):
         self.app = app
@@ -46,18 +55,20 @@ class BigQueryHttp:
 
     def reset(self):
         with self.lock:
-            self.svc = BigQueryService(stream_buffer_seconds=self.app.config.get('stream_buffer_seconds', 0))
+            self.svc = BigQueryService(stream_buffer_seconds=self.app.config['stream_buffer_seconds'])
             self.apply_config(self.app.config)
 
     def apply_config(self, cfg):
         svc = self.svc
         with svc.lock:
-            svc.stream_buffer_seconds = cfg.get('stream_buffer_seconds', 0) or 0
+            svc.stream_buffer_seconds = cfg['stream_buffer_seconds'] or 0
             svc.slow_queries = int(cfg.get('bq_slow_queries', 0) or 0)
 
     def handle(self, req, *groups):
         body = req.json() if req.body.strip() else None
         status, obj = self.svc.handle(req.method, req.path[len(PFX):], req.query, body)
+        if status == 204:
+            return Response(204)
         return json_response(obj, status)
 
     # ---- control -------------------------------------------------------------
@@ -95,7 +106,13 @@ def install(app):
     def r(method, pattern, mid):
         app.route(method, pattern, h, api=API, method_id='bigquery.' + mid, style='v1')
     r('POST', P + r'/datasets/([^/]+)/tables/([^/]+)/insertAll', 'tabledata.insertAll')
+    r('GET', P + r'/datasets/([^/]+)/tables/([^/]+)/data', 'tabledata.list')
     r('GET', P + r'/datasets/([^/]+)/tables/([^/]+)', 'tables.get')
+    r('DELETE', P + r'/datasets/([^/]+)/tables/([^/]+)', 'tables.delete')
+    r('GET', P + r'/datasets/([^/]+)/tables', 'tables.list')
+    r('GET', P + r'/datasets', 'datasets.list')
+    r('DELETE', P + r'/datasets/([^/]+)', 'datasets.delete')
+    r('GET', P + r'/jobs', 'jobs.list')
     r('POST', P + r'/datasets/([^/]+)/tables', 'tables.insert')
     r('GET', P + r'/datasets/([^/]+)', 'datasets.get')
     r('POST', P + r'/datasets', 'datasets.insert')

@@ -2,13 +2,9 @@
 
 GET/DELETE /_fake/requests[?path_regex=]   request log
 POST/DELETE /_fake/faults                   fault injection (server.App.take_fault)
-GET/POST /_fake/config                      require_auth, token_expires_in, ...
+GET/POST /_fake/config                      the keys every service declares in its CONFIG
 POST /_fake/reset                           forget all service state, faults, log
-GET /_fake/pubsub/messages?topic=           everything ever published to a topic
-POST /_fake/webhdfs/seed                    see webhdfs.py
-The service modules add their own: /_fake/bigquery/table (bigquery_http.py),
-/_fake/dataproc/{advance,state} (dataproc.py), /_fake/airflow/{dags,advance,
-state} (airflow.py).
+Each service module adds its own /_fake/<service>/... routes in install().
 """
 import re
 
@@ -16,10 +12,6 @@ from .server import ApiError, json_response
 
 FAULT_KINDS = ('status', 'reset', 'latency', 'truncate')
 FAULT_KEYS = {'path_regex', 'method', 'kind', 'status', 'retry_after', 'latency_ms', 'count', 'rate', 'message'}
-CONFIG_TYPES = {'require_auth': bool, 'token_expires_in': int, 'stream_buffer_seconds': (int, float),
-                'project_id': str, 'service_account_email': str,
-                'bq_slow_queries': int, 'dataproc_cluster_seconds': (int, float), 'dataproc_job_seconds': (int, float),
-                'airflow_auto_seconds': (int, float), 'composer_image_version': str}
 
 
 def requests_get(req):
@@ -77,8 +69,10 @@ def config_get(req):
 
 def config_post(req):
     body = req.json()
+    if not isinstance(body, dict):
+        raise ApiError(400, 'config must be a JSON object')
     for k, v in body.items():
-        t = CONFIG_TYPES.get(k)
+        t = req.app.config_types.get(k, (None,))[0]
         if t is None:
             raise ApiError(400, 'unknown config key %r' % k)
         if not isinstance(v, t) or (t is int and isinstance(v, bool)):
@@ -93,13 +87,6 @@ def reset(req):
     return json_response({})
 
 
-def pubsub_messages(req):
-    topic = req.q('topic')
-    if not topic:
-        raise ApiError(400, 'topic query parameter required')
-    return json_response(req.app.pubsub.published(topic))
-
-
 def install(app):
     r = app.route
     r('GET', r'/_fake/requests', requests_get, auth=False)
@@ -110,4 +97,3 @@ def install(app):
     r('GET', r'/_fake/config', config_get, auth=False)
     r('POST', r'/_fake/config', config_post, auth=False)
     r('POST', r'/_fake/reset', reset, auth=False)
-    r('GET', r'/_fake/pubsub/messages', pubsub_messages, auth=False)

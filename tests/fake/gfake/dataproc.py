@@ -132,7 +132,7 @@ class Job:
         self.cluster = cluster
         self.uuid = str(uuid.uuid4())
         self.state = 'PENDING'
-        self.t = now
+        self.t = self.t0 = now
         self.details = None
         self.history = []
 
@@ -480,6 +480,88 @@ class Dataproc:
                 raise ApiError(404, 'Not found: Job projects/%s/regions/%s/jobs/%s' % (project, region, jid))
             return json_response(j.resource())
 
+    # ---- lists --------------------------------------------------------------------
+    CLUSTER_ACTIVE = ('CREATING', 'RUNNING', 'UPDATING', 'STARTING', 'STOPPING', 'REPAIRING')
+
+    def _filter_terms(self, text):
+        """`a = b AND c = d` (the form the clusters.list/jobs.list docs give);
+        values may be quoted.  Other filter syntax is a 400 here."""
+        terms = []
+        for t in re.split(r'\s+AND\s+', (text or '').strip(), flags=re.I) if text and text.strip() else []:
+            m = re.match(r'^([A-Za-z_.\-]+)\s*[=:]\s*"?([^"]*)"?$', t.strip())
+            if not m:
+                raise _bad('Invalid filter: %s' % text, 'filter')
+            terms.append((m.group(1), m.group(2)))
+        return terms
+
+    def _page(self, req, items, key):
+        try:
+            size = int(req.q('pageSize') or 0) or 200
+            start = int(req.q('pageToken') or 0)
+        except ValueError:
+            raise _bad('Invalid pageSize or pageToken', 'page_token')
+        page = items[start:start + size]
+        out = {key: page} if page else {}
+        if start + size < len(items):
+            out['nextPageToken'] = str(start + size)
+        return out
+
+    def cluster_list(self, req, project, region):
+        """clusters.list: filter on clusterName, status.state (ACTIVE,
+        INACTIVE, or a state) and labels.KEY; pageSize/pageToken."""
+        terms = self._filter_terms(req.q('filter'))
+        with self.lock:
+            self._tick()
+            out = []
+            for (p, r, _), c in sorted(self.clusters.items()):
+                if (p, r) != (project, region):
+                    continue
+                res = c.resource()
+                ok = True
+                for k, v in terms:
+                    if k.lower() in ('clustername', 'cluster_name'):
+                        ok = ok and c.name == v
+                    elif k.lower() in ('status.state', 'status_state'):
+                        v = v.upper()
+                        ok = ok and (c.state in self.CLUSTER_ACTIVE if v == 'ACTIVE' else
+                                     c.state not in self.CLUSTER_ACTIVE if v == 'INACTIVE' else c.state == v)
+                    elif k.startswith('labels.'):
+                        ok = ok and res['labels'].get(k[7:]) == v
+                    else:
+                        raise _bad('Invalid filter field: %s' % k, 'filter')
+                if ok:
+                    out.append(res)
+            return json_response(self._page(req, out, 'clusters'))
+
+    def job_list(self, req, project, region):
+        """jobs.list: clusterName, jobStateMatcher (ALL, ACTIVE, NON_ACTIVE),
+        filter on status.state (ACTIVE, NON_ACTIVE) and labels.KEY;
+        pageSize/pageToken."""
+        cname = req.q('clusterName')
+        matcher = (req.q('jobStateMatcher') or 'ALL').upper()
+        if matcher not in ('ALL', 'ACTIVE', 'NON_ACTIVE'):
+            raise _bad('Invalid jobStateMatcher: %s' % matcher, 'job_state_matcher')
+        terms = self._filter_terms(req.q('filter'))
+        with self.lock:
+            self._tick()
+            out = []
+            for j in sorted(self.jobs.values(), key=lambda j: j.t0):
+                if j.project != project or j.region != region or (cname and j.cluster.name != cname):
+                    continue
+                if (matcher == 'ACTIVE' and j.done) or (matcher == 'NON_ACTIVE' and not j.done):
+                    continue
+                ok = True
+                for k, v in terms:
+                    if k.lower() in ('status.state', 'status_state'):
+                        ok = ok and (not j.done if v.upper() == 'ACTIVE' else j.done)
+                    elif k.startswith('labels.'):
+                        ok = ok and (j.body.get('labels') or {}).get(k[7:]) == v
+                    else:
+                        raise _bad('Invalid filter field: %s' % k, 'filter')
+                if ok:
+                    out.append(j.resource())
+            return json_response(self._page(req, out, 'jobs'))
+
     # ---- operations ------------------------------------------------------------
     def operation_get(self, req, project, region, opid):
         name = 'projects/%s/regions/%s/operations/%s' % (project, region, opid)
@@ -607,6 +689,9 @@ class Dataproc:
             })
 
 
+CONFIG = {'dataproc_cluster_seconds': ((int, float), 2), 'dataproc_job_seconds': ((int, float), 2)}
+
+
 def install(app):
     dp = Dataproc(app)
     app.dataproc = dp
@@ -614,9 +699,11 @@ def install(app):
     r = app.route
     m = 'dataproc.projects.regions.'
     r('POST', P + r'/clusters', dp.cluster_create, api=API, method_id=m + 'clusters.create')
+    r('GET', P + r'/clusters', dp.cluster_list, api=API, method_id=m + 'clusters.list')
     r('GET', P + r'/clusters/([^/:]+)', dp.cluster_get, api=API, method_id=m + 'clusters.get')
     r('DELETE', P + r'/clusters/([^/:]+)', dp.cluster_delete, api=API, method_id=m + 'clusters.delete')
     r('POST', P + r'/jobs:submit', dp.job_submit, api=API, method_id=m + 'jobs.submit')
+    r('GET', P + r'/jobs', dp.job_list, api=API, method_id=m + 'jobs.list')
     r('GET', P + r'/jobs/([^/:]+)', dp.job_get, api=API, method_id=m + 'jobs.get')
     r('GET', P + r'/operations/([^/:]+)', dp.operation_get, api=API, method_id=m + 'operations.get')
     r('POST', P + r'/workflowTemplates:instantiateInline', dp.instantiate_inline, api=API,

@@ -9,6 +9,10 @@ the JSON body against ``schemas``.  Unknown fields and type mismatches give
 
 Proto3-JSON leniency that Google's ESF accepts is mirrored: ``null`` for any
 field, int64/uint64 as string or number, int32 as number or numeric string.
+Fields in SCALAR_AS_STRING are proto ``string`` fields that Google's
+front end also takes as a JSON number or boolean: BigQuery's
+``QueryParameterValue.value``, which Google's own samples and the Node
+client send as a number (cloud.google.com/bigquery/docs/parameterized-queries).
 """
 import base64
 import binascii
@@ -21,6 +25,8 @@ from .server import ApiError
 
 _INT_RE = re.compile(r'^-?\d+\Z')
 _B64_RE = re.compile(r'^[A-Za-z0-9+/_-]*={0,2}\Z')
+SCALAR_AS_STRING = {('bigquery-v2', 'QueryParameterValue', 'value')}
+_SCALAR_MARK = 'x-gfake-scalar-as-string'
 
 
 class Discovery:
@@ -47,6 +53,9 @@ class Discovery:
                 for m in d.get('methods', {}).values():
                     methods[m['id']] = m
                 self.methods[api] = methods
+                for a, schema, prop in SCALAR_AS_STRING:
+                    if a == api and prop in d.get('schemas', {}).get(schema, {}).get('properties', {}):
+                        d['schemas'][schema]['properties'][prop][_SCALAR_MARK] = True
                 self.docs[api] = d
             return d
 
@@ -175,6 +184,8 @@ def _check(schemas, schema, value, path):
                     _invalid_value(path, schema, value)
                 return
             _invalid_value(path, schema, value)
+        if schema.get(_SCALAR_MARK) and isinstance(value, (bool, int, float)):
+            return
         if not isinstance(value, str):
             _invalid_value(path, schema, value)
         if fmt == 'byte':

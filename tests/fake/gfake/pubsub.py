@@ -4,12 +4,18 @@ Faithful parts: resource names, 404/409 rules, publish limits and messages,
 messageIds as decimal strings, per-subscription ack deadlines with real
 redelivery, modifyAckDeadline (0 = nack), ordering keys (with
 enableMessageOrdering a key is blocked while an earlier message of that key
-is outstanding), messages published before a subscription exists are not
-delivered to it, empty pull answers ``{}``.
+is outstanding, and when one is redelivered after a nack or an expired
+deadline, the key's later outstanding messages come again after it),
+messages published before a subscription exists are not delivered to it,
+empty pull answers ``{}``.  Pull without ``returnImmediately`` waits up to
+``pubsub_pull_wait_seconds`` for a message and answers with what is there
+as soon as something is (a partial batch).  ``deliveryAttempt`` is set only
+when the subscription has a ``deadLetterPolicy`` (as Google documents for
+the field).
 
-Simplified: pull never holds the request open; ``deliveryAttempt`` is always
-set (counting from 1; Google only sets it with a dead-letter policy);
-filters, push, exactly-once, retention and seek are not implemented.
+Simplified: dead-letter forwarding, filters, push, exactly-once, retention
+and seek are not implemented; a redelivered ordering key does not bring
+back later messages that were already acknowledged.
 """
 import base64
 import datetime
@@ -23,6 +29,7 @@ from .discovery import b64decode_lenient
 from .server import ApiError, json_response
 
 API = 'pubsub-v1'
+CONFIG = {'pubsub_pull_wait_seconds': ((int, float), 10)}
 MAX_BODY = 10 * 1024 * 1024
 P = r'/v1/projects/([^/:]+)'
 
@@ -58,6 +65,7 @@ class PubSub:
     def __init__(self, app):
         self.app = app
         self.lock = threading.RLock()
+        self.arrived = threading.Condition(self.lock)     # publish wakes waiting pulls
         self.reset()
 
     def reset(self):
@@ -170,6 +178,7 @@ class PubSub:
                     if s.res.get('topic') == name:
                         s.queue.append(Delivery(msg))
                 ids.append(mid)
+            self.arrived.notify_all()
         # The fake keeps every message it was sent, and a full collection
         # walks them all: past a few hundred thousand messages its pauses
         # (100-160 ms) showed up in make bench's latency p99 as if the
@@ -221,6 +230,13 @@ class PubSub:
                 self.acks.pop(d.ack_id, None)
             return json_response({})
 
+    def topic_subscriptions(self, req, project, topic):
+        """topics.subscriptions.list: the names of the topic's subscriptions."""
+        with self.lock:
+            name, _ = self._topic(project, topic)
+            subs = sorted(n for n, s in self.subs.items() if s.res.get('topic') == name)
+            return json_response({'subscriptions': subs} if subs else {})
+
     def sub_list(self, req, project):
         with self.lock:
             pre = 'projects/%s/subscriptions/' % project
@@ -236,32 +252,53 @@ class PubSub:
         if maxm <= 0:
             raise ApiError(400, 'The value for max_messages is too small. You passed %d in the request, but the '
                                 'minimum value is 1.' % maxm)
+        wait = 0 if body.get('returnImmediately') else float(self.app.config.get('pubsub_pull_wait_seconds') or 0)
+        until = time.time() + wait
+        with self.lock:
+            while True:
+                out = self._take(project, sub, maxm)
+                left = until - time.time()
+                if out or left <= 0:
+                    break
+                # Woken by a publish; the timeout also catches deadlines
+                # that expire while the pull waits.
+                self.arrived.wait(min(left, 0.2))
+        return json_response({'receivedMessages': out} if out else {})
+
+    def _take(self, project, sub, maxm):
+        """Deliver up to maxm messages (lock held)."""
         now = time.time()
         out = []
-        with self.lock:
-            name, s = self._sub(project, sub)
-            ordered = bool(s.res.get('enableMessageOrdering'))
-            s.queue = [d for d in s.queue if not d.acked]
-            blocked = set()
-            for d in s.queue:
-                if len(out) >= maxm:
-                    break
-                key = d.msg.get('orderingKey')
-                outstanding = d.ack_id is not None and d.expires > now
-                if outstanding:
-                    if ordered and key:
-                        blocked.add(key)
-                    continue
-                if ordered and key and key in blocked:
-                    continue
-                if d.ack_id:
-                    self.acks.pop(d.ack_id, None)
-                d.attempts += 1
-                d.ack_id = 'ack-%s-%s' % (secrets.token_hex(8), d.msg['messageId'])
-                d.expires = now + s.deadline
-                self.acks[d.ack_id] = (name, d)
-                out.append({'ackId': d.ack_id, 'message': dict(d.msg), 'deliveryAttempt': d.attempts})
-        return json_response({'receivedMessages': out} if out else {})
+        name, s = self._sub(project, sub)
+        ordered = bool(s.res.get('enableMessageOrdering'))
+        dead_letter = bool(s.res.get('deadLetterPolicy'))
+        s.queue = [d for d in s.queue if not d.acked]
+        blocked = set()
+        redeliver = set()       # keys whose earlier message comes again: later ones follow it
+        for d in s.queue:
+            if len(out) >= maxm:
+                break
+            key = d.msg.get('orderingKey') if ordered else None
+            outstanding = d.ack_id is not None and d.expires > now
+            if outstanding and not (key and key in redeliver):
+                if key:
+                    blocked.add(key)
+                continue
+            if key and key in blocked:
+                continue
+            if key and d.ack_id is not None:
+                redeliver.add(key)
+            if d.ack_id:
+                self.acks.pop(d.ack_id, None)
+            d.attempts += 1
+            d.ack_id = 'ack-%s-%s' % (secrets.token_hex(8), d.msg['messageId'])
+            d.expires = now + s.deadline
+            self.acks[d.ack_id] = (name, d)
+            rm = {'ackId': d.ack_id, 'message': dict(d.msg)}
+            if dead_letter:
+                rm['deliveryAttempt'] = d.attempts
+            out.append(rm)
+        return out
 
     def _ack_targets(self, project, sub, ack_ids):
         if not isinstance(ack_ids, list) or not ack_ids:
@@ -302,6 +339,15 @@ class PubSub:
             return [dict(m) for m in self.history.get(topic, [])]
 
 
+def ctl_messages(req):
+    """GET /_fake/pubsub/messages?topic=projects/P/topics/T: everything ever
+    published to the topic."""
+    topic = req.q('topic')
+    if not topic:
+        raise ApiError(400, 'topic query parameter required')
+    return json_response(req.app.pubsub.published(topic))
+
+
 def install(app):
     ps = PubSub(app)
     app.pubsub = ps
@@ -317,8 +363,11 @@ def install(app):
     r('DELETE', P + r'/subscriptions/([^/:]+)', ps.sub_delete, api=API,
       method_id='pubsub.projects.subscriptions.delete')
     r('GET', P + r'/subscriptions', ps.sub_list, api=API, method_id='pubsub.projects.subscriptions.list')
+    r('GET', P + r'/topics/([^/:]+)/subscriptions', ps.topic_subscriptions, api=API,
+      method_id='pubsub.projects.topics.subscriptions.list')
     r('POST', P + r'/subscriptions/([^/:]+):pull', ps.pull, api=API, method_id='pubsub.projects.subscriptions.pull')
     r('POST', P + r'/subscriptions/([^/:]+):acknowledge', ps.acknowledge, api=API,
       method_id='pubsub.projects.subscriptions.acknowledge')
     r('POST', P + r'/subscriptions/([^/:]+):modifyAckDeadline', ps.modify_ack_deadline, api=API,
       method_id='pubsub.projects.subscriptions.modifyAckDeadline')
+    r('GET', r'/_fake/pubsub/messages', ctl_messages, auth=False)

@@ -2,8 +2,9 @@
 
 Every service module registers its routes on the App with ``app.route(...)``
 (see ``install`` in each module); ``App.modules`` lists the modules that get
-a ``reset()`` call from ``POST /_fake/reset``.  A new service is one more
-module with an ``install(app)`` function called from ``gfake.build_app``;
+a ``reset()`` call from ``POST /_fake/reset``.  A service is one module
+listed in ``gfake.SERVICES``, with ``install(app)`` and a ``CONFIG`` dict
+of its ``/_fake/config`` keys (``App.declare_config``);
 ``App.config_hooks`` are called after ``POST /_fake/config``.
 """
 import base64
@@ -230,15 +231,20 @@ class App:
         self.log_lock = threading.Lock()
         self.requests = []
         self.faults = []
-        self.config = {
-            'require_auth': True,
-            'token_expires_in': 3599,
-            'stream_buffer_seconds': 0,
-            'project_id': 'fake-project',
-            'service_account_email': 'fake-sa@fake-project.iam.gserviceaccount.com',
-        }
+        self.config = {}                # key -> value; keys come from each service's CONFIG
+        self.config_types = {}          # key -> (accepted types, owning service)
         self.discovery = None           # set by gfake.build_app
         self.config_hooks = []          # fn(app.config), called after /_fake/config changes it
+
+    def declare_config(self, service, keys):
+        """Add a service's /_fake/config keys: {name: (type or tuple of types,
+        default)}.  A key declared twice is a programming error."""
+        for k, (types, default) in keys.items():
+            if k in self.config_types:
+                raise ValueError('config key %r is declared by both %s and %s'
+                                 % (k, self.config_types[k][1], service))
+            self.config_types[k] = (types, service)
+            self.config[k] = default
 
     def config_changed(self):
         for fn in self.config_hooks:

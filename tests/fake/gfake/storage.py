@@ -29,6 +29,7 @@ from .server import ApiError, Response, json_response
 API = 'storage-v1'
 SPILL = 8 * 1024 * 1024
 CHUNK_QUANTUM = 262144
+BUCKET_404 = 'The specified bucket does not exist.'
 B = r'/storage/v1/b/([^/]+)'
 
 
@@ -235,11 +236,13 @@ class Storage:
             self.last_gen = g
             return g
 
-    def _bucket(self, name, create=True):
+    def _bucket(self, name, create=False):
+        """The bucket, or 404 as GCS answers it.  Buckets exist only once
+        created through buckets.insert or POST /_fake/storage/buckets."""
         b = self.buckets.get(name)
         if b is None:
             if not create:
-                raise ApiError(404, 'The specified bucket does not exist.', reason='notFound')
+                raise ApiError(404, BUCKET_404, reason='notFound')
             if not re.match(r'^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]\Z', name):
                 raise ApiError(400, 'Invalid bucket name: \'%s\'' % name, reason='invalid')
             b = self.buckets[name] = {'name': name, 'objects': {}, 'created': time.time()}
@@ -279,23 +282,30 @@ class Storage:
             raise ApiError(412, 'At least one of the pre-conditions you specified did not hold.',
                            reason='conditionNotMet')
 
+    def _verify(self, blob, want):
+        """400 and discard the blob when a given crc32c / md5Hash (base64)
+        does not match the data."""
+        if want.get('crc32c') and want['crc32c'] != crcmod.b64(blob.crc):
+            blob.discard()
+            raise ApiError(400, 'Provided CRC32C "%s" doesn\'t match calculated CRC32C "%s".'
+                           % (want['crc32c'], crcmod.b64(blob.crc)), reason='invalid')
+        if want.get('md5Hash') and blob.md5 is not None and \
+                want['md5Hash'] != base64.b64encode(blob.md5).decode():
+            blob.discard()
+            raise ApiError(400, 'Provided MD5 hash "%s" doesn\'t match calculated MD5 hash "%s".'
+                           % (want['md5Hash'], base64.b64encode(blob.md5).decode()), reason='invalid')
+
     def _precondition_params(self, req):
         return {k: _int_param(req, k) for k in ('ifGenerationMatch', 'ifGenerationNotMatch',
                                                 'ifMetagenerationMatch', 'ifMetagenerationNotMatch')}
 
-    def _commit(self, req, bucket, name, blob, content_type, meta, pre=None, verify=True):
+    def _commit(self, req, bucket, name, blob, content_type, meta, pre=None, verify=True, expect=None):
         """Store a finished blob as the live generation; preconditions and
-        client-supplied hashes are checked here.  Returns the Obj."""
-        if verify and meta:
-            if meta.get('crc32c') and meta['crc32c'] != crcmod.b64(blob.crc):
-                blob.discard()
-                raise ApiError(400, 'Provided CRC32C "%s" doesn\'t match calculated CRC32C "%s".'
-                               % (meta['crc32c'], crcmod.b64(blob.crc)), reason='invalid')
-            if meta.get('md5Hash') and blob.md5 is not None and \
-                    meta['md5Hash'] != base64.b64encode(blob.md5).decode():
-                blob.discard()
-                raise ApiError(400, 'Provided MD5 hash "%s" doesn\'t match calculated MD5 hash "%s".'
-                               % (meta['md5Hash'], base64.b64encode(blob.md5).decode()), reason='invalid')
+        client-supplied hashes (object metadata, or `expect` from an
+        X-Goog-Hash header) are checked here.  Returns the Obj."""
+        for want in (meta if verify else None, expect):
+            if want:
+                self._verify(blob, want)
         with self.lock:
             b = self._bucket(bucket)
             old = b['objects'].get(name)
@@ -320,11 +330,21 @@ class Storage:
             if name in self.buckets:
                 raise ApiError(409, 'Your previous request to create the named bucket succeeded and you '
                                     'already own it.', reason='conflict')
-            return json_response(self._bucket_resource(req, self._bucket(name)))
+            return json_response(self._bucket_resource(req, self._bucket(name, create=True)))
 
     def bucket_put(self, req, bucket):
+        """buckets.update: the fake keeps no bucket metadata, so it answers
+        with the bucket as it is."""
         with self.lock:
             return json_response(self._bucket_resource(req, self._bucket(bucket)))
+
+    def ctl_bucket_create(self, req):
+        """POST /_fake/storage/buckets {"name": B}: create B (200 if it exists)."""
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get('name'), str):
+            raise ApiError(400, 'body must be {"name": "<bucket>"}')
+        with self.lock:
+            return json_response(self._bucket_resource(req, self._bucket(body['name'], create=True)))
 
     def bucket_get(self, req, bucket):
         with self.lock:
@@ -347,7 +367,7 @@ class Storage:
                 raise ApiError(404, 'No such object: %s/%s' % (bucket, name), reason='notFound')
             self._check_preconditions(req, o)
         if req.q('alt') != 'media' and not req.path.startswith('/download/'):
-            return json_response(o.resource(req.base_url))
+            return json_response(_fields(req, o.resource(req.base_url)))
         headers = [('x-goog-hash', o.hash_header()), ('x-goog-generation', str(o.generation)),
                    ('x-goog-metageneration', str(o.metageneration)),
                    ('x-goog-stored-content-length', str(o.blob.size)),
@@ -382,6 +402,68 @@ class Storage:
             o.blob.discard()
         return Response(204)
 
+    PATCHABLE = ('metadata', 'cacheControl', 'contentDisposition', 'contentEncoding', 'contentLanguage',
+                 'customTime', 'contentType')
+
+    def object_patch(self, req, bucket, name):
+        """objects.patch: writable metadata only; `metadata` keys merge, a null
+        value removes a key (JSON merge semantics, as GCS documents)."""
+        body = req.json()
+        with self.lock:
+            o = self._get_obj(bucket, name)
+            self._check_preconditions(req, o)
+            for k, v in body.items():
+                if k == 'contentType':
+                    o.content_type = v or 'application/octet-stream'
+                elif k == 'metadata':
+                    md = dict(o.meta.get('metadata') or {})
+                    for mk, mv in (v or {}).items():
+                        if mv is None:
+                            md.pop(mk, None)
+                        else:
+                            md[mk] = mv
+                    o.meta['metadata'] = md or None
+                elif k in self.PATCHABLE:
+                    o.meta[k] = v
+            o.metageneration += 1
+            return json_response(_fields(req, o.resource(req.base_url)))
+
+    def _copy(self, req, sbucket, sname, dbucket, dname):
+        body = req.json() if req.body.strip() else {}
+        with self.lock:
+            self._bucket(dbucket)
+            src = self._get_obj(sbucket, sname)
+            gen = _int_param(req, 'sourceGeneration')
+            if gen is not None and gen != src.generation:
+                raise ApiError(404, 'No such object: %s/%s' % (sbucket, sname), reason='notFound')
+            self._check_preconditions(req, src, {
+                'ifGenerationMatch': _int_param(req, 'ifSourceGenerationMatch'),
+                'ifGenerationNotMatch': _int_param(req, 'ifSourceGenerationNotMatch'),
+                'ifMetagenerationMatch': _int_param(req, 'ifSourceMetagenerationMatch'),
+                'ifMetagenerationNotMatch': _int_param(req, 'ifSourceMetagenerationNotMatch')})
+            self._check_preconditions(req, self._bucket(dbucket)['objects'].get(dname))
+        w = BlobWriter(self.tmpdir, with_md5=src.blob.md5 is not None)
+        for c in src.blob.chunks():
+            w.write(c)
+        meta = {k: v for k, v in src.meta.items() if k in self.PATCHABLE}
+        meta.update({k: v for k, v in body.items() if k in self.PATCHABLE})
+        o = self._commit(req, dbucket, dname, w.finish(), body.get('contentType') or src.content_type,
+                         meta, verify=False)
+        o.component_count = src.component_count
+        return o
+
+    def object_copy(self, req, sbucket, sname, dbucket, dname):
+        """objects.copy: one request, answers the new Object."""
+        return json_response(self._copy(req, sbucket, sname, dbucket, dname).resource(req.base_url))
+
+    def object_rewrite(self, req, sbucket, sname, dbucket, dname):
+        """objects.rewrite: the fake always finishes in one call (done: true,
+        no rewriteToken), which GCS may do for any object in one location."""
+        o = self._copy(req, sbucket, sname, dbucket, dname)
+        return json_response({'kind': 'storage#rewriteResponse', 'totalBytesRewritten': str(o.blob.size),
+                              'objectSize': str(o.blob.size), 'done': True,
+                              'resource': o.resource(req.base_url)})
+
     def object_list(self, req, bucket):
         prefix = req.q('prefix', '')
         delim = req.q('delimiter')
@@ -391,6 +473,10 @@ class Storage:
             raise ApiError(400, 'Invalid maxResults', reason='invalid')
         maxr = max(1, min(maxr, 1000))
         token = req.q('pageToken')
+        glob = _glob_re(req.q('matchGlob')) if req.q('matchGlob') else None
+        start_off, end_off = req.q('startOffset') or '', req.q('endOffset')
+        if glob is not None and delim not in (None, '/'):
+            raise ApiError(400, 'Delimiter must be "/" when matchGlob is set', reason='invalid')
         after = None
         if token:
             try:
@@ -399,7 +485,8 @@ class Storage:
                 raise ApiError(400, 'Invalid pageToken', reason='invalid')
         with self.lock:
             b = self._bucket(bucket)
-            names = sorted(n for n in b['objects'] if n.startswith(prefix))
+            names = sorted(n for n in b['objects'] if n.startswith(prefix) and n >= start_off
+                           and (end_off is None or n < end_off) and (glob is None or glob.fullmatch(n)))
             entries = []        # (sort key, kind, value)
             seen = set()
             for n in names:
@@ -425,7 +512,7 @@ class Storage:
                 out['prefixes'] = prefixes
             if rest:
                 out['nextPageToken'] = base64.urlsafe_b64encode(page[-1][0].encode()).decode()
-        return json_response(out)
+        return json_response(_fields(req, out))
 
     def compose(self, req, bucket, name):
         body = req.json()
@@ -512,7 +599,7 @@ class Storage:
             w.abort()
             raise
         ctype = req.header('Content-Type') or 'application/octet-stream'
-        o = self._commit(req, bucket, name, w.finish(), ctype, {}, pre)
+        o = self._commit(req, bucket, name, w.finish(), ctype, {}, pre, expect=_goog_hash(req))
         return json_response(o.resource(req.base_url))
 
     def upload_multipart(self, req, bucket):
@@ -597,19 +684,23 @@ class Storage:
                 raise ApiError(400, 'Content-Range header required to continue a partial upload',
                                reason='invalid')
         else:
-            m = re.match(r'^bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\Z', cr)
+            m = re.match(r'^bytes\s+(?:(\d+)-(\d+|\*)|\*)/(\d+|\*)\Z', cr)
             if not m:
                 raise ApiError(400, 'Invalid Content-Range header: %s' % cr, reason='invalid')
+            total = None if m.group(3) == '*' else int(m.group(3))
+            if m.group(2) == '*':
+                # `bytes a-*/T`: the body runs from a to the end of the upload
+                # (the Node client's single-request default is bytes 0-*/*).
+                return self._session_rest(req, s, int(m.group(1)), total)
             if m.group(1) is not None:
                 start, end = int(m.group(1)), int(m.group(2))
-            total = None if m.group(3) == '*' else int(m.group(3))
         if total is not None and s['declared'] is not None and total != s['declared']:
             raise ApiError(400, 'Upload size %d does not match X-Upload-Content-Length %d'
                            % (total, s['declared']), reason='invalid')
         if start is None:                   # status query: bytes */TOTAL
             if total is not None and total == w.size:
                 return self._session_finish(req, s)
-            return self._308(w.size)
+            return self._308(req, w.size)
         if end < start - 1 or (end - start + 1) != length:
             raise ApiError(400, 'Content-Range %s does not match Content-Length %d' % (cr, length),
                            reason='invalid')
@@ -624,7 +715,14 @@ class Storage:
                                 'greater than 262144, except for the final request (it\'s recommended to be '
                                 'the exact multiple of 262144). The received request contained %d bytes, '
                                 'which does not meet this requirement.' % length, reason='invalid')
-        skip = w.size - start             # bytes the client resent that we already persisted
+        self._session_write(req, w, w.size - start)
+        if final and w.size == total:
+            return self._session_finish(req, s)
+        return self._308(req, w.size)
+
+    def _session_write(self, req, w, skip):
+        """Append the request body, skipping the first `skip` bytes (resent
+        bytes the session already persisted)."""
         r = req.reader
         while not r.done:
             d = r.read(8 << 20)
@@ -633,16 +731,37 @@ class Storage:
                 d = d[cut:]
                 skip -= cut
             w.write(d)
-        if final and w.size == total:
-            return self._session_finish(req, s)
-        return self._308(w.size)
 
-    def _308(self, persisted):
+    def _session_rest(self, req, s, start, total):
+        """`Content-Range: bytes START-*/TOTAL|*`: the request body is the
+        rest of the object, so the upload ends with this request."""
+        w = s['writer']
+        if start > w.size:
+            raise ApiError(400, 'Invalid request. Content-Range starts at %d but only %d bytes have been '
+                                'persisted.' % (start, w.size), reason='invalid')
+        self._session_write(req, w, w.size - start)
+        if total is not None and w.size != total:
+            if w.size > total:
+                raise ApiError(400, 'Upload of %d bytes exceeds the declared total %d' % (w.size, total),
+                               reason='invalid')
+            return self._308(req, w.size)
+        if s['declared'] is not None and w.size != s['declared']:
+            return self._308(req, w.size)
+        return self._session_finish(req, s)
+
+    def _308(self, req, persisted):
+        """Resume Incomplete.  With `X-GUploader-No-308: yes` GCS answers 200
+        and puts the real status in X-Http-Status-Code-Override (clients
+        whose HTTP stack treats 308 as a redirect ask for this)."""
         headers = [('Range', 'bytes=0-%d' % (persisted - 1))] if persisted else []
+        if (req.header('X-GUploader-No-308') or '').strip().lower() == 'yes':
+            headers.append(('X-Http-Status-Code-Override', '308'))
+            return Response(200, b'', 'text/plain; charset=utf-8', headers)
         return Response(308, b'', 'text/plain; charset=utf-8', headers)
 
     def _session_finish(self, req, s):
-        o = self._commit(req, s['bucket'], s['name'], s['writer'].finish(), s['ctype'], s['meta'], s['pre'])
+        o = self._commit(req, s['bucket'], s['name'], s['writer'].finish(), s['ctype'], s['meta'], s['pre'],
+                         expect=_goog_hash(req))
         s['result'] = o
         return json_response(o.resource(req.base_url))
 
@@ -653,6 +772,8 @@ class Storage:
         except ApiError as e:
             if e.body is None:
                 code = {404: 'NoSuchKey', 400: 'InvalidArgument', 412: 'PreconditionFailed'}.get(e.code, 'InternalError')
+                if e.code == 404 and e.message == BUCKET_404:
+                    code = 'NoSuchBucket'
                 e.body = _xml_error(code, e.message)
                 e.content_type = 'application/xml; charset=UTF-8'
             raise
@@ -793,8 +914,126 @@ def _xml_error(code, message):
             % (code, _xml_escape(message))).encode()
 
 
+def _glob_re(glob):
+    """matchGlob (cloud.google.com/storage/docs/json_api/v1/objects/list#list-objects-and-prefixes-using-glob):
+    `*` any run without `/`, `**` any run, `**/` zero or more folders, `?`
+    one character but `/`, `[...]` / `[!...]` a class, `{a,b}` alternatives."""
+    out, i, depth = [], 0, 0
+    while i < len(glob):
+        c = glob[i]
+        if glob.startswith('**/', i):
+            out.append('(?:.*/)?')
+            i += 3
+            continue
+        if glob.startswith('**', i):
+            out.append('.*')
+            i += 2
+            continue
+        if c == '*':
+            out.append('[^/]*')
+        elif c == '?':
+            out.append('[^/]')
+        elif c == '[':
+            j = glob.find(']', i + 2)
+            if j < 0:
+                raise ApiError(400, 'Invalid matchGlob: %s' % glob, reason='invalid')
+            body = glob[i + 1:j]
+            if body.startswith('!'):
+                body = '^' + body[1:]
+            out.append('[' + body.replace('\\', '\\\\') + ']')
+            i = j
+        elif c == '{':
+            out.append('(?:')
+            depth += 1
+        elif c == '}' and depth:
+            out.append(')')
+            depth -= 1
+        elif c == ',' and depth:
+            out.append('|')
+        else:
+            out.append(re.escape(c))
+        i += 1
+    if depth:
+        raise ApiError(400, 'Invalid matchGlob: %s' % glob, reason='invalid')
+    try:
+        return re.compile(''.join(out), re.S)
+    except re.error:
+        raise ApiError(400, 'Invalid matchGlob: %s' % glob, reason='invalid')
+
+
+def _parse_fields(text, i=0):
+    """`fields` partial-response syntax → nested dict (None = whole value):
+    `a,b/c,items(name,size)`."""
+    sel = {}
+    while i < len(text):
+        m = re.compile(r'\s*([A-Za-z0-9_*]+(?:/[A-Za-z0-9_*]+)*)\s*').match(text, i)
+        if not m:
+            raise ApiError(400, 'Invalid field selection %s' % text, reason='invalidParameter')
+        path = m.group(1).split('/')
+        i = m.end()
+        sub = None
+        if i < len(text) and text[i] == '(':
+            sub, i = _parse_fields(text, i + 1)
+            if i >= len(text) or text[i] != ')':
+                raise ApiError(400, 'Invalid field selection %s' % text, reason='invalidParameter')
+            i += 1
+        node = sel
+        for k in path[:-1]:
+            node = node.setdefault(k, {}) or node.setdefault(k, {})
+        node[path[-1]] = sub
+        if i < len(text) and text[i] == ',':
+            i += 1
+        elif i < len(text) and text[i] == ')':
+            return sel, i
+    return sel, i
+
+
+def _select(obj, sel):
+    if sel is None:
+        return obj
+    if isinstance(obj, list):
+        return [_select(x, sel) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if '*' in sel:
+        return obj
+    return {k: _select(obj[k], sub) for k, sub in sel.items() if k in obj}
+
+
+def _fields(req, obj):
+    """Apply the `fields` query parameter (partial response) to a JSON answer."""
+    f = req.q('fields')
+    if not f:
+        return obj
+    sel, i = _parse_fields(f)
+    if i != len(f):
+        raise ApiError(400, 'Invalid field selection %s' % f, reason='invalidParameter')
+    return _select(obj, sel)
+
+
+def _goog_hash(req):
+    """X-Goog-Hash: crc32c=B64,md5=B64 (either or both) as {'crc32c', 'md5Hash'}."""
+    want = {}
+    for h in req.headers.get_all('X-Goog-Hash') or []:      # one header, or one per hash
+        for item in h.split(','):
+            k, _, v = item.strip().partition('=')
+            if k.lower() == 'crc32c':
+                want['crc32c'] = v.strip()
+            elif k.lower() == 'md5':
+                want['md5Hash'] = v.strip()
+    return want
+
+
 def _split_multipart(body, boundary):
-    """multipart/related → [(headers dict lower-cased, payload bytes)]."""
+    """multipart/related (RFC 2046 5.1.1) → [(headers dict lower-cased, payload bytes)].
+
+    Each delimiter is CRLF "--" boundary; the CRLF before it belongs to the
+    delimiter, not to the data.  After the delimiter line come the part's
+    header fields and an empty line, and the body follows it: a part with no
+    header fields starts with that empty line at once (Google's Go client
+    sends its media part so).  Line ends may be bare LF (lenient, as most
+    parsers are), but the data itself is never searched for a blank line.
+    """
     delim = b'--' + boundary
     parts = []
     pos = body.find(delim)
@@ -804,36 +1043,35 @@ def _split_multipart(body, boundary):
         pos += len(delim)
         if body[pos:pos + 2] == b'--':
             break
+        eol = body.find(b'\n', pos)          # end of the delimiter line (transport padding allowed)
+        if eol < 0:
+            raise ApiError(400, 'Unterminated multipart body', reason='invalid')
+        pos = eol + 1
         nxt = body.find(b'\r\n' + delim, pos)
-        sep = b'\r\n'
+        sep = 2
         if nxt < 0:
             nxt = body.find(b'\n' + delim, pos)
-            sep = b'\n'
+            sep = 1
             if nxt < 0:
                 raise ApiError(400, 'Unterminated multipart body', reason='invalid')
         chunk = body[pos:nxt]
-        if chunk.startswith(b'\r\n'):
-            chunk = chunk[2:]
-        elif chunk.startswith(b'\n'):
-            chunk = chunk[1:]
-        hend = chunk.find(b'\r\n\r\n')
-        hlen = 4
-        if hend < 0:
-            hend = chunk.find(b'\n\n')
-            hlen = 2
-        if hend < 0:
-            headers_raw, payload = chunk, b''
-            if chunk.strip():
-                headers_raw, payload = b'', chunk
-        else:
-            headers_raw, payload = chunk[:hend], chunk[hend + hlen:]
         hdrs = {}
-        for line in headers_raw.splitlines():
-            if b':' in line:
-                k, v = line.split(b':', 1)
-                hdrs[k.strip().decode('latin-1').lower()] = v.strip().decode('latin-1')
-        parts.append((hdrs, payload))
-        pos = nxt + len(sep)
+        i = 0
+        while True:                           # header lines up to the empty line
+            e = chunk.find(b'\n', i)
+            if e < 0:
+                raise ApiError(400, 'Multipart part without the empty line after its headers',
+                               reason='invalid')
+            line = chunk[i:e].rstrip(b'\r')
+            i = e + 1
+            if not line:
+                break
+            if b':' not in line:
+                raise ApiError(400, 'Malformed multipart part header', reason='invalid')
+            k, v = line.split(b':', 1)
+            hdrs[k.strip().decode('latin-1').lower()] = v.strip().decode('latin-1')
+        parts.append((hdrs, chunk[i:]))
+        pos = nxt + sep
     return parts
 
 
@@ -852,6 +1090,11 @@ def install(app):
     r('GET', B + r'/o/(.+)', st.object_get, method_id='storage.objects.get', **kw)
     r('GET', r'/download/storage/v1/b/([^/]+)/o/(.+)', st.object_get, **kw)
     r('DELETE', B + r'/o/(.+)', st.object_delete, method_id='storage.objects.delete', **kw)
+    r('PATCH', B + r'/o/(.+)', st.object_patch, method_id='storage.objects.patch', **kw)
+    r('POST', B + r'/o/(.+)/copyTo/b/([^/]+)/o/(.+)', st.object_copy, method_id='storage.objects.copy', **kw)
+    r('POST', B + r'/o/(.+)/rewriteTo/b/([^/]+)/o/(.+)', st.object_rewrite, method_id='storage.objects.rewrite',
+      **kw)
+    r('POST', r'/_fake/storage/buckets', st.ctl_bucket_create, auth=False)
     r('POST|PUT|DELETE', r'/upload/storage/v1/b/([^/]+)/o', st.upload, stream=True, **kw)
     r('POST|PUT|DELETE', r'/resumable/upload/storage/v1/b/([^/]+)/o', st.upload, stream=True, **kw)
     r('GET|PUT|POST|DELETE', r'/xml/([^/]+)/(.+)', st.xml, stream=True, style='xml')
