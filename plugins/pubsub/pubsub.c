@@ -1,6 +1,6 @@
 /*
  * pubsub - sink: publish each event as a Pub/Sub message over REST
- * (POST v1/{+topic}:publish, PROTOCOLS.md §3.1, pubsub-v1.discovery.json).
+ * (POST v1/{+topic}:publish, tests/fake/contracts/gcp/pubsub-v1.discovery.json).
  *
  * Batching. The core hands process() up to batch_max events: whatever
  * queued up while the previous call was publishing. So under load a batch
@@ -17,18 +17,11 @@
  * (data over 10 MB, too many or too large attributes, a missing field) is
  * FAILed on its own with the reason; its neighbours are published.
  *
- * Results (documented in README.md):
- *   2xx                          OK, messageId added as pubsub_message_id
- *   408/429/5xx, transport error RETRY the request's events (Retry-After kept:
- *                                seconds or an HTTP date, sb_gcp_retry_after_ms())
- *   401/403, no token            RETRY, logged as a credentials/IAM problem
- *   404                          RETRY, logged: the topic may be created later
- *   400                          FAIL with Google's error line; a request of
- *                                several messages is first re-sent message by
- *                                message (a 400 publishes nothing), so only
- *                                the offending event fails
- *   other 4xx                    FAIL with the error line (also a request the
- *                                access layer calls invalid: a bug, not transient)
+ * Results: as every Google plugin sets them (sb_gcp_settle(), the table in
+ * syncbridge/gcp.h), with a 404 retried since the topic may be created
+ * later; 2xx adds the messageId as pubsub_message_id. A 400 for a request of
+ * several messages first re-sends them message by message (a 400 publishes
+ * nothing), so only the offending event fails.
  *
  * Publish is not idempotent: requests are sent with idempotent = 0, so the
  * access layer only re-sends when the request surely never left. When a
@@ -575,23 +568,24 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
                     break;
                 }
             }
-    } else if (rc == SB_GCP_INVALID || (rc == SB_GCP_HTTP_ERROR && st >= 400 && st < 500 && st != 401 &&
-                                         st != 403 && st != 404 && st != 408 && st != 429)) {
-        sb_log(p->ins, SB_LOG_WARN, "publish to %s refused: %s", p->topic, line);
-        settle(c, idx, n, SB_RESULT_FAIL, 0, line);
     } else {
-        if (rc == SB_GCP_HTTP_ERROR && st == 404)
+        /* the events' results, Retry-After included, as every Google plugin sets them */
+        for (size_t k = 0; k < n; k++) {
+            free(c->msgs[idx[k]].json);
+            c->msgs[idx[k]].json = NULL;
+        }
+        sb_gcp_outcome o = sb_gcp_settle(c->b, idx, n, rc, &resp, err, SB_GCP_404_RETRY);
+        if (o.cause == SB_GCP_CAUSE_NOT_FOUND)
             sb_log(p->ins, SB_LOG_ERROR, "topic %s not found (%s); retrying, it may not be created yet", p->topic, line);
-        else if ((rc == SB_GCP_HTTP_ERROR && (st == 401 || st == 403)) || rc == SB_GCP_AUTH_ERROR)
+        else if (o.cause == SB_GCP_CAUSE_AUTH)
             sb_log(p->ins, SB_LOG_ERROR,
                    "publish to %s not authorised (%s); retrying: check the credentials and that the service account "
                    "has roles/pubsub.publisher on the topic", p->topic, line);
+        else if (o.result == SB_RESULT_FAIL)
+            sb_log(p->ins, SB_LOG_WARN, "publish to %s refused: %s", p->topic, line);
         else
             sb_log(p->ins, SB_LOG_WARN, "publish of %zu messages to %s failed, will retry: %s", n, p->topic, err);
-        /* the access layer's reading of Retry-After, so both wait alike */
-        int64_t after_ms = sb_gcp_retry_after_ms(resp.retry_after);
-        settle(c, idx, n, SB_RESULT_RETRY, after_ms, rc == SB_GCP_HTTP_ERROR ? line : err);
-        ret = -1;
+        ret = o.result == SB_RESULT_RETRY ? -1 : 0;
     }
     sb_gcp_response_clear(&resp);
     return ret;

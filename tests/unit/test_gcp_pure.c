@@ -416,6 +416,47 @@ START_TEST(test_auth_mode_names_and_conf)
 }
 END_TEST
 
+/* One answer, one reading, in every Google plugin (sb_gcp_classify). */
+START_TEST(test_classify_answers)
+{
+    static const struct {
+        sb_gcp_result rc;
+        long status;
+        const char *retry_after;
+        unsigned flags;
+        sb_result want;
+        sb_gcp_cause cause;
+        int64_t after_ms;
+    } cases[] = {
+        {SB_GCP_OK, 200, NULL, 0, SB_RESULT_OK, SB_GCP_CAUSE_NONE, 0},
+        {SB_GCP_HTTP_ERROR, 429, "3", 0, SB_RESULT_RETRY, SB_GCP_CAUSE_TRANSIENT, 3000},
+        {SB_GCP_HTTP_ERROR, 503, NULL, 0, SB_RESULT_RETRY, SB_GCP_CAUSE_TRANSIENT, 0},
+        {SB_GCP_HTTP_ERROR, 408, NULL, 0, SB_RESULT_RETRY, SB_GCP_CAUSE_TRANSIENT, 0},
+        {SB_GCP_TRANSPORT_ERROR, 0, NULL, 0, SB_RESULT_RETRY, SB_GCP_CAUSE_TRANSIENT, 0},
+        {SB_GCP_AUTH_ERROR, 0, NULL, 0, SB_RESULT_RETRY, SB_GCP_CAUSE_AUTH, 0},
+        {SB_GCP_HTTP_ERROR, 401, NULL, 0, SB_RESULT_RETRY, SB_GCP_CAUSE_AUTH, 0},
+        {SB_GCP_HTTP_ERROR, 403, NULL, 0, SB_RESULT_RETRY, SB_GCP_CAUSE_AUTH, 0},
+        {SB_GCP_HTTP_ERROR, 404, NULL, 0, SB_RESULT_FAIL, SB_GCP_CAUSE_NOT_FOUND, 0},
+        {SB_GCP_HTTP_ERROR, 404, NULL, SB_GCP_404_RETRY, SB_RESULT_RETRY, SB_GCP_CAUSE_NOT_FOUND, 0},
+        {SB_GCP_HTTP_ERROR, 409, NULL, 0, SB_RESULT_FAIL, SB_GCP_CAUSE_EXISTS, 0},
+        {SB_GCP_HTTP_ERROR, 409, NULL, SB_GCP_409_OK, SB_RESULT_OK, SB_GCP_CAUSE_EXISTS, 0},
+        {SB_GCP_HTTP_ERROR, 400, "5", 0, SB_RESULT_FAIL, SB_GCP_CAUSE_REFUSED, 0},
+        {SB_GCP_INVALID, 0, NULL, 0, SB_RESULT_FAIL, SB_GCP_CAUSE_REFUSED, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sb_gcp_response resp = {.status = cases[i].status, .retry_after = (char *)cases[i].retry_after,
+                                .error_line = cases[i].status >= 400 ? (char *)"HTTP xxx: the line" : NULL};
+        sb_gcp_outcome o = sb_gcp_classify(cases[i].rc, &resp, "transport said so", cases[i].flags);
+        ck_assert_msg(o.result == cases[i].want && o.cause == cases[i].cause && o.retry_after_ms == cases[i].after_ms,
+                      "case %zu: result %d cause %d after %lld", i, (int)o.result, (int)o.cause,
+                      (long long)o.retry_after_ms);
+        if (o.result != SB_RESULT_OK)
+            ck_assert_ptr_nonnull(o.reason);
+    }
+}
+END_TEST
+
+
 int main(void)
 {
     Suite *s = suite_create("gcp_pure");
@@ -430,6 +471,7 @@ int main(void)
     tcase_add_test(tc, test_backoff_bounds);
     tcase_add_test(tc, test_retry_after_and_status);
     tcase_add_test(tc, test_auth_mode_names_and_conf);
+    tcase_add_test(tc, test_classify_answers);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <syncbridge/options.h>
+#include <syncbridge/plugin.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -214,6 +215,49 @@ void sb_gcp_response_clear(sb_gcp_response *resp);
  * sense): transport/auth errors and HTTP 408/429/5xx. 4xx otherwise is
  * permanent. */
 int sb_gcp_result_retriable(sb_gcp_result rc, const sb_gcp_response *resp);
+
+/* ---- settling events from an answer (since ABI 2.0) ------------------ */
+
+/* What an answer means for the events it was for, the same way in every
+ * Google plugin:
+ *   SB_GCP_OK                          OK
+ *   408, 429, 5xx, transport error     RETRY (Retry-After kept)
+ *   no token, 401, 403                 RETRY: credentials or IAM can be fixed
+ *                                      without losing the work (cause AUTH)
+ *   404                                RETRY with SB_GCP_404_RETRY (a topic or
+ *                                      table that may be created later), else FAIL
+ *   409                                OK with SB_GCP_409_OK (it already exists:
+ *                                      a create keyed on our own id), else FAIL
+ *   other 4xx                          FAIL with Google's error line
+ *   SB_GCP_INVALID                     FAIL (a bug in the request, not transient) */
+#define SB_GCP_404_RETRY 0x1u
+#define SB_GCP_409_OK 0x2u
+
+typedef enum sb_gcp_cause {
+    SB_GCP_CAUSE_NONE = 0,    /* OK */
+    SB_GCP_CAUSE_TRANSIENT,   /* 408/429/5xx/transport: the service, not us */
+    SB_GCP_CAUSE_AUTH,        /* no token, 401, 403: credentials or IAM */
+    SB_GCP_CAUSE_NOT_FOUND,   /* 404 */
+    SB_GCP_CAUSE_EXISTS,      /* 409 */
+    SB_GCP_CAUSE_REFUSED      /* other 4xx, or an invalid request */
+} sb_gcp_cause;
+
+typedef struct sb_gcp_outcome {
+    sb_result result;         /* OK, RETRY or FAIL */
+    sb_gcp_cause cause;       /* for the plugin's log line (e.g. which IAM role to check) */
+    int64_t retry_after_ms;   /* RETRY: the server's Retry-After, else 0 */
+    const char *reason;       /* Google's error line, else errstr; borrowed from resp/errstr */
+} sb_gcp_outcome;
+
+/* Classify one answer (see the table above). `errstr` is what
+ * sb_gcp_request_send() wrote. Thread-safe. */
+sb_gcp_outcome sb_gcp_classify(sb_gcp_result rc, const sb_gcp_response *resp, const char *errstr, unsigned flags);
+
+/* Set the result of events idx[0..n) of the batch from one answer, as
+ * sb_gcp_classify() reads it: the reason and Retry-After included. Returns
+ * the outcome, so the caller can log its cause once. */
+sb_gcp_outcome sb_gcp_settle(sb_batch *b, const size_t *idx, size_t n, sb_gcp_result rc,
+                             const sb_gcp_response *resp, const char *errstr, unsigned flags);
 
 /* Counters since the client was created; monotonic, read without locks
  * (each counter is atomic). */
