@@ -17,7 +17,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
+
+/* The options, validated and filled in by the core. */
+typedef struct file_in_conf {
+    const char *path;
+    int format; /* index into formats[] */
+    int follow;
+    int64_t batch;
+    int64_t poll_ms;
+    int64_t max_line;
+    const char *id_field;
+    int allow_fifo;
+} file_in_conf;
+
+enum { FORMAT_LINES, FORMAT_JSON };
+static const char *const formats[] = {"lines", "json", NULL};
 
 typedef struct file_in {
     sb_instance *ins;
@@ -28,45 +44,51 @@ typedef struct file_in {
     int64_t poll_ms;
     size_t max_line;
     const char *id_field;
+    int allow_fifo;
 } file_in;
 
 static const sb_option_def options[] = {
-    {SB_OPT("path", SB_OPT_STRING, NULL, 1, "File to read; \"-\" reads standard input (no checkpoint).")},
+    {SB_OPT("path", SB_OPT_STRING, NULL, 1, "File to read; \"-\" reads standard input (no checkpoint)."),
+     SB_OPT_BIND(file_in_conf, path)},
     {SB_OPT("format", SB_OPT_STRING, "\"lines\"", 0,
-     "\"lines\": each line is an event with fields line, file, offset. \"json\": each line is a JSON object whose "
-     "members are the event's fields.")},
-    {SB_OPT("follow", SB_OPT_BOOL, "true", 0, "Keep reading data appended to the file (ignored with --once).")},
-    {SB_OPT("batch", SB_OPT_INT, "512", 0, "Lines handed to the core per commit.")},
-    {SB_OPT("poll_interval", SB_OPT_DURATION, "\"250ms\"", 0, "How often to look for appended data when following.")},
-    {SB_OPT("max_line", SB_OPT_SIZE, "\"1MB\"", 0, "Longer lines are reported and skipped.")},
+            "\"lines\": each line is an event with fields line, file, offset. \"json\": each line is a JSON object "
+            "whose members are the event's fields."),
+     SB_OPT_CHOICES(formats), SB_OPT_BIND(file_in_conf, format)},
+    {SB_OPT("follow", SB_OPT_BOOL, "true", 0, "Keep reading data appended to the file (ignored with --once)."),
+     SB_OPT_BIND(file_in_conf, follow)},
+    {SB_OPT("batch", SB_OPT_INT, "512", 0, "Lines handed to the core per commit."),
+     SB_OPT_RANGE_BIND(1, 1000000, file_in_conf, batch)},
+    {SB_OPT("poll_interval", SB_OPT_DURATION, "\"250ms\"", 0, "How often to look for appended data when following."),
+     SB_OPT_RANGE_BIND(1, 3600000, file_in_conf, poll_ms)},
+    {SB_OPT("max_line", SB_OPT_SIZE, "\"1MB\"", 0, "Longer lines are reported and skipped."),
+     SB_OPT_RANGE_BIND(1, 1LL << 30, file_in_conf, max_line)},
     {SB_OPT("id_field", SB_OPT_STRING, NULL, 0,
-     "JSON format: take the event id from this field when present (else file:<dev>:<inode>:<offset>:<line hash>).")},
+            "JSON format: take the event id from this field when present (else "
+            "file:<dev>:<inode>:<offset>:<line hash>)."),
+     SB_OPT_BIND(file_in_conf, id_field)},
+    {SB_OPT("allow_fifo", SB_OPT_BOOL, "false", 0,
+            "Read a named pipe (FIFO). Off: a FIFO is refused, since reading one waits for a writer and has no "
+            "position to resume from."),
+     SB_OPT_BIND(file_in_conf, allow_fifo)},
     {0}};
 
 static int fi_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
 {
-    const char *format = sb_opt_string(ins, "format");
-    if (strcmp(format, "lines") != 0 && strcmp(format, "json") != 0) {
-        snprintf(errstr, errstr_size, "format must be \"lines\" or \"json\", not \"%s\"", format);
-        return -1;
-    }
-    if (sb_opt_int(ins, "batch") < 1) {
-        snprintf(errstr, errstr_size, "batch must be at least 1");
-        return -1;
-    }
+    const file_in_conf *c = sb_instance_config(ins);
     file_in *f = calloc(1, sizeof *f);
     if (!f) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
     f->ins = ins;
-    f->path = sb_opt_string(ins, "path");
-    f->json = strcmp(format, "json") == 0;
-    f->follow = sb_opt_bool(ins, "follow") && !sb_instance_once(ins);
-    f->batch = (size_t)sb_opt_int(ins, "batch");
-    f->poll_ms = sb_opt_duration_ms(ins, "poll_interval");
-    f->max_line = (size_t)sb_opt_size(ins, "max_line");
-    f->id_field = sb_opt_string(ins, "id_field");
+    f->path = c->path;
+    f->json = c->format == FORMAT_JSON;
+    f->follow = c->follow && !sb_instance_once(ins);
+    f->batch = (size_t)c->batch;
+    f->poll_ms = c->poll_ms;
+    f->max_line = (size_t)c->max_line;
+    f->id_field = c->id_field;
+    f->allow_fifo = c->allow_fifo;
     *self = f;
     return 0;
 }
@@ -136,28 +158,70 @@ static int parse_checkpoint(const char *cp, const struct stat *st, int64_t *offs
 
 /* Read until stopping, end of input (not following), or the file being
  * replaced (returns 1: reopen). 0 = done, -1 = failed. */
+/* Open the path without ever blocking (a FIFO's open waits for a writer,
+ * and would not see SIGTERM). A directory is an error; a FIFO only with
+ * allow_fifo, and then it stays non-blocking (*fifo = 1). NULL when
+ * refused or failed (logged). */
+static FILE *open_input(file_in *f, struct stat *st, int *fifo)
+{
+    *fifo = 0;
+    int fd = open(f->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        sb_log(f->ins, SB_LOG_ERROR, "cannot open %s: %s", f->path, strerror(errno));
+        return NULL;
+    }
+    const char *refused = NULL;
+    if (fstat(fd, st) != 0)
+        refused = strerror(errno);
+    else if (S_ISDIR(st->st_mode))
+        refused = "it is a directory; path names one file";
+    else if (S_ISFIFO(st->st_mode) && !f->allow_fifo)
+        refused = "it is a FIFO (named pipe): reading one waits for a writer and cannot resume from a position; "
+                  "set allow_fifo to read it anyway";
+    else if (!S_ISREG(st->st_mode) && !S_ISFIFO(st->st_mode) && !S_ISCHR(st->st_mode))
+        refused = "it is not a regular file";
+    if (refused) {
+        sb_log(f->ins, SB_LOG_ERROR, "cannot read %s: %s", f->path, refused);
+        close(fd);
+        return NULL;
+    }
+    *fifo = S_ISFIFO(st->st_mode);
+    if (!*fifo) /* the non-blocking open was only for the open itself */
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        sb_log(f->ins, SB_LOG_ERROR, "cannot read %s: %s", f->path, strerror(errno));
+        close(fd);
+    }
+    return fp;
+}
+
 static int read_file(file_in *f, sb_source_ctx *ctx)
 {
-    int is_stdin = strcmp(f->path, "-") == 0;
-    FILE *fp = is_stdin ? stdin : fopen(f->path, "rb");
-    if (!fp) {
-        sb_log(f->ins, SB_LOG_ERROR, "cannot open %s: %s", f->path, strerror(errno));
-        return -1;
-    }
+    int is_fifo = 0;
     struct stat st;
-    if (fstat(fileno(fp), &st) != 0) {
-        sb_log(f->ins, SB_LOG_ERROR, "cannot stat %s: %s", f->path, strerror(errno));
-        if (!is_stdin)
-            fclose(fp);
-        return -1;
+    FILE *fp;
+    /* a FIFO, like stdin, is a stream: no position to checkpoint or re-read */
+    int is_stdin = strcmp(f->path, "-") == 0;
+    if (is_stdin) {
+        fp = stdin;
+        if (fstat(fileno(fp), &st) != 0) {
+            sb_log(f->ins, SB_LOG_ERROR, "cannot stat standard input: %s", strerror(errno));
+            return -1;
+        }
+    } else {
+        fp = open_input(f, &st, &is_fifo);
+        if (!fp)
+            return -1;
     }
+    int is_stream = is_stdin || is_fifo;
     int64_t offset = 0;
     if (sb_source_flush(ctx) != 0) { /* the checkpoint must be the committed one */
         if (!is_stdin)
             fclose(fp);
         return -1;
     }
-    if (!is_stdin && parse_checkpoint(sb_source_checkpoint(ctx), &st, &offset) && fseeko(fp, offset, SEEK_SET) != 0) {
+    if (!is_stream && parse_checkpoint(sb_source_checkpoint(ctx), &st, &offset) && fseeko(fp, offset, SEEK_SET) != 0) {
         sb_log(f->ins, SB_LOG_ERROR, "cannot seek %s to %" PRId64 ": %s", f->path, offset, strerror(errno));
         fclose(fp);
         return -1;
@@ -174,8 +238,23 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
     int rc = 0;
     char cp[128];
     while (!sb_source_stopping(ctx)) {
+        errno = 0;
         ssize_t len = getline(&line, &cap, fp);
         int at_eof = len < 0;
+        if (at_eof && is_fifo && (errno == EAGAIN || (f->follow && feof(fp)))) {
+            /* no data yet (EAGAIN), or no writer yet or any more (EOF): a
+             * follower waits, interruptibly, and looks again */
+            clearerr(fp);
+            if (n > 0 && sb_source_emit_async(ctx, evs, n, NULL) != 0) {
+                n = 0;
+                rc = sb_source_stopping(ctx) ? 0 : -1;
+                break;
+            }
+            n = 0;
+            if (sb_source_wait(ctx, (int)f->poll_ms))
+                break;
+            continue;
+        }
         if (!at_eof && line[len - 1] != '\n') {
             /* A partial last line: wait for its newline (re-read it later). */
             if (f->follow) {
@@ -197,7 +276,7 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
                 sb_event *ev = line_event(f, &st, line_off, line, l);
                 int why = ev ? 0 : errno;
                 /* stdin cannot be read again: wait for memory and build the line anew */
-                while (!ev && why == ENOMEM && is_stdin && !sb_source_wait(ctx, 100)) {
+                while (!ev && why == ENOMEM && is_stream && !sb_source_wait(ctx, 100)) {
                     ev = line_event(f, &st, line_off, line, l);
                     why = ev ? 0 : errno;
                 }
@@ -207,26 +286,31 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
                     /* not past this line: the batch so far is dropped unacknowledged and re-read
                      * (stdin: only when stopping, when nothing can be re-read anyway) */
                     sb_log(f->ins, SB_LOG_ERROR, "%s: out of memory at offset %" PRId64 "; %s", f->path, line_off,
-                           is_stdin ? "stopping" : "reading again");
+                           is_stream ? "stopping" : "reading again");
                     rc = -1;
                     break;
                 }
             }
         }
-        if (n == f->batch || (at_eof && n > 0) || (at_eof && !is_stdin && n == 0 && offset > 0 && !f->follow)) {
+        if (n == f->batch || (at_eof && n > 0) || (at_eof && !is_stream && n == 0 && offset > 0 && !f->follow)) {
             snprintf(cp, sizeof cp, "%ju:%ju:%" PRId64, (uintmax_t)st.st_dev, (uintmax_t)st.st_ino, offset);
             /* async: the next batch is read while this one commits; the
              * checkpoint goes with it, so a crash resumes after the last
              * committed batch */
-            if (sb_source_emit_async(ctx, evs, n, is_stdin ? NULL : cp) != 0) {
+            if (sb_source_emit_async(ctx, evs, n, is_stream ? NULL : cp) != 0) {
                 n = 0;
                 rc = sb_source_stopping(ctx) ? 0 : -1;
                 break;
             }
             n = 0;
         }
+        if (at_eof && !is_stream && ferror(fp)) {
+            sb_log(f->ins, SB_LOG_ERROR, "cannot read %s: %s", f->path, strerror(errno));
+            rc = -1;
+            break;
+        }
         if (at_eof) {
-            if (!f->follow || is_stdin)
+            if (!f->follow || is_stream)
                 break;
             clearerr(fp);
             struct stat now;
@@ -263,6 +347,7 @@ const sb_plugin syncbridge_plugin = {
     .version = "1.0",
     .description = "Read a file or stdin as lines or JSON lines (checkpointed)",
     .options = options,
+    .config_size = sizeof(file_in_conf),
     .create = fi_create,
     .run = fi_run,
     .destroy = fi_destroy,

@@ -199,6 +199,54 @@ class Waits(Base):
         self.assertEqual(sorted(r["event_id"] for r in done), ids)
 
 
+class FileInEdges(Base):
+    """file_in on what is not a regular file: refused with the reason, or
+    (a FIFO with allow_fifo) read without ever blocking SIGTERM."""
+
+    def run_once(self, path, **opts):
+        src = {"plugin": "file_in", "path": path}
+        src.update(opts)
+        self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
+        with open(self.cfg) as f:
+            cfg = json.load(f)
+        cfg["sources"]["in"] = src
+        with open(self.cfg, "w") as f:
+            json.dump(cfg, f)
+        return subprocess.run([BIN, "--once", "-c", self.cfg], capture_output=True, text=True, timeout=30)
+
+    def test_directory_is_an_error(self):
+        os.mkdir(os.path.join(self.dir, "logs"))
+        r = self.run_once(os.path.join(self.dir, "logs"))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("is a directory", r.stderr)
+
+    def test_fifo_is_refused_without_hanging(self):
+        fifo = os.path.join(self.dir, "pipe")
+        os.mkfifo(fifo)
+        r = self.run_once(fifo)  # no writer: a blocking open would hang here
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("set allow_fifo", r.stderr)
+
+    def test_fifo_with_allow_fifo_reads_and_stops_on_sigterm(self):
+        fifo = os.path.join(self.dir, "pipe")
+        os.mkfifo(fifo)
+        self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
+        with open(self.cfg) as f:
+            cfg = json.load(f)
+        cfg["sources"]["in"] = {"plugin": "file_in", "path": fifo, "format": "json", "allow_fifo": True,
+                                "poll_interval": "20ms"}
+        with open(self.cfg, "w") as f:
+            json.dump(cfg, f)
+        p = self.start()
+        time.sleep(0.5)  # the source waits for a writer without blocking
+        w = os.open(fifo, os.O_WRONLY)
+        os.write(w, b'{"n": 1}\n{"n": 2}\n')
+        wait_for(lambda: len(lines(self.out)) == 2, what="2 lines through the FIFO")
+        p.send_signal(signal.SIGTERM)  # the writer is still open: nothing to read, must still stop
+        self.assertEqual(p.wait(timeout=15), 0)
+        os.close(w)
+
+
 class FileIn(Base):
     def test_awkward_lines_are_reported_and_skipped_without_losing_neighbours(self):
         self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
