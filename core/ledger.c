@@ -1445,6 +1445,33 @@ static json_t *unrecorded_step(int step)
     return json_pack("{s:i, s:n, s:n, s:n, s:n}", "step", step, "instance", "attempts", "completed_us", "added");
 }
 
+/* "step_states": what each step's members keep for the entry (plugin ABI
+ * 2: the DAG run id, the operation name...), so an operator sees what a
+ * waiting step waits for. Returns SQLITE_DONE or the error code. */
+static int add_step_states(sqlite3 *db, json_t *o, int64_t entry_id)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT step, member, state, started_us, updated_us FROM step_states"
+                                " WHERE entry_id = ?1 ORDER BY step, member",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    json_t *arr = json_array();
+    sqlite3_bind_int64(st, 1, entry_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *txt = (const char *)sqlite3_column_text(st, 2);
+        json_t *state = txt ? json_loads(txt, JSON_DECODE_ANY, NULL) : NULL;
+        json_array_append_new(arr, json_pack("{s:i, s:o, s:o, s:I, s:I}", "step", sqlite3_column_int(st, 0), "member",
+                                             col_json_text(st, 1), "state", state ? state : json_null(),
+                                             "started_us", (json_int_t)sqlite3_column_int64(st, 3), "updated_us",
+                                             (json_int_t)sqlite3_column_int64(st, 4)));
+    }
+    sqlite3_finalize(st);
+    json_object_set_new(o, "step_states", arr);
+    return rc;
+}
+
 json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errstr_size)
 {
     sqlite3 *db = reader_get(l, errstr, errstr_size);
@@ -1493,6 +1520,8 @@ json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errs
     for (; unlisted < next_step; unlisted++)
         json_array_append_new(steps, unrecorded_step(unlisted));
     json_object_set_new(o, "steps", steps);
+    if (rc == SQLITE_DONE)
+        rc = add_step_states(db, o, entry_id);
     if (rc != SQLITE_DONE) {
         sb_err(errstr, errstr_size, "ledger show: %s", sqlite3_errmsg(db));
         json_decref(o);

@@ -169,6 +169,8 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
  * {"step": N, "instance": null, "attempts": null, "completed_us": null,
  * "added": null}. NULL if absent (errstr says so). */
 json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errstr_size);
+/* (sb_ledger_show also gives "step_states": [{"step","member","state",
+ * "started_us","updated_us"}], what steps keep for the entry; ABI 2.) */
 
 /* DLQ: move dead entries back to pending at their failed step with
  * attempts reset (entry_id 0 = all dead entries, optionally of a route),
