@@ -39,7 +39,7 @@ def expected_run_id(event):
     of the run's first line (the offset in its event id)."""
     f = event["fields"]
     off = int(event["event_id"].split(":")[3])
-    return run_id("%s.%s|%s|%s|%d|%d" % (f["schema"], f["table"], f.get("inc_val", "full"), f["log_file"],
+    return run_id("%s.%s|%s|%s|%d|%d" % (f["schema"], f["table"], f.get("inc_date", "full"), f["log_file"],
                                           os.stat(f["log_file"]).st_ino, off))
 
 
@@ -149,8 +149,8 @@ class Samples(Base):
             self.assertEqual(e["fields"]["run_id"], expected_run_id(e), e)
         self.assertTrue(f["started_at"].endswith("Z") and f["finished_at"].endswith("Z"))
         m = by_file["count_mismatch.log"][0]["fields"]
-        self.assertEqual((m["status"], m["td_count"], m["hive_count"], m["inc_key"], m["inc_val"]),
-                         ("failed", 5120331, 5120330, "order_dt", "2026-11-23"))
+        self.assertEqual((m["status"], m["td_count"], m["hive_count"], m["inc_key"], m["inc_val"], m["inc_date"]),
+                         ("failed", 5120331, 5120330, "order_dt", "20261123", "2026-11-23"))
         self.assertEqual((m["started_at"], m["finished_at"]), ("2026-11-24T04:00:01Z", "2026-11-24T04:05:41Z"))
         i = by_file["incremental_offset.log"][0]["fields"]
         self.assertEqual((i["status"], i["inc_val"], i["offset_days"]), ("succeeded", "2026-11-20", 3))
@@ -174,7 +174,7 @@ class Samples(Base):
         err = self.once()
         f = [e["fields"] for e in self.events()]
         self.assertEqual([(x["schema"], x["table"], x.get("inc_val")) for x in f],
-                         [("groupon_production", "im_brand_list", None), ("edw", "orders", "2026-11-23")])
+                         [("groupon_production", "im_brand_list", None), ("edw", "orders", "20261123")])
         self.assertEqual(f[1]["offset_days"], 2)
         for e in self.events():
             self.assertEqual(e["fields"]["run_id"], expected_run_id(e), e)
