@@ -236,10 +236,11 @@ static int parse_args(char **a, size_t n, rr_command *out, char *errstr, size_t 
     snprintf(out->table, sizeof out->table, "%s", a[1]);
     if (nargs >= 4) {
         snprintf(out->inc_key, sizeof out->inc_key, "%s", a[2]);
-        if (rr_parse_date(a[3], out->inc_val) != 0) {
+        if (rr_parse_date(a[3], out->inc_date) != 0) {
             snprintf(errstr, errstr_size, "inc_val \"%.64s\" is not a date (yyyymmdd or yyyy-mm-dd)", a[3]);
             return -1;
         }
+        memcpy(out->inc_val, a[3], strlen(a[3]) + 1); /* 8 or 10 characters: rr_parse_date checked */
     }
     if (nargs == 5) {
         const char *o = a[4];
@@ -361,22 +362,24 @@ int rr_command_to_fields(const rr_command *c, const char *command_text, json_t *
     rc |= json_object_set_new(fields, "table", json_string(c->table));
     if (c->inc_key[0])
         rc |= json_object_set_new(fields, "inc_key", json_string(c->inc_key));
-    if (c->inc_val[0])
+    if (c->inc_val[0]) {
         rc |= json_object_set_new(fields, "inc_val", json_string(c->inc_val));
-    if (c->offset_days >= 0)
-        rc |= json_object_set_new(fields, "offset_days", json_integer(c->offset_days));
+        rc |= json_object_set_new(fields, "inc_date", json_string(c->inc_date));
+    }
+    rc |= json_object_set_new(fields, "offset_days", json_integer(c->offset_days >= 0 ? c->offset_days : 1));
+    rc |= json_object_set_new(fields, "full_refresh", json_boolean(!c->inc_val[0]));
     return rc ? -1 : 0;
 }
 
 void rr_identity(const rr_command *c, const char *extra, char *buf, size_t bufsize)
 {
-    snprintf(buf, bufsize, "%s.%s|%s|%s", c->schema, c->table, c->inc_val[0] ? c->inc_val : "full",
+    snprintf(buf, bufsize, "%s.%s|%s|%s", c->schema, c->table, c->inc_date[0] ? c->inc_date : "full",
              extra ? extra : "");
 }
 
 int rr_set_run_id(const rr_command *c, const char *identity_extra, json_t *fields)
 {
-    size_t size = strlen(c->schema) + strlen(c->table) + sizeof c->inc_val + 8 +
+    size_t size = strlen(c->schema) + strlen(c->table) + sizeof c->inc_date + 8 +
                   (identity_extra ? strlen(identity_extra) : 0);
     char *identity = malloc(size);
     if (!identity)
@@ -399,5 +402,26 @@ int rr_command_fields(const char *text, const char *script_name, const char *ide
     }
     if (cmd)
         *cmd = c;
+    return rc;
+}
+
+int rr_command_fields_n(const char *text, size_t len, const char *script_name, const char *identity_extra,
+                        json_t *fields, rr_command *cmd, char *errstr, size_t errstr_size)
+{
+    if (memchr(text, '\0', len)) {
+        snprintf(errstr, errstr_size, "command contains a NUL byte");
+        return RR_INVALID;
+    }
+    while (len && isspace((unsigned char)text[len - 1]))
+        len--;
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return RR_NOMEM;
+    }
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    int rc = rr_command_fields(copy, script_name, identity_extra, fields, cmd, errstr, errstr_size);
+    free(copy);
     return rc;
 }

@@ -29,8 +29,9 @@ typedef struct rr_command {
     char schema[RR_NAME_MAX + 1];
     char table[RR_NAME_MAX + 1];
     char inc_key[RR_NAME_MAX + 1]; /* "" when a full refresh */
-    char inc_val[16];              /* normalised to YYYY-MM-DD, "" when a full refresh */
-    int offset_days;               /* -1 when absent */
+    char inc_val[16];              /* exactly as written (yyyymmdd or yyyy-mm-dd), "" when a full refresh */
+    char inc_date[16];             /* inc_val as YYYY-MM-DD, "" when a full refresh */
+    int offset_days;               /* -1 when absent (the script then loads one date) */
 } rr_command;
 
 /* What rr_parse_command() returns besides 0. */
@@ -48,12 +49,15 @@ typedef struct rr_command {
 int rr_parse_command(const char *cmd, const char *script_name, rr_command *out, char *errstr, size_t errstr_size);
 
 /* Set the event fields of a parsed command: command (as given), script,
- * schema, table, and inc_key/inc_val/offset_days when present.
+ * schema, table, inc_key/inc_val/inc_date when present, offset_days (1,
+ * what the script loads, when the command names none) and full_refresh
+ * (no inc_val). The same fields whichever source saw the command.
  * `command_text` MUST be UTF-8 (the text rr_parse_command accepted is), so
  * -1 means an allocation failed; else 0. */
 int rr_command_to_fields(const rr_command *c, const char *command_text, json_t *fields);
 
-/* The run's identity for sb_run_id(): "schema.table|inc_val-or-full|extra".
+/* The run's identity for sb_run_id(): "schema.table|inc_date-or-full|extra"
+ * (inc_date, so 20261123 and 2026-11-23 are the same run).
  * `extra` distinguishes executions of the same table/date (e.g. the
  * start time, or the source position) and MAY be NULL. Writes into buf. */
 void rr_identity(const rr_command *c, const char *extra, char *buf, size_t bufsize);
@@ -78,6 +82,13 @@ int rr_set_run_id(const rr_command *c, const char *identity_extra, json_t *field
  * and do not move past the input, which would succeed later). */
 int rr_command_fields(const char *text, const char *script_name, const char *identity_extra, json_t *fields,
                       rr_command *cmd, char *errstr, size_t errstr_size);
+
+/* rr_command_fields() on a message or line of `len` bytes that may end in
+ * blanks or a newline (taken off) and MUST NOT hold a NUL byte (RR_INVALID,
+ * "command contains a NUL byte"). What the kafka and filewatch command
+ * formats both do with one message. */
+int rr_command_fields_n(const char *text, size_t len, const char *script_name, const char *identity_extra,
+                        json_t *fields, rr_command *cmd, char *errstr, size_t errstr_size);
 
 /* Validate a date written yyyymmdd or yyyy-mm-dd (a real calendar date,
  * years 1900-2999) and write it as YYYY-MM-DD into out. 0, or -1 if it is

@@ -21,6 +21,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +36,19 @@
 #include "tailer.h"
 
 #define FW_BATCH 512
+/* A checkpoint names every file: at most one a second, and one per 10 s
+ * per 100,000 files followed (building and committing one costs about as
+ * much as reading a few hundred small files). */
+#define FW_CHECKPOINT_MS 1000
+#define FW_CHECKPOINT_MS_PER_FILE 0.1
+
+/* The core's /metrics hook. It is exported by libsyncbridge but declared
+ * only in the core's own metrics.h, not in the SDK: these two prototypes
+ * MUST match it (see the report of issue 13: it belongs in the SDK). */
+typedef struct sb_metrics_out sb_metrics_out;
+int sb_metrics_register(const char *name, void (*fn)(sb_metrics_out *out, void *ud), void *ud);
+void sb_metrics_printf(sb_metrics_out *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sb_metrics_label(sb_metrics_out *out, const char *value);
 
 typedef enum fw_format { FMT_RR, FMT_COMMAND, FMT_JSON } fw_format;
 
@@ -45,15 +61,24 @@ typedef struct fw {
     rrlog_config *rrcfg;
     fw_tailer_conf tc;
     const char **paths, **exclude;
+    int has_file_time;
+    regex_t file_time;
     /* during run() */
     fw_tailer *t;
     sb_source_ctx *ctx;
     sb_event *evs[FW_BATCH];
     size_t n;
-    char *last_cp;
+    int64_t last_cp_ms;
+    /* for /metrics, read by the admin thread under metrics_mu */
+    fw_tailer_stats stats;
+    struct fw *mnext;
 } fw;
 
-typedef struct fw_fstate { /* per tracked file */
+static pthread_mutex_t metrics_mu = PTHREAD_MUTEX_INITIALIZER;
+static fw *metrics_list;
+static int metrics_registered;
+
+typedef struct fw_fstate { /* per file, only while a run is open in it (100,000 files) */
     fw *self;
     fw_file *f;
     rrlog *rr;
@@ -62,7 +87,7 @@ typedef struct fw_fstate { /* per tracked file */
 /* Pattern options come after the fixed ones; their defaults are filled in
  * from rrlog_pattern_default when the plugin is loaded, so the regexes
  * live in one place. */
-#define FIXED_OPTIONS 12
+#define FIXED_OPTIONS 15
 static sb_option_def options[FIXED_OPTIONS + RRP_COUNT + 1] = {
     {SB_OPT("paths", SB_OPT_STRING_LIST, NULL, 1,
      "Glob patterns of the log files to follow, e.g. [\"/var/log/cerebro/*.log\"]. New files that match are picked up "
@@ -89,23 +114,46 @@ static sb_option_def options[FIXED_OPTIONS + RRP_COUNT + 1] = {
     {SB_OPT("script_name", SB_OPT_STRING, "\"run_replicator.sh\"", 0,
      "The script whose invocations are runs (command format, and the invocation line in logs).")},
     {SB_OPT("emit_failed", SB_OPT_BOOL, "true", 0, "runreplicator format: emit failed runs too (status \"failed\").")},
+    {SB_OPT("fold_width", SB_OPT_INT, "250", 0,
+     "runreplicator format: a line exactly this long was folded by the terminal that captured the log and is "
+     "joined with the next one (0: never).")},
+    {SB_OPT("file_time_pattern", SB_OPT_STRING, "\"\"", 0,
+     "runreplicator format: a regex on the file's base name whose group 1 holds its start time as 14 digits "
+     "YYYYMMDDHHMMSS in local time (other characters in the group are skipped), e.g. \"_([0-9]{8}_[0-9]{6})\\\\.log$\". "
+     "Used for started_at (and time_source \"file_name\") when no line of the run carries a time; the file's "
+     "mtime is then finished_at. \"\": no such pattern.")},
+    {SB_OPT("max_open", SB_OPT_INT, "0", 0,
+     "Most files kept open at once. A file read to its end is closed when more are open (or when it has been "
+     "quiet for rotate_wait), and reopened by path, with its inode and fingerprint checked, when it grows. 0: a "
+     "quarter of the open-file limit (ulimit -n).")},
 };
 
 static const char *const pattern_help[RRP_COUNT] = {
     [RRP_TIMESTAMP] = "Leading timestamp taken off each line; group 1 \"YYYY-MM-DD HH:MM:SS\" in local time "
-                      "gives started_at/finished_at (else the time the line was read). \"\" disables.",
-    [RRP_COMMAND] = "The invocation line (also as a shell trace); group 1 is parsed as the command. \"\" disables.",
+                      "gives started_at/finished_at. \"\" disables.",
+    [RRP_LOGTIME] = "A timestamp anywhere in a line of the run (log4j job output); group 1 as for timestamp_pattern. "
+                    "\"\" disables.",
+    [RRP_COMMAND] = "The invocation line, also inside a wrapper or as a shell trace; group 1 is parsed as the "
+                    "command and kept as logged. \"\" disables.",
     [RRP_IGNORE] = "Lines that never count: shell traces (+), # separators, blank lines. \"\" disables.",
-    [RRP_SCHEMA] = "Schema line; group 1 is the schema.",
-    [RRP_TABLE] = "Table line; group 1 is the table.",
-    [RRP_DATE] = "Date line; group 1 (yyyymmdd or yyyy-mm-dd) is run_date.",
+    [RRP_SCHEMA] = "Schema header line; group 1 is the schema.",
+    [RRP_TABLE] = "Table header line; group 1 is the table.",
+    [RRP_INC_VAL] = "Header line with the inc_val the script picked; group 1. \"\" disables.",
+    [RRP_FULL_REFRESH] = "Header line of a full refresh. \"\" disables.",
+    [RRP_OFFSET_DAYS] = "Header line with the number of dates: its last group when it matched, else 1. \"\" "
+                        "disables.",
+    [RRP_DATE] = "First line of a date block; group 1 (yyyymmdd or yyyy-mm-dd) is the date.",
     [RRP_START] = "Import start line; groups 1 and 2 are schema and table.",
-    [RRP_TD_COUNT] = "Teradata count; group 1 is td_count.",
-    [RRP_HIVE_COUNT] = "Hive count; group 1 is hive_count.",
-    [RRP_SUCCESS] = "A whole line that finishes the run as succeeded.",
-    [RRP_FAILURE] = "A whole line that finishes the run as failed (the line is the reason).",
-    [RRP_RETCODE] = "Exit code line; group 1: non-zero finishes the run as failed, zero finishes it when the file "
-                    "ends.",
+    [RRP_CONTEXT] = "The echoed zombie_runner command; group 1 is inc_key (from --context), used when the "
+                    "invocation was not logged. \"\" disables.",
+    [RRP_TD_COUNT] = "Teradata count of a date; the last group.",
+    [RRP_HIVE_COUNT] = "Hive count of a date; the last group.",
+    [RRP_FOUND_ERROR] = "The job saw a real error: the date's failure has this reason. \"\" disables.",
+    [RRP_DATE_OK] = "A whole line: the date's counts matched (a failure line may still follow).",
+    [RRP_DATE_FAIL] = "A whole line: the date failed and the script stops (the line is the reason).",
+    [RRP_RETCODE] = "The wrapper's exit code; group 1: non-zero fails the run. \"\" disables.",
+    [RRP_END_OK] = "The wrapper's last line of a run that went well. \"\" disables.",
+    [RRP_END_FAIL] = "The wrapper's last line of a run that failed. \"\" disables.",
 };
 
 __attribute__((constructor)) static void fill_pattern_options(void)
@@ -124,13 +172,6 @@ __attribute__((destructor)) static void free_pattern_options(void)
         free((char *)options[FIXED_OPTIONS + i].default_value);
 }
 
-static int64_t now_us(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
-}
-
 static const char **list_option(sb_instance *ins, const char *name, size_t *n)
 {
     *n = sb_opt_list_count(ins, name);
@@ -145,6 +186,15 @@ static void fw_destroy(void *p)
     fw *self = p;
     if (!self)
         return;
+    pthread_mutex_lock(&metrics_mu);
+    for (fw **pp = &metrics_list; *pp; pp = &(*pp)->mnext)
+        if (*pp == self) {
+            *pp = self->mnext;
+            break;
+        }
+    pthread_mutex_unlock(&metrics_mu);
+    if (self->has_file_time)
+        regfree(&self->file_time);
     rrlog_config_free(self->rrcfg);
     free(self->paths);
     free(self->exclude);
@@ -184,7 +234,32 @@ static int fw_create(sb_instance *ins, void **out, char *errstr, size_t errstr_s
     const char *pats[RRP_COUNT];
     for (int i = 0; i < RRP_COUNT; i++)
         pats[i] = sb_opt_string(ins, rrlog_pattern_option[i]);
-    if (!(self->rrcfg = rrlog_config_new(pats, self->script, errstr, errstr_size)))
+    int64_t fold = sb_opt_int(ins, "fold_width");
+    if (fold < 0 || fold > 1000000) {
+        snprintf(errstr, errstr_size, "fold_width must be 0 to 1000000, not %lld", (long long)fold);
+        goto fail;
+    }
+    int64_t max_open = sb_opt_int(ins, "max_open");
+    if (max_open < 0) {
+        snprintf(errstr, errstr_size, "max_open must not be negative");
+        goto fail;
+    }
+    self->tc.max_open = (size_t)max_open;
+    const char *ftp = sb_opt_string(ins, "file_time_pattern");
+    if (ftp && *ftp) {
+        int rc = regcomp(&self->file_time, ftp, REG_EXTENDED);
+        if (rc != 0 || self->file_time.re_nsub < 1) {
+            char msg[256] = "needs a capture group";
+            if (rc != 0)
+                regerror(rc, &self->file_time, msg, sizeof msg);
+            else
+                regfree(&self->file_time);
+            snprintf(errstr, errstr_size, "file_time_pattern \"%s\": %s", ftp, msg);
+            goto fail;
+        }
+        self->has_file_time = 1;
+    }
+    if (!(self->rrcfg = rrlog_config_new(pats, self->script, (size_t)fold, errstr, errstr_size)))
         goto fail;
     self->paths = list_option(ins, "paths", &self->tc.npaths);
     self->exclude = list_option(ins, "exclude", &self->tc.nexclude);
@@ -213,26 +288,42 @@ fail:
     return -1;
 }
 
-/* Hand the batch and the positions behind it (`cp`, taken over; NULL =
- * the current positions) to the core. */
-static int emit_with(fw *self, int force_checkpoint, char *cp)
+static int64_t mono_ms(void)
 {
-    if (!cp)
-        cp = fw_tailer_checkpoint(self->t);
-    if (self->n == 0 && !force_checkpoint && cp && self->last_cp && strcmp(cp, self->last_cp) == 0) {
-        free(cp);
-        return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Hand the batch to the core, with the positions behind it when they
+ * changed and the last were sent long enough ago (a checkpoint names every
+ * file: a directory of 100,000 files must not write it per batch), or when
+ * `force`. `cp` (taken over) is the checkpoint to send, NULL = the current
+ * positions. Runs sent before the checkpoint that covers them are read
+ * again after a crash and recognised by their ids. */
+static int emit_with(fw *self, int force, char *cp)
+{
+    int64_t now = mono_ms();
+    int64_t interval = FW_CHECKPOINT_MS + (int64_t)(FW_CHECKPOINT_MS_PER_FILE * (double)self->stats.files);
+    if (!cp && (force || (fw_tailer_dirty(self->t) && now - self->last_cp_ms >= interval))) {
+        if (!(cp = fw_tailer_checkpoint(self->t))) {
+            sb_log(self->ins, SB_LOG_ERROR, "out of memory building the checkpoint");
+            return -1;
+        }
     }
+    if (!cp && self->n == 0)
+        return 0;
     int rc = sb_source_emit_async(self->ctx, self->evs, self->n, cp);
     self->n = 0;
-    free(self->last_cp);
-    self->last_cp = cp;
+    if (cp)
+        self->last_cp_ms = now;
+    free(cp);
     return rc;
 }
 
-static int emit(fw *self, int force_checkpoint)
+static int emit(fw *self, int force)
 {
-    return emit_with(self, force_checkpoint, NULL);
+    return emit_with(self, force, NULL);
 }
 
 /* ev NULL means the event could not be built (out of memory): fail, so that
@@ -244,7 +335,11 @@ static int push(fw *self, sb_event *ev)
         return -1;
     }
     self->evs[self->n++] = ev;
-    return self->n == FW_BATCH ? emit(self, 0) : 0;
+    if (self->n < FW_BATCH)
+        return 0;
+    int rc = sb_source_emit_async(self->ctx, self->evs, self->n, NULL); /* positions: at the end of the cycle */
+    self->n = 0;
+    return rc;
 }
 
 static void on_report(void *ctx, int level, int64_t off, const char *msg)
@@ -284,10 +379,78 @@ static void add_common(fw *self, fw_file *f, json_t *fields)
     json_object_set_new(fields, "log_file", json_string(fw_file_path(f)));
 }
 
+static void iso8601(int64_t secs, char out[32])
+{
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The start time in the file's name (file_time_pattern): the first 14
+ * digits of group 1 as YYYYMMDDHHMMSS in local time. 0, or -1. */
+static int name_time(fw *self, const char *path, int64_t *secs)
+{
+    regmatch_t m[2];
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (!self->has_file_time || regexec(&self->file_time, base, 2, m, 0) != 0 || m[1].rm_so < 0)
+        return -1;
+    char d[15];
+    size_t n = 0;
+    for (regoff_t i = m[1].rm_so; i < m[1].rm_eo && n < 14; i++)
+        if (base[i] >= '0' && base[i] <= '9')
+            d[n++] = base[i];
+    if (n != 14)
+        return -1;
+    d[14] = '\0';
+    struct tm tm = {0};
+    if (sscanf(d, "%4d%2d%2d%2d%2d%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+               &tm.tm_sec) != 6)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    tm.tm_isdst = -1;
+    time_t t = mktime(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *secs = (int64_t)t;
+    return 0;
+}
+
+/* started_at/finished_at of a run none of whose lines carried a time:
+ * the file's name, else its mtime, else now. */
+static int set_times(fw *self, fw_file *f, json_t *fields)
+{
+    char a[32], b[32];
+    int64_t start, mtime = fw_file_mtime(f);
+    const char *source;
+    if (name_time(self, fw_file_path(f), &start) == 0) {
+        source = "file_name";
+        iso8601(start, a);
+        iso8601(mtime > 0 ? mtime : start, b);
+    } else if (mtime > 0) {
+        source = "mtime";
+        iso8601(mtime, a);
+        memcpy(b, a, sizeof b);
+    } else {
+        source = "read_time";
+        iso8601((int64_t)time(NULL), a);
+        memcpy(b, a, sizeof b);
+    }
+    return json_object_set_new(fields, "started_at", json_string(a)) |
+           json_object_set_new(fields, "finished_at", json_string(b)) |
+           json_object_set_new(fields, "time_source", json_string(source));
+}
+
 static int emit_run(fw *self, fw_file *f, rrlog_run *run)
 {
     if (!run->fields) /* the parser ran out of memory: the run is read again */
         return push(self, NULL);
+    if (!run->has_times && set_times(self, f, run->fields) != 0) {
+        json_decref(run->fields);
+        return push(self, NULL);
+    }
     char id[128], extra[4200];
     event_id(f, run->first_off, run->content_hash, id, sizeof id);
     add_common(self, f, run->fields);
@@ -309,47 +472,73 @@ static int emit_run(fw *self, fw_file *f, rrlog_run *run)
 
 static int h_open(void *ctx, fw_file *f)
 {
-    fw *self = ctx;
-    fw_fstate *fs = calloc(1, sizeof *fs);
-    if (fs && self->format == FMT_RR && !(fs->rr = rrlog_new(self->rrcfg, on_report, fs))) {
-        free(fs);
-        fs = NULL;
-    }
-    if (!fs) { /* untracked lines would be consumed unparsed: fail instead */
-        sb_log(self->ins, SB_LOG_ERROR, "%s: out of memory for its parser state", fw_file_path(f));
-        return -1;
-    }
-    fs->self = self;
-    fs->f = f;
-    *fw_file_user(f) = fs;
+    (void)ctx;
+    *fw_file_user(f) = NULL; /* the parser state comes with a file's first run */
     return 0;
 }
 
-static void h_close(void *ctx, fw_file *f)
+static void free_state(fw_file *f)
 {
     fw_fstate *fs = *fw_file_user(f);
     if (fs) {
         rrlog_free(fs->rr);
         free(fs);
+        *fw_file_user(f) = NULL;
     }
+}
+
+/* The parser of f, made on first use; NULL when out of memory. */
+static rrlog *parser(fw *self, fw_file *f)
+{
+    fw_fstate *fs = *fw_file_user(f);
+    if (fs)
+        return fs->rr;
+    if (!(fs = calloc(1, sizeof *fs)))
+        return NULL;
+    fs->self = self;
+    fs->f = f;
+    if (!(fs->rr = rrlog_new(self->rrcfg, on_report, fs))) {
+        free(fs);
+        return NULL;
+    }
+    *fw_file_user(f) = fs;
+    return fs->rr;
+}
+
+/* Free the parser of f when no run is open in it. */
+static void release(fw_file *f)
+{
+    fw_fstate *fs = *fw_file_user(f);
+    int64_t first;
+    if (fs && !rrlog_open_run(fs->rr, &first))
+        free_state(f);
+}
+
+static void h_close(void *ctx, fw_file *f)
+{
+    (void)ctx;
+    free_state(f);
 }
 
 static void h_reset(void *ctx, fw_file *f)
 {
     fw_fstate *fs = *fw_file_user(f);
     int64_t first;
-    if (fs && fs->rr && rrlog_open_run(fs->rr, &first)) {
+    (void)ctx;
+    if (fs && rrlog_open_run(fs->rr, &first)) {
         sb_log(fs->self->ins, SB_LOG_WARN, "%s:%" PRId64 ": the run that started here was truncated away; dropped",
                fw_file_path(f), first);
         rrlog_reset(fs->rr);
     }
+    free_state(f);
 }
 
 static int64_t h_resume(void *ctx, fw_file *f, int64_t next)
 {
     fw_fstate *fs = *fw_file_user(f);
     int64_t first;
-    if (fs && fs->rr && rrlog_open_run(fs->rr, &first) && first < next)
+    (void)ctx;
+    if (fs && rrlog_open_run(fs->rr, &first) && first < next)
         return first;
     return next;
 }
@@ -357,13 +546,17 @@ static int64_t h_resume(void *ctx, fw_file *f, int64_t next)
 static int h_line(void *ctx, fw_file *f, const char *line, size_t len, int64_t off)
 {
     fw *self = ctx;
-    fw_fstate *fs = *fw_file_user(f);
     char id[128], err[512];
     if (self->format == FMT_RR) {
         rrlog_run run;
-        if (fs && fs->rr && rrlog_line(fs->rr, line, off, now_us(), &run))
-            return emit_run(self, f, &run);
-        return 0;
+        rrlog *rr = parser(self, f);
+        if (!rr) { /* untracked lines would be consumed unparsed: fail instead */
+            sb_log(self->ins, SB_LOG_ERROR, "%s: out of memory for its parser state", fw_file_path(f));
+            return -1;
+        }
+        int rc = rrlog_line(rr, line, off, &run) ? emit_run(self, f, &run) : 0;
+        release(f);
+        return rc;
     }
     event_id(f, off, line_hash(line, len), id, sizeof id);
     if (self->format == FMT_JSON) {
@@ -381,7 +574,7 @@ static int h_line(void *ctx, fw_file *f, const char *line, size_t len, int64_t o
     char extra[4200];
     identity_extra(f, off, extra, sizeof extra);
     json_t *fields = json_object();
-    int rc = fields ? rr_command_fields(line, self->script, extra, fields, NULL, err, sizeof err) : RR_NOMEM;
+    int rc = fields ? rr_command_fields_n(line, len, self->script, extra, fields, NULL, err, sizeof err) : RR_NOMEM;
     if (rc != 0) {
         json_decref(fields);
         if (rc == RR_NOMEM) /* the line is fine: read it again rather than skip it */
@@ -390,11 +583,9 @@ static int h_line(void *ctx, fw_file *f, const char *line, size_t len, int64_t o
         return 0;
     }
     char ts[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    iso8601((int64_t)time(NULL), ts);
     json_object_set_new(fields, "finished_at", json_string(ts));
+    json_object_set_new(fields, "time_source", json_string("read_time"));
     add_common(self, f, fields);
     return push(self, sb_event_new_with_fields(id, fields));
 }
@@ -404,9 +595,81 @@ static int h_end(void *ctx, fw_file *f)
     fw *self = ctx;
     fw_fstate *fs = *fw_file_user(f);
     rrlog_run run;
-    if (fs && fs->rr && rrlog_end(fs->rr, now_us(), &run))
-        return emit_run(self, f, &run);
-    return 0;
+    int rc = 0;
+    while (rc == 0 && fs && rrlog_end(fs->rr, &run))
+        rc = emit_run(self, f, &run);
+    free_state(f);
+    return rc;
+}
+
+static int h_idle(void *ctx, fw_file *f)
+{
+    fw *self = ctx;
+    fw_fstate *fs = *fw_file_user(f);
+    rrlog_run run;
+    int rc = 0;
+    if (fs && rrlog_idle(fs->rr, &run))
+        rc = emit_run(self, f, &run);
+    release(f);
+    return rc;
+}
+
+static void metrics_render(sb_metrics_out *out, void *ud)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } fam[] = {
+        {"syncbridge_filewatch_files", "gauge", "Files the filewatch source follows.", offsetof(fw_tailer_stats, files)},
+        {"syncbridge_filewatch_open_files", "gauge", "Followed files holding a descriptor now.",
+         offsetof(fw_tailer_stats, open_files)},
+        {"syncbridge_filewatch_opens_total", "counter", "Opens and reopens of followed files.",
+         offsetof(fw_tailer_stats, opens)},
+        {"syncbridge_filewatch_open_errors_total", "counter", "Opens of followed files that failed (each is retried).",
+         offsetof(fw_tailer_stats, open_errors)},
+        {"syncbridge_filewatch_read_errors_total", "counter", "Reads of followed files that failed (each is retried).",
+         offsetof(fw_tailer_stats, read_errors)},
+        {"syncbridge_filewatch_unreadable_files_total", "counter",
+         "Files given up at the --once end: not read to their end.", offsetof(fw_tailer_stats, unreadable)},
+        {"syncbridge_filewatch_read_bytes_total", "counter", "Bytes read from followed files.",
+         offsetof(fw_tailer_stats, bytes)},
+    };
+    (void)ud;
+    pthread_mutex_lock(&metrics_mu);
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+        sb_metrics_printf(out, "# HELP %s %s\n# TYPE %s %s\n", fam[i].name, fam[i].help, fam[i].name, fam[i].type);
+        for (fw *f = metrics_list; f; f = f->mnext) {
+            sb_metrics_printf(out, "%s{instance=\"", fam[i].name);
+            sb_metrics_label(out, sb_instance_name(f->ins));
+            sb_metrics_printf(out, "\"} %llu\n",
+                              (unsigned long long)*(const uint64_t *)((const char *)&f->stats + fam[i].off));
+        }
+    }
+    pthread_mutex_unlock(&metrics_mu);
+}
+
+static void metrics_update(fw *self)
+{
+    pthread_mutex_lock(&metrics_mu);
+    fw_tailer_stats_get(self->t, &self->stats);
+    pthread_mutex_unlock(&metrics_mu);
+}
+
+static void metrics_add(fw *self)
+{
+    pthread_mutex_lock(&metrics_mu);
+    int listed = 0;
+    for (fw *f = metrics_list; f; f = f->mnext)
+        listed |= f == self;
+    if (!listed) {
+        self->mnext = metrics_list;
+        metrics_list = self;
+    }
+    int reg = !metrics_registered;
+    metrics_registered = 1;
+    pthread_mutex_unlock(&metrics_mu);
+    if (reg) /* once per process: the plugin stays loaded while the daemon runs */
+        sb_metrics_register("filewatch", metrics_render, NULL);
 }
 
 static int fw_run(void *p, sb_source_ctx *ctx)
@@ -415,8 +678,10 @@ static int fw_run(void *p, sb_source_ctx *ctx)
     char err[256];
     if (sb_source_flush(ctx) != 0) /* the checkpoint must be the committed one */
         return -1;
-    fw_handler h = {.ctx = self, .open = h_open, .line = h_line, .end = h_end,
-                    .reset = h_reset, .close = h_close, .resume = h_resume};
+    fw_handler h = {.ctx = self, .open = h_open, .line = h_line, .end = h_end, .reset = h_reset,
+                    .close = h_close, .resume = h_resume, .idle = h_idle};
+    int once = sb_instance_once(self->ins);
+    self->tc.end_at_eof = once;
     self->t = fw_tailer_new(&self->tc, &h, err, sizeof err);
     if (!self->t) {
         sb_log(self->ins, SB_LOG_ERROR, "%s", err);
@@ -424,21 +689,32 @@ static int fw_run(void *p, sb_source_ctx *ctx)
     }
     self->ctx = ctx;
     self->n = 0;
+    self->last_cp_ms = 0;
+    metrics_add(self);
     fw_tailer_restore(self->t, sb_source_checkpoint(ctx));
-    int rc = 0, once = sb_instance_once(self->ins);
+    int rc = 0;
     while (!sb_source_stopping(ctx)) {
-        if (fw_tailer_cycle(self->t) != 0 || emit(self, 0) != 0) {
+        int cyc = fw_tailer_cycle(self->t);
+        metrics_update(self);
+        if (cyc != 0 || emit(self, 0) != 0) {
             rc = -1;
             break;
         }
         if (once) {
-            /* Runs the end of input finishes go out, but the checkpoint stays
-             * where it was before: a run still being written, or a last line
-             * without its newline, is read again by the next start (a run
-             * sent now is then a duplicate the ledger drops). */
-            char *cp = fw_tailer_checkpoint(self->t);
-            if (fw_tailer_finish(self->t) != 0 || emit_with(self, 1, cp) != 0 || sb_source_flush(ctx) != 0)
+            /* Runs the end of input finishes go out, but the checkpoint of
+             * each file stays where it was before its end: a run still being
+             * written, or a last line without its newline, is read again by
+             * the next start (a run sent now is then a duplicate the ledger
+             * drops). A file that could not be read to its end fails the
+             * source, so that --once exits non-zero. */
+            if (fw_tailer_finish(self->t) != 0 || emit(self, 1) != 0 || sb_source_flush(ctx) != 0)
                 rc = -1;
+            metrics_update(self);
+            if (rc == 0 && self->stats.unreadable > 0) {
+                sb_log(self->ins, SB_LOG_ERROR, "%llu matched file%s could not be read to its end",
+                       (unsigned long long)self->stats.unreadable, self->stats.unreadable == 1 ? "" : "s");
+                rc = -1;
+            }
             break;
         }
         if (fw_tailer_wait(self->t, ctx))
@@ -447,10 +723,9 @@ static int fw_run(void *p, sb_source_ctx *ctx)
     for (size_t i = 0; i < self->n; i++)
         sb_event_free(self->evs[i]);
     self->n = 0;
+    metrics_update(self);
     fw_tailer_free(self->t);
     self->t = NULL;
-    free(self->last_cp);
-    self->last_cp = NULL;
     return sb_source_stopping(ctx) ? 0 : rc;
 }
 

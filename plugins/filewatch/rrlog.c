@@ -1,18 +1,29 @@
 /*
  * rrlog.c - the Run Replicator log state machine (see rrlog.h).
  *
- * A run opens at the first line that says something about it (the
- * invocation, Schema Name, Table Name, Processing for date, Starting
- * Import) and closes at its first success or failure marker, at a
- * non-zero RETCODE, or at the end of the file after a RETCODE. Markers
- * seen while no run is open (the "Script completed successfully" that
- * follows "Counts have matched, Success!!") belong to the run already
- * reported and are ignored. A line that names another schema or table
- * while a run is open means the old run was cut short (killed, out of
- * disk): it is reported and dropped, and the new one opens.
+ * States: IDLE (no run), OPEN (invocation, header or a date seen, the
+ * verdicts not all in) and DONE (every date has its verdict, or one
+ * failed: the script has stopped; only its trailer may still come). A run
+ * in DONE closes at its trailer's last line, at the next run's first line,
+ * at the end of the file or when the file goes quiet. A run in OPEN is cut
+ * short by a line that can only start another run (a second invocation or
+ * Schema Name after its header, a date beyond its last): it is reported
+ * with its date unfinished, and the new run opens.
+ *
+ * A date's verdict is not its count line alone: a job that logged a real
+ * error (` Found Error!!`) or returned non-zero still prints `Counts have
+ * matched, Success!!` and then `Processing failed for date : D`. So a
+ * matched date stays provisional until the next date, the trailer, the
+ * next run or the end of the file says nothing failed it.
+ *
+ * Each default pattern has literal keywords that a matching line must
+ * hold; a line without them is not given to regexec, which keeps a line
+ * of noise at a few strstr() calls. A pattern changed in the config has
+ * no keywords: it is always tried.
  */
 #include "rrlog.h"
 
+#include <ctype.h>
 #include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,68 +37,149 @@
 #define WS "[[:space:]]*"
 
 const char *const rrlog_pattern_option[RRP_COUNT] = {
-    [RRP_TIMESTAMP] = "timestamp_pattern", [RRP_COMMAND] = "command_pattern",
-    [RRP_IGNORE] = "ignore_pattern",       [RRP_SCHEMA] = "schema_pattern",
-    [RRP_TABLE] = "table_pattern",         [RRP_DATE] = "date_pattern",
-    [RRP_START] = "start_pattern",         [RRP_TD_COUNT] = "td_count_pattern",
-    [RRP_HIVE_COUNT] = "hive_count_pattern", [RRP_SUCCESS] = "success_pattern",
-    [RRP_FAILURE] = "failure_pattern",     [RRP_RETCODE] = "retcode_pattern",
+    [RRP_TIMESTAMP] = "timestamp_pattern",
+    [RRP_LOGTIME] = "time_pattern",
+    [RRP_COMMAND] = "command_pattern",
+    [RRP_IGNORE] = "ignore_pattern",
+    [RRP_SCHEMA] = "schema_pattern",
+    [RRP_TABLE] = "table_pattern",
+    [RRP_INC_VAL] = "inc_val_pattern",
+    [RRP_FULL_REFRESH] = "full_refresh_pattern",
+    [RRP_OFFSET_DAYS] = "offset_days_pattern",
+    [RRP_DATE] = "date_pattern",
+    [RRP_START] = "start_pattern",
+    [RRP_CONTEXT] = "context_pattern",
+    [RRP_TD_COUNT] = "td_count_pattern",
+    [RRP_HIVE_COUNT] = "hive_count_pattern",
+    [RRP_FOUND_ERROR] = "found_error_pattern",
+    [RRP_DATE_OK] = "date_success_pattern",
+    [RRP_DATE_FAIL] = "date_failure_pattern",
+    [RRP_RETCODE] = "retcode_pattern",
+    [RRP_END_OK] = "success_pattern",
+    [RRP_END_FAIL] = "failure_pattern",
 };
 
 const char *const rrlog_pattern_default[RRP_COUNT] = {
     [RRP_TIMESTAMP] = "^\\[?([0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2})(\\.[0-9]+)?\\]?" WS,
-    [RRP_COMMAND] = "^[+[:space:]]*(([^[:space:]'\"]*sh[[:space:]]+)?[^[:space:]'\"]*run_replicator\\.sh([[:space:]]+[^["
-                    ":space:]]+)*)" WS "$",
+    [RRP_LOGTIME] = "([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}),[0-9]{3}",
+    [RRP_COMMAND] = "^[+[:space:]]*([^+[:space:]].*run_replicator\\.sh([[:space:]'\"].*)?)$",
     [RRP_IGNORE] = "^" WS "(\\+|#+" WS "$|$)",
     [RRP_SCHEMA] = "^" WS "Schema Name" WS ":-" WS "([^[:space:]]+)" WS "$",
     [RRP_TABLE] = "^" WS "Table Name" WS ":-" WS "([^[:space:]]+)" WS "$",
+    [RRP_INC_VAL] = "^" WS "Picking the inc_val as[[:space:]]+([^[:space:]]+)" WS "$",
+    [RRP_FULL_REFRESH] = "^" WS "No inc_val and inc_key[[:space:]]+was passed, Considering this table as a full refresh",
+    [RRP_OFFSET_DAYS] = "^" WS "(No offset_days specified|No\\. of offset_days specified" WS "=" WS "([0-9]+))",
     [RRP_DATE] = "^" WS "Processing for date" WS ":" WS "([0-9-]+)" WS "$",
     [RRP_START] = "^" WS "Starting Import of ([^.[:space:]]+)\\.([^[:space:]]+)" WS "$",
-    [RRP_TD_COUNT] = "^" WS "Teradata Count" WS ":" WS "([0-9]+)" WS "$",
-    [RRP_HIVE_COUNT] = "^" WS "Hive Count" WS ":" WS "([0-9]+)" WS "$",
-    [RRP_SUCCESS] = "^" WS "(Script completed successfully|Counts have matched, Success!!)" WS "$",
-    [RRP_FAILURE] = "^" WS "(Script FAILED|Counts have not matched.*|Processing failed for date.*)" WS "$",
+    [RRP_CONTEXT] = "--context=[^[:space:]]*inc_key:\"?([A-Za-z_][A-Za-z0-9_$]*)",
+    [RRP_TD_COUNT] = "^" WS "(Teradata Count" WS ":|TD_COUNT" WS "=)" WS "([0-9]+)" WS "$",
+    [RRP_HIVE_COUNT] = "^" WS "(Hive Count" WS ":|HIVE_COUNT" WS "=)" WS "([0-9]+)" WS "$",
+    [RRP_FOUND_ERROR] = "^" WS "Found Error!!" WS "$",
+    [RRP_DATE_OK] = "^" WS "Counts have matched, Success!!" WS "$",
+    [RRP_DATE_FAIL] = "^" WS "(Counts have not matched.*|Processing failed for date.*)$",
     [RRP_RETCODE] = "^" WS "RETCODE" WS ":" WS "([0-9]+)" WS "$",
+    [RRP_END_OK] = "^" WS "Script completed successfully" WS "$",
+    [RRP_END_FAIL] = "^" WS "Script FAILED" WS "$",
 };
+
+/* Literals a line must hold for the default pattern to match (see top). */
+static const char *const keywords[RRP_COUNT][2] = {
+    [RRP_LOGTIME] = {",", NULL},
+    [RRP_SCHEMA] = {"Schema Name", NULL},
+    [RRP_TABLE] = {"Table Name", NULL},
+    [RRP_INC_VAL] = {"Picking the inc_val", NULL},
+    [RRP_FULL_REFRESH] = {"full refresh", NULL},
+    [RRP_OFFSET_DAYS] = {"offset_days", NULL},
+    [RRP_DATE] = {"Processing for date", NULL},
+    [RRP_START] = {"Starting Import of", NULL},
+    [RRP_CONTEXT] = {"--context=", NULL},
+    [RRP_TD_COUNT] = {"Teradata Count", "TD_COUNT"},
+    [RRP_HIVE_COUNT] = {"Hive Count", "HIVE_COUNT"},
+    [RRP_FOUND_ERROR] = {"Found Error", NULL},
+    [RRP_DATE_OK] = {"Counts have matched", NULL},
+    [RRP_DATE_FAIL] = {"Counts have not matched", "Processing failed"},
+    [RRP_RETCODE] = {"RETCODE", NULL},
+    [RRP_END_OK] = {"Script completed", NULL},
+    [RRP_END_FAIL] = {"Script FAILED", NULL},
+};
+
+/* Patterns that may be "" (disabled). */
+static int optional(int i)
+{
+    return i == RRP_TIMESTAMP || i == RRP_LOGTIME || i == RRP_COMMAND || i == RRP_IGNORE || i == RRP_INC_VAL ||
+           i == RRP_FULL_REFRESH || i == RRP_OFFSET_DAYS || i == RRP_CONTEXT || i == RRP_FOUND_ERROR ||
+           i == RRP_RETCODE || i == RRP_END_OK || i == RRP_END_FAIL;
+}
+
+/* Capture groups a pattern needs. */
+static size_t groups_needed(int i)
+{
+    switch (i) {
+    case RRP_START:
+        return 2;
+    case RRP_IGNORE: case RRP_FULL_REFRESH: case RRP_OFFSET_DAYS: case RRP_FOUND_ERROR: case RRP_DATE_OK:
+    case RRP_DATE_FAIL: case RRP_END_OK: case RRP_END_FAIL:
+        return 0;
+    default:
+        return 1;
+    }
+}
 
 struct rrlog_config {
     regex_t re[RRP_COUNT];
     int enabled[RRP_COUNT];
+    int is_default[RRP_COUNT];
     char script[RR_NAME_MAX + 1];
+    size_t fold_width;
 };
 
 #define VAL_MAX 256
+
+typedef enum { D_RUNNING, D_MATCHED, D_FAILED, D_UNFINISHED } date_state;
+
+typedef struct rr_date {
+    char date[16];       /* as the log wrote it */
+    date_state st;
+    int found_error;
+    int64_t td, hive;    /* -1 = not printed */
+    char reason[VAL_MAX];
+} rr_date;
+
+typedef enum { S_IDLE, S_OPEN, S_DONE } run_state;
 
 struct rrlog {
     const rrlog_config *cfg;
     rrlog_report_fn report;
     void *ctx;
-    int open;
+    run_state st;
     int64_t first_off;
     int has_cmd;
     rr_command cmd;
     char *command_text;
-    char schema[VAL_MAX], table[VAL_MAX], run_date[16];
-    int64_t td, hive, retcode; /* -1 = not seen */
-    int64_t started_us;
-    int last_was_retcode;
-    uint64_t hash;       /* FNV-1a over the run's lines so far */
-    const char *cur;     /* the line being fed */
+    char schema[VAL_MAX], table[VAL_MAX];
+    int schema_line, table_line; /* seen as header lines (not only from the invocation) */
+    char inc_val[16];            /* from " Picking the inc_val as V " */
+    char ctx_inc_key[RR_NAME_MAX + 1];
+    int full_refresh_line;
+    int offset_days;             /* -1: no offset_days line */
+    int offset_given;            /* the line gave N (not "No offset_days specified") */
+    rr_date *dates;
+    size_t ndates, capdates;
+    int64_t retcode;             /* -1: none */
+    int end_failed, end_ok;
+    int64_t first_us, last_us;   /* 0: no line of the run carried a time */
+    uint64_t hash;               /* FNV-1a over the run's lines so far */
     int cur_hashed;
+    long hour_key;               /* parse_ts()'s cache: YYYYMMDDHH and its time */
+    int64_t hour_t;
+    /* a folded line waiting for its continuation */
+    char *fold;
+    size_t fold_len, fold_cap;
+    int64_t fold_off;
 };
 
-static void hash_line(rrlog *r)
-{
-    if (r->cur_hashed || !r->cur)
-        return;
-    for (const unsigned char *p = (const unsigned char *)r->cur; *p; p++)
-        r->hash = (r->hash ^ *p) * 1099511628211ULL;
-    r->hash = (r->hash ^ '\n') * 1099511628211ULL;
-    r->cur_hashed = 1;
-}
-
-rrlog_config *rrlog_config_new(const char *const patterns[RRP_COUNT], const char *script_name, char *errstr,
-                               size_t errstr_size)
+rrlog_config *rrlog_config_new(const char *const patterns[RRP_COUNT], const char *script_name, size_t fold_width,
+                               char *errstr, size_t errstr_size)
 {
     rrlog_config *cfg = calloc(1, sizeof *cfg);
     if (!cfg) {
@@ -95,10 +187,11 @@ rrlog_config *rrlog_config_new(const char *const patterns[RRP_COUNT], const char
         return NULL;
     }
     snprintf(cfg->script, sizeof cfg->script, "%s", script_name && *script_name ? script_name : "run_replicator.sh");
+    cfg->fold_width = fold_width;
     for (int i = 0; i < RRP_COUNT; i++) {
         const char *p = patterns && patterns[i] ? patterns[i] : rrlog_pattern_default[i];
         if (!*p) {
-            if (i == RRP_TIMESTAMP || i == RRP_COMMAND || i == RRP_IGNORE)
+            if (optional(i))
                 continue;
             snprintf(errstr, errstr_size, "%s must not be empty", rrlog_pattern_option[i]);
             rrlog_config_free(cfg);
@@ -113,7 +206,8 @@ rrlog_config *rrlog_config_new(const char *const patterns[RRP_COUNT], const char
             return NULL;
         }
         cfg->enabled[i] = 1;
-        size_t need = (i == RRP_START) ? 2 : (i == RRP_SUCCESS || i == RRP_FAILURE || i == RRP_IGNORE) ? 0 : 1;
+        cfg->is_default[i] = strcmp(p, rrlog_pattern_default[i]) == 0;
+        size_t need = groups_needed(i);
         if (cfg->re[i].re_nsub < need) {
             snprintf(errstr, errstr_size, "%s \"%s\" needs %zu capture group%s", rrlog_pattern_option[i], p, need,
                      need > 1 ? "s" : "");
@@ -142,38 +236,58 @@ rrlog *rrlog_new(const rrlog_config *cfg, rrlog_report_fn report, void *ctx)
     r->cfg = cfg;
     r->report = report;
     r->ctx = ctx;
+    r->fold_off = -1;
     rrlog_reset(r);
     return r;
 }
 
-void rrlog_reset(rrlog *r)
+/* Forget the run (not a waiting folded line). */
+static void clear_run(rrlog *r)
 {
     free(r->command_text);
-    const rrlog_config *cfg = r->cfg;
-    rrlog_report_fn report = r->report;
-    void *ctx = r->ctx;
-    const char *cur = r->cur;
-    memset(r, 0, sizeof *r);
-    r->cfg = cfg;
-    r->report = report;
-    r->ctx = ctx;
-    r->cur = cur; /* a line that supersedes a run is the new run's first */
-    r->td = r->hive = r->retcode = -1;
+    free(r->dates);
+    r->command_text = NULL;
+    r->dates = NULL;
+    r->ndates = r->capdates = 0;
+    r->st = S_IDLE;
+    r->first_off = 0;
+    r->has_cmd = 0;
+    memset(&r->cmd, 0, sizeof r->cmd);
+    r->schema[0] = r->table[0] = r->inc_val[0] = r->ctx_inc_key[0] = '\0';
+    r->schema_line = r->table_line = r->full_refresh_line = r->offset_given = 0;
+    r->offset_days = -1;
+    r->retcode = -1;
+    r->end_failed = r->end_ok = 0;
+    r->first_us = r->last_us = 0;
+    r->hash = 14695981039346656037ULL;
+}
+
+void rrlog_reset(rrlog *r)
+{
+    clear_run(r);
+    r->fold_len = 0;
+    r->fold_off = -1;
 }
 
 void rrlog_free(rrlog *r)
 {
     if (!r)
         return;
-    free(r->command_text);
+    clear_run(r);
+    free(r->fold);
     free(r);
 }
 
 int rrlog_open_run(const rrlog *r, int64_t *first_off)
 {
-    if (r->open)
-        *first_off = r->first_off;
-    return r->open;
+    int64_t at = -1;
+    if (r->st != S_IDLE)
+        at = r->first_off;
+    if (r->fold_off >= 0 && (at < 0 || r->fold_off < at))
+        at = r->fold_off;
+    if (at >= 0)
+        *first_off = at;
+    return at >= 0;
 }
 
 static void report(rrlog *r, int level, int64_t off, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -197,26 +311,52 @@ static void iso8601(int64_t us, char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* "YYYY-MM-DD HH:MM:SS" in the host's local time (TZ) -> microseconds. */
-static int parse_ts(const char *s, size_t len, int64_t *us)
+static int digits(const char *s, int n)
 {
-    char buf[32];
-    if (len >= sizeof buf)
+    for (int i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]))
+            return 0; /* also at the NUL: nothing past it is read */
+    return 1;
+}
+
+/* "YYYY-MM-DD HH:MM:SS" (or with 'T' when allow_t) at s. */
+static int ts_at(const char *s, int allow_t)
+{
+    return digits(s, 4) && s[4] == '-' && digits(s + 5, 2) && s[7] == '-' && digits(s + 8, 2) &&
+           (s[10] == ' ' || (allow_t && s[10] == 'T')) && digits(s + 11, 2) && s[13] == ':' && digits(s + 14, 2) &&
+           s[16] == ':' && digits(s + 17, 2);
+}
+
+static int num(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++)
+        v = v * 10 + (s[i] - '0');
+    return v;
+}
+
+/* "YYYY-MM-DD HH:MM:SS" in the host's local time (TZ) -> microseconds.
+ * mktime() once per hour of the log (it reads the zone rules each time;
+ * zone changes fall on whole hours): the rest is arithmetic. */
+static int parse_ts(rrlog *r, const char *s, size_t len, int64_t *us)
+{
+    if (len < 19 || !ts_at(s, 1))
         return -1;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    struct tm tm = {0};
-    char sep;
-    if (sscanf(buf, "%d-%d-%d%c%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &sep, &tm.tm_hour, &tm.tm_min,
-               &tm.tm_sec) != 7)
-        return -1;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    tm.tm_isdst = -1;
-    time_t t = mktime(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    *us = (int64_t)t * 1000000;
+    long hour_key = (long)num(s, 4) * 1000000 + num(s + 5, 2) * 10000 + num(s + 8, 2) * 100 + num(s + 11, 2);
+    if (hour_key != r->hour_key) {
+        struct tm tm = {0};
+        tm.tm_year = num(s, 4) - 1900;
+        tm.tm_mon = num(s + 5, 2) - 1;
+        tm.tm_mday = num(s + 8, 2);
+        tm.tm_hour = num(s + 11, 2);
+        tm.tm_isdst = -1;
+        time_t t = mktime(&tm);
+        if (t == (time_t)-1)
+            return -1;
+        r->hour_key = hour_key;
+        r->hour_t = (int64_t)t;
+    }
+    *us = (r->hour_t + num(s + 14, 2) * 60 + num(s + 17, 2)) * 1000000;
     return 0;
 }
 
@@ -243,49 +383,187 @@ static int64_t group_int(const char *s, const regmatch_t *m)
     return strtoll(buf, NULL, 10);
 }
 
-static void open_run(rrlog *r, int64_t off, int64_t at_us)
+/* The line as a reason: the whole match, blanks trimmed. */
+static void reason_of(const char *line, const regmatch_t *m, char *out, size_t outsz)
 {
-    r->open = 1;
+    char tmp[VAL_MAX];
+    group(line, m, tmp, sizeof tmp);
+    size_t n = strlen(tmp), b = 0;
+    while (n > 0 && isspace((unsigned char)tmp[n - 1]))
+        tmp[--n] = '\0';
+    while (isspace((unsigned char)tmp[b]))
+        b++;
+    snprintf(out, outsz, "%s", tmp + b);
+}
+
+/* The default timestamp patterns without regexec (they are tried on
+ * nearly every line): the same matches, the same groups. */
+static int fast_time(rrlog_pattern p, const char *s, regmatch_t *m, size_t nm)
+{
+    if (p == RRP_TIMESTAMP) {
+        const char *q = s + (*s == '[');
+        if (!ts_at(q, 1))
+            return 0;
+        const char *e = q + 19;
+        if (*e == '.' && isdigit((unsigned char)e[1]))
+            for (e++; isdigit((unsigned char)*e); e++)
+                ;
+        if (*e == ']')
+            e++;
+        while (isspace((unsigned char)*e))
+            e++;
+        m[0].rm_so = 0;
+        m[0].rm_eo = (regoff_t)(e - s);
+        if (nm > 1) {
+            m[1].rm_so = (regoff_t)(q - s);
+            m[1].rm_eo = (regoff_t)(q - s + 19);
+        }
+        return 1;
+    }
+    for (const char *c = strchr(s, ','); c; c = strchr(c + 1, ','))
+        if (c - s >= 19 && ts_at(c - 19, 0) && digits(c + 1, 3)) {
+            m[0].rm_so = (regoff_t)(c - 19 - s);
+            m[0].rm_eo = (regoff_t)(c + 4 - s);
+            if (nm > 1) {
+                m[1].rm_so = m[0].rm_so;
+                m[1].rm_eo = (regoff_t)(c - s);
+            }
+            return 1;
+        }
+    return 0;
+}
+
+static int match(const rrlog *r, rrlog_pattern p, const char *s, regmatch_t *m, size_t nm)
+{
+    const rrlog_config *c = r->cfg;
+    if (!c->enabled[p])
+        return 0;
+    if (c->is_default[p] && (p == RRP_TIMESTAMP || p == RRP_LOGTIME))
+        return fast_time(p, s, m, nm);
+    if (c->is_default[p] && p == RRP_IGNORE) { /* a trace, a rule of '#', a blank line */
+        const char *q = s;
+        while (isspace((unsigned char)*q))
+            q++;
+        if (*q == '+' || !*q)
+            return 1;
+        while (*q == '#')
+            q++;
+        while (isspace((unsigned char)*q))
+            q++;
+        return *q == '\0' && *s != '\0';
+    }
+    if (c->is_default[p]) {
+        if (p == RRP_TIMESTAMP && !isdigit((unsigned char)s[0]) && s[0] != '[')
+            return 0;
+        if (p == RRP_COMMAND && !strstr(s, c->script))
+            return 0;
+        if (p == RRP_IGNORE) {
+            const char *q = s;
+            while (isspace((unsigned char)*q))
+                q++;
+            if (*q && *q != '+' && *q != '#')
+                return 0;
+        }
+        if (keywords[p][0] && !strstr(s, keywords[p][0]) && !(keywords[p][1] && strstr(s, keywords[p][1])))
+            return 0;
+    }
+    return regexec(&c->re[p], s, nm, m, 0) == 0;
+}
+
+static void hash_str(rrlog *r, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        r->hash = (r->hash ^ *p) * 1099511628211ULL;
+    r->hash = (r->hash ^ '\n') * 1099511628211ULL;
+}
+
+static void open_run(rrlog *r, int64_t off)
+{
+    clear_run(r);
+    r->st = S_OPEN;
     r->first_off = off;
-    r->started_us = at_us;
-    r->hash = 14695981039346656037ULL;
     r->cur_hashed = 0;
 }
 
-/* A line named a different run while one is open: drop the old one. */
-static void supersede(rrlog *r, int64_t off, int64_t at_us, const char *what)
+static rr_date *cur_date(rrlog *r)
 {
-    report(r, SB_LOG_WARN, r->first_off,
-           "run %s.%s that started here never finished: a new run (%s) starts at offset %lld; dropped",
-           r->schema[0] ? r->schema : "?", r->table[0] ? r->table : "?", what, (long long)off);
-    rrlog_reset(r);
-    open_run(r, off, at_us);
+    return r->ndates ? &r->dates[r->ndates - 1] : NULL;
 }
 
-/* Set a name (schema/table) of the current run, opening or superseding as needed. */
-static void set_name(rrlog *r, char *slot, const char *value, int64_t off, int64_t at_us, const char *what)
+/* The number of dates the run processes: its offset_days line, else its
+ * command's, else 1. */
+static int dates_expected(const rrlog *r)
 {
-    if (r->open && slot[0] && strcasecmp(slot, value) != 0) {
-        char desc[VAL_MAX + 16];
-        snprintf(desc, sizeof desc, "%s %s", what, value);
-        supersede(r, off, at_us, desc);
+    if (r->offset_days >= 0)
+        return r->offset_days;
+    if (r->has_cmd && r->cmd.offset_days >= 0)
+        return r->cmd.offset_days;
+    return 1;
+}
+
+/* What a run's rebuilt command is when its invocation was not logged:
+ * `script S T [K V [N]]` from the header and the zombie_runner context. */
+static void rebuilt_command(const rrlog *r, char *buf, size_t n)
+{
+    if (r->inc_val[0] && r->ctx_inc_key[0]) {
+        if (r->offset_given)
+            snprintf(buf, n, "%s %s %s %s %s %d", r->cfg->script, r->schema, r->table, r->ctx_inc_key, r->inc_val,
+                     r->offset_days);
+        else
+            snprintf(buf, n, "%s %s %s %s %s", r->cfg->script, r->schema, r->table, r->ctx_inc_key, r->inc_val);
+    } else {
+        snprintf(buf, n, "%s %s %s", r->cfg->script, r->schema, r->table);
     }
-    if (!r->open)
-        open_run(r, off, at_us);
-    snprintf(slot, VAL_MAX, "%s", value);
 }
 
-/* Build the finished run; 1 with *out, or 0 if it cannot be reported (said
- * why). Out of memory: 1 with out->fields NULL. */
-static int finish(rrlog *r, const char *status, const char *reason, int64_t at_us, rrlog_run *out)
+static int set_dates(rrlog *r, json_t *f, int64_t *td, int64_t *hive)
 {
+    json_t *a = json_array();
+    int rc = a ? 0 : -1;
+    *td = *hive = -1;
+    for (size_t i = 0; a && i < r->ndates; i++) {
+        const rr_date *d = &r->dates[i];
+        static const char *const names[] = {"running", "succeeded", "failed", "unfinished"};
+        json_t *o = json_object();
+        if (!o) {
+            rc = -1;
+            break;
+        }
+        rc |= json_object_set_new(o, "date", json_string(d->date));
+        rc |= json_object_set_new(o, "status", json_string(names[d->st]));
+        rc |= json_object_set_new(o, "td_count", d->td >= 0 ? json_integer(d->td) : json_null());
+        rc |= json_object_set_new(o, "hive_count", d->hive >= 0 ? json_integer(d->hive) : json_null());
+        rc |= json_object_set_new(o, "reason", d->reason[0] ? json_string(d->reason) : json_null());
+        rc |= json_array_append_new(a, o);
+        if (d->td >= 0)
+            *td = (*td < 0 ? 0 : *td) + d->td;
+        if (d->hive >= 0)
+            *hive = (*hive < 0 ? 0 : *hive) + d->hive;
+    }
+    rc |= json_object_set_new(f, "dates", a);
+    return rc;
+}
+
+/* Close the run and build its result; 1 with *out, or 0 if it cannot be
+ * reported (said why). Out of memory: 1 with out->fields NULL.
+ * `hash_current`: the line being fed is the run's own (its last). */
+static int finish(rrlog *r, const char *cur, int hash_current, const char *why_unfinished, rrlog_run *out)
+{
+    if (hash_current && cur && !r->cur_hashed) {
+        hash_str(r, cur);
+        r->cur_hashed = 1;
+    }
+    rr_date *d = cur_date(r);
+    if (d && d->st == D_RUNNING) {
+        d->st = D_UNFINISHED;
+        snprintf(d->reason, sizeof d->reason, "no verdict");
+        report(r, SB_LOG_WARN, r->first_off, "run %s.%s: date %s has no verdict (%s)", r->schema[0] ? r->schema : "?",
+               r->table[0] ? r->table : "?", d->date, why_unfinished);
+    }
     char errstr[256];
-    char cmdline[2 * VAL_MAX + RR_NAME_MAX + 8];
+    char cmdline[3 * VAL_MAX + 2 * RR_NAME_MAX + 64];
     const char *text = r->command_text;
     if (!r->has_cmd) {
-        /* the same identifier rules as an invocation, through the same parser */
-        snprintf(cmdline, sizeof cmdline, "%s %s %s", r->cfg->script, r->schema, r->table);
-        text = cmdline;
         const char *odd = " \t'\"\\<>;|&"; /* would be re-split by the parser: say it plainly */
         const char *why = !r->schema[0] ? "no schema in its log" : !r->table[0] ? "no table in its log" : NULL;
         if (!why && (strpbrk(r->schema, odd) || strpbrk(r->table, odd))) {
@@ -294,36 +572,73 @@ static int finish(rrlog *r, const char *status, const char *reason, int64_t at_u
             why = errstr;
         }
         if (why) {
-            report(r, SB_LOG_ERROR, r->first_off, "run finished (%s) but rejected: %s", status, why);
-            rrlog_reset(r);
+            report(r, SB_LOG_ERROR, r->first_off, "run finished but rejected: %s", why);
+            clear_run(r);
             return 0;
         }
+        rebuilt_command(r, cmdline, sizeof cmdline);
+        text = cmdline;
     }
     /* run_id is the caller's: the run's identity includes where it was read */
     rr_command c = {.offset_days = -1};
     json_t *f = json_object();
     int rc = f ? rr_command_fields(text, r->cfg->script, NULL, f, &c, errstr, sizeof errstr) : RR_NOMEM;
     if (rc == RR_INVALID) {
-        report(r, SB_LOG_ERROR, r->first_off, "run finished (%s) but rejected: %s", status, errstr);
+        report(r, SB_LOG_ERROR, r->first_off, "run finished but rejected: %s", errstr);
         json_decref(f);
-        rrlog_reset(r);
+        clear_run(r);
         return 0;
     }
     if (rc == 0) {
-        char ts[32];
+        int n = dates_expected(r);
+        const char *status = "succeeded";
+        char reason[2 * VAL_MAX];
+        reason[0] = '\0';
+        for (size_t i = 0; i < r->ndates; i++)
+            if (r->dates[i].st != D_MATCHED) {
+                status = "failed";
+                snprintf(reason, sizeof reason, "date %s: %s", r->dates[i].date, r->dates[i].reason);
+                break;
+            }
+        if (!reason[0] && r->ndates < (size_t)n) {
+            status = "failed";
+            snprintf(reason, sizeof reason, "%zu of %d dates processed", r->ndates, n);
+        }
+        if (!reason[0] && r->retcode > 0) {
+            status = "failed";
+            snprintf(reason, sizeof reason, "RETCODE:%lld", (long long)r->retcode);
+        }
+        if (!reason[0] && r->end_failed) {
+            status = "failed";
+            snprintf(reason, sizeof reason, "Script FAILED");
+        }
+        if (!r->has_cmd && r->inc_val[0] && !r->ctx_inc_key[0]) {
+            /* no inc_key anywhere: the command says schema and table only; the fields say the rest */
+            char norm[16];
+            rc |= json_object_set_new(f, "inc_val", json_string(r->inc_val));
+            if (rr_parse_date(r->inc_val, norm) == 0)
+                rc |= json_object_set_new(f, "inc_date", json_string(norm));
+            rc |= json_object_set_new(f, "full_refresh", json_false());
+        }
+        rc |= json_object_set_new(f, "command_source", json_string(r->has_cmd ? "invocation" : "rebuilt"));
+        rc |= json_object_set_new(f, "offset_days", json_integer(n));
         rc |= json_object_set_new(f, "status", json_string(status));
-        rc |= json_object_set_new(f, "td_count", r->td >= 0 ? json_integer(r->td) : json_null());
-        rc |= json_object_set_new(f, "hive_count", r->hive >= 0 ? json_integer(r->hive) : json_null());
-        iso8601(r->started_us, ts);
-        rc |= json_object_set_new(f, "started_at", json_string(ts));
-        iso8601(at_us, ts);
-        rc |= json_object_set_new(f, "finished_at", json_string(ts));
-        if (r->run_date[0])
-            rc |= json_object_set_new(f, "run_date", json_string(r->run_date));
+        if (reason[0]) /* cut at a character boundary (group()): only memory can fail it */
+            rc |= json_object_set_new(f, "reason", json_string(reason));
+        int64_t td, hive;
+        rc |= set_dates(r, f, &td, &hive);
+        rc |= json_object_set_new(f, "td_count", td >= 0 ? json_integer(td) : json_null());
+        rc |= json_object_set_new(f, "hive_count", hive >= 0 ? json_integer(hive) : json_null());
         if (r->retcode >= 0)
             rc |= json_object_set_new(f, "retcode", json_integer(r->retcode));
-        if (reason) /* cut at a character boundary (group()): only memory can fail it */
-            rc |= json_object_set_new(f, "reason", json_string(reason));
+        if (r->first_us) {
+            char ts[32];
+            iso8601(r->first_us, ts);
+            rc |= json_object_set_new(f, "started_at", json_string(ts));
+            iso8601(r->last_us, ts);
+            rc |= json_object_set_new(f, "finished_at", json_string(ts));
+            rc |= json_object_set_new(f, "time_source", json_string("log"));
+        }
         rc |= json_object_set_new(f, "log_offset", json_integer(r->first_off));
     }
     if (rc != 0) {
@@ -333,162 +648,292 @@ static int finish(rrlog *r, const char *status, const char *reason, int64_t at_u
     out->fields = f;
     out->cmd = c;
     out->first_off = r->first_off;
-    hash_line(r);
     out->content_hash = r->hash;
-    rrlog_reset(r);
+    out->has_times = r->first_us != 0;
+    clear_run(r);
     return 1;
 }
 
-static int match(const rrlog *r, rrlog_pattern p, const char *s, regmatch_t *m, size_t nm)
+/* The line `line` (at `off`) starts a run: close the one before if any
+ * (1 with *out), then open. */
+static int start_new(rrlog *r, const char *line, int64_t off, const char *why, rrlog_run *out)
 {
-    return r->cfg->enabled[p] && regexec(&r->cfg->re[p], s, nm, m, 0) == 0;
+    int emitted = 0;
+    if (r->st == S_OPEN)
+        report(r, SB_LOG_WARN, r->first_off, "run %s.%s was cut short by a new run (%s) at offset %lld",
+               r->schema[0] ? r->schema : "?", r->table[0] ? r->table : "?", why, (long long)off);
+    if (r->st != S_IDLE)
+        emitted = finish(r, line, 0, "a new run started", out);
+    open_run(r, off);
+    return emitted;
 }
 
-static int line_step(rrlog *r, const char *line, int64_t off, int64_t now_us, rrlog_run *out);
-
-int rrlog_line(rrlog *r, const char *line, int64_t off, int64_t now_us, rrlog_run *out)
+static void note_time(rrlog *r, int64_t at)
 {
-    r->cur = line;
-    r->cur_hashed = 0;
-    int rc = line_step(r, line, off, now_us, out);
-    if (r->open)
-        hash_line(r);
-    r->cur = NULL;
-    return rc;
+    if (!at)
+        return;
+    if (!r->first_us)
+        r->first_us = at;
+    r->last_us = at;
 }
 
-static int line_step(rrlog *r, const char *line, int64_t off, int64_t now_us, rrlog_run *out)
+static int same_name(const char *a, const char *b)
 {
+    return !a[0] || !b[0] || strcasecmp(a, b) == 0;
+}
+
+static int line_step(rrlog *r, const char *line, int64_t off, rrlog_run *out);
+
+int rrlog_line(rrlog *r, const char *line, int64_t off, rrlog_run *out)
+{
+    size_t fw = r->cfg->fold_width;
+    size_t len = fw ? strlen(line) : 0;
+    if (fw && (len == fw || r->fold_len)) {
+        /* a folded line: gather its pieces, a piece shorter than the width is the last */
+        size_t need = r->fold_len + len + 1;
+        if (need > r->fold_cap) {
+            size_t cap = r->fold_cap ? 2 * r->fold_cap : 1024;
+            while (cap < need)
+                cap *= 2;
+            char *b = realloc(r->fold, cap);
+            if (!b) { /* lose the join, not the line */
+                report(r, SB_LOG_WARN, off, "out of memory joining a folded line; its pieces are read apart");
+                r->fold_len = 0;
+                r->fold_off = -1;
+                return line_step(r, line, off, out);
+            }
+            r->fold = b;
+            r->fold_cap = cap;
+        }
+        if (!r->fold_len)
+            r->fold_off = off;
+        memcpy(r->fold + r->fold_len, line, len + 1);
+        r->fold_len += len;
+        if (len == fw)
+            return 0;
+        int64_t at = r->fold_off;
+        r->fold_len = 0;
+        r->fold_off = -1;
+        return line_step(r, r->fold, at, out);
+    }
+    return line_step(r, line, off, out);
+}
+
+static int line_step(rrlog *r, const char *line, int64_t off, rrlog_run *out)
+{
+    const char *whole = line;
     regmatch_t m[4];
-    int64_t at = now_us;
-    if (match(r, RRP_TIMESTAMP, line, m, 4) && m[0].rm_so == 0) {
+    int64_t at = 0;
+    int emitted = 0, end;
+    r->cur_hashed = 0;
+    if (match(r, RRP_TIMESTAMP, line, m, 2) && m[0].rm_so == 0) {
         if (m[1].rm_so >= 0)
-            parse_ts(line + m[1].rm_so, (size_t)(m[1].rm_eo - m[1].rm_so), &at);
+            parse_ts(r, line + m[1].rm_so, (size_t)(m[1].rm_eo - m[1].rm_so), &at);
         line += m[0].rm_eo;
     }
+    char v[VAL_MAX], v2[VAL_MAX];
 
     if (match(r, RRP_COMMAND, line, m, 2)) {
         size_t gi = m[1].rm_so >= 0 ? 1 : 0;
-        size_t len = (size_t)(m[gi].rm_eo - m[gi].rm_so);
-        char *text = strndup(line + m[gi].rm_so, len);
+        char *text = strndup(line + m[gi].rm_so, (size_t)(m[gi].rm_eo - m[gi].rm_so));
         rr_command c;
         char errstr[256];
-        if (!text)
-            return 0;
-        if (rr_parse_command(text, r->cfg->script, &c, errstr, sizeof errstr) != 0) {
+        if (text && rr_parse_command(text, r->cfg->script, &c, errstr, sizeof errstr) == 0) {
+            int same = r->st == S_OPEN && !r->schema_line && r->ndates == 0 &&
+                       (r->has_cmd ? strcasecmp(c.schema, r->cmd.schema) == 0 &&
+                                         strcasecmp(c.table, r->cmd.table) == 0 &&
+                                         strcmp(c.inc_date, r->cmd.inc_date) == 0
+                                   : same_name(r->schema, c.schema) && same_name(r->table, c.table));
+            if (!same) {
+                char desc[2 * RR_NAME_MAX + 32];
+                snprintf(desc, sizeof desc, "invocation of %s.%s", c.schema, c.table);
+                emitted = start_new(r, whole, off, desc, out);
+            }
+            if (!r->has_cmd) {
+                r->has_cmd = 1;
+                r->cmd = c;
+                r->command_text = text;
+                text = NULL;
+                snprintf(r->schema, VAL_MAX, "%s", c.schema);
+                snprintf(r->table, VAL_MAX, "%s", c.table);
+            }
+            free(text);
+            note_time(r, at);
+            goto hash;
+        }
+        if (text)
             report(r, SB_LOG_WARN, off, "invocation line not understood (%s): %.200s", errstr, text);
-            free(text);
-            return 0;
-        }
-        int same = r->open &&
-                   (r->has_cmd ? strcasecmp(c.schema, r->cmd.schema) == 0 && strcasecmp(c.table, r->cmd.table) == 0 &&
-                                     strcmp(c.inc_val, r->cmd.inc_val) == 0
-                               : (!r->schema[0] || strcasecmp(c.schema, r->schema) == 0) &&
-                                     (!r->table[0] || strcasecmp(c.table, r->table) == 0));
-        if (r->open && !same) {
-            char desc[2 * RR_NAME_MAX + 16];
-            snprintf(desc, sizeof desc, "invocation of %s.%s", c.schema, c.table);
-            supersede(r, off, at, desc);
-        }
-        if (!r->open)
-            open_run(r, off, at);
-        if (!r->has_cmd) {
-            r->has_cmd = 1;
-            r->cmd = c;
-            r->command_text = text;
-            snprintf(r->schema, VAL_MAX, "%s", c.schema);
-            snprintf(r->table, VAL_MAX, "%s", c.table);
-        } else {
-            free(text);
-        }
-        r->last_was_retcode = 0;
-        return 0;
+        free(text);
+        /* not an invocation: whatever else the line is */
     }
     if (match(r, RRP_IGNORE, line, m, 1))
-        return 0;
+        goto hash;
+    if (!at && r->st != S_IDLE && match(r, RRP_LOGTIME, line, m, 2) && m[1].rm_so >= 0)
+        parse_ts(r, line + m[1].rm_so, (size_t)(m[1].rm_eo - m[1].rm_so), &at);
 
-    if (match(r, RRP_FAILURE, line, m, 1)) {
-        if (!r->open)
-            return 0;
-        char reason[VAL_MAX];
-        group(line, &m[0], reason, sizeof reason);
-        size_t n = strlen(reason), b = 0;
-        while (n > 0 && (reason[n - 1] == ' ' || reason[n - 1] == '\t'))
-            reason[--n] = '\0';
-        while (reason[b] == ' ' || reason[b] == '\t')
-            b++;
-        return finish(r, "failed", reason + b, at, out);
-    }
-    if (match(r, RRP_SUCCESS, line, m, 1))
-        return r->open ? finish(r, "succeeded", NULL, at, out) : 0;
-    if (match(r, RRP_RETCODE, line, m, 2)) {
-        if (!r->open)
-            return 0;
-        r->retcode = group_int(line, &m[1]);
-        r->last_was_retcode = 1;
-        if (r->retcode != 0) {
-            char reason[64];
-            snprintf(reason, sizeof reason, "RETCODE:%lld", (long long)r->retcode);
-            return finish(r, "failed", reason, at, out);
-        }
-        return 0;
-    }
-    if (match(r, RRP_TD_COUNT, line, m, 2)) {
-        if (r->open) {
-            r->td = group_int(line, &m[1]);
-            r->last_was_retcode = 0;
-        }
-        return 0;
-    }
-    if (match(r, RRP_HIVE_COUNT, line, m, 2)) {
-        if (r->open) {
-            r->hive = group_int(line, &m[1]);
-            r->last_was_retcode = 0;
-        }
-        return 0;
-    }
-    char v[VAL_MAX], v2[VAL_MAX];
-    if (match(r, RRP_START, line, m, 3)) {
+    /* lines that can open a run */
+    if (match(r, RRP_SCHEMA, line, m, 2)) {
         group(line, &m[1], v, sizeof v);
-        group(line, &m[2], v2, sizeof v2);
-        set_name(r, r->schema, v, off, at, "schema");
-        set_name(r, r->table, v2, off, at, "table");
-    } else if (match(r, RRP_SCHEMA, line, m, 2)) {
-        group(line, &m[1], v, sizeof v);
-        set_name(r, r->schema, v, off, at, "schema");
+        if (r->st != S_OPEN || r->schema_line || r->ndates || !same_name(r->schema, v)) {
+            snprintf(v2, sizeof v2, "schema %s", v);
+            emitted = start_new(r, whole, off, v2, out);
+        }
+        snprintf(r->schema, VAL_MAX, "%s", v);
+        r->schema_line = 1;
     } else if (match(r, RRP_TABLE, line, m, 2)) {
         group(line, &m[1], v, sizeof v);
-        set_name(r, r->table, v, off, at, "table");
+        if (r->st != S_OPEN || r->table_line || r->ndates || !same_name(r->table, v)) {
+            snprintf(v2, sizeof v2, "table %s", v);
+            emitted = start_new(r, whole, off, v2, out);
+        }
+        snprintf(r->table, VAL_MAX, "%s", v);
+        r->table_line = 1;
     } else if (match(r, RRP_DATE, line, m, 2)) {
         char d[16];
         group(line, &m[1], v, sizeof v);
         if (rr_parse_date(v, d) != 0) {
             report(r, SB_LOG_WARN, off, "\"%.64s\" is not a date (yyyymmdd or yyyy-mm-dd); ignored", v);
-            return 0;
+            goto hash;
         }
-        if (r->open && r->run_date[0] && strcmp(r->run_date, d) != 0) {
-            char desc[64];
-            snprintf(desc, sizeof desc, "date %s", d);
-            supersede(r, off, at, desc);
+        if (r->st != S_OPEN) {
+            snprintf(v2, sizeof v2, "date %s", v);
+            emitted = start_new(r, whole, off, v2, out);
         }
-        if (!r->open)
-            open_run(r, off, at);
-        memcpy(r->run_date, d, sizeof d);
-    } else {
-        return 0; /* noise */
+        rr_date *prev = cur_date(r);
+        if (prev && prev->st == D_RUNNING) {
+            prev->st = D_UNFINISHED;
+            snprintf(prev->reason, sizeof prev->reason, "no verdict");
+        }
+        if (r->ndates == r->capdates) {
+            size_t cap = r->capdates ? 2 * r->capdates : 4;
+            rr_date *a = realloc(r->dates, cap * sizeof *a);
+            if (!a) {
+                report(r, SB_LOG_ERROR, off, "out of memory for date %s of the run; it is not counted", v);
+                goto hash;
+            }
+            r->dates = a;
+            r->capdates = cap;
+        }
+        rr_date *nd = &r->dates[r->ndates++];
+        memset(nd, 0, sizeof *nd);
+        memcpy(nd->date, v, strlen(v) + 1); /* 8 or 10 characters: rr_parse_date checked */
+        nd->st = D_RUNNING;
+        nd->td = nd->hive = -1;
+    } else if (match(r, RRP_START, line, m, 3)) {
+        group(line, &m[1], v, sizeof v);
+        group(line, &m[2], v2, sizeof v2);
+        if (r->st != S_OPEN || !same_name(r->schema, v) || !same_name(r->table, v2)) {
+            char desc[2 * VAL_MAX + 16];
+            snprintf(desc, sizeof desc, "import of %s.%s", v, v2);
+            emitted = start_new(r, whole, off, desc, out);
+        }
+        if (!r->schema[0])
+            snprintf(r->schema, VAL_MAX, "%s", v);
+        if (!r->table[0])
+            snprintf(r->table, VAL_MAX, "%s", v2);
+    } else if (r->st == S_IDLE) {
+        return 0; /* noise between runs, a trailer of a run already reported */
+    } else if ((end = match(r, RRP_END_FAIL, line, m, 1) ? 2 : match(r, RRP_END_OK, line, m, 1)) != 0) {
+        if (end == 2)
+            r->end_failed = 1;
+        else
+            r->end_ok = 1;
+        note_time(r, at);
+        return finish(r, whole, 1, "the script ended", out);
+    } else if (match(r, RRP_RETCODE, line, m, 2)) {
+        r->retcode = group_int(line, &m[1]);
+        rr_date *d = cur_date(r);
+        if (d && d->st == D_RUNNING) {
+            d->st = D_UNFINISHED;
+            snprintf(d->reason, sizeof d->reason, "no verdict (RETCODE:%lld)", (long long)r->retcode);
+        }
+        r->st = S_DONE;
+    } else if (match(r, RRP_DATE_FAIL, line, m, 1)) {
+        rr_date *d = cur_date(r);
+        if (d && d->st != D_FAILED) {
+            if (d->found_error)
+                snprintf(d->reason, sizeof d->reason, "Found Error!!");
+            else
+                reason_of(line, &m[0], d->reason, sizeof d->reason);
+            d->st = D_FAILED;
+        } else if (!d) {
+            report(r, SB_LOG_WARN, off, "a date failed before any date started; the run is failed");
+            r->end_failed = 1;
+        }
+        r->st = S_DONE;
+    } else if (r->st == S_DONE) {
+        return 0; /* after the verdicts only the lines above still belong to the run */
+    } else if (match(r, RRP_DATE_OK, line, m, 1)) {
+        rr_date *d = cur_date(r);
+        if (d && d->st == D_RUNNING)
+            d->st = D_MATCHED;
+        /* the Nth verdict; or a verdict with no date at all (a log that lost its date line): nothing more
+         * will come for it but a trailer, and it is reported for what it is ("0 of N dates processed") */
+        if (r->ndates >= (size_t)dates_expected(r) || !d)
+            r->st = S_DONE;
+    } else if (match(r, RRP_TD_COUNT, line, m, 4)) {
+        rr_date *d = cur_date(r);
+        if (d)
+            d->td = group_int(line, &m[r->cfg->re[RRP_TD_COUNT].re_nsub < 4 ? r->cfg->re[RRP_TD_COUNT].re_nsub : 3]);
+    } else if (match(r, RRP_HIVE_COUNT, line, m, 4)) {
+        rr_date *d = cur_date(r);
+        if (d)
+            d->hive =
+                group_int(line, &m[r->cfg->re[RRP_HIVE_COUNT].re_nsub < 4 ? r->cfg->re[RRP_HIVE_COUNT].re_nsub : 3]);
+    } else if (match(r, RRP_FOUND_ERROR, line, m, 1)) {
+        rr_date *d = cur_date(r);
+        if (d)
+            d->found_error = 1;
+    } else if (match(r, RRP_INC_VAL, line, m, 2)) {
+        group(line, &m[1], v, sizeof v);
+        char d[16];
+        if (rr_parse_date(v, d) == 0)
+            memcpy(r->inc_val, v, strlen(v) + 1);
+    } else if (match(r, RRP_FULL_REFRESH, line, m, 1)) {
+        r->full_refresh_line = 1;
+    } else if (match(r, RRP_OFFSET_DAYS, line, m, 4)) {
+        size_t g = r->cfg->re[RRP_OFFSET_DAYS].re_nsub < 4 ? r->cfg->re[RRP_OFFSET_DAYS].re_nsub : 3;
+        if (g > 0 && m[g].rm_so >= 0) {
+            int64_t n = group_int(line, &m[g]);
+            r->offset_days = n > 99999 ? 99999 : (int)n;
+            r->offset_given = 1;
+        } else {
+            r->offset_days = 1;
+        }
+    } else if (match(r, RRP_CONTEXT, line, m, 2)) {
+        if (!r->ctx_inc_key[0] && m[1].rm_so >= 0) {
+            group(line, &m[1], v, sizeof v);
+            if (strlen(v) <= RR_NAME_MAX)
+                memcpy(r->ctx_inc_key, v, strlen(v) + 1);
+        }
     }
-    r->last_was_retcode = 0;
-    return 0;
+    if (r->st == S_OPEN || r->st == S_DONE)
+        note_time(r, at);
+hash:
+    if (r->st != S_IDLE && !r->cur_hashed) {
+        hash_str(r, whole);
+        r->cur_hashed = 1;
+    }
+    return emitted;
 }
 
-int rrlog_end(rrlog *r, int64_t now_us, rrlog_run *out)
+int rrlog_end(rrlog *r, rrlog_run *out)
 {
-    if (!r->open)
+    if (r->fold_len) { /* the last piece of a folded line, then the end */
+        int64_t at = r->fold_off;
+        r->fold_len = 0;
+        r->fold_off = -1;
+        if (line_step(r, r->fold, at, out))
+            return 1;
+    }
+    if (r->st == S_IDLE)
         return 0;
-    if (r->last_was_retcode && r->retcode == 0)
-        return finish(r, "succeeded", NULL, now_us, out);
-    report(r, SB_LOG_WARN, r->first_off, "run %s.%s that started here has no end in its file; dropped",
-           r->schema[0] ? r->schema : "?", r->table[0] ? r->table : "?");
-    rrlog_reset(r);
-    return 0;
+    return finish(r, NULL, 0, "the log ended", out);
+}
+
+int rrlog_idle(rrlog *r, rrlog_run *out)
+{
+    if (r->st != S_DONE)
+        return 0;
+    return finish(r, NULL, 0, "the log went quiet", out);
 }

@@ -26,31 +26,42 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define FP_BYTES 256
 #define READ_CHUNK 65536
+#define FINISH_ATTEMPTS 4 /* --once: tries of a file whose open or read failed, before it counts as unreadable */
 
 struct fw_file {
     char *path;
     dev_t dev;
     ino_t ino;
-    int fd;
-    int wd;             /* inotify watch on the file, -1 none */
+    int fd;             /* -1: closed (reopened by path when it grows) */
+    int wd;             /* inotify watch on the file while open, -1 none */
     int64_t off;        /* offset of buf[0]: everything before is consumed */
-    int64_t pos;        /* read position of fd (off + len) */
-    char *buf;
+    int64_t pos;        /* read position (off + len) */
+    char *buf;          /* only while a partial line waits */
     size_t len, cap;
     int skipping;       /* inside an over-long line: drop up to its newline */
     int64_t skip_start; /* where that line starts: the checkpoint stays there */
     uint64_t fp;
     int fpn;
     int seen;           /* found by the current scan */
+    int placed;         /* its start offset is known (first open done) */
+    int ended;          /* --once: end() already called; ckpt_off is its checkpoint offset */
+    int idle_sent;
+    int failing;        /* its last open or read failed */
+    int64_t ckpt_off;
+    int64_t size_seen;  /* size at the last stat */
+    int64_t mtime;
     int64_t gone_since; /* monotonic ms when it left its path, 0 = live */
+    int64_t last_data_ms;
     void *user;
-    struct fw_file *next;
+    struct fw_file *next;  /* every file */
+    struct fw_file *hnext; /* hash chain by (dev, ino) */
 };
 
 typedef struct known {
@@ -65,12 +76,20 @@ struct fw_tailer {
     fw_tailer_conf c;
     fw_handler h;
     fw_file *files;
+    fw_file **htab; /* by (dev, ino) */
+    size_t hcap, nfiles, nopen;
     known *known;
     size_t nknown;
+    size_t *kidx_ino, *kidx_path; /* open addressing over known[], index + 1, 0 = empty */
+    size_t kcap;
     int first_start; /* no checkpoint at all */
     int scanned;     /* the first scan has applied `known` */
+    int dirty;
+    char *spare;     /* one read buffer kept between files (READ_CHUNK + 1), so that 100,000 files do not
+                        malloc and free one each */
     int ino_fd;      /* -1 when polling */
     int *dir_wd;     /* per pattern */
+    fw_tailer_stats st;
 };
 
 static int64_t mono_ms(void)
@@ -84,6 +103,7 @@ const char *fw_file_path(const fw_file *f) { return f->path; }
 dev_t fw_file_dev(const fw_file *f) { return f->dev; }
 ino_t fw_file_ino(const fw_file *f) { return f->ino; }
 void **fw_file_user(fw_file *f) { return &f->user; }
+int64_t fw_file_mtime(const fw_file *f) { return f->mtime; }
 
 static uint64_t fnv1a(const unsigned char *p, size_t n)
 {
@@ -93,6 +113,17 @@ static uint64_t fnv1a(const unsigned char *p, size_t n)
         h *= 1099511628211ULL;
     }
     return h;
+}
+
+static size_t hash_id(uintmax_t dev, uintmax_t ino)
+{
+    uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ULL ^ (uint64_t)dev * 0xC2B2AE3D27D4EB4FULL;
+    return (size_t)(h ^ (h >> 29));
+}
+
+static size_t hash_path(const char *p)
+{
+    return (size_t)fnv1a((const unsigned char *)p, strlen(p));
 }
 
 /* Fingerprint of the first min(size, FP_BYTES) bytes. */
@@ -123,14 +154,23 @@ static int fingerprint_n(int fd, int n, uint64_t *fp)
 fw_tailer *fw_tailer_new(const fw_tailer_conf *conf, const fw_handler *h, char *errstr, size_t errstr_size)
 {
     fw_tailer *t = calloc(1, sizeof *t);
-    if (!t || !(t->dir_wd = calloc(conf->npaths ? conf->npaths : 1, sizeof *t->dir_wd))) {
+    if (!t || !(t->dir_wd = calloc(conf->npaths ? conf->npaths : 1, sizeof *t->dir_wd)) ||
+        !(t->htab = calloc(1024, sizeof *t->htab))) {
+        if (t)
+            free(t->dir_wd);
         free(t);
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
+    t->hcap = 1024;
     t->c = *conf;
     t->h = *h;
     t->ino_fd = -1;
+    if (!t->c.max_open) {
+        struct rlimit rl;
+        rlim_t lim = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur : 1024;
+        t->c.max_open = lim / 4 > 8 ? (size_t)(lim / 4) : 8;
+    }
     for (size_t i = 0; i < conf->npaths; i++)
         t->dir_wd[i] = -1;
     if (conf->use_inotify) {
@@ -147,21 +187,85 @@ static void forget_known(fw_tailer *t)
     for (size_t i = 0; i < t->nknown; i++)
         free(t->known[i].path);
     free(t->known);
+    free(t->kidx_ino);
+    free(t->kidx_path);
     t->known = NULL;
-    t->nknown = 0;
+    t->kidx_ino = t->kidx_path = NULL;
+    t->nknown = t->kcap = 0;
+}
+
+static fw_file *find_file(fw_tailer *t, dev_t dev, ino_t ino)
+{
+    for (fw_file *f = t->htab[hash_id(dev, ino) & (t->hcap - 1)]; f; f = f->hnext)
+        if (f->dev == dev && f->ino == ino)
+            return f;
+    return NULL;
+}
+
+static void hash_insert(fw_tailer *t, fw_file *f)
+{
+    if (t->nfiles + 1 > t->hcap) { /* keep chains short: grow at load 1 */
+        size_t cap = t->hcap * 2;
+        fw_file **tab = calloc(cap, sizeof *tab);
+        if (tab) {
+            for (fw_file *g = t->files; g; g = g->next) {
+                size_t b = hash_id(g->dev, g->ino) & (cap - 1);
+                g->hnext = tab[b];
+                tab[b] = g;
+            }
+            free(t->htab);
+            t->htab = tab;
+            t->hcap = cap;
+        }
+    }
+    size_t b = hash_id(f->dev, f->ino) & (t->hcap - 1);
+    f->hnext = t->htab[b];
+    t->htab[b] = f;
+}
+
+static void hash_remove(fw_tailer *t, fw_file *f)
+{
+    for (fw_file **pp = &t->htab[hash_id(f->dev, f->ino) & (t->hcap - 1)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == f) {
+            *pp = f->hnext;
+            return;
+        }
+}
+
+static void close_fd(fw_tailer *t, fw_file *f)
+{
+    if (f->wd >= 0 && t->ino_fd >= 0)
+        inotify_rm_watch(t->ino_fd, f->wd); /* fails harmlessly if the kernel already dropped it */
+    f->wd = -1;
+    if (f->fd >= 0) {
+        close(f->fd);
+        t->nopen--;
+    }
+    f->fd = -1;
+}
+
+static void drop_buffer(fw_tailer *t, fw_file *f)
+{
+    if (f->len == 0 && f->buf) {
+        if (!t->spare && f->cap == READ_CHUNK)
+            t->spare = f->buf;
+        else
+            free(f->buf);
+        f->buf = NULL;
+        f->cap = 0;
+    }
 }
 
 static void file_close(fw_tailer *t, fw_file *f)
 {
     if (t->h.close)
         t->h.close(t->h.ctx, f);
-    if (f->wd >= 0 && t->ino_fd >= 0)
-        inotify_rm_watch(t->ino_fd, f->wd); /* fails harmlessly if the kernel already dropped it */
-    if (f->fd >= 0)
-        close(f->fd);
+    close_fd(t, f);
     free(f->buf);
     free(f->path);
     free(f);
+    t->nfiles--;
+    t->dirty = 1;
 }
 
 void fw_tailer_free(fw_tailer *t)
@@ -176,8 +280,117 @@ void fw_tailer_free(fw_tailer *t)
     forget_known(t);
     if (t->ino_fd >= 0)
         close(t->ino_fd);
+    free(t->spare);
+    free(t->htab);
     free(t->dir_wd);
     free(t);
+}
+
+static int add_known(fw_tailer *t, const char *path, uintmax_t dev, uintmax_t ino, int64_t off, uint64_t fp, int fpn)
+{
+    known *k = &t->known[t->nknown];
+    k->dev = dev;
+    k->ino = ino;
+    k->off = off;
+    k->fp = fp;
+    k->fpn = fpn;
+    k->path = strdup(path);
+    if (!k->path)
+        return -1;
+    t->nknown++;
+    return 0;
+}
+
+static void index_known(fw_tailer *t)
+{
+    size_t cap = 16;
+    while (cap < 2 * t->nknown)
+        cap *= 2;
+    t->kidx_ino = calloc(cap, sizeof *t->kidx_ino);
+    t->kidx_path = calloc(cap, sizeof *t->kidx_path);
+    if (!t->kidx_ino || !t->kidx_path) {
+        free(t->kidx_ino);
+        free(t->kidx_path);
+        t->kidx_ino = t->kidx_path = NULL;
+        return; /* lookups fall back to none found: files are read from the start, ids drop duplicates */
+    }
+    t->kcap = cap;
+    for (size_t i = 0; i < t->nknown; i++) {
+        size_t b = hash_id(t->known[i].dev, t->known[i].ino) & (cap - 1);
+        while (t->kidx_ino[b])
+            b = (b + 1) & (cap - 1);
+        t->kidx_ino[b] = i + 1;
+        b = hash_path(t->known[i].path) & (cap - 1);
+        while (t->kidx_path[b])
+            b = (b + 1) & (cap - 1);
+        t->kidx_path[b] = i + 1;
+    }
+}
+
+static known *known_by_id(fw_tailer *t, uintmax_t dev, uintmax_t ino)
+{
+    if (!t->kcap)
+        return NULL;
+    for (size_t b = hash_id(dev, ino) & (t->kcap - 1); t->kidx_ino[b]; b = (b + 1) & (t->kcap - 1)) {
+        known *k = &t->known[t->kidx_ino[b] - 1];
+        if (k->dev == dev && k->ino == ino)
+            return k;
+    }
+    return NULL;
+}
+
+static known *known_by_path(fw_tailer *t, const char *path)
+{
+    if (!t->kcap)
+        return NULL;
+    for (size_t b = hash_path(path) & (t->kcap - 1); t->kidx_path[b]; b = (b + 1) & (t->kcap - 1)) {
+        known *k = &t->known[t->kidx_path[b] - 1];
+        if (strcmp(k->path, path) == 0)
+            return k;
+    }
+    return NULL;
+}
+
+/* Version 2's files: "dev ino off fp fpn shared suffix\n" lines, each
+ * path the first `shared` bytes of the one before and then its suffix. */
+static void restore_v2(fw_tailer *t, const char *text)
+{
+    size_t lines = 0;
+    for (const char *p = text; *p; p++)
+        lines += *p == '\n';
+    t->known = calloc(lines + 1, sizeof *t->known);
+    if (!t->known)
+        return;
+    const char *p = text;
+    char *prev = NULL;
+    size_t prevlen = 0;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        uintmax_t dev, ino;
+        long long off;
+        char hex[17];
+        int fpn, used = 0;
+        size_t shared;
+        if (sscanf(p, "%ju %ju %lld %16s %d %zu %n", &dev, &ino, &off, hex, &fpn, &shared, &used) == 6 &&
+            used > 0 && p + used <= nl && shared <= prevlen) {
+            size_t sl = (size_t)(nl - p - used);
+            char *path = malloc(shared + sl + 1);
+            if (path) {
+                if (shared)
+                    memcpy(path, prev, shared);
+                memcpy(path + shared, p + used, sl);
+                path[shared + sl] = '\0';
+                if (add_known(t, path, dev, ino, off, strtoull(hex, NULL, 16), fpn) == 0) {
+                    prev = t->known[t->nknown - 1].path;
+                    prevlen = shared + sl;
+                }
+                free(path);
+            }
+        }
+        p = nl + 1;
+    }
 }
 
 void fw_tailer_restore(fw_tailer *t, const char *checkpoint)
@@ -190,60 +403,131 @@ void fw_tailer_restore(fw_tailer *t, const char *checkpoint)
     json_error_t jerr;
     json_t *root = json_loads(checkpoint, 0, &jerr);
     json_t *files = root ? json_object_get(root, "files") : NULL;
-    if (!json_is_array(files)) {
+    if (json_is_string(files)) {
+        restore_v2(t, json_string_value(files));
+    } else if (json_is_array(files)) {
+        t->known = calloc(json_array_size(files) + 1, sizeof *t->known);
+        size_t i;
+        json_t *e;
+        json_array_foreach(files, i, e)
+        {
+            const char *p = json_string_value(json_object_get(e, "p"));
+            const char *h = json_string_value(json_object_get(e, "h"));
+            if (!p || !h || !t->known)
+                continue;
+            add_known(t, p, (uintmax_t)json_integer_value(json_object_get(e, "d")),
+                      (uintmax_t)json_integer_value(json_object_get(e, "i")),
+                      json_integer_value(json_object_get(e, "o")), strtoull(h, NULL, 16),
+                      (int)json_integer_value(json_object_get(e, "n")));
+        }
+    } else {
         sb_log(t->c.ins, SB_LOG_ERROR, "checkpoint not understood (%s); every file is read from the start",
                root ? "no files" : jerr.text);
         json_decref(root);
         return;
     }
-    t->known = calloc(json_array_size(files) + 1, sizeof *t->known);
+    json_decref(root);
     if (!t->known) {
         sb_log(t->c.ins, SB_LOG_ERROR, "out of memory reading the checkpoint; every file is read from the start "
                "(runs already accepted are recognised by their ids)");
-        json_decref(root);
         return;
     }
-    size_t i;
-    json_t *e;
-    json_array_foreach(files, i, e)
-    {
-        const char *p = json_string_value(json_object_get(e, "p"));
-        const char *h = json_string_value(json_object_get(e, "h"));
-        if (!p || !h)
-            continue;
-        known *k = &t->known[t->nknown];
-        k->dev = (uintmax_t)json_integer_value(json_object_get(e, "d"));
-        k->ino = (uintmax_t)json_integer_value(json_object_get(e, "i"));
-        k->off = json_integer_value(json_object_get(e, "o"));
-        k->fpn = (int)json_integer_value(json_object_get(e, "n"));
-        k->fp = strtoull(h, NULL, 16);
-        k->path = strdup(p);
-        if (k->path)
-            t->nknown++;
+    index_known(t);
+}
+
+static int64_t checkpoint_offset(fw_tailer *t, fw_file *f)
+{
+    if (f->ended)
+        return f->ckpt_off;
+    /* Inside an over-long line, point at its start: after a restart it
+     * is skipped again, never read from its middle as a line of its own. */
+    int64_t next = f->skipping ? f->skip_start : f->off;
+    return t->h.resume ? t->h.resume(t->h.ctx, f, next) : next;
+}
+
+/* Room for `more` bytes (and a NUL) in *buf; -1 when out of memory. */
+static int reserve(char **buf, size_t *cap, size_t len, size_t more)
+{
+    if (len + more + 1 <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap : 65536;
+    while (nc < len + more + 1)
+        nc *= 2;
+    char *b = realloc(*buf, nc);
+    if (!b)
+        return -1;
+    *buf = b;
+    *cap = nc;
+    return 0;
+}
+
+/* Append s[0..n) escaped for the inside of a JSON string (s is UTF-8). */
+static void append_escaped(char *buf, size_t *len, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            buf[(*len)++] = '\\';
+            buf[(*len)++] = (char)c;
+        } else if (c < 0x20) {
+            *len += (size_t)sprintf(buf + *len, "\\u%04x", c);
+        } else {
+            buf[(*len)++] = (char)c;
+        }
     }
-    json_decref(root);
 }
 
 char *fw_tailer_checkpoint(fw_tailer *t)
 {
-    json_t *files = json_array();
+    /* Written straight as JSON text, one buffer: with 100,000 files it is
+     * several MB, and the core keeps its own copy while it commits it. */
+    char *out = NULL;
+    size_t len = 0, cap = 0;
+    const char *prev = "";
+    size_t prevlen = 0;
+    if (reserve(&out, &cap, len, 32) != 0)
+        return NULL;
+    len += (size_t)sprintf(out, "{\"v\":2,\"files\":\"");
     for (fw_file *f = t->files; f; f = f->next) {
-        if (f->fpn < FP_BYTES && f->pos > f->fpn)
+        if (!f->placed)
+            continue; /* not opened yet: a restart finds it new, as this run did */
+        size_t plen = strlen(f->path);
+        if (rr_utf8_error_at(f->path, plen) >= 0)
+            continue; /* not JSON text: a restart reads it from the start, its runs' ids drop duplicates */
+        if (f->fd >= 0 && f->fpn < FP_BYTES && f->pos > f->fpn)
             fingerprint(f->fd, &f->fp, &f->fpn); /* the file has grown: widen the fingerprint */
-        /* Inside an over-long line, point at its start: after a restart it
-         * is skipped again, never read from its middle as a line of its own. */
-        int64_t next = f->skipping ? f->skip_start : f->off;
-        int64_t at = t->h.resume ? t->h.resume(t->h.ctx, f, next) : next;
-        char hex[17];
-        snprintf(hex, sizeof hex, "%016" PRIx64, f->fp);
-        json_array_append_new(files, json_pack("{s:s, s:I, s:I, s:I, s:s, s:i}", "p", f->path, "d",
-                                               (json_int_t)f->dev, "i", (json_int_t)f->ino, "o", (json_int_t)at,
-                                               "h", hex, "n", f->fpn));
+        size_t shared = 0; /* front coding: the bytes this path shares with the one before */
+        while (shared < plen && shared < prevlen && f->path[shared] == prev[shared])
+            shared++;
+        if (reserve(&out, &cap, len, 128 + 6 * (plen - shared)) != 0) {
+            free(out);
+            return NULL;
+        }
+        len += (size_t)snprintf(out + len, cap - len, "%ju %ju %" PRId64 " %016" PRIx64 " %d %zu ",
+                                (uintmax_t)f->dev, (uintmax_t)f->ino, checkpoint_offset(t, f), f->fp, f->fpn, shared);
+        append_escaped(out, &len, f->path + shared, plen - shared);
+        out[len++] = '\\';
+        out[len++] = 'n';
+        prev = f->path;
+        prevlen = plen;
     }
-    json_t *root = json_pack("{s:i, s:o}", "v", 1, "files", files);
-    char *s = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
-    return s;
+    out[len++] = '"';
+    out[len++] = '}';
+    out[len] = '\0';
+    t->dirty = 0;
+    return out;
+}
+
+int fw_tailer_dirty(const fw_tailer *t)
+{
+    return t->dirty;
+}
+
+void fw_tailer_stats_get(const fw_tailer *t, fw_tailer_stats *out)
+{
+    *out = t->st;
+    out->files = t->nfiles;
+    out->open_files = t->nopen;
 }
 
 static int excluded(const fw_tailer *t, const char *path)
@@ -254,80 +538,139 @@ static int excluded(const fw_tailer *t, const char *path)
     return 0;
 }
 
-static fw_file *find_file(fw_tailer *t, dev_t dev, ino_t ino)
-{
-    for (fw_file *f = t->files; f; f = f->next)
-        if (f->dev == dev && f->ino == ino)
-            return f;
-    return NULL;
-}
-
-/* Where to start a file just found: its checkpoint position when it is
- * the same file, else the start (or the end, at the very first start). */
+/* Where to start a file opened for the first time: its checkpoint
+ * position when it is the same file, else the start (or the end, at the
+ * very first start). */
 static int64_t start_offset(fw_tailer *t, fw_file *f, const struct stat *st)
 {
-    if (!t->scanned) {
-        for (size_t i = 0; i < t->nknown; i++) {
-            known *k = &t->known[i];
-            if (k->dev != (uintmax_t)st->st_dev || k->ino != (uintmax_t)st->st_ino)
-                continue;
-            uint64_t fp;
-            if (fingerprint_n(f->fd, k->fpn, &fp) != 0 || fp != k->fp) {
-                sb_log(t->c.ins, SB_LOG_INFO,
-                       "%s: not the file the checkpoint knew under this inode (replaced while stopped); reading it "
-                       "from the start",
-                       f->path);
-                return 0;
-            }
-            if (k->off > (int64_t)st->st_size) {
-                sb_log(t->c.ins, SB_LOG_WARN,
-                       "%s: shorter (%jd bytes) than the checkpoint's offset %" PRId64
-                       " (truncated while stopped); reading it from the start",
-                       f->path, (intmax_t)st->st_size, k->off);
-                return 0;
-            }
-            return k->off;
+    known *k = known_by_id(t, (uintmax_t)st->st_dev, (uintmax_t)st->st_ino);
+    if (k) {
+        uint64_t fp;
+        if (fingerprint_n(f->fd, k->fpn, &fp) != 0 || fp != k->fp) {
+            sb_log(t->c.ins, SB_LOG_INFO,
+                   "%s: not the file the checkpoint knew under this inode (replaced while stopped); reading it "
+                   "from the start",
+                   f->path);
+            return 0;
         }
-        for (size_t i = 0; i < t->nknown; i++)
-            if (strcmp(t->known[i].path, f->path) == 0) {
-                sb_log(t->c.ins, SB_LOG_INFO, "%s: replaced while stopped (inode %ju, was %ju); reading it from the start",
-                       f->path, (uintmax_t)st->st_ino, t->known[i].ino);
-                return 0;
-            }
-        if (t->first_start && t->c.start_at_end)
-            return (int64_t)st->st_size;
+        if (k->off > (int64_t)st->st_size) {
+            sb_log(t->c.ins, SB_LOG_WARN,
+                   "%s: shorter (%jd bytes) than the checkpoint's offset %" PRId64
+                   " (truncated while stopped); reading it from the start",
+                   f->path, (intmax_t)st->st_size, k->off);
+            return 0;
+        }
+        return k->off;
     }
+    if ((k = known_by_path(t, f->path)) != NULL) {
+        sb_log(t->c.ins, SB_LOG_INFO, "%s: replaced while stopped (inode %ju, was %ju); reading it from the start",
+               f->path, (uintmax_t)st->st_ino, k->ino);
+        return 0;
+    }
+    if (t->first_start && t->c.start_at_end)
+        return (int64_t)st->st_size;
     return 0;
+}
+
+/* Close the descriptors of files read to their end, least needed first,
+ * until `want` more can be opened. */
+static void make_room(fw_tailer *t, size_t want)
+{
+    for (fw_file *f = t->files; f && t->nopen + want > t->c.max_open; f = f->next)
+        if (f->fd >= 0 && !f->gone_since)
+            close_fd(t, f);
+}
+
+static void open_failed(fw_tailer *t, fw_file *f, const char *what)
+{
+    t->st.open_errors++;
+    if (!f->failing) /* once per failing spell: a file that stays unreadable must not flood the log */
+        sb_log(t->c.ins, SB_LOG_WARN, "cannot %s %s: %s; trying again", what, f->path, strerror(errno));
+    f->failing = 1;
+}
+
+/* Give f a descriptor at its read position: the first open, or a reopen
+ * by path with inode and fingerprint checked. 0, or -1 (counted; retried
+ * at the next cycle). */
+static int ensure_open(fw_tailer *t, fw_file *f)
+{
+    if (f->fd >= 0)
+        return 0;
+    if (t->nopen >= t->c.max_open)
+        make_room(t, 1);
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+        make_room(t, t->c.max_open / 2 + 1);
+        fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd < 0) {
+        open_failed(t, f, "open");
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        open_failed(t, f, "stat");
+        return -1;
+    }
+    if (st.st_dev != f->dev || st.st_ino != f->ino) { /* the path names another file now: this one is gone */
+        close(fd);
+        return -1;
+    }
+    f->fd = fd;
+    t->nopen++;
+    t->st.opens++;
+    f->size_seen = (int64_t)st.st_size;
+    f->mtime = (int64_t)st.st_mtime;
+    if (!f->placed) {
+        fingerprint(fd, &f->fp, &f->fpn);
+        f->off = f->pos = start_offset(t, f, &st);
+        f->placed = 1;
+        t->dirty = 1;
+        sb_log(t->c.ins, SB_LOG_DEBUG, "following %s from offset %" PRId64, f->path, f->off);
+    } else {
+        uint64_t fp;
+        if (f->fpn > 0 && (fingerprint_n(fd, f->fpn, &fp) != 0 || fp != f->fp)) {
+            sb_log(t->c.ins, SB_LOG_WARN, "%s: its first bytes changed while it was closed (truncated and rewritten?); "
+                   "reading it from the start", f->path);
+            if (t->h.reset)
+                t->h.reset(t->h.ctx, f);
+            f->off = f->pos = 0;
+            f->len = 0;
+            f->skipping = 0;
+            fingerprint(fd, &f->fp, &f->fpn);
+            t->dirty = 1;
+        }
+    }
+    if (f->pos > 0 && lseek(fd, (off_t)f->pos, SEEK_SET) < 0) {
+        open_failed(t, f, "seek in");
+        close_fd(t, f);
+        return -1;
+    }
+    return 0; /* the directory's watch wakes us for it; a watch of its own only once it leaves (scan) */
 }
 
 static int track(fw_tailer *t, const char *path, const struct stat *st)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        sb_log(t->c.ins, SB_LOG_WARN, "cannot open %s: %s", path, strerror(errno));
-        return 0;
-    }
     fw_file *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
         sb_log(t->c.ins, SB_LOG_ERROR, "%s: out of memory; it is tried again at the next scan", path);
         free(f);
-        close(fd);
         return 0;
     }
-    f->fd = fd;
+    f->fd = -1;
     f->dev = st->st_dev;
     f->ino = st->st_ino;
     f->wd = -1;
     f->seen = 1;
-    fingerprint(fd, &f->fp, &f->fpn);
-    f->off = f->pos = start_offset(t, f, st);
-    if (f->off > 0 && lseek(fd, (off_t)f->off, SEEK_SET) < 0)
-        f->off = f->pos = 0;
-    if (t->ino_fd >= 0)
-        f->wd = inotify_add_watch(t->ino_fd, path, IN_MODIFY | IN_DELETE_SELF | IN_MOVE_SELF);
+    f->size_seen = (int64_t)st->st_size;
+    f->mtime = (int64_t)st->st_mtime;
+    f->last_data_ms = mono_ms();
+    hash_insert(t, f); /* before it joins the list: a growing table re-inserts what is listed */
     f->next = t->files;
     t->files = f;
-    sb_log(t->c.ins, SB_LOG_INFO, "following %s from offset %" PRId64, path, f->off);
+    t->nfiles++;
+    t->dirty = 1;
     if (t->h.open && t->h.open(t->h.ctx, f) != 0)
         return -1;
     return 0;
@@ -378,12 +721,13 @@ static int scan(fw_tailer *t)
                         sb_log(t->c.ins, SB_LOG_INFO, "%s is now %s", f->path, np);
                         free(f->path);
                         f->path = np;
+                        t->dirty = 1;
                     }
                 }
                 f->seen = 1;
-                if (f->gone_since) {
-                    f->gone_since = 0;
-                }
+                f->gone_since = 0;
+                f->size_seen = (int64_t)st.st_size;
+                f->mtime = (int64_t)st.st_mtime;
             } else if (track(t, p, &st) != 0) {
                 globfree(&g);
                 return -1;
@@ -391,18 +735,19 @@ static int scan(fw_tailer *t)
         }
         globfree(&g);
     }
-    if (!t->scanned) {
-        t->scanned = 1;
-        forget_known(t);
-    }
     int64_t now = mono_ms();
     for (fw_file *f = t->files; f; f = f->next)
         if (!f->seen && !f->gone_since) {
             struct stat st;
-            int deleted = fstat(f->fd, &st) == 0 && st.st_nlink == 0;
+            int deleted = f->fd >= 0 && fstat(f->fd, &st) == 0 && st.st_nlink == 0;
             sb_log(t->c.ins, SB_LOG_INFO, "%s was %s; reading it to its end for up to %" PRId64 "ms", f->path,
                    deleted ? "deleted" : "rotated away", t->c.rotate_wait_ms);
             f->gone_since = now;
+            if (t->ino_fd >= 0 && f->fd >= 0 && f->wd < 0) { /* out of the watched directory: watch it alone */
+                char proc[64];
+                snprintf(proc, sizeof proc, "/proc/self/fd/%d", f->fd);
+                f->wd = inotify_add_watch(t->ino_fd, proc, IN_MODIFY | IN_DELETE_SELF);
+            }
         }
     return 0;
 }
@@ -478,24 +823,36 @@ static int drain_buffer(fw_tailer *t, fw_file *f, int eof_line)
     return 0;
 }
 
-/* Read what is new. Returns bytes read (>= 0) or -1 if a handler stopped. */
+/* Read what is new. Returns bytes read (>= 0), -1 if a handler stopped,
+ * or -2 if the read failed (counted; the file is closed and read again
+ * from where it stopped at the next cycle). */
 static int64_t read_file(fw_tailer *t, fw_file *f)
 {
     struct stat st;
-    if (fstat(f->fd, &st) == 0 && (int64_t)st.st_size < f->pos) {
-        sb_log(t->c.ins, SB_LOG_WARN,
-               "%s: truncated (%jd bytes, was read to %" PRId64 "; copytruncate?); reading it from the start", f->path,
-               (intmax_t)st.st_size, f->pos);
-        if (t->h.reset)
-            t->h.reset(t->h.ctx, f);
-        lseek(f->fd, 0, SEEK_SET);
-        f->off = f->pos = 0;
-        f->len = 0;
-        f->skipping = 0;
-        fingerprint(f->fd, &f->fp, &f->fpn);
+    if (fstat(f->fd, &st) == 0) {
+        f->mtime = (int64_t)st.st_mtime;
+        f->size_seen = (int64_t)st.st_size;
+        if ((int64_t)st.st_size < f->pos) {
+            sb_log(t->c.ins, SB_LOG_WARN,
+                   "%s: truncated (%jd bytes, was read to %" PRId64 "; copytruncate?); reading it from the start",
+                   f->path, (intmax_t)st.st_size, f->pos);
+            if (t->h.reset)
+                t->h.reset(t->h.ctx, f);
+            lseek(f->fd, 0, SEEK_SET);
+            f->off = f->pos = 0;
+            f->len = 0;
+            f->skipping = 0;
+            fingerprint(f->fd, &f->fp, &f->fpn);
+            t->dirty = 1;
+        }
     }
     int64_t total = 0;
     for (;;) {
+        if (!f->buf && t->spare) {
+            f->buf = t->spare;
+            f->cap = READ_CHUNK;
+            t->spare = NULL;
+        }
         if (f->cap - f->len < READ_CHUNK) {
             size_t cap = f->cap ? f->cap : READ_CHUNK;
             while (cap - f->len < READ_CHUNK)
@@ -509,22 +866,70 @@ static int64_t read_file(fw_tailer *t, fw_file *f)
         ssize_t n = read(f->fd, f->buf + f->len, READ_CHUNK);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
+        if (n < 0) {
+            t->st.read_errors++;
+            if (!f->failing)
+                sb_log(t->c.ins, SB_LOG_WARN, "cannot read %s at offset %" PRId64 ": %s; trying again", f->path,
+                       f->pos, strerror(errno));
+            f->failing = 1;
+            close_fd(t, f);
+            return -2;
+        }
+        if (n == 0)
             break;
         f->len += (size_t)n;
         f->pos += n;
         total += n;
+        t->st.bytes += (uint64_t)n;
+        t->dirty = 1;
         if (drain_buffer(t, f, 0) != 0)
             return -1;
     }
+    f->failing = 0;
+    drop_buffer(t, f);
     return total;
 }
 
 static int end_file(fw_tailer *t, fw_file *f)
 {
+    if (f->ended)
+        return 0;
     if (f->len > 0 && drain_buffer(t, f, 1) != 0)
         return -1;
+    drop_buffer(t, f);
     return t->h.end ? t->h.end(t->h.ctx, f) : 0;
+}
+
+/* End f now, keeping as its checkpoint offset what resume() says before
+ * the end closes its run (a run the end finished is read again by the
+ * next start, as a run still being written must be). */
+static int end_now(fw_tailer *t, fw_file *f)
+{
+    if (f->ended)
+        return 0;
+    int64_t next = f->skipping ? f->skip_start : f->off;
+    f->ckpt_off = t->h.resume ? t->h.resume(t->h.ctx, f, next) : next;
+    int rc = end_file(t, f);
+    f->ended = 1;
+    return rc;
+}
+
+/* Open if needed and read what is new; -1 if a handler stopped. A file
+ * that cannot be opened or read stays `failing` for the next try. */
+static int64_t visit(fw_tailer *t, fw_file *f)
+{
+    if (f->ended)
+        return 0;
+    if (f->fd < 0) {
+        if (f->placed && !f->failing && f->size_seen == f->pos)
+            return 0; /* closed and nothing new */
+        if (f->gone_since)
+            return 0; /* closed and no longer at its path: nothing to open */
+        if (ensure_open(t, f) != 0)
+            return 0;
+    }
+    int64_t got = read_file(t, f);
+    return got == -2 ? 0 : got;
 }
 
 int fw_tailer_cycle(fw_tailer *t)
@@ -535,19 +940,36 @@ int fw_tailer_cycle(fw_tailer *t)
     fw_file **pp = &t->files;
     while (*pp) {
         fw_file *f = *pp;
-        int64_t got = read_file(t, f);
+        int64_t got = visit(t, f);
         if (got < 0)
             return -1;
-        if (f->gone_since && got > 0)
-            f->gone_since = now; /* the writer is still finishing it */
+        if (got > 0) {
+            f->last_data_ms = now;
+            f->idle_sent = 0;
+            if (f->gone_since)
+                f->gone_since = now; /* the writer is still finishing it */
+        }
         if (f->gone_since && now - f->gone_since >= t->c.rotate_wait_ms) {
             sb_log(t->c.ins, SB_LOG_INFO, "%s: done with the rotated/deleted file", f->path);
             if (end_file(t, f) != 0)
                 return -1;
             *pp = f->next;
+            hash_remove(t, f);
             file_close(t, f);
             continue;
         }
+        if (t->c.end_at_eof && !f->failing && end_now(t, f) != 0)
+            return -1;
+        int quiet = now - f->last_data_ms >= t->c.rotate_wait_ms;
+        if (quiet && !f->idle_sent && !f->failing) {
+            f->idle_sent = 1;
+            if (t->h.idle && t->h.idle(t->h.ctx, f) != 0)
+                return -1;
+        }
+        /* a file read to its end gives its descriptor back when others need it, or when quiet; a rotated
+         * one keeps it: it can no longer be reopened by path */
+        if (f->fd >= 0 && !f->gone_since && (quiet || t->nopen > t->c.max_open / 2))
+            close_fd(t, f);
         pp = &f->next;
     }
     return 0;
@@ -555,21 +977,43 @@ int fw_tailer_cycle(fw_tailer *t)
 
 int fw_tailer_finish(fw_tailer *t)
 {
-    for (fw_file *f = t->files; f; f = f->next)
-        if (end_file(t, f) != 0)
+    /* what failed to open or read gets a few more tries, a little apart */
+    for (int attempt = 1; attempt < FINISH_ATTEMPTS; attempt++) {
+        int failing = 0;
+        for (fw_file *f = t->files; f; f = f->next)
+            failing += f->failing;
+        if (!failing)
+            break;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000000L * attempt};
+        nanosleep(&ts, NULL);
+        for (fw_file *f = t->files; f; f = f->next)
+            if (f->failing && visit(t, f) < 0)
+                return -1;
+    }
+    for (fw_file *f = t->files; f; f = f->next) {
+        if (f->failing) {
+            t->st.unreadable++;
+            sb_log(t->c.ins, SB_LOG_ERROR, "%s could not be read to its end (offset %" PRId64 " of %" PRId64 ")",
+                   f->path, f->pos, f->size_seen);
+        }
+        if (end_now(t, f) != 0)
             return -1;
+    }
     return 0;
 }
 
 int fw_tailer_wait(fw_tailer *t, sb_source_ctx *ctx)
 {
     int64_t wait = t->c.poll_ms, now = mono_ms();
-    for (fw_file *f = t->files; f; f = f->next)
-        if (f->gone_since) {
-            int64_t left = f->gone_since + t->c.rotate_wait_ms - now;
-            if (left < wait)
-                wait = left < 1 ? 1 : left;
-        }
+    for (fw_file *f = t->files; f; f = f->next) {
+        int64_t left = wait;
+        if (f->gone_since)
+            left = f->gone_since + t->c.rotate_wait_ms - now;
+        else if (!f->idle_sent)
+            left = f->last_data_ms + t->c.rotate_wait_ms - now;
+        if (left < wait)
+            wait = left < 1 ? 1 : left;
+    }
     if (t->ino_fd < 0)
         return sb_source_wait(ctx, (int)wait);
     int64_t until = now + wait;

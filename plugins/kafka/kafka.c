@@ -336,30 +336,15 @@ static msg_result no_memory(char *err, size_t errsz)
 static msg_result command_event(const char *id, const char *payload, size_t len, sb_event **out, char *err,
                                 size_t errsz)
 {
-    if (memchr(payload, '\0', len)) {
-        snprintf(err, errsz, "command contains a NUL byte");
-        return MSG_UNPARSABLE;
-    }
-    while (len && isspace((unsigned char)payload[len - 1]))
-        len--;
-    char *text = malloc(len + 1);
-    if (!text)
-        return no_memory(err, errsz);
-    memcpy(text, payload, len);
-    text[len] = '\0';
-    msg_result r;
     json_t *fields = json_object();
     /* the message's own id tells this execution of the run apart */
-    int rc = fields ? rr_command_fields(text, NULL, id, fields, NULL, err, errsz) : RR_NOMEM;
-    if (rc == 0) {
-        *out = sb_event_new_with_fields(id, fields);
-        r = *out ? MSG_EVENT : no_memory(err, errsz);
-    } else {
+    int rc = fields ? rr_command_fields_n(payload, len, NULL, id, fields, NULL, err, errsz) : RR_NOMEM;
+    if (rc != 0) {
         json_decref(fields);
-        r = rc == RR_INVALID ? MSG_UNPARSABLE : no_memory(err, errsz);
+        return rc == RR_INVALID ? MSG_UNPARSABLE : no_memory(err, errsz);
     }
-    free(text);
-    return r;
+    *out = sb_event_new_with_fields(id, fields);
+    return *out ? MSG_EVENT : no_memory(err, errsz);
 }
 
 /* The event for one message in *out, or the reason in err. */

@@ -3,10 +3,13 @@
 (tests/data/rrlogs) through real rotation, truncation, deletion, restarts
 and inotify or polling, into file_out. Every test checks the exact events."""
 import hashlib
+import http.client
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -39,7 +42,7 @@ def expected_run_id(event):
     of the run's first line (the offset in its event id)."""
     f = event["fields"]
     off = int(event["event_id"].split(":")[3])
-    return run_id("%s.%s|%s|%s|%d|%d" % (f["schema"], f["table"], f.get("inc_val", "full"), f["log_file"],
+    return run_id("%s.%s|%s|%s|%d|%d" % (f["schema"], f["table"], f.get("inc_date", "full"), f["log_file"],
                                           os.stat(f["log_file"]).st_ino, off))
 
 
@@ -149,13 +152,15 @@ class Samples(Base):
             self.assertEqual(e["fields"]["run_id"], expected_run_id(e), e)
         self.assertTrue(f["started_at"].endswith("Z") and f["finished_at"].endswith("Z"))
         m = by_file["count_mismatch.log"][0]["fields"]
-        self.assertEqual((m["status"], m["td_count"], m["hive_count"], m["inc_key"], m["inc_val"]),
-                         ("failed", 5120331, 5120330, "order_dt", "2026-11-23"))
+        self.assertEqual((m["status"], m["td_count"], m["hive_count"], m["inc_key"], m["inc_val"], m["inc_date"]),
+                         ("failed", 5120331, 5120330, "order_dt", "20261123", "2026-11-23"))
         self.assertEqual((m["started_at"], m["finished_at"]), ("2026-11-24T04:00:01Z", "2026-11-24T04:05:41Z"))
         i = by_file["incremental_offset.log"][0]["fields"]
-        self.assertEqual((i["status"], i["inc_val"], i["offset_days"]), ("succeeded", "2026-11-20", 3))
-        self.assertEqual(by_file["sqoop_failure.log"][0]["fields"]["reason"], "Processing failed for date : 2026-11-24")
-        self.assertEqual([e["fields"]["status"] for e in by_file["three_runs.log"]], ["succeeded", "failed", "succeeded"])
+        self.assertEqual((i["status"], i["inc_val"], i["offset_days"], len(i["dates"])), ("succeeded", "2026-11-20", 3, 3))
+        self.assertEqual(by_file["sqoop_failure.log"][0]["fields"]["reason"],
+                         "date 2026-11-24: Processing failed for date : 2026-11-24")
+        # the third has RETCODE:0 and "Script completed successfully" but no verdict for its date
+        self.assertEqual([e["fields"]["status"] for e in by_file["three_runs.log"]], ["succeeded", "failed", "failed"])
         self.assertEqual(by_file["hostile.log"][0]["fields"]["schema"], "good_schema")
         self.assertIn("not a valid identifier", err)
         self.assertIn("hostile.log:", err)
@@ -174,7 +179,7 @@ class Samples(Base):
         err = self.once()
         f = [e["fields"] for e in self.events()]
         self.assertEqual([(x["schema"], x["table"], x.get("inc_val")) for x in f],
-                         [("groupon_production", "im_brand_list", None), ("edw", "orders", "2026-11-23")])
+                         [("groupon_production", "im_brand_list", None), ("edw", "orders", "20261123")])
         self.assertEqual(f[1]["offset_days"], 2)
         for e in self.events():
             self.assertEqual(e["fields"]["run_id"], expected_run_id(e), e)
@@ -187,6 +192,58 @@ class Samples(Base):
         self.assertEqual([e["event_id"] for e in self.events()][2], "x1")
         self.assertTrue(self.events()[3]["event_id"].startswith("filewatch:"))
         self.assertIn("b.jsonl:", err)
+
+
+class Scale(Base):
+    def test_unreadable_file_fails_once_and_the_rest_goes_out(self):
+        """A matched file whose read fails (here /proc/self/mem: a regular
+        file that answers EIO) is retried, then makes --once exit non-zero;
+        the runs of the readable files still go out."""
+        self.write("good.log", run_text("edw", "t_good"))
+        os.symlink("/proc/self/mem", os.path.join(self.logs, "bad.log"))
+        r = subprocess.run([BIN, "--once", "-c", self.cfg], capture_output=True, text=True, timeout=60,
+                           env=self.env())
+        self.assertNotEqual(r.returncode, 0, r.stderr)
+        self.assertIn("bad.log could not be read to its end", r.stderr)
+        self.assertIn("cannot read", r.stderr)
+        self.assertEqual(self.tables(), ["t_good"])
+
+    def test_many_files_few_descriptors(self):
+        """More files than descriptors allowed: each is closed once read and
+        none is missed; a closed file that grows is reopened by path."""
+        self.config(max_open=4, rotate_wait="300ms", poll_interval="100ms")
+        with open(self.cfg) as f:
+            cfg = json.load(f)
+        with socket.socket() as so:
+            so.bind(("127.0.0.1", 0))
+            port = so.getsockname()[1]
+        cfg["admin"] = {"enabled": True, "bind": "127.0.0.1", "port": port}
+        with open(self.cfg, "w") as f:
+            json.dump(cfg, f)
+        for i in range(40):
+            self.write("f%02d.log" % i, run_text("edw", "t_%02d" % i))
+        p = self.start()
+        wait_for(lambda: len(self.events()) == 40, what="a run from each of 40 files")
+        time.sleep(0.6)  # quiet: every file is closed now
+        self.write("f07.log", run_text("edw", "t_again"))
+        wait_for(lambda: len(self.events()) == 41, what="the run appended to a closed file")
+        self.assertEqual(self.events()[-1]["fields"]["log_file"], os.path.join(self.logs, "f07.log"))
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+
+        def metric(name):
+            m = re.search(r'^syncbridge_filewatch_%s\{instance="rr"\} (\d+)$' % name, text, re.M)
+            self.assertIsNotNone(m, name)
+            return int(m.group(1))
+        self.assertEqual(metric("files"), 40)
+        self.assertLessEqual(metric("open_files"), 4)
+        self.assertGreaterEqual(metric("opens_total"), 41)  # each file once, f07 again
+        self.assertEqual((metric("open_errors_total"), metric("read_errors_total")), (0, 0))
+        self.stop(p)
+        self.assertEqual(sorted(self.tables()), sorted(["t_%02d" % i for i in range(40)] + ["t_again"]))
+        self.assertNoDuplicates()
 
 
 class Live(Base):
@@ -225,17 +282,24 @@ class Live(Base):
         self.assertIn("truncated", self.log_text())
         self.stop(p)
 
-    def test_deletion(self):
-        self.write("a.log", run_text("edw", "t_a").replace("Counts have matched, Success!!\n", "")
-                   .replace("Script completed successfully\n", ""))  # ends on RETCODE:0
-        self.write("b.log", "Schema Name :- edw\nTable Name :- t_cut\n")  # half a run
+    def test_quiet_file_and_deletion(self):
+        """A run whose verdicts are in and that has no trailer (the plain
+        run_script.sh) ends when its file goes quiet; a run in the middle of
+        a date does not (an import may be silent for long): it ends with its
+        file, reported with its date unfinished."""
+        self.write("a.log", run_text("edw", "t_a").replace("RETCODE:0\n", "")
+                   .replace("Script completed successfully\n", ""))  # ends on its verdict
+        self.write("b.log", "Schema Name :- edw\nTable Name :- t_cut\nProcessing for date: 2026-11-24\n")
         p = self.start()
-        time.sleep(0.3)
-        self.assertEqual(self.events(), [], "RETCODE:0 alone does not end a run while the file may grow")
-        os.unlink(os.path.join(self.logs, "a.log"))
+        wait_for(lambda: self.tables() == ["t_a"], what="run ended by its file going quiet")
+        self.assertEqual(self.events()[0]["fields"]["status"], "succeeded")
+        time.sleep(0.6)
+        self.assertEqual(self.tables(), ["t_a"], "a run inside its date waits for its file's end")
         os.unlink(os.path.join(self.logs, "b.log"))
-        wait_for(lambda: self.tables() == ["t_a"], what="run ended by its file's end after RETCODE:0")
-        wait_for(lambda: "no end in its file" in self.log_text(), what="half run reported")
+        wait_for(lambda: len(self.events()) == 2, what="half run reported at its file's end")
+        f = self.events()[1]["fields"]
+        self.assertEqual((f["table"], f["status"], f["dates"][0]["status"], f["reason"]),
+                         ("t_cut", "failed", "unfinished", "date 2026-11-24: no verdict"))
         self.assertIn("deleted", self.log_text())
         self.stop(p)
 

@@ -151,7 +151,8 @@ class Formats(Base):
         self.assertGreaterEqual(c["run_id"], 0)
         d = evs["kafka:rr:1:5"]
         self.assertEqual((d["schema"], d["table"], d["inc_key"]), ("edw_prod", "orders_daily", "order_date"))
-        self.assertEqual((d["inc_val"], d["offset_days"]), ("2026-11-23", 2))
+        self.assertEqual((d["inc_val"], d["inc_date"], d["offset_days"], d["full_refresh"]),
+                         ("20261123", "2026-11-23", 2, False))  # inc_val exactly as written
         self.assertNotEqual(d["run_id"], c["run_id"])
         # sb_run_id() of the run's identity, told apart by the message id
         for f, ident in ((c, "groupon_production.im_brand_list|full|kafka:rr:1:2"),

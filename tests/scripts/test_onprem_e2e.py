@@ -19,6 +19,7 @@ mock cluster and kcat, real files and real rotation.
 Duplicates are printed to stderr at the end (the make check log keeps them).
 """
 import collections
+import datetime
 import json
 import os
 import random
@@ -42,22 +43,30 @@ REPORT = []  # printed at the end
 
 def run_lines(schema, table, status="succeeded", inc=None, n=7):
     """One Run Replicator run as the script prints it, with the noise the
-    parser must not take for markers, as a list of lines."""
+    parser must not take for markers, as a list of lines: one date block
+    per offset day going back from inc_val; a failed run fails its last."""
     args = [schema, table] + (list(inc) if inc else [])
-    date = inc[1] if inc else "2026-11-24"
+    first = inc[1] if inc else "2026-11-24"
+    ndates = int(inc[2]) if inc and len(inc) > 2 else 1
+    fmt = "%Y-%m-%d" if "-" in first else "%Y%m%d"
+    day = datetime.datetime.strptime(first, fmt)
     lines = ["+ sh %s %s" % (SCRIPT, " ".join(args)), "#" * 40,
-             "Schema Name :- %s" % schema, "Table Name :- %s" % table, "Processing for date: %s" % date,
-             "+ echo 'Script completed successfully'",
-             "ERROR: Script FAILED to find previous backup, continuing",
-             'ssh hdp-edge-02 "hadoop fs -rm -r /td_backup/%s.%s; echo Script completed successfully"' % (schema, table),
-             "Starting Import of %s.%s" % (schema, table),
-             " Teradata Count : %d" % n]
-    if status == "succeeded":
-        lines += [" Hive Count : %d" % n, "Counts have matched, Success!!", "RETCODE:0",
-                  "Script completed successfully"]
-    else:
-        lines += [" Hive Count : %d" % (n - 1), " Counts have not matched, exiting, and the script will fail ",
-                  "RETCODE:1", "Script FAILED"]
+             "Schema Name :- %s" % schema, "Table Name :- %s" % table]
+    for i in range(ndates):
+        date = (day - datetime.timedelta(days=i)).strftime(fmt)
+        lines += ["#" * 40, "Processing for date: %s" % date, "#" * 40,
+                  "+ echo 'Script completed successfully'",
+                  "ERROR: Script FAILED to find previous backup, continuing",
+                  'ssh hdp-edge-02 "hadoop fs -rm -r /td_backup/%s.%s; echo Script completed successfully"'
+                  % (schema, table),
+                  "Starting Import of %s.%s" % (schema, table),
+                  " Teradata Count : %d" % n]
+        if status == "succeeded" or i < ndates - 1:
+            lines += [" Hive Count : %d" % n, "Counts have matched, Success!!"]
+        else:
+            lines += [" Hive Count : %d" % (n - 1), " Counts have not matched, exiting, and the script will fail ",
+                      "Processing failed for date : %s" % date]
+    lines += ["RETCODE:0", "Script completed successfully"] if status == "succeeded" else ["RETCODE:1", "Script FAILED"]
     return lines
 
 

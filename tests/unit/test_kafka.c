@@ -139,7 +139,9 @@ START_TEST(test_events_and_unparsable_messages)
     sb_event_free(ev);
 
     ck_assert_int_eq(message_event(&k, p.m[1], &ev, err, sizeof err), MSG_EVENT);
-    ck_assert_str_eq(sb_event_get_string(ev, "inc_val"), "2026-11-23");
+    ck_assert_str_eq(sb_event_get_string(ev, "inc_val"), "20261123"); /* as written */
+    ck_assert_str_eq(sb_event_get_string(ev, "inc_date"), "2026-11-23");
+    ck_assert_int_eq(sb_event_get_int(ev, "offset_days", -1), 2);
     ck_assert_int_ge(sb_event_get_int(ev, "run_id", -1), 0);
     sb_event_free(ev);
 

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NOW 1700000000000000LL /* 2023-11-14T22:13:20Z */
 
 typedef struct got {
     json_t *runs;   /* array of fields */
@@ -28,7 +27,7 @@ static void on_report(void *ctx, int level, int64_t off, const char *msg)
 static rrlog_config *cfg(void)
 {
     char err[512];
-    rrlog_config *c = rrlog_config_new(NULL, NULL, err, sizeof err);
+    rrlog_config *c = rrlog_config_new(NULL, NULL, RRLOG_FOLD_WIDTH, err, sizeof err);
     ck_assert_msg(c != NULL, "%s", err);
     return c;
 }
@@ -82,13 +81,14 @@ static got feed(const rrlog_config *c, const lines *l, size_t from_line, int end
     rrlog *r = rrlog_new(c, on_report, &g);
     rrlog_run run;
     for (size_t i = from_line; i < l->n; i++)
-        if (rrlog_line(r, l->v[i], l->off[i], NOW, &run)) {
+        if (rrlog_line(r, l->v[i], l->off[i], &run)) {
             json_object_set_new(run.fields, "_hash", json_integer((json_int_t)(run.content_hash >> 2)));
             json_array_append_new(g.runs, run.fields);
             json_array_append_new(g.emit_at, json_integer((json_int_t)i));
             ck_assert_int_eq(run.first_off, json_integer_value(json_object_get(run.fields, "log_offset")));
         }
-    if (end && rrlog_end(r, NOW, &run)) {
+    while (end && rrlog_end(r, &run)) {
+        json_object_set_new(run.fields, "_hash", json_integer((json_int_t)(run.content_hash >> 2)));
         json_array_append_new(g.runs, run.fields);
         json_array_append_new(g.emit_at, json_integer((json_int_t)l->n));
     }
@@ -109,6 +109,13 @@ static const char *s(json_t *run, const char *k)
     return json_string_value(v);
 }
 
+static json_t *date_of(json_t *run, size_t i)
+{
+    json_t *d = json_array_get(json_object_get(run, "dates"), i);
+    ck_assert_msg(json_is_object(d), "no date %zu", i);
+    return d;
+}
+
 static json_int_t n(json_t *run, const char *k)
 {
     json_t *v = json_object_get(run, k);
@@ -127,15 +134,21 @@ START_TEST(test_full_refresh_with_noise)
     ck_assert_str_eq(s(r, "schema"), "groupon_production");
     ck_assert_str_eq(s(r, "table"), "im_brand_list");
     ck_assert_str_eq(s(r, "command"), "sh /opt/etl/code/cerebro/run_replicator.sh groupon_production im_brand_list");
-    ck_assert_str_eq(s(r, "run_date"), "2026-11-24");
+    ck_assert_str_eq(s(r, "command_source"), "invocation");
+    ck_assert_int_eq(json_array_size(json_object_get(r, "dates")), 1);
+    ck_assert_str_eq(s(date_of(r, 0), "date"), "2026-11-24");
+    ck_assert_str_eq(s(date_of(r, 0), "status"), "succeeded");
     ck_assert_int_eq(n(r, "td_count"), 18234);
     ck_assert_int_eq(n(r, "hive_count"), 18234);
+    ck_assert_int_eq(n(r, "retcode"), 0);
+    ck_assert_int_eq(n(r, "offset_days"), 1);
+    ck_assert(json_is_true(json_object_get(r, "full_refresh")));
     ck_assert_ptr_null(json_object_get(r, "inc_val"));
     ck_assert_int_eq(n(r, "log_offset"), l.off[2]); /* the xtrace of the invocation */
-    ck_assert_str_eq(s(r, "finished_at"), "2023-11-14T22:13:20Z");
-    /* it ends at the real marker, not at the echoed ones */
-    ck_assert_int_eq(json_integer_value(json_array_get(g.emit_at, 0)), 21);
-    ck_assert_str_eq(l.v[21], "Counts have matched, Success!!");
+    ck_assert_ptr_null(json_object_get(r, "finished_at")); /* no line carries a time: the caller's job */
+    /* it ends at the wrapper's last line, not at the echoed markers */
+    ck_assert_int_eq(json_integer_value(json_array_get(g.emit_at, 0)), 23);
+    ck_assert_str_eq(l.v[23], "Script completed successfully");
     got_free(&g);
     free_lines(&l);
     rrlog_config_free(c);
@@ -150,11 +163,15 @@ START_TEST(test_count_mismatch_with_timestamps)
     ck_assert_int_eq(json_array_size(g.runs), 1);
     json_t *r = json_array_get(g.runs, 0);
     ck_assert_str_eq(s(r, "status"), "failed");
-    ck_assert_str_eq(s(r, "reason"), "Counts have not matched, exiting, and the script will fail");
+    ck_assert_str_eq(s(r, "reason"), "date 20261123: Counts have not matched, exiting, and the script will fail");
+    ck_assert_str_eq(s(date_of(r, 0), "status"), "failed");
     ck_assert_int_eq(n(r, "td_count"), 5120331);
     ck_assert_int_eq(n(r, "hive_count"), 5120330);
+    ck_assert_int_eq(n(r, "retcode"), 1);
     ck_assert_str_eq(s(r, "inc_key"), "order_dt");
-    ck_assert_str_eq(s(r, "inc_val"), "2026-11-23");
+    ck_assert_str_eq(s(r, "inc_val"), "20261123"); /* as written */
+    ck_assert_str_eq(s(r, "inc_date"), "2026-11-23");
+    ck_assert_str_eq(s(r, "time_source"), "log");
     ck_assert_str_eq(s(r, "started_at"), "2026-11-24T04:00:01Z");
     ck_assert_str_eq(s(r, "finished_at"), "2026-11-24T04:05:41Z");
     got_free(&g);
@@ -173,8 +190,12 @@ START_TEST(test_incremental_and_failures)
     ck_assert_str_eq(s(r, "status"), "succeeded");
     ck_assert_str_eq(s(r, "inc_val"), "2026-11-20");
     ck_assert_int_eq(n(r, "offset_days"), 3);
+    ck_assert_int_eq(json_array_size(json_object_get(r, "dates")), 3); /* one event, three dates */
+    ck_assert_str_eq(s(date_of(r, 2), "date"), "2026-11-18");
+    ck_assert_int_eq(n(date_of(r, 1), "td_count"), 64);
+    ck_assert_int_eq(n(r, "td_count"), 77 + 64 + 81);
     ck_assert_str_eq(s(r, "started_at"), "2026-11-24T05:10:00Z");
-    ck_assert_str_eq(s(r, "finished_at"), "2026-11-24T05:14:59Z");
+    ck_assert_str_eq(s(r, "finished_at"), "2026-11-24T05:20:00Z");
     got_free(&g);
     free_lines(&l);
 
@@ -183,8 +204,9 @@ START_TEST(test_incremental_and_failures)
     ck_assert_int_eq(json_array_size(g.runs), 1);
     r = json_array_get(g.runs, 0);
     ck_assert_str_eq(s(r, "status"), "failed");
-    ck_assert_str_eq(s(r, "reason"), "Processing failed for date : 2026-11-24");
+    ck_assert_str_eq(s(r, "reason"), "date 2026-11-24: Processing failed for date : 2026-11-24");
     ck_assert_str_eq(s(r, "command"), "run_replicator.sh groupon_production deal_options");
+    ck_assert_str_eq(s(r, "command_source"), "rebuilt");
     ck_assert(json_is_null(json_object_get(r, "td_count")));
     got_free(&g);
     free_lines(&l);
@@ -197,12 +219,15 @@ START_TEST(test_three_runs_in_one_file)
     rrlog_config *c = cfg();
     lines l = read_lines("three_runs.log");
     got g = feed(c, &l, 0, 0);
-    /* the third ends with RETCODE:0 + "Script completed successfully" */
+    /* each ends with its wrapper's last line */
     ck_assert_int_eq(json_array_size(g.runs), 3);
     ck_assert_str_eq(s(json_array_get(g.runs, 0), "table"), "t_one");
+    ck_assert_str_eq(s(json_array_get(g.runs, 0), "status"), "succeeded");
     ck_assert_str_eq(s(json_array_get(g.runs, 1), "status"), "failed");
     ck_assert_int_eq(n(json_array_get(g.runs, 1), "hive_count"), 3);
-    ck_assert_str_eq(s(json_array_get(g.runs, 2), "status"), "succeeded");
+    /* RETCODE:0 and "Script completed successfully" without a verdict for its date: not a success */
+    ck_assert_str_eq(s(json_array_get(g.runs, 2), "status"), "failed");
+    ck_assert_str_eq(s(date_of(json_array_get(g.runs, 2), 0), "status"), "unfinished");
     ck_assert_int_eq(n(json_array_get(g.runs, 2), "retcode"), 0);
     got_free(&g);
     free_lines(&l);
@@ -235,10 +260,12 @@ START_TEST(test_long_reason_cut_at_a_character)
     char line[1024] = "Counts have not matched ";
     for (int i = 0; i < 200; i++)
         strcat(line, "\xc3\xa9"); /* 2 bytes each; the limit falls inside one */
-    rrlog_line(r, "Schema Name :- a", 10, NOW, &run);
-    rrlog_line(r, "Table Name :- b", 30, NOW, &run);
-    ck_assert_int_eq(rrlog_line(r, line, 50, NOW, &run), 1);
-    const char *reason = json_string_value(json_object_get(run.fields, "reason"));
+    rrlog_line(r, "Schema Name :- a", 10, &run);
+    rrlog_line(r, "Table Name :- b", 30, &run);
+    rrlog_line(r, "Processing for date: 20261124", 40, &run);
+    ck_assert_int_eq(rrlog_line(r, line, 50, &run), 0);
+    ck_assert_int_eq(rrlog_end(r, &run), 1);
+    const char *reason = json_string_value(json_object_get(date_of(run.fields, 0), "reason"));
     ck_assert_msg(reason != NULL, "the run lost its reason");
     ck_assert_int_eq(strncmp(reason, line, strlen(reason)), 0);
     ck_assert_uint_ge(strlen(reason), 250);
@@ -250,54 +277,160 @@ START_TEST(test_long_reason_cut_at_a_character)
 }
 END_TEST
 
-START_TEST(test_retcode_rules)
+static json_t *line_run(rrlog *r, const char *line, int64_t off)
+{
+    rrlog_run run;
+    ck_assert_msg(rrlog_line(r, line, off, &run) == 1, "\"%s\" finishes no run", line);
+    return run.fields;
+}
+
+static void no_run(rrlog *r, const char *line, int64_t off)
+{
+    rrlog_run run;
+    ck_assert_msg(rrlog_line(r, line, off, &run) == 0, "\"%s\" finished a run", line);
+}
+
+START_TEST(test_closing_rules)
 {
     rrlog_config *c = cfg();
     got g = {json_array(), json_array(), 0, ""};
     rrlog *r = rrlog_new(c, on_report, &g);
     rrlog_run run;
     int64_t first;
+    json_t *f;
     ck_assert_int_eq(rrlog_open_run(r, &first), 0);
-    ck_assert_int_eq(rrlog_line(r, "Schema Name :- a", 10, NOW, &run), 0);
+    no_run(r, "Schema Name :- a", 10);
     ck_assert_int_eq(rrlog_open_run(r, &first), 1);
     ck_assert_int_eq(first, 10);
-    ck_assert_int_eq(rrlog_line(r, "Table Name :- b", 30, NOW, &run), 0);
-    ck_assert_int_eq(rrlog_line(r, "RETCODE:0", 50, NOW, &run), 0); /* zero: wait for a marker or the end */
-    ck_assert_int_eq(rrlog_line(r, "some noise", 60, NOW, &run), 0);
-    ck_assert_int_eq(rrlog_end(r, NOW, &run), 1);
+    no_run(r, "Table Name :- b", 30);
+    no_run(r, "Processing for date: 20261124", 40);
+    ck_assert_int_eq(rrlog_idle(r, &run), 0); /* in the middle of a date: an import may be quiet for long */
+    no_run(r, "Counts have matched, Success!!", 45); /* a failure line may still follow */
+    no_run(r, "RETCODE:0", 50);
+    no_run(r, "some noise", 60);
+    ck_assert_int_eq(rrlog_idle(r, &run), 1); /* no trailer's last line: quiet ends it */
     ck_assert_str_eq(json_string_value(json_object_get(run.fields, "status")), "succeeded");
+    ck_assert_int_eq(n(run.fields, "retcode"), 0);
     json_decref(run.fields);
-    /* non-zero finishes at once */
-    rrlog_line(r, "Schema Name :- a", 100, NOW, &run);
-    rrlog_line(r, "Table Name :- b", 120, NOW, &run);
-    ck_assert_int_eq(rrlog_line(r, "RETCODE: 3", 140, NOW, &run), 1);
-    ck_assert_str_eq(json_string_value(json_object_get(run.fields, "reason")), "RETCODE:3");
+
+    /* a non-zero RETCODE fails the run; the wrapper's last line ends it */
+    no_run(r, "Schema Name :- a", 100);
+    no_run(r, "Table Name :- b", 105);
+    no_run(r, "Processing for date: 20261124", 110);
+    no_run(r, "Counts have matched, Success!!", 115);
+    no_run(r, "RETCODE: 3", 140);
+    f = line_run(r, "Script FAILED", 150);
+    ck_assert_str_eq(s(f, "status"), "failed");
+    ck_assert_str_eq(s(f, "reason"), "RETCODE:3");
+    json_decref(f);
+
+    /* the end of the file reports a run with no verdict, and says why */
+    no_run(r, "Schema Name :- a", 200);
+    no_run(r, "Table Name :- b", 205);
+    no_run(r, "Processing for date: 2026-11-24", 210);
+    ck_assert_int_eq(rrlog_end(r, &run), 1);
+    ck_assert_str_eq(s(run.fields, "reason"), "date 2026-11-24: no verdict");
+    ck_assert_str_eq(s(date_of(run.fields, 0), "status"), "unfinished");
     json_decref(run.fields);
-    /* no RETCODE at the end: dropped with a report */
-    rrlog_line(r, "Schema Name :- a", 200, NOW, &run);
-    ck_assert_int_eq(rrlog_end(r, NOW, &run), 0);
-    ck_assert_msg(strstr(g.last_report, "no end in its file") != NULL, "%s", g.last_report);
-    /* a new table while a run is open: the old run is reported and dropped */
-    rrlog_line(r, "Schema Name :- a", 300, NOW, &run);
-    rrlog_line(r, "Table Name :- b", 320, NOW, &run);
-    rrlog_line(r, "Table Name :- c", 340, NOW, &run);
-    ck_assert_msg(strstr(g.last_report, "never finished") != NULL, "%s", g.last_report);
+    ck_assert_int_eq(rrlog_end(r, &run), 0);
+
+    /* the next run's header cuts an unfinished run short: it is reported, the new one opens */
+    no_run(r, "Schema Name :- a", 300);
+    no_run(r, "Table Name :- b", 320);
+    no_run(r, "Processing for date: 20261124", 330);
+    f = line_run(r, "Schema Name :- a", 340);
+    ck_assert_str_eq(s(f, "status"), "failed");
+    ck_assert_str_eq(s(f, "table"), "b");
+    json_decref(f);
+    ck_assert_msg(strstr(g.last_report, "no verdict (a new run started)") != NULL, "%s", g.last_report);
     ck_assert_int_eq(rrlog_open_run(r, &first), 1);
     ck_assert_int_eq(first, 340);
-    rrlog_line(r, "Schema Name :- a", 360, NOW, &run);
-    ck_assert_int_eq(rrlog_line(r, "Script completed successfully", 380, NOW, &run), 1);
-    ck_assert_str_eq(json_string_value(json_object_get(run.fields, "table")), "c");
-    json_decref(run.fields);
+    no_run(r, "Table Name :- c", 360);
+    no_run(r, "Processing for date: 20261124", 370);
+    no_run(r, "Counts have matched, Success!!", 375);
+    f = line_run(r, "Script completed successfully", 380);
+    ck_assert_str_eq(s(f, "table"), "c");
+    ck_assert_str_eq(s(f, "status"), "succeeded");
+    json_decref(f);
+
     /* markers only count as whole lines */
-    rrlog_line(r, "Schema Name :- a", 400, NOW, &run);
-    rrlog_line(r, "Table Name :- b", 420, NOW, &run);
-    ck_assert_int_eq(rrlog_line(r, "+ echo 'Script completed successfully'", 440, NOW, &run), 0);
-    ck_assert_int_eq(rrlog_line(r, "ERROR: Script FAILED", 460, NOW, &run), 0);
-    ck_assert_int_eq(rrlog_line(r, "echo \"Counts have matched, Success!!\"", 480, NOW, &run), 0);
-    ck_assert_int_eq(rrlog_line(r, "   Script FAILED   ", 500, NOW, &run), 1);
+    no_run(r, "Schema Name :- a", 400);
+    no_run(r, "Table Name :- b", 420);
+    no_run(r, "Processing for date: 20261124", 430);
+    no_run(r, "+ echo 'Script completed successfully'", 440);
+    no_run(r, "ERROR: Script FAILED", 460);
+    no_run(r, "echo \"Counts have matched, Success!!\"", 480);
+    f = line_run(r, "   Script FAILED   ", 500);
+    ck_assert_str_eq(s(f, "reason"), "date 20261124: no verdict");
+    json_decref(f);
+
+    /* a real error: counts matched, and still the date failed */
+    no_run(r, "Schema Name :- a", 600);
+    no_run(r, "Table Name :- b", 605);
+    no_run(r, "Processing for date: 20261124", 610);
+    no_run(r, " Found Error!!", 620);
+    no_run(r, "Counts have matched, Success!!", 630);
+    no_run(r, "Processing failed for date : 20261124", 640);
+    f = line_run(r, "Schema Name :- z", 650); /* the next run closes it */
+    ck_assert_str_eq(s(f, "reason"), "date 20261124: Found Error!!");
+    json_decref(f);
+    rrlog_reset(r);
+
+    /* N dates: one run, closed after the Nth verdict by what follows */
+    no_run(r, "sh /x/run_replicator.sh s t k 20261105 3", 700);
+    no_run(r, "Schema Name :- s", 710);
+    for (int d = 5; d >= 3; d--) {
+        char line[64];
+        snprintf(line, sizeof line, "Processing for date: 2026110%d", d);
+        no_run(r, line, 720 + d);
+        no_run(r, "TD_COUNT = 2", 730 + d); /* the opswise wrapper's count lines */
+        no_run(r, "HIVE_COUNT = 2", 740 + d);
+        no_run(r, "Counts have matched, Success!!", 750 + d);
+    }
+    f = line_run(r, "${RUN_SCRIPT} \"sh /x/run_replicator.sh s u\"", 800);
+    ck_assert_str_eq(s(f, "status"), "succeeded");
+    ck_assert_int_eq(json_array_size(json_object_get(f, "dates")), 3);
+    ck_assert_int_eq(n(f, "td_count"), 6);
+    ck_assert_str_eq(s(f, "inc_val"), "20261105");
+    ck_assert_int_eq(n(f, "offset_days"), 3);
+    json_decref(f);
+    ck_assert_int_eq(rrlog_end(r, &run), 1); /* the wrapper's run: its invocation, no date at all */
+    ck_assert_str_eq(s(run.fields, "command"), "${RUN_SCRIPT} \"sh /x/run_replicator.sh s u\"");
+    ck_assert_str_eq(s(run.fields, "reason"), "0 of 1 dates processed");
     json_decref(run.fields);
     rrlog_free(r);
     got_free(&g);
+    rrlog_config_free(c);
+}
+END_TEST
+
+/* A line of exactly fold_width bytes was folded: joined with the next. */
+START_TEST(test_folded_lines_joined)
+{
+    rrlog_config *c = cfg();
+    rrlog *r = rrlog_new(c, NULL, NULL);
+    rrlog_run run;
+    char inv[600];
+    snprintf(inv, sizeof inv, "/opt/etl/bin/run_script.sh \"sh /opt/%0200d/cerebro/run_replicator.sh s t k 2026-11-05\"",
+             0);
+    size_t len = strlen(inv);
+    ck_assert_uint_gt(len, RRLOG_FOLD_WIDTH);
+    char piece[RRLOG_FOLD_WIDTH + 1];
+    memcpy(piece, inv, RRLOG_FOLD_WIDTH);
+    piece[RRLOG_FOLD_WIDTH] = '\0';
+    no_run(r, piece, 0);
+    int64_t first;
+    ck_assert_int_eq(rrlog_open_run(r, &first), 1); /* a restart re-reads the first piece */
+    ck_assert_int_eq(first, 0);
+    no_run(r, inv + RRLOG_FOLD_WIDTH, RRLOG_FOLD_WIDTH + 1);
+    no_run(r, "Processing for date: 2026-11-05", 400);
+    no_run(r, "Counts have matched, Success!!", 450);
+    ck_assert_int_eq(rrlog_end(r, &run), 1);
+    ck_assert_str_eq(s(run.fields, "command"), inv);
+    ck_assert_str_eq(s(run.fields, "inc_key"), "k");
+    ck_assert_int_eq(n(run.fields, "log_offset"), 0);
+    json_decref(run.fields);
+    rrlog_free(r);
     rrlog_config_free(c);
 }
 END_TEST
@@ -334,7 +467,7 @@ START_TEST(test_restart_from_any_checkpoint)
                 ck_assert_str_eq(s(a, "table"), s(b, "table"));
             }
             got_free(&after);
-            if (cut < l.n && rrlog_line(r, l.v[cut], l.off[cut], NOW, &run)) {
+            if (cut < l.n && rrlog_line(r, l.v[cut], l.off[cut], &run)) {
                 json_decref(run.fields);
                 emitted++;
             }
@@ -353,17 +486,17 @@ START_TEST(test_bad_patterns)
     char err[512];
     const char *p[RRP_COUNT] = {0};
     p[RRP_SCHEMA] = "Schema (";
-    ck_assert_ptr_null(rrlog_config_new(p, NULL, err, sizeof err));
+    ck_assert_ptr_null(rrlog_config_new(p, NULL, RRLOG_FOLD_WIDTH, err, sizeof err));
     ck_assert_msg(strstr(err, "schema_pattern") != NULL, "%s", err);
     p[RRP_SCHEMA] = "Schema Name";
-    ck_assert_ptr_null(rrlog_config_new(p, NULL, err, sizeof err));
+    ck_assert_ptr_null(rrlog_config_new(p, NULL, RRLOG_FOLD_WIDTH, err, sizeof err));
     ck_assert_msg(strstr(err, "capture group") != NULL, "%s", err);
     p[RRP_SCHEMA] = "";
-    ck_assert_ptr_null(rrlog_config_new(p, NULL, err, sizeof err));
+    ck_assert_ptr_null(rrlog_config_new(p, NULL, RRLOG_FOLD_WIDTH, err, sizeof err));
     ck_assert_msg(strstr(err, "must not be empty") != NULL, "%s", err);
     p[RRP_SCHEMA] = NULL;
     p[RRP_TIMESTAMP] = "";
-    rrlog_config *c = rrlog_config_new(p, NULL, err, sizeof err);
+    rrlog_config *c = rrlog_config_new(p, NULL, RRLOG_FOLD_WIDTH, err, sizeof err);
     ck_assert_ptr_nonnull(c);
     rrlog_config_free(c);
 }
@@ -380,7 +513,8 @@ int main(void)
     tcase_add_test(tc, test_three_runs_in_one_file);
     tcase_add_test(tc, test_hostile_lines_rejected_with_reason);
     tcase_add_test(tc, test_long_reason_cut_at_a_character);
-    tcase_add_test(tc, test_retcode_rules);
+    tcase_add_test(tc, test_closing_rules);
+    tcase_add_test(tc, test_folded_lines_joined);
     tcase_add_test(tc, test_restart_from_any_checkpoint);
     tcase_add_test(tc, test_bad_patterns);
     suite_add_tcase(su, tc);

@@ -43,11 +43,13 @@ START_TEST(test_seed_forms)
 
     ok("sh run_replicator.sh edw_prod orders_daily order_dt 20261123");
     ck_assert_str_eq(cmd.inc_key, "order_dt");
-    ck_assert_str_eq(cmd.inc_val, "2026-11-23");
+    ck_assert_str_eq(cmd.inc_val, "20261123"); /* exactly as written */
+    ck_assert_str_eq(cmd.inc_date, "2026-11-23");
     ck_assert_int_eq(cmd.offset_days, -1);
 
     ok("sh /x/run_replicator.sh edw_prod orders_daily order_dt 2024-02-29 3");
     ck_assert_str_eq(cmd.inc_val, "2024-02-29");
+    ck_assert_str_eq(cmd.inc_date, "2024-02-29");
     ck_assert_int_eq(cmd.offset_days, 3);
 
     ok("bash -c 'sh /x/run_replicator.sh edw_prod orders_daily order_dt 20261123 0'");
@@ -175,8 +177,10 @@ START_TEST(test_fields_and_identity)
     ck_assert_str_eq(json_string_value(json_object_get(f, "schema")), "edw_prod");
     ck_assert_str_eq(json_string_value(json_object_get(f, "table")), "orders_daily");
     ck_assert_str_eq(json_string_value(json_object_get(f, "inc_key")), "order_dt");
-    ck_assert_str_eq(json_string_value(json_object_get(f, "inc_val")), "2026-11-23");
+    ck_assert_str_eq(json_string_value(json_object_get(f, "inc_val")), "20261123");
+    ck_assert_str_eq(json_string_value(json_object_get(f, "inc_date")), "2026-11-23");
     ck_assert_int_eq(json_integer_value(json_object_get(f, "offset_days")), 2);
+    ck_assert(json_is_false(json_object_get(f, "full_refresh")));
     json_decref(f);
 
     char id[512];
@@ -186,7 +190,9 @@ START_TEST(test_fields_and_identity)
     f = json_object();
     ck_assert_int_eq(rr_command_to_fields(&cmd, NULL, f), 0);
     ck_assert_ptr_null(json_object_get(f, "inc_key"));
-    ck_assert_ptr_null(json_object_get(f, "offset_days"));
+    ck_assert_ptr_null(json_object_get(f, "inc_date"));
+    ck_assert_int_eq(json_integer_value(json_object_get(f, "offset_days")), 1); /* what the script loads */
+    ck_assert(json_is_true(json_object_get(f, "full_refresh")));
     ck_assert_ptr_null(json_object_get(f, "command"));
     json_decref(f);
     rr_identity(&cmd, NULL, id, sizeof id);
@@ -210,7 +216,8 @@ START_TEST(test_command_fields_in_one_call)
     ck_assert_int_eq(rr_command_fields(text, NULL, "kafka:rr:1:5", f, &c, err, sizeof err), 0);
     ck_assert_str_eq(c.table, "orders_daily");
     ck_assert_str_eq(json_string_value(json_object_get(f, "command")), text);
-    ck_assert_str_eq(json_string_value(json_object_get(f, "inc_val")), "2026-11-23");
+    ck_assert_str_eq(json_string_value(json_object_get(f, "inc_val")), "20261123");
+    ck_assert_str_eq(json_string_value(json_object_get(f, "inc_date")), "2026-11-23");
     ck_assert_int_eq(json_integer_value(json_object_get(f, "offset_days")), 2);
     /* run_id is sb_run_id() of the run's identity with the extra */
     char id[512];
