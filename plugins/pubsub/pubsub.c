@@ -88,22 +88,39 @@ static const char *okey_of(const msg *m)
 
 static const char *const standard_attrs[] = {"run_id", "schema", "table", "host"};
 
+/* The options the core validates and fills in (ABI 2 table). */
+typedef struct pubsub_conf {
+    const char *topic;
+    const char *project;
+    int body; /* body_mode, index into bodies[] */
+    int64_t max_messages;
+    int64_t max_bytes;
+} pubsub_conf;
+
+static const char *const bodies[] = {[BODY_COMMAND] = "command", [BODY_JSON] = "json", [BODY_TEMPLATE] = "template",
+                                     NULL};
+
 static const sb_option_def options[] = {
     {SB_OPT("topic", SB_OPT_STRING, NULL, 1,
-     "Topic to publish to: projects/PROJECT/topics/TOPIC, or TOPIC together with project.")},
-    {SB_OPT("project", SB_OPT_STRING, NULL, 0, "Project of a topic given by its short name.")},
+            "Topic to publish to: projects/PROJECT/topics/TOPIC, or TOPIC together with project."),
+     SB_OPT_BIND(pubsub_conf, topic)},
+    {SB_OPT("project", SB_OPT_STRING, NULL, 0, "Project of a topic given by its short name."),
+     SB_OPT_BIND(pubsub_conf, project)},
     {SB_OPT("body", SB_OPT_STRING, "\"command\"", 0,
-     "Message data: \"command\" (the event's command field as is; events without one fail), \"json\" (the "
-     "event fields as a JSON object) or \"template\" (the template option).")},
+            "Message data: \"command\" (the event's command field as is; events without one fail), \"json\" (the "
+            "event fields as a JSON object) or \"template\" (the template option)."),
+     SB_OPT_CHOICES(bodies), SB_OPT_BIND(pubsub_conf, body)},
     {SB_OPT("template", SB_OPT_TEMPLATE, NULL, 0, "Message data for body \"template\", e.g. \"${schema}.${table} ${status}\".")},
     {SB_OPT("attributes", SB_OPT_TEMPLATE_MAP, NULL, 0,
      "Extra message attributes, name -> template rendered per event, added to event_id, run_id, schema, table "
      "and host (those present).")},
     {SB_OPT("ordering_key", SB_OPT_TEMPLATE, NULL, 0,
      "Ordering key per event, e.g. \"${schema}.${table}\" (the subscription needs message ordering enabled).")},
-    {SB_OPT("max_messages", SB_OPT_INT, "1000", 0, "Messages per publish request, 1 to 1000.")},
+    {SB_OPT("max_messages", SB_OPT_INT, "1000", 0, "Messages per publish request (Pub/Sub's limit is 1000)."),
+     SB_OPT_RANGE_BIND(1, PS_MAX_MESSAGES, pubsub_conf, max_messages)},
     {SB_OPT("max_bytes", SB_OPT_SIZE, "\"9MB\"", 0,
-     "Largest publish request body (messages as base64 JSON); at most 10000000.")},
+            "Largest publish request body (messages as base64 JSON; Pub/Sub's limit is 10000000 bytes)."),
+     SB_OPT_RANGE_BIND(1024, PS_MAX_REQUEST, pubsub_conf, max_bytes)},
     SB_GCP_OPTION_DEFS,
     {0}};
 
@@ -170,9 +187,9 @@ static void ps_destroy(void *self)
 
 static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_size)
 {
-
-    const char *topic = sb_opt_string(ins, "topic");
-    const char *project = sb_opt_isset(ins, "project") ? sb_opt_string(ins, "project") : NULL;
+    const pubsub_conf *c = sb_instance_config(ins);
+    const char *topic = c->topic;
+    const char *project = c->project;
     if (strncmp(topic, "projects/", 9) == 0) {
         if (!valid_topic_name(topic))
             return fail(errstr, errstr_size, "option topic: \"%s\" is not projects/PROJECT/topics/TOPIC", topic);
@@ -193,33 +210,16 @@ static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_si
     if (!p->topic || !p->url)
         return fail(errstr, errstr_size, "out of memory");
 
-    const char *body = sb_opt_string(ins, "body");
+    p->body = (body_mode)c->body;
     p->tpl = sb_opt_template(ins, "template");
-    if (strcmp(body, "command") == 0)
-        p->body = BODY_COMMAND;
-    else if (strcmp(body, "json") == 0)
-        p->body = BODY_JSON;
-    else if (strcmp(body, "template") == 0)
-        p->body = BODY_TEMPLATE;
-    else
-        return fail(errstr, errstr_size, "option body: \"%s\" is not one of command, json, template", body);
     if (p->body == BODY_TEMPLATE && !p->tpl)
         return fail(errstr, errstr_size, "option template: required with body \"template\"");
     if (p->body != BODY_TEMPLATE && p->tpl)
-        return fail(errstr, errstr_size, "option template: only used with body \"template\" (body is \"%s\")", body);
+        return fail(errstr, errstr_size, "option template: only used with body \"template\" (body is \"%s\")",
+                    bodies[p->body]);
     p->okey = sb_opt_template(ins, "ordering_key");
-
-    int64_t mm = sb_opt_int(ins, "max_messages");
-    if (mm < 1 || mm > PS_MAX_MESSAGES)
-        return fail(errstr, errstr_size, "option max_messages: %lld is outside 1..%d (Pub/Sub's per-request limit)",
-                    (long long)mm, PS_MAX_MESSAGES);
-    p->max_messages = (size_t)mm;
-    int64_t mb = sb_opt_size(ins, "max_bytes");
-    if (mb < 1024 || mb > PS_MAX_REQUEST)
-        return fail(errstr, errstr_size,
-                    "option max_bytes: %lld is outside 1024..%d (Pub/Sub's request size limit)", (long long)mb,
-                    PS_MAX_REQUEST);
-    p->max_bytes = (size_t)mb;
+    p->max_messages = (size_t)c->max_messages;
+    p->max_bytes = (size_t)c->max_bytes;
 
     size_t na = sb_opt_template_map_count(ins, "attributes");
     if (na > PS_MAX_ATTRS)
@@ -682,6 +682,7 @@ const sb_plugin syncbridge_plugin = {
     .description = "Publish events to a Google Cloud Pub/Sub topic (REST), batched within Pub/Sub's limits",
     .flags = SB_PLUGIN_CONCURRENT,
     .options = options,
+    .config_size = sizeof(pubsub_conf),
     .create = ps_create,
     .process = ps_process,
     .destroy = ps_destroy,

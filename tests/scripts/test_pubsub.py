@@ -354,10 +354,11 @@ class PubSubSink(unittest.TestCase):
         cases = [({"topic_name": "t"}, "option project is required"),
                  ({"topic_name": "projects/p/topics/"}, "is not projects/PROJECT/topics/TOPIC"),
                  ({"topic_name": "projects/p/topics/t", "project": "q"}, "not used when topic is a full name"),
-                 ({"max_messages": 1001}, "outside 1..1000"),
-                 ({"max_bytes": "10MB"}, "outside 1024..10000000"),
+                 ({"max_messages": 1001}, "sinks.ps.max_messages: 1001 is outside the allowed range 1 to 1000"),
+                 ({"max_bytes": "10MB"}, "sinks.ps.max_bytes: 10MB is outside the allowed range 1KB to 10000000"),
                  ({"body": "template"}, "required with body \"template\""),
-                 ({"body": "xml"}, "not one of command, json, template"),
+                 ({"body": "xml"}, 'sinks.ps.body: "xml" is not one of the allowed values: "command", "json", '
+                                   '"template"'),
                  ({"attributes": {"a": "${table"}}, "sinks.ps.attributes.a: invalid template")]
         for opts, msg in cases:
             sink = self.sink(**{k: v for k, v in opts.items() if k != "topic_name"})
