@@ -87,6 +87,18 @@ typedef struct fw_fstate { /* per file, only while a run is open in it (100,000 
 /* Pattern options come after the fixed ones; their defaults are filled in
  * from rrlog_pattern_default when the plugin is loaded, so the regexes
  * live in one place. */
+static const char *const formats[] = {[FMT_RR] = "runreplicator", [FMT_COMMAND] = "command", [FMT_JSON] = "json",
+                                      NULL};
+static const char *const start_ats[] = {"beginning", "end", NULL};
+
+/* The options the core checks and fills in (ABI 2 table). */
+typedef struct fw_conf {
+    int format; /* fw_format */
+    int start_at_end;
+    int64_t fold_width;
+    int64_t max_open;
+} fw_conf;
+
 #define FIXED_OPTIONS 15
 static sb_option_def options[FIXED_OPTIONS + RRP_COUNT + 1] = {
     {SB_OPT("paths", SB_OPT_STRING_LIST, NULL, 1,
@@ -95,8 +107,9 @@ static sb_option_def options[FIXED_OPTIONS + RRP_COUNT + 1] = {
     {SB_OPT("exclude", SB_OPT_STRING_LIST, "[]", 0,
      "Globs of paths never to read, e.g. rotated copies (\"*.gz\", \"*.1\") when the paths would match them.")},
     {SB_OPT("format", SB_OPT_STRING, "\"runreplicator\"", 0,
-     "\"runreplicator\": one event per finished run found in the log lines. \"command\": each line is the command "
-     "that ran (the seed's Pub/Sub message). \"json\": each line is a JSON object of fields.")},
+            "\"runreplicator\": one event per finished run found in the log lines. \"command\": each line is the "
+            "command that ran (the message the GCP side consumes). \"json\": each line is a JSON object of fields."),
+     SB_OPT_CHOICES(formats), SB_OPT_BIND(fw_conf, format)},
     {SB_OPT("inotify", SB_OPT_BOOL, "true", 0,
      "Wake on inotify events. Set false on NFS and other file systems without inotify: then only poll_interval "
      "applies.")},
@@ -106,8 +119,9 @@ static sb_option_def options[FIXED_OPTIONS + RRP_COUNT + 1] = {
      "A file renamed away or deleted is still read until it has had no new data for this long, then closed.")},
     {SB_OPT("max_line", SB_OPT_SIZE, "\"1MB\"", 0, "Longer lines are reported with file:offset and skipped.")},
     {SB_OPT("start_at", SB_OPT_STRING, "\"beginning\"", 0,
-     "Files found at the very first start (no checkpoint yet): \"beginning\" reads them whole, \"end\" only what is "
-     "appended. Files found later are always read whole.")},
+            "Files found at the very first start (no checkpoint yet): \"beginning\" reads them whole, \"end\" only "
+            "what is appended. Files found later are always read whole."),
+     SB_OPT_CHOICES(start_ats), SB_OPT_BIND(fw_conf, start_at_end)},
     {SB_OPT("host", SB_OPT_STRING, NULL, 0, "Value of the host field (default: this machine's host name).")},
     {SB_OPT("id_field", SB_OPT_STRING, NULL, 0,
      "json format: take the event id from this field when present (else filewatch:<dev>:<inode>:<offset>).")},
@@ -115,8 +129,9 @@ static sb_option_def options[FIXED_OPTIONS + RRP_COUNT + 1] = {
      "The script whose invocations are runs (command format, and the invocation line in logs).")},
     {SB_OPT("emit_failed", SB_OPT_BOOL, "true", 0, "runreplicator format: emit failed runs too (status \"failed\").")},
     {SB_OPT("fold_width", SB_OPT_INT, "250", 0,
-     "runreplicator format: a line exactly this long was folded by the terminal that captured the log and is "
-     "joined with the next one (0: never).")},
+            "runreplicator format: a line exactly this long was folded by the terminal that captured the log and is "
+            "joined with the next one (0: never)."),
+     SB_OPT_RANGE_BIND(0, 1000000, fw_conf, fold_width)},
     {SB_OPT("file_time_pattern", SB_OPT_STRING, "\"\"", 0,
      "runreplicator format: a regex on the file's base name whose group 1 holds its start time as 14 digits "
      "YYYYMMDDHHMMSS in local time (other characters in the group are skipped), e.g. \"_([0-9]{8}_[0-9]{6})\\\\.log$\". "
@@ -125,7 +140,7 @@ static sb_option_def options[FIXED_OPTIONS + RRP_COUNT + 1] = {
     {SB_OPT("max_open", SB_OPT_INT, "0", 0,
      "Most files kept open at once. A file read to its end is closed when more are open (or when it has been "
      "quiet for rotate_wait), and reopened by path, with its inode and fingerprint checked, when it grows. 0: a "
-     "quarter of the open-file limit (ulimit -n).")},
+     "quarter of the open-file limit (ulimit -n)."), SB_OPT_RANGE_BIND(0, 1000000, fw_conf, max_open)},
 };
 
 static const char *const pattern_help[RRP_COUNT] = {
@@ -209,22 +224,8 @@ static int fw_create(sb_instance *ins, void **out, char *errstr, size_t errstr_s
         return -1;
     }
     self->ins = ins;
-    const char *format = sb_opt_string(ins, "format");
-    if (strcmp(format, "runreplicator") == 0)
-        self->format = FMT_RR;
-    else if (strcmp(format, "command") == 0)
-        self->format = FMT_COMMAND;
-    else if (strcmp(format, "json") == 0)
-        self->format = FMT_JSON;
-    else {
-        snprintf(errstr, errstr_size, "format must be \"runreplicator\", \"command\" or \"json\", not \"%s\"", format);
-        goto fail;
-    }
-    const char *start_at = sb_opt_string(ins, "start_at");
-    if (strcmp(start_at, "beginning") != 0 && strcmp(start_at, "end") != 0) {
-        snprintf(errstr, errstr_size, "start_at must be \"beginning\" or \"end\", not \"%s\"", start_at);
-        goto fail;
-    }
+    const fw_conf *c = sb_instance_config(ins); /* choices and ranges checked by the core */
+    self->format = (fw_format)c->format;
     self->script = sb_opt_string(ins, "script_name");
     self->id_field = sb_opt_string(ins, "id_field");
     if (sb_opt_isset(ins, "host"))
@@ -234,17 +235,8 @@ static int fw_create(sb_instance *ins, void **out, char *errstr, size_t errstr_s
     const char *pats[RRP_COUNT];
     for (int i = 0; i < RRP_COUNT; i++)
         pats[i] = sb_opt_string(ins, rrlog_pattern_option[i]);
-    int64_t fold = sb_opt_int(ins, "fold_width");
-    if (fold < 0 || fold > 1000000) {
-        snprintf(errstr, errstr_size, "fold_width must be 0 to 1000000, not %lld", (long long)fold);
-        goto fail;
-    }
-    int64_t max_open = sb_opt_int(ins, "max_open");
-    if (max_open < 0) {
-        snprintf(errstr, errstr_size, "max_open must not be negative");
-        goto fail;
-    }
-    self->tc.max_open = (size_t)max_open;
+    int64_t fold = c->fold_width;
+    self->tc.max_open = (size_t)c->max_open;
     const char *ftp = sb_opt_string(ins, "file_time_pattern");
     if (ftp && *ftp) {
         int rc = regcomp(&self->file_time, ftp, REG_EXTENDED);
@@ -278,7 +270,7 @@ static int fw_create(sb_instance *ins, void **out, char *errstr, size_t errstr_s
     self->tc.poll_ms = sb_opt_duration_ms(ins, "poll_interval");
     self->tc.rotate_wait_ms = sb_opt_duration_ms(ins, "rotate_wait");
     self->tc.max_line = (size_t)sb_opt_size(ins, "max_line");
-    self->tc.start_at_end = strcmp(start_at, "end") == 0;
+    self->tc.start_at_end = c->start_at_end;
     if (self->tc.poll_ms < 1)
         self->tc.poll_ms = 1;
     *out = self;
@@ -736,6 +728,7 @@ const sb_plugin syncbridge_plugin = {
     .version = "1.0",
     .description = "Tail Run Replicator logs (globs, rotation, inotify or polling): one event per finished run",
     .options = options,
+    .config_size = sizeof(fw_conf),
     .create = fw_create,
     .run = fw_run,
     .destroy = fw_destroy,

@@ -86,27 +86,44 @@ typedef struct kafka_src {
     uint64_t n_events, n_bad;
 } kafka_src;
 
+static const char *const formats[] = {[FMT_AUTO] = "auto", [FMT_JSON] = "json", [FMT_COMMAND] = "command", NULL};
+static const char *const resets[] = {"earliest", "latest", NULL};
+
+/* The options the core checks and fills in (ABI 2 table). */
+typedef struct kafka_conf {
+    int format; /* enum kafka_format */
+    int64_t batch;
+    int64_t poll_ms;
+    int64_t commit_ms;
+    int reset;  /* index into resets[] */
+} kafka_conf;
+
 static const sb_option_def options[] = {
     {SB_OPT("brokers", SB_OPT_STRING, NULL, 1, "Bootstrap servers, \"host:port,host:port\" (bootstrap.servers).")},
     {SB_OPT("topics", SB_OPT_STRING_LIST, NULL, 1,
      "Topics to subscribe to; a name starting with \"^\" is a regular expression, as in librdkafka.")},
     {SB_OPT("group_id", SB_OPT_STRING, NULL, 1, "Consumer group (group.id); instances sharing it split the partitions.")},
     {SB_OPT("format", SB_OPT_STRING, "\"auto\"", 0,
-     "\"json\": the message is a JSON object whose members are the fields. \"command\": the message is the Run "
-     "Replicator command that ran. \"auto\": JSON when it starts with '{', else a command.")},
+            "\"json\": the message is a JSON object whose members are the fields. \"command\": the message is the "
+            "Run Replicator command that ran. \"auto\": JSON when it starts with '{', else a command."),
+     SB_OPT_CHOICES(formats), SB_OPT_BIND(kafka_conf, format)},
     {SB_OPT("id_field", SB_OPT_STRING, NULL, 0,
      "JSON messages: take the event id from this field when present (else kafka:<topic>:<partition>:<offset>).")},
     {SB_OPT("properties", SB_OPT_OBJECT, NULL, 0,
      "librdkafka properties passed through as strings (security.protocol, sasl.*, ssl.*, session.timeout.ms...). "
      "Use ${env:NAME} or ${file:/path} for secrets. Offset handling properties are owned by the plugin.")},
-    {SB_OPT("batch", SB_OPT_INT, "500", 0, "Maximum messages handed to the core per commit.")},
+    {SB_OPT("batch", SB_OPT_INT, "500", 0, "Maximum messages handed to the core per commit."),
+     SB_OPT_RANGE_BIND(1, 100000, kafka_conf, batch)},
     {SB_OPT("poll_timeout", SB_OPT_DURATION, "\"100ms\"", 0,
-     "How long one poll waits for a message; also bounds how long a stop waits (at most 1s).")},
+            "How long one poll waits for a message; also bounds how long a stop waits."),
+     SB_OPT_RANGE_BIND(1, 1000, kafka_conf, poll_ms)},
     {SB_OPT("commit_interval", SB_OPT_DURATION, "\"5s\"", 0,
-     "How often stored offsets are committed to the group (auto.commit.interval.ms). Revokes and shutdown "
-     "commit at once.")},
+            "How often stored offsets are committed to the group (auto.commit.interval.ms). Revokes and shutdown "
+            "commit at once."),
+     SB_OPT_RANGE_BIND(1, 86400000, kafka_conf, commit_ms)},
     {SB_OPT("auto_offset_reset", SB_OPT_STRING, "\"earliest\"", 0,
-     "Where a partition without a committed offset starts: \"earliest\" or \"latest\".")},
+            "Where a partition without a committed offset starts."),
+     SB_OPT_CHOICES(resets), SB_OPT_BIND(kafka_conf, reset)},
     {0}};
 
 /* Properties the plugin sets itself: overriding them would break the
@@ -170,38 +187,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
 
 static int kf_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
 {
-    const char *format = sb_opt_string(ins, "format");
-    enum kafka_format fmt;
-    if (strcmp(format, "auto") == 0)
-        fmt = FMT_AUTO;
-    else if (strcmp(format, "json") == 0)
-        fmt = FMT_JSON;
-    else if (strcmp(format, "command") == 0)
-        fmt = FMT_COMMAND;
-    else {
-        snprintf(errstr, errstr_size, "format must be \"auto\", \"json\" or \"command\", not \"%s\"", format);
-        return -1;
-    }
-    int64_t batch = sb_opt_int(ins, "batch");
-    if (batch < 1 || batch > 100000) {
-        snprintf(errstr, errstr_size, "batch must be between 1 and 100000");
-        return -1;
-    }
-    const char *reset = sb_opt_string(ins, "auto_offset_reset");
-    if (strcmp(reset, "earliest") != 0 && strcmp(reset, "latest") != 0) {
-        snprintf(errstr, errstr_size, "auto_offset_reset must be \"earliest\" or \"latest\", not \"%s\"", reset);
-        return -1;
-    }
-    int64_t commit_ms = sb_opt_duration_ms(ins, "commit_interval");
-    if (commit_ms < 1) {
-        snprintf(errstr, errstr_size, "commit_interval must be at least 1ms");
-        return -1;
-    }
-    int64_t poll_ms = sb_opt_duration_ms(ins, "poll_timeout");
-    if (poll_ms < 1)
-        poll_ms = 1;
-    if (poll_ms > 1000)
-        poll_ms = 1000; /* stop() relies on a short poll */
+    /* the core checked choices and ranges (a poll of at most 1s: stop() relies on it) */
+    const kafka_conf *c = sb_instance_config(ins);
+    enum kafka_format fmt = (enum kafka_format)c->format;
+    int64_t batch = c->batch, commit_ms = c->commit_ms, poll_ms = c->poll_ms;
+    const char *reset = resets[c->reset];
     if (sb_opt_list_count(ins, "topics") == 0) {
         snprintf(errstr, errstr_size, "topics must name at least one topic");
         return -1;
@@ -736,6 +726,7 @@ const sb_plugin syncbridge_plugin = {
     .version = "1.0",
     .description = "Consume Kafka topics in a consumer group (offsets stored after the ledger commit)",
     .options = options,
+    .config_size = sizeof(kafka_conf),
     .create = kf_create,
     .start = kf_start,
     .run = kf_run,
