@@ -98,6 +98,25 @@ void sb_strbuf_add(sb_strbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
+void sb_strbuf_printf(sb_strbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0)
+        return;
+    if (b->len + (size_t)n + 1 > b->cap) {
+        while (b->len + (size_t)n + 1 > b->cap)
+            b->cap = b->cap ? b->cap * 2 : 64;
+        b->p = sb_xrealloc(b->p, b->cap);
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
 char *sb_read_file(const char *path, size_t *len, char *errstr, size_t errstr_size)
 {
     FILE *f = fopen(path, "rb");

@@ -10,30 +10,17 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <syncbridge/buf.h>
+
 /* Wall clock and monotonic clock in microseconds. */
 int64_t sb_now_us(void);
 int64_t sb_mono_us(void);
 
-/* snprintf into errstr (NULL-safe, always terminated). Returns -1 so that
- * `return sb_err(errstr, sz, "...")` reads naturally. */
-int sb_err(char *errstr, size_t errstr_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* malloc'd printf; aborts on allocation failure (the daemon cannot make
- * progress without memory, and a clear abort beats a silent drop). */
-char *sb_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* sb_err, sb_asprintf and sb_strbuf are public (syncbridge/buf.h). */
 char *sb_strdup(const char *s); /* NULL-safe; aborts on OOM */
 void *sb_xmalloc(size_t n);     /* aborts on OOM */
 void *sb_xcalloc(size_t n, size_t size);
 void *sb_xrealloc(void *p, size_t n);
-
-/* A growable NUL-terminated string: zero-initialise, append, take .p
- * (caller frees). Aborts on OOM like the other sb_x* helpers. */
-typedef struct sb_strbuf {
-    char *p;
-    size_t len, cap;
-} sb_strbuf;
-void sb_strbuf_add(sb_strbuf *b, const char *s, size_t n);
 
 /* Read a whole file into a malloc'd NUL-terminated buffer. */
 char *sb_read_file(const char *path, size_t *len, char *errstr, size_t errstr_size);

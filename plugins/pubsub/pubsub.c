@@ -124,32 +124,6 @@ static const sb_option_def options[] = {
     SB_GCP_OPTION_DEFS,
     {0}};
 
-static int fail(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return NULL;
-    char *s = malloc((size_t)n + 1);
-    if (!s)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
 /* A resource id segment: non-empty, no '/', nothing a URL would reinterpret. */
 static int valid_segment(const char *s, size_t len)
 {
@@ -192,30 +166,28 @@ static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_si
     const char *project = c->project;
     if (strncmp(topic, "projects/", 9) == 0) {
         if (!valid_topic_name(topic))
-            return fail(errstr, errstr_size, "option topic: \"%s\" is not projects/PROJECT/topics/TOPIC", topic);
+            return sb_err(errstr, errstr_size, "option topic: \"%s\" is not projects/PROJECT/topics/TOPIC", topic);
         if (project && *project)
-            return fail(errstr, errstr_size, "option project: not used when topic is a full name (%s); drop one of them",
+            return sb_err(errstr, errstr_size, "option project: not used when topic is a full name (%s); drop one of them",
                         topic);
-        p->topic = strdup(topic);
+        p->topic = sb_asprintf("%s", topic);
     } else {
         if (!project || !*project)
-            return fail(errstr, errstr_size,
+            return sb_err(errstr, errstr_size,
                         "option topic: \"%s\" is a short name, so option project is required (or give "
                         "projects/PROJECT/topics/%s)", topic, topic);
-        p->topic = xasprintf("projects/%s/topics/%s", project, topic);
+        p->topic = sb_asprintf("projects/%s/topics/%s", project, topic);
         if (p->topic && !valid_topic_name(p->topic))
-            return fail(errstr, errstr_size, "options topic/project: \"%s\" is not a valid topic name", p->topic);
+            return sb_err(errstr, errstr_size, "options topic/project: \"%s\" is not a valid topic name", p->topic);
     }
-    p->url = p->topic ? xasprintf("/v1/%s:publish", p->topic) : NULL;
-    if (!p->topic || !p->url)
-        return fail(errstr, errstr_size, "out of memory");
+    p->url = sb_asprintf("/v1/%s:publish", p->topic);
 
     p->body = (body_mode)c->body;
     p->tpl = sb_opt_template(ins, "template");
     if (p->body == BODY_TEMPLATE && !p->tpl)
-        return fail(errstr, errstr_size, "option template: required with body \"template\"");
+        return sb_err(errstr, errstr_size, "option template: required with body \"template\"");
     if (p->body != BODY_TEMPLATE && p->tpl)
-        return fail(errstr, errstr_size, "option template: only used with body \"template\" (body is \"%s\")",
+        return sb_err(errstr, errstr_size, "option template: only used with body \"template\" (body is \"%s\")",
                     bodies[p->body]);
     p->okey = sb_opt_template(ins, "ordering_key");
     p->max_messages = (size_t)c->max_messages;
@@ -223,13 +195,13 @@ static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_si
 
     size_t na = sb_opt_template_map_count(ins, "attributes");
     if (na > PS_MAX_ATTRS)
-        return fail(errstr, errstr_size, "option attributes: %zu attributes, Pub/Sub allows %d per message", na,
+        return sb_err(errstr, errstr_size, "option attributes: %zu attributes, Pub/Sub allows %d per message", na,
                     PS_MAX_ATTRS);
     for (size_t i = 0; i < na; i++) {
         const char *key = NULL;
         sb_opt_template_map_item(ins, "attributes", i, &key);
         if (!*key || strlen(key) > PS_MAX_ATTR_KEY)
-            return fail(errstr, errstr_size, "option attributes: the name \"%.40s\" must be 1 to %d bytes", key,
+            return sb_err(errstr, errstr_size, "option attributes: the name \"%.40s\" must be 1 to %d bytes", key,
                         PS_MAX_ATTR_KEY);
         for (size_t k = 0; k < sizeof standard_attrs / sizeof *standard_attrs; k++)
             if (strcmp(key, standard_attrs[k]) == 0)
@@ -248,7 +220,7 @@ static int ps_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
 {
     pubsub *p = calloc(1, sizeof *p);
     if (!p)
-        return fail(errstr, errstr_size, "out of memory");
+        return sb_err(errstr, errstr_size, "out of memory");
     p->ins = ins;
     if (configure(p, ins, errstr, errstr_size) != 0) {
         ps_destroy(p);
@@ -312,7 +284,7 @@ static int put_attr(text *t, const char *key, const char *value, const char *eid
     size_t vl = strlen(value);
     int rc = 0;
     if (vl > PS_MAX_ATTR_VALUE) {
-        rc = fail(err, errsz, "attribute \"%s\" of event %s is %zu bytes, over Pub/Sub's %d-byte limit for a value", key,
+        rc = sb_err(err, errsz, "attribute \"%s\" of event %s is %zu bytes, over Pub/Sub's %d-byte limit for a value", key,
                   eid, vl, PS_MAX_ATTR_VALUE);
     } else {
         size_t mark = t->len;
@@ -322,7 +294,7 @@ static int put_attr(text *t, const char *key, const char *value, const char *eid
             (put(t, ":", 1), sb_json_append_string(&t->p, &t->len, &t->cap, value, vl)) != 0) {
             t->len = mark;
             t->p[mark] = '\0';
-            rc = fail(err, errsz, "attribute \"%s\" of event %s is not valid UTF-8", key, eid);
+            rc = sb_err(err, errsz, "attribute \"%s\" of event %s is not valid UTF-8", key, eid);
         } else {
             t->nattrs++;
         }
@@ -336,7 +308,7 @@ static int put_attr(text *t, const char *key, const char *value, const char *eid
 
 static int no_memory(char *err, size_t errsz)
 {
-    fail(err, errsz, "out of memory");
+    sb_err(err, errsz, "out of memory");
     return PREPARE_NO_MEMORY;
 }
 
@@ -352,7 +324,7 @@ static const char *make_data(pubsub *p, sb_event *ev, size_t *len, char **owned,
     case BODY_COMMAND: {
         const char *c = sb_event_get_string(ev, "command");
         if (!c) {
-            fail(err, errsz, "event %s has no string field \"command\" to publish (body \"command\"); set body to "
+            sb_err(err, errsz, "event %s has no string field \"command\" to publish (body \"command\"); set body to "
                              "\"json\" or \"template\" to publish other events", sb_event_id(ev));
             return NULL;
         }
@@ -366,7 +338,7 @@ static const char *make_data(pubsub *p, sb_event *ev, size_t *len, char **owned,
         char terr[256];
         data = sb_template_render(p->tpl, ev, terr, sizeof terr);
         if (!data) {
-            fail(err, errsz, "message template: %s", terr);
+            sb_err(err, errsz, "message template: %s", terr);
             return NULL;
         }
         break;
@@ -396,7 +368,7 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
         return rc ? rc : -1;
     if (dlen > PS_MAX_DATA) {
         free(owned);
-        return fail(err, errsz, "message for event %s is %s, over Pub/Sub's 10 MB limit", eid,
+        return sb_err(err, errsz, "message for event %s is %s, over Pub/Sub's 10 MB limit", eid,
                     human(dlen, hb, sizeof hb));
     }
     text t = {0};
@@ -428,25 +400,25 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
         const sb_template *tp = sb_opt_template_map_item(p->ins, "attributes", i, &key);
         char terr[256];
         char *v = sb_template_render(tp, ev, terr, sizeof terr);
-        rc = v ? put_attr(&t, key, v, eid, err, errsz) : fail(err, errsz, "attribute \"%s\": %s", key, terr);
+        rc = v ? put_attr(&t, key, v, eid, err, errsz) : sb_err(err, errsz, "attribute \"%s\": %s", key, terr);
         free(v);
     }
     put(&t, "}", 1);
     if (rc == 0 && t.nattrs > PS_MAX_ATTRS)
-        rc = fail(err, errsz, "message for event %s has %zu attributes, over Pub/Sub's limit of %d", eid, t.nattrs,
+        rc = sb_err(err, errsz, "message for event %s has %zu attributes, over Pub/Sub's limit of %d", eid, t.nattrs,
                   PS_MAX_ATTRS);
     char *okey = NULL;
     if (rc == 0 && p->okey) {
         char terr[256];
         okey = sb_template_render(p->okey, ev, terr, sizeof terr);
         if (!okey)
-            rc = fail(err, errsz, "ordering_key: %s", terr);
+            rc = sb_err(err, errsz, "ordering_key: %s", terr);
         else if (strlen(okey) > PS_MAX_ORDERING_KEY)
-            rc = fail(err, errsz, "ordering key of event %s is %zu bytes, over Pub/Sub's %d-byte limit", eid,
+            rc = sb_err(err, errsz, "ordering key of event %s is %zu bytes, over Pub/Sub's %d-byte limit", eid,
                       strlen(okey), PS_MAX_ORDERING_KEY);
         else if (*okey && (put(&t, ",\"orderingKey\":", 15),
                            sb_json_append_string(&t.p, &t.len, &t.cap, okey, strlen(okey))) != 0)
-            rc = fail(err, errsz, "ordering key of event %s is not valid UTF-8", eid);
+            rc = sb_err(err, errsz, "ordering key of event %s is not valid UTF-8", eid);
     }
     put(&t, "}", 1);
     if (rc == 0) {
@@ -456,7 +428,7 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
         if (okey && *okey) /* an empty key is no key */
             m->okey = okey, okey = NULL;
         if (m->len + BODY_OVERHEAD > p->max_bytes)
-            rc = fail(err, errsz,
+            rc = sb_err(err, errsz,
                       "message for event %s is %s as base64 JSON (data %s), over the %s request limit (max_bytes; "
                       "Pub/Sub's REST limit is 10 MB)", eid, human(m->len, hb, sizeof hb),
                       human(dlen, hb2, sizeof hb2), human(p->max_bytes, hb3, sizeof hb3));
@@ -511,9 +483,9 @@ static void hold_back(call *c, const size_t *idx, size_t n)
 {
     if (!n)
         return;
-    char *why = xasprintf("held back: an earlier message with ordering key \"%s\" was not published",
-                          okey_of(&c->msgs[idx[0]]));
-    settle(c, idx, n, SB_RESULT_RETRY, 0, why ? why : "held back behind its ordering key");
+    char *why = sb_asprintf("held back: an earlier message with ordering key \"%s\" was not published",
+                            okey_of(&c->msgs[idx[0]]));
+    settle(c, idx, n, SB_RESULT_RETRY, 0, why);
     free(why);
 }
 

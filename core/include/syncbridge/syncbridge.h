@@ -9,6 +9,7 @@
 #ifndef SYNCBRIDGE_SYNCBRIDGE_H
 #define SYNCBRIDGE_SYNCBRIDGE_H
 
+#include <syncbridge/buf.h>
 #include <syncbridge/event.h>
 #include <syncbridge/log.h>
 #include <syncbridge/options.h>
