@@ -4,7 +4,7 @@
  * the others wait on a condition variable. */
 #include "build_config.h"
 #include "gcp_internal.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <errno.h>
 #include <jansson.h>

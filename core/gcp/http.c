@@ -3,7 +3,7 @@
  * full-jitter exponential backoff, tokens from the auth provider. */
 #include "build_config.h"
 #include "gcp_internal.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <curl/curl.h>
 #include <errno.h>

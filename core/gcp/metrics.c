@@ -5,8 +5,8 @@
  * Prometheus counters tolerate). */
 #include "build_config.h"
 #include "gcp_internal.h"
-#include "metrics.h"
-#include "util.h"
+#include "ops/metrics.h"
+#include "util/util.h"
 
 #include <syncbridge/plugin.h>
 
