@@ -4,7 +4,6 @@
 #include "config/confval.h"
 #include "log/log_internal.h"
 #include "events/match.h"
-#include "config/options_internal.h"
 #include "util/util.h"
 
 #include <dirent.h>
@@ -22,113 +21,7 @@
 #define SB_DEFAULT_PLUGIN_DIR "/usr/lib/syncbridge"
 #endif
 
-#define SUBST_FILE_MAX (1024 * 1024)
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-
-/* ---- substitution ---------------------------------------------------------- */
-
-/* A substituted value is data, never syntax: in a template option a "$"
- * in a secret is doubled so the template compiler reads it literally. */
-static void add_value(sb_strbuf *b, const char *v, size_t n, int in_template)
-{
-    for (size_t i = 0; i < n; i++)
-        sb_strbuf_add(b, v[i] == '$' && in_template ? "$$" : v + i, v[i] == '$' && in_template ? 2 : 1);
-}
-
-static int subst_file(sb_strbuf *b, const char *path, int in_template, char *errstr, size_t errstr_size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sb_err(errstr, errstr_size, "cannot read file \"%s\": %s", path, strerror(errno));
-    char *data = sb_xmalloc(SUBST_FILE_MAX + 1);
-    size_t n = fread(data, 1, SUBST_FILE_MAX + 1, f);
-    int read_errno = ferror(f) ? errno : 0;
-    fclose(f);
-    int rc = 0;
-    if (read_errno)
-        rc = sb_err(errstr, errstr_size, "cannot read file \"%s\": %s", path, strerror(read_errno));
-    else if (n > SUBST_FILE_MAX)
-        rc = sb_err(errstr, errstr_size, "file \"%s\" is larger than 1 MiB", path);
-    if (rc == 0) {
-        if (n > 0 && data[n - 1] == '\n')
-            n--;
-        if (n > 0 && data[n - 1] == '\r')
-            n--;
-        add_value(b, data, n, in_template);
-    }
-    free(data);
-    return rc;
-}
-
-static int subst_env(sb_strbuf *b, const char *name, int in_template, char *errstr, size_t errstr_size)
-{
-    if (!*name)
-        return sb_err(errstr, errstr_size, "empty environment variable name in \"${}\"");
-    const char *v = getenv(name);
-    if (!v)
-        return sb_err(errstr, errstr_size, "environment variable \"%s\" is not set", name);
-    add_value(b, v, strlen(v), in_template);
-    return 0;
-}
-
-char *sb_config_subst(const char *in, int keep_fields, char *errstr, size_t errstr_size)
-{
-    sb_strbuf b = {0};
-    sb_strbuf_add(&b, "", 0);
-    size_t i = 0;
-    while (in && in[i]) {
-        if (in[i] != '$' || (in[i + 1] != '{' && in[i + 1] != '$')) {
-            sb_strbuf_add(&b, in + i, 1);
-            i++;
-            continue;
-        }
-        if (in[i + 1] == '$') {
-            /* Templates give "$$" its own meaning, so leave it to them. */
-            if (keep_fields) {
-                sb_strbuf_add(&b, "$$", 2);
-                i += 2;
-            } else if (in[i + 2] == '{') {
-                sb_strbuf_add(&b, "${", 2);
-                i += 3;
-            } else {
-                sb_strbuf_add(&b, "$", 1);
-                i++;
-            }
-            continue;
-        }
-        const char *inner = in + i + 2;
-        const char *close = strchr(inner, '}');
-        if (!close) {
-            if (keep_fields) {
-                sb_strbuf_add(&b, in + i, strlen(in + i));
-                break;
-            }
-            free(b.p);
-            sb_err(errstr, errstr_size, "unterminated \"${\" at column %zu", i + 1);
-            return NULL;
-        }
-        size_t inner_len = (size_t)(close - inner);
-        char *ref = sb_xmalloc(inner_len + 1);
-        memcpy(ref, inner, inner_len);
-        ref[inner_len] = '\0';
-        int rc = 0;
-        if (strncmp(ref, "env:", 4) == 0)
-            rc = subst_env(&b, ref + 4, keep_fields, errstr, errstr_size);
-        else if (strncmp(ref, "file:", 5) == 0)
-            rc = subst_file(&b, ref + 5, keep_fields, errstr, errstr_size);
-        else if (keep_fields)
-            sb_strbuf_add(&b, in + i, inner_len + 3);
-        else
-            rc = subst_env(&b, ref, keep_fields, errstr, errstr_size);
-        free(ref);
-        if (rc != 0) {
-            free(b.p);
-            return NULL;
-        }
-        i = (size_t)(close - in) + 1;
-    }
-    return b.p;
-}
 
 /* ---- loader state and messages ----------------------------------------------- */
 

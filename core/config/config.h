@@ -102,10 +102,6 @@ void sb_config_free(sb_config *c);
 /* Lookup by name; NULL if absent. */
 const sb_instance_conf *sb_config_instance(const sb_config *c, const char *name);
 
-/* Substitute ${env:NAME}, ${file:/path} and "$${" in `in`; with
- * keep_fields=0 a plain ${NAME} is an environment variable, with
- * keep_fields=1 it is left as is (template options). Returns a malloc'd
- * string or NULL with errstr set ("environment variable X is not set"). */
-char *sb_config_subst(const char *in, int keep_fields, char *errstr, size_t errstr_size);
+/* ${...} substitution (sb_config_subst) is in confval.h. */
 
 #endif

@@ -1,15 +1,182 @@
-/* confval.c - durations, sizes and the wrong-value message, shared by the
- * config loader and plugin options (see confval.h). */
+/* confval.c - what the config loader and plugin options read alike (see
+ * confval.h): ${...} substitution, durations, sizes, and the wording of a
+ * wrong value or a misspelt name. */
 #include "build_config.h"
 #include "config/confval.h"
-#include "config/config.h"
-#include "config/options_internal.h"
 #include "util/util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#define SUBST_FILE_MAX (1024 * 1024)
+
+/* ---- substitution ---------------------------------------------------------- */
+
+/* A substituted value is data, never syntax: in a template option a "$"
+ * in a secret is doubled so the template compiler reads it literally. */
+static void add_value(sb_strbuf *b, const char *v, size_t n, int in_template)
+{
+    for (size_t i = 0; i < n; i++)
+        sb_strbuf_add(b, v[i] == '$' && in_template ? "$$" : v + i, v[i] == '$' && in_template ? 2 : 1);
+}
+
+static int subst_file(sb_strbuf *b, const char *path, int in_template, char *errstr, size_t errstr_size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return sb_err(errstr, errstr_size, "cannot read file \"%s\": %s", path, strerror(errno));
+    char *data = sb_xmalloc(SUBST_FILE_MAX + 1);
+    size_t n = fread(data, 1, SUBST_FILE_MAX + 1, f);
+    int read_errno = ferror(f) ? errno : 0;
+    fclose(f);
+    int rc = 0;
+    if (read_errno)
+        rc = sb_err(errstr, errstr_size, "cannot read file \"%s\": %s", path, strerror(read_errno));
+    else if (n > SUBST_FILE_MAX)
+        rc = sb_err(errstr, errstr_size, "file \"%s\" is larger than 1 MiB", path);
+    if (rc == 0) {
+        if (n > 0 && data[n - 1] == '\n')
+            n--;
+        if (n > 0 && data[n - 1] == '\r')
+            n--;
+        add_value(b, data, n, in_template);
+    }
+    free(data);
+    return rc;
+}
+
+static int subst_env(sb_strbuf *b, const char *name, int in_template, char *errstr, size_t errstr_size)
+{
+    if (!*name)
+        return sb_err(errstr, errstr_size, "empty environment variable name in \"${}\"");
+    const char *v = getenv(name);
+    if (!v)
+        return sb_err(errstr, errstr_size, "environment variable \"%s\" is not set", name);
+    add_value(b, v, strlen(v), in_template);
+    return 0;
+}
+
+char *sb_config_subst(const char *in, int keep_fields, char *errstr, size_t errstr_size)
+{
+    sb_strbuf b = {0};
+    sb_strbuf_add(&b, "", 0);
+    size_t i = 0;
+    while (in && in[i]) {
+        if (in[i] != '$' || (in[i + 1] != '{' && in[i + 1] != '$')) {
+            sb_strbuf_add(&b, in + i, 1);
+            i++;
+            continue;
+        }
+        if (in[i + 1] == '$') {
+            /* Templates give "$$" its own meaning, so leave it to them. */
+            if (keep_fields) {
+                sb_strbuf_add(&b, "$$", 2);
+                i += 2;
+            } else if (in[i + 2] == '{') {
+                sb_strbuf_add(&b, "${", 2);
+                i += 3;
+            } else {
+                sb_strbuf_add(&b, "$", 1);
+                i++;
+            }
+            continue;
+        }
+        const char *inner = in + i + 2;
+        const char *close = strchr(inner, '}');
+        if (!close) {
+            if (keep_fields) {
+                sb_strbuf_add(&b, in + i, strlen(in + i));
+                break;
+            }
+            free(b.p);
+            sb_err(errstr, errstr_size, "unterminated \"${\" at column %zu", i + 1);
+            return NULL;
+        }
+        size_t inner_len = (size_t)(close - inner);
+        char *ref = sb_xmalloc(inner_len + 1);
+        memcpy(ref, inner, inner_len);
+        ref[inner_len] = '\0';
+        int rc = 0;
+        if (strncmp(ref, "env:", 4) == 0)
+            rc = subst_env(&b, ref + 4, keep_fields, errstr, errstr_size);
+        else if (strncmp(ref, "file:", 5) == 0)
+            rc = subst_file(&b, ref + 5, keep_fields, errstr, errstr_size);
+        else if (keep_fields)
+            sb_strbuf_add(&b, in + i, inner_len + 3);
+        else
+            rc = subst_env(&b, ref, keep_fields, errstr, errstr_size);
+        free(ref);
+        if (rc != 0) {
+            free(b.p);
+            return NULL;
+        }
+        i = (size_t)(close - in) + 1;
+    }
+    return b.p;
+}
+
+/* ---- message helpers -------------------------------------------------- */
+
+/* Optimal string alignment distance: Levenshtein plus adjacent
+ * transpositions, the commonest typo ("prot" for "port"). */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), w = lb + 1;
+    size_t *d = sb_xcalloc((la + 1) * w, sizeof *d);
+    for (size_t i = 0; i <= la; i++)
+        d[i * w] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+            size_t best = d[(i - 1) * w + j - 1] + cost;
+            if (d[(i - 1) * w + j] + 1 < best)
+                best = d[(i - 1) * w + j] + 1;
+            if (d[i * w + j - 1] + 1 < best)
+                best = d[i * w + j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[(i - 2) * w + j - 2] + 1 < best)
+                best = d[(i - 2) * w + j - 2] + 1;
+            d[i * w + j] = best;
+        }
+    }
+    size_t dist = d[la * w + lb];
+    free(d);
+    return dist;
+}
+
+const char *sb_closest_name(const char *given, const char *const *names, size_t n)
+{
+    size_t len = strlen(given);
+    size_t limit = len <= 4 ? 1 : len <= 8 ? 2 : 3;
+    const char *best = NULL;
+    size_t best_d = limit + 1;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = edit_distance(given, names[i]);
+        if (d < best_d) {
+            best_d = d;
+            best = names[i];
+        }
+    }
+    return best;
+}
+
+char *sb_json_brief(const json_t *v)
+{
+    if (!v)
+        return sb_strdup("nothing");
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!s)
+        return sb_strdup("?");
+    if (strlen(s) > 60)
+        strcpy(s + 57, "...");
+    return s;
+}
+
+/* ---- durations and sizes ------------------------------------------------- */
 
 static int64_t parse_scaled(const char *s, const char *const *units, const int64_t *mult, size_t nunits)
 {

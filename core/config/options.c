@@ -2,11 +2,11 @@
  * typed getters for plugins, and the `syncbridge plugins NAME` doc. */
 #include "build_config.h"
 #include "config/options_internal.h"
-#include "config/config.h"
 #include "config/confval.h"
 #include "events/template.h"
 #include "util/util.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,64 +46,6 @@ const char *sb_option_type_name(sb_option_type t)
     case SB_OPT_TEMPLATE_MAP: return "template map";
     }
     return "?";
-}
-
-/* ---- message helpers -------------------------------------------------- */
-
-/* Optimal string alignment distance: Levenshtein plus adjacent
- * transpositions, the commonest typo ("prot" for "port"). */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b), w = lb + 1;
-    size_t *d = sb_xcalloc((la + 1) * w, sizeof *d);
-    for (size_t i = 0; i <= la; i++)
-        d[i * w] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-            size_t best = d[(i - 1) * w + j - 1] + cost;
-            if (d[(i - 1) * w + j] + 1 < best)
-                best = d[(i - 1) * w + j] + 1;
-            if (d[i * w + j - 1] + 1 < best)
-                best = d[i * w + j - 1] + 1;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[(i - 2) * w + j - 2] + 1 < best)
-                best = d[(i - 2) * w + j - 2] + 1;
-            d[i * w + j] = best;
-        }
-    }
-    size_t dist = d[la * w + lb];
-    free(d);
-    return dist;
-}
-
-const char *sb_closest_name(const char *given, const char *const *names, size_t n)
-{
-    size_t len = strlen(given);
-    size_t limit = len <= 4 ? 1 : len <= 8 ? 2 : 3;
-    const char *best = NULL;
-    size_t best_d = limit + 1;
-    for (size_t i = 0; i < n; i++) {
-        size_t d = edit_distance(given, names[i]);
-        if (d < best_d) {
-            best_d = d;
-            best = names[i];
-        }
-    }
-    return best;
-}
-
-char *sb_json_brief(const json_t *v)
-{
-    if (!v)
-        return sb_strdup("nothing");
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!s)
-        return sb_strdup("?");
-    if (strlen(s) > 60)
-        strcpy(s + 57, "...");
-    return s;
 }
 
 static char *join_path(const char *where, const char *key)
@@ -426,12 +368,20 @@ void sb_options_free(sb_options *o)
 
 /* ---- getters ------------------------------------------------------------- */
 
+static _Atomic(sb_options_lookup_fn) g_lookup;
+
+void sb_options_set_lookup(sb_options_lookup_fn fn)
+{
+    atomic_store(&g_lookup, fn);
+}
+
 /* `a`/`b`: the option types the getter reads. A miss is a bug in the
  * plugin, so it is logged rather than returned. */
 static const opt_val *lookup(const sb_instance *ins, const char *name, const char *getter, sb_option_type a,
                              sb_option_type b)
 {
-    const sb_options *o = ins ? sb_instance_options(ins) : NULL;
+    sb_options_lookup_fn options_of = atomic_load(&g_lookup);
+    const sb_options *o = ins && options_of ? options_of(ins) : NULL;
     for (size_t i = 0; o && name && i < o->n; i++) {
         const opt_val *v = &o->vals[i];
         if (strcmp(v->name, name) != 0)

@@ -25,21 +25,17 @@ sb_options *sb_options_parse(const sb_option_def *defs, const json_t *given, con
                              char *errstr, size_t errstr_size);
 void sb_options_free(sb_options *o);
 
-/* The instance's options (defined by the instance module). */
-const sb_options *sb_instance_options(const struct sb_instance *ins);
+/* How the sb_opt_*() getters find an instance's options. Options sit
+ * below the engine and know nothing of instances, so the instance module
+ * installs this when it makes an instance (sb_instance_new). Until then
+ * every getter finds no option. Thread-safe. */
+typedef const sb_options *(*sb_options_lookup_fn)(const struct sb_instance *ins);
+void sb_options_set_lookup(sb_options_lookup_fn fn);
 
 /* Print a plugin's documentation: name, kind, version, description and
  * its option table (name, type, default, required, description). */
 void sb_options_print_doc(FILE *out, const sb_plugin *p);
 
 const char *sb_option_type_name(sb_option_type t);
-
-/* Message helpers, shared with the config loader so both word problems
- * alike. sb_closest_name(): the candidate nearest to `given` by edit
- * distance when close enough to be a likely typo, else NULL (borrowed).
- * sb_json_brief(): a value as compact JSON cut to about 60 characters for
- * "got ..." in messages; malloc'd. */
-const char *sb_closest_name(const char *given, const char *const *names, size_t n);
-char *sb_json_brief(const json_t *v);
 
 #endif

@@ -7,9 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The hooks through which the log and the option getters, which sit
+ * below the engine, reach an instance's name and options. */
+static const char *log_name(const struct sb_instance *ins) { return ins->name; }
+static const sb_options *options_of(const struct sb_instance *ins) { return ins->opts; }
+
 sb_instance *sb_instance_new(const char *name, const sb_plugin *plugin, sb_options *opts, int once,
                              const char *state_dir)
 {
+    sb_log_set_name_fn(log_name);
+    sb_options_set_lookup(options_of);
     sb_instance *ins = sb_xcalloc(1, sizeof *ins);
     ins->name = sb_strdup(name);
     ins->plugin = plugin;
@@ -62,5 +69,3 @@ void sb_instance_free(sb_instance *ins)
 const char *sb_instance_name(const sb_instance *ins) { return ins->name; }
 int sb_instance_once(const sb_instance *ins) { return ins->once; }
 const char *sb_instance_state_dir(const sb_instance *ins) { return ins->state_dir; }
-const sb_options *sb_instance_options(const sb_instance *ins) { return ins->opts; }
-const char *sb_log_instance_name(const struct sb_instance *ins) { return ins->name; }

@@ -14,6 +14,12 @@
 
 static _Atomic int g_level = SB_LOG_INFO;
 static _Atomic int g_target = SB_LOG_TO_STDERR;
+static _Atomic(sb_log_name_fn) g_name_fn;
+
+void sb_log_set_name_fn(sb_log_name_fn fn)
+{
+    atomic_store(&g_name_fn, fn);
+}
 
 /* systemd sets JOURNAL_STREAM=<dev>:<ino> of the stream it connected to
  * stdout/stderr; if that is still our stderr, journald reads it. */
@@ -75,7 +81,8 @@ void sb_log(const struct sb_instance *ins, sb_log_level level, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    const char *name = ins ? sb_log_instance_name(ins) : NULL;
+    sb_log_name_fn name_of = atomic_load(&g_name_fn);
+    const char *name = ins && name_of ? name_of(ins) : NULL;
 
     static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
     if (g_target == SB_LOG_TO_JOURNAL) {

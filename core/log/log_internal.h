@@ -23,7 +23,11 @@ sb_log_target sb_log_target_parse(const char *s);
 int sb_log_level_parse(const char *s);
 const char *sb_log_level_name(sb_log_level level);
 
-/* The instance name used as the message prefix (defined by instance.c). */
-const char *sb_log_instance_name(const struct sb_instance *ins);
+/* How sb_log() names the instance a message is for ("[name] ..."). The
+ * log sits below the engine and knows nothing of instances, so the
+ * instance module installs this when it makes an instance
+ * (sb_instance_new). Until then messages carry no name. Thread-safe. */
+typedef const char *(*sb_log_name_fn)(const struct sb_instance *ins);
+void sb_log_set_name_fn(sb_log_name_fn fn);
 
 #endif

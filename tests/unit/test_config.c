@@ -1,6 +1,7 @@
 /* test_config.c - the config loader on real files in a temporary directory. */
 #include "build_config.h"
 #include "config/config.h"
+#include "config/confval.h"
 #include "log/log_internal.h"
 
 #include <check.h>
