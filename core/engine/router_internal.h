@@ -1,6 +1,7 @@
 /*
  * router_internal.h - the router's runtime structures, shared by
- * router.c (build, start, stop, stats), router_source.c (source threads and
+ * router.c (build, start, stop, stats), router_queue.c (route budget,
+ * entries, step queues, retry heap), router_source.c (source threads and
  * admission) and router_step.c (step workers, results, retries).
  *
  * Locking: each route's budget is guarded by route->mu; each step queue by
@@ -148,16 +149,24 @@ struct sb_router {
     int64_t last_prune_mono;
 };
 
-/* router_step.c */
-void *sb_step_worker(void *arg);
-void *sb_retry_timer(void *arg);
-void sb_step_push(step_rt *s, entry *e);
-void sb_step_push_list(step_rt *s, entry *head, entry *tail, size_t n);
+/* router_queue.c: shared by both halves below, which never call each
+ * other. The route budget (backpressure): reserve blocks while the route
+ * is full if `wait` (-1 when stopping), release wakes blocked sources. */
+int sb_route_reserve(route_rt *rt, int64_t n, int64_t bytes, int wait);
+void sb_route_release(route_rt *rt, int64_t n, int64_t bytes);
+void sb_entry_free(entry *e);
 /* Count a settled entry in its route's stats (no budget change). */
 void sb_entry_count_settled(entry *e, int done);
-void sb_retry_schedule(sb_router *r, entry *e);
+/* Count it, free it and release its share of the route budget. */
 void sb_entry_settle(entry *e, int done);
-void sb_entry_free(entry *e);
+void sb_step_push(step_rt *s, entry *e);
+void sb_step_push_list(step_rt *s, entry *head, entry *tail, size_t n);
+/* Queue an entry for its step again at e->due_mono (the sb-retry thread). */
+void sb_retry_schedule(sb_router *r, entry *e);
+void *sb_retry_timer(void *arg);
+
+/* router_step.c */
+void *sb_step_worker(void *arg);
 
 /* router_ops.c: a worker marks the batch it holds (returns a slot, or -1
  * if all are taken) and unmarks it when run_step returns. */
@@ -165,8 +174,6 @@ int sb_step_busy_begin(step_rt *s);
 void sb_step_busy_end(step_rt *s, int slot);
 
 /* router_source.c */
-int sb_route_reserve(route_rt *rt, int64_t n, int64_t bytes, int wait);
-void sb_route_release(route_rt *rt, int64_t n, int64_t bytes);
 void *sb_source_thread(void *arg);
 void *sb_admission_thread(void *arg);
 void *sb_resume_thread(void *arg);

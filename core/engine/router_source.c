@@ -9,39 +9,6 @@
 #include <string.h>
 #include <time.h>
 
-/* ---- route budget (backpressure) ------------------------------------------ */
-
-int sb_route_reserve(route_rt *rt, int64_t n, int64_t bytes, int wait)
-{
-    sb_router *r = rt->router;
-    pthread_mutex_lock(&rt->mu);
-    /* An empty route always admits, so a batch larger than the budget
-     * cannot deadlock. */
-    while (wait && rt->inflight > 0 &&
-           (rt->inflight + n > rt->max_inflight || rt->inflight_bytes + bytes > rt->max_bytes)) {
-        if (atomic_load(&r->stopping)) {
-            pthread_mutex_unlock(&rt->mu);
-            return -1;
-        }
-        struct timespec ts;
-        sb_deadline_in(CLOCK_REALTIME, 100000, &ts); /* re-check `stopping` at least this often */
-        pthread_cond_timedwait(&rt->cv_space, &rt->mu, &ts);
-    }
-    rt->inflight += n;
-    rt->inflight_bytes += bytes;
-    pthread_mutex_unlock(&rt->mu);
-    return 0;
-}
-
-void sb_route_release(route_rt *rt, int64_t n, int64_t bytes)
-{
-    pthread_mutex_lock(&rt->mu);
-    rt->inflight -= n;
-    rt->inflight_bytes -= bytes;
-    pthread_cond_broadcast(&rt->cv_space);
-    pthread_mutex_unlock(&rt->mu);
-}
-
 /* ---- source API --------------------------------------------------------- */
 
 int sb_source_stopping(sb_source_ctx *ctx) { return atomic_load(&ctx->src->router->stopping); }
