@@ -34,162 +34,6 @@ struct sb_gcp_client {
         st_token_refreshes, st_token_errors;
 };
 
-/* ---- pure helpers ------------------------------------------------------ */
-
-int64_t sb_gcp__backoff_cap_ms(int64_t initial_ms, double mult, int64_t max_ms, int n)
-{
-    double cap = (double)initial_ms;
-    for (int i = 0; i < n && cap < (double)max_ms; i++)
-        cap *= mult;
-    if (cap > (double)max_ms)
-        cap = (double)max_ms;
-    return cap < 0 ? 0 : (int64_t)cap;
-}
-
-int64_t sb_gcp__backoff_delay_ms(int64_t initial_ms, double mult, int64_t max_ms, int n)
-{
-    int64_t cap = sb_gcp__backoff_cap_ms(initial_ms, mult, max_ms, n);
-    return (int64_t)sb_rand_below((uint64_t)cap + 1);
-}
-
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; m 1..12). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int month_index(const char *name)
-{
-    static const char *const names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    for (int i = 0; i < 12; i++)
-        if (strcmp(name, names[i]) == 0)
-            return i + 1;
-    return 0;
-}
-
-static int only_blanks(const char *s)
-{
-    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
-        s++;
-    return *s == '\0';
-}
-
-/* An HTTP-date (RFC 9110 5.6.7: IMF-fixdate, and the obsolete RFC 850 and
- * asctime forms a recipient must accept) -> seconds since the epoch, or -1.
- * Parsed by hand: strptime's names follow the process locale. */
-static int64_t http_date(const char *v, time_t now)
-{
-    char wday[16], mon[4], zone[4];
-    int d, y, H, M, S, n = 0;
-    if (sscanf(v, "%3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d %3[A-Z]%n", wday, &d, mon, &y, &H, &M, &S, zone,
-               &n) == 8 && n > 0) {
-        /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
-    } else if (n = 0, sscanf(v, "%15[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d %3[A-Z]%n", wday, &d, mon, &y, &H, &M,
-                             &S, zone, &n) == 8 && n > 0) {
-        /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT; a two-digit year more than
-         * 50 years ahead is the most recent past one with those digits */
-        struct tm t;
-        gmtime_r(&now, &t);
-        if (y < 0)
-            return -1;
-        y += 2000;
-        if (y > t.tm_year + 1900 + 50)
-            y -= 100;
-    } else if (n = 0, sscanf(v, "%3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", wday, mon, &d, &H, &M, &S, &y, &n) ==
-                          7 && n > 0) {
-        /* asctime: Sun Nov  6 08:49:37 1994 */
-        strcpy(zone, "GMT");
-    } else {
-        return -1;
-    }
-    int m = month_index(mon);
-    /* %d takes a sign: "-1:-1:-1" must not pass */
-    if (!only_blanks(v + n) || strcmp(zone, "GMT") != 0 || m == 0 || d < 1 || d > 31 || H < 0 || H > 23 || M < 0 ||
-        M > 59 || S < 0 || S > 60 || y < 1970)
-        return -1;
-    return days_from_civil(y, m, d) * 86400 + H * 3600 + M * 60 + S;
-}
-
-int64_t sb_gcp__retry_after_at_ms(const char *value, time_t now)
-{
-    if (!value)
-        return -1;
-    while (*value == ' ' || *value == '\t')
-        value++;
-    int64_t s;
-    if (*value >= '0' && *value <= '9') {
-        char *end;
-        errno = 0;
-        long long v = strtoll(value, &end, 10);
-        if (errno || !only_blanks(end))
-            return -1;
-        s = v;
-    } else {
-        int64_t at = http_date(value, now);
-        if (at < 0)
-            return -1;
-        s = at > (int64_t)now ? at - (int64_t)now : 0; /* a date passed: no wait */
-    }
-    if (s < 0 || s > 86400)
-        return -1; /* more than a day is a mistake, not a wait */
-    return s * 1000;
-}
-
-int64_t sb_gcp_retry_after_ms(const char *value)
-{
-    return sb_gcp__retry_after_at_ms(value, time(NULL));
-}
-
-int sb_gcp__status_retriable(long status)
-{
-    return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
-}
-
-int sb_gcp_auth_mode_parse(const char *s)
-{
-    static const char *const names[] = {"default", "adc", "service_account", "metadata", "none", "static"};
-    for (int i = 0; s && i < (int)(sizeof names / sizeof names[0]); i++)
-        if (strcmp(s, names[i]) == 0)
-            return i;
-    return -1;
-}
-
-const char *sb_gcp_auth_mode_name(sb_gcp_auth_mode mode)
-{
-    switch (mode) {
-    case SB_GCP_AUTH_DEFAULT: return "default";
-    case SB_GCP_AUTH_ADC: return "adc";
-    case SB_GCP_AUTH_SERVICE_ACCOUNT: return "service_account";
-    case SB_GCP_AUTH_METADATA: return "metadata";
-    case SB_GCP_AUTH_NONE: return "none";
-    case SB_GCP_AUTH_STATIC: return "static";
-    }
-    return "?";
-}
-
-void sb_gcp_conf_init(sb_gcp_conf *conf)
-{
-    memset(conf, 0, sizeof *conf);
-    conf->auth = SB_GCP_AUTH_DEFAULT;
-    conf->refresh_margin_ms = 225000;
-    conf->tls_verify = 1;
-    conf->connect_timeout_ms = 10000;
-    conf->timeout_ms = 60000;
-    conf->low_speed_limit = 1;
-    conf->low_speed_time_ms = 30000;
-    conf->max_attempts = 6;
-    conf->retry_initial_ms = 250;
-    conf->retry_multiplier = 2.0;
-    conf->retry_max_delay_ms = 32000;
-    conf->deadline_ms = 120000;
-}
-
 /* ---- client lifecycle ---------------------------------------------------- */
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -257,6 +101,12 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *h)
     return l;
 }
 
+/* For /metrics (metrics.c), which lists clients without calling into this file. */
+static void stats_of(const void *client, sb_gcp_stats *out)
+{
+    sb_gcp_client_stats(client, out);
+}
+
 sb_gcp_client *sb_gcp_client_new(const sb_gcp_conf *conf, char *errstr, size_t errstr_size)
 {
     pthread_once(&global_once, global_init);
@@ -315,7 +165,7 @@ sb_gcp_client *sb_gcp_client_new(const sb_gcp_conf *conf, char *errstr, size_t e
                                        "anyone on the path can read and change Google API traffic");
     sb_log(conf->ins, SB_LOG_DEBUG, "gcp client: service %s, base %s, auth %s%s", conf->service ? conf->service : "-",
            *base ? base : "-", sb_gcp_auth_mode_name(mode), emulator ? " (emulator)" : "");
-    sb_gcp__metrics_add(c);
+    sb_gcp__metrics_add(c, &c->conf, stats_of);
     c->listed = 1;
     return c;
 }
@@ -350,11 +200,6 @@ sb_gcp_auth_mode sb_gcp_client_auth_mode(const sb_gcp_client *c)
     return sb_gcp__auth_mode(c->auth);
 }
 
-const sb_gcp_conf *sb_gcp__client_conf(const sb_gcp_client *c)
-{
-    return &c->conf;
-}
-
 void sb_gcp_client_stats(const sb_gcp_client *c, sb_gcp_stats *o)
 {
     sb_gcp_client *m = (sb_gcp_client *)c; /* atomics are read-only here */
@@ -370,13 +215,22 @@ void sb_gcp_client_stats(const sb_gcp_client *c, sb_gcp_stats *o)
     o->token_errors = atomic_load(&m->st_token_errors);
 }
 
+/* Auth's token requests go through the client that wants the token (its
+ * proxy, TLS settings and handle pool). */
+static sb_gcp_result send_for_auth(void *ud, const sb_gcp_request *req, sb_gcp_response *resp, int flags,
+                                   int *metadata_flavor, char *errstr, size_t errstr_size)
+{
+    return sb_gcp__send(ud, req, resp, flags, metadata_flavor, errstr, errstr_size);
+}
+
 int sb_gcp_client_token(sb_gcp_client *c, char **token, char *errstr, size_t errstr_size)
 {
     /* Count what this call did at the token endpoint, not what it returns:
      * a failed refresh may still hand out the current token, and callers
      * that waited for another one's fetch share its result. */
     int fetch = 0;
-    int rc = sb_gcp__auth_token(c->auth, c, token, &fetch, errstr, errstr_size);
+    sb_gcp__transport t = {send_for_auth, c};
+    int rc = sb_gcp__auth_token(c->auth, &t, token, &fetch, errstr, errstr_size);
     if (fetch > 0)
         atomic_fetch_add(&c->st_token_refreshes, 1);
     else if (fetch < 0)
@@ -511,21 +365,6 @@ static size_t on_read(char *buf, size_t size, size_t nmemb, void *ud)
     if (n == SB_GCP_READ_ABORT)
         return CURL_READFUNC_ABORT;
     return n;
-}
-
-void sb_gcp_response_clear(sb_gcp_response *r)
-{
-    if (!r)
-        return;
-    free(r->body);
-    free(r->location);
-    free(r->range);
-    free(r->retry_after);
-    free(r->x_goog_hash);
-    free(r->etag);
-    free(r->content_type);
-    free(r->error_line);
-    memset(r, 0, sizeof *r);
 }
 
 static void response_reset(sb_gcp_response *r)
@@ -852,19 +691,4 @@ sb_gcp_result sb_gcp_request_send(sb_gcp_client *c, const sb_gcp_request *req, s
                                   char *errstr, size_t errstr_size)
 {
     return sb_gcp__send(c, req, resp, 0, NULL, errstr, errstr_size);
-}
-
-int sb_gcp_result_retriable(sb_gcp_result rc, const sb_gcp_response *resp)
-{
-    switch (rc) {
-    case SB_GCP_OK:
-    case SB_GCP_INVALID:
-        return 0;
-    case SB_GCP_TRANSPORT_ERROR:
-    case SB_GCP_AUTH_ERROR:
-        return 1;
-    case SB_GCP_HTTP_ERROR:
-        return resp && sb_gcp__status_retriable(resp->status);
-    }
-    return 0;
 }
