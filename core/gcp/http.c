@@ -496,6 +496,148 @@ static char *safe_url(const char *url)
     return sb_gcp_redact(url);
 }
 
+/* The headers of one attempt: the caller's, no 100-continue, chunked for
+ * an upload of unknown length, the token, and the metadata server's flavor.
+ * *auth_hdr holds the token line, for free_headers() to wipe. */
+static struct curl_slist *request_headers(const sb_gcp_request *req, const char *token, int flags, char **auth_hdr)
+{
+    struct curl_slist *hdrs = NULL;
+    for (const char *const *hp = req->headers; hp && *hp; hp++)
+        hdrs = add_header(hdrs, *hp);
+    hdrs = add_header(hdrs, "Expect:"); /* no 100-continue round trip */
+    if (req->read_cb && (int64_t)req->body_len < 0)
+        hdrs = add_header(hdrs, "Transfer-Encoding: chunked");
+    *auth_hdr = NULL;
+    if (token) {
+        *auth_hdr = sb_asprintf("Authorization: Bearer %s", token);
+        hdrs = add_header(hdrs, *auth_hdr);
+    }
+    if (flags & SB_GCP__DIRECT)
+        hdrs = add_header(hdrs, "Metadata-Flavor: Google");
+    return hdrs;
+}
+
+static void free_headers(struct curl_slist *hdrs, char *auth_hdr)
+{
+    curl_slist_free_all(hdrs);
+    if (auth_hdr) {
+        OPENSSL_cleanse(auth_hdr, strlen(auth_hdr));
+        free(auth_hdr);
+    }
+}
+
+/* What one attempt's outcome means for the request. */
+typedef struct verdict {
+    sb_gcp_result result;
+    int done;             /* finished: OK, or an error that no retry can cure */
+    int retry;            /* worth another attempt, budget permitting */
+    int no_backoff;       /* retry at once (a refreshed token) */
+    int64_t min_delay_ms; /* Retry-After */
+    char why[CURL_ERROR_SIZE + 128];
+} verdict;
+
+/* An HTTP answer: OK below 400; a 401 with a token that can be refreshed
+ * is retried once at once; retriable statuses of an idempotent request
+ * are retried after at least Retry-After. */
+static void judge_status(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_response *resp, const attempt *a,
+                         const char *token, int *refreshed_for_401, verdict *v)
+{
+    if (resp->status < 400) {
+        v->result = SB_GCP_OK;
+        v->done = 1;
+        return;
+    }
+    v->result = SB_GCP_HTTP_ERROR;
+    /* a body echoed by a proxy or emulator could carry a token or a
+     * signed assertion: redact before it reaches errstr or a log */
+    char *line = sb_gcp_error_line(resp->status, resp->body, resp->body_len);
+    resp->error_line = sb_gcp_redact(line);
+    free(line);
+    snprintf(v->why, sizeof v->why, "%s", resp->error_line);
+    /* a streamed body that was read and cannot be rewound is never re-sent */
+    int resendable = !req->read_cb || !a->read_started || req->rewind_cb;
+    if (resp->status == 401 && token && !*refreshed_for_401 && resendable && sb_gcp__auth_refreshable(c->auth)) {
+        /* The token was revoked or expired early: fetch a new one
+         * and try once more; the server did not process the call. */
+        sb_gcp__auth_invalidate(c->auth, token);
+        *refreshed_for_401 = 1;
+        v->retry = 1;
+        v->no_backoff = 1;
+    } else if (sb_gcp__status_retriable(resp->status) && req->idempotent && resendable) {
+        v->retry = 1;
+        v->min_delay_ms = sb_gcp_retry_after_ms(resp->retry_after);
+    }
+}
+
+/* No HTTP answer. A TLS verification failure ends the request with its own
+ * message in errstr. Otherwise retried when the request surely never left,
+ * or when it is idempotent and its body can be sent again. */
+static void judge_transport(CURLcode rc, long req_size, const sb_gcp_request *req, const attempt *a,
+                            const char *detail, const char *surl, verdict *v, char *errstr, size_t errstr_size)
+{
+    v->result = SB_GCP_TRANSPORT_ERROR;
+    if (tls_verify_error(rc)) {
+        sb_err(errstr, errstr_size, "TLS certificate verification failed for %s: %s; set ca_file or check the proxy",
+               surl, detail);
+        v->done = 1;
+        return;
+    }
+    if (rc == CURLE_OPERATION_TIMEDOUT)
+        snprintf(v->why, sizeof v->why, "timed out (%s)", detail);
+    else if (not_sent(rc))
+        snprintf(v->why, sizeof v->why, "cannot connect (%s)", detail);
+    else
+        snprintf(v->why, sizeof v->why, "%s", detail);
+    int reached = !not_sent(rc) && req_size > 0;
+    if (permanent_transport(rc))
+        v->retry = 0;
+    else if (!reached && !a->read_started)
+        v->retry = 1;
+    else if (req->idempotent && (!a->read_started || req->rewind_cb))
+        v->retry = 1;
+    if (!v->retry && reached && !req->idempotent && !permanent_transport(rc)) {
+        size_t l = strlen(v->why);
+        snprintf(v->why + l, sizeof v->why - l,
+                 "; not retried: the request is not idempotent and may have reached the server");
+    }
+}
+
+/* The request's retry budget and its deadline. 0 with *delay_ms to wait
+ * before the next attempt, or -1 with the reason appended to v->why. */
+static int next_attempt_delay(sb_gcp_client *c, const sb_gcp_request *req, const sb_gcp_response *resp,
+                              const attempt *a, verdict *v, int max_attempts, int retries, int64_t start,
+                              int64_t deadline, int64_t deadline_ms, int64_t *delay_ms)
+{
+    const sb_gcp_conf *cf = &c->conf;
+    if (!v->no_backoff && resp->attempts >= max_attempts) {
+        size_t l = strlen(v->why);
+        snprintf(v->why + l, sizeof v->why - l, "; gave up after %d attempts", resp->attempts);
+        return -1;
+    }
+    int64_t delay = v->no_backoff ? 0 : sb_gcp__backoff_delay_ms(cf->retry_initial_ms, cf->retry_multiplier,
+                                                                  cf->retry_max_delay_ms, retries);
+    if (delay < v->min_delay_ms)
+        delay = v->min_delay_ms;
+    /* Not when the next attempt would have under a tenth of the
+     * deadline left to finish in: squeezed in at the end, it timed out
+     * and reported "timed out" instead of the error that made us retry. */
+    if (sb_mono_us() + (delay + deadline_ms / 10) * 1000 >= deadline) {
+        size_t l = strlen(v->why);
+        snprintf(v->why + l, sizeof v->why - l, "; gave up after %d attempts and %lld ms (deadline %lld ms)",
+                 resp->attempts, (long long)((sb_mono_us() - start) / 1000), (long long)deadline_ms);
+        return -1;
+    }
+    if (req->read_cb && a->read_started && req->rewind_cb && req->rewind_cb(req->read_opaque) != 0) {
+        size_t l = strlen(v->why);
+        snprintf(v->why + l, sizeof v->why - l, "; cannot retry: rewinding the upload body failed");
+        return -1;
+    }
+    *delay_ms = delay;
+    return 0;
+}
+
+/* Attempts until one succeeds, one fails for good, or the attempts, the
+ * deadline or the token run out. Every attempt uses one pooled handle. */
 sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_response *resp, int flags,
                            int *metadata_flavor, char *errstr, size_t errstr_size)
 {
@@ -540,20 +682,8 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
             result = SB_GCP_AUTH_ERROR;
             break;
         }
-        struct curl_slist *hdrs = NULL;
-        for (const char *const *hp = req->headers; hp && *hp; hp++)
-            hdrs = add_header(hdrs, *hp);
-        hdrs = add_header(hdrs, "Expect:"); /* no 100-continue round trip */
-        if (req->read_cb && (int64_t)req->body_len < 0)
-            hdrs = add_header(hdrs, "Transfer-Encoding: chunked");
-        char *auth_hdr = NULL;
-        if (token) {
-            auth_hdr = sb_asprintf("Authorization: Bearer %s", token);
-            hdrs = add_header(hdrs, auth_hdr);
-        }
-        if (flags & SB_GCP__DIRECT)
-            hdrs = add_header(hdrs, "Metadata-Flavor: Google");
-
+        char *auth_hdr;
+        struct curl_slist *hdrs = request_headers(req, token, flags, &auth_hdr);
         int64_t remaining_ms = (deadline - sb_mono_us()) / 1000;
         int64_t timeout_ms = cf->timeout_ms < remaining_ms ? cf->timeout_ms : remaining_ms;
         if (timeout_ms < 1)
@@ -566,11 +696,7 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
         int64_t t0 = sb_mono_us();
         CURLcode rc = (CURLcode)perform(c, h, req, method, url, hdrs, flags, timeout_ms, &a, curl_err);
         int64_t took_ms = (sb_mono_us() - t0) / 1000;
-        curl_slist_free_all(hdrs);
-        if (auth_hdr) {
-            OPENSSL_cleanse(auth_hdr, strlen(auth_hdr));
-            free(auth_hdr);
-        }
+        free_headers(hdrs, auth_hdr);
         long status = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         long req_size = 0;
@@ -579,107 +705,37 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
             *metadata_flavor = a.metadata_flavor;
         const char *detail = curl_err[0] ? curl_err : curl_easy_strerror(rc);
 
-        int retry = 0;
-        int64_t min_delay_ms = 0;
-        int no_backoff = 0;
-        char why[CURL_ERROR_SIZE + 128];
+        verdict v = {0};
         if (rc == CURLE_OK) {
             resp->status = status;
             count_status(c, status);
             sb_log(cf->ins, SB_LOG_DEBUG, "%s %s -> %ld in %lld ms (attempt %d)", method, surl, status,
                    (long long)took_ms, resp->attempts);
-            if (status < 400) {
-                result = SB_GCP_OK;
-                free(token);
-                break;
-            }
-            result = SB_GCP_HTTP_ERROR;
-            /* a body echoed by a proxy or emulator could carry a token or a
-             * signed assertion: redact before it reaches errstr or a log */
-            char *line = sb_gcp_error_line(status, resp->body, resp->body_len);
-            resp->error_line = sb_gcp_redact(line);
-            free(line);
-            snprintf(why, sizeof why, "%s", resp->error_line);
-            /* a streamed body that was read and cannot be rewound is never re-sent */
-            int resendable = !req->read_cb || !a.read_started || req->rewind_cb;
-            if (status == 401 && token && !refreshed_for_401 && resendable && sb_gcp__auth_refreshable(c->auth)) {
-                /* The token was revoked or expired early: fetch a new one
-                 * and try once more; the server did not process the call. */
-                sb_gcp__auth_invalidate(c->auth, token);
-                refreshed_for_401 = 1;
-                retry = 1;
-                no_backoff = 1;
-            } else if (sb_gcp__status_retriable(status) && req->idempotent && resendable) {
-                retry = 1;
-                min_delay_ms = sb_gcp_retry_after_ms(resp->retry_after);
-            }
+            judge_status(c, req, resp, &a, token, &refreshed_for_401, &v);
         } else {
-            result = SB_GCP_TRANSPORT_ERROR;
             atomic_fetch_add(&c->st_transport, 1);
             sb_log(cf->ins, SB_LOG_DEBUG, "%s %s -> %s in %lld ms (attempt %d)", method, surl, detail,
                    (long long)took_ms, resp->attempts);
-            if (tls_verify_error(rc)) {
-                sb_err(errstr, errstr_size, "TLS certificate verification failed for %s: %s; set ca_file or check the proxy",
-                       surl, detail);
-                free(token);
-                break;
-            }
-            if (rc == CURLE_OPERATION_TIMEDOUT)
-                snprintf(why, sizeof why, "timed out (%s)", detail);
-            else if (not_sent(rc))
-                snprintf(why, sizeof why, "cannot connect (%s)", detail);
-            else
-                snprintf(why, sizeof why, "%s", detail);
-            int reached = !not_sent(rc) && req_size > 0;
-            if (permanent_transport(rc))
-                retry = 0;
-            else if (!reached && !a.read_started)
-                retry = 1;
-            else if (req->idempotent && (!a.read_started || req->rewind_cb))
-                retry = 1;
-            if (!retry && reached && !req->idempotent && !permanent_transport(rc)) {
-                size_t l = strlen(why);
-                snprintf(why + l, sizeof why - l, "; not retried: the request is not idempotent and may have reached the server");
-            }
+            judge_transport(rc, req_size, req, &a, detail, surl, &v, errstr, errstr_size);
         }
         free(token);
-        if (!retry)
-            goto fail;
-        if (!no_backoff && resp->attempts >= max_attempts) {
-            size_t l = strlen(why);
-            snprintf(why + l, sizeof why - l, "; gave up after %d attempts", resp->attempts);
-            goto fail;
+        result = v.result;
+        if (v.done)
+            break;
+        int64_t delay = 0;
+        if (!v.retry || next_attempt_delay(c, req, resp, &a, &v, max_attempts, retries, start, deadline, deadline_ms,
+                                           &delay) != 0) {
+            sb_err(errstr, errstr_size, "%s %s: %s", method, surl, v.why);
+            break;
         }
-        int64_t delay = no_backoff ? 0 : sb_gcp__backoff_delay_ms(cf->retry_initial_ms, cf->retry_multiplier,
-                                                                   cf->retry_max_delay_ms, retries);
-        if (delay < min_delay_ms)
-            delay = min_delay_ms;
-        /* Not when the next attempt would have under a tenth of the
-         * deadline left to finish in: squeezed in at the end, it timed out
-         * and reported "timed out" instead of the error that made us retry. */
-        if (sb_mono_us() + (delay + deadline_ms / 10) * 1000 >= deadline) {
-            size_t l = strlen(why);
-            snprintf(why + l, sizeof why - l, "; gave up after %d attempts and %lld ms (deadline %lld ms)",
-                     resp->attempts, (long long)((sb_mono_us() - start) / 1000), (long long)deadline_ms);
-            goto fail;
-        }
-        if (req->read_cb && a.read_started && req->rewind_cb && req->rewind_cb(req->read_opaque) != 0) {
-            size_t l = strlen(why);
-            snprintf(why + l, sizeof why - l, "; cannot retry: rewinding the upload body failed");
-            goto fail;
-        }
-        if (!no_backoff)
+        if (!v.no_backoff)
             retries++;
         atomic_fetch_add(&c->st_retries, 1);
-        sb_log(cf->ins, SB_LOG_DEBUG, "%s %s: %s; retry %d in %lld ms", method, surl, why, resp->attempts,
+        sb_log(cf->ins, SB_LOG_DEBUG, "%s %s: %s; retry %d in %lld ms", method, surl, v.why, resp->attempts,
                (long long)delay);
-        snprintf(prev, sizeof prev, "%s", why);
+        snprintf(prev, sizeof prev, "%s", v.why);
         if (delay > 0)
             sleep_ms(delay);
-        continue;
-    fail:
-        sb_err(errstr, errstr_size, "%s %s: %s", method, surl, why);
-        break;
     }
     handle_put(c, h);
     free(url);
