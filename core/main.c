@@ -1,10 +1,10 @@
 /* main.c - command line parsing and dispatch. */
 #include "build_config.h"
-#include "cli.h"
-#include "confval.h"
-#include "daemon.h"
-#include "log_internal.h"
-#include "util.h"
+#include "daemon/cli.h"
+#include "config/confval.h"
+#include "daemon/daemon.h"
+#include "log/log_internal.h"
+#include "util/util.h"
 
 #include <getopt.h>
 #include <malloc.h>

@@ -4,7 +4,7 @@
  * the others wait on a condition variable. */
 #include "build_config.h"
 #include "gcp_internal.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -236,7 +236,7 @@ static int is_clock_error(const char *line)
     return 0;
 }
 
-static int fetch_service_account(sb_gcp_auth *a, sb_gcp_client *c, char **token, int64_t *expires_in_s,
+static int fetch_service_account(sb_gcp_auth *a, const sb_gcp__transport *t, char **token, int64_t *expires_in_s,
                                  char *errstr, size_t errstr_size)
 {
     char err[512];
@@ -257,7 +257,7 @@ static int fetch_service_account(sb_gcp_auth *a, sb_gcp_client *c, char **token,
     req.idempotent = 1; /* a token grant has no side effect */
     req.no_auth = 1;
     sb_gcp_response r;
-    sb_gcp_result rc = sb_gcp__send(c, &req, &r, 0, NULL, err, sizeof err);
+    sb_gcp_result rc = t->send(t->ud, &req, &r, 0, NULL, err, sizeof err);
     wipe_free(body);
     int ret = -1;
     if (rc == SB_GCP_OK) {
@@ -283,7 +283,7 @@ static int fetch_service_account(sb_gcp_auth *a, sb_gcp_client *c, char **token,
     return ret;
 }
 
-static int fetch_metadata(sb_gcp_auth *a, sb_gcp_client *c, char **token, int64_t *expires_in_s, char *errstr,
+static int fetch_metadata(sb_gcp_auth *a, const sb_gcp__transport *t, char **token, int64_t *expires_in_s, char *errstr,
                           size_t errstr_size)
 {
     char err[512];
@@ -296,7 +296,7 @@ static int fetch_metadata(sb_gcp_auth *a, sb_gcp_client *c, char **token, int64_
     req.no_auth = 1;
     sb_gcp_response r;
     int flavor = 0;
-    sb_gcp_result rc = sb_gcp__send(c, &req, &r, SB_GCP__DIRECT, &flavor, err, sizeof err);
+    sb_gcp_result rc = t->send(t->ud, &req, &r, SB_GCP__DIRECT, &flavor, err, sizeof err);
     int ret = -1;
     if (rc == SB_GCP_OK && !flavor) {
         sb_err(errstr, errstr_size,
@@ -318,7 +318,7 @@ static int fetch_metadata(sb_gcp_auth *a, sb_gcp_client *c, char **token, int64_
     return ret;
 }
 
-int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetch, char *errstr,
+int sb_gcp__auth_token(sb_gcp_auth *a, const sb_gcp__transport *t, char **token, int *fetch, char *errstr,
                        size_t errstr_size)
 {
     *token = NULL;
@@ -361,8 +361,8 @@ int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetc
     char *tok = NULL;
     int64_t expires_in = 0;
     int64_t t0 = sb_mono_us();
-    int rc = a->mode == SB_GCP_AUTH_SERVICE_ACCOUNT ? fetch_service_account(a, c, &tok, &expires_in, err, sizeof err)
-                                                    : fetch_metadata(a, c, &tok, &expires_in, err, sizeof err);
+    int rc = a->mode == SB_GCP_AUTH_SERVICE_ACCOUNT ? fetch_service_account(a, t, &tok, &expires_in, err, sizeof err)
+                                                    : fetch_metadata(a, t, &tok, &expires_in, err, sizeof err);
     *fetch = rc == 0 ? 1 : -1; /* the caller counts it, whatever the old token still allows */
 
     pthread_mutex_lock(&a->mu);

@@ -2,7 +2,7 @@
  * the emulator variable the official clients honour, then Google's host. */
 #include "build_config.h"
 #include "gcp_internal.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -2,6 +2,7 @@
  * gcp_internal.h - contracts between the files of libsyncbridge_gcp, and
  * the pure functions the unit tests call directly. Not installed.
  *
+ *   common.c    defaults, backoff, Retry-After, results (calls no other file)
  *   http.c      client, connection pool, retries       (sb_gcp_client_*)
  *   auth.c      token providers, shared refresh         (sb_gcp__auth_*)
  *   jwt.c       RS256 JWT, base64                       (sb_gcp__jwt_*)
@@ -9,6 +10,12 @@
  *   redact.c    secrets out of log lines                (sb_gcp_redact)
  *   endpoint.c  base URLs, emulator variables           (sb_gcp_endpoint)
  *   options.c   client from an instance's options
+ *   metrics.c   live clients in /metrics               (sb_gcp__metrics_*)
+ *
+ * Calls go one way: options -> http -> auth, metrics, jwt, gerror,
+ * redact, endpoint -> common. Where a lower file needs the client (auth
+ * sending a token request, metrics reading counters) the client hands it a
+ * function to call, so it does not call back up.
  */
 #ifndef SB_GCP_INTERNAL_H
 #define SB_GCP_INTERNAL_H
@@ -21,7 +28,7 @@
 #define SB_GCP_DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
 #define SB_GCP_DEFAULT_METADATA_HOST "metadata.google.internal"
 
-/* ---- http.c ---- */
+/* ---- common.c ---- */
 
 /* Upper bound of the n-th retry delay (n = 0 for the first retry):
  * min(max_ms, initial_ms * mult^n). */
@@ -33,6 +40,8 @@ int64_t sb_gcp__retry_after_at_ms(const char *value, time_t now);
 /* 408, 429, 500, 502, 503, 504. */
 int sb_gcp__status_retriable(long status);
 
+/* ---- http.c ---- */
+
 /* Flags for sb_gcp__send(). */
 #define SB_GCP__DIRECT 0x1 /* never through a proxy (metadata server) */
 
@@ -41,12 +50,18 @@ int sb_gcp__status_retriable(long status);
 sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_response *resp, int flags,
                            int *metadata_flavor, char *errstr, size_t errstr_size);
 
-/* The configuration the client was made with (strings owned by the client). */
-const sb_gcp_conf *sb_gcp__client_conf(const sb_gcp_client *c);
 
 /* ---- auth.c ---- */
 
 typedef struct sb_gcp_auth sb_gcp_auth;
+
+/* How auth sends a token request: sb_gcp__send() on the client that asked
+ * for the token, handed down by http.c (auth never calls http.c). */
+typedef struct sb_gcp__transport {
+    sb_gcp_result (*send)(void *ud, const sb_gcp_request *req, sb_gcp_response *resp, int flags,
+                          int *metadata_flavor, char *errstr, size_t errstr_size);
+    void *ud;
+} sb_gcp__transport;
 
 /* `mode` is already resolved (not DEFAULT). Checks a key file now.
  * The caller owns the result; free with sb_gcp__auth_free(). */
@@ -59,7 +74,7 @@ sb_gcp_auth_mode sb_gcp__auth_mode(const sb_gcp_auth *a);
  * valid and returned), 0 nothing (a cached token, or a waiter sharing
  * another caller's fetch). So counting *fetch counts each attempt once.
  * Thread-safe. */
-int sb_gcp__auth_token(sb_gcp_auth *a, sb_gcp_client *c, char **token, int *fetch,
+int sb_gcp__auth_token(sb_gcp_auth *a, const sb_gcp__transport *t, char **token, int *fetch,
                        char *errstr, size_t errstr_size);
 void sb_gcp__auth_invalidate(sb_gcp_auth *a, const char *token);
 /* Whether a 401 can be cured by fetching a new token. */
@@ -83,7 +98,13 @@ unsigned char *sb_gcp__base64url_decode(const char *s, size_t *len);
 
 
 /* ---- metrics.c: live clients listed for /metrics ---- */
-void sb_gcp__metrics_add(const sb_gcp_client *c);
-void sb_gcp__metrics_remove(const sb_gcp_client *c);
+
+/* A client's counters, read on every scrape. */
+typedef void (*sb_gcp__stats_fn)(const void *client, sb_gcp_stats *out);
+/* List a client; `conf` (its instance and service label it) and the
+ * client stay valid until sb_gcp__metrics_remove(c), which waits out a
+ * scrape reading them. */
+void sb_gcp__metrics_add(const void *c, const sb_gcp_conf *conf, sb_gcp__stats_fn stats);
+void sb_gcp__metrics_remove(const void *c);
 
 #endif

@@ -3,7 +3,7 @@
  * OAuth token endpoint errors and RFC 7807 problem JSON (Airflow). */
 #include "build_config.h"
 #include "gcp_internal.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <ctype.h>
 #include <stdlib.h>

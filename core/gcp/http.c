@@ -3,7 +3,7 @@
  * full-jitter exponential backoff, tokens from the auth provider. */
 #include "build_config.h"
 #include "gcp_internal.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -33,162 +33,6 @@ struct sb_gcp_client {
     atomic_uint_fast64_t st_requests, st_attempts, st_2xx, st_3xx, st_4xx, st_5xx, st_transport, st_retries,
         st_token_refreshes, st_token_errors;
 };
-
-/* ---- pure helpers ------------------------------------------------------ */
-
-int64_t sb_gcp__backoff_cap_ms(int64_t initial_ms, double mult, int64_t max_ms, int n)
-{
-    double cap = (double)initial_ms;
-    for (int i = 0; i < n && cap < (double)max_ms; i++)
-        cap *= mult;
-    if (cap > (double)max_ms)
-        cap = (double)max_ms;
-    return cap < 0 ? 0 : (int64_t)cap;
-}
-
-int64_t sb_gcp__backoff_delay_ms(int64_t initial_ms, double mult, int64_t max_ms, int n)
-{
-    int64_t cap = sb_gcp__backoff_cap_ms(initial_ms, mult, max_ms, n);
-    return (int64_t)sb_rand_below((uint64_t)cap + 1);
-}
-
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; m 1..12). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int month_index(const char *name)
-{
-    static const char *const names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    for (int i = 0; i < 12; i++)
-        if (strcmp(name, names[i]) == 0)
-            return i + 1;
-    return 0;
-}
-
-static int only_blanks(const char *s)
-{
-    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
-        s++;
-    return *s == '\0';
-}
-
-/* An HTTP-date (RFC 9110 5.6.7: IMF-fixdate, and the obsolete RFC 850 and
- * asctime forms a recipient must accept) -> seconds since the epoch, or -1.
- * Parsed by hand: strptime's names follow the process locale. */
-static int64_t http_date(const char *v, time_t now)
-{
-    char wday[16], mon[4], zone[4];
-    int d, y, H, M, S, n = 0;
-    if (sscanf(v, "%3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d %3[A-Z]%n", wday, &d, mon, &y, &H, &M, &S, zone,
-               &n) == 8 && n > 0) {
-        /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
-    } else if (n = 0, sscanf(v, "%15[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d %3[A-Z]%n", wday, &d, mon, &y, &H, &M,
-                             &S, zone, &n) == 8 && n > 0) {
-        /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT; a two-digit year more than
-         * 50 years ahead is the most recent past one with those digits */
-        struct tm t;
-        gmtime_r(&now, &t);
-        if (y < 0)
-            return -1;
-        y += 2000;
-        if (y > t.tm_year + 1900 + 50)
-            y -= 100;
-    } else if (n = 0, sscanf(v, "%3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", wday, mon, &d, &H, &M, &S, &y, &n) ==
-                          7 && n > 0) {
-        /* asctime: Sun Nov  6 08:49:37 1994 */
-        strcpy(zone, "GMT");
-    } else {
-        return -1;
-    }
-    int m = month_index(mon);
-    /* %d takes a sign: "-1:-1:-1" must not pass */
-    if (!only_blanks(v + n) || strcmp(zone, "GMT") != 0 || m == 0 || d < 1 || d > 31 || H < 0 || H > 23 || M < 0 ||
-        M > 59 || S < 0 || S > 60 || y < 1970)
-        return -1;
-    return days_from_civil(y, m, d) * 86400 + H * 3600 + M * 60 + S;
-}
-
-int64_t sb_gcp__retry_after_at_ms(const char *value, time_t now)
-{
-    if (!value)
-        return -1;
-    while (*value == ' ' || *value == '\t')
-        value++;
-    int64_t s;
-    if (*value >= '0' && *value <= '9') {
-        char *end;
-        errno = 0;
-        long long v = strtoll(value, &end, 10);
-        if (errno || !only_blanks(end))
-            return -1;
-        s = v;
-    } else {
-        int64_t at = http_date(value, now);
-        if (at < 0)
-            return -1;
-        s = at > (int64_t)now ? at - (int64_t)now : 0; /* a date passed: no wait */
-    }
-    if (s < 0 || s > 86400)
-        return -1; /* more than a day is a mistake, not a wait */
-    return s * 1000;
-}
-
-int64_t sb_gcp_retry_after_ms(const char *value)
-{
-    return sb_gcp__retry_after_at_ms(value, time(NULL));
-}
-
-int sb_gcp__status_retriable(long status)
-{
-    return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
-}
-
-int sb_gcp_auth_mode_parse(const char *s)
-{
-    static const char *const names[] = {"default", "adc", "service_account", "metadata", "none", "static"};
-    for (int i = 0; s && i < (int)(sizeof names / sizeof names[0]); i++)
-        if (strcmp(s, names[i]) == 0)
-            return i;
-    return -1;
-}
-
-const char *sb_gcp_auth_mode_name(sb_gcp_auth_mode mode)
-{
-    switch (mode) {
-    case SB_GCP_AUTH_DEFAULT: return "default";
-    case SB_GCP_AUTH_ADC: return "adc";
-    case SB_GCP_AUTH_SERVICE_ACCOUNT: return "service_account";
-    case SB_GCP_AUTH_METADATA: return "metadata";
-    case SB_GCP_AUTH_NONE: return "none";
-    case SB_GCP_AUTH_STATIC: return "static";
-    }
-    return "?";
-}
-
-void sb_gcp_conf_init(sb_gcp_conf *conf)
-{
-    memset(conf, 0, sizeof *conf);
-    conf->auth = SB_GCP_AUTH_DEFAULT;
-    conf->refresh_margin_ms = 225000;
-    conf->tls_verify = 1;
-    conf->connect_timeout_ms = 10000;
-    conf->timeout_ms = 60000;
-    conf->low_speed_limit = 1;
-    conf->low_speed_time_ms = 30000;
-    conf->max_attempts = 6;
-    conf->retry_initial_ms = 250;
-    conf->retry_multiplier = 2.0;
-    conf->retry_max_delay_ms = 32000;
-    conf->deadline_ms = 120000;
-}
 
 /* ---- client lifecycle ---------------------------------------------------- */
 
@@ -257,6 +101,12 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *h)
     return l;
 }
 
+/* For /metrics (metrics.c), which lists clients without calling into this file. */
+static void stats_of(const void *client, sb_gcp_stats *out)
+{
+    sb_gcp_client_stats(client, out);
+}
+
 sb_gcp_client *sb_gcp_client_new(const sb_gcp_conf *conf, char *errstr, size_t errstr_size)
 {
     pthread_once(&global_once, global_init);
@@ -315,7 +165,7 @@ sb_gcp_client *sb_gcp_client_new(const sb_gcp_conf *conf, char *errstr, size_t e
                                        "anyone on the path can read and change Google API traffic");
     sb_log(conf->ins, SB_LOG_DEBUG, "gcp client: service %s, base %s, auth %s%s", conf->service ? conf->service : "-",
            *base ? base : "-", sb_gcp_auth_mode_name(mode), emulator ? " (emulator)" : "");
-    sb_gcp__metrics_add(c);
+    sb_gcp__metrics_add(c, &c->conf, stats_of);
     c->listed = 1;
     return c;
 }
@@ -350,11 +200,6 @@ sb_gcp_auth_mode sb_gcp_client_auth_mode(const sb_gcp_client *c)
     return sb_gcp__auth_mode(c->auth);
 }
 
-const sb_gcp_conf *sb_gcp__client_conf(const sb_gcp_client *c)
-{
-    return &c->conf;
-}
-
 void sb_gcp_client_stats(const sb_gcp_client *c, sb_gcp_stats *o)
 {
     sb_gcp_client *m = (sb_gcp_client *)c; /* atomics are read-only here */
@@ -370,13 +215,22 @@ void sb_gcp_client_stats(const sb_gcp_client *c, sb_gcp_stats *o)
     o->token_errors = atomic_load(&m->st_token_errors);
 }
 
+/* Auth's token requests go through the client that wants the token (its
+ * proxy, TLS settings and handle pool). */
+static sb_gcp_result send_for_auth(void *ud, const sb_gcp_request *req, sb_gcp_response *resp, int flags,
+                                   int *metadata_flavor, char *errstr, size_t errstr_size)
+{
+    return sb_gcp__send(ud, req, resp, flags, metadata_flavor, errstr, errstr_size);
+}
+
 int sb_gcp_client_token(sb_gcp_client *c, char **token, char *errstr, size_t errstr_size)
 {
     /* Count what this call did at the token endpoint, not what it returns:
      * a failed refresh may still hand out the current token, and callers
      * that waited for another one's fetch share its result. */
     int fetch = 0;
-    int rc = sb_gcp__auth_token(c->auth, c, token, &fetch, errstr, errstr_size);
+    sb_gcp__transport t = {send_for_auth, c};
+    int rc = sb_gcp__auth_token(c->auth, &t, token, &fetch, errstr, errstr_size);
     if (fetch > 0)
         atomic_fetch_add(&c->st_token_refreshes, 1);
     else if (fetch < 0)
@@ -513,21 +367,6 @@ static size_t on_read(char *buf, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-void sb_gcp_response_clear(sb_gcp_response *r)
-{
-    if (!r)
-        return;
-    free(r->body);
-    free(r->location);
-    free(r->range);
-    free(r->retry_after);
-    free(r->x_goog_hash);
-    free(r->etag);
-    free(r->content_type);
-    free(r->error_line);
-    memset(r, 0, sizeof *r);
-}
-
 static void response_reset(sb_gcp_response *r)
 {
     int attempts = r->attempts;
@@ -657,6 +496,148 @@ static char *safe_url(const char *url)
     return sb_gcp_redact(url);
 }
 
+/* The headers of one attempt: the caller's, no 100-continue, chunked for
+ * an upload of unknown length, the token, and the metadata server's flavor.
+ * *auth_hdr holds the token line, for free_headers() to wipe. */
+static struct curl_slist *request_headers(const sb_gcp_request *req, const char *token, int flags, char **auth_hdr)
+{
+    struct curl_slist *hdrs = NULL;
+    for (const char *const *hp = req->headers; hp && *hp; hp++)
+        hdrs = add_header(hdrs, *hp);
+    hdrs = add_header(hdrs, "Expect:"); /* no 100-continue round trip */
+    if (req->read_cb && (int64_t)req->body_len < 0)
+        hdrs = add_header(hdrs, "Transfer-Encoding: chunked");
+    *auth_hdr = NULL;
+    if (token) {
+        *auth_hdr = sb_asprintf("Authorization: Bearer %s", token);
+        hdrs = add_header(hdrs, *auth_hdr);
+    }
+    if (flags & SB_GCP__DIRECT)
+        hdrs = add_header(hdrs, "Metadata-Flavor: Google");
+    return hdrs;
+}
+
+static void free_headers(struct curl_slist *hdrs, char *auth_hdr)
+{
+    curl_slist_free_all(hdrs);
+    if (auth_hdr) {
+        OPENSSL_cleanse(auth_hdr, strlen(auth_hdr));
+        free(auth_hdr);
+    }
+}
+
+/* What one attempt's outcome means for the request. */
+typedef struct verdict {
+    sb_gcp_result result;
+    int done;             /* finished: OK, or an error that no retry can cure */
+    int retry;            /* worth another attempt, budget permitting */
+    int no_backoff;       /* retry at once (a refreshed token) */
+    int64_t min_delay_ms; /* Retry-After */
+    char why[CURL_ERROR_SIZE + 128];
+} verdict;
+
+/* An HTTP answer: OK below 400; a 401 with a token that can be refreshed
+ * is retried once at once; retriable statuses of an idempotent request
+ * are retried after at least Retry-After. */
+static void judge_status(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_response *resp, const attempt *a,
+                         const char *token, int *refreshed_for_401, verdict *v)
+{
+    if (resp->status < 400) {
+        v->result = SB_GCP_OK;
+        v->done = 1;
+        return;
+    }
+    v->result = SB_GCP_HTTP_ERROR;
+    /* a body echoed by a proxy or emulator could carry a token or a
+     * signed assertion: redact before it reaches errstr or a log */
+    char *line = sb_gcp_error_line(resp->status, resp->body, resp->body_len);
+    resp->error_line = sb_gcp_redact(line);
+    free(line);
+    snprintf(v->why, sizeof v->why, "%s", resp->error_line);
+    /* a streamed body that was read and cannot be rewound is never re-sent */
+    int resendable = !req->read_cb || !a->read_started || req->rewind_cb;
+    if (resp->status == 401 && token && !*refreshed_for_401 && resendable && sb_gcp__auth_refreshable(c->auth)) {
+        /* The token was revoked or expired early: fetch a new one
+         * and try once more; the server did not process the call. */
+        sb_gcp__auth_invalidate(c->auth, token);
+        *refreshed_for_401 = 1;
+        v->retry = 1;
+        v->no_backoff = 1;
+    } else if (sb_gcp__status_retriable(resp->status) && req->idempotent && resendable) {
+        v->retry = 1;
+        v->min_delay_ms = sb_gcp_retry_after_ms(resp->retry_after);
+    }
+}
+
+/* No HTTP answer. A TLS verification failure ends the request with its own
+ * message in errstr. Otherwise retried when the request surely never left,
+ * or when it is idempotent and its body can be sent again. */
+static void judge_transport(CURLcode rc, long req_size, const sb_gcp_request *req, const attempt *a,
+                            const char *detail, const char *surl, verdict *v, char *errstr, size_t errstr_size)
+{
+    v->result = SB_GCP_TRANSPORT_ERROR;
+    if (tls_verify_error(rc)) {
+        sb_err(errstr, errstr_size, "TLS certificate verification failed for %s: %s; set ca_file or check the proxy",
+               surl, detail);
+        v->done = 1;
+        return;
+    }
+    if (rc == CURLE_OPERATION_TIMEDOUT)
+        snprintf(v->why, sizeof v->why, "timed out (%s)", detail);
+    else if (not_sent(rc))
+        snprintf(v->why, sizeof v->why, "cannot connect (%s)", detail);
+    else
+        snprintf(v->why, sizeof v->why, "%s", detail);
+    int reached = !not_sent(rc) && req_size > 0;
+    if (permanent_transport(rc))
+        v->retry = 0;
+    else if (!reached && !a->read_started)
+        v->retry = 1;
+    else if (req->idempotent && (!a->read_started || req->rewind_cb))
+        v->retry = 1;
+    if (!v->retry && reached && !req->idempotent && !permanent_transport(rc)) {
+        size_t l = strlen(v->why);
+        snprintf(v->why + l, sizeof v->why - l,
+                 "; not retried: the request is not idempotent and may have reached the server");
+    }
+}
+
+/* The request's retry budget and its deadline. 0 with *delay_ms to wait
+ * before the next attempt, or -1 with the reason appended to v->why. */
+static int next_attempt_delay(sb_gcp_client *c, const sb_gcp_request *req, const sb_gcp_response *resp,
+                              const attempt *a, verdict *v, int max_attempts, int retries, int64_t start,
+                              int64_t deadline, int64_t deadline_ms, int64_t *delay_ms)
+{
+    const sb_gcp_conf *cf = &c->conf;
+    if (!v->no_backoff && resp->attempts >= max_attempts) {
+        size_t l = strlen(v->why);
+        snprintf(v->why + l, sizeof v->why - l, "; gave up after %d attempts", resp->attempts);
+        return -1;
+    }
+    int64_t delay = v->no_backoff ? 0 : sb_gcp__backoff_delay_ms(cf->retry_initial_ms, cf->retry_multiplier,
+                                                                  cf->retry_max_delay_ms, retries);
+    if (delay < v->min_delay_ms)
+        delay = v->min_delay_ms;
+    /* Not when the next attempt would have under a tenth of the
+     * deadline left to finish in: squeezed in at the end, it timed out
+     * and reported "timed out" instead of the error that made us retry. */
+    if (sb_mono_us() + (delay + deadline_ms / 10) * 1000 >= deadline) {
+        size_t l = strlen(v->why);
+        snprintf(v->why + l, sizeof v->why - l, "; gave up after %d attempts and %lld ms (deadline %lld ms)",
+                 resp->attempts, (long long)((sb_mono_us() - start) / 1000), (long long)deadline_ms);
+        return -1;
+    }
+    if (req->read_cb && a->read_started && req->rewind_cb && req->rewind_cb(req->read_opaque) != 0) {
+        size_t l = strlen(v->why);
+        snprintf(v->why + l, sizeof v->why - l, "; cannot retry: rewinding the upload body failed");
+        return -1;
+    }
+    *delay_ms = delay;
+    return 0;
+}
+
+/* Attempts until one succeeds, one fails for good, or the attempts, the
+ * deadline or the token run out. Every attempt uses one pooled handle. */
 sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_response *resp, int flags,
                            int *metadata_flavor, char *errstr, size_t errstr_size)
 {
@@ -701,20 +682,8 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
             result = SB_GCP_AUTH_ERROR;
             break;
         }
-        struct curl_slist *hdrs = NULL;
-        for (const char *const *hp = req->headers; hp && *hp; hp++)
-            hdrs = add_header(hdrs, *hp);
-        hdrs = add_header(hdrs, "Expect:"); /* no 100-continue round trip */
-        if (req->read_cb && (int64_t)req->body_len < 0)
-            hdrs = add_header(hdrs, "Transfer-Encoding: chunked");
-        char *auth_hdr = NULL;
-        if (token) {
-            auth_hdr = sb_asprintf("Authorization: Bearer %s", token);
-            hdrs = add_header(hdrs, auth_hdr);
-        }
-        if (flags & SB_GCP__DIRECT)
-            hdrs = add_header(hdrs, "Metadata-Flavor: Google");
-
+        char *auth_hdr;
+        struct curl_slist *hdrs = request_headers(req, token, flags, &auth_hdr);
         int64_t remaining_ms = (deadline - sb_mono_us()) / 1000;
         int64_t timeout_ms = cf->timeout_ms < remaining_ms ? cf->timeout_ms : remaining_ms;
         if (timeout_ms < 1)
@@ -727,11 +696,7 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
         int64_t t0 = sb_mono_us();
         CURLcode rc = (CURLcode)perform(c, h, req, method, url, hdrs, flags, timeout_ms, &a, curl_err);
         int64_t took_ms = (sb_mono_us() - t0) / 1000;
-        curl_slist_free_all(hdrs);
-        if (auth_hdr) {
-            OPENSSL_cleanse(auth_hdr, strlen(auth_hdr));
-            free(auth_hdr);
-        }
+        free_headers(hdrs, auth_hdr);
         long status = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         long req_size = 0;
@@ -740,107 +705,37 @@ sb_gcp_result sb_gcp__send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_r
             *metadata_flavor = a.metadata_flavor;
         const char *detail = curl_err[0] ? curl_err : curl_easy_strerror(rc);
 
-        int retry = 0;
-        int64_t min_delay_ms = 0;
-        int no_backoff = 0;
-        char why[CURL_ERROR_SIZE + 128];
+        verdict v = {0};
         if (rc == CURLE_OK) {
             resp->status = status;
             count_status(c, status);
             sb_log(cf->ins, SB_LOG_DEBUG, "%s %s -> %ld in %lld ms (attempt %d)", method, surl, status,
                    (long long)took_ms, resp->attempts);
-            if (status < 400) {
-                result = SB_GCP_OK;
-                free(token);
-                break;
-            }
-            result = SB_GCP_HTTP_ERROR;
-            /* a body echoed by a proxy or emulator could carry a token or a
-             * signed assertion: redact before it reaches errstr or a log */
-            char *line = sb_gcp_error_line(status, resp->body, resp->body_len);
-            resp->error_line = sb_gcp_redact(line);
-            free(line);
-            snprintf(why, sizeof why, "%s", resp->error_line);
-            /* a streamed body that was read and cannot be rewound is never re-sent */
-            int resendable = !req->read_cb || !a.read_started || req->rewind_cb;
-            if (status == 401 && token && !refreshed_for_401 && resendable && sb_gcp__auth_refreshable(c->auth)) {
-                /* The token was revoked or expired early: fetch a new one
-                 * and try once more; the server did not process the call. */
-                sb_gcp__auth_invalidate(c->auth, token);
-                refreshed_for_401 = 1;
-                retry = 1;
-                no_backoff = 1;
-            } else if (sb_gcp__status_retriable(status) && req->idempotent && resendable) {
-                retry = 1;
-                min_delay_ms = sb_gcp_retry_after_ms(resp->retry_after);
-            }
+            judge_status(c, req, resp, &a, token, &refreshed_for_401, &v);
         } else {
-            result = SB_GCP_TRANSPORT_ERROR;
             atomic_fetch_add(&c->st_transport, 1);
             sb_log(cf->ins, SB_LOG_DEBUG, "%s %s -> %s in %lld ms (attempt %d)", method, surl, detail,
                    (long long)took_ms, resp->attempts);
-            if (tls_verify_error(rc)) {
-                sb_err(errstr, errstr_size, "TLS certificate verification failed for %s: %s; set ca_file or check the proxy",
-                       surl, detail);
-                free(token);
-                break;
-            }
-            if (rc == CURLE_OPERATION_TIMEDOUT)
-                snprintf(why, sizeof why, "timed out (%s)", detail);
-            else if (not_sent(rc))
-                snprintf(why, sizeof why, "cannot connect (%s)", detail);
-            else
-                snprintf(why, sizeof why, "%s", detail);
-            int reached = !not_sent(rc) && req_size > 0;
-            if (permanent_transport(rc))
-                retry = 0;
-            else if (!reached && !a.read_started)
-                retry = 1;
-            else if (req->idempotent && (!a.read_started || req->rewind_cb))
-                retry = 1;
-            if (!retry && reached && !req->idempotent && !permanent_transport(rc)) {
-                size_t l = strlen(why);
-                snprintf(why + l, sizeof why - l, "; not retried: the request is not idempotent and may have reached the server");
-            }
+            judge_transport(rc, req_size, req, &a, detail, surl, &v, errstr, errstr_size);
         }
         free(token);
-        if (!retry)
-            goto fail;
-        if (!no_backoff && resp->attempts >= max_attempts) {
-            size_t l = strlen(why);
-            snprintf(why + l, sizeof why - l, "; gave up after %d attempts", resp->attempts);
-            goto fail;
+        result = v.result;
+        if (v.done)
+            break;
+        int64_t delay = 0;
+        if (!v.retry || next_attempt_delay(c, req, resp, &a, &v, max_attempts, retries, start, deadline, deadline_ms,
+                                           &delay) != 0) {
+            sb_err(errstr, errstr_size, "%s %s: %s", method, surl, v.why);
+            break;
         }
-        int64_t delay = no_backoff ? 0 : sb_gcp__backoff_delay_ms(cf->retry_initial_ms, cf->retry_multiplier,
-                                                                   cf->retry_max_delay_ms, retries);
-        if (delay < min_delay_ms)
-            delay = min_delay_ms;
-        /* Not when the next attempt would have under a tenth of the
-         * deadline left to finish in: squeezed in at the end, it timed out
-         * and reported "timed out" instead of the error that made us retry. */
-        if (sb_mono_us() + (delay + deadline_ms / 10) * 1000 >= deadline) {
-            size_t l = strlen(why);
-            snprintf(why + l, sizeof why - l, "; gave up after %d attempts and %lld ms (deadline %lld ms)",
-                     resp->attempts, (long long)((sb_mono_us() - start) / 1000), (long long)deadline_ms);
-            goto fail;
-        }
-        if (req->read_cb && a.read_started && req->rewind_cb && req->rewind_cb(req->read_opaque) != 0) {
-            size_t l = strlen(why);
-            snprintf(why + l, sizeof why - l, "; cannot retry: rewinding the upload body failed");
-            goto fail;
-        }
-        if (!no_backoff)
+        if (!v.no_backoff)
             retries++;
         atomic_fetch_add(&c->st_retries, 1);
-        sb_log(cf->ins, SB_LOG_DEBUG, "%s %s: %s; retry %d in %lld ms", method, surl, why, resp->attempts,
+        sb_log(cf->ins, SB_LOG_DEBUG, "%s %s: %s; retry %d in %lld ms", method, surl, v.why, resp->attempts,
                (long long)delay);
-        snprintf(prev, sizeof prev, "%s", why);
+        snprintf(prev, sizeof prev, "%s", v.why);
         if (delay > 0)
             sleep_ms(delay);
-        continue;
-    fail:
-        sb_err(errstr, errstr_size, "%s %s: %s", method, surl, why);
-        break;
     }
     handle_put(c, h);
     free(url);
@@ -852,19 +747,4 @@ sb_gcp_result sb_gcp_request_send(sb_gcp_client *c, const sb_gcp_request *req, s
                                   char *errstr, size_t errstr_size)
 {
     return sb_gcp__send(c, req, resp, 0, NULL, errstr, errstr_size);
-}
-
-int sb_gcp_result_retriable(sb_gcp_result rc, const sb_gcp_response *resp)
-{
-    switch (rc) {
-    case SB_GCP_OK:
-    case SB_GCP_INVALID:
-        return 0;
-    case SB_GCP_TRANSPORT_ERROR:
-    case SB_GCP_AUTH_ERROR:
-        return 1;
-    case SB_GCP_HTTP_ERROR:
-        return resp && sb_gcp__status_retriable(resp->status);
-    }
-    return 0;
 }

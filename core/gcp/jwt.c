@@ -2,7 +2,7 @@
  * two base64 flavours Google APIs need. */
 #include "build_config.h"
 #include "gcp_internal.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <jansson.h>
 #include <openssl/bio.h>

@@ -2,7 +2,7 @@
  * SB_GCP_OPTION_DEFS): a thin layer over sb_gcp_client_new(). */
 #include "build_config.h"
 #include "gcp_internal.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -3,7 +3,7 @@
  * secret values in JSON or form encoding, and PEM private keys. */
 #include "build_config.h"
 #include "gcp_internal.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <ctype.h>
 #include <stdlib.h>

@@ -1,6 +1,7 @@
 /*
  * pubsub - sink: publish each event as a Pub/Sub message over REST
- * (POST v1/{+topic}:publish, tests/fake/contracts/gcp/pubsub-v1.discovery.json).
+ * (POST v1/{+topic}:publish, as tests/fake/contracts/gcp/pubsub-v1.discovery.json
+ * describes it).
  *
  * Batching. The core hands process() up to batch_max events: whatever
  * queued up while the previous call was publishing. So under load a batch
@@ -10,8 +11,9 @@
  * requests within Pub/Sub's limits: at most max_messages messages, at most
  * max_bytes of request body, and one ordering key per request.
  *
- * Messages. data is the event's `command` (default, what the seed's
- * consumers read), the event fields as JSON, or a template. Attributes:
+ * Messages. data is the event's `command` (default: the command line
+ * that ran, which is what Run Replicator's own consumers read), the event
+ * fields as JSON, or a template. Attributes:
  * event_id always, run_id/schema/table/host when present, then the
  * `attributes` templates. An event whose message cannot be published
  * (data over 10 MB, too many or too large attributes, a missing field) is

@@ -10,8 +10,8 @@
  * test: `make bench-ledger`.
  */
 #include "build_config.h"
-#include "ledger.h"
-#include "util.h"
+#include "ledger/ledger.h"
+#include "util/util.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -1,13 +1,13 @@
 /* harness.c - one plugin in process inside the real core (harness.h). */
 #include "build_config.h"
 #include "harness.h"
-#include "config.h"
-#include "event_internal.h"
-#include "ledger.h"
-#include "loader.h"
-#include "router.h"
+#include "config/config.h"
+#include "engine/loader.h"
+#include "engine/router.h"
+#include "events/event_internal.h"
+#include "ledger/ledger.h"
 #include "testutil.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <check.h>
 #include <stdlib.h>

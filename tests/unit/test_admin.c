@@ -7,14 +7,14 @@
  * including histogram invariants and a registered contributor.
  */
 #include "build_config.h"
-#include "admin.h"
-#include "config.h"
-#include "ledger.h"
-#include "loader.h"
-#include "metrics.h"
-#include "router.h"
+#include "ops/admin.h"
+#include "config/config.h"
+#include "ledger/ledger.h"
+#include "engine/loader.h"
+#include "ops/metrics.h"
+#include "engine/router.h"
 #include "testutil.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <arpa/inet.h>
 #include <check.h>

@@ -1,7 +1,8 @@
 /* test_config.c - the config loader on real files in a temporary directory. */
 #include "build_config.h"
-#include "config.h"
-#include "log_internal.h"
+#include "config/config.h"
+#include "config/confval.h"
+#include "log/log_internal.h"
 
 #include <check.h>
 #include <ftw.h>

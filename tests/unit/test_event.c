@@ -1,7 +1,7 @@
 /* test_event.c - the event model: the ledger payload round trip, and the
  * raw-text shortcut for JSON sources staying equal to a fresh dump. */
 #include "build_config.h"
-#include "event_internal.h"
+#include "events/event_internal.h"
 
 #include <check.h>
 #include <errno.h>

@@ -1,11 +1,11 @@
 /* Integration tests of the GCP HTTP client against tests/fake/gfake.py:
  * retries per fault class, backoff gaps, give-up paths, idempotency,
  * Retry-After, proxies (explicit and environment), TLS, logging. */
-#include "metrics.h"
+#include "ops/metrics.h"
 #include "build_config.h"
 #include "gcp_internal.h"
 #include "gcp_testlib.h"
-#include "log_internal.h"
+#include "log/log_internal.h"
 
 #include <check.h>
 #include <fcntl.h>

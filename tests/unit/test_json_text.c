@@ -8,7 +8,7 @@
  * against json_object_get() on the parsed tree. The one difference allowed
  * is jansson's skipping of some NUL bytes (see agree()). */
 #include "build_config.h"
-#include "json_text.h"
+#include "events/json_text.h"
 
 #include <check.h>
 #include <jansson.h>

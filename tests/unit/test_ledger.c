@@ -1,7 +1,7 @@
 /* test_ledger.c - the run ledger against real SQLite files in a temp dir. */
 #include "build_config.h"
-#include "ledger.h"
-#include "util.h"
+#include "ledger/ledger.h"
+#include "util/util.h"
 
 #include <check.h>
 #include <ftw.h>

@@ -1,6 +1,6 @@
 /* test_loader.c - the plugin loader's checks, each failure with its message. */
 #include "build_config.h"
-#include "loader.h"
+#include "engine/loader.h"
 #include "testutil.h"
 
 #include <check.h>

@@ -1,6 +1,6 @@
 /* test_match.c - route match conditions and dotted field paths. */
 #include "build_config.h"
-#include "match.h"
+#include "events/match.h"
 
 #include <check.h>
 #include <stdlib.h>

@@ -1,9 +1,9 @@
 /* test_options.c - plugin option validation, getters and the doc printer. */
 #include "build_config.h"
-#include "confval.h"
-#include "instance.h"
-#include "options_internal.h"
-#include "template.h"
+#include "config/confval.h"
+#include "engine/instance.h"
+#include "config/options_internal.h"
+#include "events/template.h"
 
 #include <check.h>
 #include <stdio.h>

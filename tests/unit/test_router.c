@@ -5,13 +5,13 @@
  * resume at the first unfinished step.
  */
 #include "build_config.h"
-#include "config.h"
-#include "event_internal.h"
-#include "ledger.h"
-#include "loader.h"
-#include "router.h"
+#include "config/config.h"
+#include "events/event_internal.h"
+#include "ledger/ledger.h"
+#include "engine/loader.h"
+#include "engine/router.h"
 #include "testutil.h"
-#include "util.h"
+#include "util/util.h"
 
 #include <check.h>
 #include <stdio.h>

@@ -8,7 +8,7 @@
  * abstract socket.
  */
 #include "build_config.h"
-#include "sdnotify.h"
+#include "ops/sdnotify.h"
 #include "testutil.h"
 
 #include <check.h>

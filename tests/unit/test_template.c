@@ -1,6 +1,6 @@
 /* test_template.c - "${field}" templates: compile errors and rendering. */
 #include "build_config.h"
-#include "template.h"
+#include "events/template.h"
 #include <syncbridge/event.h>
 
 #include <check.h>

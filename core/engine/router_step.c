@@ -1,0 +1,680 @@
+/* router_step.c - step workers: batches into process(), results, retries. */
+#include "build_config.h"
+#include "events/json_text.h"
+#include "log/log_internal.h"
+#include "engine/router_internal.h"
+#include "util/util.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sb_batch {
+    size_t n;
+    sb_event **evs;
+    int *attempts;
+    sb_result *res;
+    char **reason;
+    int64_t *retry_after_ms; /* RETRY: Retry-After; WAIT: the delay */
+    json_t **state;          /* the member's step state per event, owned by the batch */
+    unsigned char *state_set;/* set during this call: the entry takes it */
+    unsigned char *state_dirty; /* set and not yet written by sb_batch_save_state: record it */
+    uint64_t *progress;      /* bytes done as last reported, for the progress counter */
+    entry **ents;            /* the entries, for sb_batch_save_state() */
+    sb_router *router;
+    step_rt *step;
+    const char *member;      /* the instance name: the key of its step state */
+    int busy_slot;           /* the worker's watchdog slot, -1 if none */
+    void *worker;            /* worker_init()'s state for this thread */
+};
+
+size_t sb_batch_count(const sb_batch *b) { return b->n; }
+sb_event *sb_batch_event(sb_batch *b, size_t i) { return i < b->n ? b->evs[i] : NULL; }
+int sb_batch_attempt(const sb_batch *b, size_t i) { return i < b->n ? b->attempts[i] : 0; }
+
+void sb_batch_set_result(sb_batch *b, size_t i, sb_result r, const char *reason, ...)
+{
+    if (i >= b->n)
+        return;
+    b->res[i] = r;
+    free(b->reason[i]);
+    b->reason[i] = NULL;
+    if (reason) {
+        va_list ap;
+        va_start(ap, reason);
+        if (vasprintf(&b->reason[i], reason, ap) < 0)
+            b->reason[i] = NULL;
+        va_end(ap);
+    }
+}
+
+void sb_batch_set_retry_after(sb_batch *b, size_t i, int64_t ms)
+{
+    if (i < b->n)
+        b->retry_after_ms[i] = ms;
+}
+
+void sb_batch_wait(sb_batch *b, size_t i, int64_t ms, const char *status, ...)
+{
+    if (i >= b->n)
+        return;
+    b->res[i] = SB_RESULT_WAIT;
+    b->retry_after_ms[i] = ms > 0 ? ms : 1;
+    free(b->reason[i]);
+    b->reason[i] = NULL;
+    if (status) {
+        va_list ap;
+        va_start(ap, status);
+        if (vasprintf(&b->reason[i], status, ap) < 0)
+            b->reason[i] = NULL;
+        va_end(ap);
+    }
+}
+
+const json_t *sb_batch_state(const sb_batch *b, size_t i) { return i < b->n ? b->state[i] : NULL; }
+
+void sb_batch_set_state(sb_batch *b, size_t i, json_t *state)
+{
+    if (i >= b->n) {
+        json_decref(state);
+        return;
+    }
+    json_decref(b->state[i]);
+    b->state[i] = state;
+    b->state_set[i] = 1;
+    b->state_dirty[i] = 1;
+}
+
+/* The state as JSON text for the ledger (NULL for none); aborts on OOM like
+ * the other sb_x* helpers, since a state that cannot be recorded would
+ * repeat a side effect after a restart. */
+static char *state_text(const json_t *state)
+{
+    if (!state)
+        return NULL;
+    sb_strbuf txt = {0};
+    if (sb_json_dump(&txt, state) != 0) {
+        free(txt.p);
+        return NULL;
+    }
+    return txt.p;
+}
+
+int sb_batch_save_state(sb_batch *b, size_t i)
+{
+    if (i >= b->n)
+        return -1;
+    char err[256];
+    char *txt = state_text(b->state[i]);
+    int rc = sb_ledger_step_state(b->router->ledger, b->ents[i]->id, b->ents[i]->step, b->member, txt, 1, err,
+                                  sizeof err);
+    free(txt);
+    if (rc != 0)
+        sb_log(NULL, SB_LOG_ERROR, "event %s: the step state could not be saved: %s", b->ents[i]->ev->id, err);
+    else
+        b->state_dirty[i] = 0; /* recorded; a later change sets it again */
+    return rc;
+}
+
+int sb_batch_stopping(const sb_batch *b) { return atomic_load(&b->router->stopping); }
+
+void sb_batch_progress(sb_batch *b, size_t i, uint64_t done, uint64_t total)
+{
+    (void)total;
+    if (i >= b->n)
+        return;
+    /* a worker that reports progress is busy, not stalled: restart its clock */
+    if (b->busy_slot >= 0)
+        atomic_store(&b->step->busy_since[b->busy_slot], sb_mono_us());
+    uint64_t prev = __atomic_exchange_n(&b->progress[i], done, __ATOMIC_RELAXED);
+    if (done > prev)
+        atomic_fetch_add(&b->step->route->n_progress_bytes, done - prev);
+}
+
+void *sb_batch_worker(const sb_batch *b) { return b->worker; }
+
+static void batch_init(sb_batch *b, size_t n)
+{
+    memset(b, 0, sizeof *b);
+    b->n = n;
+    b->busy_slot = -1;
+    b->evs = sb_xcalloc(n, sizeof *b->evs);
+    b->attempts = sb_xcalloc(n, sizeof *b->attempts);
+    b->res = sb_xcalloc(n, sizeof *b->res);
+    b->reason = sb_xcalloc(n, sizeof *b->reason);
+    b->retry_after_ms = sb_xcalloc(n, sizeof *b->retry_after_ms);
+    b->state = sb_xcalloc(n, sizeof *b->state);
+    b->state_set = sb_xcalloc(n, sizeof *b->state_set);
+    b->state_dirty = sb_xcalloc(n, sizeof *b->state_dirty);
+    b->progress = sb_xcalloc(n, sizeof *b->progress);
+    b->ents = sb_xcalloc(n, sizeof *b->ents);
+}
+
+static void batch_fini(sb_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->reason[i]);
+        json_decref(b->state[i]);
+    }
+    free(b->evs);
+    free(b->attempts);
+    free(b->res);
+    free(b->reason);
+    free(b->retry_after_ms);
+    free(b->state);
+    free(b->state_set);
+    free(b->state_dirty);
+    free(b->progress);
+    free(b->ents);
+}
+
+/* ---- calling a member ------------------------------------------------------ */
+
+/* After FATAL: stop, destroy, create and start the instance again. Called
+ * with the instance's write lock held, so no process() runs meanwhile. */
+static void restart_instance(inst_rt *in)
+{
+    sb_instance *ins = in->ins;
+    char err[1024];
+    in->last_restart_mono = sb_mono_us();
+    atomic_fetch_add(&in->restarts, 1);
+    atomic_fetch_add(&in->generation, 1);
+    sb_instance_stop(ins);
+    if (ins->created && ins->plugin->destroy)
+        ins->plugin->destroy(ins->self);
+    ins->created = 0;
+    ins->self = NULL;
+    if (sb_instance_create(ins, err, sizeof err) != 0 || sb_instance_start(ins, err, sizeof err) != 0) {
+        sb_log(ins, SB_LOG_ERROR, "restart after a fatal error failed: %s", err);
+        in->broken = 1;
+        return;
+    }
+    sb_log(ins, SB_LOG_INFO, "restarted after a fatal error");
+    in->broken = 0;
+}
+
+/* A step worker's per-member worker state (plugin worker_init). */
+typedef struct worker_slot {
+    void *state;
+    unsigned generation; /* of the instance it was made for */
+    int made;
+} worker_slot;
+
+/* worker_fini() for a slot; the instance's current self is passed (after
+ * a restart it is not the one init saw: fini frees the worker state only). */
+static void worker_slot_fini(inst_rt *in, worker_slot *w)
+{
+    if (!w->made)
+        return;
+    in->ins->plugin->worker_fini(in->ins->self, w->state);
+    w->made = 0;
+    w->state = NULL;
+}
+
+/* The worker state for this member, made on first use and again after the
+ * instance was restarted. 0, or -1 with errstr. Called with the instance's
+ * lock held (read or write), so self is stable. */
+static int worker_slot_get(inst_rt *in, worker_slot *w, char *errstr, size_t errstr_size)
+{
+    const sb_plugin *p = in->ins->plugin;
+    if (!p->worker_init)
+        return 0;
+    unsigned gen = atomic_load(&in->generation);
+    if (w->made && w->generation != gen)
+        worker_slot_fini(in, w);
+    if (w->made)
+        return 0;
+    char msg[512] = "";
+    void *st = NULL;
+    if (p->worker_init(in->ins->self, &st, msg, sizeof msg) != 0)
+        return sb_err(errstr, errstr_size, "worker init failed: %s", msg[0] ? msg : "no reason given");
+    w->state = st;
+    w->generation = gen;
+    w->made = 1;
+    return 0;
+}
+
+typedef struct member_call {
+    inst_rt *in;
+    sb_batch batch;
+    size_t *idx; /* batch position -> entry index */
+    worker_slot *worker;
+} member_call;
+
+static void call_member(member_call *mc)
+{
+    inst_rt *in = mc->in;
+    int concurrent = (in->ins->plugin->flags & SB_PLUGIN_CONCURRENT) != 0;
+    if (in->broken) {
+        pthread_rwlock_wrlock(&in->lock);
+        if (in->broken && sb_mono_us() - in->last_restart_mono >= 1000000)
+            restart_instance(in);
+        pthread_rwlock_unlock(&in->lock);
+    }
+    if (in->broken) {
+        for (size_t i = 0; i < mc->batch.n; i++)
+            sb_batch_set_result(&mc->batch, i, SB_RESULT_FATAL, "instance %s is broken and could not be restarted",
+                                in->ins->name);
+        return;
+    }
+    if (concurrent)
+        pthread_rwlock_rdlock(&in->lock);
+    else
+        pthread_rwlock_wrlock(&in->lock);
+    char err[600];
+    if (worker_slot_get(in, mc->worker, err, sizeof err) != 0) {
+        pthread_rwlock_unlock(&in->lock);
+        sb_log(in->ins, SB_LOG_WARN, "%s", err);
+        for (size_t i = 0; i < mc->batch.n; i++)
+            sb_batch_set_result(&mc->batch, i, SB_RESULT_RETRY, "%s", err);
+        return;
+    }
+    mc->batch.worker = mc->worker->state;
+    in->ins->plugin->process(in->ins->self, &mc->batch);
+    pthread_rwlock_unlock(&in->lock);
+
+    int fatal = 0;
+    for (size_t i = 0; i < mc->batch.n; i++)
+        fatal |= mc->batch.res[i] == SB_RESULT_FATAL;
+    if (fatal) {
+        pthread_rwlock_wrlock(&in->lock);
+        sb_log(in->ins, SB_LOG_ERROR, "fatal error reported; restarting the instance");
+        restart_instance(in);
+        pthread_rwlock_unlock(&in->lock);
+    }
+}
+
+static void *call_member_thread(void *arg)
+{
+    call_member(arg);
+    return NULL;
+}
+
+/* ---- outcome of one attempt ------------------------------------------------- */
+
+typedef struct outcome {
+    int failed;       /* some member FAILed: dead-letter */
+    int retry;        /* some member wants RETRY or FATAL */
+    int charged;      /* a RETRY (not only FATAL): counts against the budget */
+    int wait;         /* some member WAITs (and none of the above) */
+    int64_t wait_ms;  /* the soonest look again a waiting member asked for */
+    int64_t retry_after_ms;
+    char *added;      /* single-member step done: the fields it added (JSON text, owned), recorded with the step */
+    char reason[512];
+} outcome;
+
+static void note_reason(outcome *o, const char *member, const char *what, const char *reason)
+{
+    if (o->reason[0])
+        return;
+    snprintf(o->reason, sizeof o->reason, "%s: %s%s%s", member, what, reason ? ": " : "", reason ? reason : "");
+}
+
+static int64_t backoff_ms(const sb_retry_policy *p, int attempts)
+{
+    double d = (double)p->initial_ms * pow(p->multiplier > 1.0 ? p->multiplier : 1.0, attempts > 0 ? attempts - 1 : 0);
+    if (d > (double)p->max_delay_ms)
+        d = (double)p->max_delay_ms;
+    int64_t cap = (int64_t)d;
+    return cap > 0 ? (int64_t)sb_rand_below((uint64_t)cap + 1) : 0; /* full jitter */
+}
+
+/* What one batch hands on: entries for the next step, budget to give
+ * back and the steps completed for the ledger, applied once per batch
+ * rather than once per entry (each would wake a thread or take the
+ * ledger's lock). All entries of a batch belong to one route and step. */
+typedef struct handoff {
+    entry *head, *tail;
+    size_t n;
+    int64_t released, released_bytes;
+    sb_ledger_step *done; /* room for the whole batch */
+    size_t n_done;
+} handoff;
+
+static void settle_into(handoff *h, entry *e, int done)
+{
+    h->released++;
+    h->released_bytes += (int64_t)e->bytes;
+    sb_entry_count_settled(e, done);
+    sb_entry_free(e);
+}
+
+static void advance(step_rt *s, entry *e, const outcome *o, handoff *h)
+{
+    route_rt *rt = e->route;
+    h->done[h->n_done++] = (sb_ledger_step){.entry_id = e->id,
+                                            .step = e->step,
+                                            .last = (size_t)e->step + 1 >= rt->n_steps,
+                                            .member = s->n == 1 ? s->members[0]->ins->name : NULL,
+                                            .attempts = e->attempts + 1,
+                                            .added_json = o->added};
+    e->step++;
+    e->attempts = 0;
+    e->first_attempt_us = 0;
+    e->retry_since_us = 0;
+    e->members_done = 0;
+    json_decref(e->states); /* a step's state ends with the step */
+    e->states = NULL;
+    if ((size_t)e->step >= rt->n_steps) {
+        settle_into(h, e, 1);
+        return;
+    }
+    e->next = NULL;
+    if (h->tail)
+        h->tail->next = e;
+    else
+        h->head = e;
+    h->tail = e;
+    h->n++;
+}
+
+static void dead_letter(sb_router *r, entry *e, const char *reason, handoff *h)
+{
+    route_rt *rt = e->route;
+    step_rt *s = &rt->steps[e->step];
+    sb_log(s->members[0]->ins, SB_LOG_WARN, "route %s: event %s dead-lettered at step %d: %s", rt->conf->name,
+           e->ev->id, e->step + 1, reason);
+    sb_ledger_dead(r->ledger, e->id, e->step, reason);
+    settle_into(h, e, 0);
+}
+
+/* The core gives up on e at step s (its step_timeout ran out): members that
+ * are not done and have abandon() get the event with its state, so that
+ * they can cancel what they started. Their results are ignored. */
+static void abandon_entry(sb_router *r, step_rt *s, entry *e)
+{
+    for (size_t m = 0; m < s->n; m++) {
+        inst_rt *in = s->members[m];
+        if ((e->members_done & (1ull << m)) || !in->ins->plugin->abandon || atomic_load(&in->broken))
+            continue;
+        sb_batch b;
+        batch_init(&b, 1);
+        b.evs[0] = e->ev;
+        b.attempts[0] = e->attempts + 1;
+        b.ents[0] = e;
+        b.router = r;
+        b.step = s;
+        b.member = in->ins->name;
+        b.state[0] = json_incref(json_object_get(e->states, b.member));
+        pthread_rwlock_wrlock(&in->lock);
+        in->ins->plugin->abandon(in->ins->self, &b);
+        pthread_rwlock_unlock(&in->lock);
+        sb_event_discard_added(e->ev);
+        batch_fini(&b);
+    }
+}
+
+/* WAIT: look again after the delay the members asked for. A WAIT shows the
+ * far side is healthy, so the retry budget starts afresh; the wait is
+ * bounded by the step_timeout instead (checked by settle_attempt). */
+static void schedule_wait(sb_router *r, step_rt *s, entry *e, const outcome *o, int64_t now)
+{
+    e->attempts = 0;
+    e->retry_since_us = now;
+    int64_t delay = o->wait_ms > 0 ? o->wait_ms : 1;
+    int64_t left_ms = (e->first_attempt_us + s->timeout_ms * 1000 - now) / 1000;
+    if (delay > left_ms)
+        delay = left_ms > 0 ? left_ms : 1; /* the last look comes when the step_timeout runs out */
+    atomic_fetch_add(&e->route->n_waits, 1);
+    sb_ledger_retry(r->ledger, e->id, e->step, 0, now + delay * 1000, o->reason);
+    if (sb_log_enabled(SB_LOG_DEBUG))
+        sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d looks again in %lldms (%s)", e->route->conf->name,
+               e->ev->id, e->step + 1, (long long)delay, o->reason);
+    e->due_mono = sb_mono_us() + delay * 1000;
+    sb_retry_schedule(r, e);
+}
+
+static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, handoff *h)
+{
+    if (e->members_done == ((s->n == 64) ? ~0ull : ((1ull << s->n) - 1))) {
+        advance(s, e, o, h);
+        return;
+    }
+    if (o->failed) {
+        dead_letter(r, e, o->reason, h);
+        return;
+    }
+    int64_t now = sb_now_us();
+    if (now - e->first_attempt_us >= s->timeout_ms * 1000) {
+        char why[700];
+        snprintf(why, sizeof why, "step_timeout reached after %llds: %s",
+                 (long long)((now - e->first_attempt_us) / 1000000), o->reason);
+        abandon_entry(r, s, e);
+        dead_letter(r, e, why, h);
+        return;
+    }
+    if (!o->retry) {
+        schedule_wait(r, s, e, o, now);
+        return;
+    }
+    if (o->charged)
+        e->attempts++;
+    if (o->charged && (e->attempts >= s->retry.max_attempts || now - e->retry_since_us >= s->retry.max_time_ms * 1000)) {
+        char why[700];
+        snprintf(why, sizeof why, "retry budget exhausted after %d attempts over %llds: %s", e->attempts,
+                 (long long)((now - e->retry_since_us) / 1000000), o->reason);
+        dead_letter(r, e, why, h);
+        return;
+    }
+    int64_t delay = o->charged ? backoff_ms(&s->retry, e->attempts) : s->retry.initial_ms;
+    if (o->retry_after_ms > delay)
+        delay = o->retry_after_ms;
+    atomic_fetch_add(&e->route->n_retried, 1);
+    sb_ledger_retry(r->ledger, e->id, e->step, e->attempts, now + delay * 1000, o->reason);
+    if (sb_log_enabled(SB_LOG_DEBUG))
+        sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d retry in %lldms (%s)", e->route->conf->name, e->ev->id,
+               e->step + 1, (long long)delay, o->reason);
+    e->due_mono = sb_mono_us() + delay * 1000;
+    sb_retry_schedule(r, e);
+}
+
+/* Record member m's result for entry e; fan-out members worked on a copy
+ * whose added fields are merged into the entry's event. A fan-out member's
+ * completion is recorded at once (a retry of the step skips it); a single
+ * member's goes to the ledger with its step's (advance). */
+static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *seen, sb_result res,
+                        const char *reason, int64_t retry_after, json_t *state, int state_set, int state_dirty,
+                        outcome *o)
+{
+    const char *name = s->members[m]->ins->name;
+    /* The state goes to the ledger before the result it comes with, so a
+     * restart after the result was recorded also finds the state. OK ends
+     * the step, and what it kept with it. */
+    if (state_dirty && res != SB_RESULT_OK) {
+        char *txt = state_text(state);
+        sb_ledger_step_state(r->ledger, e->id, e->step, name, txt, 0, NULL, 0);
+        free(txt);
+    }
+    if (state_set && res != SB_RESULT_OK) {
+        if (!e->states)
+            e->states = json_object();
+        if (state)
+            json_object_set(e->states, name, state);
+        else
+            json_object_del(e->states, name);
+    }
+    switch (res) {
+    case SB_RESULT_OK: {
+        json_t *added = sb_event_take_added(seen);
+        sb_strbuf txt = {0};
+        char *added_txt = added && sb_json_dump(&txt, added) == 0 ? txt.p : NULL;
+        if (!added_txt)
+            free(txt.p);
+        if (added && !added_txt) /* out of memory: the member's work is done all the same, not redone */
+            sb_log(s->members[m]->ins, SB_LOG_ERROR,
+                   "event %s: the fields this step added could not be serialised for the run ledger; "
+                   "if the event is resumed after a restart, later steps will not see them",
+                   e->ev->id);
+        if (seen != e->ev && added)
+            sb_event_merge_fields(e->ev, added);
+        json_decref(added);
+        if (s->n == 1) {
+            o->added = added_txt;
+        } else {
+            sb_ledger_member_done(r->ledger, e->id, e->step, name, e->attempts + 1, added_txt);
+            free(added_txt);
+        }
+        e->members_done |= 1ull << m;
+        return;
+    }
+    case SB_RESULT_RETRY:
+        o->retry = o->charged = 1;
+        if (retry_after > o->retry_after_ms)
+            o->retry_after_ms = retry_after;
+        note_reason(o, name, "retry", reason);
+        break;
+    case SB_RESULT_FATAL:
+        o->retry = 1;
+        note_reason(o, name, "instance failed", reason);
+        break;
+    case SB_RESULT_WAIT:
+        o->wait = 1;
+        if (!o->wait_ms || retry_after < o->wait_ms)
+            o->wait_ms = retry_after;
+        note_reason(o, name, "waiting", reason);
+        break;
+    case SB_RESULT_FAIL:
+        o->failed = 1;
+        note_reason(o, name, "failed", reason);
+        break;
+    case SB_RESULT_UNSET:
+    default:
+        o->failed = 1;
+        note_reason(o, name, "failed", "the plugin set no result for this event");
+        break;
+    }
+    sb_event_discard_added(seen);
+}
+
+static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot *slots, int busy_slot)
+{
+    int64_t now = sb_now_us();
+    for (size_t i = 0; i < n; i++) {
+        if (!es[i]->first_attempt_us)
+            es[i]->first_attempt_us = now;
+        if (!es[i]->retry_since_us)
+            es[i]->retry_since_us = es[i]->first_attempt_us;
+    }
+
+    member_call calls[SB_MAX_FANOUT];
+    size_t ncalls = s->n;
+    for (size_t m = 0; m < ncalls; m++) {
+        member_call *mc = &calls[m];
+        mc->in = s->members[m];
+        size_t k = 0;
+        mc->idx = sb_xcalloc(n, sizeof *mc->idx);
+        for (size_t i = 0; i < n; i++)
+            if (!(es[i]->members_done & (1ull << m)))
+                mc->idx[k++] = i;
+        batch_init(&mc->batch, k);
+        mc->worker = &slots[m];
+        mc->batch.router = r;
+        mc->batch.step = s;
+        mc->batch.member = mc->in->ins->name;
+        mc->batch.busy_slot = busy_slot;
+        for (size_t j = 0; j < k; j++) {
+            entry *e = es[mc->idx[j]];
+            mc->batch.evs[j] = s->n == 1 ? e->ev : sb_event_clone(e->ev);
+            mc->batch.attempts[j] = e->attempts + 1;
+            mc->batch.ents[j] = e;
+            mc->batch.state[j] = json_incref(json_object_get(e->states, mc->batch.member));
+        }
+    }
+    if (ncalls == 1) {
+        if (calls[0].batch.n)
+            call_member(&calls[0]);
+    } else {
+        pthread_t th[SB_MAX_FANOUT];
+        int spawned[SB_MAX_FANOUT] = {0};
+        for (size_t m = 1; m < ncalls; m++)
+            if (calls[m].batch.n)
+                spawned[m] = pthread_create(&th[m], NULL, call_member_thread, &calls[m]) == 0;
+        for (size_t m = 0; m < ncalls; m++)
+            if (calls[m].batch.n && m > 0 && !spawned[m])
+                call_member(&calls[m]); /* could not spawn: run it here */
+        if (calls[0].batch.n)
+            call_member(&calls[0]);
+        for (size_t m = 1; m < ncalls; m++)
+            if (spawned[m])
+                pthread_join(th[m], NULL);
+    }
+
+    outcome *outs = sb_xcalloc(n, sizeof *outs);
+    for (size_t m = 0; m < ncalls; m++) {
+        member_call *mc = &calls[m];
+        for (size_t j = 0; j < mc->batch.n; j++) {
+            entry *e = es[mc->idx[j]];
+            take_result(r, s, m, e, mc->batch.evs[j], mc->batch.res[j], mc->batch.reason[j],
+                        mc->batch.retry_after_ms[j], mc->batch.state[j], mc->batch.state_set[j],
+                        mc->batch.state_dirty[j], &outs[mc->idx[j]]);
+            if (s->n > 1)
+                sb_event_free(mc->batch.evs[j]);
+        }
+        batch_fini(&mc->batch);
+        free(mc->idx);
+    }
+    handoff h = {.done = sb_xcalloc(n, sizeof *h.done)};
+    for (size_t i = 0; i < n; i++)
+        settle_attempt(r, s, es[i], &outs[i], &h);
+    /* Before the entries move on, so that the next step's results are
+     * queued after these. */
+    sb_ledger_steps_done(r->ledger, h.done, h.n_done);
+    for (size_t i = 0; i < n; i++)
+        free(outs[i].added);
+    free(outs);
+    free(h.done);
+    if (h.n) {
+        atomic_fetch_add(&r->work, (int64_t)h.n);
+        sb_step_push_list(&s->route->steps[s->index + 1], h.head, h.tail, h.n);
+    }
+    if (h.released)
+        sb_route_release(s->route, h.released, h.released_bytes);
+}
+
+void *sb_step_worker(void *arg)
+{
+    step_rt *s = arg;
+    sb_router *r = s->route->router;
+    entry **batch = sb_xcalloc((size_t)s->batch_max, sizeof *batch);
+    worker_slot *slots = sb_xcalloc(s->n, sizeof *slots);
+    char name[32]; /* the kernel keeps 15 characters */
+    snprintf(name, sizeof name, "sb-step%d-%s", s->index + 1, s->route->conf->name);
+    name[15] = '\0';
+    pthread_setname_np(pthread_self(), name);
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->head && !atomic_load(&r->workers_stop))
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (atomic_load(&r->workers_stop)) {
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        size_t n = 0;
+        while (s->head && n < (size_t)s->batch_max) {
+            entry *e = s->head;
+            s->head = e->next;
+            batch[n++] = e;
+        }
+        if (!s->head)
+            s->tail = NULL;
+        s->queued -= n;
+        pthread_mutex_unlock(&s->mu);
+
+        int busy = sb_step_busy_begin(s);
+        run_step(r, s, batch, n, slots, busy);
+        sb_step_busy_end(s, busy);
+        atomic_fetch_sub(&r->work, (int64_t)n);
+    }
+    for (size_t m = 0; m < s->n; m++) {
+        if (!slots[m].made)
+            continue;
+        pthread_rwlock_wrlock(&s->members[m]->lock);
+        worker_slot_fini(s->members[m], &slots[m]);
+        pthread_rwlock_unlock(&s->members[m]->lock);
+    }
+    free(slots);
+    free(batch);
+    return NULL;
+}

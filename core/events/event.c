@@ -1,0 +1,545 @@
+/* event.c - the event model: fields, metadata, payload (de)serialisation.
+ *
+ * JSON events stay text until something reads a field (event_internal.h):
+ * the kafka source's events reach the ledger and a discarding or
+ * command-forwarding step without ever becoming a tree. */
+#include "build_config.h"
+#include "events/event_internal.h"
+#include "events/json_text.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syncbridge/log.h>
+
+static void drop_raw(sb_event *ev);
+
+struct sb_peek_s {
+    size_t key; /* offset in peek_keys */
+    json_t *v;
+};
+
+sb_event *sb_event_new(const char *event_id)
+{
+    if (!event_id || !*event_id)
+        return NULL;
+    sb_event *ev = calloc(1, sizeof *ev);
+    if (!ev)
+        return NULL;
+    ev->id = strdup(event_id);
+    ev->fields = json_object();
+    if (!ev->id || !ev->fields) {
+        sb_event_free(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+sb_event *sb_event_new_with_fields(const char *event_id, json_t *fields)
+{
+    if (!event_id || !*event_id || !json_is_object(fields)) {
+        json_decref(fields);
+        return NULL;
+    }
+    sb_event *ev = calloc(1, sizeof *ev);
+    if (!ev || !(ev->id = strdup(event_id))) {
+        free(ev);
+        json_decref(fields);
+        return NULL;
+    }
+    ev->fields = fields;
+    return ev;
+}
+
+void sb_event_free(sb_event *ev)
+{
+    if (!ev)
+        return;
+    free(ev->id);
+    free(ev->source);
+    drop_raw(ev);
+    json_decref(ev->fields);
+    json_decref(ev->added);
+    for (size_t i = 0; i < ev->npeek; i++)
+        json_decref(ev->peek[i].v);
+    free(ev->peek);
+    free(ev->peek_keys.p);
+    free(ev);
+}
+
+const char *sb_event_id(const sb_event *ev) { return ev->id; }
+const char *sb_event_source(const sb_event *ev) { return ev->source; }
+int64_t sb_event_received_us(const sb_event *ev) { return ev->received_us; }
+void sb_event_set_received_us(sb_event *ev, int64_t us) { ev->received_us = us; }
+
+/* Only once the fields exist: the text is their only copy before. */
+static void drop_raw(sb_event *ev)
+{
+    free(ev->index); /* points into raw */
+    ev->index = NULL;
+    ev->nindex = 0;
+    free(ev->raw);
+    ev->raw = NULL;
+    ev->raw_len = 0;
+    free(ev->sets.p);
+    ev->sets = (sb_strbuf){0};
+}
+
+/* The raw text with the setters' members spliced in before its closing
+ * brace, appended to b: {...raw...,"k":v}. */
+static void add_fields_text(sb_strbuf *b, const sb_event *ev)
+{
+    if (!ev->sets.len) {
+        sb_strbuf_add(b, ev->raw, ev->raw_len);
+        return;
+    }
+    size_t inner = 1; /* past '{': is the raw object empty? */
+    while (inner < ev->raw_len - 1 && strchr(" \t\r\n", ev->raw[inner]))
+        inner++;
+    int empty = inner == ev->raw_len - 1;
+    sb_strbuf_add(b, ev->raw, ev->raw_len - 1);
+    sb_strbuf_add(b, ev->sets.p + empty, ev->sets.len - (size_t)empty); /* no leading ',' in "{}" */
+    sb_strbuf_add(b, "}", 1);
+}
+
+json_t *sb_event_view(const sb_event *cev)
+{
+    sb_event *ev = (sb_event *)cev; /* a cache: one thread at a time uses an event (event.h) */
+    if (ev->fields)
+        return ev->fields;
+    sb_strbuf text = {0};
+    add_fields_text(&text, ev);
+    json_error_t jerr;
+    ev->fields = json_loadb(text.p, text.len, 0, &jerr);
+    if (!json_is_object(ev->fields)) {
+        /* The text was checked on creation and the sets are ours, so only
+         * an allocation can fail here: abort as the sb_x* helpers do. */
+        sb_log(NULL, SB_LOG_ERROR, "event %s: its fields cannot be built: %s", ev->id, jerr.text);
+        abort();
+    }
+    free(text.p);
+    return ev->fields;
+}
+
+/* Parse the value text of a member read from the raw text; text we
+ * checked or wrote, so only an allocation can fail (abort, as sb_x*). */
+static json_t *member_value(const sb_event *ev, const sb_json_member *m)
+{
+    /* the common cases directly: a string without escapes, an integer */
+    if (m->kind == SB_JSON_MEMBER_STRING && !memchr(m->text, '\\', m->len)) {
+        json_t *v = json_stringn_nocheck(m->text + 1, m->len - 2);
+        if (v)
+            return v;
+    } else if (m->kind == SB_JSON_MEMBER_OTHER && m->len < 20 && strspn(m->text, "-0123456789") == m->len) {
+        json_t *v = json_integer(strtoll(m->text, NULL, 10)); /* checked or ours: in range */
+        if (v)
+            return v;
+    }
+    json_error_t jerr;
+    json_t *v = json_loadb(m->text, m->len, JSON_DECODE_ANY, &jerr);
+    if (!v) {
+        sb_log(NULL, SB_LOG_ERROR, "event %s: a field cannot be read: %s", ev->id, jerr.text);
+        abort();
+    }
+    return v;
+}
+
+/* The peeked value of key, or NULL. */
+static json_t **peek_slot(const sb_event *ev, const char *key)
+{
+    for (size_t i = 0; i < ev->npeek; i++)
+        if (strcmp(ev->peek_keys.p + ev->peek[i].key, key) == 0)
+            return &ev->peek[i].v;
+    return NULL;
+}
+
+static void peek_add(sb_event *ev, const char *key, json_t *v)
+{
+    if (ev->npeek == ev->peek_cap) {
+        ev->peek_cap = ev->peek_cap ? ev->peek_cap * 2 : 8;
+        ev->peek = sb_xrealloc(ev->peek, ev->peek_cap * sizeof *ev->peek);
+    }
+    ev->peek[ev->npeek].key = ev->peek_keys.len;
+    ev->peek[ev->npeek++].v = v;
+    sb_strbuf_add(&ev->peek_keys, key, strlen(key) + 1); /* with its NUL */
+}
+
+json_t *sb_event_member(const sb_event *cev, const char *key)
+{
+    sb_event *ev = (sb_event *)cev; /* a cache: one thread at a time uses an event (event.h) */
+    if (!key)
+        return NULL;
+    if (ev->fields)
+        return json_object_get(ev->fields, key);
+    json_t **slot = peek_slot(ev, key);
+    if (slot)
+        return *slot;
+    sb_json_member m = {SB_JSON_MEMBER_ABSENT, NULL, 0};
+    if (ev->sets.len) /* set later than the text: wins */
+        sb_json_find_member(ev->sets.p, ev->sets.len, key, &m);
+    if (m.kind == SB_JSON_MEMBER_ABSENT) {
+        if (!ev->index)
+            ev->index = sb_json_members(ev->raw, ev->raw_len, &ev->nindex);
+        sb_json_find_in(ev->index, ev->nindex, key, &m);
+    }
+    if (m.kind == SB_JSON_MEMBER_ABSENT)
+        return NULL;
+    if (m.kind == SB_JSON_MEMBER_UNDECIDED)
+        return json_object_get(sb_event_view(ev), key);
+    json_t *v = member_value(ev, &m);
+    peek_add(ev, key, v);
+    return v;
+}
+
+/* A setter keeps the raw text valid by appending what it set (the payload
+ * and a later parse see the later duplicate key win, as the set did).
+ * set_raw_key() appends `,"key":` and returns the mark to roll back to;
+ * the setter appends the value's JSON text. Then a tree gets the value
+ * only if one holds the key (tree_wants): the fields once built, or a
+ * member read before. Most events are set and sent without a tree: the
+ * kafka source sets four fields per message, and building values nobody
+ * reads was a tenth of its thread's time. */
+static void set_raw_undo(sb_event *ev, size_t mark)
+{
+    ev->sets.len = mark;
+    ev->sets.p[mark] = '\0';
+}
+
+static int set_raw_key(sb_event *ev, const char *key, size_t *mark)
+{
+    *mark = ev->sets.len;
+    sb_strbuf_add(&ev->sets, ",", 1);
+    if (sb_json_quote(&ev->sets, key, strlen(key)) != 0) {
+        set_raw_undo(ev, *mark);
+        return -1;
+    }
+    sb_strbuf_add(&ev->sets, ":", 1);
+    return 0;
+}
+
+static int tree_wants(const sb_event *ev, const char *key)
+{
+    return !ev->raw || ev->fields || peek_slot(ev, key);
+}
+
+/* Put jv (stolen) into the tree that holds key. -1 if jansson refuses. */
+static int tree_set(sb_event *ev, const char *key, json_t *jv)
+{
+    if (!jv)
+        return -1;
+    if (ev->raw && !ev->fields) { /* the peek cache: keep the copy current */
+        json_t **slot = peek_slot(ev, key);
+        if (!slot) {
+            json_decref(jv);
+            return 0;
+        }
+        json_decref(*slot);
+        *slot = jv;
+        return 0;
+    }
+    if (json_object_set_new(ev->fields, key, jv) != 0) {
+        if (ev->raw) /* the fields and the text now disagree: keep the fields */
+            drop_raw(ev);
+        return -1;
+    }
+    return 0;
+}
+
+json_t *sb_event_fields(sb_event *ev)
+{
+    sb_event_view(ev);
+    drop_raw(ev);
+    return ev->fields;
+}
+
+/* sb_event_new_json() refusing: errno tells the text's fault from memory's. */
+static sb_event *refuse(int err, char *errstr, size_t errstr_size, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static sb_event *refuse(int err, char *errstr, size_t errstr_size, const char *fmt, ...)
+{
+    if (errstr && errstr_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errstr, errstr_size, fmt, ap);
+        va_end(ap);
+    }
+    errno = err;
+    return NULL;
+}
+
+sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const char *text, size_t len,
+                            char *errstr, size_t errstr_size)
+{
+    sb_json_member m;
+    json_t *obj = NULL;
+    const char *own = NULL;
+    size_t own_len = 0;
+    if (!sb_json_scan_object(text, len, id_field, &m) || (id_field && m.kind == SB_JSON_MEMBER_UNDECIDED)) {
+        /* Refused (jansson words the reason), or the id needs unescaping.
+         * NULs first: jansson skips some, and the text must stay a C string. */
+        const char *nul = memchr(text, '\0', len);
+        if (nul)
+            return refuse(EINVAL, errstr, errstr_size, "NUL byte at offset %zu", (size_t)(nul - text));
+        json_error_t jerr;
+        obj = json_loadb(text, len, 0, &jerr);
+        if (!obj)
+            return refuse(json_error_code(&jerr) == json_error_out_of_memory ? ENOMEM : EINVAL, errstr,
+                          errstr_size, "%s (column %d)", jerr.text, jerr.column);
+        if (!json_is_object(obj)) {
+            json_decref(obj);
+            return refuse(EINVAL, errstr, errstr_size, "not a JSON object");
+        }
+        own = id_field ? json_string_value(json_object_get(obj, id_field)) : NULL;
+        own_len = own ? strlen(own) : 0;
+    } else if (id_field && m.kind == SB_JSON_MEMBER_STRING) {
+        own = m.text;
+        own_len = m.len;
+    }
+    if (!own_len && (!fallback_id || !*fallback_id)) {
+        json_decref(obj);
+        return refuse(EINVAL, errstr, errstr_size, "no event id: the text has none and no fallback was given");
+    }
+    /* the text from its '{' to its '}' (checked: it is an object) */
+    while (len && text[len - 1] != '}')
+        len--;
+    const char *open = memchr(text, '{', len);
+    size_t raw_len = len - (size_t)(open - text);
+    sb_event *ev = calloc(1, sizeof *ev);
+    if (ev && (ev->id = own_len ? strndup(own, own_len) : strdup(fallback_id)) && (ev->raw = malloc(raw_len + 1))) {
+        memcpy(ev->raw, open, raw_len);
+        ev->raw[raw_len] = '\0';
+        ev->raw_len = raw_len;
+        ev->fields = obj; /* NULL (not parsed yet) on the fast path */
+        return ev;
+    }
+    json_decref(obj);
+    sb_event_free(ev);
+    return refuse(ENOMEM, errstr, errstr_size, "out of memory");
+}
+
+void sb_event_set_source(sb_event *ev, const char *source)
+{
+    free(ev->source);
+    ev->source = sb_strdup(source);
+}
+
+const char *sb_event_get_string(const sb_event *ev, const char *key)
+{
+    return json_string_value(sb_event_member(ev, key));
+}
+
+int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback)
+{
+    json_t *v = sb_event_member(ev, key);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : fallback;
+}
+
+int sb_event_set_string(sb_event *ev, const char *key, const char *value)
+{
+    if (!key)
+        return -1;
+    value = value ? value : "";
+    if (ev->raw) {
+        size_t mark;
+        if (set_raw_key(ev, key, &mark) != 0)
+            return -1;
+        if (sb_json_quote(&ev->sets, value, strlen(value)) != 0) {
+            set_raw_undo(ev, mark);
+            return -1; /* not UTF-8: json_string() refuses it too */
+        }
+        if (!tree_wants(ev, key))
+            return 0;
+    }
+    return tree_set(ev, key, json_string(value));
+}
+
+int sb_event_set_int(sb_event *ev, const char *key, int64_t value)
+{
+    if (!key)
+        return -1;
+    if (ev->raw) {
+        size_t mark;
+        if (set_raw_key(ev, key, &mark) != 0)
+            return -1;
+        char v[24];
+        int n = snprintf(v, sizeof v, "%" PRId64, value);
+        sb_strbuf_add(&ev->sets, v, (size_t)n);
+        if (!tree_wants(ev, key))
+            return 0;
+    }
+    return tree_set(ev, key, json_integer((json_int_t)value));
+}
+
+int sb_event_add(sb_event *ev, const char *key, json_t *value)
+{
+    if (!key || !value) {
+        json_decref(value);
+        return -1;
+    }
+    if (!ev->added && !(ev->added = json_object())) {
+        json_decref(value);
+        return -1;
+    }
+    if (json_object_set(ev->added, key, value) != 0) {
+        json_decref(value);
+        return -1;
+    }
+    /* as a setter: the text stays the whole truth, and no tree is built */
+    int rc = 0;
+    if (ev->raw) {
+        size_t mark;
+        if (set_raw_key(ev, key, &mark) != 0)
+            rc = -1;
+        else if (sb_json_dump(&ev->sets, value) != 0)
+            set_raw_undo(ev, mark), rc = -1;
+    }
+    if (rc == 0 && tree_wants(ev, key))
+        rc = tree_set(ev, key, value); /* steals our reference */
+    else
+        json_decref(value);
+    if (rc != 0)
+        json_object_del(ev->added, key);
+    return rc;
+}
+
+json_t *sb_event_take_added(sb_event *ev)
+{
+    json_t *a = ev->added;
+    ev->added = NULL;
+    if (a && json_object_size(a) == 0) {
+        json_decref(a);
+        return NULL;
+    }
+    return a;
+}
+
+void sb_event_discard_added(sb_event *ev)
+{
+    /* A failed step's additions must not leak into the next attempt's view:
+     * remove them from the fields. (A field it replaced is lost only when
+     * the step overwrote an existing key and then failed; steps add new
+     * keys by convention.) */
+    if (!ev->added)
+        return;
+    const char *k;
+    json_t *v;
+    json_t *fields = sb_event_fields(ev);
+    json_object_foreach(ev->added, k, v) json_object_del(fields, k);
+    json_decref(ev->added);
+    ev->added = NULL;
+}
+
+void sb_event_merge_fields(sb_event *ev, json_t *obj)
+{
+    json_t *fields = sb_event_fields(ev);
+    if (json_is_object(obj))
+        json_object_update(fields, obj);
+}
+
+sb_event *sb_event_clone(const sb_event *src)
+{
+    sb_event *ev = sb_xcalloc(1, sizeof *ev);
+    ev->id = sb_strdup(src->id);
+    ev->source = sb_strdup(src->source);
+    ev->received_us = src->received_us;
+    if (src->raw) { /* the text is the whole truth (invariant): copy it, not the tree */
+        ev->raw = sb_xmalloc(src->raw_len + 1);
+        memcpy(ev->raw, src->raw, src->raw_len + 1);
+        ev->raw_len = src->raw_len;
+        if (src->sets.len)
+            sb_strbuf_add(&ev->sets, src->sets.p, src->sets.len);
+        return ev;
+    }
+    ev->fields = json_deep_copy(src->fields);
+    if (!ev->fields) {
+        sb_event_free(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+/* Built by hand into one buffer: this runs once per event on the source's
+ * thread, where temporary JSON values would cost more than the text. */
+char *sb_event_to_payload(const sb_event *ev)
+{
+    sb_strbuf b = {0};
+    char num[48];
+    sb_strbuf_add(&b, "{\"id\":", 6);
+    if (sb_json_quote(&b, ev->id, strlen(ev->id)) != 0)
+        goto fail;
+    sb_strbuf_add(&b, ",\"source\":", 10);
+    if (!ev->source)
+        sb_strbuf_add(&b, "null", 4);
+    else if (sb_json_quote(&b, ev->source, strlen(ev->source)) != 0)
+        goto fail;
+    int n = snprintf(num, sizeof num, ",\"received_us\":%" PRId64 ",\"fields\":", ev->received_us);
+    sb_strbuf_add(&b, num, (size_t)n);
+    if (ev->raw)
+        add_fields_text(&b, ev);
+    else if (sb_json_dump(&b, ev->fields) != 0)
+        goto fail;
+    sb_strbuf_add(&b, "}", 1);
+    return b.p;
+fail:
+    free(b.p);
+    return NULL;
+}
+
+sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr_size)
+{
+    if (!payload) {
+        sb_err(errstr, errstr_size, "the ledger holds no payload for it");
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *o = json_loads(payload, 0, &jerr);
+    if (!o) {
+        sb_err(errstr, errstr_size, "payload is not JSON: %s", jerr.text);
+        return NULL;
+    }
+    const char *id = NULL;
+    json_int_t rx = 0;
+    json_t *fields = NULL, *src = NULL;
+    if (json_unpack_ex(o, &jerr, 0, "{s:s, s?o, s?I, s:o}", "id", &id, "source", &src, "received_us", &rx,
+                       "fields", &fields) != 0 ||
+        !json_is_object(fields)) {
+        sb_err(errstr, errstr_size, "payload has not the event shape: %s", jerr.text);
+        json_decref(o);
+        return NULL;
+    }
+    sb_event *ev = sb_event_new(id);
+    if (ev) {
+        sb_event_set_source(ev, json_string_value(src)); /* null when the event had none */
+        ev->received_us = rx;
+        json_decref(ev->fields);
+        ev->fields = json_incref(fields);
+    }
+    json_decref(o);
+    return ev;
+}
+
+int sb_json_append_string(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    sb_strbuf b = {*buf, *len, *cap};
+    int rc = sb_json_quote(&b, s, n);
+    *buf = b.p;
+    *len = b.len;
+    *cap = b.cap;
+    return rc;
+}
+
+int64_t sb_run_id(const char *identity)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!identity || EVP_Digest(identity, strlen(identity), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 8)
+        return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | md[i];
+    return (int64_t)(v & 0x7FFFFFFFFFFFFFFFull);
+}

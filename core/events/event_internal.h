@@ -1,0 +1,62 @@
+/*
+ * event_internal.h - what the core knows of an event beyond the SDK:
+ * serialisation to and from the ledger payload, and the record of fields
+ * added by the current step.
+ */
+#ifndef SB_EVENT_INTERNAL_H
+#define SB_EVENT_INTERNAL_H
+
+#include <syncbridge/event.h>
+
+#include "util/util.h"
+
+/* An event made from JSON text (sb_event_new_json) keeps that text, checked
+ * but not parsed: `fields` is built from it on first read, on whichever
+ * thread reads first, and most routes never read (the ledger stores the
+ * text). Invariant: while `raw` is set, raw with `sets` spliced in before
+ * its closing brace is exactly the fields; without `raw`, `fields` is. */
+struct sb_event {
+    char *id;
+    char *source;
+    int64_t received_us;
+    json_t *fields;  /* object, owned; NULL until first read when raw is set */
+    json_t *added;   /* object of fields added by the step in progress; owned, may be NULL */
+    char *raw;       /* the source's JSON object text, '{' to '}'; owned, may be NULL */
+    size_t raw_len;
+    sb_strbuf sets;  /* ,"key":value for each setter call since, in order (a later key wins) */
+    /* Members read from the text while `fields` is NULL: a few per event,
+     * so a short array (keys in peek_keys) rather than a jansson object,
+     * whose hashtable cost more to build and free than the lookups saved. */
+    struct sb_peek_s *peek; /* owned, values owned */
+    size_t npeek, peek_cap;
+    sb_strbuf peek_keys;
+    struct sb_json_span_s *index; /* the raw text's members, made on the first read; owned, may be NULL */
+    size_t nindex;
+};
+
+/* The fields for reading (match, templates): built from the raw text on
+ * first use, which is kept. Borrowed; NULL never (aborts if memory runs
+ * out, as the sb_x* helpers do). */
+json_t *sb_event_view(const sb_event *ev);
+
+/* The top-level member `key` for reading, or NULL if absent. Borrowed,
+ * valid until the event is changed or freed. Without the tree, reads just
+ * that member from the text (and keeps it): a step that reads a few fields
+ * never pays for the whole tree. */
+json_t *sb_event_member(const sb_event *ev, const char *key);
+
+/* Ledger payload: {"id","source","received_us","fields":{...}}. malloc'd. */
+char *sb_event_to_payload(const sb_event *ev);
+/* Rebuild from a payload; NULL with errstr if it is not one. */
+sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr_size);
+void sb_event_set_source(sb_event *ev, const char *source);
+/* Deep copy (each route gets its own). */
+sb_event *sb_event_clone(const sb_event *ev);
+/* Take the fields added since the last call (object, caller owns, NULL if none). */
+json_t *sb_event_take_added(sb_event *ev);
+/* Drop fields added by a step that did not succeed: restore from `before`. */
+void sb_event_discard_added(sb_event *ev);
+/* Merge a JSON object of fields into the event (resume). */
+void sb_event_merge_fields(sb_event *ev, json_t *obj);
+
+#endif

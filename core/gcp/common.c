@@ -1,0 +1,201 @@
+/* common.c - the values of the Google access layer that every other file
+ * may use and that call none of them: configuration defaults, auth mode
+ * names, backoff and Retry-After arithmetic, which statuses are retried,
+ * and freeing a response. */
+#include "build_config.h"
+#include "gcp_internal.h"
+#include "util/util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* ---- pure helpers ------------------------------------------------------ */
+
+int64_t sb_gcp__backoff_cap_ms(int64_t initial_ms, double mult, int64_t max_ms, int n)
+{
+    double cap = (double)initial_ms;
+    for (int i = 0; i < n && cap < (double)max_ms; i++)
+        cap *= mult;
+    if (cap > (double)max_ms)
+        cap = (double)max_ms;
+    return cap < 0 ? 0 : (int64_t)cap;
+}
+
+int64_t sb_gcp__backoff_delay_ms(int64_t initial_ms, double mult, int64_t max_ms, int n)
+{
+    int64_t cap = sb_gcp__backoff_cap_ms(initial_ms, mult, max_ms, n);
+    return (int64_t)sb_rand_below((uint64_t)cap + 1);
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; m 1..12). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int month_index(const char *name)
+{
+    static const char *const names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    for (int i = 0; i < 12; i++)
+        if (strcmp(name, names[i]) == 0)
+            return i + 1;
+    return 0;
+}
+
+static int only_blanks(const char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
+        s++;
+    return *s == '\0';
+}
+
+/* An HTTP-date (RFC 9110 5.6.7: IMF-fixdate, and the obsolete RFC 850 and
+ * asctime forms a recipient must accept) -> seconds since the epoch, or -1.
+ * Parsed by hand: strptime's names follow the process locale. */
+static int64_t http_date(const char *v, time_t now)
+{
+    char wday[16], mon[4], zone[4];
+    int d, y, H, M, S, n = 0;
+    if (sscanf(v, "%3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d %3[A-Z]%n", wday, &d, mon, &y, &H, &M, &S, zone,
+               &n) == 8 && n > 0) {
+        /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
+    } else if (n = 0, sscanf(v, "%15[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d %3[A-Z]%n", wday, &d, mon, &y, &H, &M,
+                             &S, zone, &n) == 8 && n > 0) {
+        /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT; a two-digit year more than
+         * 50 years ahead is the most recent past one with those digits */
+        struct tm t;
+        gmtime_r(&now, &t);
+        if (y < 0)
+            return -1;
+        y += 2000;
+        if (y > t.tm_year + 1900 + 50)
+            y -= 100;
+    } else if (n = 0, sscanf(v, "%3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", wday, mon, &d, &H, &M, &S, &y, &n) ==
+                          7 && n > 0) {
+        /* asctime: Sun Nov  6 08:49:37 1994 */
+        strcpy(zone, "GMT");
+    } else {
+        return -1;
+    }
+    int m = month_index(mon);
+    /* %d takes a sign: "-1:-1:-1" must not pass */
+    if (!only_blanks(v + n) || strcmp(zone, "GMT") != 0 || m == 0 || d < 1 || d > 31 || H < 0 || H > 23 || M < 0 ||
+        M > 59 || S < 0 || S > 60 || y < 1970)
+        return -1;
+    return days_from_civil(y, m, d) * 86400 + H * 3600 + M * 60 + S;
+}
+
+int64_t sb_gcp__retry_after_at_ms(const char *value, time_t now)
+{
+    if (!value)
+        return -1;
+    while (*value == ' ' || *value == '\t')
+        value++;
+    int64_t s;
+    if (*value >= '0' && *value <= '9') {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || !only_blanks(end))
+            return -1;
+        s = v;
+    } else {
+        int64_t at = http_date(value, now);
+        if (at < 0)
+            return -1;
+        s = at > (int64_t)now ? at - (int64_t)now : 0; /* a date passed: no wait */
+    }
+    if (s < 0 || s > 86400)
+        return -1; /* more than a day is a mistake, not a wait */
+    return s * 1000;
+}
+
+int64_t sb_gcp_retry_after_ms(const char *value)
+{
+    return sb_gcp__retry_after_at_ms(value, time(NULL));
+}
+
+int sb_gcp__status_retriable(long status)
+{
+    return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
+}
+
+int sb_gcp_auth_mode_parse(const char *s)
+{
+    static const char *const names[] = {"default", "adc", "service_account", "metadata", "none", "static"};
+    for (int i = 0; s && i < (int)(sizeof names / sizeof names[0]); i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *sb_gcp_auth_mode_name(sb_gcp_auth_mode mode)
+{
+    switch (mode) {
+    case SB_GCP_AUTH_DEFAULT: return "default";
+    case SB_GCP_AUTH_ADC: return "adc";
+    case SB_GCP_AUTH_SERVICE_ACCOUNT: return "service_account";
+    case SB_GCP_AUTH_METADATA: return "metadata";
+    case SB_GCP_AUTH_NONE: return "none";
+    case SB_GCP_AUTH_STATIC: return "static";
+    }
+    return "?";
+}
+
+void sb_gcp_conf_init(sb_gcp_conf *conf)
+{
+    memset(conf, 0, sizeof *conf);
+    conf->auth = SB_GCP_AUTH_DEFAULT;
+    conf->refresh_margin_ms = 225000;
+    conf->tls_verify = 1;
+    conf->connect_timeout_ms = 10000;
+    conf->timeout_ms = 60000;
+    conf->low_speed_limit = 1;
+    conf->low_speed_time_ms = 30000;
+    conf->max_attempts = 6;
+    conf->retry_initial_ms = 250;
+    conf->retry_multiplier = 2.0;
+    conf->retry_max_delay_ms = 32000;
+    conf->deadline_ms = 120000;
+}
+
+/* ---- results ------------------------------------------------------------ */
+
+void sb_gcp_response_clear(sb_gcp_response *r)
+{
+    if (!r)
+        return;
+    free(r->body);
+    free(r->location);
+    free(r->range);
+    free(r->retry_after);
+    free(r->x_goog_hash);
+    free(r->etag);
+    free(r->content_type);
+    free(r->error_line);
+    memset(r, 0, sizeof *r);
+}
+
+int sb_gcp_result_retriable(sb_gcp_result rc, const sb_gcp_response *resp)
+{
+    switch (rc) {
+    case SB_GCP_OK:
+    case SB_GCP_INVALID:
+        return 0;
+    case SB_GCP_TRANSPORT_ERROR:
+    case SB_GCP_AUTH_ERROR:
+        return 1;
+    case SB_GCP_HTTP_ERROR:
+        return resp && sb_gcp__status_retriable(resp->status);
+    }
+    return 0;
+}

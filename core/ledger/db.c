@@ -1,0 +1,75 @@
+/* db.c - the ledger's SQLite connections: opening one, running SQL, the
+ * pool of readers. */
+#include "build_config.h"
+#include "ledger/ledger_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <syncbridge/log.h>
+
+/* ---- connections ------------------------------------------------------- */
+
+int sb_ledger__exec_sql(sqlite3 *db, const char *sql, char *err, size_t errsz)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        sb_err(err, errsz, "%s", msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+sqlite3 *sb_ledger__open_conn(const char *path, char *err, size_t errsz)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        sb_err(err, errsz, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    sqlite3_extended_result_codes(db, 1);
+    return db;
+}
+
+sqlite3 *sb_ledger__reader_get(sb_ledger *l, char *err, size_t errsz)
+{
+    sqlite3 *db = NULL;
+    pthread_mutex_lock(&l->rmu);
+    if (l->nrfree)
+        db = l->rfree[--l->nrfree];
+    pthread_mutex_unlock(&l->rmu);
+    if (!db)
+        db = sb_ledger__open_conn(l->path, err, errsz);
+    return db;
+}
+
+void sb_ledger__reader_put(sb_ledger *l, sqlite3 *db)
+{
+    pthread_mutex_lock(&l->rmu);
+    if (l->nrfree == l->rcap) {
+        l->rcap = l->rcap ? l->rcap * 2 : 4;
+        l->rfree = sb_xrealloc(l->rfree, l->rcap * sizeof *l->rfree);
+    }
+    l->rfree[l->nrfree++] = db;
+    pthread_mutex_unlock(&l->rmu);
+}
+
+/* The integer a pragma returns, -1 if it returns none. */
+int sb_ledger__pragma_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}

@@ -1,0 +1,167 @@
+/*
+ * ledger_internal.h - what the files of the run ledger share: its tuning
+ * constants, the writer's op queue, the writer's prepared statements and
+ * the sb_ledger struct. Not for use outside core/ledger/.
+ *
+ *   ledger.c       open and close
+ *   db.c           connections, SQL, the reader pool
+ *   schema.c       the schema and its migrations
+ *   writer.c       the writer and checkpointer threads, the write calls
+ *   queries.c      the read calls
+ *   maintenance.c  pruning and the dead-letter commands
+ *
+ * Calls go one way: ledger.c -> maintenance.c, queries.c -> writer.c ->
+ * schema.c -> db.c (a file calls only files after it here).
+ */
+#ifndef SB_LEDGER_INTERNAL_H
+#define SB_LEDGER_INTERNAL_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ledger/ledger.h"
+#include "util/util.h"
+
+#define SCHEMA_VERSION 4
+#define BUSY_TIMEOUT_MS 10000
+/* Above this many queued ops the writer stops gathering and commits. */
+#define GATHER_MAX 4096
+/* Async callers wait for the writer beyond this many queued ops, so a
+ * stalled disk shows up as back-pressure instead of unbounded memory. */
+#define QUEUE_SOFT_MAX (1u << 20)
+#define PRUNE_CHUNK 5000
+/* Entries a prune transaction looks at, at most (most may be kept). */
+#define PRUNE_SCAN (4 * PRUNE_CHUNK)
+#define NO_STR ((size_t)-1)
+/* WAL sizes for the checkpointer (why these: "checkpoints" in writer.c). */
+#define CKPT_SOFT_BYTES (16 << 20) /* wake the checkpointer */
+#define CKPT_HARD_BYTES (64 << 20) /* the writer checkpoints itself (journal_size_limit) */
+
+typedef enum op_kind {
+    OP_ACCEPT,
+    OP_MEMBER,
+    OP_STEP,
+    OP_ENTRY_DONE,
+    OP_RETRY,
+    OP_DEAD,
+    OP_STATE,
+    OP_SYNC,
+    OP_CALL /* a function run by the writer in its own transaction */
+} op_kind;
+
+struct waiter;
+typedef int (*call_fn)(sb_ledger *l, void *ctx, char *err, size_t errsz);
+
+struct waiter {
+    int done;
+    int rc;
+    char err[256];
+    const char *source, *checkpoint;
+    sb_ledger_new *entries;
+    size_t n;
+    call_fn fn;
+    void *ctx;
+};
+
+struct op {
+    op_kind kind;
+    int step;
+    int attempts;
+    int last; /* OP_STEP: the entry is done too */
+    int64_t entry_id;
+    int64_t t1, t2;
+    size_t s1, s2; /* offsets into the buffer's arena, NO_STR = NULL */
+    struct waiter *w;
+};
+
+/* Ops and their strings; the writer swaps a whole buffer out, so steady
+ * state enqueueing does not allocate. */
+struct opbuf {
+    struct op *ops;
+    size_t n, cap;
+    char *arena;
+    size_t alen, acap;
+    size_t waiters;
+};
+
+enum {
+    W_BEGIN,
+    W_COMMIT,
+    W_ROLLBACK,
+    W_INSERT,
+    W_PAYLOAD,
+    W_FIND,
+    W_CHECKPOINT,
+    W_MEMBER,
+    W_STEPS,
+    W_ENTRY_DONE,
+    W_LAST_STEPS,
+    W_RETRY,
+    W_DEAD,
+    W_COUNTS_ADD,
+    W_STATE,
+    W_COUNT
+};
+
+
+/* What readers select from: each entry with its payload. Both are written
+ * in one transaction; the outer join still shows an entry whose payload
+ * went missing (a payload of NULL fails its resume with an error) instead
+ * of hiding it. */
+#define ENTRY_ROWS "entries LEFT JOIN payloads USING (id)"
+
+struct sb_ledger {
+    char *path;
+    sb_ledger_opts opts;
+
+    sqlite3 *wdb;
+    sqlite3_stmt *ws[W_COUNT];
+
+    pthread_mutex_t mu;
+    pthread_cond_t work;    /* writer: something to do */
+    pthread_cond_t done_cv; /* callers: a group was committed */
+    pthread_cond_t space;   /* async callers: queue drained */
+    struct opbuf in, cur;
+    int stopping;
+    int writer_idle;
+    int writer_gathering;
+    pthread_t writer;
+    /* Entries moved into (+) or out of (-) each state by the writer's open
+     * transaction; added to `counts` when it commits. */
+    int64_t moved[3];
+    sb_strbuf ids; /* the writer's JSON array of entry ids for W_STEPS */
+
+    pthread_mutex_t rmu;
+    sqlite3 **rfree;
+    size_t nrfree, rcap;
+
+    /* the checkpointer (see "checkpoints") */
+    pthread_mutex_t ckmu;
+    pthread_cond_t ckcv;
+    int ck_wanted, ck_stopping, ck_running;
+    int ck_soft_frames, ck_hard_frames; /* CKPT_*_BYTES in this file's pages */
+    pthread_t ckpt;
+    sqlite3 *cdb;
+};
+
+/* ---- db.c: SQLite connections: opening one, running SQL, the pool of readers ---- */
+int sb_ledger__exec_sql(sqlite3 *db, const char *sql, char *err, size_t errsz);
+sqlite3 *sb_ledger__open_conn(const char *path, char *err, size_t errsz);
+int sb_ledger__pragma_int(sqlite3 *db, const char *sql);
+sqlite3 *sb_ledger__reader_get(sb_ledger *l, char *err, size_t errsz);
+void sb_ledger__reader_put(sb_ledger *l, sqlite3 *db);
+
+/* ---- schema.c: the schema (user_version) and its migrations ---- */
+int sb_ledger__setup_schema(sqlite3 *db, char *err, size_t errsz);
+
+/* ---- writer.c: the writer thread: the queue of ops, group commit, the WAL checkpointer, and the write calls ---- */
+void sb_ledger__bind_text(sqlite3_stmt *st, int i, const char *s);
+void *sb_ledger__checkpointer_main(void *arg);
+void sb_ledger__opbuf_free(struct opbuf *b);
+int sb_ledger__run_call(sb_ledger *l, call_fn fn, void *ctx, char *err, size_t errsz);
+int sb_ledger__wal_hook(void *arg, sqlite3 *db, const char *name, int frames);
+void *sb_ledger__writer_main(void *arg);
+
+#endif

@@ -1,0 +1,595 @@
+/* writer.c - the ledger's writer thread (the op queue, group commit), the
+ * WAL checkpointer thread, and the write calls that feed them. */
+#include "build_config.h"
+#include "ledger/ledger_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <syncbridge/log.h>
+
+/* ---- queue ------------------------------------------------------------- */
+
+static size_t arena_put(struct opbuf *b, const char *s, size_t len)
+{
+    if (!s)
+        return NO_STR;
+    if (b->alen + len + 1 > b->acap) {
+        size_t cap = b->acap ? b->acap : 65536;
+        while (cap < b->alen + len + 1)
+            cap *= 2;
+        b->arena = sb_xrealloc(b->arena, cap);
+        b->acap = cap;
+    }
+    size_t off = b->alen;
+    memcpy(b->arena + off, s, len);
+    b->arena[off + len] = '\0';
+    b->alen += len + 1;
+    return off;
+}
+
+static const char *arena_str(const struct opbuf *b, size_t off)
+{
+    return off == NO_STR ? NULL : b->arena + off;
+}
+
+void sb_ledger__opbuf_free(struct opbuf *b)
+{
+    free(b->ops);
+    free(b->arena);
+}
+
+/* Append op with copies of its strings to the queue (l->mu held). */
+static void push_op(sb_ledger *l, struct op *op, const char *s1, const char *s2)
+{
+    struct opbuf *b = &l->in;
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 4096;
+        b->ops = sb_xrealloc(b->ops, b->cap * sizeof *b->ops);
+    }
+    op->s1 = arena_put(b, s1, s1 ? strlen(s1) : 0);
+    op->s2 = arena_put(b, s2, s2 ? strlen(s2) : 0);
+    b->ops[b->n++] = *op;
+    if (op->w)
+        b->waiters++;
+}
+
+/* Async callers wait while the queue is full (l->mu held). */
+static void wait_space(sb_ledger *l)
+{
+    while (l->in.n >= QUEUE_SOFT_MAX && !l->stopping)
+        pthread_cond_wait(&l->space, &l->mu);
+}
+
+/* Tell the writer about what was just queued (l->mu held): an idle writer
+ * always, a gathering one when a caller waits or the group is full. */
+static void wake_writer(sb_ledger *l, int waiting)
+{
+    if (l->writer_idle || (l->writer_gathering && (waiting || l->in.n >= GATHER_MAX)))
+        pthread_cond_signal(&l->work);
+}
+
+/* Queue op (strings copied); with a waiter, block until the writer has
+ * processed it. */
+static void enqueue(sb_ledger *l, struct op *op, const char *s1, const char *s2)
+{
+    pthread_mutex_lock(&l->mu);
+    if (!op->w)
+        wait_space(l);
+    push_op(l, op, s1, s2);
+    wake_writer(l, op->w != NULL);
+    if (op->w)
+        while (!op->w->done)
+            pthread_cond_wait(&l->done_cv, &l->mu);
+    pthread_mutex_unlock(&l->mu);
+}
+
+int sb_ledger__run_call(sb_ledger *l, call_fn fn, void *ctx, char *err, size_t errsz)
+{
+    struct op op = {.kind = OP_CALL};
+    struct waiter w = {.fn = fn, .ctx = ctx};
+    op.w = &w;
+    enqueue(l, &op, NULL, NULL);
+    if (w.rc < 0)
+        sb_err(err, errsz, "%s", w.err);
+    return w.rc;
+}
+
+/* ---- writer ------------------------------------------------------------ */
+
+static int wstep(sb_ledger *l, int which, char *err, size_t errsz)
+{
+    sqlite3_stmt *st = l->ws[which];
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
+    return 0;
+}
+
+void sb_ledger__bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* A write transaction of the writer: tx_commit adds the entries it moved
+ * between states to `counts` in the same transaction. */
+static int tx_begin(sb_ledger *l, char *err, size_t errsz)
+{
+    memset(l->moved, 0, sizeof l->moved);
+    return wstep(l, W_BEGIN, err, errsz);
+}
+
+static int tx_commit(sb_ledger *l, char *err, size_t errsz)
+{
+    for (int state = 0; state < 3; state++) {
+        if (!l->moved[state])
+            continue;
+        sqlite3_stmt *st = l->ws[W_COUNTS_ADD];
+        sqlite3_bind_int(st, 1, state);
+        sqlite3_bind_int64(st, 2, l->moved[state]);
+        if (wstep(l, W_COUNTS_ADD, err, errsz) != 0)
+            return -1;
+    }
+    return wstep(l, W_COMMIT, err, errsz);
+}
+
+/* Run the bound state change `which` (its WHERE matches pending entries
+ * only) and count the entries it matched as moved to `state`. */
+static int settle_step(sb_ledger *l, int which, int state, char *err, size_t errsz)
+{
+    if (wstep(l, which, err, errsz) != 0)
+        return -1;
+    int n = sqlite3_changes(l->wdb);
+    l->moved[SB_ENTRY_PENDING] -= n;
+    l->moved[state] += n;
+    return 0;
+}
+
+static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, size_t errsz)
+{
+    sqlite3_stmt *ins = l->ws[W_INSERT];
+    for (size_t i = 0; i < w->n; i++) {
+        sb_ledger_new *e = &w->entries[i];
+        const char *src = e->source ? e->source : (w->source ? w->source : "");
+        sb_ledger__bind_text(ins, 1, e->event_id);
+        sb_ledger__bind_text(ins, 2, e->route);
+        sb_ledger__bind_text(ins, 3, src);
+        sqlite3_bind_int64(ins, 4, e->received_us);
+        sqlite3_bind_int64(ins, 5, now);
+        int rc = sqlite3_step(ins);
+        sqlite3_reset(ins);
+        if (rc != SQLITE_DONE && rc != SQLITE_CONSTRAINT_UNIQUE)
+            return sb_err(err, errsz, "insert %s: %s", e->event_id, sqlite3_errmsg(l->wdb));
+        if (rc == SQLITE_DONE) {
+            e->entry_id = sqlite3_last_insert_rowid(l->wdb);
+            e->duplicate = 0;
+            sqlite3_stmt *pl = l->ws[W_PAYLOAD];
+            sqlite3_bind_int64(pl, 1, e->entry_id);
+            sb_ledger__bind_text(pl, 2, e->payload);
+            if (wstep(l, W_PAYLOAD, err, errsz) != 0)
+                return -1;
+            l->moved[SB_ENTRY_PENDING]++;
+            continue;
+        }
+        sqlite3_stmt *find = l->ws[W_FIND];
+        sb_ledger__bind_text(find, 1, e->event_id);
+        sb_ledger__bind_text(find, 2, e->route);
+        rc = sqlite3_step(find);
+        e->entry_id = rc == SQLITE_ROW ? sqlite3_column_int64(find, 0) : 0;
+        sqlite3_reset(find);
+        if (rc != SQLITE_ROW)
+            return sb_err(err, errsz, "lookup %s: %s", e->event_id, sqlite3_errmsg(l->wdb));
+        e->duplicate = 1;
+    }
+    if (w->checkpoint) {
+        sqlite3_stmt *st = l->ws[W_CHECKPOINT];
+        sb_ledger__bind_text(st, 1, w->source ? w->source : "");
+        sb_ledger__bind_text(st, 2, w->checkpoint);
+        sqlite3_bind_int64(st, 3, now);
+        if (wstep(l, W_CHECKPOINT, err, errsz) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The member record of an OP_MEMBER, or of an OP_STEP with s2 set: s1
+ * instance, s2 added. */
+static int apply_member(sb_ledger *l, const struct opbuf *b, const struct op *op, char *err, size_t errsz)
+{
+    sqlite3_stmt *st = l->ws[W_MEMBER];
+    sqlite3_bind_int64(st, 1, op->entry_id);
+    sqlite3_bind_int(st, 2, op->step);
+    sb_ledger__bind_text(st, 3, arena_str(b, op->s1));
+    sqlite3_bind_int(st, 4, op->attempts);
+    sqlite3_bind_int64(st, 5, op->t1);
+    sb_ledger__bind_text(st, 6, arena_str(b, op->s2));
+    return wstep(l, W_MEMBER, err, errsz);
+}
+
+/* OP_STEP ops [from, to) that one statement can apply: the same step, time
+ * and `last`, as sb_ledger_steps_done() queues a batch. Returns `to` of
+ * the run that starts at from. */
+static size_t steps_run(const struct opbuf *b, size_t from, size_t to)
+{
+    const struct op *first = &b->ops[from];
+    size_t i = from + 1;
+    while (i < to && b->ops[i].kind == OP_STEP && b->ops[i].step == first->step && b->ops[i].last == first->last &&
+           b->ops[i].t1 == first->t1)
+        i++;
+    return i;
+}
+
+/* Append sep and the decimal id (a rowid SQLite assigned: positive) to the
+ * writer's id list; snprintf took a visible share of the writer's time. */
+static void ids_add(sb_strbuf *ids, char sep, int64_t id)
+{
+    char buf[24], *p = buf + sizeof buf;
+    uint64_t v = (uint64_t)id;
+    do
+        *--p = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    *--p = sep;
+    sb_strbuf_add(ids, p, (size_t)(buf + sizeof buf - p));
+}
+
+static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t to, char *err, size_t errsz)
+{
+    l->ids.len = 0;
+    for (size_t i = from; i < to; i++) {
+        const struct op *op = &b->ops[i];
+        if (op->s2 != NO_STR && apply_member(l, b, op, err, errsz) != 0)
+            return -1;
+        ids_add(&l->ids, i == from ? '[' : ',', op->entry_id);
+    }
+    sb_strbuf_add(&l->ids, "]", 1);
+    const struct op *first = &b->ops[from];
+    int which = first->last ? W_LAST_STEPS : W_STEPS;
+    sqlite3_stmt *st = l->ws[which];
+    sqlite3_bind_text(st, 1, l->ids.p, (int)l->ids.len, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, first->step);
+    sqlite3_bind_int64(st, 3, first->t1);
+    return first->last ? settle_step(l, which, SB_ENTRY_DONE, err, errsz) : wstep(l, which, err, errsz);
+}
+
+static int apply_op(sb_ledger *l, const struct opbuf *b, const struct op *op, int64_t now, char *err, size_t errsz)
+{
+    sqlite3_stmt *st;
+    switch (op->kind) {
+    case OP_ACCEPT:
+        return apply_accept(l, op->w, now, err, errsz);
+    case OP_MEMBER:
+        return apply_member(l, b, op, err, errsz);
+    case OP_ENTRY_DONE:
+        st = l->ws[W_ENTRY_DONE];
+        sqlite3_bind_int64(st, 1, op->entry_id);
+        sqlite3_bind_int64(st, 2, op->t1);
+        return settle_step(l, W_ENTRY_DONE, SB_ENTRY_DONE, err, errsz);
+    case OP_RETRY:
+        st = l->ws[W_RETRY];
+        sqlite3_bind_int64(st, 1, op->entry_id);
+        sqlite3_bind_int(st, 2, op->step);
+        sqlite3_bind_int(st, 3, op->attempts);
+        sqlite3_bind_int64(st, 4, op->t2);
+        sqlite3_bind_int64(st, 5, op->t1);
+        sb_ledger__bind_text(st, 6, arena_str(b, op->s1));
+        return wstep(l, W_RETRY, err, errsz);
+    case OP_DEAD:
+        st = l->ws[W_DEAD];
+        sqlite3_bind_int64(st, 1, op->entry_id);
+        sqlite3_bind_int(st, 2, op->step);
+        sb_ledger__bind_text(st, 3, arena_str(b, op->s1));
+        sqlite3_bind_int64(st, 4, op->t1);
+        return settle_step(l, W_DEAD, SB_ENTRY_DEAD, err, errsz);
+    case OP_STATE:
+        st = l->ws[W_STATE];
+        sqlite3_bind_int64(st, 1, op->entry_id);
+        sqlite3_bind_int(st, 2, op->step);
+        sb_ledger__bind_text(st, 3, arena_str(b, op->s1));
+        sb_ledger__bind_text(st, 4, arena_str(b, op->s2));
+        sqlite3_bind_int64(st, 5, op->t1);
+        return wstep(l, W_STATE, err, errsz);
+    case OP_STEP: /* applied in runs by apply_group() */
+    case OP_SYNC:
+    case OP_CALL:
+        return 0;
+    }
+    return 0;
+}
+
+static void rollback(sb_ledger *l)
+{
+    if (!sqlite3_get_autocommit(l->wdb))
+        wstep(l, W_ROLLBACK, NULL, 0);
+}
+
+/* Apply ops [from, to) in one transaction; with_accepts = 0 skips accepts. */
+static int apply_group(sb_ledger *l, const struct opbuf *b, size_t from, size_t to, int with_accepts, char *err,
+                       size_t errsz)
+{
+    int64_t now = sb_now_us();
+    if (tx_begin(l, err, errsz) != 0)
+        return -1;
+    for (size_t i = from; i < to; i++) {
+        const struct op *op = &b->ops[i];
+        if (!with_accepts && op->kind == OP_ACCEPT)
+            continue;
+        int rc;
+        if (op->kind == OP_STEP) {
+            size_t end = steps_run(b, i, to);
+            rc = apply_steps(l, b, i, end, err, errsz);
+            i = end - 1;
+        } else {
+            rc = apply_op(l, b, op, now, err, errsz);
+        }
+        if (rc != 0) {
+            rollback(l);
+            return -1;
+        }
+    }
+    if (tx_commit(l, err, errsz) != 0) {
+        rollback(l);
+        return -1;
+    }
+    return 0;
+}
+
+static void commit_group(sb_ledger *l, const struct opbuf *b, size_t from, size_t to)
+{
+    char err[200];
+    if (apply_group(l, b, from, to, 1, err, sizeof err) == 0)
+        return;
+    size_t async = 0;
+    for (size_t i = from; i < to; i++) {
+        const struct op *op = &b->ops[i];
+        if (op->kind == OP_ACCEPT) {
+            op->w->rc = -1;
+            snprintf(op->w->err, sizeof op->w->err, "ledger commit failed: %s", err);
+        } else if (op->kind != OP_SYNC) {
+            if (op->w) { /* a state saved synchronously: failed unless the second try below works */
+                op->w->rc = -1;
+                snprintf(op->w->err, sizeof op->w->err, "ledger commit failed: %s", err);
+            }
+            async++;
+        }
+    }
+    if (!async)
+        return;
+    /* The accepts are refused (their callers will not acknowledge); the state
+     * changes concern entries committed earlier, so give them a second try
+     * alone (also when the group held nothing else: the failure may have
+     * been transient, e.g. BUSY from another process). */
+    if (apply_group(l, b, from, to, 0, err, sizeof err) == 0) {
+        for (size_t i = from; i < to; i++)
+            if (b->ops[i].kind == OP_STATE && b->ops[i].w)
+                b->ops[i].w->rc = 0;
+        return;
+    }
+    sb_log(NULL, SB_LOG_ERROR, "ledger: %zu state change(s) not recorded: %s", async, err);
+}
+
+static void do_call(sb_ledger *l, struct waiter *w)
+{
+    if (tx_begin(l, w->err, sizeof w->err) != 0) {
+        w->rc = -1;
+        return;
+    }
+    w->rc = w->fn(l, w->ctx, w->err, sizeof w->err);
+    if (w->rc < 0) {
+        rollback(l);
+    } else if (tx_commit(l, w->err, sizeof w->err) != 0) {
+        rollback(l);
+        w->rc = -1;
+    }
+}
+
+static void process(sb_ledger *l, const struct opbuf *b)
+{
+    size_t i = 0;
+    while (i < b->n) {
+        if (b->ops[i].kind == OP_CALL) {
+            do_call(l, b->ops[i].w);
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < b->n && b->ops[j].kind != OP_CALL)
+            j++;
+        commit_group(l, b, i, j);
+        i = j;
+    }
+}
+
+/* ---- checkpoints ---------------------------------------------------------
+ *
+ * SQLite's automatic checkpoint runs inside the commit that crosses its
+ * threshold, on the writer thread: copying the WAL back into the database,
+ * and its fsyncs, took a fifth of the writer's time under load. A thread
+ * of its own does it instead, woken by the WAL hook, with PASSIVE
+ * checkpoints that never block the writer. Under sustained load it may not
+ * copy every frame before the next commit (only then can the WAL restart
+ * from its beginning), so past CKPT_HARD_BYTES of WAL the writer
+ * checkpoints inline as SQLite would have: the WAL stays bounded either
+ * way. Past CKPT_SOFT_BYTES every commit wakes the checkpointer (a wake
+ * while it runs is one more run, not a queue). Waking it only once per
+ * 4 MB of growth saved half its CPU under load, but then it never caught
+ * up with the writer, the WAL reached CKPT_HARD_BYTES every few seconds
+ * even at 1,000 events/s, and the writer's inline checkpoint (with its
+ * fsyncs) put 80-100 ms into the latency run's p99. The hook counts
+ * frames; the sizes are bytes converted to the file's page size. */
+/* CKPT_SOFT_BYTES and CKPT_HARD_BYTES are in ledger_internal.h: opening
+ * the ledger converts them to the file's pages. */
+
+int sb_ledger__wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    sb_ledger *l = arg;
+    if (frames >= l->ck_hard_frames) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    } else if (frames >= l->ck_soft_frames) {
+        pthread_mutex_lock(&l->ckmu);
+        l->ck_wanted = 1;
+        pthread_cond_signal(&l->ckcv);
+        pthread_mutex_unlock(&l->ckmu);
+    }
+    return SQLITE_OK;
+}
+
+void *sb_ledger__checkpointer_main(void *arg)
+{
+    pthread_setname_np(pthread_self(), "sb-ckpt");
+    sb_ledger *l = arg;
+    pthread_mutex_lock(&l->ckmu);
+    for (;;) {
+        while (!l->ck_wanted && !l->ck_stopping)
+            pthread_cond_wait(&l->ckcv, &l->ckmu);
+        if (l->ck_stopping)
+            break;
+        l->ck_wanted = 0;
+        pthread_mutex_unlock(&l->ckmu);
+        int rc = sqlite3_wal_checkpoint_v2(l->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) /* busy: another one is at it */
+            sb_log(NULL, SB_LOG_WARN, "ledger: checkpoint: %s", sqlite3_errmsg(l->cdb));
+        pthread_mutex_lock(&l->ckmu);
+    }
+    pthread_mutex_unlock(&l->ckmu);
+    return NULL;
+}
+
+void *sb_ledger__writer_main(void *arg)
+{
+    pthread_setname_np(pthread_self(), "sb-ledger");
+    sb_ledger *l = arg;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (l->in.n == 0 && !l->stopping) {
+            l->writer_idle = 1;
+            pthread_cond_wait(&l->work, &l->mu);
+            l->writer_idle = 0;
+        }
+        if (l->in.n == 0)
+            break;
+        /* Only async ops queued: nobody is blocked, so wait a little for
+         * more to share the commit. A blocked caller ends the wait. */
+        if (!l->stopping && l->in.waiters == 0 && l->in.n < GATHER_MAX && l->opts.commit_interval_ms > 0) {
+            struct timespec dl;
+            sb_deadline_in(CLOCK_MONOTONIC, l->opts.commit_interval_ms * 1000, &dl); /* `work` uses this clock */
+            l->writer_gathering = 1;
+            while (!l->stopping && l->in.waiters == 0 && l->in.n < GATHER_MAX)
+                if (pthread_cond_timedwait(&l->work, &l->mu, &dl) == ETIMEDOUT)
+                    break;
+            l->writer_gathering = 0;
+        }
+        struct opbuf t = l->cur;
+        l->cur = l->in;
+        l->in = t;
+        pthread_cond_broadcast(&l->space);
+        pthread_mutex_unlock(&l->mu);
+
+        process(l, &l->cur);
+
+        pthread_mutex_lock(&l->mu);
+        if (l->cur.waiters) { /* usually none: step results do not wait */
+            for (size_t i = 0; i < l->cur.n; i++)
+                if (l->cur.ops[i].w)
+                    l->cur.ops[i].w->done = 1;
+            pthread_cond_broadcast(&l->done_cv);
+        }
+        l->cur.n = l->cur.alen = l->cur.waiters = 0;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+/* ---- writes ------------------------------------------------------------ */
+
+int sb_ledger_accept(sb_ledger *l, const char *source, const char *checkpoint, sb_ledger_new *entries, size_t n,
+                     char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!entries[i].event_id || !entries[i].route || !entries[i].payload)
+            return sb_err(errstr, errstr_size, "ledger accept: entry %zu lacks event_id, route or payload", i);
+    if (n == 0 && !checkpoint)
+        return 0;
+    struct waiter w = {.source = source, .checkpoint = checkpoint, .entries = entries, .n = n};
+    struct op op = {.kind = OP_ACCEPT, .w = &w};
+    enqueue(l, &op, NULL, NULL);
+    if (w.rc < 0)
+        return sb_err(errstr, errstr_size, "%s", w.err);
+    return 0;
+}
+
+void sb_ledger_member_done(sb_ledger *l, int64_t entry_id, int step, const char *instance, int attempts,
+                           const char *added_json)
+{
+    struct op op = {.kind = OP_MEMBER, .entry_id = entry_id, .step = step, .attempts = attempts,
+                    .t1 = sb_now_us()};
+    enqueue(l, &op, instance ? instance : "", added_json);
+}
+
+void sb_ledger_steps_done(sb_ledger *l, const sb_ledger_step *steps, size_t n)
+{
+    if (n == 0)
+        return;
+    int64_t now = sb_now_us();
+    pthread_mutex_lock(&l->mu);
+    wait_space(l);
+    for (size_t i = 0; i < n; i++) {
+        const sb_ledger_step *s = &steps[i];
+        struct op op = {.kind = OP_STEP, .entry_id = s->entry_id, .step = s->step, .last = s->last,
+                        .attempts = s->attempts, .t1 = now};
+        /* A single member that added nothing needs no record: resume
+         * merges no fields from it and next_step says it is done. */
+        const char *added = s->member ? s->added_json : NULL;
+        push_op(l, &op, added ? s->member : NULL, added);
+    }
+    wake_writer(l, 0);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void sb_ledger_entry_done(sb_ledger *l, int64_t entry_id)
+{
+    struct op op = {.kind = OP_ENTRY_DONE, .entry_id = entry_id, .t1 = sb_now_us()};
+    enqueue(l, &op, NULL, NULL);
+}
+
+void sb_ledger_retry(sb_ledger *l, int64_t entry_id, int step, int attempts, int64_t next_retry_us,
+                     const char *reason)
+{
+    struct op op = {.kind = OP_RETRY, .entry_id = entry_id, .step = step, .attempts = attempts,
+                    .t1 = sb_now_us(), .t2 = next_retry_us};
+    enqueue(l, &op, reason, NULL);
+}
+
+void sb_ledger_dead(sb_ledger *l, int64_t entry_id, int step, const char *reason)
+{
+    struct op op = {.kind = OP_DEAD, .entry_id = entry_id, .step = step, .t1 = sb_now_us()};
+    enqueue(l, &op, reason, NULL);
+}
+
+int sb_ledger_step_state(sb_ledger *l, int64_t entry_id, int step, const char *member, const char *state_json, int wait,
+                         char *errstr, size_t errstr_size)
+{
+    struct op op = {.kind = OP_STATE, .entry_id = entry_id, .step = step, .t1 = sb_now_us()};
+    struct waiter w = {0};
+    if (wait)
+        op.w = &w;
+    enqueue(l, &op, member, state_json);
+    if (wait && w.rc < 0)
+        return sb_err(errstr, errstr_size, "%s", w.err);
+    return 0;
+}
+
+void sb_ledger_sync(sb_ledger *l)
+{
+    struct waiter w = {0};
+    struct op op = {.kind = OP_SYNC, .w = &w};
+    enqueue(l, &op, NULL, NULL);
+}
