@@ -40,7 +40,7 @@ has() { # rpm, path regex
 lacks() {
     if rpm -qlp "$1" 2>/dev/null | grep -Eq "$2"; then bad "$(basename "$1") has $2"; else ok "$(basename "$1"): no $2"; fi
 }
-for re in '^/usr/bin/syncbridge$' '/libsyncbridge\.so\.0' '/syncbridge/file_in\.so$' '/syncbridge/file_out\.so$' \
+for re in '^/usr/bin/syncbridge$' '/libsyncbridge\.so\.2' '/syncbridge/file_in\.so$' '/syncbridge/file_out\.so$' \
           '/syncbridge/stdout\.so$' '/syncbridge/discard\.so$' '/syncbridge/filewatch\.so$' '^/etc/syncbridge/syncbridge\.json$' \
           '^/etc/syncbridge/conf\.d$' '/systemd/system/syncbridge\.service$' '/sysusers\.d/syncbridge\.conf$' \
           '/tmpfiles\.d/syncbridge\.conf$' '^/var/lib/syncbridge$' 'LICENSE$' 'operations\.md$'; do
