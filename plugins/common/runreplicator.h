@@ -5,7 +5,8 @@
  * of the SDK.
  *
  * A run is `run_replicator.sh SCHEMA TABLE [INC_KEY INC_VAL [OFFSET_DAYS]]`
- * (DESIGN.md §8). The seed's message is the command that ran, e.g.
+ * (README "Run Replicator logs"). The message the GCP side consumes is the
+ * command that ran, e.g.
  *   ${RUN_SCRIPT} "sh ${ETL_CODE_BASE}/cerebro/run_replicator.sh groupon_production im_brand_list"
  * with variables expanded or not. The command is split with shell-like
  * quoting (single and double quotes, backslash escapes) and NEVER executed

@@ -9,7 +9,7 @@
  * Formats:
  *   runreplicator  one event per finished run (rrlog.h), id
  *                  filewatch:<dev>:<ino>:<offset of the run's first line>
- *   command        each line is the seed's message (the command that ran)
+ *   command        each line is the command that ran (the message the GCP side consumes)
  *   json           each line is a JSON object of fields
  *
  * The checkpoint holds, per file, the first line of a run still open (or

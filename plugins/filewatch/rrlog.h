@@ -1,6 +1,6 @@
 /*
- * rrlog.h - the Run Replicator log state machine (DESIGN.md §8, README
- * "Run Replicator logs").
+ * rrlog.h - the Run Replicator log state machine (README "Run Replicator
+ * logs" describes the lines it reads).
  *
  * Fed one log line at a time (with its byte offset), it follows a run as
  * the scripts write it: invocation or header, then one block per date

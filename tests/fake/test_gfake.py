@@ -146,7 +146,7 @@ class TestBuildApp(unittest.TestCase):
 
 class TestCrc(Base):
     def test_vectors(self):
-        # PROTOCOLS.md §5.6
+        # the published CRC-32C check values
         self.assertEqual(crcmod.b64(crcmod.crc32c(b'')), 'AAAAAA==')
         self.assertEqual(crcmod.crc32c(b'123456789'), 0xE3069283)
         self.assertEqual(crcmod.b64(crcmod.crc32c(b'123456789')), '4waSgw==')

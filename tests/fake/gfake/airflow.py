@@ -1,6 +1,6 @@
 """Cloud Composer v1 environments.get and the Airflow REST API it points at.
 
-Composer (composer-v1.discovery.json; PROTOCOLS.md §7.1):
+Composer (composer-v1.discovery.json):
     GET /v1/projects/P/locations/L/environments/E  -> the Environment made
         through POST /_fake/composer/environments, else 404 NOT_FOUND.  Its
         state is the one set there (CREATING, RUNNING, UPDATING, DELETING,
@@ -9,8 +9,8 @@ Composer (composer-v1.discovery.json; PROTOCOLS.md §7.1):
         the environment has been RUNNING, as Composer fills it in when the
         web server exists.
 
-Airflow 2 stable REST API, /airflow/api/v1 (shared/reference/airflow/
-airflow-rest-api-v1.yaml, Airflow 2.10; PROTOCOLS.md §7.2).  The YAML is
+Airflow 2 stable REST API, /airflow/api/v1 (tests/fake/contracts/
+airflow/airflow-rest-api-v1.yaml, Airflow 2.10).  The YAML is
 read by eye, not parsed (no PyYAML); the schemas used are hand-encoded here:
     DAGRun (yaml components/schemas/DAGRun): loadable fields dag_run_id,
         logical_date, execution_date, data_interval_start/end, conf, note;

@@ -1,7 +1,7 @@
 """CRC-32C (Castagnoli) in pure Python.
 
 Two implementations of the same function (reflected polynomial 0x82F63B78,
-init 0xFFFFFFFF, xorout 0xFFFFFFFF — PROTOCOLS.md §5.6):
+init 0xFFFFFFFF, xorout 0xFFFFFFFF):
 
 * ``crc32c_table`` — the classic byte-at-a-time table-driven loop.  Obviously
   correct, ~1-2 MB/s in CPython; used for short inputs and as the reference in

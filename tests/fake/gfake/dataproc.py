@@ -1,4 +1,4 @@
-"""Dataproc v1 (dataproc-v1.discovery.json; PROTOCOLS.md §6).
+"""Dataproc v1 (dataproc-v1.discovery.json).
 
 Routes (all under /v1/projects/P/regions/R):
     POST   /clusters[?requestId=]                       clusters.create -> Operation

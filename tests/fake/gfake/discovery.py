@@ -1,6 +1,6 @@
 """Request-body validation against Google API discovery documents.
 
-The discovery docs in shared/reference/gcp/ are the contract: for a method
+The discovery docs in tests/fake/contracts/gcp/ are the contract: for a method
 id (``pubsub.projects.topics.publish``) we look up ``request.$ref`` and walk
 the JSON body against ``schemas``.  Unknown fields and type mismatches give
 400 INVALID_ARGUMENT with Google's wording, e.g.::

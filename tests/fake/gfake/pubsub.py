@@ -1,4 +1,4 @@
-"""Pub/Sub v1 REST (pubsub-v1.discovery.json; PROTOCOLS.md §3).
+"""Pub/Sub v1 REST (pubsub-v1.discovery.json).
 
 Faithful parts: resource names, 404/409 rules, publish limits and messages,
 messageIds as decimal strings, per-subscription ack deadlines with real

@@ -1,5 +1,5 @@
-"""Cloud Storage JSON API v1 + XML multipart upload (storage-v1.discovery.json;
-PROTOCOLS.md §5).
+"""Cloud Storage JSON API v1 + XML multipart upload (storage-v1.discovery.json
+and the public Cloud Storage documentation).
 
 Object bytes live in memory up to 8 MiB, beyond that in a temp file.  MD5 and
 CRC-32C are computed incrementally while bytes arrive (crc32c.py folds whole
