@@ -775,7 +775,7 @@ static int line_step(rrlog *r, const char *line, int64_t off, rrlog_run *out)
     if (match(r, RRP_SCHEMA, line, m, 2)) {
         group(line, &m[1], v, sizeof v);
         if (r->st != S_OPEN || r->schema_line || r->ndates || !same_name(r->schema, v)) {
-            snprintf(v2, sizeof v2, "schema %s", v);
+            snprintf(v2, sizeof v2, "schema %.240s", v);
             emitted = start_new(r, whole, off, v2, out);
         }
         snprintf(r->schema, VAL_MAX, "%s", v);
@@ -783,7 +783,7 @@ static int line_step(rrlog *r, const char *line, int64_t off, rrlog_run *out)
     } else if (match(r, RRP_TABLE, line, m, 2)) {
         group(line, &m[1], v, sizeof v);
         if (r->st != S_OPEN || r->table_line || r->ndates || !same_name(r->table, v)) {
-            snprintf(v2, sizeof v2, "table %s", v);
+            snprintf(v2, sizeof v2, "table %.240s", v);
             emitted = start_new(r, whole, off, v2, out);
         }
         snprintf(r->table, VAL_MAX, "%s", v);
@@ -796,7 +796,7 @@ static int line_step(rrlog *r, const char *line, int64_t off, rrlog_run *out)
             goto hash;
         }
         if (r->st != S_OPEN) {
-            snprintf(v2, sizeof v2, "date %s", v);
+            snprintf(v2, sizeof v2, "date %.240s", v);
             emitted = start_new(r, whole, off, v2, out);
         }
         rr_date *prev = cur_date(r);
