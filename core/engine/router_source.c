@@ -435,7 +435,9 @@ int sb_router_requeue(sb_router *r, const sb_ledger_pending *p, int wait)
     e->step = p->next_step;
     e->attempts = p->attempts;
     e->first_attempt_us = p->first_attempt_us;
-    e->retry_since_us = p->first_attempt_us;
+    /* not persisted: the retry budget's time counts from the resume, since
+     * a WAIT before the restart may have started it afresh (attempts are kept) */
+    e->retry_since_us = sb_now_us();
     if (p->states_json) {
         e->states = json_loads(p->states_json, 0, NULL);
         if (!json_is_object(e->states)) {

@@ -263,6 +263,13 @@ static void call_member(member_call *mc)
         pthread_rwlock_rdlock(&in->lock);
     else
         pthread_rwlock_wrlock(&in->lock);
+    if (in->broken) { /* another worker's restart failed meanwhile: self is gone */
+        pthread_rwlock_unlock(&in->lock);
+        for (size_t i = 0; i < mc->batch.n; i++)
+            sb_batch_set_result(&mc->batch, i, SB_RESULT_FATAL, "instance %s is broken and could not be restarted",
+                                in->ins->name);
+        return;
+    }
     char err[600];
     if (worker_slot_get(in, mc->worker, err, sizeof err) != 0) {
         pthread_rwlock_unlock(&in->lock);

@@ -36,7 +36,7 @@ sb_gcp_outcome sb_gcp_classify(sb_gcp_result rc, const sb_gcp_response *resp, co
     } else if (st == 409) {
         o.cause = SB_GCP_CAUSE_EXISTS;
         o.result = (flags & SB_GCP_409_OK) ? SB_RESULT_OK : SB_RESULT_FAIL;
-    } else if (!sb_gcp__status_retriable(st)) {
+    } else if (st < 500 && !sb_gcp__status_retriable(st)) { /* every 5xx is the service's trouble */
         o.cause = SB_GCP_CAUSE_REFUSED;
         o.result = SB_RESULT_FAIL;
     }

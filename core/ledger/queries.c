@@ -43,7 +43,7 @@ char *sb_ledger_checkpoint(sb_ledger *l, const char *source, int *failed, char *
 
 #define PENDING_COLS                                                                                               \
     "id, event_id, route, source, payload, next_step, attempts, first_attempt_us, next_retry_us,"                  \
-    " (SELECT json_group_object(member, json(state)) FROM step_states"                                              \
+    " (SELECT CASE WHEN count(*) THEN json_group_object(member, json(state)) END FROM step_states"                \
     "  WHERE entry_id = id AND step = next_step AND state IS NOT NULL)"
 
 /* Build the resume view of the current row of st (PENDING_COLS) and call cb. */

@@ -246,7 +246,7 @@ typedef struct sb_gcp_outcome {
     sb_result result;         /* OK, RETRY or FAIL */
     sb_gcp_cause cause;       /* for the plugin's log line (e.g. which IAM role to check) */
     int64_t retry_after_ms;   /* RETRY: the server's Retry-After, else 0 */
-    const char *reason;       /* Google's error line, else errstr; borrowed from resp/errstr */
+    const char *reason;       /* Google's error line, else errstr; borrowed: valid until resp is cleared */
 } sb_gcp_outcome;
 
 /* Classify one answer (see the table above). `errstr` is what

@@ -99,7 +99,8 @@ typedef struct sb_option_def {
  * the same when later ABI minors append members:
  *   SB_OPT(name, type, default, required, description)
  * gives the five classic members; the constraint helpers combine with it in
- * any order: */
+ * any order, except that SB_OPT_RANGE and SB_OPT_BIND both set .flags: for
+ * both, use SB_OPT_RANGE_BIND. */
 #define SB_OPT(n, t, def, req, desc) .name = (n), .type = (t), .default_value = (def), .required = (req), .description = (desc)
 /* e.g.
  *   static const char *const modes[] = {"merge", "update", NULL};

@@ -304,8 +304,8 @@ const json_t *sb_batch_state(const sb_batch *b, size_t i);
 
 /* Replace event i's step state with `state` (a JSON object; the reference
  * is stolen; NULL clears it). Recorded in the run ledger with event i's
- * result, whatever it is, and handed back by sb_batch_state() on the next
- * call. Keep it small (ids, offsets): it is written on every result. */
+ * result (RETRY, WAIT, FAIL or FATAL; OK ends the step and its state) and
+ * handed back by sb_batch_state() on the next call. Keep it small (ids, offsets): it is written on every result. */
 void sb_batch_set_state(sb_batch *b, size_t i, json_t *state);
 
 /* Write event i's current step state to the run ledger now, before the
