@@ -233,6 +233,7 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
             fclose(fp);
         return -1;
     }
+    sb_strbuf carry = {0}; /* FIFO: the start of a line whose rest has not come yet */
     char *line = NULL;
     size_t cap = 0, n = 0;
     int rc = 0;
@@ -241,7 +242,21 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
         errno = 0;
         ssize_t len = getline(&line, &cap, fp);
         int at_eof = len < 0;
-        if (at_eof && is_fifo && (errno == EAGAIN || (f->follow && feof(fp)))) {
+        if (is_fifo && len > 0 && line[len - 1] != '\n' && (ferror(fp) || f->follow)) {
+            /* the writer has not finished the line: a pipe cannot be re-read,
+             * so keep what came and wait for the rest */
+            sb_strbuf_add(&carry, line, (size_t)len);
+            at_eof = 1;
+            len = -1;
+        } else if (is_fifo && len > 0 && carry.len) {
+            sb_strbuf_add(&carry, line, (size_t)len);
+            free(line);
+            line = carry.p;
+            cap = carry.cap;
+            len = (ssize_t)carry.len;
+            carry = (sb_strbuf){0};
+        }
+        if (at_eof && is_fifo && (errno == EAGAIN || ferror(fp) || (f->follow && feof(fp)))) {
             /* no data yet (EAGAIN), or no writer yet or any more (EOF): a
              * follower waits, interruptibly, and looks again */
             clearerr(fp);
@@ -327,6 +342,7 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
         sb_event_free(evs[i]);
     free(evs);
     free(line);
+    free(carry.p);
     if (!is_stdin)
         fclose(fp);
     return rc;

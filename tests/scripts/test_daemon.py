@@ -240,8 +240,11 @@ class FileInEdges(Base):
         p = self.start()
         time.sleep(0.5)  # the source waits for a writer without blocking
         w = os.open(fifo, os.O_WRONLY)
-        os.write(w, b'{"n": 1}\n{"n": 2}\n')
-        wait_for(lambda: len(lines(self.out)) == 2, what="2 lines through the FIFO")
+        os.write(w, b'{"n": 1}\n{"n": 2}\n{"n": ')
+        time.sleep(0.3)  # the writer finishes its third line later: it must arrive whole
+        os.write(w, b'3}\n')
+        wait_for(lambda: len(lines(self.out)) == 3, what="3 lines through the FIFO")
+        self.assertEqual([json.loads(l)["fields"]["n"] for l in lines(self.out)], [1, 2, 3])
         p.send_signal(signal.SIGTERM)  # the writer is still open: nothing to read, must still stop
         self.assertEqual(p.wait(timeout=15), 0)
         os.close(w)
