@@ -31,27 +31,11 @@ struct sbh {
 
 static char err[4096];
 
-/* text with every "@D@" replaced by dir; malloc'd */
-static char *with_dir(const char *text, const char *dir)
-{
-    sb_strbuf b = {0};
-    for (const char *p = text; *p;) {
-        const char *at = strstr(p, "@D@");
-        size_t n = at ? (size_t)(at - p) : strlen(p);
-        sb_strbuf_add(&b, p, n);
-        if (!at)
-            break;
-        sb_strbuf_add(&b, dir, strlen(dir));
-        p = at + 3;
-    }
-    return b.p ? b.p : sb_strdup("");
-}
-
 sbh *sbh_new(const char *section, const char *instance_json)
 {
     sbh *h = sb_xcalloc(1, sizeof *h);
     h->dir = tu_mkdtemp();
-    char *inst = with_dir(instance_json, h->dir);
+    char *inst = tu_with_dir(instance_json, h->dir);
     char *cfg = sb_asprintf("{\"state_dir\": \"%s/state\", \"log\": {\"level\": \"warn\"},"
                             " \"sources\": {\"harness\": {\"plugin\": \"testsrc\", \"count\": 0}},"
                             " \"%s\": {\"under_test\": %s},"

@@ -32,31 +32,13 @@ typedef struct harness {
 
 static char err[4096];
 
-/* config_tpl with every "@D@" replaced by the scratch directory; malloc'd. */
-static char *with_dir(const char *config_tpl, const char *dir)
-{
-    size_t dl = strlen(dir), n = 0;
-    char *out = sb_xmalloc(strlen(config_tpl) * (dl + 1) + 1);
-    for (const char *p = config_tpl; *p;) {
-        if (strncmp(p, "@D@", 3) == 0) {
-            memcpy(out + n, dir, dl);
-            n += dl;
-            p += 3;
-        } else {
-            out[n++] = *p++;
-        }
-    }
-    out[n] = '\0';
-    return out;
-}
-
 /* Write the config (@D@ = scratch dir), build everything, but do not start. */
 static void h_build_fsync(harness *h, const char *config_tpl, sb_fsync_policy fsync)
 {
     memset(h, 0, sizeof *h);
     h->dir = tu_mkdtemp();
     h->record = sb_asprintf("%s/record.txt", h->dir);
-    char *text = with_dir(config_tpl, h->dir);
+    char *text = tu_with_dir(config_tpl, h->dir);
     char *path = tu_write(h->dir, "syncbridge.json", text);
     h->cfg = sb_config_load(path, err, sizeof err);
     ck_assert_msg(h->cfg != NULL, "config: %s", err);

@@ -73,24 +73,6 @@ static int wait_for(int fd, const char *needle, int timeout_ms)
     return 0;
 }
 
-/* tpl with every "@D@" replaced by dir; malloc'd. */
-static char *subst(const char *tpl, const char *dir)
-{
-    size_t dl = strlen(dir);
-    char *out = malloc(strlen(tpl) * (dl + 1) + 1), *o = out;
-    for (const char *p = tpl; *p;) {
-        if (strncmp(p, "@D@", 3) == 0) {
-            memcpy(o, dir, dl);
-            o += dl;
-            p += 3;
-        } else {
-            *o++ = *p++;
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
 typedef struct daemon_run {
     char *dir, *config, *sock, *errlog;
     int fd;
@@ -103,7 +85,7 @@ static void start_daemon(daemon_run *d, const char *cfg, const char *const *env)
 {
     memset(d, 0, sizeof *d);
     d->dir = tu_mkdtemp();
-    char *text = subst(cfg, d->dir);
+    char *text = tu_with_dir(cfg, d->dir);
     d->config = tu_write(d->dir, "syncbridge.json", text);
     free(text);
     if (asprintf(&d->sock, "%s/notify.sock", d->dir) < 0 || asprintf(&d->errlog, "%s/stderr.log", d->dir) < 0)
@@ -257,7 +239,7 @@ START_TEST(journal_stream_gets_priority_prefixes)
     daemon_run j;
     memset(&j, 0, sizeof j);
     j.dir = tu_mkdtemp();
-    char *text = subst(quick_cfg, j.dir);
+    char *text = tu_with_dir(quick_cfg, j.dir);
     j.config = tu_write(j.dir, "syncbridge.json", text);
     free(text);
     if (asprintf(&j.sock, "%s/notify.sock", j.dir) < 0 || asprintf(&j.errlog, "%s/stderr.log", j.dir) < 0)

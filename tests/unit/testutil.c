@@ -143,3 +143,22 @@ void tu_rmrf(const char *dir)
         fprintf(stderr, "cannot remove %s\n", dir);
     free(cmd);
 }
+
+char *tu_with_dir(const char *text, const char *dir)
+{
+    size_t dl = strlen(dir), n = 0;
+    char *out = malloc(strlen(text) * (dl + 1) + 1);
+    if (!out)
+        abort();
+    for (const char *p = text; *p;) {
+        if (strncmp(p, "@D@", 3) == 0) {
+            memcpy(out + n, dir, dl);
+            n += dl;
+            p += 3;
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}

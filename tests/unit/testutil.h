@@ -22,6 +22,9 @@ char *tu_src_path(const char *rel);
 /* Run the syncbridge binary with args (NULL-terminated), capturing
  * stdout+stderr into *out (malloc'd). Returns its exit status, or -1. */
 int tu_run_syncbridge(char **out, const char *const *args);
+/* text with every "@D@" replaced by dir (a scratch directory in config
+ * templates); malloc'd. */
+char *tu_with_dir(const char *text, const char *dir);
 /* rm -rf */
 void tu_rmrf(const char *dir);
 
