@@ -21,8 +21,9 @@ install_deps() {
     local need=build
     [ "$mode" = test ] && need=test
     if command -v apt-get >/dev/null 2>&1; then
-        local pkgs missing=()
-        mapfile -t pkgs < <(sh packaging/deps.sh list debian "$need")
+        local list pkgs missing=()
+        list=$(sh packaging/deps.sh list debian "$need") # set -e stops here if the list is broken
+        mapfile -t pkgs <<<"$list"
         for p in "${pkgs[@]}"; do
             dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
         done
@@ -32,8 +33,9 @@ install_deps() {
             as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         fi
     elif command -v dnf >/dev/null 2>&1; then
-        local pkgs
-        mapfile -t pkgs < <(sh packaging/deps.sh list rhel "$need")
+        local list pkgs
+        list=$(sh packaging/deps.sh list rhel "$need")
+        mapfile -t pkgs <<<"$list"
         # RHEL 9's default nodejs is 16; the conformance suite needs 18 or newer
         [ "$mode" = test ] && { as_root dnf module -y -q enable nodejs:20 >/dev/null 2>&1 || true; }
         echo "bootstrap: installing ${pkgs[*]}"
@@ -73,7 +75,7 @@ count_results() {
 
 refuse_skips() { # DIR...: names the skipped tests and fails
     local skipped
-    skipped=$(grep -l '^:test-result: SKIP' $(find "$@" -name '*.trs') 2>/dev/null || true)
+    skipped=$(find "$@" -name '*.trs' -exec grep -l '^:test-result: SKIP' {} + 2>/dev/null || true)
     [ -z "$skipped" ] && return 0
     echo "bootstrap: these tests were skipped, but everything they need should be installed by now:" >&2
     for t in $skipped; do echo "  ${t%.trs}: $(grep -m1 -i 'skip' "${t%.trs}.log" || true)" >&2; done
