@@ -32,6 +32,10 @@ static void usage(FILE *out)
             "  dlq [list]          list dead-lettered entries\n"
             "  dlq replay ID|--all send dead-lettered entries through their route again\n"
             "  dlq drop ID|--all   delete dead-lettered entries\n"
+            "  ledger check        full integrity check of the run ledger (safe beside the daemon)\n"
+            "  ledger recover      copy what is readable of a damaged ledger into a new one (daemon stopped)\n"
+            "  preflight           check, read-only, every instance against the live services it needs\n"
+            "  reconcile           compare the on-prem runs with the registry rows (BigQuery, Cloud SQL)\n"
             "\n"
             "Options:\n"
             "  -c, --config FILE   main config file (default %s)\n"
@@ -46,6 +50,9 @@ static void usage(FILE *out)
             "      --limit N       at most N entries (default 100)\n"
             "      --all           dlq replay/drop: every dead-lettered entry (of --route, if given)\n"
             "      --json          JSON output\n"
+            "      --republish     reconcile: publish the runs that never reached GCP again through their route\n"
+            "      --pending-after D  reconcile: a gcp row pending longer than D after the on-prem finish is\n"
+            "                      reported (default 6h)\n"
             "  -V, --version       print the version\n"
             "  -h, --help          this text\n"
             "\n"
@@ -79,7 +86,7 @@ int main(int argc, char **argv)
     mallopt(M_TOP_PAD, 16 << 20);
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
     sb_daemon_block_signals();
-    enum { O_ONCE = 256, O_STATE_DIR, O_ROUTE, O_SOURCE, O_STATE, O_TABLE, O_SINCE, O_LIMIT, O_ALL, O_JSON };
+    enum { O_ONCE = 256, O_STATE_DIR, O_ROUTE, O_SOURCE, O_STATE, O_TABLE, O_SINCE, O_LIMIT, O_ALL, O_JSON, O_REPUBLISH, O_PENDING_AFTER };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},  {"once", no_argument, NULL, O_ONCE},
         {"state-dir", required_argument, NULL, O_STATE_DIR}, {"log-level", required_argument, NULL, 'l'},
@@ -87,6 +94,7 @@ int main(int argc, char **argv)
         {"state", required_argument, NULL, O_STATE}, {"table", required_argument, NULL, O_TABLE},
         {"since", required_argument, NULL, O_SINCE}, {"limit", required_argument, NULL, O_LIMIT},
         {"all", no_argument, NULL, O_ALL},         {"json", no_argument, NULL, O_JSON},
+        {"republish", no_argument, NULL, O_REPUBLISH}, {"pending-after", required_argument, NULL, O_PENDING_AFTER},
         {"version", no_argument, NULL, 'V'},       {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     sb_run_opts run = {.config_path = SB_DEFAULT_CONFIG, .log_level = -1};
@@ -131,6 +139,14 @@ int main(int argc, char **argv)
         case O_LIMIT: cli.filter.limit = (size_t)strtoul(optarg, NULL, 10); break;
         case O_ALL: cli.all = 1; break;
         case O_JSON: cli.json = 1; break;
+        case O_REPUBLISH: cli.republish = 1; break;
+        case O_PENDING_AFTER:
+            cli.pending_after_ms = sb_parse_duration_ms(optarg);
+            if (cli.pending_after_ms <= 0) {
+                fprintf(stderr, "syncbridge: --pending-after takes a duration like 6h, not \"%s\"\n", optarg);
+                return SB_EXIT_USAGE;
+            }
+            break;
         case 'V': printf("%s\nplugin ABI %d.%d\n", PACKAGE_STRING, SB_ABI_MAJOR, SB_ABI_MINOR); return SB_EXIT_OK;
         case 'h': usage(stdout); return SB_EXIT_OK;
         default: usage(stderr); return SB_EXIT_USAGE;
@@ -158,6 +174,12 @@ int main(int argc, char **argv)
         return sb_cli_runs(&cli, nargs, args);
     if (strcmp(cmd, "dlq") == 0)
         return sb_cli_dlq(&cli, nargs, args);
+    if (strcmp(cmd, "ledger") == 0)
+        return sb_cli_ledger(&cli, nargs, args);
+    if (strcmp(cmd, "preflight") == 0 && nargs == 0)
+        return sb_cli_preflight(&cli);
+    if (strcmp(cmd, "reconcile") == 0 && nargs == 0)
+        return sb_cli_reconcile(&cli);
     fprintf(stderr, "syncbridge: unknown command or wrong arguments: %s\n", cmd);
     usage(stderr);
     return SB_EXIT_USAGE;

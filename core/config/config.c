@@ -247,8 +247,9 @@ static int parse_log(loader *L, const char *file, const json_t *v)
 
 static int parse_ledger(loader *L, const char *file, const json_t *v)
 {
-    static const char *const keys[] = {"fsync", "retention", "commit_interval"};
+    static const char *const keys[] = {"fsync", "retention", "commit_interval", "check_at_start", "keep_payload"};
     static const char *const fsyncs[] = {"process", "power"};
+    static const char *const keeps[] = {"always", "until_settled"};
     if (!json_is_object(v))
         return fail_type(L, file, "ledger", "an object", v);
     if (check_keys(L, file, "ledger", v, keys, ARRAY_LEN(keys)) != 0)
@@ -265,6 +266,14 @@ static int parse_ledger(loader *L, const char *file, const json_t *v)
     if ((x = json_object_get(v, "commit_interval")) &&
         get_scaled(L, file, "ledger.commit_interval", x, 0, &L->c->commit_interval_ms))
         return -1;
+    if ((x = json_object_get(v, "check_at_start")) &&
+        get_bool(L, file, "ledger.check_at_start", x, &L->c->ledger_check_at_start))
+        return -1;
+    if ((x = json_object_get(v, "keep_payload"))) {
+        if (get_enum(L, file, "ledger.keep_payload", x, keeps, ARRAY_LEN(keeps), &idx) != 0)
+            return -1;
+        L->c->keep_payload_until_settled = idx == 1;
+    }
     return 0;
 }
 
@@ -306,8 +315,9 @@ static const char *const sections[] = {"sources", "sinks", "actions", "routes"};
 
 static int parse_core(loader *L, const char *file, const json_t *root)
 {
-    static const char *const keys[] = {"state_dir", "plugin_path", "conf_d", "log", "shutdown_timeout",
-                                       "ledger", "limits", "admin", "sources", "sinks", "actions", "routes"};
+    static const char *const keys[] = {"state_dir", "plugin_path", "allow_insecure_plugins", "conf_d", "log",
+                                       "shutdown_timeout", "ledger", "limits", "admin", "sources", "sinks",
+                                       "actions", "routes"};
     sb_config *c = L->c;
     if (check_keys(L, file, "", root, keys, ARRAY_LEN(keys)) != 0)
         return -1;
@@ -315,6 +325,9 @@ static int parse_core(loader *L, const char *file, const json_t *root)
     if ((x = json_object_get(root, "state_dir")) && get_string(L, file, "state_dir", x, &c->state_dir))
         return -1;
     if ((x = json_object_get(root, "plugin_path")) && parse_plugin_path(L, file, x))
+        return -1;
+    if ((x = json_object_get(root, "allow_insecure_plugins")) &&
+        get_bool(L, file, "allow_insecure_plugins", x, &c->allow_insecure_plugins))
         return -1;
     if ((x = json_object_get(root, "conf_d")) && get_string(L, file, "conf_d", x, &c->conf_d))
         return -1;
@@ -445,7 +458,12 @@ static int load_dropins(loader *L)
     for (int i = 0; i < n; i++) {
         char *path = sb_asprintf("%s/%s", L->c->conf_d, names[i]->d_name);
         struct stat st;
-        if (rc == 0 && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (rc == 0 && stat(path, &st) != 0) {
+            /* a dangling or looping symlink, most often: a drop-in the
+             * operator meant to load is never skipped without a word */
+            rc = sb_err(L->errstr, L->errstr_size, "cannot read drop-in %s: %s%s", path, strerror(errno),
+                        errno == ENOENT || errno == ELOOP ? " (a dangling or looping symlink?)" : "");
+        } else if (rc == 0 && S_ISREG(st.st_mode)) {
             const json_t *root = load_json(L, path);
             if (!root || check_dropin_keys(L, path, root) != 0 ||
                 collect_sections(L, L->files[L->n_files - 1], root) != 0)
@@ -708,6 +726,7 @@ static void set_defaults(sb_config *c, const char *main_file)
     c->fsync = SB_FSYNC_PROCESS;
     c->retention_ms = 7LL * 86400000;
     c->commit_interval_ms = 5;
+    c->ledger_check_at_start = 1;
     c->max_inflight = 10000;
     c->max_inflight_bytes = 64LL * 1024 * 1024;
     c->admin_bind = sb_strdup("127.0.0.1");

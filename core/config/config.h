@@ -76,6 +76,7 @@ typedef struct sb_config {
     char *state_dir;           /* "state_dir", default SB_DEFAULT_STATE_DIR */
     size_t n_plugin_dirs;
     char **plugin_dirs;        /* "plugin_path" (string or list), then the built-in default */
+    int allow_insecure_plugins; /* "allow_insecure_plugins": load plugins others could change, with a warning */
     int log_level;             /* "log": {"level": "error|warn|info|debug", "target": "stderr|syslog|journal"} */
     char *log_target;
     int64_t shutdown_timeout_ms; /* "shutdown_timeout", default 30s */
@@ -83,6 +84,8 @@ typedef struct sb_config {
     sb_fsync_policy fsync;     /* "fsync": "process" | "power", default process */
     int64_t retention_ms;      /* "retention", default 7d: settled entries older are pruned */
     int64_t commit_interval_ms;/* "commit_interval", default 5ms: group-commit window */
+    int ledger_check_at_start; /* "check_at_start", default true: PRAGMA quick_check when the daemon starts */
+    int keep_payload_until_settled; /* "keep_payload": "always" (default, 0) | "until_settled" (1) */
     /* "limits": {...} defaults for routes */
     int64_t max_inflight;      /* default 10000 */
     int64_t max_inflight_bytes;/* default 64MB */

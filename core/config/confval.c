@@ -252,9 +252,12 @@ int sb_config_scaled(const json_t *v, sb_scaled_kind kind, int64_t *out, char *m
         free(s);
         return sb_config_expected(msg, msg_size, "a duration of at most 100 years", v);
     }
-    if (n < 0 && s && strcmp(s, json_string_value(v)) != 0) { /* say what the substitution gave */
+    if (n < 0 && s && strcmp(s, json_string_value(v)) != 0) {
+        /* The substituted text may be a secret: name where it came from,
+         * never what it is. */
         char *got = sb_json_brief(v);
-        sb_err(msg, msg_size, "expected %s, got %s (after substitution: \"%s\")", what, got, s);
+        sb_err(msg, msg_size, "expected %s, got %s, whose substituted value is not one (not shown: check the variable "
+               "or file it names)", what, got);
         free(got);
         free(s);
         return -1;

@@ -3,6 +3,7 @@
 #include "build_config.h"
 #include "config/options_internal.h"
 #include "config/confval.h"
+#include "events/json_template.h"
 #include "events/template.h"
 #include "util/util.h"
 
@@ -21,10 +22,12 @@ typedef struct opt_val {
     char **list;
     json_t *obj;      /* OBJECT */
     sb_template *tpl; /* TEMPLATE */
+    sb_json_template *jtpl; /* JSON_TEMPLATE */
     size_t n_map;     /* TEMPLATE_MAP: names, templates, and the texts in obj */
     char **keys;
     sb_template **tpls;
     int choice;       /* STRING with choices: index of the value, -1 unset */
+    char *ref;        /* STRING: the text as written when substitution changed it (errors name it, not the value) */
 } opt_val;
 
 struct sb_options {
@@ -45,6 +48,7 @@ const char *sb_option_type_name(sb_option_type t)
     case SB_OPT_OBJECT: return "object";
     case SB_OPT_TEMPLATE: return "template";
     case SB_OPT_TEMPLATE_MAP: return "template map";
+    case SB_OPT_JSON_TEMPLATE: return "JSON template";
     }
     return "?";
 }
@@ -194,6 +198,84 @@ static int parse_template_map(opt_val *o, const json_t *v, const char *path, cha
     return 0;
 }
 
+/* "$${" and "$$${" as an OBJECT option had them, where the loader read a
+ * plain ${NAME} as an environment variable: "$${f}" was how a config named
+ * the event field f, "$$${" a literal "${". Rewritten to template syntax
+ * ("${", "$${") so that configs written then keep their meaning. */
+static char *legacy_fields(const char *in)
+{
+    sb_strbuf b = {0};
+    sb_strbuf_add(&b, "", 0);
+    for (size_t i = 0; in[i];) {
+        size_t k = 0;
+        while (in[i + k] == '$')
+            k++;
+        if (k == 0) {
+            sb_strbuf_add(&b, in + i, 1);
+            i++;
+            continue;
+        }
+        if (in[i + k] == '{' && k == 2)
+            sb_strbuf_add(&b, "$", 1);
+        else if (in[i + k] == '{' && k == 3)
+            sb_strbuf_add(&b, "$$", 2);
+        else
+            sb_strbuf_add(&b, in + i, k);
+        i += k;
+    }
+    return b.p;
+}
+
+/* Substitute ${env:}/${file:} in every string (fields kept for run time),
+ * in place. */
+static int subst_tree_templates(json_t *v, const char *path, char *errstr, size_t errstr_size)
+{
+    if (json_is_string(v)) {
+        char *old = legacy_fields(json_string_value(v));
+        char *s = subst(old, 1, path, errstr, errstr_size);
+        free(old);
+        if (!s)
+            return -1;
+        int bad = json_string_set(v, s) != 0;
+        free(s);
+        if (bad)
+            return sb_err(errstr, errstr_size, "%s: the substituted value is not valid UTF-8 text", path);
+    } else if (json_is_object(v)) {
+        const char *key;
+        json_t *child;
+        json_object_foreach(v, key, child) {
+            char *sub = join_path(path, key);
+            int rc = subst_tree_templates(child, sub, errstr, errstr_size);
+            free(sub);
+            if (rc != 0)
+                return -1;
+        }
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            char *sub = sb_asprintf("%s[%zu]", path, i);
+            int rc = subst_tree_templates(json_array_get(v, i), sub, errstr, errstr_size);
+            free(sub);
+            if (rc != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int parse_json_template(opt_val *o, const json_t *v, const char *path, char *errstr, size_t errstr_size)
+{
+    json_t *copy = json_deep_copy(v);
+    if (!copy)
+        abort();
+    int rc = subst_tree_templates(copy, path, errstr, errstr_size);
+    if (rc == 0) {
+        o->jtpl = sb_json_template_compile(copy, path, errstr, errstr_size);
+        rc = o->jtpl ? 0 : -1;
+    }
+    json_decref(copy);
+    return rc;
+}
+
 static int parse_value(opt_val *o, const json_t *v, const char *path, char *errstr, size_t errstr_size)
 {
     switch (o->type) {
@@ -201,6 +283,8 @@ static int parse_value(opt_val *o, const json_t *v, const char *path, char *errs
         if (!json_is_string(v))
             return bad_value(path, "a string", v, errstr, errstr_size);
         o->str = subst(json_string_value(v), 0, path, errstr, errstr_size);
+        if (o->str && strcmp(o->str, json_string_value(v)) != 0)
+            o->ref = sb_strdup(json_string_value(v));
         return o->str ? 0 : -1;
     case SB_OPT_TEMPLATE: {
         if (!json_is_string(v))
@@ -242,6 +326,8 @@ static int parse_value(opt_val *o, const json_t *v, const char *path, char *errs
         return subst_tree(o->obj, path, errstr, errstr_size);
     case SB_OPT_TEMPLATE_MAP:
         return parse_template_map(o, v, path, errstr, errstr_size);
+    case SB_OPT_JSON_TEMPLATE:
+        return parse_json_template(o, v, path, errstr, errstr_size);
     }
     return sb_err(errstr, errstr_size, "%s: option has an unknown type %d in the plugin's table", path, (int)o->type);
 }
@@ -296,6 +382,12 @@ static int check_constraints(const sb_option_def *d, opt_val *o, const char *pat
                 return 0;
             }
         char *list = choices_list(d->choices);
+        if (o->ref) { /* a substituted value may be a secret: name its reference only */
+            sb_err(errstr, errstr_size, "%s: the value substituted for \"%s\" (not shown) is not one of the allowed "
+                   "values: %s", path, o->ref, list);
+            free(list);
+            return -1;
+        }
         const char *close = sb_closest_name(o->str, (const char *const *)d->choices, n);
         char hint[300] = "";
         if (close)
@@ -349,7 +441,8 @@ int sb_options_check_table(const sb_option_def *defs, size_t config_size, char *
             case SB_OPT_DOUBLE: width = sizeof(double); break;
             case SB_OPT_TEMPLATE:
             case SB_OPT_OBJECT:
-            case SB_OPT_TEMPLATE_MAP: width = sizeof(void *); break;
+            case SB_OPT_TEMPLATE_MAP:
+            case SB_OPT_JSON_TEMPLATE: width = sizeof(void *); break;
             case SB_OPT_STRING_LIST: break;
             }
             if (!width)
@@ -400,6 +493,11 @@ void sb_options_bind(const sb_options *o, const sb_option_def *defs, void *conf)
         case SB_OPT_TEMPLATE_MAP: {
             const json_t *j = v->obj;
             memcpy(at, &j, sizeof j);
+            break;
+        }
+        case SB_OPT_JSON_TEMPLATE: {
+            const sb_json_template *t = v->jtpl;
+            memcpy(at, &t, sizeof t);
             break;
         }
         case SB_OPT_STRING_LIST: break;
@@ -515,6 +613,7 @@ void sb_options_free(sb_options *o)
         opt_val *v = &o->vals[i];
         free(v->name);
         free(v->str);
+        free(v->ref);
         for (size_t j = 0; j < v->n_list; j++)
             free(v->list[j]);
         free(v->list);
@@ -526,6 +625,7 @@ void sb_options_free(sb_options *o)
         free(v->tpls);
         json_decref(v->obj);
         sb_template_free(v->tpl);
+        sb_json_template_free(v->jtpl);
     }
     free(o->vals);
     free(o);
@@ -736,4 +836,10 @@ void sb_options_print_doc(FILE *out, const sb_plugin *p)
             fprintf(out, "%*sFrom %s to %s.\n", (int)desc_col, "", lo, hi);
         }
     }
+}
+
+const sb_json_template *sb_opt_json_template(const sb_instance *ins, const char *name)
+{
+    const opt_val *v = lookup(ins, name, "sb_opt_json_template", SB_OPT_JSON_TEMPLATE, SB_OPT_JSON_TEMPLATE);
+    return v ? v->jtpl : NULL;
 }

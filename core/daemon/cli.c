@@ -23,6 +23,7 @@ int sb_cli_check(const sb_cli_opts *o)
         return SB_EXIT_CONFIG;
     }
     sb_registry *reg = sb_registry_new(cfg->plugin_dirs, cfg->n_plugin_dirs);
+    sb_registry_allow_insecure(reg, cfg->allow_insecure_plugins);
     /* once=1: instances are created but never started; no ledger needed */
     sb_router *r = sb_router_new(cfg, reg, NULL, 1, err, sizeof err);
     int rc = SB_EXIT_OK;
@@ -62,6 +63,7 @@ int sb_cli_plugins(const sb_cli_opts *o, const char *name)
         n_dirs = cfg->n_plugin_dirs;
     }
     sb_registry *reg = sb_registry_new(dirs, n_dirs);
+    sb_registry_allow_insecure(reg, cfg && cfg->allow_insecure_plugins);
     int rc = SB_EXIT_OK;
     if (name) {
         const sb_plugin *p = strchr(name, '/') ? sb_registry_load_file(reg, name, err, sizeof err)
@@ -85,30 +87,102 @@ int sb_cli_plugins(const sb_cli_opts *o, const char *name)
     return rc;
 }
 
+/* The state directory: --state-dir, else the config's (malloc'd). */
+static char *state_dir_of(const sb_cli_opts *o)
+{
+    char err[2048];
+    if (o->state_dir)
+        return sb_strdup(o->state_dir);
+    sb_config *cfg = sb_config_load(o->config_path, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "syncbridge: %s (or give --state-dir)\n", err);
+        return NULL;
+    }
+    char *dir = sb_strdup(cfg->state_dir);
+    sb_config_free(cfg);
+    return dir;
+}
+
+int sb_cli_ledger(const sb_cli_opts *o, int argc, char **argv)
+{
+    char err[2048];
+    int check = argc == 1 && strcmp(argv[0], "check") == 0;
+    if (!check && !(argc == 1 && strcmp(argv[0], "recover") == 0)) {
+        fprintf(stderr, "syncbridge: usage: syncbridge ledger check | ledger recover\n");
+        return SB_EXIT_USAGE;
+    }
+    char *dir = state_dir_of(o);
+    if (!dir)
+        return SB_EXIT_FAILURE;
+    int rc;
+    if (check) {
+        rc = sb_ledger_check(dir, stdout, err, sizeof err);
+        if (rc < 0)
+            fprintf(stderr, "syncbridge: %s\n", err);
+        rc = rc == 0 ? SB_EXIT_OK : SB_EXIT_FAILURE;
+    } else if (sb_ledger_lock(dir, err, sizeof err) < 0) { /* the daemon must be stopped */
+        fprintf(stderr, "syncbridge: %s\n", err);
+        rc = SB_EXIT_FAILURE;
+    } else {
+        rc = sb_ledger_recover(dir, stdout, err, sizeof err) == 0 ? SB_EXIT_OK : SB_EXIT_FAILURE;
+        if (rc != SB_EXIT_OK)
+            fprintf(stderr, "syncbridge: ledger recover: %s\n", err);
+    }
+    free(dir);
+    return rc;
+}
+
 static sb_ledger *open_ledger(const sb_cli_opts *o)
 {
     char err[2048];
-    const char *dir = o->state_dir;
-    sb_config *cfg = NULL;
-    if (!dir) {
-        cfg = sb_config_load(o->config_path, err, sizeof err);
-        if (!cfg) {
-            fprintf(stderr, "syncbridge: %s (or give --state-dir)\n", err);
-            return NULL;
-        }
-        dir = cfg->state_dir;
-    }
-    sb_ledger_opts lo = {.fsync = SB_FSYNC_PROCESS, .commit_interval_ms = 1, .retention_ms = 0};
+    char *dir = state_dir_of(o);
+    if (!dir)
+        return NULL;
+    sb_ledger_opts lo = {.fsync = SB_FSYNC_PROCESS, .commit_interval_ms = 1, .retention_ms = 0, .beside_daemon = 1};
     sb_ledger *l = sb_ledger_open(dir, &lo, err, sizeof err);
     if (!l)
         fprintf(stderr, "syncbridge: run ledger in %s: %s\n", dir, err);
-    sb_config_free(cfg);
+    free(dir);
     return l;
 }
 
-static const char *state_name(int s)
+/* Copy at most `width` characters of UTF-8 `s` into dst, cut on a
+ * character boundary (a cut value ends with "~"), padded with spaces to
+ * `width` columns. Columns count characters, not bytes, so a multi-byte
+ * name neither splits a character nor shifts the columns after it. */
+static void fit_column(char *dst, size_t dstsz, const char *s, size_t width)
 {
-    return s == SB_ENTRY_PENDING ? "pending" : s == SB_ENTRY_DONE ? "done" : s == SB_ENTRY_DEAD ? "dead" : "?";
+    size_t used = 0, chars = 0, i = 0, len = s ? strlen(s) : 0;
+    while (i < len && chars < width) {
+        size_t n = 1;
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0xf0)
+            n = 4;
+        else if (c >= 0xe0)
+            n = 3;
+        else if (c >= 0xc0)
+            n = 2;
+        if (i + n > len)
+            break;
+        /* the last column of a value that does not fit takes the cut mark */
+        if (chars == width - 1 && i + n < len)
+            break;
+        if (used + n + 1 > dstsz)
+            break;
+        memcpy(dst + used, s + i, n);
+        used += n;
+        i += n;
+        chars++;
+    }
+    if (i < len && used + 2 <= dstsz) {
+        dst[used++] = '~';
+        chars++;
+    }
+    while (chars < width && used + 2 <= dstsz) {
+        dst[used++] = ' ';
+        chars++;
+    }
+    dst[used] = '\0';
 }
 
 static void fmt_time(int64_t us, char *buf, size_t n)
@@ -131,19 +205,21 @@ static void print_entries(json_t *arr)
         const char *schema = json_string_value(json_object_get(f, "schema"));
         const char *table = json_string_value(json_object_get(f, "table"));
         const char *status = json_string_value(json_object_get(f, "status"));
-        char run[128], ts[32];
+        char *run, ts[32], run_col[36 * 4 + 1], route_col[14 * 4 + 1];
         if (schema && table)
-            snprintf(run, sizeof run, "%s.%s%s%s", schema, table, status ? " " : "", status ? status : "");
+            run = sb_asprintf("%s.%s%s%s", schema, table, status ? " " : "", status ? status : "");
         else
-            snprintf(run, sizeof run, "%s", json_string_value(json_object_get(e, "event_id")));
+            run = sb_strdup(json_string_value(json_object_get(e, "event_id")));
+        fit_column(run_col, sizeof run_col, run, 36);
+        fit_column(route_col, sizeof route_col, json_string_value(json_object_get(e, "route")), 14);
+        free(run);
         fmt_time(json_integer_value(json_object_get(e, "received_us")), ts, sizeof ts);
         const char *error = json_string_value(json_object_get(e, "error"));
-        printf("%-8lld %-8s %-14s %-5lld %-4lld %-20s %-36s %s\n",
-               (long long)json_integer_value(json_object_get(e, "entry_id")),
-               state_name((int)json_integer_value(json_object_get(e, "state"))),
-               json_string_value(json_object_get(e, "route")),
+        const char *state = json_string_value(json_object_get(e, "state")); /* the ledger's view names it */
+        printf("%-8lld %-8s %s %-5lld %-4lld %-20s %s %s\n",
+               (long long)json_integer_value(json_object_get(e, "entry_id")), state ? state : "?", route_col,
                (long long)json_integer_value(json_object_get(e, "next_step")) + 1,
-               (long long)json_integer_value(json_object_get(e, "attempts")), ts, run, error ? error : "");
+               (long long)json_integer_value(json_object_get(e, "attempts")), ts, run_col, error ? error : "");
     }
 }
 

@@ -50,6 +50,7 @@ static int pipeline_build(pipeline *p, const sb_run_opts *o, sb_ledger *ledger, 
         p->cfg->state_dir = sb_strdup(o->state_dir);
     }
     p->reg = sb_registry_new(p->cfg->plugin_dirs, p->cfg->n_plugin_dirs);
+    sb_registry_allow_insecure(p->reg, p->cfg->allow_insecure_plugins);
     p->router = sb_router_new(p->cfg, p->reg, ledger, o->once, err, errsz);
     return p->router ? 0 : -1;
 }
@@ -137,8 +138,16 @@ int sb_daemon_run(const sb_run_opts *o)
     apply_log(probe, o);
     sb_ledger_opts lo = {.fsync = probe->fsync,
                          .commit_interval_ms = probe->commit_interval_ms,
-                         .retention_ms = probe->retention_ms};
+                         .retention_ms = probe->retention_ms,
+                         .quick_check = probe->ledger_check_at_start,
+                         .drop_settled_payload = probe->keep_payload_until_settled};
     const char *state_dir = o->state_dir ? o->state_dir : probe->state_dir;
+    /* before the ledger: a second daemon must not even resume it */
+    if (sb_ledger_lock(state_dir, err, sizeof err) < 0) {
+        sb_log(NULL, SB_LOG_ERROR, "%s", err);
+        sb_config_free(probe);
+        return SB_EXIT_FAILURE;
+    }
     sb_ledger *ledger = sb_ledger_open(state_dir, &lo, err, sizeof err);
     if (!ledger) {
         sb_log(NULL, SB_LOG_ERROR, "run ledger: %s", err);

@@ -19,10 +19,11 @@ typedef struct sb_run_opts {
 /* Exit codes (documented in README "CLI"). */
 enum {
     SB_EXIT_OK = 0,
-    SB_EXIT_FAILURE = 1,    /* runtime failure: ledger, plugin start, source failed in --once */
+    SB_EXIT_FAILURE = 1,    /* runtime failure: state dir locked, ledger, plugin start, source failed in --once */
     SB_EXIT_USAGE = 2,
     SB_EXIT_CONFIG = 3,     /* invalid config or plugin (what and where is printed) */
-    SB_EXIT_DEAD = 4        /* --once finished, but some events were dead-lettered */
+    SB_EXIT_DEAD = 4,       /* --once finished, but some events were dead-lettered */
+    SB_EXIT_DISCREPANCY = 5 /* reconcile found runs missing, pending too long or orphaned */
 };
 
 /* Block SIGTERM, SIGINT, SIGHUP (and ignore SIGPIPE) in the calling

@@ -4,7 +4,11 @@
 #include "config/options_internal.h"
 #include "util/util.h"
 
+#include <limits.h>
+#include <syncbridge/log.h>
+
 #include <dirent.h>
+#include <stddef.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -25,6 +29,7 @@ typedef struct loaded {
 struct sb_registry {
     char **dirs;
     size_t n_dirs;
+    int allow_insecure;
     loaded *items;
     size_t n, cap;
 };
@@ -69,6 +74,8 @@ sb_registry *sb_registry_new(char *const *dirs, size_t n_dirs)
     return r;
 }
 
+void sb_registry_allow_insecure(sb_registry *r, int allow) { r->allow_insecure = allow; }
+
 void sb_registry_free(sb_registry *r)
 {
     if (!r)
@@ -83,6 +90,23 @@ void sb_registry_free(sb_registry *r)
     free(r->dirs);
     free(r->items);
     free(r);
+}
+
+size_t sb_plugin_size_for_minor(uint32_t minor)
+{
+    /* 2.0 and 2.1 end at abandon(); 2.2 appended preflight and registry_rows */
+    return minor < 2 ? offsetof(sb_plugin, preflight) : sizeof(sb_plugin);
+}
+
+/* A member appended after 2.0 exists only when the descriptor is long
+ * enough to hold it: an older plugin's symbol ends before it. */
+#define HAS_MEMBER(p, m) ((size_t)(p)->struct_size >= offsetof(sb_plugin, m) + sizeof((p)->m))
+
+sb_preflight_fn sb_plugin_preflight(const sb_plugin *p) { return HAS_MEMBER(p, preflight) ? p->preflight : NULL; }
+
+sb_registry_rows_fn sb_plugin_registry_rows(const sb_plugin *p)
+{
+    return HAS_MEMBER(p, registry_rows) ? p->registry_rows : NULL;
 }
 
 static int valid_name(const char *s)
@@ -103,7 +127,7 @@ static int check_options(const sb_plugin *p, const char *path, char *errstr, siz
         const sb_option_def *o = &p->options[i];
         if (!valid_name(o->name))
             return sb_err(errstr, errstr_size, "%s: option #%zu has an invalid name \"%s\"", path, i + 1, o->name);
-        if (o->type < SB_OPT_STRING || o->type > SB_OPT_TEMPLATE_MAP)
+        if (o->type < SB_OPT_STRING || o->type > SB_OPT_JSON_TEMPLATE)
             return sb_err(errstr, errstr_size, "%s: option \"%s\" has an unknown type %d", path, o->name, (int)o->type);
         for (size_t j = 0; j < i; j++)
             if (strcmp(p->options[j].name, o->name) == 0)
@@ -152,6 +176,38 @@ static const loaded *find_loaded(const sb_registry *r, const char *name)
     return NULL;
 }
 
+/* Could someone other than root or the daemon's user have changed the file
+ * at `real` (symlinks resolved) or its directory? Refused with the reason,
+ * or a warning with allow_insecure. */
+static int check_trust(const sb_registry *r, const char *path, const char *real, char *errstr, size_t errstr_size)
+{
+    char why[160], *dir = sb_strdup(real);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    struct stat st;
+    int rc = 0;
+    const char *what = NULL;
+    if (stat(real, &st) != 0)
+        rc = sb_err(errstr, errstr_size, "%s: %s", path, strerror(errno));
+    else if (sb_untrusted_owner_or_mode(&st, why, sizeof why))
+        what = real;
+    else if (stat(slash ? dir : ".", &st) != 0)
+        rc = sb_err(errstr, errstr_size, "%s: its directory: %s", path, strerror(errno));
+    else if (sb_untrusted_owner_or_mode(&st, why, sizeof why))
+        what = slash ? dir : ".";
+    if (what && r->allow_insecure)
+        sb_log(NULL, SB_LOG_WARN, "plugin %s: %s is %s; loaded because allow_insecure_plugins is set", path, what,
+               why);
+    else if (what)
+        rc = sb_err(errstr, errstr_size,
+                    "plugin %s refused: %s is %s, so another user could put code into the daemon; fix the owner or "
+                    "mode (chown root, chmod go-w), or set allow_insecure_plugins",
+                    path, what, why);
+    free(dir);
+    return rc;
+}
+
 const sb_plugin *sb_registry_load_file(sb_registry *r, const char *path, char *errstr, size_t errstr_size)
 {
     struct stat st;
@@ -162,8 +218,15 @@ const sb_plugin *sb_registry_load_file(sb_registry *r, const char *path, char *e
     for (size_t i = 0; i < r->n; i++)
         if (strcmp(r->items[i].path, path) == 0)
             return r->items[i].desc;
+    char real[PATH_MAX];
+    if (!realpath(path, real)) {
+        sb_err(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (check_trust(r, path, real, errstr, errstr_size) != 0)
+        return NULL;
 
-    void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    void *dl = dlopen(real, RTLD_NOW | RTLD_LOCAL);
     if (!dl) {
         const char *e = dlerror();
         sb_err(errstr, errstr_size, "%s: not a loadable shared object: %s", path, e ? e : "unknown error");
@@ -187,11 +250,12 @@ const sb_plugin *sb_registry_load_file(sb_registry *r, const char *path, char *e
         dlclose(dl);
         return NULL;
     }
-    if (p->struct_size != sizeof(sb_plugin)) {
+    if (p->struct_size != sb_plugin_size_for_minor(p->abi_minor)) {
         sb_err(errstr, errstr_size,
                "%s: descriptor size %u does not match ABI %u.%u (expected %zu); rebuild the plugin against the "
                "syncbridge %s SDK",
-               path, p->struct_size, p->abi_major, p->abi_minor, sizeof(sb_plugin), PACKAGE_VERSION);
+               path, p->struct_size, p->abi_major, p->abi_minor, sb_plugin_size_for_minor(p->abi_minor),
+               PACKAGE_VERSION);
         dlclose(dl);
         return NULL;
     }
@@ -214,9 +278,36 @@ const sb_plugin *sb_registry_load_file(sb_registry *r, const char *path, char *e
     return p;
 }
 
+/* The file found for a name, symlinks resolved, must lie inside the
+ * directory it was found in (resolved too). */
+static int confine(const sb_registry *r, const char *path, char *errstr, size_t errstr_size)
+{
+    char real[PATH_MAX], rdir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? sb_asprintf("%.*s", (int)(slash - path), path) : sb_strdup(".");
+    int rc = 0;
+    (void)r;
+    if (!realpath(path, real) || !realpath(*dir ? dir : "/", rdir)) {
+        rc = sb_err(errstr, errstr_size, "%s: %s", path, strerror(errno));
+    } else {
+        size_t n = strlen(rdir);
+        if (strncmp(real, rdir, n) != 0 || (real[n] != '/' && strcmp(rdir, "/") != 0))
+            rc = sb_err(errstr, errstr_size, "plugin %s refused: it resolves to %s, outside its directory %s", path,
+                        real, rdir);
+    }
+    free(dir);
+    return rc;
+}
+
 const sb_plugin *sb_registry_get(sb_registry *r, const char *name, sb_plugin_kind kind, const char *used_as,
                                  char *errstr, size_t errstr_size)
 {
+    /* before any path is built from it: "../x" or "/tmp/x" is never a name */
+    if (!valid_name(name)) {
+        sb_err(errstr, errstr_size, "%s: \"%s\" is not a plugin name (want [a-z0-9_]+: plugins are found by name "
+               "in plugin_path, never by path)", used_as ? used_as : "plugin", name ? name : "");
+        return NULL;
+    }
     const loaded *l = find_loaded(r, name);
     const sb_plugin *p = l ? l->desc : NULL;
     if (!p) {
@@ -245,6 +336,10 @@ const sb_plugin *sb_registry_get(sb_registry *r, const char *name, sb_plugin_kin
         if (!found) {
             sb_err(errstr, errstr_size, "%s: plugin \"%s\" not found (searched %s)", used_as ? used_as : name, name,
                    searched);
+            return NULL;
+        }
+        if (confine(r, found, errstr, errstr_size) != 0) {
+            free(found);
             return NULL;
         }
         p = sb_registry_load_file(r, found, errstr, errstr_size);

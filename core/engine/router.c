@@ -42,6 +42,7 @@ static int build_instances(sb_router *r, char *errstr, size_t errstr_size)
         in->conf = ic;
         in->ins = sb_instance_new(ic->name, p, opts, r->once, c->state_dir);
         pthread_rwlock_init(&in->lock, NULL);
+        pthread_mutex_init(&in->life_mu, NULL);
         if (sb_instance_create(in->ins, err, sizeof err) != 0)
             return sb_err(errstr, errstr_size, "%s: %s.%s: %s", ic->file, section_of(ic->kind), ic->name, err);
     }
@@ -61,6 +62,7 @@ static int build_routes(sb_router *r, char *errstr, size_t errstr_size)
         rt->max_bytes = rc->max_inflight_bytes > 0 ? rc->max_inflight_bytes : c->max_inflight_bytes;
         pthread_mutex_init(&rt->mu, NULL);
         pthread_cond_init(&rt->cv_space, NULL);
+        rt->freshness = sb_freshness_new();
         if (rc->match) {
             char *where = sb_asprintf("%s: routes.%s.match", rc->file, rc->name);
             rt->match = sb_match_compile(rc->match, where, errstr, errstr_size);
@@ -283,9 +285,13 @@ int sb_router_stop(sb_router *r, int64_t timeout_ms)
     /* Long work in progress (a copy) returns soon and resumes after the
      * restart from its step state, instead of holding up the drain. */
     for (size_t i = 0; i < r->n_insts; i++) {
-        sb_instance *ins = r->insts[i].ins;
-        if (ins->plugin->kind != SB_KIND_SOURCE && ins->plugin->cancel && ins->created)
-            ins->plugin->cancel(ins->self);
+        inst_rt *in = &r->insts[i];
+        if (in->ins->plugin->kind == SB_KIND_SOURCE || !in->ins->plugin->cancel)
+            continue;
+        pthread_mutex_lock(&in->life_mu); /* not during a restart's destroy/create */
+        if (in->ins->created)
+            in->ins->plugin->cancel(in->ins->self);
+        pthread_mutex_unlock(&in->life_mu);
     }
     int64_t deadline = sb_mono_us() + timeout_ms * 1000;
     while (atomic_load(&r->work) > 0 && sb_mono_us() < deadline)
@@ -319,15 +325,21 @@ int sb_router_stop(sb_router *r, int64_t timeout_ms)
     return 0;
 }
 
-static void free_queue(step_rt *st)
+static void free_list(entry *e)
 {
-    entry *e = st->head;
     while (e) {
         entry *next = e->next;
         sb_entry_free(e);
         e = next;
     }
-    st->head = st->tail = NULL;
+}
+
+/* What is left is pending in the ledger: the next start resumes it. */
+static void free_queue(step_rt *st)
+{
+    free_list(st->head);
+    free_list(st->held_head);
+    st->head = st->tail = st->held_head = st->held_tail = NULL;
 }
 
 void sb_router_free(sb_router *r)
@@ -351,6 +363,8 @@ void sb_router_free(sb_router *r)
     for (size_t i = 0; i < r->heap_n; i++)
         sb_entry_free(r->heap[i]);
     free(r->heap);
+    for (size_t i = 0; i < r->n_routes; i++) /* after every entry that may point into them */
+        sb_freshness_free(r->routes[i].freshness);
     for (size_t i = 0; i < r->n_sources; i++) {
         free(r->sources[i].routes);
         free(r->sources[i].checkpoint);
@@ -360,6 +374,7 @@ void sb_router_free(sb_router *r)
     for (size_t i = 0; i < r->n_insts; i++) {
         sb_instance_free(r->insts[i].ins);
         pthread_rwlock_destroy(&r->insts[i].lock);
+        pthread_mutex_destroy(&r->insts[i].life_mu);
     }
     free(r->insts);
     free(r->routes);
@@ -404,19 +419,23 @@ json_t *sb_router_stats(sb_router *r)
         pthread_mutex_lock(&rt->mu);
         json_int_t inflight = rt->inflight, bytes = rt->inflight_bytes;
         pthread_mutex_unlock(&rt->mu);
-        json_t *queues = json_array();
+        json_t *queues = json_array(), *held = json_array(), *open = json_array();
         for (size_t s = 0; s < rt->n_steps; s++) {
             pthread_mutex_lock(&rt->steps[s].mu);
             json_array_append_new(queues, json_integer((json_int_t)rt->steps[s].queued));
+            json_array_append_new(held, json_integer((json_int_t)rt->steps[s].held));
+            json_array_append_new(open, json_boolean(rt->steps[s].open));
             pthread_mutex_unlock(&rt->steps[s].mu);
         }
         json_object_set_new(
             routes, rt->conf->name,
-            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I}}", "in", (json_int_t)rt->n_in,
+            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:I}}", "in",
+                      (json_int_t)rt->n_in, "circuit_opens", (json_int_t)rt->n_circuit_opens,
                       "settled", (json_int_t)(rt->n_done + rt->n_dead), "done", (json_int_t)rt->n_done, "dead",
                       (json_int_t)rt->n_dead, "retried", (json_int_t)rt->n_retried, "waits", (json_int_t)rt->n_waits,
                       "progress_bytes", (json_int_t)rt->n_progress_bytes, "duplicates",
-                      (json_int_t)rt->n_dup, "inflight", inflight, "inflight_bytes", bytes, "queued", queues,
+                      (json_int_t)rt->n_dup, "inflight", inflight, "inflight_bytes", bytes, "queued", queues, "held", held,
+                      "circuit_open", open,
                       "latency_us", "p50", (json_int_t)sb_hist_quantile(&rt->latency, 0.50), "p99",
                       (json_int_t)sb_hist_quantile(&rt->latency, 0.99), "max", (json_int_t)rt->latency.max, "count",
                       (json_int_t)rt->latency.count));

@@ -60,3 +60,11 @@ const sb_hist *sb_router_route_latency(sb_router *r, size_t i, const char **name
         *name = r->routes[i].conf->name;
     return &r->routes[i].latency;
 }
+
+sb_freshness *sb_router_route_freshness(sb_router *r, size_t i, const char **name)
+{
+    if (i >= r->n_routes)
+        return NULL;
+    *name = r->routes[i].conf->name;
+    return r->routes[i].freshness;
+}

@@ -17,6 +17,7 @@
 
 #include "util/histogram.h"
 #include "engine/router.h"
+#include "engine/freshness.h"
 
 typedef struct sb_router_health {
     int sources_total;
@@ -34,5 +35,9 @@ void sb_router_health_get(sb_router *r, int64_t now_mono_us, sb_router_health *h
  * admission to settlement). NULL when i >= number of routes. The histogram
  * lives as long as the router. */
 const sb_hist *sb_router_route_latency(sb_router *r, size_t i, const char **name);
+
+/* Routes by index, for the run freshness per table (engine/freshness.h):
+ * NULL when i >= number of routes. Lives as long as the router. */
+sb_freshness *sb_router_route_freshness(sb_router *r, size_t i, const char **name);
 
 #endif

@@ -44,10 +44,17 @@ void sb_route_release(route_rt *rt, int64_t n, int64_t bytes)
 
 /* ---- entries ------------------------------------------------------------ */
 
+void sb_entry_track(entry *e)
+{
+    e->fresh_slot = e->route->freshness ? sb_freshness_track(e->route->freshness, e->id, e->ev, &e->finished_us) : -1;
+}
+
 void sb_entry_free(entry *e)
 {
     if (!e)
         return;
+    if (e->fresh_slot >= 0)
+        sb_freshness_forget(e->route->freshness, e->fresh_slot, e->id, e->finished_us);
     sb_event_free(e->ev);
     json_decref(e->states);
     free(e);
@@ -70,6 +77,10 @@ void sb_entry_count_settled(entry *e, int done)
     else
         atomic_fetch_add(&rt->n_dead, 1);
     sb_hist_add(&rt->latency, sb_mono_us() - e->admitted_mono);
+    if (e->fresh_slot >= 0) {
+        sb_freshness_settle(rt->freshness, e->fresh_slot, e->id, e->finished_us, done, sb_now_us());
+        e->fresh_slot = -1;
+    }
 }
 
 void sb_step_push_list(step_rt *s, entry *head, entry *tail, size_t n)

@@ -122,6 +122,7 @@ static prepared *prepare(source_rt *src, sb_event **events, size_t n, const char
                                      .route = p->pairs[k].route->conf->name,
                                      .source = src->inst->ins->name,
                                      .payload = p->payloads[i],
+                                     .payload_len = p->plen[i],
                                      .received_us = p->events[i]->received_us};
         for (size_t j = 0; j < src->n_routes; j++)
             if (src->routes[j] == p->pairs[k].route) {
@@ -194,6 +195,7 @@ static int commit_and_route(source_rt *src, prepared *p)
         } else {
             e->ev = sb_event_clone(p->events[i]);
         }
+        sb_entry_track(e);
         size_t j = 0;
         while (src->routes[j] != rt)
             j++;
@@ -244,6 +246,48 @@ int sb_source_emit(sb_source_ctx *ctx, sb_event **events, size_t n, const char *
     }
     prepared *p = prepare(ctx->src, events, n, checkpoint);
     return p ? commit_and_route(ctx->src, p) : -1;
+}
+
+int sb_source_dead_letter(sb_source_ctx *ctx, sb_event *ev, const char *reason)
+{
+    source_rt *src = ctx->src;
+    sb_router *r = src->router;
+    if (sb_source_flush(ctx) != 0 || atomic_load(&r->stopping) || !reason || !*reason) {
+        sb_event_free(ev);
+        return -1;
+    }
+    sb_event_set_source(ev, src->inst->ins->name);
+    if (!ev->received_us)
+        ev->received_us = sb_now_us();
+    char *payload = sb_event_to_payload(ev);
+    size_t nr = src->n_routes;
+    sb_ledger_new *news = sb_xcalloc(nr ? nr : 1, sizeof *news);
+    for (size_t j = 0; j < nr; j++)
+        news[j] = (sb_ledger_new){.event_id = ev->id, .route = src->routes[j]->conf->name,
+                                  .source = src->inst->ins->name, .payload = payload,
+                                  .received_us = ev->received_us, .dead_reason = reason};
+    char err[1024];
+    int rc = -1;
+    if (!payload)
+        sb_log(src->inst->ins, SB_LOG_ERROR, "event %s cannot be serialised; not dead-lettered", ev->id);
+    else if (sb_ledger_accept(r->ledger, src->inst->ins->name, NULL, news, nr, err, sizeof err) != 0)
+        sb_log(src->inst->ins, SB_LOG_ERROR, "run ledger refused dead letter %s: %s", ev->id, err);
+    else
+        rc = 0;
+    for (size_t j = 0; rc == 0 && j < nr; j++) {
+        atomic_fetch_add(&src->routes[j]->n_in, 1);
+        if (news[j].duplicate) {
+            atomic_fetch_add(&src->routes[j]->n_dup, 1);
+            continue;
+        }
+        atomic_fetch_add(&src->routes[j]->n_dead, 1);
+        sb_log(src->inst->ins, SB_LOG_WARN, "event %s dead-lettered on route %s: %s", ev->id,
+               src->routes[j]->conf->name, reason);
+    }
+    free(news);
+    free(payload);
+    sb_event_free(ev);
+    return rc;
 }
 
 int sb_source_emit_async(sb_source_ctx *ctx, sb_event **events, size_t n, const char *checkpoint)
@@ -428,6 +472,7 @@ int sb_router_requeue(sb_router *r, const sb_ledger_pending *p, int wait)
         json_decref(added);
     }
     entry *e = sb_xcalloc(1, sizeof *e);
+    e->fresh_slot = -1;
     e->route = rt;
     e->id = p->entry_id;
     e->ev = ev;
@@ -469,6 +514,7 @@ int sb_router_requeue(sb_router *r, const sb_ledger_pending *p, int wait)
         sb_entry_free(e);
         return -1;
     }
+    sb_entry_track(e);
     int64_t now = sb_now_us();
     if (p->next_retry_us > now) {
         e->due_mono = sb_mono_us() + (p->next_retry_us - now);

@@ -182,11 +182,14 @@ static void restart_instance(inst_rt *in)
     atomic_fetch_add(&in->restarts, 1);
     atomic_fetch_add(&in->generation, 1);
     sb_instance_stop(ins);
+    pthread_mutex_lock(&in->life_mu);
     if (ins->created && ins->plugin->destroy)
         ins->plugin->destroy(ins->self);
     ins->created = 0;
     ins->self = NULL;
-    if (sb_instance_create(ins, err, sizeof err) != 0 || sb_instance_start(ins, err, sizeof err) != 0) {
+    int failed = sb_instance_create(ins, err, sizeof err) != 0 || sb_instance_start(ins, err, sizeof err) != 0;
+    pthread_mutex_unlock(&in->life_mu);
+    if (failed) {
         sb_log(ins, SB_LOG_ERROR, "restart after a fatal error failed: %s", err);
         in->broken = 1;
         return;
@@ -202,8 +205,9 @@ typedef struct worker_slot {
     int made;
 } worker_slot;
 
-/* worker_fini() for a slot; the instance's current self is passed (after
- * a restart it is not the one init saw: fini frees the worker state only). */
+/* worker_fini() for a slot; the instance's current self is passed: after a
+ * restart it is not the one init saw, and after a failed restart it is
+ * NULL (plugin.h: fini frees the worker state only). */
 static void worker_slot_fini(inst_rt *in, worker_slot *w)
 {
     if (!w->made)
@@ -335,6 +339,10 @@ static int64_t backoff_ms(const sb_retry_policy *p, int attempts)
 typedef struct handoff {
     entry *head, *tail;
     size_t n;
+    int hold;              /* the batch failed whole: retries wait for the circuit's probe */
+    int64_t hold_delay_ms; /* until then, as far as known */
+    entry *hhead, *htail;  /* held: to sb_circuit_hold() */
+    size_t hn;
     int64_t released, released_bytes;
     sb_ledger_step *done; /* room for the whole batch */
     size_t n_done;
@@ -387,9 +395,11 @@ static void dead_letter(sb_router *r, entry *e, const char *reason, handoff *h)
     settle_into(h, e, 0);
 }
 
-/* The core gives up on e at step s (its step_timeout ran out): members that
- * are not done and have abandon() get the event with its state, so that
- * they can cancel what they started. Their results are ignored. */
+/* The core gives up on e at step s (its step_timeout ran out or its retry
+ * budget is spent): members that are not done and have abandon() get the
+ * event with its state, so that they can cancel what they started. Their
+ * results are ignored. A FAIL answer gets no abandon(): the plugin that
+ * answered it knows and cleans up itself. */
 static void abandon_entry(sb_router *r, step_rt *s, entry *e)
 {
     for (size_t m = 0; m < s->n; m++) {
@@ -462,13 +472,30 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         char why[700];
         snprintf(why, sizeof why, "retry budget exhausted after %d attempts over %llds: %s", e->attempts,
                  (long long)((now - e->retry_since_us) / 1000000), o->reason);
+        abandon_entry(r, s, e); /* the core gives up: remote work left open would be orphaned */
         dead_letter(r, e, why, h);
+        return;
+    }
+    atomic_fetch_add(&e->route->n_retried, 1);
+    if (h->hold) {
+        /* The step is failing, not this event: it waits with the others
+         * for the circuit's probe instead of a timer of its own. */
+        sb_ledger_retry(r->ledger, e->id, e->step, e->attempts, now + h->hold_delay_ms * 1000, o->reason);
+        if (sb_log_enabled(SB_LOG_DEBUG))
+            sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d held for the step's next probe in %lldms (%s)",
+                   e->route->conf->name, e->ev->id, e->step + 1, (long long)h->hold_delay_ms, o->reason);
+        e->next = NULL;
+        if (h->htail)
+            h->htail->next = e;
+        else
+            h->hhead = e;
+        h->htail = e;
+        h->hn++;
         return;
     }
     int64_t delay = o->charged ? backoff_ms(&s->retry, e->attempts) : s->retry.initial_ms;
     if (o->retry_after_ms > delay)
         delay = o->retry_after_ms;
-    atomic_fetch_add(&e->route->n_retried, 1);
     sb_ledger_retry(r->ledger, e->id, e->step, e->attempts, now + delay * 1000, o->reason);
     if (sb_log_enabled(SB_LOG_DEBUG))
         sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d retry in %lldms (%s)", e->route->conf->name, e->ev->id,
@@ -555,7 +582,22 @@ static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *
     sb_event_discard_added(seen);
 }
 
-static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot *slots, int busy_slot)
+/* Whether member call mc failed as a whole (RETRY or FATAL for every event
+ * it was given), and its Retry-After pause, taken before its results are. */
+static int member_failed_whole(member_call *mc, int64_t *retry_after)
+{
+    size_t bad = 0;
+    for (size_t j = 0; j < mc->batch.n; j++) {
+        sb_result res = mc->batch.res[j];
+        if (res == SB_RESULT_RETRY || res == SB_RESULT_FATAL)
+            bad++;
+        if (res == SB_RESULT_RETRY && mc->batch.retry_after_ms[j] > *retry_after)
+            *retry_after = mc->batch.retry_after_ms[j];
+    }
+    return mc->batch.n > 0 && bad == mc->batch.n;
+}
+
+static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot *slots, int busy_slot, int probe)
 {
     int64_t now = sb_now_us();
     for (size_t i = 0; i < n; i++) {
@@ -609,8 +651,15 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot
     }
 
     outcome *outs = sb_xcalloc(n, sizeof *outs);
+    int failed = 0;
+    int64_t retry_after = 0;
     for (size_t m = 0; m < ncalls; m++) {
         member_call *mc = &calls[m];
+        int64_t member_ra = 0;
+        failed |= member_failed_whole(mc, &member_ra);
+        sb_instance_pause(mc->in, member_ra); /* Retry-After holds the whole instance back */
+        if (member_ra > retry_after)
+            retry_after = member_ra;
         for (size_t j = 0; j < mc->batch.n; j++) {
             entry *e = es[mc->idx[j]];
             take_result(r, s, m, e, mc->batch.evs[j], mc->batch.res[j], mc->batch.reason[j],
@@ -622,12 +671,25 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot
         batch_fini(&mc->batch);
         free(mc->idx);
     }
-    handoff h = {.done = sb_xcalloc(n, sizeof *h.done)};
+    const char *why = NULL;
+    int charged = 0;
+    for (size_t i = 0; i < n && failed; i++) {
+        if (outs[i].retry && !why)
+            why = outs[i].reason;
+        charged |= outs[i].charged;
+    }
+    handoff h = {.done = sb_xcalloc(n, sizeof *h.done), .hold = failed};
+    /* A batch that failed whole opens the step's circuit; one that did not
+     * closes it. */
+    h.hold_delay_ms = sb_circuit_result(s, probe, failed, charged, why);
+    if (h.hold_delay_ms < retry_after)
+        h.hold_delay_ms = retry_after;
     for (size_t i = 0; i < n; i++)
         settle_attempt(r, s, es[i], &outs[i], &h);
     /* Before the entries move on, so that the next step's results are
      * queued after these. */
     sb_ledger_steps_done(r->ledger, h.done, h.n_done);
+    sb_circuit_hold(s, h.hhead, h.htail, h.hn);
     for (size_t i = 0; i < n; i++)
         free(outs[i].added);
     free(outs);
@@ -635,6 +697,36 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot
     if (h.n) {
         atomic_fetch_add(&r->work, (int64_t)h.n);
         sb_step_push_list(&s->route->steps[s->index + 1], h.head, h.tail, h.n);
+    }
+    if (h.released)
+        sb_route_release(s->route, h.released, h.released_bytes);
+}
+
+/* Held entries whose time ran out while their step was failing: the same
+ * budgets as after an attempt of their own (settle_attempt). */
+static void expire_held(sb_router *r, step_rt *s, entry *list)
+{
+    char last[512];
+    pthread_mutex_lock(&s->mu);
+    snprintf(last, sizeof last, "%s", s->open_reason[0] ? s->open_reason : "the step was failing");
+    pthread_mutex_unlock(&s->mu);
+    handoff h = {0};
+    int64_t now = sb_now_us();
+    while (list) {
+        entry *e = list;
+        list = e->next;
+        char why[800];
+        if (now - e->first_attempt_us >= s->timeout_ms * 1000) {
+            snprintf(why, sizeof why, "step_timeout reached after %llds, held while the step was failing: %s",
+                     (long long)((now - e->first_attempt_us) / 1000000), last);
+            abandon_entry(r, s, e);
+        } else {
+            snprintf(why, sizeof why,
+                     "retry budget exhausted after %d attempts over %llds, held while the step was failing: %s",
+                     e->attempts, (long long)((now - e->retry_since_us) / 1000000), last);
+            abandon_entry(r, s, e);
+        }
+        dead_letter(r, e, why, &h);
     }
     if (h.released)
         sb_route_release(s->route, h.released, h.released_bytes);
@@ -651,26 +743,17 @@ void *sb_step_worker(void *arg)
     name[15] = '\0';
     pthread_setname_np(pthread_self(), name);
     for (;;) {
-        pthread_mutex_lock(&s->mu);
-        while (!s->head && !atomic_load(&r->workers_stop))
-            pthread_cond_wait(&s->cv, &s->mu);
-        if (atomic_load(&r->workers_stop)) {
-            pthread_mutex_unlock(&s->mu);
-            break;
-        }
         size_t n = 0;
-        while (s->head && n < (size_t)s->batch_max) {
-            entry *e = s->head;
-            s->head = e->next;
-            batch[n++] = e;
-        }
-        if (!s->head)
-            s->tail = NULL;
-        s->queued -= n;
-        pthread_mutex_unlock(&s->mu);
-
+        int probe = 0;
+        entry *expired = NULL;
+        if (sb_circuit_take(s, batch, &n, &probe, &expired) != 0)
+            break;
+        if (expired)
+            expire_held(r, s, expired);
+        if (!n)
+            continue;
         int busy = sb_step_busy_begin(s);
-        run_step(r, s, batch, n, slots, busy);
+        run_step(r, s, batch, n, slots, busy, probe);
         sb_step_busy_end(s, busy);
         atomic_fetch_sub(&r->work, (int64_t)n);
     }

@@ -342,6 +342,8 @@ static const char *skip_string(const char *p, const char *end)
 /* Past the value starting at p, in valid JSON. */
 static const char *skip_value(const char *p, const char *end)
 {
+    if (p >= end) /* a member list cut after its ':' */
+        return end;
     if (*p == '"')
         return skip_string(p, end);
     if (*p != '{' && *p != '[') {
@@ -432,7 +434,9 @@ static int span_is(const sb_json_span *m, const char *key, size_t keylen)
 
 static void found(const sb_json_span *m, sb_json_member *member)
 {
-    *member = (sb_json_member){*m->value == '"' ? SB_JSON_MEMBER_STRING : SB_JSON_MEMBER_OTHER, m->value,
+    /* a text cut right after ':' leaves an empty value at the very end */
+    int is_string = m->value_len > 0 && *m->value == '"';
+    *member = (sb_json_member){is_string ? SB_JSON_MEMBER_STRING : SB_JSON_MEMBER_OTHER, m->value,
                                m->value_len};
 }
 

@@ -1,7 +1,11 @@
 /* auth.c - token providers behind one interface: service-account key
  * (JWT bearer grant), GCE metadata server, static token, none. One cached
  * token per provider; when it needs refreshing, one caller fetches while
- * the others wait on a condition variable. */
+ * the others wait on a condition variable. After a failed fetch no caller
+ * fetches again before the backoff has passed, so a refusing token
+ * endpoint sees a bounded rate whatever the number of callers, and the
+ * log gets one line when fetching starts failing and one when it works
+ * again. */
 #include "build_config.h"
 #include "gcp_internal.h"
 #include "util/util.h"
@@ -37,6 +41,13 @@ struct sb_gcp_auth {
     int refreshing;
     uint64_t generation;  /* bumped after each fetch attempt */
     char last_err[1024];
+
+    /* fetch backoff: the retry schedule of the client's conf */
+    int64_t backoff_initial_ms, backoff_max_ms;
+    double backoff_mult;
+    int fail_streak;      /* failed fetches in a row */
+    int64_t next_fetch_us; /* monotonic: no fetch before this after a failure */
+    int64_t failing_since_us;
 };
 
 static void wipe_free(char *s)
@@ -68,6 +79,18 @@ static int load_key_file(sb_gcp_auth *a, const char *path, int allow_insecure, c
                       "key file %s is readable by group/others (mode %04o); run chmod 600 %s, or set "
                       "allow_insecure_key_file to accept it",
                       path, (unsigned)(st.st_mode & 07777), path);
+    /* whoever can write the directory can swap the key for their own */
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? sb_asprintf("%.*s", slash == path ? 1 : (int)(slash - path), path) : sb_strdup(".");
+    char why[160];
+    int untrusted = stat(dir, &st) == 0 && sb_untrusted_owner_or_mode(&st, why, sizeof why);
+    if (untrusted && !allow_insecure) {
+        sb_err(errstr, errstr_size, "key file %s: its directory %s is %s; fix it, or set allow_insecure_key_file to "
+               "accept it", path, dir, why);
+        free(dir);
+        return -1;
+    }
+    free(dir);
     char err[256];
     size_t len = 0;
     char *txt = sb_read_file(path, &len, err, sizeof err);
@@ -120,6 +143,10 @@ sb_gcp_auth *sb_gcp__auth_new(const sb_gcp_conf *conf, sb_gcp_auth_mode mode, ch
     a->ins = conf->ins;
     a->margin_ms = conf->refresh_margin_ms >= 0 ? conf->refresh_margin_ms : 225000;
     a->scope = scope_string(conf->scopes);
+    a->backoff_initial_ms = conf->retry_initial_ms > 0 ? conf->retry_initial_ms : 1;
+    a->backoff_max_ms = conf->retry_max_delay_ms > a->backoff_initial_ms ? conf->retry_max_delay_ms
+                                                                          : a->backoff_initial_ms;
+    a->backoff_mult = conf->retry_multiplier >= 1.0 ? conf->retry_multiplier : 2.0;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
 
@@ -236,8 +263,8 @@ static int is_clock_error(const char *line)
     return 0;
 }
 
-static int fetch_service_account(sb_gcp_auth *a, const sb_gcp__transport *t, char **token, int64_t *expires_in_s,
-                                 char *errstr, size_t errstr_size)
+static int fetch_service_account(sb_gcp_auth *a, const sb_gcp__transport *t, int no_wait, char **token,
+                                 int64_t *expires_in_s, int64_t *after_ms, char *errstr, size_t errstr_size)
 {
     char err[512];
     int64_t iat = (int64_t)time(NULL) + sb_gcp__clock_offset_s;
@@ -248,7 +275,8 @@ static int fetch_service_account(sb_gcp_auth *a, const sb_gcp__transport *t, cha
     wipe_free(jwt);
     static const char *const hdrs[] = {"Content-Type: application/x-www-form-urlencoded", "Accept: application/json",
                                        NULL};
-    sb_gcp_request req = {0};
+    sb_gcp_request req = SB_GCP_REQUEST_INIT;
+    req.no_wait = no_wait;
     req.method = "POST";
     req.url = a->token_uri;
     req.headers = hdrs;
@@ -259,6 +287,7 @@ static int fetch_service_account(sb_gcp_auth *a, const sb_gcp__transport *t, cha
     sb_gcp_response r;
     sb_gcp_result rc = t->send(t->ud, &req, &r, 0, NULL, err, sizeof err);
     wipe_free(body);
+    *after_ms = r.retry_after_ms;
     int ret = -1;
     if (rc == SB_GCP_OK) {
         char who[300];
@@ -283,12 +312,13 @@ static int fetch_service_account(sb_gcp_auth *a, const sb_gcp__transport *t, cha
     return ret;
 }
 
-static int fetch_metadata(sb_gcp_auth *a, const sb_gcp__transport *t, char **token, int64_t *expires_in_s, char *errstr,
-                          size_t errstr_size)
+static int fetch_metadata(sb_gcp_auth *a, const sb_gcp__transport *t, int no_wait, char **token, int64_t *expires_in_s,
+                          int64_t *after_ms, char *errstr, size_t errstr_size)
 {
     char err[512];
     static const char *const hdrs[] = {"Accept: application/json", NULL};
-    sb_gcp_request req = {0};
+    sb_gcp_request req = SB_GCP_REQUEST_INIT;
+    req.no_wait = no_wait;
     req.method = "GET";
     req.url = a->metadata_url;
     req.headers = hdrs;
@@ -297,6 +327,7 @@ static int fetch_metadata(sb_gcp_auth *a, const sb_gcp__transport *t, char **tok
     sb_gcp_response r;
     int flavor = 0;
     sb_gcp_result rc = t->send(t->ud, &req, &r, SB_GCP__DIRECT, &flavor, err, sizeof err);
+    *after_ms = r.retry_after_ms;
     int ret = -1;
     if (rc == SB_GCP_OK && !flavor) {
         sb_err(errstr, errstr_size,
@@ -318,11 +349,47 @@ static int fetch_metadata(sb_gcp_auth *a, const sb_gcp__transport *t, char **tok
     return ret;
 }
 
-int sb_gcp__auth_token(sb_gcp_auth *a, const sb_gcp__transport *t, char **token, int *fetch, char *errstr,
-                       size_t errstr_size)
+/* After a failed fetch: when the next one may go out, and the state-change
+ * log line. Called with a->mu held. */
+static int64_t note_failure(sb_gcp_auth *a, const char *err, int64_t after_ms)
+{
+    int64_t now = sb_mono_us();
+    int64_t cap = sb_gcp__backoff_cap_ms(a->backoff_initial_ms, a->backoff_mult, a->backoff_max_ms, a->fail_streak);
+    /* equal jitter: clients of a fleet spread out, the pace stays bounded */
+    int64_t delay = cap / 2 + (int64_t)sb_rand_below((uint64_t)(cap - cap / 2) + 1);
+    if (delay < after_ms)
+        delay = after_ms;
+    if (a->fail_streak++ == 0) {
+        a->failing_since_us = now;
+        sb_log(a->ins, SB_LOG_WARN,
+               "gcp auth: cannot get a %s token: %s; retrying with backoff (up to %lld s between attempts); "
+               "logged again when it works",
+               sb_gcp_auth_mode_name(a->mode), err, (long long)((a->backoff_max_ms + 999) / 1000));
+    } else {
+        sb_log(a->ins, SB_LOG_DEBUG, "gcp auth: token fetch %d failed, next in %lld ms: %s", a->fail_streak,
+               (long long)delay, err);
+    }
+    a->next_fetch_us = now + delay * 1000;
+    return delay;
+}
+
+static void note_success(sb_gcp_auth *a)
+{
+    if (a->fail_streak > 0)
+        sb_log(a->ins, SB_LOG_INFO, "gcp auth: got a %s token again after %d failed attempts over %lld s",
+               sb_gcp_auth_mode_name(a->mode), a->fail_streak,
+               (long long)((sb_mono_us() - a->failing_since_us) / 1000000));
+    a->fail_streak = 0;
+    a->next_fetch_us = 0;
+}
+
+int sb_gcp__auth_token(sb_gcp_auth *a, const sb_gcp__transport *t, int no_wait, char **token, int *fetch,
+                       int64_t *wait_ms, char *errstr, size_t errstr_size)
 {
     *token = NULL;
     *fetch = 0;
+    if (wait_ms)
+        *wait_ms = 0;
     if (a->mode == SB_GCP_AUTH_NONE)
         return 0;
     pthread_mutex_lock(&a->mu);
@@ -337,6 +404,15 @@ int sb_gcp__auth_token(sb_gcp_auth *a, const sb_gcp__transport *t, char **token,
             pthread_mutex_unlock(&a->mu);
             return sb_err(errstr, errstr_size, "static token missing");
         }
+        if (!a->refreshing && a->fail_streak > 0 && now < a->next_fetch_us) {
+            /* Inside the backoff after a failed fetch: the last error, now. */
+            int64_t left = (a->next_fetch_us - now + 999) / 1000;
+            if (wait_ms)
+                *wait_ms = left;
+            sb_err(errstr, errstr_size, "%s (next token attempt in %lld ms)", a->last_err, (long long)left);
+            pthread_mutex_unlock(&a->mu);
+            return -1;
+        }
         if (!a->refreshing)
             break;
         /* Someone else is fetching: wait for that fetch and use its result. */
@@ -350,6 +426,8 @@ int sb_gcp__auth_token(sb_gcp_auth *a, const sb_gcp__transport *t, char **token,
         }
         if (a->generation != gen) {
             sb_err(errstr, errstr_size, "%s", a->last_err);
+            if (wait_ms && a->next_fetch_us > sb_mono_us())
+                *wait_ms = (a->next_fetch_us - sb_mono_us() + 999) / 1000;
             pthread_mutex_unlock(&a->mu);
             return -1;
         }
@@ -359,10 +437,11 @@ int sb_gcp__auth_token(sb_gcp_auth *a, const sb_gcp__transport *t, char **token,
 
     char err[1024];
     char *tok = NULL;
-    int64_t expires_in = 0;
+    int64_t expires_in = 0, after_ms = 0;
     int64_t t0 = sb_mono_us();
-    int rc = a->mode == SB_GCP_AUTH_SERVICE_ACCOUNT ? fetch_service_account(a, t, &tok, &expires_in, err, sizeof err)
-                                                    : fetch_metadata(a, t, &tok, &expires_in, err, sizeof err);
+    int rc = a->mode == SB_GCP_AUTH_SERVICE_ACCOUNT
+                 ? fetch_service_account(a, t, no_wait, &tok, &expires_in, &after_ms, err, sizeof err)
+                 : fetch_metadata(a, t, no_wait, &tok, &expires_in, &after_ms, err, sizeof err);
     *fetch = rc == 0 ? 1 : -1; /* the caller counts it, whatever the old token still allows */
 
     pthread_mutex_lock(&a->mu);
@@ -380,6 +459,7 @@ int sb_gcp__auth_token(sb_gcp_auth *a, const sb_gcp__transport *t, char **token,
         a->expiry_us = t0 + life_ms * 1000;
         a->refresh_us = a->expiry_us - margin * 1000;
         *token = sb_strdup(tok);
+        note_success(a);
         sb_log(a->ins, SB_LOG_DEBUG, "gcp auth: new %s token, valid %lld s", sb_gcp_auth_mode_name(a->mode),
                (long long)expires_in);
     } else {
@@ -394,6 +474,9 @@ int sb_gcp__auth_token(sb_gcp_auth *a, const sb_gcp__transport *t, char **token,
             a->refresh_us = next < a->expiry_us ? next : a->expiry_us;
             rc = 0;
         } else {
+            int64_t delay = note_failure(a, err, after_ms);
+            if (wait_ms)
+                *wait_ms = delay;
             sb_err(errstr, errstr_size, "%s", err);
         }
     }

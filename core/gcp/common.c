@@ -7,6 +7,7 @@
 #include "util/util.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -151,9 +152,34 @@ const char *sb_gcp_auth_mode_name(sb_gcp_auth_mode mode)
     return "?";
 }
 
-void sb_gcp_conf_init(sb_gcp_conf *conf)
+int sb_gcp__copy_sized(void *dst, size_t dst_size, const void *src, size_t size, size_t min_size, const char *what,
+                       char *errstr, size_t errstr_size)
 {
-    memset(conf, 0, sizeof *conf);
+    if (size < min_size)
+        return sb_err(errstr, errstr_size,
+                      "invalid %s: its size field is %zu, at least %zu expected (set size = sizeof(%s); "
+                      "a zeroed struct is not initialised)",
+                      what, size, min_size, what);
+    memset(dst, 0, dst_size);
+    memcpy(dst, src, size < dst_size ? size : dst_size);
+    /* A newer caller's fields this library cannot honour must be unset. */
+    for (size_t i = dst_size; i < size; i++)
+        if (((const unsigned char *)src)[i])
+            return sb_err(errstr, errstr_size,
+                          "invalid %s: it sets fields this libsyncbridge_gcp does not know (size %zu, known %zu); "
+                          "the plugin was built against a newer SDK",
+                          what, size, dst_size);
+    return 0;
+}
+
+void sb_gcp_conf_init_sized(sb_gcp_conf *conf, size_t size)
+{
+    /* The caller's own bytes, all of them: a newer caller's struct is
+     * larger, and its fields unknown here must read as unset. */
+    memset(conf, 0, size);
+    if (size < SB_GCP__CONF_MIN_SIZE)
+        return; /* left with a size sb_gcp_client_new() refuses */
+    conf->size = size;
     conf->auth = SB_GCP_AUTH_DEFAULT;
     conf->refresh_margin_ms = 225000;
     conf->tls_verify = 1;
@@ -168,12 +194,104 @@ void sb_gcp_conf_init(sb_gcp_conf *conf)
     conf->deadline_ms = 120000;
 }
 
+/* ---- cancel tokens ------------------------------------------------------ */
+
+sb_gcp_cancel *sb_gcp_cancel_new(void)
+{
+    sb_gcp_cancel *k = sb_xcalloc(1, sizeof *k);
+    atomic_init(&k->set, 0);
+    return k;
+}
+
+void sb_gcp_cancel_free(sb_gcp_cancel *k)
+{
+    free(k);
+}
+
+void sb_gcp_cancel_set(sb_gcp_cancel *k)
+{
+    atomic_store(&k->set, 1);
+}
+
+void sb_gcp_cancel_reset(sb_gcp_cancel *k)
+{
+    atomic_store(&k->set, 0);
+}
+
+int sb_gcp_cancel_is_set(const sb_gcp_cancel *k)
+{
+    return k && atomic_load(&((sb_gcp_cancel *)k)->set);
+}
+
+/* ---- response headers ---------------------------------------------------- */
+
+typedef struct headers {
+    size_t n, cap;
+    char **name, **value;
+} headers;
+
+void sb_gcp__headers_reset(sb_gcp_response *r)
+{
+    headers *h = r->priv;
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->n; i++) {
+        free(h->name[i]);
+        free(h->value[i]);
+    }
+    h->n = 0;
+}
+
+static void headers_free(sb_gcp_response *r)
+{
+    headers *h = r->priv;
+    if (!h)
+        return;
+    sb_gcp__headers_reset(r);
+    free(h->name);
+    free(h->value);
+    free(h);
+    r->priv = NULL;
+}
+
+void sb_gcp__headers_add(sb_gcp_response *r, const char *name, size_t nl, const char *value, size_t vl)
+{
+    headers *h = r->priv;
+    if (!h)
+        h = r->priv = sb_xcalloc(1, sizeof *h);
+    for (size_t i = 0; i < h->n; i++)
+        if (strlen(h->name[i]) == nl && strncasecmp(h->name[i], name, nl) == 0) {
+            char *j = sb_asprintf("%s,%.*s", h->value[i], (int)vl, value);
+            free(h->value[i]);
+            h->value[i] = j;
+            return;
+        }
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 16;
+        h->name = sb_xrealloc(h->name, h->cap * sizeof *h->name);
+        h->value = sb_xrealloc(h->value, h->cap * sizeof *h->value);
+    }
+    h->name[h->n] = sb_asprintf("%.*s", (int)nl, name);
+    h->value[h->n] = sb_asprintf("%.*s", (int)vl, value);
+    h->n++;
+}
+
+const char *sb_gcp_response_header(const sb_gcp_response *r, const char *name)
+{
+    const headers *h = r && name ? r->priv : NULL;
+    for (size_t i = 0; h && i < h->n; i++)
+        if (strcasecmp(h->name[i], name) == 0)
+            return h->value[i];
+    return NULL;
+}
+
 /* ---- results ------------------------------------------------------------ */
 
 void sb_gcp_response_clear(sb_gcp_response *r)
 {
     if (!r)
         return;
+    headers_free(r);
     free(r->body);
     free(r->location);
     free(r->range);
@@ -183,19 +301,4 @@ void sb_gcp_response_clear(sb_gcp_response *r)
     free(r->content_type);
     free(r->error_line);
     memset(r, 0, sizeof *r);
-}
-
-int sb_gcp_result_retriable(sb_gcp_result rc, const sb_gcp_response *resp)
-{
-    switch (rc) {
-    case SB_GCP_OK:
-    case SB_GCP_INVALID:
-        return 0;
-    case SB_GCP_TRANSPORT_ERROR:
-    case SB_GCP_AUTH_ERROR:
-        return 1;
-    case SB_GCP_HTTP_ERROR:
-        return resp && sb_gcp__status_retriable(resp->status);
-    }
-    return 0;
 }

@@ -18,9 +18,14 @@ sb_gcp_outcome sb_gcp_classify(sb_gcp_result rc, const sb_gcp_response *resp, co
         o.result = SB_RESULT_FAIL;
         o.cause = SB_GCP_CAUSE_REFUSED;
         return o;
+    case SB_GCP_CANCELLED:
+        o.cause = SB_GCP_CAUSE_CANCELLED;
+        o.reason = errstr && *errstr ? errstr : "cancelled: the daemon is stopping";
+        return o;
     case SB_GCP_AUTH_ERROR:
         o.cause = SB_GCP_CAUSE_AUTH;
         o.reason = errstr && *errstr ? errstr : o.reason;
+        o.retry_after_ms = resp && resp->retry_after_ms > 0 ? resp->retry_after_ms : 0;
         return o;
     case SB_GCP_TRANSPORT_ERROR:
         o.reason = errstr && *errstr ? errstr : o.reason;
@@ -42,9 +47,18 @@ sb_gcp_outcome sb_gcp_classify(sb_gcp_result rc, const sb_gcp_response *resp, co
     }
     if (o.result == SB_RESULT_RETRY && resp) {
         int64_t after = sb_gcp_retry_after_ms(resp->retry_after);
+        if (resp->retry_after_ms > after)
+            after = resp->retry_after_ms;
         o.retry_after_ms = after > 0 ? after : 0;
     }
     return o;
+}
+
+/* One reading of an answer everywhere: "retriable" is what classify calls
+ * RETRY, with no plugin flags. */
+int sb_gcp_result_retriable(sb_gcp_result rc, const sb_gcp_response *resp)
+{
+    return sb_gcp_classify(rc, resp, NULL, 0).result == SB_RESULT_RETRY;
 }
 
 sb_gcp_outcome sb_gcp_settle(sb_batch *b, const size_t *idx, size_t n, sb_gcp_result rc,

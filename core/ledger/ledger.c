@@ -56,6 +56,11 @@ static const char *const wsql[W_COUNT] = {
     [W_STATE] = "INSERT INTO step_states(entry_id, step, member, state, started_us, updated_us)"
                 " VALUES(?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(entry_id, step, member)"
                 " DO UPDATE SET state = excluded.state, updated_us = excluded.updated_us",
+    /* keep_payload: until_settled, after W_LAST_STEPS or W_ENTRY_DONE with
+     * the same ids: the payloads of those that are done now. An entry that
+     * was dead already keeps its payload (dlq replay needs it). */
+    [W_DROP_PAYLOADS] = "DELETE FROM payloads WHERE id IN (SELECT id FROM entries WHERE"
+                        " id IN (SELECT value FROM json_each(?1)) AND state = 1)",
 };
 
 /* ---- open / close ------------------------------------------------------ */
@@ -97,6 +102,7 @@ static void free_ledger(sb_ledger *l)
     free(l->rfree);
     sb_ledger__opbuf_free(&l->in);
     sb_ledger__opbuf_free(&l->cur);
+    sb_ledger__opbuf_free(&l->held);
     free(l->ids.p);
     if (l->cdb)
         sqlite3_close(l->cdb);
@@ -111,6 +117,49 @@ static void free_ledger(sb_ledger *l)
     free(l);
 }
 
+/* PRAGMA quick_check: the b-tree structure of every page, without
+ * comparing indexes to their tables (integrity_check does that, for
+ * `syncbridge ledger check`). It reads the whole file once; docs/operations.md
+ * gives its cost on a large ledger. */
+static int quick_check(sb_ledger *l, char *msg, size_t msgsz)
+{
+    int64_t t0 = sb_mono_us();
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(l->wdb, "PRAGMA quick_check(5)", -1, &st, NULL);
+    sb_strbuf problems = {0};
+    int ok = 0, rows = 0;
+    while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *line = (const char *)sqlite3_column_text(st, 0);
+        if (line && rows == 0 && strcmp(line, "ok") == 0)
+            ok = 1;
+        else if (line) {
+            if (problems.len)
+                sb_strbuf_add(&problems, "; ", 2);
+            sb_strbuf_add(&problems, line, strlen(line));
+        }
+        rows++;
+    }
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+        rc = SQLITE_OK;
+    if (rc != SQLITE_OK || !ok) {
+        snprintf(msg, msgsz,
+                 "the file is damaged (PRAGMA quick_check: %s): refusing to use it; `syncbridge ledger recover` "
+                 "copies what is readable into a new ledger (docs/operations.md, \"The run ledger\")",
+                 rc != SQLITE_OK ? sqlite3_errmsg(l->wdb) : problems.p ? problems.p : "not ok");
+        sqlite3_finalize(st);
+        free(problems.p);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    free(problems.p);
+    int pages = sb_ledger__pragma_int(l->wdb, "PRAGMA page_count");
+    int page_size = sb_ledger__pragma_int(l->wdb, "PRAGMA page_size");
+    sb_log(NULL, SB_LOG_INFO, "ledger %s: quick_check ok, %.1f MB in %lld ms", l->path,
+           pages > 0 && page_size > 0 ? (double)pages * page_size / 1e6 : 0.0,
+           (long long)((sb_mono_us() - t0) / 1000));
+    return 0;
+}
+
 sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, char *errstr, size_t errstr_size)
 {
     char msg[512];
@@ -123,8 +172,14 @@ sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, cha
         return NULL;
     }
     pthread_once(&sqlite_config_once, sqlite_config);
+    char *db_path = sb_asprintf("%s/ledger.db", state_dir);
+    if (sb_ledger__check_file(state_dir, db_path, msg, sizeof msg) != 0) {
+        sb_err(errstr, errstr_size, "ledger: %s", msg);
+        free(db_path);
+        return NULL;
+    }
     sb_ledger *l = sb_xcalloc(1, sizeof *l);
-    l->path = sb_asprintf("%s/ledger.db", state_dir);
+    l->path = db_path;
     l->opts = *opts;
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->rmu, NULL);
@@ -154,10 +209,15 @@ sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, cha
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s;"
              " PRAGMA journal_size_limit = 67108864;"
-             " PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
+             " PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY;",
              opts->fsync == SB_FSYNC_POWER ? "FULL" : "NORMAL");
-    if (sb_ledger__exec_sql(l->wdb, pragmas, msg, sizeof msg) != 0 || sb_ledger__setup_schema(l->wdb, msg, sizeof msg) != 0)
+    if (sb_ledger__exec_sql(l->wdb, pragmas, msg, sizeof msg) != 0)
         goto fail;
+    if (opts->quick_check && quick_check(l, msg, sizeof msg) != 0)
+        goto fail;
+    if (sb_ledger__setup_schema(l->wdb, msg, sizeof msg) != 0)
+        goto fail;
+    sb_ledger__mark(state_dir);
     int page_size = sb_ledger__pragma_int(l->wdb, "PRAGMA page_size");
     if (page_size <= 0) {
         snprintf(msg, sizeof msg, "cannot read the page size: %s", sqlite3_errmsg(l->wdb));
@@ -208,6 +268,7 @@ void sb_ledger_close(sb_ledger *l)
     for (size_t i = 0; i < l->nrfree; i++)
         sqlite3_close(l->rfree[i]);
     l->nrfree = 0;
-    sb_ledger__exec_sql(l->wdb, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, 0);
+    if (!l->opts.beside_daemon)
+        sb_ledger__exec_sql(l->wdb, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, 0);
     free_ledger(l);
 }

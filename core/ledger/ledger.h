@@ -44,7 +44,35 @@ typedef struct sb_ledger_opts {
     sb_fsync_policy fsync;
     int64_t commit_interval_ms; /* max wait to gather a group commit */
     int64_t retention_ms;       /* settled entries older than this are pruned */
+    int quick_check;            /* 1: PRAGMA quick_check before use, refusing a damaged file (the daemon's start) */
+    int drop_settled_payload;   /* 1: delete an entry's payload when it is done (ledger.keep_payload:
+                                 * until_settled); dead entries keep theirs for `dlq replay` */
+    int beside_daemon;          /* 1: an operator command, maybe beside a running daemon: close without the
+                                 * truncating WAL checkpoint, which would hold the daemon's writer up */
 } sb_ledger_opts;
+
+/* Files beside ledger.db in the state directory. */
+#define SB_LEDGER_LOCK_FILE "syncbridge.lock"     /* flock()ed by the daemon; holds its pid */
+#define SB_LEDGER_MARKER_FILE "ledger.created"    /* written once a ledger exists: it must not vanish */
+
+/* Take the state directory's exclusive lock (creating the directory as
+ * needed) without waiting: the descriptor, to keep open for the life of
+ * the process, or -1 with errstr, which names the holder's pid when
+ * another process holds it. One daemon per state directory: two would
+ * resume and send the same pending entries. Operator commands do not take
+ * it: they read through SQLite's own locking beside a running daemon. */
+int sb_ledger_lock(const char *state_dir, char *errstr, size_t errstr_size);
+
+/* `syncbridge ledger check`: PRAGMA integrity_check of <state_dir>/ledger.db,
+ * opened read-only. Prints what SQLite reports to `out`. 0 intact, 1
+ * damaged, -1 with errstr when it cannot be read at all. */
+int sb_ledger_check(const char *state_dir, FILE *out, char *errstr, size_t errstr_size);
+
+/* `syncbridge ledger recover`: copy every readable row of a damaged
+ * ledger into a new one, keeping the damaged file beside it as
+ * ledger.db.damaged-<time>. Caller holds sb_ledger_lock(). Prints what was
+ * kept and what was lost to `out`. 0 or -1 with errstr. */
+int sb_ledger_recover(const char *state_dir, FILE *out, char *errstr, size_t errstr_size);
 
 /* One (event, route) to accept. */
 typedef struct sb_ledger_new {
@@ -52,7 +80,12 @@ typedef struct sb_ledger_new {
     const char *route;
     const char *source;
     const char *payload;   /* the event as JSON text: {"id","source","received_us","fields":{...}} */
+    size_t payload_len;    /* its length when the caller knows it (0: the ledger takes strlen) */
     int64_t received_us;
+    /* NULL: the entry is pending at step 0. Else it goes straight to the
+     * dead-letter store with this reason, in the same transaction (a source
+     * that received something it can never turn into an event). */
+    const char *dead_reason;
     /* out: */
     int64_t entry_id;      /* ledger row id */
     int duplicate;         /* 1: (event_id, route) was already in the ledger; not inserted */
@@ -60,6 +93,9 @@ typedef struct sb_ledger_new {
 
 /* Open (creating the directory, file and schema as needed; migrating
  * older schema versions). NULL with errstr on failure. Starts the writer.
+ * Refuses, never starting over, a ledger.db that is empty, not SQLite, or
+ * missing where SB_LEDGER_MARKER_FILE says a ledger was made, and (with
+ * opts->quick_check) one that fails PRAGMA quick_check.
  * The process's first open switches SQLite's memory statistics off
  * (sqlite3_config), which only works before anything else uses SQLite. */
 sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, char *errstr, size_t errstr_size);
@@ -79,7 +115,11 @@ int sb_ledger_accept(sb_ledger *l, const char *source, const char *checkpoint,
  * default position because of a read error. */
 char *sb_ledger_checkpoint(sb_ledger *l, const char *source, int *failed, char *errstr, size_t errstr_size);
 
-/* Queued (asynchronous) state changes, committed in call order. Done and
+/* Queued (asynchronous) state changes, committed in call order. One that
+ * a commit cannot record (disk full, I/O error) is held by the writer and
+ * retried, ahead of later ones, until it is written; meanwhile
+ * sb_ledger_accept() and the maintenance calls fail with the reason, and
+ * sb_ledger_sync() returns without waiting for the held ones. Done and
  * dead are reached from pending only: sb_ledger_entry_done() or
  * sb_ledger_dead() for an entry that is already settled changes nothing
  * (sb_ledger_dlq_replay() is the way back to pending). */
@@ -178,6 +218,13 @@ json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errs
  * process (the CLI) while the daemon runs: the daemon collects flagged
  * entries with sb_ledger_take_requeued() every few seconds. */
 int sb_ledger_dlq_replay(sb_ledger *l, int64_t entry_id, const char *route, char *errstr, size_t errstr_size);
+/* Send a settled (done or dead) entry through its route again from step
+ * `step` (`reconcile --republish`): pending again, its attempts and error
+ * cleared, what steps >= `step` recorded forgotten, and flagged like a DLQ
+ * replay so a running daemon takes it within seconds. 1 when it was
+ * settled and is pending now, 0 when it was pending already (or is gone),
+ * -1 with errstr. */
+int sb_ledger_republish(sb_ledger *l, int64_t entry_id, int step, char *errstr, size_t errstr_size);
 /* Clear the requeued flag of up to `limit` entries and call cb for each
  * (same view as resume). Returns the number taken or -1. */
 int sb_ledger_take_requeued(sb_ledger *l, size_t limit,

@@ -9,9 +9,12 @@
  *   writer.c       the writer and checkpointer threads, the write calls
  *   queries.c      the read calls
  *   maintenance.c  pruning and the dead-letter commands
+ *   statedir.c     the daemon's lock and the ledger's marker file
+ *   repair.c       `ledger check` and `ledger recover`
  *
- * Calls go one way: ledger.c -> maintenance.c, queries.c -> writer.c ->
- * schema.c -> db.c (a file calls only files after it here).
+ * Calls go one way: repair.c -> ledger.c -> maintenance.c, queries.c ->
+ * writer.c -> schema.c -> statedir.c, db.c (a file calls only files after
+ * it here).
  */
 #ifndef SB_LEDGER_INTERNAL_H
 #define SB_LEDGER_INTERNAL_H
@@ -38,6 +41,9 @@
 /* WAL sizes for the checkpointer (why these: "checkpoints" in writer.c). */
 #define CKPT_SOFT_BYTES (16 << 20) /* wake the checkpointer */
 #define CKPT_HARD_BYTES (64 << 20) /* the writer checkpoints itself (journal_size_limit) */
+/* Retries of held state changes (see `held`): the first after this, then doubling up to the max. */
+#define HELD_RETRY_MIN_MS 100
+#define HELD_RETRY_MAX_MS 5000
 
 typedef enum op_kind {
     OP_ACCEPT,
@@ -102,6 +108,7 @@ enum {
     W_DEAD,
     W_COUNTS_ADD,
     W_STATE,
+    W_DROP_PAYLOADS,
     W_COUNT
 };
 
@@ -124,6 +131,13 @@ struct sb_ledger {
     pthread_cond_t done_cv; /* callers: a group was committed */
     pthread_cond_t space;   /* async callers: queue drained */
     struct opbuf in, cur;
+    /* State changes a commit could not record (disk full, I/O error): the
+     * writer's alone. They are retried, in order and before anything
+     * queued after them, until they are written; meanwhile accepts are
+     * refused, so that a restart re-delivers only what was in flight. */
+    struct opbuf held;
+    int64_t held_since_us, held_retry_ms;
+    char held_err[200];
     int stopping;
     int writer_idle;
     int writer_gathering;
@@ -145,6 +159,12 @@ struct sb_ledger {
     pthread_t ckpt;
     sqlite3 *cdb;
 };
+
+/* ---- statedir.c: the files around ledger.db ---- */
+/* 0, or -1 with errstr for a ledger.db that must not be opened as new. */
+int sb_ledger__check_file(const char *state_dir, const char *db_path, char *errstr, size_t errstr_size);
+/* Record that a ledger exists in state_dir (once; best effort). */
+void sb_ledger__mark(const char *state_dir);
 
 /* ---- db.c: SQLite connections: opening one, running SQL, the pool of readers ---- */
 int sb_ledger__exec_sql(sqlite3 *db, const char *sql, char *err, size_t errsz);

@@ -204,3 +204,72 @@ int sb_ledger_dlq_replay(sb_ledger *l, int64_t entry_id, const char *route, char
         return -1;
     return c.changed;
 }
+
+struct republish_ctx {
+    int64_t entry_id;
+    int step;
+    int changed;
+};
+
+/* One statement per state, so that the counts by state stay exact. */
+static int republish_fn(sb_ledger *l, void *ctx, char *err, size_t errsz)
+{
+    struct republish_ctx *c = ctx;
+    /* keep_payload: until_settled drops a done entry's payload: nothing to send again */
+    sqlite3_stmt *has = NULL;
+    if (sqlite3_prepare_v2(l->wdb, "SELECT 1 FROM payloads WHERE id = ?1", -1, &has, NULL) != SQLITE_OK)
+        return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
+    sqlite3_bind_int64(has, 1, c->entry_id);
+    int found = sqlite3_step(has) == SQLITE_ROW;
+    sqlite3_finalize(has);
+    if (!found)
+        return sb_err(err, errsz,
+                      "entry %lld keeps no payload (ledger.keep_payload: until_settled dropped it when it settled), "
+                      "so it cannot be sent again; publish the run again from its source",
+                      (long long)c->entry_id);
+    static const char *const sql[] = {
+        "DELETE FROM members WHERE entry_id = ?1 AND step >= ?2",
+        "DELETE FROM step_states WHERE entry_id = ?1 AND step >= ?2",
+    };
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(l->wdb, sql[i], -1, &st, NULL) != SQLITE_OK)
+            return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
+        sqlite3_bind_int64(st, 1, c->entry_id);
+        sqlite3_bind_int(st, 2, c->step);
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
+    }
+    for (int state = SB_ENTRY_DONE; state <= SB_ENTRY_DEAD; state++) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(l->wdb,
+                               "UPDATE entries SET state = 0, next_step = ?2, attempts = 0, first_attempt_us = 0,"
+                               " next_retry_us = 0, error = NULL, requeued = 1, updated_us = ?3"
+                               " WHERE id = ?1 AND state = ?4",
+                               -1, &st, NULL) != SQLITE_OK)
+            return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
+        sqlite3_bind_int64(st, 1, c->entry_id);
+        sqlite3_bind_int(st, 2, c->step);
+        sqlite3_bind_int64(st, 3, sb_now_us());
+        sqlite3_bind_int(st, 4, state);
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
+        int n = sqlite3_changes(l->wdb);
+        c->changed += n;
+        l->moved[state] -= n;
+        l->moved[SB_ENTRY_PENDING] += n;
+    }
+    return 0;
+}
+
+int sb_ledger_republish(sb_ledger *l, int64_t entry_id, int step, char *errstr, size_t errstr_size)
+{
+    struct republish_ctx c = {.entry_id = entry_id, .step = step};
+    if (sb_ledger__run_call(l, republish_fn, &c, errstr, errstr_size) < 0)
+        return -1;
+    return c.changed;
+}

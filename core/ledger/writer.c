@@ -4,6 +4,7 @@
 #include "ledger/ledger_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -44,10 +45,9 @@ void sb_ledger__opbuf_free(struct opbuf *b)
     free(b->arena);
 }
 
-/* Append op with copies of its strings to the queue (l->mu held). */
-static void push_op(sb_ledger *l, struct op *op, const char *s1, const char *s2)
+/* Append op with copies of its strings to b. */
+static void buf_push(struct opbuf *b, struct op *op, const char *s1, const char *s2)
 {
-    struct opbuf *b = &l->in;
     if (b->n == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 4096;
         b->ops = sb_xrealloc(b->ops, b->cap * sizeof *b->ops);
@@ -57,6 +57,12 @@ static void push_op(sb_ledger *l, struct op *op, const char *s1, const char *s2)
     b->ops[b->n++] = *op;
     if (op->w)
         b->waiters++;
+}
+
+/* Append op to the queue (l->mu held). */
+static void push_op(sb_ledger *l, struct op *op, const char *s1, const char *s2)
+{
+    buf_push(&l->in, op, s1, s2);
 }
 
 /* Async callers wait while the queue is full (l->mu held). */
@@ -174,10 +180,22 @@ static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, 
             e->duplicate = 0;
             sqlite3_stmt *pl = l->ws[W_PAYLOAD];
             sqlite3_bind_int64(pl, 1, e->entry_id);
-            sb_ledger__bind_text(pl, 2, e->payload);
+            /* the caller usually knows the length: strlen of every payload
+             * was 3% of the writer's time */
+            sqlite3_bind_text(pl, 2, e->payload, e->payload_len && e->payload_len <= INT_MAX ? (int)e->payload_len : -1,
+                              SQLITE_STATIC);
             if (wstep(l, W_PAYLOAD, err, errsz) != 0)
                 return -1;
             l->moved[SB_ENTRY_PENDING]++;
+            if (e->dead_reason) {
+                sqlite3_stmt *dd = l->ws[W_DEAD];
+                sqlite3_bind_int64(dd, 1, e->entry_id);
+                sqlite3_bind_int(dd, 2, 0);
+                sb_ledger__bind_text(dd, 3, e->dead_reason);
+                sqlite3_bind_int64(dd, 4, now);
+                if (settle_step(l, W_DEAD, SB_ENTRY_DEAD, err, errsz) != 0)
+                    return -1;
+            }
             continue;
         }
         sqlite3_stmt *find = l->ws[W_FIND];
@@ -241,6 +259,17 @@ static void ids_add(sb_strbuf *ids, char sep, int64_t id)
     sb_strbuf_add(ids, p, (size_t)(buf + sizeof buf - p));
 }
 
+/* keep_payload: until_settled: delete the payloads of the entries in
+ * l->ids that are done. */
+static int drop_payloads(sb_ledger *l, char *err, size_t errsz)
+{
+    if (!l->opts.drop_settled_payload)
+        return 0;
+    sqlite3_stmt *st = l->ws[W_DROP_PAYLOADS];
+    sqlite3_bind_text(st, 1, l->ids.p, (int)l->ids.len, SQLITE_STATIC);
+    return wstep(l, W_DROP_PAYLOADS, err, errsz);
+}
+
 static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t to, char *err, size_t errsz)
 {
     l->ids.len = 0;
@@ -257,7 +286,11 @@ static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t 
     sqlite3_bind_text(st, 1, l->ids.p, (int)l->ids.len, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, first->step);
     sqlite3_bind_int64(st, 3, first->t1);
-    return first->last ? settle_step(l, which, SB_ENTRY_DONE, err, errsz) : wstep(l, which, err, errsz);
+    if (!first->last)
+        return wstep(l, which, err, errsz);
+    if (settle_step(l, which, SB_ENTRY_DONE, err, errsz) != 0)
+        return -1;
+    return drop_payloads(l, err, errsz);
 }
 
 static int apply_op(sb_ledger *l, const struct opbuf *b, const struct op *op, int64_t now, char *err, size_t errsz)
@@ -272,7 +305,14 @@ static int apply_op(sb_ledger *l, const struct opbuf *b, const struct op *op, in
         st = l->ws[W_ENTRY_DONE];
         sqlite3_bind_int64(st, 1, op->entry_id);
         sqlite3_bind_int64(st, 2, op->t1);
-        return settle_step(l, W_ENTRY_DONE, SB_ENTRY_DONE, err, errsz);
+        if (settle_step(l, W_ENTRY_DONE, SB_ENTRY_DONE, err, errsz) != 0)
+            return -1;
+        if (!l->opts.drop_settled_payload)
+            return 0;
+        l->ids.len = 0;
+        ids_add(&l->ids, '[', op->entry_id);
+        sb_strbuf_add(&l->ids, "]", 1);
+        return drop_payloads(l, err, errsz);
     case OP_RETRY:
         st = l->ws[W_RETRY];
         sqlite3_bind_int64(st, 1, op->entry_id);
@@ -342,8 +382,29 @@ static int apply_group(sb_ledger *l, const struct opbuf *b, size_t from, size_t 
     return 0;
 }
 
+/* Copy the state changes of ops [from, to) (not accepts, syncs or calls)
+ * into l->held, without their waiters (a waiter lives only until it is
+ * told its result). */
+static void hold(sb_ledger *l, const struct opbuf *b, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++) {
+        struct op op = b->ops[i];
+        if (op.kind == OP_ACCEPT || op.kind == OP_SYNC || op.kind == OP_CALL)
+            continue;
+        op.w = NULL;
+        buf_push(&l->held, &op, arena_str(b, b->ops[i].s1), arena_str(b, b->ops[i].s2));
+    }
+}
+
+static void process_behind_held(sb_ledger *l, const struct opbuf *b, size_t from, size_t to);
+static int flush_held(sb_ledger *l);
+
 static void commit_group(sb_ledger *l, const struct opbuf *b, size_t from, size_t to)
 {
+    if (l->held.n && flush_held(l) != 0) {
+        process_behind_held(l, b, from, to);
+        return;
+    }
     char err[200];
     if (apply_group(l, b, from, to, 1, err, sizeof err) == 0)
         return;
@@ -373,7 +434,53 @@ static void commit_group(sb_ledger *l, const struct opbuf *b, size_t from, size_
                 b->ops[i].w->rc = 0;
         return;
     }
-    sb_log(NULL, SB_LOG_ERROR, "ledger: %zu state change(s) not recorded: %s", async, err);
+    /* Dropped, they would leave their entries pending: a restart would
+     * deliver them again (a full disk re-delivered thousands). They are
+     * held and retried until written, and nothing new is accepted meanwhile. */
+    sb_log(NULL, SB_LOG_ERROR,
+           "ledger: %zu state change(s) could not be recorded: %s; they are kept and retried, and no new event is "
+           "accepted until they are written",
+           async, err);
+    snprintf(l->held_err, sizeof l->held_err, "%s", err);
+    l->held_since_us = sb_now_us();
+    l->held_retry_ms = HELD_RETRY_MIN_MS;
+    hold(l, b, from, to);
+}
+
+/* Write the held state changes: 0 when there are none left. */
+static int flush_held(sb_ledger *l)
+{
+    char err[200];
+    if (!l->held.n)
+        return 0;
+    if (apply_group(l, &l->held, 0, l->held.n, 0, err, sizeof err) != 0) {
+        snprintf(l->held_err, sizeof l->held_err, "%s", err);
+        if (l->held_retry_ms < HELD_RETRY_MAX_MS)
+            l->held_retry_ms = l->held_retry_ms * 2 < HELD_RETRY_MAX_MS ? l->held_retry_ms * 2 : HELD_RETRY_MAX_MS;
+        return -1;
+    }
+    sb_log(NULL, SB_LOG_WARN, "ledger: %zu held state change(s) recorded after %.1f s; accepting again", l->held.n,
+           (double)(sb_now_us() - l->held_since_us) / 1e6);
+    l->held.n = l->held.alen = l->held.waiters = 0;
+    return 0;
+}
+
+/* A group that comes while changes are held: its state changes queue up
+ * behind them (call order), its accepts are refused. */
+static void process_behind_held(sb_ledger *l, const struct opbuf *b, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++) {
+        const struct op *op = &b->ops[i];
+        if (op->kind == OP_ACCEPT) {
+            op->w->rc = -1;
+            snprintf(op->w->err, sizeof op->w->err,
+                     "ledger cannot record state changes (%.180s); not accepting until it can", l->held_err);
+        } else if (op->kind == OP_STATE && op->w) { /* its caller is told now; the state is still written later */
+            op->w->rc = -1;
+            snprintf(op->w->err, sizeof op->w->err, "ledger commit failed: %.200s", l->held_err);
+        }
+    }
+    hold(l, b, from, to);
 }
 
 static void do_call(sb_ledger *l, struct waiter *w)
@@ -396,7 +503,14 @@ static void process(sb_ledger *l, const struct opbuf *b)
     size_t i = 0;
     while (i < b->n) {
         if (b->ops[i].kind == OP_CALL) {
-            do_call(l, b->ops[i].w);
+            struct waiter *w = b->ops[i].w;
+            if (l->held.n && flush_held(l) != 0) { /* it would run ahead of the held changes: refused too */
+                w->rc = -1;
+                snprintf(w->err, sizeof w->err, "ledger cannot record state changes (%.180s); try again later",
+                         l->held_err);
+            } else {
+                do_call(l, w);
+            }
             i++;
             continue;
         }
@@ -471,11 +585,33 @@ void *sb_ledger__writer_main(void *arg)
     for (;;) {
         while (l->in.n == 0 && !l->stopping) {
             l->writer_idle = 1;
+            if (l->held.n) { /* retry the held changes when nothing else comes */
+                struct timespec dl;
+                sb_deadline_in(CLOCK_MONOTONIC, l->held_retry_ms * 1000, &dl);
+                int timed_out = pthread_cond_timedwait(&l->work, &l->mu, &dl) == ETIMEDOUT;
+                l->writer_idle = 0;
+                if (timed_out && l->in.n == 0) {
+                    pthread_mutex_unlock(&l->mu);
+                    flush_held(l);
+                    pthread_mutex_lock(&l->mu);
+                }
+                continue;
+            }
             pthread_cond_wait(&l->work, &l->mu);
             l->writer_idle = 0;
         }
-        if (l->in.n == 0)
+        if (l->in.n == 0) {
+            if (l->held.n) { /* closing: a last try, then say what a restart delivers again */
+                pthread_mutex_unlock(&l->mu);
+                if (flush_held(l) != 0)
+                    sb_log(NULL, SB_LOG_ERROR,
+                           "ledger: closing with %zu state change(s) not recorded (%s); the entries concerned are "
+                           "delivered again after a restart",
+                           l->held.n, l->held_err);
+                pthread_mutex_lock(&l->mu);
+            }
             break;
+        }
         /* Only async ops queued: nobody is blocked, so wait a little for
          * more to share the commit. A blocked caller ends the wait. */
         if (!l->stopping && l->in.waiters == 0 && l->in.n < GATHER_MAX && l->opts.commit_interval_ms > 0) {

@@ -39,6 +39,29 @@ typedef int mhd_result;
 #define DEFAULT_STUCK_US (300 * 1000000LL)
 #define MIN_FREE_BYTES (1024 * 1024LL)
 
+/* Connection flood (many clients that connect and send nothing, send a
+ * byte at a time, or hold a kept-alive connection). Every connection has
+ * CONN_TIMEOUT_S of inactivity at most. Above CONN_SOFT_LIMIT open
+ * connections, each new one closes the oldest that is not in the middle of
+ * a request, so a flood of idle connections never locks out a probe that
+ * asks at once (/healthz), and a slow client is bounded by the pace of new
+ * connections as well as by the timeout. CONN_HARD_LIMIT (descriptors) is
+ * libmicrohttpd's own cap. */
+#define CONN_SOFT_LIMIT 64
+#define CONN_HARD_LIMIT 512
+#define CONN_TIMEOUT_S 10
+/* Warnings of the endpoint (its own and libmicrohttpd's): one line per
+ * interval, saying how many were held back. */
+#define WARN_INTERVAL_US (10 * 1000000LL)
+
+/* One open connection, oldest first in sb_admin.conns. */
+typedef struct conn {
+    struct conn *prev, *next;
+    int fd;
+    int busy;      /* a request is being answered: never evicted */
+    int evicted;
+} conn;
+
 struct sb_admin {
     struct MHD_Daemon *mhd;
     int port;
@@ -47,7 +70,80 @@ struct sb_admin {
     int64_t stuck_after_us;
     pthread_rwlock_t lock; /* guards router: read by requests, written by set_router */
     sb_router *router;
+    /* Touched only by libmicrohttpd's one internal thread (connection
+     * notifications, requests and its log all run there). */
+    conn *conns_head, *conns_tail;
+    size_t n_conns;
+    int64_t warn_at_us;      /* when the last warning line was written */
+    unsigned long warn_held; /* warnings held back since */
+    unsigned long evicted;   /* idle connections closed since the last line about it */
 };
+
+static void admin_warn(sb_admin *a, const char *msg)
+{
+    int64_t now = sb_mono_us();
+    if (a->warn_at_us && now - a->warn_at_us < WARN_INTERVAL_US) {
+        a->warn_held++;
+        return;
+    }
+    if (a->warn_held)
+        sb_log(NULL, SB_LOG_WARN, "admin: %s (and %lu more warnings in the last %lld s)", msg, a->warn_held,
+               (long long)((now - a->warn_at_us) / 1000000));
+    else
+        sb_log(NULL, SB_LOG_WARN, "admin: %s", msg);
+    a->warn_at_us = now;
+    a->warn_held = 0;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    sb_admin *a = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn *k = *socket_context;
+        if (!k)
+            return;
+        if (k->prev)
+            k->prev->next = k->next;
+        else
+            a->conns_head = k->next;
+        if (k->next)
+            k->next->prev = k->prev;
+        else
+            a->conns_tail = k->prev;
+        a->n_conns--;
+        free(k);
+        *socket_context = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    conn *k = sb_xcalloc(1, sizeof *k);
+    k->fd = info ? info->connect_fd : -1;
+    k->prev = a->conns_tail;
+    if (a->conns_tail)
+        a->conns_tail->next = k;
+    else
+        a->conns_head = k;
+    a->conns_tail = k;
+    a->n_conns++;
+    *socket_context = k;
+    if (a->n_conns <= CONN_SOFT_LIMIT)
+        return;
+    /* make room: the oldest connection not answering a request */
+    for (conn *o = a->conns_head; o && o != k; o = o->next) {
+        if (o->busy || o->evicted || o->fd < 0)
+            continue;
+        shutdown(o->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes it */
+        o->evicted = 1;
+        a->evicted++;
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "over %d connections: closing the oldest idle ones to keep room (%lu so far; a connection flood?)",
+                 CONN_SOFT_LIMIT, a->evicted);
+        admin_warn(a, msg);
+        break;
+    }
+}
 
 static mhd_result reply(struct MHD_Connection *c, unsigned status, const char *ctype, char *body, size_t len)
 {
@@ -198,6 +294,9 @@ static mhd_result on_request(void *cls, struct MHD_Connection *c, const char *ur
                              const char *version, const char *upload, size_t *upload_size, void **state)
 {
     sb_admin *a = cls;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci && ci->socket_context)
+        ((conn *)ci->socket_context)->busy = 1;
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD");
     if (*upload_size) { /* a GET with a body: ignore it */
@@ -216,6 +315,18 @@ static mhd_result on_request(void *cls, struct MHD_Connection *c, const char *ur
     return reply_error(c, MHD_HTTP_NOT_FOUND, "not found: try /healthz /readyz /metrics /api/runs");
 }
 
+/* The request's answer is sent (or the request was abandoned): the
+ * connection may idle again, and then be closed to make room. */
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_state, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)req_state;
+    (void)toe;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci && ci->socket_context)
+        ((conn *)ci->socket_context)->busy = 0;
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[1024];
@@ -223,7 +334,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n && msg[n - 1] == '\n')
         msg[--n] = '\0';
-    sb_log(NULL, SB_LOG_WARN, "admin: %s", msg);
+    admin_warn(cls, msg);
 }
 
 sb_admin *sb_admin_start(const sb_admin_opts *o, char *errstr, size_t errstr_size)
@@ -247,10 +358,12 @@ sb_admin *sb_admin_start(const sb_admin_opts *o, char *errstr, size_t errstr_siz
         flags |= MHD_USE_IPv6;
     errno = 0;
     a->mhd = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, a,
-                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, so every message goes to our log */
+                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a, /* first, so every message goes to our log */
                               MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_HARD_LIMIT,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
                               MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!a->mhd) {

@@ -123,6 +123,12 @@ static const counter_def route_defs[] = {
     {"done", "syncbridge_route_events_done_total", "counter", "Entries that completed every step."},
     {"dead", "syncbridge_route_events_dead_lettered_total", "counter", "Entries moved to the dead-letter store."},
     {"retried", "syncbridge_route_retries_total", "counter", "Step attempts that were scheduled for retry."},
+    {"waits", "syncbridge_route_waits_total", "counter",
+     "Step answers that said not done yet (WAIT): a DAG run, workflow or job being polled."},
+    {"progress_bytes", "syncbridge_route_progress_bytes_total", "counter",
+     "Bytes of long work (a copy) that steps reported done with sb_batch_progress()."},
+    {"circuit_opens", "syncbridge_route_circuit_opens_total", "counter",
+     "Times a step's circuit opened: a whole batch failed, and the step went to one probe batch at a time."},
     {"duplicates", "syncbridge_route_duplicates_total", "counter",
      "Events refused because (event id, route) was already in the ledger."},
     {"inflight", "syncbridge_route_inflight_events", "gauge", "Entries admitted and not yet settled."},
@@ -137,6 +143,87 @@ static const counter_def source_defs[] = {
 
 /* Histogram bounds in seconds: from a fast sink to a Dataproc job. */
 static const double latency_le[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
+
+/* A per-step gauge from the stats' array `key` (numbers or booleans). */
+static void step_gauge(sb_metrics_out *o, json_t *routes, const char *key, const char *metric, const char *help)
+{
+    const char *name;
+    json_t *v;
+    family(o, metric, "gauge", help);
+    json_object_foreach(routes, name, v)
+    {
+        json_t *q = json_object_get(v, key), *x;
+        size_t i;
+        json_array_foreach(q, i, x)
+        {
+            sb_metrics_printf(o, "%s{route=\"", metric);
+            sb_metrics_label(o, name);
+            sb_metrics_printf(o, "\",step=\"%zu\"} %lld\n", i,
+                              json_is_boolean(x) ? (long long)json_is_true(x) : (long long)json_integer_value(x));
+        }
+    }
+}
+
+/* Run lag bounds in seconds: a Composer or Dataproc copy takes minutes to
+ * hours after the on-prem finish. */
+static const double lag_le[] = {60, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400};
+
+static void route_table_labels(sb_metrics_out *o, const char *metric, const char *route, const char *table)
+{
+    sb_metrics_printf(o, "%s{route=\"", metric);
+    sb_metrics_label(o, route);
+    sb_metrics_printf(o, "\",table=\"");
+    sb_metrics_label(o, table);
+    sb_metrics_printf(o, "\"");
+}
+
+/* Per route and table: the lag histogram, the runs pending and the age of
+ * the oldest (engine/freshness.c; docs/operations.md has the alerts). */
+static void render_freshness(sb_metrics_out *o, sb_router *r)
+{
+    const char *route, *table;
+    sb_freshness *f;
+    const sb_hist *h;
+    size_t pending;
+    int64_t oldest, now = sb_now_us();
+    family(o, "syncbridge_run_lag_seconds", "histogram",
+           "Time from a run's on-prem finish (its finished_at) to the end of its route here; on the GCP side, "
+           "to the step that completes the gcp registry row.");
+    for (size_t i = 0; (f = sb_router_route_freshness(r, i, &route)) != NULL; i++)
+        for (size_t t = 0; sb_freshness_table(f, t, &table, &h, &pending, &oldest) == 0; t++) {
+            uint64_t prev = 0;
+            for (size_t b = 0; b < sizeof lag_le / sizeof lag_le[0]; b++) {
+                uint64_t c = sb_hist_count_le(h, (int64_t)(lag_le[b] * 1e6));
+                if (c < prev)
+                    c = prev;
+                prev = c;
+                route_table_labels(o, "syncbridge_run_lag_seconds_bucket", route, table);
+                sb_metrics_printf(o, ",le=\"%g\"} %llu\n", lag_le[b], (unsigned long long)c);
+            }
+            uint64_t count = atomic_load(&h->count);
+            if (count < prev)
+                count = prev;
+            route_table_labels(o, "syncbridge_run_lag_seconds_bucket", route, table);
+            sb_metrics_printf(o, ",le=\"+Inf\"} %llu\n", (unsigned long long)count);
+            route_table_labels(o, "syncbridge_run_lag_seconds_sum", route, table);
+            sb_metrics_printf(o, "} %.3f\n", (double)atomic_load(&h->sum) / 1e6);
+            route_table_labels(o, "syncbridge_run_lag_seconds_count", route, table);
+            sb_metrics_printf(o, "} %llu\n", (unsigned long long)count);
+        }
+    family(o, "syncbridge_run_pending", "gauge", "Runs admitted to the route and not yet settled, per table.");
+    for (size_t i = 0; (f = sb_router_route_freshness(r, i, &route)) != NULL; i++)
+        for (size_t t = 0; sb_freshness_table(f, t, &table, &h, &pending, &oldest) == 0; t++) {
+            route_table_labels(o, "syncbridge_run_pending", route, table);
+            sb_metrics_printf(o, "} %zu\n", pending);
+        }
+    family(o, "syncbridge_run_oldest_pending_seconds", "gauge",
+           "Age (now - finished_at) of the oldest run of the table still in flight on the route; 0 when none.");
+    for (size_t i = 0; (f = sb_router_route_freshness(r, i, &route)) != NULL; i++)
+        for (size_t t = 0; sb_freshness_table(f, t, &table, &h, &pending, &oldest) == 0; t++) {
+            route_table_labels(o, "syncbridge_run_oldest_pending_seconds", route, table);
+            sb_metrics_printf(o, "} %.3f\n", pending && now > oldest ? (double)(now - oldest) / 1e6 : 0.0);
+        }
+}
 
 static void render_router(sb_metrics_out *o, sb_router *r)
 {
@@ -159,6 +246,10 @@ static void render_router(sb_metrics_out *o, sb_router *r)
             sb_metrics_printf(o, "\",step=\"%zu\"} %lld\n", i, (long long)json_integer_value(x));
         }
     }
+    step_gauge(o, routes, "held", "syncbridge_step_held_events",
+               "Entries held at a step while its circuit is open or its instance paused by a Retry-After.");
+    step_gauge(o, routes, "circuit_open", "syncbridge_step_circuit_open",
+               "1 while a step's circuit is open (its calls fail whole; one probe batch at a time).");
     for (size_t d = 0; d < sizeof source_defs / sizeof source_defs[0]; d++) {
         family(o, source_defs[d].name, source_defs[d].type, source_defs[d].help);
         json_object_foreach(sources, name, v)
@@ -195,6 +286,8 @@ static void render_router(sb_metrics_out *o, sb_router *r)
         sb_metrics_label(o, name);
         sb_metrics_printf(o, "\"} %llu\n", (unsigned long long)count);
     }
+
+    render_freshness(o, r);
 
     sb_router_health hl;
     sb_router_health_get(r, sb_mono_us(), &hl);

@@ -8,6 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
 
 int64_t sb_now_us(void)
 {
@@ -191,4 +194,91 @@ int sb_mkdir_p(const char *path, unsigned mode, char *errstr, size_t errstr_size
         rc = sb_err(errstr, errstr_size, "cannot create directory %s: %s", p, strerror(errno));
     free(p);
     return rc;
+}
+
+/* A user private group (Fedora and RHEL give each user one, with umask
+ * 002): named like its user, that user's primary group, and no other
+ * member. Group write then reaches nobody else. */
+static int private_group(uid_t uid, gid_t gid)
+{
+    char buf[4096];
+    struct passwd pw, *pwp = NULL;
+    struct group gr, *grp = NULL;
+    if (getpwuid_r(uid, &pw, buf, sizeof buf, &pwp) != 0 || !pwp || pw.pw_gid != gid)
+        return 0;
+    char name[256];
+    snprintf(name, sizeof name, "%s", pw.pw_name);
+    if (getgrgid_r(gid, &gr, buf, sizeof buf, &grp) != 0 || !grp || strcmp(gr.gr_name, name) != 0)
+        return 0;
+    for (char **m = gr.gr_mem; m && *m; m++)
+        if (strcmp(*m, name) != 0)
+            return 0;
+    return 1;
+}
+
+int sb_untrusted_owner_or_mode(const struct stat *st, char *why, size_t why_size)
+{
+    /* group-writable is fine when the group is its owner alone */
+    int group_ok = (st->st_mode & 0022) == 0020 && private_group(st->st_uid, st->st_gid);
+    if ((st->st_mode & 0022) && !group_ok) {
+        snprintf(why, why_size, "writable by %s (mode %04o)",
+                 (st->st_mode & 0022) == 0022 ? "group and others" : st->st_mode & 0020 ? "group" : "others",
+                 (unsigned)(st->st_mode & 07777));
+        return 1;
+    }
+    if (st->st_uid != 0 && st->st_uid != geteuid()) {
+        snprintf(why, why_size, "owned by uid %u, neither root nor the user syncbridge runs as (uid %u)",
+                 (unsigned)st->st_uid, (unsigned)geteuid());
+        return 1;
+    }
+    return 0;
+}
+
+int sb_parse_iso8601_us(const char *s, int64_t *out)
+{
+    int y, mo, d, h, mi, sec, n = 0;
+    char sep;
+    if (!s || sscanf(s, "%4d-%2d-%2d%c%2d:%2d:%2d%n", &y, &mo, &d, &sep, &h, &mi, &sec, &n) != 7 || n != 19 ||
+        (sep != 'T' && sep != ' '))
+        return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
+        return -1;
+    const char *p = s + n;
+    int64_t frac_us = 0;
+    if (*p == '.' || *p == ',') {
+        int64_t scale = 100000;
+        for (p++; *p >= '0' && *p <= '9'; p++) {
+            frac_us += (*p - '0') * scale;
+            scale /= 10;
+        }
+    }
+    int64_t off_s = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh = 0, om = 0;
+        if (!(p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9'))
+            return -1;
+        oh = (p[1] - '0') * 10 + (p[2] - '0');
+        const char *q = p + 3;
+        if (*q == ':')
+            q++;
+        if (q[0] >= '0' && q[0] <= '9' && q[1] >= '0' && q[1] <= '9') {
+            om = (q[0] - '0') * 10 + (q[1] - '0');
+            q += 2;
+        }
+        off_s = (int64_t)(oh * 3600 + om * 60) * (*p == '-' ? -1 : 1);
+        p = q;
+    }
+    if (*p)
+        return -1;
+    /* days from the civil date (proleptic Gregorian), without timegm's zone state */
+    int64_t yy = y - (mo <= 2);
+    int64_t era = (yy >= 0 ? yy : yy - 399) / 400;
+    int64_t yoe = yy - era * 400;
+    int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *out = ((days * 86400 + (int64_t)h * 3600 + mi * 60 + sec) - off_s) * 1000000 + frac_us;
+    return 0;
 }

@@ -33,7 +33,21 @@ void sb_deadline_in(clockid_t clock, int64_t us, struct timespec *ts);
 /* Uniform random in [0, n) from a thread-local xorshift generator. */
 uint64_t sb_rand_below(uint64_t n);
 
+struct stat;
+/* Whether a file or directory that code or secrets are read from can be
+ * changed by someone other than root and this process's user: 1 with the
+ * reason in `why` ("writable by group/others (mode 0775)", "owned by uid
+ * 1000, neither root nor this process's user"), else 0. Group write is
+ * accepted when the group is its owner's private group (no one else). */
+int sb_untrusted_owner_or_mode(const struct stat *st, char *why, size_t why_size);
+
 /* mkdir -p with mode. 0 or -1 with errstr. */
 int sb_mkdir_p(const char *path, unsigned mode, char *errstr, size_t errstr_size);
+
+
+/* "YYYY-MM-DDTHH:MM:SS[.frac][Z|+HH:MM|-HH:MM]" (a space for the T is
+ * fine; no zone means UTC) as microseconds since the epoch. 0, or -1 when
+ * s is not such a time. */
+int sb_parse_iso8601_us(const char *s, int64_t *out);
 
 #endif

@@ -48,6 +48,7 @@ sbh *sbh_new(const char *section, const char *instance_json)
     h->ledger = sb_ledger_open(h->cfg->state_dir, &lo, err, sizeof err);
     ck_assert_msg(h->ledger != NULL, "harness ledger: %s", err);
     h->reg = sb_registry_new(h->cfg->plugin_dirs, h->cfg->n_plugin_dirs);
+    sb_registry_allow_insecure(h->reg, h->cfg->allow_insecure_plugins);
     free(path);
     free(cfg);
     free(inst);

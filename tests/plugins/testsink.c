@@ -8,6 +8,9 @@
  * state: with wait_polls N, the first call "triggers" (records a line
  * "... trigger"), keeps {"run", "polls"} as its step state and WAITs; the
  * next N calls poll ("... wait K"), and the last one is OK.
+ * For the router's circuit: `outage` answers RETRY to everything for a
+ * while after the first call (a far side that is down), and `calls` logs
+ * one line per process() call: "<monotonic ms> <events> <first result>".
  * Its options are bound to its config struct (ABI 2 option table).
  */
 #include <syncbridge/syncbridge.h>
@@ -17,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The options, filled in by the core (SB_OPT_F_BIND). */
@@ -32,12 +36,16 @@ typedef struct tsink_conf {
     int64_t fatal_once_at;
     int64_t wait_polls;
     int64_t wait_ms;
+    int64_t outage_ms;
+    const char *calls;
+    const char *abandons;
 } tsink_conf;
 
 typedef struct tsink {
     sb_instance *ins;
     const tsink_conf *c;
     int64_t calls;
+    int64_t first_call_ms; /* monotonic; 0 before the first call */
     pthread_mutex_t mu;
 } tsink;
 
@@ -66,7 +74,20 @@ static const sb_option_def options[] = {
      SB_OPT_RANGE_BIND(0, 1000000, tsink_conf, wait_polls)},
     {SB_OPT("wait_ms", SB_OPT_DURATION, "\"50ms\"", 0, "How long each WAIT asks to wait."),
      SB_OPT_RANGE_BIND(1, 3600000, tsink_conf, wait_ms)},
+    {SB_OPT("outage", SB_OPT_DURATION, "0", 0, "Answer RETRY to every event for this long after the first call."),
+     SB_OPT_BIND(tsink_conf, outage_ms)},
+    {SB_OPT("calls", SB_OPT_STRING, NULL, 0, "Append one line per process() call to this file."),
+     SB_OPT_BIND(tsink_conf, calls)},
+    {SB_OPT("abandons", SB_OPT_STRING, NULL, 0, "Append one line per event given to abandon() to this file."),
+     SB_OPT_BIND(tsink_conf, abandons)},
     {0}};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int ts_create(sb_instance *ins, void **self, char *errstr, size_t errstr_size)
 {
@@ -146,12 +167,20 @@ static void ts_process(void *self, sb_batch *b)
     if (c->delay_ms)
         usleep((useconds_t)(c->delay_ms * 1000));
     pthread_mutex_lock(&t->mu);
+    int64_t now = mono_ms();
+    if (!t->first_call_ms)
+        t->first_call_ms = now;
+    int down = c->outage_ms && now - t->first_call_ms < c->outage_ms;
+    sb_result first = SB_RESULT_UNSET;
     int fatal = take_fatal(t);
     FILE *rec = c->record ? fopen(c->record, "a") : NULL;
     for (size_t i = 0; i < sb_batch_count(b); i++) {
         sb_event *ev = sb_batch_event(b, i);
-        if (c->wait_polls && !fatal && wait_script(t, b, i, rec) != SB_RESULT_UNSET)
+        if (c->wait_polls && !fatal && wait_script(t, b, i, rec) != SB_RESULT_UNSET) {
+            if (i == 0)
+                first = SB_RESULT_WAIT;
             continue;
+        }
         sb_result r = (sb_result)c->result;
         const char *why = NULL;
         if (fatal) {
@@ -163,7 +192,12 @@ static void ts_process(void *self, sb_batch *b)
         } else if (sb_batch_attempt(b, i) <= c->fail_first) {
             r = SB_RESULT_RETRY;
             why = "scripted transient failure";
+        } else if (down) {
+            r = SB_RESULT_RETRY;
+            why = "scripted outage";
         }
+        if (i == 0)
+            first = r;
         if (r == SB_RESULT_OK && c->add_field) {
             char err[256];
             char *v = sb_template_render(c->add_value, ev, err, sizeof err);
@@ -185,7 +219,23 @@ static void ts_process(void *self, sb_batch *b)
         fsync(fileno(rec));
         fclose(rec);
     }
+    FILE *calls = c->calls ? fopen(c->calls, "a") : NULL;
+    if (calls) {
+        fprintf(calls, "%lld %zu %s\n", (long long)now, sb_batch_count(b), result_name(first));
+        fclose(calls);
+    }
     pthread_mutex_unlock(&t->mu);
+}
+
+static void ts_abandon(void *self, sb_batch *b)
+{
+    tsink *t = self;
+    FILE *f = t->c->abandons ? fopen(t->c->abandons, "a") : NULL;
+    if (!f)
+        return;
+    for (size_t i = 0; i < sb_batch_count(b); i++)
+        fprintf(f, "%s %s abandon\n", sb_instance_name(t->ins), sb_event_id(sb_batch_event(b, i)));
+    fclose(f);
 }
 
 const sb_plugin syncbridge_plugin = {
@@ -199,4 +249,5 @@ const sb_plugin syncbridge_plugin = {
     .create = ts_create,
     .process = ts_process,
     .destroy = ts_destroy,
+    .abandon = ts_abandon,
 };

@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <syncbridge/metrics.h>
 
 static char err[4096];
 
@@ -452,6 +453,18 @@ START_TEST(metrics_are_valid_exposition)
     wait_done(&e, 20);
     ck_assert_int_eq(sb_metrics_register("test", contributor, "we\"ird\\name"), 0);
     ck_assert_int_eq(sb_metrics_register("test", contributor, NULL), -1);
+    /* the plugins' API (syncbridge/metrics.h) */
+    sb_metric *c1 = sb_metric_new(NULL, SB_METRIC_COUNTER, "test_things_total", "Things.");
+    ck_assert_ptr_nonnull(c1);
+    ck_assert_ptr_null(sb_metric_new(NULL, SB_METRIC_COUNTER, "test_things_total", "Things.")); /* same instance */
+    ck_assert_ptr_null(sb_metric_new(NULL, SB_METRIC_GAUGE, "test_things_total", "Things."));   /* other type */
+    ck_assert_ptr_null(sb_metric_new(NULL, SB_METRIC_GAUGE, "Bad-Name", "x"));
+    ck_assert_ptr_null(sb_metric_new(NULL, SB_METRIC_GAUGE, "test_level", "two\nlines"));
+    sb_metric *g = sb_metric_new(NULL, SB_METRIC_GAUGE, "test_level", "A level.");
+    sb_metric_add(c1, 3);
+    sb_metric_add(c1, 4);
+    sb_metric_set(g, -5);
+    sb_metric_add(NULL, 1); /* NULL-safe, so a plugin may ignore a refusal */
     char *body;
     ck_assert_int_eq(http_get(&e, "GET", "/metrics", &body), 200);
     int nf = check_exposition(body);
@@ -462,6 +475,8 @@ START_TEST(metrics_are_valid_exposition)
         "syncbridge_route_events_done_total{route=\"r\"} 20\n",
         "syncbridge_route_events_dead_lettered_total{route=\"r\"} 0\n",
         "syncbridge_route_retries_total{route=\"r\"} 0\n",
+        "syncbridge_route_waits_total{route=\"r\"} 0\n",
+        "syncbridge_route_progress_bytes_total{route=\"r\"} 0\n",
         "syncbridge_route_duplicates_total{route=\"r\"} 0\n",
         "syncbridge_route_inflight_events{route=\"r\"} 0\n",
         "syncbridge_route_inflight_bytes{route=\"r\"} 0\n",
@@ -480,6 +495,9 @@ START_TEST(metrics_are_valid_exposition)
         "process_open_fds ",
         "process_start_time_seconds ",
         "sb_test_http_requests_total{plugin=\"we\\\"ird\\\\name\",code=\"200\"} 7\n",
+        "# HELP syncbridge_test_things_total Things.\n# TYPE syncbridge_test_things_total counter\n"
+        "syncbridge_test_things_total{instance=\"\"} 7\n",
+        "# TYPE syncbridge_test_level gauge\nsyncbridge_test_level{instance=\"\"} -5\n",
         NULL};
     for (int i = 0; want[i]; i++)
         ck_assert_msg(strstr(body, want[i]), "missing %s in:\n%s", want[i], body);
@@ -488,8 +506,11 @@ START_TEST(metrics_are_valid_exposition)
     ck_assert_msg(start > (double)time(NULL) - 3600 && start <= (double)time(NULL) + 1, "start %f", start);
     free(body);
     sb_metrics_unregister("test");
+    sb_metric_free(c1);
+    sb_metric_free(g);
     ck_assert_int_eq(http_get(&e, "GET", "/metrics", &body), 200);
     ck_assert_ptr_null(strstr(body, "sb_test_http_requests_total"));
+    ck_assert_ptr_null(strstr(body, "syncbridge_test_things_total")); /* no series: no header either */
     free(body);
     env_stop(&e);
 }

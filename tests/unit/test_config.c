@@ -102,7 +102,8 @@ START_TEST(test_valid_merge)
              "  \"plugin_path\": [\"/opt/team/plugins\", \"${env:SB_TEST_STATE}/plugins\"],\n"
              "  \"log\": {\"level\": \"debug\", \"target\": \"syslog\"},\n"
              "  \"shutdown_timeout\": \"10s\",\n"
-             "  \"ledger\": {\"fsync\": \"power\", \"retention\": \"2d\", \"commit_interval\": 10},\n"
+             "  \"ledger\": {\"fsync\": \"power\", \"retention\": \"2d\", \"commit_interval\": 10,"
+             " \"keep_payload\": \"until_settled\"},\n"
              "  \"limits\": {\"max_inflight\": 50, \"max_inflight_bytes\": \"1MB\"},\n"
              "  \"admin\": {\"enabled\": true, \"bind\": \"${file:%s/secret.txt}\", \"port\": 9000},\n"
              "  \"sources\": {\"rr_logs\": {\"plugin\": \"file_in\", \"path\": \"/var/log/rr/*.log\", \"workers\": 3}},\n"
@@ -140,6 +141,7 @@ START_TEST(test_valid_merge)
     ck_assert_int_eq(c->fsync, SB_FSYNC_POWER);
     ck_assert_int_eq(c->retention_ms, 2 * 86400000LL);
     ck_assert_int_eq(c->commit_interval_ms, 10);
+    ck_assert_int_eq(c->keep_payload_until_settled, 1);
     ck_assert_int_eq(c->max_inflight, 50);
     ck_assert_int_eq(c->max_inflight_bytes, 1048576);
     ck_assert_int_eq(c->admin_enabled, 1);
@@ -226,6 +228,7 @@ START_TEST(test_defaults_without_conf_d)
     ck_assert_int_eq(c->fsync, SB_FSYNC_PROCESS);
     ck_assert_int_eq(c->retention_ms, 7 * 86400000LL);
     ck_assert_int_eq(c->commit_interval_ms, 5);
+    ck_assert_int_eq(c->keep_payload_until_settled, 0);
     ck_assert_int_eq(c->max_inflight, 10000);
     ck_assert_int_eq(c->max_inflight_bytes, 64LL * 1024 * 1024);
     ck_assert_int_eq(c->admin_enabled, 0);
@@ -258,6 +261,25 @@ START_TEST(test_custom_conf_d)
     snprintf(want, sizeof want, "%s: conf_d: cannot read directory \"%s\": Not a directory", at("main.json"),
              at("main.json"));
     ck_assert_str_eq(load_err(), want);
+}
+END_TEST
+
+/* A drop-in symlink that leads nowhere is an error naming it, never a
+ * drop-in skipped without a word. */
+START_TEST(test_dangling_and_looping_dropin_symlinks)
+{
+    write_file("main.json", minimal_main);
+    write_file("conf.d/10-ok.json", "{\"sinks\": {\"o\": {\"plugin\": \"stdout\"}}}");
+    char link[600];
+    snprintf(link, sizeof link, "%s", at("conf.d/20-team.json"));
+    ck_assert_int_eq(symlink(at("gone/team.json"), link), 0);
+    ASSERT_HAS(load_err(), "cannot read drop-in ");
+    ASSERT_HAS(load_err(), "conf.d/20-team.json: No such file or directory (a dangling or looping symlink?)");
+    ck_assert_int_eq(unlink(link), 0);
+    ck_assert_int_eq(symlink("20-team.json", link), 0); /* points at itself */
+    ASSERT_HAS(load_err(), "conf.d/20-team.json: Too many levels of symbolic links");
+    ck_assert_int_eq(unlink(link), 0);
+    sb_config_free(load_ok());
 }
 END_TEST
 
@@ -333,6 +355,8 @@ START_TEST(test_wrong_types)
     ASSERT_HAS(load_err(), "log.level: expected one of \"error\", \"warn\", \"info\", \"debug\", got \"verbose\"");
     write_file("main.json", "{\"ledger\": {\"fsync\": \"always\"}}");
     ASSERT_HAS(load_err(), "ledger.fsync: expected one of \"process\", \"power\", got \"always\"");
+    write_file("main.json", "{\"ledger\": {\"keep_payload\": \"never\"}}");
+    ASSERT_HAS(load_err(), "ledger.keep_payload: expected one of \"always\", \"until_settled\", got \"never\"");
     write_file("main.json", "{\"log\": \"debug\"}");
     ASSERT_HAS(load_err(), "main.json: log: expected an object, got \"debug\"");
     write_file("main.json", "{\"sinks\": []}");
@@ -392,10 +416,12 @@ START_TEST(test_bad_durations_and_sizes)
     ASSERT_HAS(load_err(), "ledger.retention: expected a duration of at most 100 years, got \"1000000000d\"");
     write_file("main.json", "{\"shutdown_timeout\": 9000000000000000000}");
     ASSERT_HAS(load_err(), "shutdown_timeout: expected a duration of at most 100 years");
-    /* a reference's value is shown when it is the part at fault */
-    setenv("SB_TEST_BAD_RETENTION", "5 sec", 1);
+    /* a reference is named when its value is at fault, and the value (maybe
+     * a secret) is never echoed */
+    setenv("SB_TEST_BAD_RETENTION", "5 sec s3cr3t", 1);
     write_file("main.json", "{\"ledger\": {\"retention\": \"${env:SB_TEST_BAD_RETENTION}\"}}");
-    ASSERT_HAS(load_err(), "got \"${env:SB_TEST_BAD_RETENTION}\" (after substitution: \"5 sec\")");
+    ASSERT_HAS(load_err(), "got \"${env:SB_TEST_BAD_RETENTION}\", whose substituted value is not one");
+    ck_assert_ptr_null(strstr(load_err(), "s3cr3t"));
 }
 END_TEST
 
@@ -598,6 +624,7 @@ int main(void)
     tcase_add_test(tc, test_defaults_without_conf_d);
     tcase_add_test(tc, test_custom_conf_d);
     tcase_add_test(tc, test_syntax_errors);
+    tcase_add_test(tc, test_dangling_and_looping_dropin_symlinks);
     tcase_add_test(tc, test_unknown_keys);
     tcase_add_test(tc, test_wrong_types);
     tcase_add_test(tc, test_duration_and_size_forms);

@@ -6,7 +6,10 @@
 #include "gcp_internal.h"
 #include "gcp_testlib.h"
 
+#include "log/log_internal.h"
+
 #include <check.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +84,7 @@ static sb_gcp_result get_topic(sb_gcp_client *c, const char *topic, sb_gcp_respo
 {
     char path[128];
     snprintf(path, sizeof path, "/v1/projects/p/topics/%s", topic);
-    sb_gcp_request req = {.method = "PUT", .url = path, .headers = json_hdr, .body = "{}", .body_len = 2, .idempotent = 1};
+    sb_gcp_request req = {.size = sizeof(sb_gcp_request), .method = "PUT", .url = path, .headers = json_hdr, .body = "{}", .body_len = 2, .idempotent = 1};
     sb_gcp_result rc = sb_gcp_request_send(c, &req, r, err, n);
     if (rc == SB_GCP_HTTP_ERROR && r->status == 409) { /* already there: fine */
         sb_gcp_response_clear(r);
@@ -295,7 +298,7 @@ START_TEST(test_401_refresh_and_retry_once)
 
     /* One 401 (token revoked): new token, one retry, success. */
     tl_fault(&fake, "{\"path_regex\":\"topics/a4$\",\"status\":401,\"count\":1}");
-    sb_gcp_request get = {.method = "GET", .url = "/v1/projects/p/topics/a4", .idempotent = 1};
+    sb_gcp_request get = {.size = sizeof(sb_gcp_request), .method = "GET", .url = "/v1/projects/p/topics/a4", .idempotent = 1};
     ck_assert_msg(sb_gcp_request_send(c, &get, &r, err, sizeof err) == SB_GCP_OK, "%s", err);
     ck_assert_int_eq(r.attempts, 2);
     sb_gcp_response_clear(&r);
@@ -303,7 +306,7 @@ START_TEST(test_401_refresh_and_retry_once)
 
     /* 401 every time: exactly one refresh and one retry, then the error. */
     tl_fault(&fake, "{\"path_regex\":\"topics/a4$\",\"method\":\"PUT\",\"status\":401}");
-    sb_gcp_request req = {.method = "PUT", .url = "/v1/projects/p/topics/a4", .headers = json_hdr, .body = "{}",
+    sb_gcp_request req = {.size = sizeof(sb_gcp_request), .method = "PUT", .url = "/v1/projects/p/topics/a4", .headers = json_hdr, .body = "{}",
                           .body_len = 2, .idempotent = 1};
     ck_assert_int_eq(sb_gcp_request_send(c, &req, &r, err, sizeof err), SB_GCP_HTTP_ERROR);
     ck_assert_int_eq(r.status, 401);
@@ -331,7 +334,7 @@ START_TEST(test_token_error_on_a_retry_keeps_the_earlier_error)
      * operator sees the token error and the 401 that led to it. */
     tl_fault(&fake, "{\"path_regex\":\"topics/a13$\",\"status\":401,\"count\":1}");
     tl_fault(&fake, "{\"path_regex\":\"^/token$\",\"status\":400,\"count\":1}");
-    sb_gcp_request get = {.method = "GET", .url = "/v1/projects/p/topics/a13", .idempotent = 1};
+    sb_gcp_request get = {.size = sizeof(sb_gcp_request), .method = "GET", .url = "/v1/projects/p/topics/a13", .idempotent = 1};
     ck_assert_int_eq(sb_gcp_request_send(c, &get, &r, err, sizeof err), SB_GCP_AUTH_ERROR);
     ck_assert_int_eq(r.attempts, 1);
     ck_assert_int_eq(r.status, 401);
@@ -522,6 +525,21 @@ START_TEST(test_key_file_errors)
     sb_gcp_client *c = sb_gcp_client_new(&conf, err, sizeof err);
     ck_assert_msg(c != NULL, "%s", err);
     sb_gcp_client_destroy(c);
+
+    /* A private key in a directory others can write: they could swap it. */
+    char sub[256];
+    snprintf(sub, sizeof sub, "%.200s/shared", dir);
+    snprintf(p, sizeof p, "%s/key.json", sub);
+    tl_sh("mkdir -p '%s' && cp '%s' '%s' && chmod 0600 '%s' && chmod 0777 '%s'", sub, sa_file, p, p, sub);
+    snprintf(want, sizeof want,
+             "key file %s: its directory %s is writable by group and others (mode 0777); fix it, or set "
+             "allow_insecure_key_file to accept it",
+             p, sub);
+    bad_key(p, 0, want);
+    conf.key_file = p;
+    c = sb_gcp_client_new(&conf, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+    sb_gcp_client_destroy(c);
 }
 END_TEST
 
@@ -607,6 +625,115 @@ START_TEST(test_static_and_none)
 }
 END_TEST
 
+typedef struct hammer {
+    sb_gcp_client *c;
+    double until;
+    int calls, auth_errors, no_wait_backoff;
+} hammer;
+
+/* Requests as fast as they come back, as workers retrying would. */
+static void *hammer_run(void *p)
+{
+    hammer *h = p;
+    while (tl_now() < h->until) {
+        char err[2048];
+        sb_gcp_request req = SB_GCP_REQUEST_INIT;
+        req.url = "/v1/projects/p/topics/hb";
+        req.idempotent = 1;
+        req.no_wait = 1;
+        sb_gcp_response r;
+        sb_gcp_result rc = sb_gcp_request_send(h->c, &req, &r, err, sizeof err);
+        h->calls++;
+        if (rc == SB_GCP_AUTH_ERROR) {
+            h->auth_errors++;
+            if (r.retry_after_ms > 0 && strstr(err, "next token attempt in"))
+                h->no_wait_backoff++;
+        }
+        sb_gcp_response_clear(&r);
+    }
+    return NULL;
+}
+
+static int count_in(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, needle))
+            n++;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* A token endpoint that refuses: a bounded rate of token requests, shared
+ * by every caller of the client, and one log line per state change. */
+START_TEST(test_token_failures_back_off_shared)
+{
+    NEED_FAKE();
+    char logp[1024];
+    snprintf(logp, sizeof logp, "%s/backoff.log", dir);
+    int fd = open(logp, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+    ck_assert(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    sb_log_setup(SB_LOG_INFO, SB_LOG_TO_STDERR);
+
+    tl_fault(&fake, "{\"path_regex\":\"^/token$\",\"status\":400,\"message\":\"key refused\"}");
+    sb_gcp_conf conf;
+    char err[1024];
+    sa_conf(&conf, sa_file);
+    conf.retry_initial_ms = 200;
+    conf.retry_max_delay_ms = 800;
+    sb_gcp_client *c = sb_gcp_client_new(&conf, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+    enum { N = 8 };
+    const double window = 3.0;
+    pthread_t th[N];
+    hammer h[N];
+    double t0 = tl_now();
+    for (int i = 0; i < N; i++) {
+        h[i] = (hammer){c, t0 + window, 0, 0, 0};
+        pthread_create(&th[i], NULL, hammer_run, &h[i]);
+    }
+    int calls = 0, backoff = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(h[i].auth_errors, h[i].calls);
+        calls += h[i].calls;
+        backoff += h[i].no_wait_backoff;
+    }
+    /* Delays of at least 100, 200, 400, 400 ... ms (half of each cap): at
+     * most 1 + 1 + 1 + 1 + 6 attempts in 3 s, whatever the callers did. */
+    int fetched = tokens_fetched();
+    ck_assert_msg(fetched >= 3 && fetched <= 10, "%d token requests in %.0f s (%d calls)", fetched, window, calls);
+    ck_assert_int_gt(calls, 10 * fetched); /* the rest were answered from the backoff */
+    ck_assert_int_gt(backoff, 0);
+    ck_assert_int_eq(tl_count(&fake, "topics/hb$", NULL, 0), 0); /* no API call without a token */
+    sb_gcp_stats st;
+    sb_gcp_client_stats(c, &st);
+    ck_assert_uint_eq(st.token_errors, (uint64_t)fetched);
+
+    /* The endpoint recovers: the next attempt after the backoff works. */
+    tl_ctl(&fake, 0, "DELETE", "/_fake/faults", NULL, NULL);
+    usleep(900000);
+    char *tok = NULL;
+    ck_assert_msg(sb_gcp_client_token(c, &tok, err, sizeof err) == 0, "%s", err);
+    free(tok);
+    sb_gcp_client_destroy(c);
+
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    ck_assert_int_eq(count_in(logp, "gcp auth: cannot get a service_account token"), 1);
+    ck_assert_int_eq(count_in(logp, "gcp auth: got a service_account token again after"), 1);
+    ck_assert_int_eq(count_in(logp, "key refused"), 1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gcp_auth");
@@ -628,6 +755,7 @@ int main(void)
     tcase_add_test(tc, test_clock_skew_rejected_clearly);
     tcase_add_test(tc, test_unknown_key_rejected_clearly);
     tcase_add_test(tc, test_static_and_none);
+    tcase_add_test(tc, test_token_failures_back_off_shared);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

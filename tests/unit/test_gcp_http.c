@@ -87,7 +87,7 @@ static void create_topic(sb_gcp_client *c, const char *topic)
 {
     char path[256], err[512];
     snprintf(path, sizeof path, "/v1/projects/p/topics/%s", topic);
-    sb_gcp_request req = {.method = "PUT", .url = path, .headers = json_hdr, .body = "{}", .body_len = 2, .idempotent = 1};
+    sb_gcp_request req = {.size = sizeof(sb_gcp_request), .method = "PUT", .url = path, .headers = json_hdr, .body = "{}", .body_len = 2, .idempotent = 1};
     sb_gcp_response r;
     sb_gcp_result rc = sb_gcp_request_send(c, &req, &r, err, sizeof err);
     ck_assert_msg(rc == SB_GCP_OK, "create topic: %s", err);
@@ -101,7 +101,7 @@ static sb_gcp_result publish(sb_gcp_client *c, const char *topic, int idempotent
 {
     char path[256];
     snprintf(path, sizeof path, "/v1/projects/p/topics/%s:publish", topic);
-    sb_gcp_request req = {.method = "POST", .url = path, .headers = json_hdr, .body = pub_body,
+    sb_gcp_request req = {.size = sizeof(sb_gcp_request), .method = "POST", .url = path, .headers = json_hdr, .body = pub_body,
                           .body_len = strlen(pub_body), .idempotent = idempotent};
     return sb_gcp_request_send(c, &req, r, err, errsz);
 }
@@ -193,7 +193,7 @@ START_TEST(test_other_statuses_retried)
         char f[256];
         snprintf(f, sizeof f, "{\"path_regex\":\"t3$\",\"method\":\"GET\",\"status\":%d,\"count\":2}", codes[i]);
         tl_fault(&fake, f);
-        sb_gcp_request req = {.method = "GET", .url = "/v1/projects/p/topics/t3", .idempotent = 1};
+        sb_gcp_request req = {.size = sizeof(sb_gcp_request), .method = "GET", .url = "/v1/projects/p/topics/t3", .idempotent = 1};
         sb_gcp_response r;
         ck_assert_msg(sb_gcp_request_send(c, &req, &r, err, sizeof err) == SB_GCP_OK, "%d: %s", codes[i], err);
         ck_assert_int_eq(r.attempts, 3);
@@ -237,7 +237,7 @@ START_TEST(test_truncate_retried)
     create_topic(c, "t5");
     tl_ctl(&fake, 0, "DELETE", "/_fake/requests", NULL, NULL);
     tl_fault(&fake, "{\"path_regex\":\"t5$\",\"method\":\"GET\",\"kind\":\"truncate\",\"count\":1}");
-    sb_gcp_request req = {.method = "GET", .url = "/v1/projects/p/topics/t5", .idempotent = 1};
+    sb_gcp_request req = {.size = sizeof(sb_gcp_request), .method = "GET", .url = "/v1/projects/p/topics/t5", .idempotent = 1};
     sb_gcp_response r;
     ck_assert_msg(sb_gcp_request_send(c, &req, &r, err, sizeof err) == SB_GCP_OK, "%s", err);
     ck_assert_int_eq(r.attempts, 2);
@@ -258,7 +258,7 @@ START_TEST(test_latency_timeout_retried)
     sb_gcp_client *c = client(&conf);
     create_topic(c, "t6");
     tl_fault(&fake, "{\"path_regex\":\"t6$\",\"method\":\"GET\",\"kind\":\"latency\",\"latency_ms\":1500,\"count\":1}");
-    sb_gcp_request req = {.method = "GET", .url = "/v1/projects/p/topics/t6", .idempotent = 1};
+    sb_gcp_request req = {.size = sizeof(sb_gcp_request), .method = "GET", .url = "/v1/projects/p/topics/t6", .idempotent = 1};
     sb_gcp_response r;
     double t0 = tl_now();
     ck_assert_msg(sb_gcp_request_send(c, &req, &r, err, sizeof err) == SB_GCP_OK, "%s", err);
@@ -438,7 +438,7 @@ START_TEST(test_4xx_not_retried)
     char ep[64], err[512];
     base_conf(&conf, ep, sizeof ep);
     sb_gcp_client *c = client(&conf);
-    sb_gcp_request req = {.method = "GET", .url = "/v1/projects/p/topics/missing", .idempotent = 1};
+    sb_gcp_request req = {.size = sizeof(sb_gcp_request), .method = "GET", .url = "/v1/projects/p/topics/missing", .idempotent = 1};
     sb_gcp_response r;
     sb_gcp_result rc = sb_gcp_request_send(c, &req, &r, err, sizeof err);
     ck_assert_int_eq(rc, SB_GCP_HTTP_ERROR);
@@ -485,7 +485,7 @@ START_TEST(test_read_callback_upload_retried)
     create_topic(c, "t12");
     tl_fault(&fake, "{\"path_regex\":\"t12:publish\",\"status\":503,\"count\":1}");
     upload u = {pub_body, strlen(pub_body), 0, 0};
-    sb_gcp_request req = {.method = "POST", .url = "/v1/projects/p/topics/t12:publish", .headers = json_hdr,
+    sb_gcp_request req = {.size = sizeof(sb_gcp_request), .method = "POST", .url = "/v1/projects/p/topics/t12:publish", .headers = json_hdr,
                           .read_cb = up_read, .rewind_cb = up_rewind, .read_opaque = &u, .body_len = u.len,
                           .idempotent = 1};
     sb_gcp_response r;
@@ -660,7 +660,7 @@ START_TEST(test_debug_log_redacts)
     char ep[64], err[512];
     base_conf(&conf, ep, sizeof ep);
     sb_gcp_client *c = client(&conf);
-    sb_gcp_request req = {.method = "GET", .url = "/v1/projects/p/topics/nope?access_token=SECRET123"};
+    sb_gcp_request req = {.size = sizeof(sb_gcp_request), .method = "GET", .url = "/v1/projects/p/topics/nope?access_token=SECRET123"};
     sb_gcp_response r;
     sb_gcp_request_send(c, &req, &r, err, sizeof err);
     sb_gcp_response_clear(&r);

@@ -366,7 +366,9 @@ START_TEST(test_retry_after_and_status)
     sb_gcp_response r = {0};
     r.status = 503;
     ck_assert(sb_gcp_result_retriable(SB_GCP_HTTP_ERROR, &r));
-    r.status = 403;
+    r.status = 403; /* credentials or IAM can be fixed: retried later, as classify says */
+    ck_assert(sb_gcp_result_retriable(SB_GCP_HTTP_ERROR, &r));
+    r.status = 400;
     ck_assert(!sb_gcp_result_retriable(SB_GCP_HTTP_ERROR, &r));
     ck_assert(sb_gcp_result_retriable(SB_GCP_TRANSPORT_ERROR, NULL));
     ck_assert(!sb_gcp_result_retriable(SB_GCP_OK, &r));
@@ -442,6 +444,7 @@ START_TEST(test_classify_answers)
         {SB_GCP_HTTP_ERROR, 409, NULL, SB_GCP_409_OK, SB_RESULT_OK, SB_GCP_CAUSE_EXISTS, 0},
         {SB_GCP_HTTP_ERROR, 400, "5", 0, SB_RESULT_FAIL, SB_GCP_CAUSE_REFUSED, 0},
         {SB_GCP_INVALID, 0, NULL, 0, SB_RESULT_FAIL, SB_GCP_CAUSE_REFUSED, 0},
+        {SB_GCP_CANCELLED, 0, NULL, 0, SB_RESULT_RETRY, SB_GCP_CAUSE_CANCELLED, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sb_gcp_response resp = {.status = cases[i].status, .retry_after = (char *)cases[i].retry_after,
@@ -456,6 +459,116 @@ START_TEST(test_classify_answers)
 }
 END_TEST
 
+/* sb_gcp_result_retriable() and sb_gcp_classify() never disagree. */
+START_TEST(test_retriable_agrees_with_classify)
+{
+    const sb_gcp_result rcs[] = {SB_GCP_OK, SB_GCP_HTTP_ERROR, SB_GCP_TRANSPORT_ERROR, SB_GCP_AUTH_ERROR,
+                                 SB_GCP_INVALID, SB_GCP_CANCELLED};
+    for (size_t k = 0; k < sizeof rcs / sizeof rcs[0]; k++)
+        for (long st = 0; st < 600; st++) {
+            if (rcs[k] == SB_GCP_HTTP_ERROR && st < 400)
+                continue;
+            sb_gcp_response r = {.status = st};
+            int retry = sb_gcp_classify(rcs[k], &r, NULL, 0).result == SB_RESULT_RETRY;
+            ck_assert_msg(sb_gcp_result_retriable(rcs[k], &r) == retry, "rc %d status %ld", (int)rcs[k], st);
+        }
+    /* every 5xx, 401, 403, 408, 429: later; other 4xx: never */
+    const long later[] = {401, 403, 408, 429, 500, 501, 502, 503, 504, 505, 599};
+    const long never[] = {400, 404, 405, 409, 410, 412, 413, 422};
+    for (size_t i = 0; i < sizeof later / sizeof later[0]; i++) {
+        sb_gcp_response r = {.status = later[i]};
+        ck_assert_msg(sb_gcp_result_retriable(SB_GCP_HTTP_ERROR, &r), "%ld", later[i]);
+    }
+    for (size_t i = 0; i < sizeof never / sizeof never[0]; i++) {
+        sb_gcp_response r = {.status = never[i]};
+        ck_assert_msg(!sb_gcp_result_retriable(SB_GCP_HTTP_ERROR, &r), "%ld", never[i]);
+    }
+    /* the retry delay the layer computed (token backoff) reaches the core */
+    sb_gcp_response r = {.retry_after_ms = 1500};
+    ck_assert_int_eq(sb_gcp_classify(SB_GCP_AUTH_ERROR, &r, "no token", 0).retry_after_ms, 1500);
+    r = (sb_gcp_response){.status = 503, .retry_after_ms = 2000};
+    ck_assert_int_eq(sb_gcp_classify(SB_GCP_HTTP_ERROR, &r, NULL, 0).retry_after_ms, 2000);
+}
+END_TEST
+
+/* Caller structs carry their size; 0 or too small is refused clearly. */
+START_TEST(test_struct_sizes_checked)
+{
+    char err[512];
+    sb_gcp_conf conf;
+    memset(&conf, 0, sizeof conf);
+    conf.auth = SB_GCP_AUTH_NONE;
+    conf.max_attempts = 1;
+    ck_assert_ptr_null(sb_gcp_client_new(&conf, err, sizeof err));
+    ck_assert_msg(strstr(err, "invalid sb_gcp_conf: its size field is 0") && strstr(err, "sb_gcp_conf_init()"), "%s",
+                  err);
+    sb_gcp_conf_init(&conf);
+    ck_assert_uint_eq(conf.size, sizeof conf);
+    conf.auth = SB_GCP_AUTH_NONE;
+    conf.endpoint = "http://127.0.0.1:1";
+    sb_gcp_client *c = sb_gcp_client_new(&conf, err, sizeof err);
+    ck_assert_msg(c != NULL, "%s", err);
+
+    /* a newer caller's larger conf, filled by this library's init */
+    struct {
+        sb_gcp_conf conf;
+        int64_t future;
+    } bigconf;
+    memset(&bigconf, 0xa5, sizeof bigconf);
+    sb_gcp_conf_init_sized(&bigconf.conf, sizeof bigconf);
+    bigconf.conf.auth = SB_GCP_AUTH_NONE;
+    sb_gcp_client *c2 = sb_gcp_client_new(&bigconf.conf, err, sizeof err);
+    ck_assert_msg(c2 != NULL, "%s", err);
+    sb_gcp_client_destroy(c2);
+
+    sb_gcp_request req = {.url = "/x"}; /* no size */
+    sb_gcp_response r;
+    ck_assert_int_eq(sb_gcp_request_send(c, &req, &r, err, sizeof err), SB_GCP_INVALID);
+    ck_assert_msg(strstr(err, "invalid sb_gcp_request: its size field is 0") != NULL, "%s", err);
+    sb_gcp_response_clear(&r);
+    req.size = 8;
+    ck_assert_int_eq(sb_gcp_request_send(c, &req, &r, err, sizeof err), SB_GCP_INVALID);
+    ck_assert_msg(strstr(err, "its size field is 8") != NULL, "%s", err);
+    sb_gcp_response_clear(&r);
+    /* a newer caller's struct: larger is fine while the unknown tail is unset */
+    struct {
+        sb_gcp_request req;
+        int64_t future;
+    } big = {.req = {.size = sizeof big, .url = "/x", .no_auth = 1, .max_attempts = 1, .deadline_ms = 200}};
+    ck_assert_int_eq(sb_gcp_request_send(c, &big.req, &r, err, sizeof err), SB_GCP_TRANSPORT_ERROR);
+    sb_gcp_response_clear(&r);
+    big.future = 1;
+    ck_assert_int_eq(sb_gcp_request_send(c, &big.req, &r, err, sizeof err), SB_GCP_INVALID);
+    ck_assert_msg(strstr(err, "newer SDK") != NULL, "%s", err);
+    sb_gcp_response_clear(&r);
+    /* multi_add checks the same way, and queues nothing */
+    sb_gcp_multi *m = sb_gcp_multi_new(c, 2, err, sizeof err);
+    ck_assert_ptr_nonnull(m);
+    req.size = 0;
+    ck_assert_int_eq(sb_gcp_multi_add(m, &req, NULL, NULL, err, sizeof err), -1);
+    ck_assert_uint_eq(sb_gcp_multi_pending(m), 0);
+    sb_gcp_multi_destroy(m);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
+/* Any header through the accessor; repeats joined as an HTTP list. */
+START_TEST(test_header_accessor)
+{
+    sb_gcp_response r = {0};
+    ck_assert_ptr_null(sb_gcp_response_header(&r, "etag"));
+    sb_gcp__headers_add(&r, "X-Goog-Hash", 11, "crc32c=AAAAAA==", 15);
+    sb_gcp__headers_add(&r, "x-goog-hash", 11, "md5=BBBB", 8);
+    sb_gcp__headers_add(&r, "X-Goog-Generation", 17, "17", 2);
+    ck_assert_str_eq(sb_gcp_response_header(&r, "x-goog-hash"), "crc32c=AAAAAA==,md5=BBBB");
+    ck_assert_str_eq(sb_gcp_response_header(&r, "X-GOOG-GENERATION"), "17");
+    ck_assert_ptr_null(sb_gcp_response_header(&r, "x-goog"));
+    ck_assert_ptr_null(sb_gcp_response_header(NULL, "x"));
+    sb_gcp_response_clear(&r);
+    ck_assert_ptr_null(r.priv);
+    ck_assert_ptr_null(sb_gcp_response_header(&r, "x-goog-hash"));
+}
+END_TEST
 
 int main(void)
 {
@@ -472,6 +585,9 @@ int main(void)
     tcase_add_test(tc, test_retry_after_and_status);
     tcase_add_test(tc, test_auth_mode_names_and_conf);
     tcase_add_test(tc, test_classify_answers);
+    tcase_add_test(tc, test_retriable_agrees_with_classify);
+    tcase_add_test(tc, test_struct_sizes_checked);
+    tcase_add_test(tc, test_header_accessor);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -134,6 +134,27 @@ END_TEST
 
 /* Nesting around jansson's depth limit: the innermost container at depth d
  * (arrays, then objects), and a scalar one level below it. */
+/* A member list whose text ends right after a ':' (the fuzzer's first
+ * find): the walk must stop at the end of its input, not read past it.
+ * The text is copied to an exact-size buffer so ASan sees any overrun. */
+START_TEST(member_walk_stops_at_the_end)
+{
+    static const char *const cuts[] = {",\"k\":", ",\"k\"", ",\"k", "{\"k\":", "{\"a\":1,\"k\":"};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        size_t len = strlen(cuts[i]), n = 0;
+        char *exact = malloc(len);
+        memcpy(exact, cuts[i], len);
+        sb_json_span *m = sb_json_members(exact, len, &n);
+        for (size_t j = 0; j < n; j++)
+            ck_assert(m[j].value + m[j].value_len <= exact + len);
+        free(m);
+        sb_json_member one;
+        sb_json_find_member(exact, len, "k", &one);
+        free(exact);
+    }
+}
+END_TEST
+
 START_TEST(depth_limit)
 {
     for (size_t d = JSON_PARSER_MAX_DEPTH - 2; d <= JSON_PARSER_MAX_DEPTH + 2; d++) {
@@ -333,6 +354,7 @@ int main(void)
     TCase *tc = tcase_create("json_text");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, hand_picked_edges);
+    tcase_add_test(tc, member_walk_stops_at_the_end);
     tcase_add_test(tc, depth_limit);
     tcase_add_test(tc, generated_documents_and_mutations);
     tcase_add_test(tc, quote_matches_json_dumps);

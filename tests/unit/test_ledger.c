@@ -197,6 +197,33 @@ START_TEST(test_accept_duplicate_checkpoint)
 }
 END_TEST
 
+/* A source's dead letter is inserted straight into the dead-letter store,
+ * in the accept's transaction; a redelivery of it is a duplicate. */
+START_TEST(test_accept_dead_letter)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    char *p = payload("bad1", "t", 1);
+    sb_ledger_new e[2] = {
+        {.event_id = "bad1", .route = "r1", .payload = p, .received_us = 1, .dead_reason = "cannot be decoded: x"},
+        {.event_id = "bad1", .route = "r2", .payload = p, .received_us = 1, .dead_reason = "cannot be decoded: x"},
+    };
+    ck_assert_int_eq(sb_ledger_accept(l, "pull", NULL, e, 2, err, sizeof err), 0);
+    counts(l, 0, 0, 2);
+    sb_ledger_filter f = {.state = SB_ENTRY_DEAD};
+    json_t *arr = sb_ledger_list(l, &f, err, sizeof err);
+    ck_assert_int_eq(json_array_size(arr), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(arr, 0), "error")), "cannot be decoded: x");
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(arr, 0), "next_step")), 0);
+    json_decref(arr);
+    ck_assert_int_eq(sb_ledger_accept(l, "pull", NULL, e, 1, err, sizeof err), 0);
+    ck_assert_int_eq(e[0].duplicate, 1);
+    counts(l, 0, 0, 2);
+    free(p);
+    sb_ledger_close(l);
+}
+END_TEST
+
 START_TEST(test_async_order_and_resume_view)
 {
     sb_ledger *l = open_ledger();
@@ -350,6 +377,53 @@ START_TEST(test_pending_paging)
     ck_assert_str_eq(s.added[0], "{}");
     ck_assert_str_eq(s.members[0], "[]");
     sb_ledger_close(l);
+}
+END_TEST
+
+/* ledger.keep_payload: until_settled: a done entry loses its payload (by
+ * the batch path and by entry_done), keeps its identity (a duplicate is
+ * still recognised) and its steps' records; dead and pending ones keep
+ * theirs, and a replayed dead entry loses it when it is done. */
+START_TEST(test_keep_payload_until_settled)
+{
+    g_opts.drop_settled_payload = 1;
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t a = accept1(l, "k1", "r1", "src", "t", 1);
+    int64_t b = accept1(l, "k2", "r1", "src", "t", 2);
+    int64_t c = accept1(l, "k3", "r1", "src", "t", 3);
+    accept1(l, "k4", "r1", "src", "t", 4);
+    step_done(l, a, 0, 1, "m", "{\"msg\":\"x\"}");
+    sb_ledger_entry_done(l, b);
+    sb_ledger_dead(l, c, 0, "400");
+    sb_ledger_sync(l);
+    counts(l, 1, 2, 1);
+    char *db = sb_asprintf("%s/state/ledger.db", g_dir);
+    sql_expect(db, "SELECT group_concat(id) FROM (SELECT id FROM payloads ORDER BY id)", "3,4");
+
+    char *p = payload("k1", "t", 1);
+    sb_ledger_new dup = {.event_id = "k1", .route = "r1", .source = "src", .payload = p, .received_us = 1};
+    ck_assert_msg(sb_ledger_accept(l, "src", NULL, &dup, 1, err, sizeof err) == 0, "accept: %s", err);
+    free(p);
+    ck_assert_int_eq(dup.duplicate, 1);
+    ck_assert_int_eq(dup.entry_id, a);
+
+    json_t *e = sb_ledger_show(l, a, err, sizeof err);
+    ck_assert_msg(e != NULL, "show: %s", err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "done");
+    ck_assert(json_is_null(json_object_get(e, "fields")));
+    json_t *s0 = json_array_get(json_object_get(e, "steps"), 0); /* what the step added stays */
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(s0, "added"), "msg")), "x");
+    json_decref(e);
+
+    ck_assert_int_eq(sb_ledger_dlq_replay(l, c, NULL, err, sizeof err), 1);
+    step_done(l, c, 0, 1, "m", NULL);
+    sb_ledger_sync(l);
+    counts(l, 1, 3, 0);
+    sql_expect(db, "SELECT group_concat(id) FROM payloads", "4");
+    free(db);
+    sb_ledger_close(l);
+    g_opts.drop_settled_payload = 0;
 }
 END_TEST
 
@@ -934,6 +1008,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_steps_done_batch);
     tcase_add_test(tc, test_pending_paging);
     tcase_add_test(tc, test_dead_and_dlq);
+    tcase_add_test(tc, test_keep_payload_until_settled);
+    tcase_add_test(tc, test_accept_dead_letter);
     tcase_add_test(tc, test_list_filters);
     tcase_add_test(tc, test_show_steps);
     tcase_add_test(tc, test_prune);

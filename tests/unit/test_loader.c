@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,15 +68,30 @@ END_TEST
 START_TEST(symbol_missing) { expect_refused("tests/plugins/.libs/no_symbol.so", "does not export the symbol \"syncbridge_plugin\""); }
 END_TEST
 
-START_TEST(wrong_abi_version) { expect_refused("tests/plugins/.libs/bad_abi.so", "built for plugin ABI 3.0, this syncbridge provides ABI 2.0"); }
+START_TEST(wrong_abi_version) { expect_refused("tests/plugins/.libs/bad_abi.so", "built for plugin ABI 3.0, this syncbridge provides ABI 2.2"); }
 END_TEST
 
 /* An out-of-tree plugin still built against the 1.x SDK: both versions named,
  * and where the migration is described. */
 START_TEST(abi1_plugin_refused)
 {
-    expect_refused("tests/plugins/.libs/old_abi.so", "built for plugin ABI 1.3, this syncbridge provides ABI 2.0");
+    expect_refused("tests/plugins/.libs/old_abi.so", "built for plugin ABI 1.3, this syncbridge provides ABI 2.2");
     expect_refused("tests/plugins/.libs/old_abi.so", "Migrating a plugin to ABI 2");
+}
+END_TEST
+
+START_TEST(abi21_plugin_loads_without_new_members)
+{
+    char *path = tu_build_path("tests/plugins/.libs/abi21.so");
+    sb_registry *r = registry_with(NULL);
+    const sb_plugin *p = sb_registry_load_file(r, path, err, sizeof err);
+    ck_assert_msg(p != NULL, "%s", err);
+    ck_assert_ptr_null(sb_plugin_preflight(p)); /* beyond its struct_size */
+    ck_assert_ptr_null(sb_plugin_registry_rows(p));
+    ck_assert_uint_eq(sb_plugin_size_for_minor(1), offsetof(sb_plugin, preflight));
+    ck_assert_uint_eq(sb_plugin_size_for_minor(2), sizeof(sb_plugin));
+    sb_registry_free(r);
+    free(path);
 }
 END_TEST
 
@@ -137,6 +153,7 @@ int main(void)
     tcase_add_test(tc, symbol_missing);
     tcase_add_test(tc, wrong_abi_version);
     tcase_add_test(tc, abi1_plugin_refused);
+    tcase_add_test(tc, abi21_plugin_loads_without_new_members);
     tcase_add_test(tc, wrong_struct_size);
     tcase_add_test(tc, name_must_match_file);
     tcase_add_test(tc, wrong_kind);

@@ -358,6 +358,69 @@ START_TEST(test_getter_misuse)
 }
 END_TEST
 
+/* JSON_TEMPLATE: strings at any depth are templates, "${f}" alone keeps
+ * the field's JSON type, ${env:} is substituted at load, the spelling of
+ * OBJECT options ("$${f}", "$$${" literal) keeps its meaning, and errors
+ * name the JSON path inside the option, at load and at render. */
+START_TEST(test_json_template)
+{
+    static const sb_option_def jdefs[] = {{SB_OPT("body", SB_OPT_JSON_TEMPLATE, NULL, 0, "A request body.")},
+                                          {SB_OPT("dflt", SB_OPT_JSON_TEMPLATE, "{\"n\": 1}", 0, "Defaulted.")},
+                                          {0}};
+    setenv("SB_TEST_TEAM", "edw", 1);
+    char err[512] = "";
+    json_t *given = json_loads(
+        "{\"body\": {\"args\": [\"--command\", \"${command}\", \"$${table}\", \"$$${hiveconf:d}\", \"cost $$5\"],"
+        " \"n\": \"${count}\", \"obj\": \"${nested}\", \"team\": \"${env:SB_TEST_TEAM}-${schema:-none}\","
+        " \"plain\": 3, \"t\": true}}", 0, NULL);
+    sb_options *o = sb_options_parse(jdefs, given, "actions.dp", err, sizeof err);
+    json_decref(given);
+    ck_assert_msg(o != NULL, "%s", err);
+    static const sb_plugin jp = {SB_PLUGIN_ABI, .name = "j", .kind = SB_KIND_ACTION, .version = "1", .description = "j",
+                                 .options = jdefs, .create = create_noop, .destroy = destroy_noop};
+    sb_instance *ins = sb_instance_new("dp", &jp, o, 0, NULL);
+    const sb_json_template *t = sb_opt_json_template(ins, "body");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_ptr_nonnull(sb_opt_json_template(ins, "dflt"));
+    ck_assert_str_eq(json_string_value(json_object_get(sb_json_template_source(t), "team")), "edw-${schema:-none}");
+    sb_event *ev = sb_event_new("e1");
+    sb_event_set_string(ev, "command", "sh run_replicator.sh edw orders");
+    sb_event_set_string(ev, "table", "orders");
+    sb_event_set_int(ev, "count", 7);
+    sb_event_add(ev, "nested", json_pack("{s:[i,i]}", "a", 1, 2));
+    json_t *r = sb_json_template_render(t, ev, err, sizeof err);
+    ck_assert_msg(r != NULL, "%s", err);
+    char *text = json_dumps(r, JSON_COMPACT | JSON_SORT_KEYS);
+    ck_assert_str_eq(text, "{\"args\":[\"--command\",\"sh run_replicator.sh edw orders\",\"orders\",\"${hiveconf:d}\","
+                           "\"cost $5\"],\"n\":7,\"obj\":{\"a\":[1,2]},\"plain\":3,\"t\":true,\"team\":\"edw-none\"}");
+    free(text);
+    json_decref(r);
+    /* a missing field at render: the path inside the option */
+    sb_event *bare = sb_event_new("e2");
+    ck_assert_ptr_null(sb_json_template_render(t, bare, err, sizeof err));
+    ASSERT_HAS(err, "args[1]");
+    ASSERT_HAS(err, "command");
+    sb_event_free(bare);
+    sb_event_free(ev);
+    sb_instance_free(ins);
+
+    /* a bad template at load: the option's path and the one inside it */
+    given = json_loads("{\"body\": {\"jobs\": {\"copy\": {\"args\": [\"ok\", \"${table\"]}}}}", 0, NULL);
+    ck_assert_ptr_null(sb_options_parse(jdefs, given, "actions.dp", err, sizeof err));
+    json_decref(given);
+    ASSERT_HAS(err, "actions.dp.body.jobs.copy.args[1]");
+    given = json_loads("{\"body\": {\"q\": \"cost $5\"}}", 0, NULL);
+    ck_assert_ptr_null(sb_options_parse(jdefs, given, "actions.dp", err, sizeof err));
+    json_decref(given);
+    ASSERT_HAS(err, "actions.dp.body.q");
+    given = json_loads("{\"body\": {\"q\": \"${env:SB_TEST_UNSET_VARIABLE}\"}}", 0, NULL);
+    unsetenv("SB_TEST_UNSET_VARIABLE");
+    ck_assert_ptr_null(sb_options_parse(jdefs, given, "actions.dp", err, sizeof err));
+    json_decref(given);
+    ASSERT_HAS(err, "actions.dp.body.q");
+}
+END_TEST
+
 /* TEMPLATE_MAP keeps ${field} for run time (no environment lookup),
  * still substitutes ${env:...}, and rejects a bad template or a non-string
  * value with its path. */
@@ -470,6 +533,7 @@ int main(void)
     tcase_add_test(tc, test_bad_default_in_table);
     tcase_add_test(tc, test_getter_misuse);
     tcase_add_test(tc, test_template_map);
+    tcase_add_test(tc, test_json_template);
     tcase_add_test(tc, test_type_names);
     tcase_add_test(tc, test_doc_printer);
     suite_add_tcase(s, tc);

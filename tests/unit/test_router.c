@@ -243,6 +243,7 @@ START_TEST(exhausted_retry_budget_is_dead_lettered)
     h_build(&h, "{\"state_dir\": \"@D@/state\","
                 " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 4, \"batch\": 4}},"
                 " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"result\": \"retry\","
+                "                    \"abandons\": \"@D@/abandons.txt\","
                 "                    \"retry\": {\"max_attempts\": 3, \"initial\": \"1ms\", \"max_delay\": \"5ms\"}}},"
                 " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
     h_run(&h);
@@ -252,6 +253,10 @@ START_TEST(exhausted_retry_budget_is_dead_lettered)
     const char *why = json_string_value(json_object_get(json_array_get(dead, 0), "error"));
     ck_assert_msg(why && strstr(why, "retry budget exhausted after 3 attempts"), "%s", why ? why : "(null)");
     json_decref(dead);
+    /* the core gave up: the plugin is told, to cancel what it started */
+    char path[1100];
+    snprintf(path, sizeof path, "%s/abandons.txt", h.dir);
+    ck_assert_int_eq(tu_count_lines(path, " abandon"), 4);
     h_free(&h);
 }
 END_TEST
@@ -482,7 +487,12 @@ START_TEST(option_choices_and_ranges_are_enforced)
           "did you mean \"ok\"?"}},
         {"{\"plugin\": \"testsink\", \"fail_first\": -1}", {"sinks.a.fail_first: -1 is outside the allowed range 0 to 1000"}},
         {"{\"plugin\": \"testsink\", \"wait_ms\": \"2h\"}", {"sinks.a.wait_ms: 2h is outside the allowed range 1ms to 1h"}},
+        /* a substituted value is never echoed (it may be a secret) */
+        {"{\"plugin\": \"testsink\", \"result\": \"${env:SB_TEST_CHOICE}\"}",
+         {"sinks.a.result: the value substituted for \"${env:SB_TEST_CHOICE}\" (not shown) is not one of the allowed",
+          "\"unset\", \"ok\", \"retry\""}},
     };
+    setenv("SB_TEST_CHOICE", "okk-s3cr3t", 1);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         harness h;
         char *cfg = sb_asprintf("{\"state_dir\": \"@D@/state\","
@@ -496,6 +506,7 @@ START_TEST(option_choices_and_ranges_are_enforced)
         ck_assert_msg(strstr(err, "syncbridge.json: "), "no file in: %s", err);
         for (size_t k = 0; k < 3 && cases[i].want[k]; k++)
             ck_assert_msg(strstr(err, cases[i].want[k]), "\"%s\" lacks \"%s\"", err, cases[i].want[k]);
+        ck_assert_msg(!strstr(err, "s3cr3t"), "a substituted value is echoed: %s", err);
         h_free(&h);
     }
 }
@@ -528,6 +539,176 @@ START_TEST(check_command_prints_routes_and_rejects_bad_config)
 }
 END_TEST
 
+/* ---- retries as a fleet (the step's circuit) ---- */
+
+typedef struct call_line {
+    long long ms;
+    int n;
+    char result[16];
+} call_line;
+
+/* testsink's `calls` file: one line per process() call. */
+static size_t read_calls(const char *path, call_line *out, size_t max)
+{
+    FILE *f = fopen(path, "r");
+    size_t k = 0;
+    if (!f)
+        return 0;
+    while (k < max && fscanf(f, "%lld %d %15s", &out[k].ms, &out[k].n, out[k].result) == 3)
+        k++;
+    fclose(f);
+    return k;
+}
+
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+/* A far side that is down for 1.5 s while 600 events wait: one probe batch
+ * at a time goes out at the retry pace (each event on its own timer sent a
+ * call per event, hundreds), only the probes' events are charged an
+ * attempt, and after the outage the held events go in full batches. */
+START_TEST(an_outage_is_probed_not_stormed)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 600, \"batch\": 50}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"calls\": \"@D@/calls.txt\","
+                "                    \"outage\": \"1500ms\", \"batch_max\": 100,"
+                "                    \"retry\": {\"initial\": \"100ms\", \"max_delay\": \"400ms\", \"max_attempts\": 100}}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 600);
+    ck_assert_int_eq(stat_of(&h, "r", "dead"), 0);
+    char *path = sb_asprintf("%s/calls.txt", h.dir);
+    static call_line calls[2000];
+    size_t n = read_calls(path, calls, 2000);
+    free(path);
+    int failed = 0, ok_sizes[2000], n_ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(calls[i].result, "retry") == 0)
+            failed++;
+        else
+            ok_sizes[n_ok++] = calls[i].n;
+    }
+    /* 1.5 s at a pace of 50-100, 100-200, then 200-400 ms: about 7 */
+    ck_assert_msg(failed >= 2 && failed <= 15, "%d calls during the outage", failed);
+    ck_assert_int_ge(stat_of(&h, "r", "circuit_opens"), 1);
+    qsort(ok_sizes, (size_t)n_ok, sizeof *ok_sizes, cmp_int);
+    ck_assert_msg(n_ok > 0 && ok_sizes[n_ok / 2] >= 80, "median batch after the outage: %d of 100 (%d calls)",
+                  n_ok ? ok_sizes[n_ok / 2] : 0, n_ok);
+    /* each event done once; those never in a probe at their first attempt */
+    ck_assert_int_eq(tu_count_lines(h.record, " ok"), 600);
+    ck_assert_int_ge(tu_count_lines(h.record, " 1 ok"), 400);
+    h_free(&h);
+}
+END_TEST
+
+/* A Retry-After pauses the instance: no call at all before it ends, not
+ * only none for the events it was given with (events that came later went
+ * out at once). */
+START_TEST(retry_after_pauses_the_instance)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 40, \"batch\": 10}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"calls\": \"@D@/calls.txt\","
+                "                    \"fail_first\": 1, \"retry_after\": \"500ms\", \"batch_max\": 10,"
+                "                    \"retry\": {\"initial\": \"1ms\", \"max_delay\": \"2ms\"}}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 40);
+    char *path = sb_asprintf("%s/calls.txt", h.dir);
+    call_line calls[200];
+    size_t n = read_calls(path, calls, 200);
+    free(path);
+    ck_assert_int_ge(n, 2);
+    for (size_t i = 0; i + 1 < n; i++)
+        if (strcmp(calls[i].result, "retry") == 0)
+            ck_assert_msg(calls[i + 1].ms - calls[i].ms >= 450, "call %zu came %lld ms after a Retry-After of 500 ms",
+                          i + 1, calls[i + 1].ms - calls[i].ms);
+    h_free(&h);
+}
+END_TEST
+
+/* While the step fails, events that wait without being sent are charged no
+ * attempt, but the time budget holds: they are dead-lettered when it runs
+ * out, saying why. */
+START_TEST(held_events_keep_the_time_budget)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 300, \"batch\": 50}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"result\": \"retry\","
+                "                    \"batch_max\": 10,"
+                "                    \"retry\": {\"initial\": \"100ms\", \"max_delay\": \"100ms\", \"max_time\": \"400ms\","
+                "                              \"max_attempts\": 1000}}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "dead"), 300);
+    ck_assert_int_eq(count_state(&h, SB_ENTRY_DEAD), 300);
+    /* about 5 probes of 10 events in 400 ms: far fewer calls than events */
+    ck_assert_int_le(tu_count_lines(h.record, "a ev-"), 150);
+    json_t *dead = sb_ledger_list(h.ledger, &(sb_ledger_filter){.state = SB_ENTRY_DEAD, .limit = 1000}, err, sizeof err);
+    int held = 0;
+    size_t i;
+    json_t *d;
+    json_array_foreach(dead, i, d)
+    {
+        const char *why = json_string_value(json_object_get(d, "error"));
+        held += why && strstr(why, "retry budget exhausted after 0 attempts") &&
+                strstr(why, "held while the step was failing: a: retry: retry");
+    }
+    ck_assert_int_ge(held, 100);
+    json_decref(dead);
+    h_free(&h);
+}
+END_TEST
+
+/* In a fan-out the member that is down opens the circuit on its own: the
+ * other member's successes do not close it, and it runs once per event. */
+START_TEST(a_failing_fan_out_member_opens_the_circuit)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 300, \"batch\": 30}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\","
+                "                    \"retry\": {\"initial\": \"100ms\", \"max_delay\": \"400ms\", \"max_attempts\": 100}},"
+                "             \"b\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"calls\": \"@D@/calls.txt\","
+                "                    \"outage\": \"1200ms\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [[\"a\", \"b\"]]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 300);
+    ck_assert_int_eq(tu_count_lines(h.record, "a ev-"), 300);
+    ck_assert_int_eq(tu_count_lines(h.record, " ok"), 600);
+    char *path = sb_asprintf("%s/calls.txt", h.dir);
+    call_line calls[2000];
+    size_t n = read_calls(path, calls, 2000);
+    free(path);
+    int failed = 0;
+    for (size_t i = 0; i < n; i++)
+        failed += strcmp(calls[i].result, "retry") == 0;
+    ck_assert_msg(failed >= 2 && failed <= 15, "%d calls to b during its outage", failed);
+    h_free(&h);
+}
+END_TEST
+
+/* WAIT is not a failure: polls never open the circuit. */
+START_TEST(waits_do_not_open_the_circuit)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 20, \"batch\": 5}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"wait_polls\": 3,"
+                "                    \"wait_ms\": \"5ms\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 20);
+    ck_assert_int_eq(stat_of(&h, "r", "circuit_opens"), 0);
+    ck_assert_int_eq(stat_of(&h, "r", "retried"), 0);
+    h_free(&h);
+}
+END_TEST
+
+
 int main(void)
 {
     Suite *s = suite_create("router");
@@ -551,6 +732,11 @@ int main(void)
     tcase_add_test(tc, resumed_wait_gets_its_state_back);
     tcase_add_test(tc, option_choices_and_ranges_are_enforced);
     tcase_add_test(tc, check_command_prints_routes_and_rejects_bad_config);
+    tcase_add_test(tc, an_outage_is_probed_not_stormed);
+    tcase_add_test(tc, retry_after_pauses_the_instance);
+    tcase_add_test(tc, held_events_keep_the_time_budget);
+    tcase_add_test(tc, waits_do_not_open_the_circuit);
+    tcase_add_test(tc, a_failing_fan_out_member_opens_the_circuit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,6 +1,7 @@
 /* test_runreplicator.c - the Run Replicator command parser on real and hostile input. */
 #include "runreplicator.h"
 
+#include <syncbridge/decode.h>
 #include <syncbridge/event.h>
 
 #include <check.h>
@@ -265,6 +266,49 @@ START_TEST(test_command_fields_in_one_call)
 }
 END_TEST
 
+/* The SDK's decoder (syncbridge/decode.h) over this parser: each format,
+ * what never decodes, and a caller struct without its size. */
+START_TEST(test_decode_body)
+{
+    char derr[256];
+    sb_event *ev = NULL;
+    sb_decode_opts o = SB_DECODE_OPTS_INIT;
+    const char *dcmd = "${RUN_SCRIPT} \"sh ${ETL_CODE_BASE}/cerebro/run_replicator.sh edw orders load_date 20261123 1\"";
+    {
+        int rc = sb_decode_body(&o, "m1", dcmd, strlen(dcmd), &ev, derr, sizeof derr);
+        ck_assert_msg(rc == 0, "%s", derr);
+    }
+    ck_assert_str_eq(sb_event_get_string(ev, "table"), "orders");
+    ck_assert_str_eq(sb_event_get_string(ev, "inc_date"), "2026-11-23");
+    ck_assert_ptr_null(sb_event_get_string(ev, "run_id")); /* no identity_extra */
+    sb_event_free(ev);
+    o.identity_extra = "kafka:rr:0:1";
+    ck_assert_int_eq(sb_decode_body(&o, "m1", dcmd, strlen(dcmd), &ev, derr, sizeof derr), 0);
+    ck_assert(json_is_integer(json_object_get(sb_event_fields(ev), "run_id")));
+    sb_event_free(ev);
+    const char *js = "  {\"id\": \"x7\", \"table\": \"t\"}";
+    o.id_field = "id";
+    ck_assert_int_eq(sb_decode_body(&o, "m2", js, strlen(js), &ev, derr, sizeof derr), 0); /* auto: JSON */
+    ck_assert_str_eq(sb_event_id(ev), "x7");
+    sb_event_free(ev);
+    o.format = SB_DECODE_RAW;
+    ck_assert_int_eq(sb_decode_body(&o, "m3", "any text", 8, &ev, derr, sizeof derr), 0);
+    ck_assert_str_eq(sb_event_get_string(ev, "body"), "any text");
+    sb_event_free(ev);
+    ck_assert_int_eq(sb_decode_body(&o, "m4", "\xff\xfe", 2, &ev, derr, sizeof derr), SB_DECODE_INVALID);
+    ck_assert_ptr_null(ev);
+    ck_assert_ptr_nonnull(strstr(derr, "UTF-8"));
+    o.format = SB_DECODE_COMMAND;
+    ck_assert_int_eq(sb_decode_body(&o, "m5", "rm -rf /", 8, &ev, derr, sizeof derr), SB_DECODE_INVALID);
+    ck_assert_int_eq(sb_decode_body(&o, "m6", "", 0, &ev, derr, sizeof derr), SB_DECODE_INVALID);
+    sb_decode_opts sizeless = {0};
+    ck_assert_int_eq(sb_decode_body(&sizeless, "m7", dcmd, strlen(dcmd), &ev, derr, sizeof derr), SB_DECODE_INVALID);
+    ck_assert_ptr_nonnull(strstr(derr, "SB_DECODE_OPTS_INIT"));
+    ck_assert_ptr_null(ev);
+    ck_assert_str_eq(sb_decode_formats[SB_DECODE_RAW], "raw");
+}
+END_TEST
+
 int main(void)
 {
     json_set_alloc_funcs(maybe_malloc, free);
@@ -277,6 +321,7 @@ int main(void)
     tcase_add_test(tc, test_structure_errors);
     tcase_add_test(tc, test_fields_and_identity);
     tcase_add_test(tc, test_command_fields_in_one_call);
+    tcase_add_test(tc, test_decode_body);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -17,11 +17,29 @@
  * read during the call; the caller keeps ownership of them.
  *
  * Threading: a client is thread-safe. Any number of threads MAY call
- * sb_gcp_request() and sb_gcp_client_token() on one client at once; they
- * share a pool of connections and one cached token, and when the token
- * needs refreshing only one thread fetches it while the others wait.
- * sb_gcp_client_destroy() MUST NOT run concurrently with any other call
- * on the same client.
+ * sb_gcp_request_send() and sb_gcp_client_token() on one client at once;
+ * they share a pool of connections and one cached token, and when the
+ * token needs refreshing only one thread fetches it while the others wait.
+ * An sb_gcp_multi (many transfers on one thread) belongs to the thread
+ * that runs it. sb_gcp_client_cancel() and sb_gcp_cancel_set() MAY be
+ * called from any thread at any time. sb_gcp_client_destroy() MUST NOT
+ * run concurrently with any other call on the same client.
+ *
+ * Struct versions: the caller-allocated structs that carry settings
+ * (sb_gcp_conf, sb_gcp_request) start with a `size` field that the caller
+ * sets to sizeof the struct it was compiled with (sb_gcp_conf_init() and
+ * SB_GCP_REQUEST_INIT do it). A zero or too small size is refused with
+ * SB_GCP_INVALID / NULL and a message, so a later SDK can add fields
+ * without breaking plugins built against this one. sb_gcp_response is
+ * written by the library: new answer data is reached through accessors
+ * such as sb_gcp_response_header(), never through new struct fields.
+ *
+ * Migrating from libsyncbridge_gcp.so.0: start every request with
+ * SB_GCP_REQUEST_INIT (or set .size = sizeof(sb_gcp_request)); fill confs
+ * with sb_gcp_conf_init() as before; sb_gcp_result_retriable() now agrees
+ * with sb_gcp_classify() (401, 403 and every 5xx are retriable too); a
+ * plugin inside process() should set no_wait and settle with
+ * sb_gcp_settle() rather than let the client sleep.
  *
  * Secrets: no function in this layer writes a private key, a signed JWT or
  * an access token into a log line or an errstr.
@@ -39,6 +57,7 @@ extern "C" {
 #endif
 
 typedef struct sb_gcp_client sb_gcp_client;
+struct sb_gcp_response;
 
 /* ---- configuration --------------------------------------------------- */
 
@@ -61,6 +80,8 @@ int sb_gcp_auth_mode_parse(const char *s);
 const char *sb_gcp_auth_mode_name(sb_gcp_auth_mode mode);
 
 typedef struct sb_gcp_conf {
+    size_t size; /* sizeof(sb_gcp_conf); set by sb_gcp_conf_init() */
+
     /* Which Google service the client talks to ("pubsub", "storage",
      * "bigquery", "dataproc", "composer", "iamcredentials") and an
      * explicit base URL override; see sb_gcp_endpoint(). service MAY be
@@ -88,7 +109,8 @@ typedef struct sb_gcp_conf {
     int64_t low_speed_time_ms; /* ... for this long, default 30000 */
     const char *user_agent;    /* default "syncbridge/VERSION" */
 
-    /* Retries (see sb_gcp_request()). */
+    /* Retries (see sb_gcp_request_send()). The same schedule paces token
+     * fetches after a failed one, shared by every caller of the client. */
     int max_attempts;          /* including the first; default 6 */
     int64_t retry_initial_ms;  /* default 250 */
     double retry_multiplier;   /* default 2.0 */
@@ -99,9 +121,12 @@ typedef struct sb_gcp_conf {
     const struct sb_instance *ins;
 } sb_gcp_conf;
 
-/* Fill `conf` with the defaults above (all strings NULL). Call it first,
- * then set what you need: a zeroed struct is not a valid default. */
-void sb_gcp_conf_init(sb_gcp_conf *conf);
+/* Fill `conf` with the defaults above (all strings NULL) and its size.
+ * Call it first, then set what you need: a zeroed struct is not a valid
+ * default (and its size 0 is refused). The macro passes the size the
+ * caller was compiled with. */
+void sb_gcp_conf_init_sized(sb_gcp_conf *conf, size_t size);
+#define sb_gcp_conf_init(conf) sb_gcp_conf_init_sized((conf), sizeof *(conf))
 
 /* ---- the client ------------------------------------------------------ */
 
@@ -138,9 +163,39 @@ sb_gcp_auth_mode sb_gcp_client_auth_mode(const sb_gcp_client *c);
 int sb_gcp_client_token(sb_gcp_client *c, char **token, char *errstr, size_t errstr_size);
 
 /* Forget `token` if it is still the cached one (the server answered 401
- * to it), so the next call fetches a new one. sb_gcp_request() already
- * does this itself. */
+ * to it), so the next call fetches a new one. sb_gcp_request_send()
+ * already does this itself.
+ *
+ * Token fetch failures back off: after a failed fetch, the client makes
+ * no new attempt for a while (the retry schedule of the conf: retry_initial
+ * doubling up to retry_max_delay, at least any Retry-After), whoever
+ * asks; callers in between get the last error at once, with the time
+ * left in it. One warning is logged when fetching starts failing and one
+ * info line when it works again, not one per attempt. */
 void sb_gcp_client_invalidate_token(sb_gcp_client *c, const char *token);
+
+/* ---- cancellation ---------------------------------------------------- */
+
+/* A cancel token: set from any thread, it makes the requests and multi
+ * runs that carry it end soon (within about 100 ms, also in the middle
+ * of a transfer or a retry delay) with SB_GCP_CANCELLED. It stays set
+ * until sb_gcp_cancel_reset(). The caller owns it (sb_gcp_cancel_free()),
+ * and it MUST outlive the requests that carry it. */
+typedef struct sb_gcp_cancel sb_gcp_cancel;
+sb_gcp_cancel *sb_gcp_cancel_new(void);
+void sb_gcp_cancel_free(sb_gcp_cancel *k);
+void sb_gcp_cancel_set(sb_gcp_cancel *k);   /* thread-safe */
+void sb_gcp_cancel_reset(sb_gcp_cancel *k); /* thread-safe */
+int sb_gcp_cancel_is_set(const sb_gcp_cancel *k);
+
+/* Cancel every request and multi run in progress on the client, and every
+ * later one, until sb_gcp_client_cancel_reset(). For a plugin's cancel()
+ * (the daemon is stopping): thread-safe, returns at once. Meant for long,
+ * resumable work (a copy that keeps its progress in step state): a short
+ * call that is not idempotent is better left to finish, since one cut
+ * after it reached the server is sent again after the restart. */
+void sb_gcp_client_cancel(sb_gcp_client *c);
+void sb_gcp_client_cancel_reset(sb_gcp_client *c);
 
 /* ---- requests -------------------------------------------------------- */
 
@@ -152,7 +207,17 @@ void sb_gcp_client_invalidate_token(sb_gcp_client *c, const char *token);
 typedef size_t (*sb_gcp_read_cb)(char *buf, size_t size, void *opaque);
 typedef int (*sb_gcp_rewind_cb)(void *opaque);
 
+/* Streamed response body. Called with the body of a 2xx answer as it
+ * arrives (the bodies of error answers and redirects still go to
+ * resp->body, so error_line works); resp->status and the headers are
+ * already set. Return `len` to go on; anything else aborts the request
+ * (SB_GCP_TRANSPORT_ERROR, "write callback aborted"). Once bytes were
+ * handed over, a failure is not retried: the caller knows how many it got
+ * and can resume (e.g. with a Range header). */
+typedef size_t (*sb_gcp_write_cb)(const char *data, size_t len, const struct sb_gcp_response *resp, void *opaque);
+
 typedef struct sb_gcp_request {
+    size_t size;          /* sizeof(sb_gcp_request): use SB_GCP_REQUEST_INIT */
     const char *method;   /* "GET" "POST" "PUT" "PATCH" "DELETE"; NULL = GET, or POST with a body */
     const char *url;      /* absolute "http(s)://..." or a path "/v1/..." appended to the base URL */
     const char *const *headers; /* NULL-terminated "Name: value" list; MAY be NULL */
@@ -169,18 +234,52 @@ typedef struct sb_gcp_request {
     int no_auth;          /* do not send an Authorization header */
     int max_attempts;     /* 0 = the client's */
     int64_t deadline_ms;  /* 0 = the client's */
+
+    /* Since SDK 2.0 (size checked). */
+    sb_gcp_write_cb write_cb; /* stream a 2xx body here instead of resp->body */
+    void *write_opaque;
+    /* Follow up to this many redirects (301/302/303/307/308 with a
+     * Location); 0 = none, the default (GCS resumable uploads answer 308).
+     * 307/308 keep the method and body (a read_cb body needs rewind_cb),
+     * 303 and a POST's 301/302 become GET without a body. The
+     * Authorization header goes only to the request's own origin (scheme,
+     * host and port) unless redirect_auth is set; the caller's headers go
+     * everywhere. */
+    int follow_redirects;
+    int redirect_auth;
+    /* Non-zero: never sleep between attempts. An outcome that would be
+     * retried after a delay returns at once as it is (e.g.
+     * SB_GCP_HTTP_ERROR with status 503, or SB_GCP_TRANSPORT_ERROR), with
+     * resp->retry_after_ms, so a plugin hands the waiting to the core's
+     * scheduler (sb_gcp_settle()). Retries that cost no wait still happen:
+     * a fresh token after a 401. Token fetches for it do not sleep either. */
+    int no_wait;
+    sb_gcp_cancel *cancel;   /* MAY be NULL; see sb_gcp_cancel */
+    const sb_batch *batch;   /* MAY be NULL: cancelled once sb_batch_stopping(batch), i.e. as
+                                soon as the daemon stops (also while it drains): for long work */
 } sb_gcp_request;
+
+/* `sb_gcp_request req = SB_GCP_REQUEST_INIT;` then set the fields. */
+#define SB_GCP_REQUEST_INIT {.size = sizeof(sb_gcp_request)}
 
 typedef struct sb_gcp_response {
     long status;          /* HTTP status of the last attempt; 0 if none arrived */
-    char *body;           /* NUL-terminated (may contain NULs before body_len) */
+    char *body;           /* NUL-terminated (may contain NULs before body_len); NULL for a
+                             body streamed to write_cb */
     size_t body_len;
-    /* Selected headers, NULL when absent. */
+    /* Selected headers, NULL when absent (kept for existing callers; any
+     * header: sb_gcp_response_header()). */
     char *location, *range, *retry_after, *x_goog_hash, *etag, *content_type;
     /* For status >= 400: one readable line from the error body (see
      * sb_gcp_error_line()); else NULL. */
     char *error_line;
     int attempts;         /* how many times the request was sent */
+    /* Least delay before trying again, when the outcome is retriable: the
+     * server's Retry-After, or the time left in the token fetch backoff;
+     * else 0. */
+    int64_t retry_after_ms;
+    int redirects;        /* redirects followed */
+    void *priv;           /* the library's: all headers of the answer */
 } sb_gcp_response;
 
 typedef enum sb_gcp_result {
@@ -190,7 +289,9 @@ typedef enum sb_gcp_result {
     SB_GCP_AUTH_ERROR = 3,    /* no token could be obtained, so the (next) attempt was not sent;
                                  when it was a retry, errstr ends "(after: <METHOD> <url>: <the
                                  earlier attempt's error>)" and resp holds that attempt's response */
-    SB_GCP_INVALID = 4        /* bad request struct (programming error) */
+    SB_GCP_INVALID = 4,       /* bad request struct (programming error) */
+    SB_GCP_CANCELLED = 5      /* cancelled (sb_gcp_cancel, sb_gcp_client_cancel(), or the batch
+                                 is stopping) before an answer was complete */
 } sb_gcp_result;
 
 /* Send a request, retrying with full-jitter exponential backoff (delay =
@@ -199,22 +300,78 @@ typedef enum sb_gcp_result {
  * connection errors (idempotent requests only, except connect failures).
  * Retry-After (see sb_gcp_retry_after_ms()) is a minimum delay. A 401 to a token from the
  * provider invalidates it, fetches a new one and retries once.
- * Redirects are never followed (GCS resumable uploads answer 308).
+ * With req->no_wait, nothing sleeps (see there). Redirects are followed
+ * only when req->follow_redirects says so.
  *
- * `resp` MUST point to caller storage; it is cleared first and MUST be
- * released with sb_gcp_response_clear() whatever the result. On anything
- * but SB_GCP_OK a readable message (URL, what failed, attempts) is in
- * errstr. Thread-safe. */
+ * `req` and what it points to are only read during the call. `resp` MUST
+ * point to caller storage; it is cleared first and MUST be released with
+ * sb_gcp_response_clear() whatever the result. On anything but SB_GCP_OK a
+ * readable message (URL, what failed, attempts) is in errstr.
+ * Thread-safe; the calling thread blocks until the end (or cancellation). */
 sb_gcp_result sb_gcp_request_send(sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_response *resp,
                                   char *errstr, size_t errstr_size);
 
 /* Free what a response holds and zero it. NULL-safe, idempotent. */
 void sb_gcp_response_clear(sb_gcp_response *resp);
 
-/* Whether the core should retry the work later (Fluent Bit FLB_RETRY
- * sense): transport/auth errors and HTTP 408/429/5xx. 4xx otherwise is
- * permanent. */
+/* The value of header `name` (case-insensitive) in the final answer, or
+ * NULL. A header sent several times (x-goog-hash: one per algorithm) gives
+ * its values joined with ",", the HTTP list form. Owned by resp: valid
+ * until sb_gcp_response_clear(). */
+const char *sb_gcp_response_header(const sb_gcp_response *resp, const char *name);
+
+/* Whether the core should retry the work later: exactly when
+ * sb_gcp_classify(rc, resp, NULL, 0) says RETRY (transport, auth and
+ * cancelled; HTTP 401, 403, 408, 429 and 5xx). Other 4xx are permanent.
+ * (Which answers the client itself re-sends at once is narrower: 408, 429,
+ * 500, 502, 503, 504 and connection errors.) */
 int sb_gcp_result_retriable(sb_gcp_result rc, const sb_gcp_response *resp);
+
+/* ---- many transfers on one thread (curl_multi) ----------------------- */
+
+/* A set of transfers run together on the calling thread: parallel parts of
+ * an upload, parallel files. Each request follows the same rules as in
+ * sb_gcp_request_send() (retries, tokens, redirects, streaming, stats),
+ * except that a retry delay never blocks the others: with no_wait unset,
+ * the transfer waits its turn inside sb_gcp_multi_run() while the rest
+ * go on. DNS and TLS sessions are shared with the client; the multi keeps
+ * its own connections, reused across runs, so keep one multi for a job.
+ *
+ * Ownership: the caller owns the multi (sb_gcp_multi_destroy()); it MUST
+ * be destroyed before its client. Threading: one thread at a time; only
+ * the cancel calls may come from others. */
+typedef struct sb_gcp_multi sb_gcp_multi;
+
+/* Called once per transfer, on the thread running sb_gcp_multi_run(), when
+ * it is finished (as sb_gcp_request_send() would return). resp and errstr
+ * are the multi's and valid only during the call; the callback MAY take
+ * resp->body (set it to NULL). It MAY add new transfers. */
+typedef void (*sb_gcp_done_cb)(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_response *resp,
+                               const char *errstr);
+
+/* max_parallel: transfers in flight at once (more wait in order); 0 = 8.
+ * NULL with errstr on failure. */
+sb_gcp_multi *sb_gcp_multi_new(sb_gcp_client *c, int max_parallel, char *errstr, size_t errstr_size);
+void sb_gcp_multi_destroy(sb_gcp_multi *m); /* NULL-safe; finishes pending ones as CANCELLED */
+
+/* Queue a transfer. `req` is copied, but what it points to (url aside,
+ * which is copied) MUST stay valid until its done callback: headers, body,
+ * the read/write callbacks' state, the cancel token. Its deadline counts
+ * from its first attempt, not from its time in the queue. Token fetches
+ * for a multi never sleep (a failed one ends the transfer with
+ * SB_GCP_AUTH_ERROR). Returns 0, or -1 with errstr for an invalid request
+ * (nothing queued, no callback). */
+int sb_gcp_multi_add(sb_gcp_multi *m, const sb_gcp_request *req, sb_gcp_done_cb done, void *opaque, char *errstr,
+                     size_t errstr_size);
+
+/* Run until every transfer (incl. those added by callbacks) is done, or
+ * `cancel` (MAY be NULL) or the client's cancel is set: then every
+ * unfinished transfer ends with SB_GCP_CANCELLED through its callback.
+ * Returns SB_GCP_OK or SB_GCP_CANCELLED. */
+sb_gcp_result sb_gcp_multi_run(sb_gcp_multi *m, sb_gcp_cancel *cancel);
+
+/* Transfers queued or in flight. */
+size_t sb_gcp_multi_pending(const sb_gcp_multi *m);
 
 /* ---- settling events from an answer (since ABI 2.0) ------------------ */
 
@@ -229,7 +386,9 @@ int sb_gcp_result_retriable(sb_gcp_result rc, const sb_gcp_response *resp);
  *   409                                OK with SB_GCP_409_OK (it already exists:
  *                                      a create keyed on our own id), else FAIL
  *   other 4xx                          FAIL with Google's error line
- *   SB_GCP_INVALID                     FAIL (a bug in the request, not transient) */
+ *   SB_GCP_CANCELLED                   RETRY (the work was not done; cause CANCELLED)
+ *   SB_GCP_INVALID                     FAIL (a bug in the request, not transient)
+ * RETRY carries resp->retry_after_ms (Retry-After, or the token backoff). */
 #define SB_GCP_404_RETRY 0x1u
 #define SB_GCP_409_OK 0x2u
 
@@ -239,13 +398,14 @@ typedef enum sb_gcp_cause {
     SB_GCP_CAUSE_AUTH,        /* no token, 401, 403: credentials or IAM */
     SB_GCP_CAUSE_NOT_FOUND,   /* 404 */
     SB_GCP_CAUSE_EXISTS,      /* 409 */
-    SB_GCP_CAUSE_REFUSED      /* other 4xx, or an invalid request */
+    SB_GCP_CAUSE_REFUSED,     /* other 4xx, or an invalid request */
+    SB_GCP_CAUSE_CANCELLED    /* cancelled: the daemon is stopping */
 } sb_gcp_cause;
 
 typedef struct sb_gcp_outcome {
     sb_result result;         /* OK, RETRY or FAIL */
     sb_gcp_cause cause;       /* for the plugin's log line (e.g. which IAM role to check) */
-    int64_t retry_after_ms;   /* RETRY: the server's Retry-After, else 0 */
+    int64_t retry_after_ms;   /* RETRY: the server's Retry-After (or the token backoff), else 0 */
     const char *reason;       /* Google's error line, else errstr; borrowed: valid until resp is cleared */
 } sb_gcp_outcome;
 
@@ -312,6 +472,33 @@ char *sb_gcp_base64(const void *data, size_t len, int url);
  * assertion values (JSON or form), client_secret, private_key and PEM
  * private key blocks. Returns a malloc'd string the caller frees. */
 char *sb_gcp_redact(const char *text);
+
+/* ---- preflight (since SDK 2.2, for a plugin's preflight()) -------------- */
+
+/* Credentials resolve: fetch a token (nothing to fetch in mode none) and
+ * report "credentials (MODE) give a token", or the failure and how to fix
+ * it. 0 when a token (or none needed) was had, -1 when not (reported).
+ * Whether the service accepts the token shows in the next check. */
+int sb_gcp_preflight_token(sb_gcp_client *c, sb_preflight *pf);
+
+/* GET `url` (path or absolute) and report the check `what` ("topic
+ * projects/p/topics/t exists"): ok on 2xx; else a failure that says
+ * which: the service refused the token (401), the caller lacks
+ * permission (403: hold `roles`), the resource is missing (404:
+ * `fix_404`), or the service could not be reached. A short retry budget:
+ * preflight never waits long. On 2xx, *body (MAY be NULL) receives the
+ * parsed answer (caller decrefs). 0 ok, -1 failed (reported). */
+int sb_gcp_preflight_get(sb_gcp_client *c, sb_preflight *pf, const char *url, const char *what, const char *fix_404,
+                         const char *roles, json_t **body);
+
+/* testIamPermissions: ask the service which of `perms` (NULL-terminated)
+ * the caller holds on a resource, and report ok when all are held, else
+ * a failure naming the missing ones and `roles`. `post_url` is a
+ * `...:testIamPermissions` URL (Pub/Sub: POST {"permissions": [...]});
+ * with post_url NULL, `get_url` is Cloud Storage's `.../iam/testPermissions`
+ * (GET ?permissions=...). 0 ok, -1 failed (reported). */
+int sb_gcp_preflight_permissions(sb_gcp_client *c, sb_preflight *pf, const char *post_url, const char *get_url,
+                                 const char *const *perms, const char *what, const char *roles);
 
 /* ---- plugin options ---------------------------------------------------- */
 

@@ -21,6 +21,10 @@
  *   TEMPLATE_MAP       JSON object of name -> template string (e.g. message
  *                      attributes rendered per event); each value is a
  *                      TEMPLATE, checked when the config is loaded
+ *   JSON_TEMPLATE      any JSON value (typically a request body) whose
+ *                      strings are TEMPLATEs, at any depth; each is checked
+ *                      when the config is loaded, and an error names its
+ *                      JSON path inside the option. Since ABI 2.2
  *
  * Substitution (done by the core while loading config):
  *   In every string value, ${env:NAME} is replaced by the environment
@@ -29,9 +33,12 @@
  *   are not TEMPLATE, a plain ${NAME} is also an environment variable.
  *   An unset variable or unreadable file is a config error. "$${" is a
  *   literal "${".
- *   In TEMPLATE and TEMPLATE_MAP options a plain ${field} is left for run time and is
- *   replaced by the event's field (see sb_template_render); ${field:-text}
- *   gives a default when the field is absent.
+ *   In TEMPLATE, TEMPLATE_MAP and JSON_TEMPLATE options a plain ${field} is
+ *   left for run time and is replaced by the event's field (see
+ *   sb_template_render); ${field:-text} gives a default when the field is
+ *   absent, and "$$" is a literal "$".
+ *   JSON_TEMPLATE also reads the spelling that OBJECT options needed before
+ *   it existed: "$${field}" is the field too, and "$$${" a literal "${".
  *
  * Ownership: strings and objects returned by getters are owned by the
  * instance and valid until destroy(). Thread-safe (read-only after create).
@@ -57,7 +64,8 @@ typedef enum sb_option_type {
     SB_OPT_STRING_LIST,
     SB_OPT_OBJECT,
     SB_OPT_TEMPLATE,
-    SB_OPT_TEMPLATE_MAP /* added after 1.0: an older core refuses the table at load */
+    SB_OPT_TEMPLATE_MAP, /* added after 1.0: an older core refuses the table at load */
+    SB_OPT_JSON_TEMPLATE /* since ABI 2.2; likewise refused by an older core */
 } sb_option_type;
 
 /* sb_option_def.flags (since ABI 2.0) */
@@ -88,6 +96,7 @@ typedef struct sb_option_def {
      *   BOOL                        int
      *   DOUBLE                      double
      *   TEMPLATE                    const sb_template *
+ *   JSON_TEMPLATE               const sb_json_template *
      *   OBJECT, TEMPLATE_MAP        const json_t *
      *   STRING_LIST                 not bindable (use the getters)
      * Pointers are owned by the instance and valid until destroy(). */
@@ -118,6 +127,7 @@ typedef struct sb_option_def {
 struct sb_instance;
 struct sb_event;
 typedef struct sb_template sb_template;
+typedef struct sb_json_template sb_json_template;
 
 /* Getters. `name` MUST be declared in the plugin's table; an undeclared
  * name is a programming error (logged, returns the zero value). An option
@@ -151,6 +161,26 @@ char *sb_template_render(const sb_template *t, const struct sb_event *ev, char *
 
 /* The template's source text (for logs). */
 const char *sb_template_text(const sb_template *t);
+
+/* ---- JSON templates (SB_OPT_JSON_TEMPLATE, since ABI 2.2) ---- */
+
+/* The option's compiled value; NULL when unset. Owned by the instance. */
+const sb_json_template *sb_opt_json_template(const struct sb_instance *ins, const char *name);
+
+/* Render against an event's fields: a copy of the value in which every
+ * string is rendered as sb_template_render() does, except that a string
+ * that is exactly "${field}" takes the field's JSON value (a number stays
+ * a number, an object an object). Returns a new reference the caller
+ * owns, or NULL with errstr naming the JSON path inside the option, e.g.
+ * `jobs.copy.pysparkJob.args[1]: template "${command}": event has no field
+ * "command"`. Thread-safe. */
+json_t *sb_json_template_render(const sb_json_template *t, const struct sb_event *ev, char *errstr,
+                                size_t errstr_size);
+
+/* The value as configured, after ${env:...}/${file:...} substitution, with
+ * its templates unrendered (for checks in create() and for logs).
+ * Borrowed: valid as long as the template. */
+const json_t *sb_json_template_source(const sb_json_template *t);
 
 #ifdef __cplusplus
 }

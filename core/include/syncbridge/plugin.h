@@ -46,6 +46,12 @@
  *   - create and destroy MAY now be NULL, and worker_init / worker_fini
  *     give each worker thread its own connection.
  *
+ * Later minors only add: 2.1 sb_source_dead_letter(); 2.2 the shared body
+ * decoder sb_decode_body() (syncbridge/decode.h), the option type
+ * SB_OPT_JSON_TEMPLATE (syncbridge/options.h) and the descriptor members
+ * preflight and registry_rows (read only when struct_size holds them). A plugin built against a
+ * newer minor than the core's is refused, since it may call them.
+ *
  * Threading contract:
  *   - create, start, stop, destroy are called from the core's control
  *     thread, never concurrently with each other for one instance. The one
@@ -61,6 +67,11 @@
  *     then uses (or used) that worker state: init before that thread's
  *     first process() for the instance, fini when the thread ends or the
  *     instance is restarted. One worker state is never used by two threads.
+ *   - abandon() is called from a step's worker thread while no other call
+ *     into that instance is in progress (the core holds the instance
+ *     exclusively, even with SB_PLUGIN_CONCURRENT): it MAY block to clean
+ *     up remote work, but only for a bounded time, since the instance's
+ *     other events wait meanwhile.
  *   - cancel() is called from the control thread, concurrently with
  *     process(), when the daemon stops (SIGTERM): it MUST only make
  *     in-progress work return soon (abort transfers, wake waits).
@@ -89,7 +100,7 @@ extern "C" {
  * semantics changed). Bump SB_ABI_MINOR when members are appended; the core
  * accepts plugins built against an older or equal minor. */
 #define SB_ABI_MAJOR 2
-#define SB_ABI_MINOR 0
+#define SB_ABI_MINOR 2
 
 /* The one symbol a plugin exports. */
 #define SB_PLUGIN_SYMBOL "syncbridge_plugin"
@@ -118,6 +129,7 @@ typedef enum sb_result {
 typedef struct sb_instance sb_instance;     /* core-owned, one per configured instance */
 typedef struct sb_batch sb_batch;           /* core-owned, valid during process() only */
 typedef struct sb_source_ctx sb_source_ctx; /* core-owned, valid during run() only */
+typedef struct sb_preflight sb_preflight;   /* core-owned, valid during preflight() only */
 
 typedef struct sb_plugin {
     /* Checked by the loader before anything else. Fill with SB_PLUGIN_ABI. */
@@ -178,18 +190,49 @@ typedef struct sb_plugin {
      * through sb_batch_worker(). -1 + errstr on failure: the batch is
      * retried (RETRY) and init is tried again on the next batch. */
     int (*worker_init)(void *self, void **worker, char *errstr, size_t errstr_size);
+    /* Free a worker state. `self` is the instance's current one, which
+     * after a restart (FATAL) is not the one that made the state, and is
+     * NULL when the restart failed: free the worker state only, and do not
+     * rely on self. */
     void (*worker_fini)(void *self, void *worker);
 
     /* MAY be NULL. The daemon is stopping: make the process() calls in
-     * progress return soon (see the threading contract). */
+     * progress return soon (see the threading contract). Never called
+     * while the instance is being destroyed or created. */
     void (*cancel)(void *self);
 
     /* MAY be NULL (sinks and actions). The core gives up on these events at
-     * this step: their wait budget ran out or an operator dropped them. Each
+     * this step: their step_timeout ran out or their retry budget is spent,
+     * and they are dead-lettered next (`dlq drop` later is an offline ledger
+     * operation and calls no plugin). Not called after the plugin's own
+     * FAIL answer: clean up before answering it. Each
      * event's step state is readable with sb_batch_state(), so the plugin
      * can cancel the remote work it started (a Dataproc operation, a
      * multipart upload). Results set here are ignored. */
     void (*abandon)(void *self, sb_batch *batch);
+
+    /* ---- since ABI 2.2 (the loader reads these only from a descriptor
+     * whose struct_size holds them: a 2.0/2.1 plugin has neither) ---- */
+
+    /* MAY be NULL. `syncbridge preflight`: check, read-only, that the live
+     * services this instance needs are there and let it in (credentials,
+     * the resource exists, the permissions are held), and report each
+     * check with sb_preflight_ok() or sb_preflight_fail(). Called on the
+     * control thread after create() and without start(): the instance
+     * never processes events in that process. MUST NOT change anything
+     * remote (no publish, no insert, no trigger); MAY block on the network,
+     * bounded by the plugin's own timeouts. */
+    void (*preflight)(void *self, sb_preflight *pf);
+
+    /* MAY be NULL. `syncbridge reconcile`: the registry rows this instance
+     * writes whose timestamp is at or after since_us, or whose timestamp is
+     * NULL (a pending row), as a JSON array of objects
+     * {"id": integer, "source": "onprem"|"gcp", "timestamp": string|null}.
+     * Store the new reference in *rows (the core owns it then). An instance
+     * that writes no registry stores NULL and returns 0. -1 + errstr when
+     * the rows could not be read. Called like preflight(): control thread,
+     * after create(), without start(); read-only. */
+    int (*registry_rows)(void *self, int64_t since_us, json_t **rows, char *errstr, size_t errstr_size);
 } sb_plugin;
 
 #define SB_PLUGIN_ABI \
@@ -250,6 +293,17 @@ int sb_source_flush(sb_source_ctx *ctx);
  * sb_source_await(ctx, 0). Since ABI 1.3. */
 int sb_source_await(sb_source_ctx *ctx, size_t max_uncommitted);
 
+/* Put an input that can never become a routable event (a message body
+ * that does not decode) straight into the dead-letter store with `reason`,
+ * as an entry of every route the source feeds, so that `syncbridge dlq`
+ * shows it and the source MAY acknowledge it upstream. `ev` carries what
+ * is known (the raw body, where it came from); its id MUST be as stable as
+ * an emitted event's, so that a redelivery is a duplicate. Takes ownership
+ * of ev. Blocks until durable (after the batches emitted before it).
+ * 0, or -1 if stopping or the ledger failed: then do not acknowledge.
+ * Since ABI 2.1. */
+int sb_source_dead_letter(sb_source_ctx *ctx, sb_event *ev, const char *reason);
+
 /* The last checkpoint committed for this source instance, or NULL. Owned by
  * the core; read it when no asynchronous batch is outstanding (at the start
  * of run(), or after sb_source_flush()), and not after the next emit. */
@@ -261,6 +315,20 @@ int sb_source_stopping(sb_source_ctx *ctx);
 /* Sleep up to `ms` milliseconds, waking early when stopping. Returns
  * non-zero if stopping. */
 int sb_source_wait(sb_source_ctx *ctx, int ms);
+
+/* ---- preflight (since ABI 2.2) ------------------------------------------- */
+
+/* Report one check of preflight(): `what` names it ("topic
+ * projects/p/topics/t exists"), printed as one line. A failure's `fix`
+ * (printf format) says what is wrong and how to fix it ("not found:
+ * create it with `gcloud pubsub topics create t`"). Any failure makes
+ * `syncbridge preflight` exit non-zero. Strings are copied. */
+void sb_preflight_ok(sb_preflight *pf, const char *what);
+void sb_preflight_fail(sb_preflight *pf, const char *what, const char *fix, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 
 /* ---- batches (sinks and actions) ----------------------------------------- */
 
@@ -290,7 +358,8 @@ void sb_batch_set_retry_after(sb_batch *b, size_t i, int64_t ms);
  * milliseconds (at least 1). `status` (printf format, MAY be NULL) says
  * what it waits for ("DAG run r1 is running") and is shown by `runs show`.
  * The wait is charged to the step's `timeout`; when it runs out, abandon()
- * is called and the event is dead-lettered. */
+ * is called and the event is dead-lettered (so too when a RETRY spends the
+ * retry budget). */
 void sb_batch_wait(sb_batch *b, size_t i, int64_t ms, const char *status, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 4, 5)))

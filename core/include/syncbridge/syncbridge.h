@@ -10,8 +10,10 @@
 #define SYNCBRIDGE_SYNCBRIDGE_H
 
 #include <syncbridge/buf.h>
+#include <syncbridge/decode.h>
 #include <syncbridge/event.h>
 #include <syncbridge/log.h>
+#include <syncbridge/metrics.h>
 #include <syncbridge/options.h>
 #include <syncbridge/plugin.h>
 

@@ -1,8 +1,10 @@
 /*
- * runreplicator.h - understanding Run Replicator runs, shared by the
- * sources that see them (filewatch tails their logs, kafka consumes
- * messages about them). Compiled into each plugin that needs it; not part
- * of the SDK.
+ * runreplicator.h - understanding Run Replicator runs: the command parser
+ * behind the SDK's body decoder (syncbridge/decode.h, format "command"),
+ * and what the bundled filewatch source uses on its log lines. Part of
+ * libsyncbridge but NOT of the SDK: out-of-tree plugins use
+ * sb_decode_body(); the bundled plugins, built with the core, may call
+ * these directly.
  *
  * A run is `run_replicator.sh SCHEMA TABLE [INC_KEY INC_VAL [OFFSET_DAYS]]`
  * (README "Run Replicator logs"). The message the GCP side consumes is the
@@ -17,8 +19,8 @@
  * filled by value; nothing to free. Fields are set in a JSON object the
  * caller owns.
  */
-#ifndef SB_PLUGINS_RUNREPLICATOR_H
-#define SB_PLUGINS_RUNREPLICATOR_H
+#ifndef SB_EVENTS_RUNREPLICATOR_H
+#define SB_EVENTS_RUNREPLICATOR_H
 
 #include <stddef.h>
 #include <jansson.h>

@@ -9,7 +9,8 @@
  * `bash -c '...'`) and is split again, a few levels deep at most, to find
  * the script word.
  */
-#include "runreplicator.h"
+#include "build_config.h"
+#include "events/runreplicator.h"
 
 #include <syncbridge/event.h>
 
