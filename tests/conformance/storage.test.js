@@ -180,3 +180,47 @@ test('delete', async () => {
   const [exists] = await file.exists();
   assert.equal(exists, false);
 });
+
+// The client's XML API multipart upload (TransferManager.uploadFileInChunks,
+// what gcs_copy uses too): initiate, parts with x-goog-hash crc32c, complete.
+// The helper addresses https://BUCKET.HOST/OBJECT (virtual-hosted style), so
+// its requests are pointed at the fake's path style /xml/BUCKET/OBJECT.
+test('XML API multipart upload (uploadFileInChunks) with crc32c per part; no upload left open', async () => {
+  const host = new URL(f.base).hostname;
+  const realRequest = f.authClient.request.bind(f.authClient);
+  const xmlClient = Object.create(f.authClient);
+  xmlClient.request = (opts) => {
+    // not new URL(): a host name ending in an IPv4 address is invalid to the WHATWG parser
+    const rest = opts.url.slice('https://'.length);
+    const slash = rest.indexOf('/');
+    const hostPart = rest.slice(0, slash);
+    assert.ok(opts.url.startsWith('https://') && hostPart.endsWith('.' + host), opts.url);
+    const m = [null, hostPart.slice(0, -(host.length + 1)), null, rest.slice(slash)];
+    // responseType text: gaxios 6 hands a non-text/* body over as a Blob,
+    // which the helper's XML parser cannot read; the fake answers
+    // application/xml (the content type Cloud Storage documents for XML API
+    // answers is not stated for these calls; see tests/conformance/README.md).
+    return realRequest({ ...opts, url: `${f.base}/xml/${m[1]}${m[3]}`, responseType: 'text' });
+  };
+  const xs = new Storage({
+    apiEndpoint: f.base, projectId: f.project, authClient: xmlClient, useAuthWithCustomEndpoint: true,
+    retryOptions: { autoRetry: false },
+  });
+  const { TransferManager } = require('@google-cloud/storage');
+  const tm = new TransferManager(xs.bucket('conf-bucket'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'conf-xml-'));
+  const local = path.join(dir, 'big.bin');
+  const data = Buffer.concat([TRICKY, crypto.randomBytes(12 * 1024 * 1024 + 7)]);
+  fs.writeFileSync(local, data);
+  await tm.uploadFileInChunks(local, { chunkSizeBytes: 5 * 1024 * 1024, validation: 'crc32c',
+    uploadName: 'xml/big.bin' });
+  const [got] = await bucket.file('xml/big.bin').download();
+  assert.ok(got.equals(data));
+  const parts = (await f.control('GET', '/_fake/requests?path_regex=' + encodeURIComponent('^/xml/conf-bucket/xml/big')))
+    .filter((r) => r.method === 'PUT');
+  assert.equal(parts.length, 3);
+  for (const p of parts) assert.match(JSON.stringify(p.headers), /crc32c=/i);
+  const list = await realRequest({ url: `${f.base}/xml/conf-bucket?uploads`, method: 'GET', responseType: 'text' });
+  assert.doesNotMatch(String(list.data), /<Upload>/);
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -883,5 +883,103 @@ class TestUnionAndUnnest(Base):
         self.assertEqual(n, 1)
         self.assertEqual(sorted(r["id"] for r in self.dump()), [1, 3])
 
+
+# ---------------------------------------------------------------------------
+class TestMergeIndex(unittest.TestCase):
+    """MERGE finds matching rows through a hash index on ON's equality
+    conjuncts (statements._equi_join); its result and its errors must be
+    the nested loop's, row for row, whatever the keys hold."""
+
+    FIELDS = [{"name": "id", "type": "INT64"}, {"name": "source", "type": "STRING"},
+              {"name": "x", "type": "FLOAT64"}, {"name": "note", "type": "STRING"}]
+    ROW_TYPE = {"type": "ARRAY", "arrayType": {"type": "STRUCT", "structTypes": [
+        {"name": "id", "type": {"type": "INT64"}}, {"name": "source", "type": {"type": "STRING"}},
+        {"name": "x", "type": {"type": "FLOAT64"}}, {"name": "note", "type": {"type": "STRING"}}]}}
+    ONS = ["T.id = S.id AND T.source = S.source",
+           "S.source = T.source AND T.id = S.id",
+           "T.id = S.id AND T.note = 'n1'",
+           "T.id = S.id OR T.source = S.source",
+           "T.x = S.id",                       # INT64 coerced to FLOAT64
+           "T.x = S.x",                        # NaN keys: no index
+           "T.id + 0 = S.id",                  # not a plain column: no index
+           "T.source = S.source"]              # duplicates: errors
+    TAILS = ["WHEN MATCHED THEN UPDATE SET note = S.note "
+             "WHEN NOT MATCHED THEN INSERT (id, source, x, note) VALUES (S.id, S.source, S.x, S.note)",
+             "WHEN NOT MATCHED THEN INSERT ROW",
+             "WHEN MATCHED AND S.note = 'n2' THEN DELETE WHEN NOT MATCHED BY SOURCE THEN UPDATE SET note = 'gone'"]
+
+    def store(self, rows):
+        st = bqsql.BigQueryStore(now=lambda: 1000.0)
+        st.create_dataset("p", "d")
+        st.create_table("p", "d", "t", self.FIELDS)
+        if rows:
+            st.execute("INSERT INTO `p.d.t` (id, source, x, note) SELECT * FROM UNNEST(@r)",
+                       [self.param(rows)], project="p")
+        return st
+
+    def param(self, rows):
+        def v(x):
+            return {} if x is None else {"value": x}
+        return {"name": "r", "parameterType": self.ROW_TYPE, "parameterValue": {"arrayValues": [
+            {"structValues": {"id": v(i), "source": v(s), "x": v(x), "note": v(n)}} for i, s, x, n in rows]}}
+
+    def outcome(self, rows, src, sql):
+        st = self.store(rows)
+        try:
+            r = st.execute(sql, [self.param(src)], project="p")
+            res = (r.affected, r.inserted, r.updated, r.deleted)
+        except bqsql.BQError as e:
+            res = ("error", e.reason, e.message)
+        t = st.tables[("p", "d", "t")]
+        # repr: a NaN is not equal to itself
+        return repr((res, [sorted(r.values.items(), key=lambda kv: kv[0]) for r in t.rows]))
+
+    def test_same_as_nested_loop(self):
+        import random
+        from gfake.bqsql import statements
+        rnd = random.Random(14)
+
+        def row():
+            return (rnd.choice([None, 1, 2, 3, 4, 5]), rnd.choice([None, "onprem", "gcp"]),
+                    rnd.choice([None, "1", "2.0", "NaN", "2.5"]), rnd.choice([None, "n1", "n2"]))
+        real = statements._equi_join
+        checked = 0
+        for trial in range(150):
+            rows = [row() for _ in range(rnd.randrange(0, 8))]
+            src = [row() for _ in range(rnd.randrange(0, 6))]
+            sql = "MERGE `p.d.t` T USING UNNEST(@r) S ON %s %s" % (rnd.choice(self.ONS), rnd.choice(self.TAILS))
+            want = None
+            try:
+                statements._equi_join = lambda *a: None
+                want = self.outcome(rows, src, sql)
+            finally:
+                statements._equi_join = real
+            self.assertEqual(self.outcome(rows, src, sql), want, (sql, rows, src))
+            checked += 1
+        self.assertEqual(checked, 150)
+
+    def test_index_is_used_for_the_registry_merge(self):
+        from gfake.bqsql import statements
+        calls = []
+        real = statements._equi_join
+
+        def spy(*a):
+            out = real(*a)
+            calls.append(out is not None)
+            return out
+        statements._equi_join = spy
+        try:
+            rows = [(i, s, None, "n") for i in range(300) for s in ("onprem", "gcp")]
+            st = self.store(rows)
+            r = st.execute("MERGE `p.d.t` T USING UNNEST(@r) S ON T.id = S.id AND T.source = S.source "
+                           "WHEN NOT MATCHED THEN INSERT ROW",
+                           [self.param([(5, "gcp", None, "u"), (999, "gcp", None, "new")])], project="p")
+        finally:
+            statements._equi_join = real
+        self.assertEqual(calls, [True])
+        self.assertEqual((r.affected, r.inserted), (1, 1))
+        self.assertEqual(len(st.tables[("p", "d", "t")].rows), 601)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -312,6 +312,19 @@ class TestPubSub(Base):
         self.assertEqual(self.pull('w'), [])
         self.assertGreaterEqual(time.time() - t0, 0.25)
 
+    def test_backlog_counts_deliveries_and_acks(self):
+        F.api('PUT', '/v1/projects/p/subscriptions/b', {'topic': 'projects/p/topics/t'})
+        F.api('POST', '/v1/projects/p/topics/t:publish', {'messages': [{'data': 'eA=='}, {'data': 'eQ=='}]})
+        got = self.pull('b')
+        F.api('POST', '/v1/projects/p/subscriptions/b:acknowledge', {'ackIds': [got[0]['ackId']]})
+        F.api('POST', '/v1/projects/p/subscriptions/b:modifyAckDeadline',
+              {'ackIds': [got[1]['ackId']], 'ackDeadlineSeconds': 0})
+        st, _, js = F.request('GET', '/_fake/pubsub/backlog?subscription=projects/p/subscriptions/b')
+        self.assertEqual(json.loads(js), {'unacked': 1, 'outstanding': 0, 'deliveries': 2, 'acked': 1})
+        self.pull('b')
+        st, _, js = F.request('GET', '/_fake/pubsub/backlog?subscription=projects/p/subscriptions/b')
+        self.assertEqual(json.loads(js), {'unacked': 1, 'outstanding': 1, 'deliveries': 3, 'acked': 1})
+
     def test_topic_subscriptions_list(self):
         F.api('PUT', '/v1/projects/p/topics/t2', {})
         for n, t in (('b', 't'), ('a', 't'), ('c', 't2')):

@@ -81,6 +81,14 @@ class TestBigQueryHttp(Base):
             body.update(parameterMode='NAMED', queryParameters=params)
         return api('POST', BQ + '/queries', body)
 
+    def test_table_made_by_the_control_api_has_its_schema(self):
+        fields = [{'name': 'id', 'type': 'INTEGER', 'mode': 'REQUIRED'}, {'name': 'ts', 'type': 'DATETIME'}]
+        st, _ = ctl('POST', '/_fake/bigquery/table', {'project': 'p', 'dataset': 'ctl', 'table': 't', 'fields': fields})
+        self.assertEqual(st, 200)
+        st, js = api('GET', BQ + '/datasets/ctl/tables/t')
+        self.assertEqual(st, 200, js)
+        self.assertEqual(js['schema']['fields'], fields)
+
     def test_insert_all_query_and_dump(self):
         st, js = self.insert([{'id': 1, 'command': 'run a', 'timestamp': '2026-01-01T00:00:00', 'source': 'onprem'},
                               {'id': 2, 'command': 'run a', 'timestamp': '2026-01-01 00:00:01', 'source': 'gcp'}])
@@ -376,6 +384,9 @@ class TestAirflow(Base):
         self.assertEqual(js['state'], 'success')
         self.assertIsNotNone(js['end_date'])
         self.assertEqual(api('GET', '/airflow/api/v1/dags/held/dagRuns/p1')[1]['state'], 'queued')
+        # Airflow 3 reads the DAG (is_paused) at /api/v2/dags/D too
+        self.assertEqual(api('GET', '/airflow/api/v2/dags/held')[1]['is_paused'], True)
+        self.assertEqual(api('GET', '/airflow/api/v2/dags/nope')[0], 404)
         # manual mode is the default: nothing moves
         ctl('POST', '/_fake/config', {'airflow_auto_seconds': 0})
         api('POST', AF1, {'dag_run_id': 'man1'})
@@ -609,6 +620,19 @@ class TestDataproc(Base):
         self.assertTrue(op['metadata']['deleteCluster']['done'])
         self.assertEqual(api('GET', DP + '/clusters/' + op['metadata']['clusterName'])[0], 404)
 
+    def test_instantiate_inline_request_id_only_while_running(self):
+        # the discovery document: the tag prevents *concurrent* instances; a
+        # repeat after the first ended starts a second workflow, whereas
+        # clusters.create's requestId keeps returning the first operation
+        ctl('POST', '/_fake/config', {'dataproc_cluster_seconds': 0.1, 'dataproc_job_seconds': 0.1})
+        st, op = self.workflow('wf-once')
+        self.assertEqual(st, 200, op)
+        self.assertEqual(self.workflow('wf-once')[1]['name'], op['name'])
+        self.assertTrue(self.wait_for(lambda: self.op(op['name'])[1]['done'], 5))
+        st, op2 = self.workflow('wf-once')
+        self.assertEqual(st, 200, op2)
+        self.assertNotEqual(op2['name'], op['name'])
+
     def test_instantiate_inline_job_error(self):
         ctl('POST', '/_fake/config', {'dataproc_cluster_seconds': 0, 'dataproc_job_seconds': 0})
         st, op = self.workflow()
@@ -635,6 +659,57 @@ class TestDataproc(Base):
         self.assertEqual(st, 400)
         state = ctl('GET', '/_fake/dataproc/state')[1]
         self.assertEqual(len(state['operations']), 1)
+
+    def test_template_labels_reach_cluster_and_jobs(self):
+        ctl('POST', '/_fake/config', {'dataproc_cluster_seconds': 0.1, 'dataproc_job_seconds': 0.1})
+        body = {'labels': {'syncbridge-run': 'abc-0'}, 'placement': {'managedCluster': {
+                    'clusterName': 'rr', 'config': cluster_body()['config'], 'labels': {'team': 'edw'}}},
+                'jobs': [{'stepId': 'copy-1', 'hiveJob': HIVE}]}
+        st, op = api('POST', DP + '/workflowTemplates:instantiateInline', body)
+        self.assertEqual(st, 200, op)
+        q = '?filter=labels.syncbridge-run%20%3D%20abc-0'
+        st, cl = api('GET', DP + '/clusters' + q)
+        self.assertEqual([c['clusterName'] for c in cl['clusters']], [op['metadata']['clusterName']])
+        self.assertEqual(cl['clusters'][0]['labels']['team'], 'edw')
+        self.assertTrue(self.wait_for(lambda: self.op(op['name'])[1]['done'], 5))
+        st, jl = api('GET', DP + '/jobs' + q)
+        self.assertEqual(len(jl['jobs']), 1)
+        self.assertEqual(jl['jobs'][0]['labels']['syncbridge-run'], 'abc-0')
+        self.assertEqual(api('GET', DP + '/clusters' + q)[1], {})
+        body['labels'] = {'Bad': 'x'}
+        self.assertEqual(api('POST', DP + '/workflowTemplates:instantiateInline', body)[0], 400)
+
+    def test_cancel_workflow_deletes_cluster(self):
+        ctl('POST', '/_fake/config', {'dataproc_cluster_seconds': 0, 'dataproc_job_seconds': 0})
+        st, op = self.workflow()
+        ctl('POST', '/_fake/dataproc/advance', {'cluster': op['metadata']['clusterName']})
+        st, op = self.op(op['name'])
+        self.assertEqual(op['metadata']['graph']['nodes'][0]['state'], 'RUNNING')
+        st, js = api('POST', '/v1/' + op['name'] + ':cancel', {})
+        self.assertEqual((st, js), (200, {}))
+        ctl('POST', '/_fake/dataproc/advance', {'cluster': op['metadata']['clusterName']})
+        st, op = self.op(op['name'])
+        self.assertTrue(op['done'])
+        self.assertEqual(op['error']['code'], 1)
+        self.assertEqual([n['state'] for n in op['metadata']['graph']['nodes']], ['FAILED', 'BLOCKED'])
+        self.assertEqual(ctl('GET', '/_fake/dataproc/state')[1]['clusters'], [])
+        jid = op['metadata']['graph']['nodes'][0]['jobId']
+        self.assertEqual(api('GET', DP + '/jobs/' + jid)[1]['status']['state'], 'CANCELLED')
+        self.assertEqual(api('POST', '/v1/' + op['name'] + ':cancel', {}), (200, {}))   # done: no change
+        self.assertEqual(api('POST', DP + '/operations/nope:cancel', {})[0], 404)
+
+    def test_workflow_fails_when_its_cluster_is_deleted(self):
+        ctl('POST', '/_fake/config', {'dataproc_cluster_seconds': 0, 'dataproc_job_seconds': 0})
+        st, op = self.workflow()
+        name = op['metadata']['clusterName']
+        ctl('POST', '/_fake/dataproc/advance', {'cluster': name})
+        self.assertEqual(api('DELETE', DP + '/clusters/' + name)[0], 200)
+        ctl('POST', '/_fake/dataproc/advance', {'cluster': name})
+        st, op = self.op(op['name'])
+        self.assertTrue(op['done'])
+        self.assertEqual(op['error']['code'], 9)
+        self.assertIn('was deleted', op['error']['message'])
+        self.assertEqual([n['state'] for n in op['metadata']['graph']['nodes']], ['FAILED', 'BLOCKED'])
 
 
 if __name__ == '__main__':

@@ -15,7 +15,7 @@ from . import server, discovery
 # In install order: control first (the /_fake/ routes every test uses), then
 # auth (the token and metadata endpoints), then the APIs.  Every one is
 # required: a module that fails to import stops the fake with its traceback.
-SERVICES = ('control', 'auth', 'pubsub', 'storage', 'webhdfs', 'bigquery_http', 'dataproc', 'airflow')
+SERVICES = ('control', 'auth', 'iam', 'pubsub', 'storage', 'webhdfs', 'bigquery_http', 'dataproc', 'airflow')
 
 
 def default_reference_dir():

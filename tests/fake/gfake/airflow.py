@@ -541,6 +541,7 @@ def install(app):
         r('GET', base + r'/dagRuns/([^/]+)', getattr(af, 'get_run' + sfx), auth=False)
         r('PATCH', base + r'/dagRuns/([^/]+)', getattr(af, 'patch_run' + sfx), auth=False)
     r('GET', r'/airflow/api/v1/dags/([^/]+)', af.get_dag, auth=False)
+    r('GET', r'/airflow/api/v2/dags/([^/]+)', af.get_dag, auth=False)   # Airflow 3 DAGResponse: same members used
     r('PATCH', r'/airflow/api/v1/dags/([^/]+)', af.patch_dag, auth=False)
     r('GET|POST|PUT|PATCH|DELETE', r'/airflow(?:/.*)?', af.not_found, auth=False)
     r('POST', r'/_fake/airflow/dags', af.ctl_dags, auth=False)

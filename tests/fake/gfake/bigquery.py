@@ -174,6 +174,7 @@ class BigQueryService:
         self.lock = threading.RLock()
         self.jobs = {}              # (project, jobId) -> _Job
         self.request_ids = {}       # (project, requestId) -> (t, fp, jobId)
+        self.cancelled = []         # job ids, in the order jobs.cancel named them
         self.insert_ids = {}        # (project, ds, table, insertId) -> t
         self.query_log = []
         self.routes = [
@@ -200,6 +201,7 @@ class BigQueryService:
              self.jobs_get_query_results),
             ("POST", r"projects/([^/]+)/jobs", self.jobs_insert),
             ("GET", r"projects/([^/]+)/jobs/([^/]+)", self.jobs_get),
+            ("POST", r"projects/([^/]+)/jobs/([^/]+)/cancel", self.jobs_cancel),
         ]
 
     # ---- plumbing -----------------------------------------------------
@@ -256,7 +258,13 @@ class BigQueryService:
         with self.lock:
             if (project, dataset) not in self.store.datasets:
                 self.store.create_dataset(project, dataset)
-            return self.store.create_table(project, dataset, table, fields)
+            # tables.get shows the schema of a table made here, as it does
+            # for one made by tables.insert
+            res = {"schema": {"fields": [dict(f) for f in fields]},
+                   "creationTime": _ms(self.clock()),
+                   "lastModifiedTime": _ms(self.clock())}
+            return self.store.create_table(project, dataset, table, fields,
+                                           res)
 
     def dump_table(self, project, dataset, table, with_meta=False):
         """Rows as dicts of Python values (int, str, datetime, ...).  With
@@ -486,7 +494,7 @@ class BigQueryService:
             if dd:
                 dd = (dd.get("projectId") or project, dd.get("datasetId"))
             if q.get("dryRun"):
-                bqsql.Parser(sql).parse()
+                self._dry_run(project, bqsql.Parser(sql).parse(), dd)
                 job.result = bqsql.QueryResult("SELECT")
             else:
                 job.result = self.store.execute(
@@ -495,6 +503,54 @@ class BigQueryService:
             job.error = e
         job.ended = self.clock()
         return job
+
+    iam_held = None          # set by the HTTP layer: iam.held(permissions, resource)
+
+    def _dry_run(self, project, stmt, default_dataset):
+        """What a dry run checks besides the syntax, as BigQuery does: the
+        caller may create jobs in the project, every table the statement
+        names exists, and the caller may read it (a SELECT) or change it
+        (DML).  Nothing runs."""
+        held = self.iam_held or (lambda perms, res: perms)
+        if not held(["bigquery.jobs.create"], "projects/%s" % project):
+            raise BQError("accessDenied", "Access Denied: Project %s: User does not have bigquery.jobs.create "
+                          "permission in project %s." % (project, project), "", 403)
+        refs = []
+
+        def walk(node, depth=0):
+            if depth > 50 or node is None or isinstance(node, (str, int, float, bool, bytes)):
+                return
+            if isinstance(node, bqsql.statements.TableRef):
+                refs.append(node)
+                return
+            if isinstance(node, (list, tuple)):
+                for x in node:
+                    walk(x, depth + 1)
+                return
+            if isinstance(node, dict):
+                for x in node.values():
+                    walk(x, depth + 1)
+                return
+            for x in getattr(node, '__dict__', {}).values():
+                walk(x, depth + 1)
+        walk(stmt)
+        perm = "bigquery.tables.getData" if type(stmt).__name__ == "Select" else "bigquery.tables.updateData"
+        for ref in refs:
+            parts = ref.parts
+            if len(parts) == 3:
+                p, d, t = parts
+            elif len(parts) == 2:
+                (p, d), t = (project, parts[0]), parts[1]
+            elif default_dataset:
+                (p, d), t = default_dataset, parts[0]
+            else:
+                raise BQError("invalid", 'Table "%s" must be qualified with a dataset (e.g. dataset.table).'
+                              % parts[0], "q", 400)
+            self.store.get_table(p, d, t)
+            if not held([perm], "projects/%s/datasets/%s/tables/%s" % (p, d, t)):
+                raise BQError("accessDenied", "Access Denied: Table %s:%s.%s: User does not have permission to %s "
+                              "table %s:%s.%s, or perhaps it does not exist." %
+                              (p, d, t, "query" if perm.endswith("getData") else "modify", p, d, t), "", 403)
 
     def _results(self, job, kind, query, count_poll=True):
         done = job.poll() if count_poll else job.pending == 0
@@ -590,6 +646,22 @@ class BigQueryService:
         job = self._run_query(project, q, job_id, location)
         job.configuration = dict(body.get("configuration") or {})
         return 200, job.resource(job.poll())
+
+    def jobs_cancel(self, project, job_id, query, body):
+        """jobs.cancel.  The fake runs a statement when it is submitted, so
+        a cancel always comes too late (BigQuery allows that: a cancel is a
+        request, and a job that already ended keeps its result): the job
+        is reported DONE from now on, with what it did."""
+        job = self.jobs.get((project, job_id))
+        if job is None:
+            return error_response(404, "Not found: Job %s:%s.%s"
+                                  % (project, _first(query, "location",
+                                                     self.location), job_id),
+                                  "notFound")
+        job.pending = 0
+        self.cancelled.append(job_id)
+        return 200, {"kind": "bigquery#jobCancelResponse",
+                     "job": job.resource(True)}
 
     def jobs_list(self, project, query, body):
         """jobs.list: newest first, stateFilter (done/running/pending),

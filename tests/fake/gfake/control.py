@@ -11,7 +11,7 @@ import re
 from .server import ApiError, json_response
 
 FAULT_KINDS = ('status', 'reset', 'latency', 'truncate')
-FAULT_KEYS = {'path_regex', 'method', 'kind', 'status', 'retry_after', 'latency_ms', 'count', 'rate', 'message'}
+FAULT_KEYS = {'path_regex', 'method', 'kind', 'status', 'retry_after', 'retry_after_date_in', 'latency_ms', 'count', 'rate', 'message'}
 
 
 def requests_get(req):

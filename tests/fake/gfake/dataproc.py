@@ -7,6 +7,7 @@ Routes (all under /v1/projects/P/regions/R):
     POST   /jobs:submit                                 jobs.submit -> Job
     GET    /jobs/ID                                     jobs.get -> Job
     GET    /operations/OP                               operations.get (v1/{+name})
+    POST   /operations/OP:cancel                        operations.cancel (workflows)
     POST   /workflowTemplates:instantiateInline[?requestId=]   -> Operation (WorkflowMetadata)
 
 Time: state moves lazily, whenever anything is read, by the clock.  A
@@ -85,6 +86,14 @@ def validate_cluster_config(config, where='cluster.config'):
         if ':' not in k:
             raise _bad('Invalid cluster property %r: properties must have the form prefix:property' % k,
                        where + '.software_config.properties')
+
+
+def _check_labels(labels, where):
+    if len(labels) > 32:
+        raise _bad('At most 32 labels are allowed', where)
+    for k, v in labels.items():
+        if not re.match(r'^[a-z][a-z0-9_-]{0,62}$', k) or not re.match(r'^[a-z0-9_-]{0,63}$', v or ''):
+            raise _bad('Invalid label %r=%r' % (k, v), where)
 
 
 class Cluster:
@@ -291,6 +300,16 @@ class Dataproc:
 
     def _workflow_step(self, op, now):
         c = op.cluster
+        if op.phase in ('CREATING', 'RUNNING_JOBS') and c.state in ('DELETING', 'DELETED'):
+            # its cluster was deleted from outside: the workflow fails
+            op.cluster_lost = True
+            for s in op.steps:
+                j = s['job']
+                if j is not None and not j.done:
+                    j.set_state('ERROR', now, 'Job failed: its cluster was deleted')
+                s['node_state'] = 'FAILED' if j is not None else 'BLOCKED'
+            op.phase = 'DELETING'
+            return True
         if op.phase == 'CREATING':
             if c.state != 'RUNNING':
                 return False
@@ -333,7 +352,11 @@ class Dataproc:
                 return False
             op.phase = 'DONE'
             fs = getattr(op, 'failed_step', None)
-            if fs is not None:
+            if getattr(op, 'cancelled', False):
+                op.finish(now, error={'code': 1, 'message': 'Workflow was cancelled'})
+            elif getattr(op, 'cluster_lost', False):
+                op.finish(now, error={'code': 9, 'message': 'Workflow failed: cluster %s was deleted' % c.name})
+            elif fs is not None:
                 op.finish(now, error={'code': 9, 'message': 'Workflow failed. Job %s (step %s) failed: %s'
                                       % (fs['job'].job_id, fs['stepId'], fs.get('error'))})
             else:
@@ -370,12 +393,7 @@ class Dataproc:
                        'cluster.config')
         if body.get('config') is not None:
             validate_cluster_config(body['config'])
-        labels = body.get('labels') or {}
-        if len(labels) > 32:
-            raise _bad('A cluster can have at most 32 labels', 'cluster.labels')
-        for k, v in labels.items():
-            if not re.match(r'^[a-z][a-z0-9_-]{0,62}$', k) or not re.match(r'^[a-z0-9_-]{0,63}$', v or ''):
-                raise _bad('Invalid label %r=%r' % (k, v), 'cluster.labels')
+        _check_labels(body.get('labels') or {}, 'cluster.labels')
         return name
 
     # ---- clusters --------------------------------------------------------------
@@ -572,6 +590,39 @@ class Dataproc:
                 raise ApiError(404, 'Operation not found: %s' % name)
             return json_response(op.resource())
 
+    def operation_cancel(self, req, project, region, opid):
+        """operations.cancel: a running workflow's jobs are cancelled, its
+        cluster is deleted, and the operation ends with error code 1
+        (CANCELLED), as the discovery document describes a successful
+        cancellation.  A done operation is left as it is."""
+        name = 'projects/%s/regions/%s/operations/%s' % (project, region, opid)
+        with self.lock:
+            self._tick()
+            op = self.ops.get(name)
+            if op is None:
+                raise ApiError(404, 'Operation not found: %s' % name)
+            if op.done:
+                return json_response({})
+            if op.kind != 'WORKFLOW':
+                raise ApiError(400, 'gfake: only workflow operations can be cancelled', status='FAILED_PRECONDITION')
+            now = time.time()
+            op.cancelled = True
+            for s in op.steps:
+                j = s['job']
+                if j is not None and not j.done:
+                    j.set_state('CANCELLED', now, 'Job cancelled: the workflow was cancelled')
+                    s['node_state'] = 'FAILED'
+                    s['error'] = j.details
+                elif j is None:
+                    s['node_state'] = 'BLOCKED'
+            c = op.cluster
+            if op.phase in ('CREATING', 'RUNNING_JOBS'):
+                op.phase = 'DELETING'
+                if c.state != 'DELETING':
+                    c.set_state('DELETING', now)
+            self._tick()
+            return json_response({})
+
     # ---- workflow templates ----------------------------------------------------
     def instantiate_inline(self, req, project, region):
         body = req.json()
@@ -579,8 +630,12 @@ class Dataproc:
             self._tick()
             rid = self._request_id(req)
             if rid:
+                # The discovery document: the tag "prevents multiple concurrent
+                # workflow instances with the same tag from running". Unlike
+                # clusters.create's requestId it is no idempotency key: once
+                # the first instance has ended, the same tag starts another.
                 prev = self.request_ids.get(('workflow', project, region, rid))
-                if prev is not None:
+                if prev is not None and not self.ops[prev].done:
                     return json_response(self.ops[prev].resource())
             jobs = body.get('jobs') or []
             if not jobs:
@@ -617,9 +672,16 @@ class Dataproc:
             if mc.get('config') is None:
                 raise _bad('placement.managedCluster.config is required', 'template.placement.managed_cluster.config')
             validate_cluster_config(mc['config'], 'template.placement.managed_cluster.config')
+            # WorkflowTemplate.labels: "propagated to all jobs and clusters created by the workflow instance"
+            tlabels = body.get('labels') or {}
+            _check_labels(tlabels, 'template.labels')
+            for s in steps:
+                if tlabels:
+                    s['spec'] = dict(s['spec'], labels=dict(tlabels, **(s['spec'].get('labels') or {})))
             now = time.time()
             name = '%s-%s' % (base, uuid.uuid4().hex[:10])
-            c = Cluster(project, region, name, {'config': mc['config'], 'labels': mc.get('labels') or {}}, now)
+            c = Cluster(project, region, name, {'config': mc['config'],
+                                                'labels': dict(tlabels, **(mc.get('labels') or {}))}, now)
             self.clusters[(project, region, name)] = c
             op = Operation(project, region, 'WORKFLOW', now)
             op.cluster = c
@@ -706,6 +768,7 @@ def install(app):
     r('GET', P + r'/jobs', dp.job_list, api=API, method_id=m + 'jobs.list')
     r('GET', P + r'/jobs/([^/:]+)', dp.job_get, api=API, method_id=m + 'jobs.get')
     r('GET', P + r'/operations/([^/:]+)', dp.operation_get, api=API, method_id=m + 'operations.get')
+    r('POST', P + r'/operations/([^/:]+):cancel', dp.operation_cancel, api=API, method_id=m + 'operations.cancel')
     r('POST', P + r'/workflowTemplates:instantiateInline', dp.instantiate_inline, api=API,
       method_id=m + 'workflowTemplates.instantiateInline')
     r('POST', r'/_fake/dataproc/advance', dp.ctl_advance, auth=False)

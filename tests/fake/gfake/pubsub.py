@@ -44,6 +44,8 @@ class Sub:
     def __init__(self, res):
         self.res = res
         self.queue = []          # list of Delivery, publish order
+        self.deliveries = 0      # messages handed out by pulls, redeliveries included
+        self.acked = 0
 
     @property
     def deadline(self):
@@ -75,6 +77,26 @@ class PubSub:
             self.history = {}      # topic -> every published message
             self.acks = {}         # ack_id -> (sub name, Delivery)
             self.ids = itertools.count(int(time.time()) * 1000)
+            # ack ids: unique and not guessable across resets, without a
+            # urandom call per delivery (which cost as much as the pull)
+            self.ack_prefix = secrets.token_hex(8)
+            self.ack_seq = itertools.count(1)
+
+    # ---- IAM ----------------------------------------------------------------
+    def _test_iam(self, req, name, exists):
+        from .iam import permissions_of_request
+        perms = permissions_of_request(req.json() if req.body else {})
+        with self.lock:
+            if not exists(name):
+                raise ApiError(404, 'Resource not found (resource=%s).' % name.rsplit('/', 1)[-1])
+        held = self.app.iam.held(perms, name)
+        return json_response({'permissions': held} if held else {})   # proto3 JSON omits an empty list
+
+    def topic_test_iam(self, req, project, topic):
+        return self._test_iam(req, 'projects/%s/topics/%s' % (project, topic), lambda n: n in self.topics)
+
+    def sub_test_iam(self, req, project, sub):
+        return self._test_iam(req, 'projects/%s/subscriptions/%s' % (project, sub), lambda n: n in self.subs)
 
     # ---- topics -------------------------------------------------------------
     def topic_create(self, req, project, topic):
@@ -291,7 +313,8 @@ class PubSub:
             if d.ack_id:
                 self.acks.pop(d.ack_id, None)
             d.attempts += 1
-            d.ack_id = 'ack-%s-%s' % (secrets.token_hex(8), d.msg['messageId'])
+            s.deliveries += 1
+            d.ack_id = 'ack-%s%x-%s' % (self.ack_prefix, next(self.ack_seq), d.msg['messageId'])
             d.expires = now + s.deadline
             self.acks[d.ack_id] = (name, d)
             rm = {'ackId': d.ack_id, 'message': dict(d.msg)}
@@ -316,7 +339,10 @@ class PubSub:
         if len(req.body) > 524288:
             raise ApiError(400, 'Request payload size exceeds the limit: 524288 bytes.')
         with self.lock:
+            _, s = self._sub(project, sub)
             for d in self._ack_targets(project, sub, body.get('ackIds')):
+                if not d.acked:
+                    s.acked += 1
                 d.acked = True
                 self.acks.pop(d.ack_id, None)
         return json_response({})
@@ -334,6 +360,17 @@ class PubSub:
         return json_response({})
 
     # ---- control ---------------------------------------------------------------
+    def backlog(self, name):
+        with self.lock:
+            s = self.subs.get(name)
+            if s is None:
+                raise ApiError(404, 'no subscription %s' % name)
+            now = time.time()
+            live = [d for d in s.queue if not d.acked]
+            return {'unacked': len(live),
+                    'outstanding': sum(1 for d in live if d.ack_id is not None and d.expires > now),
+                    'deliveries': s.deliveries, 'acked': s.acked}
+
     def published(self, topic):
         with self.lock:
             return [dict(m) for m in self.history.get(topic, [])]
@@ -346,6 +383,16 @@ def ctl_messages(req):
     if not topic:
         raise ApiError(400, 'topic query parameter required')
     return json_response(req.app.pubsub.published(topic))
+
+
+def ctl_backlog(req):
+    """GET /_fake/pubsub/backlog?subscription=projects/P/subscriptions/S:
+    messages not yet acknowledged, those leased now, deliveries so far
+    (redeliveries included) and acknowledgements."""
+    name = req.q('subscription')
+    if not name:
+        raise ApiError(400, 'subscription query parameter required')
+    return json_response(req.app.pubsub.backlog(name))
 
 
 def install(app):
@@ -370,4 +417,9 @@ def install(app):
       method_id='pubsub.projects.subscriptions.acknowledge')
     r('POST', P + r'/subscriptions/([^/:]+):modifyAckDeadline', ps.modify_ack_deadline, api=API,
       method_id='pubsub.projects.subscriptions.modifyAckDeadline')
+    r('POST', P + r'/topics/([^/:]+):testIamPermissions', ps.topic_test_iam, api=API,
+      method_id='pubsub.projects.topics.testIamPermissions')
+    r('POST', P + r'/subscriptions/([^/:]+):testIamPermissions', ps.sub_test_iam, api=API,
+      method_id='pubsub.projects.subscriptions.testIamPermissions')
     r('GET', r'/_fake/pubsub/messages', ctl_messages, auth=False)
+    r('GET', r'/_fake/pubsub/backlog', ctl_backlog, auth=False)

@@ -8,6 +8,7 @@ of its ``/_fake/config`` keys (``App.declare_config``);
 ``App.config_hooks`` are called after ``POST /_fake/config``.
 """
 import base64
+import email.utils
 import http.server
 import json
 import random
@@ -359,7 +360,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         fault = app.take_fault(req)
         if fault:
             kind = fault.get('kind', 'status')
-            if req.reader is not None and kind != 'reset':
+            # a latency fault answers normally afterwards: a streamed upload's
+            # handler still needs its body, so it is not drained here
+            if req.reader is not None and kind not in ('reset', 'latency'):
                 try:
                     reader.drain()
                 except (ConnectionError, OSError):
@@ -376,6 +379,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 headers = []
                 if fault.get('retry_after') is not None:
                     headers.append(('Retry-After', str(fault['retry_after'])))
+                elif fault.get('retry_after_date_in') is not None:
+                    # an HTTP-date so many seconds after this answer (a date
+                    # fixed when the fault was set would race the client)
+                    headers.append(('Retry-After', email.utils.formatdate(
+                        time.time() + float(fault['retry_after_date_in']), usegmt=True)))
                 msg = fault.get('message') or 'Injected fault: HTTP %d' % code
                 resp = Response(code, google_error_body(code, msg, style), 'application/json; charset=UTF-8', headers)
                 app.log_request(req, code)

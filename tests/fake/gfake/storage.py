@@ -350,6 +350,23 @@ class Storage:
         with self.lock:
             return json_response(self._bucket_resource(req, self._bucket(bucket)))
 
+    def bucket_test_iam(self, req, bucket):
+        """buckets.testIamPermissions: GET .../iam/testPermissions?permissions=..
+        (repeated); the held subset, as storage#testIamPermissionsResponse."""
+        perms = req.query.get('permissions', [])
+        if not perms:
+            raise ApiError(400, 'Required parameter: permissions', reason='required')
+        for p in perms:
+            if not re.match(r'^storage\.[A-Za-z]+\.[A-Za-z]+\Z', p):
+                raise ApiError(400, 'Permission \'%s\' is not valid for bucket resources.' % p, reason='invalid')
+        with self.lock:
+            self._bucket(bucket)
+        held = self.app.iam.held(perms, 'projects/_/buckets/%s' % bucket)
+        out = {'kind': 'storage#testIamPermissionsResponse'}
+        if held:
+            out['permissions'] = held
+        return json_response(out)
+
     def bucket_delete(self, req, bucket):
         with self.lock:
             b = self._bucket(bucket, create=False)
@@ -766,6 +783,26 @@ class Storage:
         return json_response(o.resource(req.base_url))
 
     # ---- XML API multipart upload ----------------------------------------------
+    def xml_bucket(self, req, bucket):
+        """GET /BUCKET?uploads: ListMultipartUploadsResult (the uploads
+        begun and neither completed nor aborted), optional `prefix`."""
+        if 'uploads' not in req.query:
+            raise ApiError(400, 'Unsupported XML API request', body=_xml_error('InvalidArgument', 'Only ?uploads '
+                           'is implemented on a bucket.'), content_type='application/xml; charset=UTF-8')
+        prefix = req.q('prefix') or ''
+        with self.lock:
+            try:
+                self._bucket(bucket)
+            except ApiError as e:
+                raise ApiError(404, e.message, body=_xml_error('NoSuchBucket', e.message),
+                               content_type='application/xml; charset=UTF-8')
+            ups = sorted((u['name'], uid, u.get('t', 0)) for uid, u in self.xml_uploads.items()
+                         if u['bucket'] == bucket and u['name'].startswith(prefix))
+        items = [('Bucket', bucket), ('Prefix', prefix), ('IsTruncated', 'false')]
+        for name, uid, t in ups:
+            items.append(('Upload', [('Key', name), ('UploadId', uid), ('Initiated', _rfc3339(t))]))
+        return _xml_resp('ListMultipartUploadsResult', items)
+
     def xml(self, req, bucket, name):
         try:
             return self._xml(req, bucket, name)
@@ -784,9 +821,9 @@ class Storage:
             uid = 'gfake-' + secrets.token_urlsafe(24)
             with self.lock:
                 self._bucket(bucket)
-                self.xml_uploads[uid] = {'bucket': bucket, 'name': name, 'parts': {},
+                self.xml_uploads[uid] = {'bucket': bucket, 'name': name, 'parts': {}, 't': time.time(),
                                          'ctype': req.header('Content-Type') or 'application/octet-stream',
-                                         'meta': {k[11:]: v for k, v in req.headers.items()
+                                         'meta': {k[12:].lower(): v for k, v in req.headers.items()
                                                   if k.lower().startswith('x-goog-meta-')}}
             return _xml_resp('InitiateMultipartUploadResult', [('Bucket', bucket), ('Key', name), ('UploadId', uid)])
         uid = req.q('uploadId')
@@ -798,7 +835,9 @@ class Storage:
             if req.method == 'PUT':
                 w = BlobWriter(self.tmpdir)
                 self._drain_into(req, w)
-                o = self._commit(req, bucket, name, w.finish(), req.header('Content-Type'), {}, {})
+                blob = w.finish()
+                _xml_check_digest(blob, _goog_hash(req))
+                o = self._commit(req, bucket, name, blob, req.header('Content-Type'), {}, {})
                 return Response(200, b'', None, [('ETag', '"%s"' % o.blob.md5.hex()),
                                                  ('x-goog-generation', str(o.generation))])
             raise ApiError(400, 'Unsupported XML API request')
@@ -818,6 +857,7 @@ class Storage:
             w = BlobWriter(self.tmpdir)
             self._drain_into(req, w)
             blob = w.finish()
+            _xml_check_digest(blob, _goog_hash(req))
             etag = '"%s"' % blob.md5.hex()
             with self.lock:
                 old = up['parts'].get(pn)
@@ -887,6 +927,21 @@ class Storage:
                               ('Bucket', bucket), ('Key', name), ('ETag', etag)],
                              headers=[('x-goog-generation', str(o.generation)), ('x-goog-hash', o.hash_header())])
         raise ApiError(400, 'Unsupported XML API request')
+
+
+def _xml_check_digest(blob, want):
+    """XML API uploads (PUT object, upload part) check X-Goog-Hash: a
+    mismatch is 400 BadDigest and nothing is kept."""
+    bad = None
+    if want.get('crc32c') and want['crc32c'] != crcmod.b64(blob.crc):
+        bad = 'CRC32C'
+    elif want.get('md5Hash') and blob.md5 is not None and want['md5Hash'] != base64.b64encode(blob.md5).decode():
+        bad = 'MD5'
+    if bad:
+        blob.discard()
+        raise ApiError(400, 'bad digest', body=_xml_error('BadDigest', 'The %s you specified did not match what we '
+                                                                       'computed.' % bad),
+                       content_type='application/xml; charset=UTF-8')
 
 
 def _xml_items(items):
@@ -1084,6 +1139,7 @@ def install(app):
     r('POST', r'/storage/v1/b', st.bucket_insert, method_id='storage.buckets.insert', **kw)
     r('PUT', B, st.bucket_put, **kw)
     r('GET', B, st.bucket_get, method_id='storage.buckets.get', **kw)
+    r('GET', B + r'/iam/testPermissions', st.bucket_test_iam, method_id='storage.buckets.testIamPermissions', **kw)
     r('DELETE', B, st.bucket_delete, method_id='storage.buckets.delete', **kw)
     r('GET', B + r'/o', st.object_list, method_id='storage.objects.list', **kw)
     r('POST', B + r'/o/(.+)/compose', st.compose, method_id='storage.objects.compose', **kw)
@@ -1098,3 +1154,4 @@ def install(app):
     r('POST|PUT|DELETE', r'/upload/storage/v1/b/([^/]+)/o', st.upload, stream=True, **kw)
     r('POST|PUT|DELETE', r'/resumable/upload/storage/v1/b/([^/]+)/o', st.upload, stream=True, **kw)
     r('GET|PUT|POST|DELETE', r'/xml/([^/]+)/(.+)', st.xml, stream=True, style='xml')
+    r('GET', r'/xml/([^/]+)/?', st.xml_bucket, style='xml')

@@ -9,7 +9,8 @@ import functools
 from .values import (BQError, STREAMING_BUFFER_MSG, _NUM_RANK, coerce_value,
                      format_value, invalid, legacy_type_name, norm_type,
                      ts_from_epoch)
-from .expressions import (Agg, Binding, ColumnRef, Env, Literal, Scope, _cmp,
+from .expressions import (Agg, Binding, Coerce, ColumnRef, Compare, Env,
+                          Literal, Logic, Param, Scope, _cmp,
                           can_coerce, coerce)
 
 
@@ -584,6 +585,96 @@ class Delete:
         return QueryResult("DELETE", affected=len(hits), deleted=len(hits))
 
 
+def _conjuncts(e):
+    if isinstance(e, Logic) and e.op == "AND":
+        return _conjuncts(e.left) + _conjuncts(e.right)
+    return [e]
+
+
+def _side(e):
+    """0 (the target) or 1 (the source) when e reads the columns of that
+    row only (plain references, implicit coercions, constants); else None."""
+    sides = set()
+    for n in e.walk():
+        if isinstance(n, ColumnRef):
+            if n.up != 0:
+                return None
+            sides.add(n.idx)
+        elif not isinstance(n, (Coerce, Literal, Param)):
+            return None
+    return sides.pop() if len(sides) == 1 else None
+
+
+def _key(ctx, exprs, env):
+    """The tuple of key values, or None when one is NULL (NULL = x is
+    never TRUE); raises _NoIndex for a value the index cannot hold."""
+    out = []
+    for e in exprs:
+        v = e.ev(ctx, env)
+        if v is None:
+            return None
+        if isinstance(v, float) and v != v:
+            raise _NoIndex()          # NaN: _cmp calls it equal to anything
+        out.append(v)
+    return tuple(out)
+
+
+class _NoIndex(Exception):
+    pass
+
+
+def _equi_join(ctx, on, trows, srows):
+    """The (target row, source index) pairs that can satisfy ON, found
+    through a hash index of the source on ON's equality conjuncts
+    (`T.a = S.a AND ...`), so a MERGE costs O(target + source) instead of
+    comparing every row with every row.  ON itself is still evaluated on
+    each pair, so the result is the nested loop's.  None when ON has no
+    such conjunct or a key cannot be hashed: the caller then pairs every
+    row with every row (which also raises any evaluation error in the
+    nested loop's order)."""
+    if not trows or not srows:
+        return None
+    tk, sk = [], []
+    for c in _conjuncts(on):
+        if isinstance(c, Compare) and c.op == "=":
+            a, b = _side(c.left), _side(c.right)
+            if (a, b) == (0, 1):
+                tk.append(c.left)
+                sk.append(c.right)
+            elif (a, b) == (1, 0):
+                tk.append(c.right)
+                sk.append(c.left)
+    if not tk:
+        return None
+    empty = {}
+    try:
+        index = {}
+        for j, s in enumerate(srows):
+            k = _key(ctx, sk, Env([empty, s]))
+            if k is not None:
+                index.setdefault(k, []).append(j)
+        pairs = []
+        if all(isinstance(e, ColumnRef) and e.type != "FLOAT64" for e in tk):
+            # the usual `T.id = S.id`: read the values straight from the rows
+            # (what ColumnRef.ev does), as this walks the whole table; no
+            # FLOAT64, so no NaN to look for
+            cols = [e.col for e in tk]
+            get = index.get
+            for r in trows:
+                v = r.values
+                hit = get(tuple([v.get(c) for c in cols]))
+                if hit is not None:
+                    pairs.extend([(r, j) for j in hit])
+        else:
+            for r in trows:
+                k = _key(ctx, tk, Env([r.values, empty]))
+                if k is not None:
+                    pairs.extend((r, j) for j in index.get(k, ()))
+    except (_NoIndex, TypeError, BQError):
+        return None
+    return pairs
+
+
 class MergeClause:
     def __init__(self, kind, cond, action, pos):
         self.kind, self.cond, self.action, self.pos = kind, cond, action, pos
@@ -652,16 +743,27 @@ class Merge:
         else:
             srows = [dict(r.values) for r in self.source_table.rows]
         matches = {}                 # id(target row) -> [source dicts]
+        matched_rows = []            # in table order
         matched_sources = set()
-        for r in table.rows:
-            for j, s in enumerate(srows):
-                if self.on.ev(ctx, Env([r.values, s])) is True:
-                    matches.setdefault(id(r), []).append(s)
-                    matched_sources.add(j)
         empty = {}
+        pairs = _equi_join(ctx, self.on, table.rows, srows)
+        if pairs is None:
+            pairs = ((r, j) for r in table.rows for j in range(len(srows)))
+        for r, j in pairs:
+            s = srows[j]
+            if self.on.ev(ctx, Env([r.values, s])) is True:
+                ms = matches.get(id(r))
+                if ms is None:
+                    ms = matches[id(r)] = []
+                    matched_rows.append(r)
+                ms.append(s)
+                matched_sources.add(j)
         updates, deletes, inserts = {}, set(), []
         touched = []
-        for r in table.rows:
+        # Only a NOT MATCHED BY SOURCE clause needs every target row; else
+        # the matched ones (in table order, as the full walk met them).
+        by_source = any(c.kind == "NOT_MATCHED_BY_SOURCE" for c in self.clauses)
+        for r in (table.rows if by_source else matched_rows):
             ms = matches.get(id(r))
             if ms:
                 touched.append(r)
@@ -689,10 +791,12 @@ class Merge:
         ctx.streaming_check(table, touched)
         for values in list(updates.values()) + inserts:
             _required_check(table, values)
-        by_id = {id(r): r for r in table.rows}
-        for rid, values in updates.items():
-            by_id[rid].values = values
-        table.rows[:] = [r for r in table.rows if id(r) not in deletes]
+        if updates:
+            by_id = {id(r): r for r in touched}
+            for rid, values in updates.items():
+                by_id[rid].values = values
+        if deletes:
+            table.rows[:] = [r for r in table.rows if id(r) not in deletes]
         table.rows.extend(Row(v, ctx.now, False) for v in inserts)
         n = len(updates) + len(deletes) + len(inserts)
         return QueryResult("MERGE", affected=n, inserted=len(inserts),
