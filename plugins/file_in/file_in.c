@@ -12,6 +12,7 @@
 #include <syncbridge/syncbridge.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,12 +136,17 @@ static sb_event *line_event(file_in *f, const struct stat *st, int64_t offset, c
         }
         return ev;
     }
+    /* the SDK's decoder, so that a JSON line reads as a JSON message does in kafka and pubsub_pull */
     char err[256];
-    sb_event *ev = sb_event_new_json(id, f->id_field, line, len, err, sizeof err);
-    if (!ev && errno != ENOMEM) {
+    sb_decode_opts o = SB_DECODE_OPTS_INIT;
+    o.format = SB_DECODE_JSON;
+    o.id_field = f->id_field;
+    sb_event *ev = NULL;
+    int rc = sb_decode_body(&o, id, line, len, &ev, err, sizeof err);
+    if (rc == SB_DECODE_INVALID)
         sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: %s", f->path, offset, err);
-        errno = EINVAL;
-    }
+    if (rc != 0)
+        errno = rc == SB_DECODE_NOMEM ? ENOMEM : EINVAL;
     return ev;
 }
 
@@ -194,6 +200,18 @@ static FILE *open_input(file_in *f, struct stat *st, int *fifo)
         close(fd);
     }
     return fp;
+}
+
+/* Whether a FIFO's EOF is its end: a writer came and closed it. A read
+ * before any writer opened the FIFO also returns EOF, but Linux then
+ * reports no POLLHUP (only once a writer has been and gone), so a reader
+ * that started first waits for its writer instead of ending empty. */
+static int fifo_ended(FILE *fp)
+{
+    struct pollfd p = {.fd = fileno(fp), .events = POLLIN};
+    if (poll(&p, 1, 0) < 0)
+        return 1;
+    return (p.revents & POLLHUP) && !(p.revents & POLLIN);
 }
 
 static int read_file(file_in *f, sb_source_ctx *ctx)
@@ -256,9 +274,10 @@ static int read_file(file_in *f, sb_source_ctx *ctx)
             len = (ssize_t)carry.len;
             carry = (sb_strbuf){0};
         }
-        if (at_eof && is_fifo && (errno == EAGAIN || ferror(fp) || (f->follow && feof(fp)))) {
-            /* no data yet (EAGAIN), or no writer yet or any more (EOF): a
-             * follower waits, interruptibly, and looks again */
+        if (at_eof && is_fifo && (errno == EAGAIN || ferror(fp) || (feof(fp) && (f->follow || !fifo_ended(fp))))) {
+            /* no data yet (EAGAIN), no writer yet (EOF before any came), or,
+             * when following, no writer any more: wait, interruptibly, and
+             * look again */
             clearerr(fp);
             if (n > 0 && sb_source_emit_async(ctx, evs, n, NULL) != 0) {
                 n = 0;

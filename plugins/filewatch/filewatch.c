@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <regex.h>
 #include <stdio.h>
@@ -42,13 +43,7 @@
 #define FW_CHECKPOINT_MS 1000
 #define FW_CHECKPOINT_MS_PER_FILE 0.1
 
-/* The core's /metrics hook. It is exported by libsyncbridge but declared
- * only in the core's own metrics.h, not in the SDK: these two prototypes
- * MUST match it (see the report of issue 13: it belongs in the SDK). */
-typedef struct sb_metrics_out sb_metrics_out;
-int sb_metrics_register(const char *name, void (*fn)(sb_metrics_out *out, void *ud), void *ud);
-void sb_metrics_printf(sb_metrics_out *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sb_metrics_label(sb_metrics_out *out, const char *value);
+#define FW_NMETRICS 7
 
 typedef enum fw_format { FMT_RR, FMT_COMMAND, FMT_JSON } fw_format;
 
@@ -69,17 +64,17 @@ typedef struct fw {
     sb_event *evs[FW_BATCH];
     size_t n;
     int64_t last_cp_ms;
-    /* for /metrics, read by the admin thread under metrics_mu */
-    fw_tailer_stats stats;
-    struct fw *mnext;
+    /* One parser state kept for the next file: a state is about 1.3 KB, and
+     * malloc serves a block that size by first consolidating its small free
+     * blocks, which cost the source thread a tenth of its time when every
+     * small log took and gave back a state of its own. */
+    struct fw_fstate *spare;
+    fw_tailer_stats stats; /* the tailer's counters at the last metrics_update() */
+    sb_metric *metric[FW_NMETRICS];
 } fw;
 
-static pthread_mutex_t metrics_mu = PTHREAD_MUTEX_INITIALIZER;
-static fw *metrics_list;
-static int metrics_registered;
-
 typedef struct fw_fstate { /* per file, only while a run is open in it (100,000 files) */
-    fw *self;
+    struct fw *self;
     fw_file *f;
     rrlog *rr;
 } fw_fstate;
@@ -201,13 +196,8 @@ static void fw_destroy(void *p)
     fw *self = p;
     if (!self)
         return;
-    pthread_mutex_lock(&metrics_mu);
-    for (fw **pp = &metrics_list; *pp; pp = &(*pp)->mnext)
-        if (*pp == self) {
-            *pp = self->mnext;
-            break;
-        }
-    pthread_mutex_unlock(&metrics_mu);
+    for (size_t i = 0; i < FW_NMETRICS; i++)
+        sb_metric_free(self->metric[i]);
     if (self->has_file_time)
         regfree(&self->file_time);
     rrlog_config_free(self->rrcfg);
@@ -291,13 +281,14 @@ static int64_t mono_ms(void)
  * changed and the last were sent long enough ago (a checkpoint names every
  * file: a directory of 100,000 files must not write it per batch), or when
  * `force`. `cp` (taken over) is the checkpoint to send, NULL = the current
- * positions. Runs sent before the checkpoint that covers them are read
+ * positions; `positions` 0 sends none (the --once end sends them next).
+ * Runs sent before the checkpoint that covers them are read
  * again after a crash and recognised by their ids. */
-static int emit_with(fw *self, int force, char *cp)
+static int emit_with(fw *self, int force, char *cp, int positions)
 {
     int64_t now = mono_ms();
     int64_t interval = FW_CHECKPOINT_MS + (int64_t)(FW_CHECKPOINT_MS_PER_FILE * (double)self->stats.files);
-    if (!cp && (force || (fw_tailer_dirty(self->t) && now - self->last_cp_ms >= interval))) {
+    if (!cp && positions && (force || (fw_tailer_dirty(self->t) && now - self->last_cp_ms >= interval))) {
         if (!(cp = fw_tailer_checkpoint(self->t))) {
             sb_log(self->ins, SB_LOG_ERROR, "out of memory building the checkpoint");
             return -1;
@@ -315,7 +306,7 @@ static int emit_with(fw *self, int force, char *cp)
 
 static int emit(fw *self, int force)
 {
-    return emit_with(self, force, NULL);
+    return emit_with(self, force, NULL, 1);
 }
 
 /* ev NULL means the event could not be built (out of memory): fail, so that
@@ -472,11 +463,17 @@ static int h_open(void *ctx, fw_file *f)
 static void free_state(fw_file *f)
 {
     fw_fstate *fs = *fw_file_user(f);
-    if (fs) {
-        rrlog_free(fs->rr);
-        free(fs);
-        *fw_file_user(f) = NULL;
+    if (!fs)
+        return;
+    *fw_file_user(f) = NULL;
+    if (!fs->self->spare) {
+        rrlog_reset(fs->rr);
+        fs->f = NULL;
+        fs->self->spare = fs;
+        return;
     }
+    rrlog_free(fs->rr);
+    free(fs);
 }
 
 /* The parser of f, made on first use; NULL when out of memory. */
@@ -485,14 +482,19 @@ static rrlog *parser(fw *self, fw_file *f)
     fw_fstate *fs = *fw_file_user(f);
     if (fs)
         return fs->rr;
-    if (!(fs = calloc(1, sizeof *fs)))
-        return NULL;
-    fs->self = self;
-    fs->f = f;
-    if (!(fs->rr = rrlog_new(self->rrcfg, on_report, fs))) {
-        free(fs);
-        return NULL;
+    if (self->spare) {
+        fs = self->spare;
+        self->spare = NULL;
+    } else {
+        if (!(fs = calloc(1, sizeof *fs)))
+            return NULL;
+        fs->self = self;
+        if (!(fs->rr = rrlog_new(self->rrcfg, on_report, fs))) {
+            free(fs);
+            return NULL;
+        }
     }
+    fs->f = f;
     *fw_file_user(f) = fs;
     return fs->rr;
 }
@@ -606,62 +608,39 @@ static int h_idle(void *ctx, fw_file *f)
     return rc;
 }
 
-static void metrics_render(sb_metrics_out *out, void *ud)
-{
-    static const struct {
-        const char *name, *type, *help;
-        size_t off;
-    } fam[] = {
-        {"syncbridge_filewatch_files", "gauge", "Files the filewatch source follows.", offsetof(fw_tailer_stats, files)},
-        {"syncbridge_filewatch_open_files", "gauge", "Followed files holding a descriptor now.",
-         offsetof(fw_tailer_stats, open_files)},
-        {"syncbridge_filewatch_opens_total", "counter", "Opens and reopens of followed files.",
-         offsetof(fw_tailer_stats, opens)},
-        {"syncbridge_filewatch_open_errors_total", "counter", "Opens of followed files that failed (each is retried).",
-         offsetof(fw_tailer_stats, open_errors)},
-        {"syncbridge_filewatch_read_errors_total", "counter", "Reads of followed files that failed (each is retried).",
-         offsetof(fw_tailer_stats, read_errors)},
-        {"syncbridge_filewatch_unreadable_files_total", "counter",
-         "Files given up at the --once end: not read to their end.", offsetof(fw_tailer_stats, unreadable)},
-        {"syncbridge_filewatch_read_bytes_total", "counter", "Bytes read from followed files.",
-         offsetof(fw_tailer_stats, bytes)},
-    };
-    (void)ud;
-    pthread_mutex_lock(&metrics_mu);
-    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
-        sb_metrics_printf(out, "# HELP %s %s\n# TYPE %s %s\n", fam[i].name, fam[i].help, fam[i].name, fam[i].type);
-        for (fw *f = metrics_list; f; f = f->mnext) {
-            sb_metrics_printf(out, "%s{instance=\"", fam[i].name);
-            sb_metrics_label(out, sb_instance_name(f->ins));
-            sb_metrics_printf(out, "\"} %llu\n",
-                              (unsigned long long)*(const uint64_t *)((const char *)&f->stats + fam[i].off));
-        }
-    }
-    pthread_mutex_unlock(&metrics_mu);
-}
+/* The tailer's counters on /metrics, one series per instance. */
+static const struct {
+    const char *name, *help;
+    sb_metric_type type;
+    size_t off;
+} fw_metrics[FW_NMETRICS] = {
+    {"filewatch_files", "Files the filewatch source follows.", SB_METRIC_GAUGE, offsetof(fw_tailer_stats, files)},
+    {"filewatch_open_files", "Followed files holding a descriptor now.", SB_METRIC_GAUGE,
+     offsetof(fw_tailer_stats, open_files)},
+    {"filewatch_opens_total", "Opens and reopens of followed files.", SB_METRIC_COUNTER,
+     offsetof(fw_tailer_stats, opens)},
+    {"filewatch_open_errors_total", "Opens of followed files that failed (each is retried).", SB_METRIC_COUNTER,
+     offsetof(fw_tailer_stats, open_errors)},
+    {"filewatch_read_errors_total", "Reads of followed files that failed (each is retried).", SB_METRIC_COUNTER,
+     offsetof(fw_tailer_stats, read_errors)},
+    {"filewatch_unreadable_files_total", "Files given up at the --once end: not read to their end.",
+     SB_METRIC_COUNTER, offsetof(fw_tailer_stats, unreadable)},
+    {"filewatch_read_bytes_total", "Bytes read from followed files.", SB_METRIC_COUNTER,
+     offsetof(fw_tailer_stats, bytes)},
+};
 
 static void metrics_update(fw *self)
 {
-    pthread_mutex_lock(&metrics_mu);
     fw_tailer_stats_get(self->t, &self->stats);
-    pthread_mutex_unlock(&metrics_mu);
+    for (size_t i = 0; i < FW_NMETRICS; i++)
+        sb_metric_set(self->metric[i], (int64_t) * (const uint64_t *)((const char *)&self->stats + fw_metrics[i].off));
 }
 
 static void metrics_add(fw *self)
 {
-    pthread_mutex_lock(&metrics_mu);
-    int listed = 0;
-    for (fw *f = metrics_list; f; f = f->mnext)
-        listed |= f == self;
-    if (!listed) {
-        self->mnext = metrics_list;
-        metrics_list = self;
-    }
-    int reg = !metrics_registered;
-    metrics_registered = 1;
-    pthread_mutex_unlock(&metrics_mu);
-    if (reg) /* once per process: the plugin stays loaded while the daemon runs */
-        sb_metrics_register("filewatch", metrics_render, NULL);
+    for (size_t i = 0; i < FW_NMETRICS; i++)
+        if (!self->metric[i]) /* run() again after a restart keeps its series */
+            self->metric[i] = sb_metric_new(self->ins, fw_metrics[i].type, fw_metrics[i].name, fw_metrics[i].help);
 }
 
 static int fw_run(void *p, sb_source_ctx *ctx)
@@ -688,7 +667,10 @@ static int fw_run(void *p, sb_source_ctx *ctx)
     while (!sb_source_stopping(ctx)) {
         int cyc = fw_tailer_cycle(self->t);
         metrics_update(self);
-        if (cyc != 0 || emit(self, 0) != 0) {
+        /* --once: the end below sends the positions; one more checkpoint
+         * just before it would be a second copy of every file's line in
+         * memory at once (several MB with 100,000 files) */
+        if (cyc != 0 || (once ? emit_with(self, 0, NULL, 0) : emit(self, 0)) != 0) {
             rc = -1;
             break;
         }
@@ -699,7 +681,13 @@ static int fw_run(void *p, sb_source_ctx *ctx)
              * the next start (a run sent now is then a duplicate the ledger
              * drops). A file that could not be read to its end fails the
              * source, so that --once exits non-zero. */
-            if (fw_tailer_finish(self->t) != 0 || emit(self, 1) != 0 || sb_source_flush(ctx) != 0)
+            /* The last runs go first and are committed; then what the runs of 100,000 files
+             * left free goes back to the system before the checkpoint naming every file is
+             * built, copied by the core and written by SQLite: that moment is the run's peak. */
+            if (fw_tailer_finish(self->t) != 0 || emit_with(self, 0, NULL, 0) != 0 || sb_source_flush(ctx) != 0)
+                rc = -1;
+            malloc_trim(0);
+            if (rc != 0 || emit(self, 1) != 0 || sb_source_flush(ctx) != 0)
                 rc = -1;
             metrics_update(self);
             if (rc == 0 && self->stats.unreadable > 0) {
@@ -718,6 +706,11 @@ static int fw_run(void *p, sb_source_ctx *ctx)
     metrics_update(self);
     fw_tailer_free(self->t);
     self->t = NULL;
+    if (self->spare) {
+        rrlog_free(self->spare->rr);
+        free(self->spare);
+        self->spare = NULL;
+    }
     return sb_source_stopping(ctx) ? 0 : rc;
 }
 

@@ -16,10 +16,8 @@
  * matched date stays provisional until the next date, the trailer, the
  * next run or the end of the file says nothing failed it.
  *
- * Each default pattern has literal keywords that a matching line must
- * hold; a line without them is not given to regexec, which keeps a line
- * of noise at a few strstr() calls. A pattern changed in the config has
- * no keywords: it is always tried.
+ * The default patterns are matched by hand ("the default patterns without
+ * regexec" below); a pattern changed in the config goes to regexec.
  */
 #include "rrlog.h"
 
@@ -80,27 +78,6 @@ const char *const rrlog_pattern_default[RRP_COUNT] = {
     [RRP_RETCODE] = "^" WS "RETCODE" WS ":" WS "([0-9]+)" WS "$",
     [RRP_END_OK] = "^" WS "Script completed successfully" WS "$",
     [RRP_END_FAIL] = "^" WS "Script FAILED" WS "$",
-};
-
-/* Literals a line must hold for the default pattern to match (see top). */
-static const char *const keywords[RRP_COUNT][2] = {
-    [RRP_LOGTIME] = {",", NULL},
-    [RRP_SCHEMA] = {"Schema Name", NULL},
-    [RRP_TABLE] = {"Table Name", NULL},
-    [RRP_INC_VAL] = {"Picking the inc_val", NULL},
-    [RRP_FULL_REFRESH] = {"full refresh", NULL},
-    [RRP_OFFSET_DAYS] = {"offset_days", NULL},
-    [RRP_DATE] = {"Processing for date", NULL},
-    [RRP_START] = {"Starting Import of", NULL},
-    [RRP_CONTEXT] = {"--context=", NULL},
-    [RRP_TD_COUNT] = {"Teradata Count", "TD_COUNT"},
-    [RRP_HIVE_COUNT] = {"Hive Count", "HIVE_COUNT"},
-    [RRP_FOUND_ERROR] = {"Found Error", NULL},
-    [RRP_DATE_OK] = {"Counts have matched", NULL},
-    [RRP_DATE_FAIL] = {"Counts have not matched", "Processing failed"},
-    [RRP_RETCODE] = {"RETCODE", NULL},
-    [RRP_END_OK] = {"Script completed", NULL},
-    [RRP_END_FAIL] = {"Script FAILED", NULL},
 };
 
 /* Patterns that may be "" (disabled). */
@@ -241,14 +218,15 @@ rrlog *rrlog_new(const rrlog_config *cfg, rrlog_report_fn report, void *ctx)
     return r;
 }
 
-/* Forget the run (not a waiting folded line). */
+/* Forget the run (not a waiting folded line). The dates' array is kept
+ * for the next run: its first block is over 1 KB, and malloc serves that
+ * size by consolidating its small free blocks first (a tenth of the
+ * source's time on a directory of small logs). */
 static void clear_run(rrlog *r)
 {
     free(r->command_text);
-    free(r->dates);
     r->command_text = NULL;
-    r->dates = NULL;
-    r->ndates = r->capdates = 0;
+    r->ndates = 0;
     r->st = S_IDLE;
     r->first_off = 0;
     r->has_cmd = 0;
@@ -274,6 +252,7 @@ void rrlog_free(rrlog *r)
     if (!r)
         return;
     clear_run(r);
+    free(r->dates);
     free(r->fold);
     free(r);
 }
@@ -396,8 +375,201 @@ static void reason_of(const char *line, const regmatch_t *m, char *out, size_t o
     snprintf(out, outsz, "%s", tmp + b);
 }
 
-/* The default timestamp patterns without regexec (they are tried on
- * nearly every line): the same matches, the same groups. */
+/* ---- the default patterns without regexec --------------------------------
+ *
+ * glibc's regexec took about half of the source thread's time on a
+ * directory of small logs (a few microseconds a line, twenty and more on
+ * the long echoed commands). Every default pattern is a fixed shape:
+ * blanks, literals, one run of a character class per group, blanks to the
+ * end. Each is matched here by hand with the same result and the same
+ * groups as regexec gives it in the C locale (POSIX leftmost-longest),
+ * which test_rrlog checks line by line against regexec itself. A pattern
+ * changed in the config always goes to regexec. */
+
+static int space(char c)
+{
+    return isspace((unsigned char)c);
+}
+
+/* q past any blanks (NULL stays NULL). */
+static const char *skip_space(const char *q)
+{
+    while (q && space(*q))
+        q++;
+    return q;
+}
+
+/* q past the literal w, or NULL. */
+static const char *lit(const char *q, const char *w)
+{
+    if (!q)
+        return NULL;
+    while (*w)
+        if (*q++ != *w++)
+            return NULL;
+    return q;
+}
+
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* The end of the longest run of class characters at q (q itself when none). */
+typedef int (*char_class)(char c);
+static const char *run_of(const char *q, char_class in)
+{
+    while (*q && in(*q))
+        q++;
+    return q;
+}
+
+static int non_space(char c)
+{
+    return !space(c);
+}
+
+static int date_char(char c)
+{
+    return is_digit(c) || c == '-';
+}
+
+static int non_dot_space(char c)
+{
+    return c != '.' && !space(c);
+}
+
+static int id_start(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+static int id_char(char c)
+{
+    return id_start(c) || is_digit(c) || c == '$';
+}
+
+/* Only blanks from q to the end. */
+static int blank_to_end(const char *q)
+{
+    return q && *skip_space(q) == '\0';
+}
+
+static void set_group(regmatch_t *m, size_t nm, size_t g, const char *s, const char *from, const char *to)
+{
+    if (g < nm) {
+        m[g].rm_so = from ? (regoff_t)(from - s) : -1;
+        m[g].rm_eo = from ? (regoff_t)(to - s) : -1;
+    }
+}
+
+/* `^WS word WS sep WS (class+) WS $`, group 1 the run: the header lines,
+ * dates, RETCODE. sep NULL: `word[[:space:]]+(class+)`. */
+static int word_value(const char *s, const char *word, const char *sep, char_class in, regmatch_t *m, size_t nm)
+{
+    const char *q = lit(skip_space(s), word);
+    if (!q)
+        return 0;
+    if (sep) {
+        q = lit(skip_space(q), sep);
+        if (!q)
+            return 0;
+    } else if (!space(*q)) {
+        return 0;
+    }
+    const char *a = skip_space(q), *b = run_of(a, in);
+    if (b == a || !blank_to_end(b))
+        return 0;
+    set_group(m, nm, 0, s, s, s + strlen(s));
+    set_group(m, nm, 1, s, a, b);
+    return 1;
+}
+
+/* `^WS phrase WS $`, no groups. */
+static int whole_phrase(const char *s, const char *phrase, regmatch_t *m, size_t nm)
+{
+    if (!blank_to_end(lit(skip_space(s), phrase)))
+        return 0;
+    set_group(m, nm, 0, s, s, s + strlen(s));
+    return 1;
+}
+
+/* `^WS(word1 WS sep1|word2 WS sep2) WS ([0-9]+) WS $`: the counts. */
+static int count_line(const char *s, const char *w1, const char *sep1, const char *w2, const char *sep2, regmatch_t *m,
+                      size_t nm)
+{
+    const char *a = skip_space(s), *q = lit(a, w1);
+    q = q ? lit(skip_space(q), sep1) : lit(skip_space(lit(a, w2)), sep2);
+    if (!q)
+        return 0;
+    const char *d = skip_space(q), *e = run_of(d, is_digit);
+    if (e == d || !blank_to_end(e))
+        return 0;
+    set_group(m, nm, 0, s, s, s + strlen(s));
+    set_group(m, nm, 1, s, a, q);
+    set_group(m, nm, 2, s, d, e);
+    return 1;
+}
+
+/* `^[+[:space:]]*([^+[:space:]].*run_replicator\.sh([[:space:]'"].*)?)$`:
+ * group 1 starts at the first character that is neither + nor a blank, and
+ * runs to the end; the script's name must come after that character, at
+ * the end or before a blank or a quote. */
+static int command_line(const char *s, regmatch_t *m, size_t nm)
+{
+    static const char name[] = "run_replicator.sh";
+    const char *a = s;
+    while (*a == '+' || space(*a))
+        a++;
+    if (!*a)
+        return 0;
+    const char *k = a + 1, *hit = NULL;
+    while ((k = strstr(k, name)) != NULL) {
+        char c = k[sizeof name - 1];
+        if (c == '\0' || space(c) || c == '\'' || c == '"')
+            hit = k; /* `.*` takes the longest: the last such name; group 2 starts after it */
+        k++;
+    }
+    if (!hit)
+        return 0;
+    const char *end = s + strlen(s), *g2 = hit + sizeof name - 1;
+    set_group(m, nm, 0, s, s, end);
+    set_group(m, nm, 1, s, a, end);
+    if (g2 < end)
+        set_group(m, nm, 2, s, g2, end);
+    else
+        set_group(m, nm, 2, s, NULL, NULL);
+    return 1;
+}
+
+/* `--context=[^[:space:]]*inc_key:"?([A-Za-z_][A-Za-z0-9_$]*)`: the first
+ * --context= from which a match exists, and of its blank-free run the
+ * last inc_key: followed by a name (the longest match). */
+static int context_line(const char *s, regmatch_t *m, size_t nm)
+{
+    static const char opt[] = "--context=", key[] = "inc_key:";
+    for (const char *c = strstr(s, opt); c; c = strstr(c + 1, opt)) {
+        const char *run_end = run_of(c + sizeof opt - 1, non_space);
+        const char *id = NULL, *id_end = NULL;
+        for (const char *k = strstr(c + sizeof opt - 1, key); k && k < run_end; k = strstr(k + 1, key)) {
+            const char *v = k + sizeof key - 1;
+            if (*v == '"')
+                v++;
+            if (id_start(*v)) {
+                id = v;
+                id_end = run_of(v + 1, id_char);
+            }
+        }
+        if (id) {
+            set_group(m, nm, 0, s, c, id_end);
+            set_group(m, nm, 1, s, id, id_end);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The default timestamp patterns (tried on nearly every line). */
 static int fast_time(rrlog_pattern p, const char *s, regmatch_t *m, size_t nm)
 {
     if (p == RRP_TIMESTAMP) {
@@ -405,9 +577,11 @@ static int fast_time(rrlog_pattern p, const char *s, regmatch_t *m, size_t nm)
         if (!ts_at(q, 1))
             return 0;
         const char *e = q + 19;
-        if (*e == '.' && isdigit((unsigned char)e[1]))
+        if (*e == '.' && isdigit((unsigned char)e[1])) {
             for (e++; isdigit((unsigned char)*e); e++)
                 ;
+            set_group(m, nm, 2, s, q + 19, e);
+        }
         if (*e == ']')
             e++;
         while (isspace((unsigned char)*e))
@@ -433,13 +607,114 @@ static int fast_time(rrlog_pattern p, const char *s, regmatch_t *m, size_t nm)
     return 0;
 }
 
+/* `^WS (a.*|b.*)$` for the date failure: the whole line, group 1 from a or b. */
+static int failure_line(const char *s, regmatch_t *m, size_t nm)
+{
+    const char *a = skip_space(s);
+    if (!lit(a, "Counts have not matched") && !lit(a, "Processing failed for date"))
+        return 0;
+    const char *end = s + strlen(s);
+    set_group(m, nm, 0, s, s, end);
+    set_group(m, nm, 1, s, a, end);
+    return 1;
+}
+
+/* `^WS(No offset_days specified|No\. of offset_days specified WS = WS ([0-9]+))`. */
+static int offset_days_line(const char *s, regmatch_t *m, size_t nm)
+{
+    const char *a = skip_space(s), *q = lit(a, "No offset_days specified");
+    if (q) {
+        set_group(m, nm, 0, s, s, q);
+        set_group(m, nm, 1, s, a, q);
+        set_group(m, nm, 2, s, NULL, NULL);
+        return 1;
+    }
+    q = lit(skip_space(lit(a, "No. of offset_days specified")), "=");
+    if (!q)
+        return 0;
+    const char *d = skip_space(q), *e = run_of(d, is_digit);
+    if (e == d)
+        return 0;
+    set_group(m, nm, 0, s, s, e);
+    set_group(m, nm, 1, s, a, e);
+    set_group(m, nm, 2, s, d, e);
+    return 1;
+}
+
+/* The hand-written matcher of default pattern p: 1 match, 0 none, with the
+ * groups below nm set as regexec sets them; -1: p has none (regexec). */
+int rrlog_match_default(rrlog_pattern p, const char *s, regmatch_t *m, size_t nm)
+{
+    for (size_t i = 0; i < nm; i++)
+        m[i].rm_so = m[i].rm_eo = -1;
+    switch (p) {
+    case RRP_TIMESTAMP:
+    case RRP_LOGTIME:
+        return fast_time(p, s, m, nm);
+    case RRP_COMMAND:
+        return command_line(s, m, nm);
+    case RRP_SCHEMA:
+        return word_value(s, "Schema Name", ":-", non_space, m, nm);
+    case RRP_TABLE:
+        return word_value(s, "Table Name", ":-", non_space, m, nm);
+    case RRP_INC_VAL:
+        return word_value(s, "Picking the inc_val as", NULL, non_space, m, nm);
+    case RRP_FULL_REFRESH: {
+        const char *q = lit(skip_space(s), "No inc_val and inc_key");
+        if (!q || !space(*q) || !(q = lit(skip_space(q), "was passed, Considering this table as a full refresh")))
+            return 0;
+        set_group(m, nm, 0, s, s, q);
+        return 1;
+    }
+    case RRP_OFFSET_DAYS:
+        return offset_days_line(s, m, nm);
+    case RRP_DATE:
+        return word_value(s, "Processing for date", ":", date_char, m, nm);
+    case RRP_START: {
+        const char *a = lit(skip_space(s), "Starting Import of ");
+        if (!a)
+            return 0;
+        const char *dot = run_of(a, non_dot_space);
+        if (dot == a || *dot != '.')
+            return 0;
+        const char *e = run_of(dot + 1, non_space);
+        if (e == dot + 1 || !blank_to_end(e))
+            return 0;
+        set_group(m, nm, 0, s, s, s + strlen(s));
+        set_group(m, nm, 1, s, a, dot);
+        set_group(m, nm, 2, s, dot + 1, e);
+        return 1;
+    }
+    case RRP_CONTEXT:
+        return context_line(s, m, nm);
+    case RRP_TD_COUNT:
+        return count_line(s, "Teradata Count", ":", "TD_COUNT", "=", m, nm);
+    case RRP_HIVE_COUNT:
+        return count_line(s, "Hive Count", ":", "HIVE_COUNT", "=", m, nm);
+    case RRP_FOUND_ERROR:
+        return whole_phrase(s, "Found Error!!", m, nm);
+    case RRP_DATE_OK:
+        return whole_phrase(s, "Counts have matched, Success!!", m, nm);
+    case RRP_DATE_FAIL:
+        return failure_line(s, m, nm);
+    case RRP_RETCODE:
+        return word_value(s, "RETCODE", ":", is_digit, m, nm);
+    case RRP_END_OK:
+        return whole_phrase(s, "Script completed successfully", m, nm);
+    case RRP_END_FAIL:
+        return whole_phrase(s, "Script FAILED", m, nm);
+    case RRP_IGNORE:
+    case RRP_COUNT:
+        break;
+    }
+    return -1;
+}
+
 static int match(const rrlog *r, rrlog_pattern p, const char *s, regmatch_t *m, size_t nm)
 {
     const rrlog_config *c = r->cfg;
     if (!c->enabled[p])
         return 0;
-    if (c->is_default[p] && (p == RRP_TIMESTAMP || p == RRP_LOGTIME))
-        return fast_time(p, s, m, nm);
     if (c->is_default[p] && p == RRP_IGNORE) { /* a trace, a rule of '#', a blank line */
         const char *q = s;
         while (isspace((unsigned char)*q))
@@ -453,19 +728,12 @@ static int match(const rrlog *r, rrlog_pattern p, const char *s, regmatch_t *m, 
         return *q == '\0' && *s != '\0';
     }
     if (c->is_default[p]) {
-        if (p == RRP_TIMESTAMP && !isdigit((unsigned char)s[0]) && s[0] != '[')
-            return 0;
+        /* the script's name must be on an invocation line too (script_name) */
         if (p == RRP_COMMAND && !strstr(s, c->script))
             return 0;
-        if (p == RRP_IGNORE) {
-            const char *q = s;
-            while (isspace((unsigned char)*q))
-                q++;
-            if (*q && *q != '+' && *q != '#')
-                return 0;
-        }
-        if (keywords[p][0] && !strstr(s, keywords[p][0]) && !(keywords[p][1] && strstr(s, keywords[p][1])))
-            return 0;
+        int rc = rrlog_match_default(p, s, m, nm);
+        if (rc >= 0)
+            return rc;
     }
     return regexec(&c->re[p], s, nm, m, 0) == 0;
 }

@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
+#include <regex.h>
 
 #include "runreplicator.h"
 
@@ -67,6 +68,13 @@ extern const char *const rrlog_pattern_default[RRP_COUNT];
 #define RRLOG_FOLD_WIDTH 250 /* the default fold_width */
 
 typedef struct rrlog_config rrlog_config;
+
+/* The default pattern p matched by hand, as regexec (C locale) matches
+ * rrlog_pattern_default[p]: 1 with m[0..nm) set as regexec sets them, 0
+ * for no match, -1 when p has no such matcher (the ignore pattern, whose
+ * default rrlog applies in its own way). Exported for test_rrlog, which
+ * holds it to regexec line by line. */
+int rrlog_match_default(rrlog_pattern p, const char *s, regmatch_t *m, size_t nm);
 
 /* Compile the patterns (NULL entries take the default; "" disables the
  * optional ones: timestamp, time, command, ignore, inc_val, full refresh,

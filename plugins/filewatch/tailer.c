@@ -12,12 +12,14 @@
  * changed, so an overflowed queue or a network file system (inotify
  * off) costs latency, never data.
  */
+#include "build_config.h"
 #include "tailer.h"
 #include "runreplicator.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <dirent.h>
 #include <glob.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -36,24 +38,17 @@
 #define FINISH_ATTEMPTS 4 /* --once: tries of a file whose open or read failed, before it counts as unreadable */
 
 struct fw_file {
+    /* Kept small: one per file of a directory of 100,000 (flags as bits,
+     * the partial-line state as narrow as its limits allow). */
     char *path;
     dev_t dev;
     ino_t ino;
-    int fd;             /* -1: closed (reopened by path when it grows) */
-    int wd;             /* inotify watch on the file while open, -1 none */
     int64_t off;        /* offset of buf[0]: everything before is consumed */
     int64_t pos;        /* read position (off + len) */
     char *buf;          /* only while a partial line waits */
     size_t len, cap;
-    int skipping;       /* inside an over-long line: drop up to its newline */
-    int64_t skip_start; /* where that line starts: the checkpoint stays there */
+    int64_t skip_start; /* where an over-long line starts: the checkpoint stays there */
     uint64_t fp;
-    int fpn;
-    int seen;           /* found by the current scan */
-    int placed;         /* its start offset is known (first open done) */
-    int ended;          /* --once: end() already called; ckpt_off is its checkpoint offset */
-    int idle_sent;
-    int failing;        /* its last open or read failed */
     int64_t ckpt_off;
     int64_t size_seen;  /* size at the last stat */
     int64_t mtime;
@@ -61,6 +56,16 @@ struct fw_file {
     int64_t last_data_ms;
     void *user;
     struct fw_file *next;  /* every file */
+    int fd;             /* -1: closed (reopened by path when it grows) */
+    int wd;             /* inotify watch on the file while open, -1 none */
+    int fpn;            /* bytes the fingerprint covers, at most FP_BYTES */
+    unsigned skipping : 1;     /* inside an over-long line: drop up to its newline */
+    unsigned fp_from_read : 1; /* read from offset 0: the fingerprint comes from the first bytes read (no pread) */
+    unsigned seen : 1;         /* found by the current scan */
+    unsigned placed : 1;       /* its start offset is known (first open done) */
+    unsigned ended : 1;        /* --once: end() already called; ckpt_off is its checkpoint offset */
+    unsigned idle_sent : 1;
+    unsigned failing : 1;      /* its last open or read failed */
     struct fw_file *hnext; /* hash chain by (dev, ino) */
 };
 
@@ -87,6 +92,9 @@ struct fw_tailer {
     int dirty;
     char *spare;     /* one read buffer kept between files (READ_CHUNK + 1), so that 100,000 files do not
                         malloc and free one each */
+    int atime_ok;    /* O_NOATIME was refused: open plainly */
+    char *path;      /* scan's path buffer */
+    size_t pathcap;
     int ino_fd;      /* -1 when polling */
     int *dir_wd;     /* per pattern */
     fw_tailer_stats st;
@@ -281,6 +289,7 @@ void fw_tailer_free(fw_tailer *t)
     if (t->ino_fd >= 0)
         close(t->ino_fd);
     free(t->spare);
+    free(t->path);
     free(t->htab);
     free(t->dir_wd);
     free(t);
@@ -581,6 +590,21 @@ static void make_room(fw_tailer *t, size_t want)
             close_fd(t, f);
 }
 
+/* Open for reading without touching the file's access time (a read of a
+ * log is not a use of it, and the inode update cost a write per file):
+ * O_NOATIME needs the file's owner or CAP_FOWNER, so after one EPERM the
+ * tailer opens plainly. */
+static int open_ro(fw_tailer *t, const char *path)
+{
+    if (!t->atime_ok) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);
+        if (fd >= 0 || errno != EPERM)
+            return fd;
+        t->atime_ok = 1;
+    }
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
 static void open_failed(fw_tailer *t, fw_file *f, const char *what)
 {
     t->st.open_errors++;
@@ -598,10 +622,10 @@ static int ensure_open(fw_tailer *t, fw_file *f)
         return 0;
     if (t->nopen >= t->c.max_open)
         make_room(t, 1);
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    int fd = open_ro(t, f->path);
     if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
         make_room(t, t->c.max_open / 2 + 1);
-        fd = open(f->path, O_RDONLY | O_CLOEXEC);
+        fd = open_ro(t, f->path);
     }
     if (fd < 0) {
         open_failed(t, f, "open");
@@ -623,8 +647,14 @@ static int ensure_open(fw_tailer *t, fw_file *f)
     f->size_seen = (int64_t)st.st_size;
     f->mtime = (int64_t)st.st_mtime;
     if (!f->placed) {
-        fingerprint(fd, &f->fp, &f->fpn);
         f->off = f->pos = start_offset(t, f, &st);
+        if (f->pos == 0) { /* the first read takes it: one system call less per file */
+            f->fp = fnv1a(NULL, 0);
+            f->fpn = 0;
+            f->fp_from_read = 1;
+        } else {
+            fingerprint(fd, &f->fp, &f->fpn);
+        }
         f->placed = 1;
         t->dirty = 1;
         sb_log(t->c.ins, SB_LOG_DEBUG, "following %s from offset %" PRId64, f->path, f->off);
@@ -695,46 +725,125 @@ static void watch_dirs(fw_tailer *t)
     }
 }
 
+/* One path the globs name: tracked already (a rename is noticed), new
+ * (tracked), or not a regular file. `dfd`/`name`: where to stat it from
+ * (AT_FDCWD and the path, or its directory and its name: one component
+ * for the kernel to look up instead of the whole path). -1 if a handler
+ * stopped. */
+static int scan_one(fw_tailer *t, int dfd, const char *name, const char *p)
+{
+    struct stat st;
+    if (excluded(t, p) || fstatat(dfd, name, &st, 0) != 0 || !S_ISREG(st.st_mode))
+        return 0;
+    fw_file *f = find_file(t, st.st_dev, st.st_ino);
+    if (!f)
+        return track(t, p, &st);
+    if (strcmp(f->path, p) != 0) { /* renamed within the globs: same file */
+        char *np = strdup(p);
+        if (np) {
+            sb_log(t->c.ins, SB_LOG_INFO, "%s is now %s", f->path, np);
+            free(f->path);
+            f->path = np;
+            t->dirty = 1;
+        }
+    }
+    f->seen = 1;
+    f->gone_since = 0;
+    f->size_seen = (int64_t)st.st_size;
+    f->mtime = (int64_t)st.st_mtime;
+    return 0;
+}
+
+static int has_magic(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '*' || s[i] == '?' || s[i] == '[' || s[i] == '\\')
+            return 1;
+    return 0;
+}
+
+/* The entries of directory `dir` whose names match `base` as glob(3)
+ * matches a last component (a leading dot only by a dot), each under the
+ * path `prefix` + name, as glob(3) would have named it. */
+static int scan_dir(fw_tailer *t, const char *dir, const char *prefix, size_t plen, const char *base)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno != ENOENT && errno != ENOTDIR)
+            sb_log(t->c.ins, SB_LOG_WARN, "cannot read directory %s: %s", dir, strerror(errno));
+        return 0;
+    }
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (e->d_type == DT_DIR || e->d_type == DT_FIFO || e->d_type == DT_SOCK || e->d_type == DT_CHR ||
+            e->d_type == DT_BLK || fnmatch(base, e->d_name, FNM_PERIOD) != 0)
+            continue;
+        size_t nlen = strlen(e->d_name);
+        if (reserve(&t->path, &t->pathcap, 0, plen + nlen) != 0)
+            continue; /* out of memory: found by the next scan */
+        memcpy(t->path, prefix, plen);
+        memcpy(t->path + plen, e->d_name, nlen + 1);
+        rc = scan_one(t, dirfd(d), e->d_name, t->path);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* The files one pattern names. Its directories are read one entry at a
+ * time, not through glob(3), which held every path of a directory of
+ * 100,000 files in memory at once, each its own allocation. A wildcard in
+ * the directory part is still expanded by glob(3): a few directories. */
+static int scan_pattern(fw_tailer *t, const char *pat)
+{
+    const char *slash = strrchr(pat, '/'), *base = slash ? slash + 1 : pat;
+    size_t dlen = slash ? (size_t)(slash - pat) + 1 : 0; /* the directory part, with its slash */
+    if (!*base)
+        return 0; /* names a directory */
+    if (!has_magic(base, strlen(base)))
+        return scan_one(t, AT_FDCWD, pat, pat);
+    if (!has_magic(pat, dlen)) {
+        char *dir = dlen ? strndup(pat, dlen) : strdup(".");
+        if (!dir)
+            return 0;
+        int rc = scan_dir(t, dir, pat, dlen, base);
+        free(dir);
+        return rc;
+    }
+    char *dirpat = strndup(pat, dlen - 1);
+    if (!dirpat)
+        return 0;
+    glob_t g;
+    int rc = glob(dirpat, GLOB_NOSORT | GLOB_ONLYDIR, NULL, &g);
+    free(dirpat);
+    if (rc != 0) {
+        if (rc != GLOB_NOMATCH)
+            sb_log(t->c.ins, SB_LOG_WARN, "cannot expand %s", pat);
+        return 0;
+    }
+    rc = 0;
+    for (size_t j = 0; rc == 0 && j < g.gl_pathc; j++) {
+        size_t n = strlen(g.gl_pathv[j]);
+        char *prefix = malloc(n + 2);
+        if (!prefix)
+            continue; /* out of memory: found by the next scan */
+        memcpy(prefix, g.gl_pathv[j], n);
+        memcpy(prefix + n, "/", 2);
+        rc = scan_dir(t, g.gl_pathv[j], prefix, n + 1, base);
+        free(prefix);
+    }
+    globfree(&g);
+    return rc;
+}
+
 static int scan(fw_tailer *t)
 {
     watch_dirs(t);
     for (fw_file *f = t->files; f; f = f->next)
         f->seen = 0;
-    for (size_t i = 0; i < t->c.npaths; i++) {
-        glob_t g;
-        int rc = glob(t->c.paths[i], GLOB_NOSORT, NULL, &g);
-        if (rc != 0) {
-            if (rc != GLOB_NOMATCH)
-                sb_log(t->c.ins, SB_LOG_WARN, "cannot expand %s", t->c.paths[i]);
-            continue;
-        }
-        for (size_t j = 0; j < g.gl_pathc; j++) {
-            const char *p = g.gl_pathv[j];
-            struct stat st;
-            if (excluded(t, p) || stat(p, &st) != 0 || !S_ISREG(st.st_mode))
-                continue;
-            fw_file *f = find_file(t, st.st_dev, st.st_ino);
-            if (f) {
-                if (strcmp(f->path, p) != 0) { /* renamed within the globs: same file */
-                    char *np = strdup(p);
-                    if (np) {
-                        sb_log(t->c.ins, SB_LOG_INFO, "%s is now %s", f->path, np);
-                        free(f->path);
-                        f->path = np;
-                        t->dirty = 1;
-                    }
-                }
-                f->seen = 1;
-                f->gone_since = 0;
-                f->size_seen = (int64_t)st.st_size;
-                f->mtime = (int64_t)st.st_mtime;
-            } else if (track(t, p, &st) != 0) {
-                globfree(&g);
-                return -1;
-            }
-        }
-        globfree(&g);
-    }
+    for (size_t i = 0; i < t->c.npaths; i++)
+        if (scan_pattern(t, t->c.paths[i]) != 0)
+            return -1;
     int64_t now = mono_ms();
     for (fw_file *f = t->files; f; f = f->next)
         if (!f->seen && !f->gone_since) {
@@ -752,6 +861,23 @@ static int scan(fw_tailer *t)
     return 0;
 }
 
+/* 1 when s[0..n) is ASCII without NUL bytes (8 bytes at a time). */
+static int plain_text(const char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if ((w & highs) || ((w - ones) & ~w & highs)) /* a byte >= 0x80, or a zero byte */
+            return 0;
+    }
+    for (; i < n; i++)
+        if (s[i] == '\0' || (unsigned char)s[i] >= 0x80)
+            return 0;
+    return 1;
+}
+
 /* One line (without its newline) at `off`; `next` is where the line after starts. */
 static int deliver(fw_tailer *t, fw_file *f, char *line, size_t len, int64_t off, int64_t next)
 {
@@ -763,11 +889,12 @@ static int deliver(fw_tailer *t, fw_file *f, char *line, size_t len, int64_t off
                len, t->c.max_line);
         return 0;
     }
-    if (memchr(line, '\0', len)) {
+    if (plain_text(line, len)) {
+        /* nearly every line: no NUL, nothing to check as UTF-8 */
+    } else if (memchr(line, '\0', len)) {
         sb_log(t->c.ins, SB_LOG_WARN, "%s:%" PRId64 ": binary data (NUL bytes) in the line; skipped", f->path, off);
         return 0;
-    }
-    if (rr_utf8_error_at(line, len) >= 0) {
+    } else if (rr_utf8_error_at(line, len) >= 0) {
         sb_log(t->c.ins, SB_LOG_WARN, "%s:%" PRId64 ": invalid UTF-8 in the line; skipped", f->path, off);
         return 0;
     }
@@ -826,10 +953,10 @@ static int drain_buffer(fw_tailer *t, fw_file *f, int eof_line)
 /* Read what is new. Returns bytes read (>= 0), -1 if a handler stopped,
  * or -2 if the read failed (counted; the file is closed and read again
  * from where it stopped at the next cycle). */
-static int64_t read_file(fw_tailer *t, fw_file *f)
+static int64_t read_file(fw_tailer *t, fw_file *f, int just_opened)
 {
     struct stat st;
-    if (fstat(f->fd, &st) == 0) {
+    if (!just_opened && fstat(f->fd, &st) == 0) { /* just opened: ensure_open has looked */
         f->mtime = (int64_t)st.st_mtime;
         f->size_seen = (int64_t)st.st_size;
         if ((int64_t)st.st_size < f->pos) {
@@ -877,6 +1004,11 @@ static int64_t read_file(fw_tailer *t, fw_file *f)
         }
         if (n == 0)
             break;
+        if (f->fp_from_read && f->pos == 0) {
+            f->fpn = n < FP_BYTES ? (int)n : FP_BYTES;
+            f->fp = fnv1a((const unsigned char *)f->buf + f->len, (size_t)f->fpn);
+            f->fp_from_read = 0;
+        }
         f->len += (size_t)n;
         f->pos += n;
         total += n;
@@ -884,6 +1016,11 @@ static int64_t read_file(fw_tailer *t, fw_file *f)
         t->dirty = 1;
         if (drain_buffer(t, f, 0) != 0)
             return -1;
+        /* A short read that reached the size just seen is the end for now:
+         * no read of 0 bytes to confirm it (what comes later, the next
+         * cycle reads). */
+        if (n < READ_CHUNK && f->pos >= f->size_seen)
+            break;
     }
     f->failing = 0;
     drop_buffer(t, f);
@@ -918,6 +1055,7 @@ static int end_now(fw_tailer *t, fw_file *f)
  * that cannot be opened or read stays `failing` for the next try. */
 static int64_t visit(fw_tailer *t, fw_file *f)
 {
+    int just_opened = 0;
     if (f->ended)
         return 0;
     if (f->fd < 0) {
@@ -927,8 +1065,9 @@ static int64_t visit(fw_tailer *t, fw_file *f)
             return 0; /* closed and no longer at its path: nothing to open */
         if (ensure_open(t, f) != 0)
             return 0;
+        just_opened = 1;
     }
-    int64_t got = read_file(t, f);
+    int64_t got = read_file(t, f, just_opened);
     return got == -2 ? 0 : got;
 }
 

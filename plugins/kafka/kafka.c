@@ -33,7 +33,6 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -42,9 +41,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "../common/runreplicator.h"
 
-enum kafka_format { FMT_AUTO, FMT_JSON, FMT_COMMAND };
+/* the shared decoder's formats, in its order (raw left out) */
+enum kafka_format { FMT_AUTO = SB_DECODE_AUTO, FMT_JSON = SB_DECODE_JSON, FMT_COMMAND = SB_DECODE_COMMAND };
 
 /* Batches emitted and not yet known durable. With one, the source waited
  * for each commit before emitting the next batch, and the ledger waited
@@ -323,47 +322,16 @@ static msg_result no_memory(char *err, size_t errsz)
     return MSG_NO_MEMORY;
 }
 
-static msg_result command_event(const char *id, const char *payload, size_t len, sb_event **out, char *err,
-                                size_t errsz)
-{
-    json_t *fields = json_object();
-    /* the message's own id tells this execution of the run apart */
-    int rc = fields ? rr_command_fields_n(payload, len, NULL, id, fields, NULL, err, errsz) : RR_NOMEM;
-    if (rc != 0) {
-        json_decref(fields);
-        return rc == RR_INVALID ? MSG_UNPARSABLE : no_memory(err, errsz);
-    }
-    *out = sb_event_new_with_fields(id, fields);
-    return *out ? MSG_EVENT : no_memory(err, errsz);
-}
-
 /* The event for one message in *out, or the reason in err. */
 static msg_result message_event(kafka_src *k, const rd_kafka_message_t *m, sb_event **out, char *err,
                                 size_t errsz)
 {
     char id[512];
     msg_id(m, id, sizeof id);
-    *out = NULL;
-    const char *p = m->payload;
-    size_t len = m->len;
-    if (!p || len == 0) {
-        snprintf(err, errsz, "empty message");
-        return MSG_UNPARSABLE;
-    }
-    int json = k->format == FMT_JSON;
-    if (k->format == FMT_AUTO) {
-        size_t i = 0;
-        while (i < len && isspace((unsigned char)p[i]))
-            i++;
-        json = i < len && p[i] == '{';
-    }
-    msg_result r;
-    if (json) {
-        *out = sb_event_new_json(id, k->id_field, p, len, err, errsz);
-        r = *out ? MSG_EVENT : errno == ENOMEM ? no_memory(err, errsz) : MSG_UNPARSABLE;
-    } else {
-        r = command_event(id, p, len, out, err, errsz);
-    }
+    /* the message's own id tells this execution of the run apart */
+    sb_decode_opts o = {.size = sizeof o, .format = (sb_decode_format)k->format, .id_field = k->id_field, .identity_extra = id};
+    int rc = sb_decode_body(&o, id, m->payload, m->len, out, err, errsz);
+    msg_result r = rc == 0 ? MSG_EVENT : rc == SB_DECODE_INVALID ? MSG_UNPARSABLE : MSG_NO_MEMORY;
     if (r == MSG_EVENT && add_kafka_fields(*out, m) != 0) {
         sb_event_free(*out);
         *out = NULL;

@@ -31,6 +31,18 @@
  * publishes again: at-least-once, consumers de-duplicate on the event_id
  * attribute.
  *
+ * Retries never sleep in process(): requests are sent with no_wait, so a
+ * 503, a 429 or a connect failure comes back at once as RETRY with its
+ * Retry-After and the core's scheduler does the waiting. The only retry
+ * made here is the free one: a fresh token after a 401. A token endpoint
+ * that refuses is backed off in the access layer, shared by all workers.
+ *
+ * Stopping: publish requests are not cancelled (no cancel(), no
+ * sb_batch_stopping() watch). They are short and not idempotent: cut in
+ * the middle, one that had reached Pub/Sub would be published again after
+ * the restart. The core's drain lets them finish, each bounded by the
+ * `timeout` option, and nothing waits between retries any more.
+ *
  * Ordering: messages sharing an ordering key go out in event order within
  * a batch, and once a request for a key fails, the key's later messages in
  * the batch are held back (RETRY) rather than overtaking it. Across
@@ -516,8 +528,8 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
     body[off] = '\0';
 
     static const char *const headers[] = {"Content-Type: application/json", NULL};
-    sb_gcp_request req = {.method = "POST", .url = p->url, .headers = headers, .body = body, .body_len = off,
-                          .idempotent = 0};
+    sb_gcp_request req = {.size = sizeof req, .method = "POST", .url = p->url, .headers = headers, .body = body,
+                          .body_len = off, .idempotent = 0, .no_wait = 1};
     sb_gcp_response resp;
     char err[1024] = "";
     sb_gcp_result rc = sb_gcp_request_send(p->gc, &req, &resp, err, sizeof err);
@@ -551,6 +563,8 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
         sb_gcp_outcome o = sb_gcp_settle(c->b, idx, n, rc, &resp, err, SB_GCP_404_RETRY);
         if (o.cause == SB_GCP_CAUSE_NOT_FOUND)
             sb_log(p->ins, SB_LOG_ERROR, "topic %s not found (%s); retrying, it may not be created yet", p->topic, line);
+        else if (rc == SB_GCP_AUTH_ERROR) /* no token: the access layer logs when that starts and ends */
+            sb_log(p->ins, SB_LOG_DEBUG, "publish to %s: no token: %s", p->topic, err);
         else if (o.cause == SB_GCP_CAUSE_AUTH)
             sb_log(p->ins, SB_LOG_ERROR,
                    "publish to %s not authorised (%s); retrying: check the credentials and that the service account "
@@ -648,6 +662,28 @@ static void ps_process(void *self, sb_batch *b)
     free(order);
 }
 
+/* Read-only: the token, the topic, and the right to publish to it. */
+static void ps_preflight(void *self, sb_preflight *pf)
+{
+    pubsub *p = self;
+    if (sb_gcp_preflight_token(p->gc, pf) != 0)
+        return;
+    char *url = sb_asprintf("/v1/%s", p->topic), *what = sb_asprintf("topic %s exists", p->topic);
+    char *fix = sb_asprintf("create it (gcloud pubsub topics create %s) or fix topic/project", p->topic);
+    int rc = sb_gcp_preflight_get(p->gc, pf, url, what, fix, "roles/pubsub.viewer", NULL);
+    free(url);
+    free(what);
+    free(fix);
+    if (rc != 0)
+        return;
+    static const char *const perms[] = {"pubsub.topics.publish", NULL};
+    url = sb_asprintf("/v1/%s:testIamPermissions", p->topic);
+    what = sb_asprintf("may publish to %s (testIamPermissions)", p->topic);
+    sb_gcp_preflight_permissions(p->gc, pf, url, NULL, perms, what, "roles/pubsub.publisher on the topic");
+    free(url);
+    free(what);
+}
+
 const sb_plugin syncbridge_plugin = {
     SB_PLUGIN_ABI,
     .name = "pubsub",
@@ -660,4 +696,5 @@ const sb_plugin syncbridge_plugin = {
     .create = ps_create,
     .process = ps_process,
     .destroy = ps_destroy,
+    .preflight = ps_preflight,
 };

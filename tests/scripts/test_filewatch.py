@@ -2,6 +2,8 @@
 """filewatch end to end: the real daemon tails real Run Replicator logs
 (tests/data/rrlogs) through real rotation, truncation, deletion, restarts
 and inotify or polling, into file_out. Every test checks the exact events."""
+import fnmatch
+import glob
 import hashlib
 import http.client
 import json
@@ -83,12 +85,13 @@ class Base(unittest.TestCase):
         return e
 
     def start(self):
+        seen = len(self.log_text())  # the log is appended to: only this run's lines count
         log = open(self.errlog, "a")
         self.files.append(log)
         p = subprocess.Popen([BIN, "-c", self.cfg], stdout=subprocess.DEVNULL, stderr=log, env=self.env())
         self.procs.append(p)
-        wait_for(lambda: "following" in self.log_text() or "started" in self.log_text() or p.poll() is not None,
-                 what="daemon start")
+        wait_for(lambda: "following" in self.log_text()[seen:] or "started" in self.log_text()[seen:]
+                 or p.poll() is not None, what="daemon start")
         time.sleep(0.2)
         return p
 
@@ -207,6 +210,40 @@ class Scale(Base):
         self.assertIn("bad.log could not be read to its end", r.stderr)
         self.assertIn("cannot read", r.stderr)
         self.assertEqual(self.tables(), ["t_good"])
+
+    def test_globs_name_what_glob_names(self):
+        """The patterns name the files glob(3) names, under the same paths:
+        a wildcard directory, a literal file, a relative pattern (from the
+        daemon's directory), hidden files only by a dot, a symbolic link to
+        a file, a directory that matches, other files and an exclude."""
+        g = os.path.join(self.dir, "g")
+        files = ["a/logs/x.log", "b/logs/y.log", "b/logs/w.log", "b/logs/.h.log", "b/logs/z.txt", "c/one.log",
+                 "c/two.log", "elsewhere/t.log", "rel/r1.log", "rel/.r2.log"]
+        for i, name in enumerate(files):
+            os.makedirs(os.path.dirname(os.path.join(g, name)), exist_ok=True)
+            with open(os.path.join(g, name), "w") as f:
+                f.write(run_text("edw", "t_%d" % i))
+        os.mkdir(os.path.join(g, "b/logs/sub.log"))
+        os.symlink(os.path.join(g, "elsewhere/t.log"), os.path.join(g, "b/logs/ln.log"))
+        patterns = [os.path.join(g, "*/logs/*.log"), os.path.join(g, "c/one.log"), "g/rel/*.log",
+                    os.path.join(g, "b/logs/.*")]
+        exclude = [os.path.join(g, "b/*/w.log")]
+        self.config(paths=patterns, exclude=exclude)
+        r = subprocess.run([BIN, "--once", "-c", self.cfg], capture_output=True, text=True, timeout=60,
+                           env=self.env(), cwd=self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        want = set()
+        for pat in patterns:
+            for path in glob.glob(os.path.join(self.dir, pat) if not pat.startswith("/") else pat):
+                path = os.path.relpath(path, self.dir) if not pat.startswith("/") else path
+                if os.path.isfile(os.path.join(self.dir, path)) and not any(
+                        fnmatch.fnmatch(path, x) for x in exclude):
+                    want.add(path)
+        self.assertEqual(sorted(e["fields"]["log_file"] for e in self.events()), sorted(want))
+        self.assertIn("g/rel/r1.log", want)  # relative, as glob names it
+        self.assertIn(os.path.join(g, "b/logs/ln.log"), want)
+        self.assertIn(os.path.join(g, "b/logs/.h.log"), want)
+        self.assertEqual(len(want), 6)
 
     def test_many_files_few_descriptors(self):
         """More files than descriptors allowed: each is closed once read and

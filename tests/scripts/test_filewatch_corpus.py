@@ -104,7 +104,7 @@ class Corpus(unittest.TestCase):
         self.check("per-run", 12)
 
     def test_kafka_body_gives_the_same_fields(self):
-        """The seed's message as a filewatch `command` line gives the same
+        """The on-prem message as a filewatch `command` line gives the same
         command fields as the run's invocation in its log."""
         truth, events = None, None
         body = '${RUN_SCRIPT} "sh ${ETL_CODE_BASE}/cerebro/run_replicator.sh groupon_production im_brand_list"'

@@ -4,16 +4,16 @@ pubsub) publishing to the Google APIs fake, authenticated with a
 service-account key made here with openssl and checked by the fake's token
 endpoint. Asserts on what the fake stored (/_fake/pubsub/messages) and on
 its request log, on the ledger (runs show) and on the dead-letter store."""
-import email.utils
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
-from sbtest import BIN, PROJECT, Fake, data_of, wait_for
+from sbtest import BIN, PROJECT, Daemon, Fake, data_of, wait_for
 
 
 class PubSubSink(unittest.TestCase):
@@ -243,6 +243,103 @@ class PubSubSink(unittest.TestCase):
         self.assertTrue(later)
         self.assertGreaterEqual(later[0]["time"] - reqs[i429]["time"], 0.95)
 
+    # ---- retries as a fleet (the core's circuit) ------------------------------
+    def write_slim(self, n):
+        """n events whose requests of 500 stay under the fake's 64 KiB log cut."""
+        self.write({"event_id": "e%05d" % i, "command": "c%d" % i} for i in range(n))
+
+    def published_once(self, n):
+        counts = {}
+        for m in self.fake.messages(self.topic):
+            counts[m["attributes"]["event_id"]] = counts.get(m["attributes"]["event_id"], 0) + 1
+        self.assertEqual(sorted(counts), ["e%05d" % i for i in range(n)], "every event arrives")
+        self.assertEqual([k for k, c in counts.items() if c > 1], [], "and once")
+
+    def test_outage_is_probed_then_drained_in_full_batches(self):
+        # 5,000 pending events and an 8 s 503 outage: one probe at a time at
+        # the retry pace (each event on its own timer made hundreds of
+        # requests a second), then full batches (they were of one message).
+        n = 5000
+        self.write_slim(n)
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="status", status=503)  # until cleared
+        self.config({"ps": self.sink(batch_max=500,
+                                     retry={"initial": "500ms", "max_delay": "2s", "max_attempts": 50})}, ["ps"])
+        log = open(os.path.join(self.dir, "daemon.log"), "w")
+        p = subprocess.Popen([BIN, "--once", "-c", self.cfg], stdout=subprocess.DEVNULL, stderr=log)
+        self.procs.append(p)
+        wait_for(lambda: self.fake.publishes(self.topic), what="the first publish")
+        time.sleep(8)
+        self.fake.clear_faults()
+        cleared = time.time()
+        self.assertEqual(p.wait(120), 0)
+        log.close()
+        reqs = self.fake.publishes(self.topic)
+        failed = [r for r in reqs if r["status"] == 503]
+        span = failed[-1]["time"] - failed[0]["time"]
+        # pace 0.25-0.5 s, 0.5-1 s, then 1-2 s: about 8 in 8 s
+        self.assertLessEqual(len(failed), 20, "%d requests in a %.1f s outage" % (len(failed), span))
+        self.assertGreaterEqual(len(failed), 3)
+        ok = [r for r in reqs if r["status"] == 200]
+        sizes = [len(json.loads(r["body"])["messages"]) for r in ok]
+        self.assertEqual(sum(sizes), n)
+        self.assertGreaterEqual(statistics.median(sizes), 400, sizes)
+        drain = ok[-1]["time"] - cleared
+        self.assertLess(drain, 20, "drained %.1f s after the outage" % drain)
+        self.published_once(n)
+        self.dup_report.append("test_pubsub: outage run: %d events, %d requests during a %.1f s outage, "
+                               "%d after it (median %d messages), drained %.1f s after it"
+                               % (n, len(failed), span, len(ok), statistics.median(sizes), drain))
+        with open(os.path.join(self.dir, "daemon.log")) as f:
+            text = f.read()
+        self.assertEqual(text.count("a whole batch failed"), 1, text[-3000:])
+        self.assertIn("releasing", text)
+
+    def test_retry_after_holds_every_batch_back(self):
+        # Three 429s with Retry-After: 2. Each one pauses the sink: not only
+        # its own events but every batch (they went out within 9 ms).
+        n = 40
+        self.write_slim(n)
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="status", status=429, retry_after=2, count=3)
+        self.config({"ps": self.sink(batch_max=10, max_messages=10)}, ["ps"])
+        self.run_once()
+        reqs = self.fake.publishes(self.topic)
+        self.assertEqual([r["status"] for r in reqs].count(429), 3)
+        for i, r in enumerate(reqs):
+            if r["status"] == 429 and i + 1 < len(reqs):
+                gap = reqs[i + 1]["time"] - r["time"]
+                self.assertGreaterEqual(gap, 1.9, "request %d came %.3f s after a 429 with Retry-After: 2" % (i + 1, gap))
+        self.published_once(n)
+
+    def test_sigterm_while_the_circuit_is_open(self):
+        # The held events are pending in the ledger: the daemon stops at once,
+        # and the next run publishes each of them once.
+        n = 300
+        self.write_slim(n)
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="status", status=503)
+        self.config({"ps": self.sink(batch_max=50,
+                                     retry={"initial": "1s", "max_delay": "10s", "max_attempts": 50})}, ["ps"])
+        d = Daemon(self.cfg, os.path.join(self.dir, "daemon.log")).start()
+        try:
+            wait_for(lambda: len(self.fake.publishes(self.topic)) >= 2, what="a failed probe")
+            t0 = time.monotonic()
+            rc = d.stop(timeout=30)
+        finally:
+            d.kill()
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, d.log()[-3000:])
+        self.assertLess(took, 5, "SIGTERM took %.1f s" % took)
+        self.assertEqual(len(self.cli("runs", "--state", "pending", "--json", "--limit", "1000")), n)
+        self.assertEqual(self.fake.messages(self.topic), [])
+        self.fake.clear_faults()
+        self.run_once()
+        self.published_once(n)
+
     def test_retry_after_seconds_and_http_date(self):
         # Publish is not idempotent, so a 429 comes back to the sink, which
         # asks the core to wait at least Retry-After, read by the access
@@ -251,14 +348,14 @@ class PubSubSink(unittest.TestCase):
         self.fake.create_topic(self.topic)
         rx = "/topics/%s:publish$" % self.topic
         self.fake.fault(path_regex=rx, kind="status", status=429, retry_after=2, count=1)
-        date = email.utils.formatdate(time.time() + 5, usegmt=True)  # about 2 s after the second attempt
-        self.fake.fault(path_regex=rx, kind="status", status=429, retry_after=date, count=1)
+        # an HTTP-date 3 s after the second answer (1 s resolution: at least 2 s away)
+        self.fake.fault(path_regex=rx, kind="status", status=429, retry_after_date_in=3, count=1)
         self.config({"ps": self.sink()}, ["ps"])
         self.run_once()
         reqs = self.fake.publishes(self.topic)
         self.assertEqual([r["status"] for r in reqs], [429, 429, 200])
         self.assertGreaterEqual(reqs[1]["time"] - reqs[0]["time"], 1.95, "Retry-After: 2")
-        self.assertGreaterEqual(reqs[2]["time"] - reqs[1]["time"], 1.5, "Retry-After: " + date)
+        self.assertGreaterEqual(reqs[2]["time"] - reqs[1]["time"], 1.5, "Retry-After: an HTTP-date 3 s ahead")
         self.assertEqual([m["attributes"]["event_id"] for m in self.fake.messages(self.topic)], ["ev-000"])
 
     def test_refused_request_is_resent_message_by_message(self):

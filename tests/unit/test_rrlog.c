@@ -4,6 +4,8 @@
 #include "rrlog.h"
 
 #include <check.h>
+#include <regex.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -502,6 +504,139 @@ START_TEST(test_bad_patterns)
 }
 END_TEST
 
+
+/* ---- the hand-written default matchers, held to regexec ---------------- */
+
+/* Lines of every shape the defaults look for, with their near misses;
+ * mutations of these and of the sample logs' lines are tried too. */
+static const char *const shapes[] = {
+    "Schema Name :- groupon_production", " Table Name :-im_brand_list  ", "Schema Name :- a b", "Schema Name:-",
+    "Table Name :- \t", "Picking the inc_val as 20261101 ", " Picking the inc_val as\t2026-11-01",
+    "Picking the inc_val as", "Picking the inc_val as20261101",
+    "No inc_val and inc_key  was passed, Considering this table as a full refresh ...",
+    "No inc_val and inc_keywas passed, Considering this table as a full refresh",
+    "No offset_days specified, loading just for a single date", "No. of offset_days specified = 7",
+    "No. of offset_days specified=12x", "No. of offset_days specified = ", "No offset_days specifie",
+    "Processing for date: 20261124", "Processing for date : 2026-11-24 ", "Processing for date:", "Processing for date: 2026/11/24",
+    "Processing failed for date : 20261124", "Starting Import of groupon_production.im_brand_list",
+    "Starting Import of a.b.c ", "Starting Import of .b", "Starting Import of a.", "Starting Import of  a.b",
+    "Starting Import of a b.c", " Teradata Count : 8471207", "TD_COUNT = 12", "TD_COUNT=", "Teradata Count :12 3",
+    " Hive Count : 0", "HIVE_COUNT  =  99 ", "Hive Count 5", " Found Error!!", "Found Error!! x",
+    "Counts have matched, Success!!", " Counts have not matched, exiting, and the script will fail ",
+    "Counts have not matched", "RETCODE:0", "RETCODE : 12 ", "RETCODE:", "RETCODE:1a", "Script completed successfully",
+    " Script FAILED\t", "Script FAILED!", "+ echo 'Script completed successfully'",
+    "/opt/etl/bin/run_script.sh \"sh /opt/etl/code/cerebro/run_replicator.sh groupon_production im_brand_list\"",
+    "${RUN_SCRIPT} \"sh ${ETL_CODE_BASE}/cerebro/run_replicator.sh S T K 20261101 3\"",
+    "+ sh /opt/etl/code/cerebro/run_replicator.sh S T", "run_replicator.sh S T", "x run_replicator.sh",
+    "++ run_replicator.sh", "sh run_replicator.shx S", "sh run_replicator.sh' run_replicator.sh", "+ + ",
+    "a run_replicator.sh\"b run_replicator.shz",
+    "./bin/zombie_runner run --context=schema:s,base_table:t,inc_key:order_dt,inc_date:2026-11-01 --log-level",
+    "--context=inc_key:\"k$1\" --context=inc_key:b", "--context=a,inc_key:,inc_key:x1,inc_key: y",
+    "--context= inc_key:a --context=inc_key:b", "--context=inc_key:inc_key:z", "--context=--context=inc_key:_q",
+    "--context=inc_key:\"\"", "2026-11-24 01:12:45,827 ERROR hive.metastore: x", "[2026-11-24 01:12:04] Schema Name :- s",
+    "2026-11-24T01:12:04.123 Table Name :- t", "",
+};
+
+static const rrlog_pattern differential[] = {
+    RRP_TIMESTAMP, RRP_LOGTIME, RRP_COMMAND, RRP_SCHEMA, RRP_TABLE, RRP_INC_VAL, RRP_FULL_REFRESH, RRP_OFFSET_DAYS,
+    RRP_DATE, RRP_START, RRP_CONTEXT, RRP_TD_COUNT, RRP_HIVE_COUNT, RRP_FOUND_ERROR, RRP_DATE_OK, RRP_DATE_FAIL,
+    RRP_RETCODE, RRP_END_OK, RRP_END_FAIL,
+};
+
+static void same_as_regexec(regex_t *re, const char *line, size_t *checked)
+{
+    for (size_t i = 0; i < sizeof differential / sizeof differential[0]; i++) {
+        rrlog_pattern p = differential[i];
+        size_t nm = re[p].re_nsub + 1;
+        regmatch_t want[8], mine[8];
+        int w = regexec(&re[p], line, nm, want, 0) == 0;
+        int g = rrlog_match_default(p, line, mine, nm);
+        ck_assert_msg(g == w, "%s on \"%s\": regexec %d, by hand %d", rrlog_pattern_option[p], line, w, g);
+        for (size_t k = 0; w && k < nm; k++)
+            ck_assert_msg(mine[k].rm_so == want[k].rm_so && mine[k].rm_eo == want[k].rm_eo,
+                          "%s on \"%s\": group %zu is %d-%d by regexec, %d-%d by hand", rrlog_pattern_option[p], line,
+                          k, (int)want[k].rm_so, (int)want[k].rm_eo, (int)mine[k].rm_so, (int)mine[k].rm_eo);
+        (*checked)++;
+    }
+}
+
+static uint64_t rnd_state = 88172645463325252ULL;
+static size_t rnd(size_t n)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return (size_t)(rnd_state % n);
+}
+
+/* A copy of s changed at random places: blanks and the characters the
+ * patterns care about inserted, replaced or removed, or cut short. */
+static void mutate(const char *s, char *out, size_t outsz)
+{
+    static const char alphabet[] = " \t.:-=+\"'#,_$09aZ!";
+    snprintf(out, outsz, "%s", s);
+    for (int edits = 1 + (int)rnd(3); edits > 0; edits--) {
+        size_t len = strlen(out), at = rnd(len + 1);
+        char c = alphabet[rnd(sizeof alphabet - 1)];
+        switch (rnd(4)) {
+        case 0: /* insert */
+            if (len + 2 < outsz) {
+                memmove(out + at + 1, out + at, len - at + 1);
+                out[at] = c;
+            }
+            break;
+        case 1: /* replace */
+            if (at < len)
+                out[at] = c;
+            break;
+        case 2: /* remove */
+            if (at < len)
+                memmove(out + at, out + at + 1, len - at);
+            break;
+        default: /* cut */
+            out[at] = '\0';
+        }
+    }
+}
+
+START_TEST(test_default_matchers_equal_regexec)
+{
+    regex_t re[RRP_COUNT];
+    for (size_t i = 0; i < sizeof differential / sizeof differential[0]; i++)
+        ck_assert_int_eq(regcomp(&re[differential[i]], rrlog_pattern_default[differential[i]], REG_EXTENDED), 0);
+    static const char *const files[] = {"count_mismatch.log", "full_refresh_success.log", "hostile.log",
+                                        "incremental_offset.log", "sqoop_failure.log", "three_runs.log"};
+    size_t nseeds = sizeof shapes / sizeof shapes[0], cap = nseeds, n = 0, checked = 0;
+    const char **seeds = malloc(cap * sizeof *seeds);
+    lines ls[sizeof files / sizeof files[0]];
+    for (size_t i = 0; i < nseeds; i++)
+        seeds[n++] = shapes[i];
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+        ls[f] = read_lines(files[f]);
+        seeds = realloc(seeds, (n + ls[f].n) * sizeof *seeds);
+        for (size_t i = 0; i < ls[f].n; i++)
+            seeds[n++] = ls[f].v[i];
+    }
+    char buf[4096];
+    for (size_t i = 0; i < n; i++) {
+        same_as_regexec(re, seeds[i], &checked);
+        for (int k = 0; k < 200; k++) {
+            mutate(seeds[i], buf, sizeof buf);
+            same_as_regexec(re, buf, &checked);
+        }
+        /* two lines run together, as a folded line joined */
+        snprintf(buf, sizeof buf, "%s%s", seeds[i], seeds[rnd(n)]);
+        same_as_regexec(re, buf, &checked);
+    }
+    ck_assert_uint_gt(checked, 100000);
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++)
+        free_lines(&ls[f]);
+    free(seeds);
+    for (size_t i = 0; i < sizeof differential / sizeof differential[0]; i++)
+        regfree(&re[differential[i]]);
+}
+END_TEST
+
 int main(void)
 {
     setenv("TZ", "UTC", 1);
@@ -517,6 +652,7 @@ int main(void)
     tcase_add_test(tc, test_folded_lines_joined);
     tcase_add_test(tc, test_restart_from_any_checkpoint);
     tcase_add_test(tc, test_bad_patterns);
+    tcase_add_test(tc, test_default_matchers_equal_regexec);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
