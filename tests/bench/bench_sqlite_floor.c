@@ -1,0 +1,176 @@
+/*
+ * bench_sqlite_floor.c - SQLite's floor for the run ledger's work per event
+ * (issue 19): the rows the ledger must write for an event it accepts and
+ * settles, done the cheapest way SQLite allows (prepared statements bound
+ * once, a minimal schema, no other thread, no queue), so that the ledger's
+ * own CPU per event (bench_ledger, bench_core) can be read against it.
+ *
+ * Per event, as the ledger must: insert its identity (event_id, route),
+ * unique, which is what de-duplication needs; insert its payload; mark it
+ * settled. Variants:
+ *   one-tx      everything in one transaction: SQLite's absolute floor
+ *   groups      a commit every 1024 events (the ledger's group size under
+ *               load) in WAL mode with synchronous=NORMAL, as the ledger
+ *               runs: the floor for the durability the ledger promises
+ *   groups+drop as groups, and the payload deleted when the event settles
+ *               (ledger.keep_payload: until_settled)
+ *   batch-payload  as groups, with one payload row per group (the payloads
+ *               of a group concatenated) instead of one per event
+ * Prints CPU µs per event (user + system of this process) and the file's
+ * bytes per event after a checkpoint. Links SQLite only. Not a test: part
+ * of `make bench`.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#define GROUP 1024
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void die(sqlite3 *db, const char *what)
+{
+    fprintf(stderr, "bench_sqlite_floor: %s: %s\n", what, db ? sqlite3_errmsg(db) : "?");
+    exit(1);
+}
+
+static void exec(sqlite3 *db, const char *sql)
+{
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        die(db, sql);
+}
+
+static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        die(db, sql);
+    return st;
+}
+
+static void step(sqlite3 *db, sqlite3_stmt *st)
+{
+    if (sqlite3_step(st) != SQLITE_DONE)
+        die(db, sqlite3_sql(st));
+    sqlite3_reset(st);
+}
+
+static long long file_size(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 ? (long long)sb.st_size : 0;
+}
+
+enum { DROP = 1, BATCH_PAYLOAD = 2 };
+
+/* group: events per commit (0: one transaction); how: DROP deletes the
+ * payload at settle, BATCH_PAYLOAD writes one payload row per group. */
+static void run(const char *dir, const char *name, size_t n, size_t group, int how)
+{
+    int drop = how & DROP;
+    char path[4096], wal[4200];
+    snprintf(path, sizeof path, "%s/floor-%s.db", dir, name);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    unlink(path);
+    unlink(wal);
+    sqlite3 *db = NULL;
+    if (sqlite3_open(path, &db) != SQLITE_OK)
+        die(db, "open");
+    exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8192;"
+             "CREATE TABLE payloads(id INTEGER PRIMARY KEY, payload TEXT NOT NULL);");
+    exec(db, "CREATE TABLE entries(id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, route TEXT NOT NULL,"
+             " state INTEGER NOT NULL DEFAULT 0, UNIQUE(event_id, route));");
+    sqlite3_stmt *ins = prep(db, "INSERT INTO entries(event_id, route) VALUES(?1, ?2)");
+    char *blob = malloc(512 * (group ? group : n));
+    size_t blen = 0;
+    sqlite3_stmt *pl = prep(db, "INSERT INTO payloads(id, payload) VALUES(?1, ?2)");
+    sqlite3_stmt *done = prep(db, "UPDATE entries SET state = 1 WHERE id = ?1");
+    sqlite3_stmt *del = prep(db, "DELETE FROM payloads WHERE id = ?1");
+    sqlite3_stmt *begin = prep(db, "BEGIN"), *commit = prep(db, "COMMIT");
+    sqlite3_bind_text(ins, 2, "r", 1, SQLITE_STATIC);
+    char id[32], payload[512];
+    int64_t *rowids = malloc((group ? group : n) * sizeof *rowids);
+    double cpu0 = cpu_seconds();
+    size_t per = group ? group : n;
+    for (size_t at = 0; at < n; at += per) {
+        size_t k = n - at < per ? n - at : per;
+        step(db, begin);
+        for (size_t i = 0; i < k; i++) { /* accept */
+            size_t seq = at + i;
+            int idlen = snprintf(id, sizeof id, "run-%08zu", seq);
+            /* bench_core.py's line as the ledger stores it (about 250 bytes) */
+            int plen = snprintf(payload, sizeof payload,
+                                "{\"id\":\"%s\",\"source\":\"in\",\"received_us\":%zu,\"fields\":{\"event_id\":\"%s\","
+                                "\"schema\":\"edw_prod\",\"table\":\"orders_%zu\",\"inc_key\":\"order_dt\","
+                                "\"inc_val\":\"2026-11-23\",\"status\":\"succeeded\",\"td_count\":5120331,"
+                                "\"hive_count\":5120331,\"host\":\"hdp-edge-01\"}}",
+                                id, 1700000000000000 + seq, id, seq % 97);
+            sqlite3_bind_text(ins, 1, id, idlen, SQLITE_STATIC);
+            step(db, ins);
+            rowids[i] = sqlite3_last_insert_rowid(db);
+            if (how & BATCH_PAYLOAD) {
+                memcpy(blob + blen, payload, (size_t)plen + 1);
+                blen += (size_t)plen + 1;
+                continue;
+            }
+            sqlite3_bind_int64(pl, 1, rowids[i]);
+            sqlite3_bind_text(pl, 2, payload, plen, SQLITE_STATIC);
+            step(db, pl);
+        }
+        if (how & BATCH_PAYLOAD) {
+            sqlite3_bind_int64(pl, 1, rowids[0]);
+            sqlite3_bind_text(pl, 2, blob, (int)blen, SQLITE_STATIC);
+            step(db, pl);
+            blen = 0;
+        }
+        if (group) { /* the ledger commits accepts before their events are delivered */
+            step(db, commit);
+            step(db, begin);
+        }
+        for (size_t i = 0; i < k; i++) { /* settle */
+            sqlite3_bind_int64(done, 1, rowids[i]);
+            step(db, done);
+            if (drop && !(how & BATCH_PAYLOAD)) {
+                sqlite3_bind_int64(del, 1, rowids[i]);
+                step(db, del);
+            }
+        }
+        step(db, commit);
+    }
+    double cpu = cpu_seconds() - cpu0;
+    free(blob);
+    sqlite3_stmt *sts[] = {ins, pl, done, del, begin, commit};
+    for (size_t i = 0; i < sizeof sts / sizeof *sts; i++)
+        sqlite3_finalize(sts[i]);
+    exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    sqlite3_close(db);
+    long long bytes = file_size(path);
+    printf("sqlite floor %-12s events=%zu  cpu %.2f us/event  %.0f bytes/event on disk\n", name, n,
+           cpu * 1e6 / (double)n, (double)bytes / (double)n);
+    unlink(path);
+    unlink(wal);
+    free(rowids);
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 500000;
+    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); /* as the ledger does */
+    run(dir, "one-tx", n, 0, 0);
+    run(dir, "groups", n, GROUP, 0);
+    run(dir, "groups+drop", n, GROUP, DROP);
+    run(dir, "batch-payload", n, GROUP, BATCH_PAYLOAD);
+    return 0;
+}
