@@ -1,0 +1,37 @@
+/* fuzz_json_event.c - the JSON text scanner and events built from JSON
+ * text (what file_in, kafka and pubsub_pull do with every line/message):
+ * validating scan, member walks over what it accepted, single-field reads on the lazy text, then the full
+ * fields object, which must agree with jansson's view. */
+#include "build_config.h"
+#include "events/json_text.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syncbridge/event.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *text = (const char *)data;
+    sb_json_member one;
+    /* the scanner takes any bytes; the member walks are only for text it accepted */
+    if (sb_json_scan_object(text, size, "event_id", &one)) {
+        size_t n = 0;
+        sb_json_span *m = sb_json_members(text, size, &n);
+        sb_json_find_in(m, n, "event_id", &one);
+        free(m);
+        sb_json_find_member(text, size, "a", &one);
+    }
+    char err[256];
+    sb_event *ev = sb_event_new_json("fallback", "event_id", text, size, err, sizeof err);
+    if (!ev)
+        return 0;
+    (void)sb_event_get_string(ev, "a");
+    (void)sb_event_get_int(ev, "n", 0);
+    (void)sb_event_get_string(ev, "event_id");
+    sb_event_set_string(ev, "added", "x\"y");
+    (void)sb_event_get_string(ev, "added");
+    sb_event_free(ev);
+    return 0;
+}
