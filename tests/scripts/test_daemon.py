@@ -250,6 +250,36 @@ class FileInEdges(Base):
         os.close(w)
 
 
+    def test_fifo_read_once_waits_for_its_first_writer(self):
+        """Without following, a FIFO is read until its writer closes it; a
+        source that starts first must wait for the writer, not end at once."""
+        fifo = os.path.join(self.dir, "pipe")
+        os.mkfifo(fifo)
+        self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
+        with open(self.cfg) as f:
+            cfg = json.load(f)
+        cfg["sources"]["in"] = {"plugin": "file_in", "path": fifo, "format": "json", "allow_fifo": True,
+                                "follow": False, "poll_interval": "20ms"}
+        with open(self.cfg, "w") as f:
+            json.dump(cfg, f)
+        p = subprocess.Popen([BIN, "--once", "-c", self.cfg], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        def has_fifo_open():
+            try:
+                return any(os.readlink("/proc/%d/fd/%s" % (p.pid, fd)) == fifo
+                           for fd in os.listdir("/proc/%d/fd" % p.pid))
+            except OSError:
+                return False
+        wait_for(lambda: has_fifo_open() or p.poll() is not None, what="file_in opening the FIFO")
+        time.sleep(0.3)  # it has read no writer's EOF yet: it must still be there
+        self.assertIsNone(p.poll(), "file_in ended before the FIFO's writer came")
+        w = os.open(fifo, os.O_WRONLY)
+        os.write(w, b'{"n": 1}\n{"n": 2}\n')
+        os.close(w)
+        out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual([json.loads(l)["fields"]["n"] for l in lines(self.out)], [1, 2])
+
+
 class FileIn(Base):
     def test_awkward_lines_are_reported_and_skipped_without_losing_neighbours(self):
         self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])

@@ -218,7 +218,7 @@ class OnPrem(unittest.TestCase):
         def runs(lo, hi):
             out = []
             for i in range(lo, hi):
-                if i % 3 == 0:  # the seed's message, variables unexpanded
+                if i % 3 == 0:  # the on-prem message as sent, variables unexpanded
                     out.append('${RUN_SCRIPT} "sh ${ETL_CODE_BASE}/cerebro/run_replicator.sh groupon_production '
                                'tbl_%03d"' % i)
                 else:
