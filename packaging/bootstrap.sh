@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # bootstrap.sh - one command from a fresh Debian/Ubuntu or RHEL-family machine:
-#   packaging/bootstrap.sh demo   install dependencies, build, run the sample
+#   packaging/bootstrap.sh demo   install dependencies, build, run the seed flow on the
+#                                 sample (on-prem daemon, then the GCP side's) against
+#                                 the Google APIs fake
 #   packaging/bootstrap.sh test   install dependencies, build, run the whole test suite
 #                                 (warnings are errors; then again under ASan+UBSan)
 #   packaging/bootstrap.sh demo-run BUILD_DIR
@@ -47,14 +49,23 @@ install_deps() {
 }
 
 # build DIR [configure args...]: autotools and compiler chatter goes to
-# DIR/bootstrap-build.log, which is printed only when a step fails.
+# DIR/bootstrap-build.log, which is printed only when a step fails. A tree
+# configured before with other arguments (say, by hand without
+# --enable-werror) is configured again, so test mode always builds as CI does.
 build() {
     local dir=$1; shift
     mkdir -p "$dir"
-    local log="$top/$dir/bootstrap-build.log"
+    local log="$top/$dir/bootstrap-build.log" stamp="$top/$dir/bootstrap-configure-args"
     : > "$log"
+    local want; want=$(printf '%s\n' "$@")
+    if [ ! -f "$dir/Makefile" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        # objects built with other flags would hide their warnings: rebuild all
+        if [ -f "$dir/Makefile" ]; then (cd "$dir" && make -s clean >/dev/null 2>&1) || true; fi
+        rm -f "$stamp" "$dir/Makefile"
+    fi
     { { [ -x configure ] && [ configure -nt configure.ac ]; } || autoreconf -fi >>"$log" 2>&1; } &&
-        (cd "$dir" && { [ -f Makefile ] || ../configure -q "$@" >>"$log" 2>&1; } && make -j"$(nproc)" >>"$log" 2>&1) ||
+        (cd "$dir" && { [ -f Makefile ] || { ../configure -q "$@" >>"$log" 2>&1 && printf '%s\n' "$want" > "$stamp"; }; } &&
+            make -j"$(nproc)" >>"$log" 2>&1) ||
         { cat "$log" >&2; echo "bootstrap: the build in $dir failed (log above)" >&2; exit 1; }
 }
 
@@ -62,6 +73,9 @@ build() {
 # every .trs under DIR to the totals; a skip is a failure in test mode,
 # since every tool the suite uses is installed above.
 n_pass=0 n_fail=0 n_skip=0
+# took WHAT: how long WHAT took since the last call, so a slow CI shows where
+stage_start=$SECONDS
+took() { echo "bootstrap: $1 took $((SECONDS - stage_start)) s"; stage_start=$SECONDS; }
 count_results() {
     local r
     while read -r r; do
@@ -94,49 +108,62 @@ show_failed_tests() {
     done
 }
 
-# The quick start: the sample Run Replicator logs (conf/sample/rrlogs) ->
-# filewatch -> pubsub, published to the Google APIs fake (tests/fake), which
-# this starts on a free port and stops at the end. The pubsub sink finds the
-# fake through PUBSUB_EMULATOR_HOST, the standard emulator variable, which
-# also makes its auth default to none; the fake is told not to require a
-# token, like the Pub/Sub emulator. Everything else comes from the sample
-# config and the built-in defaults.
+# The quick start: the seed flow across both sites, against the Google APIs
+# fake (tests/fake), which this starts on a free port and stops at the end.
+#  1. on-prem: the sample Run Replicator logs (conf/sample/rrlogs) ->
+#     filewatch -> pubsub, one --once run of conf/sample/syncbridge.json,
+#     which names nothing but the logs and the topic: the rest is defaults;
+#  2. GCP side: conf/sample/gcp-side.json, a daemon pulling the topic's
+#     subscription -> BigQuery (on-prem row, pending GCP row) -> Composer
+#     DAG run (or, for the dwh_fin schema, a Dataproc workflow) -> Cloud SQL
+#     (SQLite through its ODBC driver) -> BigQuery (the GCP row updated),
+#     stopped with SIGTERM once every run is through.
+# packaging/demo_flow.py prepares the fake (DAG runs finish on its clock)
+# and prints each run. The daemons find the fake through the emulator
+# variables (PUBSUB_EMULATOR_HOST, BIGQUERY_EMULATOR_HOST, which also make
+# their auth default to none) and, for Composer and Dataproc, which have
+# none, through SB_DEMO_FAKE in the sample's endpoint options.
 run_demo() { # run_demo BUILD_DIR
-    local build=$1
+    local build=$1 t0=$SECONDS
     local topic=projects/syncbridge-demo/topics/onprem-runs
     # globals: the EXIT trap runs after this function has returned
     demo_work=$(mktemp -d)
     local work=$demo_work
-    demo_fake_pid=
-    trap 'if [ -n "$demo_fake_pid" ]; then kill "$demo_fake_pid" 2>/dev/null; wait "$demo_fake_pid" 2>/dev/null; fi; rm -rf "$demo_work"' EXIT
+    demo_fake_pid= demo_gcp_pid=
+    trap 'for p in $demo_gcp_pid $demo_fake_pid; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$demo_work"' EXIT
     python3 tests/fake/gfake.py --port 0 --port-file "$work/fake.port" --quiet &
     demo_fake_pid=$!
     for _ in $(seq 100); do [ -f "$work/fake.port" ] && break; sleep 0.1; done
     [ -f "$work/fake.port" ] || { echo "bootstrap: the Google APIs fake did not start" >&2; exit 1; }
     local base
     base=http://127.0.0.1:$(cat "$work/fake.port")
-    fake() { python3 - "$base" "$@" <<'PY'
-import json, sys, urllib.request
-base, method, path = sys.argv[1:4]
-body = sys.argv[4].encode() if len(sys.argv) > 4 else None
-req = urllib.request.Request(base + path, data=body, method=method, headers={"Content-Type": "application/json"})
-with urllib.request.urlopen(req, timeout=10) as r:
-    sys.stdout.write(r.read().decode())
-PY
-    }
-    fake POST /_fake/config '{"require_auth": false}' >/dev/null
-    fake PUT "/v1/$topic" '{}' >/dev/null
+    python3 packaging/demo_flow.py setup "$base"
     echo "bootstrap: Google APIs fake on $base, topic $topic"
-    echo "bootstrap: running the sample: conf/sample/rrlogs/*.log -> filewatch -> route onprem -> pubsub (then stdout)"
+    echo "bootstrap: on-prem: conf/sample/rrlogs/*.log -> filewatch -> route onprem -> pubsub (then stdout)"
     PUBSUB_EMULATOR_HOST=${base#http://} SYNCBRIDGE_PLUGIN_PATH="$build/plugins/.libs" \
-        "$build/syncbridge" --once --state-dir "$work/state" -c conf/sample/syncbridge.json
+        "$build/syncbridge" --once --state-dir "$work/onprem" -c conf/sample/syncbridge.json
     echo "bootstrap: the fake's topic now holds (messageId, attributes schema.table, body):"
-    fake GET "/_fake/pubsub/messages?topic=$topic" | python3 -c '
-import base64, json, sys
-for m in json.load(sys.stdin):
-    a = m.get("attributes", {})
-    print("  %s  %s.%s  %s" % (m["messageId"], a.get("schema"), a.get("table"), base64.b64decode(m.get("data", "")).decode()))'
-    echo "bootstrap: done. Each message also carries the attributes event_id, run_id and host."
+    python3 packaging/demo_flow.py published "$base"
+    local n
+    n=$(ls conf/sample/rrlogs/*.log | wc -l)
+    echo "bootstrap: GCP side: subscription gcp-side -> BigQuery -> Composer DAG or Dataproc workflow -> Cloud SQL (SQLite) -> BigQuery"
+    # the watcher looks first, so that it sees each run's GCP row pending
+    python3 packaging/demo_flow.py watch "$base" "$n" "$work/cloudsql.db" "$work/watching" >"$work/report" &
+    local watcher=$!
+    for _ in $(seq 100); do [ -f "$work/watching" ] && break; sleep 0.1; done
+    PUBSUB_EMULATOR_HOST=${base#http://} BIGQUERY_EMULATOR_HOST=$base SB_DEMO_FAKE=$base SB_DEMO_DIR=$work \
+        SYNCBRIDGE_PLUGIN_PATH="$build/plugins/.libs" \
+        "$build/syncbridge" --state-dir "$work/gcp" -c conf/sample/gcp-side.json 2>"$work/gcp.log" &
+    demo_gcp_pid=$!
+    if ! wait "$watcher"; then
+        cat "$work/report" "$work/gcp.log" >&2
+        exit 1
+    fi
+    cat "$work/report"
+    kill -TERM "$demo_gcp_pid"
+    wait "$demo_gcp_pid" || { cat "$work/gcp.log" >&2; echo "bootstrap: the GCP side daemon failed" >&2; exit 1; }
+    demo_gcp_pid=
+    echo "bootstrap: done in $((SECONDS - t0)) s: $n runs published on-prem, registered, copied and recorded on the GCP side."
 }
 
 case "$mode" in
@@ -162,17 +189,22 @@ test)
     echo "bootstrap: npm ci in tests/conformance (Google's Node.js clients)"
     (cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
         { echo "bootstrap: npm ci in tests/conformance failed" >&2; exit 1; }
+    took "installing packages and npm ci"
     build _build --enable-werror
+    took "the build"
     (cd _build && SB_REQUIRE_CONFORMANCE=1 make -j"$(nproc)" check) || { show_failed_tests _build; exit 1; }
     refuse_skips _build
     count_results _build
+    took "make check"
     # distcheck's own output is long; on failure its failed tests are shown
-    # from the unpacked tree it leaves behind.
-    (cd _build && make -j"$(nproc)" distcheck >/dev/null) || { show_failed_tests _build/syncbridge-*/_build; exit 1; }
-    echo "bootstrap: make distcheck passed"
-    # the suite already ran twice above (make check, distcheck): the rpm build
+    # from the unpacked tree it leaves behind. The suite runs whole twice
+    # here (make check, ASan): distcheck checks the tarball with the C tests.
+    (cd _build && make -j"$(nproc)" distcheck-quick >/dev/null) || { show_failed_tests _build/syncbridge-*/_build; exit 1; }
+    took "make distcheck-quick"
+    # the suite runs whole in make check and under ASan: the rpm build
     # skips its own %check run here
     (cd _build && make -s check-rpm RPMBUILD_FLAGS=--nocheck)
+    took "the rpm build"
     if [ "${SB_SKIP_ASAN:-0}" != 1 ]; then
         build _build-asan --enable-werror \
             CFLAGS="-g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
@@ -181,7 +213,13 @@ test)
             { show_failed_tests _build-asan; exit 1; }
         refuse_skips _build-asan
         count_results _build-asan
+        took "the ASan+UBSan build and make check"
     fi
+    # each fuzzer for a minute from its seed corpus, under ASan+UBSan
+    echo "bootstrap: make fuzz-smoke (7 fuzzers, 60 s each, two at a time)"
+    (cd _build && make -s fuzz-smoke) || { echo "bootstrap: a fuzzer failed (above)" >&2; exit 1; }
+    took "make fuzz-smoke"
+    echo "bootstrap: $SECONDS s in all"
     echo "bootstrap: $n_pass passed, $n_fail failed, $n_skip skipped"
     ;;
 *)

@@ -27,7 +27,7 @@ readme)
     printf '# to build and run (Debian/Ubuntu, then RHEL/Fedora):\n'
     printf 'apt-get install %s\n' "$(only build 2)"
     printf 'dnf install %s\n' "$(only build 3)"
-    printf '# also, to run the whole suite and build the rpm (RHEL: kcat is in EPEL):\n'
+    printf '# also, to run the whole suite and build the rpm (RHEL: kcat, like sqliteodbc above, is in EPEL):\n'
     printf 'apt-get install %s\n' "$(only test 2)"
     printf 'dnf install %s\n' "$(only test 3)"
     ;;

@@ -7,11 +7,21 @@
                commit included), as the router measures it
   idle RSS     the daemon with one idle source, after start-up
   peak RSS     of the throughput run
+  issue 19     file_in -> discard with ledger.keep_payload always and
+               until_settled: lines/s, CPU seconds per 1M lines and the
+               ledger's bytes per settled event, in interleaved rounds
+               (SB_BENCH_ROUNDS, 3) with Fluent Bit's tail -> null (DB and
+               filesystem storage) when FLUENT_BIT names its binary, and a
+               ratio per line of issue 19's table; skipped, and said so,
+               without it
 
 Results are printed and written to bench-results.txt in the build tree.
 """
 import json
 import os
+import socket
+import statistics
+import urllib.request
 import re
 import resource
 import signal
@@ -54,6 +64,174 @@ def run_once(cfg):
     return wall, int(m.group(2)), int(m.group(3)), int(m.group(4)), max(peak_kb, before)
 
 
+ROUNDS = int(os.environ.get("SB_BENCH_ROUNDS", "3"))
+FLUENT_BIT = os.environ.get("FLUENT_BIT", "")
+
+# Fluent Bit in its durable mode (tail with a DB, filesystem chunks) into
+# null: the mode comparable to the ledger. Written here after the configs
+# that came with the release binary measured in issue 19; the project does
+# not need Fluent Bit, the bench only uses it when FLUENT_BIT is set.
+FB_CONF = """[SERVICE]
+    Flush        1
+    Grace        5
+    Log_Level    warn
+    Parsers_File {state}/parsers.conf
+    HTTP_Server  On
+    HTTP_Listen  127.0.0.1
+    HTTP_Port    {port}
+    storage.path {state}/storage
+    storage.sync normal
+    storage.checksum off
+
+[INPUT]
+    Name           tail
+    Path           {input}
+    Parser         json
+    Read_from_Head On
+    DB             {state}/tail.db
+    storage.type   filesystem
+
+[OUTPUT]
+    Name  null
+    Match *
+"""
+FB_PARSERS = """[PARSER]
+    Name   json
+    Format json
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_cpu(pid):
+    """User + system CPU seconds of a running process."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def fb_start(d, inp):
+    os.makedirs(d)
+    port = free_port()
+    with open(os.path.join(d, "parsers.conf"), "w") as f:
+        f.write(FB_PARSERS)
+    conf = os.path.join(d, "fb.conf")
+    with open(conf, "w") as f:
+        f.write(FB_CONF.format(state=d, port=port, input=inp))
+    p = subprocess.Popen([FLUENT_BIT, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return p, port
+
+
+def fb_stop(p):
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+
+
+def fb_run(d, inp, n):
+    """Fluent Bit until its output has counted all n records (its exit comes
+    a flush interval later): wall time from its start, CPU time then."""
+    t0 = time.monotonic()
+    p, port = fb_start(d, inp)
+    try:
+        while time.monotonic() - t0 < 600:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/api/v1/metrics" % port, timeout=2) as r:
+                    m = json.load(r)
+                if m["output"]["null.0"]["proc_records"] >= n:
+                    return time.monotonic() - t0, proc_cpu(p.pid)
+            except (OSError, ValueError, KeyError):
+                pass
+            if p.poll() is not None:
+                sys.exit("bench: fluent-bit exited (%d)" % p.returncode)
+            time.sleep(0.02)
+        sys.exit("bench: fluent-bit did not finish")
+    finally:
+        fb_stop(p)
+
+
+def sb_run(d, inp, n, keep):
+    """syncbridge --once: wall, CPU (wait4) and the ledger's bytes per event."""
+    os.makedirs(d)
+    cfg = write_cfg(d, {"in": {"plugin": "file_in", "path": inp, "format": "json", "id_field": "event_id",
+                               "batch": 1024}}, {"ledger": {"keep_payload": keep}})
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, done, _, _, _ = run_once(cfg)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done != n:
+        sys.exit("bench: %d of %d events done" % (done, n))
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    st = os.path.join(d, "state")
+    size = sum(os.path.getsize(os.path.join(st, f)) for f in os.listdir(st) if f.startswith("ledger.db"))
+    return wall, cpu, size / n
+
+
+def med_range(xs, fmt):
+    return "%s (%s-%s)" % (fmt % statistics.median(xs), fmt % min(xs), fmt % max(xs))
+
+
+def side_by_side(d, inp, results):
+    """Issue 19: interleaved rounds of syncbridge (both keep_payload modes)
+    and Fluent Bit on the same input."""
+    runs = {"always": [], "until_settled": [], "fb": []}
+    fb = FLUENT_BIT and os.access(FLUENT_BIT, os.X_OK)
+    for r in range(ROUNDS):
+        for keep in ("always", "until_settled"):
+            runs[keep].append(sb_run(os.path.join(d, "sb-%s-%d" % (keep, r)), inp, N, keep))
+        if fb:
+            runs["fb"].append(fb_run(os.path.join(d, "fb-%d" % r), inp, N))
+    print("issue 19: %d interleaved rounds of %d lines, load average %.2f %.2f %.2f at the end" %
+          ((ROUNDS, N) + os.getloadavg()))
+    for keep in ("always", "until_settled"):
+        rs = runs[keep]
+        results.append(("file_in -> discard, keep_payload %s: lines/s" % keep,
+                        med_range([N / w for w, _, _ in rs], "%.0f"), "(reported)", True))
+        results.append(("  CPU s per 1M lines", med_range([c * 1e6 / N for _, c, _ in rs], "%.2f"), "(reported)",
+                        True))
+        target = 150 if keep == "until_settled" else None
+        b = statistics.median([x for _, _, x in rs])
+        results.append(("  ledger bytes per settled event", med_range([x for _, _, x in rs], "%.0f"),
+                        "<= %d" % target if target else "(reported)", b <= target if target else True))
+    if not fb:
+        why = "(%s is not executable)" % FLUENT_BIT if FLUENT_BIT else "(set FLUENT_BIT)"
+        results.append(("Fluent Bit side by side", "skipped", why, True))
+        return
+    fr = runs["fb"]
+    fb_rate = statistics.median([N / w for w, _ in fr])
+    fb_cpu = statistics.median([c * 1e6 / N for _, c in fr])
+    results.append(("Fluent Bit tail -> null (filesystem): lines/s", med_range([N / w for w, _ in fr], "%.0f"),
+                    "(peer)", True))
+    results.append(("  CPU s per 1M lines", med_range([c * 1e6 / N for _, c in fr], "%.2f"), "(peer)", True))
+    for keep in ("always", "until_settled"):
+        rs = runs[keep]
+        rate = statistics.median([N / w for w, _, _ in rs]) / fb_rate
+        cpu = statistics.median([c * 1e6 / N for _, c, _ in rs]) / fb_cpu
+        results.append(("-> null lines/s / Fluent Bit's (%s)" % keep, "%.2f" % rate, ">= 1.0", rate >= 1.0))
+        results.append(("-> null CPU / Fluent Bit's (%s)" % keep, "%.2fx" % cpu, "<= 1.0x", cpu <= 1.0))
+    results.append(("-> HTTP lines/s and CPU ratios", "not measured here", "(issue 19, left)", True))
+
+
+def idle_rss_fb(d, results, sb_rss_kb):
+    if not (FLUENT_BIT and os.access(FLUENT_BIT, os.X_OK)):
+        return
+    empty = os.path.join(d, "empty.jsonl")
+    open(empty, "w").close()
+    p, _ = fb_start(os.path.join(d, "fb-idle"), empty)
+    time.sleep(2.0)
+    rss = proc_rss_kb(p.pid)
+    fb_stop(p)
+    results.append(("Fluent Bit idle RSS (tail + null)", "%.1f MB" % (rss / 1024.0), "(peer)", True))
+    results.append(("idle RSS / Fluent Bit's", "%.2fx" % (sb_rss_kb / rss), "(reported)", True))
+
+
 def main():
     results = []
     d = tempfile.mkdtemp(prefix="sbbench.")
@@ -91,14 +269,17 @@ def main():
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=30)
         results.append(("idle RSS", "%.1f MB" % (rss_kb / 1024.0), "<= 10 MB", rss_kb <= 10 * 1024))
+        idle_rss_fb(d, results, rss_kb)
+
+        side_by_side(d, inp, results)
     finally:
         subprocess.run(["rm", "-rf", d])
 
     lines = ["syncbridge core benchmark (%d cores, %s)" % (os.cpu_count(), time.strftime("%Y-%m-%d %H:%M")),
-             "%-45s %-18s %-20s %s" % ("measure", "result", "target", "")]
+             "%-50s %-26s %-20s %s" % ("measure", "result", "target", "")]
     ok = True
     for name, val, target, met in results:
-        lines.append("%-45s %-18s %-20s %s" % (name, val, target, "met" if met else "MISSED"))
+        lines.append("%-50s %-26s %-20s %s" % (name, val, target, "met" if met else "MISSED"))
         ok &= met
     text = "\n".join(lines)
     print(text)

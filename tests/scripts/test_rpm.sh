@@ -16,12 +16,12 @@ for tool in rpmbuild rpm rpm2cpio cpio systemd-analyze; do
     command -v $tool >/dev/null 2>&1 || { echo "SKIP: $tool not installed"; exit 77; }
 done
 
-# Families this tree built (configure found their libraries): -gcp and
-# -kafka; -odbc is a bcond, off unless asked.
+# Families this tree built (configure found their libraries): -gcp,
+# -kafka and -odbc.
 flags=${RPMBUILD_FLAGS:-}
 if [ -f libsyncbridge_gcp.la ]; then with_gcp=1; else with_gcp=0; flags="$flags --without gcp"; fi
 if [ -f plugins/kafka.la ]; then with_kafka=1; else with_kafka=0; flags="$flags --without kafka"; fi
-case " $flags " in *" --with odbc "*) with_odbc=1 ;; *) with_odbc=0 ;; esac
+if [ -f plugins/cloudsql.la ]; then with_odbc=1; else with_odbc=0; flags="$flags --without odbc"; fi
 
 make rpm RPMBUILD_FLAGS="$flags" >rpm-build.log 2>&1 || { tail -40 rpm-build.log; echo "FAIL - make rpm (see rpm-build.log)"; exit 1; }
 ok "make rpm"
@@ -43,7 +43,8 @@ lacks() {
 for re in '^/usr/bin/syncbridge$' '/libsyncbridge\.so\.2' '/syncbridge/file_in\.so$' '/syncbridge/file_out\.so$' \
           '/syncbridge/stdout\.so$' '/syncbridge/discard\.so$' '/syncbridge/filewatch\.so$' '^/etc/syncbridge/syncbridge\.json$' \
           '^/etc/syncbridge/conf\.d$' '/systemd/system/syncbridge\.service$' '/sysusers\.d/syncbridge\.conf$' \
-          '/tmpfiles\.d/syncbridge\.conf$' '^/var/lib/syncbridge$' 'LICENSE$' 'operations\.md$'; do
+          '/tmpfiles\.d/syncbridge\.conf$' '^/var/lib/syncbridge$' 'LICENSE$' 'operations\.md$' 'seed-flow\.md$' \
+          '/examples/onprem-node\.json$' '/examples/gcp-side\.json$' '/examples/README\.md$'; do
     has "$main" "$re"
 done
 lacks "$main" '/libsyncbridge\.so$'
@@ -52,10 +53,12 @@ for re in '/include/syncbridge/plugin\.h$' '/include/syncbridge/syncbridge\.h$' 
           '/libsyncbridge\.so$'; do
     has "$devel" "$re"
 done
-[ -n "$gcp" ] && has "$gcp" '/libsyncbridge_gcp\.so\.0'
+[ -n "$gcp" ] && has "$gcp" '/libsyncbridge_gcp\.so\.2'
+[ -n "$gcp" ] && has "$devel" '/pkgconfig/syncbridge-gcp\.pc$'
 [ -n "$gcp" ] && has "$gcp" '/syncbridge/pubsub\.so$'
 [ -n "$kafka" ] && has "$kafka" '/syncbridge/kafka\.so$'
-lacks "$main" '/syncbridge/(kafka|pubsub)\.so$'
+[ -n "$odbc" ] && has "$odbc" '/syncbridge/cloudsql\.so$'
+lacks "$main" '/syncbridge/(kafka|pubsub|cloudsql)\.so$'
 for r in rpms/*.rpm; do lacks "$r" '\.(la|a)$'; done
 
 # FILEFLAGS: 1 = %config, 16 = noreplace
@@ -78,6 +81,7 @@ only_in() { # soname regex, package that may need it
 only_in '^librdkafka' "${kafka:-none}"
 only_in '^libcurl' "${gcp:-none}"
 only_in '^libodbc' "${odbc:-none}"
+[ -n "$odbc" ] && { req "$odbc" | grep -q '^unixODBC' && ok "odbc requires unixODBC" || bad "odbc does not require unixODBC"; }
 [ -n "$gcp" ] && { req "$gcp" | grep -q '^libcurl' && ok "gcp requires libcurl" || bad "gcp does not require libcurl"; }
 req "$main" | grep -q '^libmicrohttpd' && ok "main requires libmicrohttpd" || bad "main lacks libmicrohttpd requirement"
 req "$main" | grep -q '^libsqlite3' && ok "main requires libsqlite3" || bad "main lacks libsqlite3 requirement"
