@@ -22,6 +22,7 @@ struct sb_batch {
     unsigned char *state_set;/* set during this call: the entry takes it */
     unsigned char *state_dirty; /* set and not yet written by sb_batch_save_state: record it */
     uint64_t *progress;      /* bytes done as last reported, for the progress counter */
+    int64_t *progress_saved_us; /* when the progress was last queued for the ledger (runs show) */
     entry **ents;            /* the entries, for sb_batch_save_state() */
     sb_router *router;
     step_rt *step;
@@ -120,17 +121,30 @@ int sb_batch_save_state(sb_batch *b, size_t i)
 
 int sb_batch_stopping(const sb_batch *b) { return atomic_load(&b->router->stopping); }
 
+/* At most one progress record a second per event: a copy reports each
+ * part it sends, and the ledger is there to answer `runs show`, not to
+ * follow every byte. The first and the last report are always recorded. */
+#define PROGRESS_RECORD_US 1000000
+
 void sb_batch_progress(sb_batch *b, size_t i, uint64_t done, uint64_t total)
 {
-    (void)total;
     if (i >= b->n)
         return;
+    int64_t now = sb_mono_us();
     /* a worker that reports progress is busy, not stalled: restart its clock */
     if (b->busy_slot >= 0)
-        atomic_store(&b->step->busy_since[b->busy_slot], sb_mono_us());
+        atomic_store(&b->step->busy_since[b->busy_slot], now);
     uint64_t prev = __atomic_exchange_n(&b->progress[i], done, __ATOMIC_RELAXED);
     if (done > prev)
         atomic_fetch_add(&b->step->route->n_progress_bytes, done - prev);
+    int64_t saved = __atomic_load_n(&b->progress_saved_us[i], __ATOMIC_RELAXED);
+    int finished = total > 0 && done >= total;
+    if (!b->ents || !b->ents[i] || (saved != 0 && now - saved < PROGRESS_RECORD_US && !finished))
+        return;
+    /* one thread records when several report at once */
+    if (!__atomic_compare_exchange_n(&b->progress_saved_us[i], &saved, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return;
+    sb_ledger_step_progress(b->router->ledger, b->ents[i]->id, b->ents[i]->step, b->member, done, total);
 }
 
 void *sb_batch_worker(const sb_batch *b) { return b->worker; }
@@ -149,6 +163,7 @@ static void batch_init(sb_batch *b, size_t n)
     b->state_set = sb_xcalloc(n, sizeof *b->state_set);
     b->state_dirty = sb_xcalloc(n, sizeof *b->state_dirty);
     b->progress = sb_xcalloc(n, sizeof *b->progress);
+    b->progress_saved_us = sb_xcalloc(n, sizeof *b->progress_saved_us);
     b->ents = sb_xcalloc(n, sizeof *b->ents);
 }
 
@@ -167,6 +182,7 @@ static void batch_fini(sb_batch *b)
     free(b->state_set);
     free(b->state_dirty);
     free(b->progress);
+    free(b->progress_saved_us);
     free(b->ents);
 }
 

@@ -56,6 +56,11 @@ static const char *const wsql[W_COUNT] = {
     [W_STATE] = "INSERT INTO step_states(entry_id, step, member, state, started_us, updated_us)"
                 " VALUES(?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(entry_id, step, member)"
                 " DO UPDATE SET state = excluded.state, updated_us = excluded.updated_us",
+    /* Progress of long work: the row is started if the step kept no state
+     * yet (its state stays NULL, which resume skips), the state is kept. */
+    [W_PROGRESS] = "INSERT INTO step_states(entry_id, step, member, progress, started_us, updated_us)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(entry_id, step, member)"
+                   " DO UPDATE SET progress = excluded.progress, updated_us = excluded.updated_us",
     /* keep_payload: until_settled, after W_LAST_STEPS or W_ENTRY_DONE with
      * the same ids: the payloads of those that are done now. An entry that
      * was dead already keeps its payload (dlq replay needs it). */

@@ -160,6 +160,12 @@ void sb_ledger_dead(sb_ledger *l, int64_t entry_id, int step, const char *reason
 int sb_ledger_step_state(sb_ledger *l, int64_t entry_id, int step, const char *member, const char *state_json, int wait,
                          char *errstr, size_t errstr_size);
 
+/* Record how far the long work of member `member` at step `step` has got
+ * (bytes or units done out of total), queued like a state change. Callers
+ * throttle it: the router writes at most one a second per event. */
+void sb_ledger_step_progress(sb_ledger *l, int64_t entry_id, int step, const char *member, uint64_t done,
+                             uint64_t total);
+
 /* Wait until everything queued so far is committed (tests, shutdown). */
 void sb_ledger_sync(sb_ledger *l);
 
@@ -210,7 +216,8 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
  * "added": null}. NULL if absent (errstr says so). */
 json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errstr_size);
 /* (sb_ledger_show also gives "step_states": [{"step","member","state",
- * "started_us","updated_us"}], what steps keep for the entry; ABI 2.) */
+ * "progress","started_us","updated_us"}], what steps keep for the entry
+ * (ABI 2) and how far their long work got: {"done","total"} or null.) */
 
 /* DLQ: move dead entries back to pending at their failed step with
  * attempts reset (entry_id 0 = all dead entries, optionally of a route),

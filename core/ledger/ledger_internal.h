@@ -27,7 +27,7 @@
 #include "ledger/ledger.h"
 #include "util/util.h"
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 #define BUSY_TIMEOUT_MS 10000
 /* Above this many queued ops the writer stops gathering and commits. */
 #define GATHER_MAX 4096
@@ -53,6 +53,7 @@ typedef enum op_kind {
     OP_RETRY,
     OP_DEAD,
     OP_STATE,
+    OP_PROGRESS,
     OP_SYNC,
     OP_CALL /* a function run by the writer in its own transaction */
 } op_kind;
@@ -108,6 +109,7 @@ enum {
     W_DEAD,
     W_COUNTS_ADD,
     W_STATE,
+    W_PROGRESS,
     W_DROP_PAYLOADS,
     W_COUNT
 };

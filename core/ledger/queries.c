@@ -348,7 +348,7 @@ static int add_step_states(sqlite3 *db, json_t *o, int64_t entry_id)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db,
-                                "SELECT step, member, state, started_us, updated_us FROM step_states"
+                                "SELECT step, member, state, started_us, updated_us, progress FROM step_states"
                                 " WHERE entry_id = ?1 ORDER BY step, member",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK)
@@ -358,9 +358,12 @@ static int add_step_states(sqlite3 *db, json_t *o, int64_t entry_id)
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *txt = (const char *)sqlite3_column_text(st, 2);
         json_t *state = txt ? json_loads(txt, JSON_DECODE_ANY, NULL) : NULL;
-        json_array_append_new(arr, json_pack("{s:i, s:o, s:o, s:I, s:I}", "step", sqlite3_column_int(st, 0), "member",
-                                             col_json_text(st, 1), "state", state ? state : json_null(),
-                                             "started_us", (json_int_t)sqlite3_column_int64(st, 3), "updated_us",
+        const char *ptxt = (const char *)sqlite3_column_text(st, 5);
+        json_t *progress = ptxt ? json_loads(ptxt, 0, NULL) : NULL;
+        json_array_append_new(arr, json_pack("{s:i, s:o, s:o, s:o, s:I, s:I}", "step", sqlite3_column_int(st, 0),
+                                             "member", col_json_text(st, 1), "state", state ? state : json_null(),
+                                             "progress", progress ? progress : json_null(), "started_us",
+                                             (json_int_t)sqlite3_column_int64(st, 3), "updated_us",
                                              (json_int_t)sqlite3_column_int64(st, 4)));
     }
     sqlite3_finalize(st);

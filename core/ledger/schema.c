@@ -112,6 +112,11 @@ static const char *const migrate_v4 =
     " updated_us INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY(entry_id, step, member)) WITHOUT ROWID;";
 
+/* Version 5: the progress of long work (a copy) beside the step's state,
+ * so that `runs show` tells a busy step from a stalled one. A column of its
+ * own: the state is the plugin's, the progress the core's. */
+static const char *const migrate_v5 = "ALTER TABLE step_states ADD COLUMN progress TEXT;";
+
 static int schema_version(sqlite3 *db, char *err, size_t errsz)
 {
     int version = sb_ledger__pragma_int(db, "PRAGMA user_version");
@@ -145,6 +150,8 @@ int sb_ledger__setup_schema(sqlite3 *db, char *err, size_t errsz)
         rc = sb_ledger__exec_sql(db, migrate_v3, msg, sizeof msg);
     if (rc == 0 && version < 4)
         rc = sb_ledger__exec_sql(db, migrate_v4, msg, sizeof msg);
+    if (rc == 0 && version < 5)
+        rc = sb_ledger__exec_sql(db, migrate_v5, msg, sizeof msg);
     if (rc == 0 && version < SCHEMA_VERSION) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);

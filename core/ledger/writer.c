@@ -337,6 +337,14 @@ static int apply_op(sb_ledger *l, const struct opbuf *b, const struct op *op, in
         sb_ledger__bind_text(st, 4, arena_str(b, op->s2));
         sqlite3_bind_int64(st, 5, op->t1);
         return wstep(l, W_STATE, err, errsz);
+    case OP_PROGRESS:
+        st = l->ws[W_PROGRESS];
+        sqlite3_bind_int64(st, 1, op->entry_id);
+        sqlite3_bind_int(st, 2, op->step);
+        sb_ledger__bind_text(st, 3, arena_str(b, op->s1));
+        sb_ledger__bind_text(st, 4, arena_str(b, op->s2));
+        sqlite3_bind_int64(st, 5, op->t1);
+        return wstep(l, W_PROGRESS, err, errsz);
     case OP_STEP: /* applied in runs by apply_group() */
     case OP_SYNC:
     case OP_CALL:
@@ -721,6 +729,16 @@ int sb_ledger_step_state(sb_ledger *l, int64_t entry_id, int step, const char *m
     if (wait && w.rc < 0)
         return sb_err(errstr, errstr_size, "%s", w.err);
     return 0;
+}
+
+void sb_ledger_step_progress(sb_ledger *l, int64_t entry_id, int step, const char *member, uint64_t done,
+                             uint64_t total)
+{
+    char progress[64];
+    snprintf(progress, sizeof progress, "{\"done\":%llu,\"total\":%llu}", (unsigned long long)done,
+             (unsigned long long)total);
+    struct op op = {.kind = OP_PROGRESS, .entry_id = entry_id, .step = step, .t1 = sb_now_us()};
+    enqueue(l, &op, member, progress);
 }
 
 void sb_ledger_sync(sb_ledger *l)

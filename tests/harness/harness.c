@@ -141,6 +141,19 @@ json_t *sbh_step_state(sbh *h, const char *event_id)
     return NULL;
 }
 
+json_t *sbh_step_progress(sbh *h, const char *event_id)
+{
+    json_t *states = json_object_get(shown(h, event_id), "step_states");
+    size_t i;
+    json_t *s;
+    json_array_foreach(states, i, s)
+    {
+        if (json_integer_value(json_object_get(s, "step")) == 0 && !json_is_null(json_object_get(s, "progress")))
+            return json_object_get(s, "progress");
+    }
+    return NULL;
+}
+
 const char *sbh_dir(const sbh *h) { return h->dir; }
 char *sbh_path(const sbh *h, const char *name) { return sb_asprintf("%s/%s", h->dir, name); }
 

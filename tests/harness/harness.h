@@ -48,6 +48,8 @@ const char *sbh_error(sbh *h, const char *event_id);
 json_t *sbh_added(sbh *h, const char *event_id);
 /* The step state the plugin keeps for the event, or NULL. */
 json_t *sbh_step_state(sbh *h, const char *event_id);
+/* The progress of the step's long work, {"done","total"}, or NULL. */
+json_t *sbh_step_progress(sbh *h, const char *event_id);
 /* The scratch directory (removed by sbh_free), and a path inside it
  * (malloc'd). */
 const char *sbh_dir(const sbh *h);

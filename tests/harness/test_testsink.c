@@ -20,6 +20,28 @@ START_TEST(wait_keeps_step_state_until_done)
 }
 END_TEST
 
+/* Progress is recorded where `runs show` reads it, throttled to one record
+ * a second per event but always with the last report. */
+START_TEST(progress_is_recorded_for_runs_show)
+{
+    sbh *h = sbh_new("sinks", "{\"plugin\": \"testsink\", \"delay\": \"40ms\", \"progress_parts\": 4}");
+    sbh_event(h, "e1", "{}");
+    sbh_event(h, "e2", "{}");
+    sbh_run(h);
+    for (int k = 1; k <= 2; k++) {
+        const char *id = k == 1 ? "e1" : "e2";
+        ck_assert_str_eq(sbh_state(h, id), "done");
+        json_t *p = sbh_step_progress(h, id);
+        ck_assert_msg(p, "no progress recorded for %s", id);
+        ck_assert_int_eq(json_integer_value(json_object_get(p, "done")), 4000);
+        ck_assert_int_eq(json_integer_value(json_object_get(p, "total")), 4000);
+        /* a step that kept no state has none after its progress row */
+        ck_assert_ptr_null(sbh_step_state(h, id));
+    }
+    sbh_free(h);
+}
+END_TEST
+
 START_TEST(fail_is_dead_lettered_with_the_reason)
 {
     sbh *h = sbh_new("sinks", "{\"plugin\": \"testsink\", \"result\": \"fail\"}");
@@ -38,6 +60,7 @@ Suite *sbh_suite(void)
     TCase *tc = tcase_create("abi2");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, wait_keeps_step_state_until_done);
+    tcase_add_test(tc, progress_is_recorded_for_runs_show);
     tcase_add_test(tc, fail_is_dead_lettered_with_the_reason);
     suite_add_tcase(s, tc);
     return s;

@@ -30,6 +30,7 @@ typedef struct tsink_conf {
     int64_t fail_first;
     int64_t retry_after;
     int64_t delay_ms;
+    int64_t progress_parts;
     const char *add_field;
     const sb_template *add_value;
     const char *expect_field;
@@ -62,6 +63,9 @@ static const sb_option_def options[] = {
     {SB_OPT("retry_after", SB_OPT_DURATION, "0", 0, "Retry-After to report with RETRY."),
      SB_OPT_BIND(tsink_conf, retry_after)},
     {SB_OPT("delay", SB_OPT_DURATION, "0", 0, "Sleep this long per batch."), SB_OPT_BIND(tsink_conf, delay_ms)},
+    {SB_OPT("progress_parts", SB_OPT_INT, "0", 0,
+            "Sleep the delay in this many parts, reporting 1000 units of progress per event after each."),
+     SB_OPT_RANGE_BIND(0, 1000, tsink_conf, progress_parts)},
     {SB_OPT("add_field", SB_OPT_STRING, NULL, 0, "Add this field to each event..."),
      SB_OPT_BIND(tsink_conf, add_field)},
     {SB_OPT("add_value", SB_OPT_TEMPLATE, "\"added-by-${event_id:-x}\"", 0, "...with this value."),
@@ -164,8 +168,16 @@ static void ts_process(void *self, sb_batch *b)
 {
     tsink *t = self;
     const tsink_conf *c = t->c;
-    if (c->delay_ms)
+    if (c->progress_parts > 0) {
+        uint64_t total = (uint64_t)c->progress_parts * 1000;
+        for (int64_t k = 1; k <= c->progress_parts; k++) {
+            usleep((useconds_t)(c->delay_ms * 1000 / c->progress_parts));
+            for (size_t i = 0; i < sb_batch_count(b); i++)
+                sb_batch_progress(b, i, (uint64_t)k * 1000, total);
+        }
+    } else if (c->delay_ms) {
         usleep((useconds_t)(c->delay_ms * 1000));
+    }
     pthread_mutex_lock(&t->mu);
     int64_t now = mono_ms();
     if (!t->first_call_ms)

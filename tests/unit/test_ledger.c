@@ -762,7 +762,7 @@ START_TEST(test_migrate_v1)
     l = open_ledger(); /* already migrated: opens as it is */
     counts(l, 1, 2, 0);
     sb_ledger_close(l);
-    sql_expect(path, "PRAGMA user_version", "4");
+    sql_expect(path, "PRAGMA user_version", "5");
     sql_expect(path, "SELECT count(*) FROM step_states", "0");
     sql_expect(path, "SELECT count(*) FROM sqlite_master WHERE name = 'entries_settled'", "0");
     /* version 3: payloads apart, and pruned with their entries */
