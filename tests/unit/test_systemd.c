@@ -194,26 +194,41 @@ START_TEST(watchdog_withheld_while_a_step_stalls)
 }
 END_TEST
 
-/* ABI 2: a step that waits (WAIT, polled every 100 ms for about 4 s, four
- * times WatchdogSec) holds no worker, so keep-alive pings never stop: the
- * scaled-down form of a 10-minute DAG run under WatchdogSec=30s. */
+/* The waiting test's length: SB_WATCHDOG_WAIT_S seconds of waiting under
+ * WatchdogSec=SB_WATCHDOG_SEC. make check runs 4 s under 1 s; make
+ * check-long runs the case itself, 10 minutes under 30 s. */
+static int64_t env_seconds(const char *name, int64_t dflt)
+{
+    const char *v = getenv(name);
+    return v && atoll(v) > 0 ? atoll(v) : dflt;
+}
+
+/* ABI 2: a step that waits (WAIT, polled ten times a WatchdogSec, for four
+ * times WatchdogSec or SB_WATCHDOG_WAIT_S) holds no worker, so keep-alive
+ * pings never stop: a 10-minute DAG run under WatchdogSec=30s, scaled down
+ * unless make check-long runs it. */
 START_TEST(watchdog_fed_while_a_step_waits)
 {
-    static const char *const env[] = {"WATCHDOG_USEC=1000000", NULL};
+    int64_t wd_ms = env_seconds("SB_WATCHDOG_SEC", 1) * 1000, wait_ms = env_seconds("SB_WATCHDOG_WAIT_S", 4) * 1000;
+    int64_t poll_ms = wd_ms / 10;
+    char wd_env[64], cfg[1024];
+    snprintf(wd_env, sizeof wd_env, "WATCHDOG_USEC=%lld", (long long)wd_ms * 1000);
+    const char *const env[] = {wd_env, NULL};
+    snprintf(cfg, sizeof cfg,
+             "{\"state_dir\": \"@D@/state\","
+             " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 3, \"batch\": 3}},"
+             " \"sinks\": {\"dag\": {\"plugin\": \"testsink\", \"wait_polls\": %lld, \"wait_ms\": \"%lldms\","
+             "                      \"retry\": {\"max_attempts\": 1}}},"
+             " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"dag\"]}}}",
+             (long long)(wait_ms / poll_ms), (long long)poll_ms);
     daemon_run d;
-    start_daemon(&d,
-                 "{\"state_dir\": \"@D@/state\","
-                 " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 3, \"batch\": 3}},"
-                 " \"sinks\": {\"dag\": {\"plugin\": \"testsink\", \"wait_polls\": 40, \"wait_ms\": \"100ms\","
-                 "                      \"retry\": {\"max_attempts\": 1}}},"
-                 " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"dag\"]}}}",
-                 env);
+    start_daemon(&d, cfg, env);
     ck_assert(wait_for(d.fd, "READY=1", 30000));
     int64_t start = now_ms(), last_ping = -1, longest_gap = 0;
     int stalled = 0;
     char buf[4096];
-    while (now_ms() < start + 4000)
-        if (recv_msg(d.fd, buf, sizeof buf, (int)(start + 4000 - now_ms()))) {
+    while (now_ms() < start + wait_ms)
+        if (recv_msg(d.fd, buf, sizeof buf, (int)(start + wait_ms - now_ms()))) {
             if (strstr(buf, "WATCHDOG=1")) {
                 int64_t t = now_ms() - start;
                 if (t - (last_ping < 0 ? 0 : last_ping) > longest_gap)
@@ -223,8 +238,8 @@ START_TEST(watchdog_fed_while_a_step_waits)
             if (strstr(buf, "STATUS=stalled"))
                 stalled = 1;
         }
-    ck_assert_msg(last_ping > 3500, "the last WATCHDOG=1 came %lld ms after READY", (long long)last_ping);
-    ck_assert_msg(longest_gap < 500, "%lld ms without WATCHDOG=1 while a step waits", (long long)longest_gap);
+    ck_assert_msg(last_ping > wait_ms - wd_ms / 2, "the last WATCHDOG=1 came %lld ms after READY", (long long)last_ping);
+    ck_assert_msg(longest_gap < wd_ms / 2, "%lld ms without WATCHDOG=1 while a step waits", (long long)longest_gap);
     ck_assert_msg(!stalled, "STATUS=stalled while a step only waits");
     ck_assert_int_eq(stop_daemon(&d, SIGTERM), 0);
 }
@@ -317,7 +332,7 @@ int main(void)
 {
     Suite *s = suite_create("systemd");
     TCase *tc = tcase_create("systemd");
-    tcase_set_timeout(tc, 120);
+    tcase_set_timeout(tc, 120 + (double)env_seconds("SB_WATCHDOG_WAIT_S", 4));
     tcase_add_test(tc, builtin_sender_path_and_abstract);
     tcase_add_test(tc, ready_then_stopping_on_sigterm);
     tcase_add_test(tc, watchdog_pings_while_idle);
