@@ -122,6 +122,40 @@ START_TEST(escaped_keys_fall_back_to_the_tree)
 }
 END_TEST
 
+/* A key the text never names is absent without building the member index
+ * (the freshness metrics look up finished_at on every event); a key spelt
+ * only with escapes is still found. */
+START_TEST(absent_keys_cost_no_index)
+{
+    char err[256];
+    const char *text = "{\"id\":\"k1\",\"table\":\"orders\"}";
+    sb_event *ev = sb_event_new_json("fb", "id", text, strlen(text), err, sizeof err);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_ptr_null(sb_event_get_string(ev, "finished_at"));
+    ck_assert_ptr_null(ev->index);
+    ck_assert_str_eq(sb_event_get_string(ev, "table"), "orders");
+    ck_assert_ptr_nonnull(ev->index);
+    sb_event_free(ev);
+    const char *esc = "{\"id\":\"k2\",\"finished\\u005fat\":\"2026-12-06T00:00:00Z\"}";
+    ev = sb_event_new_json("fb", "id", esc, strlen(esc), err, sizeof err);
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_str_eq(sb_event_get_string(ev, "finished_at"), "2026-12-06T00:00:00Z");
+    sb_event_free(ev);
+    /* many near misses before the key (past the shortcut's 32 tries), and
+     * a key at the very end of the text */
+    char many[2048] = "{";
+    for (int i = 0; i < 40; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "\"finished_%02d\":%d,", i, i);
+    strcat(many, "\"finished_at\":\"x\",\"fz\":1}");
+    ev = sb_event_new_json("fb", NULL, many, strlen(many), err, sizeof err);
+    ck_assert_msg(ev != NULL, "%s", err);
+    ck_assert_str_eq(sb_event_get_string(ev, "finished_at"), "x");
+    ck_assert_int_eq(sb_event_get_int(ev, "fz", 0), 1);
+    ck_assert_ptr_null(sb_event_get_string(ev, "finished_zz"));
+    sb_event_free(ev);
+}
+END_TEST
+
 /* The id member is read from the text; escapes, duplicates and non-strings
  * resolve as a parse would (the last duplicate wins). */
 START_TEST(id_member_as_jansson_reads_it)
@@ -178,6 +212,7 @@ int main(void)
     tcase_add_test(tc, fields_are_built_on_first_read);
     tcase_add_test(tc, id_member_as_jansson_reads_it);
     tcase_add_test(tc, escaped_keys_fall_back_to_the_tree);
+    tcase_add_test(tc, absent_keys_cost_no_index);
     tcase_add_test(tc, run_id_is_stable_and_63_bit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
