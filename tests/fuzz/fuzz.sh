@@ -8,7 +8,9 @@
 # in SRCDIR/tests/fuzz/corpus/TARGET, two at a time. New inputs go to a
 # scratch corpus in BUILDDIR/fuzz/, never into the repository; a crash
 # leaves its input in BUILDDIR/fuzz/ (copy it into the seed corpus as a
-# regression input once fixed) and fails the run.
+# regression input once fixed) and fails the run. FUZZ_RUNS=N also stops
+# each target after N executions, whichever comes first (the long campaign:
+# FUZZ_RUNS=10000000 and SECONDS=3600).
 set -u
 src=$1 build=$2 secs=$3; shift 3
 targets=("$@")
@@ -55,11 +57,12 @@ done
 run_one() {
     local t=$1 scratch="$out/corpus-$1"
     mkdir -p "$scratch"
-    local dict=()
-    [ -f "$src/tests/fuzz/$t.dict" ] && dict=(-dict="$src/tests/fuzz/$t.dict")
+    local args=()
+    [ -f "$src/tests/fuzz/$t.dict" ] && args=(-dict="$src/tests/fuzz/$t.dict")
+    [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
     (cd "$out" && ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
         ./fuzz_"$t" -max_total_time="$secs" -max_len=65536 -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$out/crash-$t-" "${dict[@]}" "$scratch" "$src/tests/fuzz/corpus/$t" >"$out/fuzz_$t.log" 2>&1)
+        -artifact_prefix="$out/crash-$t-" "${args[@]}" "$scratch" "$src/tests/fuzz/corpus/$t" >"$out/fuzz_$t.log" 2>&1)
     local rc=$?
     local execs; execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/fuzz_$t.log")
     if [ $rc -ne 0 ]; then
@@ -67,7 +70,8 @@ run_one() {
         tail -40 "$out/fuzz_$t.log"
         return 1
     fi
-    echo "fuzz_$t: ${execs:-?} executions in ${secs}s, no crash"
+    local took; took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$out/fuzz_$t.log")
+    echo "fuzz_$t: ${execs:-?} executions in ${took:-$secs}s, no crash"
 }
 
 # two at a time: the machine's two cores
