@@ -42,6 +42,7 @@
 #include <syncbridge/metrics.h>
 
 #include "crc32c.h"
+#include "mapguard.h"
 #include "parts.h"
 
 #include <dirent.h>
@@ -359,17 +360,31 @@ static void drop_behind(tx *t, uint64_t upto)
     }
 }
 
-/* CRC of the window, dropping pages as it goes. */
-static uint32_t window_crc(tx *t)
+/* The reason a window could not be read: the file shrank under the mapping. */
+static void fail_shrunk(job *j, const gfile *f)
+{
+    fail(j, SB_RESULT_RETRY, 0, "%s shrank while being copied (it was %" PRIu64 " bytes when mapped)", f->path,
+         f->size);
+}
+
+/* CRC of the window into *out, dropping pages as it goes; -1 (and the job
+ * failed) if the file shrank under the mapping. */
+static int window_crc(tx *t, uint32_t *out)
 {
     uint32_t c = 0;
     for (uint64_t o = 0; o < t->len; o += DROP_STEP) {
         uint64_t n = t->len - o < DROP_STEP ? t->len - o : DROP_STEP;
-        c = crc32c(c, t->map + t->adj + o, (size_t)n);
+        if (t->owned)
+            c = crc32c(c, t->map + t->adj + o, (size_t)n);
+        else if (mapguard_crc32c(&c, t->map + t->adj + o, (size_t)n) != 0) {
+            fail_shrunk(t->j, t->f);
+            return -1;
+        }
         drop_behind(t, o + n);
     }
     t->dropped = 0;
-    return c;
+    *out = c;
+    return 0;
 }
 
 static size_t body_read(char *buf, size_t size, void *opaque)
@@ -396,7 +411,13 @@ static size_t body_read(char *buf, size_t size, void *opaque)
             avail = total - pos;
         }
         size_t k = size - n < avail ? size - n : (size_t)avail;
-        memcpy(buf + n, src, k);
+        int in_map = pos >= t->pre_len && pos < t->pre_len + t->len && !t->owned;
+        if (!in_map)
+            memcpy(buf + n, src, k);
+        else if (mapguard_copy(buf + n, src, k) != 0) {
+            fail_shrunk(t->j, t->f);
+            return SB_GCP_READ_ABORT;
+        }
         n += k;
         t->pos += k;
     }
@@ -665,9 +686,13 @@ static int file_crc(job *j, gfile *f)
         fail(j, SB_RESULT_RETRY, 0, "%s: mmap: %s", f->path, strerror(errno));
         return -1;
     }
-    f->crc = f->size ? window_crc(&t) : 0;
-    f->crc_known = 1;
+    uint32_t crc = 0;
+    int rc = f->size ? window_crc(&t, &crc) : 0;
     unmap(&t);
+    if (rc != 0)
+        return -1;
+    f->crc = crc;
+    f->crc_known = 1;
     return 0;
 }
 
@@ -799,7 +824,10 @@ static void start_part(job *j, gfile *f, uint32_t k)
         tx_free(t);
         return;
     }
-    f->parts[k].crc = window_crc(t);
+    if (window_crc(t, &f->parts[k].crc) != 0) {
+        tx_free(t);
+        return;
+    }
     f->parts[k].st = PART_FLIGHT;
     f->nflight++;
     send_part(j, f, t);
@@ -1721,6 +1749,10 @@ static int gc_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
         return sb_err(errstr, errstr_size, "out of memory");
     p->ins = ins;
     p->c = sb_instance_config(ins);
+    if (mapguard_init() != 0) {
+        free(p);
+        return sb_err(errstr, errstr_size, "cannot install the SIGBUS guard for mapped files: %s", strerror(errno));
+    }
     if (p->c->input == IN_HDFS) {
         if (!p->c->hdfs_url || (strncmp(p->c->hdfs_url, "http://", 7) && strncmp(p->c->hdfs_url, "https://", 8))) {
             free(p);

@@ -346,6 +346,45 @@ class TestChanged(Base):
         with open(self.log) as f:
             self.assertIn("is not the file the open upload", f.read())
 
+    def test_file_truncated_under_the_mapping_is_retried_not_a_crash(self):
+        """Another process shrinks and regrows the file while it is copied:
+        a mapped page past the new end raises SIGBUS, which must fail that
+        attempt (retried) instead of killing the daemon. Once the file is
+        left alone, the copy is exact."""
+        rnd = random.Random(11)
+        size = 16 * PART  # long enough to be sending while the size flaps
+        path = os.path.join(self.src, "r9", "big.bin")
+        self.write("r9/big.bin", rnd.randbytes(size))
+        cfg = self.config(streams=2)
+        self.event("t1", "r9")
+        d = sbtest.Daemon(cfg, self.log).start()
+        # flap the size for a while: half, then whole again, a few ms each
+        fd = os.open(path, os.O_WRONLY)
+        end = time.time() + 4
+        while time.time() < end:
+            os.ftruncate(fd, size // 3)
+            time.sleep(0.003)
+            os.ftruncate(fd, size)
+            time.sleep(0.003)
+        os.close(fd)
+        self.assertTrue(d.alive(), "the daemon died while the file changed under it:\n" + d.log()[-3000:])
+        # the first event copied the file as some moment of the flapping left
+        # it; a second run of the same table after it settles is exact
+        deadline = time.time() + 60
+        while time.time() < deadline and not self.ledger(cfg, "done"):
+            time.sleep(0.1)
+        data = self.write("r9/big.bin", rnd.randbytes(size))
+        self.event("t2", "r9")
+        while time.time() < deadline and len(self.ledger(cfg, "done")) < 2:
+            time.sleep(0.1)
+        self.assertTrue(d.alive(), d.log()[-3000:])
+        self.assertEqual(d.stop(), 0, d.log()[-3000:])
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assert_copied("r9", {"big.bin": data})
+        log = d.log()
+        print("shrank: %d, changed size: %d" % (log.count("shrank while being copied"),
+                                                log.count("changed size while being copied")), file=sys.stderr)
+
 
 class TestKill(Base):
     def test_sigkill_resumes_without_resending_committed_parts(self):
