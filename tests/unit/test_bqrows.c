@@ -1,27 +1,33 @@
 /* test_bqrows.c - the bigquery sink's typed values: NULL for empty, integers,
- * booleans, and the DATETIME time zone rule; the TZif reader for IANA zones
- * (names checked before a path is built, damaged data refused, the POSIX
- * TZ footer). */
+ * booleans, and the DATETIME time zone rule; the time_zone option's IANA
+ * zones (names checked before a path is built, damaged TZif data refused,
+ * the POSIX TZ footer). tests/scripts/test_tzif.py holds the zones against
+ * Python's zoneinfo; the expectations here are facts about the zones. */
 #define _GNU_SOURCE
 #include "../../plugins/bigquery/bqrows.h"
-#include "../../plugins/bigquery/tzif.h"
 
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char *typed(const char *type, const char *text, int off, char *buf, size_t size)
+static const char *typed_in(const char *type, const char *text, const bq_zone *z, char *buf, size_t size)
 {
     bq_column c = {.name = "c", .type = (char *)type};
     char *out = NULL, err[256];
-    if (bq_type_value(&c, text, off, &out, err, sizeof err) != 0) {
+    if (bq_type_value(&c, text, z, &out, err, sizeof err) != 0) {
         snprintf(buf, size, "ERR %s", err);
         return buf;
     }
     snprintf(buf, size, "%s", out ? out : "NULL");
     free(out);
     return buf;
+}
+
+static const char *typed(const char *type, const char *text, int off, char *buf, size_t size)
+{
+    bq_zone z = {.fixed_s = off};
+    return typed_in(type, text, &z, buf, size);
 }
 
 START_TEST(test_values)
@@ -226,6 +232,66 @@ START_TEST(test_footers)
 }
 END_TEST
 
+/* The DATETIME of an instant in an IANA zone: DST on both sides of the
+ * year, at its edges, and long after the file's last transition (2037). */
+START_TEST(test_iana_zones)
+{
+    char b[512], err[1024];
+    bq_zone z;
+    ck_assert_msg(bq_zone_parse("America/Chicago", &z, err, sizeof err) == 0, "%s", err);
+    ck_assert_ptr_nonnull(z.tz);
+    ck_assert_str_eq(typed_in("DATETIME", "2026-01-15T12:00:00Z", &z, b, sizeof b), "2026-01-15T06:00:00");
+    ck_assert_str_eq(typed_in("DATETIME", "2026-07-15T12:00:00Z", &z, b, sizeof b), "2026-07-15T07:00:00");
+    /* 2026-03-08 02:00 CST is the start of CDT: 08:00Z */
+    ck_assert_str_eq(typed_in("DATETIME", "2026-03-08T07:59:59Z", &z, b, sizeof b), "2026-03-08T01:59:59");
+    ck_assert_str_eq(typed_in("DATETIME", "2026-03-08T08:00:00Z", &z, b, sizeof b), "2026-03-08T03:00:00");
+    ck_assert_str_eq(typed_in("DATETIME", "2099-07-01T12:00:00.5+02:00", &z, b, sizeof b), "2099-07-01T05:00:00.5");
+    ck_assert_str_eq(typed_in("DATETIME", "2099-12-01T12:00:00Z", &z, b, sizeof b), "2099-12-01T06:00:00");
+    ck_assert_str_eq(typed_in("DATETIME", "2099-12-01 12:00:00", &z, b, sizeof b), "2099-12-01T12:00:00");
+    bq_zone_clear(&z);
+    ck_assert_ptr_null(z.tz);
+    ck_assert_msg(bq_zone_parse("Europe/Berlin", &z, err, sizeof err) == 0, "%s", err);
+    /* CEST ends at 01:00Z on the last Sunday of October: 2087-10-26 */
+    ck_assert_str_eq(typed_in("DATETIME", "2087-10-26T00:59:59Z", &z, b, sizeof b), "2087-10-26T02:59:59");
+    ck_assert_str_eq(typed_in("DATETIME", "2087-10-26T01:00:00Z", &z, b, sizeof b), "2087-10-26T02:00:00");
+    bq_zone_clear(&z);
+    ck_assert_msg(bq_zone_parse("Asia/Kolkata", &z, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(bq_zone_offset(&z, 4102444800), 19800);
+    bq_zone_clear(&z);
+    /* UTC and fixed offsets stay fixed, with no file read */
+    ck_assert_int_eq(bq_zone_parse("utc", &z, err, sizeof err), 0);
+    ck_assert_ptr_null(z.tz);
+    ck_assert_int_eq(bq_zone_parse("+05:45", &z, err, sizeof err), 0);
+    ck_assert_int_eq(bq_zone_offset(&z, 0), 20700);
+}
+END_TEST
+
+START_TEST(test_zone_errors)
+{
+    char err[1024];
+    bq_zone z;
+    unsetenv("TZDIR");
+    ck_assert_int_eq(bq_zone_parse("Mars/Olympus_Mons", &z, err, sizeof err), -1);
+    ck_assert_str_eq(err, "option time_zone: \"Mars/Olympus_Mons\" is not UTC, +HH:MM / -HH:MM or a zone in "
+                          "/usr/share/zoneinfo (no zone file /usr/share/zoneinfo/Mars/Olympus_Mons)");
+    ck_assert_int_eq(bq_zone_parse("America", &z, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "(/usr/share/zoneinfo/America is not a zone file"), "%s", err);
+    ck_assert_int_eq(bq_zone_parse("+25:00", &z, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "(a fixed offset is +HH:MM or -HH:MM"), "%s", err);
+    /* a name that could leave the zone directory: refused, no path built */
+    for (size_t i = 0; i < sizeof bad_names / sizeof *bad_names; i++) {
+        ck_assert_int_eq(bq_zone_parse(bad_names[i], &z, err, sizeof err), -1);
+        ck_assert_msg(strstr(err, "is not UTC") && strstr(err, "(a zone name "), "%s: %s", bad_names[i], err);
+    }
+    /* TZDIR is honoured as glibc does */
+    setenv("TZDIR", "/nonexistent-zoneinfo", 1);
+    ck_assert_int_eq(bq_zone_parse("Europe/Berlin", &z, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "a zone in /nonexistent-zoneinfo (no zone file /nonexistent-zoneinfo/Europe/Berlin)"),
+                  "%s", err);
+    unsetenv("TZDIR");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("bqrows");
@@ -235,6 +301,8 @@ int main(void)
     tcase_add_test(tc, test_zone_names);
     tcase_add_test(tc, test_damaged_files);
     tcase_add_test(tc, test_footers);
+    tcase_add_test(tc, test_iana_zones);
+    tcase_add_test(tc, test_zone_errors);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
