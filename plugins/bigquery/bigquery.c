@@ -91,7 +91,9 @@ static const sb_option_def options[] = {
             "Columns that identify a row, e.g. [\"id\", \"source\"]: required for merge and update.")},
     {SB_OPT("time_zone", SB_OPT_STRING, "\"UTC\"", 0,
             "DATETIME columns: an instant with a zone (\"...Z\", \"+02:00\") is written as its civil time in this "
-            "zone, \"UTC\" or a fixed \"+HH:MM\"; a value without a zone is written as is."),
+            "zone: \"UTC\", a fixed \"+HH:MM\"/\"-HH:MM\", or a zone name such as \"America/Chicago\" (read "
+            "from /usr/share/zoneinfo, or $TZDIR, at start: its DST rules apply, also past the file's last "
+            "transition); a value without a zone is written as is."),
      SB_OPT_BIND(bq_conf, time_zone)},
     {SB_OPT("location", SB_OPT_STRING, NULL, 0, "Location of the dataset for jobs (default: BigQuery's choice)."),
      SB_OPT_BIND(bq_conf, location)},
@@ -165,7 +167,7 @@ typedef struct bq {
     bq_rows *rows;
     size_t *key;   /* indexes into rows->cols */
     size_t nkey;
-    int zone_s;
+    bq_zone zone;  /* loaded at create, read-only after: workers share it */
     char *fq;      /* project.dataset.table, for logs */
     char *table_url, *query_url, *insert_url;
     table_lock *tl;
@@ -200,6 +202,7 @@ static void bq_destroy(void *self)
     sb_gcp_client_destroy(p->gc);
     bq_rows_free(p->rows);
     bq_schema_free(p->schema);
+    bq_zone_clear(&p->zone);
     free(p->colmeta);
     free(p->schema_error);
     free(p->key);
@@ -229,10 +232,8 @@ static int bq_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
                "(letters, digits, _ and -)", c->project, c->dataset, c->table);
         goto fail;
     }
-    if (bq_parse_zone(c->time_zone, &p->zone_s) != 0) {
-        sb_err(errstr, errstr_size, "option time_zone: \"%s\" is not UTC or +HH:MM / -HH:MM", c->time_zone);
+    if (bq_zone_parse(c->time_zone, &p->zone, errstr, errstr_size) != 0)
         goto fail;
-    }
     if (!(p->rows = bq_rows_parse(ins, "rows", errstr, errstr_size)))
         goto fail;
     size_t nk = sb_opt_list_count(ins, "key");
@@ -391,7 +392,7 @@ static int render(bq *p, sb_event *ev, size_t i, row *out, char *err, size_t err
                 sb_err(err, errsz, "row %s, column %s: %s", rs->name, p->rows->cols[rs->cells[k].col], terr);
                 goto fail;
             }
-            int rc = bq_type_value(p->colmeta[rs->cells[k].col], text, p->zone_s, &out[r].v[rs->cells[k].col], terr,
+            int rc = bq_type_value(p->colmeta[rs->cells[k].col], text, &p->zone, &out[r].v[rs->cells[k].col], terr,
                                    sizeof terr);
             free(text);
             if (rc != 0) {

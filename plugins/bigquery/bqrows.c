@@ -163,6 +163,31 @@ int bq_parse_zone(const char *s, int *off)
     return 0;
 }
 
+int bq_zone_parse(const char *s, bq_zone *z, char *err, size_t errsz)
+{
+    char why[512];
+    *z = (bq_zone){0};
+    if (bq_parse_zone(s, &z->fixed_s) == 0)
+        return 0;
+    if ((s[0] == '+' || s[0] == '-') && strchr(s, ':'))
+        snprintf(why, sizeof why, "a fixed offset is +HH:MM or -HH:MM, at most 14:59");
+    else if ((z->tz = tzif_load(s, why, sizeof why)))
+        return 0;
+    return sb_err(err, errsz, "option time_zone: \"%s\" is not UTC, +HH:MM / -HH:MM or a zone in %s (%s)", s,
+                  tzif_dir(), why);
+}
+
+void bq_zone_clear(bq_zone *z)
+{
+    tzif_free(z->tz);
+    *z = (bq_zone){0};
+}
+
+int32_t bq_zone_offset(const bq_zone *z, int64_t t)
+{
+    return z->tz ? tzif_offset(z->tz, t) : z->fixed_s;
+}
+
 static int digits(const char *s, int n)
 {
     for (int i = 0; i < n; i++)
@@ -237,7 +262,7 @@ static int type_is(const bq_column *c, const char *a, const char *b)
     return strcasecmp(c->type, a) == 0 || (b && strcasecmp(c->type, b) == 0);
 }
 
-int bq_type_value(const bq_column *col, const char *text, int offset_s, char **out, char *err, size_t errsz)
+int bq_type_value(const bq_column *col, const char *text, const bq_zone *zone, char **out, char *err, size_t errsz)
 {
     *out = NULL;
     if (!*text && !type_is(col, "STRING", "BYTES"))
@@ -274,7 +299,8 @@ int bq_type_value(const bq_column *col, const char *text, int offset_s, char **o
             return sb_err(err, errsz, "column %s (DATETIME): \"%.60s\" is not YYYY-MM-DDTHH:MM:SS[.ffffff][zone]",
                           col->name, text);
         if (has_zone) {
-            time_t t = timegm(&tm) - zone_s + offset_s;
+            int64_t instant = (int64_t)timegm(&tm) - zone_s;
+            time_t t = (time_t)(instant + bq_zone_offset(zone, instant));
             if (!gmtime_r(&t, &tm))
                 return sb_err(err, errsz, "column %s (DATETIME): \"%.60s\" is out of range", col->name, text);
         }

@@ -14,7 +14,7 @@
 set -u
 src=$1 build=$2 secs=$3; shift 3
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(json_event command rrlog template_match gcp_reply config admin)
+[ ${#targets[@]} -gt 0 ] || targets=(json_event command rrlog template_match gcp_reply config admin tzif)
 out="$build/fuzz"
 mkdir -p "$out"
 cc=${FUZZ_CC:-clang}
@@ -45,6 +45,7 @@ extra_for() {
     case $1 in
     rrlog) echo "$src/plugins/filewatch/rrlog.c" ;;
     gcp_reply) echo "${gcp_srcs[*]}" ;;
+    tzif) echo "$src/plugins/bigquery/tzif.c" ;;
     esac
 }
 

@@ -244,6 +244,27 @@ class BigQuerySink(unittest.TestCase):
         st, log = self.fake.call("GET", "/_fake/requests?path_regex=" + urllib.parse.quote("^/bigquery"))
         self.assertEqual(log, [])
 
+    def test_time_zone_names_an_iana_zone(self):
+        """America/Chicago: CDT in July, CST in January, also in 2090 (past
+        the zone file's last transition: its footer rule)."""
+        stamps = {"2026-07-01T17:00:00Z": "2026-07-01T12:00:00", "2026-01-15T17:00:00+01:00": "2026-01-15T10:00:00",
+                  "2090-07-01T17:00:00Z": "2090-07-01T12:00:00", "2090-12-01T17:00:00Z": "2090-12-01T11:00:00"}
+        self.write([self.ev(i, finished_at=ts) for i, ts in enumerate(stamps)])
+        self.config(["reg"], {"reg": self.registry(time_zone="America/Chicago")})
+        self.run_once()
+        got = {r["id"]: r["timestamp"] for r in self.rows() if r["source"] == "onprem"}
+        self.assertEqual(got, {5000 + i: civil for i, civil in enumerate(stamps.values())})
+
+    def test_time_zone_that_is_no_zone_is_a_config_error(self):
+        for tz, why in [("America/Chicgo", "(no zone file /usr/share/zoneinfo/America/Chicgo)"),
+                        ("../../etc/passwd", "(a zone name has only letters, digits, _ + - and /)")]:
+            self.config(["reg"], {"reg": self.registry(time_zone=tz)})
+            r = subprocess.run([BIN, "-c", self.cfg, "check"], capture_output=True, text=True,
+                               env=dict(env(), TZDIR=""))
+            self.assertNotEqual(r.returncode, 0, r.stderr)
+            self.assertIn('option time_zone: "%s" is not UTC, +HH:MM / -HH:MM or a zone in /usr/share/zoneinfo %s'
+                          % (tz, why), r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -83,6 +83,8 @@ only_in '^libcurl' "${gcp:-none}"
 only_in '^libodbc' "${odbc:-none}"
 [ -n "$odbc" ] && { req "$odbc" | grep -q '^unixODBC' && ok "odbc requires unixODBC" || bad "odbc does not require unixODBC"; }
 [ -n "$gcp" ] && { req "$gcp" | grep -q '^libcurl' && ok "gcp requires libcurl" || bad "gcp does not require libcurl"; }
+# bigquery's time_zone reads /usr/share/zoneinfo at run time
+[ -n "$gcp" ] && { req "$gcp" | grep -qx 'tzdata' && ok "gcp requires tzdata" || bad "gcp does not require tzdata"; }
 req "$main" | grep -q '^libmicrohttpd' && ok "main requires libmicrohttpd" || bad "main lacks libmicrohttpd requirement"
 req "$main" | grep -q '^libsqlite3' && ok "main requires libsqlite3" || bad "main lacks libsqlite3 requirement"
 req "$devel" | grep -q '^syncbridge(' && ok "devel requires the main package" || bad "devel does not require main"
