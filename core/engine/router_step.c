@@ -137,14 +137,22 @@ void sb_batch_progress(sb_batch *b, size_t i, uint64_t done, uint64_t total)
     uint64_t prev = __atomic_exchange_n(&b->progress[i], done, __ATOMIC_RELAXED);
     if (done > prev)
         atomic_fetch_add(&b->step->route->n_progress_bytes, done - prev);
+    if (!b->ents || !b->ents[i])
+        return;
+    /* the report that first reaches the total is always recorded, once */
+    int finishing = total > 0 && done >= total && prev < total;
     int64_t saved = __atomic_load_n(&b->progress_saved_us[i], __ATOMIC_RELAXED);
-    int finished = total > 0 && done >= total;
-    if (!b->ents || !b->ents[i] || (saved != 0 && now - saved < PROGRESS_RECORD_US && !finished))
+    if (finishing) {
+        __atomic_store_n(&b->progress_saved_us[i], now, __ATOMIC_RELAXED);
+    } else if ((saved != 0 && now - saved < PROGRESS_RECORD_US) ||
+               /* one thread records when several report at once */
+               !__atomic_compare_exchange_n(&b->progress_saved_us[i], &saved, now, 0, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED)) {
         return;
-    /* one thread records when several report at once */
-    if (!__atomic_compare_exchange_n(&b->progress_saved_us[i], &saved, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-        return;
-    sb_ledger_step_progress(b->router->ledger, b->ents[i]->id, b->ents[i]->step, b->member, done, total);
+    }
+    /* the latest value, not this caller's: another thread may have reported more since */
+    uint64_t latest = __atomic_load_n(&b->progress[i], __ATOMIC_RELAXED);
+    sb_ledger_step_progress(b->router->ledger, b->ents[i]->id, b->ents[i]->step, b->member, latest, total);
 }
 
 void *sb_batch_worker(const sb_batch *b) { return b->worker; }

@@ -161,8 +161,10 @@ int sb_ledger_step_state(sb_ledger *l, int64_t entry_id, int step, const char *m
                          char *errstr, size_t errstr_size);
 
 /* Record how far the long work of member `member` at step `step` has got
- * (bytes or units done out of total), queued like a state change. Callers
- * throttle it: the router writes at most one a second per event. */
+ * (bytes or units done out of total), queued like a state change but never
+ * waiting: when the queue is full a report is dropped, unless it is the
+ * final one (done >= total). Not held and retried when a commit fails.
+ * Callers throttle it: the router writes at most one a second per event. */
 void sb_ledger_step_progress(sb_ledger *l, int64_t entry_id, int step, const char *member, uint64_t done,
                              uint64_t total);
 

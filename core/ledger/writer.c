@@ -397,7 +397,8 @@ static void hold(sb_ledger *l, const struct opbuf *b, size_t from, size_t to)
 {
     for (size_t i = from; i < to; i++) {
         struct op op = b->ops[i];
-        if (op.kind == OP_ACCEPT || op.kind == OP_SYNC || op.kind == OP_CALL)
+        /* progress is only shown, and a later report replaces it: not worth holding */
+        if (op.kind == OP_ACCEPT || op.kind == OP_SYNC || op.kind == OP_CALL || op.kind == OP_PROGRESS)
             continue;
         op.w = NULL;
         buf_push(&l->held, &op, arena_str(b, b->ops[i].s1), arena_str(b, b->ops[i].s2));
@@ -738,7 +739,15 @@ void sb_ledger_step_progress(sb_ledger *l, int64_t entry_id, int step, const cha
     snprintf(progress, sizeof progress, "{\"done\":%llu,\"total\":%llu}", (unsigned long long)done,
              (unsigned long long)total);
     struct op op = {.kind = OP_PROGRESS, .entry_id = entry_id, .step = step, .t1 = sb_now_us()};
-    enqueue(l, &op, member, progress);
+    /* never wait for space: the caller is a transfer's callback. A full
+     * queue drops a report, except the final one, which a later one would
+     * not replace. */
+    pthread_mutex_lock(&l->mu);
+    if (l->in.n < QUEUE_SOFT_MAX || (total > 0 && done >= total)) {
+        push_op(l, &op, member, progress);
+        wake_writer(l, 0);
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 void sb_ledger_sync(sb_ledger *l)

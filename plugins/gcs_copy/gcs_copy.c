@@ -153,6 +153,7 @@ typedef struct gfile {
     char *upload_id;
     uint64_t psize;
     uint32_t nparts, next, ndone, nflight;
+    uint64_t counted; /* bytes of its done parts already in the job's done_bytes */
     part *parts;
     uint32_t remote_crc; /* hdfs: what Cloud Storage has, while our CRC is being read */
 } gfile;
@@ -705,7 +706,8 @@ static void finish_file(job *j, gfile *f, int skipped)
         f->fd = -1;
     }
     j->active_files--;
-    j->done_bytes += f->size;
+    j->done_bytes += f->size > f->counted ? f->size - f->counted : 0; /* its done parts counted already */
+    f->counted = f->size;
     if (skipped) {
         j->skipped_files++;
         sb_metric_add(j->p->m_skipped, 1);
@@ -932,6 +934,7 @@ static void start_upload(job *j, gfile *f)
                 resumed++;
                 uint64_t plen = (uint64_t)(n - 1) * ps + ps > f->size ? f->size - (uint64_t)(n - 1) * ps : ps;
                 j->done_bytes += plen;
+                f->counted += plen;
             }
             sb_log(j->p->ins, SB_LOG_INFO, "event %s: resuming the upload of %s: %u of %u parts already there",
                    j->eid, f->name, resumed, f->nparts);
@@ -1181,6 +1184,7 @@ static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_resp
             pt->etag = strdup(etag);
             f->ndone++;
             j->done_bytes += t->len;
+            f->counted += t->len;
             state_set_upload(j, f);
             if (f->ndone == f->nparts && j->result == SB_RESULT_UNSET)
                 start_complete(j, f);

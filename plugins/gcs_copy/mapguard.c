@@ -11,8 +11,10 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <link.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 
 struct guard {
@@ -20,7 +22,9 @@ struct guard {
     const char *lo, *hi; /* the range being read */
 };
 
-static __thread struct guard *volatile active;
+/* initial-exec: the handler must not make glibc allocate this thread's TLS
+ * block (a dlopen'd object's TLS is otherwise set up lazily, with malloc) */
+static __thread struct guard *volatile active __attribute__((tls_model("initial-exec")));
 static struct sigaction previous;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int init_errno;
@@ -29,7 +33,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 {
     struct guard *g = active;
     const char *addr = si ? (const char *)si->si_addr : NULL;
-    if (g && addr >= g->lo && addr < g->hi) {
+    if (g && si && si->si_code > 0 && addr >= g->lo && addr < g->hi) {
         active = NULL;
         siglongjmp(g->jb, 1);
     }
@@ -38,29 +42,40 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
         previous.sa_sigaction(sig, si, uc);
         return;
     }
+    if (previous.sa_handler == SIG_IGN && (!si || si->si_code <= 0))
+        return; /* a SIGBUS sent by kill(), which was ignored before */
     if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
         previous.sa_handler(sig);
         return;
     }
-    /* the default: die of SIGBUS once this handler returns and the access faults again */
+    /* the default action: die of SIGBUS now (SA_NODEFER: raise() is
+     * delivered at once), whether it was a fault or sent */
     signal(SIGBUS, SIG_DFL);
+    raise(SIGBUS);
 }
 
 static void install(void)
 {
     /* The handler lives in this plugin: keep the plugin loaded for good, so
      * that an unload (a reload, the end of a run) never leaves SIGBUS
-     * pointing at unmapped code. Where the code is not a loaded plugin (a
-     * test links this file into its program) there is nothing to pin. */
+     * pointing at unmapped code. The main program (a test links this file
+     * into its program) has an empty name in its link map and is never
+     * unloaded. */
     Dl_info info;
-    if (dladdr((void *)on_sigbus, &info) && info.dli_fname && strstr(info.dli_fname, ".so"))
-        if (!dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE)) {
-            init_errno = ENOENT;
-            return;
-        }
+    struct link_map *lm = NULL;
+    if (!dladdr1((void *)on_sigbus, &info, (void **)&lm, RTLD_DL_LINKMAP) || !lm) {
+        init_errno = ENOENT;
+        return;
+    }
+    if (lm->l_name && lm->l_name[0] && !dlopen(lm->l_name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE)) {
+        init_errno = ENOENT;
+        return;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_sigbus;
+    /* NODEFER: SIGBUS stays unblocked after the jump (sigsetjmp does not
+     * save the mask, which spares a system call per guarded read) */
     sa.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGBUS, &sa, &previous) != 0)
@@ -80,10 +95,12 @@ int mapguard_init(void)
 int mapguard_copy(void *dst, const void *src, size_t n)
 {
     struct guard g = {.lo = src, .hi = (const char *)src + n};
-    if (sigsetjmp(g.jb, 1) != 0)
+    if (sigsetjmp(g.jb, 0) != 0)
         return -1;
     active = &g;
+    atomic_signal_fence(memory_order_seq_cst); /* the reads stay inside the guarded window */
     memcpy(dst, src, n);
+    atomic_signal_fence(memory_order_seq_cst);
     active = NULL;
     return 0;
 }
@@ -91,10 +108,12 @@ int mapguard_copy(void *dst, const void *src, size_t n)
 int mapguard_crc32c(uint32_t *crc, const void *src, size_t n)
 {
     struct guard g = {.lo = src, .hi = (const char *)src + n};
-    if (sigsetjmp(g.jb, 1) != 0)
+    if (sigsetjmp(g.jb, 0) != 0)
         return -1;
     active = &g;
+    atomic_signal_fence(memory_order_seq_cst);
     uint32_t c = crc32c(*crc, src, n);
+    atomic_signal_fence(memory_order_seq_cst);
     active = NULL;
     *crc = c;
     return 0;

@@ -52,7 +52,7 @@ def measure(d, inp):
     if done != N:
         sys.exit("bench: %d of %d events done" % (done, N))
     out["throughput, events/s"] = N / wall
-    out["CPU s per 500k events"] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    out["CPU s per %dk events" % (N // 1000)] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     cfg = bench_core.write_cfg(tempfile.mkdtemp(dir=d), {
         "paced": {"plugin": "testsrc", "count": 100000, "batch": 10, "rate": 10000}})
     _, _, _, p99, _ = bench_core.run_once(cfg)

@@ -63,7 +63,7 @@ run_one() {
     [ -n "${FUZZ_RUNS:-}" ] && args+=(-runs="$FUZZ_RUNS")
     (cd "$out" && ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
         ./fuzz_"$t" -max_total_time="$secs" -max_len=65536 -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$out/crash-$t-" "${args[@]}" "$scratch" "$src/tests/fuzz/corpus/$t" >"$out/fuzz_$t.log" 2>&1)
+        -artifact_prefix="$out/crash-$t-" ${args[@]+"${args[@]}"} "$scratch" "$src/tests/fuzz/corpus/$t" >"$out/fuzz_$t.log" 2>&1)
     local rc=$?
     local execs; execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/fuzz_$t.log")
     if [ $rc -ne 0 ]; then
