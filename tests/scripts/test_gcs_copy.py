@@ -400,8 +400,14 @@ class TestKill(Base):
         self.event("k1", "r5")
         print("seed %d, %d kills" % (seed, KILLS), file=sys.stderr)
         for _ in range(KILLS):
+            before = len(self.part_puts())
             d = sbtest.Daemon(cfg, self.log).start()
-            time.sleep(rnd.uniform(0.4, 0.9))
+            # kill mid-upload: once this run has sent a part (a slow start,
+            # under ASan on a busy machine, must not make the kill land first)
+            deadline = time.time() + 60
+            while time.time() < deadline and len(self.part_puts()) == before and d.alive():
+                time.sleep(0.02)
+            time.sleep(rnd.uniform(0.05, 0.5))
             self.assertTrue(d.alive(), d.log()[-3000:])
             d.kill()
         self.fake.clear_faults()
