@@ -118,7 +118,7 @@ struct seen {
     int64_t entry_id[16];
     int next_step[16], attempts[16];
     int64_t first_attempt_us[16], next_retry_us[16];
-    char added[16][256], members[16][256], event_id[16][64], payload[16][256];
+    char added[16][256], members[16][256], event_id[16][64], payload[16][256], states[16][256];
 };
 
 static int collect(const sb_ledger_pending *p, void *ud)
@@ -136,6 +136,7 @@ static int collect(const sb_ledger_pending *p, void *ud)
     snprintf(s->members[i], sizeof s->members[i], "%s", p->members_done);
     snprintf(s->event_id[i], sizeof s->event_id[i], "%s", p->event_id);
     snprintf(s->payload[i], sizeof s->payload[i], "%s", p->payload ? p->payload : "(null)");
+    snprintf(s->states[i], sizeof s->states[i], "%s", p->states_json ? p->states_json : "(null)");
     return 0;
 }
 
@@ -270,6 +271,39 @@ START_TEST(test_async_order_and_resume_view)
     e = sb_ledger_show(l, id, err, sizeof err);
     ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 3);
     ck_assert_int_eq(json_integer_value(json_object_get(e, "attempts")), 0);
+    json_decref(e);
+    sb_ledger_close(l);
+}
+END_TEST
+
+/* Progress (schema 5) sits beside the step state: a progress-only row is
+ * shown but never handed back as state at resume, and a report never
+ * replaces the state a step keeps. */
+START_TEST(test_progress_beside_step_state)
+{
+    sb_ledger *l = open_ledger();
+    int64_t a = accept1(l, "pa", "r", "src", "t", 10), b = accept1(l, "pb", "r", "src", "t", 11);
+    sb_ledger_step_progress(l, a, 0, "copy", 10, 100);
+    sb_ledger_step_progress(l, a, 0, "copy", 40, 100);
+    char err[256];
+    ck_assert_int_eq(sb_ledger_step_state(l, b, 0, "copy", "{\"upload\":\"u1\"}", 1, err, sizeof err), 0);
+    sb_ledger_step_progress(l, b, 0, "copy", 100, 100);
+    sb_ledger_sync(l);
+
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 2);
+    ck_assert_str_eq(s.states[0], "(null)"); /* progress only: no state to resume */
+    ck_assert_str_eq(s.states[1], "{\"copy\":{\"upload\":\"u1\"}}");
+
+    json_t *e = sb_ledger_show(l, a, err, sizeof err);
+    json_t *st = json_array_get(json_object_get(e, "step_states"), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(st, "progress"), "done")), 40);
+    ck_assert(json_is_null(json_object_get(st, "state")));
+    json_decref(e);
+    e = sb_ledger_show(l, b, err, sizeof err);
+    st = json_array_get(json_object_get(e, "step_states"), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(st, "progress"), "total")), 100);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(st, "state"), "upload")), "u1");
     json_decref(e);
     sb_ledger_close(l);
 }
@@ -1005,6 +1039,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_accept_duplicate_checkpoint);
     tcase_add_test(tc, test_async_order_and_resume_view);
+    tcase_add_test(tc, test_progress_beside_step_state);
     tcase_add_test(tc, test_steps_done_batch);
     tcase_add_test(tc, test_pending_paging);
     tcase_add_test(tc, test_dead_and_dlq);
