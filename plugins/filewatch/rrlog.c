@@ -362,6 +362,16 @@ static int64_t group_int(const char *s, const regmatch_t *m)
     return strtoll(buf, NULL, 10);
 }
 
+/* The run's total of a count so far (-1: none yet) plus one date's, which
+ * is >= 0; a log can print counts of any size, so the sum saturates
+ * instead of overflowing (fuzz_rrlog found it). */
+static int64_t add_count(int64_t sum, int64_t n)
+{
+    if (sum < 0)
+        return n;
+    return n > INT64_MAX - sum ? INT64_MAX : sum + n;
+}
+
 /* The line as a reason: the whole match, blanks trimmed. */
 static void reason_of(const char *line, const regmatch_t *m, char *out, size_t outsz)
 {
@@ -804,9 +814,9 @@ static int set_dates(rrlog *r, json_t *f, int64_t *td, int64_t *hive)
         rc |= json_object_set_new(o, "reason", d->reason[0] ? json_string(d->reason) : json_null());
         rc |= json_array_append_new(a, o);
         if (d->td >= 0)
-            *td = (*td < 0 ? 0 : *td) + d->td;
+            *td = add_count(*td, d->td);
         if (d->hive >= 0)
-            *hive = (*hive < 0 ? 0 : *hive) + d->hive;
+            *hive = add_count(*hive, d->hive);
     }
     rc |= json_object_set_new(f, "dates", a);
     return rc;

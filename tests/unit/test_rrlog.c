@@ -292,6 +292,36 @@ static void no_run(rrlog *r, const char *line, int64_t off)
     ck_assert_msg(rrlog_line(r, line, off, &run) == 0, "\"%s\" finished a run", line);
 }
 
+/* Counts of any size add up without overflow: the run's total saturates
+ * (fuzz_rrlog found 1 + INT64_MAX; corpus/rrlog/count_sum_overflow.log). */
+START_TEST(test_huge_counts_saturate)
+{
+    rrlog_config *c = cfg();
+    got g = {json_array(), json_array(), 0, ""};
+    rrlog *r = rrlog_new(c, on_report, &g);
+    no_run(r, "Schema Name :- a", 10);
+    no_run(r, "Table Name :- b", 20);
+    no_run(r, " Picking the inc_val as 2026-11-02 ", 22);
+    no_run(r, "No. of offset_days specified = 2", 24);
+    no_run(r, "Processing for date: 2026-11-01", 30);
+    no_run(r, " Teradata Count : 9223372036854775807", 40);
+    no_run(r, " Hive Count : 9223372036854775807", 50);
+    no_run(r, "Counts have matched, Success!!", 60);
+    no_run(r, "Processing for date: 2026-11-02", 70);
+    no_run(r, " Teradata Count : 99999999999999999999999", 80);
+    no_run(r, " Hive Count : 5", 90);
+    no_run(r, "Counts have matched, Success!!", 100);
+    rrlog_run run;
+    ck_assert_int_eq(rrlog_end(r, &run), 1);
+    ck_assert_int_eq(n(run.fields, "td_count"), INT64_MAX);
+    ck_assert_int_eq(n(run.fields, "hive_count"), INT64_MAX);
+    json_decref(run.fields);
+    rrlog_free(r);
+    got_free(&g);
+    rrlog_config_free(c);
+}
+END_TEST
+
 START_TEST(test_closing_rules)
 {
     rrlog_config *c = cfg();
@@ -649,6 +679,7 @@ int main(void)
     tcase_add_test(tc, test_hostile_lines_rejected_with_reason);
     tcase_add_test(tc, test_long_reason_cut_at_a_character);
     tcase_add_test(tc, test_closing_rules);
+    tcase_add_test(tc, test_huge_counts_saturate);
     tcase_add_test(tc, test_folded_lines_joined);
     tcase_add_test(tc, test_restart_from_any_checkpoint);
     tcase_add_test(tc, test_bad_patterns);
