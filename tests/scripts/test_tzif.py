@@ -147,6 +147,18 @@ def probe(lines, tzdir):
     return r.stdout.splitlines()
 
 
+def zoneinfo_reads(path, name):
+    """Whether this Python's zoneinfo accepts the file's footer: before
+    3.11.4 or so it refuses RFC 8536's extended rule times (hours past 24,
+    negative), e.g. Debian 12's 3.11.2; glibc still judges those footers."""
+    try:
+        Zoneinfo(path, name)
+        return True
+    except ValueError as e:
+        print("  %-22s zoneinfo cannot read its footer here (%s): glibc alone judges it" % (name, e))
+        return False
+
+
 class Zones(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -198,7 +210,7 @@ class Zones(unittest.TestCase):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(tzif_with_footer(footer, std_off))
-            if "zoneinfo" in oracles:
+            if "zoneinfo" in oracles and zoneinfo_reads(path, name):
                 zones.append((name, lambda p=path, n=name: Zoneinfo(p, n)))
             zones.append((name, lambda f=footer: Glibc(f)))
         self.compare(tzdir, zones, 1000)
