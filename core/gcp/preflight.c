@@ -2,6 +2,7 @@
  * token, a resource that exists, the permissions held on it. */
 #include "build_config.h"
 #include "gcp_internal.h"
+#include "util/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,4 +153,20 @@ int sb_gcp_preflight_permissions(sb_gcp_client *c, sb_preflight *pf, const char 
     free(url);
     free(text);
     return out;
+}
+
+int sb_gcp_preflight_resource(sb_gcp_client *c, sb_preflight *pf, const char *url, const char *what,
+                              const char *fix_404, const char *viewer_roles, const char *const *perms,
+                              const char *perms_what, const char *user_roles)
+{
+    if (sb_gcp_preflight_get(c, pf, url, what, fix_404, viewer_roles, NULL) != 0)
+        return -1;
+    /* Cloud Storage spells testIamPermissions as a GET on a sub-resource;
+     * the other APIs as Google's custom-method POST. */
+    int storage = strstr(url, "/storage/v1/b/") != NULL;
+    char *turl = sb_asprintf(storage ? "%s/iam/testPermissions" : "%s:testIamPermissions", url);
+    int rc = sb_gcp_preflight_permissions(c, pf, storage ? NULL : turl, storage ? turl : NULL, perms, perms_what,
+                                          user_roles);
+    free(turl);
+    return rc;
 }

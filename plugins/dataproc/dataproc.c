@@ -822,18 +822,13 @@ static void preflight_bucket(dataproc *p, sb_preflight *pf, const char *uri)
     }
     char *url = sb_asprintf("/storage/v1/b/%.*s", (int)n, b);
     char *what = sb_asprintf("bucket gs://%.*s of driver_uri exists", (int)n, b);
-    if (sb_gcp_preflight_get(gs, pf, url, what, "create it, or fix driver_uri", "roles/storage.objectViewer on it",
-                             NULL) == 0) {
-        static const char *const perms[] = {"storage.objects.get", NULL};
-        char *turl = sb_asprintf("%s/iam/testPermissions", url);
-        free(what);
-        what = sb_asprintf("may read gs://%.*s (testIamPermissions)", (int)n, b);
-        sb_gcp_preflight_permissions(gs, pf, NULL, turl, perms, what,
-                                     "roles/storage.objectViewer on the bucket (and the clusters' service account too)");
-        free(turl);
-    }
+    char *may = sb_asprintf("may read gs://%.*s (testIamPermissions)", (int)n, b);
+    static const char *const perms[] = {"storage.objects.get", NULL};
+    sb_gcp_preflight_resource(gs, pf, url, what, "create it, or fix driver_uri", "roles/storage.objectViewer on it",
+                              perms, may, "roles/storage.objectViewer on the bucket (and the clusters' service account too)");
     free(url);
     free(what);
+    free(may);
     sb_gcp_client_destroy(gs);
 }
 

@@ -668,20 +668,16 @@ static void ps_preflight(void *self, sb_preflight *pf)
     pubsub *p = self;
     if (sb_gcp_preflight_token(p->gc, pf) != 0)
         return;
+    static const char *const perms[] = {"pubsub.topics.publish", NULL};
     char *url = sb_asprintf("/v1/%s", p->topic), *what = sb_asprintf("topic %s exists", p->topic);
     char *fix = sb_asprintf("create it (gcloud pubsub topics create %s) or fix topic/project", p->topic);
-    int rc = sb_gcp_preflight_get(p->gc, pf, url, what, fix, "roles/pubsub.viewer", NULL);
+    char *may = sb_asprintf("may publish to %s (testIamPermissions)", p->topic);
+    sb_gcp_preflight_resource(p->gc, pf, url, what, fix, "roles/pubsub.viewer", perms, may,
+                              "roles/pubsub.publisher on the topic");
     free(url);
     free(what);
     free(fix);
-    if (rc != 0)
-        return;
-    static const char *const perms[] = {"pubsub.topics.publish", NULL};
-    url = sb_asprintf("/v1/%s:testIamPermissions", p->topic);
-    what = sb_asprintf("may publish to %s (testIamPermissions)", p->topic);
-    sb_gcp_preflight_permissions(p->gc, pf, url, NULL, perms, what, "roles/pubsub.publisher on the topic");
-    free(url);
-    free(what);
+    free(may);
 }
 
 const sb_plugin syncbridge_plugin = {

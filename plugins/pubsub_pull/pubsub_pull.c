@@ -923,37 +923,30 @@ static void pp_preflight(void *self, sb_preflight *pf)
     if (p->c->create_subscription && p->topic) {
         char *url = sb_asprintf("/v1/%s", p->topic), *what = sb_asprintf("topic %s exists", p->topic);
         char *fix = sb_asprintf("create it (gcloud pubsub topics create %s), or fix the topic option", p->topic);
-        int rc = sb_gcp_preflight_get(p->gc, pf, url, what, fix, "roles/pubsub.viewer", NULL);
+        char *may = sb_asprintf("may attach subscription %s to topic %s (testIamPermissions; created at start when "
+                                "missing)",
+                                p->sub, p->topic);
+        static const char *const tperms[] = {"pubsub.topics.attachSubscription", NULL};
+        sb_gcp_preflight_resource(p->gc, pf, url, what, fix, "roles/pubsub.viewer", tperms, may,
+                                  "roles/pubsub.editor on the topic");
         free(url);
         free(what);
         free(fix);
-        if (rc != 0)
-            return;
-        static const char *const tperms[] = {"pubsub.topics.attachSubscription", NULL};
-        url = sb_asprintf("/v1/%s:testIamPermissions", p->topic);
-        what = sb_asprintf("may attach subscription %s to topic %s (testIamPermissions; created at start when missing)",
-                           p->sub, p->topic);
-        sb_gcp_preflight_permissions(p->gc, pf, url, NULL, tperms, what, "roles/pubsub.editor on the topic");
-        free(url);
-        free(what);
+        free(may);
         return;
     }
     char *url = sb_asprintf("/v1/%s", p->sub), *what = sb_asprintf("subscription %s exists", p->sub);
     char *fix = sb_asprintf("create it (gcloud pubsub subscriptions create %s --topic TOPIC), or set "
                             "create_subscription with topic",
                             p->sub);
-    int rc = sb_gcp_preflight_get(p->gc, pf, url, what, fix, "roles/pubsub.viewer", NULL);
+    char *may = sb_asprintf("may consume %s (testIamPermissions)", p->sub);
+    static const char *const perms[] = {"pubsub.subscriptions.consume", NULL};
+    sb_gcp_preflight_resource(p->gc, pf, url, what, fix, "roles/pubsub.viewer", perms, may,
+                              "roles/pubsub.subscriber on the subscription");
     free(url);
     free(what);
     free(fix);
-    if (rc != 0)
-        return;
-    static const char *const perms[] = {"pubsub.subscriptions.consume", NULL};
-    url = sb_asprintf("/v1/%s:testIamPermissions", p->sub);
-    what = sb_asprintf("may consume %s (testIamPermissions)", p->sub);
-    sb_gcp_preflight_permissions(p->gc, pf, url, NULL, perms, what, "roles/pubsub.subscriber on the subscription");
-    free(url);
-    free(what);
+    free(may);
 }
 
 const sb_plugin syncbridge_plugin = {

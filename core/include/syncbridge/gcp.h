@@ -500,6 +500,18 @@ int sb_gcp_preflight_get(sb_gcp_client *c, sb_preflight *pf, const char *url, co
 int sb_gcp_preflight_permissions(sb_gcp_client *c, sb_preflight *pf, const char *post_url, const char *get_url,
                                  const char *const *perms, const char *what, const char *roles);
 
+/* The usual pair (since SDK 2.3): the resource at `url` exists
+ * (sb_gcp_preflight_get, a 403 there asks for `viewer_roles`), then,
+ * only when it does, the caller holds `perms` on it (reported as
+ * `perms_what`; missing ones ask for `user_roles`). The permissions are
+ * asked at the resource's own testIamPermissions: `URL:testIamPermissions`
+ * (POST), or for a Cloud Storage bucket (`.../storage/v1/b/NAME`)
+ * `URL/iam/testPermissions` (GET). 0 when both passed, -1 when not
+ * (reported). */
+int sb_gcp_preflight_resource(sb_gcp_client *c, sb_preflight *pf, const char *url, const char *what,
+                              const char *fix_404, const char *viewer_roles, const char *const *perms,
+                              const char *perms_what, const char *user_roles);
+
 /* ---- plugin options ---------------------------------------------------- */
 
 /* Splice into a plugin's sb_option_def table so every Google plugin takes
