@@ -1730,6 +1730,97 @@ static void gc_cancel(void *self)
     sb_gcp_client_cancel(p->gc);
 }
 
+/* ---- preflight -------------------------------------------------------------- */
+
+/* The directory a template's fixed beginning names: "/td_backup/${schema}/x"
+ * gives "/td_backup"; NULL when the template starts with a field. */
+static char *fixed_dir(const sb_template *t)
+{
+    const char *text = sb_template_text(t);
+    size_t n = strcspn(text, "$*?[");
+    while (n && text[n - 1] != '/')
+        n--;
+    if (n == 0)
+        return NULL;
+    if (n > 1)
+        n--; /* drop the slash, but keep "/" itself */
+    return sb_asprintf("%.*s", (int)n, text);
+}
+
+static void preflight_source(gcs_copy *p, sb_preflight *pf)
+{
+    char *dir = fixed_dir(p->c->source);
+    if (!dir) {
+        sb_preflight_ok(pf, "source begins with an event field: its directory is known per event only");
+        return;
+    }
+    char *what = sb_asprintf("source directory %s%s is readable", p->c->input == IN_HDFS ? "hdfs:" : "", dir);
+    if (p->c->input == IN_HDFS) {
+        flist l = {0};
+        char err[640];
+        json_t *st = hdfs_call(p, &l, dir, "op=GETFILESTATUS", err, sizeof err);
+        const char *type = json_string_value(json_object_get(json_object_get(st, "FileStatus"), "type"));
+        if (!st)
+            sb_preflight_fail(pf, what, "%s; check hdfs_url%s", err,
+                              p->c->hdfs_user || p->c->hdfs_delegation ? ", hdfs_user and hdfs_delegation" : "");
+        else if (!type || strcmp(type, "DIRECTORY") != 0)
+            sb_preflight_fail(pf, what, "it is not a directory on HDFS (type %s); fix source", type ? type : "unknown");
+        else
+            sb_preflight_ok(pf, what);
+        json_decref(st);
+    } else {
+        struct stat st;
+        if (stat(dir, &st) != 0)
+            sb_preflight_fail(pf, what, "%s; create it, mount it, or fix source", strerror(errno));
+        else if (!S_ISDIR(st.st_mode))
+            sb_preflight_fail(pf, what, "it is not a directory; fix source");
+        else if (access(dir, R_OK | X_OK) != 0)
+            sb_preflight_fail(pf, what, "%s; let the daemon's user read it (the unit's User=)", strerror(errno));
+        else
+            sb_preflight_ok(pf, what);
+    }
+    free(what);
+    free(dir);
+}
+
+/* Read-only: the source's fixed directory, the token, the destination
+ * bucket and the right to write, read back and delete objects in it and to
+ * run (and abort) multipart uploads. */
+static void gc_preflight(void *self, sb_preflight *pf)
+{
+    gcs_copy *p = self;
+    preflight_source(p, pf);
+    if (sb_gcp_preflight_token(p->gc, pf) != 0)
+        return;
+    const char *dest = sb_template_text(p->c->destination);
+    if (dest[0] == '$') {
+        sb_preflight_ok(pf, "destination comes from event fields: its bucket is checked per event only");
+        return;
+    }
+    if (strncmp(dest, "gs://", 5) != 0 || dest[5] == '/' || dest[5] == 0) {
+        sb_preflight_fail(pf, "destination is gs://BUCKET/PREFIX", "it is \"%s\"; fix destination", dest);
+        return;
+    }
+    const char *b = dest + 5;
+    size_t n = strcspn(b, "/");
+    if (memchr(b, '$', n)) {
+        sb_preflight_ok(pf, "destination bucket comes from event fields: checked per event only");
+        return;
+    }
+    static const char *const perms[] = {"storage.objects.create", "storage.objects.get", "storage.objects.delete",
+                                        "storage.multipartUploads.create", "storage.multipartUploads.abort", NULL};
+    char *url = sb_asprintf("/storage/v1/b/%.*s", (int)n, b);
+    char *what = sb_asprintf("bucket gs://%.*s exists", (int)n, b);
+    char *may = sb_asprintf("may write, read and delete objects and run multipart uploads in gs://%.*s "
+                            "(testIamPermissions)",
+                            (int)n, b);
+    sb_gcp_preflight_resource(p->gc, pf, url, what, "create it (gcloud storage buckets create), or fix destination",
+                              "roles/storage.objectUser on it", perms, may, "roles/storage.objectUser on the bucket");
+    free(url);
+    free(what);
+    free(may);
+}
+
 static void gc_destroy(void *self)
 {
     gcs_copy *p = self;
@@ -1808,4 +1899,5 @@ const sb_plugin syncbridge_plugin = {
     .destroy = gc_destroy,
     .cancel = gc_cancel,
     .abandon = gc_abandon,
+    .preflight = gc_preflight,
 };

@@ -58,6 +58,8 @@ class TestPreflight(unittest.TestCase):
         self.ctl("POST", "/_fake/composer/environments", {"name": ENV, "state": "RUNNING"})
         self.ctl("POST", "/_fake/airflow/dags", {"dag_id": DAG})
         self.ctl("POST", "/_fake/storage/buckets", {"name": "rr-code"})
+        self.ctl("POST", "/_fake/storage/buckets", {"name": "rr-landing"})
+        os.makedirs(os.path.join(self.d, "td_backup"))
 
     def gcp(self, **o):
         base = {"auth": "service_account", "key_file": self.fake.key_file, "endpoint": self.fake.base}
@@ -85,6 +87,8 @@ class TestPreflight(unittest.TestCase):
             "copy_dp": self.gcp(plugin="dataproc", project=P, region="us-central1",
                                 metastore_service="projects/p/locations/us-central1/services/hms",
                                 driver_uri="gs://rr-code/rr_driver.py"),
+            "copy_gcs": self.gcp(plugin="gcs_copy", source=os.path.join(self.d, "td_backup", "${schema}.${table}"),
+                                 destination="gs://rr-landing/${schema}", xml_endpoint=self.fake.base + "/xml"),
         }
         sources = {"pulled": self.gcp(plugin="pubsub_pull", subscription=SUB)}
         for k, v in change.items():
@@ -126,7 +130,9 @@ class TestPreflight(unittest.TestCase):
                      "table p.reg.runs exists", "dry run of the merge statement", "dry run of the update statement",
                      "Composer environment %s is RUNNING" % ENV, "DAG rr_copy exists and is unpaused",
                      "Dataproc region us-central1", "bucket gs://rr-code", "may read gs://rr-code",
-                     "credentials (auth service_account) give a token"):
+                     "credentials (auth service_account) give a token",
+                     "source directory %s is readable" % os.path.join(self.d, "td_backup"), "bucket gs://rr-landing exists",
+                     "may write, read and delete objects and run multipart uploads in gs://rr-landing"):
             self.assertIn(what, out)
         if self.have_sqlite:
             self.assertIn("ODBC connection", out)
@@ -190,6 +196,35 @@ class TestPreflight(unittest.TestCase):
         self.assert_fails_only(self.config(copy_dp={"driver_uri": "gs://no-bucket/d.py"}),
                                "Dataproc region us-central1 of project p is reachable (clusters.list): could not reach",
                                "bucket gs://no-bucket of driver_uri exists: not found")
+
+    def test_copy_source_bucket_and_multipart_rights(self):
+        out = self.assert_fails_only(self.config(copy_gcs={"source": "/nonexistent/td/${table}",
+                                                           "destination": "gs://no-landing/x"}),
+                                     "source directory /nonexistent/td is readable: No such file or directory",
+                                     "bucket gs://no-landing exists: not found")
+        self.assertIn("gcloud storage buckets create", out)
+        self.ctl("POST", "/_fake/iam/deny", {"permissions": ["storage.multipartUploads.create"],
+                                             "resource_regex": "rr-landing"})
+        self.assert_fails_only(self.config(), "missing storage.multipartUploads.create; grant the service account "
+                               "roles/storage.objectUser on the bucket")
+        # fields decide: nothing fixed to check, and that is said
+        self.ctl("DELETE", "/_fake/iam/deny")
+        rc, out, err = self.preflight(self.config(copy_gcs={"source": "${path}", "destination": "gs://${bucket}/x"}))
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("source begins with an event field", out)
+        self.assertIn("destination bucket comes from event fields", out)
+
+    def test_copy_from_hdfs(self):
+        self.ctl("POST", "/_fake/webhdfs/seed", {"path": "/td_backup/s.t/part-0", "size": 10, "seed": 1})
+        hdfs = {"input": "hdfs", "hdfs_url": self.fake.base, "hdfs_user": "etl", "source": "/td_backup/${schema}.${table}"}
+        rc, out, err = self.preflight(self.config(copy_gcs=hdfs))
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("source directory hdfs:/td_backup is readable", out)
+        self.assert_fails_only(self.config(copy_gcs=dict(hdfs, source="/elsewhere/${table}")),
+                               "source directory hdfs:/elsewhere is readable: WebHDFS op=GETFILESTATUS /elsewhere: "
+                               "HTTP 404")
+        self.assert_fails_only(self.config(copy_gcs=dict(hdfs, source="/td_backup/s.t/part-0/${table}")),
+                               "it is not a directory on HDFS (type FILE)")
 
     def test_credentials(self):
         # a key the fake does not trust: no token
