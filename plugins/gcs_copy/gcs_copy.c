@@ -18,6 +18,7 @@
  *      their CRCs are combined into the object's.
  *   4. After the upload the object's crc32c from Cloud Storage is compared
  *      with ours. A mismatch deletes the object and fails the attempt.
+ *   5. The event gets gcs_objects, gcs_uri, crc32c and gcp_finished_at.
  * At most `streams` requests are in flight, all on the calling thread
  * through one sb_gcp_multi.
  *
@@ -82,7 +83,7 @@ typedef struct gc_conf {
 static const sb_option_def options[] = {
     {SB_OPT("source", SB_OPT_TEMPLATE, NULL, 1,
             "What to copy, from event fields: a file, a directory (copied recursively) or a glob, e.g. "
-            "/td_backup/${schema}.${table}/${inc_date_compact}."),
+            "/td_backup/${schema}.${table}/${inc_val}."),
      SB_OPT_BIND(gc_conf, source)},
     {SB_OPT("destination", SB_OPT_TEMPLATE, NULL, 1,
             "gs://bucket/prefix from event fields; each file becomes the object prefix/<its path under the "
@@ -1648,6 +1649,14 @@ static void copy_event(gcs_copy *p, sb_batch *b, size_t i)
         else
             sb_event_add(ev, "gcs_uri", json_sprintf("gs://%s/%s", j.bucket, j.prefix));
         sb_event_add(ev, "crc32c", json_string(b64));
+        /* the copy into Google Cloud ended now, as the composer and dataproc
+         * actions say with the same field (the registry's gcp row) */
+        char when[32];
+        time_t t = time(NULL);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        sb_event_add(ev, "gcp_finished_at", json_string(when));
         sb_batch_progress(b, i, j.total, j.total);
         double secs = (double)(now_us() - j.t0_us) / 1e6;
         sb_log(p->ins, SB_LOG_INFO,

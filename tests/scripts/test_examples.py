@@ -54,6 +54,26 @@ class Examples(unittest.TestCase):
         self.assertIn("step 1: publish_log_runs (sink pubsub)", out)
         self.assertIn("route runs_from_kafka", out)
         self.assertIn("step 1: publish_kafka_runs (sink pubsub)", out)
+        block = out[out.index("route runs_pushed_from_logs"):]
+        self.assertIn("step 1: push_to_gcs (action gcs_copy)", block)
+        self.assertIn("step 2: publish_pushed_runs (sink pubsub)", block)
+
+    def test_pushed_runs_take_one_route_on_each_side(self):
+        with open(os.path.join(EXAMPLES, "onprem-node.json")) as f:
+            onprem = json.load(f)
+        with open(os.path.join(EXAMPLES, "gcp-side.json")) as f:
+            gcp = json.load(f)
+        # the schemas pushed on-prem are exactly those kept out of the plain route
+        r = onprem["routes"]
+        self.assertEqual(r["runs_pushed_from_logs"]["match"]["all"][1], r["runs_from_logs"]["match"]["all"][1]["not"])
+        # what the push adds travels as attributes, and the GCP side routes on it
+        attrs = onprem["sinks"]["publish_pushed_runs"]["attributes"]
+        self.assertEqual(attrs["gcp_finished_at"], "${gcp_finished_at}")
+        g = gcp["routes"]
+        self.assertEqual(g["seed_pushed"]["match"], {"field": "gcp_finished_at", "exists": True})
+        self.assertEqual(g["seed_pushed"]["steps"], ["bq_register", "sql_register", "bq_gcp_done"])
+        for other in ("seed_composer", "seed_dataproc"):
+            self.assertIn({"not": g["seed_pushed"]["match"]}, g[other]["match"]["all"], other)
 
     def test_gcp_side_routes_composer_and_dataproc(self):
         out = self.check(os.path.join(EXAMPLES, "gcp-side.json"))

@@ -5,7 +5,7 @@
 * exact: binary content with CRLF and \\n\\n, an empty file, a file that is
   an exact multiple of the part size, a multi-part file and a subdirectory
   arrive byte for byte, with Cloud Storage's crc32c equal to the source's;
-  the fields gcs_objects, gcs_uri and crc32c are set; a second event for
+  the fields gcs_objects, gcs_uri, crc32c and gcp_finished_at are set; a second event for
   the same files sends no byte (skipped: same size and CRC32C).
 * glob: a glob copies its matches, named relative to its directory part.
 * bucket: a wrong bucket dead-letters the event with Cloud Storage's 404
@@ -23,6 +23,7 @@
   SB_GCS_KILLS (default 3; `make check-long` 20) sets the number.
 """
 import base64
+import calendar
 import json
 import os
 import random
@@ -194,6 +195,10 @@ class TestCopy(Base):
         self.assertEqual(fields["gcs_uri"], "gs://%s/copies/r1" % BUCKET)
         whole = b"".join(files[k] for k in sorted(files))
         self.assertEqual(fields["crc32c"], crc_b64(whole))
+        # when the copy into Cloud Storage ended, for the registry's gcp row
+        self.assertRegex(fields["gcp_finished_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        self.assertLess(abs(time.time() - calendar.timegm(time.strptime(fields["gcp_finished_at"],
+                                                                          "%Y-%m-%dT%H:%M:%SZ"))), 600)
         # the parts went up with their CRC32C, and the multi-part objects in parts
         parts = self.part_puts()
         self.assertEqual(len(parts), 2 + 3)
