@@ -76,39 +76,6 @@ static char *subst(const char *in, int keep_fields, const char *path, char *errs
     return out;
 }
 
-/* Substitute every string inside a JSON value, in place. */
-static int subst_tree(json_t *v, const char *path, char *errstr, size_t errstr_size)
-{
-    if (json_is_string(v)) {
-        char *s = subst(json_string_value(v), 0, path, errstr, errstr_size);
-        if (!s)
-            return -1;
-        int bad = json_string_set(v, s) != 0; /* jansson refuses text that is not UTF-8 */
-        free(s);
-        if (bad)
-            return sb_err(errstr, errstr_size, "%s: the substituted value is not valid UTF-8 text", path);
-    } else if (json_is_object(v)) {
-        const char *key;
-        json_t *child;
-        json_object_foreach(v, key, child) {
-            char *sub = join_path(path, key);
-            int rc = subst_tree(child, sub, errstr, errstr_size);
-            free(sub);
-            if (rc != 0)
-                return -1;
-        }
-    } else if (json_is_array(v)) {
-        for (size_t i = 0; i < json_array_size(v); i++) {
-            char *sub = sb_asprintf("%s[%zu]", path, i);
-            int rc = subst_tree(json_array_get(v, i), sub, errstr, errstr_size);
-            free(sub);
-            if (rc != 0)
-                return -1;
-        }
-    }
-    return 0;
-}
-
 /* DURATION and SIZE: as the config loader reads them (confval.h). */
 static int parse_scaled(opt_val *o, const json_t *v, const char *path, char *errstr, size_t errstr_size)
 {
@@ -226,17 +193,19 @@ static char *legacy_fields(const char *in)
     return b.p;
 }
 
-/* Substitute ${env:}/${file:} in every string (fields kept for run time),
- * in place. */
-static int subst_tree_templates(json_t *v, const char *path, char *errstr, size_t errstr_size)
+/* Substitute ${env:}/${file:} in every string inside a JSON value, in
+ * place. With `templates` the strings are templates: event fields are kept
+ * for run time, and the legacy "$${field}" spelling is read as "${field}";
+ * without, a string is a plain value. */
+static int subst_tree(json_t *v, int templates, const char *path, char *errstr, size_t errstr_size)
 {
     if (json_is_string(v)) {
-        char *old = legacy_fields(json_string_value(v));
-        char *s = subst(old, 1, path, errstr, errstr_size);
+        char *old = templates ? legacy_fields(json_string_value(v)) : NULL;
+        char *s = subst(old ? old : json_string_value(v), templates, path, errstr, errstr_size);
         free(old);
         if (!s)
             return -1;
-        int bad = json_string_set(v, s) != 0;
+        int bad = json_string_set(v, s) != 0; /* jansson refuses text that is not UTF-8 */
         free(s);
         if (bad)
             return sb_err(errstr, errstr_size, "%s: the substituted value is not valid UTF-8 text", path);
@@ -245,7 +214,7 @@ static int subst_tree_templates(json_t *v, const char *path, char *errstr, size_
         json_t *child;
         json_object_foreach(v, key, child) {
             char *sub = join_path(path, key);
-            int rc = subst_tree_templates(child, sub, errstr, errstr_size);
+            int rc = subst_tree(child, templates, sub, errstr, errstr_size);
             free(sub);
             if (rc != 0)
                 return -1;
@@ -253,7 +222,7 @@ static int subst_tree_templates(json_t *v, const char *path, char *errstr, size_
     } else if (json_is_array(v)) {
         for (size_t i = 0; i < json_array_size(v); i++) {
             char *sub = sb_asprintf("%s[%zu]", path, i);
-            int rc = subst_tree_templates(json_array_get(v, i), sub, errstr, errstr_size);
+            int rc = subst_tree(json_array_get(v, i), templates, sub, errstr, errstr_size);
             free(sub);
             if (rc != 0)
                 return -1;
@@ -267,7 +236,7 @@ static int parse_json_template(opt_val *o, const json_t *v, const char *path, ch
     json_t *copy = json_deep_copy(v);
     if (!copy)
         abort();
-    int rc = subst_tree_templates(copy, path, errstr, errstr_size);
+    int rc = subst_tree(copy, 1, path, errstr, errstr_size);
     if (rc == 0) {
         o->jtpl = sb_json_template_compile(copy, path, errstr, errstr_size);
         rc = o->jtpl ? 0 : -1;
@@ -323,7 +292,7 @@ static int parse_value(opt_val *o, const json_t *v, const char *path, char *errs
         if (!json_is_object(v))
             return bad_value(path, "an object", v, errstr, errstr_size);
         o->obj = json_deep_copy(v);
-        return subst_tree(o->obj, path, errstr, errstr_size);
+        return subst_tree(o->obj, 0, path, errstr, errstr_size);
     case SB_OPT_TEMPLATE_MAP:
         return parse_template_map(o, v, path, errstr, errstr_size);
     case SB_OPT_JSON_TEMPLATE:
