@@ -55,6 +55,25 @@ sbh *sbh_new(const char *section, const char *instance_json)
     return h;
 }
 
+sbh *sbh_new_merged(const char *section, const char *base_json, const char *extra)
+{
+    json_t *o = json_loads(base_json, 0, NULL);
+    ck_assert_msg(o != NULL, "bad base options %s", base_json);
+    if (extra) {
+        char *x = sb_asprintf("{%s}", extra);
+        json_t *e = json_loads(x, 0, NULL);
+        ck_assert_msg(e != NULL, "bad extra options %s", extra);
+        json_object_update(o, e);
+        json_decref(e);
+        free(x);
+    }
+    char *text = json_dumps(o, 0);
+    json_decref(o);
+    sbh *h = sbh_new(section, text);
+    free(text);
+    return h;
+}
+
 void sbh_event(sbh *h, const char *event_id, const char *fields_json)
 {
     json_error_t je;

@@ -33,6 +33,9 @@ typedef struct sbh sbh;
 
 /* section: "sinks" or "actions"; instance_json: the instance's config object. */
 sbh *sbh_new(const char *section, const char *instance_json);
+/* sbh_new() with `extra` (members of a JSON object, MAY be NULL) added to
+ * or replacing those of base_json. */
+sbh *sbh_new_merged(const char *section, const char *base_json, const char *extra);
 /* Queue an event (fields as a JSON object text) for the next sbh_run(). */
 void sbh_event(sbh *h, const char *event_id, const char *fields_json);
 /* Run until every queued event is done or dead-lettered (60 s at most),

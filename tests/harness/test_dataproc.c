@@ -35,18 +35,12 @@ static void suite_teardown(void)
 
 static void ctl(const char *method, const char *path, const char *body)
 {
-    char *out = NULL;
-    long st = tl_ctl(&fake, 0, method, path, body, &out);
-    ck_assert_msg(st == 200, "%s %s: %ld %s", method, path, st, out ? out : "");
-    free(out);
+    tl_ctl_ok(&fake, method, path, body);
 }
 
 static void setup_fake(double cluster_s, double job_s)
 {
-    unsetenv("http_proxy");
-    unsetenv("https_proxy");
-    unsetenv("no_proxy");
-    tl_reset(&fake);
+    tl_reset_direct(&fake);
     char b[256];
     snprintf(b, sizeof b, "{\"require_auth\": true, \"dataproc_cluster_seconds\": %g, \"dataproc_job_seconds\": %g}",
              cluster_s, job_s);
@@ -63,30 +57,12 @@ static sbh *dataproc(const char *extra)
              " \"retry\": {\"initial\": \"10ms\", \"max_delay\": \"50ms\", \"max_attempts\": 4},"
              " \"step_timeout\": \"30s\"}",
              fake.port);
-    json_t *o = json_loads(j, 0, NULL);
-    if (extra) {
-        char x[2048];
-        snprintf(x, sizeof x, "{%s}", extra);
-        json_t *e = json_loads(x, 0, NULL);
-        ck_assert_msg(e != NULL, "bad extra options %s", extra);
-        json_object_update(o, e);
-        json_decref(e);
-    }
-    char *text = json_dumps(o, 0);
-    json_decref(o);
-    sbh *h = sbh_new("actions", text);
-    free(text);
-    return h;
+    return sbh_new_merged("actions", j, extra);
 }
 
 static json_t *dp_state(void)
 {
-    char *out = NULL;
-    ck_assert_int_eq(tl_ctl(&fake, 0, "GET", "/_fake/dataproc/state", NULL, &out), 200);
-    json_t *j = json_loads(out, 0, NULL);
-    free(out);
-    ck_assert_ptr_nonnull(j);
-    return j;
+    return tl_ctl_json(&fake, "/_fake/dataproc/state");
 }
 
 /* The body of the last logged request whose path matches rx, parsed. */

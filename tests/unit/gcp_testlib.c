@@ -256,6 +256,33 @@ void tl_reset(const tl_proc *fake)
     tl_ctl(fake, 0, "POST", "/_fake/reset", "{}", NULL);
 }
 
+void tl_ctl_ok(const tl_proc *fake, const char *method, const char *path, const char *body)
+{
+    char *out = NULL;
+    long st = tl_ctl(fake, 0, method, path, body, &out);
+    ck_assert_msg(st == 200, "%s %s: %ld %s", method, path, st, out ? out : "");
+    free(out);
+}
+
+json_t *tl_ctl_json(const tl_proc *fake, const char *path)
+{
+    char *out = NULL;
+    long st = tl_ctl(fake, 0, "GET", path, NULL, &out);
+    ck_assert_msg(st == 200, "GET %s: %ld %s", path, st, out ? out : "");
+    json_t *j = json_loads(out, 0, NULL);
+    ck_assert_msg(j != NULL, "GET %s: not JSON: %s", path, out);
+    free(out);
+    return j;
+}
+
+void tl_reset_direct(const tl_proc *fake)
+{
+    unsetenv("http_proxy");
+    unsetenv("https_proxy");
+    unsetenv("no_proxy");
+    tl_reset(fake);
+}
+
 static json_t *requests(const tl_proc *fake, const char *rx)
 {
     char *esc = curl_easy_escape(NULL, rx, 0);

@@ -4,6 +4,7 @@
 #ifndef GCP_TESTLIB_H
 #define GCP_TESTLIB_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -38,6 +39,13 @@ void tl_stop(tl_proc *p);
  * (MAY be NULL) gets the body, malloc'd. tls: https without verification. */
 long tl_ctl(const tl_proc *fake, int tls, const char *method, const char *path, const char *body, char **out);
 void tl_fault(const tl_proc *fake, const char *json);
+/* A control call that must answer 200 (else the test fails with the answer). */
+void tl_ctl_ok(const tl_proc *fake, const char *method, const char *path, const char *body);
+/* GET a control path that answers JSON: the parsed body (caller decrefs). */
+json_t *tl_ctl_json(const tl_proc *fake, const char *path);
+/* Clear the proxy variables (a test's requests go straight to the fake),
+ * then reset the fake. */
+void tl_reset_direct(const tl_proc *fake);
 void tl_reset(const tl_proc *fake);
 /* Number of logged requests whose path matches regex; times[] (MAY be NULL,
  * up to max) gets their timestamps in seconds. */
