@@ -177,6 +177,26 @@ struct replay_ctx {
 static int replay_fn(sb_ledger *l, void *ctx, char *err, size_t errsz)
 {
     struct replay_ctx *c = ctx;
+    /* The last attempt's progress would show as the new attempt's until its
+     * first report: drop it (and a row that held nothing else), keep the
+     * plugins' state, which the new attempt resumes from. */
+    static const char *const forget[] = {
+        "DELETE FROM step_states WHERE state IS NULL AND entry_id IN (SELECT id FROM entries WHERE state = 2"
+        " AND (?1 = 0 OR id = ?1) AND (?2 IS NULL OR route = ?2))",
+        "UPDATE step_states SET progress = NULL WHERE progress IS NOT NULL AND entry_id IN (SELECT id FROM entries"
+        " WHERE state = 2 AND (?1 = 0 OR id = ?1) AND (?2 IS NULL OR route = ?2))",
+    };
+    for (size_t i = 0; i < sizeof forget / sizeof forget[0]; i++) {
+        sqlite3_stmt *f = NULL;
+        if (sqlite3_prepare_v2(l->wdb, forget[i], -1, &f, NULL) != SQLITE_OK)
+            return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
+        sqlite3_bind_int64(f, 1, c->entry_id);
+        sb_ledger__bind_text(f, 2, c->route);
+        int rc = sqlite3_step(f);
+        sqlite3_finalize(f);
+        if (rc != SQLITE_DONE)
+            return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
+    }
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(l->wdb,
                            "UPDATE entries SET state = 0, attempts = 0, first_attempt_us = 0, next_retry_us = 0,"

@@ -305,6 +305,20 @@ START_TEST(test_progress_beside_step_state)
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(st, "progress"), "total")), 100);
     ck_assert_str_eq(json_string_value(json_object_get(json_object_get(st, "state"), "upload")), "u1");
     json_decref(e);
+
+    /* a replay forgets the last attempt's progress, and keeps the state */
+    sb_ledger_dead(l, a, 0, "gave up");
+    sb_ledger_dead(l, b, 0, "gave up");
+    sb_ledger_sync(l);
+    ck_assert_int_eq(sb_ledger_dlq_replay(l, 0, NULL, err, sizeof err), 2);
+    e = sb_ledger_show(l, a, err, sizeof err);
+    ck_assert_int_eq(json_array_size(json_object_get(e, "step_states")), 0);
+    json_decref(e);
+    e = sb_ledger_show(l, b, err, sizeof err);
+    st = json_array_get(json_object_get(e, "step_states"), 0);
+    ck_assert(json_is_null(json_object_get(st, "progress")));
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(st, "state"), "upload")), "u1");
+    json_decref(e);
     sb_ledger_close(l);
 }
 END_TEST
