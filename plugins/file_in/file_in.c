@@ -375,6 +375,47 @@ static int fi_run(void *self, sb_source_ctx *ctx)
     return rc == 1 ? 0 : rc;
 }
 
+/* `syncbridge preflight`: the input is there, is what open_input()
+ * accepts, and this user may read it. Read-only: nothing is opened (a
+ * FIFO's open would count as its reader, a device's may do anything). */
+static void fi_preflight(void *self, sb_preflight *pf)
+{
+    file_in *f = self;
+    if (strcmp(f->path, "-") == 0) {
+        sb_preflight_ok(pf, "input \"-\" is the daemon's standard input (nothing to check)");
+        return;
+    }
+    char *what = sb_asprintf("input %s is a readable file", f->path);
+    struct stat st;
+    if (stat(f->path, &st) != 0) {
+        if (errno == ENOENT)
+            sb_preflight_fail(pf, what, "it does not exist: create it or fix path (the source fails until "
+                              "it is there)");
+        else if (errno == EACCES)
+            sb_preflight_fail(pf, what, "%s: give the daemon's user execute permission on the directories "
+                              "above it", strerror(errno));
+        else
+            sb_preflight_fail(pf, what, "%s: fix path", strerror(errno));
+    } else if (S_ISDIR(st.st_mode)) {
+        sb_preflight_fail(pf, what, "it is a directory; path names one file (filewatch follows directories "
+                          "of files)");
+    } else if (S_ISFIFO(st.st_mode) && !f->allow_fifo) {
+        sb_preflight_fail(pf, what, "it is a FIFO (named pipe): set allow_fifo to read it as a stream, or "
+                          "fix path");
+    } else if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode)) {
+        sb_preflight_fail(pf, what, "it is not a regular file: fix path");
+    } else if (access(f->path, R_OK) != 0) {
+        sb_preflight_fail(pf, what, "%s: give the daemon's user read permission on it", strerror(errno));
+    } else {
+        const char *kind = S_ISFIFO(st.st_mode) ? "a FIFO, read as a stream" : "a device";
+        char *ok = S_ISREG(st.st_mode) ? sb_asprintf("%s (%jd bytes)", what, (intmax_t)st.st_size)
+                                       : sb_asprintf("%s (%s)", what, kind);
+        sb_preflight_ok(pf, ok);
+        free(ok);
+    }
+    free(what);
+}
+
 const sb_plugin syncbridge_plugin = {
     SB_PLUGIN_ABI,
     .name = "file_in",
@@ -386,4 +427,5 @@ const sb_plugin syncbridge_plugin = {
     .create = fi_create,
     .run = fi_run,
     .destroy = fi_destroy,
+    .preflight = fi_preflight,
 };

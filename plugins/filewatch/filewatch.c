@@ -20,14 +20,17 @@
 #include <syncbridge/syncbridge.h>
 
 #include <errno.h>
+#include <glob.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -100,7 +103,8 @@ static sb_option_def options[FIXED_OPTIONS + RRP_COUNT + 1] = {
      "Glob patterns of the log files to follow, e.g. [\"/var/log/cerebro/*.log\"]. New files that match are picked up "
      "while running.")},
     {SB_OPT("exclude", SB_OPT_STRING_LIST, "[]", 0,
-     "Globs of paths never to read, e.g. rotated copies (\"*.gz\", \"*.1\") when the paths would match them.")},
+     "Globs of files never to read, e.g. rotated copies (\"*.gz\", \"*.1\") when the paths would match them: "
+     "a glob without a slash is matched against the file's name, one with a slash against its whole path.")},
     {SB_OPT("format", SB_OPT_STRING, "\"runreplicator\"", 0,
             "\"runreplicator\": one event per finished run found in the log lines. \"command\": each line is the "
             "command that ran (the message the GCP side consumes). \"json\": each line is a JSON object of fields."),
@@ -714,6 +718,107 @@ static int fw_run(void *p, sb_source_ctx *ctx)
     return sb_source_stopping(ctx) ? 0 : rc;
 }
 
+/* ---- preflight ------------------------------------------------------------- */
+
+/* The directory a pattern's matches must be under: its leading components
+ * up to the first wildcard ("." for a bare name). Wildcards as the tailer
+ * sees them (a backslash escapes, so it counts too). */
+static char *pattern_dir(const char *pat)
+{
+    size_t m = strcspn(pat, "*?[\\");
+    const char *slash = NULL;
+    for (const char *s = pat; s < pat + m; s++)
+        if (*s == '/')
+            slash = s;
+    if (!slash)
+        return sb_asprintf(".");
+    if (slash == pat)
+        return sb_asprintf("/");
+    return sb_asprintf("%.*s", (int)(slash - pat), pat);
+}
+
+/* glob(3) reports a directory it cannot read only through a callback
+ * without a context; preflight runs on the control thread, one instance
+ * at a time. */
+static _Thread_local char *glob_unreadable;
+
+static int glob_error(const char *path, int err)
+{
+    if (err != ENOENT && err != ENOTDIR && !glob_unreadable)
+        glob_unreadable = sb_asprintf("%s: %s", path, strerror(err));
+    return 0; /* go on: count what can be read */
+}
+
+/* `syncbridge preflight`: for each pattern, its directory is there and
+ * this user may list and enter it, and how many files match now (as the
+ * tailer counts them: regular files, not excluded). Read-only: create()
+ * opened nothing, and nothing is opened here but directories to list. */
+static void fw_preflight(void *p, sb_preflight *pf)
+{
+    fw *self = p;
+    char user[64], pwbuf[1024];
+    struct passwd pw, *pwp = NULL;
+    if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof pwbuf, &pwp) == 0 && pwp)
+        snprintf(user, sizeof user, "%s", pw.pw_name);
+    else
+        snprintf(user, sizeof user, "uid %u", (unsigned)geteuid());
+    for (size_t i = 0; i < self->tc.npaths; i++) {
+        const char *pat = self->paths[i];
+        char *dir = pattern_dir(pat);
+        char *what = sb_asprintf("directory %s of paths \"%s\" is readable by %s", dir, pat, user);
+        struct stat st;
+        if (stat(dir, &st) != 0) {
+            if (errno == ENOENT)
+                sb_preflight_fail(pf, what, "it does not exist: create it or fix paths");
+            else if (errno == EACCES)
+                sb_preflight_fail(pf, what, "%s: give %s execute permission on the directories above it",
+                                  strerror(errno), user);
+            else
+                sb_preflight_fail(pf, what, "%s: fix paths", strerror(errno));
+        } else if (!S_ISDIR(st.st_mode)) {
+            sb_preflight_fail(pf, what, "it is not a directory: fix paths");
+        } else if (access(dir, R_OK | X_OK) != 0) {
+            sb_preflight_fail(pf, what, "%s: give %s read and execute permission on it (and execute on the "
+                              "directories above it), e.g. with setfacl -m u:%s:rx %s", strerror(errno), user,
+                              pwp ? user : "USER", dir);
+        } else {
+            glob_t g;
+            size_t n = 0, excluded = 0;
+            int rc = glob(pat, GLOB_NOSORT, glob_error, &g);
+            for (size_t j = 0; rc == 0 && j < g.gl_pathc; j++) {
+                if (stat(g.gl_pathv[j], &st) != 0 || !S_ISREG(st.st_mode))
+                    continue;
+                if (fw_excluded(self->exclude, self->tc.nexclude, g.gl_pathv[j]))
+                    excluded++;
+                else
+                    n++;
+            }
+            if (rc == 0)
+                globfree(&g);
+            if (glob_unreadable) {
+                sb_preflight_fail(pf, what, "%s (files under it are not seen): give %s read and execute "
+                                  "permission on it", glob_unreadable, user);
+            } else if (rc != 0 && rc != GLOB_NOMATCH) {
+                sb_preflight_fail(pf, what, "the pattern cannot be expanded (%s): fix paths",
+                                  rc == GLOB_NOSPACE ? "out of memory" : "read error");
+            } else {
+                char more[64] = "";
+                if (excluded)
+                    snprintf(more, sizeof more, " (and %zu excluded)", excluded);
+                char *ok = n == 0 ? sb_asprintf("%s: no file matches yet%s", what, more)
+                                  : sb_asprintf("%s: %zu file%s match%s%s", what, n, n == 1 ? "" : "s",
+                                                n == 1 ? "es" : "", more);
+                sb_preflight_ok(pf, ok);
+                free(ok);
+            }
+            free(glob_unreadable);
+            glob_unreadable = NULL;
+        }
+        free(what);
+        free(dir);
+    }
+}
+
 const sb_plugin syncbridge_plugin = {
     SB_PLUGIN_ABI,
     .name = "filewatch",
@@ -725,4 +830,5 @@ const sb_plugin syncbridge_plugin = {
     .create = fw_create,
     .run = fw_run,
     .destroy = fw_destroy,
+    .preflight = fw_preflight,
 };

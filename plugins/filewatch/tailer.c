@@ -539,13 +539,18 @@ void fw_tailer_stats_get(const fw_tailer *t, fw_tailer_stats *out)
     out->open_files = t->nopen;
 }
 
-static int excluded(const fw_tailer *t, const char *path)
+int fw_excluded(const char *const *patterns, size_t n, const char *path)
 {
-    for (size_t i = 0; i < t->c.nexclude; i++)
-        if (fnmatch(t->c.exclude[i], path, FNM_PATHNAME) == 0)
+    const char *slash = strrchr(path, '/'), *name = slash ? slash + 1 : path;
+    for (size_t i = 0; i < n; i++) {
+        int whole = strchr(patterns[i], '/') != NULL;
+        if (fnmatch(patterns[i], whole ? path : name, FNM_PATHNAME) == 0)
             return 1;
+    }
     return 0;
 }
+
+static int excluded(const fw_tailer *t, const char *path) { return fw_excluded(t->c.exclude, t->c.nexclude, path); }
 
 /* Where to start a file opened for the first time: its checkpoint
  * position when it is the same file, else the start (or the end, at the
@@ -800,8 +805,8 @@ static int scan_pattern(fw_tailer *t, const char *pat)
     size_t dlen = slash ? (size_t)(slash - pat) + 1 : 0; /* the directory part, with its slash */
     if (!*base)
         return 0; /* names a directory */
-    if (!has_magic(base, strlen(base)))
-        return scan_one(t, AT_FDCWD, pat, pat);
+    if (!has_magic(base, strlen(base)) && !has_magic(pat, dlen))
+        return scan_one(t, AT_FDCWD, pat, pat); /* a literal path (a wildcard directory is globbed below) */
     if (!has_magic(pat, dlen)) {
         char *dir = dlen ? strndup(pat, dlen) : strdup(".");
         if (!dir)

@@ -114,6 +114,11 @@ int fw_tailer_finish(fw_tailer *t);
 
 void fw_tailer_stats_get(const fw_tailer *t, fw_tailer_stats *out);
 
+/* Whether `path` is excluded by one of `patterns`: a pattern without a
+ * slash ("*.gz") is matched against the file's name, one with a slash
+ * against the whole path, where a wildcard does not cross a slash. */
+int fw_excluded(const char *const *patterns, size_t n, const char *path);
+
 /* Non-zero when a position changed since the last fw_tailer_checkpoint(). */
 int fw_tailer_dirty(const fw_tailer *t);
 

@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <regex.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -687,6 +688,194 @@ static int kf_start(void *self, char *errstr, size_t errstr_size)
     return 0;
 }
 
+/* ---- preflight ------------------------------------------------------------- */
+
+/* How long preflight waits for the brokers' answer, a TLS and SASL
+ * handshake included. */
+#define PREFLIGHT_TIMEOUT_MS 5000
+
+/* The opaque of preflight's handle, in place of the source's own. */
+typedef struct kf_probe {
+    kafka_src *k;
+    char error[512]; /* what librdkafka last reported: a refused connection, a TLS or SASL failure */
+} kf_probe;
+
+static void probe_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    kf_probe *p = rd_kafka_opaque(rk);
+    (void)level; /* the failure is in preflight's own line; this is for -l debug */
+    sb_log(p->k->ins, SB_LOG_DEBUG, "librdkafka %s: %s", fac, buf);
+}
+
+/* Served by rd_kafka_poll() on the preflight thread. "All brokers down"
+ * says less than the error before it, so it does not replace one. */
+static void probe_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    kf_probe *p = opaque;
+    (void)rk;
+    if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || !p->error[0])
+        snprintf(p->error, sizeof p->error, "%s", reason);
+}
+
+/* A client that only asks for metadata: the source's properties without
+ * group.id, so it has no group to join and no offsets to commit. */
+static rd_kafka_t *probe_new(kafka_src *k, kf_probe *p, char *err, size_t errsz)
+{
+    const char *group_props[] = {"group.id"};
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup_filter(k->conf, 1, group_props);
+    rd_kafka_conf_set_log_cb(conf, probe_log_cb);
+    rd_kafka_conf_set_error_cb(conf, probe_error_cb);
+    rd_kafka_conf_set_rebalance_cb(conf, NULL);
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errsz);
+    if (!rk)
+        rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+/* " (last error: ...)" when librdkafka reported one, else "". */
+static const char *probe_detail(rd_kafka_t *rk, kf_probe *p, char *buf, size_t size)
+{
+    rd_kafka_poll(rk, 0);
+    if (!p->error[0])
+        return "";
+    snprintf(buf, size, " (last error: %s)", p->error);
+    return buf;
+}
+
+static const rd_kafka_metadata_topic_t *md_topic(const rd_kafka_metadata_t *md, const char *name)
+{
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (strcmp(md->topics[i].topic, name) == 0)
+            return &md->topics[i];
+    return NULL;
+}
+
+/* The ok or FAIL line of a topic. NULL: not in the brokers' list of all
+ * topics, which leaves out the topics a client may not describe. Asking
+ * for it by name would tell the two apart, but a broker that predates
+ * allow.auto.create.topics (Metadata v4) creates a topic asked for. */
+static void report_topic(sb_preflight *pf, const char *topic, const rd_kafka_metadata_topic_t *t,
+                         const char *group)
+{
+    char *what = sb_asprintf("topic %s exists", topic);
+    if (!t || t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+        sb_preflight_fail(pf, what, "not found: create it (kafka-topics.sh --create --topic %s) or fix topics; "
+                          "if it exists, grant this client's principal Describe and Read on it", topic);
+    } else if (t->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+        sb_preflight_fail(pf, what, "%s: grant this client's principal Describe and Read on topic %s and Read "
+                          "on group %s", rd_kafka_err2str(t->err), topic, group);
+    } else if (t->err) {
+        sb_preflight_fail(pf, what, "%s", rd_kafka_err2str(t->err));
+    } else {
+        char bad[256];
+        size_t off = 0, nbad = 0;
+        rd_kafka_resp_err_t why = RD_KAFKA_RESP_ERR_NO_ERROR;
+        bad[0] = '\0';
+        for (int i = 0; i < t->partition_cnt; i++) {
+            const rd_kafka_metadata_partition_t *pt = &t->partitions[i];
+            if (!pt->err && pt->leader >= 0)
+                continue;
+            if (!why)
+                why = pt->err ? pt->err : RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE;
+            if (off < sizeof bad - 1)
+                off += (size_t)snprintf(bad + off, sizeof bad - off, "%s%" PRId32, nbad ? ", " : "", pt->id);
+            nbad++;
+        }
+        free(what);
+        what = sb_asprintf("topic %s exists (%d partition%s)", t->topic, t->partition_cnt,
+                           t->partition_cnt == 1 ? "" : "s");
+        if (t->partition_cnt == 0)
+            sb_preflight_fail(pf, what, "it has no partitions: check the brokers' logs for the topic");
+        else if (nbad)
+            sb_preflight_fail(pf, what, "partition%s %s without a leader (%s): check the brokers that host %s",
+                              nbad == 1 ? "" : "s", bad, rd_kafka_err2str(why), nbad == 1 ? "it" : "them");
+        else
+            sb_preflight_ok(pf, what);
+    }
+    free(what);
+}
+
+/* A "^regex" subscription: the topics it matches now, matched as
+ * librdkafka matches them where the system has POSIX regexes (extended). */
+static void report_pattern(sb_preflight *pf, const rd_kafka_metadata_t *md, const char *pattern)
+{
+    regex_t re;
+    char *what = sb_asprintf("topics matching %s exist", pattern);
+    int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB);
+    if (rc != 0) {
+        char msg[256];
+        regerror(rc, &re, msg, sizeof msg);
+        sb_preflight_fail(pf, what, "not a valid regular expression (%s): fix topics", msg);
+        free(what);
+        return;
+    }
+    int n = 0, parts = 0;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (md->topics[i].err || regexec(&re, md->topics[i].topic, 0, NULL, 0) != 0)
+            continue;
+        n++;
+        parts += md->topics[i].partition_cnt;
+    }
+    regfree(&re);
+    if (n == 0) {
+        sb_preflight_fail(pf, what, "no topic this client may see matches: create one, fix topics, or grant "
+                          "this client's principal Describe on them");
+    } else {
+        free(what);
+        what = sb_asprintf("topics matching %s exist (%d topic%s, %d partitions)", pattern, n, n == 1 ? "" : "s",
+                           parts);
+        sb_preflight_ok(pf, what);
+    }
+    free(what);
+}
+
+/* `syncbridge preflight`: the brokers answer a metadata request for all
+ * topics, and each topic is among them. Read-only, and bounded by
+ * PREFLIGHT_TIMEOUT_MS: one request, from a client of its own with no
+ * group.id (create() opened nothing), which never subscribes, fetches or
+ * commits, and is destroyed without a consumer close. */
+static void kf_preflight(void *self, sb_preflight *pf)
+{
+    kafka_src *k = self;
+    const char *brokers = sb_opt_string(k->ins, "brokers"), *group = sb_opt_string(k->ins, "group_id");
+    char err[1024], detail[600];
+    kf_probe p = {.k = k};
+    char *what = sb_asprintf("brokers %s answer", brokers);
+    rd_kafka_t *rk = probe_new(k, &p, err, sizeof err);
+    if (!rk) {
+        sb_preflight_fail(pf, what, "cannot create a client: %s", err);
+        free(what);
+        return;
+    }
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, PREFLIGHT_TIMEOUT_MS);
+    if (e) {
+        sb_preflight_fail(pf, what,
+                          "no metadata within %d s: %s%s; check brokers, that this host reaches them (network, "
+                          "firewall), and the TLS/SASL properties (security.protocol, ssl.*, sasl.*)",
+                          PREFLIGHT_TIMEOUT_MS / 1000, rd_kafka_err2str(e),
+                          probe_detail(rk, &p, detail, sizeof detail));
+        free(what);
+        rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        return;
+    }
+    free(what);
+    what = sb_asprintf("brokers %s answer (%d broker%s)", brokers, md->broker_cnt, md->broker_cnt == 1 ? "" : "s");
+    sb_preflight_ok(pf, what);
+    free(what);
+    size_t nt = sb_opt_list_count(k->ins, "topics");
+    for (size_t i = 0; i < nt; i++) {
+        const char *topic = sb_opt_list_item(k->ins, "topics", i);
+        if (topic[0] == '^')
+            report_pattern(pf, md, topic);
+        else
+            report_topic(pf, topic, md_topic(md, topic), group);
+    }
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
 const sb_plugin syncbridge_plugin = {
     SB_PLUGIN_ABI,
     .name = "kafka",
@@ -700,4 +889,5 @@ const sb_plugin syncbridge_plugin = {
     .run = kf_run,
     .stop = kf_stop,
     .destroy = kf_destroy,
+    .preflight = kf_preflight,
 };

@@ -218,7 +218,8 @@ class Scale(Base):
         a file, a directory that matches, other files and an exclude."""
         g = os.path.join(self.dir, "g")
         files = ["a/logs/x.log", "b/logs/y.log", "b/logs/w.log", "b/logs/.h.log", "b/logs/z.txt", "c/one.log",
-                 "c/two.log", "elsewhere/t.log", "rel/r1.log", "rel/.r2.log"]
+                 "c/two.log", "elsewhere/t.log", "rel/r1.log", "rel/.r2.log", "d/one/run.log", "d/two/run.log",
+                 "a/logs/x.log.gz"]
         for i, name in enumerate(files):
             os.makedirs(os.path.dirname(os.path.join(g, name)), exist_ok=True)
             with open(os.path.join(g, name), "w") as f:
@@ -226,8 +227,9 @@ class Scale(Base):
         os.mkdir(os.path.join(g, "b/logs/sub.log"))
         os.symlink(os.path.join(g, "elsewhere/t.log"), os.path.join(g, "b/logs/ln.log"))
         patterns = [os.path.join(g, "*/logs/*.log"), os.path.join(g, "c/one.log"), "g/rel/*.log",
-                    os.path.join(g, "b/logs/.*")]
-        exclude = [os.path.join(g, "b/*/w.log")]
+                    os.path.join(g, "b/logs/.*"), os.path.join(g, "d/*/run.log"), os.path.join(g, "a/logs/*")]
+        # with a slash: the whole path; without: the file's name
+        exclude = [os.path.join(g, "b/*/w.log"), "*.gz"]
         self.config(paths=patterns, exclude=exclude)
         r = subprocess.run([BIN, "--once", "-c", self.cfg], capture_output=True, text=True, timeout=60,
                            env=self.env(), cwd=self.dir)
@@ -237,13 +239,15 @@ class Scale(Base):
             for path in glob.glob(os.path.join(self.dir, pat) if not pat.startswith("/") else pat):
                 path = os.path.relpath(path, self.dir) if not pat.startswith("/") else path
                 if os.path.isfile(os.path.join(self.dir, path)) and not any(
-                        fnmatch.fnmatch(path, x) for x in exclude):
+                        fnmatch.fnmatch(path if "/" in x else os.path.basename(path), x) for x in exclude):
                     want.add(path)
         self.assertEqual(sorted(e["fields"]["log_file"] for e in self.events()), sorted(want))
         self.assertIn("g/rel/r1.log", want)  # relative, as glob names it
         self.assertIn(os.path.join(g, "b/logs/ln.log"), want)
         self.assertIn(os.path.join(g, "b/logs/.h.log"), want)
-        self.assertEqual(len(want), 6)
+        self.assertIn(os.path.join(g, "d/two/run.log"), want)  # a wildcard directory, a fixed name
+        self.assertNotIn(os.path.join(g, "a/logs/x.log.gz"), want)
+        self.assertEqual(len(want), 8)
 
     def test_many_files_few_descriptors(self):
         """More files than descriptors allowed: each is closed once read and
