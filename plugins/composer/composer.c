@@ -546,7 +546,9 @@ static void poll_run(ev_ctx *x, const char *base, int api, const char *run_id, i
             forget_airflow(p);
         char what[512];
         snprintf(what, sizeof what, "reading DAG run %s of %s", run_id, p->c->dag);
-        if (resp.status == 404 && resp.body && strstr(resp.body, "DAGRun not found"))
+        /* no such run: Airflow 2's problem title, Airflow 3's detail text */
+        if (resp.status == 404 && resp.body &&
+            (strstr(resp.body, "DAGRun not found") || strstr(resp.body, "The DagRun with dag_id")))
             sb_err(err, sizeof err, "%s: no such run (%s); if the trigger was refused with 409, another run of the DAG "
                                     "holds the same logical_date: make the logical_date template unique per event",
                    what, o.reason);

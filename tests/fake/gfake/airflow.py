@@ -25,14 +25,21 @@ unknown DAG, 400 for schema errors and a logical_date/execution_date
 conflict, 409 for an existing dag_run_id *or* logical_date, 400 for a
 dag_run_id outside ``^[A-Za-z0-9_.~:+-]+$``, 200 with the DAGRun.
 
-Airflow 3 public API, /airflow/api/v2 (Airflow 3.0's FastAPI
-``TriggerDAGRunPostBody`` / ``DAGRunResponse`` / ``DAGRunPatchBody``,
-from memory of the apache/airflow 3.0 source, not from a file in the
-reference folder): ``logical_date`` is a required body field that may be
-null, extra fields are forbidden, and body schema errors are 422 (FastAPI).
+Airflow 3 public API, /airflow/api/v2 (tests/fake/contracts/airflow/
+airflow-v2-subset.json, our transcription of the used part of Airflow's
+generated v2-rest-api-generated.yaml; tests/fake/test_airflow_contract.py
+checks the fake against it):
+    TriggerDAGRunPostBody: logical_date required, null allowed; dag_run_id,
+        data_interval_start/end, run_after, conf, note, partition_key, all
+        nullable; additionalProperties false (pydantic extra_forbidden).
+    DAGRunResponse, DAGResponse, DAGRunPatchBody, DAGRunCollectionResponse.
+    Errors are FastAPI's, application/json: HTTPExceptionResponse
+        {"detail": str | object} (a 409 from the unique constraint on the run
+        id carries Airflow's {"reason": "Unique constraint violation", ...}
+        object), 422 HTTPValidationError {"detail": [{type, loc, msg, input}]}.
+    404 texts as Airflow 3's routes/public/dag_run.py and dags.py word them.
 
-Errors on both versions are RFC 7807 problem JSON; v2's 422 carries the
-pydantic-style list in an extra ``errors`` member.
+v1 errors are RFC 7807 problem JSON.
 
 Auth: ``Authorization: Bearer <token issued by /token or metadata>`` (or
 fake-static-token), as Composer 2/3's composer_auth backend expects; off with
@@ -58,7 +65,7 @@ DEFAULT_IMAGE = 'composer-2.9.7-airflow-2.10.2'
 V1_LOAD_FIELDS = {'dag_run_id', 'logical_date', 'execution_date', 'data_interval_start', 'data_interval_end',
                   'conf', 'note'}
 V2_LOAD_FIELDS = {'dag_run_id', 'logical_date', 'data_interval_start', 'data_interval_end', 'run_after',
-                  'conf', 'note'}
+                  'conf', 'note', 'partition_key'}
 TITLES = {400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
           409: 'Conflict', 422: 'Unprocessable Entity'}
 ERROR_NAMES = {400: 'BadRequest', 401: 'Unauthenticated', 403: 'PermissionDenied', 404: 'NotFound',
@@ -66,7 +73,14 @@ ERROR_NAMES = {400: 'BadRequest', 401: 'Unauthenticated', 403: 'PermissionDenied
 ENV_RE = re.compile(r'^[a-z](?:[a-z0-9-]{0,62}[a-z0-9])?$')
 
 
+def is_v2(req):
+    return req.path.startswith('/airflow/api/v2/')
+
+
 def problem(req, status, detail, title=None, extra=None):
+    if is_v2(req):      # FastAPI: HTTPExceptionResponse {"detail": str | object}
+        return ApiError(status, detail if isinstance(detail, str) else json.dumps(detail),
+                        body=json.dumps({'detail': detail}).encode(), content_type='application/json')
     body = {'type': DOCS + ERROR_NAMES.get(status, 'Unknown'), 'title': title or TITLES.get(status, 'Error'),
             'status': status, 'detail': detail, 'instance': req.path}
     if extra:
@@ -118,6 +132,8 @@ class Run:
         self.state = 'queued'
         self.api = api
         self.seq = 0
+        self.partition_key = None
+        self.dag_created = now          # the DAG's one version (v2 dag_versions)
 
     def set_state(self, state, at=None):
         at = at or _utc(time.time())
@@ -152,7 +168,14 @@ class Run:
                 'run_after': _iso(self.run_after),
                 'last_scheduling_decision': _iso(self.last_scheduling_decision),
                 'run_type': 'manual', 'state': self.state, 'triggered_by': 'rest_api',
-                'conf': self.conf, 'note': self.note}
+                'triggering_user_name': None, 'conf': self.conf, 'note': self.note,
+                'duration': (self.end_date - self.start_date).total_seconds()
+                if self.start_date and self.end_date else None,
+                'dag_versions': [{'id': str(uuid.uuid5(uuid.NAMESPACE_URL, 'dag:' + self.dag_id)),
+                                  'version_number': 1, 'dag_id': self.dag_id, 'bundle_name': 'dags-folder',
+                                  'bundle_version': None, 'created_at': _iso(self.dag_created),
+                                  'dag_display_name': self.dag_id, 'bundle_url': None}],
+                'bundle_version': None, 'dag_display_name': self.dag_id, 'partition_key': self.partition_key}
 
 
 class Airflow:
@@ -165,6 +188,7 @@ class Airflow:
         with self.lock:
             self.dags = {}          # dag_id -> {'dag_id', 'is_paused'}
             self.runs = {}          # dag_id -> {run_id: Run}
+            self.dag_created = {}   # dag_id -> when first registered
             self.seq = 0
 
     # ---- helpers -------------------------------------------------------------
@@ -182,6 +206,12 @@ class Airflow:
         return d
 
     def _run(self, req, dag_id, run_id):
+        if is_v2(req):          # Airflow 3 looks the run up without the DAG
+            r = self.runs.get(dag_id, {}).get(run_id)
+            if r is None:
+                raise problem(req, 404, 'The DagRun with dag_id: `%s` and run_id: `%s` was not found'
+                              % (dag_id, run_id))
+            return r
         self._dag(req, dag_id)
         r = self.runs.get(dag_id, {}).get(run_id)
         if r is None:
@@ -212,6 +242,9 @@ class Airflow:
                 raise self._v2_invalid(req, [{'type': 'json_invalid', 'loc': ['body', 0],
                                               'msg': 'JSON decode error', 'input': {}, 'ctx': {'error': str(e)}}])
             raise problem(req, 400, 'Request body is not valid JSON: %s' % e)
+        if body is None and v2:
+            raise self._v2_invalid(req, [{'type': 'missing', 'loc': ['body'], 'msg': 'Field required',
+                                          'input': None}])
         if not isinstance(body, dict):
             if v2:
                 raise self._v2_invalid(req, [{'type': 'model_attributes_type', 'loc': ['body'],
@@ -221,8 +254,9 @@ class Airflow:
         return body
 
     def _v2_invalid(self, req, errors):
+        """FastAPI's 422: HTTPValidationError {"detail": [ValidationError]}."""
         detail = '; '.join('%s: %s' % ('.'.join(str(x) for x in e['loc']), e['msg']) for e in errors)
-        return problem(req, 422, detail, title='Unprocessable Entity', extra={'errors': errors})
+        return ApiError(422, detail, body=json.dumps({'detail': errors}).encode(), content_type='application/json')
 
     # ---- trigger -------------------------------------------------------------
     def trigger_v1(self, req, dag_id):
@@ -280,7 +314,7 @@ class Airflow:
             if conf is not None and not isinstance(conf, dict):
                 errs.append({'type': 'dict_type', 'loc': ['body', 'conf'],
                              'msg': 'Input should be a valid dictionary', 'input': conf})
-            for k in ('dag_run_id', 'note'):
+            for k in ('dag_run_id', 'note', 'partition_key'):
                 if body.get(k) is not None and not isinstance(body[k], str):
                     errs.append({'type': 'string_type', 'loc': ['body', k],
                                  'msg': 'Input should be a valid string', 'input': body[k]})
@@ -290,9 +324,11 @@ class Airflow:
                                     'provided or both must be None', 'input': body})
             if errs:
                 raise self._v2_invalid(req, errs)
-            return json_response(self._create(req, dag_id, body.get('dag_run_id'), dates['logical_date'], conf or {},
-                                              body.get('note'), dates['data_interval_start'],
-                                              dates['data_interval_end'], dates['run_after'], 'v2').v2())
+            r = self._create(req, dag_id, body.get('dag_run_id'), dates['logical_date'], conf or {},
+                             body.get('note'), dates['data_interval_start'], dates['data_interval_end'],
+                             dates['run_after'], 'v2')
+            r.partition_key = body.get('partition_key')
+            return json_response(r.v2())
 
     def _create(self, req, dag_id, run_id, logical, conf, note, dis, die, run_after, api):
         runs = self.runs.setdefault(dag_id, {})
@@ -300,14 +336,21 @@ class Airflow:
             base = logical or run_after or _utc(time.time())
             run_id = 'manual__' + base.isoformat()
         existing = runs.get(run_id)
+        clash = logical is not None and any(r.logical_date == logical for r in runs.values())
+        if (existing is not None or clash) and api == 'v2':
+            # Airflow 3: the database's unique constraint, through its IntegrityError handler
+            # ([api] expose_stacktrace off: statement and error hidden)
+            raise problem(req, 409, {'reason': 'Unique constraint violation', 'statement': 'hidden',
+                                     'orig_error': 'hidden',
+                                     'message': 'Serious error when handling your request. Check logs for more '
+                                                'details - you will find it in api server when you look for ID '
+                                                + uuid.uuid4().hex[:20]})
         if existing is not None:
             raise problem(req, 409, "DAGRun with DAG ID: '%s' and DAGRun ID: '%s' already exists"
                           % (dag_id, run_id))
-        if logical is not None:
-            for r in runs.values():
-                if r.logical_date == logical:
-                    raise problem(req, 409, "DAGRun with DAG ID: '%s' and DAGRun logical date: '%s' already exists"
-                                  % (dag_id, logical.isoformat(sep=' ')))
+        if clash:
+            raise problem(req, 409, "DAGRun with DAG ID: '%s' and DAGRun logical date: '%s' already exists"
+                          % (dag_id, logical.isoformat(sep=' ')))
         if not RUN_ID_RE.match(run_id):
             raise problem(req, 400, "The provided run ID '%s' is invalid. It does not match either the configured "
                                     "pattern: '%s' or the built-in pattern: '%s'"
@@ -315,6 +358,7 @@ class Airflow:
         if dis is None and logical is not None:
             dis = die = logical                 # manual run of a DAG with schedule=None
         r = Run(dag_id, run_id, logical, conf, note, dis, die, run_after, api)
+        r.dag_created = self.dag_created.get(dag_id, r.dag_created)
         self.seq += 1
         r.seq = self.seq
         runs[run_id] = r
@@ -404,6 +448,26 @@ class Airflow:
                                   'is_active': True, 'fileloc': '/home/airflow/gcs/dags/%s.py' % dag_id,
                                   'owners': ['airflow'], 'tags': []})
 
+    def get_dag_v2(self, req, dag_id):
+        """Airflow 3 DAGResponse (is_stale replaces v1's is_active)."""
+        self._auth(req)
+        with self.lock:
+            d = self.dags.get(dag_id)
+            if d is None:
+                raise problem(req, 404, 'Dag with id %s was not found' % dag_id)
+            return json_response({
+                'dag_id': dag_id, 'dag_display_name': dag_id, 'is_paused': d['is_paused'], 'is_stale': False,
+                'last_parsed_time': _iso(self.dag_created.get(dag_id)), 'last_parse_duration': 0.1,
+                'last_expired': None, 'bundle_name': 'dags-folder', 'bundle_version': None,
+                'relative_fileloc': '%s.py' % dag_id, 'fileloc': '/home/airflow/gcs/dags/%s.py' % dag_id,
+                'description': None, 'timetable_summary': None,
+                'timetable_description': 'Never, external triggers only',
+                'tags': [], 'max_active_tasks': 16, 'max_active_runs': 16, 'max_consecutive_failed_dag_runs': 0,
+                'has_task_concurrency_limits': False, 'has_import_errors': False,
+                'next_dagrun_logical_date': None, 'next_dagrun_data_interval_start': None,
+                'next_dagrun_data_interval_end': None, 'next_dagrun_run_after': None,
+                'owners': ['airflow'], 'file_token': uuid.uuid5(uuid.NAMESPACE_URL, 'file:' + dag_id).hex})
+
     def patch_dag(self, req, dag_id):
         self._auth(req)
         with self.lock:
@@ -431,6 +495,7 @@ class Airflow:
             raise ApiError(400, 'unknown field(s): %s' % ', '.join(sorted(set(body) - {'dag_id', 'is_paused'})))
         with self.lock:
             self.dags[dag_id] = {'dag_id': dag_id, 'is_paused': bool(body.get('is_paused', False))}
+            self.dag_created.setdefault(dag_id, _utc(time.time()))
             return json_response(self.dags[dag_id])
 
     def ctl_advance(self, req):
@@ -541,7 +606,7 @@ def install(app):
         r('GET', base + r'/dagRuns/([^/]+)', getattr(af, 'get_run' + sfx), auth=False)
         r('PATCH', base + r'/dagRuns/([^/]+)', getattr(af, 'patch_run' + sfx), auth=False)
     r('GET', r'/airflow/api/v1/dags/([^/]+)', af.get_dag, auth=False)
-    r('GET', r'/airflow/api/v2/dags/([^/]+)', af.get_dag, auth=False)   # Airflow 3 DAGResponse: same members used
+    r('GET', r'/airflow/api/v2/dags/([^/]+)', af.get_dag_v2, auth=False)
     r('PATCH', r'/airflow/api/v1/dags/([^/]+)', af.patch_dag, auth=False)
     r('GET|POST|PUT|PATCH|DELETE', r'/airflow(?:/.*)?', af.not_found, auth=False)
     r('POST', r'/_fake/airflow/dags', af.ctl_dags, auth=False)
