@@ -314,6 +314,8 @@ int sb_cli_dlq(const sb_cli_opts *o, int argc, char **argv)
         f.state = SB_ENTRY_DEAD;
         rc = list_entries(l, o, &f);
     } else {
+        if (drop)
+            sb_cli_dlq_cancel(o, l, id);
         int n = replay ? sb_ledger_dlq_replay(l, id, o->filter.route, err, sizeof err)
                        : sb_ledger_dlq_drop(l, id, o->filter.route, err, sizeof err);
         if (n < 0) {

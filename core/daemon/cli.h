@@ -25,6 +25,10 @@ int sb_cli_plugins(const sb_cli_opts *o, const char *name);
 int sb_cli_runs(const sb_cli_opts *o, int argc, char **argv);
 /* args: ["list"] | ["replay", ID|--all] | ["drop", ID|--all] */
 int sb_cli_dlq(const sb_cli_opts *o, int argc, char **argv);
+/* Before `dlq drop` deletes entry_id (0: the dead entries of
+ * o->filter.route): the remote work their steps' states name goes to the
+ * instances' abandon() (dlq_cancel.c). */
+void sb_cli_dlq_cancel(const sb_cli_opts *o, sb_ledger *l, int64_t entry_id);
 /* args: ["check"] | ["recover"] (recover needs the daemon stopped) */
 int sb_cli_ledger(const sb_cli_opts *o, int argc, char **argv);
 /* Every instance's read-only checks of the live services (preflight_cli.c):

@@ -55,6 +55,14 @@ int sb_router_stop(sb_router *r, int64_t timeout_ms);
  * run; the caller should exit the process instead of freeing. */
 void sb_router_free(sb_router *r);
 
+/* `dlq drop` with a config: hand one dropped event and the state `member`
+ * kept for it to the instance's abandon() (if it has one), outside any
+ * router, so that remote work still open (an abort that failed when the
+ * event was dead-lettered) is cancelled. The batch has no ledger entry:
+ * states saved and progress reported are not recorded. `state` is
+ * borrowed. Main thread, with no other call into the instance. */
+void sb_step_abandon_offline(sb_instance *ins, sb_event *ev, json_t *state);
+
 /* Print the resolved routes (for `syncbridge check`). */
 void sb_router_describe(const sb_router *r, FILE *out);
 

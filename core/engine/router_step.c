@@ -107,6 +107,8 @@ int sb_batch_save_state(sb_batch *b, size_t i)
 {
     if (i >= b->n)
         return -1;
+    if (!b->router)
+        return 0; /* an offline abandon(): the entry is being dropped */
     char err[256];
     char *txt = state_text(b->state[i]);
     int rc = sb_ledger_step_state(b->router->ledger, b->ents[i]->id, b->ents[i]->step, b->member, txt, 1, err,
@@ -119,7 +121,7 @@ int sb_batch_save_state(sb_batch *b, size_t i)
     return rc;
 }
 
-int sb_batch_stopping(const sb_batch *b) { return atomic_load(&b->router->stopping); }
+int sb_batch_stopping(const sb_batch *b) { return b->router && atomic_load(&b->router->stopping); }
 
 /* At most one progress record a second per event: a copy reports each
  * part it sends, and the ledger is there to answer `runs show`, not to
@@ -134,6 +136,8 @@ void sb_batch_progress(sb_batch *b, size_t i, uint64_t done, uint64_t total)
     /* a worker that reports progress is busy, not stalled: restart its clock */
     if (b->busy_slot >= 0)
         atomic_store(&b->step->busy_since[b->busy_slot], now);
+    if (!b->step)
+        return; /* an offline abandon(): nothing to show it in */
     uint64_t prev = __atomic_exchange_n(&b->progress[i], done, __ATOMIC_RELAXED);
     if (done > prev)
         atomic_fetch_add(&b->step->route->n_progress_bytes, done - prev);
@@ -445,6 +449,20 @@ static void abandon_entry(sb_router *r, step_rt *s, entry *e)
         sb_event_discard_added(e->ev);
         batch_fini(&b);
     }
+}
+
+void sb_step_abandon_offline(sb_instance *ins, sb_event *ev, json_t *state)
+{
+    if (!ins->plugin->abandon)
+        return;
+    sb_batch b;
+    batch_init(&b, 1);
+    b.evs[0] = ev;
+    b.attempts[0] = 1;
+    b.member = ins->name;
+    b.state[0] = json_incref(state);
+    ins->plugin->abandon(ins->self, &b);
+    batch_fini(&b);
 }
 
 /* WAIT: look again after the delay the members asked for. A WAIT shows the

@@ -8,6 +8,8 @@ exactly one DAG run and one Dataproc workflow per event, whatever happens.
   every Google API; a last `--once` run settles everything. Then the fake
   holds exactly one DAG run and one workflow per event, no cluster, and
   nothing is dead-lettered.
+* drop: `dlq drop` cancels a workflow whose cancel failed when the daemon
+  gave its event up.
 * replay: a DAG run that fails and a Dataproc job that errors put their
   events in the dead-letter store with the reason; `dlq replay` starts
   exactly one new run / workflow, and the new run id says it is a replay.
@@ -100,6 +102,9 @@ class Base(unittest.TestCase):
         return [o for o in self.dataproc()["operations"]
                 if o["metadata"]["@type"].endswith("WorkflowMetadata")]
 
+    def wait_for(self, pred, what, timeout=60):
+        sbtest.wait_for(pred, timeout, what, interval=0.1)
+
     def ledger(self, cfg, state):
         r = sbtest.run_cli(cfg, "runs", "list", "--state", state, "--json", "--limit", "100000", env=sbtest.env())
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -162,9 +167,6 @@ class TestCrash(Base):
 
 
 class TestReplay(Base):
-    def wait_for(self, pred, what, timeout=60):
-        sbtest.wait_for(pred, timeout, what, interval=0.1)
-
     def test_failed_dag_run_then_replay_starts_exactly_one_new_run(self):
         self.setup_fake(airflow_auto_seconds=0)  # runs move only when told
         cfg = self.config(["composer"])
@@ -220,6 +222,39 @@ class TestReplay(Base):
             self.wait_for(lambda: self.dataproc()["clusters"] == [], "no cluster left")
         finally:
             d.stop()
+
+
+class TestDrop(Base):
+    def test_dlq_drop_cancels_a_workflow_the_give_up_could_not(self):
+        """The daemon gives the event up (step_timeout) while Dataproc refuses
+        the cancel and the cluster delete: the workflow keeps running. `dlq
+        drop` with the config hands the dead entry's state to the plugin
+        again, and the workflow is cancelled before the entry goes."""
+        self.setup_fake(dataproc_cluster_seconds=0.2, dataproc_job_seconds=0)  # jobs end only when told
+        cfg = self.config(["dataproc"])
+        with open(cfg) as f:
+            c = json.load(f)
+        c["actions"]["dataproc"].update(step_timeout="3s", retry_max_delay="50ms", max_attempts=2)
+        sbtest.write_config(cfg, c)
+        self.fake.fault(path_regex=":cancel$", kind="status", status=503)
+        self.fake.fault(path_regex="/clusters/", method="DELETE", kind="status", status=503)
+        d = sbtest.Daemon(cfg, os.path.join(self.d, "daemon.log")).start()
+        try:
+            self.write_events([1])
+            self.wait_for(lambda: len(self.ledger(cfg, "dead")) == 1, "the event given up")
+        finally:
+            d.stop()
+        self.assertIn("step_timeout reached", json.dumps(self.ledger(cfg, "dead")[0]))
+        self.assertEqual(len(self.dataproc()["clusters"]), 1)  # left running: the cancel was refused
+        self.fake.clear_faults()
+        r = sbtest.run_cli(cfg, "dlq", "drop", "--all", env=sbtest.env())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("entry 1 (rr-0001): asking dataproc to clean up what it started", r.stdout)
+        self.assertIn("dropped 1 dead-lettered entry", r.stdout)
+        self.wait_for(lambda: self.dataproc()["clusters"] == [], "the cancelled workflow's cluster deleted")
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        cancels = [e for e in self.ctl("GET", "/_fake/requests") if e["path"].endswith(":cancel")]
+        self.assertTrue(cancels)
 
 
 if __name__ == "__main__":

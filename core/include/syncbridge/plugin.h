@@ -203,12 +203,15 @@ typedef struct sb_plugin {
 
     /* MAY be NULL (sinks and actions). The core gives up on these events at
      * this step: their step_timeout ran out or their retry budget is spent,
-     * and they are dead-lettered next (`dlq drop` later is an offline ledger
-     * operation and calls no plugin). Not called after the plugin's own
-     * FAIL answer: clean up before answering it. Each
-     * event's step state is readable with sb_batch_state(), so the plugin
-     * can cancel the remote work it started (a Dataproc operation, a
-     * multipart upload). Results set here are ignored. */
+     * and they are dead-lettered next. Not called after the plugin's own
+     * FAIL answer: clean up before answering it. Each event's step state is
+     * readable with sb_batch_state(), so the plugin can cancel the remote
+     * work it started (a Dataproc operation, a multipart upload). Results
+     * set here are ignored. `dlq drop` calls it once more for a dead event
+     * whose state at that step is set, in case the first cleanup failed:
+     * from the CLI's main thread, on an instance created but never started,
+     * with a batch in no ledger (states saved are not recorded). So it MUST
+     * tolerate work already cancelled or finished. */
     void (*abandon)(void *self, sb_batch *batch);
 
     /* ---- since ABI 2.2 (the loader reads these only from a descriptor
