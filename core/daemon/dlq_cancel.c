@@ -29,13 +29,19 @@ typedef struct kept_list {
     size_t n, cap;
 } kept_list;
 
-/* The states entry `id` keeps at the step it died at. */
-static void collect_entry(sb_ledger *l, int64_t id, kept_list *out)
+/* The states entry `id` keeps at the step it died at, if it is dead (and
+ * of `route`, when given: the drop's own filter). */
+static void collect_entry(sb_ledger *l, int64_t id, const char *route, kept_list *out)
 {
     char err[512];
     json_t *e = sb_ledger_show(l, id, err, sizeof err);
     if (!e)
         return;
+    const char *r = json_string_value(json_object_get(e, "route"));
+    if (route && (!r || strcmp(r, route) != 0)) {
+        json_decref(e);
+        return;
+    }
     const char *state = json_string_value(json_object_get(e, "state"));
     json_int_t step = json_integer_value(json_object_get(e, "next_step"));
     size_t i;
@@ -73,7 +79,7 @@ void sb_cli_dlq_cancel(const sb_cli_opts *o, sb_ledger *l, int64_t entry_id)
 {
     kept_list ks = {0};
     if (entry_id) {
-        collect_entry(l, entry_id, &ks);
+        collect_entry(l, entry_id, o->filter.route, &ks);
     } else {
         sb_ledger_filter f = o->filter;
         f.state = SB_ENTRY_DEAD;
@@ -82,7 +88,7 @@ void sb_cli_dlq_cancel(const sb_cli_opts *o, sb_ledger *l, int64_t entry_id)
         json_t *list = sb_ledger_list(l, &f, err, sizeof err);
         size_t i;
         json_t *e;
-        json_array_foreach(list, i, e) collect_entry(l, json_integer_value(json_object_get(e, "entry_id")), &ks);
+        json_array_foreach(list, i, e) collect_entry(l, json_integer_value(json_object_get(e, "entry_id")), NULL, &ks);
         json_decref(list);
     }
     if (ks.n == 0)
