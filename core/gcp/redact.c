@@ -15,7 +15,10 @@
 /* Keys whose values are secrets, in JSON ("key": "v") or form (key=v). */
 static const char *const secret_keys[] = {
     "access_token", "accessToken", "id_token", "refresh_token", "assertion", "client_secret",
-    "private_key", "signedJwt", "token", "password", NULL,
+    "private_key", "signedJwt", "token", "password",
+    /* a Hadoop delegation token in a WebHDFS query, and the upload_id of a
+     * Cloud Storage resumable session, whose URI alone lets anyone upload */
+    "delegation", "upload_id", NULL,
 };
 
 static int is_word(char c)

@@ -42,6 +42,12 @@ static char *origin_of(const char *url)
     return o;
 }
 
+int sb_gcp_negotiate_available(void)
+{
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    return v && (v->features & CURL_VERSION_SPNEGO) && (v->features & CURL_VERSION_GSSAPI);
+}
+
 sb_gcp_result sb_gcp__xfer_init(sb_gcp__xfer *x, sb_gcp_client *c, const sb_gcp_request *req, sb_gcp_response *resp,
                                 int flags, char *errstr, size_t errstr_size)
 {
@@ -53,9 +59,16 @@ sb_gcp_result sb_gcp__xfer_init(sb_gcp__xfer *x, sb_gcp_client *c, const sb_gcp_
                            errstr_size) != 0)
         return SB_GCP_INVALID;
     const sb_gcp_request *r = &x->req;
-    if (!r->url || (r->read_cb && r->body) || r->follow_redirects < 0) {
+    if (!r->url || (r->read_cb && r->body) || r->follow_redirects < 0 || r->low_speed_limit < 0 ||
+        r->low_speed_time_ms < 0) {
         sb_err(errstr, errstr_size, "invalid request: url is required, body and read_cb exclude each other, "
-                                    "follow_redirects >= 0");
+                                    "follow_redirects, low_speed_limit and low_speed_time_ms >= 0");
+        return SB_GCP_INVALID;
+    }
+    if (r->negotiate && !sb_gcp_negotiate_available()) {
+        sb_err(errstr, errstr_size, "invalid request: negotiate (SPNEGO) asked, but this libcurl (%s) was built "
+                                    "without GSS-API",
+               curl_version_info(CURLVERSION_NOW)->version);
         return SB_GCP_INVALID;
     }
     x->c = c;
@@ -65,7 +78,7 @@ sb_gcp_result sb_gcp__xfer_init(sb_gcp__xfer *x, sb_gcp_client *c, const sb_gcp_
     x->url = is_absolute(r->url) ? sb_strdup(r->url) : sb_asprintf("%s%s", c->base_url, r->url);
     x->surl = sb_gcp_redact(x->url);
     x->origin = origin_of(x->url);
-    x->use_auth = !r->no_auth && sb_gcp__auth_mode(c->auth) != SB_GCP_AUTH_NONE;
+    x->use_auth = !r->no_auth && !r->negotiate && sb_gcp__auth_mode(c->auth) != SB_GCP_AUTH_NONE;
     x->max_attempts = r->max_attempts > 0 ? r->max_attempts : c->conf.max_attempts;
     x->deadline_ms = r->deadline_ms > 0 ? r->deadline_ms : c->conf.deadline_ms;
     x->start_us = sb_mono_us();
@@ -326,8 +339,16 @@ void sb_gcp__xfer_prepare(sb_gcp__xfer *x, CURL *h, const char *token)
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)cf->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, cf->low_speed_limit);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)((cf->low_speed_time_ms + 999) / 1000));
+    long low_speed = req->low_speed_limit > 0 ? req->low_speed_limit : cf->low_speed_limit;
+    int64_t low_speed_ms = req->low_speed_time_ms > 0 ? req->low_speed_time_ms : cf->low_speed_time_ms;
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, low_speed);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)((low_speed_ms + 999) / 1000));
+    if (req->negotiate) {
+        /* `curl --negotiate -u :`: the ticket comes from the credential
+         * cache, the empty user name only switches authentication on */
+        curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_NEGOTIATE);
+        curl_easy_setopt(h, CURLOPT_USERPWD, ":");
+    }
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, cf->tls_verify ? 1L : 0L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, cf->tls_verify ? 2L : 0L);
     if (cf->ca_file)

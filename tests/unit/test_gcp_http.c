@@ -270,6 +270,69 @@ START_TEST(test_latency_timeout_retried)
 }
 END_TEST
 
+/* SDK 2.3: a request's own low-speed bound (a stall bound) overrides the
+ * client's: an answer that keeps silent past it is cut and retried. */
+START_TEST(test_request_low_speed_cuts_a_stall)
+{
+    NEED_FAKE();
+    sb_gcp_conf conf;
+    char ep[64], err[512];
+    base_conf(&conf, ep, sizeof ep);
+    sb_gcp_client *c = client(&conf); /* the client's: 1 byte/s for 30 s */
+    create_topic(c, "t6s");
+    tl_fault(&fake, "{\"path_regex\":\"t6s$\",\"method\":\"GET\",\"kind\":\"latency\",\"latency_ms\":2500,\"count\":1}");
+    sb_gcp_request req = SB_GCP_REQUEST_INIT;
+    req.url = "/v1/projects/p/topics/t6s";
+    req.idempotent = 1;
+    req.low_speed_limit = 1;
+    req.low_speed_time_ms = 1000;
+    sb_gcp_response r;
+    double t0 = tl_now();
+    ck_assert_msg(sb_gcp_request_send(c, &req, &r, err, sizeof err) == SB_GCP_OK, "%s", err);
+    double took = tl_now() - t0;
+    ck_assert_int_eq(r.attempts, 2);
+    ck_assert_msg(took >= 0.9 && took < 2.4, "took %.3f s", took);
+    sb_gcp_response_clear(&r);
+    /* not retried (one attempt): the stall is a transport error, "timed out" */
+    tl_fault(&fake, "{\"path_regex\":\"t6s$\",\"method\":\"GET\",\"kind\":\"latency\",\"latency_ms\":2500,\"count\":1}");
+    req.max_attempts = 1;
+    ck_assert_int_eq(sb_gcp_request_send(c, &req, &r, err, sizeof err), SB_GCP_TRANSPORT_ERROR);
+    ck_assert_msg(strstr(err, "timed out") != NULL, "%s", err);
+    sb_gcp_response_clear(&r);
+    req.low_speed_time_ms = -1;
+    ck_assert_int_eq(sb_gcp_request_send(c, &req, &r, err, sizeof err), SB_GCP_INVALID);
+    sb_gcp_response_clear(&r);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
+/* SDK 2.3: negotiate never sends the client's Google token (no Kerberos
+ * here: the fake does not challenge, so the request goes through as is). */
+START_TEST(test_negotiate_sends_no_token)
+{
+    NEED_FAKE();
+    sb_gcp_conf conf;
+    char ep[64], err[512];
+    base_conf(&conf, ep, sizeof ep);
+    sb_gcp_client *c = client(&conf);
+    sb_gcp_request req = SB_GCP_REQUEST_INIT;
+    req.url = "/webhdfs/v1/?op=GETFILESTATUS";
+    req.negotiate = 1;
+    sb_gcp_response r;
+    sb_gcp_result rc = sb_gcp_request_send(c, &req, &r, err, sizeof err);
+    if (!sb_gcp_negotiate_available()) {
+        ck_assert_int_eq(rc, SB_GCP_INVALID);
+        ck_assert_msg(strstr(err, "without GSS-API") != NULL, "%s", err);
+    } else {
+        ck_assert_msg(rc == SB_GCP_OK, "%s", err);
+        char *auth = tl_req_header(&fake, "^/webhdfs/", 0, "Authorization");
+        ck_assert_msg(auth == NULL, "a token went with a negotiate request: %s", auth);
+    }
+    sb_gcp_response_clear(&r);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
 START_TEST(test_gives_up_after_max_attempts)
 {
     NEED_FAKE();
@@ -694,6 +757,8 @@ int main(void)
     tcase_add_test(tc, test_reset_retried);
     tcase_add_test(tc, test_truncate_retried);
     tcase_add_test(tc, test_latency_timeout_retried);
+    tcase_add_test(tc, test_request_low_speed_cuts_a_stall);
+    tcase_add_test(tc, test_negotiate_sends_no_token);
     tcase_add_test(tc, test_gives_up_after_max_attempts);
     tcase_add_test(tc, test_gives_up_at_deadline);
     tcase_add_test(tc, test_not_idempotent_503_not_resent);

@@ -163,6 +163,10 @@ START_TEST(test_redact)
     /* Words that merely contain a key name are left alone. */
     redacts("my_token=1 tokens=2 {\"tokenCount\":\"3\"}", "my_token=1 tokens=2 {\"tokenCount\":\"3\"}");
     redacts("{\"token\":\"t\"}", "{\"token\":\"[REDACTED]\"}");
+    redacts("GET http://nn:9870/webhdfs/v1/x?op=OPEN&user.name=etl&delegation=HAAEZXRsAA: timed out",
+            "GET http://nn:9870/webhdfs/v1/x?op=OPEN&user.name=etl&delegation=[REDACTED] timed out"); /* up to a space */
+    redacts("PUT https://h/upload/storage/v1/b/b/o?uploadType=resumable&upload_id=ADPycdt: reset",
+            "PUT https://h/upload/storage/v1/b/b/o?uploadType=resumable&upload_id=[REDACTED] reset");
     redacts("", "");
     char *n = sb_gcp_redact(NULL);
     ck_assert_str_eq(n, "");
@@ -540,6 +544,20 @@ START_TEST(test_struct_sizes_checked)
     big.future = 1;
     ck_assert_int_eq(sb_gcp_request_send(c, &big.req, &r, err, sizeof err), SB_GCP_INVALID);
     ck_assert_msg(strstr(err, "newer SDK") != NULL, "%s", err);
+    sb_gcp_response_clear(&r);
+    /* an SDK 2.0-2.2 caller's struct ends at batch: accepted, and the 2.3
+     * fields past it (low_speed_*, negotiate) read as unset */
+    struct {
+        sb_gcp_request req;
+    } old;
+    memset(&old, 0xa5, sizeof old);
+    memset(&old.req, 0, offsetof(sb_gcp_request, low_speed_limit));
+    old.req.size = offsetof(sb_gcp_request, low_speed_limit);
+    old.req.url = "/x";
+    old.req.no_auth = 1;
+    old.req.max_attempts = 1;
+    old.req.deadline_ms = 200;
+    ck_assert_int_eq(sb_gcp_request_send(c, &old.req, &r, err, sizeof err), SB_GCP_TRANSPORT_ERROR);
     sb_gcp_response_clear(&r);
     /* multi_add checks the same way, and queues nothing */
     sb_gcp_multi *m = sb_gcp_multi_new(c, 2, err, sizeof err);

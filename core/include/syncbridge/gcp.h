@@ -257,7 +257,37 @@ typedef struct sb_gcp_request {
     sb_gcp_cancel *cancel;   /* MAY be NULL; see sb_gcp_cancel */
     const sb_batch *batch;   /* MAY be NULL: cancelled once sb_batch_stopping(batch), i.e. as
                                 soon as the daemon stops (also while it drains): for long work */
+
+    /* Since SDK 2.3 (size checked: a plugin built against 2.3 that sets
+     * them is refused by an older library, with a message). */
+    /* Abort an attempt whose transfer moves fewer than low_speed_limit
+     * bytes/s, up and down together, for low_speed_time_ms (libcurl's
+     * CURLOPT_LOW_SPEED_LIMIT/TIME; whole seconds, rounded up), waiting
+     * for the answer included. 0 = the client's (sb_gcp_conf). A cut
+     * attempt is a transport error ("timed out"), retried as any other:
+     * only when the request is idempotent and its body can be sent again.
+     * limit 1 with a time T means "no byte for T": a stall bound. */
+    long low_speed_limit;
+    int64_t low_speed_time_ms;
+    /* Non-zero: HTTP Negotiate (SPNEGO, Kerberos; libcurl's
+     * CURLAUTH_NEGOTIATE with an empty user name, as `curl --negotiate -u :`)
+     * with the process's Kerberos credential cache (KRB5CCNAME, else the
+     * default cache): for Hadoop's WebHDFS and other Kerberos HTTP services.
+     * Implies no_auth: a Google token is never sent with it. libcurl MUST be
+     * built with GSS-API (`curl -V` lists GSS-API and SPNEGO); otherwise the
+     * request fails with SB_GCP_INVALID. The server's 401 challenge and the
+     * authenticated repeat are one attempt, inside libcurl. */
+    int negotiate;
+    /* MUST be 0 (SB_GCP_REQUEST_INIT). It fills what would be tail padding,
+     * so that a field a later SDK appends grows sizeof and the size check
+     * above can refuse it in an older library. */
+    int reserved0;
 } sb_gcp_request;
+
+/* Whether requests can use `negotiate`: libcurl was built with GSS-API
+ * and SPNEGO (since SDK 2.3). For a plugin's create(), so a config asking
+ * for Kerberos fails there rather than on every request. Thread-safe. */
+int sb_gcp_negotiate_available(void);
 
 /* `sb_gcp_request req = SB_GCP_REQUEST_INIT;` then set the fields. */
 #define SB_GCP_REQUEST_INIT {.size = sizeof(sb_gcp_request)}
