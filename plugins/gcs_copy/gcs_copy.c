@@ -15,7 +15,11 @@
  *      upload: metadata with its crc32c, which Cloud Storage checks, then
  *      the bytes). A larger file is an XML API multipart upload: its parts
  *      (`part_size`) go up in parallel, each with X-Goog-Hash crc32c, and
- *      their CRCs are combined into the object's.
+ *      their CRCs are combined into the object's. With streams 1 it is a
+ *      JSON API resumable upload instead: chunks one after another, the
+ *      last with the whole file's CRC32C. Before an upload is made final
+ *      the file is checked against its listing (size, mtime, ctime,
+ *      inode): a file that changed while it was read is not completed.
  *   4. After the upload the object's crc32c from Cloud Storage is compared
  *      with ours. A mismatch deletes the object and fails the attempt.
  *   5. The event gets gcs_objects, gcs_uri, crc32c and gcp_finished_at.
@@ -31,7 +35,8 @@
  * uploadId and the parts done (number, ETag, CRC32C); it is written to the
  * ledger as soon as the upload is created and after each part, so after a
  * SIGKILL the copy goes on with the parts not yet committed and re-sends at
- * most the parts that were in flight. An upload the event gives up on
+ * most the parts that were in flight; a resumable upload keeps its session
+ * URI and the bytes persisted instead. An upload the event gives up on
  * (FAIL, step timeout, dlq drop) is aborted, so none is left behind.
  *
  * Threading: one process() call uses its own multi; the client is
@@ -75,9 +80,11 @@ typedef struct gc_conf {
     int64_t single_max;
     const char *xml_endpoint;
     int64_t progress_interval;
+    int64_t stall_timeout;
     const char *hdfs_url;
     const char *hdfs_user;
     const char *hdfs_delegation;
+    int hdfs_negotiate;
 } gc_conf;
 
 static const sb_option_def options[] = {
@@ -108,6 +115,10 @@ static const sb_option_def options[] = {
      SB_OPT_BIND(gc_conf, xml_endpoint)},
     {SB_OPT("progress_interval", SB_OPT_DURATION, "\"30s\"", 0, "How often a long copy logs its progress."),
      SB_OPT_RANGE_BIND(1000, 86400000, gc_conf, progress_interval)},
+    {SB_OPT("stall_timeout", SB_OPT_DURATION, "\"10s\"", 0,
+            "A transfer of file bytes (a part, a one-request upload, a WebHDFS read) that moves no byte for this "
+            "long is cut and sent again; whole seconds. Keep it under half of systemd's WatchdogSec."),
+     SB_OPT_RANGE_BIND(1000, 3600000, gc_conf, stall_timeout)},
     {SB_OPT("hdfs_url", SB_OPT_STRING, NULL, 0, "input hdfs: the NameNode's WebHDFS base, e.g. http://nn:9870."),
      SB_OPT_BIND(gc_conf, hdfs_url)},
     {SB_OPT("hdfs_user", SB_OPT_STRING, NULL, 0, "input hdfs: user.name for a cluster without Kerberos."),
@@ -115,6 +126,10 @@ static const sb_option_def options[] = {
     {SB_OPT("hdfs_delegation", SB_OPT_STRING, NULL, 0,
             "input hdfs: a delegation token (use ${file:/path}); sent as delegation= on every WebHDFS request."),
      SB_OPT_BIND(gc_conf, hdfs_delegation)},
+    {SB_OPT("hdfs_negotiate", SB_OPT_BOOL, "false", 0,
+            "input hdfs: Kerberos (SPNEGO, curl --negotiate -u :) with the daemon's credential cache (KRB5CCNAME); "
+            "excludes hdfs_user and hdfs_delegation."),
+     SB_OPT_BIND(gc_conf, hdfs_negotiate)},
     SB_GCP_OPTION_DEFS,
     {0}};
 
@@ -142,14 +157,17 @@ enum { F_WAIT, F_META, F_SINGLE, F_INIT, F_PARTS, F_COMPLETE, F_VERIFY, F_DONE }
 typedef struct gfile {
     char *path, *rel, *name;
     uint64_t size;
-    int64_t mtime_ns; /* identity at listing time: a resumed upload must be of the same file */
-    uint64_t ino;     /* local inode or WebHDFS fileId */
+    int64_t mtime_ns; /* identity at listing time: a resumed upload must be of the same file, */
+    int64_t ctime_ns; /* and the file must still be it when the upload is made final */
+    uint64_t ino;     /* local inode or WebHDFS fileId; ctime_ns 0 for WebHDFS (it has none) */
     int fd;
     int phase;
     int skipped;
     uint32_t crc; /* whole file, once known */
     int crc_known;
     int complete_404; /* the complete request answered 404: taken as a repeat of one that succeeded */
+    int rstuck;       /* resumable: chunks in a row of which nothing was persisted */
+    char *refusal;    /* a create-only request answered 412: its reason, while the object is checked */
     /* multipart */
     char *upload_id;
     uint64_t psize;
@@ -157,6 +175,11 @@ typedef struct gfile {
     uint64_t counted; /* bytes of its done parts already in the job's done_bytes */
     part *parts;
     uint32_t remote_crc; /* hdfs: what Cloud Storage has, while our CRC is being read */
+    /* resumable upload (streams 1): session URI, bytes Cloud Storage has
+     * persisted, and the CRC32C of those bytes */
+    char *session;
+    uint64_t roff;
+    uint32_t rcrc;
 } gfile;
 
 typedef struct job {
@@ -181,9 +204,14 @@ typedef struct job {
     int hdfs;
 } job;
 
-enum { T_META, T_SINGLE, T_INIT, T_PART, T_COMPLETE, T_VERIFY, T_DELETE, T_ABORT, T_READ, T_LIST };
+enum {
+    T_META, T_SINGLE, T_INIT, T_PART, T_COMPLETE, T_VERIFY, T_DELETE, T_ABORT, T_READ, T_LIST, T_STAT,
+    T_RINIT, T_RSTATUS, T_RCHUNK, T_RCANCEL /* resumable: initiate, status query, chunk, cancel */
+};
 /* what a WebHDFS read (T_READ) goes on with */
-enum { R_SINGLE, R_PART, R_CRC };
+enum { R_SINGLE, R_PART, R_CRC, R_RCHUNK, R_RCRC };
+/* what a WebHDFS GETFILESTATUS of a file being copied (T_STAT) goes on with */
+enum { S_COMPLETE, S_SINGLE, S_RFINAL };
 
 typedef struct tx {
     job *j;
@@ -197,7 +225,7 @@ typedef struct tx {
     unsigned char *map;
     size_t map_len, adj;
     int owned;         /* map is a malloc'd buffer (WebHDFS), not a mapping */
-    int then;          /* T_READ: R_* */
+    int then;          /* T_READ: R_*; T_STAT: S_* */
     uint64_t got;      /* T_READ: bytes received */
     uint32_t rcrc;     /* T_READ R_CRC: running CRC */
     uint64_t pos, dropped; /* bytes of the body handed to curl; window bytes dropped */
@@ -205,6 +233,7 @@ typedef struct tx {
     char *hdr[6];
     const char *hdrs[7];
     char *xml; /* complete body */
+    struct tx *pending; /* T_STAT S_RFINAL: the chunk to send when the file is unchanged (owned) */
 } tx;
 
 static int64_t now_us(void)
@@ -303,10 +332,12 @@ static void state_set_upload(job *j, gfile *f)
         if (f->parts[k].st == PART_DONE)
             json_array_append_new(parts, json_pack("[I,s,I]", (json_int_t)(k + 1), f->parts[k].etag,
                                                    (json_int_t)f->parts[k].crc));
-    json_object_set_new(ups, f->name,
-                        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "id", f->upload_id, "bucket", j->bucket,
-                                  "size", (json_int_t)f->size, "mtime_ns", (json_int_t)f->mtime_ns, "ino",
-                                  (json_int_t)f->ino, "ps", (json_int_t)f->psize, "parts", parts));
+    json_t *u = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o}", "id", f->upload_id, "bucket", j->bucket, "size",
+                          (json_int_t)f->size, "mtime_ns", (json_int_t)f->mtime_ns, "ino", (json_int_t)f->ino, "ps",
+                          (json_int_t)f->psize, "parts", parts);
+    if (f->ctime_ns)
+        json_object_set_new(u, "ctime_ns", json_integer((json_int_t)f->ctime_ns));
+    json_object_set_new(ups, f->name, u);
     save_state(j);
 }
 
@@ -448,6 +479,10 @@ static int body_rewind(void *opaque)
 /* ---- transfers ------------------------------------------------------------ */
 
 static void pump(job *j);
+static int local_changed(const gfile *f, char *why, size_t n);
+static int identity_differs(const gfile *f, uint64_t size, int64_t mtime_ns, int64_t ctime_ns, uint64_t ino, char *why,
+                            size_t n);
+static int64_t hdfs_mtime_ns(const json_t *st);
 static const char *xml_tag(const char *body, const char *tag, char *out, size_t out_size);
 static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr);
 
@@ -460,6 +495,8 @@ static void tx_free(tx *t)
     free(t->xml);
     for (size_t k = 0; k < sizeof t->hdr / sizeof *t->hdr; k++)
         free(t->hdr[k]);
+    if (t->pending)
+        tx_free(t->pending);
     free(t);
 }
 
@@ -483,6 +520,18 @@ static void tx_header(tx *t, char *h)
     t->hdrs[k] = h;
 }
 
+/* A transfer of file bytes that moves none for stall_timeout is cut (a
+ * transport error, "timed out") and sent again by the access layer; after
+ * max_attempts the event RETRIES with its committed parts. Only these: the
+ * answer to a complete request (no body, the server assembling parts) may
+ * rightly take longer. A single upload or last chunk also waits for its
+ * answer under the bound; should that be cut, it is only sent again. */
+static void stall_bound(const gcs_copy *p, sb_gcp_request *req)
+{
+    req->low_speed_limit = 1;
+    req->low_speed_time_ms = p->c->stall_timeout;
+}
+
 static void send_tx(tx *t, const char *method, int idempotent)
 {
     job *j = t->j;
@@ -492,6 +541,8 @@ static void send_tx(tx *t, const char *method, int idempotent)
     req.headers = t->hdr[0] ? t->hdrs : NULL;
     req.idempotent = idempotent;
     req.batch = j->b;
+    if (t->kind == T_PART || t->kind == T_SINGLE || t->kind == T_RCHUNK)
+        stall_bound(j->p, &req);
     uint64_t blen = t->pre_len + t->len + t->post_len;
     if (t->xml) {
         req.body = t->xml;
@@ -550,13 +601,20 @@ static char *hdfs_url(const gcs_copy *p, const char *path, const char *op_query)
     return b.p;
 }
 
+/* What every request to the cluster (NameNode and DataNodes) carries. */
+static void hdfs_request(const gcs_copy *p, sb_gcp_request *req)
+{
+    req->no_auth = 1; /* never send a Google token to the cluster */
+    req->negotiate = p->c->hdfs_negotiate;
+}
+
 static size_t hdfs_write(const char *data, size_t len, const struct sb_gcp_response *resp, void *opaque)
 {
     (void)resp;
     tx *t = opaque;
     if (t->got + len > t->len)
         return 0; /* more than asked for: abort */
-    if (t->then == R_CRC)
+    if (t->then == R_CRC || t->then == R_RCRC)
         t->rcrc = crc32c(t->rcrc, data, len);
     else
         memcpy(t->map + t->got, data, len);
@@ -575,7 +633,7 @@ static void hdfs_read(job *j, gfile *f, uint64_t off, uint64_t len, int then, ui
     t->part = k;
     t->off = off;
     t->len = len;
-    if (then != R_CRC && len) {
+    if (then != R_CRC && then != R_RCRC && len) {
         t->map = malloc((size_t)len);
         if (!t->map) {
             fail(j, SB_RESULT_RETRY, 0, "out of memory for a %" PRIu64 "-byte read buffer", len);
@@ -589,8 +647,9 @@ static void hdfs_read(job *j, gfile *f, uint64_t off, uint64_t len, int then, ui
     snprintf(q, sizeof q, "op=OPEN&offset=%" PRIu64 "&length=%" PRIu64, off, len);
     t->url = hdfs_url(j->p, f->path, q);
     sb_gcp_request req = SB_GCP_REQUEST_INIT;
+    hdfs_request(j->p, &req);
+    stall_bound(j->p, &req);
     req.url = t->url;
-    req.no_auth = 1; /* never send a Google token to the cluster */
     req.follow_redirects = 3;
     req.idempotent = 1;
     req.batch = j->b;
@@ -608,6 +667,111 @@ static void hdfs_read(job *j, gfile *f, uint64_t off, uint64_t len, int then, ui
 static void start_single_buf(job *j, gfile *f, unsigned char *buf);
 static void send_part(job *j, gfile *f, tx *t);
 static void after_crc(job *j, gfile *f);
+static void start_complete(job *j, gfile *f);
+static void send_chunk(job *j, gfile *f, tx *t);
+static void resumable_caught_up(job *j, gfile *f, uint64_t persisted, uint32_t crc);
+static void start_rcancel(job *j, gfile *f, const char *session);
+static void start_abort(job *j, gfile *f, const char *upload_id);
+static void start_delete(job *j, gfile *f, const char *generation);
+
+/* The source changed while it was copied: the bytes sent may be of two
+ * versions. The multipart upload is aborted or the resumable session
+ * cancelled (and forgotten), and the attempt RETRIES, so the next one
+ * lists the file again and copies the new version whole. */
+static void source_changed(job *j, gfile *f, const char *why)
+{
+    fail(j, SB_RESULT_RETRY, 0, "%s changed while being copied (%s)", f->path, why);
+    if (f->upload_id) {
+        sb_log(j->p->ins, SB_LOG_INFO, "event %s: aborting the multipart upload of gs://%s/%s: %s changed (%s)",
+               j->eid, j->bucket, f->name, f->path, why);
+        start_abort(j, f, f->upload_id);
+        state_drop_upload(j, f);
+    }
+    if (f->session) {
+        start_rcancel(j, f, f->session);
+        state_drop_upload(j, f);
+    }
+}
+
+/* GETFILESTATUS of a file being copied, then `then` if it is unchanged:
+ * S_COMPLETE, S_SINGLE with the file's bytes in buf, or S_RFINAL with the
+ * last chunk ready in `pending` (both taken). */
+static void hdfs_stat_then(job *j, gfile *f, int then, unsigned char *buf, tx *pending)
+{
+    tx *t = tx_new(j, f, T_STAT);
+    t->then = then;
+    t->map = buf;
+    t->owned = 1;
+    t->pending = pending;
+    t->url = hdfs_url(j->p, f->path, "op=GETFILESTATUS");
+    sb_gcp_request req = SB_GCP_REQUEST_INIT;
+    hdfs_request(j->p, &req);
+    req.url = t->url;
+    req.idempotent = 1;
+    req.batch = j->b;
+    char err[512];
+    if (sb_gcp_multi_add(j->m, &req, on_done, t, err, sizeof err) != 0) {
+        fail(j, SB_RESULT_FAIL, 0, "%s", err);
+        tx_free(t);
+        return;
+    }
+    j->inflight++;
+}
+
+static void on_stat(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
+{
+    gfile *f = t->f;
+    char why[256];
+    if (rc == SB_GCP_HTTP_ERROR && resp->status == 404) {
+        source_changed(j, f, "it is gone");
+        return;
+    }
+    if (rc != SB_GCP_OK) {
+        sb_gcp_outcome o = sb_gcp_classify(rc, resp, errstr, 0);
+        fail(j, o.result == SB_RESULT_FAIL ? SB_RESULT_FAIL : SB_RESULT_RETRY, o.retry_after_ms,
+             "WebHDFS GETFILESTATUS %s: %s", f->path, o.reason ? o.reason : "failed");
+        return;
+    }
+    json_t *o = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, NULL);
+    json_t *st = json_object_get(o, "FileStatus");
+    if (!json_is_object(st)) {
+        fail(j, SB_RESULT_RETRY, 0, "WebHDFS GETFILESTATUS %s: no FileStatus in the answer", f->path);
+    } else if (identity_differs(f, (uint64_t)json_integer_value(json_object_get(st, "length")), hdfs_mtime_ns(st), 0,
+                                (uint64_t)json_integer_value(json_object_get(st, "fileId")), why, sizeof why)) {
+        source_changed(j, f, why);
+    } else if (j->result == SB_RESULT_UNSET) {
+        if (t->then == S_COMPLETE) {
+            start_complete(j, f);
+        } else if (t->then == S_RFINAL) {
+            tx *u = t->pending;
+            t->pending = NULL; /* handed on */
+            send_chunk(j, f, u);
+        } else {
+            unsigned char *buf = t->map;
+            t->map = NULL; /* handed on */
+            start_single_buf(j, f, buf);
+        }
+    }
+    json_decref(o);
+}
+
+/* Every part is sent: make the upload final only if the source is still
+ * the file the parts were read from (rclone's check, made after the last
+ * part rather than before the first). */
+static void parts_sent(job *j, gfile *f)
+{
+    if (j->result != SB_RESULT_UNSET)
+        return;
+    if (j->hdfs) {
+        hdfs_stat_then(j, f, S_COMPLETE, NULL, NULL);
+        return;
+    }
+    char why[256];
+    if (local_changed(f, why, sizeof why))
+        source_changed(j, f, why);
+    else
+        start_complete(j, f);
+}
 
 static void on_read(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
 {
@@ -636,7 +800,23 @@ static void on_read(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, cons
         t->map = NULL; /* handed on */
         f->crc = buf ? crc32c(0, buf, (size_t)t->len) : 0;
         f->crc_known = 1;
-        start_single_buf(j, f, buf);
+        hdfs_stat_then(j, f, S_SINGLE, buf, NULL); /* the bytes are all here: still the file listed? */
+    } else if (t->then == R_RCRC) {
+        resumable_caught_up(j, f, t->off + t->len, crc32c_combine(f->rcrc, t->rcrc, t->len));
+    } else if (t->then == R_RCHUNK) {
+        tx *u = tx_new(j, f, T_RCHUNK);
+        u->off = t->off;
+        u->len = t->len;
+        u->map = t->map;
+        u->map_len = t->map_len;
+        u->owned = 1;
+        t->map = NULL;
+        u->rcrc = crc32c(0, u->map, (size_t)u->len);
+        if (u->off + u->len == f->size) { /* the last bytes are here: still the file listed? */
+            hdfs_stat_then(j, f, S_RFINAL, NULL, u);
+            return;
+        }
+        send_chunk(j, f, u);
     } else {
         tx *u = tx_new(j, f, T_PART);
         u->part = t->part;
@@ -720,6 +900,17 @@ static void finish_file(job *j, gfile *f, int skipped)
     report(j);
 }
 
+/* The object's resource for an upload: name, content type and our
+ * metadata (event id, source path, run id). The caller owns it. */
+static json_t *object_resource(job *j, const gfile *f)
+{
+    json_t *md = json_pack("{s:s, s:s}", "syncbridge-event-id", j->eid, "syncbridge-source", f->path);
+    const char *run = sb_event_get_string(sb_batch_event(j->b, j->i), "run_id");
+    if (run)
+        json_object_set_new(md, "syncbridge-run-id", json_string(run));
+    return json_pack("{s:s, s:s, s:o}", "name", f->name, "contentType", "application/octet-stream", "metadata", md);
+}
+
 static void object_meta(tx *t, const char *meta_key, char **pre, size_t *pre_len, char **post, size_t *post_len,
                         const char *boundary)
 {
@@ -727,12 +918,8 @@ static void object_meta(tx *t, const char *meta_key, char **pre, size_t *pre_len
     gfile *f = t->f;
     char b64[9];
     crc32c_b64(f->crc, b64);
-    json_t *md = json_pack("{s:s, s:s}", "syncbridge-event-id", j->eid, "syncbridge-source", f->path);
-    const char *run = sb_event_get_string(sb_batch_event(j->b, j->i), "run_id");
-    if (run)
-        json_object_set_new(md, "syncbridge-run-id", json_string(run));
-    json_t *o = json_pack("{s:s, s:s, s:s, s:o}", "name", f->name, "contentType", "application/octet-stream",
-                          meta_key, b64, "metadata", md);
+    json_t *o = object_resource(j, f);
+    json_object_set_new(o, meta_key, json_string(b64));
     char *js = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     *pre = sb_asprintf("--%s\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n%s\r\n--%s\r\n"
@@ -899,6 +1086,369 @@ static void start_abort(job *j, gfile *f, const char *upload_id)
     send_tx(t, "DELETE", 1);
 }
 
+static void check_object(job *j, gfile *f, sb_gcp_response *resp, const char *how);
+static void request_failed(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr,
+                           const char *what);
+static void precondition_failed(job *j, tx *t, sb_gcp_response *resp, const char *errstr, const char *what);
+
+/* Whether a recorded upload is of the file as listed now: same size, and
+ * (when recorded) same mtime, ctime and inode. */
+static int recorded_same_file(const json_t *u, const gfile *f)
+{
+    json_t *mt = json_object_get(u, "mtime_ns"), *ino = json_object_get(u, "ino");
+    json_t *ct = json_object_get(u, "ctime_ns");
+    return (uint64_t)json_integer_value(json_object_get(u, "size")) == f->size &&
+           (!mt || (int64_t)json_integer_value(mt) == f->mtime_ns) &&
+           (!ct || (int64_t)json_integer_value(ct) == f->ctime_ns) &&
+           (!ino || (uint64_t)json_integer_value(ino) == f->ino);
+}
+
+/* Abort or cancel whatever upload the step state records for the file,
+ * and forget it. */
+static void drop_recorded(job *j, gfile *f)
+{
+    json_t *u = upload_state(j, f);
+    const char *id = json_string_value(json_object_get(u, "id"));
+    const char *sess = json_string_value(json_object_get(u, "session"));
+    if (id)
+        start_abort(j, f, id);
+    if (sess)
+        start_rcancel(j, f, sess);
+    if (u)
+        state_drop_upload(j, f);
+}
+
+/* ---- one stream: a resumable upload (JSON API) ------------------------------
+ *
+ * With streams 1 a large file goes up as one resumable upload: initiate
+ * (the object's metadata; the answer's Location is the session URI), then
+ * chunks of part_size (rounded down to 256 KiB, as Cloud Storage wants)
+ * one after another with Content-Range, each answered 308 with the bytes
+ * persisted ("Range: bytes=0-N"), the last one with the object. The
+ * session, the bytes persisted and their CRC32C are the step state, so
+ * after a crash the copy asks the session how far it got
+ * (`Content-Range: bytes *\/SIZE`) and goes on from there. The last chunk
+ * carries X-Goog-Hash with the whole file's CRC32C, combined from the
+ * chunks'; Cloud Storage refuses the upload if the bytes differ. */
+
+#define RCHUNK_QUANTUM (256 * 1024)
+
+static uint64_t chunk_size(const job *j)
+{
+    return (uint64_t)j->p->c->part_size / RCHUNK_QUANTUM * RCHUNK_QUANTUM;
+}
+
+/* Bytes persisted, from a 308's "Range: bytes=0-N" (none: 0); -1 if unreadable. */
+static int64_t persisted_of(const sb_gcp_response *resp)
+{
+    const char *r = sb_gcp_response_header(resp, "range");
+    unsigned long long a, b;
+    if (!r)
+        return 0;
+    if (sscanf(r, "bytes=%llu-%llu", &a, &b) != 2 || a != 0)
+        return -1;
+    return (int64_t)b + 1;
+}
+
+static void state_set_session(job *j, gfile *f)
+{
+    json_t *ups = json_object_get(j->state, "uploads");
+    if (!ups) {
+        ups = json_object();
+        json_object_set_new(j->state, "uploads", ups);
+    }
+    json_t *u = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "session", f->session, "bucket", j->bucket, "size",
+                          (json_int_t)f->size, "mtime_ns", (json_int_t)f->mtime_ns, "ino", (json_int_t)f->ino,
+                          "offset", (json_int_t)f->roff, "crc", (json_int_t)f->rcrc);
+    if (f->ctime_ns)
+        json_object_set_new(u, "ctime_ns", json_integer((json_int_t)f->ctime_ns));
+    json_object_set_new(ups, f->name, u);
+    save_state(j);
+}
+
+/* CRC32C of [off, off+len) of a local file into *out; -1 with the job failed. */
+static int local_range_crc(job *j, gfile *f, uint64_t off, uint64_t len, uint32_t *out)
+{
+    if (open_file(j, f) != 0)
+        return -1;
+    tx t = {.j = j, .f = f, .off = off, .len = len};
+    if (len && map_window(&t) != 0) {
+        fail(j, SB_RESULT_RETRY, 0, "%s: mmap: %s", f->path, strerror(errno));
+        return -1;
+    }
+    uint32_t c = 0;
+    int rc = len ? window_crc(&t, &c) : 0;
+    unmap(&t);
+    if (rc == 0)
+        *out = c;
+    return rc;
+}
+
+static void start_rinit(job *j, gfile *f)
+{
+    f->phase = F_INIT;
+    free(f->session);
+    f->session = NULL;
+    f->roff = 0;
+    f->rcrc = 0;
+    j->done_bytes -= f->counted; /* from the start again */
+    f->counted = 0;
+    tx *t = tx_new(j, f, T_RINIT);
+    json_t *o = object_resource(j, f);
+    t->xml = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    char *b = pct(j->bucket, 0);
+    t->url = sb_asprintf("%s/upload/storage/v1/b/%s/o?uploadType=resumable%s", sb_gcp_client_base_url(j->p->gc), b,
+                         j->p->create_only ? "&ifGenerationMatch=0" : "");
+    free(b);
+    tx_header(t, sb_asprintf("Content-Type: application/json; charset=UTF-8"));
+    tx_header(t, sb_asprintf("X-Upload-Content-Type: application/octet-stream"));
+    tx_header(t, sb_asprintf("X-Upload-Content-Length: %" PRIu64, f->size));
+    send_tx(t, "POST", 1); /* a repeat opens a second session; the first is never used and expires */
+}
+
+static void start_rstatus(job *j, gfile *f)
+{
+    f->phase = F_PARTS;
+    tx *t = tx_new(j, f, T_RSTATUS);
+    t->url = strdup(f->session);
+    tx_header(t, sb_asprintf("Content-Range: bytes */%" PRIu64, f->size));
+    send_tx(t, "PUT", 1);
+}
+
+/* Cancel a session (Cloud Storage answers 499). */
+static void start_rcancel(job *j, gfile *f, const char *session)
+{
+    tx *t = tx_new(j, f, T_RCANCEL);
+    t->url = strdup(session);
+    send_tx(t, "DELETE", 1);
+}
+
+/* The next chunk from the bytes persisted on. */
+static void next_chunk(job *j, gfile *f)
+{
+    uint64_t cs = chunk_size(j);
+    uint64_t len = f->size - f->roff < cs ? f->size - f->roff : cs;
+    if (j->hdfs) {
+        hdfs_read(j, f, f->roff, len, R_RCHUNK, 0);
+        return;
+    }
+    tx *t = tx_new(j, f, T_RCHUNK);
+    t->off = f->roff;
+    t->len = len;
+    if (open_file(j, f) != 0 || map_window(t) != 0) {
+        if (j->result == SB_RESULT_UNSET)
+            fail(j, SB_RESULT_RETRY, 0, "%s: mmap: %s", f->path, strerror(errno));
+        tx_free(t);
+        return;
+    }
+    if (window_crc(t, &t->rcrc) != 0) {
+        tx_free(t);
+        return;
+    }
+    send_chunk(j, f, t);
+}
+
+/* PUT a chunk whose bytes and CRC (t->rcrc) are ready. */
+static void send_chunk(job *j, gfile *f, tx *t)
+{
+    char why[256];
+    /* the last chunk makes the object final: a local file changed in place
+     * since the listing must not get there (WebHDFS is checked before) */
+    if (t->off + t->len == f->size && !j->hdfs && local_changed(f, why, sizeof why)) {
+        tx_free(t);
+        source_changed(j, f, why);
+        return;
+    }
+    f->phase = F_PARTS;
+    t->url = strdup(f->session);
+    tx_header(t, sb_asprintf("Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, t->off, t->off + t->len - 1,
+                             f->size));
+    tx_header(t, sb_asprintf("Content-Type: application/octet-stream"));
+    if (t->off + t->len == f->size) {
+        char b64[9];
+        crc32c_b64(crc32c_combine(f->rcrc, t->rcrc, t->len), b64);
+        tx_header(t, sb_asprintf("X-Goog-Hash: crc32c=%s", b64));
+    }
+    send_tx(t, "PUT", 1); /* the same range again is harmless: persisted bytes are skipped */
+}
+
+/* Cloud Storage has `persisted` bytes whose CRC32C is `crc`: record it and
+ * go on, or (all there: the last answer was lost) check the object. */
+static void resumable_caught_up(job *j, gfile *f, uint64_t persisted, uint32_t crc)
+{
+    uint64_t was = f->roff;
+    f->roff = persisted;
+    f->rcrc = crc;
+    if (persisted > was) {
+        j->done_bytes += persisted - was;
+        f->counted += persisted - was;
+    }
+    if (persisted == f->size) {
+        f->crc = crc;
+        f->crc_known = 1;
+        state_drop_upload(j, f);
+        free(f->session);
+        f->session = NULL;
+        start_verify(j, f);
+        return;
+    }
+    if (persisted != was)
+        state_set_session(j, f);
+    if (j->result == SB_RESULT_UNSET)
+        next_chunk(j, f);
+}
+
+/* Persisted bytes beyond those recorded (a chunk whose answer was lost, or
+ * a crash before its state was written): their CRC, then go on. */
+static void catch_up(job *j, gfile *f, uint64_t n)
+{
+    if (n == f->roff) {
+        resumable_caught_up(j, f, n, f->rcrc);
+        return;
+    }
+    if (j->hdfs) {
+        hdfs_read(j, f, f->roff, n - f->roff, R_RCRC, 0);
+        return;
+    }
+    uint32_t c;
+    if (local_range_crc(j, f, f->roff, n - f->roff, &c) == 0)
+        resumable_caught_up(j, f, n, crc32c_combine(f->rcrc, c, n - f->roff));
+}
+
+/* Resume the session the step state records, or begin one. */
+static void start_resumable(job *j, gfile *f)
+{
+    json_t *u = upload_state(j, f);
+    const char *sess = json_string_value(json_object_get(u, "session"));
+    uint64_t off = (uint64_t)json_integer_value(json_object_get(u, "offset"));
+    if (sess && recorded_same_file(u, f) && off < f->size) {
+        f->session = strdup(sess);
+        f->roff = off;
+        f->rcrc = (uint32_t)json_integer_value(json_object_get(u, "crc"));
+        j->done_bytes += off;
+        f->counted += off;
+        sb_log(j->p->ins, SB_LOG_INFO, "event %s: resuming the resumable upload of %s at byte %" PRIu64 " of %" PRIu64,
+               j->eid, f->name, off, f->size);
+        start_rstatus(j, f);
+        return;
+    }
+    if (sess)
+        sb_log(j->p->ins, SB_LOG_INFO,
+               "event %s: %s is not the file the open resumable upload of %s began with (size, mtime, ctime or "
+               "inode differ): cancelling it and starting again",
+               j->eid, f->path, f->name);
+    drop_recorded(j, f);
+    start_rinit(j, f);
+}
+
+static void on_rinit(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
+{
+    gfile *f = t->f;
+    const char *loc = rc == SB_GCP_OK ? sb_gcp_response_header(resp, "location") : NULL;
+    if (rc != SB_GCP_OK) {
+        request_failed(j, t, rc, resp, errstr, "starting the resumable upload of");
+    } else if (!loc || (strncmp(loc, "http://", 7) && strncmp(loc, "https://", 8))) {
+        fail(j, SB_RESULT_RETRY, 0, "starting the resumable upload of gs://%s/%s: no Location in the answer",
+             j->bucket, f->name);
+    } else {
+        f->session = strdup(loc);
+        state_set_session(j, f); /* before any byte: a crash resumes it */
+        if (j->result == SB_RESULT_UNSET)
+            next_chunk(j, f);
+    }
+}
+
+static void on_rstatus(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
+{
+    gfile *f = t->f;
+    int64_t n = rc == SB_GCP_OK && resp->status == 308 ? persisted_of(resp) : 0;
+    if (rc == SB_GCP_OK && resp->status == 308 && n >= (int64_t)f->roff && (uint64_t)n <= f->size) {
+        catch_up(j, f, (uint64_t)n);
+    } else if (rc == SB_GCP_OK && resp->status != 308) {
+        catch_up(j, f, f->size); /* complete: the last answer was lost */
+    } else if ((rc == SB_GCP_OK) || (rc == SB_GCP_HTTP_ERROR && (resp->status == 404 || resp->status == 410))) {
+        /* gone (expired after a week, cancelled) or less than recorded */
+        sb_log(j->p->ins, SB_LOG_INFO, "event %s: the resumable upload of %s %s: starting it again", j->eid, f->name,
+               rc == SB_GCP_OK ? "reports fewer bytes than recorded" : "is gone");
+        if (rc == SB_GCP_OK)
+            start_rcancel(j, f, f->session);
+        state_drop_upload(j, f);
+        start_rinit(j, f);
+    } else {
+        request_failed(j, t, rc, resp, errstr, "asking how far the resumable upload got of");
+    }
+}
+
+static void on_rchunk(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
+{
+    gfile *f = t->f;
+    char why[256];
+    if (rc == SB_GCP_OK && resp->status == 308) {
+        int64_t n = persisted_of(resp);
+        if (n < (int64_t)t->off || n > (int64_t)(t->off + t->len)) {
+            fail(j, SB_RESULT_RETRY, 0,
+                 "gs://%s/%s: after the chunk at %" PRIu64 "-%" PRIu64 " the resumable upload has %lld bytes",
+                 j->bucket, f->name, t->off, t->off + t->len - 1, (long long)n);
+            return;
+        }
+        uint32_t c = t->rcrc;
+        uint64_t got = (uint64_t)n - t->off;
+        /* a 308 that keeps reporting nothing new (a proxy dropping the Range
+         * header) would send the same chunk forever */
+        if (got > 0)
+            f->rstuck = 0;
+        else if (++f->rstuck >= 3) {
+            fail(j, SB_RESULT_RETRY, 0,
+                 "gs://%s/%s: the resumable upload persisted nothing of the chunk at %" PRIu64 " three times",
+                 j->bucket, f->name, t->off);
+            return;
+        }
+        if (got < t->len) { /* only part of the chunk was persisted */
+            c = 0;
+            if (t->owned)
+                c = crc32c(0, t->map, (size_t)got);
+            else if (got && mapguard_crc32c(&c, t->map + t->adj, (size_t)got) != 0) {
+                fail_shrunk(j, f);
+                return;
+            }
+        }
+        resumable_caught_up(j, f, (uint64_t)n, crc32c_combine(f->rcrc, c, got));
+        return;
+    }
+    if (rc == SB_GCP_HTTP_ERROR && resp->status == 412 && j->p->create_only && t->off + t->len == f->size) {
+        /* the last chunk: the object exists; the session stays recorded
+         * until check_412 decides, so a refusal still cancels it */
+        f->crc = crc32c_combine(f->rcrc, t->rcrc, t->len);
+        f->crc_known = 1;
+        precondition_failed(j, t, resp, errstr, "uploading");
+        return;
+    }
+    if (rc == SB_GCP_OK) {
+        f->crc = crc32c_combine(f->rcrc, t->rcrc, t->len);
+        f->crc_known = 1;
+        state_drop_upload(j, f);
+        free(f->session);
+        f->session = NULL;
+        if (!j->hdfs && local_changed(f, why, sizeof why)) {
+            json_t *o = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, NULL);
+            start_delete(j, f, json_string_value(json_object_get(o, "generation")));
+            json_decref(o);
+            source_changed(j, f, why);
+        } else {
+            check_object(j, f, resp, "uploading");
+        }
+        return;
+    }
+    if (rc == SB_GCP_HTTP_ERROR && (resp->status == 404 || resp->status == 410)) {
+        state_drop_upload(j, f);
+        fail(j, SB_RESULT_RETRY, 0, "gs://%s/%s: the resumable upload session is gone (%s); starting it again",
+             j->bucket, f->name, resp->error_line ? resp->error_line : "404");
+        return;
+    }
+    request_failed(j, t, rc, resp, errstr, "uploading a chunk of");
+}
+
 /* Resume a multipart upload from the step state, or start one. */
 static void start_upload(job *j, gfile *f)
 {
@@ -907,13 +1457,22 @@ static void start_upload(job *j, gfile *f)
         return;
     }
     json_t *u = upload_state(j, f);
+    /* one stream: a resumable upload, unless a multipart upload of this
+     * file is under way from when streams was larger (its parts are kept) */
+    int parts_kept = json_object_get(u, "id") && recorded_same_file(u, f);
+    if (json_object_get(u, "session") || (j->p->c->streams == 1 && !parts_kept)) {
+        start_resumable(j, f);
+        return;
+    }
     if (u) {
         uint64_t size = (uint64_t)json_integer_value(json_object_get(u, "size"));
         uint64_t ps = (uint64_t)json_integer_value(json_object_get(u, "ps"));
         const char *id = json_string_value(json_object_get(u, "id"));
-        /* the same file: same size, and (when recorded) same mtime and inode */
+        /* the same file: same size, and (when recorded) same mtime, ctime and inode */
         json_t *mt = json_object_get(u, "mtime_ns"), *ino = json_object_get(u, "ino");
+        json_t *ct = json_object_get(u, "ctime_ns");
         int same = size == f->size && (!mt || (int64_t)json_integer_value(mt) == f->mtime_ns) &&
+                   (!ct || (int64_t)json_integer_value(ct) == f->ctime_ns) &&
                    (!ino || (uint64_t)json_integer_value(ino) == f->ino);
         if (id && same && ps >= 5 * MIB && ps <= GCS_MAX_PART_SIZE &&
             (size + ps - 1) / ps <= GCS_MAX_PARTS) {
@@ -941,14 +1500,14 @@ static void start_upload(job *j, gfile *f)
                    j->eid, f->name, resumed, f->nparts);
             f->phase = F_PARTS;
             if (f->ndone == f->nparts)
-                start_complete(j, f);
+                parts_sent(j, f);
             return;
         }
         /* a different file now: drop that upload */
         if (id) {
             sb_log(j->p->ins, SB_LOG_INFO,
-                   "event %s: %s is not the file the open upload of %s began with (size, mtime or inode "
-                   "differ): aborting it and starting again",
+                   "event %s: %s is not the file the open upload of %s began with (size, mtime, ctime or "
+                   "inode differ): aborting it and starting again",
                    j->eid, f->path, f->name);
             start_abort(j, f, id);
         }
@@ -1029,6 +1588,14 @@ static const char *xml_tag(const char *body, const char *tag, char *out, size_t 
 static void request_failed(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr,
                            const char *what)
 {
+    /* a local file rewritten under the request (a part's bytes no longer
+     * match the CRC taken before it: 400 BadDigest) is worth another try,
+     * not a refusal */
+    char why[256];
+    if (!j->hdfs && local_changed(t->f, why, sizeof why)) {
+        source_changed(j, t->f, why);
+        return;
+    }
     sb_gcp_outcome o = sb_gcp_classify(rc, resp, errstr, 0);
     if (o.result == SB_RESULT_OK)
         o.result = SB_RESULT_RETRY;
@@ -1065,12 +1632,7 @@ static void on_meta(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, cons
         }
         json_decref(o);
         if (same) {
-            json_t *u = upload_state(j, f);
-            const char *id = json_string_value(json_object_get(u, "id"));
-            if (id) { /* committed before the crash could record it */
-                start_abort(j, f, id);
-                state_drop_upload(j, f);
-            }
+            drop_recorded(j, f); /* committed before the crash could record it */
             finish_file(j, f, 1);
             return;
         }
@@ -1096,11 +1658,7 @@ static void after_crc(job *j, gfile *f)
         start_upload(j, f);
         return;
     }
-    const char *id = json_string_value(json_object_get(upload_state(j, f), "id"));
-    if (id) {
-        start_abort(j, f, id);
-        state_drop_upload(j, f);
-    }
+    drop_recorded(j, f);
     finish_file(j, f, 1);
 }
 
@@ -1131,21 +1689,110 @@ static void check_object(job *j, gfile *f, sb_gcp_response *resp, const char *ho
     json_decref(o);
 }
 
+/* The object's CRC32C from its parts' (crc(A‖B) from crc(A), crc(B), len(B)). */
+static void combine_parts_crc(gfile *f)
+{
+    uint32_t c = 0;
+    for (uint32_t k = 0; k < f->nparts; k++) {
+        uint64_t plen = (uint64_t)k * f->psize + f->psize > f->size ? f->size - (uint64_t)k * f->psize : f->psize;
+        c = crc32c_combine(c, f->parts[k].crc, plen);
+    }
+    f->crc = c;
+    f->crc_known = 1;
+}
+
+/* 412 to a create-only upload or complete: the object exists. When this
+ * request was the access layer's repeat after a lost answer, the first
+ * one made it, and the object is ours: read its metadata to tell
+ * (check_412) before calling it a refusal. */
+static void precondition_failed(job *j, tx *t, sb_gcp_response *resp, const char *errstr, const char *what)
+{
+    gfile *f = t->f;
+    sb_gcp_outcome o = sb_gcp_classify(SB_GCP_HTTP_ERROR, resp, errstr, 0);
+    free(f->refusal);
+    f->refusal = sb_asprintf("%s gs://%s/%s: %s", what, j->bucket, f->name, o.reason ? o.reason : "HTTP 412");
+    f->phase = F_VERIFY;
+    tx *v = tx_new(j, f, T_VERIFY);
+    v->url = json_url(j, f, "?fields=size,crc32c,generation,metadata");
+    send_tx(v, "GET", 1);
+}
+
+/* After a 412: the object holds our bytes (size and CRC32C, the rule by
+ * which an existing object is skipped) -> done; else the refusal stands
+ * (FAIL, as create-only asks). Whether its metadata names this event
+ * tells a repeat of our own request from a twin made by another event;
+ * both hold exactly the file's bytes, and a retry would skip either. */
+static void check_412(job *j, gfile *f, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
+{
+    if (rc != SB_GCP_OK) {
+        sb_gcp_outcome o = sb_gcp_classify(rc, resp, errstr, 0);
+        fail(j, SB_RESULT_RETRY, o.retry_after_ms, "%s; reading the object then: %s", f->refusal,
+             o.reason ? o.reason : "failed");
+        return;
+    }
+    json_t *o = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, NULL);
+    const char *sz = json_string_value(json_object_get(o, "size"));
+    const char *cs = json_string_value(json_object_get(o, "crc32c"));
+    const char *by = json_string_value(json_object_get(json_object_get(o, "metadata"), "syncbridge-event-id"));
+    uint32_t rcrc;
+    if (sz && cs && strtoull(sz, NULL, 10) == f->size && crc32c_from_b64(cs, &rcrc) == 0 && rcrc == f->crc) {
+        if (by && !strcmp(by, j->eid))
+            sb_log(j->p->ins, SB_LOG_INFO,
+                   "event %s: gs://%s/%s: 412 to a repeated request; the object is the one our first request made "
+                   "(size, crc32c and event id match)",
+                   j->eid, j->bucket, f->name);
+        else
+            sb_log(j->p->ins, SB_LOG_INFO,
+                   "event %s: gs://%s/%s: 412; the object already holds the same bytes (size and crc32c match), "
+                   "made by %s%s: kept",
+                   j->eid, j->bucket, f->name, by ? "event " : "another writer", by ? by : "");
+        /* a 412 to the first complete: our parts are still stored (a repeat's
+         * abort answers 404, which is fine) */
+        if (f->upload_id)
+            start_abort(j, f, f->upload_id);
+        state_drop_upload(j, f);
+        free(f->session); /* a final chunk's session: done with */
+        f->session = NULL;
+        finish_file(j, f, !(by && !strcmp(by, j->eid))); /* another writer's twin: skipped, not copied */
+    } else {
+        fail(j, SB_RESULT_FAIL, 0, "%s", f->refusal);
+    }
+    json_decref(o);
+}
+
 static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
 {
     (void)m;
     tx *t = opaque;
     job *j = t->j;
     gfile *f = t->f;
+    char why[256];
     j->inflight--;
     if (t->kind != T_READ) { /* every body byte handed to curl is now counted as done or not at all */
         j->flight_bytes -= t->pos < j->flight_bytes ? t->pos : j->flight_bytes;
     }
-    if (t->kind != T_READ) /* a read hands its buffer on */
+    if (t->kind != T_READ && t->kind != T_STAT && t->kind != T_RCHUNK) /* these still read it */
         unmap(t);
     switch (t->kind) {
     case T_READ:
         on_read(j, t, rc, resp, errstr);
+        break;
+    case T_STAT:
+        on_stat(j, t, rc, resp, errstr);
+        break;
+    case T_RINIT:
+        on_rinit(j, t, rc, resp, errstr);
+        break;
+    case T_RSTATUS:
+        on_rstatus(j, t, rc, resp, errstr);
+        break;
+    case T_RCHUNK:
+        on_rchunk(j, t, rc, resp, errstr);
+        break;
+    case T_RCANCEL:
+        if (rc != SB_GCP_OK && resp->status != 499 && resp->status != 404 && resp->status != 410)
+            sb_log(j->p->ins, SB_LOG_WARN, "event %s: could not cancel a resumable upload of gs://%s/%s: %s", j->eid,
+                   j->bucket, f->name, resp->error_line ? resp->error_line : errstr);
         break;
     case T_LIST:
         on_list(j, t, rc, resp);
@@ -1154,10 +1801,19 @@ static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_resp
         on_meta(j, t, rc, resp, errstr);
         break;
     case T_SINGLE:
-        if (rc != SB_GCP_OK) {
+        if (rc == SB_GCP_HTTP_ERROR && resp->status == 412 && j->p->create_only) {
+            precondition_failed(j, t, resp, errstr, "uploading");
+        } else if (rc != SB_GCP_OK) {
             if (is_bucket_404(resp))
                 j->fatal_bucket = 1;
             request_failed(j, t, rc, resp, errstr, "uploading");
+        } else if (!j->hdfs && local_changed(f, why, sizeof why)) {
+            /* the object is made and may hold bytes of two versions: it
+             * goes, so the next attempt does not take it for a copy */
+            json_t *o = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, NULL);
+            start_delete(j, f, json_string_value(json_object_get(o, "generation")));
+            json_decref(o);
+            source_changed(j, f, why);
         } else {
             check_object(j, f, resp, "uploading");
         }
@@ -1187,8 +1843,8 @@ static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_resp
             j->done_bytes += t->len;
             f->counted += t->len;
             state_set_upload(j, f);
-            if (f->ndone == f->nparts && j->result == SB_RESULT_UNSET)
-                start_complete(j, f);
+            if (f->ndone == f->nparts)
+                parts_sent(j, f);
         } else {
             pt->st = PART_TODO;
             if (rc == SB_GCP_HTTP_ERROR && resp->status == 404) {
@@ -1206,25 +1862,21 @@ static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_resp
         break;
     }
     case T_COMPLETE:
+        combine_parts_crc(f);
         if (rc == SB_GCP_OK || (rc == SB_GCP_HTTP_ERROR && resp->status == 404 && !is_bucket_404(resp))) {
-            /* the object's combined crc32c */
-            uint32_t c = 0;
-            for (uint32_t k = 0; k < f->nparts; k++) {
-                uint64_t plen = (uint64_t)k * f->psize + f->psize > f->size ? f->size - (uint64_t)k * f->psize
-                                                                            : f->psize;
-                c = crc32c_combine(c, f->parts[k].crc, plen);
-            }
-            f->crc = c;
-            f->crc_known = 1;
             f->complete_404 = rc != SB_GCP_OK;
             state_drop_upload(j, f);
             start_verify(j, f);
+        } else if (rc == SB_GCP_HTTP_ERROR && resp->status == 412 && j->p->create_only) {
+            precondition_failed(j, t, resp, errstr, "completing the multipart upload of");
         } else {
             request_failed(j, t, rc, resp, errstr, "completing the multipart upload of");
         }
         break;
     case T_VERIFY:
-        if (rc == SB_GCP_HTTP_ERROR && resp->status == 404 && f->complete_404 && !is_bucket_404(resp))
+        if (f->refusal)
+            check_412(j, f, rc, resp, errstr);
+        else if (rc == SB_GCP_HTTP_ERROR && resp->status == 404 && f->complete_404 && !is_bucket_404(resp))
             /* the 404 to complete was not a repeat after all: the upload was
              * aborted or expired; the state no longer names it */
             fail(j, SB_RESULT_RETRY, 0, "gs://%s/%s: the multipart upload vanished (no such upload, no object); "
@@ -1294,13 +1946,69 @@ static int64_t st_mtime_ns(const struct stat *st)
     return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
+static int64_t st_ctime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+static void appendf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void appendf(char *out, size_t n, const char *fmt, ...)
+{
+    size_t at = strlen(out);
+    if (at + 1 >= n)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out + at, n - at, fmt, ap);
+    va_end(ap);
+}
+
+/* Whether a file is still the one listed at the start of the attempt:
+ * 0, or 1 with what differs in `why` ("mtime 1796460000.123456789, now
+ * 1796460001.000000000"). ctime is compared when known (local files),
+ * which catches a rewrite that put the old mtime back (cp -p, touch -r). */
+static int identity_differs(const gfile *f, uint64_t size, int64_t mtime_ns, int64_t ctime_ns, uint64_t ino, char *why,
+                            size_t n)
+{
+    why[0] = 0;
+    if (mtime_ns != f->mtime_ns)
+        appendf(why, n, "mtime %lld.%09lld, now %lld.%09lld", (long long)(f->mtime_ns / 1000000000),
+                (long long)(f->mtime_ns % 1000000000), (long long)(mtime_ns / 1000000000),
+                (long long)(mtime_ns % 1000000000));
+    if (size != f->size)
+        appendf(why, n, "%ssize %" PRIu64 ", now %" PRIu64, why[0] ? "; " : "", f->size, size);
+    if (f->ctime_ns && ctime_ns != f->ctime_ns)
+        appendf(why, n, "%sctime %lld.%09lld, now %lld.%09lld", why[0] ? "; " : "",
+                (long long)(f->ctime_ns / 1000000000), (long long)(f->ctime_ns % 1000000000),
+                (long long)(ctime_ns / 1000000000), (long long)(ctime_ns % 1000000000));
+    if (ino != f->ino)
+        appendf(why, n, "%s%s %" PRIu64 ", now %" PRIu64, why[0] ? "; " : "", f->ctime_ns ? "inode" : "fileId",
+                f->ino, ino);
+    return why[0] != 0;
+}
+
+/* A local file's identity now against the listing's (by path: a file
+ * replaced by a rename has changed too). One that cannot be stat'ed has
+ * changed. */
+static int local_changed(const gfile *f, char *why, size_t n)
+{
+    struct stat st;
+    if (stat(f->path, &st) != 0) {
+        snprintf(why, n, "%s", strerror(errno));
+        return 1;
+    }
+    return identity_differs(f, (uint64_t)st.st_size, st_mtime_ns(&st), st_ctime_ns(&st), (uint64_t)st.st_ino, why,
+                            n);
+}
+
 /* FileStatus.modificationTime is in milliseconds */
 static int64_t hdfs_mtime_ns(const json_t *st)
 {
     return (int64_t)json_integer_value(json_object_get(st, "modificationTime")) * 1000000;
 }
 
-static int add_file(flist *l, const char *path, const char *rel, uint64_t size, int64_t mtime_ns, uint64_t ino)
+static int add_file(flist *l, const char *path, const char *rel, uint64_t size, int64_t mtime_ns, int64_t ctime_ns,
+                    uint64_t ino)
 {
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 64;
@@ -1315,6 +2023,7 @@ static int add_file(flist *l, const char *path, const char *rel, uint64_t size, 
     f->rel = strdup(rel);
     f->size = size;
     f->mtime_ns = mtime_ns;
+    f->ctime_ns = ctime_ns;
     f->ino = ino;
     f->fd = -1;
     return 0;
@@ -1354,7 +2063,7 @@ static int walk(flist *l, const char *dir, const char *rel, const dchain *up, ch
                 rc = walk(l, p, r, &me, err, errsz);
         }
         else if (S_ISREG(st.st_mode))
-            add_file(l, p, r, (uint64_t)st.st_size, st_mtime_ns(&st), (uint64_t)st.st_ino);
+            add_file(l, p, r, (uint64_t)st.st_size, st_mtime_ns(&st), st_ctime_ns(&st), (uint64_t)st.st_ino);
         free(p);
         free(r);
     }
@@ -1382,7 +2091,7 @@ static int add_path(flist *l, const char *path, const char *base, char *err, siz
     }
     if (!S_ISREG(st.st_mode))
         return sb_err(err, errsz, "%s is not a regular file or a directory", path);
-    return add_file(l, path, rel, (uint64_t)st.st_size, st_mtime_ns(&st), (uint64_t)st.st_ino);
+    return add_file(l, path, rel, (uint64_t)st.st_size, st_mtime_ns(&st), st_ctime_ns(&st), (uint64_t)st.st_ino);
 }
 
 static int cmp_rel(const void *a, const void *b)
@@ -1439,8 +2148,8 @@ static json_t *hdfs_call(gcs_copy *p, flist *l, const char *path, const char *op
 {
     char *url = hdfs_url(p, path, op);
     sb_gcp_request req = SB_GCP_REQUEST_INIT;
+    hdfs_request(p, &req);
     req.url = url;
-    req.no_auth = 1;
     req.idempotent = 1;
     req.no_wait = 1;
     sb_gcp_response resp;
@@ -1453,7 +2162,10 @@ static json_t *hdfs_call(gcs_copy *p, flist *l, const char *path, const char *op
         /* WebHDFS errors: {"RemoteException": {"exception", "message"}} */
         json_t *x = resp.body ? json_loadb(resp.body, resp.body_len, 0, NULL) : NULL;
         const char *m = json_string_value(json_object_get(json_object_get(x, "RemoteException"), "message"));
-        l->transient = resp.status == 0 || resp.status == 408 || resp.status == 429 || resp.status >= 500;
+        /* 401: no Kerberos ticket (hdfs_negotiate) or an expired token, which
+         * a kinit or a new token cures, as the reads judge it */
+        l->transient = resp.status == 0 || resp.status == 401 || resp.status == 408 || resp.status == 429 ||
+                       resp.status >= 500;
         if (resp.status)
             sb_err(err, errsz, "WebHDFS %s %s: HTTP %ld: %s", op, path, resp.status, m ? m : (e[0] ? e : "no JSON"));
         else
@@ -1487,7 +2199,7 @@ static int hdfs_walk(gcs_copy *p, flist *l, const char *dir, const char *rel, co
         if (!strcmp(type, "DIRECTORY"))
             rc = hdfs_walk(p, l, path, r, NULL, err, errsz);
         else if (!strcmp(type, "FILE"))
-            add_file(l, path, r, (uint64_t)json_integer_value(json_object_get(st, "length")), hdfs_mtime_ns(st),
+            add_file(l, path, r, (uint64_t)json_integer_value(json_object_get(st, "length")), hdfs_mtime_ns(st), 0,
                      (uint64_t)json_integer_value(json_object_get(st, "fileId")));
         free(path);
         free(r);
@@ -1529,7 +2241,7 @@ static int list_hdfs(gcs_copy *p, const char *src, flist *l, char *err, size_t e
                 rc = hdfs_walk(p, l, s, "", NULL, err, errsz);
             else if (type && !strcmp(type, "FILE"))
                 rc = add_file(l, s, slash + 1, (uint64_t)json_integer_value(json_object_get(st, "length")),
-                              hdfs_mtime_ns(st), (uint64_t)json_integer_value(json_object_get(st, "fileId")));
+                              hdfs_mtime_ns(st), 0, (uint64_t)json_integer_value(json_object_get(st, "fileId")));
             else
                 rc = sb_err(err, errsz, "WebHDFS GETFILESTATUS %s: no FileStatus.type in the answer", s);
             json_decref(j);
@@ -1548,6 +2260,8 @@ static void free_files(gfile *f, size_t n)
         free(f[k].rel);
         free(f[k].name);
         free(f[k].upload_id);
+        free(f[k].refusal);
+        free(f[k].session);
         for (uint32_t q = 0; q < f[k].nparts; q++)
             free(f[k].parts[q].etag);
         free(f[k].parts);
@@ -1702,14 +2416,20 @@ static void abort_uploads(gcs_copy *p, sb_batch *b, size_t i, const json_t *st, 
     {
         (void)name;
         const char *id = json_string_value(json_object_get(u, "id"));
+        const char *sess = json_string_value(json_object_get(u, "session"));
         const char *bucket = json_string_value(json_object_get(u, "bucket"));
-        if (!id || !bucket)
+        if ((!id && !sess) || !bucket)
             continue;
-        char *bk = pct(bucket, 0), *ob = pct(name, 1), *idq = pct(id, 0);
-        char *url = sb_asprintf("%s/%s/%s?uploadId=%s", p->xml_base, bk, ob, idq);
-        free(bk);
-        free(ob);
-        free(idq);
+        char *url;
+        if (id) {
+            char *bk = pct(bucket, 0), *ob = pct(name, 1), *idq = pct(id, 0);
+            url = sb_asprintf("%s/%s/%s?uploadId=%s", p->xml_base, bk, ob, idq);
+            free(bk);
+            free(ob);
+            free(idq);
+        } else {
+            url = strdup(sess); /* a resumable session: DELETE cancels it (499) */
+        }
         sb_gcp_request req = SB_GCP_REQUEST_INIT;
         req.method = "DELETE";
         req.url = url;
@@ -1717,11 +2437,12 @@ static void abort_uploads(gcs_copy *p, sb_batch *b, size_t i, const json_t *st, 
         sb_gcp_response resp;
         char err[512] = "";
         sb_gcp_result rc = sb_gcp_request_send(p->gc, &req, &resp, err, sizeof err);
-        if (rc == SB_GCP_OK || resp.status == 404)
-            sb_log(p->ins, SB_LOG_INFO, "%s: aborted the multipart upload of gs://%s/%s", why, bucket, name);
+        const char *kind = id ? "multipart" : "resumable";
+        if (rc == SB_GCP_OK || resp.status == 404 || resp.status == 410 || (!id && resp.status == 499))
+            sb_log(p->ins, SB_LOG_INFO, "%s: aborted the %s upload of gs://%s/%s", why, kind, bucket, name);
         else
-            sb_log(p->ins, SB_LOG_ERROR, "%s: could not abort the multipart upload %s of gs://%s/%s: %s", why, id,
-                   bucket, name, resp.error_line ? resp.error_line : err);
+            sb_log(p->ins, SB_LOG_ERROR, "%s: could not abort the %s upload %s of gs://%s/%s: %s", why, kind,
+                   id ? id : "session", bucket, name, resp.error_line ? resp.error_line : err);
         sb_gcp_response_clear(&resp);
         free(url);
     }
@@ -1771,7 +2492,9 @@ static void preflight_source(gcs_copy *p, sb_preflight *pf)
         const char *type = json_string_value(json_object_get(json_object_get(st, "FileStatus"), "type"));
         if (!st)
             sb_preflight_fail(pf, what, "%s; check hdfs_url%s", err,
-                              p->c->hdfs_user || p->c->hdfs_delegation ? ", hdfs_user and hdfs_delegation" : "");
+                              p->c->hdfs_negotiate ? " and the Kerberos ticket (klist, KRB5CCNAME)"
+                              : p->c->hdfs_user || p->c->hdfs_delegation ? ", hdfs_user and hdfs_delegation"
+                                                                        : "");
         else if (!type || strcmp(type, "DIRECTORY") != 0)
             sb_preflight_fail(pf, what, "it is not a directory on HDFS (type %s); fix source", type ? type : "unknown");
         else
@@ -1857,10 +2580,33 @@ static int gc_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
         free(p);
         return sb_err(errstr, errstr_size, "cannot install the SIGBUS guard for mapped files: %s", strerror(errno));
     }
+    if (p->c->input != IN_HDFS) {
+        const char *set = p->c->hdfs_url ? "hdfs_url"
+                          : p->c->hdfs_user ? "hdfs_user"
+                          : p->c->hdfs_delegation ? "hdfs_delegation"
+                          : p->c->hdfs_negotiate ? "hdfs_negotiate"
+                                                 : NULL;
+        if (set) {
+            free(p);
+            return sb_err(errstr, errstr_size, "option %s: it is for input \"hdfs\", and input is \"local\"", set);
+        }
+    }
     if (p->c->input == IN_HDFS) {
         if (!p->c->hdfs_url || (strncmp(p->c->hdfs_url, "http://", 7) && strncmp(p->c->hdfs_url, "https://", 8))) {
             free(p);
             return sb_err(errstr, errstr_size, "input \"hdfs\" needs option hdfs_url, e.g. http://namenode:9870");
+        }
+        if (p->c->hdfs_negotiate && (p->c->hdfs_user || p->c->hdfs_delegation)) {
+            const char *other = p->c->hdfs_user ? "hdfs_user (user.name, for a cluster without Kerberos)"
+                                                : "hdfs_delegation (a token fetched with Kerberos beforehand)";
+            free(p);
+            return sb_err(errstr, errstr_size, "option hdfs_negotiate: Kerberos excludes %s; set one of them", other);
+        }
+        if (p->c->hdfs_negotiate && !sb_gcp_negotiate_available()) {
+            free(p);
+            return sb_err(errstr, errstr_size,
+                          "option hdfs_negotiate: this libcurl was built without GSS-API (`curl -V` lists no "
+                          "SPNEGO); use hdfs_delegation");
         }
         p->hdfs_base = strdup(p->c->hdfs_url);
         size_t hn = strlen(p->hdfs_base);

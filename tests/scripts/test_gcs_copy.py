@@ -16,7 +16,19 @@
   307 to the DataNode), byte for byte, and skipped the second time.
 * changed: a complete answered 404 with no object after it starts a new
   upload (RETRY); a file rewritten with the same size between a SIGKILL and
-  the resume gets a new upload, not the old parts.
+  the resume gets a new upload, not the old parts; a file rewritten in
+  place while it is copied (local multipart: the upload is aborted, never
+  completed; local one-request: the object is deleted; WebHDFS: a new
+  modificationTime) is copied again whole on the next attempt.
+* create-only: with if_generation_match 0, a 412 where the object holds the
+  file's bytes and our event id is done; one with other bytes dead-letters.
+* stall: a part whose answer does not come is cut after stall_timeout and
+  sent again.
+* resumable: with streams 1 a large file is one resumable upload (chunks,
+  the last with X-Goog-Hash), also from WebHDFS; after SIGKILLs the session
+  goes on from the bytes it persisted (a partial chunk included).
+* hdfs negotiate: validated, and no Google token or user.name goes to the
+  cluster with it (no Kerberos here).
 * kill: SIGKILLs in the middle of a multipart upload; each restart resumes
   from the parts already committed (no committed part is sent again), the
   object ends complete and correct, and no multipart upload is left open.
@@ -70,14 +82,14 @@ class Base(unittest.TestCase):
         if os.environ.get("SB_KEEP_TMP") != "1":
             shutil.rmtree(self.d, ignore_errors=True)
 
-    def config(self, **opts):
+    def config(self, log_level="info", **opts):
         act = {"plugin": "gcs_copy", "source": self.src + "/${run}", "destination": "gs://${bucket}/copies/${run}",
                "auth": "service_account", "key_file": self.fake.key_file, "endpoint": self.fake.base,
                "xml_endpoint": self.fake.base + "/xml", "part_size": PART, "single_max": 1 * MIB, "streams": 4,
                "retry_initial": "20ms", "retry_max_delay": "200ms", "max_attempts": 8,
                "retry": {"initial": "50ms", "max_delay": "500ms", "max_attempts": 100}, "step_timeout": "5m"}
         act.update(opts)
-        cfg = {"state_dir": os.path.join(self.d, "state"), "log": {"level": "info"}, "shutdown_timeout": "10s",
+        cfg = {"state_dir": os.path.join(self.d, "state"), "log": {"level": log_level}, "shutdown_timeout": "10s",
                "ledger": {"commit_interval": "2ms"},
                "sources": {"in": {"plugin": "file_in", "path": self.inp, "format": "json", "id_field": "event_id",
                                   "poll_interval": "20ms"}},
@@ -282,6 +294,44 @@ class TestHdfs(Base):
         self.once(cfg)
         self.assertEqual(self.objects("copies/gr6/"), ["copies/gr6/big.bin", "copies/gr6/exact.bin"])
 
+    @unittest.skipUnless("SPNEGO" in subprocess.run(["curl", "-V"], capture_output=True, text=True).stdout
+                         if shutil.which("curl") else False, "libcurl without GSS-API/SPNEGO")
+    def test_negotiate_sends_no_token_and_no_user_name(self):
+        """hdfs_negotiate: requests to the NameNode and the DataNode go with
+        libcurl's SPNEGO armed (nothing here challenges it, so no Kerberos
+        exchange happens), never a Google token and never user.name."""
+        files = {"a.bin": self.seed("/td/r16/a.bin", b"kerberos\r\n" * 100),
+                 "big.bin": self.seed("/td/r16/big.bin", size=PART + 77, seed=5)}
+        cfg = self.config(input="hdfs", hdfs_url=self.fake.base, hdfs_negotiate=True, source="/td/${run}")
+        self.event("n1", "r16")
+        self.once(cfg)
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assert_hdfs_copied("r16", files)
+        cluster = self.requests(r"^/(webhdfs|datanode)/")
+        self.assertTrue([r for r in cluster if "OPEN" in str(r["query"])], cluster)
+        for r in cluster:
+            self.assertNotIn("user.name", str(r["query"]), r)
+            self.assertNotIn("delegation", str(r["query"]), r)
+            self.assertFalse([k for k in r["headers"] if k.lower() == "authorization"], r)
+        # the uploads still carry the Google token
+        uploads = self.requests(r"^/(xml|upload)/")
+        self.assertTrue(uploads and all(any(k.lower() == "authorization" for k in r["headers"]) for r in uploads))
+
+    def test_negotiate_option_is_validated(self):
+        r = sbtest.run_cli(self.config(input="hdfs", hdfs_url=self.fake.base, hdfs_negotiate="yes"), "check",
+                           env=sbtest.env())
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("hdfs_negotiate", r.stdout + r.stderr)
+        cfg = self.config(input="hdfs", hdfs_url=self.fake.base, hdfs_negotiate=True, hdfs_user="etl")
+        p = subprocess.run([sbtest.BIN, "--once", "-c", cfg], capture_output=True, text=True, timeout=60,
+                           env=sbtest.env())
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("option hdfs_negotiate: Kerberos excludes hdfs_user", p.stderr)
+        # the cluster's options on a local copy would be silently unused
+        r = sbtest.run_cli(self.config(hdfs_user="etl"), "check", env=sbtest.env())
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('option hdfs_user: it is for input "hdfs", and input is "local"', r.stdout + r.stderr)
+
     def test_missing_hdfs_path_fails(self):
         cfg = self.config(input="hdfs", hdfs_url=self.fake.base, source="/td/${run}")
         self.event("h4", "nothere")
@@ -307,6 +357,108 @@ class TestFaults(Base):
         self.fake.clear_faults()
         self.assert_copied("r4", files)
         self.assertEqual(self.open_uploads(), 0)
+
+
+class TestResumable(Base):
+    def chunk_puts(self):
+        return [r for r in self.requests(r"^/upload/") if r["method"] == "PUT" and "upload_id=" in str(r["query"])]
+
+    def test_one_stream_is_a_resumable_upload(self):
+        """streams 1: a large file is one resumable upload (JSON API), its
+        chunks one after another, the last with X-Goog-Hash; no XML parts."""
+        rnd = random.Random(21)
+        files = {"big.bin": self.write("r17/big.bin", rnd.randbytes(3 * PART + 123)),
+                 "exact.bin": self.write("r17/exact.bin", rnd.randbytes(2 * PART)),
+                 "small.txt": self.write("r17/small.txt", b"one\r\n\n")}
+        cfg = self.config(streams=1)
+        self.event("u1", "r17")
+        self.once(cfg)
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assert_copied("r17", files)
+        self.assertEqual(self.part_puts(), [])
+        inits = [r for r in self.requests(r"^/upload/") if r["method"] == "POST"
+                 and "uploadType=resumable" in str(r["query"])]
+        self.assertEqual(len(inits), 2)
+        puts = self.chunk_puts()
+        self.assertEqual(len(puts), 4 + 2)
+        finals = [p for p in puts if any(k.lower() == "x-goog-hash" for k in p["headers"])]
+        self.assertEqual(len(finals), 2, "the last chunk of each file carries the CRC32C")
+        # again: nothing is sent
+        self.fake.call("DELETE", "/_fake/requests")
+        self.event("u2", "r17")
+        self.once(cfg)
+        self.assertEqual(self.requests(r"^/(xml|upload)/"), [])
+
+    def test_sigkill_resumes_the_session_from_what_was_persisted(self):
+        rnd = random.Random(22)
+        nchunks = 10
+        data = self.write("r18/big.bin", rnd.randbytes(nchunks * PART - 7))
+        cfg = self.config(streams=1, log_level="debug")
+        self.fake.fault(path_regex=r"^/upload/.*upload_id=", method="PUT", kind="latency", latency_ms=200)
+        self.event("u3", "r18")
+        kills = 2
+        for _ in range(kills):
+            mark = len(self.chunk_puts())
+            d = sbtest.Daemon(cfg, self.log).start()
+            deadline = time.time() + 60
+            while time.time() < deadline and d.alive() and len(self.chunk_puts()) < mark + 2:
+                time.sleep(0.02)
+            time.sleep(0.1)
+            self.assertTrue(d.alive(), d.log()[-3000:])
+            d.kill()
+        self.fake.clear_faults()
+        self.once(cfg)
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assert_copied("r18", {"big.bin": data})
+        with open(self.log) as f:
+            log = f.read()
+        self.assertIn("resuming the resumable upload of copies/r18/big.bin at byte", log)
+        inits = [r for r in self.requests(r"^/upload/") if r["method"] == "POST"]
+        self.assertEqual(len(inits), 1, "a new session was begun instead of resuming")
+        sent = sum(r["size"] for r in self.chunk_puts())
+        print("%d bytes sent for %d" % (sent, len(data)), file=sys.stderr)
+        self.assertLessEqual(sent, len(data) + kills * PART, "more than a chunk per kill sent again")
+
+    def test_hdfs_one_stream(self):
+        size = 2 * PART + 5
+        st, out = self.fake.call("POST", "/_fake/webhdfs/seed", {"path": "/td/r19/big.bin", "size": size, "seed": 7})
+        self.assertEqual(st, 200, out)
+        pat = webhdfs.pattern(7)
+        data = (pat * (size // len(pat) + 1))[:size]
+        cfg = self.config(input="hdfs", hdfs_url=self.fake.base, source="/td/${run}", streams=1)
+        self.event("u4", "r19")
+        self.once(cfg)
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        got, meta = self.obj("copies/r19/big.bin")
+        self.assertTrue(got == data)
+        self.assertEqual(meta["crc32c"], crc_b64(data))
+        self.assertEqual(len(self.chunk_puts()), 3)
+
+
+class TestStall(Base):
+    def test_stalled_part_is_cut_after_stall_timeout_and_sent_again(self):
+        """A part whose answer does not come (the fake sits on it for 20 s)
+        moves no byte: after stall_timeout it is cut and sent again, and the
+        copy is exact, long before the 60 s per-attempt timeout."""
+        data = self.write("r15/big.bin", random.Random(15).randbytes(3 * PART))
+        cfg = self.config(stall_timeout="1s", log_level="debug")
+        self.fake.fault(path_regex=r"^/xml/.*partNumber=2&", kind="latency", latency_ms=20000, count=1)
+        self.event("s1", "r15")
+        t0 = time.time()
+        self.once(cfg)
+        took = time.time() - t0
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assert_copied("r15", {"big.bin": data})
+        with open(self.log) as f:
+            log = f.read()
+        self.assertRegex(log, r"PUT \S+partNumber=2&\S+: timed out \(Operation too slow")
+        self.assertLess(took, 15, "the stalled part waited for the fake instead of being cut")
+
+    def test_stall_timeout_is_checked(self):
+        cfg = self.config(stall_timeout="500ms")
+        r = sbtest.run_cli(cfg, "check", env=sbtest.env())
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("stall_timeout", r.stdout + r.stderr)
 
 
 class TestChanged(Base):
@@ -351,6 +503,108 @@ class TestChanged(Base):
         with open(self.log) as f:
             self.assertIn("is not the file the open upload", f.read())
 
+    def rewrite_in_place(self, path, data):
+        """New bytes over the old ones: same inode, same size, new mtime."""
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    def wait_first_part(self, d, timeout=30):
+        """Until the daemon's debug log shows a part answered 200 (the fake's
+        own request log lags while it hashes parts)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and d.alive():
+            if any("partNumber=" in ln and "-> 200" in ln for ln in d.log().splitlines()):
+                return
+            time.sleep(0.01)
+        self.fail("no part was sent:\n" + d.log()[-3000:])
+
+    def wait_done(self, d, cfg, n=1, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(self.ledger(cfg, "done")) < n and d.alive():
+            time.sleep(0.05)
+        self.assertTrue(d.alive(), d.log()[-3000:])
+        self.assertEqual(d.stop(), 0, d.log()[-3000:])
+
+    def test_file_rewritten_in_place_during_the_copy_is_copied_again_whole(self):
+        """The file is rewritten in place, same size, while its parts go up:
+        before the upload is completed its mtime/ctime tell, the upload is
+        aborted and the next attempt copies the new version whole (no object
+        made of two versions)."""
+        rnd = random.Random(13)
+        size = 8 * PART
+        path = os.path.join(self.src, "r10", "big.bin")
+        self.write("r10/big.bin", rnd.randbytes(size))
+        cfg = self.config(streams=2, log_level="debug")
+        self.fake.fault(path_regex=r"^/xml/.*partNumber=", kind="latency", latency_ms=300)
+        self.event("c1", "r10")
+        d = sbtest.Daemon(cfg, self.log).start()
+        self.wait_first_part(d)
+        data = rnd.randbytes(size)
+        self.rewrite_in_place(path, data)
+        self.fake.clear_faults()
+        self.wait_done(d, cfg)
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assert_copied("r10", {"big.bin": data})
+        self.assertEqual(self.open_uploads(), 0)
+        self.assertIn("%s changed while being copied (mtime " % path, d.log())
+        completes = [r for r in self.requests(r"^/xml/") if r["method"] == "POST" and "uploadId=" in str(r["query"])]
+        self.assertEqual(len(completes), 1, "an upload of the old version was completed")
+
+    def test_small_file_rewritten_during_its_upload_is_deleted_and_copied_again(self):
+        """A single-request upload cannot be held back before it is final:
+        the object it made is deleted when the file changed under it."""
+        path = os.path.join(self.src, "r11", "small.bin")
+        self.write("r11/small.bin", b"old " * 16384)
+        cfg = self.config()
+        # the upload waits in the fake while the file is rewritten
+        self.fake.fault(path_regex=r"^/upload/", kind="latency", latency_ms=1500, count=1)
+        self.event("c2", "r11")
+        d = sbtest.Daemon(cfg, self.log).start()
+        deadline = time.time() + 30
+        while time.time() < deadline and not [r for r in self.requests(r"small\.bin")
+                                              if r["method"] == "GET" and r.get("status") == 404]:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        data = b"new " * 16384
+        self.rewrite_in_place(path, data)
+        self.wait_done(d, cfg)
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assert_copied("r11", {"small.bin": data})
+        self.assertIn("%s changed while being copied (mtime " % path, d.log())
+        deletes = [r for r in self.requests(r"small\.bin") if r["method"] == "DELETE"]
+        self.assertEqual(len(deletes), 1, "the object of the changed file was not deleted")
+        self.assertIn("ifGenerationMatch=", str(deletes[0]["query"]))
+
+    def test_hdfs_file_replaced_during_the_copy_is_copied_again_whole(self):
+        """WebHDFS: the file's modificationTime from GETFILESTATUS, asked
+        again after the last part, tells that it was rewritten."""
+        def seed(size, k):
+            st, out = self.fake.call("POST", "/_fake/webhdfs/seed", {"path": "/td/r12/big.bin", "size": size,
+                                                                     "seed": k})
+            self.assertEqual(st, 200, out)
+            pat = webhdfs.pattern(k)
+            return (pat * (size // len(pat) + 1))[:size]
+        size = 6 * PART + 5
+        seed(size, 1)
+        cfg = self.config(input="hdfs", hdfs_url=self.fake.base, source="/td/${run}", streams=2, log_level="debug")
+        self.fake.fault(path_regex=r"^/xml/.*partNumber=", kind="latency", latency_ms=300)
+        self.event("c3", "r12")
+        d = sbtest.Daemon(cfg, self.log).start()
+        self.wait_first_part(d)
+        data = seed(size, 2)
+        self.fake.clear_faults()
+        self.wait_done(d, cfg)
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        got, meta = self.obj("copies/r12/big.bin")
+        self.assertTrue(got == data, "the object is not the new version")
+        self.assertEqual(self.open_uploads(), 0)
+        self.assertIn("/td/r12/big.bin changed while being copied (mtime ", d.log())
+
     def test_file_truncated_under_the_mapping_is_retried_not_a_crash(self):
         """Another process shrinks and regrows the file while it is copied:
         a mapped page past the new end raises SIGBUS, which must fail that
@@ -389,6 +643,58 @@ class TestChanged(Base):
         log = d.log()
         print("shrank: %d, changed size: %d" % (log.count("shrank while being copied"),
                                                 log.count("changed size while being copied")), file=sys.stderr)
+
+
+class TestCreateOnly(Base):
+    def put_object(self, name, data, metadata=None):
+        """Make gs://BUCKET/name (JSON API multipart upload) as another writer would."""
+        meta = json.dumps({"name": name, "metadata": metadata or {}}).encode()
+        body = (b"--b\r\nContent-Type: application/json\r\n\r\n" + meta + b"\r\n--b\r\n"
+                b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--b--\r\n")
+        req = urllib.request.Request("%s/upload/storage/v1/b/%s/o?uploadType=multipart" % (self.fake.base, BUCKET),
+                                     data=body, method="POST")
+        req.add_header("Authorization", "Bearer fake-static-token")
+        req.add_header("Content-Type", "multipart/related; boundary=b")
+        urllib.request.urlopen(req, timeout=30).read()
+
+    def test_412_with_our_bytes_is_success(self):
+        """With if_generation_match 0, the object appears between the check
+        and the upload with the file's bytes and this event's id (as when
+        the upload's first answer was lost and the access layer sent it
+        again): the 412 is checked against the object and taken as done."""
+        data = self.write("r13/a.bin", random.Random(3).randbytes(65536))
+        cfg = self.config(if_generation_match=0)
+        self.fake.fault(path_regex=r"^/upload/", kind="latency", latency_ms=2000, count=1)
+        self.event("o1", "r13")
+        d = sbtest.Daemon(cfg, self.log).start()
+        deadline = time.time() + 30
+        while time.time() < deadline and not [r for r in self.requests(r"a\.bin")
+                                              if r["method"] == "GET" and r.get("status") == 404]:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the upload now waits in the fake
+        self.put_object("copies/r13/a.bin", data, {"syncbridge-event-id": "o1",
+                                                   "syncbridge-source": os.path.join(self.src, "r13", "a.bin")})
+        deadline = time.time() + 60
+        while time.time() < deadline and not self.ledger(cfg, "done") and d.alive():
+            time.sleep(0.05)
+        self.assertEqual(d.stop(), 0, d.log()[-3000:])
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assert_copied("r13", {"a.bin": data})
+        uploads = [r for r in self.requests(r"^/upload/") if "uploadType=multipart" in str(r["query"])]
+        self.assertEqual([r["status"] for r in uploads], [200, 412], "the test's own upload, then the daemon's")
+        self.assertIn("412 to a repeated request; the object is the one our first request made", d.log())
+
+    def test_412_with_other_bytes_fails(self):
+        self.write("r14/a.bin", b"ours" * 1000)
+        self.put_object("copies/r14/a.bin", b"theirs" * 1000)
+        cfg = self.config(if_generation_match=0)
+        self.event("o2", "r14")
+        self.once(cfg, rc=4)
+        dead = self.ledger(cfg, "dead")
+        self.assertEqual(len(dead), 1)
+        self.assertIn("uploading gs://%s/copies/r14/a.bin: HTTP 412" % BUCKET, dead[0]["error"])
+        got, _ = self.obj("copies/r14/a.bin")
+        self.assertEqual(got, b"theirs" * 1000)
 
 
 class TestKill(Base):

@@ -13,6 +13,7 @@ WebHDFS RemoteException JSON.
 """
 import base64
 import hashlib
+import itertools
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ import urllib.parse
 from .server import ApiError, Response, json_response
 
 PATTERN_LEN = 65521
+_FILE_IDS = itertools.count(16386)
 
 
 def pattern(seed):
@@ -38,6 +40,9 @@ class HFile:
         self.size = len(data) if data is not None else size
         self.pat = pattern(seed) if data is None else None
         self.mtime = int(time.time() * 1000)
+        # the inode id, as HDFS gives it: the same in GETFILESTATUS and
+        # LISTSTATUS, a new one for a file created again
+        self.file_id = next(_FILE_IDS)
 
     def read(self, offset, length):
         end = min(self.size, offset + length)
@@ -120,7 +125,7 @@ class WebHdfs:
             return self._dstat(name, len({p[len(pre):].split('/')[0] for p in kids}))
 
     def _fstat(self, name, f):
-        return {'accessTime': f.mtime, 'blockSize': 134217728, 'childrenNum': 0, 'fileId': 16386 + (hash(name) & 0xffff),
+        return {'accessTime': f.mtime, 'blockSize': 134217728, 'childrenNum': 0, 'fileId': f.file_id,
                 'group': 'supergroup', 'length': f.size, 'modificationTime': f.mtime, 'owner': 'hdfs',
                 'pathSuffix': name, 'permission': '644', 'replication': 3, 'storagePolicy': 0, 'type': 'FILE'}
 
