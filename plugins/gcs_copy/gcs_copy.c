@@ -1380,10 +1380,26 @@ static void on_rstatus(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, c
     }
 }
 
+/* A one-request upload or a resumable upload's last chunk made the object.
+ * A local file changed meanwhile may have given it bytes of two versions:
+ * it goes, so the next attempt does not take it for a copy; else it is
+ * checked against our CRC32C. */
+static void object_made(job *j, gfile *f, sb_gcp_response *resp)
+{
+    char why[256];
+    if (!j->hdfs && local_changed(f, why, sizeof why)) {
+        json_t *o = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, NULL);
+        start_delete(j, f, json_string_value(json_object_get(o, "generation")));
+        json_decref(o);
+        source_changed(j, f, why);
+    } else {
+        check_object(j, f, resp, "uploading");
+    }
+}
+
 static void on_rchunk(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
 {
     gfile *f = t->f;
-    char why[256];
     if (rc == SB_GCP_OK && resp->status == 308) {
         int64_t n = persisted_of(resp);
         if (n < (int64_t)t->off || n > (int64_t)(t->off + t->len)) {
@@ -1430,14 +1446,7 @@ static void on_rchunk(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, co
         state_drop_upload(j, f);
         free(f->session);
         f->session = NULL;
-        if (!j->hdfs && local_changed(f, why, sizeof why)) {
-            json_t *o = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, NULL);
-            start_delete(j, f, json_string_value(json_object_get(o, "generation")));
-            json_decref(o);
-            source_changed(j, f, why);
-        } else {
-            check_object(j, f, resp, "uploading");
-        }
+        object_made(j, f, resp);
         return;
     }
     if (rc == SB_GCP_HTTP_ERROR && (resp->status == 404 || resp->status == 410)) {
@@ -1766,7 +1775,6 @@ static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_resp
     tx *t = opaque;
     job *j = t->j;
     gfile *f = t->f;
-    char why[256];
     j->inflight--;
     if (t->kind != T_READ) { /* every body byte handed to curl is now counted as done or not at all */
         j->flight_bytes -= t->pos < j->flight_bytes ? t->pos : j->flight_bytes;
@@ -1807,15 +1815,8 @@ static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_resp
             if (is_bucket_404(resp))
                 j->fatal_bucket = 1;
             request_failed(j, t, rc, resp, errstr, "uploading");
-        } else if (!j->hdfs && local_changed(f, why, sizeof why)) {
-            /* the object is made and may hold bytes of two versions: it
-             * goes, so the next attempt does not take it for a copy */
-            json_t *o = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, NULL);
-            start_delete(j, f, json_string_value(json_object_get(o, "generation")));
-            json_decref(o);
-            source_changed(j, f, why);
         } else {
-            check_object(j, f, resp, "uploading");
+            object_made(j, f, resp);
         }
         break;
     case T_INIT: {
