@@ -557,6 +557,79 @@ int sb_json_append_string(char **buf, size_t *len, size_t *cap, const char *s, s
     return rc;
 }
 
+/* Drop the whitespace between the tokens of checked JSON text t[0..n),
+ * in place; returns the new length. One pass, byte by byte: a field's
+ * strings are short, shorter than a memchr or memmove call pays for. */
+static size_t compact_json(char *t, size_t n)
+{
+    size_t r = 0, w = 0;
+    while (r < n) {
+        char c = t[r++];
+        if (c == '"') {
+            t[w++] = c;
+            while (r < n) {
+                char d = t[r++];
+                t[w++] = d;
+                if (d == '"')
+                    break;
+                if (d == '\\' && r < n)
+                    t[w++] = t[r++];
+            }
+        } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+            t[w++] = c;
+        }
+    }
+    return w;
+}
+
+/* Whether the setters' members name a key twice, or one the raw text has
+ * (or might have: an escaped key), so that splicing them in would publish
+ * a duplicate key, which JSON readers need not accept. */
+static int sets_shadow(const sb_event *ev)
+{
+    size_t n = 0;
+    sb_json_span *m = sb_json_members(ev->sets.p, ev->sets.len, &n);
+    int shadow = 0;
+    char key[256];
+    for (size_t i = 0; i < n && !shadow; i++) {
+        if (m[i].key_escaped || m[i].key_len >= sizeof key) {
+            shadow = 1;
+            break;
+        }
+        for (size_t k = 0; k < i && !shadow; k++)
+            shadow = m[k].key_len == m[i].key_len && !memcmp(m[k].key, m[i].key, m[i].key_len);
+        memcpy(key, m[i].key, m[i].key_len);
+        key[m[i].key_len] = '\0';
+        sb_json_member f;
+        sb_json_find_member(ev->raw, ev->raw_len, key, &f);
+        shadow |= f.kind != SB_JSON_MEMBER_ABSENT;
+    }
+    free(m);
+    return shadow;
+}
+
+int sb_event_append_json(const sb_event *ev, char **buf, size_t *len, size_t *cap)
+{
+    sb_strbuf b = {*buf, *len, *cap};
+    int rc = 0;
+    if (ev->raw && (!ev->sets.len || !sets_shadow(ev))) {
+        size_t at = b.len; /* all but the closing brace, compacted where it was copied */
+        sb_strbuf_add(&b, ev->raw, ev->raw_len - 1);
+        b.len = at + compact_json(b.p + at, ev->raw_len - 1);
+        if (ev->sets.len) {
+            int empty = b.p[b.len - 1] == '{'; /* no leading ',' in "{}" */
+            sb_strbuf_add(&b, ev->sets.p + empty, ev->sets.len - (size_t)empty);
+        }
+        sb_strbuf_add(&b, "}", 1);
+    } else {
+        rc = sb_json_dump(&b, sb_event_view(ev)); /* leaves b as it was on failure */
+    }
+    *buf = b.p;
+    *len = b.len;
+    *cap = b.cap;
+    return rc;
+}
+
 int64_t sb_run_id(const char *identity)
 {
     unsigned char md[EVP_MAX_MD_SIZE];

@@ -194,6 +194,59 @@ START_TEST(id_member_as_jansson_reads_it)
 }
 END_TEST
 
+/* sb_event_append_json() of a raw-text event is the compact dump of its
+ * fields, byte for byte, appended after what the buffer held. */
+static void assert_append_is_dump(sb_event *ev)
+{
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    sb_json_append_string(&buf, &len, &cap, "x", 1); /* something before */
+    ck_assert_int_eq(sb_event_append_json(ev, &buf, &len, &cap), 0);
+    ck_assert_uint_eq(strlen(buf), len);
+    sb_event *copy = sb_event_clone(ev);
+    char *want = json_dumps(sb_event_fields(copy), JSON_COMPACT);
+    ck_assert_msg(strncmp(buf, "\"x\"", 3) == 0 && strcmp(buf + 3, want) == 0, "got %s, want \"x\"%s", buf, want);
+    free(want);
+    sb_event_free(copy);
+    free(buf);
+}
+
+START_TEST(append_json_is_the_compact_dump)
+{
+    static const char *const texts[] = {
+        "{ }",
+        "{\"event_id\": \"e1\", \"n\": 5}",
+        "\t{\n \"a b\" : \"x \\\" y \\\\\" ,\"c\":[ 1 , {\"d\" : null}, \"\\n\\u0001\" ] ,\r\n \"e\":true }",
+        "{\"q\":\"\\\\\",\"r\":\" \\\\\\\" \",\"s\":-1.5}",
+    };
+    char err[256];
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        sb_event *ev = sb_event_new_json("fb", "event_id", texts[i], strlen(texts[i]), err, sizeof err);
+        ck_assert_msg(ev != NULL, "%s: %s", texts[i], err);
+        assert_append_is_dump(ev);
+        sb_event_set_string(ev, "k", "v"); /* spliced in, also into an empty object */
+        ck_assert_ptr_nonnull(ev->raw);
+        assert_append_is_dump(ev);
+        sb_event_fields(ev); /* the tree from now on */
+        ck_assert_ptr_null(ev->raw);
+        assert_append_is_dump(ev);
+        sb_event_free(ev);
+    }
+    /* a member set again, over the source's or twice: published once, the later value */
+    const char *t = "{\"event_id\": \"e2\", \"n\": 5, \"m\": 1}";
+    sb_event *ev = sb_event_new_json("fb", "event_id", t, strlen(t), err, sizeof err);
+    sb_event_set_string(ev, "n", "six");
+    sb_event_set_string(ev, "k", "a");
+    sb_event_set_string(ev, "k", "b");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    ck_assert_int_eq(sb_event_append_json(ev, &buf, &len, &cap), 0);
+    ck_assert_str_eq(buf, "{\"event_id\":\"e2\",\"n\":\"six\",\"m\":1,\"k\":\"b\"}");
+    free(buf);
+    sb_event_free(ev);
+}
+END_TEST
+
 START_TEST(run_id_is_stable_and_63_bit)
 {
     int64_t a = sb_run_id("edw.orders|2026-11-23|x"), b = sb_run_id("edw.orders|2026-11-23|x");
@@ -213,6 +266,7 @@ int main(void)
     tcase_add_test(tc, id_member_as_jansson_reads_it);
     tcase_add_test(tc, escaped_keys_fall_back_to_the_tree);
     tcase_add_test(tc, absent_keys_cost_no_index);
+    tcase_add_test(tc, append_json_is_the_compact_dump);
     tcase_add_test(tc, run_id_is_stable_and_63_bit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -95,6 +95,21 @@ int sb_event_add(sb_event *ev, const char *key, json_t *value);
  * core does. Since ABI 1.2. */
 int sb_json_append_string(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
 
+/* Append the event's fields as one compact JSON object (no whitespace
+ * between tokens) to *buf, as sb_json_append_string() does. For an event
+ * made by sb_event_new_json() it is the source's text with its whitespace
+ * dropped and the fields set since spliced in before the closing brace,
+ * so the tree is neither built nor dumped: for sinks that publish whole
+ * events. That is the same JSON as json_dumps(sb_event_fields(ev),
+ * JSON_COMPACT), and the same bytes when the source wrote its strings and
+ * numbers as jansson does (a source's "\u00e9" stays so). A member set
+ * again (over the source's, or twice) is written once, with its later
+ * value: the fields are then dumped instead, as for any other event.
+ * A source text that itself names a key twice is passed on as it came.
+ * Returns -1, appending nothing, only if the fields cannot be dumped.
+ * Since ABI 2.3. */
+int sb_event_append_json(const sb_event *ev, char **buf, size_t *len, size_t *cap);
+
 /* A 63-bit non-negative id derived deterministically from `identity`
  * (first 8 bytes of its SHA-256, top bit cleared): the same run always maps
  * to the same registry rows and DAG run. */

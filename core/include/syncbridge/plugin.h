@@ -49,7 +49,8 @@
  * Later minors only add: 2.1 sb_source_dead_letter(); 2.2 the shared body
  * decoder sb_decode_body() (syncbridge/decode.h), the option type
  * SB_OPT_JSON_TEMPLATE (syncbridge/options.h) and the descriptor members
- * preflight and registry_rows (read only when struct_size holds them). A plugin built against a
+ * preflight and registry_rows (read only when struct_size holds them); 2.3
+ * sb_event_append_json() (syncbridge/event.h). A plugin built against a
  * newer minor than the core's is refused, since it may call them.
  *
  * Threading contract:
@@ -100,7 +101,7 @@ extern "C" {
  * semantics changed). Bump SB_ABI_MINOR when members are appended; the core
  * accepts plugins built against an older or equal minor. */
 #define SB_ABI_MAJOR 2
-#define SB_ABI_MINOR 2
+#define SB_ABI_MINOR 3
 
 /* The one symbol a plugin exports. */
 #define SB_PLUGIN_SYMBOL "syncbridge_plugin"
