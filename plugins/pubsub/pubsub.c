@@ -49,12 +49,21 @@
  * retries and with workers > 1 the core does not order events, so routes
  * that need strict per-key order keep workers at 1.
  *
- * Threading: the state is read-only after create() and the gcp client is
- * thread-safe, so process() may run concurrently (SB_PLUGIN_CONCURRENT).
+ * Threading: the state is read-only after create() but for the spare
+ * buffers (a list under a mutex, taken and given back once per call), and
+ * the gcp client is thread-safe, so process() may run concurrently
+ * (SB_PLUGIN_CONCURRENT).
+ *
+ * Cost (issue 19): a message is written as text straight into one buffer
+ * per batch, the event's JSON (body "json") copied from the source's text
+ * rather than built and dumped, base64 and the attributes included, and
+ * the answer's message ids read in place; the buffers are kept from call
+ * to call. docs/benchmarks.md has the before and after.
  */
 #include <syncbridge/syncbridge.h>
 #include <syncbridge/gcp.h>
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,13 +95,16 @@ typedef struct pubsub {
     size_t max_bytes;
     unsigned std_replaced; /* bit i: the attributes option replaces standard_attrs[i] */
     int eid_replaced;      /* ... and event_id */
+    size_t nattr_tpl;      /* templates in the attributes option */
+    pthread_mutex_t lock;  /* guards spare */
+    struct bufs *spare;    /* buffers of finished process() calls, for the next ones */
 } pubsub;
 
-/* One event's prepared message. */
+/* One event's prepared message: its JSON object lies in the call's arena
+ * (one buffer for the whole batch, no allocation per message). */
 typedef struct msg {
-    char *json; /* the message object, compact; NULL once the event has its result */
-    size_t len;
-    char *okey; /* ordering key; NULL for none */
+    size_t off, len; /* the message object, compact, in call.arena */
+    char *okey;      /* ordering key; NULL for none */
 } msg;
 
 static const char *okey_of(const msg *m)
@@ -162,11 +174,15 @@ static int valid_topic_name(const char *t)
     return valid_segment(id, strlen(id));
 }
 
+static void spare_free(pubsub *p);
+
 static void ps_destroy(void *self)
 {
     pubsub *p = self;
     if (!p)
         return;
+    spare_free(p);
+    pthread_mutex_destroy(&p->lock);
     sb_gcp_client_destroy(p->gc);
     free(p->topic);
     free(p->url);
@@ -208,6 +224,7 @@ static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_si
     p->max_bytes = (size_t)c->max_bytes;
 
     size_t na = sb_opt_template_map_count(ins, "attributes");
+    p->nattr_tpl = na;
     if (na > PS_MAX_ATTRS)
         return sb_err(errstr, errstr_size, "option attributes: %zu attributes, Pub/Sub allows %d per message", na,
                     PS_MAX_ATTRS);
@@ -236,6 +253,7 @@ static int ps_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
     if (!p)
         return sb_err(errstr, errstr_size, "out of memory");
     p->ins = ins;
+    pthread_mutex_init(&p->lock, NULL);
     if (configure(p, ins, errstr, errstr_size) != 0) {
         ps_destroy(p);
         return -1;
@@ -277,7 +295,94 @@ typedef struct text {
     size_t len, cap, nattrs;
 } text;
 
-static void put(text *t, const char *s, size_t n)
+/* A process() call's buffers, kept for the next call (one set per worker
+ * in use): a batch's messages and request then cost no allocation once
+ * the buffers have grown to size. */
+typedef struct bufs {
+    text arena, scratch, body;
+    /* per event of the batch: the call's msgs, its slots and order, and a
+     * publish answer's ids (cap_n entries each) */
+    msg *msgs;
+    struct slot *slots;
+    size_t *order;
+    const char **ids;
+    size_t *lens;
+    size_t cap_n;
+    struct bufs *next;
+} bufs;
+
+/* Make room for a batch of n events; -1 if memory ran out. */
+static int bufs_fit(bufs *bf, size_t n, size_t slot_size)
+{
+    if (n <= bf->cap_n)
+        return 0;
+    void *a = realloc(bf->msgs, n * sizeof *bf->msgs), *b = a ? realloc(bf->slots, n * slot_size) : NULL;
+    if (a)
+        bf->msgs = a;
+    if (b)
+        bf->slots = b;
+    void *c = b ? realloc(bf->order, n * sizeof *bf->order) : NULL, *d = c ? realloc(bf->ids, n * sizeof *bf->ids) : NULL;
+    if (c)
+        bf->order = c;
+    if (d)
+        bf->ids = d;
+    void *e = d ? realloc(bf->lens, n * sizeof *bf->lens) : NULL;
+    if (!e)
+        return -1;
+    bf->lens = e;
+    bf->cap_n = n;
+    return 0;
+}
+
+#define SPARE_KEEP_MAX (4u << 20) /* a buffer grown larger than this (a rare big batch) is not kept */
+
+static bufs *spare_take(pubsub *p)
+{
+    pthread_mutex_lock(&p->lock);
+    bufs *bf = p->spare;
+    if (bf)
+        p->spare = bf->next;
+    pthread_mutex_unlock(&p->lock);
+    if (!bf && !(bf = calloc(1, sizeof *bf)))
+        abort(); /* as the core does when memory runs out */
+    return bf;
+}
+
+static void spare_give(pubsub *p, bufs *bf)
+{
+    text *ts[] = {&bf->arena, &bf->scratch, &bf->body};
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) {
+        if (ts[i]->cap > SPARE_KEEP_MAX) {
+            free(ts[i]->p);
+            *ts[i] = (text){0};
+        }
+        ts[i]->len = 0;
+    }
+    pthread_mutex_lock(&p->lock);
+    bf->next = p->spare;
+    p->spare = bf;
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void spare_free(pubsub *p)
+{
+    for (bufs *bf = p->spare, *next; bf; bf = next) {
+        next = bf->next;
+        free(bf->arena.p);
+        free(bf->scratch.p);
+        free(bf->body.p);
+        free(bf->msgs);
+        free(bf->slots);
+        free(bf->order);
+        free(bf->ids);
+        free(bf->lens);
+        free(bf);
+    }
+    p->spare = NULL;
+}
+
+/* Room for n more bytes and the NUL. */
+static void reserve(text *t, size_t n)
 {
     if (t->len + n + 1 > t->cap) {
         while (t->len + n + 1 > t->cap)
@@ -287,13 +392,66 @@ static void put(text *t, const char *s, size_t n)
             abort(); /* as the core does when memory runs out */
         t->p = p;
     }
+}
+
+static void put(text *t, const char *s, size_t n)
+{
+    reserve(t, n);
     memcpy(t->p + t->len, s, n);
     t->len += n;
     t->p[t->len] = '\0';
 }
 
-/* Write attribute `key` = `value` after checking the limits. */
-static int put_attr(text *t, const char *key, const char *value, const char *eid, char *err, size_t errsz)
+/* Append base64 of s[0..n) (standard alphabet, padded, as
+ * sb_gcp_base64(s, n, 0)) straight into the message text. */
+static void put_base64(text *t, const unsigned char *s, size_t n)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t out = (n + 2) / 3 * 4;
+    reserve(t, out);
+    char *o = t->p + t->len;
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
+        *o++ = abc[v >> 18];
+        *o++ = abc[(v >> 12) & 63];
+        *o++ = abc[(v >> 6) & 63];
+        *o++ = abc[v & 63];
+    }
+    if (i < n) {
+        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0);
+        *o++ = abc[v >> 18];
+        *o++ = abc[(v >> 12) & 63];
+        *o++ = i + 1 < n ? abc[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    t->len += out;
+    t->p[t->len] = '\0';
+}
+
+/* s[0..n) as a JSON string. Printable ASCII without quote or backslash
+ * (ids, names, numbers: nearly every attribute) is written as is, which is
+ * what sb_json_append_string() would write, without its UTF-8 decoding;
+ * anything else goes through it. */
+static int put_value(text *t, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch > 0x7e || ch == '"' || ch == '\\')
+            return sb_json_append_string(&t->p, &t->len, &t->cap, s, n);
+    }
+    reserve(t, n + 2);
+    t->p[t->len] = '"';
+    memcpy(t->p + t->len + 1, s, n);
+    t->len += n + 2;
+    t->p[t->len - 1] = '"';
+    t->p[t->len] = '\0';
+    return 0;
+}
+
+/* Write attribute `key` = `value` after checking the limits. plain: the
+ * key is one of ours (ASCII, nothing to escape), written as is. */
+static int put_attr(text *t, const char *key, int plain, const char *value, const char *eid, char *err, size_t errsz)
 {
     size_t vl = strlen(value);
     int rc = 0;
@@ -304,8 +462,10 @@ static int put_attr(text *t, const char *key, const char *value, const char *eid
         size_t mark = t->len;
         if (t->nattrs)
             put(t, ",", 1);
-        if (sb_json_append_string(&t->p, &t->len, &t->cap, key, strlen(key)) != 0 ||
-            (put(t, ":", 1), sb_json_append_string(&t->p, &t->len, &t->cap, value, vl)) != 0) {
+        if (plain)
+            put(t, "\"", 1), put(t, key, strlen(key)), put(t, "\"", 1);
+        if ((!plain && sb_json_append_string(&t->p, &t->len, &t->cap, key, strlen(key)) != 0) ||
+            (put(t, ":", 1), put_value(t, value, vl)) != 0) {
             t->len = mark;
             t->p[mark] = '\0';
             rc = sb_err(err, errsz, "attribute \"%s\" of event %s is not valid UTF-8", key, eid);
@@ -327,10 +487,12 @@ static int no_memory(char *err, size_t errsz)
 }
 
 /* The message data for an event, length in *len: the event's own string,
- * or one made for it and also left in *owned for the caller to free. NULL
- * with the reason; *rc is set to PREPARE_NO_MEMORY when memory ran out
- * (left alone when the event can never be published). */
-static const char *make_data(pubsub *p, sb_event *ev, size_t *len, char **owned, int *rc, char *err, size_t errsz)
+ * its fields' JSON text written into `scratch` (reused from event to
+ * event), or one made for it and also left in *owned for the caller to
+ * free. NULL with the reason; *rc is set to PREPARE_NO_MEMORY when memory
+ * ran out (left alone when the event can never be published). */
+static const char *make_data(pubsub *p, sb_event *ev, text *scratch, size_t *len, char **owned, int *rc, char *err,
+                             size_t errsz)
 {
     char *data = NULL;
     *owned = NULL;
@@ -346,8 +508,14 @@ static const char *make_data(pubsub *p, sb_event *ev, size_t *len, char **owned,
         return c;
     }
     case BODY_JSON:
-        data = json_dumps(sb_event_fields(ev), JSON_COMPACT);
-        break;
+        /* the source's text when the event has one: no tree built, none dumped */
+        scratch->len = 0;
+        if (sb_event_append_json(ev, &scratch->p, &scratch->len, &scratch->cap) != 0) {
+            *rc = no_memory(err, errsz);
+            return NULL;
+        }
+        *len = scratch->len;
+        return scratch->p;
     case BODY_TEMPLATE: {
         char terr[256];
         data = sb_template_render(p->tpl, ev, terr, sizeof terr);
@@ -367,17 +535,20 @@ static const char *make_data(pubsub *p, sb_event *ev, size_t *len, char **owned,
     return data;
 }
 
-/* Build event i's message (m->json, m->okey), or return -1 with the
- * reason it can never be published (PREPARE_NO_MEMORY: not now). Written as text: jansson values built
- * and dumped per event cost more than the rest of the sink together. */
-static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
+/* Build event i's message at the end of `arena` (m->off, m->len,
+ * m->okey), or return -1 with the reason it can never be published
+ * (PREPARE_NO_MEMORY: not now), the arena then as it was. Written as text
+ * straight into the batch's one buffer, base64 included: jansson values
+ * built and dumped, or a buffer allocated, per event cost more than the
+ * rest of the sink together. */
+static int prepare(pubsub *p, sb_event *ev, msg *m, text *arena, text *scratch, char *err, size_t errsz)
 {
     const char *eid = sb_event_id(ev);
     char hb[32], hb2[32], hb3[32];
     size_t dlen = 0;
     char *owned;
     int rc = 0;
-    const char *data = make_data(p, ev, &dlen, &owned, &rc, err, errsz);
+    const char *data = make_data(p, ev, scratch, &dlen, &owned, &rc, err, errsz);
     if (!data)
         return rc ? rc : -1;
     if (dlen > PS_MAX_DATA) {
@@ -385,41 +556,37 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
         return sb_err(err, errsz, "message for event %s is %s, over Pub/Sub's 10 MB limit", eid,
                     human(dlen, hb, sizeof hb));
     }
-    text t = {0};
-    put(&t, "{", 1);
+    text *t = arena;
+    size_t mark = t->len;
+    t->nattrs = 0;
+    put(t, "{", 1);
     if (dlen > 0) {
-        char *b64 = sb_gcp_base64(data, dlen, 0);
-        if (!b64)
-            rc = no_memory(err, errsz);
-        else {
-            put(&t, "\"data\":\"", 8);
-            put(&t, b64, strlen(b64)); /* base64: nothing to escape */
-            put(&t, "\",", 2);
-        }
-        free(b64);
+        put(t, "\"data\":\"", 8);
+        put_base64(t, (const unsigned char *)data, dlen); /* base64: nothing to escape */
+        put(t, "\",", 2);
     }
     free(owned);
-    put(&t, "\"attributes\":{", 14);
-    if (rc == 0 && !p->eid_replaced)
-        rc = put_attr(&t, "event_id", eid, eid, err, errsz);
+    put(t, "\"attributes\":{", 14);
+    if (!p->eid_replaced)
+        rc = put_attr(t, "event_id", 1, eid, eid, err, errsz);
     for (size_t i = 0; rc == 0 && i < sizeof standard_attrs / sizeof *standard_attrs; i++) {
         char num[24];
         const char *v = p->std_replaced & (1u << i) ? NULL : field_text(ev, standard_attrs[i], num);
         if (v)
-            rc = put_attr(&t, standard_attrs[i], v, eid, err, errsz);
+            rc = put_attr(t, standard_attrs[i], 1, v, eid, err, errsz);
     }
-    size_t na = sb_opt_template_map_count(p->ins, "attributes");
+    size_t na = p->nattr_tpl;
     for (size_t i = 0; rc == 0 && i < na; i++) {
         const char *key = NULL;
         const sb_template *tp = sb_opt_template_map_item(p->ins, "attributes", i, &key);
         char terr[256];
         char *v = sb_template_render(tp, ev, terr, sizeof terr);
-        rc = v ? put_attr(&t, key, v, eid, err, errsz) : sb_err(err, errsz, "attribute \"%s\": %s", key, terr);
+        rc = v ? put_attr(t, key, 0, v, eid, err, errsz) : sb_err(err, errsz, "attribute \"%s\": %s", key, terr);
         free(v);
     }
-    put(&t, "}", 1);
-    if (rc == 0 && t.nattrs > PS_MAX_ATTRS)
-        rc = sb_err(err, errsz, "message for event %s has %zu attributes, over Pub/Sub's limit of %d", eid, t.nattrs,
+    put(t, "}", 1);
+    if (rc == 0 && t->nattrs > PS_MAX_ATTRS)
+        rc = sb_err(err, errsz, "message for event %s has %zu attributes, over Pub/Sub's limit of %d", eid, t->nattrs,
                   PS_MAX_ATTRS);
     char *okey = NULL;
     if (rc == 0 && p->okey) {
@@ -430,15 +597,14 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
         else if (strlen(okey) > PS_MAX_ORDERING_KEY)
             rc = sb_err(err, errsz, "ordering key of event %s is %zu bytes, over Pub/Sub's %d-byte limit", eid,
                       strlen(okey), PS_MAX_ORDERING_KEY);
-        else if (*okey && (put(&t, ",\"orderingKey\":", 15),
-                           sb_json_append_string(&t.p, &t.len, &t.cap, okey, strlen(okey))) != 0)
+        else if (*okey && (put(t, ",\"orderingKey\":", 15),
+                           sb_json_append_string(&t->p, &t->len, &t->cap, okey, strlen(okey))) != 0)
             rc = sb_err(err, errsz, "ordering key of event %s is not valid UTF-8", eid);
     }
-    put(&t, "}", 1);
+    put(t, "}", 1);
     if (rc == 0) {
-        m->json = t.p;
-        m->len = t.len;
-        t.p = NULL;
+        m->off = mark;
+        m->len = t->len - mark;
         if (okey && *okey) /* an empty key is no key */
             m->okey = okey, okey = NULL;
         if (m->len + BODY_OVERHEAD > p->max_bytes)
@@ -447,7 +613,10 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, char *err, size_t errsz)
                       "Pub/Sub's REST limit is 10 MB)", eid, human(m->len, hb, sizeof hb),
                       human(dlen, hb2, sizeof hb2), human(p->max_bytes, hb3, sizeof hb3));
     }
-    free(t.p);
+    if (rc != 0) {
+        t->len = mark;
+        t->p[mark] = '\0';
+    }
     free(okey);
     return rc;
 }
@@ -456,6 +625,10 @@ typedef struct call {
     pubsub *p;
     sb_batch *b;
     msg *msgs;
+    bufs *bf;
+    text arena;   /* every prepared message, one after another */
+    text scratch; /* one event's data while it is base64'd */
+    text body;    /* the request being sent, reused */
 } call;
 
 static void settle(call *c, const size_t *idx, size_t n, sb_result r, int64_t after_ms, const char *reason)
@@ -468,14 +641,67 @@ static void settle(call *c, const size_t *idx, size_t n, sb_result r, int64_t af
             sb_batch_set_result(c->b, i, r, "%s", reason);
         if (r == SB_RESULT_RETRY && after_ms > 0)
             sb_batch_set_retry_after(c->b, i, after_ms);
-        free(c->msgs[i].json);
-        c->msgs[i].json = NULL;
     }
+}
+
+/* The ids of an answer {"messageIds":["a","b",...]} read in place: ids[k]
+ * and lens[k] for k < n. 0 when there are exactly n, all plain strings
+ * (no escapes); else -1, and the caller reads the answer with jansson.
+ * b is NUL-terminated (sb_gcp_response). */
+static int scan_ids(const char *b, size_t len, size_t n, const char **ids, size_t *lens)
+{
+    static const char key[] = "\"messageIds\"";
+    const char *e = b + len, *q = b ? strstr(b, key) : NULL;
+    if (!q)
+        return -1;
+    q += sizeof key - 1;
+    while (q < e && strchr(" \t\r\n:", *q))
+        q++;
+    if (q >= e || *q++ != '[')
+        return -1;
+    size_t k = 0;
+    for (;;) {
+        while (q < e && strchr(" \t\r\n", *q))
+            q++;
+        if (q < e && *q == ']' && k == 0)
+            break;
+        if (q >= e || *q != '"' || k == n)
+            return -1;
+        const char *s = ++q;
+        while (q < e && *q != '"' && *q != '\\')
+            q++;
+        if (q >= e || *q != '"')
+            return -1;
+        ids[k] = s;
+        lens[k++] = (size_t)(q - s);
+        q++;
+        while (q < e && strchr(" \t\r\n", *q))
+            q++;
+        if (q < e && *q == ',')
+            q++;
+        else if (q < e && *q == ']')
+            break;
+        else
+            return -1;
+    }
+    return k == n ? 0 : -1;
 }
 
 /* Record the message ids of a 2xx answer and settle the events OK. */
 static void published(call *c, const size_t *idx, size_t n, const sb_gcp_response *resp)
 {
+    const char **ids_in = c->bf->ids; /* n <= the batch's size */
+    size_t *lens = c->bf->lens;
+    int plain = scan_ids(resp->body, resp->body_len, n, ids_in, lens) == 0;
+    for (size_t k = 0; plain && k < n; k++) {
+        json_t *id = json_stringn(ids_in[k], lens[k]);
+        if (id)
+            sb_event_add(sb_batch_event(c->b, idx[k]), "pubsub_message_id", id);
+    }
+    if (plain) {
+        settle(c, idx, n, SB_RESULT_OK, 0, NULL);
+        return;
+    }
     json_t *root = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, NULL);
     json_t *ids = json_object_get(root, "messageIds");
     if (json_array_size(ids) != n)
@@ -509,23 +735,18 @@ static void hold_back(call *c, const size_t *idx, size_t n)
 static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
 {
     pubsub *p = c->p;
-    char *body = malloc(body_len + 1);
-    if (!body) {
-        settle(c, idx, n, SB_RESULT_RETRY, 0, "out of memory");
-        return -1;
-    }
-    size_t off = 0;
-    memcpy(body, BODY_HEAD, sizeof BODY_HEAD - 1);
-    off += sizeof BODY_HEAD - 1;
+    text *t = &c->body; /* free once this request was sent: the re-sends below reuse it */
+    t->len = 0;
+    reserve(t, body_len);
+    put(t, BODY_HEAD, sizeof BODY_HEAD - 1);
     for (size_t k = 0; k < n; k++) {
         if (k)
-            body[off++] = ',';
-        memcpy(body + off, c->msgs[idx[k]].json, c->msgs[idx[k]].len);
-        off += c->msgs[idx[k]].len;
+            put(t, ",", 1);
+        put(t, c->arena.p + c->msgs[idx[k]].off, c->msgs[idx[k]].len);
     }
-    memcpy(body + off, BODY_TAIL, sizeof BODY_TAIL - 1);
-    off += sizeof BODY_TAIL - 1;
-    body[off] = '\0';
+    put(t, BODY_TAIL, sizeof BODY_TAIL - 1);
+    size_t off = t->len;
+    const char *body = t->p;
 
     static const char *const headers[] = {"Content-Type: application/json", NULL};
     sb_gcp_request req = {.size = sizeof req, .method = "POST", .url = p->url, .headers = headers, .body = body,
@@ -533,7 +754,6 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
     sb_gcp_response resp;
     char err[1024] = "";
     sb_gcp_result rc = sb_gcp_request_send(p->gc, &req, &resp, err, sizeof err);
-    free(body);
     int ret = 0;
     long st = resp.status;
     const char *line = resp.error_line ? resp.error_line : err;
@@ -556,10 +776,6 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
             }
     } else {
         /* the events' results, Retry-After included, as every Google plugin sets them */
-        for (size_t k = 0; k < n; k++) {
-            free(c->msgs[idx[k]].json);
-            c->msgs[idx[k]].json = NULL;
-        }
         sb_gcp_outcome o = sb_gcp_settle(c->b, idx, n, rc, &resp, err, SB_GCP_404_RETRY);
         if (o.cause == SB_GCP_CAUSE_NOT_FOUND)
             sb_log(p->ins, SB_LOG_ERROR, "topic %s not found (%s); retrying, it may not be created yet", p->topic, line);
@@ -616,28 +832,29 @@ static void ps_process(void *self, sb_batch *b)
 {
     pubsub *p = self;
     size_t n = sb_batch_count(b);
-    call c = {p, b, calloc(n ? n : 1, sizeof(msg))};
-    slot *slots = calloc(n ? n : 1, sizeof *slots);
-    size_t *order = calloc(n ? n : 1, sizeof *order);
-    if (!c.msgs || !slots || !order) {
+    call c = {.p = p, .b = b, .bf = spare_take(p)};
+    if (bufs_fit(c.bf, n ? n : 1, sizeof(slot)) != 0) {
         for (size_t i = 0; i < n; i++)
             sb_batch_set_result(b, i, SB_RESULT_RETRY, "out of memory");
-        free(c.msgs);
-        free(slots);
-        free(order);
+        spare_give(p, c.bf);
         return;
     }
+    c.msgs = c.bf->msgs;
+    memset(c.msgs, 0, n * sizeof *c.msgs);
+    slot *slots = c.bf->slots;
+    size_t *order = c.bf->order;
+    c.arena = c.bf->arena;
+    c.scratch = c.bf->scratch;
+    c.body = c.bf->body;
     /* Prepare every message; the ones that can never be published fail
      * now, on their own. */
     size_t ready = 0;
     for (size_t i = 0; i < n; i++) {
         char err[512];
-        int rc = prepare(p, sb_batch_event(b, i), &c.msgs[i], err, sizeof err);
+        int rc = prepare(p, sb_batch_event(b, i), &c.msgs[i], &c.arena, &c.scratch, err, sizeof err);
         if (rc != 0) {
             sb_log(p->ins, SB_LOG_WARN, "%s", err);
             sb_batch_set_result(b, i, rc == PREPARE_NO_MEMORY ? SB_RESULT_RETRY : SB_RESULT_FAIL, "%s", err);
-            free(c.msgs[i].json);
-            c.msgs[i].json = NULL;
             continue;
         }
         slots[ready++] = (slot){okey_of(&c.msgs[i]), i};
@@ -649,17 +866,16 @@ static void ps_process(void *self, sb_batch *b)
     for (size_t k = 0; k < ready; k++)
         order[k] = slots[k].i;
     for (size_t first = 0, end; first < ready; first = end) {
-        for (end = first + 1; end < ready && strcmp(slots[end].okey, slots[first].okey) == 0; end++)
+        for (end = p->okey ? first + 1 : ready; end < ready && strcmp(slots[end].okey, slots[first].okey) == 0; end++)
             ;
         publish_group(&c, order + first, end - first);
     }
-    for (size_t i = 0; i < n; i++) {
-        free(c.msgs[i].json);
+    for (size_t i = 0; i < n; i++)
         free(c.msgs[i].okey);
-    }
-    free(c.msgs);
-    free(slots);
-    free(order);
+    c.bf->arena = c.arena;
+    c.bf->scratch = c.scratch;
+    c.bf->body = c.body;
+    spare_give(p, c.bf);
 }
 
 /* Read-only: the token, the topic, and the right to publish to it. */
