@@ -14,8 +14,16 @@
                filesystem storage) when FLUENT_BIT names its binary, and a
                ratio per line of issue 19's table; skipped, and said so,
                without it
+  issue 19 ->  file_in -> pubsub (1 worker, then 2 workers) against
+  HTTP         tests/bench/pubsub_receiver on loopback (auth none), with
+               Fluent Bit's tail -> http (json_lines) to the same receiver
+               when FLUENT_BIT is set: lines/s, CPU seconds per 1M lines
+               and the pubsub step threads' CPU per event (the sb-step1-*
+               threads, from /proc/PID/task), in interleaved rounds
+               (SB_BENCH_HTTP_EVENTS lines, default SB_BENCH_EVENTS)
 
-Results are printed and written to bench-results.txt in the build tree.
+SB_BENCH_ONLY=http runs the -> HTTP part alone (quick runs while working on
+the sink). Results are printed and written to bench-results.txt in the build tree.
 """
 import json
 import os
@@ -216,7 +224,176 @@ def side_by_side(d, inp, results):
         cpu = statistics.median([c * 1e6 / N for _, c, _ in rs]) / fb_cpu
         results.append(("-> null lines/s / Fluent Bit's (%s)" % keep, "%.2f" % rate, ">= 1.0", rate >= 1.0))
         results.append(("-> null CPU / Fluent Bit's (%s)" % keep, "%.2fx" % cpu, "<= 1.0x", cpu <= 1.0))
-    results.append(("-> HTTP lines/s and CPU ratios", "not measured here", "(issue 19, left)", True))
+
+
+FB_HTTP_CONF = FB_CONF.replace("""[OUTPUT]
+    Name  null
+    Match *
+""", """[OUTPUT]
+    Name   http
+    Match  *
+    Host   127.0.0.1
+    Port   {out_port}
+    URI    /ingest
+    Format json_lines
+""")
+HTTP_N = int(os.environ.get("SB_BENCH_HTTP_EVENTS", str(N)))
+
+
+def receiver_start():
+    """tests/bench/pubsub_receiver on a free loopback port: (process, port)."""
+    p = subprocess.Popen([os.path.join(BUILD, "tests", "bench", "pubsub_receiver")], stdout=subprocess.PIPE,
+                         text=True)
+    line = p.stdout.readline()
+    m = re.match(r"port (\d+)", line)
+    if not m:
+        p.kill()
+        sys.exit("bench: pubsub_receiver did not start: %r" % line)
+    return p, int(m.group(1))
+
+
+def receiver_count(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/count" % port, timeout=5) as r:
+        return int(r.read())
+
+
+def receiver_stop(p):
+    p.kill()
+    p.wait(timeout=30)
+
+
+def task_cpu(pid):
+    """{tid: (thread name, user + system CPU seconds)} of a running process."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                head, tail = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = tail.split()
+        out[tid] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def sb_http_run(d, inp, n, workers):
+    """syncbridge --once, file_in -> pubsub to a fresh receiver: wall, CPU
+    (wait4), and the CPU of the pubsub step's threads (sampled from /proc
+    every 20 ms until the exit; the last sample misses at most 20 ms)."""
+    os.makedirs(d)
+    rp, port = receiver_start()
+    try:
+        cfg = write_cfg(d, {"in": {"plugin": "file_in", "path": inp, "format": "json", "id_field": "event_id",
+                                   "batch": 1024}},
+                        {"sinks": {"ps": {"plugin": "pubsub", "topic": "projects/bench/topics/t", "body": "json",
+                                          "auth": "none", "endpoint": "http://127.0.0.1:%d" % port,
+                                          "batch_max": 1000, "workers": workers}},
+                         "routes": {"r": {"sources": ["in"], "steps": ["ps"]}}})
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        p = subprocess.Popen([BIN, "--once", "-c", cfg], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+        threads = {}
+        while p.poll() is None:
+            threads.update(task_cpu(p.pid))
+            time.sleep(0.02)
+        wall = time.monotonic() - t0
+        err = p.stderr.read()
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if p.returncode != 0:
+            sys.exit("bench: syncbridge failed (%d): %s" % (p.returncode, err[-2000:]))
+        m = re.search(r"finished: route r: (\d+) in, (\d+) done", err)
+        got = receiver_count(port)
+        if not m or int(m.group(2)) != n or got != n:
+            sys.exit("bench: %s of %d events done, the receiver counted %d: %s" %
+                     (m.group(2) if m else "?", n, got, err[-2000:]))
+    finally:
+        receiver_stop(rp)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    step = sum(c for name, c in threads.values() if name.startswith("sb-step1-"))
+    return wall, cpu, step
+
+
+def fb_http_run(d, inp, n):
+    """Fluent Bit tail -> http to a fresh receiver, until the receiver has
+    counted n records: wall time from its start, CPU time then."""
+    os.makedirs(d)
+    rp, out_port = receiver_start()
+    try:
+        port = free_port()
+        with open(os.path.join(d, "parsers.conf"), "w") as f:
+            f.write(FB_PARSERS)
+        conf = os.path.join(d, "fb.conf")
+        with open(conf, "w") as f:
+            f.write(FB_HTTP_CONF.format(state=d, port=port, input=inp, out_port=out_port))
+        t0 = time.monotonic()
+        p = subprocess.Popen([FLUENT_BIT, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while time.monotonic() - t0 < 600:
+                if receiver_count(out_port) >= n:
+                    return time.monotonic() - t0, proc_cpu(p.pid)
+                if p.poll() is not None:
+                    sys.exit("bench: fluent-bit exited (%d)" % p.returncode)
+                time.sleep(0.02)
+            sys.exit("bench: fluent-bit did not finish")
+        finally:
+            fb_stop(p)
+    finally:
+        receiver_stop(rp)
+
+
+def http_side_by_side(d, inp, n, results):
+    """Issue 19's -> HTTP line: interleaved rounds of pubsub with 1 and 2
+    workers and Fluent Bit's http output, each against its own receiver."""
+    runs = {1: [], 2: [], "fb": []}
+    fb = FLUENT_BIT and os.access(FLUENT_BIT, os.X_OK)
+    for r in range(ROUNDS):
+        for w in (1, 2):
+            runs[w].append(sb_http_run(os.path.join(d, "http-sb%d-%d" % (w, r)), inp, n, w))
+        if fb:
+            runs["fb"].append(fb_http_run(os.path.join(d, "http-fb-%d" % r), inp, n))
+    print("issue 19 -> HTTP: %d interleaved rounds of %d lines, load average %.2f %.2f %.2f at the end" %
+          ((ROUNDS, n) + os.getloadavg()))
+    for w in (1, 2):
+        rs = runs[w]
+        results.append(("file_in -> pubsub, %d worker%s: lines/s" % (w, "s" if w > 1 else ""),
+                        med_range([n / x for x, _, _ in rs], "%.0f"), "(reported)", True))
+        results.append(("  CPU s per 1M lines", med_range([c * 1e6 / n for _, c, _ in rs], "%.2f"), "(reported)",
+                        True))
+        st = statistics.median([s * 1e6 / n for _, _, s in rs])
+        results.append(("  pubsub step threads, CPU us per event", med_range([s * 1e6 / n for _, _, s in rs], "%.2f"),
+                        "<= 2.0", st <= 2.0))
+    if not fb:
+        why = "(%s is not executable)" % FLUENT_BIT if FLUENT_BIT else "(set FLUENT_BIT)"
+        results.append(("Fluent Bit tail -> http side by side", "skipped", why, True))
+        return
+    fr = runs["fb"]
+    fb_rate = statistics.median([n / x for x, _ in fr])
+    fb_cpu = statistics.median([c * 1e6 / n for _, c in fr])
+    results.append(("Fluent Bit tail -> http (filesystem): lines/s", med_range([n / x for x, _ in fr], "%.0f"),
+                    "(peer)", True))
+    results.append(("  CPU s per 1M lines", med_range([c * 1e6 / n for _, c in fr], "%.2f"), "(peer)", True))
+    for w in (1, 2):
+        rs = runs[w]
+        rate = statistics.median([n / x for x, _, _ in rs]) / fb_rate
+        cpu = statistics.median([c * 1e6 / n for _, c, _ in rs]) / fb_cpu
+        results.append(("-> HTTP lines/s / Fluent Bit's (%d worker%s)" % (w, "s" if w > 1 else ""), "%.2f" % rate,
+                        ">= 1.0" if w == 2 else "(reported)", rate >= 1.0 or w == 1))
+        results.append(("-> HTTP CPU / Fluent Bit's (%d worker%s)" % (w, "s" if w > 1 else ""), "%.2fx" % cpu,
+                        "<= 1.5x", cpu <= 1.5))
+
+
+def write_input(path, n):
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"event_id": "run-%08d" % i, "schema": "edw_prod", "table": "orders_%d" % (i % 97),
+                                "inc_key": "order_dt", "inc_val": "2026-11-23", "status": "succeeded",
+                                "td_count": 5120331, "hive_count": 5120331, "host": "hdp-edge-01"}) + "\n")
 
 
 def idle_rss_fb(d, results, sb_rss_kb):
@@ -236,13 +413,14 @@ def main():
     results = []
     d = tempfile.mkdtemp(prefix="sbbench.")
     try:
+        if os.environ.get("SB_BENCH_ONLY") == "http":
+            inp = os.path.join(d, "runs-http.jsonl")
+            write_input(inp, HTTP_N)
+            http_side_by_side(d, inp, HTTP_N, results)
+            return report(results)
         # throughput
         inp = os.path.join(d, "runs.jsonl")
-        with open(inp, "w") as f:
-            for i in range(N):
-                f.write(json.dumps({"event_id": "run-%08d" % i, "schema": "edw_prod", "table": "orders_%d" % (i % 97),
-                                    "inc_key": "order_dt", "inc_val": "2026-11-23", "status": "succeeded",
-                                    "td_count": 5120331, "hive_count": 5120331, "host": "hdp-edge-01"}) + "\n")
+        write_input(inp, N)
         cfg = write_cfg(d, {"in": {"plugin": "file_in", "path": inp, "format": "json", "id_field": "event_id",
                                    "batch": 1024}})
         wall, done, p50, p99, peak_kb = run_once(cfg)
@@ -272,9 +450,16 @@ def main():
         idle_rss_fb(d, results, rss_kb)
 
         side_by_side(d, inp, results)
+        if HTTP_N != N:
+            inp = os.path.join(d, "runs-http.jsonl")
+            write_input(inp, HTTP_N)
+        http_side_by_side(d, inp, HTTP_N, results)
     finally:
         subprocess.run(["rm", "-rf", d])
+    return report(results)
 
+
+def report(results):
     lines = ["syncbridge core benchmark (%d cores, %s)" % (os.cpu_count(), time.strftime("%Y-%m-%d %H:%M")),
              "%-50s %-26s %-20s %s" % ("measure", "result", "target", "")]
     ok = True
