@@ -157,6 +157,14 @@ class TestCrc(Base):
             d = os.urandom(n)
             self.assertEqual(crcmod.crc32c(d), crcmod.crc32c_table(d), n)
             self.assertEqual(crcmod.crc32c(d[n // 3:], crcmod.crc32c(d[:n // 3])), crcmod.crc32c_table(d))
+            # the big-integer version too, when the C module stands in for it
+            self.assertEqual(crcmod.crc32c_bigint(d), crcmod.crc32c_table(d), n)
+
+    def test_combine(self):
+        for la, lb in ((0, 0), (7, 0), (0, 9), (1, 1), (600, 1000), (100000, 77777)):
+            a, b = os.urandom(la), os.urandom(lb)
+            self.assertEqual(crcmod.crc32c_combine(crcmod.crc32c(a), crcmod.crc32c(b), lb),
+                             crcmod.crc32c_table(a + b), (la, lb))
 
 
 class TestToken(Base):

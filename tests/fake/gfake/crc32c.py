@@ -13,8 +13,14 @@ init 0xFFFFFFFF, xorout 0xFFFFFFFF):
   fast enough to hash uploads as they arrive.
 
 Both accept a running ``crc`` so a value can be continued chunk by chunk.
+``crc32c`` is the C module of Debian's python3-crc32c instead when that can
+be imported (~500 MB/s here, and it lets go of the GIL): only so the fake is
+not what ``make bench`` measures; the tests check both against the table.
+``crc32c_combine`` gives the CRC of A+B from those of A and B, as Cloud
+Storage does for multipart and composed objects, without reading the bytes.
 """
 import base64
+import importlib
 
 _REFLECTED_POLY = 0x82F63B78
 _POLY = 0x11EDC6F41            # normal form, with the x^32 term
@@ -102,7 +108,7 @@ def _gf2_mod(m, nbits):
 _BLOCK = 1 << 18
 
 
-def crc32c(data, crc=0):
+def crc32c_bigint(data, crc=0):
     n = len(data)
     if n < 512:
         return crc32c_table(data, crc)
@@ -113,6 +119,36 @@ def crc32c(data, crc=0):
         nb = len(chunk) * 8
         s = _mulmod(s, _xpow_bits(nb)[0]) ^ _gf2_mod(int.from_bytes(chunk, 'big') << 32, nb + 32)
     return _rev32(_small_mod(s)) ^ 0xFFFFFFFF
+
+
+def _load_fast():
+    try:
+        mod = importlib.import_module('crc32c')   # the top-level C module, not this file
+    except ImportError:
+        return None
+    return mod.crc32c if getattr(mod, 'crc32c', None) and mod.crc32c(b'123456789') == 0xE3069283 else None
+
+
+_FAST = _load_fast()
+
+
+def crc32c(data, crc=0):
+    if _FAST is not None and len(data) >= 512:
+        return _FAST(data, crc)
+    return crc32c_bigint(data, crc)
+
+
+def crc32c_combine(crc_a, crc_b, len_b):
+    """The CRC of A+B from crc_a, crc_b and len(B): the register of A moved
+    over len_b zero bytes (multiplied by x^(8 len_b) mod P, in the normal
+    domain), plus B's; the pre- and post-conditioning cancel out."""
+    r, base, e = 1, 2, 8 * len_b
+    while e:
+        if e & 1:
+            r = _mulmod(r, base)
+        base = _mulmod(base, base)
+        e >>= 1
+    return crc_b ^ _rev32(_mulmod(_rev32(crc_a), r))
 
 
 def b64(crc):
