@@ -7,10 +7,12 @@
  *   1. `source` and `destination` are rendered against the event; the
  *      files are listed (sorted by their name relative to the source's
  *      base), and each gets the object name PREFIX/RELATIVE_PATH.
- *   2. For each file, objects.get (JSON API) tells whether the object is
- *      already there with the same size and CRC32C: then it is skipped, so
- *      a re-run copies nothing twice. A 404 for the bucket fails the event
- *      with Cloud Storage's message.
+ *   2. Whether each object is already there with the same size and CRC32C,
+ *      so it is skipped and a re-run copies nothing twice: for several
+ *      files one objects.list of the destination prefix (1,000 a page)
+ *      tells, as rclone lists a directory; for one file, or a prefix
+ *      holding many more objects than files, objects.get per file. A 404
+ *      for the bucket fails the event with Cloud Storage's message.
  *   3. A file up to `single_max` goes in one request (JSON API multipart
  *      upload: metadata with its crc32c, which Cloud Storage checks, then
  *      the bytes). A larger file is an XML API multipart upload: its parts
@@ -70,11 +72,14 @@
 
 enum { IN_LOCAL, IN_HDFS };
 static const char *const inputs[] = {[IN_LOCAL] = "local", [IN_HDFS] = "hdfs", NULL};
+enum { READ_MMAP, READ_PREAD };
+static const char *const local_reads[] = {[READ_MMAP] = "mmap", [READ_PREAD] = "pread", NULL};
 
 typedef struct gc_conf {
     const sb_template *source;
     const sb_template *destination;
     int input;
+    int local_read;
     int64_t streams;
     int64_t part_size;
     int64_t single_max;
@@ -99,6 +104,11 @@ static const sb_option_def options[] = {
     {SB_OPT("input", SB_OPT_STRING, "\"local\"", 0,
             "Where source is read: \"local\" (a path on this machine) or \"hdfs\" (WebHDFS at hdfs_url)."),
      SB_OPT_CHOICES(inputs), SB_OPT_BIND(gc_conf, input)},
+    {SB_OPT("local_read", SB_OPT_STRING, "\"mmap\"", 0,
+            "input local: how the bytes sent are read: \"mmap\" (windows mapped and dropped as they are sent) or "
+            "\"pread\" (straight into the transfer's buffer; less CPU where page faults are costly, as in some "
+            "VMs: docs/benchmarks.md)."),
+     SB_OPT_CHOICES(local_reads), SB_OPT_BIND(gc_conf, local_read)},
     {SB_OPT("streams", SB_OPT_INT, "8", 0, "Requests in flight at once: files in parallel, and parts of large files."),
      SB_OPT_RANGE_BIND(1, 64, gc_conf, streams)},
     {SB_OPT("part_size", SB_OPT_SIZE, "\"16MB\"", 0,
@@ -182,6 +192,18 @@ typedef struct gfile {
     uint32_t rcrc;
 } gfile;
 
+/* An object the destination listing showed (step 2). */
+typedef struct known {
+    char *name;
+    uint64_t size;
+    uint32_t crc;
+    int has_crc;
+} known;
+
+/* How the job learns which objects exist: per file (objects.get), or from
+ * one listing of the prefix, still running or done. */
+enum { LIST_NONE, LIST_RUNNING, LIST_DONE };
+
 typedef struct job {
     gcs_copy *p;
     sb_batch *b;
@@ -202,11 +224,16 @@ typedef struct job {
     uint64_t copied_files, skipped_files, sent_bytes;
     sb_gcp_multi *m;
     int hdfs;
+    unsigned char *rbuf; /* range_crc's buffer, DROP_STEP bytes once used */
+    int listing; /* LIST_* */
+    known *known;
+    size_t nknown, cknown, listed; /* listed: objects seen, kept or not */
 } job;
 
 enum {
     T_META, T_SINGLE, T_INIT, T_PART, T_COMPLETE, T_VERIFY, T_DELETE, T_ABORT, T_READ, T_LIST, T_STAT,
-    T_RINIT, T_RSTATUS, T_RCHUNK, T_RCANCEL /* resumable: initiate, status query, chunk, cancel */
+    T_RINIT, T_RSTATUS, T_RCHUNK, T_RCANCEL, /* resumable: initiate, status query, chunk, cancel */
+    T_OLIST                                  /* objects.list of the destination prefix */
 };
 /* what a WebHDFS read (T_READ) goes on with */
 enum { R_SINGLE, R_PART, R_CRC, R_RCHUNK, R_RCRC };
@@ -393,6 +420,14 @@ static void drop_behind(tx *t, uint64_t upto)
     }
 }
 
+static int open_file(job *j, gfile *f);
+
+/* Map a local window before it is sent, unless local_read is pread. */
+static int prepare_window(tx *t)
+{
+    return t->j->p->c->local_read == READ_PREAD ? 0 : map_window(t);
+}
+
 /* The reason a window could not be read: the file shrank under the mapping. */
 static void fail_shrunk(job *j, const gfile *f)
 {
@@ -400,24 +435,47 @@ static void fail_shrunk(job *j, const gfile *f)
          f->size);
 }
 
-/* CRC of the window into *out, dropping pages as it goes; -1 (and the job
- * failed) if the file shrank under the mapping. */
-static int window_crc(tx *t, uint32_t *out)
+/* CRC32C of [off, off+len) of a local file into *out, read with pread()
+ * through one reused buffer; -1 with the job failed. The CRC must be known
+ * before a request's headers go, so these bytes are read twice: this pass
+ * reads them with pread(), as mapping them costs three times the CPU here
+ * (0.27 against 0.88 s/GiB in a VM with costly page faults, docs/
+ * benchmarks.md) and pages mapped for it would count twice in RSS. */
+static int range_crc(job *j, gfile *f, uint64_t off, uint64_t len, uint32_t *out)
 {
+    if (open_file(j, f) != 0)
+        return -1;
+    if (!j->rbuf && len && !(j->rbuf = malloc(DROP_STEP)))
+        abort();
     uint32_t c = 0;
-    for (uint64_t o = 0; o < t->len; o += DROP_STEP) {
-        uint64_t n = t->len - o < DROP_STEP ? t->len - o : DROP_STEP;
-        if (t->owned)
-            c = crc32c(c, t->map + t->adj + o, (size_t)n);
-        else if (mapguard_crc32c(&c, t->map + t->adj + o, (size_t)n) != 0) {
-            fail_shrunk(t->j, t->f);
+    for (uint64_t o = 0; o < len;) {
+        size_t want = len - o < DROP_STEP ? (size_t)(len - o) : DROP_STEP;
+        ssize_t n = pread(f->fd, j->rbuf, want, (off_t)(off + o));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fail(j, SB_RESULT_RETRY, 0, "%s: read: %s", f->path, strerror(errno));
             return -1;
         }
-        drop_behind(t, o + n);
+        if (n == 0) {
+            fail_shrunk(j, f);
+            return -1;
+        }
+        c = crc32c(c, j->rbuf, (size_t)n);
+        o += (uint64_t)n;
     }
-    t->dropped = 0;
     *out = c;
     return 0;
+}
+
+/* CRC of the window into *out: its buffer (WebHDFS) or its file range. */
+static int window_crc(tx *t, uint32_t *out)
+{
+    if (t->owned) {
+        *out = crc32c(0, t->map + t->adj, (size_t)t->len);
+        return 0;
+    }
+    return range_crc(t->j, t->f, t->off, t->len, out);
 }
 
 static size_t body_read(char *buf, size_t size, void *opaque)
@@ -426,8 +484,11 @@ static size_t body_read(char *buf, size_t size, void *opaque)
     uint64_t total = t->pre_len + t->len + t->post_len;
     if (t->pos >= total)
         return 0;
-    if (t->len && map_window(t) != 0)
+    int use_pread = !t->owned && t->j->p->c->local_read == READ_PREAD;
+    if (t->len && !use_pread && map_window(t) != 0) {
+        fail(t->j, SB_RESULT_RETRY, 0, "%s: mmap: %s", t->f->path, strerror(errno));
         return SB_GCP_READ_ABORT;
+    }
     size_t n = 0;
     while (n < size && t->pos < total) {
         uint64_t pos = t->pos;
@@ -437,17 +498,29 @@ static size_t body_read(char *buf, size_t size, void *opaque)
             src = (const unsigned char *)t->pre + pos;
             avail = t->pre_len - pos;
         } else if (pos < t->pre_len + t->len) {
-            src = t->map + t->adj + (pos - t->pre_len);
+            src = use_pread ? NULL : t->map + t->adj + (pos - t->pre_len);
             avail = t->pre_len + t->len - pos;
         } else {
             src = (const unsigned char *)t->post + (pos - t->pre_len - t->len);
             avail = total - pos;
         }
         size_t k = size - n < avail ? size - n : (size_t)avail;
-        int in_map = pos >= t->pre_len && pos < t->pre_len + t->len && !t->owned;
-        if (!in_map)
+        int in_file = pos >= t->pre_len && pos < t->pre_len + t->len;
+        if (in_file && use_pread) {
+            ssize_t r = pread(t->f->fd, buf + n, k, (off_t)(t->off + (pos - t->pre_len)));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                if (r == 0)
+                    fail_shrunk(t->j, t->f);
+                else
+                    fail(t->j, SB_RESULT_RETRY, 0, "%s: read: %s", t->f->path, strerror(errno));
+                return SB_GCP_READ_ABORT;
+            }
+            k = (size_t)r;
+        } else if (!in_file || t->owned) {
             memcpy(buf + n, src, k);
-        else if (mapguard_copy(buf + n, src, k) != 0) {
+        } else if (mapguard_copy(buf + n, src, k) != 0) {
             fail_shrunk(t->j, t->f);
             return SB_GCP_READ_ABORT;
         }
@@ -861,17 +934,8 @@ static int file_crc(job *j, gfile *f)
 {
     if (f->crc_known)
         return 0;
-    if (open_file(j, f) != 0)
-        return -1;
-    tx t = {.j = j, .f = f, .len = f->size};
-    if (map_window(&t) != 0) {
-        fail(j, SB_RESULT_RETRY, 0, "%s: mmap: %s", f->path, strerror(errno));
-        return -1;
-    }
     uint32_t crc = 0;
-    int rc = f->size ? window_crc(&t, &crc) : 0;
-    unmap(&t);
-    if (rc != 0)
+    if (range_crc(j, f, 0, f->size, &crc) != 0)
         return -1;
     f->crc = crc;
     f->crc_known = 1;
@@ -1008,7 +1072,7 @@ static void start_part(job *j, gfile *f, uint32_t k)
     t->part = k;
     t->off = (uint64_t)k * f->psize;
     t->len = f->size - t->off < f->psize ? f->size - t->off : f->psize;
-    if (open_file(j, f) != 0 || map_window(t) != 0) {
+    if (open_file(j, f) != 0 || prepare_window(t) != 0) {
         if (j->result == SB_RESULT_UNSET)
             fail(j, SB_RESULT_RETRY, 0, "%s: mmap: %s", f->path, strerror(errno));
         tx_free(t);
@@ -1166,24 +1230,6 @@ static void state_set_session(job *j, gfile *f)
     save_state(j);
 }
 
-/* CRC32C of [off, off+len) of a local file into *out; -1 with the job failed. */
-static int local_range_crc(job *j, gfile *f, uint64_t off, uint64_t len, uint32_t *out)
-{
-    if (open_file(j, f) != 0)
-        return -1;
-    tx t = {.j = j, .f = f, .off = off, .len = len};
-    if (len && map_window(&t) != 0) {
-        fail(j, SB_RESULT_RETRY, 0, "%s: mmap: %s", f->path, strerror(errno));
-        return -1;
-    }
-    uint32_t c = 0;
-    int rc = len ? window_crc(&t, &c) : 0;
-    unmap(&t);
-    if (rc == 0)
-        *out = c;
-    return rc;
-}
-
 static void start_rinit(job *j, gfile *f)
 {
     f->phase = F_INIT;
@@ -1236,7 +1282,7 @@ static void next_chunk(job *j, gfile *f)
     tx *t = tx_new(j, f, T_RCHUNK);
     t->off = f->roff;
     t->len = len;
-    if (open_file(j, f) != 0 || map_window(t) != 0) {
+    if (open_file(j, f) != 0 || prepare_window(t) != 0) {
         if (j->result == SB_RESULT_UNSET)
             fail(j, SB_RESULT_RETRY, 0, "%s: mmap: %s", f->path, strerror(errno));
         tx_free(t);
@@ -1312,7 +1358,7 @@ static void catch_up(job *j, gfile *f, uint64_t n)
         return;
     }
     uint32_t c;
-    if (local_range_crc(j, f, f->roff, n - f->roff, &c) == 0)
+    if (range_crc(j, f, f->roff, n - f->roff, &c) == 0)
         resumable_caught_up(j, f, n, crc32c_combine(f->rcrc, c, n - f->roff));
 }
 
@@ -1617,6 +1663,29 @@ static int is_bucket_404(const sb_gcp_response *resp)
     return resp->status == 404 && resp->error_line && strstr(resp->error_line, "bucket does not exist");
 }
 
+/* Skip the file when Cloud Storage has an object of its size and CRC32C
+ * (has: the object exists and told both), else upload it. */
+static void decide(job *j, gfile *f, int has, uint64_t size, uint32_t rcrc)
+{
+    int same = 0;
+    if (has && size == f->size) {
+        if (j->hdfs) { /* read it to know its CRC, then decide */
+            f->remote_crc = rcrc;
+            hdfs_read(j, f, 0, f->size, R_CRC, 0);
+            return;
+        }
+        if (file_crc(j, f) != 0)
+            return;
+        same = rcrc == f->crc;
+    }
+    if (same) {
+        drop_recorded(j, f); /* committed before the crash could record it */
+        finish_file(j, f, 1);
+        return;
+    }
+    start_upload(j, f);
+}
+
 static void on_meta(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
 {
     gfile *f = t->f;
@@ -1624,28 +1693,11 @@ static void on_meta(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, cons
         json_t *o = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, NULL);
         const char *sz = json_string_value(json_object_get(o, "size"));
         const char *cs = json_string_value(json_object_get(o, "crc32c"));
-        uint32_t rcrc;
-        int same = 0;
-        if (sz && cs && strtoull(sz, NULL, 10) == f->size && crc32c_from_b64(cs, &rcrc) == 0) {
-            if (j->hdfs) { /* read it to know its CRC, then decide */
-                json_decref(o);
-                f->remote_crc = rcrc;
-                hdfs_read(j, f, 0, f->size, R_CRC, 0);
-                return;
-            }
-            if (file_crc(j, f) != 0) {
-                json_decref(o);
-                return;
-            }
-            same = rcrc == f->crc;
-        }
+        uint32_t rcrc = 0;
+        int has = sz && cs && crc32c_from_b64(cs, &rcrc) == 0;
+        uint64_t size = has ? strtoull(sz, NULL, 10) : 0;
         json_decref(o);
-        if (same) {
-            drop_recorded(j, f); /* committed before the crash could record it */
-            finish_file(j, f, 1);
-            return;
-        }
-        start_upload(j, f);
+        decide(j, f, has, size, rcrc);
         return;
     }
     if (rc == SB_GCP_HTTP_ERROR && resp->status == 404 && !is_bucket_404(resp)) {
@@ -1658,6 +1710,117 @@ static void on_meta(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, cons
         return;
     }
     request_failed(j, t, rc, resp, errstr, "reading");
+}
+
+/* ---- the destination listing (step 2) ------------------------------------- */
+
+/* A listing that shows more objects than this is not worth reading on:
+ * the prefix holds far more than this event's files. */
+static size_t list_cap(const job *j)
+{
+    return 2 * j->nf + 1000;
+}
+
+static void start_olist(job *j, const char *page_token)
+{
+    tx *t = tx_new(j, NULL, T_OLIST);
+    char *b = pct(j->bucket, 0), *pre = *j->prefix ? sb_asprintf("%s/", j->prefix) : strdup("");
+    char *epre = pct(pre, 0), *tok = page_token ? pct(page_token, 0) : NULL;
+    t->url = sb_asprintf("%s/storage/v1/b/%s/o?prefix=%s&maxResults=1000"
+                         "&fields=items(name,size,crc32c),nextPageToken%s%s",
+                         sb_gcp_client_base_url(j->p->gc), b, epre, tok ? "&pageToken=" : "", tok ? tok : "");
+    free(b);
+    free(pre);
+    free(epre);
+    free(tok);
+    j->listing = LIST_RUNNING;
+    send_tx(t, "GET", 1);
+}
+
+static int cmp_known(const void *a, const void *b)
+{
+    return strcmp(((const known *)a)->name, ((const known *)b)->name);
+}
+
+static void drop_known(job *j)
+{
+    for (size_t k = 0; k < j->nknown; k++)
+        free(j->known[k].name);
+    free(j->known);
+    j->known = NULL;
+    j->nknown = j->cknown = 0;
+}
+
+/* One page of objects.list: keep what it shows, ask for the next page, or
+ * start the files. Any failure but a missing bucket falls back to
+ * objects.get per file, which has its own error handling. */
+static void on_olist(job *j, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
+{
+    if (rc != SB_GCP_OK) {
+        if (is_bucket_404(resp)) {
+            fail(j, SB_RESULT_FAIL, 0, "gs://%s: HTTP 404: %s", j->bucket, "The specified bucket does not exist.");
+            j->fatal_bucket = 1;
+            return;
+        }
+        sb_log(j->p->ins, SB_LOG_INFO, "event %s: listing gs://%s/%s failed (%s): checking each file instead",
+               j->eid, j->bucket, j->prefix, resp->error_line ? resp->error_line : errstr);
+        drop_known(j);
+        j->listing = LIST_NONE;
+        return;
+    }
+    json_error_t jerr;
+    json_t *o = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, &jerr);
+    json_t *items = json_object_get(o, "items");
+    if (!o || (items && !json_is_array(items))) {
+        sb_log(j->p->ins, SB_LOG_WARN, "event %s: the listing of gs://%s/%s is not an object list (%s): "
+               "checking each file instead", j->eid, j->bucket, j->prefix, o ? "items is not an array" : jerr.text);
+        json_decref(o);
+        drop_known(j);
+        j->listing = LIST_NONE;
+        return;
+    }
+    size_t k;
+    json_t *it;
+    json_array_foreach(items, k, it) {
+        const char *name = json_string_value(json_object_get(it, "name"));
+        const char *sz = json_string_value(json_object_get(it, "size"));
+        const char *cs = json_string_value(json_object_get(it, "crc32c"));
+        j->listed++;
+        if (!name || !sz)
+            continue;
+        if (j->nknown == j->cknown) {
+            j->cknown = j->cknown ? 2 * j->cknown : 256;
+            j->known = realloc(j->known, j->cknown * sizeof *j->known);
+            if (!j->known)
+                abort();
+        }
+        known *kn = &j->known[j->nknown++];
+        kn->name = strdup(name);
+        kn->size = strtoull(sz, NULL, 10);
+        kn->has_crc = cs && crc32c_from_b64(cs, &kn->crc) == 0;
+    }
+    const char *next = json_string_value(json_object_get(o, "nextPageToken"));
+    if (next && *next && j->listed <= list_cap(j)) {
+        start_olist(j, next);
+    } else if (next && *next) {
+        sb_log(j->p->ins, SB_LOG_DEBUG, "event %s: gs://%s/%s holds more than %zu objects: checking each file instead",
+               j->eid, j->bucket, j->prefix, list_cap(j));
+        drop_known(j);
+        j->listing = LIST_NONE;
+    } else {
+        qsort(j->known, j->nknown, sizeof *j->known, cmp_known);
+        j->listing = LIST_DONE;
+    }
+    json_decref(o);
+}
+
+/* Step 2 for one file, from the listing. */
+static void decide_listed(job *j, gfile *f)
+{
+    f->phase = F_META;
+    known key = {.name = f->name};
+    const known *kn = bsearch(&key, j->known, j->nknown, sizeof *j->known, cmp_known);
+    decide(j, f, kn && kn->has_crc, kn ? kn->size : 0, kn ? kn->crc : 0);
 }
 
 /* hdfs: the file's CRC is known now; skip it or upload it. */
@@ -1808,6 +1971,9 @@ static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_resp
     case T_META:
         on_meta(j, t, rc, resp, errstr);
         break;
+    case T_OLIST:
+        on_olist(j, rc, resp, errstr);
+        break;
     case T_SINGLE:
         if (rc == SB_GCP_HTTP_ERROR && resp->status == 412 && j->p->create_only) {
             precondition_failed(j, t, resp, errstr, "uploading");
@@ -1906,6 +2072,8 @@ static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_resp
 static void pump(job *j)
 {
     int streams = (int)j->p->c->streams;
+    if (j->listing == LIST_RUNNING)
+        return; /* no file starts before the listing says what is there */
     while (j->inflight < streams && j->result == SB_RESULT_UNSET) {
         gfile *pf = NULL;
         for (size_t k = 0; k < j->nf; k++) { /* parts of files under way first: they finish files */
@@ -1927,7 +2095,10 @@ static void pump(job *j)
         if (j->next_file < j->nf && j->active_files < (size_t)streams * 2) {
             gfile *f = &j->f[j->next_file++];
             j->active_files++;
-            start_meta(j, f);
+            if (j->listing == LIST_DONE)
+                decide_listed(j, f);
+            else
+                start_meta(j, f);
             continue;
         }
         break;
@@ -2341,7 +2512,10 @@ static void copy_event(gcs_copy *p, sb_batch *b, size_t i)
         fail(&j, SB_RESULT_RETRY, 0, "%s", err);
     } else {
         sb_batch_progress(b, i, 0, j.total);
-        pump(&j);
+        if (j.nf > 1)
+            start_olist(&j, NULL);
+        else
+            pump(&j);
         sb_gcp_multi_run(j.m, NULL);
         sb_gcp_multi_destroy(j.m);
     }
@@ -2392,6 +2566,8 @@ static void copy_event(gcs_copy *p, sb_batch *b, size_t i)
             sb_batch_set_retry_after(b, i, j.retry_after_ms);
     }
     json_decref(j.state);
+    drop_known(&j);
+    free(j.rbuf);
     free(j.reason);
     free(src);
     free(dst);

@@ -222,8 +222,47 @@ class TestCopy(Base):
         self.event("e2", "r1")
         self.once(cfg)
         self.assertEqual(self.requests(r"^/(xml|upload)/"), [])
+        # what is there came from one listing of the prefix, not a GET per file
+        self.assertEqual(len(self.requests(r"^/storage/v1/b/%s/o$" % BUCKET)), 1)
+        self.assertEqual(self.requests(r"^/storage/v1/b/%s/o/" % BUCKET), [])
         done = {e["event_id"]: e for e in self.ledger(cfg, "done")}
         self.assertEqual(self.added(cfg, done["e2"])["gcs_objects"]["skipped"], 6)
+
+    def test_listing_refused_falls_back_to_a_get_per_file(self):
+        """A service account allowed objects.get but not objects.list: the
+        copy still skips what is there, asking per file."""
+        files = {"a": self.write("r5/a", b"a" * 100), "b": self.write("r5/b", b"b" * 200)}
+        cfg = self.config()
+        self.event("l1", "r5")
+        self.once(cfg)
+        self.fake.call("DELETE", "/_fake/requests")
+        self.fake.fault(path_regex=r"^/storage/v1/b/%s/o\?" % BUCKET, kind="status", status=403, count=1)
+        self.event("l2", "r5")
+        self.once(cfg)
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assertEqual(self.requests(r"^/(xml|upload)/"), [])
+        self.assertEqual(len(self.requests(r"^/storage/v1/b/%s/o/" % BUCKET)), 2)
+        done = {e["event_id"]: e for e in self.ledger(cfg, "done")}
+        self.assertEqual(self.added(cfg, done["l2"])["gcs_objects"]["skipped"], 2)
+        self.assert_copied("r5", files)
+
+    def test_exact_copies_with_pread(self):
+        """local_read pread: the bytes sent are read straight into the
+        transfer's buffer; the copies are as exact, by parts and whole."""
+        rnd = random.Random(8)
+        files = {
+            "crlf.bin": self.write("r7/crlf.bin", b"a\r\nb\n\nc\r\n\r\n\x00\xff" * 1000),
+            "empty": self.write("r7/empty", b""),
+            "exact_parts.bin": self.write("r7/exact_parts.bin", rnd.randbytes(2 * PART)),
+            "three_parts.bin": self.write("r7/three_parts.bin", rnd.randbytes(2 * PART + 12345)),
+            "one_mib.bin": self.write("r7/one_mib.bin", rnd.randbytes(MIB)),
+        }
+        cfg = self.config(local_read="pread")
+        self.event("p1", "r7")
+        self.once(cfg)
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assert_copied("r7", files)
+        self.assertEqual(len(self.part_puts()), 2 + 3)
 
     def test_glob(self):
         self.write("r2/a.dat", b"A" * 10)
@@ -235,14 +274,19 @@ class TestCopy(Base):
         self.assertEqual(self.objects("copies/r2/"), ["copies/r2/a.dat", "copies/r2/b.dat"])
 
     def test_wrong_bucket_fails_with_storage_message(self):
+        # one file (objects.get) and two (objects.list): the same failure
         self.write("r3/x", b"x")
+        self.write("r6/x", b"x")
+        self.write("r6/y", b"y")
         cfg = self.config()
         self.event("w1", "r3", bucket="no-such-bucket")
+        self.event("w2", "r6", bucket="no-such-bucket")
         self.once(cfg, rc=4)  # 4: something was dead-lettered
         failed = self.ledger(cfg, "dead")
-        self.assertEqual(len(failed), 1, self.ledger(cfg, "done"))
-        self.assertIn("The specified bucket does not exist.", failed[0]["error"])
-        self.assertIn("gs://no-such-bucket", failed[0]["error"])
+        self.assertEqual(len(failed), 2, self.ledger(cfg, "done"))
+        for f in failed:
+            self.assertIn("The specified bucket does not exist.", f["error"])
+            self.assertIn("gs://no-such-bucket", f["error"])
 
 
 class TestHdfs(Base):
@@ -610,11 +654,18 @@ class TestChanged(Base):
         a mapped page past the new end raises SIGBUS, which must fail that
         attempt (retried) instead of killing the daemon. Once the file is
         left alone, the copy is exact."""
+        self.truncated_while_read()
+
+    def test_file_truncated_under_pread_is_retried(self):
+        """The same with local_read pread: a short read fails the attempt."""
+        self.truncated_while_read(local_read="pread")
+
+    def truncated_while_read(self, **opts):
         rnd = random.Random(11)
         size = 16 * PART  # long enough to be sending while the size flaps
         path = os.path.join(self.src, "r9", "big.bin")
         self.write("r9/big.bin", rnd.randbytes(size))
-        cfg = self.config(streams=2)
+        cfg = self.config(streams=2, **opts)
         self.event("t1", "r9")
         d = sbtest.Daemon(cfg, self.log).start()
         # flap the size for a while: half, then whole again, a few ms each
