@@ -1808,7 +1808,8 @@ static void on_olist(job *j, sb_gcp_result rc, sb_gcp_response *resp, const char
         drop_known(j);
         j->listing = LIST_NONE;
     } else {
-        qsort(j->known, j->nknown, sizeof *j->known, cmp_known);
+        if (j->nknown) /* qsort and bsearch take no NULL base, even for 0 items */
+            qsort(j->known, j->nknown, sizeof *j->known, cmp_known);
         j->listing = LIST_DONE;
     }
     json_decref(o);
@@ -1819,7 +1820,7 @@ static void decide_listed(job *j, gfile *f)
 {
     f->phase = F_META;
     known key = {.name = f->name};
-    const known *kn = bsearch(&key, j->known, j->nknown, sizeof *j->known, cmp_known);
+    const known *kn = j->nknown ? bsearch(&key, j->known, j->nknown, sizeof *j->known, cmp_known) : NULL;
     decide(j, f, kn && kn->has_crc, kn ? kn->size : 0, kn ? kn->crc : 0);
 }
 

@@ -32,6 +32,17 @@ BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
 BIN = os.path.join(BUILD, "syncbridge")
 
 
+def whole_record_after_tear(line):
+    """The event id of the complete record a torn line ends with, or None."""
+    at = line.find('{"event_id"', 1)
+    while at > 0:
+        try:
+            return json.loads(line[at:])["event_id"]
+        except ValueError:
+            at = line.find('{"event_id"', at + 1)
+    return None
+
+
 def main():
     seed = int(os.environ.get("SB_CRASH_SEED", str(int(time.time()))))
     rnd = random.Random(seed)
@@ -108,11 +119,13 @@ def main():
                 # a SIGKILL in the middle of a write leaves a partial line, and
                 # the next daemon appends after it; the torn event was not
                 # recorded as done, so it is written again in full later
-                at = line.rfind('{"event_id"')
-                if at <= 0:
+                # (the record nests the event's fields, which hold an
+                # "event_id" too, so take the first start that parses to
+                # the end of the line, not the last one)
+                eid = whole_record_after_tear(line)
+                if eid is None:
                     raise
                 torn += 1
-                eid = json.loads(line[at:])["event_id"]
             seen[eid] = seen.get(eid, 0) + 1
     if torn:
         print("%d line(s) torn by a kill, their events written again" % torn)
