@@ -107,6 +107,64 @@ class BlobBody:
                 self.fh.close()
 
 
+class CompositeBlob:
+    """An object made by completing an XML multipart upload: its parts'
+    blobs in order, not copied (Cloud Storage does not rewrite them
+    either), and their CRCs combined. It owns the parts once committed
+    (`owns`), so a complete refused before that leaves them to the upload."""
+
+    def __init__(self, parts, crc):
+        self.parts = parts
+        self.size = sum(p.size for p in parts)
+        self.md5 = None
+        self.crc = crc
+        self.data = None
+        self.path = None
+        self.owns = False
+
+    def _spans(self, offset, length):
+        """(part, offset in it, length) covering [offset, offset+length)."""
+        end = offset + length
+        at = 0
+        for p in self.parts:
+            lo, hi = max(offset, at), min(end, at + p.size)
+            if lo < hi:
+                yield p, lo - at, hi - lo
+            at += p.size
+
+    def read(self, offset=0, length=None):
+        if length is None:
+            length = self.size - offset
+        return b''.join(p.read(o, n) for p, o, n in self._spans(offset, length))
+
+    def chunks(self, offset=0, length=None, step=8 << 20):
+        if length is None:
+            length = self.size - offset
+        for p, o, n in self._spans(offset, length):
+            yield from p.chunks(o, n, step)
+
+    def body(self, offset=0, length=None):
+        return CompositeBody([p.body(o, n) for p, o, n in
+                              self._spans(offset, self.size - offset if length is None else length)])
+
+    def discard(self):
+        if self.owns:
+            for p in self.parts:
+                p.discard()
+
+
+class CompositeBody:
+    """The parts' bodies one after the other (each pinned when made)."""
+
+    def __init__(self, bodies):
+        self.bodies = bodies
+        self.size = sum(b.size for b in bodies)
+
+    def write_to(self, wfile, sock):
+        for b in self.bodies:
+            b.write_to(wfile, sock)
+
+
 class BlobWriter:
     def __init__(self, tmpdir, with_md5=True):
         self.tmpdir = tmpdir
@@ -938,23 +996,28 @@ class Storage:
             if [pn for pn, _ in wanted] != sorted(set(pn for pn, _ in wanted)):
                 raise ApiError(400, 'order', body=_xml_error('InvalidPartOrder', 'The list of parts was not in '
                                'ascending order.'), content_type='application/xml; charset=UTF-8')
-            w = BlobWriter(self.tmpdir, with_md5=False)
             md5s = b''
+            blobs = []
+            crc = 0
             for pn, et in wanted:
                 part = up['parts'].get(pn)
                 if part is None or part[1].strip('"') != (et or '').strip('"'):
-                    w.abort()
                     raise ApiError(400, 'part', body=_xml_error('InvalidPart', 'One or more of the specified '
                                    'parts could not be found or the ETag did not match.'),
                                    content_type='application/xml; charset=UTF-8')
-                w.append(part[0])
+                blobs.append(part[0])
+                crc = crcmod.crc32c_combine(crc, part[0].crc, part[0].size)
                 md5s += part[0].md5
-            o = self._commit(req, bucket, name, w.finish(), up['ctype'], {'metadata': up['meta']} if up['meta'] else {}, {})
+            blob = CompositeBlob(blobs, crc)
+            o = self._commit(req, bucket, name, blob, up['ctype'], {'metadata': up['meta']} if up['meta'] else {}, {})
+            blob.owns = True
             o.component_count = len(wanted)
             with self.lock:
                 self.xml_uploads.pop(uid, None)
-            for blob, _, _ in up['parts'].values():
-                blob.discard()
+            used = set(pn for pn, _ in wanted)
+            for pn, (b, _, _) in up['parts'].items():
+                if pn not in used:
+                    b.discard()
             etag = '"%s-%d"' % (hashlib.md5(md5s).hexdigest(), len(wanted))
             return _xml_resp('CompleteMultipartUploadResult',
                              [('Location', '%s/xml/%s/%s' % (req.base_url, bucket, urllib.parse.quote(name))),
