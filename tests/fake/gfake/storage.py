@@ -232,6 +232,7 @@ class BlobWriter:
         md5 = self.md5.digest() if self.md5 is not None else None
         if self.fh is not None:
             self.fh.close()
+            self.fh = None   # the file is the blob's now: abort() must not unlink it
             return Blob(self.size, md5, self.crc, path=self.path)
         return Blob(self.size, md5, self.crc, data=bytes(self.buf))
 
@@ -319,6 +320,12 @@ class Storage:
             for b in getattr(self, 'buckets', {}).values():
                 for o in b['objects'].values():
                     o.blob.discard()
+            # uploads left open hold temporary files too
+            for up in getattr(self, 'xml_uploads', {}).values():
+                for blob, _, _ in up['parts'].values():
+                    blob.discard()
+            for sess in getattr(self, 'sessions', {}).values():
+                sess['writer'].abort()
             self.buckets = {}
             self.sessions = {}
             self.xml_uploads = {}
