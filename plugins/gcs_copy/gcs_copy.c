@@ -83,6 +83,7 @@ typedef struct gc_conf {
     int64_t streams;
     int64_t part_size;
     int64_t single_max;
+    int64_t hdfs_buffer;
     const char *xml_endpoint;
     int64_t progress_interval;
     int64_t stall_timeout;
@@ -116,6 +117,11 @@ static const sb_option_def options[] = {
      SB_OPT_RANGE_BIND(5 * MIB, 5LL * 1024 * MIB, gc_conf, part_size)},
     {SB_OPT("single_max", SB_OPT_SIZE, "\"16MB\"", 0, "Files up to this size go in one request; larger ones in parts."),
      SB_OPT_RANGE_BIND(0, 5LL * 1024 * MIB, gc_conf, single_max)},
+    {SB_OPT("hdfs_buffer", SB_OPT_SIZE, "\"32MB\"", 0,
+            "input hdfs: bytes read from WebHDFS held in memory at once (a part or a small file is read whole, "
+            "as its CRC32C goes in the upload's header). Reads wait while it is full; one always runs. "
+            "streams x part_size keeps every stream busy, at that much more resident memory."),
+     SB_OPT_RANGE_BIND(1 * MIB, 64LL * 1024 * MIB, gc_conf, hdfs_buffer)},
     {SB_OPT("if_generation_match", SB_OPT_INT, NULL, 0,
             "0: create only; an object that exists with other content fails the event (412) instead of being "
             "overwritten."),
@@ -228,6 +234,10 @@ typedef struct job {
     int listing; /* LIST_* */
     known *known;
     size_t nknown, cknown, listed; /* listed: objects seen, kept or not */
+    /* WebHDFS bytes in buffers (hdfs_buffer bounds it), and the reads
+     * waiting for room: each holds its stream slot (counted in inflight) */
+    uint64_t held;
+    struct tx *waiting, *waiting_tail;
 } job;
 
 enum {
@@ -260,6 +270,7 @@ typedef struct tx {
     char *hdr[6];
     const char *hdrs[7];
     char *xml; /* complete body */
+    struct tx *next_waiting; /* T_READ waiting for hdfs_buffer room */
     struct tx *pending; /* T_STAT S_RFINAL: the chunk to send when the file is unchanged (owned) */
 } tx;
 
@@ -379,12 +390,17 @@ static void state_drop_upload(job *j, gfile *f)
 
 /* ---- reading the file ----------------------------------------------------- */
 
+static void start_waiting_reads(job *j);
+
 static void unmap(tx *t)
 {
     if (t->map) {
-        if (t->owned)
+        if (t->owned) {
             free(t->map);
-        else
+            t->j->held -= t->map_len < t->j->held ? t->map_len : t->j->held;
+            t->map = NULL;
+            start_waiting_reads(t->j);
+        } else
             munmap(t->map, t->map_len);
         t->map = NULL;
     }
@@ -696,9 +712,14 @@ static size_t hdfs_write(const char *data, size_t len, const struct sb_gcp_respo
     return len;
 }
 
+static void send_read(tx *t);
+
 /* Read [off, off+len) of the file from the DataNode (OPEN follows the 307),
  * then go on with `then`: R_SINGLE / R_PART hold the bytes in a buffer,
- * R_CRC only computes their CRC. */
+ * R_CRC only computes their CRC. A read into a buffer waits while
+ * hdfs_buffer is full and another buffer holds it (so one always runs),
+ * keeping its stream slot: RSS stays bounded whatever streams and
+ * part_size are. */
 static void hdfs_read(job *j, gfile *f, uint64_t off, uint64_t len, int then, uint32_t k)
 {
     tx *t = tx_new(j, f, T_READ);
@@ -707,18 +728,36 @@ static void hdfs_read(job *j, gfile *f, uint64_t off, uint64_t len, int then, ui
     t->off = off;
     t->len = len;
     if (then != R_CRC && then != R_RCRC && len) {
-        t->map = malloc((size_t)len);
+        t->owned = 1;
+        t->map_len = (size_t)len; /* allocated when sent */
+        if (j->held && j->held + len > (uint64_t)j->p->c->hdfs_buffer) {
+            j->inflight++;
+            if (j->waiting_tail)
+                j->waiting_tail->next_waiting = t;
+            else
+                j->waiting = t;
+            j->waiting_tail = t;
+            return;
+        }
+    }
+    send_read(t);
+}
+
+static void send_read(tx *t)
+{
+    job *j = t->j;
+    if (t->owned) {
+        t->map = malloc(t->map_len);
         if (!t->map) {
-            fail(j, SB_RESULT_RETRY, 0, "out of memory for a %" PRIu64 "-byte read buffer", len);
+            fail(j, SB_RESULT_RETRY, 0, "out of memory for a %zu-byte read buffer", t->map_len);
             tx_free(t);
             return;
         }
-        t->owned = 1;
-        t->map_len = (size_t)len;
+        j->held += t->map_len;
     }
     char q[96];
-    snprintf(q, sizeof q, "op=OPEN&offset=%" PRIu64 "&length=%" PRIu64, off, len);
-    t->url = hdfs_url(j->p, f->path, q);
+    snprintf(q, sizeof q, "op=OPEN&offset=%" PRIu64 "&length=%" PRIu64, t->off, t->len);
+    t->url = hdfs_url(j->p, t->f->path, q);
     sb_gcp_request req = SB_GCP_REQUEST_INIT;
     hdfs_request(j->p, &req);
     stall_bound(j->p, &req);
@@ -735,6 +774,25 @@ static void hdfs_read(job *j, gfile *f, uint64_t off, uint64_t len, int then, ui
         return;
     }
     j->inflight++;
+}
+
+/* Buffer room came free: start the reads waiting for it, in order (or,
+ * once the event has failed, drop them with their slots). */
+static void start_waiting_reads(job *j)
+{
+    while (j->waiting) {
+        tx *t = j->waiting;
+        if (j->result == SB_RESULT_UNSET && j->held && j->held + t->map_len > (uint64_t)j->p->c->hdfs_buffer)
+            break;
+        j->waiting = t->next_waiting;
+        if (!j->waiting)
+            j->waiting_tail = NULL;
+        j->inflight--; /* send_read takes the slot again */
+        if (j->result != SB_RESULT_UNSET)
+            tx_free(t);
+        else
+            send_read(t);
+    }
 }
 
 static void start_single_buf(job *j, gfile *f, unsigned char *buf);
@@ -774,6 +832,7 @@ static void hdfs_stat_then(job *j, gfile *f, int then, unsigned char *buf, tx *p
     tx *t = tx_new(j, f, T_STAT);
     t->then = then;
     t->map = buf;
+    t->map_len = buf ? (size_t)f->size : 0; /* what hdfs_buffer counted for it */
     t->owned = 1;
     t->pending = pending;
     t->url = hdfs_url(j->p, f->path, "op=GETFILESTATUS");
@@ -2519,6 +2578,11 @@ static void copy_event(gcs_copy *p, sb_batch *b, size_t i)
             pump(&j);
         sb_gcp_multi_run(j.m, NULL);
         sb_gcp_multi_destroy(j.m);
+        while (j.waiting) { /* none once the multi is idle: a read waits only while another holds a buffer */
+            tx *t = j.waiting;
+            j.waiting = t->next_waiting;
+            tx_free(t);
+        }
     }
     if (j.result == SB_RESULT_UNSET) {
         for (size_t k = 0; k < j.nf; k++)

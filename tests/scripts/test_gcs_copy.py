@@ -338,6 +338,25 @@ class TestHdfs(Base):
         self.once(cfg)
         self.assertEqual(self.objects("copies/gr6/"), ["copies/gr6/big.bin", "copies/gr6/exact.bin"])
 
+    def test_hdfs_buffer_bounds_the_reads_held(self):
+        """hdfs_buffer: a part read from WebHDFS is held whole until it is
+        sent, so with room for one part the reads run one after another
+        (each waits for the previous part's upload to free its buffer),
+        whatever streams is; the copy is still exact."""
+        files = {"big.bin": self.seed("/td/r17/big.bin", size=4 * PART - 5, seed=6)}
+        cfg = self.config(input="hdfs", hdfs_url=self.fake.base, source="/td/${run}", streams=4,
+                          hdfs_buffer=PART)
+        self.fake.fault(path_regex=r"^/datanode/", kind="latency", latency_ms=300)
+        self.event("b1", "r17")
+        self.once(cfg)
+        self.fake.clear_faults()
+        self.assertEqual(self.ledger(cfg, "dead"), [])
+        self.assert_hdfs_copied("r17", files)
+        reads = sorted(r["time"] for r in self.requests(r"^/datanode/"))
+        self.assertEqual(len(reads), 4, reads)
+        gaps = [b - a for a, b in zip(reads, reads[1:])]
+        self.assertGreater(min(gaps), 0.25, "reads overlapped: %s" % gaps)
+
     @unittest.skipUnless("SPNEGO" in subprocess.run(["curl", "-V"], capture_output=True, text=True).stdout
                          if shutil.which("curl") else False, "libcurl without GSS-API/SPNEGO")
     def test_negotiate_sends_no_token_and_no_user_name(self):
