@@ -390,16 +390,12 @@ static void state_drop_upload(job *j, gfile *f)
 
 /* ---- reading the file ----------------------------------------------------- */
 
-static void start_waiting_reads(job *j);
-
 static void unmap(tx *t)
 {
     if (t->map) {
-        if (t->owned) {
+        if (t->owned) { /* on_done starts the reads waiting for this room once its handler ran */
             free(t->map);
             t->j->held -= t->map_len < t->j->held ? t->map_len : t->j->held;
-            t->map = NULL;
-            start_waiting_reads(t->j);
         } else
             munmap(t->map, t->map_len);
         t->map = NULL;
@@ -920,6 +916,13 @@ static void on_read(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, cons
             sb_gcp_outcome o = sb_gcp_classify(rc, resp, errstr, 0);
             fail(j, o.result == SB_RESULT_FAIL ? SB_RESULT_FAIL : SB_RESULT_RETRY, o.retry_after_ms,
                  "WebHDFS read of %s: %s", f->path, o.reason ? o.reason : "failed");
+        }
+        return;
+    }
+    if (j->result != SB_RESULT_UNSET) { /* the event failed meanwhile: nothing more is sent */
+        if (t->then == R_PART) {
+            f->parts[t->part].st = PART_TODO;
+            f->nflight--;
         }
         return;
     }
@@ -1529,10 +1532,8 @@ static void on_rchunk(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, co
             c = 0;
             if (t->owned)
                 c = crc32c(0, t->map, (size_t)got);
-            else if (got && mapguard_crc32c(&c, t->map + t->adj, (size_t)got) != 0) {
-                fail_shrunk(j, f);
+            else if (got && range_crc(j, f, t->off, got, &c) != 0) /* read again: with pread nothing is mapped */
                 return;
-            }
         }
         resumable_caught_up(j, f, (uint64_t)n, crc32c_combine(f->rcrc, c, got));
         return;
@@ -2125,6 +2126,7 @@ static void on_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_resp
         break;
     }
     tx_free(t);
+    start_waiting_reads(j); /* after the handler: a failure it found drops them instead */
     pump(j);
 }
 
@@ -2578,7 +2580,7 @@ static void copy_event(gcs_copy *p, sb_batch *b, size_t i)
             pump(&j);
         sb_gcp_multi_run(j.m, NULL);
         sb_gcp_multi_destroy(j.m);
-        while (j.waiting) { /* none once the multi is idle: a read waits only while another holds a buffer */
+        while (j.waiting) { /* left only by a failure: a read waits only while a transfer in the multi holds a buffer */
             tx *t = j.waiting;
             j.waiting = t->next_waiting;
             tx_free(t);

@@ -1,12 +1,10 @@
 /* mapguard.c - SIGBUS on a shrunken file mapping becomes an error return
  * (mapguard.h). The handler jumps back only when the faulting thread is
  * inside a guarded call and the address is in the range it reads; the
- * interrupted code is a memcpy or a CRC loop, which hold no lock and leave
+ * interrupted code is a memcpy, which holds no lock and leaves
  * nothing half-done that the caller does not throw away. */
 #include "build_config.h"
 #include "mapguard.h"
-
-#include "crc32c.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -102,19 +100,5 @@ int mapguard_copy(void *dst, const void *src, size_t n)
     memcpy(dst, src, n);
     atomic_signal_fence(memory_order_seq_cst);
     active = NULL;
-    return 0;
-}
-
-int mapguard_crc32c(uint32_t *crc, const void *src, size_t n)
-{
-    struct guard g = {.lo = src, .hi = (const char *)src + n};
-    if (sigsetjmp(g.jb, 0) != 0)
-        return -1;
-    active = &g;
-    atomic_signal_fence(memory_order_seq_cst);
-    uint32_t c = crc32c(*crc, src, n);
-    atomic_signal_fence(memory_order_seq_cst);
-    active = NULL;
-    *crc = c;
     return 0;
 }

@@ -26,8 +26,4 @@ int mapguard_init(void);
  * mapping faulted (the file shrank); dst then holds an unspecified prefix. */
 int mapguard_copy(void *dst, const void *src, size_t n);
 
-/* *crc = crc32c(*crc, src, n) over a file mapping: 0, or -1 if it faulted
- * (*crc is then unchanged). */
-int mapguard_crc32c(uint32_t *crc, const void *src, size_t n);
-
 #endif
