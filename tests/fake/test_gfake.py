@@ -662,6 +662,14 @@ class TestStorage(Base):
         st, _, _, raw = F.api('POST', '/xml/bkt/x%%2Fpm.bin?uploadId=%s' % uid, body.encode())
         self.assertEqual(st, 404)
         self.assertIn(b'NoSuchUpload', raw)
+        # the object is made of the parts' bytes: an abort or a part sent
+        # after the complete finds no upload and leaves the object whole
+        st, _, _, raw = F.api('DELETE', '/xml/bkt/x%%2Fpm.bin?uploadId=%s' % uid)
+        self.assertEqual(st, 404)
+        self.assertIn(b'NoSuchUpload', raw)
+        st, _, _, raw = F.api('PUT', '/xml/bkt/x%%2Fpm.bin?partNumber=1&uploadId=%s' % uid, b'late')
+        self.assertEqual(st, 404)
+        self.assertEqual(F.api('GET', '/storage/v1/b/bkt/o/x%2Fpm.bin?alt=media')[3], b''.join(parts))
         st, _, _, raw = F.api('POST', '/xml/bkt/o2?uploads', b'')
         uid = raw.decode().split('<UploadId>')[1].split('<')[0]
         self.assertEqual(F.api('DELETE', '/xml/bkt/o2?uploadId=' + uid)[0], 204)

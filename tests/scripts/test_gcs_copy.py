@@ -452,6 +452,26 @@ class TestResumable(Base):
         self.once(cfg)
         self.assertEqual(self.requests(r"^/(xml|upload)/"), [])
 
+    def test_chunks_persisted_in_part_go_on_from_the_range(self):
+        """Cloud Storage may persist only part of a chunk: the 308's Range
+        says how much, and the copy goes on from there (the CRC of the
+        bytes persisted read again from the file, mapped or not)."""
+        rnd = random.Random(23)
+        self.fake.call("POST", "/_fake/config", {"storage_resumable_persist_max": MIB})
+        try:
+            for k, read in enumerate(("mmap", "pread")):
+                run = "r20%d" % k
+                files = {"big.bin": self.write(run + "/big.bin", rnd.randbytes(2 * PART + 99))}
+                cfg = self.config(streams=1, local_read=read)
+                self.event("p%d" % k, run)
+                self.once(cfg)
+                self.assertEqual(self.ledger(cfg, "dead"), [], read)
+                self.assert_copied(run, files)
+        finally:
+            self.fake.call("POST", "/_fake/config", {"storage_resumable_persist_max": 0})
+        partial = [r for r in self.chunk_puts() if r["status"] == 308]
+        self.assertTrue(partial, "no chunk was answered with a 308")
+
     def test_sigkill_resumes_the_session_from_what_was_persisted(self):
         rnd = random.Random(22)
         nchunks = 10

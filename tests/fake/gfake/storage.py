@@ -29,6 +29,11 @@ from .server import ApiError, Response, json_response
 API = 'storage-v1'
 SPILL = 8 * 1024 * 1024
 CHUNK_QUANTUM = 262144
+# storage_resumable_persist_max: when > 0, a resumable chunk that does not
+# end the upload persists at most this many bytes (whole 256 KiB units, at
+# least one) and the 308 says so; Cloud Storage may persist less than a
+# chunk, and a client must go on from its Range.
+CONFIG = {'storage_resumable_persist_max': (int, 0)}
 BUCKET_404 = 'The specified bucket does not exist.'
 B = r'/storage/v1/b/([^/]+)'
 
@@ -832,14 +837,20 @@ class Storage:
                                 'greater than 262144, except for the final request (it\'s recommended to be '
                                 'the exact multiple of 262144). The received request contained %d bytes, '
                                 'which does not meet this requirement.' % length, reason='invalid')
-        self._session_write(req, w, w.size - start)
+        cap = int(self.app.config.get('storage_resumable_persist_max') or 0)
+        if cap > 0 and not final:
+            keep = max(CHUNK_QUANTUM, cap // CHUNK_QUANTUM * CHUNK_QUANTUM)
+            self._session_write(req, w, w.size - start, limit=start + keep)
+        else:
+            self._session_write(req, w, w.size - start)
         if final and w.size == total:
             return self._session_finish(req, s)
         return self._308(req, w.size)
 
-    def _session_write(self, req, w, skip):
+    def _session_write(self, req, w, skip, limit=None):
         """Append the request body, skipping the first `skip` bytes (resent
-        bytes the session already persisted)."""
+        bytes the session already persisted) and dropping what would take
+        the session past `limit` bytes."""
         r = req.reader
         while not r.done:
             d = r.read(8 << 20)
@@ -847,6 +858,8 @@ class Storage:
                 cut = min(skip, len(d))
                 d = d[cut:]
                 skip -= cut
+            if limit is not None:
+                d = d[:max(0, limit - w.size)]
             w.write(d)
 
     def _session_rest(self, req, s, start, total):
@@ -944,9 +957,7 @@ class Storage:
         with self.lock:
             up = self.xml_uploads.get(uid)
         if up is None or up['bucket'] != bucket or up['name'] != name:
-            raise ApiError(404, 'The requested upload was not found.',
-                           body=_xml_error('NoSuchUpload', 'The requested upload was not found.'),
-                           content_type='application/xml; charset=UTF-8')
+            raise _no_such_upload()
         if req.method == 'PUT':
             try:
                 pn = int(req.q('partNumber'))
@@ -960,8 +971,15 @@ class Storage:
             _xml_check_digest(blob, _goog_hash(req))
             etag = '"%s"' % blob.md5.hex()
             with self.lock:
-                old = up['parts'].get(pn)
-                up['parts'][pn] = (blob, etag, time.time())
+                # completed or aborted while this part came in: its parts
+                # are an object's now, or gone
+                live = self.xml_uploads.get(uid) is up
+                if live:
+                    old = up['parts'].get(pn)
+                    up['parts'][pn] = (blob, etag, time.time())
+            if not live:
+                blob.discard()
+                raise _no_such_upload()
             if old:
                 old[0].discard()
             return Response(200, b'', None, [('ETag', etag)])
@@ -975,8 +993,10 @@ class Storage:
             return _xml_resp('ListPartsResult', items)
         if req.method == 'DELETE':
             with self.lock:
-                self.xml_uploads.pop(uid, None)
-            for blob, _, _ in up['parts'].values():
+                gone = self.xml_uploads.pop(uid, None)
+            if gone is None:   # completed or aborted meanwhile: its parts are not ours to drop
+                raise _no_such_upload()
+            for blob, _, _ in gone['parts'].values():
                 blob.discard()
             return Response(204)
         if req.method == 'POST':
@@ -1006,23 +1026,35 @@ class Storage:
             md5s = b''
             blobs = []
             crc = 0
-            for pn, et in wanted:
-                part = up['parts'].get(pn)
-                if part is None or part[1].strip('"') != (et or '').strip('"'):
-                    raise ApiError(400, 'part', body=_xml_error('InvalidPart', 'One or more of the specified '
-                                   'parts could not be found or the ETag did not match.'),
-                                   content_type='application/xml; charset=UTF-8')
-                blobs.append(part[0])
-                crc = crcmod.crc32c_combine(crc, part[0].crc, part[0].size)
-                md5s += part[0].md5
+            with self.lock:
+                # taken out while it completes: a second complete, an abort
+                # or a part PUT meanwhile finds no upload (404), so no two
+                # objects share its parts and none is discarded under one
+                if self.xml_uploads.get(uid) is not up:
+                    raise _no_such_upload()
+                parts = dict(up['parts'])
+                for pn, et in wanted:
+                    part = parts.get(pn)
+                    if part is None or part[1].strip('"') != (et or '').strip('"'):
+                        raise ApiError(400, 'part', body=_xml_error('InvalidPart', 'One or more of the specified '
+                                       'parts could not be found or the ETag did not match.'),
+                                       content_type='application/xml; charset=UTF-8')
+                    blobs.append(part[0])
+                    crc = crcmod.crc32c_combine(crc, part[0].crc, part[0].size)
+                    md5s += part[0].md5
+                del self.xml_uploads[uid]
             blob = CompositeBlob(blobs, crc)
-            o = self._commit(req, bucket, name, blob, up['ctype'], {'metadata': up['meta']} if up['meta'] else {}, {})
+            try:
+                o = self._commit(req, bucket, name, blob, up['ctype'], {'metadata': up['meta']} if up['meta'] else {},
+                                 {})
+            except Exception:
+                with self.lock:   # refused (a precondition, no bucket): the upload is still there
+                    self.xml_uploads[uid] = up
+                raise
             blob.owns = True
             o.component_count = len(wanted)
-            with self.lock:
-                self.xml_uploads.pop(uid, None)
             used = set(pn for pn, _ in wanted)
-            for pn, (b, _, _) in up['parts'].items():
+            for pn, (b, _, _) in parts.items():
                 if pn not in used:
                     b.discard()
             etag = '"%s-%d"' % (hashlib.md5(md5s).hexdigest(), len(wanted))
@@ -1031,6 +1063,12 @@ class Storage:
                               ('Bucket', bucket), ('Key', name), ('ETag', etag)],
                              headers=[('x-goog-generation', str(o.generation)), ('x-goog-hash', o.hash_header())])
         raise ApiError(400, 'Unsupported XML API request')
+
+
+def _no_such_upload():
+    return ApiError(404, 'The requested upload was not found.',
+                    body=_xml_error('NoSuchUpload', 'The requested upload was not found.'),
+                    content_type='application/xml; charset=UTF-8')
 
 
 def _xml_check_digest(blob, want):
