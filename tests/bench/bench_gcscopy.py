@@ -8,8 +8,15 @@ APIs fake's Cloud Storage, side by side with what the fake can take.
   gcs_copy    the daemon (--once, one event for the whole directory):
               MB/s, its CPU seconds per GiB and its peak RSS, once with
               local_read mmap (the default) and once with pread
+  hdfs        the daemon again, the same shape of data read from the
+              fake's WebHDFS (LISTSTATUS, OPEN through the DataNode
+              redirect); the fake serves both ends, so this is beside
+              the local runs, not a ceiling of its own
   rclone      `rclone copy` with its endpoint at the fake and the same
               parallelism, when rclone is installed; else "skipped"
+  resume      once: one SB_BENCH_GCS_RESUME_MB file (4096), the daemon
+              SIGKILLed when half its parts are in the fake, then run
+              again: the parts the fake had and that were sent again
   crc32c      GiB/s of the CRC-32C on one core (hardware and table)
 
 Runs are interleaved (ceiling, gcs_copy, rclone, ... ROUNDS times) so a
@@ -31,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
@@ -45,6 +53,8 @@ BIG_MB = int(os.environ.get("SB_BENCH_GCS_BIG_MB", "512"))
 SMALL = int(os.environ.get("SB_BENCH_GCS_SMALL", "2000"))
 STREAMS = int(os.environ.get("SB_BENCH_GCS_STREAMS", "8"))
 ROUNDS = int(os.environ.get("SB_BENCH_GCS_ROUNDS", "2"))
+RESUME_MB = int(os.environ.get("SB_BENCH_GCS_RESUME_MB", "4096"))
+PART = 16 * (1 << 20)
 MIB = 1 << 20
 
 
@@ -115,8 +125,8 @@ def ceiling(base, src, rnd):
     return time.monotonic() - t0, cpu
 
 
-def gcs_copy(base, d, src, rnd, read):
-    tag = "%d-%s" % (rnd, read)
+def gcs_copy(base, d, src, rnd, read, **opts):
+    tag = "%s-%s" % (rnd, read)
     state = os.path.join(d, "state%s" % tag)
     inp = os.path.join(d, "in%s.jsonl" % tag)
     with open(inp, "w") as f:
@@ -128,10 +138,77 @@ def gcs_copy(base, d, src, rnd, read):
                                 "xml_endpoint": base + "/xml", "streams": STREAMS, "part_size": "16MB",
                                 "single_max": "16MB", "step_timeout": "1h", "local_read": read}},
            "routes": {"r": {"sources": ["in"], "steps": ["copy"]}}}
+    if read not in ("mmap", "pread"):
+        del cfg["actions"]["copy"]["local_read"]   # a run from WebHDFS: a tag, not a local_read
+    cfg["actions"]["copy"].update(opts)
     path = os.path.join(d, "bench%s.json" % tag)
     with open(path, "w") as f:
         json.dump(cfg, f)
     return run_measured([BIN, "--once", "-c", path], env=ENV)
+
+
+def seed_hdfs(base):
+    """The local data's shape in the fake's WebHDFS, as generated content
+    (the fake serves any size from 64 KiB of pattern)."""
+    for k in range(BIG):
+        call(base, "POST", "/_fake/webhdfs/seed", {"path": "/bench/hdfs/big%d.bin" % k, "size": BIG_MB * MIB, "seed": k})
+    for k in range(SMALL):
+        call(base, "POST", "/_fake/webhdfs/seed",
+             {"path": "/bench/hdfs/small/s%04d.bin" % k, "size": 256 * 1024, "seed": 100 + k})
+
+
+def part_puts(base, prefix):
+    out = json.loads(call(base, "GET", "/_fake/requests?path_regex=" + urllib.parse.quote("^/xml/bench/" + prefix)))
+    return [r for r in out if r["method"] == "PUT" and "partNumber=" in r["query"]]
+
+
+def resume(base, d):
+    """(parts, parts the fake had at the kill, parts it had that were sent
+    again, part bytes received in all) for one RESUME_MB file. The fake
+    logs the part PUTs the kill cut with the bytes that came (cut: true),
+    so the bytes sent twice are all the part bytes less the file's."""
+    src = os.path.join(d, "resume")
+    os.makedirs(src)
+    chunk = os.urandom(MIB)
+    with open(os.path.join(src, "one.bin"), "wb") as f:
+        for _ in range(RESUME_MB):
+            f.write(chunk)
+    os.sync()
+    nparts = (RESUME_MB * MIB + PART - 1) // PART
+    tag = "resume"
+    state = os.path.join(d, "state-resume")
+    inp = os.path.join(d, "in-resume.jsonl")
+    with open(inp, "w") as f:
+        f.write(json.dumps({"event_id": "bench-resume", "run": "resume"}) + "\n")
+    cfg = {"state_dir": state, "log": {"level": "warn"}, "shutdown_timeout": "10s",
+           "sources": {"in": {"plugin": "file_in", "path": inp, "format": "json", "id_field": "event_id"}},
+           "actions": {"copy": {"plugin": "gcs_copy", "source": src, "destination": "gs://bench/copy/${run}",
+                                "auth": "static", "token": "fake-static-token", "endpoint": base,
+                                "xml_endpoint": base + "/xml", "streams": STREAMS, "part_size": PART,
+                                "single_max": "16MB", "step_timeout": "1h"}},
+           "routes": {"r": {"sources": ["in"], "steps": ["copy"]}}}
+    path = os.path.join(d, "bench-%s.json" % tag)
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    p = subprocess.Popen([BIN, "--once", "-c", path], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            done = [r for r in part_puts(base, "copy/resume/") if r["status"] == 200]
+            if len(done) * 2 >= nparts or p.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        p.kill()
+        p.wait()
+    time.sleep(1)  # the fake logs the cut PUTs as it sees their connections close
+    first = part_puts(base, "copy/resume/")
+    had = set(urllib.parse.parse_qs(r["query"])["partNumber"][0] for r in first if r["status"] == 200)
+    call(base, "DELETE", "/_fake/requests")
+    run_measured([BIN, "--once", "-c", path], env=ENV)
+    after = part_puts(base, "copy/resume/")
+    again = sum(1 for r in after if urllib.parse.parse_qs(r["query"])["partNumber"][0] in had)
+    received = sum(r["size"] for r in first + after)
+    return nparts, len(had), again, received
 
 
 def rclone(base, d, src, rnd):
@@ -201,7 +278,7 @@ def main():
         log("data: %d x %d MiB + %d x 256 KiB = %.2f GiB, streams %d, load average %s" %
             (BIG, BIG_MB, SMALL, gib, STREAMS, open("/proc/loadavg").read().split()[:3]))
         have_rclone = shutil.which("rclone") is not None
-        res = {"ceiling": [], "curl_cpu": [], "mmap": [], "pread": [], "rclone": []}
+        res = {"ceiling": [], "curl_cpu": [], "mmap": [], "pread": [], "hdfs": [], "rclone": []}
         def empty_bucket():
             # every run starts with the fake holding nothing, so none pays
             # for what an earlier one left in memory or on disk
@@ -218,6 +295,10 @@ def main():
                 w, cpu, rss = gcs_copy(base, d, src, rnd, read)
                 res[read].append((total / w / 1e6, cpu / gib, rss / 1024.0))
                 empty_bucket()
+            seed_hdfs(base)
+            w, cpu, rss = gcs_copy(base, d, "/bench/hdfs", rnd, "hdfs", input="hdfs", hdfs_url=base)
+            res["hdfs"].append((total / w / 1e6, cpu / gib, rss / 1024.0))
+            empty_bucket()
             if have_rclone:
                 w, cpu, rss = rclone(base, d, src, rnd)
                 res["rclone"].append((total / w / 1e6, cpu / gib, rss / 1024.0))
@@ -234,6 +315,11 @@ def main():
                       (read, ", ".join("%.0f" % x[0] for x in res[read]), g[0], g[0] / best),
                       "    CPU s/GiB: %s; peak RSS: %s MiB (target <= 64)" %
                       (", ".join("%.2f" % x[1] for x in res[read]), ", ".join("%.1f" % x[2] for x in res[read]))]
+        h = max(res["hdfs"])
+        lines += ["  gcs_copy from the fake's WebHDFS: %s MB/s (best %.2f x local mmap's)" %
+                  (", ".join("%.0f" % x[0] for x in res["hdfs"]), h[0] / max(res["mmap"])[0]),
+                  "    CPU s/GiB: %s; peak RSS: %s MiB (target <= 64)" %
+                  (", ".join("%.2f" % x[1] for x in res["hdfs"]), ", ".join("%.1f" % x[2] for x in res["hdfs"]))]
         if have_rclone:
             r = max(res["rclone"])
             lines.append("  rclone copy: %s MB/s, CPU s/GiB %s, peak RSS %s MiB" %
@@ -247,6 +333,16 @@ def main():
                              % (read, g[0] / r[0], cpu_ratio))
         else:
             lines.append("  rclone copy: skipped (rclone is not installed)")
+        if RESUME_MB > 0:
+            nparts, had, again, received = resume(base, d)
+            resent = received - RESUME_MB * MIB
+            lines.append("  resume: %d MiB file, %d parts of %d MiB, SIGKILL once the fake had %d; %d of those sent "
+                         "again after the restart" % (RESUME_MB, nparts, PART // MIB, had, again))
+            lines.append("    bytes sent twice (parts cut by the kill included): %.1f MiB = %.2f parts; target: at "
+                         "most one part per stream, %d (%s)" %
+                         (resent / float(MIB), resent / float(PART), STREAMS,
+                          "met" if resent <= STREAMS * PART else "not met"))
+            empty_bucket()
         c = crc_speed()
         lines.append("  crc32c on one core: %s (target >= 8 GiB/s)" % (c or "skipped (bench_crc32c not built)"))
         text = "\n".join(lines)

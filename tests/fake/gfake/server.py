@@ -297,7 +297,7 @@ class App:
         return None
 
     # ---- request log ------------------------------------------------------
-    def log_request(self, req, status):
+    def log_request(self, req, status, cut=False):
         if req.path.startswith('/_fake/'):
             return
         if req.reader is not None:
@@ -312,6 +312,8 @@ class App:
         entry = {'time': time.time(), 'method': req.method, 'path': req.path,
                  'query': req.query_string, 'headers': headers, 'status': status,
                  'size': size, 'truncated': size > len(head)}
+        if cut:
+            entry['cut'] = True
         try:
             entry['body'] = head.decode('utf-8')
         except UnicodeDecodeError:
@@ -391,7 +393,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return
         truncate = fault is not None and fault.get('kind') == 'truncate'
 
-        resp = self._run(app, req, route, m, style)
+        try:
+            resp = self._run(app, req, route, m, style)
+        except (ConnectionError, OSError):
+            # the client went away in the middle of a streamed body (a
+            # SIGKILL, a cut transfer): logged with what had come, so a
+            # test or bench can count the bytes sent for nothing
+            if req.reader is not None:
+                app.log_request(req, 0, cut=True)
+            raise
         if req.reader is not None and not req.reader.done:
             try:
                 req.reader.drain()
