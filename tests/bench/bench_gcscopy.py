@@ -54,7 +54,7 @@ SMALL = int(os.environ.get("SB_BENCH_GCS_SMALL", "2000"))
 STREAMS = int(os.environ.get("SB_BENCH_GCS_STREAMS", "8"))
 ROUNDS = int(os.environ.get("SB_BENCH_GCS_ROUNDS", "2"))
 RESUME_MB = int(os.environ.get("SB_BENCH_GCS_RESUME_MB", "4096"))
-PART = 16 * (1 << 20)
+PART = int(os.environ.get("SB_BENCH_GCS_PART_MB", "16")) * (1 << 20)  # part_size (the default, 16MB)
 MIB = 1 << 20
 
 
@@ -135,7 +135,7 @@ def gcs_copy(base, d, src, rnd, read, **opts):
            "sources": {"in": {"plugin": "file_in", "path": inp, "format": "json", "id_field": "event_id"}},
            "actions": {"copy": {"plugin": "gcs_copy", "source": src, "destination": "gs://bench/copy/${run}",
                                 "auth": "static", "token": "fake-static-token", "endpoint": base,
-                                "xml_endpoint": base + "/xml", "streams": STREAMS, "part_size": "16MB",
+                                "xml_endpoint": base + "/xml", "streams": STREAMS, "part_size": PART,
                                 "single_max": "16MB", "step_timeout": "1h", "local_read": read}},
            "routes": {"r": {"sources": ["in"], "steps": ["copy"]}}}
     if read not in ("mmap", "pread"):
