@@ -726,7 +726,7 @@ static void hdfs_read(job *j, gfile *f, uint64_t off, uint64_t len, int then, ui
     if (then != R_CRC && then != R_RCRC && len) {
         t->owned = 1;
         t->map_len = (size_t)len; /* allocated when sent */
-        if (j->held && j->held + len > (uint64_t)j->p->c->hdfs_buffer) {
+        if (j->waiting || (j->held && j->held + len > (uint64_t)j->p->c->hdfs_buffer)) { /* in order */
             j->inflight++;
             if (j->waiting_tail)
                 j->waiting_tail->next_waiting = t;

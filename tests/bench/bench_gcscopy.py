@@ -196,12 +196,17 @@ def resume(base, d):
             done = [r for r in part_puts(base, "copy/resume/") if r["status"] == 200]
             if len(done) * 2 >= nparts or p.poll() is not None:
                 break
-            time.sleep(0.05)
+            time.sleep(0.2)  # each poll returns the whole log: not so often that it loads the fake
     finally:
         p.kill()
         p.wait()
-    time.sleep(1)  # the fake logs the cut PUTs as it sees their connections close
-    first = part_puts(base, "copy/resume/")
+    # the fake logs the cut PUTs as it sees their connections close: wait
+    # until the log stops growing
+    first, seen = [], -1
+    while len(first) != seen:
+        seen = len(first)
+        time.sleep(1)
+        first = part_puts(base, "copy/resume/")
     had = set(urllib.parse.parse_qs(r["query"])["partNumber"][0] for r in first if r["status"] == 200)
     call(base, "DELETE", "/_fake/requests")
     run_measured([BIN, "--once", "-c", path], env=ENV)

@@ -426,7 +426,8 @@ class TestFaults(Base):
 
 class TestResumable(Base):
     def chunk_puts(self):
-        return [r for r in self.requests(r"^/upload/") if r["method"] == "PUT" and "upload_id=" in str(r["query"])]
+        return [r for r in self.requests(r"^/upload/") if r["method"] == "PUT" and "upload_id=" in str(r["query"])
+                and not r.get("cut")]
 
     def test_one_stream_is_a_resumable_upload(self):
         """streams 1: a large file is one resumable upload (JSON API), its
@@ -471,8 +472,9 @@ class TestResumable(Base):
                 self.assert_copied(run, files)
         finally:
             self.fake.call("POST", "/_fake/config", {"storage_resumable_persist_max": 0})
-        partial = [r for r in self.chunk_puts() if r["status"] == 308]
-        self.assertTrue(partial, "no chunk was answered with a 308")
+        # 2 x 3 chunks of 5 MiB without the cap; with 1 MiB persisted per
+        # request each chunk is sent again from where the last one stopped
+        self.assertGreater(len(self.chunk_puts()), 2 * 6, "the chunks were persisted whole")
 
     def test_sigkill_resumes_the_session_from_what_was_persisted(self):
         rnd = random.Random(22)

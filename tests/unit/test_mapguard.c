@@ -1,5 +1,5 @@
 /* test_mapguard.c - gcs_copy's guard for reading mapped files: a file
- * truncated under its mapping makes the guarded copy and CRC return -1
+ * truncated under its mapping makes the guarded copy return -1
  * instead of killing the process, on several threads at once, and a SIGBUS
  * outside a guard still ends the process. */
 #include "../../plugins/gcs_copy/mapguard.h"
