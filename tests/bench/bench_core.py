@@ -186,6 +186,20 @@ def med_range(xs, fmt):
     return "%s (%s-%s)" % (fmt % statistics.median(xs), fmt % min(xs), fmt % max(xs))
 
 
+
+def fluent_bit_rows(results, fr, n, what):
+    """Fluent Bit's rows of one comparison from its (wall s, CPU s) runs over
+    n lines; (median lines/s, median CPU s per 1M lines), or None with a
+    "skipped" row when there were no runs (FLUENT_BIT unset or not there)."""
+    if not fr:
+        why = "(%s is not executable)" % FLUENT_BIT if FLUENT_BIT else "(set FLUENT_BIT)"
+        results.append(("Fluent Bit %s side by side" % what, "skipped", why, True))
+        return None
+    results.append(("Fluent Bit %s (filesystem): lines/s" % what, med_range([n / w for w, _ in fr], "%.0f"),
+                    "(peer)", True))
+    results.append(("  CPU s per 1M lines", med_range([c * 1e6 / n for _, c in fr], "%.2f"), "(peer)", True))
+    return statistics.median([n / w for w, _ in fr]), statistics.median([c * 1e6 / n for _, c in fr])
+
 def side_by_side(d, inp, results):
     """Issue 19: interleaved rounds of syncbridge (both keep_payload modes)
     and Fluent Bit on the same input."""
@@ -208,16 +222,10 @@ def side_by_side(d, inp, results):
         b = statistics.median([x for _, _, x in rs])
         results.append(("  ledger bytes per settled event", med_range([x for _, _, x in rs], "%.0f"),
                         "<= %d" % target if target else "(reported)", b <= target if target else True))
-    if not fb:
-        why = "(%s is not executable)" % FLUENT_BIT if FLUENT_BIT else "(set FLUENT_BIT)"
-        results.append(("Fluent Bit side by side", "skipped", why, True))
+    peer = fluent_bit_rows(results, fb and runs["fb"], N, "tail -> null")
+    if not peer:
         return
-    fr = runs["fb"]
-    fb_rate = statistics.median([N / w for w, _ in fr])
-    fb_cpu = statistics.median([c * 1e6 / N for _, c in fr])
-    results.append(("Fluent Bit tail -> null (filesystem): lines/s", med_range([N / w for w, _ in fr], "%.0f"),
-                    "(peer)", True))
-    results.append(("  CPU s per 1M lines", med_range([c * 1e6 / N for _, c in fr], "%.2f"), "(peer)", True))
+    fb_rate, fb_cpu = peer
     for keep in ("always", "until_settled"):
         rs = runs[keep]
         rate = statistics.median([N / w for w, _, _ in rs]) / fb_rate
@@ -368,16 +376,10 @@ def http_side_by_side(d, inp, n, results):
         st = statistics.median([s * 1e6 / n for _, _, s in rs])
         results.append(("  pubsub step threads, CPU us per event", med_range([s * 1e6 / n for _, _, s in rs], "%.2f"),
                         "<= 2.0", st <= 2.0))
-    if not fb:
-        why = "(%s is not executable)" % FLUENT_BIT if FLUENT_BIT else "(set FLUENT_BIT)"
-        results.append(("Fluent Bit tail -> http side by side", "skipped", why, True))
+    peer = fluent_bit_rows(results, fb and runs["fb"], n, "tail -> http")
+    if not peer:
         return
-    fr = runs["fb"]
-    fb_rate = statistics.median([n / x for x, _ in fr])
-    fb_cpu = statistics.median([c * 1e6 / n for _, c in fr])
-    results.append(("Fluent Bit tail -> http (filesystem): lines/s", med_range([n / x for x, _ in fr], "%.0f"),
-                    "(peer)", True))
-    results.append(("  CPU s per 1M lines", med_range([c * 1e6 / n for _, c in fr], "%.2f"), "(peer)", True))
+    fb_rate, fb_cpu = peer
     for w in (1, 2):
         rs = runs[w]
         rate = statistics.median([n / x for x, _, _ in rs]) / fb_rate
