@@ -904,25 +904,20 @@ static void parts_sent(job *j, gfile *f)
 static void on_read(job *j, tx *t, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
 {
     gfile *f = t->f;
-    if (rc != SB_GCP_OK || t->got != t->len) {
+    /* a failed or short read fails the event; once it has failed, for
+     * whatever reason, nothing more is sent */
+    if (rc != SB_GCP_OK || t->got != t->len || j->result != SB_RESULT_UNSET) {
         if (t->then == R_PART) {
             f->parts[t->part].st = PART_TODO;
             f->nflight--;
         }
-        if (rc == SB_GCP_OK)
-            fail(j, SB_RESULT_RETRY, 0, "WebHDFS read of %s at %" PRIu64 ": %" PRIu64 " of %" PRIu64 " bytes", f->path,
-                 t->off, t->got, t->len);
-        else {
+        if (rc != SB_GCP_OK) {
             sb_gcp_outcome o = sb_gcp_classify(rc, resp, errstr, 0);
             fail(j, o.result == SB_RESULT_FAIL ? SB_RESULT_FAIL : SB_RESULT_RETRY, o.retry_after_ms,
                  "WebHDFS read of %s: %s", f->path, o.reason ? o.reason : "failed");
-        }
-        return;
-    }
-    if (j->result != SB_RESULT_UNSET) { /* the event failed meanwhile: nothing more is sent */
-        if (t->then == R_PART) {
-            f->parts[t->part].st = PART_TODO;
-            f->nflight--;
+        } else if (t->got != t->len) {
+            fail(j, SB_RESULT_RETRY, 0, "WebHDFS read of %s at %" PRIu64 ": %" PRIu64 " of %" PRIu64 " bytes", f->path,
+                 t->off, t->got, t->len);
         }
         return;
     }

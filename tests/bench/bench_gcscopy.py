@@ -125,26 +125,29 @@ def ceiling(base, src, rnd):
     return time.monotonic() - t0, cpu
 
 
-def gcs_copy(base, d, src, rnd, read, **opts):
-    tag = "%s-%s" % (rnd, read)
-    state = os.path.join(d, "state%s" % tag)
-    inp = os.path.join(d, "in%s.jsonl" % tag)
+def copy_config(base, d, src, tag, **opts):
+    """A config copying src to gs://bench/copy/TAG for one event, the
+    action's options beside the bench's defaults; its path."""
+    inp = os.path.join(d, "in-%s.jsonl" % tag)
     with open(inp, "w") as f:
-        f.write(json.dumps({"event_id": "bench-%s" % tag, "run": "r%s" % tag}) + "\n")
-    cfg = {"state_dir": state, "log": {"level": "warn"},
+        f.write(json.dumps({"event_id": "bench-%s" % tag, "run": tag}) + "\n")
+    act = {"plugin": "gcs_copy", "source": src, "destination": "gs://bench/copy/${run}", "auth": "static",
+           "token": "fake-static-token", "endpoint": base, "xml_endpoint": base + "/xml", "streams": STREAMS,
+           "part_size": PART, "single_max": "16MB", "step_timeout": "1h"}
+    act.update(opts)
+    cfg = {"state_dir": os.path.join(d, "state-%s" % tag), "log": {"level": "warn"},
            "sources": {"in": {"plugin": "file_in", "path": inp, "format": "json", "id_field": "event_id"}},
-           "actions": {"copy": {"plugin": "gcs_copy", "source": src, "destination": "gs://bench/copy/${run}",
-                                "auth": "static", "token": "fake-static-token", "endpoint": base,
-                                "xml_endpoint": base + "/xml", "streams": STREAMS, "part_size": PART,
-                                "single_max": "16MB", "step_timeout": "1h", "local_read": read}},
+           "actions": {"copy": act},
            "routes": {"r": {"sources": ["in"], "steps": ["copy"]}}}
-    if read not in ("mmap", "pread"):
-        del cfg["actions"]["copy"]["local_read"]   # a run from WebHDFS: a tag, not a local_read
-    cfg["actions"]["copy"].update(opts)
-    path = os.path.join(d, "bench%s.json" % tag)
+    path = os.path.join(d, "bench-%s.json" % tag)
     with open(path, "w") as f:
         json.dump(cfg, f)
-    return run_measured([BIN, "--once", "-c", path], env=ENV)
+    return path
+
+
+def gcs_copy(base, d, src, tag, **opts):
+    """(wall s, CPU s, peak RSS KiB) of one --once copy."""
+    return run_measured([BIN, "--once", "-c", copy_config(base, d, src, tag, **opts)], env=ENV)
 
 
 def seed_hdfs(base):
@@ -175,21 +178,7 @@ def resume(base, d):
             f.write(chunk)
     os.sync()
     nparts = (RESUME_MB * MIB + PART - 1) // PART
-    tag = "resume"
-    state = os.path.join(d, "state-resume")
-    inp = os.path.join(d, "in-resume.jsonl")
-    with open(inp, "w") as f:
-        f.write(json.dumps({"event_id": "bench-resume", "run": "resume"}) + "\n")
-    cfg = {"state_dir": state, "log": {"level": "warn"}, "shutdown_timeout": "10s",
-           "sources": {"in": {"plugin": "file_in", "path": inp, "format": "json", "id_field": "event_id"}},
-           "actions": {"copy": {"plugin": "gcs_copy", "source": src, "destination": "gs://bench/copy/${run}",
-                                "auth": "static", "token": "fake-static-token", "endpoint": base,
-                                "xml_endpoint": base + "/xml", "streams": STREAMS, "part_size": PART,
-                                "single_max": "16MB", "step_timeout": "1h"}},
-           "routes": {"r": {"sources": ["in"], "steps": ["copy"]}}}
-    path = os.path.join(d, "bench-%s.json" % tag)
-    with open(path, "w") as f:
-        json.dump(cfg, f)
+    path = copy_config(base, d, src, "resume")
     p = subprocess.Popen([BIN, "--once", "-c", path], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:
@@ -230,6 +219,12 @@ def crc_speed():
         return None
     out = subprocess.run([CRCBENCH], capture_output=True, text=True, timeout=120)
     return out.stdout.strip()
+
+
+def series(rows):
+    """The MB/s, CPU s/GiB and peak RSS MiB of (MB/s, CPU, RSS) rows, each
+    as one comma-separated string."""
+    return tuple(", ".join(fmt % r[k] for r in rows) for k, fmt in enumerate(("%.0f", "%.2f", "%.1f")))
 
 
 def fake_python():
@@ -297,11 +292,11 @@ def main():
             res["curl_cpu"].append(cpu / gib)
             empty_bucket()
             for read in ("mmap", "pread"):
-                w, cpu, rss = gcs_copy(base, d, src, rnd, read)
+                w, cpu, rss = gcs_copy(base, d, src, "%d-%s" % (rnd, read), local_read=read)
                 res[read].append((total / w / 1e6, cpu / gib, rss / 1024.0))
                 empty_bucket()
             seed_hdfs(base)
-            w, cpu, rss = gcs_copy(base, d, "/bench/hdfs", rnd, "hdfs", input="hdfs", hdfs_url=base)
+            w, cpu, rss = gcs_copy(base, d, "/bench/hdfs", "%d-hdfs" % rnd, input="hdfs", hdfs_url=base)
             res["hdfs"].append((total / w / 1e6, cpu / gib, rss / 1024.0))
             empty_bucket()
             if have_rclone:
@@ -316,21 +311,18 @@ def main():
                  (", ".join("%.0f" % x for x in res["ceiling"]), ", ".join("%.2f" % x for x in res["curl_cpu"]))]
         for read in ("mmap", "pread"):
             g = max(res[read])
+            mbs, cpu, rss = series(res[read])
             lines += ["  gcs_copy, local_read %s: %s MB/s (best %.0f = %.2f x ceiling, target >= 0.8)" %
-                      (read, ", ".join("%.0f" % x[0] for x in res[read]), g[0], g[0] / best),
-                      "    CPU s/GiB: %s; peak RSS: %s MiB (target <= 64)" %
-                      (", ".join("%.2f" % x[1] for x in res[read]), ", ".join("%.1f" % x[2] for x in res[read]))]
+                      (read, mbs, g[0], g[0] / best),
+                      "    CPU s/GiB: %s; peak RSS: %s MiB (target <= 64)" % (cpu, rss)]
         h = max(res["hdfs"])
+        mbs, cpu, rss = series(res["hdfs"])
         lines += ["  gcs_copy from the fake's WebHDFS: %s MB/s (best %.2f x local mmap's)" %
-                  (", ".join("%.0f" % x[0] for x in res["hdfs"]), h[0] / max(res["mmap"])[0]),
-                  "    CPU s/GiB: %s; peak RSS: %s MiB (target <= 64)" %
-                  (", ".join("%.2f" % x[1] for x in res["hdfs"]), ", ".join("%.1f" % x[2] for x in res["hdfs"]))]
+                  (mbs, h[0] / max(res["mmap"])[0]),
+                  "    CPU s/GiB: %s; peak RSS: %s MiB (target <= 64)" % (cpu, rss)]
         if have_rclone:
             r = max(res["rclone"])
-            lines.append("  rclone copy: %s MB/s, CPU s/GiB %s, peak RSS %s MiB" %
-                         (", ".join("%.0f" % x[0] for x in res["rclone"]),
-                          ", ".join("%.2f" % x[1] for x in res["rclone"]),
-                          ", ".join("%.1f" % x[2] for x in res["rclone"])))
+            lines.append("  rclone copy: %s MB/s, CPU s/GiB %s, peak RSS %s MiB" % series(res["rclone"]))
             for read in ("mmap", "pread"):
                 g = max(res[read])
                 cpu_ratio = max(x[1] for x in res[read]) / min(x[1] for x in res["rclone"])

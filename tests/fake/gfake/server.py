@@ -395,7 +395,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         try:
             resp = self._run(app, req, route, m, style)
-        except (ConnectionError, OSError):
+        except ConnectionError:   # what _run lets through; anything else became a 500
             # the client went away in the middle of a streamed body (a
             # SIGKILL, a cut transfer): logged with what had come, so a
             # test or bench can count the bytes sent for nothing

@@ -128,8 +128,9 @@ class CompositeBlob:
         self.owns = False
 
     def _spans(self, offset, length):
-        """(part, offset in it, length) covering [offset, offset+length)."""
-        end = offset + length
+        """(part, offset in it, length) covering [offset, offset+length),
+        or to the end when length is None."""
+        end = self.size if length is None else offset + length
         at = 0
         for p in self.parts:
             lo, hi = max(offset, at), min(end, at + p.size)
@@ -138,19 +139,14 @@ class CompositeBlob:
             at += p.size
 
     def read(self, offset=0, length=None):
-        if length is None:
-            length = self.size - offset
         return b''.join(p.read(o, n) for p, o, n in self._spans(offset, length))
 
     def chunks(self, offset=0, length=None, step=8 << 20):
-        if length is None:
-            length = self.size - offset
         for p, o, n in self._spans(offset, length):
             yield from p.chunks(o, n, step)
 
     def body(self, offset=0, length=None):
-        return CompositeBody([p.body(o, n) for p, o, n in
-                              self._spans(offset, self.size - offset if length is None else length)])
+        return CompositeBody([p.body(o, n) for p, o, n in self._spans(offset, length)])
 
     def discard(self):
         if self.owns:
