@@ -7,6 +7,7 @@
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static sb_event *run(const char *schema, const char *table, const char *finished)
 {
@@ -116,6 +117,76 @@ START_TEST(table_cap)
 }
 END_TEST
 
+/* Many runs of one table settled in every order (oldest first, newest
+ * first, at random, some forgotten and tracked again): the count and the
+ * oldest pending always match a plain list's. */
+START_TEST(pending_matches_a_plain_list_in_any_settle_order)
+{
+    enum { N = 3000 };
+    static int64_t fin[N];
+    static int live[N];
+    unsigned seed = 12345;
+    for (int order = 0; order < 3; order++) {
+        sb_freshness *f = sb_freshness_new();
+        int slot = -1;
+        for (int i = 0; i < N; i++) {
+            char when[32];
+            /* mostly in order, with some runs that finished earlier */
+            snprintf(when, sizeof when, "2026-12-05T%02d:%02d:%02dZ", 6 + (i % 7 == 3 ? 0 : i / 1000),
+                     (i / 60) % 60, i % 60);
+            sb_event *ev = run("edw", "orders", when);
+            slot = sb_freshness_track(f, i + 1, ev, &fin[i]);
+            live[i] = 1;
+            sb_event_free(ev);
+        }
+        for (int k = 0; k < N; k++) {
+            int i = order == 0 ? k : order == 1 ? N - 1 - k : (int)((seed = seed * 1103515245u + 12345u) >> 8) % N;
+            if (!live[i])
+                continue;
+            if (k % 97 == 5) { /* forgotten (a restart), then tracked again under its id */
+                sb_freshness_forget(f, slot, i + 1, fin[i]);
+                char when[32];
+                time_t t = (time_t)(fin[i] / 1000000);
+                strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+                sb_event *ev = run("edw", "orders", when);
+                ck_assert_int_eq(sb_freshness_track(f, i + 1, ev, &fin[i]), slot);
+                sb_event_free(ev);
+            } else {
+                sb_freshness_settle(f, slot, i + 1, fin[i], 1, fin[i] + 1);
+                live[i] = 0;
+            }
+            size_t want = 0;
+            int64_t oldest_want = 0;
+            for (int j = 0; j < N; j++)
+                if (live[j]) {
+                    if (!want || fin[j] < oldest_want)
+                        oldest_want = fin[j];
+                    want++;
+                }
+            const char *name;
+            const sb_hist *h;
+            size_t pending;
+            int64_t oldest;
+            ck_assert_int_eq(sb_freshness_table(f, (size_t)slot, &name, &h, &pending, &oldest), 0);
+            ck_assert_uint_eq(pending, want);
+            ck_assert_int_eq(oldest, oldest_want);
+        }
+        for (int i = 0; i < N; i++)
+            if (live[i]) {
+                sb_freshness_settle(f, slot, i + 1, fin[i], 0, 0);
+                live[i] = 0;
+            }
+        const char *name;
+        const sb_hist *h;
+        size_t pending;
+        int64_t oldest;
+        ck_assert_int_eq(sb_freshness_table(f, (size_t)slot, &name, &h, &pending, &oldest), 0);
+        ck_assert_uint_eq(pending, 0);
+        sb_freshness_free(f);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("freshness");
@@ -123,6 +194,7 @@ int main(void)
     tcase_add_test(tc, iso8601);
     tcase_add_test(tc, lag_and_oldest_pending);
     tcase_add_test(tc, table_cap);
+    tcase_add_test(tc, pending_matches_a_plain_list_in_any_settle_order);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
