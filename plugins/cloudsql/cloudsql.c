@@ -13,9 +13,13 @@
  * or after a commit whose answer was lost.
  *
  * Batches. A batch is one transaction: the statement is executed for every
- * event, with array binding (SQL_ATTR_PARAMSET_SIZE) where the driver takes
- * it and the batch's values have one type per placeholder, else row by row;
- * then committed. When a row is refused (constraint, syntax, data: SQLSTATE
+ * event, then committed. A single-row INSERT ... VALUES (...) whose
+ * placeholders are all in its row is sent as multi-row INSERTs (one row per
+ * event, up to CS_MULTI_MAX_ROWS per statement): the server parses and plans
+ * one statement instead of one per row, which is most of its cost per row.
+ * Other statements go with array binding (SQL_ATTR_PARAMSET_SIZE) where the
+ * driver takes it and the batch's values have one type per placeholder, else
+ * row by row. When a row is refused (constraint, syntax, data: SQLSTATE
  * 21/22/23/42/...), the transaction is rolled back and the batch split in
  * halves, each in its own transaction, down to the single event that fails
  * (FAIL with the SQLSTATE, native error and message); its neighbours are
@@ -58,9 +62,16 @@
 #include <sqlext.h>
 
 /* Array binding allocates one slot per row of the longest value of each
- * placeholder; past this many bytes for a batch, rows go one at a time. */
+ * placeholder, and a multi-row INSERT's values go in one message; past this
+ * many bytes for a batch, rows go one at a time. */
 #define CS_ARRAY_MAX_BYTES (16u << 20)
 #define CS_BACKOFF_FIRST_MS 200
+/* Multi-row INSERTs: at most this many rows, and placeholders (SQLite's
+ * default limit before 3.32 is 999), per statement. */
+#define CS_MULTI_MAX_ROWS 256
+#define CS_MULTI_MAX_MARKERS 999
+/* multi-row statements kept prepared per worker, by row count */
+#define CS_MULTI_SLOTS 4
 
 static const char *const isolations[] = {"default", "read_uncommitted", "read_committed", "repeatable_read",
                                          "serializable", NULL};
@@ -74,6 +85,7 @@ typedef struct cs_conf {
     int isolation;
     int duplicate_is_success;
     int array_binding;
+    int multi_row;
     int64_t login_timeout_ms;
     int64_t query_timeout_ms;
     int64_t reconnect_max_ms;
@@ -102,6 +114,11 @@ static const sb_option_def options[] = {
             "Send a batch with one execute (SQL_ATTR_PARAMSET_SIZE) where the driver supports it; false: row by "
             "row (still one transaction)."),
      SB_OPT_BIND(cs_conf, array_binding)},
+    {SB_OPT("multi_row", SB_OPT_BOOL, "true", 0,
+            "Send a batch as INSERT ... VALUES (...), (...), ... (up to 256 rows and 999 placeholders a statement) "
+            "when the statement is a single-row INSERT ... VALUES with every placeholder in its row; false: array "
+            "binding or row by row. A statement-level trigger then fires once per statement, not per event."),
+     SB_OPT_BIND(cs_conf, multi_row)},
     {SB_OPT("login_timeout", SB_OPT_DURATION, "\"10s\"", 0, "SQL_ATTR_LOGIN_TIMEOUT (whole seconds, rounded up)."),
      SB_OPT_RANGE_BIND(1000, 3600000, cs_conf, login_timeout_ms)},
     {SB_OPT("query_timeout", SB_OPT_DURATION, "\"30s\"", 0,
@@ -126,6 +143,7 @@ typedef struct cloudsql {
     char *shown_conn; /* redacted, for logs */
     char **secrets;
     sql_stmt st;
+    size_t multi_max; /* rows per multi-row INSERT; 0: not used */
     SQLHENV env;
     pthread_mutex_t mu;
     int ddl_done;
@@ -138,6 +156,12 @@ struct cs_worker {
     SQLHSTMT stmt;
     int arrays;          /* the driver takes SQL_ATTR_PARAMSET_SIZE > 1 */
     int ts_as_text;      /* in arrays, timestamps go as text (MariaDB's driver, below) */
+    /* multi-row INSERTs prepared on this connection, by row count (a steady
+     * batch size needs one or two); slots are reused round robin */
+    SQLHSTMT multi[CS_MULTI_SLOTS];
+    size_t multi_rows[CS_MULTI_SLOTS];
+    unsigned multi_next;
+    int multi_refused;   /* the server refused the multi-row form: not tried again on this connection */
     int failures;        /* connection attempts failed in a row */
     int64_t next_try_ms; /* monotonic: no reconnect before this */
     char *last_error;    /* why the last connection attempt failed (redacted) */
@@ -211,6 +235,13 @@ static int cs_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
                       "option statement: no named placeholder (:field); the statement would write the same row for "
                       "every event");
     }
+    if (cs->c->multi_row && cs->st.row_end) {
+        cs->multi_max = CS_MULTI_MAX_MARKERS / cs->st.n_markers;
+        if (cs->multi_max > CS_MULTI_MAX_ROWS)
+            cs->multi_max = CS_MULTI_MAX_ROWS;
+        if (cs->multi_max < 2)
+            cs->multi_max = 0;
+    }
     *self = cs;
     return 0;
 }
@@ -234,12 +265,19 @@ static void drop_connection_locked(cs_worker *w, int locked)
     cloudsql *cs = w->cs;
     if (cs && !locked)
         pthread_mutex_lock(&cs->mu); /* cancel() may be calling SQLCancel on stmt */
-    SQLHSTMT stmt = w->stmt;
+    SQLHSTMT stmt = w->stmt, multi[CS_MULTI_SLOTS];
     SQLHDBC dbc = w->dbc;
+    memcpy(multi, w->multi, sizeof multi);
+    memset(w->multi, 0, sizeof w->multi);
+    memset(w->multi_rows, 0, sizeof w->multi_rows);
+    w->multi_refused = 0; /* the next connection tries again */
     w->stmt = SQL_NULL_HSTMT;
     w->dbc = SQL_NULL_HDBC;
     if (cs && !locked)
         pthread_mutex_unlock(&cs->mu);
+    for (int i = 0; i < CS_MULTI_SLOTS; i++)
+        if (multi[i])
+            SQLFreeHandle(SQL_HANDLE_STMT, multi[i]);
     if (stmt)
         SQLFreeHandle(SQL_HANDLE_STMT, stmt);
     if (dbc) {
@@ -409,7 +447,9 @@ static int ensure_connected(cs_worker *w, char **why, int64_t *wait_ms)
             sb_log(cs->ins, SB_LOG_INFO, "reconnected after %d failed attempts (%s)", w->failures, cs->shown_conn);
         else
             sb_log(cs->ins, SB_LOG_INFO, "connected (%s)%s", cs->shown_conn,
-                   w->arrays || !cs->c->array_binding ? "" : "; the driver takes no parameter arrays: rows go one at a time");
+                   w->arrays || !cs->c->array_binding || cs->multi_max
+                       ? ""
+                       : "; the driver takes no parameter arrays: rows go one at a time");
         w->failures = 0;
         free(w->last_error);
         w->last_error = NULL;
@@ -473,9 +513,13 @@ static void cs_cancel(void *self)
 {
     cloudsql *cs = self;
     pthread_mutex_lock(&cs->mu);
-    for (cs_worker *w = cs->workers; w; w = w->next)
+    for (cs_worker *w = cs->workers; w; w = w->next) {
         if (w->stmt)
             SQLCancel(w->stmt);
+        for (int i = 0; i < CS_MULTI_SLOTS; i++)
+            if (w->multi[i])
+                SQLCancel(w->multi[i]);
+    }
     pthread_mutex_unlock(&cs->mu);
 }
 
@@ -503,8 +547,9 @@ static void set_all(run *r, const size_t *idx, size_t m, sb_result res, const ch
     }
 }
 
-/* Bind event ev's values to the markers (one row). */
-static int bind_row(run *r, size_t ev, SQLLEN *inds, diag *d)
+/* Bind event ev's values to markers first + 1 ... of statement s (one row);
+ * inds[] has a slot per marker of the row. */
+static int bind_row(run *r, SQLHSTMT s, size_t ev, size_t first, SQLLEN *inds, diag *d)
 {
     sql_stmt *st = &r->cs->st;
     for (size_t k = 0; k < st->n_markers; k++) {
@@ -523,9 +568,9 @@ static int bind_row(run *r, size_t ev, SQLLEN *inds, diag *d)
         case PV_NULL: break;
         }
         inds[k] = v->kind == PV_NULL ? SQL_NULL_DATA : v->kind == PV_TEXT ? buflen : 0;
-        if (!SQL_SUCCEEDED(SQLBindParameter(r->w->stmt, (SQLUSMALLINT)(k + 1), SQL_PARAM_INPUT, ct, sqlt, colsize,
+        if (!SQL_SUCCEEDED(SQLBindParameter(s, (SQLUSMALLINT)(first + k + 1), SQL_PARAM_INPUT, ct, sqlt, colsize,
                                             dig, p, buflen, &inds[k]))) {
-            diag_read(d, SQL_HANDLE_STMT, r->w->stmt, "SQLBindParameter failed");
+            diag_read(d, SQL_HANDLE_STMT, s, "SQLBindParameter failed");
             return -1;
         }
     }
@@ -534,9 +579,8 @@ static int bind_row(run *r, size_t ev, SQLLEN *inds, diag *d)
 
 /* After SQLExecute: SQL_NO_DATA (an UPDATE that matched nothing) is
  * success; results are discarded. */
-static int executed(run *r, SQLRETURN rc, diag *d)
+static int executed(SQLHSTMT s, SQLRETURN rc, diag *d)
 {
-    SQLHSTMT s = r->w->stmt;
     if (rc == SQL_ERROR || rc == SQL_INVALID_HANDLE || rc == SQL_NEED_DATA) {
         diag_read(d, SQL_HANDLE_STMT, s, "SQLExecute failed");
         SQLFreeStmt(s, SQL_CLOSE);
@@ -556,9 +600,91 @@ static int exec_rows(run *r, const size_t *idx, size_t m, diag *d)
     int rc = 0;
     for (size_t k = 0; k < m && rc == 0; k++) {
         SQLFreeStmt(r->w->stmt, SQL_RESET_PARAMS);
-        rc = bind_row(r, idx[k], inds, d);
+        rc = bind_row(r, r->w->stmt, idx[k], 0, inds, d);
         if (rc == 0)
-            rc = executed(r, SQLExecute(r->w->stmt), d);
+            rc = executed(r->w->stmt, SQLExecute(r->w->stmt), d);
+    }
+    free(inds);
+    return rc;
+}
+
+/* The worker's multi-row INSERT of `rows` rows: prepared before, or now
+ * into a slot other than keep's. NULL with *d when it cannot be prepared. */
+static SQLHSTMT multi_stmt(cs_worker *w, size_t rows, SQLHSTMT keep, diag *d)
+{
+    for (int i = 0; i < CS_MULTI_SLOTS; i++)
+        if (w->multi[i] && w->multi_rows[i] == rows)
+            return w->multi[i];
+    cloudsql *cs = w->cs;
+    SQLHSTMT s;
+    if (!SQL_SUCCEEDED(SQLAllocHandle(SQL_HANDLE_STMT, w->dbc, &s))) {
+        diag_read(d, SQL_HANDLE_DBC, w->dbc, "SQLAllocHandle(statement) failed");
+        return NULL;
+    }
+    SQLSetStmtAttr(s, SQL_ATTR_QUERY_TIMEOUT, (SQLPOINTER)(uintptr_t)secs(cs->c->query_timeout_ms), 0);
+    char *sql = sql_stmt_multi_row(&cs->st, rows);
+    SQLRETURN rc = SQLPrepare(s, (SQLCHAR *)sql, SQL_NTS);
+    free(sql);
+    if (!SQL_SUCCEEDED(rc)) {
+        diag_read(d, SQL_HANDLE_STMT, s, "SQLPrepare of a multi-row INSERT failed");
+        SQLFreeHandle(SQL_HANDLE_STMT, s);
+        return NULL;
+    }
+    unsigned slot = w->multi_next++ % CS_MULTI_SLOTS;
+    if (keep && w->multi[slot] == keep)
+        slot = w->multi_next++ % CS_MULTI_SLOTS;
+    pthread_mutex_lock(&cs->mu); /* cancel() reads the slots */
+    SQLHSTMT old = w->multi[slot];
+    w->multi[slot] = s;
+    w->multi_rows[slot] = rows;
+    pthread_mutex_unlock(&cs->mu);
+    if (old)
+        SQLFreeHandle(SQL_HANDLE_STMT, old);
+    return s;
+}
+
+/* The m rows as multi-row INSERTs, in event order: as few statements as
+ * multi_max allows, of nearly equal sizes (so at most two sizes, each kept
+ * prepared). 1, before anything ran, when the values are too large for it
+ * or the server refuses the multi-row form (then from then on): the caller
+ * sends arrays or rows. */
+static int exec_multi(run *r, const size_t *idx, size_t m, diag *d)
+{
+    cs_worker *w = r->w;
+    size_t n_markers = r->cs->st.n_markers, per = r->cs->multi_max, bytes = 0;
+    for (size_t k = 0; k < m; k++)
+        for (size_t j = 0; j < r->n_names; j++)
+            bytes += val(r, idx[k], j)->wlen * sizeof(SQLWCHAR) + sizeof(SQL_TIMESTAMP_STRUCT);
+    if (bytes > CS_ARRAY_MAX_BYTES)
+        return 1;
+    size_t q = (m + per - 1) / per, small = m / q, n_big = m % q;
+    SQLHSTMT s_small = multi_stmt(w, small, NULL, d);
+    SQLHSTMT s_big = s_small && n_big ? multi_stmt(w, small + 1, s_small, d) : s_small;
+    if (!s_small || !s_big) {
+        diag_class k = diag_classify(d);
+        if (k != DIAG_DATA && k != DIAG_DUPLICATE)
+            return -1;
+        char *why = redact(d->text, r->cs->secrets);
+        sb_log(r->cs->ins, SB_LOG_WARN, "the server refuses multi-row INSERTs; sending %s from now on: %s",
+               w->arrays ? "parameter arrays" : "one row at a time", why);
+        free(why);
+        memset(d, 0, sizeof *d);
+        w->multi_refused = 1;
+        return 1;
+    }
+    SQLLEN *inds = calloc((small + 1) * n_markers, sizeof *inds);
+    if (!inds)
+        abort();
+    int rc = 0;
+    for (size_t c = 0, done = 0; c < q && rc == 0; c++) {
+        size_t rows = small + (c < n_big);
+        SQLHSTMT s = c < n_big ? s_big : s_small;
+        SQLFreeStmt(s, SQL_RESET_PARAMS);
+        for (size_t t = 0; t < rows && rc == 0; t++)
+            rc = bind_row(r, s, idx[done + t], t * n_markers, inds + t * n_markers, d);
+        if (rc == 0)
+            rc = executed(s, SQLExecute(s), d);
+        done += rows;
     }
     free(inds);
     return rc;
@@ -729,7 +855,9 @@ static int transaction(run *r, const size_t *idx, size_t m, diag *d)
 {
     cs_worker *w = r->w;
     int rc = 1;
-    if (w->arrays && m > 1)
+    if (r->cs->multi_max && !w->multi_refused && m > 1)
+        rc = exec_multi(r, idx, m, d);
+    if (rc == 1 && w->arrays && m > 1)
         rc = exec_array(r, idx, m, d);
     if (rc == 1)
         rc = exec_rows(r, idx, m, d);

@@ -49,63 +49,113 @@ static size_t name_index(sql_stmt *st, const char *name, size_t len)
     return st->n_names++;
 }
 
+/* Where a quoted string, comment or dollar quote starting at s[i] ends
+ * (the index after it): 0 when none starts there, -1 (with errstr) when it
+ * is never closed. */
+static long literal_end(const char *s, size_t n, size_t i, char *errstr, size_t errstr_size)
+{
+    char c = s[i];
+    if (c == '\'' || c == '"' || c == '`') { /* a doubled quote is an escaped one */
+        for (size_t j = i + 1; j < n; j++)
+            if (s[j] == c) {
+                if (s[j + 1] != c)
+                    return (long)j + 1;
+                j++;
+            }
+        return sb_err(errstr, errstr_size, "statement: the %c at offset %zu is never closed", c, i);
+    }
+    if (c == '-' && s[i + 1] == '-') { /* to the end of the line */
+        const char *nl = strchr(s + i, '\n');
+        return nl ? (long)(nl - s) : (long)n;
+    }
+    if (c == '/' && s[i + 1] == '*') {
+        const char *end = strstr(s + i + 2, "*/");
+        if (!end)
+            return sb_err(errstr, errstr_size, "statement: the comment at offset %zu is never closed", i);
+        return (long)(end - s) + 2;
+    }
+    if (c == '$' && (i == 0 || !ident_char(s[i - 1])) && dollar_tag(s + i)) {
+        size_t tl = dollar_tag(s + i);
+        char *tag = sb_asprintf("%.*s", (int)tl, s + i);
+        const char *end = strstr(s + i + tl, tag);
+        free(tag);
+        if (!end)
+            return sb_err(errstr, errstr_size, "statement: the dollar quote at offset %zu is never closed", i);
+        return (long)(end - s) + (long)tl;
+    }
+    return 0;
+}
+
+/* Looking for the one row of an INSERT ... VALUES (...), token by token at
+ * the statement's top level (sql_stmt.row_start). */
+typedef struct row_scan {
+    int words;     /* words seen so far */
+    int insert;    /* the first word is INSERT or REPLACE */
+    int depth;     /* parentheses open */
+    int after_values, in_row, row_done, after_row;
+    int disqualified; /* a marker outside the row, or a second row */
+} row_scan;
+
+static void scan_word(row_scan *rs, const char *w, size_t len)
+{
+    if (rs->words++ == 0)
+        rs->insert = (len == 6 && strncasecmp(w, "insert", 6) == 0) ||
+                     (len == 7 && strncasecmp(w, "replace", 7) == 0);
+    /* the first top-level VALUES only: MySQL's VALUES(col) may follow the row */
+    rs->after_values = rs->depth == 0 && !rs->in_row && !rs->row_done && len == 6 &&
+                       strncasecmp(w, "values", 6) == 0;
+    rs->after_row = 0;
+}
+
+/* Any other token at out_len in the output: c is its first byte (0 for a
+ * quote or marker). */
+static void scan_token(row_scan *rs, sql_stmt *st, char c, size_t out_len)
+{
+    rs->words++;
+    if (c == '(') {
+        if (rs->after_values && rs->depth == 0) {
+            rs->in_row = 1;
+            st->row_start = out_len;
+        }
+        rs->depth++;
+    } else if (c == ')' && rs->depth > 0) {
+        if (--rs->depth == 0 && rs->in_row) {
+            rs->in_row = 0;
+            rs->row_done = 1;
+            st->row_end = out_len + 1;
+            rs->after_values = 0;
+            rs->after_row = 1;
+            return;
+        }
+    } else if (c == ',' && rs->after_row) {
+        rs->disqualified = 1;
+    }
+    rs->after_values = 0;
+    rs->after_row = 0;
+}
+
 int sql_stmt_parse(sql_stmt *st, const char *text, char *errstr, size_t errstr_size)
 {
     memset(st, 0, sizeof *st);
     sb_strbuf out = {0};
+    row_scan rs = {0};
     const char *s = text;
     size_t n = strlen(text), i = 0;
     while (i < n) {
         char c = s[i];
-        if (c == '\'' || c == '"' || c == '`') { /* quoted: a doubled quote is an escaped one */
-            size_t j = i + 1;
-            for (;;) {
-                if (j >= n) {
-                    free(out.p);
-                    sql_stmt_free(st);
-                    return sb_err(errstr, errstr_size, "statement: the %c at offset %zu is never closed", c, i);
-                }
-                if (s[j] == c) {
-                    if (s[j + 1] == c) {
-                        j += 2;
-                        continue;
-                    }
-                    break;
-                }
-                j++;
-            }
-            sb_strbuf_add(&out, s + i, j + 1 - i);
-            i = j + 1;
-        } else if (c == '-' && s[i + 1] == '-') { /* comment to the end of the line */
-            size_t j = i;
-            while (j < n && s[j] != '\n')
-                j++;
-            sb_strbuf_add(&out, s + i, j - i);
-            i = j;
-        } else if (c == '/' && s[i + 1] == '*') {
-            const char *end = strstr(s + i + 2, "*/");
-            if (!end) {
-                free(out.p);
-                sql_stmt_free(st);
-                return sb_err(errstr, errstr_size, "statement: the comment at offset %zu is never closed", i);
-            }
-            size_t j = (size_t)(end - s) + 2;
-            sb_strbuf_add(&out, s + i, j - i);
-            i = j;
-        } else if (c == '$' && (i == 0 || !ident_char(s[i - 1])) && dollar_tag(s + i)) {
-            size_t tl = dollar_tag(s + i);
-            char *tag = sb_asprintf("%.*s", (int)tl, s + i);
-            const char *end = strstr(s + i + tl, tag);
-            free(tag);
-            if (!end) {
-                free(out.p);
-                sql_stmt_free(st);
-                return sb_err(errstr, errstr_size, "statement: the dollar quote at offset %zu is never closed", i);
-            }
-            size_t j = (size_t)(end - s) + tl;
-            sb_strbuf_add(&out, s + i, j - i);
-            i = j;
+        long end = literal_end(s, n, i, errstr, errstr_size);
+        if (end < 0) {
+            free(out.p);
+            sql_stmt_free(st);
+            return -1;
+        }
+        if (end > 0) { /* copied as it is; a comment is no token */
+            if (!(c == '-' || c == '/'))
+                scan_token(&rs, st, 0, out.len);
+            sb_strbuf_add(&out, s + i, (size_t)end - i);
+            i = (size_t)end;
         } else if (c == ':' && (s[i + 1] == ':' || s[i + 1] == '=')) { /* x::type, @v := 1 */
+            scan_token(&rs, st, c, out.len);
             sb_strbuf_add(&out, s + i, 2);
             i += 2;
         } else if (c == ':' && ident_start(s[i + 1]) && (i == 0 || s[i - 1] != ':')) {
@@ -117,6 +167,9 @@ int sql_stmt_parse(sql_stmt *st, const char *text, char *errstr, size_t errstr_s
             if (!st->markers)
                 abort();
             st->markers[st->n_markers++] = idx;
+            if (!rs.in_row)
+                rs.disqualified = 1;
+            scan_token(&rs, st, 0, out.len);
             sb_strbuf_add(&out, "?", 1);
             i = j;
         } else if (c == '?') {
@@ -126,7 +179,16 @@ int sql_stmt_parse(sql_stmt *st, const char *text, char *errstr, size_t errstr_s
                           "statement: a '?' at offset %zu: write named placeholders (:field) instead, which are "
                           "bound from the event's fields",
                           i);
+        } else if (ident_start(c) && (i == 0 || !ident_char(s[i - 1]))) {
+            size_t j = i + 1;
+            while (ident_char(s[j]))
+                j++;
+            scan_word(&rs, s + i, j - i);
+            sb_strbuf_add(&out, s + i, j - i);
+            i = j;
         } else {
+            if (!isspace((unsigned char)c))
+                scan_token(&rs, st, c, out.len);
             sb_strbuf_add(&out, s + i, 1);
             i++;
         }
@@ -134,7 +196,26 @@ int sql_stmt_parse(sql_stmt *st, const char *text, char *errstr, size_t errstr_s
     if (!out.p)
         sb_strbuf_add(&out, "", 0);
     st->sql = out.p;
+    if (!rs.insert || !rs.row_done || rs.disqualified || st->n_markers == 0)
+        st->row_start = st->row_end = 0;
     return 0;
+}
+
+char *sql_stmt_multi_row(const sql_stmt *st, size_t rows)
+{
+    if (st->row_end == 0 || rows == 0)
+        return NULL;
+    const char *row = st->sql + st->row_start;
+    size_t row_len = st->row_end - st->row_start;
+    sb_strbuf out = {0};
+    sb_strbuf_add(&out, st->sql, st->row_start);
+    for (size_t t = 0; t < rows; t++) {
+        if (t)
+            sb_strbuf_add(&out, ", ", 2);
+        sb_strbuf_add(&out, row, row_len);
+    }
+    sb_strbuf_add(&out, st->sql + st->row_end, strlen(st->sql + st->row_end));
+    return out.p;
 }
 
 /* ---- connection strings ---------------------------------------------------- */

@@ -20,6 +20,11 @@ typedef struct sql_stmt {
     size_t n_names;
     size_t *markers;
     size_t n_markers;
+    /* The statement's one row of values, [row_start, row_end) in sql with
+     * its parentheses, when the statement is an INSERT (or MySQL's REPLACE)
+     * ... VALUES (...) with a single row and every marker inside that row:
+     * then sql_stmt_multi_row() can repeat it. row_end == 0: it is not. */
+    size_t row_start, row_end;
 } sql_stmt;
 
 /* Parse `text`. Quoted strings ('...', "...", `...`), PostgreSQL dollar
@@ -29,6 +34,12 @@ typedef struct sql_stmt {
  * message naming the offset in errstr. */
 int sql_stmt_parse(sql_stmt *st, const char *text, char *errstr, size_t errstr_size);
 void sql_stmt_free(sql_stmt *st);
+
+/* The statement with its row of values written `rows` times ("VALUES (?, ?),
+ * (?, ?)"), the markers of row t being t * n_markers + 1 ... in order; what
+ * follows the row (ON CONFLICT ..., ON DUPLICATE KEY UPDATE ...) is kept
+ * once. malloc'd; NULL when st has no such row (row_end == 0). */
+char *sql_stmt_multi_row(const sql_stmt *st, size_t rows);
 
 /* Secrets in an ODBC connection string: the values of PWD, PASSWORD and of
  * any key holding "pwd", "pass", "secret", "token" or "key" (case-insensitive),

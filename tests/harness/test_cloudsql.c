@@ -190,6 +190,60 @@ START_TEST(placeholders_become_markers_outside_quotes_and_casts)
 }
 END_TEST
 
+/* The row of values a statement may repeat, or none: the text between
+ * row_start and row_end, "" when it has none. */
+static char *row_of(const char *text)
+{
+    sql_stmt st;
+    char err[256];
+    ck_assert_msg(sql_stmt_parse(&st, text, err, sizeof err) == 0, "%s", err);
+    char *row = sb_asprintf("%.*s", (int)(st.row_end - st.row_start), st.sql + st.row_start);
+    sql_stmt_free(&st);
+    return row;
+}
+
+START_TEST(the_values_row_is_found_only_where_repeating_it_is_safe)
+{
+    static const struct {
+        const char *text, *row;
+    } cases[] = {
+        {"INSERT INTO runs (id, source, command) VALUES (:run_id, 'gcp', :command) ON CONFLICT (id, source) DO "
+         "UPDATE SET command = EXCLUDED.command",
+         "(?, 'gcp', ?)"},
+        {"insert into t values(:a, (SELECT max(x) FROM y WHERE z = :b), ':c)')",
+         "(?, (SELECT max(x) FROM y WHERE z = ?), ':c)')"},
+        {"REPLACE INTO t (a) VALUES /* the row */ (:a)", "(:a)"},
+        {"INSERT INTO runs (id, command) VALUES (:run_id, :command) ON DUPLICATE KEY UPDATE command = VALUES(command)",
+         "(?, ?)"},
+        {"INSERT INTO t (a) VALUES (:a::bigint) AS new ON DUPLICATE KEY UPDATE a = new.a", "(?::bigint)"},
+        /* none: a marker outside the row, two rows, no VALUES row, not an INSERT */
+        {"INSERT INTO t (a) VALUES (:a) ON CONFLICT (a) DO UPDATE SET n = t.n + 1 WHERE t.x < :a", ""},
+        {"INSERT INTO t (a) VALUES (:a), (:b)", ""},
+        {"INSERT INTO t (a) SELECT x FROM (VALUES (:a)) v(x)", ""},
+        {"UPDATE t SET a = :a WHERE id IN (VALUES (1))", ""},
+        {"WITH v AS (SELECT 1) INSERT INTO t (a) VALUES (:a)", ""},
+        {"INSERT INTO \"values\" (a) VALUES ('x')", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *row = row_of(cases[i].text);
+        const char *want = strcmp(cases[i].row, "(:a)") == 0 ? "(?)" : cases[i].row;
+        ck_assert_msg(strcmp(row, want) == 0, "%s: row \"%s\", want \"%s\"", cases[i].text, row, want);
+        free(row);
+    }
+    sql_stmt st;
+    char err[256];
+    ck_assert_int_eq(sql_stmt_parse(&st, "INSERT INTO t (a, b) VALUES (:a, :b) ON CONFLICT DO NOTHING", err,
+                                    sizeof err), 0);
+    char *three = sql_stmt_multi_row(&st, 3);
+    ck_assert_str_eq(three, "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) ON CONFLICT DO NOTHING");
+    free(three);
+    sql_stmt_free(&st);
+    ck_assert_int_eq(sql_stmt_parse(&st, "DELETE FROM t WHERE a = :a", err, sizeof err), 0);
+    ck_assert_ptr_null(sql_stmt_multi_row(&st, 3));
+    sql_stmt_free(&st);
+}
+END_TEST
+
 START_TEST(bad_statements_are_refused_with_the_offset)
 {
     sql_stmt st;
@@ -230,6 +284,7 @@ Suite *sbh_suite(void)
     TCase *tc = tcase_create("cloudsql");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, placeholders_become_markers_outside_quotes_and_casts);
+    tcase_add_test(tc, the_values_row_is_found_only_where_repeating_it_is_safe);
     tcase_add_test(tc, bad_statements_are_refused_with_the_offset);
     tcase_add_test(tc, secrets_are_found_and_redacted);
     const char *drv = driver_path();

@@ -173,6 +173,25 @@ class Backend:
         self.run_once(state="state2")
         self.assertEqual(self.dump(), before)
 
+    def test_one_key_twice_in_a_multi_row_batch_keeps_the_later_row(self):
+        """Two events of one run in the same batch land in one multi-row
+        INSERT, which PostgreSQL refuses (SQLSTATE 21000); halving puts them
+        in different statements, so both are written, in order, on every
+        server. Array binding (multi_row false) gives the same table."""
+        evs = [event(i) for i in range(40)]
+        evs.insert(30, event(7, event_id="ev-again", command="second write of run 7"))
+        self.write(evs)
+        for multi in (True, False):
+            if not multi:
+                self.sql("DELETE FROM %s" % self.table)
+            state = "state-%s" % multi
+            self.config(self.sink(multi_row=multi), state=state)
+            self.run_once(state=state)
+            self.assertEqual(self.count(), 40)
+            self.assertEqual(self.sql("SELECT command FROM %s WHERE id = 100007" % self.table)[0][0],
+                             "second write of run 7")
+            self.assertEqual(len(self.runs("list", "--state", "done")), 41)
+
     def test_null_unicode_injection_and_a_megabyte_round_trip(self):
         big = ("0123456789abcdef\u00e9\u65e5" * 60000)[:1 << 20]
         values = {1: None, 2: "Gr\u00fc\u00dfe \u65e5\u672c\u8a9e \U0001F600 'q' \"dq\" back\\slash",
