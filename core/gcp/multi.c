@@ -229,12 +229,16 @@ sb_gcp_result sb_gcp_multi_run(sb_gcp_multi *m, sb_gcp_cancel *cancel)
             cancel_all(m);
             return SB_GCP_CANCELLED;
         }
-        int64_t next = start_ready(m, cancel);
+        start_ready(m, cancel);
         int running = 0;
         curl_multi_perform(m->m, &running);
         collect(m);
         if (!m->pending)
             break;
+        /* Start now what the callbacks just queued (with an idle multi the
+         * poll below would otherwise sleep its whole POLL_MS first), and
+         * learn when the rest is due. */
+        int64_t next = start_ready(m, cancel);
         /* Wait for traffic, the next queued start, or the cancel check. */
         long timeout = POLL_MS;
         curl_multi_timeout(m->m, &timeout);

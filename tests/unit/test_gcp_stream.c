@@ -501,6 +501,52 @@ START_TEST(test_multi_parallel_transfers)
 }
 END_TEST
 
+/* A transfer added by a done callback, with nothing else in flight, starts
+ * at once: the multi used to sleep its whole poll interval (100 ms) first,
+ * which made a chain of requests (the next part, a key's next publish)
+ * crawl. */
+typedef struct chain {
+    int left, done;
+    char url[64];
+} chain;
+
+static void chain_done(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_response *resp, const char *errstr)
+{
+    (void)rc, (void)resp, (void)errstr;
+    chain *ch = opaque;
+    ch->done++;
+    if (ch->left-- > 0) {
+        sb_gcp_request req = SB_GCP_REQUEST_INIT;
+        req.url = ch->url;
+        req.idempotent = 1;
+        char err[256];
+        ck_assert_int_eq(sb_gcp_multi_add(m, &req, chain_done, ch, err, sizeof err), 0);
+    }
+}
+
+START_TEST(test_multi_starts_what_a_callback_adds_at_once)
+{
+    NEED_FAKE();
+    sb_gcp_client *c = client();
+    char err[512];
+    sb_gcp_multi *m = sb_gcp_multi_new(c, 4, err, sizeof err);
+    ck_assert_msg(m != NULL, "%s", err);
+    chain ch = {.left = 19};
+    snprintf(ch.url, sizeof ch.url, "/v1/projects/p/topics/chain");
+    sb_gcp_request req = SB_GCP_REQUEST_INIT;
+    req.url = ch.url;
+    req.idempotent = 1;
+    ck_assert_int_eq(sb_gcp_multi_add(m, &req, chain_done, &ch, err, sizeof err), 0);
+    double t0 = tl_now();
+    ck_assert_int_eq(sb_gcp_multi_run(m, NULL), SB_GCP_OK);
+    double took = tl_now() - t0;
+    ck_assert_int_eq(ch.done, 20);
+    ck_assert_msg(took < 1.5, "20 requests one after another took %.2f s: each waited for the poll", took);
+    sb_gcp_multi_destroy(m);
+    sb_gcp_client_destroy(c);
+}
+END_TEST
+
 START_TEST(test_multi_cancel)
 {
     NEED_FAKE();
@@ -553,6 +599,7 @@ int main(void)
     tcase_add_test(tc, test_header_accessor_any_header);
     tcase_add_test(tc, test_multi_parallel_transfers);
     tcase_add_test(tc, test_multi_cancel);
+    tcase_add_test(tc, test_multi_starts_what_a_callback_adds_at_once);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
