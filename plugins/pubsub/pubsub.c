@@ -11,6 +11,13 @@
  * requests within Pub/Sub's limits: at most max_messages messages, at most
  * max_bytes of request body, and one ordering key per request.
  *
+ * Requests in flight. When a batch makes several requests (one per
+ * ordering key, or split by the limits), up to max_inflight of them go at
+ * once through the Google layer's curl multi, each with its own body
+ * buffer; a key's requests are chained, so each goes only after the one
+ * before it was published. A batch of one request is sent directly on the
+ * calling thread (sb_gcp_request_send), as before.
+ *
  * Messages. data is the event's `command` (default: the command line
  * that ran, which is what Run Replicator's own consumers read), the event
  * fields as JSON, or a template. Attributes:
@@ -50,7 +57,8 @@
  * that need strict per-key order keep workers at 1.
  *
  * Threading: the state is read-only after create() but for the spare
- * buffers (a list under a mutex, taken and given back once per call), and
+ * buffers (a list under a mutex, taken and given back once per call, each
+ * set with its own multi, so a multi is used by one call at a time), and
  * the gcp client is thread-safe, so process() may run concurrently
  * (SB_PLUGIN_CONCURRENT).
  *
@@ -76,6 +84,7 @@
 #define PS_MAX_ATTR_KEY 256
 #define PS_MAX_ATTR_VALUE 1024
 #define PS_MAX_ORDERING_KEY 1024
+#define PS_MAX_INFLIGHT 32
 
 static const char BODY_HEAD[] = "{\"messages\":[";
 static const char BODY_TAIL[] = "]}";
@@ -93,6 +102,7 @@ typedef struct pubsub {
     const sb_template *okey;
     size_t max_messages;
     size_t max_bytes;
+    size_t max_inflight;
     unsigned std_replaced; /* bit i: the attributes option replaces standard_attrs[i] */
     int eid_replaced;      /* ... and event_id */
     size_t nattr_tpl;      /* templates in the attributes option */
@@ -121,6 +131,7 @@ typedef struct pubsub_conf {
     int body; /* body_mode, index into bodies[] */
     int64_t max_messages;
     int64_t max_bytes;
+    int64_t max_inflight;
 } pubsub_conf;
 
 static const char *const bodies[] = {[BODY_COMMAND] = "command", [BODY_JSON] = "json", [BODY_TEMPLATE] = "template",
@@ -147,6 +158,10 @@ static const sb_option_def options[] = {
     {SB_OPT("max_bytes", SB_OPT_SIZE, "\"9MB\"", 0,
             "Largest publish request body (messages as base64 JSON; Pub/Sub's limit is 10000000 bytes)."),
      SB_OPT_RANGE_BIND(1024, PS_MAX_REQUEST, pubsub_conf, max_bytes)},
+    {SB_OPT("max_inflight", SB_OPT_INT, "4", 0,
+            "Publish requests in flight at once from one worker, when a batch makes several (one per ordering "
+            "key, or split by max_messages/max_bytes); an ordering key's own requests still go one after another."),
+     SB_OPT_RANGE_BIND(1, PS_MAX_INFLIGHT, pubsub_conf, max_inflight)},
     SB_GCP_OPTION_DEFS,
     {0}};
 
@@ -222,6 +237,7 @@ static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_si
     p->okey = sb_opt_template(ins, "ordering_key");
     p->max_messages = (size_t)c->max_messages;
     p->max_bytes = (size_t)c->max_bytes;
+    p->max_inflight = (size_t)c->max_inflight;
 
     size_t na = sb_opt_template_map_count(ins, "attributes");
     p->nattr_tpl = na;
@@ -300,36 +316,39 @@ typedef struct text {
  * the buffers have grown to size. */
 typedef struct bufs {
     text arena, scratch, body;
-    /* per event of the batch: the call's msgs, its slots and order, and a
-     * publish answer's ids (cap_n entries each) */
+    /* per event of the batch: the call's msgs, its slots and order, a
+     * publish answer's ids, and the requests (a batch makes at most one
+     * per event) with their queue (cap_n entries each) */
     msg *msgs;
     struct slot *slots;
     size_t *order;
     const char **ids;
     size_t *lens;
+    struct chunk *chunks;
+    size_t *queue;
     size_t cap_n;
+    /* requests in flight together: one multi and a body per flight,
+     * made by the first batch that needs them */
+    sb_gcp_multi *multi;
+    text *bodies;
     struct bufs *next;
 } bufs;
 
+/* ptr grown to n elements of `size` bytes: 0, or -1 if memory ran out
+ * (ptr kept). Uses a local `void *grown`. */
+#define GROW(ptr, n, size) ((grown = realloc((ptr), (n) * (size))) != NULL ? ((ptr) = grown, 0) : -1)
+
 /* Make room for a batch of n events; -1 if memory ran out. */
-static int bufs_fit(bufs *bf, size_t n, size_t slot_size)
+static int bufs_fit(bufs *bf, size_t n, size_t slot_size, size_t chunk_size)
 {
     if (n <= bf->cap_n)
         return 0;
-    void *a = realloc(bf->msgs, n * sizeof *bf->msgs), *b = a ? realloc(bf->slots, n * slot_size) : NULL;
-    if (a)
-        bf->msgs = a;
-    if (b)
-        bf->slots = b;
-    void *c = b ? realloc(bf->order, n * sizeof *bf->order) : NULL, *d = c ? realloc(bf->ids, n * sizeof *bf->ids) : NULL;
-    if (c)
-        bf->order = c;
-    if (d)
-        bf->ids = d;
-    void *e = d ? realloc(bf->lens, n * sizeof *bf->lens) : NULL;
-    if (!e)
+    void *grown;
+    if (GROW(bf->msgs, n, sizeof *bf->msgs) || GROW(bf->slots, n, slot_size) ||
+        GROW(bf->order, n, sizeof *bf->order) || GROW(bf->ids, n, sizeof *bf->ids) ||
+        GROW(bf->lens, n, sizeof *bf->lens) || GROW(bf->chunks, n, chunk_size) ||
+        GROW(bf->queue, n, sizeof *bf->queue))
         return -1;
-    bf->lens = e;
     bf->cap_n = n;
     return 0;
 }
@@ -348,16 +367,22 @@ static bufs *spare_take(pubsub *p)
     return bf;
 }
 
+static void spare_trim(text *t)
+{
+    if (t->cap > SPARE_KEEP_MAX) {
+        free(t->p);
+        *t = (text){0};
+    }
+    t->len = 0;
+}
+
 static void spare_give(pubsub *p, bufs *bf)
 {
-    text *ts[] = {&bf->arena, &bf->scratch, &bf->body};
-    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) {
-        if (ts[i]->cap > SPARE_KEEP_MAX) {
-            free(ts[i]->p);
-            *ts[i] = (text){0};
-        }
-        ts[i]->len = 0;
-    }
+    spare_trim(&bf->arena);
+    spare_trim(&bf->scratch);
+    spare_trim(&bf->body);
+    for (size_t i = 0; bf->bodies && i < p->max_inflight; i++)
+        spare_trim(&bf->bodies[i]);
     pthread_mutex_lock(&p->lock);
     bf->next = p->spare;
     p->spare = bf;
@@ -376,6 +401,12 @@ static void spare_free(pubsub *p)
         free(bf->order);
         free(bf->ids);
         free(bf->lens);
+        free(bf->chunks);
+        free(bf->queue);
+        sb_gcp_multi_destroy(bf->multi); /* before the client, which ps_destroy() frees next */
+        for (size_t i = 0; bf->bodies && i < p->max_inflight; i++)
+            free(bf->bodies[i].p);
+        free(bf->bodies);
         free(bf);
     }
     p->spare = NULL;
@@ -625,6 +656,8 @@ typedef struct call {
     pubsub *p;
     sb_batch *b;
     msg *msgs;
+    size_t *order;       /* the batch's prepared messages, sorted by ordering key */
+    struct fleet *fleet; /* the requests in flight, during publish_all() */
     bufs *bf;
     text arena;   /* every prepared message, one after another */
     text scratch; /* one event's data while it is base64'd */
@@ -729,13 +762,9 @@ static void hold_back(call *c, const size_t *idx, size_t n)
     free(why);
 }
 
-/* Publish the messages idx[0..n) in one request and settle their events.
- * Returns 0 when they were published or failed for good, -1 when they are
- * to be retried (so the ordering key's later messages are held back). */
-static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
+/* The request body for the messages idx[0..n) into t: body_len bytes. */
+static void build_body(call *c, text *t, const size_t *idx, size_t n, size_t body_len)
 {
-    pubsub *p = c->p;
-    text *t = &c->body; /* free once this request was sent: the re-sends below reuse it */
     t->len = 0;
     reserve(t, body_len);
     put(t, BODY_HEAD, sizeof BODY_HEAD - 1);
@@ -745,22 +774,35 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
         put(t, c->arena.p + c->msgs[idx[k]].off, c->msgs[idx[k]].len);
     }
     put(t, BODY_TAIL, sizeof BODY_TAIL - 1);
-    size_t off = t->len;
-    const char *body = t->p;
+}
 
-    static const char *const headers[] = {"Content-Type: application/json", NULL};
-    sb_gcp_request req = {.size = sizeof req, .method = "POST", .url = p->url, .headers = headers, .body = body,
-                          .body_len = off, .idempotent = 0, .no_wait = 1};
-    sb_gcp_response resp;
-    char err[1024] = "";
-    sb_gcp_result rc = sb_gcp_request_send(p->gc, &req, &resp, err, sizeof err);
+static const char *const publish_headers[] = {"Content-Type: application/json", NULL};
+
+/* The publish request for body t. */
+static sb_gcp_request publish_request(const pubsub *p, const text *t)
+{
+    return (sb_gcp_request){.size = sizeof(sb_gcp_request), .method = "POST", .url = p->url,
+                            .headers = publish_headers, .body = t->p, .body_len = t->len, .idempotent = 0,
+                            .no_wait = 1};
+}
+
+static int publish(call *c, const size_t *idx, size_t n, size_t body_len);
+
+/* Settle the events of a publish of idx[0..n) (body_len bytes) from its
+ * answer. Returns 0 when they were published or failed for good, -1 when
+ * they are to be retried (so the ordering key's later messages are held
+ * back). */
+static int answered(call *c, const size_t *idx, size_t n, size_t body_len, sb_gcp_result rc,
+                    const sb_gcp_response *resp, const char *err)
+{
+    pubsub *p = c->p;
     int ret = 0;
-    long st = resp.status;
-    const char *line = resp.error_line ? resp.error_line : err;
+    long st = resp->status;
+    const char *line = resp->error_line ? resp->error_line : err;
     if (rc == SB_GCP_OK) {
-        sb_log(p->ins, SB_LOG_DEBUG, "published %zu messages (%zu bytes, ordering key \"%s\") to %s", n, off,
+        sb_log(p->ins, SB_LOG_DEBUG, "published %zu messages (%zu bytes, ordering key \"%s\") to %s", n, body_len,
                okey_of(&c->msgs[idx[0]]), p->topic);
-        published(c, idx, n, &resp);
+        published(c, idx, n, resp);
     } else if (rc == SB_GCP_HTTP_ERROR && st == 400 && n > 1) {
         /* A publish request is all or nothing, so nothing went out: find
          * the message Pub/Sub refused by sending them one at a time. */
@@ -776,7 +818,7 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
             }
     } else {
         /* the events' results, Retry-After included, as every Google plugin sets them */
-        sb_gcp_outcome o = sb_gcp_settle(c->b, idx, n, rc, &resp, err, SB_GCP_404_RETRY);
+        sb_gcp_outcome o = sb_gcp_settle(c->b, idx, n, rc, resp, err, SB_GCP_404_RETRY);
         if (o.cause == SB_GCP_CAUSE_NOT_FOUND)
             sb_log(p->ins, SB_LOG_ERROR, "topic %s not found (%s); retrying, it may not be created yet", p->topic, line);
         else if (rc == SB_GCP_AUTH_ERROR) /* no token: the access layer logs when that starts and ends */
@@ -791,15 +833,41 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
             sb_log(p->ins, SB_LOG_WARN, "publish of %zu messages to %s failed, will retry: %s", n, p->topic, err);
         ret = o.result == SB_RESULT_RETRY ? -1 : 0;
     }
+    return ret;
+}
+
+/* Publish the messages idx[0..n) in one request, on this thread, and
+ * settle their events as answered() does. */
+static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
+{
+    text *t = &c->body; /* free once this request was sent: the re-sends in answered() reuse it */
+    build_body(c, t, idx, n, body_len);
+    sb_gcp_request req = publish_request(c->p, t);
+    sb_gcp_response resp;
+    char err[1024] = "";
+    sb_gcp_result rc = sb_gcp_request_send(c->p->gc, &req, &resp, err, sizeof err);
+    int ret = answered(c, idx, n, t->len, rc, &resp, err);
     sb_gcp_response_clear(&resp);
     return ret;
 }
 
-/* Publish one ordering key's messages (in event order) in requests within
- * the count and size limits. */
-static void publish_group(call *c, const size_t *idx, size_t n)
+/* One publish request of a batch: the messages order[start, start + n),
+ * body_len bytes of body, and the next request of its ordering key. */
+#define NO_CHUNK ((size_t)-1)
+typedef struct chunk {
+    size_t start, n, body_len;
+    size_t next; /* NO_CHUNK: none, or the messages have no ordering key */
+} chunk;
+
+/* Cut one ordering key's messages (in event order) into requests within
+ * the count and size limits, appended to c->chunks; a keyed group's are
+ * chained, so that they go one after another. */
+static void cut_group(call *c, size_t first, size_t n, size_t *n_chunks)
 {
     pubsub *p = c->p;
+    const size_t *idx = c->order + first;
+    chunk *ch = c->bf->chunks;
+    int keyed = c->msgs[idx[0]].okey != NULL;
     size_t start = 0;
     while (start < n) {
         size_t len = BODY_OVERHEAD + c->msgs[idx[start]].len, end = start + 1;
@@ -807,12 +875,120 @@ static void publish_group(call *c, const size_t *idx, size_t n)
             len += 1 + c->msgs[idx[end]].len;
             end++;
         }
-        if (publish(c, idx + start, end - start, len) != 0 && c->msgs[idx[start]].okey) {
-            hold_back(c, idx + end, n - end);
-            return;
-        }
+        if (keyed && start > 0)
+            ch[*n_chunks - 1].next = *n_chunks;
+        ch[(*n_chunks)++] = (chunk){first + start, end - start, len, NO_CHUNK};
         start = end;
     }
+}
+
+/* The requests one after another on this thread (max_inflight 1, or a
+ * batch of one request). */
+static void publish_in_turn(call *c, size_t n_chunks)
+{
+    const chunk *ch = c->bf->chunks;
+    for (size_t k = 0; k < n_chunks; k++) {
+        if (publish(c, c->order + ch[k].start, ch[k].n, ch[k].body_len) == 0)
+            continue;
+        for (size_t h = ch[k].next; h != NO_CHUNK; h = ch[h].next) /* the key's later requests */
+            hold_back(c, c->order + ch[h].start, ch[h].n);
+        while (ch[k].next != NO_CHUNK) /* a key's requests are cut one after another */
+            k++;
+    }
+}
+
+/* Requests in flight together through the multi. The queue holds the
+ * requests ready to go: at first every one without a predecessor of its
+ * key; a request's successor joins it once the request is published. */
+typedef struct flight {
+    call *c;
+    text *body;
+    size_t chunk; /* NO_CHUNK: the flight is free */
+} flight;
+
+typedef struct fleet {
+    call *c;
+    flight f[PS_MAX_INFLIGHT];
+    size_t head, tail; /* c->bf->queue[head, tail) */
+} fleet;
+
+static void launch(fleet *fl, sb_gcp_multi *m);
+
+static void landed(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_response *resp, const char *err)
+{
+    flight *f = opaque;
+    call *c = f->c;
+    fleet *fl = c->fleet;
+    const chunk *ch = &c->bf->chunks[f->chunk];
+    if (answered(c, c->order + ch->start, ch->n, ch->body_len, rc, resp, err) == 0) {
+        if (ch->next != NO_CHUNK)
+            c->bf->queue[fl->tail++] = ch->next;
+    } else {
+        for (size_t h = ch->next; h != NO_CHUNK; h = c->bf->chunks[h].next)
+            hold_back(c, c->order + c->bf->chunks[h].start, c->bf->chunks[h].n);
+    }
+    f->chunk = NO_CHUNK;
+    launch(fl, m);
+}
+
+/* Start queued requests while flights are free. */
+static void launch(fleet *fl, sb_gcp_multi *m)
+{
+    call *c = fl->c;
+    for (size_t i = 0; i < c->p->max_inflight && fl->head < fl->tail; i++) {
+        flight *f = &fl->f[i];
+        if (f->chunk != NO_CHUNK)
+            continue;
+        size_t k = c->bf->queue[fl->head++];
+        const chunk *ch = &c->bf->chunks[k];
+        build_body(c, f->body, c->order + ch->start, ch->n, ch->body_len);
+        sb_gcp_request req = publish_request(c->p, f->body);
+        char err[256];
+        f->chunk = k;
+        if (sb_gcp_multi_add(m, &req, landed, f, err, sizeof err) != 0) {
+            f->chunk = NO_CHUNK; /* not expected: the request is the one publish() sends */
+            settle(c, c->order + ch->start, ch->n, SB_RESULT_RETRY, 0, err);
+            for (size_t h = ch->next; h != NO_CHUNK; h = c->bf->chunks[h].next)
+                hold_back(c, c->order + c->bf->chunks[h].start, c->bf->chunks[h].n);
+        }
+    }
+}
+
+/* Publish the batch's requests, up to max_inflight at once. */
+static void publish_all(call *c, size_t n_chunks)
+{
+    pubsub *p = c->p;
+    bufs *bf = c->bf;
+    if (n_chunks > 1 && p->max_inflight > 1 && !bf->multi) {
+        char err[256];
+        bf->multi = sb_gcp_multi_new(p->gc, (int)p->max_inflight, err, sizeof err);
+        bf->bodies = bf->multi ? calloc(p->max_inflight, sizeof *bf->bodies) : NULL;
+        if (!bf->bodies) {
+            sb_log(p->ins, SB_LOG_WARN, "publish requests go one at a time: %s", bf->multi ? "out of memory" : err);
+            sb_gcp_multi_destroy(bf->multi);
+            bf->multi = NULL;
+        }
+    }
+    if (n_chunks == 1 || !bf->multi) {
+        publish_in_turn(c, n_chunks);
+        return;
+    }
+    fleet fl = {.c = c};
+    c->fleet = &fl;
+    for (size_t i = 0; i < p->max_inflight; i++)
+        fl.f[i] = (flight){c, &bf->bodies[i], NO_CHUNK};
+    /* ready at first: every request that is not a successor of another */
+    for (size_t k = 0; k < n_chunks; k++)
+        bf->queue[k] = 0;
+    for (size_t k = 0; k < n_chunks; k++)
+        if (bf->chunks[k].next != NO_CHUNK)
+            bf->queue[bf->chunks[k].next] = 1;
+    for (size_t k = 0; k < n_chunks; k++)
+        if (!bf->queue[k])
+            bf->queue[fl.tail++] = k; /* tail <= k: overwrites only marks already read */
+    launch(&fl, bf->multi);
+    sb_gcp_multi_run(bf->multi, NULL); /* not cancelled: see "Stopping" above */
+    c->fleet = NULL;
 }
 
 /* A prepared message's place: sorted by ordering key, then event order. */
@@ -833,7 +1009,7 @@ static void ps_process(void *self, sb_batch *b)
     pubsub *p = self;
     size_t n = sb_batch_count(b);
     call c = {.p = p, .b = b, .bf = spare_take(p)};
-    if (bufs_fit(c.bf, n ? n : 1, sizeof(slot)) != 0) {
+    if (bufs_fit(c.bf, n ? n : 1, sizeof(slot), sizeof(chunk)) != 0) {
         for (size_t i = 0; i < n; i++)
             sb_batch_set_result(b, i, SB_RESULT_RETRY, "out of memory");
         spare_give(p, c.bf);
@@ -865,11 +1041,15 @@ static void ps_process(void *self, sb_batch *b)
         qsort(slots, ready, sizeof *slots, slot_cmp);
     for (size_t k = 0; k < ready; k++)
         order[k] = slots[k].i;
+    c.order = order;
+    size_t n_chunks = 0;
     for (size_t first = 0, end; first < ready; first = end) {
         for (end = p->okey ? first + 1 : ready; end < ready && strcmp(slots[end].okey, slots[first].okey) == 0; end++)
             ;
-        publish_group(&c, order + first, end - first);
+        cut_group(&c, first, end - first, &n_chunks);
     }
+    if (n_chunks)
+        publish_all(&c, n_chunks);
     for (size_t i = 0; i < n; i++)
         free(c.msgs[i].okey);
     c.bf->arena = c.arena;

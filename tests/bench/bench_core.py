@@ -22,8 +22,13 @@
                threads, from /proc/PID/task), in interleaved rounds
                (SB_BENCH_HTTP_EVENTS lines, default SB_BENCH_EVENTS)
 
-SB_BENCH_ONLY=http runs the -> HTTP part alone (quick runs while working on
-the sink). Results are printed and written to bench-results.txt in the build tree.
+  - pubsub with an ordering key per table (97 of them, so a batch of 1000
+    events makes 97 publish requests) against a receiver that answers each
+    after 20 ms, as Pub/Sub's round trip: lines/s with max_inflight 1, 4
+    and 16 (SB_BENCH_KEYS_EVENTS lines, default 10,000)
+
+SB_BENCH_ONLY=http runs the -> HTTP part alone, SB_BENCH_ONLY=keys the
+ordering-key part (quick runs while working on the sink). Results are printed and written to bench-results.txt in the build tree.
 """
 import json
 import os
@@ -248,10 +253,11 @@ FB_HTTP_CONF = FB_CONF.replace("""[OUTPUT]
 HTTP_N = int(os.environ.get("SB_BENCH_HTTP_EVENTS", str(N)))
 
 
-def receiver_start():
-    """tests/bench/pubsub_receiver on a free loopback port: (process, port)."""
-    p = subprocess.Popen([os.path.join(BUILD, "tests", "bench", "pubsub_receiver")], stdout=subprocess.PIPE,
-                         text=True)
+def receiver_start(delay_ms=0):
+    """tests/bench/pubsub_receiver on a free loopback port, answering after
+    delay_ms: (process, port)."""
+    p = subprocess.Popen([os.path.join(BUILD, "tests", "bench", "pubsub_receiver"), "0", str(delay_ms)],
+                         stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     m = re.match(r"port (\d+)", line)
     if not m:
@@ -289,19 +295,20 @@ def task_cpu(pid):
     return out
 
 
-def sb_http_run(d, inp, n, workers):
-    """syncbridge --once, file_in -> pubsub to a fresh receiver: wall, CPU
-    (wait4), and the CPU of the pubsub step's threads (sampled from /proc
-    every 20 ms until the exit; the last sample misses at most 20 ms)."""
+def sb_http_run(d, inp, n, workers, sink_extra=None, delay_ms=0):
+    """syncbridge --once, file_in -> pubsub (with sink_extra's options) to a
+    fresh receiver answering after delay_ms: wall, CPU (wait4), and the CPU
+    of the pubsub step's threads (sampled from /proc every 20 ms until the
+    exit; the last sample misses at most 20 ms)."""
     os.makedirs(d)
-    rp, port = receiver_start()
+    rp, port = receiver_start(delay_ms)
     try:
+        sink = {"plugin": "pubsub", "topic": "projects/bench/topics/t", "body": "json", "auth": "none",
+                "endpoint": "http://127.0.0.1:%d" % port, "batch_max": 1000, "workers": workers}
+        sink.update(sink_extra or {})
         cfg = write_cfg(d, {"in": {"plugin": "file_in", "path": inp, "format": "json", "id_field": "event_id",
                                    "batch": 1024}},
-                        {"sinks": {"ps": {"plugin": "pubsub", "topic": "projects/bench/topics/t", "body": "json",
-                                          "auth": "none", "endpoint": "http://127.0.0.1:%d" % port,
-                                          "batch_max": 1000, "workers": workers}},
-                         "routes": {"r": {"sources": ["in"], "steps": ["ps"]}}})
+                        {"sinks": {"ps": sink}, "routes": {"r": {"sources": ["in"], "steps": ["ps"]}}})
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         p = subprocess.Popen([BIN, "--once", "-c", cfg], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -390,6 +397,33 @@ def http_side_by_side(d, inp, n, results):
                         "<= 1.5x", cpu <= 1.5))
 
 
+KEYS_N = int(os.environ.get("SB_BENCH_KEYS_EVENTS", "10000"))
+KEYS_DELAY_MS = 20
+
+
+def keys_in_flight(d, results):
+    """pubsub with an ordering key per table (97 tables, so a batch of 1000
+    makes 97 requests) against a receiver that answers after 20 ms, a
+    round trip to Pub/Sub: lines/s with max_inflight 1 (one request at a
+    time, as before), 4 (the default) and 16, interleaved, 1 worker."""
+    inp = os.path.join(d, "runs-keys.jsonl")
+    write_input(inp, KEYS_N)
+    runs = {1: [], 4: [], 16: []}
+    for r in range(ROUNDS):
+        for k in runs:
+            runs[k].append(sb_http_run(os.path.join(d, "keys-%d-%d" % (k, r)), inp, KEYS_N, 1,
+                                       {"ordering_key": "${schema}.${table}", "max_inflight": k}, KEYS_DELAY_MS))
+    print("pubsub, ordering key per table, %d ms per publish: %d interleaved rounds of %d lines, load average "
+          "%.2f %.2f %.2f at the end" % ((KEYS_DELAY_MS, ROUNDS, KEYS_N) + os.getloadavg()))
+    for k, rs in runs.items():
+        results.append(("pubsub, 97 ordering keys, 20 ms RTT, max_inflight %d: lines/s" % k,
+                        med_range([KEYS_N / x for x, _, _ in rs], "%.0f"),
+                        "(baseline: one at a time)" if k == 1 else "(reported)", True))
+    gain = statistics.median([KEYS_N / x for x, _, _ in runs[4]]) / statistics.median([KEYS_N / x for x, _, _ in runs[1]])
+    results.append(("  max_inflight 4 / max_inflight 1", "%.2fx" % gain, "> 1 (requests in flight together)",
+                    gain > 1.5))
+
+
 def write_input(path, n):
     with open(path, "w") as f:
         for i in range(n):
@@ -419,6 +453,9 @@ def main():
             inp = os.path.join(d, "runs-http.jsonl")
             write_input(inp, HTTP_N)
             http_side_by_side(d, inp, HTTP_N, results)
+            return report(results)
+        if os.environ.get("SB_BENCH_ONLY") == "keys":
+            keys_in_flight(d, results)
             return report(results)
         # throughput
         inp = os.path.join(d, "runs.jsonl")
@@ -456,6 +493,7 @@ def main():
             inp = os.path.join(d, "runs-http.jsonl")
             write_input(inp, HTTP_N)
         http_side_by_side(d, inp, HTTP_N, results)
+        keys_in_flight(d, results)
     finally:
         subprocess.run(["rm", "-rf", d])
     return report(results)

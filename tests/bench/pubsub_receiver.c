@@ -12,8 +12,11 @@
  * and the top-level objects of JSON lines (`format json_lines`).
  *
  * One thread, poll(), keep-alive, Content-Length bodies (no chunked
- * encoding: neither client sends it). Usage: pubsub_receiver [PORT]; it
- * prints "port N" on stdout once listening (0 or no PORT: any free port).
+ * encoding: neither client sends it). Usage: pubsub_receiver [PORT
+ * [DELAY_MS]]; it prints "port N" on stdout once listening (0 or no PORT:
+ * any free port). DELAY_MS holds each answer that long, as a round trip to
+ * Pub/Sub would (the connection's, so requests on other connections go
+ * on meanwhile).
  */
 #define _GNU_SOURCE /* memmem */
 #include <arpa/inet.h>
@@ -29,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_CONNS 256
@@ -39,7 +43,15 @@ typedef struct conn {
     size_t in_len, in_cap;
     char *out;
     size_t out_len, out_off, out_cap;
+    int64_t due_ms; /* with DELAY_MS: when the pending answer may go */
 } conn;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static conn conns[MAX_CONNS];
 static size_t nconns;
@@ -202,13 +214,22 @@ int main(int argc, char **argv)
     getsockname(ls, (struct sockaddr *)&a, &al);
     printf("port %d\n", ntohs(a.sin_port));
     fflush(stdout);
+    int64_t delay = argc > 2 ? atoll(argv[2]) : 0;
     struct pollfd pf[MAX_CONNS + 1];
     for (;;) {
         pf[0] = (struct pollfd){.fd = ls, .events = POLLIN};
-        for (size_t i = 0; i < nconns; i++)
-            pf[i + 1] = (struct pollfd){.fd = conns[i].fd,
-                                        .events = conns[i].out_len > conns[i].out_off ? POLLOUT : POLLIN};
-        if (poll(pf, nconns + 1, -1) < 0) {
+        int64_t now = now_ms(), wait = -1;
+        for (size_t i = 0; i < nconns; i++) {
+            conn *c = &conns[i];
+            short ev = POLLIN;
+            if (c->out_len > c->out_off) {
+                ev = c->due_ms <= now ? POLLOUT : 0; /* held: nothing to read meanwhile (one request at a time) */
+                if (c->due_ms > now && (wait < 0 || c->due_ms - now < wait))
+                    wait = c->due_ms - now;
+            }
+            pf[i + 1] = (struct pollfd){.fd = c->fd, .events = ev};
+        }
+        if (poll(pf, nconns + 1, (int)wait) < 0) {
             if (errno == EINTR)
                 continue;
             perror("poll");
@@ -244,7 +265,9 @@ int main(int argc, char **argv)
                 drop(i);
                 continue;
             }
-            if (c->out_len) { /* answer at once; poll only if the socket is full */
+            if (c->out_len && delay > 0) {
+                c->due_ms = now_ms() + delay;
+            } else if (c->out_len) { /* answer at once; poll only if the socket is full */
                 ssize_t w = write(c->fd, c->out, c->out_len);
                 if (w > 0 && (c->out_off = (size_t)w) == c->out_len)
                     c->out_off = c->out_len = 0;

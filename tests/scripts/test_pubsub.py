@@ -155,6 +155,60 @@ class PubSubSink(unittest.TestCase):
         self.assertEqual(max(sizes), 4, sizes)
         self.assertEqual(sum(sizes), 40)
 
+    def test_requests_of_a_batch_are_in_flight_together(self):
+        """One batch, four ordering keys: four requests, which max_inflight
+        (4 by default) sends at once; with max_inflight 1 they go one after
+        another. The fake holds each of them 600 ms, so the spread of their
+        arrival in its log tells which."""
+        tables = ["a", "b", "c", "d"]
+        for inflight, together in ((4, True), (1, False)):
+            topic = "%s-%d" % (self.topic, inflight)
+            self.fake.create_topic(topic)
+            self.fake.fault(path_regex="/topics/%s:publish$" % topic, kind="latency", latency_ms=600, count=4)
+            open(self.inp, "w").close()
+            self.write(self.run_event(i, table=tables[i % 4]) for i in range(8))
+            subprocess.run(["rm", "-rf", os.path.join(self.dir, "state")])
+            self.config({"ps": self.sink(topic=topic, ordering_key="${schema}.${table}", max_inflight=inflight)},
+                        ["ps"])
+            self.run_once()
+            reqs = self.fake.publishes(topic)
+            self.assertEqual(len(reqs), 4, [r["body"] for r in reqs])
+            spread = max(r["time"] for r in reqs) - min(r["time"] for r in reqs)
+            if together:
+                self.assertLess(spread, 0.5, "max_inflight 4: the four requests were not in flight together")
+            else:
+                self.assertGreater(spread, 1.7, "max_inflight 1: the requests overlapped")
+            for t in tables:  # each key's messages in event order, in one request
+                got = [m["attributes"]["event_id"] for m in self.fake.messages(topic) if m["orderingKey"] == "edw." + t]
+                self.assertEqual(got, ["ev-%03d" % i for i in range(8) if tables[i % 4] == t])
+
+    def test_a_key_whose_request_fails_holds_its_next_one_back_while_others_fly(self):
+        """Two keys, two requests each, in flight together: the first request
+        to reach the fake gets a 503, so its key's second request is held
+        back (RETRY) instead of overtaking it; the other key goes on. In the
+        end every message is published once. (Their order after the retry is
+        the core's retry schedule's, which does not keep a key's order.)"""
+        tables = ["a", "b"]
+        self.write(self.run_event(i, table=tables[i % 2]) for i in range(8))
+        self.fake.create_topic(self.topic)
+        self.fake.fault(path_regex="/topics/%s:publish$" % self.topic, kind="status", status=503, count=1)
+        self.config({"ps": self.sink(ordering_key="${schema}.${table}", max_messages=2)}, ["ps"], log_level="debug")
+        r = self.run_once()
+        held = [l for l in r.stderr.splitlines() if "held back: an earlier message with ordering key" in l]
+        self.assertEqual(len(held), 2, r.stderr[-3000:])  # the failed key's second request: two events
+        msgs = self.fake.messages(self.topic)
+        self.assertEqual(sorted(m["attributes"]["event_id"] for m in msgs), ["ev-%03d" % i for i in range(8)])
+        # the first pass: the refused request and the other key's two; the
+        # refused key's second request was not sent
+        first = [(q["status"], [m["attributes"]["event_id"] for m in json.loads(q["body"])["messages"]])
+                 for q in self.fake.publishes(self.topic)[:3]]
+        refused = [ids for st, ids in first if st == 503]
+        self.assertEqual(len(refused), 1, first)
+        key = "a" if refused[0] == ["ev-000", "ev-002"] else "b"
+        self.assertIn(refused[0], (["ev-000", "ev-002"], ["ev-001", "ev-003"]))
+        other = sorted(i for st, ids in first if st == 200 for i in ids)
+        self.assertEqual(other, ["ev-%03d" % i for i in range(8) if tables[i % 2] != key], first)
+
     def test_max_bytes_splits_requests(self):
         events = [self.run_event(i, pad=i) for i in range(30)]
         for e in events:
