@@ -190,6 +190,24 @@ static int text_may_name(const char *raw, size_t len, const char *key)
     return (size_t)(end - p) >= klen;
 }
 
+/* Member `key` of an event without a tree, as text: what was set since
+ * (which wins), else the source's text through its member index, made on
+ * the first lookup that may find something. */
+static void text_member(sb_event *ev, const char *key, sb_json_member *m)
+{
+    *m = (sb_json_member){SB_JSON_MEMBER_ABSENT, NULL, 0};
+    if (ev->sets.len) /* set later than the text: wins */
+        sb_json_find_member(ev->sets.p, ev->sets.len, key, m);
+    if (m->kind == SB_JSON_MEMBER_ABSENT) {
+        if (!ev->index) {
+            if (!text_may_name(ev->raw, ev->raw_len, key))
+                return;
+            ev->index = sb_json_members(ev->raw, ev->raw_len, &ev->nindex);
+        }
+        sb_json_find_in(ev->index, ev->nindex, key, m);
+    }
+}
+
 json_t *sb_event_member(const sb_event *cev, const char *key)
 {
     sb_event *ev = (sb_event *)cev; /* a cache: one thread at a time uses an event (event.h) */
@@ -200,17 +218,8 @@ json_t *sb_event_member(const sb_event *cev, const char *key)
     json_t **slot = peek_slot(ev, key);
     if (slot)
         return *slot;
-    sb_json_member m = {SB_JSON_MEMBER_ABSENT, NULL, 0};
-    if (ev->sets.len) /* set later than the text: wins */
-        sb_json_find_member(ev->sets.p, ev->sets.len, key, &m);
-    if (m.kind == SB_JSON_MEMBER_ABSENT) {
-        if (!ev->index) {
-            if (!text_may_name(ev->raw, ev->raw_len, key))
-                return NULL;
-            ev->index = sb_json_members(ev->raw, ev->raw_len, &ev->nindex);
-        }
-        sb_json_find_in(ev->index, ev->nindex, key, &m);
-    }
+    sb_json_member m;
+    text_member(ev, key, &m);
     if (m.kind == SB_JSON_MEMBER_ABSENT)
         return NULL;
     if (m.kind == SB_JSON_MEMBER_UNDECIDED)
@@ -350,6 +359,24 @@ void sb_event_set_source(sb_event *ev, const char *source)
 {
     free(ev->source);
     ev->source = sb_strdup(source);
+}
+
+json_t *sb_event_get_value(const sb_event *ev, const char *key)
+{
+    return sb_event_member(ev, key);
+}
+
+const char *sb_event_get_json(const sb_event *cev, const char *key, size_t *len)
+{
+    sb_event *ev = (sb_event *)cev; /* the member index is a cache, as in sb_event_member() */
+    if (!key || ev->fields || !ev->raw)
+        return NULL;
+    sb_json_member m;
+    text_member(ev, key, &m);
+    if (m.kind != SB_JSON_MEMBER_STRING && m.kind != SB_JSON_MEMBER_OTHER)
+        return NULL;
+    *len = m.len;
+    return m.text;
 }
 
 const char *sb_event_get_string(const sb_event *ev, const char *key)

@@ -927,7 +927,7 @@ static void run_range(run *r, const size_t *idx, size_t m)
  * has neither. */
 static int event_value(sb_event *ev, const char *name, pvalue *v, char *why, size_t why_size)
 {
-    json_t *f = json_object_get(sb_event_fields(ev), name);
+    json_t *f = sb_event_get_value(ev, name); /* that field only: the event's whole tree is not built */
     if (f)
         return pvalue_from_json(v, f, why, why_size);
     memset(v, 0, sizeof *v);

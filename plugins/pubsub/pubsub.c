@@ -480,6 +480,15 @@ static int put_value(text *t, const char *s, size_t n)
     return 0;
 }
 
+/* The separator and the quoted name of one of our attributes (ASCII,
+ * nothing to escape), without the colon. */
+static void put_plain_key(text *t, const char *key)
+{
+    if (t->nattrs)
+        put(t, ",", 1);
+    put(t, "\"", 1), put(t, key, strlen(key)), put(t, "\"", 1);
+}
+
 /* Write attribute `key` = `value` after checking the limits. plain: the
  * key is one of ours (ASCII, nothing to escape), written as is. */
 static int put_attr(text *t, const char *key, int plain, const char *value, const char *eid, char *err, size_t errsz)
@@ -491,10 +500,10 @@ static int put_attr(text *t, const char *key, int plain, const char *value, cons
                   eid, vl, PS_MAX_ATTR_VALUE);
     } else {
         size_t mark = t->len;
-        if (t->nattrs)
-            put(t, ",", 1);
         if (plain)
-            put(t, "\"", 1), put(t, key, strlen(key)), put(t, "\"", 1);
+            put_plain_key(t, key);
+        else if (t->nattrs)
+            put(t, ",", 1);
         if ((!plain && sb_json_append_string(&t->p, &t->len, &t->cap, key, strlen(key)) != 0) ||
             (put(t, ":", 1), put_value(t, value, vl)) != 0) {
             t->len = mark;
@@ -505,6 +514,44 @@ static int put_attr(text *t, const char *key, int plain, const char *value, cons
         }
     }
     return rc;
+}
+
+/* An integer as JSON writes it (no sign on zero): its decimal text is the
+ * attribute's value as is. */
+static int integer_text(const char *s, size_t n)
+{
+    size_t i = s[0] == '-';
+    if (n <= i || n > 20 || (n == 2 && s[0] == '-' && s[1] == '0'))
+        return 0;
+    for (; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+/* Standard attribute `key` from the event's field of that name when it is
+ * a string or an integer (absent, or another type: no attribute). Where
+ * the source's JSON text needs nothing done (a string without escapes
+ * within the value limit, an integer) it is copied as is, as
+ * sb_event_get_json() gives it; else the value is read and written by
+ * put_attr(). */
+static int put_field_attr(text *t, const sb_event *ev, const char *key, const char *eid, char *err, size_t errsz)
+{
+    size_t n = 0;
+    const char *raw = sb_event_get_json(ev, key, &n);
+    int str = raw && n >= 2 && raw[0] == '"' && n - 2 <= PS_MAX_ATTR_VALUE && !memchr(raw, '\\', n);
+    if (str || (raw && integer_text(raw, n))) {
+        put_plain_key(t, key);
+        put(t, str ? ":" : ":\"", str ? 1 : 2);
+        put(t, raw, n);
+        if (!str)
+            put(t, "\"", 1);
+        t->nattrs++;
+        return 0;
+    }
+    char num[24];
+    const char *v = field_text(ev, key, num);
+    return v ? put_attr(t, key, 1, v, eid, err, errsz) : 0;
 }
 
 /* prepare() could not build a message for lack of memory: the event is
@@ -600,12 +647,9 @@ static int prepare(pubsub *p, sb_event *ev, msg *m, text *arena, text *scratch, 
     put(t, "\"attributes\":{", 14);
     if (!p->eid_replaced)
         rc = put_attr(t, "event_id", 1, eid, eid, err, errsz);
-    for (size_t i = 0; rc == 0 && i < sizeof standard_attrs / sizeof *standard_attrs; i++) {
-        char num[24];
-        const char *v = p->std_replaced & (1u << i) ? NULL : field_text(ev, standard_attrs[i], num);
-        if (v)
-            rc = put_attr(t, standard_attrs[i], 1, v, eid, err, errsz);
-    }
+    for (size_t i = 0; rc == 0 && i < sizeof standard_attrs / sizeof *standard_attrs; i++)
+        if (!(p->std_replaced & (1u << i)))
+            rc = put_field_attr(t, ev, standard_attrs[i], eid, err, errsz);
     size_t na = p->nattr_tpl;
     for (size_t i = 0; rc == 0 && i < na; i++) {
         const char *key = NULL;

@@ -211,6 +211,59 @@ static void assert_append_is_dump(sb_event *ev)
     free(buf);
 }
 
+/* sb_event_get_json(): field `key`'s JSON text, or NULL (absent, or not
+ * held as text); *len set when found. */
+static void assert_json_field(sb_event *ev, const char *key, const char *want)
+{
+    size_t len = 99;
+    const char *got = sb_event_get_json(ev, key, &len);
+    if (!want) {
+        ck_assert_msg(got == NULL, "%s: got %.*s, want none", key, (int)len, got ? got : "");
+        return;
+    }
+    ck_assert_msg(got && len == strlen(want) && memcmp(got, want, len) == 0, "%s: got %.*s, want %s", key,
+                  got ? (int)len : 4, got ? got : "NULL", want);
+}
+
+START_TEST(one_field_as_value_or_as_text_without_the_tree)
+{
+    static const char text[] = "{\"event_id\":\"e1\", \"s\": \"plain\", \"esc\":\"a\\\"b\", \"n\":123, \"r\":1.5,"
+                               " \"o\":{\"x\":[1, 2]}, \"t\":true, \"nul\":null, \"s\":\"later\"}";
+    char err[256];
+    sb_event *ev = sb_event_new_json("fallback", "event_id", text, strlen(text), err, sizeof err);
+    ck_assert_ptr_nonnull(ev);
+    assert_json_field(ev, "s", "\"later\""); /* a key written twice: the later one, as the tree has it */
+    assert_json_field(ev, "esc", "\"a\\\"b\"");
+    assert_json_field(ev, "n", "123");
+    assert_json_field(ev, "r", "1.5");
+    assert_json_field(ev, "o", "{\"x\":[1, 2]}");
+    assert_json_field(ev, "t", "true");
+    assert_json_field(ev, "nul", "null");
+    assert_json_field(ev, "absent", NULL);
+    ck_assert_int_eq(json_integer_value(sb_event_get_value(ev, "n")), 123);
+    ck_assert_str_eq(json_string_value(sb_event_get_value(ev, "esc")), "a\"b");
+    ck_assert_int_eq(json_array_size(json_object_get(sb_event_get_value(ev, "o"), "x")), 2);
+    ck_assert(json_is_null(sb_event_get_value(ev, "nul")));
+    ck_assert_ptr_null(sb_event_get_value(ev, "absent"));
+    /* set and added fields win over the source's, still as text */
+    ck_assert_int_eq(sb_event_set_string(ev, "s", "set \u00e9"), 0);
+    ck_assert_int_eq(sb_event_add(ev, "added", json_integer(7)), 0);
+    assert_json_field(ev, "s", "\"set \u00e9\"");
+    assert_json_field(ev, "added", "7");
+    ck_assert_str_eq(sb_event_get_string(ev, "s"), "set \u00e9");
+    /* once the tree is built, the text is not the truth any more */
+    json_object_set_new(sb_event_fields(ev), "n", json_integer(5));
+    assert_json_field(ev, "n", NULL);
+    ck_assert_int_eq(json_integer_value(sb_event_get_value(ev, "n")), 5);
+    sb_event_free(ev);
+    /* an event built from a tree has no text */
+    ev = sb_event_new_with_fields("e2", json_pack("{s:i}", "n", 3));
+    assert_json_field(ev, "n", NULL);
+    ck_assert_int_eq(json_integer_value(sb_event_get_value(ev, "n")), 3);
+    sb_event_free(ev);
+}
+END_TEST
+
 START_TEST(append_json_is_the_compact_dump)
 {
     static const char *const texts[] = {
@@ -267,6 +320,7 @@ int main(void)
     tcase_add_test(tc, escaped_keys_fall_back_to_the_tree);
     tcase_add_test(tc, absent_keys_cost_no_index);
     tcase_add_test(tc, append_json_is_the_compact_dump);
+    tcase_add_test(tc, one_field_as_value_or_as_text_without_the_tree);
     tcase_add_test(tc, run_id_is_stable_and_63_bit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

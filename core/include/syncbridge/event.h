@@ -76,6 +76,22 @@ json_t *sb_event_fields(sb_event *ev);
 const char *sb_event_get_string(const sb_event *ev, const char *key);
 int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback);
 
+/* Field `key` whatever its type, NULL when absent: what
+ * json_object_get(sb_event_fields(ev), key) gives, without building the
+ * fields object of an event made by sb_event_new_json() (only that member
+ * is parsed from the source's text, and kept). Borrowed, valid until the
+ * event is changed or freed. Since ABI 2.4. */
+json_t *sb_event_get_value(const sb_event *ev, const char *key);
+
+/* Field `key` as the JSON text the event holds it in, for sinks that copy
+ * values into JSON they write: a string with its quotes and escapes as the
+ * source wrote them, a number, object or array as written; *len bytes, not
+ * NUL-terminated. NULL when the field is absent, and also whenever it is
+ * not held as text (an event built from a tree, after sb_event_fields(),
+ * or a key written with escapes): fall back to the accessors above.
+ * Borrowed, valid until the event is changed or freed. Since ABI 2.4. */
+const char *sb_event_get_json(const sb_event *ev, const char *key, size_t *len);
+
 /* Convenience setters for sources; return -1 if the key or value is not
  * valid UTF-8, or on allocation failure. */
 int sb_event_set_string(sb_event *ev, const char *key, const char *value);
