@@ -129,8 +129,9 @@ static int64_t start_ready(sb_gcp_multi *m, sb_gcp_cancel *cancel)
     while (*p) {
         mx *t = *p;
         if (t->ready_us > now || m->nactive >= m->max_parallel) {
-            if (t->ready_us > now && (next < 0 || (t->ready_us - now) / 1000 < next))
-                next = (t->ready_us - now) / 1000;
+            int64_t due_ms = (t->ready_us - now + 999) / 1000; /* rounded up: no spin in its last ms */
+            if (t->ready_us > now && (next < 0 || due_ms < next))
+                next = due_ms;
             else if (t->ready_us <= now)
                 next = 0; /* due, but no slot */
             prev = t;
@@ -239,6 +240,8 @@ sb_gcp_result sb_gcp_multi_run(sb_gcp_multi *m, sb_gcp_cancel *cancel)
          * poll below would otherwise sleep its whole POLL_MS first), and
          * learn when the rest is due. */
         int64_t next = start_ready(m, cancel);
+        if (!m->pending) /* what it took out ended there (no token, cancelled) */
+            break;
         /* Wait for traffic, the next queued start, or the cancel check. */
         long timeout = POLL_MS;
         curl_multi_timeout(m->m, &timeout);

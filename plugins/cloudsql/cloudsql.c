@@ -643,11 +643,26 @@ static SQLHSTMT multi_stmt(cs_worker *w, size_t rows, SQLHSTMT keep, diag *d)
     return s;
 }
 
+/* The server does not take the multi-row form: say so, and send arrays or
+ * single rows on this connection from now on. Returns 1 (exec_multi's "run
+ * them another way"), with *d cleared. */
+static int refuse_multi(run *r, diag *d)
+{
+    char *why = redact(d->text, r->cs->secrets);
+    sb_log(r->cs->ins, SB_LOG_WARN,
+           "a multi-row INSERT was refused as a syntax error; this connection sends %s from now on: %s",
+           r->w->arrays ? "parameter arrays" : "one row at a time", why);
+    free(why);
+    memset(d, 0, sizeof *d);
+    r->w->multi_refused = 1;
+    return 1;
+}
+
 /* The m rows as multi-row INSERTs, in event order: as few statements as
  * multi_max allows, of nearly equal sizes (so at most two sizes, each kept
- * prepared). 1, before anything ran, when the values are too large for it
- * or the server refuses the multi-row form (then from then on): the caller
- * sends arrays or rows. */
+ * prepared). 1 when the values are too large for it (nothing ran) or the
+ * server refuses the multi-row form (then from then on): the caller rolls
+ * back whatever ran and sends arrays or rows. */
 static int exec_multi(run *r, const size_t *idx, size_t m, diag *d)
 {
     cs_worker *w = r->w;
@@ -662,15 +677,7 @@ static int exec_multi(run *r, const size_t *idx, size_t m, diag *d)
     SQLHSTMT s_big = s_small && n_big ? multi_stmt(w, small + 1, s_small, d) : s_small;
     if (!s_small || !s_big) {
         diag_class k = diag_classify(d);
-        if (k != DIAG_DATA && k != DIAG_DUPLICATE)
-            return -1;
-        char *why = redact(d->text, r->cs->secrets);
-        sb_log(r->cs->ins, SB_LOG_WARN, "the server refuses multi-row INSERTs; sending %s from now on: %s",
-               w->arrays ? "parameter arrays" : "one row at a time", why);
-        free(why);
-        memset(d, 0, sizeof *d);
-        w->multi_refused = 1;
-        return 1;
+        return k == DIAG_DATA || k == DIAG_DUPLICATE ? refuse_multi(r, d) : -1;
     }
     SQLLEN *inds = calloc((small + 1) * n_markers, sizeof *inds);
     if (!inds)
@@ -687,6 +694,12 @@ static int exec_multi(run *r, const size_t *idx, size_t m, diag *d)
         done += rows;
     }
     free(inds);
+    /* drivers that prepare on the first execute (psqlODBC) say there that
+     * the server has no multi-row form: a syntax error, the same for every
+     * row, not a row at fault */
+    if (rc != 0 && (strcmp(d->state, "42000") == 0 || strcmp(d->state, "42601") == 0 ||
+                    strcmp(d->state, "37000") == 0))
+        return refuse_multi(r, d);
     return rc;
 }
 
@@ -855,8 +868,8 @@ static int transaction(run *r, const size_t *idx, size_t m, diag *d)
 {
     cs_worker *w = r->w;
     int rc = 1;
-    if (r->cs->multi_max && !w->multi_refused && m > 1)
-        rc = exec_multi(r, idx, m, d);
+    if (r->cs->multi_max && !w->multi_refused && m > 1 && (rc = exec_multi(r, idx, m, d)) == 1)
+        SQLEndTran(SQL_HANDLE_DBC, w->dbc, SQL_ROLLBACK); /* a refused form may have left the transaction failed */
     if (rc == 1 && w->arrays && m > 1)
         rc = exec_array(r, idx, m, d);
     if (rc == 1)

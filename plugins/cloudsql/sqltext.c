@@ -92,18 +92,39 @@ typedef struct row_scan {
     int words;     /* words seen so far */
     int insert;    /* the first word is INSERT or REPLACE */
     int depth;     /* parentheses open */
-    int after_values, in_row, row_done, after_row;
-    int disqualified; /* a marker outside the row, or a second row */
+    int after_values, in_row, row_done, after_row, ended;
+    int disqualified; /* a marker outside the row, a second row, a SELECT or another statement */
 } row_scan;
+
+static int word_is(const char *w, size_t len, const char *kw)
+{
+    return len == strlen(kw) && strncasecmp(w, kw, len) == 0;
+}
+
+/* After the row, only what an upsert or RETURNING adds may follow, kept
+ * once: ON CONFLICT / ON DUPLICATE KEY, MySQL's AS alias, RETURNING, and a
+ * final ';'. Anything else (a second statement, LIMIT, a UNION) would not
+ * mean the same once the row is repeated. */
+static void after_the_row(row_scan *rs, const char *w, size_t len, char c)
+{
+    if (rs->ended || !(c == ';' || (w && (word_is(w, len, "on") || word_is(w, len, "as") ||
+                                          word_is(w, len, "returning")))))
+        rs->disqualified = 1;
+    rs->ended |= c == ';';
+}
 
 static void scan_word(row_scan *rs, const char *w, size_t len)
 {
     if (rs->words++ == 0)
-        rs->insert = (len == 6 && strncasecmp(w, "insert", 6) == 0) ||
-                     (len == 7 && strncasecmp(w, "replace", 7) == 0);
+        rs->insert = word_is(w, len, "insert") || word_is(w, len, "replace");
+    if (rs->after_row)
+        after_the_row(rs, w, len, 0);
+    else if (rs->ended)
+        rs->disqualified = 1;
+    if (rs->depth == 0 && !rs->row_done && word_is(w, len, "select"))
+        rs->disqualified = 1; /* INSERT ... SELECT ... VALUES: not a row of values */
     /* the first top-level VALUES only: MySQL's VALUES(col) may follow the row */
-    rs->after_values = rs->depth == 0 && !rs->in_row && !rs->row_done && len == 6 &&
-                       strncasecmp(w, "values", 6) == 0;
+    rs->after_values = rs->depth == 0 && !rs->in_row && !rs->row_done && word_is(w, len, "values");
     rs->after_row = 0;
 }
 
@@ -112,6 +133,8 @@ static void scan_word(row_scan *rs, const char *w, size_t len)
 static void scan_token(row_scan *rs, sql_stmt *st, char c, size_t out_len)
 {
     rs->words++;
+    if (rs->after_row || rs->ended)
+        after_the_row(rs, NULL, 0, c);
     if (c == '(') {
         if (rs->after_values && rs->depth == 0) {
             rs->in_row = 1;
@@ -127,8 +150,6 @@ static void scan_token(row_scan *rs, sql_stmt *st, char c, size_t out_len)
             rs->after_row = 1;
             return;
         }
-    } else if (c == ',' && rs->after_row) {
-        rs->disqualified = 1;
     }
     rs->after_values = 0;
     rs->after_row = 0;

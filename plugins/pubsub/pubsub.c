@@ -317,8 +317,9 @@ typedef struct text {
 typedef struct bufs {
     text arena, scratch, body;
     /* per event of the batch: the call's msgs, its slots and order, a
-     * publish answer's ids, and the requests (a batch makes at most one
-     * per event) with their queue (cap_n entries each) */
+     * publish answer's ids (cap_n entries each), and the requests with
+     * their queue (2 * cap_n: at most one per event, and one per event
+     * again when a refused request is re-sent message by message) */
     msg *msgs;
     struct slot *slots;
     size_t *order;
@@ -346,8 +347,8 @@ static int bufs_fit(bufs *bf, size_t n, size_t slot_size, size_t chunk_size)
     void *grown;
     if (GROW(bf->msgs, n, sizeof *bf->msgs) || GROW(bf->slots, n, slot_size) ||
         GROW(bf->order, n, sizeof *bf->order) || GROW(bf->ids, n, sizeof *bf->ids) ||
-        GROW(bf->lens, n, sizeof *bf->lens) || GROW(bf->chunks, n, chunk_size) ||
-        GROW(bf->queue, n, sizeof *bf->queue))
+        GROW(bf->lens, n, sizeof *bf->lens) || GROW(bf->chunks, 2 * n, chunk_size) ||
+        GROW(bf->queue, 2 * n, sizeof *bf->queue))
         return -1;
     bf->cap_n = n;
     return 0;
@@ -523,6 +524,8 @@ static int integer_text(const char *s, size_t n)
     size_t i = s[0] == '-';
     if (n <= i || n > 20 || (n == 2 && s[0] == '-' && s[1] == '0'))
         return 0;
+    if (n == 20 && memcmp(s, "-9223372036854775808", 20) == 0)
+        return 0; /* sb_event_get_int()'s "absent": the old path wrote no attribute */
     for (; i < n; i++)
         if (s[i] < '0' || s[i] > '9')
             return 0;
@@ -832,12 +835,17 @@ static sb_gcp_request publish_request(const pubsub *p, const text *t)
 
 static int publish(call *c, const size_t *idx, size_t n, size_t body_len);
 
+/* answered(): the request was refused whole (400) and is to be re-sent
+ * message by message by the caller. */
+#define PUBLISH_SPLIT 1
+
 /* Settle the events of a publish of idx[0..n) (body_len bytes) from its
  * answer. Returns 0 when they were published or failed for good, -1 when
  * they are to be retried (so the ordering key's later messages are held
- * back). */
+ * back). A 400 for several messages is re-sent one message at a time here
+ * when resend_here is set, else left to the caller (PUBLISH_SPLIT). */
 static int answered(call *c, const size_t *idx, size_t n, size_t body_len, sb_gcp_result rc,
-                    const sb_gcp_response *resp, const char *err)
+                    const sb_gcp_response *resp, const char *err, int resend_here)
 {
     pubsub *p = c->p;
     int ret = 0;
@@ -852,6 +860,8 @@ static int answered(call *c, const size_t *idx, size_t n, size_t body_len, sb_gc
          * the message Pub/Sub refused by sending them one at a time. */
         sb_log(p->ins, SB_LOG_WARN, "publish of %zu messages to %s refused (%s); re-sending them one by one", n,
                p->topic, line);
+        if (!resend_here)
+            return PUBLISH_SPLIT;
         for (size_t k = 0; k < n; k++)
             if (publish(c, &idx[k], 1, BODY_OVERHEAD + c->msgs[idx[k]].len) != 0) {
                 ret = -1;
@@ -890,7 +900,7 @@ static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
     sb_gcp_response resp;
     char err[1024] = "";
     sb_gcp_result rc = sb_gcp_request_send(c->p->gc, &req, &resp, err, sizeof err);
-    int ret = answered(c, idx, n, t->len, rc, &resp, err);
+    int ret = answered(c, idx, n, t->len, rc, &resp, err, 1);
     sb_gcp_response_clear(&resp);
     return ret;
 }
@@ -926,6 +936,14 @@ static void cut_group(call *c, size_t first, size_t n, size_t *n_chunks)
     }
 }
 
+/* Hold back the requests chained after request k (its key's later ones). */
+static void hold_back_after(call *c, size_t k)
+{
+    const chunk *ch = c->bf->chunks;
+    for (size_t h = ch[k].next; h != NO_CHUNK; h = ch[h].next)
+        hold_back(c, c->order + ch[h].start, ch[h].n);
+}
+
 /* The requests one after another on this thread (max_inflight 1, or a
  * batch of one request). */
 static void publish_in_turn(call *c, size_t n_chunks)
@@ -934,8 +952,7 @@ static void publish_in_turn(call *c, size_t n_chunks)
     for (size_t k = 0; k < n_chunks; k++) {
         if (publish(c, c->order + ch[k].start, ch[k].n, ch[k].body_len) == 0)
             continue;
-        for (size_t h = ch[k].next; h != NO_CHUNK; h = ch[h].next) /* the key's later requests */
-            hold_back(c, c->order + ch[h].start, ch[h].n);
+        hold_back_after(c, k);
         while (ch[k].next != NO_CHUNK) /* a key's requests are cut one after another */
             k++;
     }
@@ -954,23 +971,44 @@ typedef struct fleet {
     call *c;
     flight f[PS_MAX_INFLIGHT];
     size_t head, tail; /* c->bf->queue[head, tail) */
+    size_t n_chunks;   /* in c->bf->chunks, which has room for 2 per event */
 } fleet;
 
 static void launch(fleet *fl, sb_gcp_multi *m);
+
+/* Request k was refused whole (400): its messages become requests of one,
+ * chained in its place for a key (the key's later requests after them), or
+ * all queued at once without one. Each message is split at most once, so
+ * the chunks stay within 2 per event. */
+static void split(fleet *fl, size_t k)
+{
+    call *c = fl->c;
+    chunk *ch = c->bf->chunks, was = ch[k];
+    int keyed = c->msgs[c->order[was.start]].okey != NULL;
+    for (size_t j = 0; j < was.n; j++) {
+        size_t s = fl->n_chunks++;
+        ch[s] = (chunk){was.start + j, 1, BODY_OVERHEAD + c->msgs[c->order[was.start + j]].len, NO_CHUNK};
+        if (keyed)
+            ch[s].next = j + 1 < was.n ? s + 1 : was.next;
+        if (!keyed || j == 0)
+            c->bf->queue[fl->tail++] = s;
+    }
+}
 
 static void landed(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_response *resp, const char *err)
 {
     flight *f = opaque;
     call *c = f->c;
     fleet *fl = c->fleet;
-    const chunk *ch = &c->bf->chunks[f->chunk];
-    if (answered(c, c->order + ch->start, ch->n, ch->body_len, rc, resp, err) == 0) {
-        if (ch->next != NO_CHUNK)
-            c->bf->queue[fl->tail++] = ch->next;
-    } else {
-        for (size_t h = ch->next; h != NO_CHUNK; h = c->bf->chunks[h].next)
-            hold_back(c, c->order + c->bf->chunks[h].start, c->bf->chunks[h].n);
-    }
+    size_t k = f->chunk;
+    const chunk *ch = &c->bf->chunks[k];
+    int r = answered(c, c->order + ch->start, ch->n, ch->body_len, rc, resp, err, 0);
+    if (r == PUBLISH_SPLIT)
+        split(fl, k);
+    else if (r == 0 && ch->next != NO_CHUNK)
+        c->bf->queue[fl->tail++] = ch->next;
+    else if (r != 0)
+        hold_back_after(c, k);
     f->chunk = NO_CHUNK;
     launch(fl, m);
 }
@@ -979,10 +1017,13 @@ static void landed(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_respo
 static void launch(fleet *fl, sb_gcp_multi *m)
 {
     call *c = fl->c;
-    for (size_t i = 0; i < c->p->max_inflight && fl->head < fl->tail; i++) {
+    size_t i = 0;
+    while (fl->head < fl->tail) {
+        while (i < c->p->max_inflight && fl->f[i].chunk != NO_CHUNK)
+            i++;
+        if (i == c->p->max_inflight)
+            return;
         flight *f = &fl->f[i];
-        if (f->chunk != NO_CHUNK)
-            continue;
         size_t k = c->bf->queue[fl->head++];
         const chunk *ch = &c->bf->chunks[k];
         build_body(c, f->body, c->order + ch->start, ch->n, ch->body_len);
@@ -990,10 +1031,9 @@ static void launch(fleet *fl, sb_gcp_multi *m)
         char err[256];
         f->chunk = k;
         if (sb_gcp_multi_add(m, &req, landed, f, err, sizeof err) != 0) {
-            f->chunk = NO_CHUNK; /* not expected: the request is the one publish() sends */
+            f->chunk = NO_CHUNK; /* not expected: the request is the one publish() sends; the flight takes the next */
             settle(c, c->order + ch->start, ch->n, SB_RESULT_RETRY, 0, err);
-            for (size_t h = ch->next; h != NO_CHUNK; h = c->bf->chunks[h].next)
-                hold_back(c, c->order + c->bf->chunks[h].start, c->bf->chunks[h].n);
+            hold_back_after(c, k);
         }
     }
 }
@@ -1017,7 +1057,7 @@ static void publish_all(call *c, size_t n_chunks)
         publish_in_turn(c, n_chunks);
         return;
     }
-    fleet fl = {.c = c};
+    fleet fl = {.c = c, .n_chunks = n_chunks};
     c->fleet = &fl;
     for (size_t i = 0; i < p->max_inflight; i++)
         fl.f[i] = (flight){c, &bf->bodies[i], NO_CHUNK};

@@ -223,6 +223,14 @@ START_TEST(the_values_row_is_found_only_where_repeating_it_is_safe)
         {"UPDATE t SET a = :a WHERE id IN (VALUES (1))", ""},
         {"WITH v AS (SELECT 1) INSERT INTO t (a) VALUES (:a)", ""},
         {"INSERT INTO \"values\" (a) VALUES ('x')", ""},
+        /* none: what follows the row would run or mean something else once */
+        {"INSERT INTO t (a) VALUES (:a); UPDATE stats SET n = n + 1", ""},
+        {"INSERT INTO t (a) SELECT 1 UNION VALUES (:a)", ""},
+        {"INSERT INTO t (a) VALUES (:a) LIMIT 1", ""},
+        {"INSERT INTO t (a) VALUES (:a) (:b)", ""},
+        /* a final ';', RETURNING */
+        {"INSERT INTO t (a) VALUES (:a) RETURNING id;", "(?)"},
+        {"INSERT INTO t (a) VALUES (:a) ; -- done", "(?)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *row = row_of(cases[i].text);

@@ -209,6 +209,31 @@ class PubSubSink(unittest.TestCase):
         other = sorted(i for st, ids in first if st == 200 for i in ids)
         self.assertEqual(other, ["ev-%03d" % i for i in range(8) if tables[i % 2] != key], first)
 
+    def test_a_refused_request_in_flight_with_others_is_resent_message_by_message(self):
+        """Two keys, one request each, in flight together; the first to
+        arrive is refused whole (400). Its messages go again one by one,
+        in order and one after another, through the same flights, while
+        the other key's request is answered: every event once, in order."""
+        tables = ["a", "b"]
+        self.write(self.run_event(i, table=tables[i % 2]) for i in range(6))
+        self.fake.create_topic(self.topic)
+        self.fake.fault(path_regex="/topics/%s:publish$" % self.topic, kind="status", status=400, count=1,
+                        message="Invalid message")
+        self.config({"ps": self.sink(ordering_key="${schema}.${table}")}, ["ps"])
+        r = self.run_once()
+        self.assertIn("re-sending them one by one", r.stderr)
+        reqs = [(q["status"], [m["attributes"]["event_id"] for m in json.loads(q["body"])["messages"]])
+                for q in self.fake.publishes(self.topic)]
+        refused = [ids for st, ids in reqs if st == 400]
+        self.assertEqual(len(refused), 1, reqs)
+        singles = [ids[0] for st, ids in reqs if st == 200 and len(ids) == 1]
+        self.assertEqual(singles, refused[0], reqs)  # one by one, in event order
+        msgs = self.fake.messages(self.topic)
+        self.assertEqual(sorted(m["attributes"]["event_id"] for m in msgs), ["ev-%03d" % i for i in range(6)])
+        for t in tables:
+            got = [m["attributes"]["event_id"] for m in msgs if m["orderingKey"] == "edw." + t]
+            self.assertEqual(got, ["ev-%03d" % i for i in range(6) if tables[i % 2] == t])
+
     def test_max_bytes_splits_requests(self):
         events = [self.run_event(i, pad=i) for i in range(30)]
         for e in events:

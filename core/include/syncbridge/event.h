@@ -80,7 +80,7 @@ int64_t sb_event_get_int(const sb_event *ev, const char *key, int64_t fallback);
  * json_object_get(sb_event_fields(ev), key) gives, without building the
  * fields object of an event made by sb_event_new_json() (only that member
  * is parsed from the source's text, and kept). Borrowed, valid until the
- * event is changed or freed. Since ABI 2.4. */
+ * event is next changed (a setter, sb_event_add()) or freed. Since ABI 2.4. */
 json_t *sb_event_get_value(const sb_event *ev, const char *key);
 
 /* Field `key` as the JSON text the event holds it in, for sinks that copy
@@ -88,8 +88,10 @@ json_t *sb_event_get_value(const sb_event *ev, const char *key);
  * source wrote them, a number, object or array as written; *len bytes, not
  * NUL-terminated. NULL when the field is absent, and also whenever it is
  * not held as text (an event built from a tree, after sb_event_fields(),
- * or a key written with escapes): fall back to the accessors above.
- * Borrowed, valid until the event is changed or freed. Since ABI 2.4. */
+ * or a key written with escapes, whose first lookup builds the tree): fall
+ * back to the accessors above. Borrowed, valid until the event is next
+ * changed (a setter, sb_event_add()), sb_event_fields() is called, or it is
+ * freed. Since ABI 2.4. */
 const char *sb_event_get_json(const sb_event *ev, const char *key, size_t *len);
 
 /* Convenience setters for sources; return -1 if the key or value is not
