@@ -366,17 +366,22 @@ json_t *sb_event_get_value(const sb_event *ev, const char *key)
     return sb_event_member(ev, key);
 }
 
-const char *sb_event_get_json(const sb_event *cev, const char *key, size_t *len)
+int sb_event_get_json(const sb_event *cev, const char *key, const char **text, size_t *len)
 {
     sb_event *ev = (sb_event *)cev; /* the member index is a cache, as in sb_event_member() */
-    if (!key || ev->fields || !ev->raw)
-        return NULL;
+    if (!key)
+        return 0;
+    if (ev->fields || !ev->raw)
+        return -1;
     sb_json_member m;
     text_member(ev, key, &m);
-    if (m.kind != SB_JSON_MEMBER_STRING && m.kind != SB_JSON_MEMBER_OTHER)
-        return NULL;
+    if (m.kind == SB_JSON_MEMBER_ABSENT)
+        return 0;
+    if (m.kind == SB_JSON_MEMBER_UNDECIDED)
+        return -1;
+    *text = m.text;
     *len = m.len;
-    return m.text;
+    return 1;
 }
 
 const char *sb_event_get_string(const sb_event *ev, const char *key)

@@ -540,10 +540,13 @@ static int integer_text(const char *s, size_t n)
  * put_attr(). */
 static int put_field_attr(text *t, const sb_event *ev, const char *key, const char *eid, char *err, size_t errsz)
 {
+    const char *raw = NULL;
     size_t n = 0;
-    const char *raw = sb_event_get_json(ev, key, &n);
-    int str = raw && n >= 2 && raw[0] == '"' && n - 2 <= PS_MAX_ATTR_VALUE && !memchr(raw, '\\', n);
-    if (str || (raw && integer_text(raw, n))) {
+    int found = sb_event_get_json(ev, key, &raw, &n);
+    if (found == 0) /* absent: looking again through the accessors would only cost a second search */
+        return 0;
+    int str = found == 1 && n >= 2 && raw[0] == '"' && n - 2 <= PS_MAX_ATTR_VALUE && !memchr(raw, '\\', n);
+    if (str || (found == 1 && integer_text(raw, n))) {
         put_plain_key(t, key);
         put(t, str ? ":" : ":\"", str ? 1 : 2);
         put(t, raw, n);

@@ -85,14 +85,15 @@ json_t *sb_event_get_value(const sb_event *ev, const char *key);
 
 /* Field `key` as the JSON text the event holds it in, for sinks that copy
  * values into JSON they write: a string with its quotes and escapes as the
- * source wrote them, a number, object or array as written; *len bytes, not
- * NUL-terminated. NULL when the field is absent, and also whenever it is
- * not held as text (an event built from a tree, after sb_event_fields(),
- * or a key written with escapes, whose first lookup builds the tree): fall
- * back to the accessors above. Borrowed, valid until the event is next
- * changed (a setter, sb_event_add()), sb_event_fields() is called, or it is
- * freed. Since ABI 2.4. */
-const char *sb_event_get_json(const sb_event *ev, const char *key, size_t *len);
+ * source wrote them, a number, object or array as written. Returns 1 with
+ * *text (*len bytes, not NUL-terminated), 0 when the event has no such
+ * field, or -1 when the field is not held as text (an event built from a
+ * tree, after sb_event_fields(), or a key written with escapes, whose
+ * first lookup builds the tree): then use the accessors above. *text is
+ * borrowed, valid until the event is next changed (a setter,
+ * sb_event_add()), sb_event_fields() is called, or it is freed. Since ABI
+ * 2.4. */
+int sb_event_get_json(const sb_event *ev, const char *key, const char **text, size_t *len);
 
 /* Convenience setters for sources; return -1 if the key or value is not
  * valid UTF-8, or on allocation failure. */
