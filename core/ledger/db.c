@@ -26,6 +26,19 @@ int sb_ledger__exec_sql(sqlite3 *db, const char *sql, char *err, size_t errsz)
     return 0;
 }
 
+int sb_ledger__exec_sql_patient(sqlite3 *db, const char *sql, char *err, size_t errsz)
+{
+    int64_t deadline = sb_mono_us() + (int64_t)BUSY_TIMEOUT_MS * 1000;
+    for (;;) {
+        int rc = sb_ledger__exec_sql(db, sql, err, errsz);
+        int code = sqlite3_errcode(db) & 0xff;
+        if (rc == 0 || (code != SQLITE_BUSY && code != SQLITE_LOCKED) || sb_mono_us() >= deadline)
+            return rc;
+        struct timespec pause = {0, 20 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
 sqlite3 *sb_ledger__open_conn(const char *path, char *err, size_t errsz)
 {
     sqlite3 *db = NULL;

@@ -216,7 +216,7 @@ sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, cha
              " PRAGMA journal_size_limit = 67108864;"
              " PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY;",
              opts->fsync == SB_FSYNC_POWER ? "FULL" : "NORMAL");
-    if (sb_ledger__exec_sql(l->wdb, pragmas, msg, sizeof msg) != 0)
+    if (sb_ledger__exec_sql_patient(l->wdb, pragmas, msg, sizeof msg) != 0)
         goto fail;
     if (opts->quick_check && quick_check(l, msg, sizeof msg) != 0)
         goto fail;

@@ -170,6 +170,12 @@ void sb_ledger__mark(const char *state_dir);
 
 /* ---- db.c: SQLite connections: opening one, running SQL, the pool of readers ---- */
 int sb_ledger__exec_sql(sqlite3 *db, const char *sql, char *err, size_t errsz);
+/* The same, tried again for up to BUSY_TIMEOUT_MS while SQLite answers
+ * "database is locked" at once, without its busy handler: it does so to
+ * one of two connections that both read the file and then both want to
+ * write it, as the daemon and a CLI command opening a new ledger do when
+ * both switch it to WAL. */
+int sb_ledger__exec_sql_patient(sqlite3 *db, const char *sql, char *err, size_t errsz);
 sqlite3 *sb_ledger__open_conn(const char *path, char *err, size_t errsz);
 int sb_ledger__pragma_int(sqlite3 *db, const char *sql);
 sqlite3 *sb_ledger__reader_get(sb_ledger *l, char *err, size_t errsz);

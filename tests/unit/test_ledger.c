@@ -1045,6 +1045,48 @@ START_TEST(test_power_policy)
 }
 END_TEST
 
+/* The daemon and a CLI command (`runs list` polled by a script) opening a
+ * brand-new ledger at the same moment: both switch the file to WAL, and
+ * SQLite refuses one of them at once ("database is locked"), without its
+ * busy handler, when both hold a read lock and want the write lock. The
+ * daemon then failed to start. Both opens must succeed. */
+typedef struct racer {
+    pthread_barrier_t *go;
+    const char *dir;
+    sb_ledger *l;
+    char err[512];
+} racer;
+
+static void *race_open(void *arg)
+{
+    racer *r = arg;
+    pthread_barrier_wait(r->go);
+    r->l = sb_ledger_open(r->dir, &g_opts, r->err, sizeof r->err);
+    return NULL;
+}
+
+START_TEST(test_two_opens_of_a_new_ledger_race)
+{
+    for (int round = 0; round < 40; round++) {
+        char *dir = sb_asprintf("%s/race%d", g_dir, round);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        racer r[2] = {{.go = &go, .dir = dir}, {.go = &go, .dir = dir}};
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++)
+            pthread_create(&th[i], NULL, race_open, &r[i]);
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&go);
+        for (int i = 0; i < 2; i++) {
+            ck_assert_msg(r[i].l != NULL, "round %d, open %d: %s", round, i, r[i].err);
+            sb_ledger_close(r[i].l);
+        }
+        free(dir);
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("ledger");
@@ -1072,6 +1114,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_crash_sigkill);
     tcase_add_test(tc, test_second_handle);
     tcase_add_test(tc, test_power_policy);
+    tcase_add_test(tc, test_two_opens_of_a_new_ledger_race);
     suite_add_tcase(s, tc);
     return s;
 }
