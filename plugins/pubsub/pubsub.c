@@ -836,19 +836,17 @@ static sb_gcp_request publish_request(const pubsub *p, const text *t)
                             .no_wait = 1};
 }
 
-static int publish(call *c, const size_t *idx, size_t n, size_t body_len);
-
 /* answered(): the request was refused whole (400) and is to be re-sent
- * message by message by the caller. */
+ * message by message. */
 #define PUBLISH_SPLIT 1
 
 /* Settle the events of a publish of idx[0..n) (body_len bytes) from its
  * answer. Returns 0 when they were published or failed for good, -1 when
  * they are to be retried (so the ordering key's later messages are held
- * back). A 400 for several messages is re-sent one message at a time here
- * when resend_here is set, else left to the caller (PUBLISH_SPLIT). */
+ * back), PUBLISH_SPLIT for a 400 to a request of several messages (their
+ * events are not settled: the caller re-sends them one by one). */
 static int answered(call *c, const size_t *idx, size_t n, size_t body_len, sb_gcp_result rc,
-                    const sb_gcp_response *resp, const char *err, int resend_here)
+                    const sb_gcp_response *resp, const char *err)
 {
     pubsub *p = c->p;
     int ret = 0;
@@ -863,16 +861,7 @@ static int answered(call *c, const size_t *idx, size_t n, size_t body_len, sb_gc
          * the message Pub/Sub refused by sending them one at a time. */
         sb_log(p->ins, SB_LOG_WARN, "publish of %zu messages to %s refused (%s); re-sending them one by one", n,
                p->topic, line);
-        if (!resend_here)
-            return PUBLISH_SPLIT;
-        for (size_t k = 0; k < n; k++)
-            if (publish(c, &idx[k], 1, BODY_OVERHEAD + c->msgs[idx[k]].len) != 0) {
-                ret = -1;
-                if (c->msgs[idx[k]].okey) { /* one request = one key: keep the rest behind it */
-                    hold_back(c, idx + k + 1, n - k - 1);
-                    break;
-                }
-            }
+        return PUBLISH_SPLIT;
     } else {
         /* the events' results, Retry-After included, as every Google plugin sets them */
         sb_gcp_outcome o = sb_gcp_settle(c->b, idx, n, rc, resp, err, SB_GCP_404_RETRY);
@@ -890,21 +879,6 @@ static int answered(call *c, const size_t *idx, size_t n, size_t body_len, sb_gc
             sb_log(p->ins, SB_LOG_WARN, "publish of %zu messages to %s failed, will retry: %s", n, p->topic, err);
         ret = o.result == SB_RESULT_RETRY ? -1 : 0;
     }
-    return ret;
-}
-
-/* Publish the messages idx[0..n) in one request, on this thread, and
- * settle their events as answered() does. */
-static int publish(call *c, const size_t *idx, size_t n, size_t body_len)
-{
-    text *t = &c->body; /* free once this request was sent: the re-sends in answered() reuse it */
-    build_body(c, t, idx, n, body_len);
-    sb_gcp_request req = publish_request(c->p, t);
-    sb_gcp_response resp;
-    char err[1024] = "";
-    sb_gcp_result rc = sb_gcp_request_send(c->p->gc, &req, &resp, err, sizeof err);
-    int ret = answered(c, idx, n, t->len, rc, &resp, err, 1);
-    sb_gcp_response_clear(&resp);
     return ret;
 }
 
@@ -947,23 +921,11 @@ static void hold_back_after(call *c, size_t k)
         hold_back(c, c->order + ch[h].start, ch[h].n);
 }
 
-/* The requests one after another on this thread (max_inflight 1, or a
- * batch of one request). */
-static void publish_in_turn(call *c, size_t n_chunks)
-{
-    const chunk *ch = c->bf->chunks;
-    for (size_t k = 0; k < n_chunks; k++) {
-        if (publish(c, c->order + ch[k].start, ch[k].n, ch[k].body_len) == 0)
-            continue;
-        hold_back_after(c, k);
-        while (ch[k].next != NO_CHUNK) /* a key's requests are cut one after another */
-            k++;
-    }
-}
-
-/* Requests in flight together through the multi. The queue holds the
- * requests ready to go: at first every one without a predecessor of its
- * key; a request's successor joins it once the request is published. */
+/* The batch's requests, sent one at a time from this thread or up to
+ * max_inflight at once through the multi. The queue holds the requests
+ * ready to go: at first every one without a predecessor of its key; a
+ * request's successor joins it once the request is published, and a
+ * refused request's messages join it one by one (split()). */
 typedef struct flight {
     call *c;
     text *body;
@@ -998,20 +960,43 @@ static void split(fleet *fl, size_t k)
     }
 }
 
-static void landed(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_response *resp, const char *err)
+/* Request k was answered: settle its events and queue what comes next. */
+static void request_done(fleet *fl, size_t k, sb_gcp_result rc, const sb_gcp_response *resp, const char *err)
 {
-    flight *f = opaque;
-    call *c = f->c;
-    fleet *fl = c->fleet;
-    size_t k = f->chunk;
+    call *c = fl->c;
     const chunk *ch = &c->bf->chunks[k];
-    int r = answered(c, c->order + ch->start, ch->n, ch->body_len, rc, resp, err, 0);
+    int r = answered(c, c->order + ch->start, ch->n, ch->body_len, rc, resp, err);
     if (r == PUBLISH_SPLIT)
         split(fl, k);
     else if (r == 0 && ch->next != NO_CHUNK)
         c->bf->queue[fl->tail++] = ch->next;
     else if (r != 0)
         hold_back_after(c, k);
+}
+
+/* The queued requests one after another on this thread (a batch of one
+ * request, or max_inflight 1). */
+static void send_in_turn(fleet *fl)
+{
+    call *c = fl->c;
+    while (fl->head < fl->tail) {
+        size_t k = c->bf->queue[fl->head++];
+        const chunk *ch = &c->bf->chunks[k];
+        build_body(c, &c->body, c->order + ch->start, ch->n, ch->body_len);
+        sb_gcp_request req = publish_request(c->p, &c->body);
+        sb_gcp_response resp;
+        char err[1024] = "";
+        sb_gcp_result rc = sb_gcp_request_send(c->p->gc, &req, &resp, err, sizeof err);
+        request_done(fl, k, rc, &resp, err);
+        sb_gcp_response_clear(&resp);
+    }
+}
+
+static void landed(sb_gcp_multi *m, void *opaque, sb_gcp_result rc, sb_gcp_response *resp, const char *err)
+{
+    flight *f = opaque;
+    fleet *fl = f->c->fleet;
+    request_done(fl, f->chunk, rc, resp, err);
     f->chunk = NO_CHUNK;
     launch(fl, m);
 }
@@ -1034,7 +1019,7 @@ static void launch(fleet *fl, sb_gcp_multi *m)
         char err[256];
         f->chunk = k;
         if (sb_gcp_multi_add(m, &req, landed, f, err, sizeof err) != 0) {
-            f->chunk = NO_CHUNK; /* not expected: the request is the one publish() sends; the flight takes the next */
+            f->chunk = NO_CHUNK; /* not expected: the request is the one send_in_turn() sends; the flight takes the next */
             settle(c, c->order + ch->start, ch->n, SB_RESULT_RETRY, 0, err);
             hold_back_after(c, k);
         }
@@ -1056,14 +1041,7 @@ static void publish_all(call *c, size_t n_chunks)
             bf->multi = NULL;
         }
     }
-    if (n_chunks == 1 || !bf->multi) {
-        publish_in_turn(c, n_chunks);
-        return;
-    }
     fleet fl = {.c = c, .n_chunks = n_chunks};
-    c->fleet = &fl;
-    for (size_t i = 0; i < p->max_inflight; i++)
-        fl.f[i] = (flight){c, &bf->bodies[i], NO_CHUNK};
     /* ready at first: every request that is not a successor of another */
     for (size_t k = 0; k < n_chunks; k++)
         bf->queue[k] = 0;
@@ -1073,6 +1051,13 @@ static void publish_all(call *c, size_t n_chunks)
     for (size_t k = 0; k < n_chunks; k++)
         if (!bf->queue[k])
             bf->queue[fl.tail++] = k; /* tail <= k: overwrites only marks already read */
+    if (n_chunks == 1 || !bf->multi) {
+        send_in_turn(&fl);
+        return;
+    }
+    c->fleet = &fl;
+    for (size_t i = 0; i < p->max_inflight; i++)
+        fl.f[i] = (flight){c, &bf->bodies[i], NO_CHUNK};
     launch(&fl, bf->multi);
     sb_gcp_multi_run(bf->multi, NULL); /* not cancelled: see "Stopping" above */
     c->fleet = NULL;
