@@ -697,8 +697,7 @@ static int exec_multi(run *r, const size_t *idx, size_t m, diag *d)
     /* drivers that prepare on the first execute (psqlODBC) say there that
      * the server has no multi-row form: a syntax error, the same for every
      * row, not a row at fault */
-    if (rc != 0 && (strcmp(d->state, "42000") == 0 || strcmp(d->state, "42601") == 0 ||
-                    strcmp(d->state, "37000") == 0))
+    if (rc != 0 && diag_is_syntax_error(d))
         return refuse_multi(r, d);
     return rc;
 }

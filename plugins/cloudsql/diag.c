@@ -86,6 +86,12 @@ static diag_class sqlite_class(const diag *d)
     }
 }
 
+int diag_is_syntax_error(const diag *d)
+{
+    /* ODBC's 42000 (MySQL/MariaDB report it too), PostgreSQL's 42601, ODBC 2's 37000 */
+    return strcmp(d->state, "42000") == 0 || strcmp(d->state, "42601") == 0 || strcmp(d->state, "37000") == 0;
+}
+
 diag_class diag_classify(const diag *d)
 {
     const char *s = d->state;

@@ -36,4 +36,8 @@ void diag_read(diag *d, SQLSMALLINT type, SQLHANDLE h, const char *what);
 /* The class of what diag_read() collected. */
 diag_class diag_classify(const diag *d);
 
+/* Whether it is a syntax error (one of DIAG_DATA's SQLSTATEs): the
+ * statement's text, not a row, is what the server refused. */
+int diag_is_syntax_error(const diag *d);
+
 #endif

@@ -364,6 +364,20 @@ class SQLiteSink(Backend, unittest.TestCase):
 class PostgresSink(Backend, ServerFaults, unittest.TestCase):
     kind = "postgres"
 
+    def test_a_syntax_error_at_the_first_execute_falls_back_and_fails_each_event_with_it(self):
+        """psqlODBC prepares on the first execute, so a server refusing the
+        multi-row form says so there, as a syntax error. Here the statement
+        itself is wrong (the single row too): the sink warns once, goes on
+        with arrays, and each event fails with the server's 42601."""
+        self.write([event(i) for i in range(4)])
+        stmt = UPSERT[self.kind].replace("runs", self.table, 1) + " GARBAGE"
+        self.config(self.sink(statement=stmt))
+        r = self.run_once(expect=4)
+        self.assertEqual(r.stderr.count("a multi-row INSERT was refused as a syntax error"), 1, r.stderr[-3000:])
+        dead = self.runs("list", "--state", "dead")
+        self.assertEqual(len(dead), 4)
+        self.assertTrue(all("SQLSTATE 42601" in d["error"] for d in dead), [d["error"] for d in dead])
+
     def test_query_timeout_retries_and_isolation_is_set(self):
         """A statement slower than query_timeout is cancelled and retried
         (here until the budget runs out); isolation reaches the session."""
