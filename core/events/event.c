@@ -312,7 +312,8 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
     json_t *obj = NULL;
     const char *own = NULL;
     size_t own_len = 0;
-    if (!sb_json_scan_object(text, len, id_field, &m) || (id_field && m.kind == SB_JSON_MEMBER_UNDECIDED)) {
+    int spaced = 1;
+    if (!sb_json_scan_object(text, len, id_field, &m, &spaced) || (id_field && m.kind == SB_JSON_MEMBER_UNDECIDED)) {
         /* Refused (jansson words the reason), or the id needs unescaping.
          * NULs first: jansson skips some, and the text must stay a C string. */
         const char *nul = memchr(text, '\0', len);
@@ -347,6 +348,7 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
         memcpy(ev->raw, open, raw_len);
         ev->raw[raw_len] = '\0';
         ev->raw_len = raw_len;
+        ev->raw_compact = !obj && !spaced; /* jansson's path did not say */
         ev->fields = obj; /* NULL (not parsed yet) on the fast path */
         return ev;
     }
@@ -507,6 +509,7 @@ sb_event *sb_event_clone(const sb_event *src)
         ev->raw = sb_xmalloc(src->raw_len + 1);
         memcpy(ev->raw, src->raw, src->raw_len + 1);
         ev->raw_len = src->raw_len;
+        ev->raw_compact = src->raw_compact;
         if (src->sets.len)
             sb_strbuf_add(&ev->sets, src->sets.p, src->sets.len);
         return ev;
@@ -647,7 +650,8 @@ int sb_event_append_json(const sb_event *ev, char **buf, size_t *len, size_t *ca
     if (ev->raw && (!ev->sets.len || !sets_shadow(ev))) {
         size_t at = b.len; /* all but the closing brace, compacted where it was copied */
         sb_strbuf_add(&b, ev->raw, ev->raw_len - 1);
-        b.len = at + compact_json(b.p + at, ev->raw_len - 1);
+        if (!ev->raw_compact)
+            b.len = at + compact_json(b.p + at, ev->raw_len - 1);
         if (ev->sets.len) {
             int empty = b.p[b.len - 1] == '{'; /* no leading ',' in "{}" */
             sb_strbuf_add(&b, ev->sets.p + empty, ev->sets.len - (size_t)empty);

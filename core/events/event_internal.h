@@ -23,6 +23,7 @@ struct sb_event {
     json_t *added;   /* object of fields added by the step in progress; owned, may be NULL */
     char *raw;       /* the source's JSON object text, '{' to '}'; owned, may be NULL */
     size_t raw_len;
+    int raw_compact; /* raw has no whitespace between tokens (sb_event_append_json copies it as is) */
     sb_strbuf sets;  /* ,"key":value for each setter call since, in order (a later key wins) */
     /* Members read from the text while `fields` is NULL: a few per event,
      * so a short array (keys in peek_keys) rather than a jansson object,

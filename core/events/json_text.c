@@ -18,12 +18,15 @@
 
 typedef struct {
     const char *p, *end;
+    int spaced; /* skip_ws() skipped something */
 } cursor;
 
 static void skip_ws(cursor *c)
 {
+    const char *from = c->p;
     while (c->p < c->end && IS_WS(*c->p))
         c->p++;
+    c->spaced |= c->p != from;
 }
 
 /* Length of the well-formed UTF-8 sequence at p (shortest form, no
@@ -220,7 +223,7 @@ static int scan_literal(cursor *c)
                : -1;
 }
 
-int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member)
+int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member, int *spaced)
 {
     /* one bit per open container: 1 object, 0 array */
     unsigned char stack[(JSON_PARSER_MAX_DEPTH + 7) / 8];
@@ -228,17 +231,24 @@ int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_m
     size_t keylen = key ? strlen(key) : 0;
     int at_key = 0; /* the value being scanned belongs to the member asked for */
     enum { VALUE, KEY, AFTER } state = VALUE;
-    cursor c = {text, text + len};
+    cursor c = {text, text + len, 0};
     if (member)
         *member = (sb_json_member){SB_JSON_MEMBER_ABSENT, NULL, 0};
+    if (spaced)
+        *spaced = 1;
     skip_ws(&c);
     if (c.p == c.end || *c.p != '{') /* json_loadb without JSON_DECODE_ANY; we want an object */
         return 0;
+    c.spaced = 0; /* only what is between the braces counts */
     for (;;) {
+        int spaced_inside = c.spaced;
         skip_ws(&c);
         if (state == AFTER) {
-            if (open == 0)
+            if (open == 0) {
+                if (spaced)
+                    *spaced = spaced_inside;
                 return c.p == c.end;
+            }
             int in_object = (stack[(open - 1) / 8] >> ((open - 1) % 8)) & 1;
             if (c.p == c.end)
                 return 0;

@@ -40,8 +40,10 @@ typedef struct {
  * two to agreement on generated input. The caller asks jansson for the
  * error message when it needs one (the failure path need not be fast).
  * With `key` non-NULL, *member describes the LAST top-level member of that
- * name (jansson keeps the last of duplicate keys). */
-int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member);
+ * name (jansson keeps the last of duplicate keys). With `spaced` non-NULL,
+ * *spaced is 0 when an accepted object has no whitespace between its
+ * braces outside strings (it is already compact), else 1. */
+int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member, int *spaced);
 
 /* One top-level member of a JSON object's text: pointers into that text. */
 typedef struct sb_json_span_s {

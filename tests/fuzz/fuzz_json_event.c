@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *text = (const char *)data;
     sb_json_member one;
     /* the scanner takes any bytes; the member walks are only for text it accepted */
-    if (sb_json_scan_object(text, size, "event_id", &one)) {
+    if (sb_json_scan_object(text, size, "event_id", &one, NULL)) {
         size_t n = 0;
         sb_json_span *m = sb_json_members(text, size, &n);
         sb_json_find_in(m, n, "event_id", &one);

@@ -276,12 +276,16 @@ START_TEST(append_json_is_the_compact_dump)
         "{ }",
         "{\"event_id\": \"e1\", \"n\": 5}",
         "\t{\n \"a b\" : \"x \\\" y \\\\\" ,\"c\":[ 1 , {\"d\" : null}, \"\\n\\u0001\" ] ,\r\n \"e\":true }",
+        /* from here on compact between the braces: copied as is (raw_compact) */
         "{\"q\":\"\\\\\",\"r\":\" \\\\\\\" \",\"s\":-1.5}",
+        "{}",
+        " {\"event_id\":\"e1\",\"s\":\"a b \\\" c\",\"o\":{\"x\":[1,2]}}\n",
     };
     char err[256];
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
         sb_event *ev = sb_event_new_json("fb", "event_id", texts[i], strlen(texts[i]), err, sizeof err);
         ck_assert_msg(ev != NULL, "%s: %s", texts[i], err);
+        ck_assert_int_eq(ev->raw_compact, i >= 3);
         assert_append_is_dump(ev);
         sb_event_set_string(ev, "k", "v"); /* spliced in, also into an empty object */
         ck_assert_ptr_nonnull(ev->raw);

@@ -29,11 +29,35 @@ static uint64_t next(void)
 
 static size_t below(size_t n) { return (size_t)(next() % n); }
 
+/* Whether accepted JSON text has whitespace outside strings between its
+ * first '{' and its last '}'. */
+static int spaced_inside(const char *text, size_t len)
+{
+    const char *open = memchr(text, '{', len);
+    while (len && text[len - 1] != '}')
+        len--;
+    int in_string = 0;
+    for (const char *p = open; p < text + len; p++) {
+        if (in_string) {
+            if (*p == '\\')
+                p++;
+            else if (*p == '"')
+                in_string = 0;
+        } else if (*p == '"') {
+            in_string = 1;
+        } else if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Compare scan and jansson on text[0..len); on disagreement fail with it. */
 static void agree(const char *text, size_t len, const char *key)
 {
     sb_json_member m;
-    int ok = sb_json_scan_object(text, len, key, &m);
+    int spaced = -1;
+    int ok = sb_json_scan_object(text, len, key, &m, &spaced);
     json_error_t err;
     json_t *obj = json_loadb(text, len, 0, &err);
     int want = json_is_object(obj);
@@ -51,6 +75,8 @@ static void agree(const char *text, size_t len, const char *key)
         fputc('\n', stderr);
     }
     ck_assert_msg(ok == want, "scan says %d, jansson %d (%s) for [%.*s]", ok, want, obj ? "parsed" : err.text,
+                  (int)(len > 200 ? 200 : len), text);
+    ck_assert_msg(!ok || spaced == spaced_inside(text, len), "scan says spaced %d for [%.*s]", spaced,
                   (int)(len > 200 ? 200 : len), text);
     /* the unchecked lookup finds what jansson keeps, for plain keys */
     static const char *const plain[] = {"id", "a", "b", "idx", ""};
