@@ -434,27 +434,39 @@ static void put(text *t, const char *s, size_t n)
     t->p[t->len] = '\0';
 }
 
+static const char b64_abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/* Every 12 bits' two base64 characters, so that three bytes take two
+ * lookups instead of four: the data's base64 was a tenth of the sink's CPU. */
+static char b64_pairs[4096][2];
+static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
+
+static void b64_pairs_init(void)
+{
+    for (unsigned v = 0; v < 4096; v++) {
+        b64_pairs[v][0] = b64_abc[v >> 6];
+        b64_pairs[v][1] = b64_abc[v & 63];
+    }
+}
+
 /* Append base64 of s[0..n) (standard alphabet, padded, as
  * sb_gcp_base64(s, n, 0)) straight into the message text. */
 static void put_base64(text *t, const unsigned char *s, size_t n)
 {
-    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    pthread_once(&b64_once, b64_pairs_init);
     size_t out = (n + 2) / 3 * 4;
     reserve(t, out);
     char *o = t->p + t->len;
     size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
+    for (; i + 3 <= n; i += 3, o += 4) {
         unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
-        *o++ = abc[v >> 18];
-        *o++ = abc[(v >> 12) & 63];
-        *o++ = abc[(v >> 6) & 63];
-        *o++ = abc[v & 63];
+        memcpy(o, b64_pairs[v >> 12], 2);
+        memcpy(o + 2, b64_pairs[v & 4095], 2);
     }
     if (i < n) {
         unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0);
-        *o++ = abc[v >> 18];
-        *o++ = abc[(v >> 12) & 63];
-        *o++ = i + 1 < n ? abc[(v >> 6) & 63] : '=';
+        *o++ = b64_abc[v >> 18];
+        *o++ = b64_abc[(v >> 12) & 63];
+        *o++ = i + 1 < n ? b64_abc[(v >> 6) & 63] : '=';
         *o++ = '=';
     }
     t->len += out;
