@@ -185,8 +185,9 @@ void sb_route_release(route_rt *rt, int64_t n, int64_t bytes);
 /* Start tracking a new entry's run for freshness (its event must be set). */
 void sb_entry_track(entry *e);
 void sb_entry_free(entry *e);
-/* Count a settled entry in its route's stats (no budget change). */
-void sb_entry_count_settled(entry *e, int done);
+/* Count a settled entry in its route's stats (no budget change); its
+ * latency ends at now_mono (sb_mono_us(), read once per batch). */
+void sb_entry_count_settled(entry *e, int done, int64_t now_mono);
 /* Count it, free it and release its share of the route budget. */
 void sb_entry_settle(entry *e, int done);
 void sb_step_push(step_rt *s, entry *e);

@@ -64,19 +64,19 @@ void sb_entry_settle(entry *e, int done)
 {
     route_rt *rt = e->route;
     int64_t bytes = (int64_t)e->bytes;
-    sb_entry_count_settled(e, done);
+    sb_entry_count_settled(e, done, sb_mono_us());
     sb_entry_free(e);
     sb_route_release(rt, 1, bytes);
 }
 
-void sb_entry_count_settled(entry *e, int done)
+void sb_entry_count_settled(entry *e, int done, int64_t now_mono)
 {
     route_rt *rt = e->route;
     if (done)
         atomic_fetch_add(&rt->n_done, 1);
     else
         atomic_fetch_add(&rt->n_dead, 1);
-    sb_hist_add(&rt->latency, sb_mono_us() - e->admitted_mono);
+    sb_hist_add(&rt->latency, now_mono - e->admitted_mono);
     if (e->fresh_slot >= 0) {
         sb_freshness_settle(rt->freshness, e->fresh_slot, e->id, e->finished_us, done, sb_now_us());
         e->fresh_slot = -1;

@@ -372,6 +372,7 @@ typedef struct handoff {
     entry *hhead, *htail;  /* held: to sb_circuit_hold() */
     size_t hn;
     int64_t released, released_bytes;
+    int64_t now_mono;     /* when the batch came back: the settled entries' latency ends here */
     sb_ledger_step *done; /* room for the whole batch */
     size_t n_done;
 } handoff;
@@ -380,7 +381,7 @@ static void settle_into(handoff *h, entry *e, int done)
 {
     h->released++;
     h->released_bytes += (int64_t)e->bytes;
-    sb_entry_count_settled(e, done);
+    sb_entry_count_settled(e, done, h->now_mono);
     sb_entry_free(e);
 }
 
@@ -720,7 +721,7 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot
             why = outs[i].reason;
         charged |= outs[i].charged;
     }
-    handoff h = {.done = sb_xcalloc(n, sizeof *h.done), .hold = failed};
+    handoff h = {.done = sb_xcalloc(n, sizeof *h.done), .hold = failed, .now_mono = sb_mono_us()};
     /* A batch that failed whole opens the step's circuit; one that did not
      * closes it. */
     h.hold_delay_ms = sb_circuit_result(s, probe, failed, charged, why);
@@ -752,7 +753,7 @@ static void expire_held(sb_router *r, step_rt *s, entry *list)
     pthread_mutex_lock(&s->mu);
     snprintf(last, sizeof last, "%s", s->open_reason[0] ? s->open_reason : "the step was failing");
     pthread_mutex_unlock(&s->mu);
-    handoff h = {0};
+    handoff h = {.now_mono = sb_mono_us()};
     int64_t now = sb_now_us();
     while (list) {
         entry *e = list;
