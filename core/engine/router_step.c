@@ -574,19 +574,17 @@ static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *
     }
     switch (res) {
     case SB_RESULT_OK: {
-        json_t *added = sb_event_take_added(seen);
-        sb_strbuf txt = {0};
-        char *added_txt = added && sb_json_dump(&txt, added) == 0 ? txt.p : NULL;
-        if (!added_txt)
-            free(txt.p);
-        if (added && !added_txt) /* out of memory: the member's work is done all the same, not redone */
-            sb_log(s->members[m]->ins, SB_LOG_ERROR,
-                   "event %s: the fields this step added could not be serialised for the run ledger; "
-                   "if the event is resumed after a restart, later steps will not see them",
-                   e->ev->id);
-        if (seen != e->ev && added)
-            sb_event_merge_fields(e->ev, added);
-        json_decref(added);
+        char *added_txt = sb_event_take_added(seen);
+        if (seen != e->ev && added_txt) { /* a fan-out member's copy: its fields join the entry's event */
+            json_t *added = json_loads(added_txt, 0, NULL);
+            if (added)
+                sb_event_merge_fields(e->ev, added);
+            else /* out of memory: the member's work is done all the same, not redone */
+                sb_log(s->members[m]->ins, SB_LOG_ERROR,
+                       "event %s: the fields this step added could not be merged; later steps will not see them",
+                       e->ev->id);
+            json_decref(added);
+        }
         if (s->n == 1) {
             o->added = added_txt;
         } else {

@@ -63,7 +63,7 @@ void sb_event_free(sb_event *ev)
     free(ev->source);
     drop_raw(ev);
     json_decref(ev->fields);
-    json_decref(ev->added);
+    free(ev->added.p);
     for (size_t i = 0; i < ev->npeek; i++)
         json_decref(ev->peek[i].v);
     free(ev->peek);
@@ -433,47 +433,95 @@ int sb_event_set_int(sb_event *ev, const char *key, int64_t value)
     return tree_set(ev, key, json_integer((json_int_t)value));
 }
 
+static void added_undo(sb_event *ev, size_t mark)
+{
+    ev->added.len = mark;
+    if (ev->added.p)
+        ev->added.p[mark] = '\0';
+}
+
 int sb_event_add(sb_event *ev, const char *key, json_t *value)
 {
     if (!key || !value) {
         json_decref(value);
         return -1;
     }
-    if (!ev->added && !(ev->added = json_object())) {
+    size_t mark = ev->added.len;
+    sb_strbuf_add(&ev->added, ",", 1);
+    if (sb_json_quote(&ev->added, key, strlen(key)) != 0) {
+        added_undo(ev, mark);
         json_decref(value);
         return -1;
     }
-    if (json_object_set(ev->added, key, value) != 0) {
+    sb_strbuf_add(&ev->added, ":", 1);
+    if (sb_json_dump(&ev->added, value) != 0) {
+        added_undo(ev, mark);
         json_decref(value);
         return -1;
     }
     /* as a setter: the text stays the whole truth, and no tree is built */
-    int rc = 0;
-    if (ev->raw) {
-        size_t mark;
-        if (set_raw_key(ev, key, &mark) != 0)
-            rc = -1;
-        else if (sb_json_dump(&ev->sets, value) != 0)
-            set_raw_undo(ev, mark), rc = -1;
-    }
-    if (rc == 0 && tree_wants(ev, key))
-        rc = tree_set(ev, key, value); /* steals our reference */
-    else
+    if (ev->raw)
+        sb_strbuf_add(&ev->sets, ev->added.p + mark, ev->added.len - mark);
+    if (!tree_wants(ev, key)) {
         json_decref(value);
-    if (rc != 0)
-        json_object_del(ev->added, key);
-    return rc;
+        return 0;
+    }
+    if (tree_set(ev, key, value) != 0) { /* steals the value */
+        added_undo(ev, mark);
+        return -1;
+    }
+    return 0;
 }
 
-json_t *sb_event_take_added(sb_event *ev)
+/* The added members as an object, a later duplicate key winning (as
+ * jansson's loader keeps it); NULL if none or out of memory. */
+static json_t *added_object(const sb_event *ev)
 {
-    json_t *a = ev->added;
-    ev->added = NULL;
-    if (a && json_object_size(a) == 0) {
-        json_decref(a);
+    if (!ev->added.len)
         return NULL;
+    sb_strbuf b = {0};
+    sb_strbuf_add(&b, "{", 1);
+    sb_strbuf_add(&b, ev->added.p + 1, ev->added.len - 1);
+    sb_strbuf_add(&b, "}", 1);
+    json_t *obj = json_loadb(b.p, b.len, 0, NULL);
+    free(b.p);
+    return obj;
+}
+
+/* Whether two of the added members have the same key. */
+static int added_twice(const sb_event *ev)
+{
+    size_t n = 0;
+    sb_json_span *m = sb_json_members(ev->added.p, ev->added.len, &n);
+    int twice = 0;
+    for (size_t i = 1; i < n && !twice; i++)
+        for (size_t k = 0; k < i && !twice; k++)
+            twice = m[k].key_len == m[i].key_len && !memcmp(m[k].key, m[i].key, m[i].key_len);
+    free(m);
+    return twice;
+}
+
+char *sb_event_take_added(sb_event *ev)
+{
+    if (!ev->added.len)
+        return NULL;
+    char *text = NULL;
+    if (memchr(ev->added.p + 1, ',', ev->added.len - 1) && added_twice(ev)) { /* rare: one copy of each key */
+        json_t *obj = added_object(ev);
+        sb_strbuf b = {0};
+        if (obj && sb_json_dump(&b, obj) == 0)
+            text = b.p;
+        else
+            free(b.p);
+        json_decref(obj);
+        free(ev->added.p);
+    } else { /* ,"k":v... becomes {"k":v...} in place */
+        ev->added.p[0] = '{';
+        sb_strbuf_add(&ev->added, "}", 1);
+        text = ev->added.p;
     }
-    return a;
+    ev->added = (sb_strbuf){0};
+    return text;
 }
 
 void sb_event_discard_added(sb_event *ev)
@@ -482,14 +530,16 @@ void sb_event_discard_added(sb_event *ev)
      * remove them from the fields. (A field it replaced is lost only when
      * the step overwrote an existing key and then failed; steps add new
      * keys by convention.) */
-    if (!ev->added)
+    json_t *added = added_object(ev);
+    free(ev->added.p);
+    ev->added = (sb_strbuf){0};
+    if (!added)
         return;
     const char *k;
     json_t *v;
     json_t *fields = sb_event_fields(ev);
-    json_object_foreach(ev->added, k, v) json_object_del(fields, k);
-    json_decref(ev->added);
-    ev->added = NULL;
+    json_object_foreach(added, k, v) json_object_del(fields, k);
+    json_decref(added);
 }
 
 void sb_event_merge_fields(sb_event *ev, json_t *obj)

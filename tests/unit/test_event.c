@@ -88,9 +88,10 @@ START_TEST(fields_are_built_on_first_read)
     ck_assert_int_eq(sb_event_add(ev, "msg_id", json_string("m-1")), 0);
     ck_assert_ptr_null(ev->fields);
     ck_assert_str_eq(sb_event_get_string(ev, "msg_id"), "m-1");
-    json_t *added = sb_event_take_added(ev);
-    ck_assert_str_eq(json_string_value(json_object_get(added, "msg_id")), "m-1");
-    json_decref(added);
+    char *added = sb_event_take_added(ev);
+    ck_assert_str_eq(added, "{\"msg_id\":\"m-1\"}");
+    free(added);
+    ck_assert_ptr_null(sb_event_take_added(ev)); /* taken: nothing added since */
     const char *all = "{\"id\":\"k1\",\"table\":\"orders\",\"n\":3,\"host\":\"edge\\\"01\",\"msg_id\":\"m-1\"}";
     assert_fields(ev, all);
     json_t *want = json_loads(all, 0, NULL);
@@ -270,6 +271,43 @@ START_TEST(one_field_as_value_or_as_text_without_the_tree)
 }
 END_TEST
 
+/* What a step added is taken as one object's text, a key added twice
+ * once with its later value; a failed step's additions are dropped from
+ * the fields, whether the event holds text or a tree. */
+START_TEST(added_fields_as_text)
+{
+    char err[256];
+    const char *t = "{\"event_id\": \"e1\", \"n\": 5}";
+    sb_event *ev = sb_event_new_json("fb", "event_id", t, strlen(t), err, sizeof err);
+    ck_assert_int_eq(sb_event_add(ev, "a", json_integer(1)), 0);
+    ck_assert_int_eq(sb_event_add(ev, "b", json_pack("{s:[i]}", "x", 2)), 0);
+    ck_assert_int_eq(sb_event_add(ev, "a", json_string("two")), 0);
+    char *added = sb_event_take_added(ev);
+    ck_assert_str_eq(added, "{\"a\":\"two\",\"b\":{\"x\":[2]}}");
+    free(added);
+    ck_assert_str_eq(sb_event_get_string(ev, "a"), "two");
+    ck_assert_int_eq(sb_event_add(ev, "c", json_integer(3)), 0);
+    ck_assert_int_eq(sb_event_get_int(ev, "c", 0), 3);
+    sb_event_discard_added(ev);
+    ck_assert_ptr_null(sb_event_get_value(ev, "c"));
+    ck_assert_str_eq(sb_event_get_string(ev, "a"), "two"); /* taken before: stays */
+    ck_assert_ptr_null(sb_event_take_added(ev));
+    ck_assert_int_eq(sb_event_add(ev, NULL, json_integer(1)), -1);
+    ck_assert_ptr_null(sb_event_take_added(ev));
+    sb_event_free(ev);
+    ev = sb_event_new_with_fields("e2", json_pack("{s:i}", "n", 3));
+    ck_assert_int_eq(sb_event_add(ev, "d", json_true()), 0);
+    ck_assert(json_is_true(sb_event_get_value(ev, "d")));
+    sb_event_discard_added(ev);
+    ck_assert_ptr_null(sb_event_get_value(ev, "d"));
+    ck_assert_int_eq(sb_event_add(ev, "e", json_null()), 0);
+    added = sb_event_take_added(ev);
+    ck_assert_str_eq(added, "{\"e\":null}");
+    free(added);
+    sb_event_free(ev);
+}
+END_TEST
+
 START_TEST(append_json_is_the_compact_dump)
 {
     static const char *const texts[] = {
@@ -330,6 +368,7 @@ int main(void)
     tcase_add_test(tc, escaped_keys_fall_back_to_the_tree);
     tcase_add_test(tc, absent_keys_cost_no_index);
     tcase_add_test(tc, append_json_is_the_compact_dump);
+    tcase_add_test(tc, added_fields_as_text);
     tcase_add_test(tc, one_field_as_value_or_as_text_without_the_tree);
     tcase_add_test(tc, run_id_is_stable_and_63_bit);
     suite_add_tcase(s, tc);
