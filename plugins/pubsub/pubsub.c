@@ -71,6 +71,8 @@
 #include <syncbridge/syncbridge.h>
 #include <syncbridge/gcp.h>
 
+#include "lanes.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -108,6 +110,7 @@ typedef struct pubsub {
     size_t nattr_tpl;      /* templates in the attributes option */
     pthread_mutex_t lock;  /* guards spare */
     struct bufs *spare;    /* buffers of finished process() calls, for the next ones */
+    ps_lanes *lanes;       /* with ordering_key: each key's order across batches (lanes.h) */
 } pubsub;
 
 /* One event's prepared message: its JSON object lies in the call's arena
@@ -197,6 +200,7 @@ static void ps_destroy(void *self)
     if (!p)
         return;
     spare_free(p);
+    ps_lanes_free(p->lanes);
     pthread_mutex_destroy(&p->lock);
     sb_gcp_client_destroy(p->gc);
     free(p->topic);
@@ -235,6 +239,8 @@ static int configure(pubsub *p, sb_instance *ins, char *errstr, size_t errstr_si
         return sb_err(errstr, errstr_size, "option template: only used with body \"template\" (body is \"%s\")",
                     bodies[p->body]);
     p->okey = sb_opt_template(ins, "ordering_key");
+    if (p->okey && !(p->lanes = ps_lanes_new()))
+        return sb_err(errstr, errstr_size, "out of memory");
     p->max_messages = (size_t)c->max_messages;
     p->max_bytes = (size_t)c->max_bytes;
     p->max_inflight = (size_t)c->max_inflight;
@@ -323,6 +329,8 @@ typedef struct bufs {
     msg *msgs;
     struct slot *slots;
     size_t *order;
+    const char **eids;    /* the events' ids, for the lanes */
+    unsigned char *owed;  /* 1: the event is to be retried (RETRY or WAIT), for the lanes */
     const char **ids;
     size_t *lens;
     struct chunk *chunks;
@@ -347,6 +355,7 @@ static int bufs_fit(bufs *bf, size_t n, size_t slot_size, size_t chunk_size)
     void *grown;
     if (GROW(bf->msgs, n, sizeof *bf->msgs) || GROW(bf->slots, n, slot_size) ||
         GROW(bf->order, n, sizeof *bf->order) || GROW(bf->ids, n, sizeof *bf->ids) ||
+        GROW(bf->eids, n, sizeof *bf->eids) || GROW(bf->owed, n, sizeof *bf->owed) ||
         GROW(bf->lens, n, sizeof *bf->lens) || GROW(bf->chunks, 2 * n, chunk_size) ||
         GROW(bf->queue, 2 * n, sizeof *bf->queue))
         return -1;
@@ -400,6 +409,8 @@ static void spare_free(pubsub *p)
         free(bf->msgs);
         free(bf->slots);
         free(bf->order);
+        free(bf->eids);
+        free(bf->owed);
         free(bf->ids);
         free(bf->lens);
         free(bf->chunks);
@@ -719,6 +730,7 @@ typedef struct call {
     sb_batch *b;
     msg *msgs;
     size_t *order;       /* the batch's prepared messages, sorted by ordering key */
+    unsigned char *owed; /* per event: 1 once it is to be retried */
     struct fleet *fleet; /* the requests in flight, during publish_all() */
     bufs *bf;
     text arena;   /* every prepared message, one after another */
@@ -736,6 +748,7 @@ static void settle(call *c, const size_t *idx, size_t n, sb_result r, int64_t af
             sb_batch_set_result(c->b, i, r, "%s", reason);
         if (r == SB_RESULT_RETRY && after_ms > 0)
             sb_batch_set_retry_after(c->b, i, after_ms);
+        c->owed[i] = r == SB_RESULT_RETRY;
     }
 }
 
@@ -877,6 +890,8 @@ static int answered(call *c, const size_t *idx, size_t n, size_t body_len, sb_gc
     } else {
         /* the events' results, Retry-After included, as every Google plugin sets them */
         sb_gcp_outcome o = sb_gcp_settle(c->b, idx, n, rc, resp, err, SB_GCP_404_RETRY);
+        for (size_t k = 0; k < n; k++)
+            c->owed[idx[k]] = o.result == SB_RESULT_RETRY;
         if (o.cause == SB_GCP_CAUSE_NOT_FOUND)
             sb_log(p->ins, SB_LOG_ERROR, "topic %s not found (%s); retrying, it may not be created yet", p->topic, line);
         else if (rc == SB_GCP_AUTH_ERROR) /* no token: the access layer logs when that starts and ends */
@@ -1088,6 +1103,43 @@ static int slot_cmp(const void *a, const void *b)
     return c ? c : (x->i > y->i) - (x->i < y->i);
 }
 
+/* The end of the group of messages with the ordering key of slots[first]
+ * (without ordering keys, all are one group). */
+static size_t group_end(const call *c, const slot *slots, size_t first, size_t ready)
+{
+    size_t end = c->p->okey ? first + 1 : ready;
+    while (end < ready && strcmp(slots[end].okey, slots[first].okey) == 0)
+        end++;
+    return end;
+}
+
+/* WAIT messages whose ordering key has an earlier message still to be
+ * retried (lanes.h): they are not failing, so the retry budget is not
+ * charged; the step_timeout bounds the wait. */
+static void wait_behind(call *c, const size_t *idx, size_t n, int64_t wait_ms)
+{
+    for (size_t k = 0; k < n; k++) {
+        sb_batch_wait(c->b, idx[k], wait_ms, "held back: an earlier message with ordering key \"%s\" is to be "
+                      "published first", okey_of(&c->msgs[idx[k]]));
+        c->owed[idx[k]] = 1;
+    }
+}
+
+/* The core gave up on these events (retry budget or step_timeout): they
+ * leave their key's lane, so that its later messages go on. */
+static void ps_abandon(void *self, sb_batch *b)
+{
+    pubsub *p = self;
+    for (size_t i = 0; p->lanes && i < sb_batch_count(b); i++) {
+        sb_event *ev = sb_batch_event(b, i);
+        char terr[64];
+        char *okey = sb_template_render(p->okey, ev, terr, sizeof terr);
+        if (okey && *okey)
+            ps_lanes_forget(p->lanes, okey, sb_event_id(ev));
+        free(okey);
+    }
+}
+
 static void ps_process(void *self, sb_batch *b)
 {
     pubsub *p = self;
@@ -1101,6 +1153,8 @@ static void ps_process(void *self, sb_batch *b)
     }
     c.msgs = c.bf->msgs;
     memset(c.msgs, 0, n * sizeof *c.msgs);
+    c.owed = c.bf->owed;
+    memset(c.owed, 0, n);
     slot *slots = c.bf->slots;
     size_t *order = c.bf->order;
     c.arena = c.bf->arena;
@@ -1126,14 +1180,31 @@ static void ps_process(void *self, sb_batch *b)
     for (size_t k = 0; k < ready; k++)
         order[k] = slots[k].i;
     c.order = order;
+    const char **eids = c.bf->eids;
+    for (size_t i = 0; p->lanes && i < n; i++)
+        eids[i] = sb_event_id(sb_batch_event(b, i));
     size_t n_chunks = 0;
     for (size_t first = 0, end; first < ready; first = end) {
-        for (end = p->okey ? first + 1 : ready; end < ready && strcmp(slots[end].okey, slots[first].okey) == 0; end++)
-            ;
-        cut_group(&c, first, end - first, &n_chunks);
+        end = group_end(&c, slots, first, ready);
+        size_t go = end - first;
+        if (p->lanes && c.msgs[order[first]].okey) {
+            int64_t wait_ms;
+            go = ps_lanes_admit(p->lanes, c.msgs[order[first]].okey, eids, order + first, end - first, &wait_ms);
+            wait_behind(&c, order + first + go, end - first - go, wait_ms);
+        }
+        if (go)
+            cut_group(&c, first, go, &n_chunks);
     }
     if (n_chunks)
         publish_all(&c, n_chunks);
+    /* what was published or failed for good leaves its key's lane, what is
+     * to be retried stays in it or joins it */
+    for (size_t first = 0, end; p->lanes && first < ready; first = end) {
+        end = group_end(&c, slots, first, ready);
+        const char *okey = c.msgs[order[first]].okey;
+        if (okey && ps_lanes_settle(p->lanes, okey, eids, order + first, end - first, c.owed) != 0)
+            sb_log(p->ins, SB_LOG_WARN, "out of memory: the order of ordering key \"%s\" may not be kept", okey);
+    }
     for (size_t i = 0; i < n; i++)
         free(c.msgs[i].okey);
     c.bf->arena = c.arena;
@@ -1171,6 +1242,7 @@ const sb_plugin syncbridge_plugin = {
     .config_size = sizeof(pubsub_conf),
     .create = ps_create,
     .process = ps_process,
+    .abandon = ps_abandon,
     .destroy = ps_destroy,
     .preflight = ps_preflight,
 };

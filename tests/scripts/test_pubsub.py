@@ -186,15 +186,15 @@ class PubSubSink(unittest.TestCase):
         """Two keys, two requests each, in flight together: the first request
         to reach the fake gets a 503, so its key's second request is held
         back (RETRY) instead of overtaking it; the other key goes on. In the
-        end every message is published once. (Their order after the retry is
-        the core's retry schedule's, which does not keep a key's order.)"""
+        end every message is published once, each key's in event order
+        (test_a_key_keeps_its_order_across_retries_and_batches)."""
         tables = ["a", "b"]
         self.write(self.run_event(i, table=tables[i % 2]) for i in range(8))
         self.fake.create_topic(self.topic)
         self.fake.fault(path_regex="/topics/%s:publish$" % self.topic, kind="status", status=503, count=1)
         self.config({"ps": self.sink(ordering_key="${schema}.${table}", max_messages=2)}, ["ps"], log_level="debug")
         r = self.run_once()
-        held = [l for l in r.stderr.splitlines() if "held back: an earlier message with ordering key" in l]
+        held = [l for l in r.stderr.splitlines() if "retry: held back: an earlier message with ordering key" in l]
         self.assertEqual(len(held), 2, r.stderr[-3000:])  # the failed key's second request: two events
         msgs = self.fake.messages(self.topic)
         self.assertEqual(sorted(m["attributes"]["event_id"] for m in msgs), ["ev-%03d" % i for i in range(8)])
@@ -208,6 +208,52 @@ class PubSubSink(unittest.TestCase):
         self.assertIn(refused[0], (["ev-000", "ev-002"], ["ev-001", "ev-003"]))
         other = sorted(i for st, ids in first if st == 200 for i in ids)
         self.assertEqual(other, ["ev-%03d" % i for i in range(8) if tables[i % 2] != key], first)
+
+    def test_a_key_keeps_its_order_across_retries_and_batches(self):
+        """One ordering key, batches of 4, requests of 2: the second request
+        gets a 503 twice. Its events are retried on the core's jittered
+        schedule and the later batches come meanwhile, yet Pub/Sub gets
+        the key's messages in event order: the key's lane holds the later
+        ones back (WAIT, not charged to the retry budget) until the retried
+        ones are published."""
+        n = 12
+        self.write(self.run_event(i) for i in range(n))
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="latency", latency_ms=1, count=1)  # the first request goes through
+        self.fake.fault(path_regex=rx, kind="status", status=503, count=2)
+        self.config({"ps": self.sink(ordering_key="${schema}.${table}", max_messages=2, batch_max=4,
+                                     retry={"initial": "50ms", "max_delay": "400ms", "max_attempts": 4})},
+                    ["ps"], log_level="debug")
+        r = self.run_once()
+        published = [m["attributes"]["event_id"] for q in self.fake.publishes(self.topic) if q["status"] == 200
+                     for m in json.loads(q["body"])["messages"]]
+        self.assertEqual(published, ["ev-%03d" % i for i in range(n)], r.stderr[-3000:])
+        waits = [l for l in r.stderr.splitlines() if "looks again" in l and "is to be published first" in l]
+        self.assertTrue(waits, r.stderr[-3000:])
+        self.assertEqual(self.cli("dlq", "list", "--json"), [])
+
+    def test_a_key_given_up_on_does_not_block_its_later_messages(self):
+        """Publishing always fails: each of the key's messages in turn spends
+        its retry budget and is dead-lettered (abandon() takes it out of
+        its key's lane), so the ones behind it are tried, not left waiting
+        until their step_timeout (6h: the run would not end)."""
+        n = 6
+        self.write(self.run_event(i) for i in range(n))
+        self.fake.create_topic(self.topic)
+        self.fake.fault(path_regex="/topics/%s:publish$" % self.topic, kind="status", status=503)
+        self.config({"ps": self.sink(ordering_key="${schema}.${table}", max_messages=1, batch_max=2,
+                                     retry={"initial": "20ms", "max_delay": "50ms", "max_attempts": 2})}, ["ps"])
+        t0 = time.monotonic()
+        self.run_once(expect=4)
+        self.assertLess(time.monotonic() - t0, 30)
+        dead = self.cli("dlq", "list", "--json")
+        self.assertEqual(sorted(d["event_id"] for d in dead), ["ev-%03d" % i for i in range(n)])
+        for d in dead:  # a message held back behind a failing one in its batch is charged too
+            self.assertIn("retry budget exhausted after 2 attempts", d["error"])
+        tried = [json.loads(q["body"])["messages"][0]["attributes"]["event_id"] for q in self.fake.publishes(self.topic)]
+        first = [tried.index(e) for e in sorted(set(tried))]
+        self.assertEqual(first, sorted(first), tried)  # none first tried before an earlier one
 
     def test_a_refused_request_in_flight_with_others_is_resent_message_by_message(self):
         """Two keys, one request each, in flight together; the first to
