@@ -341,14 +341,24 @@ typedef struct outcome {
     int64_t wait_ms;  /* the soonest look again a waiting member asked for */
     int64_t retry_after_ms;
     char *added;      /* single-member step done: the fields it added (JSON text, owned), recorded with the step */
-    char reason[512];
+    char *reason;     /* the first member's that was not OK (owned), NULL if none: a batch's outcomes are
+                       * allocated together, and a buffer in each made that a page-faulting calloc */
 } outcome;
+
+#define OUTCOME_REASON_MAX 511
 
 static void note_reason(outcome *o, const char *member, const char *what, const char *reason)
 {
-    if (o->reason[0])
+    if (o->reason)
         return;
-    snprintf(o->reason, sizeof o->reason, "%s: %s%s%s", member, what, reason ? ": " : "", reason ? reason : "");
+    o->reason = sb_asprintf("%s: %s%s%s", member, what, reason ? ": " : "", reason ? reason : "");
+    if (o->reason && strlen(o->reason) > OUTCOME_REASON_MAX) /* what the ledger and the log carry per attempt */
+        o->reason[OUTCOME_REASON_MAX] = '\0';
+}
+
+static const char *reason_of(const outcome *o)
+{
+    return o->reason ? o->reason : "";
 }
 
 static int64_t backoff_ms(const sb_retry_policy *p, int attempts)
@@ -478,10 +488,10 @@ static void schedule_wait(sb_router *r, step_rt *s, entry *e, const outcome *o, 
     if (delay > left_ms)
         delay = left_ms > 0 ? left_ms : 1; /* the last look comes when the step_timeout runs out */
     atomic_fetch_add(&e->route->n_waits, 1);
-    sb_ledger_retry(r->ledger, e->id, e->step, 0, now + delay * 1000, o->reason);
+    sb_ledger_retry(r->ledger, e->id, e->step, 0, now + delay * 1000, reason_of(o));
     if (sb_log_enabled(SB_LOG_DEBUG))
         sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d looks again in %lldms (%s)", e->route->conf->name,
-               e->ev->id, e->step + 1, (long long)delay, o->reason);
+               e->ev->id, e->step + 1, (long long)delay, reason_of(o));
     e->due_mono = sb_mono_us() + delay * 1000;
     sb_retry_schedule(r, e);
 }
@@ -493,14 +503,14 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         return;
     }
     if (o->failed) {
-        dead_letter(r, e, o->reason, h);
+        dead_letter(r, e, reason_of(o), h);
         return;
     }
     int64_t now = sb_now_us();
     if (now - e->first_attempt_us >= s->timeout_ms * 1000) {
         char why[700];
         snprintf(why, sizeof why, "step_timeout reached after %llds: %s",
-                 (long long)((now - e->first_attempt_us) / 1000000), o->reason);
+                 (long long)((now - e->first_attempt_us) / 1000000), reason_of(o));
         abandon_entry(r, s, e);
         dead_letter(r, e, why, h);
         return;
@@ -514,7 +524,7 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
     if (o->charged && (e->attempts >= s->retry.max_attempts || now - e->retry_since_us >= s->retry.max_time_ms * 1000)) {
         char why[700];
         snprintf(why, sizeof why, "retry budget exhausted after %d attempts over %llds: %s", e->attempts,
-                 (long long)((now - e->retry_since_us) / 1000000), o->reason);
+                 (long long)((now - e->retry_since_us) / 1000000), reason_of(o));
         abandon_entry(r, s, e); /* the core gives up: remote work left open would be orphaned */
         dead_letter(r, e, why, h);
         return;
@@ -523,10 +533,10 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
     if (h->hold) {
         /* The step is failing, not this event: it waits with the others
          * for the circuit's probe instead of a timer of its own. */
-        sb_ledger_retry(r->ledger, e->id, e->step, e->attempts, now + h->hold_delay_ms * 1000, o->reason);
+        sb_ledger_retry(r->ledger, e->id, e->step, e->attempts, now + h->hold_delay_ms * 1000, reason_of(o));
         if (sb_log_enabled(SB_LOG_DEBUG))
             sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d held for the step's next probe in %lldms (%s)",
-                   e->route->conf->name, e->ev->id, e->step + 1, (long long)h->hold_delay_ms, o->reason);
+                   e->route->conf->name, e->ev->id, e->step + 1, (long long)h->hold_delay_ms, reason_of(o));
         e->next = NULL;
         if (h->htail)
             h->htail->next = e;
@@ -539,10 +549,10 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
     int64_t delay = o->charged ? backoff_ms(&s->retry, e->attempts) : s->retry.initial_ms;
     if (o->retry_after_ms > delay)
         delay = o->retry_after_ms;
-    sb_ledger_retry(r->ledger, e->id, e->step, e->attempts, now + delay * 1000, o->reason);
+    sb_ledger_retry(r->ledger, e->id, e->step, e->attempts, now + delay * 1000, reason_of(o));
     if (sb_log_enabled(SB_LOG_DEBUG))
         sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d retry in %lldms (%s)", e->route->conf->name, e->ev->id,
-               e->step + 1, (long long)delay, o->reason);
+               e->step + 1, (long long)delay, reason_of(o));
     e->due_mono = sb_mono_us() + delay * 1000;
     sb_retry_schedule(r, e);
 }
@@ -716,7 +726,7 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot
     int charged = 0;
     for (size_t i = 0; i < n && failed; i++) {
         if (outs[i].retry && !why)
-            why = outs[i].reason;
+            why = reason_of(&outs[i]);
         charged |= outs[i].charged;
     }
     handoff h = {.done = sb_xcalloc(n, sizeof *h.done), .hold = failed, .now_mono = sb_mono_us()};
@@ -731,8 +741,10 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot
      * queued after these. */
     sb_ledger_steps_done(r->ledger, h.done, h.n_done);
     sb_circuit_hold(s, h.hhead, h.htail, h.hn);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(outs[i].added);
+        free(outs[i].reason);
+    }
     free(outs);
     free(h.done);
     if (h.n) {
