@@ -106,6 +106,8 @@ int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id,
         return -1;
     sqlite3_stmt *st = NULL, *mem = NULL;
     int count = -1;
+    /* A walk of the entries by id from after_id (schema 6 dropped the index
+     * of pending ones): the resume pages through them once. */
     if (sqlite3_prepare_v2(db,
                            "SELECT " PENDING_COLS " FROM " ENTRY_ROWS " WHERE state = 0 AND id > ?1"
                            " AND (?2 IS NULL OR route = ?2) ORDER BY id LIMIT ?3",
@@ -293,8 +295,10 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
     json_t *out = NULL;
     sqlite3_stmt *st = NULL;
     /* The state goes into the text, not a parameter: only a literal
-     * "state = 2" lets SQLite walk the partial index of dead entries (and
-     * of pending ones) instead of every entry, which `dlq list` did. */
+     * "state = 2" lets SQLite walk the partial index of dead entries
+     * instead of every entry, which `dlq list` did. (Pending entries have
+     * no index since schema 6: they are the newest, which a listing
+     * newest first meets at once.) */
     char state_cond[32] = "?3 < 0";
     if (f->state >= 0)
         snprintf(state_cond, sizeof state_cond, "state = %d", f->state);

@@ -117,6 +117,15 @@ static const char *const migrate_v4 =
  * own: the state is the plugin's, the progress the core's. */
 static const char *const migrate_v5 = "ALTER TABLE step_states ADD COLUMN progress TEXT;";
 
+/* Version 6: no index of pending entries. It cost every event an index
+ * insert at accept and a delete at settle, about 0.7 us of the writer's
+ * 4.5-5 us per event (docs/benchmarks.md), and only the resume at start
+ * and `runs --state pending` read it. Both walk the entries by id instead:
+ * the resume pages through them once, from the oldest (about 0.2 s for
+ * 3 million entries in the page cache), and a listing newest first stops
+ * at its limit. */
+static const char *const migrate_v6 = "DROP INDEX IF EXISTS entries_pending;";
+
 static int schema_version(sqlite3 *db, char *err, size_t errsz)
 {
     int version = sb_ledger__pragma_int(db, "PRAGMA user_version");
@@ -152,6 +161,8 @@ int sb_ledger__setup_schema(sqlite3 *db, char *err, size_t errsz)
         rc = sb_ledger__exec_sql(db, migrate_v4, msg, sizeof msg);
     if (rc == 0 && version < 5)
         rc = sb_ledger__exec_sql(db, migrate_v5, msg, sizeof msg);
+    if (rc == 0 && version < 6)
+        rc = sb_ledger__exec_sql(db, migrate_v6, msg, sizeof msg);
     if (rc == 0 && version < SCHEMA_VERSION) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);
