@@ -111,12 +111,11 @@ static prepared *prepare(source_rt *src, sb_event **events, size_t n, const char
     for (size_t k = 0; k < p->np; k++) {
         size_t i = p->pairs[k].ev;
         if (!p->payloads[i]) {
-            if (!(p->payloads[i] = sb_event_to_payload(p->events[i]))) {
+            if (!(p->payloads[i] = sb_event_to_payload(p->events[i], &p->plen[i]))) {
                 sb_log(src->inst->ins, SB_LOG_ERROR, "event %s cannot be serialised; batch refused",
                        p->events[i]->id);
                 goto fail;
             }
-            p->plen[i] = strlen(p->payloads[i]);
         }
         p->news[k] = (sb_ledger_new){.event_id = p->events[i]->id,
                                      .route = p->pairs[k].route->conf->name,
@@ -259,7 +258,7 @@ int sb_source_dead_letter(sb_source_ctx *ctx, sb_event *ev, const char *reason)
     sb_event_set_source(ev, src->inst->ins->name);
     if (!ev->received_us)
         ev->received_us = sb_now_us();
-    char *payload = sb_event_to_payload(ev);
+    char *payload = sb_event_to_payload(ev, NULL);
     size_t nr = src->n_routes;
     sb_ledger_new *news = sb_xcalloc(nr ? nr : 1, sizeof *news);
     for (size_t j = 0; j < nr; j++)

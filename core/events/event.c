@@ -572,27 +572,54 @@ sb_event *sb_event_clone(const sb_event *src)
     return ev;
 }
 
-/* Built by hand into one buffer: this runs once per event on the source's
- * thread, where temporary JSON values would cost more than the text. */
-char *sb_event_to_payload(const sb_event *ev)
+/* v in decimal at p (room for 20 digits and a sign); returns the length. */
+static size_t i64_text(char *p, int64_t v)
 {
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0)
+        p[len++] = '-';
+    while (n)
+        p[len++] = tmp[--n];
+    return len;
+}
+
+/* Built by hand into one buffer, sized once: this runs once per event on
+ * the source's thread, where temporary JSON values, a printf or the
+ * buffer's growth by doubling would cost more than the text. */
+char *sb_event_to_payload(const sb_event *ev, size_t *len)
+{
+    size_t id_len = strlen(ev->id), src_len = ev->source ? strlen(ev->source) : 4;
     sb_strbuf b = {0};
+    /* the common case (nothing to escape) in one allocation */
+    b.cap = 64 + id_len + src_len + (ev->raw ? ev->raw_len + ev->sets.len : 256);
+    b.p = sb_xmalloc(b.cap);
+    b.p[0] = '\0';
     char num[48];
     sb_strbuf_add(&b, "{\"id\":", 6);
-    if (sb_json_quote(&b, ev->id, strlen(ev->id)) != 0)
+    if (sb_json_quote(&b, ev->id, id_len) != 0)
         goto fail;
     sb_strbuf_add(&b, ",\"source\":", 10);
     if (!ev->source)
         sb_strbuf_add(&b, "null", 4);
-    else if (sb_json_quote(&b, ev->source, strlen(ev->source)) != 0)
+    else if (sb_json_quote(&b, ev->source, src_len) != 0)
         goto fail;
-    int n = snprintf(num, sizeof num, ",\"received_us\":%" PRId64 ",\"fields\":", ev->received_us);
-    sb_strbuf_add(&b, num, (size_t)n);
+    sb_strbuf_add(&b, ",\"received_us\":", 15);
+    sb_strbuf_add(&b, num, i64_text(num, ev->received_us));
+    sb_strbuf_add(&b, ",\"fields\":", 10);
     if (ev->raw)
         add_fields_text(&b, ev);
     else if (sb_json_dump(&b, ev->fields) != 0)
         goto fail;
     sb_strbuf_add(&b, "}", 1);
+    if (len)
+        *len = b.len;
     return b.p;
 fail:
     free(b.p);

@@ -49,8 +49,10 @@ json_t *sb_event_view(const sb_event *ev);
  * never pays for the whole tree. */
 json_t *sb_event_member(const sb_event *ev, const char *key);
 
-/* Ledger payload: {"id","source","received_us","fields":{...}}. malloc'd. */
-char *sb_event_to_payload(const sb_event *ev);
+/* Ledger payload: {"id","source","received_us","fields":{...}}. malloc'd,
+ * its length in *len when len is not NULL; NULL if a field cannot be
+ * written as JSON. */
+char *sb_event_to_payload(const sb_event *ev, size_t *len);
 /* Rebuild from a payload; NULL with errstr if it is not one. */
 sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr_size);
 void sb_event_set_source(sb_event *ev, const char *source);

@@ -83,7 +83,7 @@ void sbh_event(sbh *h, const char *event_id, const char *fields_json)
     ck_assert_ptr_nonnull(ev);
     sb_event_set_source(ev, "harness");
     sb_event_set_received_us(ev, sb_now_us());
-    char *payload = sb_event_to_payload(ev);
+    char *payload = sb_event_to_payload(ev, NULL);
     sb_ledger_new n = {.event_id = event_id, .route = "r", .source = "harness", .payload = payload,
                        .received_us = sb_event_received_us(ev)};
     ck_assert_msg(sb_ledger_accept(h->ledger, "harness", NULL, &n, 1, err, sizeof err) == 0, "%s", err);

@@ -11,7 +11,7 @@
 /* payload -> event -> fields equal `want` (a JSON object text) */
 static void assert_fields(sb_event *ev, const char *want)
 {
-    char *payload = sb_event_to_payload(ev);
+    char *payload = sb_event_to_payload(ev, NULL);
     ck_assert_ptr_nonnull(payload);
     char err[256];
     sb_event *back = sb_event_from_payload(payload, err, sizeof err);

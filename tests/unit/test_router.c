@@ -381,7 +381,7 @@ START_TEST(resume_starts_at_first_unfinished_step)
     sb_event *ev = sb_event_new("crashed-1");
     sb_event_set_source(ev, "src");
     sb_event_set_string(ev, "table", "t");
-    char *payload = sb_event_to_payload(ev);
+    char *payload = sb_event_to_payload(ev, NULL);
     sb_ledger_new n = {.event_id = "crashed-1", .route = "r", .source = "src", .payload = payload, .received_us = 1};
     ck_assert_int_eq(sb_ledger_accept(h.ledger, "src", NULL, &n, 1, err, sizeof err), 0);
     sb_ledger_step a = {.entry_id = n.entry_id, .step = 0, .member = "a", .attempts = 1,
@@ -455,7 +455,7 @@ START_TEST(resumed_wait_gets_its_state_back)
                 " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
     sb_event *ev = sb_event_new("waited-1");
     sb_event_set_source(ev, "src");
-    char *payload = sb_event_to_payload(ev);
+    char *payload = sb_event_to_payload(ev, NULL);
     sb_ledger_new n = {.event_id = "waited-1", .route = "r", .source = "src", .payload = payload, .received_us = 1};
     ck_assert_int_eq(sb_ledger_accept(h.ledger, "src", NULL, &n, 1, err, sizeof err), 0);
     /* as a daemon killed after its second poll left it */
