@@ -9,6 +9,9 @@
  * and inotify is the job of the filewatch plugin; this one is for tests,
  * demos and batch loads (with --once it stops at end of file).
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 #include <syncbridge/syncbridge.h>
 
 #include <errno.h>
@@ -45,6 +48,8 @@ typedef struct file_in {
     int64_t poll_ms;
     size_t max_line;
     const char *id_field;
+    char *id_key; /* "id_field" as written in the JSON text (quotes included), or NULL */
+    size_t id_key_len;
     int allow_fifo;
 } file_in;
 
@@ -89,6 +94,15 @@ static int fi_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
     f->poll_ms = c->poll_ms;
     f->max_line = (size_t)c->max_line;
     f->id_field = c->id_field;
+    if (f->json && f->id_field && !strpbrk(f->id_field, "\"\\")) {
+        f->id_key_len = strlen(f->id_field) + 2;
+        if (!(f->id_key = malloc(f->id_key_len + 1))) {
+            free(f);
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        snprintf(f->id_key, f->id_key_len + 1, "\"%s\"", f->id_field);
+    }
     f->allow_fifo = c->allow_fifo;
     *self = f;
     return 0;
@@ -96,7 +110,10 @@ static int fi_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
 
 static void fi_destroy(void *self)
 {
-    free(self);
+    file_in *f = self;
+    if (f)
+        free(f->id_key);
+    free(f);
 }
 
 /* FNV-1a: part of a line's event id, so that new data at an old position
@@ -113,12 +130,17 @@ static uint64_t line_hash(const char *s, size_t len)
 /* Build the event for one complete line; NULL if it is unusable (reported,
  * errno EINVAL) or memory ran out (errno ENOMEM: the line is fine, read it
  * again rather than skip it). */
+static void fallback_id(char id[160], const struct stat *st, int64_t offset, const char *line, size_t len)
+{
+    snprintf(id, 160, "file:%ju:%ju:%" PRId64 ":%016" PRIx64, (uintmax_t)st->st_dev, (uintmax_t)st->st_ino, offset,
+             line_hash(line, len));
+}
+
 static sb_event *line_event(file_in *f, const struct stat *st, int64_t offset, char *line, size_t len)
 {
     char id[160];
-    snprintf(id, sizeof id, "file:%ju:%ju:%" PRId64 ":%016" PRIx64, (uintmax_t)st->st_dev, (uintmax_t)st->st_ino,
-             offset, line_hash(line, len));
     if (!f->json) {
+        fallback_id(id, st, offset, line, len);
         json_t *text = json_stringn(line, len);
         if (!text) {
             sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: not valid UTF-8", f->path, offset);
@@ -142,7 +164,16 @@ static sb_event *line_event(file_in *f, const struct stat *st, int64_t offset, c
     o.format = SB_DECODE_JSON;
     o.id_field = f->id_field;
     sb_event *ev = NULL;
-    int rc = sb_decode_body(&o, id, line, len, &ev, err, sizeof err);
+    int rc = SB_DECODE_INVALID;
+    /* A line that names id_field nearly always carries its own id: decode
+     * it without a fallback (an empty one is refused), which spares the
+     * line's hash and the id's printf, a fifth of this thread's time. */
+    if (f->id_key && memmem(line, len, f->id_key, f->id_key_len))
+        rc = sb_decode_body(&o, "", line, len, &ev, err, sizeof err);
+    if (rc == SB_DECODE_INVALID) {
+        fallback_id(id, st, offset, line, len);
+        rc = sb_decode_body(&o, id, line, len, &ev, err, sizeof err);
+    }
     if (rc == SB_DECODE_INVALID)
         sb_log(f->ins, SB_LOG_ERROR, "%s: line at offset %" PRId64 " skipped: %s", f->path, offset, err);
     if (rc != 0)

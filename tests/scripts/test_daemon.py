@@ -5,6 +5,7 @@ files, real ledger."""
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -296,6 +297,36 @@ class FileIn(Base):
         self.assertEqual([json.loads(l)["event_id"] for l in lines(self.out)], ["a", "b"])
         self.assertIn("skipped", r.stderr)
         self.assertIn("over max_line", r.stderr)
+
+    def test_json_line_ids_own_or_fallback(self):
+        """A line's own id_field string is its id; a line without one (or
+        whose member is not a string, or empty, or named only inside
+        another string) gets the file position's id, and a broken line is
+        reported with the parser's reason, whether or not it names the field."""
+        self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
+        self.write_events("own", raw="\n".join([
+            json.dumps({"event_id": 7, "n": 1}),
+            json.dumps({"event_id": "", "n": 2}),
+            json.dumps({"n": 3}),
+            json.dumps({"note": "the \"event_id\" is elsewhere", "n": 4}),
+            json.dumps({"n": 5, "event_id": "last-own"}),
+            '{"event_id": "broken", "n": ',
+            "{broken",
+        ]) + "\n")
+        r = subprocess.run([BIN, "--once", "-c", self.cfg], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        db = sqlite3.connect(os.path.join(self.dir, "state", "ledger.db"))
+        ids = [row[0] for row in db.execute("SELECT event_id FROM entries ORDER BY id")]
+        db.close()
+        self.assertEqual(ids[0], "own")
+        self.assertEqual(ids[5], "last-own")
+        for i in range(1, 5):
+            self.assertRegex(ids[i], r"^file:\d+:\d+:\d+:[0-9a-f]{16}$")
+        self.assertEqual(len(set(ids)), 6)
+        self.assertEqual(len(ids), 6)
+        skipped = [l for l in r.stderr.splitlines() if "skipped" in l]
+        self.assertEqual(len(skipped), 2, r.stderr)
+        self.assertTrue(all("column" in l for l in skipped), skipped)  # jansson's reason, with its column
 
     def test_partial_line_waits_for_newline_and_restart_does_not_resend(self):
         self.config({"out": {"plugin": "file_out", "path": self.out}}, ["out"])
