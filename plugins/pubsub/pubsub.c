@@ -53,8 +53,12 @@
  * Ordering: messages sharing an ordering key go out in event order within
  * a batch, and once a request for a key fails, the key's later messages in
  * the batch are held back (RETRY) rather than overtaking it. Across
- * retries and with workers > 1 the core does not order events, so routes
- * that need strict per-key order keep workers at 1.
+ * retries and batches the core does not order events (each retry has its
+ * own jittered time), so the key's lane (lanes.h) holds its later messages
+ * back (WAIT) until the retried ones are published, failed for good or
+ * given up on (abandon()). With workers > 1 two batches of one key can be
+ * in flight at once, so routes that need strict per-key order keep
+ * workers at 1.
  *
  * Threading: the state is read-only after create() but for the spare
  * buffers (a list under a mutex, taken and given back once per call, each
@@ -330,7 +334,7 @@ typedef struct bufs {
     struct slot *slots;
     size_t *order;
     const char **eids;    /* the events' ids, for the lanes */
-    unsigned char *owed;  /* 1: the event is to be retried (RETRY or WAIT), for the lanes */
+    unsigned char *owed;  /* 1: the event is to be retried (RETRY, WAIT or FATAL), for the lanes */
     const char **ids;
     size_t *lens;
     struct chunk *chunks;
@@ -890,8 +894,8 @@ static int answered(call *c, const size_t *idx, size_t n, size_t body_len, sb_gc
     } else {
         /* the events' results, Retry-After included, as every Google plugin sets them */
         sb_gcp_outcome o = sb_gcp_settle(c->b, idx, n, rc, resp, err, SB_GCP_404_RETRY);
-        for (size_t k = 0; k < n; k++)
-            c->owed[idx[k]] = o.result == SB_RESULT_RETRY;
+        for (size_t k = 0; k < n; k++) /* FATAL: retried after the instance's restart */
+            c->owed[idx[k]] = o.result == SB_RESULT_RETRY || o.result == SB_RESULT_FATAL;
         if (o.cause == SB_GCP_CAUSE_NOT_FOUND)
             sb_log(p->ins, SB_LOG_ERROR, "topic %s not found (%s); retrying, it may not be created yet", p->topic, line);
         else if (rc == SB_GCP_AUTH_ERROR) /* no token: the access layer logs when that starts and ends */
