@@ -1,7 +1,8 @@
 /* fuzz_json_event.c - the JSON text scanner and events built from JSON
  * text (what file_in, kafka and pubsub_pull do with every line/message):
  * validating scan, member walks over what it accepted, single-field reads on the lazy text, then the full
- * fields object, which must agree with jansson's view. */
+ * fields object, which must agree with jansson's view, and the event's compact JSON text, which must
+ * parse to the same fields. */
 #include "build_config.h"
 #include "events/json_text.h"
 
@@ -32,6 +33,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)sb_event_get_string(ev, "event_id");
     sb_event_set_string(ev, "added", "x\"y");
     (void)sb_event_get_string(ev, "added");
+    /* the compact text (copied as is when the source's was compact) is the
+     * same JSON as the fields */
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    if (sb_event_append_json(ev, &buf, &len, &cap) == 0) {
+        json_t *back = json_loadb(buf, len, 0, NULL);
+        if (!back || !json_equal(back, sb_event_fields(ev))) /* the tree from now on */
+            abort();
+        json_decref(back);
+    }
+    free(buf);
     sb_event_free(ev);
     return 0;
 }
