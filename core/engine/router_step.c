@@ -335,6 +335,7 @@ static void *call_member_thread(void *arg)
 
 typedef struct outcome {
     int failed;       /* some member FAILed: dead-letter */
+    uint64_t failed_members; /* which (bit m: member m) */
     int retry;        /* some member wants RETRY or FATAL */
     int charged;      /* a RETRY (not only FATAL): counts against the budget */
     int wait;         /* some member WAITs (and none of the above) */
@@ -434,16 +435,18 @@ static void dead_letter(sb_router *r, entry *e, const char *reason, handoff *h)
     settle_into(h, e, 0);
 }
 
-/* The core gives up on e at step s (its step_timeout ran out or its retry
- * budget is spent): members that are not done and have abandon() get the
- * event with its state, so that they can cancel what they started. Their
- * results are ignored. A FAIL answer gets no abandon(): the plugin that
- * answered it knows and cleans up itself. */
-static void abandon_entry(sb_router *r, step_rt *s, entry *e)
+/* The core gives up on e at step s (its step_timeout ran out, its retry
+ * budget is spent, or another member of a fan-out FAILed it): members that
+ * are not done and have abandon() get the event with its state, so that
+ * they can cancel what they started (or stop waiting for it, as the pubsub
+ * sink's ordering-key lanes do). Their results are ignored. The members in
+ * `failed` get no abandon(): a plugin that answered FAIL knows and cleans
+ * up itself. */
+static void abandon_entry(sb_router *r, step_rt *s, entry *e, uint64_t failed)
 {
     for (size_t m = 0; m < s->n; m++) {
         inst_rt *in = s->members[m];
-        if ((e->members_done & (1ull << m)) || !in->ins->plugin->abandon || atomic_load(&in->broken))
+        if (((e->members_done | failed) & (1ull << m)) || !in->ins->plugin->abandon || atomic_load(&in->broken))
             continue;
         sb_batch b;
         batch_init(&b, 1);
@@ -503,6 +506,8 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         return;
     }
     if (o->failed) {
+        if (s->n > 1) /* a fan-out: the members that did not fail it may have work to drop */
+            abandon_entry(r, s, e, o->failed_members);
         dead_letter(r, e, reason_of(o), h);
         return;
     }
@@ -511,7 +516,7 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         char why[700];
         snprintf(why, sizeof why, "step_timeout reached after %llds: %s",
                  (long long)((now - e->first_attempt_us) / 1000000), reason_of(o));
-        abandon_entry(r, s, e);
+        abandon_entry(r, s, e, 0);
         dead_letter(r, e, why, h);
         return;
     }
@@ -525,7 +530,7 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         char why[700];
         snprintf(why, sizeof why, "retry budget exhausted after %d attempts over %llds: %s", e->attempts,
                  (long long)((now - e->retry_since_us) / 1000000), reason_of(o));
-        abandon_entry(r, s, e); /* the core gives up: remote work left open would be orphaned */
+        abandon_entry(r, s, e, 0); /* the core gives up: remote work left open would be orphaned */
         dead_letter(r, e, why, h);
         return;
     }
@@ -622,11 +627,13 @@ static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *
         break;
     case SB_RESULT_FAIL:
         o->failed = 1;
+        o->failed_members |= 1ull << m;
         note_reason(o, name, "failed", reason);
         break;
     case SB_RESULT_UNSET:
     default:
         o->failed = 1;
+        o->failed_members |= 1ull << m;
         note_reason(o, name, "failed", "the plugin set no result for this event");
         break;
     }
@@ -781,12 +788,12 @@ static void expire_held(sb_router *r, step_rt *s, entry *list)
         if (now - e->first_attempt_us >= s->timeout_ms * 1000) {
             snprintf(why, sizeof why, "step_timeout reached after %llds, held while the step was failing: %s",
                      (long long)((now - e->first_attempt_us) / 1000000), last);
-            abandon_entry(r, s, e);
+            abandon_entry(r, s, e, 0);
         } else {
             snprintf(why, sizeof why,
                      "retry budget exhausted after %d attempts over %llds, held while the step was failing: %s",
                      e->attempts, (long long)((now - e->retry_since_us) / 1000000), last);
-            abandon_entry(r, s, e);
+            abandon_entry(r, s, e, 0);
         }
         dead_letter(r, e, why, &h);
     }

@@ -261,6 +261,29 @@ START_TEST(exhausted_retry_budget_is_dead_lettered)
 }
 END_TEST
 
+/* A fan-out member's FAIL dead-letters the event: the members that did not
+ * fail it and are not done are told (abandon), to drop what they started
+ * or waited on; the one that failed it is not. */
+START_TEST(a_fan_out_fail_abandons_the_other_members)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 3, \"batch\": 3}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"result\": \"fail\","
+                "                    \"abandons\": \"@D@/abandons.txt\"},"
+                "             \"b\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"wait_polls\": 1000,"
+                "                    \"abandons\": \"@D@/abandons.txt\"}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [[\"a\", \"b\"]]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "dead"), 3);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/abandons.txt", h.dir);
+    ck_assert_int_eq(tu_count_lines(path, "b ev-"), 3);
+    ck_assert_int_eq(tu_count_lines(path, "a ev-"), 0);
+    h_free(&h);
+}
+END_TEST
+
 START_TEST(unset_result_is_a_failure_not_a_silent_drop)
 {
     harness h;
@@ -737,6 +760,7 @@ int main(void)
     tcase_add_test(tc, held_events_keep_the_time_budget);
     tcase_add_test(tc, waits_do_not_open_the_circuit);
     tcase_add_test(tc, a_failing_fan_out_member_opens_the_circuit);
+    tcase_add_test(tc, a_fan_out_fail_abandons_the_other_members);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

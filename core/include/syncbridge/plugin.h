@@ -204,8 +204,10 @@ typedef struct sb_plugin {
     void (*cancel)(void *self);
 
     /* MAY be NULL (sinks and actions). The core gives up on these events at
-     * this step: their step_timeout ran out or their retry budget is spent,
-     * and they are dead-lettered next. Not called after the plugin's own
+     * this step: their step_timeout ran out, their retry budget is spent, or
+     * another member of a fan-out step answered FAIL for them (cores of
+     * syncbridge 0.x before December 2026 skipped this call then), and
+     * they are dead-lettered next. Not called after the plugin's own
      * FAIL answer: clean up before answering it. Each event's step state is
      * readable with sb_batch_state(), so the plugin can cancel the remote
      * work it started (a Dataproc operation, a multipart upload). Results
