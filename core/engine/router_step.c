@@ -591,7 +591,7 @@ static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *
     case SB_RESULT_OK: {
         char *added_txt = sb_event_take_added(seen);
         if (seen != e->ev && added_txt) { /* a fan-out member's copy: its fields join the entry's event */
-            json_t *added = json_loads(added_txt, 0, NULL);
+            json_t *added = json_loads(added_txt, JSON_ALLOW_NUL, NULL);
             if (added)
                 sb_event_merge_fields(e->ev, added);
             else /* out of memory: the member's work is done all the same, not redone */

@@ -483,7 +483,7 @@ static json_t *added_object(const sb_event *ev)
     sb_strbuf_add(&b, "{", 1);
     sb_strbuf_add(&b, ev->added.p + 1, ev->added.len - 1);
     sb_strbuf_add(&b, "}", 1);
-    json_t *obj = json_loadb(b.p, b.len, 0, NULL);
+    json_t *obj = json_loadb(b.p, b.len, JSON_ALLOW_NUL, NULL); /* a value may hold \u0000 */
     free(b.p);
     return obj;
 }
@@ -513,6 +513,10 @@ char *sb_event_take_added(sb_event *ev)
             text = b.p;
         else
             free(b.p);
+        if (!text) /* out of memory: the step's work is done all the same */
+            sb_log(NULL, SB_LOG_ERROR,
+                   "event %s: the fields a step added could not be written for the run ledger; if the event is "
+                   "resumed after a restart, later steps will not see them", ev->id);
         json_decref(obj);
         free(ev->added.p);
     } else { /* ,"k":v... becomes {"k":v...} in place */

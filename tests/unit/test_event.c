@@ -294,6 +294,15 @@ START_TEST(added_fields_as_text)
     ck_assert_ptr_null(sb_event_take_added(ev));
     ck_assert_int_eq(sb_event_add(ev, NULL, json_integer(1)), -1);
     ck_assert_ptr_null(sb_event_take_added(ev));
+    /* a value holding a NUL (\u0000) is dropped and de-duplicated as well */
+    ck_assert_int_eq(sb_event_add(ev, "z", json_stringn("a\0b", 3)), 0);
+    sb_event_discard_added(ev);
+    ck_assert_ptr_null(sb_event_get_value(ev, "z"));
+    ck_assert_int_eq(sb_event_add(ev, "z", json_stringn("a\0b", 3)), 0);
+    ck_assert_int_eq(sb_event_add(ev, "z", json_stringn("c\0d", 3)), 0);
+    added = sb_event_take_added(ev);
+    ck_assert_str_eq(added, "{\"z\":\"c\\u0000d\"}");
+    free(added);
     sb_event_free(ev);
     ev = sb_event_new_with_fields("e2", json_pack("{s:i}", "n", 3));
     ck_assert_int_eq(sb_event_add(ev, "d", json_true()), 0);
