@@ -296,10 +296,29 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
     sqlite3_stmt *st = NULL;
     /* The state goes into the text, not a parameter: only a literal
      * "state = 2" lets SQLite walk the partial index of dead entries
-     * instead of every entry, which `dlq list` did. (Pending entries have
-     * no index since schema 6: they are the newest, which a listing
-     * newest first meets at once.) */
+     * instead of every entry, which `dlq list` did. Pending entries have no
+     * index since schema 6: the walk newest first stops once it has as many
+     * as `counts` says there are (none: no walk), in the same read
+     * transaction, so that a ledger with few pending entries is not read
+     * whole for them. */
     char state_cond[32] = "?3 < 0";
+    int64_t limit = f->limit ? (int64_t)f->limit : 100;
+    int in_tx = 0;
+    if (f->state == SB_ENTRY_PENDING) {
+        in_tx = sb_ledger__exec_sql(db, "BEGIN", NULL, 0) == 0;
+        int64_t pending = -1;
+        if (sqlite3_prepare_v2(db, "SELECT entries FROM counts WHERE state = 0", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            pending = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        st = NULL;
+        if (pending >= 0 && pending < limit)
+            limit = pending;
+        if (limit == 0) {
+            out = json_array();
+            goto out;
+        }
+    }
     if (f->state >= 0)
         snprintf(state_cond, sizeof state_cond, "state = %d", f->state);
     char sql[1024]; /* about 520 bytes */
@@ -321,7 +340,7 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
     sb_ledger__bind_text(st, 5, f->field_eq_value ? f->field_eq_value : "");
     sqlite3_bind_int64(st, 6, f->since_us);
     sqlite3_bind_int64(st, 7, f->until_us);
-    sqlite3_bind_int64(st, 8, f->limit ? (sqlite3_int64)f->limit : 100);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)limit);
     out = json_array();
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
@@ -333,6 +352,8 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
     }
 out:
     sqlite3_finalize(st);
+    if (in_tx)
+        sb_ledger__exec_sql(db, "COMMIT", NULL, 0);
     sb_ledger__reader_put(l, db);
     free(path);
     return out;

@@ -121,9 +121,9 @@ static const char *const migrate_v5 = "ALTER TABLE step_states ADD COLUMN progre
  * insert at accept and a delete at settle, about 0.7 us of the writer's
  * 4.5-5 us per event (docs/benchmarks.md), and only the resume at start
  * and `runs --state pending` read it. Both walk the entries by id instead:
- * the resume pages through them once, from the oldest (about 0.2 s for
+ * the resume pages through them once, from the oldest (0.17 s for
  * 3 million entries in the page cache), and a listing newest first stops
- * at its limit. */
+ * at the pending count (queries.c). */
 static const char *const migrate_v6 = "DROP INDEX IF EXISTS entries_pending;";
 
 static int schema_version(sqlite3 *db, char *err, size_t errsz)

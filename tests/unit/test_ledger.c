@@ -543,7 +543,7 @@ START_TEST(test_list_filters)
     sb_ledger *l = open_ledger();
     char err[256];
     int64_t a = accept1(l, "l1", "r1", "s1", "orders", 1000);
-    accept1(l, "l2", "r1", "s2", "users", 2000);
+    int64_t b = accept1(l, "l2", "r1", "s2", "users", 2000);
     int64_t c = accept1(l, "l3", "r2", "s1", "orders", 3000);
     sb_ledger_entry_done(l, c);
     sb_ledger_sync(l);
@@ -553,6 +553,12 @@ START_TEST(test_list_filters)
     ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1, .source = "s1"}), 2);
     ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_DONE}), 1);
     ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_PENDING}), 2);
+    /* the walk stops at the pending count: one asked, one given, the newest */
+    json_t *one = sb_ledger_list(l, &(sb_ledger_filter){.state = SB_ENTRY_PENDING, .limit = 1}, err, sizeof err);
+    ck_assert_int_eq(json_array_size(one), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(one, 0), "event_id")), "l2");
+    json_decref(one);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_PENDING, .route = "r2"}), 0);
     ck_assert_int_eq(
         list_n(l, (sb_ledger_filter){.state = -1, .field_eq_name = "table", .field_eq_value = "orders"}), 2);
     ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = -1, .field_eq_name = "n", .field_eq_value = "7"}), 3);
@@ -574,6 +580,12 @@ START_TEST(test_list_filters)
     ck_assert(json_is_null(json_object_get(o, "error")));
     ck_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "fields"), "table")), "orders");
     json_decref(arr);
+    /* none pending: an empty list */
+    sb_ledger_entry_done(l, a);
+    sb_ledger_entry_done(l, b);
+    sb_ledger_sync(l);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_PENDING}), 0);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_DONE}), 3);
     sb_ledger_close(l);
 }
 END_TEST
