@@ -116,8 +116,8 @@ static void fi_destroy(void *self)
     free(f);
 }
 
-/* FNV-1a: part of a line's event id, so that new data at an old position
- * (a truncated file re-read, an inode reused) is not taken for a
+/* FNV-1a: part of a line's fallback event id, so that new data at an old
+ * position (a truncated file re-read, an inode reused) is not taken for a
  * duplicate of what the ledger already holds. */
 static uint64_t line_hash(const char *s, size_t len)
 {
@@ -127,15 +127,17 @@ static uint64_t line_hash(const char *s, size_t len)
     return h;
 }
 
-/* Build the event for one complete line; NULL if it is unusable (reported,
- * errno EINVAL) or memory ran out (errno ENOMEM: the line is fine, read it
- * again rather than skip it). */
+/* The id of a line without one of its own: its device, inode, offset and
+ * hash. */
 static void fallback_id(char id[160], const struct stat *st, int64_t offset, const char *line, size_t len)
 {
     snprintf(id, 160, "file:%ju:%ju:%" PRId64 ":%016" PRIx64, (uintmax_t)st->st_dev, (uintmax_t)st->st_ino, offset,
              line_hash(line, len));
 }
 
+/* Build the event for one complete line; NULL if it is unusable (reported,
+ * errno EINVAL) or memory ran out (errno ENOMEM: the line is fine, read it
+ * again rather than skip it). */
 static sb_event *line_event(file_in *f, const struct stat *st, int64_t offset, char *line, size_t len)
 {
     char id[160];

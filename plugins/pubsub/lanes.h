@@ -10,8 +10,9 @@
  * key instead. Here a key with a message owed (retried, not yet published)
  * has a lane: the event ids owed, oldest first. Until the lane is empty,
  * a batch may publish a key's events only in lane order, from its head;
- * the others are held back (RETRY) and join the lane. Keys without a lane,
- * the usual case, cost one lookup per key per batch.
+ * the others are held back (the sink answers WAIT, or RETRY when none of
+ * the batch's requests was published) and join the lane. Keys without a
+ * lane, the usual case, cost one lookup per key per batch.
  *
  * An event leaves its lane when it is published or fails for good (the
  * sink's FAIL), or when the core gives up on it (abandon()): a message
@@ -20,9 +21,13 @@
  * Scope: with `workers` 1 the lanes keep each key's order whatever is
  * retried. With several workers two batches of one key can be published
  * at the same time, and their order is not kept (the README says so).
- * The lanes live in memory: after a restart the core resumes each
- * pending event at its own retry time, so a key with a message waiting
- * for its retry at that moment can lose its order once.
+ * The lanes live in memory, with the instance: after a restart of the
+ * daemon or of the instance (FATAL, a reload that makes it anew) the core
+ * resumes each pending event at its own retry time, so a key with a
+ * message waiting for its retry at that moment can lose its order once.
+ * Lanes know events by id: an instance that two routes share, both
+ * carrying the same event, takes the event published on one route as
+ * published on both, and that key's order can break.
  *
  * Threading: every function takes the lanes' own lock. Ownership: the
  * lanes copy the keys and ids they keep.

@@ -334,7 +334,8 @@ typedef struct bufs {
     struct slot *slots;
     size_t *order;
     const char **eids;    /* the events' ids, for the lanes */
-    unsigned char *owed;  /* 1: the event is to be retried (RETRY, WAIT or FATAL), for the lanes */
+    int64_t *hold_ms;     /* > 0: held back by its key's lane, to look again after this long */
+    unsigned char *owed;  /* 1: the event is to be retried (RETRY or WAIT), for the lanes */
     const char **ids;
     size_t *lens;
     struct chunk *chunks;
@@ -360,6 +361,7 @@ static int bufs_fit(bufs *bf, size_t n, size_t slot_size, size_t chunk_size)
     if (GROW(bf->msgs, n, sizeof *bf->msgs) || GROW(bf->slots, n, slot_size) ||
         GROW(bf->order, n, sizeof *bf->order) || GROW(bf->ids, n, sizeof *bf->ids) ||
         GROW(bf->eids, n, sizeof *bf->eids) || GROW(bf->owed, n, sizeof *bf->owed) ||
+        GROW(bf->hold_ms, n, sizeof *bf->hold_ms) ||
         GROW(bf->lens, n, sizeof *bf->lens) || GROW(bf->chunks, 2 * n, chunk_size) ||
         GROW(bf->queue, 2 * n, sizeof *bf->queue))
         return -1;
@@ -415,6 +417,7 @@ static void spare_free(pubsub *p)
         free(bf->order);
         free(bf->eids);
         free(bf->owed);
+        free(bf->hold_ms);
         free(bf->ids);
         free(bf->lens);
         free(bf->chunks);
@@ -735,6 +738,8 @@ typedef struct call {
     msg *msgs;
     size_t *order;       /* the batch's prepared messages, sorted by ordering key */
     unsigned char *owed; /* per event: 1 once it is to be retried */
+    int published;       /* some request of the batch was published */
+    int fleet_sent;      /* the batch made requests */
     struct fleet *fleet; /* the requests in flight, during publish_all() */
     bufs *bf;
     text arena;   /* every prepared message, one after another */
@@ -810,6 +815,7 @@ static void published(call *c, const size_t *idx, size_t n, const sb_gcp_respons
         if (id)
             sb_event_add(sb_batch_event(c->b, idx[k]), "pubsub_message_id", id);
     }
+    c->published = 1;
     if (plain) {
         settle(c, idx, n, SB_RESULT_OK, 0, NULL);
         return;
@@ -894,8 +900,8 @@ static int answered(call *c, const size_t *idx, size_t n, size_t body_len, sb_gc
     } else {
         /* the events' results, Retry-After included, as every Google plugin sets them */
         sb_gcp_outcome o = sb_gcp_settle(c->b, idx, n, rc, resp, err, SB_GCP_404_RETRY);
-        for (size_t k = 0; k < n; k++) /* FATAL: retried after the instance's restart */
-            c->owed[idx[k]] = o.result == SB_RESULT_RETRY || o.result == SB_RESULT_FATAL;
+        for (size_t k = 0; k < n; k++)
+            c->owed[idx[k]] = o.result == SB_RESULT_RETRY;
         if (o.cause == SB_GCP_CAUSE_NOT_FOUND)
             sb_log(p->ins, SB_LOG_ERROR, "topic %s not found (%s); retrying, it may not be created yet", p->topic, line);
         else if (rc == SB_GCP_AUTH_ERROR) /* no token: the access layer logs when that starts and ends */
@@ -1117,15 +1123,26 @@ static size_t group_end(const call *c, const slot *slots, size_t first, size_t r
     return end;
 }
 
-/* WAIT messages whose ordering key has an earlier message still to be
- * retried (lanes.h): they are not failing, so the retry budget is not
- * charged; the step_timeout bounds the wait. */
-static void wait_behind(call *c, const size_t *idx, size_t n, int64_t wait_ms)
+/* Messages held back by their key's lane (lanes.h), once the batch's
+ * requests are answered. They WAIT: they are not failing, so the retry
+ * budget is not charged, and the step_timeout bounds the wait. But when
+ * requests went out and none was published, Pub/Sub is failing: they are
+ * answered RETRY like the rest, so that the core sees the whole batch fail
+ * and opens the step's circuit instead of polling an outage. */
+static void settle_held(call *c, size_t n)
 {
-    for (size_t k = 0; k < n; k++) {
-        sb_batch_wait(c->b, idx[k], wait_ms, "held back: an earlier message with ordering key \"%s\" is to be "
-                      "published first", okey_of(&c->msgs[idx[k]]));
-        c->owed[idx[k]] = 1;
+    int failing = c->fleet_sent && !c->published;
+    for (size_t i = 0; i < n; i++) {
+        if (!c->bf->hold_ms[i])
+            continue;
+        const char *okey = okey_of(&c->msgs[i]);
+        if (failing)
+            sb_batch_set_result(c->b, i, SB_RESULT_RETRY,
+                                "held back: an earlier message with ordering key \"%s\" was not published", okey);
+        else
+            sb_batch_wait(c->b, i, c->bf->hold_ms[i],
+                          "held back: an earlier message with ordering key \"%s\" is to be published first", okey);
+        c->owed[i] = 1;
     }
 }
 
@@ -1159,6 +1176,7 @@ static void ps_process(void *self, sb_batch *b)
     memset(c.msgs, 0, n * sizeof *c.msgs);
     c.owed = c.bf->owed;
     memset(c.owed, 0, n);
+    memset(c.bf->hold_ms, 0, n * sizeof *c.bf->hold_ms);
     slot *slots = c.bf->slots;
     size_t *order = c.bf->order;
     c.arena = c.bf->arena;
@@ -1194,13 +1212,17 @@ static void ps_process(void *self, sb_batch *b)
         if (p->lanes && c.msgs[order[first]].okey) {
             int64_t wait_ms;
             go = ps_lanes_admit(p->lanes, c.msgs[order[first]].okey, eids, order + first, end - first, &wait_ms);
-            wait_behind(&c, order + first + go, end - first - go, wait_ms);
+            for (size_t k = first + go; k < end; k++)
+                c.bf->hold_ms[order[k]] = wait_ms;
         }
         if (go)
             cut_group(&c, first, go, &n_chunks);
     }
+    c.fleet_sent = n_chunks > 0;
     if (n_chunks)
         publish_all(&c, n_chunks);
+    if (p->lanes)
+        settle_held(&c, n);
     /* what was published or failed for good leaves its key's lane, what is
      * to be retried stays in it or joins it */
     for (size_t first = 0, end; p->lanes && first < ready; first = end) {

@@ -421,6 +421,38 @@ class PubSubSink(unittest.TestCase):
         self.assertEqual(text.count("a whole batch failed"), 1, text[-3000:])
         self.assertIn("releasing", text)
 
+    def test_outage_with_ordering_keys_opens_the_circuit_and_keeps_each_keys_order(self):
+        """2,000 events over 8 ordering keys and a 5 s 503 outage: the
+        lanes do not keep the step's circuit from opening (once) and
+        probing at the retry pace, and afterwards every key's messages
+        arrive once, in order. (Messages a lane holds back are answered
+        RETRY, not WAIT, when none of their batch's requests was
+        published, so that such a batch counts as failed whole.)"""
+        n, keys = 2000, 8
+        self.write({"event_id": "e%05d" % i, "command": "c%d" % i, "table": "t%d" % (i % keys)} for i in range(n))
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="status", status=503)  # until cleared
+        self.config({"ps": self.sink(batch_max=500, ordering_key="${table}",
+                                     retry={"initial": "500ms", "max_delay": "2s", "max_attempts": 50})}, ["ps"])
+        log = open(os.path.join(self.dir, "daemon.log"), "w")
+        p = subprocess.Popen([BIN, "--once", "-c", self.cfg], stdout=subprocess.DEVNULL, stderr=log)
+        self.procs.append(p)
+        wait_for(lambda: self.fake.publishes(self.topic), what="the first publish")
+        time.sleep(5)
+        self.fake.clear_faults()
+        self.assertEqual(p.wait(120), 0)
+        log.close()
+        failed = [r for r in self.fake.publishes(self.topic) if r["status"] == 503]
+        self.assertLessEqual(len(failed), 12 * keys, "%d requests in the outage" % len(failed))
+        with open(os.path.join(self.dir, "daemon.log")) as f:
+            text = f.read()
+        self.assertEqual(text.count("a whole batch failed"), 1, text[-3000:])
+        self.published_once(n)
+        for k in range(keys):
+            got = [m["attributes"]["event_id"] for m in self.fake.messages(self.topic) if m["orderingKey"] == "t%d" % k]
+            self.assertEqual(got, ["e%05d" % i for i in range(k, n, keys)])
+
     def test_retry_after_holds_every_batch_back(self):
         # Three 429s with Retry-After: 2. Each one pauses the sink: not only
         # its own events but every batch (they went out within 9 ms).
