@@ -1146,19 +1146,25 @@ static void settle_held(call *c, size_t n)
     }
 }
 
-/* The core gave up on these events (retry budget or step_timeout): they
- * leave their key's lane, so that its later messages go on. */
+/* Event ev leaves its ordering key's lane, if it is in one. */
+static void forget(pubsub *p, sb_event *ev)
+{
+    if (!p->lanes || !ps_lanes_count(p->lanes))
+        return;
+    char terr[64];
+    char *okey = sb_template_render(p->okey, ev, terr, sizeof terr);
+    if (okey && *okey)
+        ps_lanes_forget(p->lanes, okey, sb_event_id(ev));
+    free(okey);
+}
+
+/* The core gave up on these events (retry budget, step_timeout, a fan-out
+ * sibling's FAIL): they leave their key's lane, so that its later messages
+ * go on. */
 static void ps_abandon(void *self, sb_batch *b)
 {
-    pubsub *p = self;
-    for (size_t i = 0; p->lanes && i < sb_batch_count(b); i++) {
-        sb_event *ev = sb_batch_event(b, i);
-        char terr[64];
-        char *okey = sb_template_render(p->okey, ev, terr, sizeof terr);
-        if (okey && *okey)
-            ps_lanes_forget(p->lanes, okey, sb_event_id(ev));
-        free(okey);
-    }
+    for (size_t i = 0; i < sb_batch_count(b); i++)
+        forget(self, sb_batch_event(b, i));
 }
 
 static void ps_process(void *self, sb_batch *b)
@@ -1191,6 +1197,8 @@ static void ps_process(void *self, sb_batch *b)
         if (rc != 0) {
             sb_log(p->ins, SB_LOG_WARN, "%s", err);
             sb_batch_set_result(b, i, rc == PREPARE_NO_MEMORY ? SB_RESULT_RETRY : SB_RESULT_FAIL, "%s", err);
+            if (rc != PREPARE_NO_MEMORY) /* failed for good: it must not hold its key back */
+                forget(p, sb_batch_event(b, i));
             continue;
         }
         slots[ready++] = (slot){okey_of(&c.msgs[i]), i};
