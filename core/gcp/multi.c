@@ -252,6 +252,11 @@ sb_gcp_result sb_gcp_multi_run(sb_gcp_multi *m, sb_gcp_cancel *cancel)
         if (timeout > 0)
             curl_multi_poll(m->m, NULL, 0, (int)timeout, NULL);
     }
+    /* A cancel can also end the run from inside: the transfers' progress
+     * callbacks abort the active ones and start_ready() ends the queued
+     * ones, leaving nothing pending before the check at the top sees it. */
+    if (sb_gcp_cancel_is_set(cancel) || sb_gcp_cancel_is_set(&m->c->cancel))
+        return SB_GCP_CANCELLED;
     return SB_GCP_OK;
 }
 

@@ -397,7 +397,8 @@ int sb_gcp_multi_add(sb_gcp_multi *m, const sb_gcp_request *req, sb_gcp_done_cb 
 /* Run until every transfer (incl. those added by callbacks) is done, or
  * `cancel` (MAY be NULL) or the client's cancel is set: then every
  * unfinished transfer ends with SB_GCP_CANCELLED through its callback.
- * Returns SB_GCP_OK or SB_GCP_CANCELLED. */
+ * Returns SB_GCP_CANCELLED when a cancel is set at the end of the run,
+ * else SB_GCP_OK. */
 sb_gcp_result sb_gcp_multi_run(sb_gcp_multi *m, sb_gcp_cancel *cancel);
 
 /* Transfers queued or in flight. */
