@@ -334,8 +334,7 @@ static void *call_member_thread(void *arg)
 /* ---- outcome of one attempt ------------------------------------------------- */
 
 typedef struct outcome {
-    int failed;       /* some member FAILed: dead-letter */
-    uint64_t failed_members; /* which (bit m: member m) */
+    uint64_t failed_members; /* members that FAILed it (bit m: member m): dead-letter */
     int retry;        /* some member wants RETRY or FATAL */
     int charged;      /* a RETRY (not only FATAL): counts against the budget */
     int wait;         /* some member WAITs (and none of the above) */
@@ -505,7 +504,7 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         advance(s, e, o, h);
         return;
     }
-    if (o->failed) {
+    if (o->failed_members) {
         if (s->n > 1) /* a fan-out: the members that did not fail it may have work to drop */
             abandon_entry(r, s, e, o->failed_members);
         dead_letter(r, e, reason_of(o), h);
@@ -626,13 +625,11 @@ static void take_result(sb_router *r, step_rt *s, size_t m, entry *e, sb_event *
         note_reason(o, name, "waiting", reason);
         break;
     case SB_RESULT_FAIL:
-        o->failed = 1;
         o->failed_members |= 1ull << m;
         note_reason(o, name, "failed", reason);
         break;
     case SB_RESULT_UNSET:
     default:
-        o->failed = 1;
         o->failed_members |= 1ull << m;
         note_reason(o, name, "failed", "the plugin set no result for this event");
         break;

@@ -488,6 +488,15 @@ static json_t *added_object(const sb_event *ev)
     return obj;
 }
 
+/* Whether member i's key, as written, is one of members 0..i-1's. */
+static int key_seen_before(const sb_json_span *m, size_t i)
+{
+    for (size_t k = 0; k < i; k++)
+        if (m[k].key_len == m[i].key_len && !memcmp(m[k].key, m[i].key, m[i].key_len))
+            return 1;
+    return 0;
+}
+
 /* Whether two of the added members have the same key. */
 static int added_twice(const sb_event *ev)
 {
@@ -495,8 +504,7 @@ static int added_twice(const sb_event *ev)
     sb_json_span *m = sb_json_members(ev->added.p, ev->added.len, &n);
     int twice = 0;
     for (size_t i = 1; i < n && !twice; i++)
-        for (size_t k = 0; k < i && !twice; k++)
-            twice = m[k].key_len == m[i].key_len && !memcmp(m[k].key, m[i].key, m[i].key_len);
+        twice = key_seen_before(m, i);
     free(m);
     return twice;
 }
@@ -712,8 +720,7 @@ static int sets_shadow(const sb_event *ev)
             shadow = 1;
             break;
         }
-        for (size_t k = 0; k < i && !shadow; k++)
-            shadow = m[k].key_len == m[i].key_len && !memcmp(m[k].key, m[i].key, m[i].key_len);
+        shadow = key_seen_before(m, i);
         memcpy(key, m[i].key, m[i].key_len);
         key[m[i].key_len] = '\0';
         sb_json_member f;

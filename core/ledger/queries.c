@@ -276,6 +276,27 @@ static json_t *row_to_json(sqlite3_stmt *st)
     return o;
 }
 
+/* The entries by state from `counts` (kept by the writer) into v[0..2]:
+ * 0, or -1 (logged). */
+static int read_counts(sqlite3 *db, int64_t v[3])
+{
+    v[0] = v[1] = v[2] = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT state, entries FROM counts", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            int state = sqlite3_column_int(st, 0);
+            if (state >= 0 && state < 3)
+                v[state] = sqlite3_column_int64(st, 1);
+        }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        sb_log(NULL, SB_LOG_ERROR, "ledger counts: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+}
+
 json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, size_t errstr_size)
 {
     sb_ledger_filter none = {.state = -1};
@@ -306,14 +327,9 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
     int in_tx = 0;
     if (f->state == SB_ENTRY_PENDING) {
         in_tx = sb_ledger__exec_sql(db, "BEGIN", NULL, 0) == 0;
-        int64_t pending = -1;
-        if (sqlite3_prepare_v2(db, "SELECT entries FROM counts WHERE state = 0", -1, &st, NULL) == SQLITE_OK &&
-            sqlite3_step(st) == SQLITE_ROW)
-            pending = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        st = NULL;
-        if (pending >= 0 && pending < limit)
-            limit = pending;
+        int64_t v[3];
+        if (read_counts(db, v) == 0 && v[SB_ENTRY_PENDING] < limit)
+            limit = v[SB_ENTRY_PENDING];
         if (limit == 0) {
             out = json_array();
             goto out;
@@ -463,20 +479,10 @@ int sb_ledger_counts(sb_ledger *l, int64_t *pending, int64_t *done, int64_t *dea
     sqlite3 *db = sb_ledger__reader_get(l, NULL, 0);
     if (!db)
         return -1;
-    int64_t v[3] = {0, 0, 0};
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, "SELECT state, entries FROM counts", -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            int state = sqlite3_column_int(st, 0);
-            if (state >= 0 && state < 3)
-                v[state] = sqlite3_column_int64(st, 1);
-        }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        sb_log(NULL, SB_LOG_ERROR, "ledger counts: %s", sqlite3_errmsg(db));
+    int64_t v[3];
+    int rc = read_counts(db, v);
     sb_ledger__reader_put(l, db);
-    if (rc != SQLITE_DONE)
+    if (rc != 0)
         return -1;
     if (pending)
         *pending = v[SB_ENTRY_PENDING];

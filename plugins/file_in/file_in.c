@@ -95,13 +95,8 @@ static int fi_create(sb_instance *ins, void **self, char *errstr, size_t errstr_
     f->max_line = (size_t)c->max_line;
     f->id_field = c->id_field;
     if (f->json && f->id_field && !strpbrk(f->id_field, "\"\\")) {
-        f->id_key_len = strlen(f->id_field) + 2;
-        if (!(f->id_key = malloc(f->id_key_len + 1))) {
-            free(f);
-            snprintf(errstr, errstr_size, "out of memory");
-            return -1;
-        }
-        snprintf(f->id_key, f->id_key_len + 1, "\"%s\"", f->id_field);
+        f->id_key = sb_asprintf("\"%s\"", f->id_field);
+        f->id_key_len = strlen(f->id_key);
     }
     f->allow_fifo = c->allow_fifo;
     *self = f;

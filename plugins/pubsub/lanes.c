@@ -171,8 +171,10 @@ static int append(lane *ln, const char *id)
     return 0;
 }
 
+/* Something left the lane: its next batch is looked at soon again. */
 static void remove_at(lane *ln, size_t i)
 {
+    ln->holds = 0;
     free(ln->ids[i]);
     memmove(ln->ids + i, ln->ids + i + 1, (ln->n - i - 1) * sizeof *ln->ids);
     ln->n--;
@@ -202,10 +204,8 @@ int ps_lanes_settle(ps_lanes *l, const char *key, const char *const *ids, const 
     }
     for (size_t k = 0; ln && k < n; k++) {
         size_t at = position(ln, ids[idx[k]]);
-        if (!owed[idx[k]] && at != NOT_OWED) {
+        if (!owed[idx[k]] && at != NOT_OWED)
             remove_at(ln, at);
-            ln->holds = 0; /* it moves: look again soon */
-        }
         else if (owed[idx[k]] && at == NOT_OWED && append(ln, ids[idx[k]]) != 0)
             rc = -1;
     }
@@ -225,7 +225,6 @@ void ps_lanes_forget(ps_lanes *l, const char *key, const char *id)
     size_t at = position(ln, id);
     if (at != NOT_OWED) {
         remove_at(ln, at);
-        ln->holds = 0;
         drop_if_empty(l, link);
     }
     pthread_mutex_unlock(&l->mu);

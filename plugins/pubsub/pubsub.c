@@ -739,7 +739,6 @@ typedef struct call {
     size_t *order;       /* the batch's prepared messages, sorted by ordering key */
     unsigned char *owed; /* per event: 1 once it is to be retried */
     int published;       /* some request of the batch was published */
-    int fleet_sent;      /* the batch made requests */
     struct fleet *fleet; /* the requests in flight, during publish_all() */
     bufs *bf;
     text arena;   /* every prepared message, one after another */
@@ -1129,9 +1128,9 @@ static size_t group_end(const call *c, const slot *slots, size_t first, size_t r
  * requests went out and none was published, Pub/Sub is failing: they are
  * answered RETRY like the rest, so that the core sees the whole batch fail
  * and opens the step's circuit instead of polling an outage. */
-static void settle_held(call *c, size_t n)
+static void settle_held(call *c, size_t n, size_t n_chunks)
 {
-    int failing = c->fleet_sent && !c->published;
+    int failing = n_chunks && !c->published;
     for (size_t i = 0; i < n; i++) {
         if (!c->bf->hold_ms[i])
             continue;
@@ -1226,11 +1225,10 @@ static void ps_process(void *self, sb_batch *b)
         if (go)
             cut_group(&c, first, go, &n_chunks);
     }
-    c.fleet_sent = n_chunks > 0;
     if (n_chunks)
         publish_all(&c, n_chunks);
     if (p->lanes)
-        settle_held(&c, n);
+        settle_held(&c, n, n_chunks);
     /* what was published or failed for good leaves its key's lane, what is
      * to be retried stays in it or joins it */
     for (size_t first = 0, end; p->lanes && first < ready; first = end) {
