@@ -380,26 +380,34 @@ class PubSubSink(unittest.TestCase):
         self.assertEqual(sorted(counts), ["e%05d" % i for i in range(n)], "every event arrives")
         self.assertEqual([k for k, c in counts.items() if c > 1], [], "and once")
 
+    def run_through_outage(self, seconds, **sink_opts):
+        """Run the daemon (--once) on what was written while every publish
+        gets a 503 until `seconds` after the first one: the time the outage
+        ended and the daemon's log."""
+        self.fake.create_topic(self.topic)
+        rx = "/topics/%s:publish$" % self.topic
+        self.fake.fault(path_regex=rx, kind="status", status=503)  # until cleared
+        self.config({"ps": self.sink(retry={"initial": "500ms", "max_delay": "2s", "max_attempts": 50},
+                                     **sink_opts)}, ["ps"])
+        log = open(os.path.join(self.dir, "daemon.log"), "w")
+        p = subprocess.Popen([BIN, "--once", "-c", self.cfg], stdout=subprocess.DEVNULL, stderr=log)
+        self.procs.append(p)
+        wait_for(lambda: self.fake.publishes(self.topic), what="the first publish")
+        time.sleep(seconds)
+        self.fake.clear_faults()
+        cleared = time.time()
+        self.assertEqual(p.wait(120), 0)
+        log.close()
+        with open(os.path.join(self.dir, "daemon.log")) as f:
+            return cleared, f.read()
+
     def test_outage_is_probed_then_drained_in_full_batches(self):
         # 5,000 pending events and an 8 s 503 outage: one probe at a time at
         # the retry pace (each event on its own timer made hundreds of
         # requests a second), then full batches (they were of one message).
         n = 5000
         self.write_slim(n)
-        self.fake.create_topic(self.topic)
-        rx = "/topics/%s:publish$" % self.topic
-        self.fake.fault(path_regex=rx, kind="status", status=503)  # until cleared
-        self.config({"ps": self.sink(batch_max=500,
-                                     retry={"initial": "500ms", "max_delay": "2s", "max_attempts": 50})}, ["ps"])
-        log = open(os.path.join(self.dir, "daemon.log"), "w")
-        p = subprocess.Popen([BIN, "--once", "-c", self.cfg], stdout=subprocess.DEVNULL, stderr=log)
-        self.procs.append(p)
-        wait_for(lambda: self.fake.publishes(self.topic), what="the first publish")
-        time.sleep(8)
-        self.fake.clear_faults()
-        cleared = time.time()
-        self.assertEqual(p.wait(120), 0)
-        log.close()
+        cleared, text = self.run_through_outage(8, batch_max=500)
         reqs = self.fake.publishes(self.topic)
         failed = [r for r in reqs if r["status"] == 503]
         span = failed[-1]["time"] - failed[0]["time"]
@@ -416,8 +424,6 @@ class PubSubSink(unittest.TestCase):
         self.dup_report.append("test_pubsub: outage run: %d events, %d requests during a %.1f s outage, "
                                "%d after it (median %d messages), drained %.1f s after it"
                                % (n, len(failed), span, len(ok), statistics.median(sizes), drain))
-        with open(os.path.join(self.dir, "daemon.log")) as f:
-            text = f.read()
         self.assertEqual(text.count("a whole batch failed"), 1, text[-3000:])
         self.assertIn("releasing", text)
 
@@ -430,23 +436,9 @@ class PubSubSink(unittest.TestCase):
         published, so that such a batch counts as failed whole.)"""
         n, keys = 2000, 8
         self.write({"event_id": "e%05d" % i, "command": "c%d" % i, "table": "t%d" % (i % keys)} for i in range(n))
-        self.fake.create_topic(self.topic)
-        rx = "/topics/%s:publish$" % self.topic
-        self.fake.fault(path_regex=rx, kind="status", status=503)  # until cleared
-        self.config({"ps": self.sink(batch_max=500, ordering_key="${table}",
-                                     retry={"initial": "500ms", "max_delay": "2s", "max_attempts": 50})}, ["ps"])
-        log = open(os.path.join(self.dir, "daemon.log"), "w")
-        p = subprocess.Popen([BIN, "--once", "-c", self.cfg], stdout=subprocess.DEVNULL, stderr=log)
-        self.procs.append(p)
-        wait_for(lambda: self.fake.publishes(self.topic), what="the first publish")
-        time.sleep(5)
-        self.fake.clear_faults()
-        self.assertEqual(p.wait(120), 0)
-        log.close()
+        _, text = self.run_through_outage(5, batch_max=500, ordering_key="${table}")
         failed = [r for r in self.fake.publishes(self.topic) if r["status"] == 503]
         self.assertLessEqual(len(failed), 12 * keys, "%d requests in the outage" % len(failed))
-        with open(os.path.join(self.dir, "daemon.log")) as f:
-            text = f.read()
         self.assertEqual(text.count("a whole batch failed"), 1, text[-3000:])
         self.published_once(n)
         for k in range(keys):

@@ -9,10 +9,17 @@
 
 static const char *const ids[] = {"e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7"};
 
-/* admit() of idx (batch positions), checking the order it gives and the count */
+/* admit() of idx (batch positions of ids[]) for key "k" */
 static size_t admit(ps_lanes *l, size_t *idx, size_t n, int64_t *wait_ms)
 {
     return ps_lanes_admit(l, "k", ids, idx, n, wait_ms);
+}
+
+/* idx[0..n) is want[0..n): the order admit() gave */
+static void assert_order(const size_t *idx, const size_t *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(idx[i] == want[i], "position %zu: %zu, want %zu", i, idx[i], want[i]);
 }
 
 START_TEST(no_lane_admits_everything_in_place)
@@ -43,9 +50,7 @@ START_TEST(a_lane_goes_in_its_order_and_drains)
     size_t b2[] = {3, 2, 4};
     ck_assert_uint_eq(admit(l, b2, 3, &w), 0);
     ck_assert_int_eq(w, 50);
-    ck_assert_uint_eq(b2[0], 2); /* owed first, in lane order, then the new ones */
-    ck_assert_uint_eq(b2[1], 3);
-    ck_assert_uint_eq(b2[2], 4);
+    assert_order(b2, (const size_t[]){2, 3, 4}, 3); /* owed first, in lane order, then the new ones */
     memset(owed, 1, sizeof owed);
     ck_assert_int_eq(ps_lanes_settle(l, "k", ids, b2, 3, owed), 0); /* lane e1 e2 e3 e4 */
     /* still no head: the wait doubles */
@@ -55,10 +60,7 @@ START_TEST(a_lane_goes_in_its_order_and_drains)
     /* batch 4: e3, e1, e5 (new), e2: e1 e2 e3 go, e5 waits for e4 */
     size_t b4[] = {3, 1, 5, 2};
     ck_assert_uint_eq(admit(l, b4, 4, &w), 3);
-    ck_assert_uint_eq(b4[0], 1);
-    ck_assert_uint_eq(b4[1], 2);
-    ck_assert_uint_eq(b4[2], 3);
-    ck_assert_uint_eq(b4[3], 5);
+    assert_order(b4, (const size_t[]){1, 2, 3, 5}, 4);
     memset(owed, 0, sizeof owed);
     owed[5] = 1;
     ck_assert_int_eq(ps_lanes_settle(l, "k", ids, b4, 4, owed), 0); /* lane e4 e5 */
@@ -69,9 +71,7 @@ START_TEST(a_lane_goes_in_its_order_and_drains)
     /* batch 6: e4, e5 and the new e6 all go: the lane is used up */
     size_t b6[] = {6, 5, 4};
     ck_assert_uint_eq(admit(l, b6, 3, &w), 3);
-    ck_assert_uint_eq(b6[0], 4);
-    ck_assert_uint_eq(b6[1], 5);
-    ck_assert_uint_eq(b6[2], 6);
+    assert_order(b6, (const size_t[]){4, 5, 6}, 3);
     memset(owed, 0, sizeof owed);
     ck_assert_int_eq(ps_lanes_settle(l, "k", ids, b6, 3, owed), 0);
     ck_assert_uint_eq(ps_lanes_count(l), 0);
