@@ -256,5 +256,69 @@ class TestObjectMethods(Base):
         self.assertEqual(st, 412)
 
 
+
+class TestLargeBodies(Base):
+    """Bodies longer than the piece the fake reads at a time (1 MiB, read
+    into a buffer it reuses), with and without storage_md5."""
+    DATA = os.urandom(3 * (1 << 20) + 12345)
+
+    def tearDown(self):
+        F.request('POST', '/_fake/config', {'storage_md5': True})
+
+    def check(self, name, md5):
+        js = F.api('GET', '/storage/v1/b/bkt/o/' + name)[2]
+        self.assertEqual(js['crc32c'], crcmod.b64(crcmod.crc32c(self.DATA)))
+        if md5:
+            self.assertEqual(js['md5Hash'], base64.b64encode(hashlib.md5(self.DATA).digest()).decode())
+        else:
+            self.assertNotIn('md5Hash', js)
+        self.assertEqual(self.get(name), self.DATA)
+
+    def upload_all_ways(self, md5):
+        st, _, js, _ = F.api('POST', '/upload/storage/v1/b/bkt/o?uploadType=media&name=media', self.DATA,
+                             {'X-Goog-Hash': goog_hash(self.DATA)})
+        self.assertEqual(st, 200, js)
+        self.check('media', md5)
+        # resumable, the second request resending bytes the session has
+        # (a client that lost the 308): the resent bytes span two pieces
+        sess = self.start_session('resumed')
+        first = 2 * (1 << 20)
+        st, _, _, _ = F.api('PUT', sess, self.DATA[:first], {'Content-Range': 'bytes 0-%d/*' % (first - 1)})
+        self.assertEqual(st, 308)
+        again = 262144
+        st, _, js, _ = F.api('PUT', sess, self.DATA[again:], {
+            'Content-Range': 'bytes %d-%d/%d' % (again, len(self.DATA) - 1, len(self.DATA))})
+        self.assertEqual(st, 200, js)
+        self.check('resumed', md5)
+        st, hd, _, raw = F.api('PUT', '/xml/bkt/xmlput', self.DATA)
+        self.assertEqual(st, 200, raw)
+        want = '"%s"' % hashlib.md5(self.DATA).hexdigest() if md5 else \
+            '"%08x%x"' % (crcmod.crc32c(self.DATA), len(self.DATA))
+        self.assertEqual(hd['etag'], want)
+        self.check('xmlput', md5)
+        st, _, _, raw = F.api('POST', '/xml/bkt/xmlparts?uploads', b'')
+        uid = raw.decode().split('<UploadId>')[1].split('<')[0]
+        cut = (1 << 20) + 5
+        etags = []
+        for i, p in enumerate((self.DATA[:cut], self.DATA[cut:]), 1):
+            st, hd, _, _ = F.api('PUT', '/xml/bkt/xmlparts?partNumber=%d&uploadId=%s' % (i, uid), p,
+                                 {'X-Goog-Hash': 'crc32c=' + crcmod.b64(crcmod.crc32c(p))})
+            self.assertEqual(st, 200)
+            etags.append(hd['etag'])
+        self.assertEqual(len(set(etags)), 2)
+        body = '<CompleteMultipartUpload>%s</CompleteMultipartUpload>' % ''.join(
+            '<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>' % (i, e) for i, e in enumerate(etags, 1))
+        st, _, _, raw = F.api('POST', '/xml/bkt/xmlparts?uploadId=%s' % uid, body.encode())
+        self.assertEqual(st, 200, raw)
+        self.check('xmlparts', False)   # a multipart object is a composite: no MD5 either way
+
+    def test_with_md5(self):
+        self.upload_all_ways(True)
+
+    def test_without_md5(self):
+        F.request('POST', '/_fake/config', {'storage_md5': False})
+        self.upload_all_ways(False)
+
+
 if __name__ == '__main__':
     unittest.main()

@@ -40,6 +40,7 @@ V1_REASONS = {
 }
 
 LOG_BODY_LIMIT = 64 * 1024
+BODY_PIECE = 1 << 20         # a streamed upload is read this much at a time
 MAX_LOG_ENTRIES = 10000
 
 
@@ -162,6 +163,25 @@ class BodyReader:
             self.rfile.readline(3)          # CRLF after chunk data
         return self._note(data)
 
+    def read_view(self, buf):
+        """The next piece of the body, read into buf (a bytearray the
+        caller reuses): a memoryview of buf that is valid until the next
+        call.  A Content-Length body fills buf whole with one readinto(),
+        which loops in C, so an upload costs neither a fresh 8 MiB bytes
+        object per piece (an mmap and its page faults each time) nor a
+        Python-level step per recv().  A chunked body goes through read()."""
+        if self.done or self.chunked:
+            d = self.read(len(buf))
+            return memoryview(d)
+        mv = memoryview(buf)[:min(len(buf), self.remaining)]
+        n = self.rfile.readinto(mv)
+        if not n:
+            raise ConnectionError('client closed during body')
+        self.remaining -= n
+        if self.remaining <= 0:
+            self.done = True
+        return self._note(mv[:n])
+
     def read_all(self):
         parts = []
         while not self.done:
@@ -191,6 +211,14 @@ class Request:
         self._json = None
         self.match = None
         self.route = None
+
+    def body_buffer(self):
+        """This connection's buffer for BodyReader.read_view(): one per
+        handler thread, kept across its requests."""
+        buf = getattr(self.handler, 'body_buf', None)
+        if buf is None:
+            buf = self.handler.body_buf = bytearray(BODY_PIECE)
+        return buf
 
     def q(self, name, default=None):
         v = self.query.get(name)
