@@ -27,6 +27,7 @@ static const char *const wsql[W_COUNT] = {
                  " attempts, first_attempt_us, next_retry_us, updated_us, accepted_us)"
                  " VALUES(?1, ?2, ?3, ?4, 0, 0, 0, 0, 0, ?5, ?5)",
     [W_PAYLOAD] = "INSERT INTO payloads(id, payload) VALUES(?1, ?2)",
+    /* W_INSERT_ROWS, W_PAYLOAD_ROWS and W_MEMBER_ROWS: see rows_sql[] */
     [W_FIND] = "SELECT id FROM entries WHERE event_id = ?1 AND route = ?2",
     [W_CHECKPOINT] = "INSERT INTO checkpoints(source, value, updated_us) VALUES(?1, ?2, ?3)"
                      " ON CONFLICT(source) DO UPDATE SET value = excluded.value, updated_us = excluded.updated_us",
@@ -67,6 +68,38 @@ static const char *const wsql[W_COUNT] = {
     [W_DROP_PAYLOADS] = "DELETE FROM payloads WHERE id IN (SELECT id FROM entries WHERE"
                         " id IN (SELECT value FROM json_each(?1)) AND state = 1)",
 };
+
+/* The statements that insert ROWS_PER_INSERT rows at once: the head, then
+ * the row repeated, its parameters numbered on from the row before (the
+ * binding order writer.c uses: the single-row statement's, with the
+ * accept time twice in an entry's row). */
+static const struct {
+    const char *head, *row;
+} rows_sql[W_COUNT] = {
+    [W_INSERT_ROWS] = {"INSERT INTO entries(event_id, route, source, received_us, state, next_step, attempts,"
+                       " first_attempt_us, next_retry_us, updated_us, accepted_us) VALUES",
+                       "(?, ?, ?, ?, 0, 0, 0, 0, 0, ?, ?)"},
+    [W_PAYLOAD_ROWS] = {"INSERT INTO payloads(id, payload) VALUES", "(?, ?)"},
+    [W_MEMBER_ROWS] = {"INSERT OR IGNORE INTO members(entry_id, step, instance, attempts, completed_us, added) VALUES",
+                       "(?, ?, ?, ?, ?, ?)"},
+};
+
+/* Prepare the writer's statement `i` on its connection. */
+static int prepare_writer_statement(sb_ledger *l, int i)
+{
+    if (wsql[i])
+        return sqlite3_prepare_v3(l->wdb, wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &l->ws[i], NULL);
+    sb_strbuf q = {0};
+    sb_strbuf_add(&q, rows_sql[i].head, strlen(rows_sql[i].head));
+    for (int r = 0; r < ROWS_PER_INSERT; r++) {
+        if (r)
+            sb_strbuf_add(&q, ",", 1);
+        sb_strbuf_add(&q, rows_sql[i].row, strlen(rows_sql[i].row));
+    }
+    int rc = sqlite3_prepare_v3(l->wdb, q.p, (int)q.len, SQLITE_PREPARE_PERSISTENT, &l->ws[i], NULL);
+    free(q.p);
+    return rc;
+}
 
 /* ---- open / close ------------------------------------------------------ */
 
@@ -242,7 +275,7 @@ sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, cha
     l->ck_running = 1;
     sqlite3_wal_hook(l->wdb, sb_ledger__wal_hook, l); /* replaces SQLite's automatic checkpoint */
     for (int i = 0; i < W_COUNT; i++) {
-        if (sqlite3_prepare_v3(l->wdb, wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &l->ws[i], NULL) != SQLITE_OK) {
+        if (prepare_writer_statement(l, i) != SQLITE_OK) {
             snprintf(msg, sizeof msg, "prepare: %s", sqlite3_errmsg(l->wdb));
             goto fail;
         }

@@ -160,53 +160,136 @@ static int settle_step(sb_ledger *l, int which, int state, char *err, size_t err
     return 0;
 }
 
-static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, size_t errsz)
+/* An entry's source: its own, else its batch's. */
+static const char *entry_source(const struct waiter *w, const sb_ledger_new *e)
+{
+    return e->source ? e->source : (w->source ? w->source : "");
+}
+
+/* Bind an entry's payload as parameter i. The caller usually knows the
+ * length: strlen of every payload was 3% of the writer's time. */
+static void bind_payload(sqlite3_stmt *st, int i, const sb_ledger_new *e)
+{
+    sqlite3_bind_text(st, i, e->payload, e->payload_len && e->payload_len <= INT_MAX ? (int)e->payload_len : -1,
+                      SQLITE_STATIC);
+}
+
+/* The id of entry e, found by its identity; 0 if there is none. */
+static int64_t find_entry(sb_ledger *l, const sb_ledger_new *e)
+{
+    sqlite3_stmt *find = l->ws[W_FIND];
+    sb_ledger__bind_text(find, 1, e->event_id);
+    sb_ledger__bind_text(find, 2, e->route);
+    int64_t id = sqlite3_step(find) == SQLITE_ROW ? sqlite3_column_int64(find, 0) : 0;
+    sqlite3_reset(find);
+    return id;
+}
+
+/* Accept one entry: inserted with its payload (and dead at once if it
+ * came with a dead_reason), or found to be a duplicate. */
+static int accept_one(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, int64_t now, char *err, size_t errsz)
 {
     sqlite3_stmt *ins = l->ws[W_INSERT];
-    for (size_t i = 0; i < w->n; i++) {
-        sb_ledger_new *e = &w->entries[i];
-        const char *src = e->source ? e->source : (w->source ? w->source : "");
-        sb_ledger__bind_text(ins, 1, e->event_id);
-        sb_ledger__bind_text(ins, 2, e->route);
-        sb_ledger__bind_text(ins, 3, src);
-        sqlite3_bind_int64(ins, 4, e->received_us);
-        sqlite3_bind_int64(ins, 5, now);
-        int rc = sqlite3_step(ins);
-        sqlite3_reset(ins);
-        if (rc != SQLITE_DONE && rc != SQLITE_CONSTRAINT_UNIQUE)
-            return sb_err(err, errsz, "insert %s: %s", e->event_id, sqlite3_errmsg(l->wdb));
-        if (rc == SQLITE_DONE) {
-            e->entry_id = sqlite3_last_insert_rowid(l->wdb);
-            e->duplicate = 0;
-            sqlite3_stmt *pl = l->ws[W_PAYLOAD];
-            sqlite3_bind_int64(pl, 1, e->entry_id);
-            /* the caller usually knows the length: strlen of every payload
-             * was 3% of the writer's time */
-            sqlite3_bind_text(pl, 2, e->payload, e->payload_len && e->payload_len <= INT_MAX ? (int)e->payload_len : -1,
-                              SQLITE_STATIC);
-            if (wstep(l, W_PAYLOAD, err, errsz) != 0)
+    sb_ledger__bind_text(ins, 1, e->event_id);
+    sb_ledger__bind_text(ins, 2, e->route);
+    sb_ledger__bind_text(ins, 3, entry_source(w, e));
+    sqlite3_bind_int64(ins, 4, e->received_us);
+    sqlite3_bind_int64(ins, 5, now);
+    int rc = sqlite3_step(ins);
+    sqlite3_reset(ins);
+    if (rc != SQLITE_DONE && rc != SQLITE_CONSTRAINT_UNIQUE)
+        return sb_err(err, errsz, "insert %s: %s", e->event_id, sqlite3_errmsg(l->wdb));
+    if (rc == SQLITE_DONE) {
+        e->entry_id = sqlite3_last_insert_rowid(l->wdb);
+        e->duplicate = 0;
+        sqlite3_stmt *pl = l->ws[W_PAYLOAD];
+        sqlite3_bind_int64(pl, 1, e->entry_id);
+        bind_payload(pl, 2, e);
+        if (wstep(l, W_PAYLOAD, err, errsz) != 0)
+            return -1;
+        l->moved[SB_ENTRY_PENDING]++;
+        if (e->dead_reason) {
+            sqlite3_stmt *dd = l->ws[W_DEAD];
+            sqlite3_bind_int64(dd, 1, e->entry_id);
+            sqlite3_bind_int(dd, 2, 0);
+            sb_ledger__bind_text(dd, 3, e->dead_reason);
+            sqlite3_bind_int64(dd, 4, now);
+            if (settle_step(l, W_DEAD, SB_ENTRY_DEAD, err, errsz) != 0)
                 return -1;
-            l->moved[SB_ENTRY_PENDING]++;
-            if (e->dead_reason) {
-                sqlite3_stmt *dd = l->ws[W_DEAD];
-                sqlite3_bind_int64(dd, 1, e->entry_id);
-                sqlite3_bind_int(dd, 2, 0);
-                sb_ledger__bind_text(dd, 3, e->dead_reason);
-                sqlite3_bind_int64(dd, 4, now);
-                if (settle_step(l, W_DEAD, SB_ENTRY_DEAD, err, errsz) != 0)
-                    return -1;
-            }
-            continue;
         }
-        sqlite3_stmt *find = l->ws[W_FIND];
-        sb_ledger__bind_text(find, 1, e->event_id);
-        sb_ledger__bind_text(find, 2, e->route);
-        rc = sqlite3_step(find);
-        e->entry_id = rc == SQLITE_ROW ? sqlite3_column_int64(find, 0) : 0;
-        sqlite3_reset(find);
-        if (rc != SQLITE_ROW)
-            return sb_err(err, errsz, "lookup %s: %s", e->event_id, sqlite3_errmsg(l->wdb));
-        e->duplicate = 1;
+        return 0;
+    }
+    e->entry_id = find_entry(l, e);
+    if (!e->entry_id)
+        return sb_err(err, errsz, "lookup %s: %s", e->event_id, sqlite3_errmsg(l->wdb));
+    e->duplicate = 1;
+    return 0;
+}
+
+/* Accept ROWS_PER_INSERT entries from e with one entries INSERT and one
+ * payloads INSERT. 1: they must go one by one instead (one came dead, or
+ * one is a duplicate: the failed statement inserted none of them). */
+static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, int64_t now, char *err, size_t errsz)
+{
+    sqlite3_stmt *ins = l->ws[W_INSERT_ROWS];
+    for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
+        if (e[r].dead_reason)
+            return 1;
+        sb_ledger__bind_text(ins, p++, e[r].event_id);
+        sb_ledger__bind_text(ins, p++, e[r].route);
+        sb_ledger__bind_text(ins, p++, entry_source(w, &e[r]));
+        sqlite3_bind_int64(ins, p++, e[r].received_us);
+        sqlite3_bind_int64(ins, p++, now);
+        sqlite3_bind_int64(ins, p++, now);
+    }
+    int rc = sqlite3_step(ins);
+    sqlite3_reset(ins);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE)
+        return 1;
+    if (rc != SQLITE_DONE)
+        return sb_err(err, errsz, "insert %s and %d more: %s", e[0].event_id, ROWS_PER_INSERT - 1,
+                      sqlite3_errmsg(l->wdb));
+    /* One statement's rows get consecutive ids: SQLite gives each new row
+     * the largest id in the table plus one (only a table holding the
+     * largest possible id makes it choose at random, and ids here count
+     * up from 1). Checked on the first row all the same: payloads and
+     * steps are written by id. */
+    int64_t first = sqlite3_last_insert_rowid(l->wdb) - (ROWS_PER_INSERT - 1);
+    if (find_entry(l, &e[0]) != first)
+        return sb_err(err, errsz, "insert %s and %d more: the rows did not get consecutive ids", e[0].event_id,
+                      ROWS_PER_INSERT - 1);
+    sqlite3_stmt *pl = l->ws[W_PAYLOAD_ROWS];
+    for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
+        e[r].entry_id = first + r;
+        e[r].duplicate = 0;
+        sqlite3_bind_int64(pl, p++, e[r].entry_id);
+        bind_payload(pl, p++, &e[r]);
+    }
+    if (wstep(l, W_PAYLOAD_ROWS, err, errsz) != 0)
+        return -1;
+    l->moved[SB_ENTRY_PENDING] += ROWS_PER_INSERT;
+    return 0;
+}
+
+static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, size_t errsz)
+{
+    size_t i = 0;
+    while (i < w->n) {
+        if (w->n - i >= ROWS_PER_INSERT) {
+            int rc = accept_rows(l, w, &w->entries[i], now, err, errsz);
+            if (rc < 0)
+                return -1;
+            if (rc == 0) {
+                i += ROWS_PER_INSERT;
+                continue;
+            }
+        }
+        /* the last entries, fewer than a statement's rows, or a group
+         * that has a dead or duplicate entry in it */
+        size_t end = w->n - i >= ROWS_PER_INSERT ? i + ROWS_PER_INSERT : w->n;
+        for (; i < end; i++)
+            if (accept_one(l, w, &w->entries[i], now, err, errsz) != 0)
+                return -1;
     }
     if (w->checkpoint) {
         sqlite3_stmt *st = l->ws[W_CHECKPOINT];
@@ -270,15 +353,42 @@ static int drop_payloads(sb_ledger *l, char *err, size_t errsz)
     return wstep(l, W_DROP_PAYLOADS, err, errsz);
 }
 
+/* The member records of ROWS_PER_INSERT ops with one statement. */
+static int apply_member_rows(sb_ledger *l, const struct opbuf *b, const struct op *const *ops, char *err,
+                             size_t errsz)
+{
+    sqlite3_stmt *st = l->ws[W_MEMBER_ROWS];
+    for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
+        sqlite3_bind_int64(st, p++, ops[r]->entry_id);
+        sqlite3_bind_int(st, p++, ops[r]->step);
+        sb_ledger__bind_text(st, p++, arena_str(b, ops[r]->s1));
+        sqlite3_bind_int(st, p++, ops[r]->attempts);
+        sqlite3_bind_int64(st, p++, ops[r]->t1);
+        sb_ledger__bind_text(st, p++, arena_str(b, ops[r]->s2));
+    }
+    return wstep(l, W_MEMBER_ROWS, err, errsz);
+}
+
 static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t to, char *err, size_t errsz)
 {
     l->ids.len = 0;
+    const struct op *members[ROWS_PER_INSERT]; /* ops with a member record, not yet written */
+    int nmembers = 0;
     for (size_t i = from; i < to; i++) {
         const struct op *op = &b->ops[i];
-        if (op->s2 != NO_STR && apply_member(l, b, op, err, errsz) != 0)
-            return -1;
+        if (op->s2 != NO_STR) {
+            members[nmembers++] = op;
+            if (nmembers == ROWS_PER_INSERT) {
+                if (apply_member_rows(l, b, members, err, errsz) != 0)
+                    return -1;
+                nmembers = 0;
+            }
+        }
         ids_add(&l->ids, i == from ? '[' : ',', op->entry_id);
     }
+    for (int k = 0; k < nmembers; k++)
+        if (apply_member(l, b, members[k], err, errsz) != 0)
+            return -1;
     sb_strbuf_add(&l->ids, "]", 1);
     const struct op *first = &b->ops[from];
     int which = first->last ? W_LAST_STEPS : W_STEPS;

@@ -198,6 +198,63 @@ START_TEST(test_accept_duplicate_checkpoint)
 }
 END_TEST
 
+/* Accepts of more entries than one statement inserts (ROWS_PER_INSERT):
+ * groups of rows go in together, and a group holding a duplicate or a
+ * dead entry goes one by one; every entry gets its own id and payload. */
+START_TEST(test_accept_many_rows)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    enum { NA = 75, NB = 100 };
+    char ida[NA][16], idb[NB][16], *pa[NA], *pb[NB];
+    sb_ledger_new a[NA], b[NB];
+    for (int i = 0; i < NA; i++) {
+        snprintf(ida[i], sizeof ida[i], "m%d", i);
+        pa[i] = payload(ida[i], "t", i);
+        a[i] = (sb_ledger_new){.event_id = ida[i], .route = "r", .payload = pa[i], .received_us = i};
+    }
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, a, NA, err, sizeof err), 0);
+    for (int i = 0; i < NA; i++) {
+        ck_assert_int_eq(a[i].duplicate, 0);
+        if (i)
+            ck_assert_int_eq(a[i].entry_id, a[i - 1].entry_id + 1);
+    }
+    for (int i = 0; i < NB; i++) {
+        snprintf(idb[i], sizeof idb[i], "n%d", i);
+        pb[i] = payload(idb[i], "t", 1000 + i);
+        b[i] = (sb_ledger_new){.event_id = idb[i], .route = "r", .payload = pb[i], .received_us = 1000 + i};
+    }
+    b[3] = a[3];                 /* first group: a duplicate of an entry accepted before */
+    b[3].entry_id = 0;
+    b[40].dead_reason = "bad";   /* second group: an entry dead at once */
+    b[80] = b[70];               /* third group: the same entry twice in the batch */
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, b, NB, err, sizeof err), 0);
+    ck_assert_int_eq(b[3].duplicate, 1);
+    ck_assert_int_eq(b[3].entry_id, a[3].entry_id);
+    ck_assert_int_eq(b[80].duplicate, 1);
+    ck_assert_int_eq(b[80].entry_id, b[70].entry_id);
+    for (int i = 0; i < NB; i++)
+        if (i != 3 && i != 80)
+            ck_assert_int_eq(b[i].duplicate, 0);
+    counts(l, NA + NB - 3, 0, 1);
+    sb_ledger_close(l);
+
+    char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+    sql_expect(path, "SELECT count(*) FROM entries", "173");
+    /* each entry's payload is its own */
+    sql_expect(path,
+               "SELECT count(*) FROM entries e JOIN payloads p USING (id)"
+               " WHERE instr(p.payload, '\"id\":\"' || e.event_id || '\"') > 0",
+               "173");
+    sql_expect(path, "SELECT event_id || ' ' || error FROM entries WHERE state = 2", "n40 bad");
+    free(path);
+    for (int i = 0; i < NA; i++)
+        free(pa[i]);
+    for (int i = 0; i < NB; i++)
+        free(pb[i]);
+}
+END_TEST
+
 /* A source's dead letter is inserted straight into the dead-letter store,
  * in the accept's transaction; a redelivery of it is a duplicate. */
 START_TEST(test_accept_dead_letter)
@@ -368,6 +425,11 @@ START_TEST(test_steps_done_batch)
     char *path = sb_asprintf("%s/state/ledger.db", g_dir);
     sql_expect(path, "SELECT count(*) FROM members", "100");
     sql_expect(path, "SELECT count(*) FROM members WHERE instance = 'a' AND step = 0 AND added IS NOT NULL", "100");
+    /* written in groups of rows and one by one: each to its own entry */
+    sql_expect(path,
+               "SELECT count(*) FROM members m JOIN entries e ON e.id = m.entry_id"
+               " WHERE CAST(substr(e.event_id, 2) AS INTEGER) % 3 = 0",
+               "100");
     free(path);
 }
 END_TEST
@@ -1106,6 +1168,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_accept_duplicate_checkpoint);
+    tcase_add_test(tc, test_accept_many_rows);
     tcase_add_test(tc, test_async_order_and_resume_view);
     tcase_add_test(tc, test_progress_beside_step_state);
     tcase_add_test(tc, test_steps_done_batch);
