@@ -39,12 +39,20 @@ static const char *const wsql[W_COUNT] = {
      * of one entry. */
     [W_STEPS] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0, next_retry_us = 0,"
                 " updated_us = ?3 WHERE id IN (SELECT value FROM json_each(?1))",
+    /* The _RANGE forms: the entries ?1 to ?4, when a run's ids are
+     * consecutive (a batch accepted together, the usual case). SQLite
+     * walks the range in order instead of parsing the array and seeking
+     * each id: 1,450 fewer instructions per event (docs/benchmarks.md). */
+    [W_STEPS_RANGE] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0,"
+                      " next_retry_us = 0, updated_us = ?3 WHERE id BETWEEN ?1 AND ?4",
     /* Done and dead are reached from pending only (dlq replay is the way
      * back), so every entry a state change matches leaves the pending count. */
     [W_ENTRY_DONE] = "UPDATE entries SET state = 1, next_retry_us = 0, updated_us = ?2 WHERE id = ?1 AND state = 0",
     /* the common end of a run: the route's last step is done, and so is the entry */
     [W_LAST_STEPS] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0, next_retry_us = 0,"
                      " state = 1, updated_us = ?3 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 0",
+    [W_LAST_STEPS_RANGE] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0,"
+                           " next_retry_us = 0, state = 1, updated_us = ?3 WHERE id BETWEEN ?1 AND ?4 AND state = 0",
     /* A retry at a step other than the recorded one starts that step's clock. */
     [W_RETRY] = "UPDATE entries SET first_attempt_us = CASE WHEN first_attempt_us = 0 OR next_step <> ?2"
                 " THEN ?5 ELSE first_attempt_us END, next_step = ?2, attempts = ?3, next_retry_us = ?4,"
@@ -63,10 +71,12 @@ static const char *const wsql[W_COUNT] = {
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(entry_id, step, member)"
                    " DO UPDATE SET progress = excluded.progress, updated_us = excluded.updated_us",
     /* keep_payload: until_settled, after W_LAST_STEPS or W_ENTRY_DONE with
-     * the same ids: the payloads of those that are done now. An entry that
+     * the same ids (a range with W_LAST_STEPS_RANGE or W_ENTRY_DONE): the payloads of those that are done now. An entry that
      * was dead already keeps its payload (dlq replay needs it). */
     [W_DROP_PAYLOADS] = "DELETE FROM payloads WHERE id IN (SELECT id FROM entries WHERE"
                         " id IN (SELECT value FROM json_each(?1)) AND state = 1)",
+    [W_DROP_PAYLOADS_RANGE] = "DELETE FROM payloads WHERE id IN (SELECT id FROM entries WHERE"
+                              " id BETWEEN ?1 AND ?4 AND state = 1)",
 };
 
 /* The statements that insert ROWS_PER_INSERT rows at once: the head, then

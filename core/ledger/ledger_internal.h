@@ -112,14 +112,17 @@ enum {
     W_MEMBER,
     W_MEMBER_ROWS,
     W_STEPS,
+    W_STEPS_RANGE,
     W_ENTRY_DONE,
     W_LAST_STEPS,
+    W_LAST_STEPS_RANGE,
     W_RETRY,
     W_DEAD,
     W_COUNTS_ADD,
     W_STATE,
     W_PROGRESS,
     W_DROP_PAYLOADS,
+    W_DROP_PAYLOADS_RANGE,
     W_COUNT
 };
 
@@ -156,7 +159,7 @@ struct sb_ledger {
     /* Entries moved into (+) or out of (-) each state by the writer's open
      * transaction; added to `counts` when it commits. */
     int64_t moved[3];
-    sb_strbuf ids; /* the writer's JSON array of entry ids for W_STEPS */
+    sb_strbuf ids; /* the writer's JSON array of entry ids for W_STEPS and the like (apply_steps) */
 
     pthread_mutex_t rmu;
     sqlite3 **rfree;

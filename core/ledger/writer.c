@@ -342,15 +342,33 @@ static void ids_add(sb_strbuf *ids, char sep, int64_t id)
     sb_strbuf_add(ids, p, (size_t)(buf + sizeof buf - p));
 }
 
-/* keep_payload: until_settled: delete the payloads of the entries in
- * l->ids that are done. */
-static int drop_payloads(sb_ledger *l, char *err, size_t errsz)
+/* The entries a statement over a run of steps applies to: the ids first
+ * to last when they are consecutive, else the JSON array in l->ids. */
+typedef struct id_run {
+    int consecutive;
+    int64_t first, last;
+} id_run;
+
+/* Bind the run's ids: ?1 and ?4 of a _RANGE statement, else ?1. */
+static void bind_ids(sb_ledger *l, sqlite3_stmt *st, const id_run *ids)
+{
+    if (ids->consecutive) {
+        sqlite3_bind_int64(st, 1, ids->first);
+        sqlite3_bind_int64(st, 4, ids->last);
+    } else {
+        sqlite3_bind_text(st, 1, l->ids.p, (int)l->ids.len, SQLITE_STATIC);
+    }
+}
+
+/* keep_payload: until_settled: delete the payloads of the entries in ids
+ * that are done. */
+static int drop_payloads(sb_ledger *l, const id_run *ids, char *err, size_t errsz)
 {
     if (!l->opts.drop_settled_payload)
         return 0;
-    sqlite3_stmt *st = l->ws[W_DROP_PAYLOADS];
-    sqlite3_bind_text(st, 1, l->ids.p, (int)l->ids.len, SQLITE_STATIC);
-    return wstep(l, W_DROP_PAYLOADS, err, errsz);
+    int which = ids->consecutive ? W_DROP_PAYLOADS_RANGE : W_DROP_PAYLOADS;
+    bind_ids(l, l->ws[which], ids);
+    return wstep(l, which, err, errsz);
 }
 
 /* The member records of ROWS_PER_INSERT ops with one statement. */
@@ -372,6 +390,10 @@ static int apply_member_rows(sb_ledger *l, const struct opbuf *b, const struct o
 static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t to, char *err, size_t errsz)
 {
     l->ids.len = 0;
+    const struct op *first = &b->ops[from];
+    id_run ids = {1, first->entry_id, b->ops[to - 1].entry_id};
+    for (size_t i = from + 1; i < to && ids.consecutive; i++)
+        ids.consecutive = b->ops[i].entry_id == b->ops[i - 1].entry_id + 1;
     const struct op *members[ROWS_PER_INSERT]; /* ops with a member record, not yet written */
     int nmembers = 0;
     for (size_t i = from; i < to; i++) {
@@ -384,23 +406,25 @@ static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t 
                 nmembers = 0;
             }
         }
-        ids_add(&l->ids, i == from ? '[' : ',', op->entry_id);
+        if (!ids.consecutive)
+            ids_add(&l->ids, i == from ? '[' : ',', op->entry_id);
     }
     for (int k = 0; k < nmembers; k++)
         if (apply_member(l, b, members[k], err, errsz) != 0)
             return -1;
-    sb_strbuf_add(&l->ids, "]", 1);
-    const struct op *first = &b->ops[from];
-    int which = first->last ? W_LAST_STEPS : W_STEPS;
+    if (!ids.consecutive)
+        sb_strbuf_add(&l->ids, "]", 1);
+    int which = first->last ? (ids.consecutive ? W_LAST_STEPS_RANGE : W_LAST_STEPS)
+                            : (ids.consecutive ? W_STEPS_RANGE : W_STEPS);
     sqlite3_stmt *st = l->ws[which];
-    sqlite3_bind_text(st, 1, l->ids.p, (int)l->ids.len, SQLITE_STATIC);
+    bind_ids(l, st, &ids);
     sqlite3_bind_int(st, 2, first->step);
     sqlite3_bind_int64(st, 3, first->t1);
     if (!first->last)
         return wstep(l, which, err, errsz);
     if (settle_step(l, which, SB_ENTRY_DONE, err, errsz) != 0)
         return -1;
-    return drop_payloads(l, err, errsz);
+    return drop_payloads(l, &ids, err, errsz);
 }
 
 static int apply_op(sb_ledger *l, const struct opbuf *b, const struct op *op, int64_t now, char *err, size_t errsz)
@@ -417,12 +441,7 @@ static int apply_op(sb_ledger *l, const struct opbuf *b, const struct op *op, in
         sqlite3_bind_int64(st, 2, op->t1);
         if (settle_step(l, W_ENTRY_DONE, SB_ENTRY_DONE, err, errsz) != 0)
             return -1;
-        if (!l->opts.drop_settled_payload)
-            return 0;
-        l->ids.len = 0;
-        ids_add(&l->ids, '[', op->entry_id);
-        sb_strbuf_add(&l->ids, "]", 1);
-        return drop_payloads(l, err, errsz);
+        return drop_payloads(l, &(id_run){1, op->entry_id, op->entry_id}, err, errsz);
     case OP_RETRY:
         st = l->ws[W_RETRY];
         sqlite3_bind_int64(st, 1, op->entry_id);

@@ -531,6 +531,30 @@ START_TEST(test_keep_payload_until_settled)
     sb_ledger_sync(l);
     counts(l, 1, 3, 0);
     sql_expect(db, "SELECT group_concat(id) FROM payloads", "4");
+
+    /* A batch of steps whose ids are not consecutive (the id array), then
+     * one whose are (the range), with a dead entry inside it: the dead
+     * entry keeps its state and payload, the others are done without. */
+    int64_t k[9];
+    for (int i = 0; i < 9; i++) {
+        char ev[8];
+        snprintf(ev, sizeof ev, "k%d", 5 + i);
+        k[i] = accept1(l, ev, "r1", "src", "t", 5 + i);
+    }
+    sb_ledger_step odd[3] = {{.entry_id = k[0], .last = 1}, {.entry_id = k[2], .last = 1}, {.entry_id = k[4], .last = 1}};
+    sb_ledger_steps_done(l, odd, 3);
+    sb_ledger_dead(l, k[7], 0, "400");
+    sb_ledger_step run[3] = {{.entry_id = k[6], .last = 1}, {.entry_id = k[7], .last = 1}, {.entry_id = k[8], .last = 1}};
+    sb_ledger_steps_done(l, run, 3);
+    sb_ledger_sync(l);
+    counts(l, 1 + 3, 3 + 5, 1);
+    char *want = sb_asprintf("4,%lld,%lld,%lld,%lld", (long long)k[1], (long long)k[3], (long long)k[5],
+                             (long long)k[7]);
+    sql_expect(db, "SELECT group_concat(id) FROM (SELECT id FROM payloads ORDER BY id)", want);
+    free(want);
+    want = sb_asprintf("%lld", (long long)k[7]);
+    sql_expect(db, "SELECT group_concat(id) FROM entries WHERE state = 2", want);
+    free(want);
     free(db);
     sb_ledger_close(l);
     g_opts.drop_settled_payload = 0;
