@@ -82,7 +82,9 @@ static const char *const wsql[W_COUNT] = {
 /* The statements that insert ROWS_PER_INSERT rows at once: the head, then
  * the row repeated, its parameters numbered on from the row before (the
  * binding order writer.c uses: the single-row statement's, with the
- * accept time twice in an entry's row). */
+ * accept time twice in an entry's row). A duplicate among an entries
+ * statement's rows fails it after the rows before it were written; the
+ * statement's own journal undoes them, so it leaves nothing either. */
 static const struct {
     const char *head, *row;
 } rows_sql[W_COUNT] = {
@@ -99,6 +101,8 @@ static int prepare_writer_statement(sb_ledger *l, int i)
 {
     if (wsql[i])
         return sqlite3_prepare_v3(l->wdb, wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &l->ws[i], NULL);
+    if (!rows_sql[i].head)
+        return SQLITE_MISUSE; /* a statement listed in the enum with no SQL */
     sb_strbuf q = {0};
     sb_strbuf_add(&q, rows_sql[i].head, strlen(rows_sql[i].head));
     for (int r = 0; r < ROWS_PER_INSERT; r++) {

@@ -41,7 +41,7 @@
 /* Rows the writer inserts with one statement where it has that many
  * (W_*_ROWS): each execution of a statement opens cursors and runs its
  * program's set-up, which cost about as much as the row itself. 32 rows
- * took the writer from 3.9-4.2 to 2.9 us of CPU per event (file_in ->
+ * took the writer from 3.8-4.0 to 2.6-3.0 us of CPU per event (file_in ->
  * pubsub, docs/benchmarks.md); 64 gained next to nothing more. */
 #define ROWS_PER_INSERT 32
 /* WAL sizes for the checkpointer (why these: "checkpoints" in writer.c). */

@@ -252,15 +252,15 @@ static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, i
     /* One statement's rows get consecutive ids: SQLite gives each new row
      * the largest id in the table plus one (only a table holding the
      * largest possible id makes it choose at random, and ids here count
-     * up from 1). Checked on the first row all the same: payloads and
-     * steps are written by id. */
+     * up from 1). Checked on the first row all the same, as payloads and
+     * steps are written by id: if it is not so, each row's id is looked up. */
     int64_t first = sqlite3_last_insert_rowid(l->wdb) - (ROWS_PER_INSERT - 1);
-    if (find_entry(l, &e[0]) != first)
-        return sb_err(err, errsz, "insert %s and %d more: the rows did not get consecutive ids", e[0].event_id,
-                      ROWS_PER_INSERT - 1);
+    int consecutive = find_entry(l, &e[0]) == first;
     sqlite3_stmt *pl = l->ws[W_PAYLOAD_ROWS];
     for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
-        e[r].entry_id = first + r;
+        e[r].entry_id = consecutive ? first + r : find_entry(l, &e[r]);
+        if (!e[r].entry_id)
+            return sb_err(err, errsz, "lookup %s: %s", e[r].event_id, sqlite3_errmsg(l->wdb));
         e[r].duplicate = 0;
         sqlite3_bind_int64(pl, p++, e[r].entry_id);
         bind_payload(pl, p++, &e[r]);

@@ -27,8 +27,8 @@ SB_BENCH_GCS_SMALL files of 256 KiB (defaults: issue 17's 8 x 512 MiB and
 it can import it (several times faster than its pure-Python CRC); when
 this interpreter cannot and /usr/bin/python3 can (a pyenv python3 first in
 PATH), the fake runs under /usr/bin/python3. The fake skips the MD5 of
-uploads (its storage_md5 config; SB_BENCH_GCS_FAKE_MD5=1 keeps it): the
-bench prints the fake's own CPU per GiB beside each run. Targets: throughput >= 0.8 x the ceiling,
+uploads (its storage_md5 config; SB_BENCH_GCS_FAKE_MD5=1 keeps it), and
+a line at the end gives the fake's own CPU per GiB for every run. Targets: throughput >= 0.8 x the ceiling,
 >= 1.5 x rclone; CPU s/GiB <= 0.5 x rclone's; peak RSS <= 64 MiB;
 CRC32C >= 8 GiB/s.
 """

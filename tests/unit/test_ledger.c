@@ -205,7 +205,7 @@ START_TEST(test_accept_many_rows)
 {
     sb_ledger *l = open_ledger();
     char err[256];
-    enum { NA = 75, NB = 100 };
+    enum { NA = 75, NB = 132, ROWS = 32 /* ROWS_PER_INSERT, ledger_internal.h */ };
     char ida[NA][16], idb[NB][16], *pa[NA], *pb[NB];
     sb_ledger_new a[NA], b[NB];
     for (int i = 0; i < NA; i++) {
@@ -228,7 +228,11 @@ START_TEST(test_accept_many_rows)
     b[3].entry_id = 0;
     b[40].dead_reason = "bad";   /* second group: an entry dead at once */
     b[80] = b[70];               /* third group: the same entry twice in the batch */
+    /* the fourth group (96-127) goes in with one statement after rows written one by one */
     ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, b, NB, err, sizeof err), 0);
+    for (int i = 97; i < 128; i++)
+        ck_assert_int_eq(b[i].entry_id, b[i - 1].entry_id + 1);
+    ck_assert_int_eq(b[96].entry_id, b[95].entry_id + 1);
     ck_assert_int_eq(b[3].duplicate, 1);
     ck_assert_int_eq(b[3].entry_id, a[3].entry_id);
     ck_assert_int_eq(b[80].duplicate, 1);
@@ -237,15 +241,31 @@ START_TEST(test_accept_many_rows)
         if (i != 3 && i != 80)
             ck_assert_int_eq(b[i].duplicate, 0);
     counts(l, NA + NB - 3, 0, 1);
+
+    /* A group of member records naming one (entry, step, member) twice:
+     * the first record stays, as with one row at a time. */
+    sb_ledger_step done[ROWS];
+    for (int i = 0; i < ROWS; i++)
+        done[i] = (sb_ledger_step){.entry_id = a[i].entry_id, .step = 0, .last = 1, .member = "m", .attempts = 1,
+                                   .added_json = "{\"k\":\"first\"}"};
+    done[5].entry_id = a[4].entry_id;
+    done[5].added_json = "{\"k\":\"second\"}";
+    sb_ledger_steps_done(l, done, ROWS);
+    sb_ledger_sync(l);
+    counts(l, NA + NB - 3 - (ROWS - 1), ROWS - 1, 1);
     sb_ledger_close(l);
 
     char *path = sb_asprintf("%s/state/ledger.db", g_dir);
-    sql_expect(path, "SELECT count(*) FROM entries", "173");
+    char *q = sb_asprintf("SELECT group_concat(added) FROM members WHERE entry_id = %lld", (long long)a[4].entry_id);
+    sql_expect(path, q, "{\"k\":\"first\"}");
+    free(q);
+    sql_expect(path, "SELECT count(*) FROM members", "31");
+    sql_expect(path, "SELECT count(*) FROM entries", "205");
     /* each entry's payload is its own */
     sql_expect(path,
                "SELECT count(*) FROM entries e JOIN payloads p USING (id)"
                " WHERE instr(p.payload, '\"id\":\"' || e.event_id || '\"') > 0",
-               "173");
+               "205");
     sql_expect(path, "SELECT event_id || ' ' || error FROM entries WHERE state = 2", "n40 bad");
     free(path);
     for (int i = 0; i < NA; i++)

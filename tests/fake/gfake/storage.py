@@ -1,10 +1,11 @@
 """Cloud Storage JSON API v1 + XML multipart upload (storage-v1.discovery.json
 and the public Cloud Storage documentation).
 
-Object bytes live in memory up to 8 MiB, beyond that in a temp file.  MD5 and
-CRC-32C are computed incrementally while bytes arrive (crc32c.py folds whole
-blocks with big-integer arithmetic, ~150-200 MB/s), so finishing an upload
-costs nothing extra.
+Object bytes live in memory up to 8 MiB, beyond that in a temp file.  MD5
+(unless the storage_md5 config is off) and CRC-32C are computed incrementally
+while bytes arrive (crc32c.py folds whole blocks with big-integer arithmetic,
+~150-200 MB/s, or uses python3-crc32c), so finishing an upload costs nothing
+extra.
 """
 import base64
 import datetime
@@ -35,7 +36,7 @@ CHUNK_QUANTUM = 262144
 # chunk, and a client must go on from its Range.
 # storage_md5: false makes uploads skip the MD5 (objects then have no md5Hash,
 # as composites have none, and XML ETags come from the CRC-32C and size). At
-# ~2 CPU s/GiB it is most of what an upload costs the fake, and make bench's
+# ~2 CPU s/GiB it is about half of what an upload costs the fake, and make bench's
 # gcs_copy runs measure the client on the same two cores (tests/bench/
 # bench_gcscopy.py); Cloud Storage hashes on machines of its own.
 CONFIG = {'storage_resumable_persist_max': (int, 0), 'storage_md5': (bool, True)}
