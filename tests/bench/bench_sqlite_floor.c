@@ -16,6 +16,9 @@
  *               (ledger.keep_payload: until_settled)
  *   batch-payload  as groups, with one payload row per group (the payloads
  *               of a group concatenated) instead of one per event
+ *   rows32      as groups, with entries and payloads inserted 32 rows to a
+ *               statement and a group settled by one UPDATE over its range
+ *               of ids, as the ledger now writes them
  * Prints CPU µs per event (user + system of this process) and the file's
  * bytes per event after a checkpoint. Links SQLite only. Not a test: part
  * of `make bench`.
@@ -72,7 +75,74 @@ static long long file_size(const char *p)
     return stat(p, &sb) == 0 ? (long long)sb.st_size : 0;
 }
 
-enum { DROP = 1, BATCH_PAYLOAD = 2 };
+enum { DROP = 1, BATCH_PAYLOAD = 2, ROWS = 4 };
+#define ROWS_PER_STATEMENT 32
+
+/* "INSERT INTO <head> VALUES" and ROWS_PER_STATEMENT copies of `row`. */
+static sqlite3_stmt *prep_rows(sqlite3 *db, const char *head, const char *row)
+{
+    char sql[4096];
+    size_t len = (size_t)snprintf(sql, sizeof sql, "INSERT INTO %s VALUES", head);
+    for (int r = 0; r < ROWS_PER_STATEMENT; r++)
+        len += (size_t)snprintf(sql + len, sizeof sql - len, "%s%s", r ? "," : "", row);
+    return prep(db, sql);
+}
+
+/* The id and the payload (bench_core.py's line as the ledger stores it,
+ * about 250 bytes) of event seq; their lengths. */
+static void make_event(size_t seq, char id[32], int *idlen, char payload[512], int *plen)
+{
+    *idlen = snprintf(id, 32, "run-%08zu", seq);
+    *plen = snprintf(payload, 512,
+                     "{\"id\":\"%s\",\"source\":\"in\",\"received_us\":%zu,\"fields\":{\"event_id\":\"%s\","
+                     "\"schema\":\"edw_prod\",\"table\":\"orders_%zu\",\"inc_key\":\"order_dt\","
+                     "\"inc_val\":\"2026-11-23\",\"status\":\"succeeded\",\"td_count\":5120331,"
+                     "\"hive_count\":5120331,\"host\":\"hdp-edge-01\"}}",
+                     id, 1700000000000000 + seq, id, seq % 97);
+}
+
+/* rows32: a group's accepts ROWS_PER_STATEMENT rows to a statement (the
+ * rest one by one), then its settle as one UPDATE over its ids. */
+static void group_rows(sqlite3 *db, sqlite3_stmt *const st[5], size_t at, size_t k)
+{
+    sqlite3_stmt *ins_rows = st[0], *pl_rows = st[1], *ins = st[2], *pl = st[3], *range = st[4];
+    static char ids[ROWS_PER_STATEMENT][32], payloads[ROWS_PER_STATEMENT][512];
+    int idlen[ROWS_PER_STATEMENT], plen[ROWS_PER_STATEMENT];
+    int64_t first = 0;
+    size_t i = 0;
+    for (; i + ROWS_PER_STATEMENT <= k; i += ROWS_PER_STATEMENT) {
+        for (int r = 0; r < ROWS_PER_STATEMENT; r++) {
+            make_event(at + i + (size_t)r, ids[r], &idlen[r], payloads[r], &plen[r]);
+            sqlite3_bind_text(ins_rows, 2 * r + 1, ids[r], idlen[r], SQLITE_STATIC);
+            sqlite3_bind_text(ins_rows, 2 * r + 2, "r", 1, SQLITE_STATIC);
+        }
+        step(db, ins_rows);
+        int64_t last = sqlite3_last_insert_rowid(db);
+        if (!first)
+            first = last - (ROWS_PER_STATEMENT - 1);
+        for (int r = 0; r < ROWS_PER_STATEMENT; r++) {
+            sqlite3_bind_int64(pl_rows, 2 * r + 1, last - (ROWS_PER_STATEMENT - 1) + r);
+            sqlite3_bind_text(pl_rows, 2 * r + 2, payloads[r], plen[r], SQLITE_STATIC);
+        }
+        step(db, pl_rows);
+    }
+    for (; i < k; i++) {
+        make_event(at + i, ids[0], &idlen[0], payloads[0], &plen[0]);
+        sqlite3_bind_text(ins, 1, ids[0], idlen[0], SQLITE_STATIC);
+        step(db, ins);
+        int64_t id = sqlite3_last_insert_rowid(db);
+        if (!first)
+            first = id;
+        sqlite3_bind_int64(pl, 1, id);
+        sqlite3_bind_text(pl, 2, payloads[0], plen[0], SQLITE_STATIC);
+        step(db, pl);
+    }
+    step(db, st[5]);                     /* commit the accepts */
+    step(db, st[6]);                     /* begin the settle */
+    sqlite3_bind_int64(range, 1, first);
+    sqlite3_bind_int64(range, 2, first + (int64_t)k - 1);
+    step(db, range);
+}
 
 /* group: events per commit (0: one transaction); how: DROP deletes the
  * payload at settle, BATCH_PAYLOAD writes one payload row per group. */
@@ -101,21 +171,30 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
     sqlite3_bind_text(ins, 2, "r", 1, SQLITE_STATIC);
     char id[32], payload[512];
     int64_t *rowids = malloc((group ? group : n) * sizeof *rowids);
+    sqlite3_stmt *rows[7] = {NULL};
+    if (how & ROWS) {
+        rows[0] = prep_rows(db, "entries(event_id, route)", "(?, ?)");
+        rows[1] = prep_rows(db, "payloads(id, payload)", "(?, ?)");
+        rows[2] = ins;
+        rows[3] = pl;
+        rows[4] = prep(db, "UPDATE entries SET state = 1 WHERE id BETWEEN ?1 AND ?2");
+        rows[5] = commit;
+        rows[6] = begin;
+    }
     double cpu0 = cpu_seconds();
     size_t per = group ? group : n;
     for (size_t at = 0; at < n; at += per) {
         size_t k = n - at < per ? n - at : per;
         step(db, begin);
+        if (how & ROWS) {
+            group_rows(db, rows, at, k);
+            step(db, commit);
+            continue;
+        }
         for (size_t i = 0; i < k; i++) { /* accept */
             size_t seq = at + i;
-            int idlen = snprintf(id, sizeof id, "run-%08zu", seq);
-            /* bench_core.py's line as the ledger stores it (about 250 bytes) */
-            int plen = snprintf(payload, sizeof payload,
-                                "{\"id\":\"%s\",\"source\":\"in\",\"received_us\":%zu,\"fields\":{\"event_id\":\"%s\","
-                                "\"schema\":\"edw_prod\",\"table\":\"orders_%zu\",\"inc_key\":\"order_dt\","
-                                "\"inc_val\":\"2026-11-23\",\"status\":\"succeeded\",\"td_count\":5120331,"
-                                "\"hive_count\":5120331,\"host\":\"hdp-edge-01\"}}",
-                                id, 1700000000000000 + seq, id, seq % 97);
+            int idlen, plen;
+            make_event(seq, id, &idlen, payload, &plen);
             sqlite3_bind_text(ins, 1, id, idlen, SQLITE_STATIC);
             step(db, ins);
             rowids[i] = sqlite3_last_insert_rowid(db);
@@ -150,7 +229,7 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
     }
     double cpu = cpu_seconds() - cpu0;
     free(blob);
-    sqlite3_stmt *sts[] = {ins, pl, done, del, begin, commit};
+    sqlite3_stmt *sts[] = {ins, pl, done, del, begin, commit, rows[0], rows[1], rows[4]};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++)
         sqlite3_finalize(sts[i]);
     exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
@@ -172,5 +251,6 @@ int main(int argc, char **argv)
     run(dir, "groups", n, GROUP, 0);
     run(dir, "groups+drop", n, GROUP, DROP);
     run(dir, "batch-payload", n, GROUP, BATCH_PAYLOAD);
+    run(dir, "rows32", n, GROUP, ROWS);
     return 0;
 }

@@ -557,7 +557,7 @@ START_TEST(test_keep_payload_until_settled)
      * entry keeps its state and payload, the others are done without. */
     int64_t k[9];
     for (int i = 0; i < 9; i++) {
-        char ev[8];
+        char ev[16];
         snprintf(ev, sizeof ev, "k%d", 5 + i);
         k[i] = accept1(l, ev, "r1", "src", "t", 5 + i);
     }
