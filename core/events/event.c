@@ -584,24 +584,6 @@ sb_event *sb_event_clone(const sb_event *src)
     return ev;
 }
 
-/* v in decimal at p (room for 20 digits and a sign); returns the length. */
-static size_t i64_text(char *p, int64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    size_t len = 0;
-    if (v < 0)
-        p[len++] = '-';
-    while (n)
-        p[len++] = tmp[--n];
-    return len;
-}
-
 /* Built by hand into one buffer, sized once: this runs once per event on
  * the source's thread, where temporary JSON values, a printf or the
  * buffer's growth by doubling would cost more than the text. */
@@ -623,7 +605,7 @@ char *sb_event_to_payload(const sb_event *ev, size_t *len)
     else if (sb_json_quote(&b, ev->source, src_len) != 0)
         goto fail;
     sb_strbuf_add(&b, ",\"received_us\":", 15);
-    sb_strbuf_add(&b, num, i64_text(num, ev->received_us));
+    sb_strbuf_add(&b, num, sb_i64_text(num, ev->received_us));
     sb_strbuf_add(&b, ",\"fields\":", 10);
     if (ev->raw)
         add_fields_text(&b, ev);

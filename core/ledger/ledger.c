@@ -19,20 +19,10 @@ static const char *const wsql[W_COUNT] = {
     [W_BEGIN] = "BEGIN IMMEDIATE",
     [W_COMMIT] = "COMMIT",
     [W_ROLLBACK] = "ROLLBACK",
-    /* A duplicate (event_id, route) fails with SQLITE_CONSTRAINT_UNIQUE,
-     * which undoes only this statement: SQLite checks the constraint
-     * before it writes anything. ON CONFLICT DO NOTHING cost every insert
-     * more than the rare failure costs a duplicate. */
-    [W_INSERT] = "INSERT INTO entries(event_id, route, source, received_us, state, next_step,"
-                 " attempts, first_attempt_us, next_retry_us, updated_us, accepted_us)"
-                 " VALUES(?1, ?2, ?3, ?4, 0, 0, 0, 0, 0, ?5, ?5)",
-    [W_PAYLOAD] = "INSERT INTO payloads(id, payload) VALUES(?1, ?2)",
-    /* W_INSERT_ROWS, W_PAYLOAD_ROWS and W_MEMBER_ROWS: see rows_sql[] */
+    /* W_INSERT, W_PAYLOAD, W_MEMBER and their _ROWS forms: see rows_sql[] */
     [W_FIND] = "SELECT id FROM entries WHERE event_id = ?1 AND route = ?2",
     [W_CHECKPOINT] = "INSERT INTO checkpoints(source, value, updated_us) VALUES(?1, ?2, ?3)"
                      " ON CONFLICT(source) DO UPDATE SET value = excluded.value, updated_us = excluded.updated_us",
-    [W_MEMBER] = "INSERT OR IGNORE INTO members(entry_id, step, instance, attempts, completed_us, added)"
-                 " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     /* Step ?2 of the entries whose ids are in the JSON array ?1. One
      * statement for a batch: each execution opens cursors on the table and
      * on every index it may change, which cost about as much as the update
@@ -71,29 +61,41 @@ static const char *const wsql[W_COUNT] = {
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(entry_id, step, member)"
                    " DO UPDATE SET progress = excluded.progress, updated_us = excluded.updated_us",
     /* keep_payload: until_settled, after W_LAST_STEPS or W_ENTRY_DONE with
-     * the same ids (a range with W_LAST_STEPS_RANGE or W_ENTRY_DONE): the payloads of those that are done now. An entry that
-     * was dead already keeps its payload (dlq replay needs it). */
+     * the same ids (a range after W_LAST_STEPS_RANGE or W_ENTRY_DONE): the
+     * payloads of those that are done now. An entry that was dead already
+     * keeps its payload (dlq replay needs it). */
     [W_DROP_PAYLOADS] = "DELETE FROM payloads WHERE id IN (SELECT id FROM entries WHERE"
                         " id IN (SELECT value FROM json_each(?1)) AND state = 1)",
     [W_DROP_PAYLOADS_RANGE] = "DELETE FROM payloads WHERE id IN (SELECT id FROM entries WHERE"
                               " id BETWEEN ?1 AND ?4 AND state = 1)",
 };
 
-/* The statements that insert ROWS_PER_INSERT rows at once: the head, then
- * the row repeated, its parameters numbered on from the row before (the
- * binding order writer.c uses: the single-row statement's, with the
- * accept time twice in an entry's row). A duplicate among an entries
- * statement's rows fails it after the rows before it were written; the
- * statement's own journal undoes them, so it leaves nothing either. */
+/* The INSERTs: the head, then the row `rows` times, its parameters
+ * numbered on from the row before (writer.c binds them row by row:
+ * bind_entry(), bind_member()). The _ROWS forms write ROWS_PER_INSERT rows
+ * with one statement.
+ * A duplicate (event_id, route) fails an entries INSERT with
+ * SQLITE_CONSTRAINT_UNIQUE, which undoes only that statement (rows it wrote
+ * before the duplicate included): ON CONFLICT DO NOTHING cost every insert
+ * more than the rare failure costs a duplicate. */
+#define ENTRY_INSERT                                                                                               \
+    "INSERT INTO entries(event_id, route, source, received_us, state, next_step, attempts, first_attempt_us,"     \
+    " next_retry_us, updated_us, accepted_us) VALUES"
+#define ENTRY_ROW "(?, ?, ?, ?, 0, 0, 0, 0, 0, ?, ?)"
+#define PAYLOAD_INSERT "INSERT INTO payloads(id, payload) VALUES"
+#define PAYLOAD_ROW "(?, ?)"
+#define MEMBER_INSERT "INSERT OR IGNORE INTO members(entry_id, step, instance, attempts, completed_us, added) VALUES"
+#define MEMBER_ROW "(?, ?, ?, ?, ?, ?)"
 static const struct {
     const char *head, *row;
+    int rows;
 } rows_sql[W_COUNT] = {
-    [W_INSERT_ROWS] = {"INSERT INTO entries(event_id, route, source, received_us, state, next_step, attempts,"
-                       " first_attempt_us, next_retry_us, updated_us, accepted_us) VALUES",
-                       "(?, ?, ?, ?, 0, 0, 0, 0, 0, ?, ?)"},
-    [W_PAYLOAD_ROWS] = {"INSERT INTO payloads(id, payload) VALUES", "(?, ?)"},
-    [W_MEMBER_ROWS] = {"INSERT OR IGNORE INTO members(entry_id, step, instance, attempts, completed_us, added) VALUES",
-                       "(?, ?, ?, ?, ?, ?)"},
+    [W_INSERT] = {ENTRY_INSERT, ENTRY_ROW, 1},
+    [W_INSERT_ROWS] = {ENTRY_INSERT, ENTRY_ROW, ROWS_PER_INSERT},
+    [W_PAYLOAD] = {PAYLOAD_INSERT, PAYLOAD_ROW, 1},
+    [W_PAYLOAD_ROWS] = {PAYLOAD_INSERT, PAYLOAD_ROW, ROWS_PER_INSERT},
+    [W_MEMBER] = {MEMBER_INSERT, MEMBER_ROW, 1},
+    [W_MEMBER_ROWS] = {MEMBER_INSERT, MEMBER_ROW, ROWS_PER_INSERT},
 };
 
 /* Prepare the writer's statement `i` on its connection. */
@@ -105,7 +107,7 @@ static int prepare_writer_statement(sb_ledger *l, int i)
         return SQLITE_MISUSE; /* a statement listed in the enum with no SQL */
     sb_strbuf q = {0};
     sb_strbuf_add(&q, rows_sql[i].head, strlen(rows_sql[i].head));
-    for (int r = 0; r < ROWS_PER_INSERT; r++) {
+    for (int r = 0; r < rows_sql[i].rows; r++) {
         if (r)
             sb_strbuf_add(&q, ",", 1);
         sb_strbuf_add(&q, rows_sql[i].row, strlen(rows_sql[i].row));

@@ -185,16 +185,24 @@ static int64_t find_entry(sb_ledger *l, const sb_ledger_new *e)
     return id;
 }
 
+/* Bind an entry's row of an entries INSERT from parameter *p on. */
+static void bind_entry(sqlite3_stmt *st, int *p, const struct waiter *w, const sb_ledger_new *e, int64_t now)
+{
+    sb_ledger__bind_text(st, (*p)++, e->event_id);
+    sb_ledger__bind_text(st, (*p)++, e->route);
+    sb_ledger__bind_text(st, (*p)++, entry_source(w, e));
+    sqlite3_bind_int64(st, (*p)++, e->received_us);
+    sqlite3_bind_int64(st, (*p)++, now); /* updated_us */
+    sqlite3_bind_int64(st, (*p)++, now); /* accepted_us */
+}
+
 /* Accept one entry: inserted with its payload (and dead at once if it
  * came with a dead_reason), or found to be a duplicate. */
 static int accept_one(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, int64_t now, char *err, size_t errsz)
 {
     sqlite3_stmt *ins = l->ws[W_INSERT];
-    sb_ledger__bind_text(ins, 1, e->event_id);
-    sb_ledger__bind_text(ins, 2, e->route);
-    sb_ledger__bind_text(ins, 3, entry_source(w, e));
-    sqlite3_bind_int64(ins, 4, e->received_us);
-    sqlite3_bind_int64(ins, 5, now);
+    int p = 1;
+    bind_entry(ins, &p, w, e, now);
     int rc = sqlite3_step(ins);
     sqlite3_reset(ins);
     if (rc != SQLITE_DONE && rc != SQLITE_CONSTRAINT_UNIQUE)
@@ -235,12 +243,7 @@ static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, i
     for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
         if (e[r].dead_reason)
             return 1;
-        sb_ledger__bind_text(ins, p++, e[r].event_id);
-        sb_ledger__bind_text(ins, p++, e[r].route);
-        sb_ledger__bind_text(ins, p++, entry_source(w, &e[r]));
-        sqlite3_bind_int64(ins, p++, e[r].received_us);
-        sqlite3_bind_int64(ins, p++, now);
-        sqlite3_bind_int64(ins, p++, now);
+        bind_entry(ins, &p, w, &e[r], now);
     }
     int rc = sqlite3_step(ins);
     sqlite3_reset(ins);
@@ -274,8 +277,12 @@ static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, i
 static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, size_t errsz)
 {
     size_t i = 0;
+    /* Once a group had to go one by one, the rest of the batch does too: a
+     * source reading again what it had sent (after a restart) has a
+     * duplicate in every group, and each failed group INSERT is wasted. */
+    int in_groups = 1;
     while (i < w->n) {
-        if (w->n - i >= ROWS_PER_INSERT) {
+        if (in_groups && w->n - i >= ROWS_PER_INSERT) {
             int rc = accept_rows(l, w, &w->entries[i], now, err, errsz);
             if (rc < 0)
                 return -1;
@@ -283,6 +290,7 @@ static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, 
                 i += ROWS_PER_INSERT;
                 continue;
             }
+            in_groups = 0;
         }
         /* the last entries, fewer than a statement's rows, or a group
          * that has a dead or duplicate entry in it */
@@ -304,15 +312,20 @@ static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, 
 
 /* The member record of an OP_MEMBER, or of an OP_STEP with s2 set: s1
  * instance, s2 added. */
+static void bind_member(sqlite3_stmt *st, int *p, const struct opbuf *b, const struct op *op)
+{
+    sqlite3_bind_int64(st, (*p)++, op->entry_id);
+    sqlite3_bind_int(st, (*p)++, op->step);
+    sb_ledger__bind_text(st, (*p)++, arena_str(b, op->s1));
+    sqlite3_bind_int(st, (*p)++, op->attempts);
+    sqlite3_bind_int64(st, (*p)++, op->t1);
+    sb_ledger__bind_text(st, (*p)++, arena_str(b, op->s2));
+}
+
 static int apply_member(sb_ledger *l, const struct opbuf *b, const struct op *op, char *err, size_t errsz)
 {
-    sqlite3_stmt *st = l->ws[W_MEMBER];
-    sqlite3_bind_int64(st, 1, op->entry_id);
-    sqlite3_bind_int(st, 2, op->step);
-    sb_ledger__bind_text(st, 3, arena_str(b, op->s1));
-    sqlite3_bind_int(st, 4, op->attempts);
-    sqlite3_bind_int64(st, 5, op->t1);
-    sb_ledger__bind_text(st, 6, arena_str(b, op->s2));
+    int p = 1;
+    bind_member(l->ws[W_MEMBER], &p, b, op);
     return wstep(l, W_MEMBER, err, errsz);
 }
 
@@ -329,17 +342,13 @@ static size_t steps_run(const struct opbuf *b, size_t from, size_t to)
     return i;
 }
 
-/* Append sep and the decimal id (a rowid SQLite assigned: positive) to the
- * writer's id list; snprintf took a visible share of the writer's time. */
+/* Append sep and the decimal id to the writer's id list; snprintf took a
+ * visible share of the writer's time. */
 static void ids_add(sb_strbuf *ids, char sep, int64_t id)
 {
-    char buf[24], *p = buf + sizeof buf;
-    uint64_t v = (uint64_t)id;
-    do
-        *--p = (char)('0' + v % 10);
-    while ((v /= 10) > 0);
-    *--p = sep;
-    sb_strbuf_add(ids, p, (size_t)(buf + sizeof buf - p));
+    char buf[24];
+    buf[0] = sep;
+    sb_strbuf_add(ids, buf, 1 + sb_i64_text(buf + 1, id));
 }
 
 /* The entries a statement over a run of steps applies to: the ids first
@@ -375,15 +384,8 @@ static int drop_payloads(sb_ledger *l, const id_run *ids, char *err, size_t errs
 static int apply_member_rows(sb_ledger *l, const struct opbuf *b, const struct op *const *ops, char *err,
                              size_t errsz)
 {
-    sqlite3_stmt *st = l->ws[W_MEMBER_ROWS];
-    for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
-        sqlite3_bind_int64(st, p++, ops[r]->entry_id);
-        sqlite3_bind_int(st, p++, ops[r]->step);
-        sb_ledger__bind_text(st, p++, arena_str(b, ops[r]->s1));
-        sqlite3_bind_int(st, p++, ops[r]->attempts);
-        sqlite3_bind_int64(st, p++, ops[r]->t1);
-        sb_ledger__bind_text(st, p++, arena_str(b, ops[r]->s2));
-    }
+    for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++)
+        bind_member(l->ws[W_MEMBER_ROWS], &p, b, ops[r]);
     return wstep(l, W_MEMBER_ROWS, err, errsz);
 }
 

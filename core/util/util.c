@@ -77,6 +77,23 @@ char *sb_strdup(const char *s)
     return d;
 }
 
+size_t sb_i64_text(char *p, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0)
+        p[len++] = '-';
+    while (n)
+        p[len++] = tmp[--n];
+    return len;
+}
+
 char *sb_asprintf(const char *fmt, ...)
 {
     va_list ap;

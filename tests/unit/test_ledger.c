@@ -199,8 +199,9 @@ START_TEST(test_accept_duplicate_checkpoint)
 END_TEST
 
 /* Accepts of more entries than one statement inserts (ROWS_PER_INSERT):
- * groups of rows go in together, and a group holding a duplicate or a
- * dead entry goes one by one; every entry gets its own id and payload. */
+ * groups of rows go in together; from a group holding a duplicate or a
+ * dead entry on, the batch goes one by one. Either way every entry gets
+ * its own id and payload, and a duplicate the id it had. */
 START_TEST(test_accept_many_rows)
 {
     sb_ledger *l = open_ledger();
@@ -226,9 +227,8 @@ START_TEST(test_accept_many_rows)
     }
     b[3] = a[3];                 /* first group: a duplicate of an entry accepted before */
     b[3].entry_id = 0;
-    b[40].dead_reason = "bad";   /* second group: an entry dead at once */
-    b[80] = b[70];               /* third group: the same entry twice in the batch */
-    /* the fourth group (96-127) goes in with one statement after rows written one by one */
+    b[40].dead_reason = "bad";   /* an entry dead at once */
+    b[80] = b[70];               /* the same entry twice in the batch */
     ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, b, NB, err, sizeof err), 0);
     for (int i = 97; i < 128; i++)
         ck_assert_int_eq(b[i].entry_id, b[i - 1].entry_id + 1);
@@ -242,6 +242,21 @@ START_TEST(test_accept_many_rows)
             ck_assert_int_eq(b[i].duplicate, 0);
     counts(l, NA + NB - 3, 0, 1);
 
+    /* a dead entry in the first group of a batch */
+    enum { NC = ROWS + 1 };
+    char idc[NC][16], *pc[NC];
+    sb_ledger_new c[NC];
+    for (int i = 0; i < NC; i++) {
+        snprintf(idc[i], sizeof idc[i], "o%d", i);
+        pc[i] = payload(idc[i], "t", 2000 + i);
+        c[i] = (sb_ledger_new){.event_id = idc[i], .route = "r", .payload = pc[i], .received_us = 2000 + i};
+    }
+    c[10].dead_reason = "bad too";
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, c, NC, err, sizeof err), 0);
+    for (int i = 0; i < NC; i++)
+        ck_assert_int_eq(c[i].duplicate, 0);
+    counts(l, NA + NB - 3 + NC - 1, 0, 2);
+
     /* A group of member records naming one (entry, step, member) twice:
      * the first record stays, as with one row at a time. */
     sb_ledger_step done[ROWS];
@@ -252,7 +267,7 @@ START_TEST(test_accept_many_rows)
     done[5].added_json = "{\"k\":\"second\"}";
     sb_ledger_steps_done(l, done, ROWS);
     sb_ledger_sync(l);
-    counts(l, NA + NB - 3 - (ROWS - 1), ROWS - 1, 1);
+    counts(l, NA + NB - 3 + NC - 1 - (ROWS - 1), ROWS - 1, 2);
     sb_ledger_close(l);
 
     char *path = sb_asprintf("%s/state/ledger.db", g_dir);
@@ -260,18 +275,20 @@ START_TEST(test_accept_many_rows)
     sql_expect(path, q, "{\"k\":\"first\"}");
     free(q);
     sql_expect(path, "SELECT count(*) FROM members", "31");
-    sql_expect(path, "SELECT count(*) FROM entries", "205");
+    sql_expect(path, "SELECT count(*) FROM entries", "238");
     /* each entry's payload is its own */
     sql_expect(path,
                "SELECT count(*) FROM entries e JOIN payloads p USING (id)"
                " WHERE instr(p.payload, '\"id\":\"' || e.event_id || '\"') > 0",
-               "205");
-    sql_expect(path, "SELECT event_id || ' ' || error FROM entries WHERE state = 2", "n40 bad");
+               "238");
+    sql_expect(path, "SELECT event_id || ' ' || error FROM entries WHERE state = 2 ORDER BY id", "n40 bad");
     free(path);
     for (int i = 0; i < NA; i++)
         free(pa[i]);
     for (int i = 0; i < NB; i++)
         free(pb[i]);
+    for (int i = 0; i < NC; i++)
+        free(pc[i]);
 }
 END_TEST
 
