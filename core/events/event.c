@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -17,6 +18,9 @@
 #include <syncbridge/log.h>
 
 static void drop_raw(sb_event *ev);
+
+/* The longest text sb_event_new_json() keeps in the event's own block. */
+#define EVENT_BLOCK_TEXT_MAX 4096
 
 struct sb_peek_s {
     size_t key; /* offset in peek_keys */
@@ -59,8 +63,10 @@ void sb_event_free(sb_event *ev)
 {
     if (!ev)
         return;
-    free(ev->id);
-    free(ev->source);
+    if (!ev->in_block)
+        free(ev->id);
+    if (ev->source_owned)
+        free((char *)ev->source);
     drop_raw(ev);
     json_decref(ev->fields);
     free(ev->added.p);
@@ -82,7 +88,8 @@ static void drop_raw(sb_event *ev)
     free(ev->index); /* points into raw */
     ev->index = NULL;
     ev->nindex = 0;
-    free(ev->raw);
+    if (!ev->in_block)
+        free(ev->raw);
     ev->raw = NULL;
     ev->raw_len = 0;
     free(ev->sets.p);
@@ -114,7 +121,9 @@ json_t *sb_event_view(const sb_event *cev)
     sb_strbuf text = {0};
     add_fields_text(&text, ev);
     json_error_t jerr;
-    ev->fields = json_loadb(text.p, text.len, 0, &jerr);
+    /* JSON_ALLOW_NUL: a step may have added a string holding \u0000 (the
+     * source's own text never does: sb_event_new_json() refuses it) */
+    ev->fields = json_loadb(text.p, text.len, JSON_ALLOW_NUL, &jerr);
     if (!json_is_object(ev->fields)) {
         /* The text was checked on creation and the sets are ours, so only
          * an allocation can fail here: abort as the sb_x* helpers do. */
@@ -140,7 +149,7 @@ static json_t *member_value(const sb_event *ev, const sb_json_member *m)
             return v;
     }
     json_error_t jerr;
-    json_t *v = json_loadb(m->text, m->len, JSON_DECODE_ANY, &jerr);
+    json_t *v = json_loadb(m->text, m->len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (!v) {
         sb_log(NULL, SB_LOG_ERROR, "event %s: a field cannot be read: %s", ev->id, jerr.text);
         abort();
@@ -343,8 +352,29 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
         len--;
     const char *open = memchr(text, '{', len);
     size_t raw_len = len - (size_t)(open - text);
-    sb_event *ev = calloc(1, sizeof *ev);
-    if (ev && (ev->id = own_len ? strndup(own, own_len) : strdup(fallback_id)) && (ev->raw = malloc(raw_len + 1))) {
+    /* The event, its id and its text in one allocation when the text is
+     * short, as most are: three per event were a visible share of the
+     * source's thread, and of the frees on the thread that ends the event.
+     * A long text gets its own, so that dropping it (sb_event_fields())
+     * gives its memory back. */
+    const char *id = own_len ? own : fallback_id;
+    size_t id_len = own_len ? own_len : strlen(fallback_id);
+    int in_block = raw_len <= EVENT_BLOCK_TEXT_MAX;
+    sb_event *ev = malloc(sizeof *ev + (in_block ? id_len + 1 + raw_len + 1 : 0));
+    if (ev) {
+        memset(ev, 0, sizeof *ev);
+        ev->in_block = (unsigned)in_block;
+        if (in_block) {
+            ev->id = (char *)(ev + 1);
+            ev->raw = ev->id + id_len + 1;
+        } else {
+            ev->id = malloc(id_len + 1);
+            ev->raw = ev->id ? malloc(raw_len + 1) : NULL;
+        }
+    }
+    if (ev && ev->id && ev->raw) {
+        memcpy(ev->id, id, id_len);
+        ev->id[id_len] = '\0';
         memcpy(ev->raw, open, raw_len);
         ev->raw[raw_len] = '\0';
         ev->raw_len = raw_len;
@@ -357,10 +387,47 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
     return refuse(ENOMEM, errstr, errstr_size, "out of memory");
 }
 
+/* Source names, shared: every event carries its source's name and a
+ * daemon has a few sources, so a copy per event was an allocation and a
+ * free per event. The first INTERNED_MAX names seen are kept for the
+ * process's life (append-only: read without the lock); an event whose
+ * name does not fit gets its own copy. */
+#define INTERNED_MAX 64
+static const char *interned[INTERNED_MAX];
+static size_t n_interned; /* published with release: names below it are set */
+static pthread_mutex_t interned_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *interned_find(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(interned[i], s) == 0)
+            return interned[i];
+    return NULL;
+}
+
+static const char *intern(const char *s)
+{
+    const char *found = interned_find(s, __atomic_load_n(&n_interned, __ATOMIC_ACQUIRE));
+    if (found)
+        return found;
+    pthread_mutex_lock(&interned_lock);
+    size_t n = n_interned;
+    if (!(found = interned_find(s, n)) && n < INTERNED_MAX && (interned[n] = strdup(s)))
+        __atomic_store_n(&n_interned, n + 1, __ATOMIC_RELEASE), found = interned[n];
+    pthread_mutex_unlock(&interned_lock);
+    return found;
+}
+
 void sb_event_set_source(sb_event *ev, const char *source)
 {
-    free(ev->source);
-    ev->source = sb_strdup(source);
+    if (source == ev->source)
+        return;
+    if (ev->source_owned)
+        free((char *)ev->source);
+    ev->source = source ? intern(source) : NULL;
+    ev->source_owned = source && !ev->source;
+    if (ev->source_owned)
+        ev->source = sb_strdup(source);
 }
 
 json_t *sb_event_get_value(const sb_event *ev, const char *key)
@@ -473,6 +540,28 @@ int sb_event_add(sb_event *ev, const char *key, json_t *value)
     return 0;
 }
 
+int sb_event_add_string(sb_event *ev, const char *key, const char *s, size_t n)
+{
+    if (!key || !s)
+        return -1;
+    /* the value is needed as a value too, or written as \u0000 */
+    if (tree_wants(ev, key) || memchr(s, '\0', n))
+        return sb_event_add(ev, key, json_stringn(s, n));
+    size_t mark = ev->added.len;
+    sb_strbuf_add(&ev->added, ",", 1);
+    if (sb_json_quote(&ev->added, key, strlen(key)) != 0) {
+        added_undo(ev, mark);
+        return -1;
+    }
+    sb_strbuf_add(&ev->added, ":", 1);
+    if (sb_json_quote(&ev->added, s, n) != 0) {
+        added_undo(ev, mark);
+        return -1;
+    }
+    sb_strbuf_add(&ev->sets, ev->added.p + mark, ev->added.len - mark); /* tree_wants() is false: ev->raw is set */
+    return 0;
+}
+
 /* The added members as an object, a later duplicate key winning (as
  * jansson's loader keeps it); NULL if none or out of memory. */
 static json_t *added_object(const sb_event *ev)
@@ -565,7 +654,7 @@ sb_event *sb_event_clone(const sb_event *src)
 {
     sb_event *ev = sb_xcalloc(1, sizeof *ev);
     ev->id = sb_strdup(src->id);
-    ev->source = sb_strdup(src->source);
+    sb_event_set_source(ev, src->source);
     ev->received_us = src->received_us;
     if (src->raw) { /* the text is the whole truth (invariant): copy it, not the tree */
         ev->raw = sb_xmalloc(src->raw_len + 1);
@@ -627,7 +716,7 @@ sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr
         return NULL;
     }
     json_error_t jerr;
-    json_t *o = json_loads(payload, 0, &jerr);
+    json_t *o = json_loads(payload, JSON_ALLOW_NUL, &jerr); /* as the fields may hold (sb_event_view) */
     if (!o) {
         sb_err(errstr, errstr_size, "payload is not JSON: %s", jerr.text);
         return NULL;

@@ -16,17 +16,19 @@
  * text). Invariant: while `raw` is set, raw with `sets` spliced in before
  * its closing brace is exactly the fields; without `raw`, `fields` is. */
 struct sb_event {
-    char *id;
-    char *source;
+    char *id;         /* owned, or inside this block when in_block */
+    const char *source; /* an interned name (never freed), or owned when source_owned */
     int64_t received_us;
     json_t *fields;  /* object, owned; NULL until first read when raw is set */
     /* ,"key":value for each sb_event_add() by the step in progress, in
      * order (a later key wins): the ledger wants the text, so no object
      * is built (it cost a fifth of the pubsub step's thread). */
     sb_strbuf added;
-    char *raw;       /* the source's JSON object text, '{' to '}'; owned, may be NULL */
+    char *raw;       /* the source's JSON object text, '{' to '}'; owned (or in this block), may be NULL */
     size_t raw_len;
-    int raw_compact; /* raw has no whitespace between tokens (sb_event_append_json copies it as is) */
+    unsigned raw_compact : 1;  /* raw has no whitespace between tokens (sb_event_append_json copies it as is) */
+    unsigned in_block : 1;     /* id and raw were allocated with the event (sb_event_new_json) */
+    unsigned source_owned : 1; /* source is the event's own copy */
     sb_strbuf sets;  /* ,"key":value for each setter call since, in order (a later key wins) */
     /* Members read from the text while `fields` is NULL: a few per event,
      * so a short array (keys in peek_keys) rather than a jansson object,

@@ -809,11 +809,8 @@ static void published(call *c, const size_t *idx, size_t n, const sb_gcp_respons
     const char **ids_in = c->bf->ids; /* n <= the batch's size */
     size_t *lens = c->bf->lens;
     int plain = scan_ids(resp->body, resp->body_len, n, ids_in, lens) == 0;
-    for (size_t k = 0; plain && k < n; k++) {
-        json_t *id = json_stringn(ids_in[k], lens[k]);
-        if (id)
-            sb_event_add(sb_batch_event(c->b, idx[k]), "pubsub_message_id", id);
-    }
+    for (size_t k = 0; plain && k < n; k++)
+        sb_event_add_string(sb_batch_event(c->b, idx[k]), "pubsub_message_id", ids_in[k], lens[k]);
     c->published = 1;
     if (plain) {
         settle(c, idx, n, SB_RESULT_OK, 0, NULL);

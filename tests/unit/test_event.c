@@ -5,6 +5,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,6 +318,85 @@ START_TEST(added_fields_as_text)
 }
 END_TEST
 
+/* sb_event_add_string() records what sb_event_add() of the jansson string
+ * does, with and without the fields object built, and refuses what
+ * json_stringn() refuses. */
+START_TEST(added_string_is_the_added_value)
+{
+    char err[256];
+    const char *t = "{\"event_id\": \"e1\", \"m\": \"old\"}";
+    sb_event *ev = sb_event_new_json("fb", "event_id", t, strlen(t), err, sizeof err);
+    ck_assert_int_eq(sb_event_add_string(ev, "id", "1234", 4), 0);
+    ck_assert_int_eq(sb_event_add_string(ev, "q", "a\"\\\n\xc3\xa9", 6), 0);
+    ck_assert_int_eq(sb_event_add_string(ev, "bad", "\xff", 1), -1);
+    ck_assert_int_eq(sb_event_add_string(ev, NULL, "x", 1), -1);
+    ck_assert_str_eq(sb_event_get_string(ev, "id"), "1234");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    ck_assert_int_eq(sb_event_append_json(ev, &buf, &len, &cap), 0);
+    ck_assert_str_eq(buf, "{\"event_id\":\"e1\",\"m\":\"old\",\"id\":\"1234\",\"q\":\"a\\\"\\\\\\n\xc3\xa9\"}");
+    free(buf);
+    char *added = sb_event_take_added(ev);
+    ck_assert_str_eq(added, "{\"id\":\"1234\",\"q\":\"a\\\"\\\\\\n\xc3\xa9\"}");
+    free(added);
+    /* a key already read keeps its value current; a NUL goes as \u0000 */
+    ck_assert_str_eq(sb_event_get_string(ev, "m"), "old");
+    ck_assert_int_eq(sb_event_add_string(ev, "m", "new", 3), 0);
+    ck_assert_str_eq(sb_event_get_string(ev, "m"), "new");
+    assert_fields(ev, "{\"event_id\":\"e1\",\"m\":\"new\",\"id\":\"1234\",\"q\":\"a\\\"\\\\\\n\u00e9\"}");
+    ck_assert_int_eq(sb_event_add_string(ev, "z", "a\0b", 3), 0);
+    added = sb_event_take_added(ev);
+    ck_assert_str_eq(added, "{\"m\":\"new\",\"z\":\"a\\u0000b\"}");
+    free(added);
+    char *payload = sb_event_to_payload(ev, NULL); /* the ledger's copy reads back, NUL and all */
+    sb_event *back = sb_event_from_payload(payload, err, sizeof err);
+    ck_assert_msg(back != NULL, "%s", err);
+    ck_assert_int_eq(json_string_length(sb_event_get_value(back, "z")), 3);
+    sb_event_free(back);
+    free(payload);
+    json_t *f = sb_event_fields(ev); /* the tree built (the NUL allowed): the value goes into it */
+    ck_assert_int_eq(json_string_length(json_object_get(f, "z")), 3);
+    ck_assert_int_eq(sb_event_add_string(ev, "id", "5678", 4), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(f, "id")), "5678");
+    added = sb_event_take_added(ev);
+    ck_assert_str_eq(added, "{\"id\":\"5678\"}");
+    free(added);
+    sb_event_free(ev);
+}
+END_TEST
+
+/* Short texts live in the event's own allocation and long ones apart
+ * (dropped when the tree is built); source names are shared. Run under
+ * ASan, this is where a wrong free would show. */
+START_TEST(text_in_block_or_apart_and_shared_source_names)
+{
+    char err[256];
+    static char big[6000];
+    int n = snprintf(big, sizeof big, "{\"event_id\": \"big\", \"pad\": \"%05000d\"}", 7);
+    const char *small = "{\"event_id\": \"small\"}";
+    sb_event *a = sb_event_new_json("fb", "event_id", big, (size_t)n, err, sizeof err);
+    sb_event *b = sb_event_new_json(NULL, "id", small, strlen(small), err, sizeof err);
+    ck_assert_ptr_null(b); /* no id and no fallback */
+    b = sb_event_new_json("fallback-id", "id", small, strlen(small), err, sizeof err);
+    ck_assert_str_eq(sb_event_id(a), "big");
+    ck_assert_str_eq(sb_event_id(b), "fallback-id");
+    ck_assert_int_eq(json_string_length(json_object_get(sb_event_fields(a), "pad")), 5000);
+    ck_assert_str_eq(json_string_value(json_object_get(sb_event_fields(b), "event_id")), "small");
+    sb_event_set_source(a, "in");
+    sb_event_set_source(b, "in");
+    ck_assert_ptr_eq(sb_event_source(a), sb_event_source(b));
+    sb_event_set_source(a, sb_event_source(a));
+    ck_assert_str_eq(sb_event_source(a), "in");
+    sb_event *c = sb_event_clone(b);
+    ck_assert_str_eq(sb_event_source(c), "in");
+    sb_event_set_source(c, NULL);
+    ck_assert_ptr_null(sb_event_source(c));
+    sb_event_free(a);
+    sb_event_free(b);
+    sb_event_free(c);
+}
+END_TEST
+
 START_TEST(append_json_is_the_compact_dump)
 {
     static const char *const texts[] = {
@@ -378,6 +458,8 @@ int main(void)
     tcase_add_test(tc, absent_keys_cost_no_index);
     tcase_add_test(tc, append_json_is_the_compact_dump);
     tcase_add_test(tc, added_fields_as_text);
+    tcase_add_test(tc, added_string_is_the_added_value);
+    tcase_add_test(tc, text_in_block_or_apart_and_shared_source_names);
     tcase_add_test(tc, one_field_as_value_or_as_text_without_the_tree);
     tcase_add_test(tc, run_id_is_stable_and_63_bit);
     suite_add_tcase(s, tc);

@@ -68,14 +68,14 @@ END_TEST
 START_TEST(symbol_missing) { expect_refused("tests/plugins/.libs/no_symbol.so", "does not export the symbol \"syncbridge_plugin\""); }
 END_TEST
 
-START_TEST(wrong_abi_version) { expect_refused("tests/plugins/.libs/bad_abi.so", "built for plugin ABI 3.0, this syncbridge provides ABI 2.4"); }
+START_TEST(wrong_abi_version) { expect_refused("tests/plugins/.libs/bad_abi.so", "built for plugin ABI 3.0, this syncbridge provides ABI 2.5"); }
 END_TEST
 
 /* An out-of-tree plugin still built against the 1.x SDK: both versions named,
  * and where the migration is described. */
 START_TEST(abi1_plugin_refused)
 {
-    expect_refused("tests/plugins/.libs/old_abi.so", "built for plugin ABI 1.3, this syncbridge provides ABI 2.4");
+    expect_refused("tests/plugins/.libs/old_abi.so", "built for plugin ABI 1.3, this syncbridge provides ABI 2.5");
     expect_refused("tests/plugins/.libs/old_abi.so", "Migrating a plugin to ABI 2");
 }
 END_TEST

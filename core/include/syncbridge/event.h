@@ -105,6 +105,14 @@ int sb_event_set_int(sb_event *ev, const char *key, int64_t value);
  * step, so a resumed event sees it too. Returns -1 on failure. */
 int sb_event_add(sb_event *ev, const char *key, json_t *value);
 
+/* What sb_event_add(ev, key, json_stringn(s, n)) does, without making the
+ * jansson value when the event's fields object has not been built: for a
+ * sink that adds a field to every event it delivers (Pub/Sub's message
+ * id), the string goes straight into the event's record of added fields.
+ * -1, adding nothing, if s is not valid UTF-8 or memory ran out. Since ABI
+ * 2.5. */
+int sb_event_add_string(sb_event *ev, const char *key, const char *s, size_t n);
+
 /* Append s[0..n) as a JSON string, quotes included and escaped as
  * json_dumps() would, to the malloc'd text *buf of *len bytes in a buffer
  * of *cap (all three start zeroed; *buf stays NUL-terminated). For sinks

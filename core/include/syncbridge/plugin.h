@@ -50,8 +50,8 @@
  * decoder sb_decode_body() (syncbridge/decode.h), the option type
  * SB_OPT_JSON_TEMPLATE (syncbridge/options.h) and the descriptor members
  * preflight and registry_rows (read only when struct_size holds them); 2.3
- * sb_event_append_json(); 2.4 sb_event_get_value() and sb_event_get_json()
- * (syncbridge/event.h). A plugin built against a
+ * sb_event_append_json(); 2.4 sb_event_get_value() and sb_event_get_json();
+ * 2.5 sb_event_add_string() (syncbridge/event.h). A plugin built against a
  * newer minor than the core's is refused, since it may call them.
  *
  * Threading contract:
@@ -102,7 +102,7 @@ extern "C" {
  * semantics changed). Bump SB_ABI_MINOR when members are appended; the core
  * accepts plugins built against an older or equal minor. */
 #define SB_ABI_MAJOR 2
-#define SB_ABI_MINOR 4
+#define SB_ABI_MINOR 5
 
 /* The one symbol a plugin exports. */
 #define SB_PLUGIN_SYMBOL "syncbridge_plugin"
