@@ -322,7 +322,15 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
     const char *own = NULL;
     size_t own_len = 0;
     int spaced = 1;
-    if (!sb_json_scan_object(text, len, id_field, &m, &spaced) || (id_field && m.kind == SB_JSON_MEMBER_UNDECIDED)) {
+    /* The text is kept without the whitespace between its tokens, written
+     * by the scan that checks it: what the ledger stores and sinks publish
+     * is then smaller, and compact JSON is copied as is (a second pass to
+     * drop the whitespace was a twentieth of the pubsub step's thread). */
+    char compact[EVENT_BLOCK_TEXT_MAX];
+    size_t compact_len = 0;
+    char *out = len <= sizeof compact ? compact : NULL; /* longer texts are kept as they came */
+    if (!sb_json_scan_object(text, len, id_field, &m, &spaced, out, &compact_len) ||
+        (id_field && m.kind == SB_JSON_MEMBER_UNDECIDED)) {
         /* Refused (jansson words the reason), or the id needs unescaping.
          * NULs first: jansson skips some, and the text must stay a C string. */
         const char *nul = memchr(text, '\0', len);
@@ -347,11 +355,18 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
         json_decref(obj);
         return refuse(EINVAL, errstr, errstr_size, "no event id: the text has none and no fallback was given");
     }
-    /* the text from its '{' to its '}' (checked: it is an object) */
-    while (len && text[len - 1] != '}')
-        len--;
-    const char *open = memchr(text, '{', len);
-    size_t raw_len = len - (size_t)(open - text);
+    const char *open;
+    size_t raw_len;
+    if (!obj && out) {
+        open = compact;
+        raw_len = compact_len;
+        spaced = 0;
+    } else { /* the text from its '{' to its '}' (checked: it is an object) */
+        while (len && text[len - 1] != '}')
+            len--;
+        open = memchr(text, '{', len);
+        raw_len = len - (size_t)(open - text);
+    }
     /* The event, its id and its text in one allocation when the text is
      * short, as most are: three per event were a visible share of the
      * source's thread, and of the frees on the thread that ends the event.

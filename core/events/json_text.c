@@ -19,14 +19,32 @@
 typedef struct {
     const char *p, *end;
     int spaced; /* skip_ws() skipped something */
+    /* the compact copy, when asked for: the text from `copied` on is still
+     * to be written at `out` (skip_ws() writes up to each run it skips) */
+    char *out;
+    const char *copied;
 } cursor;
+
+/* Copy what is still to be copied of the text, up to `to`. */
+static void copy_up_to(cursor *c, const char *to)
+{
+    size_t n = (size_t)(to - c->copied);
+    memcpy(c->out, c->copied, n);
+    c->out += n;
+}
 
 static void skip_ws(cursor *c)
 {
     const char *from = c->p;
     while (c->p < c->end && IS_WS(*c->p))
         c->p++;
-    c->spaced |= c->p != from;
+    if (c->p != from) {
+        c->spaced = 1;
+        if (c->out) {
+            copy_up_to(c, from);
+            c->copied = c->p;
+        }
+    }
 }
 
 /* Length of the well-formed UTF-8 sequence at p (shortest form, no
@@ -223,7 +241,8 @@ static int scan_literal(cursor *c)
                : -1;
 }
 
-int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member, int *spaced)
+int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member, int *spaced,
+                        char *out, size_t *out_len)
 {
     /* one bit per open container: 1 object, 0 array */
     unsigned char stack[(JSON_PARSER_MAX_DEPTH + 7) / 8];
@@ -231,7 +250,7 @@ int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_m
     size_t keylen = key ? strlen(key) : 0;
     int at_key = 0; /* the value being scanned belongs to the member asked for */
     enum { VALUE, KEY, AFTER } state = VALUE;
-    cursor c = {text, text + len, 0};
+    cursor c = {text, text + len, 0, NULL, NULL};
     if (member)
         *member = (sb_json_member){SB_JSON_MEMBER_ABSENT, NULL, 0};
     if (spaced)
@@ -240,15 +259,23 @@ int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_m
     if (c.p == c.end || *c.p != '{') /* json_loadb without JSON_DECODE_ANY; we want an object */
         return 0;
     c.spaced = 0; /* only what is between the braces counts */
+    c.out = out;
+    c.copied = c.p;
     for (;;) {
         int spaced_inside = c.spaced;
+        if (state == AFTER && open == 0) { /* the closing brace read: the rest may only be whitespace */
+            if (out) {
+                copy_up_to(&c, c.p);
+                *out_len = (size_t)(c.out - out);
+                c.out = NULL;
+            }
+            skip_ws(&c);
+            if (spaced)
+                *spaced = spaced_inside;
+            return c.p == c.end;
+        }
         skip_ws(&c);
         if (state == AFTER) {
-            if (open == 0) {
-                if (spaced)
-                    *spaced = spaced_inside;
-                return c.p == c.end;
-            }
             int in_object = (stack[(open - 1) / 8] >> ((open - 1) % 8)) & 1;
             if (c.p == c.end)
                 return 0;

@@ -42,8 +42,13 @@ typedef struct {
  * With `key` non-NULL, *member describes the LAST top-level member of that
  * name (jansson keeps the last of duplicate keys). With `spaced` non-NULL,
  * *spaced is 0 when an accepted object has no whitespace between its
- * braces outside strings (it is already compact), else 1. */
-int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member, int *spaced);
+ * braces outside strings (it is already compact), else 1. With `out`
+ * non-NULL (room for len bytes), an accepted object's text from its '{' to
+ * its '}' without that whitespace is written there, its length in
+ * *out_len: the same JSON, its strings and numbers as written, made while
+ * scanning (a copy per run of whitespace) rather than in a second pass. */
+int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member, int *spaced,
+                        char *out, size_t *out_len);
 
 /* One top-level member of a JSON object's text: pointers into that text. */
 typedef struct sb_json_span_s {

@@ -17,13 +17,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *text = (const char *)data;
     sb_json_member one;
     /* the scanner takes any bytes; the member walks are only for text it accepted */
-    if (sb_json_scan_object(text, size, "event_id", &one, NULL)) {
+    char *compact = malloc(size + 1);
+    size_t compact_len = 0;
+    if (compact && sb_json_scan_object(text, size, "event_id", &one, NULL, compact, &compact_len)) {
+        /* the compact copy is the same JSON */
+        json_t *a = json_loadb(text, size, 0, NULL), *b = json_loadb(compact, compact_len, 0, NULL);
+        if (!a || !b || !json_equal(a, b))
+            abort();
+        json_decref(a);
+        json_decref(b);
         size_t n = 0;
         sb_json_span *m = sb_json_members(text, size, &n);
         sb_json_find_in(m, n, "event_id", &one);
         free(m);
         sb_json_find_member(text, size, "a", &one);
     }
+    free(compact);
     char err[256];
     sb_event *ev = sb_event_new_json("fallback", "event_id", text, size, err, sizeof err);
     if (!ev)

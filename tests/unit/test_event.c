@@ -237,7 +237,7 @@ START_TEST(one_field_as_value_or_as_text_without_the_tree)
     assert_json_field(ev, "esc", "\"a\\\"b\"", 1);
     assert_json_field(ev, "n", "123", 1);
     assert_json_field(ev, "r", "1.5", 1);
-    assert_json_field(ev, "o", "{\"x\":[1, 2]}", 1);
+    assert_json_field(ev, "o", "{\"x\":[1,2]}", 1); /* the text is kept compact */
     assert_json_field(ev, "t", "true", 1);
     assert_json_field(ev, "nul", "null", 1);
     assert_json_field(ev, "absent", NULL, 0);
@@ -403,16 +403,19 @@ START_TEST(append_json_is_the_compact_dump)
         "{ }",
         "{\"event_id\": \"e1\", \"n\": 5}",
         "\t{\n \"a b\" : \"x \\\" y \\\\\" ,\"c\":[ 1 , {\"d\" : null}, \"\\n\\u0001\" ] ,\r\n \"e\":true }",
-        /* from here on compact between the braces: copied as is (raw_compact) */
         "{\"q\":\"\\\\\",\"r\":\" \\\\\\\" \",\"s\":-1.5}",
         "{}",
         " {\"event_id\":\"e1\",\"s\":\"a b \\\" c\",\"o\":{\"x\":[1,2]}}\n",
+        NULL, /* longer than the event keeps compact: kept as it came, compacted when appended */
     };
+    static char big[6000];
+    snprintf(big, sizeof big, "{ \"event_id\": \"big\",\n \"pad\": \"%05000d\", \"a\": [ 1, 2 ] }", 3);
     char err[256];
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
-        sb_event *ev = sb_event_new_json("fb", "event_id", texts[i], strlen(texts[i]), err, sizeof err);
-        ck_assert_msg(ev != NULL, "%s: %s", texts[i], err);
-        ck_assert_int_eq(ev->raw_compact, i >= 3);
+        const char *text = texts[i] ? texts[i] : big;
+        sb_event *ev = sb_event_new_json("fb", "event_id", text, strlen(text), err, sizeof err);
+        ck_assert_msg(ev != NULL, "%s: %s", text, err);
+        ck_assert_int_eq(ev->raw_compact, texts[i] != NULL); /* made compact by the scan */
         assert_append_is_dump(ev);
         sb_event_set_string(ev, "k", "v"); /* spliced in, also into an empty object */
         ck_assert_ptr_nonnull(ev->raw);

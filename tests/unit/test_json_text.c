@@ -57,7 +57,9 @@ static void agree(const char *text, size_t len, const char *key)
 {
     sb_json_member m;
     int spaced = -1;
-    int ok = sb_json_scan_object(text, len, key, &m, &spaced);
+    char *out = malloc(len + 1);
+    size_t out_len = 0;
+    int ok = sb_json_scan_object(text, len, key, &m, &spaced, out, &out_len);
     json_error_t err;
     json_t *obj = json_loadb(text, len, 0, &err);
     int want = json_is_object(obj);
@@ -78,6 +80,20 @@ static void agree(const char *text, size_t len, const char *key)
                   (int)(len > 200 ? 200 : len), text);
     ck_assert_msg(!ok || spaced == spaced_inside(text, len), "scan says spaced %d for [%.*s]", spaced,
                   (int)(len > 200 ? 200 : len), text);
+    if (ok) { /* the compact copy: the same JSON, no whitespace outside strings, nothing else changed */
+        json_t *back = json_loadb(out, out_len, 0, NULL);
+        ck_assert_msg(json_equal(back, obj), "compact [%.*s] of [%.*s]", (int)out_len, out,
+                      (int)(len > 200 ? 200 : len), text);
+        json_decref(back);
+        ck_assert_int_eq(spaced_inside(out, out_len), 0);
+        ck_assert_msg(out[0] == '{' && out[out_len - 1] == '}', "compact [%.*s]", (int)out_len, out);
+        size_t kept = 0; /* what was dropped was whitespace between tokens: the rest in order */
+        for (const char *p = memchr(text, '{', len); kept < out_len && p < text + len; p++)
+            if (*p == out[kept])
+                kept++;
+        ck_assert_msg(kept == out_len, "compact [%.*s] is not a subsequence of its text", (int)out_len, out);
+    }
+    free(out);
     /* the unchecked lookup finds what jansson keeps, for plain keys */
     static const char *const plain[] = {"id", "a", "b", "idx", ""};
     for (size_t i = 0; ok && i < sizeof plain / sizeof *plain; i++) {

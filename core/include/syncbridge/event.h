@@ -40,8 +40,9 @@ sb_event *sb_event_new_with_fields(const char *event_id, json_t *fields);
  * receive JSON (JSON lines, Kafka messages). The id is the string member
  * `id_field` when it is present and non-empty (id_field MAY be NULL), else
  * `fallback_id`. The text is checked here (exactly as json_loadb() would
- * check it) but not parsed: the core writes it to the run ledger as is,
- * reads single fields from it (sb_event_get_string() and the like, route
+ * check it) but not parsed: the core writes it to the run ledger as is
+ * (since ABI 2.5 without the whitespace between its tokens, when the text
+ * is at most 4 KiB; strings and numbers stay as written), reads single fields from it (sb_event_get_string() and the like, route
  * matches, templates) and builds the fields object only when something asks
  * for all of it (sb_event_fields()). Setters and sb_event_add() keep the
  * text current; sb_event_fields() hands out the object and drops the text.
