@@ -68,6 +68,7 @@ static void agree(const char *text, size_t len, const char *key)
      * refuses every NUL, and so does sb_event_new_json(). */
     if (!ok && want && memchr(text, '\0', len)) {
         json_decref(obj);
+        free(out);
         return;
     }
     if (ok != want) {
