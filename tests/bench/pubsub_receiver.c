@@ -6,6 +6,8 @@
  *   POST .../topics/T:publish   {"messageIds":["1",...]}, one id per message
  *   any other POST              200 {} (Fluent Bit's http output)
  *   GET /count                  the records received so far, as decimal text
+ *   GET /requests               the POSTs received so far (records per request
+ *                               show how full the client's batches were)
  *
  * Records are counted in each body: the items of Pub/Sub's "messages"
  * array, the items of a top-level JSON array (Fluent Bit's `format json`)
@@ -55,7 +57,7 @@ static int64_t now_ms(void)
 
 static conn conns[MAX_CONNS];
 static size_t nconns;
-static uint64_t records, next_id = 1;
+static uint64_t records, requests, next_id = 1;
 
 static void *xrealloc(void *p, size_t n)
 {
@@ -137,10 +139,12 @@ static void handle(conn *c, const char *method, const char *path, const char *bo
 {
     if (strcmp(method, "GET") == 0) {
         char num[32];
-        int n = snprintf(num, sizeof num, "%llu", (unsigned long long)records);
+        int n = snprintf(num, sizeof num, "%llu",
+                         (unsigned long long)(strcmp(path, "/requests") == 0 ? requests : records));
         respond(c, num, (size_t)n, "text/plain");
         return;
     }
+    requests++;
     int publish = strstr(path, ":publish") != NULL;
     uint64_t k = count_records(body, blen, publish);
     records += k;
