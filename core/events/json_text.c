@@ -33,7 +33,17 @@ static void copy_up_to(cursor *c, const char *to)
     c->out += n;
 }
 
-static void skip_ws(cursor *c)
+static void skip_ws_run(cursor *c);
+
+/* Skip whitespace: inline for the common case of none (compact text, and
+ * most places in spaced text). */
+static inline void skip_ws(cursor *c)
+{
+    if (c->p < c->end && IS_WS(*c->p))
+        skip_ws_run(c);
+}
+
+static void skip_ws_run(cursor *c)
 {
     const char *from = c->p;
     while (c->p < c->end && IS_WS(*c->p))
@@ -94,16 +104,19 @@ static int hex4(const char *p, uint32_t *v)
     return 0;
 }
 
-/* Whether any of the 8 bytes in w is a quote, a backslash, a control
- * character or not ASCII (the bytes scan_string must look at one by one).
- * Exact as a yes/no; which byte it is, is left to the byte loop. */
-static int has_special(uint64_t w)
+/* The bytes of w (8 bytes of text, the first in its lowest byte on a
+ * little-endian machine) that are a quote, a backslash, a control
+ * character or not ASCII, the bytes scan_string must look at one by one:
+ * the high bit of each such byte. Exact as a yes/no, and in its lowest set
+ * bit (a borrow only runs upward, from a byte that is flagged rightly);
+ * bits above that one may be wrong. */
+static uint64_t special_bytes(uint64_t w)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
     uint64_t zero_q = (q - ones) & ~q, zero_b = (b - ones) & ~b;
     uint64_t below_space = (w - ones * 0x20) & ~w;
-    return ((zero_q | zero_b | below_space) & highs) || (w & highs);
+    return (zero_q | zero_b | below_space | w) & highs;
 }
 
 /* A string, the cursor just past its opening quote. Leaves the cursor past
@@ -112,12 +125,19 @@ static int scan_string(cursor *c, int *escaped)
 {
     *escaped = 0;
     for (;;) {
-        /* Most string text is plain ASCII: skip it 8 bytes at a time. */
+        /* Most string text is plain ASCII: skip it 8 bytes at a time, and
+         * straight to the first byte that needs a look (most strings are
+         * short: that byte is often the closing quote). */
         while (c->end - c->p >= 8) {
             uint64_t w;
             memcpy(&w, c->p, 8);
-            if (has_special(w))
+            uint64_t special = special_bytes(w);
+            if (special) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                c->p += __builtin_ctzll(special) >> 3;
+#endif
                 break;
+            }
             c->p += 8;
         }
         if (c->p >= c->end)
