@@ -691,37 +691,53 @@ sb_event *sb_event_clone(const sb_event *src)
 /* Built by hand into one buffer, sized once: this runs once per event on
  * the source's thread, where temporary JSON values, a printf or the
  * buffer's growth by doubling would cost more than the text. */
+size_t sb_event_payload_size_hint(const sb_event *ev)
+{
+    return 64 + strlen(ev->id) + (ev->source ? strlen(ev->source) : 4) +
+           (ev->raw ? ev->raw_len + ev->sets.len : 256);
+}
+
+int sb_event_append_payload(const sb_event *ev, sb_strbuf *b)
+{
+    size_t mark = b->len;
+    char num[48];
+    sb_strbuf_add(b, "{\"id\":", 6);
+    if (sb_json_quote(b, ev->id, strlen(ev->id)) != 0)
+        goto fail;
+    sb_strbuf_add(b, ",\"source\":", 10);
+    if (!ev->source)
+        sb_strbuf_add(b, "null", 4);
+    else if (sb_json_quote(b, ev->source, strlen(ev->source)) != 0)
+        goto fail;
+    sb_strbuf_add(b, ",\"received_us\":", 15);
+    sb_strbuf_add(b, num, sb_i64_text(num, ev->received_us));
+    sb_strbuf_add(b, ",\"fields\":", 10);
+    if (ev->raw)
+        add_fields_text(b, ev);
+    else if (sb_json_dump(b, ev->fields) != 0)
+        goto fail;
+    sb_strbuf_add(b, "}", 1);
+    return 0;
+fail:
+    b->len = mark;
+    if (b->p)
+        b->p[mark] = '\0';
+    return -1;
+}
+
 char *sb_event_to_payload(const sb_event *ev, size_t *len)
 {
-    size_t id_len = strlen(ev->id), src_len = ev->source ? strlen(ev->source) : 4;
     sb_strbuf b = {0};
-    /* the common case (nothing to escape) in one allocation */
-    b.cap = 64 + id_len + src_len + (ev->raw ? ev->raw_len + ev->sets.len : 256);
+    b.cap = sb_event_payload_size_hint(ev); /* the common case (nothing to escape) in one allocation */
     b.p = sb_xmalloc(b.cap);
     b.p[0] = '\0';
-    char num[48];
-    sb_strbuf_add(&b, "{\"id\":", 6);
-    if (sb_json_quote(&b, ev->id, id_len) != 0)
-        goto fail;
-    sb_strbuf_add(&b, ",\"source\":", 10);
-    if (!ev->source)
-        sb_strbuf_add(&b, "null", 4);
-    else if (sb_json_quote(&b, ev->source, src_len) != 0)
-        goto fail;
-    sb_strbuf_add(&b, ",\"received_us\":", 15);
-    sb_strbuf_add(&b, num, sb_i64_text(num, ev->received_us));
-    sb_strbuf_add(&b, ",\"fields\":", 10);
-    if (ev->raw)
-        add_fields_text(&b, ev);
-    else if (sb_json_dump(&b, ev->fields) != 0)
-        goto fail;
-    sb_strbuf_add(&b, "}", 1);
+    if (sb_event_append_payload(ev, &b) != 0) {
+        free(b.p);
+        return NULL;
+    }
     if (len)
         *len = b.len;
     return b.p;
-fail:
-    free(b.p);
-    return NULL;
 }
 
 sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr_size)
