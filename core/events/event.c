@@ -19,8 +19,10 @@
 
 static void drop_raw(sb_event *ev);
 
-/* The longest text sb_event_new_json() keeps in the event's own block. */
+/* The longest text sb_event_new_json() keeps in the event's own block, and
+ * the most top-level members it indexes there as it checks the text. */
 #define EVENT_BLOCK_TEXT_MAX 4096
+#define EVENT_INDEX_MAX 32
 
 struct sb_peek_s {
     size_t key; /* offset in peek_keys */
@@ -85,9 +87,11 @@ void sb_event_set_received_us(sb_event *ev, int64_t us) { ev->received_us = us; 
 /* Only once the fields exist: the text is their only copy before. */
 static void drop_raw(sb_event *ev)
 {
-    free(ev->index); /* points into raw */
+    if (!ev->index_in_block) /* else made by the scan, in the event's block */
+        free(ev->index); /* points into raw */
     ev->index = NULL;
     ev->nindex = 0;
+    ev->index_in_block = 0;
     if (!ev->in_block)
         free(ev->raw);
     ev->raw = NULL;
@@ -326,10 +330,14 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
      * by the scan that checks it: what the ledger stores and sinks publish
      * is then smaller, and compact JSON is copied as is (a second pass to
      * drop the whitespace was a twentieth of the pubsub step's thread). */
+    /* The same scan notes where each top-level member is: the index that
+     * field lookups use (a sink's attributes), which a walk of the text on
+     * the step's thread made before. */
     char compact[EVENT_BLOCK_TEXT_MAX];
-    size_t compact_len = 0;
-    char *out = len <= sizeof compact ? compact : NULL; /* longer texts are kept as they came */
-    if (!sb_json_scan_object(text, len, id_field, &m, &spaced, out, &compact_len) ||
+    sb_json_span spans[EVENT_INDEX_MAX];
+    sb_json_compact made = {compact, 0, spans, EVENT_INDEX_MAX, 0};
+    sb_json_compact *out = len <= sizeof compact ? &made : NULL; /* longer texts are kept as they came */
+    if (!sb_json_scan_object(text, len, id_field, &m, &spaced, out) ||
         (id_field && m.kind == SB_JSON_MEMBER_UNDECIDED)) {
         /* Refused (jansson words the reason), or the id needs unescaping.
          * NULs first: jansson skips some, and the text must stay a C string. */
@@ -356,11 +364,12 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
         return refuse(EINVAL, errstr, errstr_size, "no event id: the text has none and no fallback was given");
     }
     const char *open;
-    size_t raw_len;
+    size_t raw_len, nindex = 0;
     if (!obj && out) {
         open = compact;
-        raw_len = compact_len;
+        raw_len = made.len;
         spaced = 0;
+        nindex = made.n_spans == SIZE_MAX ? 0 : made.n_spans; /* 0: made on the first lookup, as for others */
     } else { /* the text from its '{' to its '}' (checked: it is an object) */
         while (len && text[len - 1] != '}')
             len--;
@@ -374,13 +383,15 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
      * gives its memory back. */
     const char *id = own_len ? own : fallback_id;
     size_t id_len = own_len ? own_len : strlen(fallback_id);
-    int in_block = raw_len <= EVENT_BLOCK_TEXT_MAX;
-    sb_event *ev = malloc(sizeof *ev + (in_block ? id_len + 1 + raw_len + 1 : 0));
+    int in_block = raw_len <= EVENT_BLOCK_TEXT_MAX; /* true whenever nindex > 0 */
+    size_t index_size = nindex * sizeof(sb_json_span);
+    sb_event *ev = malloc(sizeof *ev + (in_block ? index_size + id_len + 1 + raw_len + 1 : 0));
     if (ev) {
         memset(ev, 0, sizeof *ev);
         ev->in_block = (unsigned)in_block;
         if (in_block) {
-            ev->id = (char *)(ev + 1);
+            ev->index = nindex ? (sb_json_span *)(ev + 1) : NULL; /* first: its pointers stay aligned */
+            ev->id = (char *)(ev + 1) + index_size;
             ev->raw = ev->id + id_len + 1;
         } else {
             ev->id = malloc(id_len + 1);
@@ -393,6 +404,12 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
         memcpy(ev->raw, open, raw_len);
         ev->raw[raw_len] = '\0';
         ev->raw_len = raw_len;
+        for (size_t i = 0; i < nindex; i++) /* the spans point into `compact`: move them to the copy */
+            ev->index[i] = (sb_json_span){ev->raw + (spans[i].key - compact), spans[i].key_len,
+                                          ev->raw + (spans[i].value - compact), spans[i].value_len,
+                                          spans[i].key_escaped};
+        ev->nindex = nindex;
+        ev->index_in_block = nindex > 0;
         ev->raw_compact = !obj && !spaced; /* jansson's path did not say */
         ev->fields = obj; /* NULL (not parsed yet) on the fast path */
         return ev;

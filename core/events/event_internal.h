@@ -29,6 +29,7 @@ struct sb_event {
     unsigned raw_compact : 1;  /* raw has no whitespace between tokens (sb_event_append_json copies it as is) */
     unsigned in_block : 1;     /* id and raw were allocated with the event (sb_event_new_json) */
     unsigned source_owned : 1; /* source is the event's own copy */
+    unsigned index_in_block : 1; /* index was made by the scan, in the event's block */
     sb_strbuf sets;  /* ,"key":value for each setter call since, in order (a later key wins) */
     /* Members read from the text while `fields` is NULL: a few per event,
      * so a short array (keys in peek_keys) rather than a jansson object,
@@ -36,7 +37,9 @@ struct sb_event {
     struct sb_peek_s *peek; /* owned, values owned */
     size_t npeek, peek_cap;
     sb_strbuf peek_keys;
-    struct sb_json_span_s *index; /* the raw text's members, made on the first read; owned, may be NULL */
+    /* the raw text's members: made by the scan that checked the text (in
+     * this block, index_in_block), else on the first read (owned); may be NULL */
+    struct sb_json_span_s *index;
     size_t nindex;
 };
 

@@ -25,6 +25,10 @@ typedef struct {
     const char *copied;
 } cursor;
 
+/* Where text position p (not before `copied`) lands in the compact copy:
+ * nothing between `copied` and p was skipped. */
+static const char *out_at(const cursor *c, const char *p) { return c->out + (p - c->copied); }
+
 /* Copy what is still to be copied of the text, up to `to`. */
 static void copy_up_to(cursor *c, const char *to)
 {
@@ -262,13 +266,16 @@ static int scan_literal(cursor *c)
 }
 
 int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member, int *spaced,
-                        char *out, size_t *out_len)
+                        sb_json_compact *out)
 {
     /* one bit per open container: 1 object, 0 array */
     unsigned char stack[(JSON_PARSER_MAX_DEPTH + 7) / 8];
     size_t open = 0;
     size_t keylen = key ? strlen(key) : 0;
     int at_key = 0; /* the value being scanned belongs to the member asked for */
+    /* the top-level member being recorded in out->spans, if any: set at its
+     * key, its value's end set when the scan is back at the top level */
+    sb_json_span *span = NULL;
     enum { VALUE, KEY, AFTER } state = VALUE;
     cursor c = {text, text + len, 0, NULL, NULL};
     if (member)
@@ -279,14 +286,17 @@ int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_m
     if (c.p == c.end || *c.p != '{') /* json_loadb without JSON_DECODE_ANY; we want an object */
         return 0;
     c.spaced = 0; /* only what is between the braces counts */
-    c.out = out;
+    if (out) {
+        c.out = out->text;
+        out->n_spans = 0;
+    }
     c.copied = c.p;
     for (;;) {
         int spaced_inside = c.spaced;
         if (state == AFTER && open == 0) { /* the closing brace read: the rest may only be whitespace */
             if (out) {
                 copy_up_to(&c, c.p);
-                *out_len = (size_t)(c.out - out);
+                out->len = (size_t)(c.out - out->text);
                 c.out = NULL;
             }
             skip_ws(&c);
@@ -304,7 +314,10 @@ int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_m
                 state = in_object ? KEY : VALUE;
             } else if (*c.p == (in_object ? '}' : ']')) {
                 c.p++;
-                open--;
+                if (--open == 1 && span) { /* a top-level member's object or array ends */
+                    span->value_len = (size_t)(out_at(&c, c.p) - span->value);
+                    span = NULL;
+                }
             } else {
                 return 0;
             }
@@ -319,6 +332,16 @@ int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_m
             const char *k = ++c.p;
             if (scan_string(&c, &escaped) != 0)
                 return 0;
+            if (open == 1 && out && out->n_spans != SIZE_MAX) {
+                if (out->n_spans == out->max_spans) {
+                    out->n_spans = SIZE_MAX; /* too many to index here */
+                } else {
+                    span = &out->spans[out->n_spans++];
+                    span->key = out_at(&c, k);
+                    span->key_len = (size_t)(c.p - 1 - k);
+                    span->key_escaped = escaped;
+                }
+            }
             at_key = 0;
             if (open == 1 && key && member) {
                 if (escaped)
@@ -339,6 +362,8 @@ int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_m
         char ch = *c.p;
         int rc = 0, escaped = 0;
         const char *vstart = c.p;
+        if (span && open == 1) /* a top-level member's value starts */
+            span->value = out_at(&c, c.p);
         state = AFTER;
         if (ch == '{' || ch == '[') {
             c.p++;
@@ -366,6 +391,10 @@ int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_m
         }
         if (rc != 0)
             return 0;
+        if (span && open == 1) { /* a scalar, or an empty object or array: its end is here */
+            span->value_len = (size_t)(out_at(&c, c.p) - span->value);
+            span = NULL;
+        }
         if (at_key) {
             at_key = 0;
             if (member->kind == SB_JSON_MEMBER_UNDECIDED)

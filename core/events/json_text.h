@@ -33,6 +33,24 @@ typedef struct {
     size_t len;
 } sb_json_member;
 
+/* One top-level member of a JSON object's text: pointers into that text. */
+typedef struct sb_json_span_s {
+    const char *key; /* inside the quotes, as written (escapes not undone) */
+    size_t key_len;
+    const char *value; /* the value's whole JSON text, a string's quotes included */
+    size_t value_len;
+    int key_escaped;
+} sb_json_span;
+
+/* What sb_json_scan_object() writes besides its verdict, when asked. */
+typedef struct {
+    char *text;   /* room for len bytes: the object's text without whitespace between tokens */
+    size_t len;   /* out: its length */
+    sb_json_span *spans; /* room for max_spans: the top-level members, pointing into `text` */
+    size_t max_spans;
+    size_t n_spans; /* out: how many; SIZE_MAX when there were more than max_spans */
+} sb_json_compact;
+
 /* 1 if text[0..len) is what json_loadb(text, len, 0, ...) accepts and its
  * value is an object, else 0: the same grammar, UTF-8 and escape rules
  * (\u0000 and unpaired surrogates refused), integer range (int64) and real
@@ -43,21 +61,13 @@ typedef struct {
  * name (jansson keeps the last of duplicate keys). With `spaced` non-NULL,
  * *spaced is 0 when an accepted object has no whitespace between its
  * braces outside strings (it is already compact), else 1. With `out`
- * non-NULL (room for len bytes), an accepted object's text from its '{' to
- * its '}' without that whitespace is written there, its length in
- * *out_len: the same JSON, its strings and numbers as written, made while
- * scanning (a copy per run of whitespace) rather than in a second pass. */
+ * non-NULL, an accepted object's text from its '{' to its '}' without that
+ * whitespace is written to out->text: the same JSON, its strings and
+ * numbers as written, made while scanning (a copy per run of whitespace)
+ * rather than in a second pass; and its top-level members, what
+ * sb_json_members() would find in that copy, to out->spans. */
 int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member, int *spaced,
-                        char *out, size_t *out_len);
-
-/* One top-level member of a JSON object's text: pointers into that text. */
-typedef struct sb_json_span_s {
-    const char *key; /* inside the quotes, as written (escapes not undone) */
-    size_t key_len;
-    const char *value; /* the value's whole JSON text, a string's quotes included */
-    size_t value_len;
-    int key_escaped;
-} sb_json_span;
+                        sb_json_compact *out);
 
 /* The top-level members, in order, of text that is known to be valid: an
  * object ("{...}") or a member list as the event's setters write it

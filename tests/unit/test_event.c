@@ -124,7 +124,8 @@ START_TEST(escaped_keys_fall_back_to_the_tree)
 }
 END_TEST
 
-/* A key the text never names is absent without building the member index
+/* The scan that checks a text indexes its members (up to 32); past that, a
+ * key the text never names is absent without building the member index
  * (the freshness metrics look up finished_at on every event); a key spelt
  * only with escapes is still found. */
 START_TEST(absent_keys_cost_no_index)
@@ -133,10 +134,23 @@ START_TEST(absent_keys_cost_no_index)
     const char *text = "{\"id\":\"k1\",\"table\":\"orders\"}";
     sb_event *ev = sb_event_new_json("fb", "id", text, strlen(text), err, sizeof err);
     ck_assert_ptr_nonnull(ev);
+    ck_assert_ptr_nonnull(ev->index); /* made by the scan */
+    ck_assert_uint_eq(ev->nindex, 2);
+    ck_assert_ptr_null(sb_event_get_string(ev, "finished_at"));
+    ck_assert_str_eq(sb_event_get_string(ev, "table"), "orders");
+    sb_event_free(ev);
+    char wide[1024] = "{"; /* more members than the scan indexes */
+    for (int i = 0; i < 40; i++)
+        snprintf(wide + strlen(wide), sizeof wide - strlen(wide), "\"m%02d\":%d,", i, i);
+    strcat(wide, "\"table\":\"orders\"}");
+    ev = sb_event_new_json("fb", NULL, wide, strlen(wide), err, sizeof err);
+    ck_assert_msg(ev != NULL, "%s", err);
+    ck_assert_ptr_null(ev->index);
     ck_assert_ptr_null(sb_event_get_string(ev, "finished_at"));
     ck_assert_ptr_null(ev->index);
     ck_assert_str_eq(sb_event_get_string(ev, "table"), "orders");
     ck_assert_ptr_nonnull(ev->index);
+    ck_assert_uint_eq(ev->nindex, 41);
     sb_event_free(ev);
     const char *esc = "{\"id\":\"k2\",\"finished\\u005fat\":\"2026-12-06T00:00:00Z\"}";
     ev = sb_event_new_json("fb", "id", esc, strlen(esc), err, sizeof err);

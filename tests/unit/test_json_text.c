@@ -58,8 +58,10 @@ static void agree(const char *text, size_t len, const char *key)
     sb_json_member m;
     int spaced = -1;
     char *out = malloc(len + 1);
-    size_t out_len = 0;
-    int ok = sb_json_scan_object(text, len, key, &m, &spaced, out, &out_len);
+    sb_json_span spans[8]; /* few: documents with more members check the overflow */
+    sb_json_compact made = {out, 0, spans, sizeof spans / sizeof *spans, 0};
+    int ok = sb_json_scan_object(text, len, key, &m, &spaced, &made);
+    size_t out_len = made.len;
     json_error_t err;
     json_t *obj = json_loadb(text, len, 0, &err);
     int want = json_is_object(obj);
@@ -93,6 +95,23 @@ static void agree(const char *text, size_t len, const char *key)
             if (*p == out[kept])
                 kept++;
         ck_assert_msg(kept == out_len, "compact [%.*s] is not a subsequence of its text", (int)out_len, out);
+        /* the members noted on the way are what a walk of the copy finds */
+        size_t n = 0;
+        sb_json_span *walked = sb_json_members(out, out_len, &n);
+        if (made.n_spans == SIZE_MAX) {
+            ck_assert_msg(n > made.max_spans, "overflow with %zu members in [%.*s]", n, (int)out_len, out);
+        } else {
+            ck_assert_msg(made.n_spans == n, "%zu spans, the walk found %zu in [%.*s]", made.n_spans, n,
+                          (int)out_len, out);
+            for (size_t i = 0; i < n; i++)
+                ck_assert_msg(spans[i].key == walked[i].key && spans[i].key_len == walked[i].key_len &&
+                                  spans[i].value == walked[i].value && spans[i].value_len == walked[i].value_len &&
+                                  spans[i].key_escaped == walked[i].key_escaped,
+                              "member %zu: [%.*s]=[%.*s], the walk [%.*s]=[%.*s] in [%.*s]", i, (int)spans[i].key_len,
+                              spans[i].key, (int)spans[i].value_len, spans[i].value, (int)walked[i].key_len,
+                              walked[i].key, (int)walked[i].value_len, walked[i].value, (int)out_len, out);
+        }
+        free(walked);
     }
     free(out);
     /* the unchecked lookup finds what jansson keeps, for plain keys */
