@@ -329,8 +329,8 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
     /* The text is kept without the whitespace between its tokens, written
      * by the scan that checks it: what the ledger stores and sinks publish
      * is then smaller, and compact JSON is copied as is (a second pass to
-     * drop the whitespace was a twentieth of the pubsub step's thread). */
-    /* The same scan notes where each top-level member is: the index that
+     * drop the whitespace was a twentieth of the pubsub step's thread).
+     * The same scan notes where each top-level member is: the index that
      * field lookups use (a sink's attributes), which a walk of the text on
      * the step's thread made before. */
     char compact[EVENT_BLOCK_TEXT_MAX];
@@ -444,8 +444,10 @@ static const char *intern(const char *s)
         return found;
     pthread_mutex_lock(&interned_lock);
     size_t n = n_interned;
-    if (!(found = interned_find(s, n)) && n < INTERNED_MAX && (interned[n] = strdup(s)))
-        __atomic_store_n(&n_interned, n + 1, __ATOMIC_RELEASE), found = interned[n];
+    if (!(found = interned_find(s, n)) && n < INTERNED_MAX && (interned[n] = strdup(s))) {
+        found = interned[n];
+        __atomic_store_n(&n_interned, n + 1, __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&interned_lock);
     return found;
 }
@@ -705,9 +707,10 @@ sb_event *sb_event_clone(const sb_event *src)
     return ev;
 }
 
-/* Built by hand into one buffer, sized once: this runs once per event on
- * the source's thread, where temporary JSON values, a printf or the
- * buffer's growth by doubling would cost more than the text. */
+/* The payload is written by hand into a buffer sized once (from this
+ * hint): it runs once per event on the source's thread, where temporary
+ * JSON values, a printf or the buffer's growth by doubling would cost more
+ * than the text. */
 size_t sb_event_payload_size_hint(const sb_event *ev)
 {
     return 64 + strlen(ev->id) + (ev->source ? strlen(ev->source) : 4) +
