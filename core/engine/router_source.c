@@ -83,8 +83,9 @@ static void release_reservations(source_rt *src, prepared *p)
 }
 
 /* The payload of each event that matched a route, all in one buffer
- * (sized for them up front: growing it would copy them again), a NUL after
- * each. -1 if one cannot be written as JSON. */
+ * (sized from their hints up front, as growing it copies them again; it
+ * still grows when a hint falls short), a NUL after each. -1 if one cannot
+ * be written as JSON. */
 static int serialise(source_rt *src, prepared *p)
 {
     size_t *at = sb_xmalloc((p->n ? p->n : 1) * sizeof *at); /* each payload's offset; SIZE_MAX: none */
@@ -513,7 +514,7 @@ int sb_router_requeue(sb_router *r, const sb_ledger_pending *p, int wait)
         return -1;
     }
     if (p->added_json) {
-        json_t *added = json_loads(p->added_json, 0, NULL);
+        json_t *added = json_loads(p->added_json, JSON_ALLOW_NUL, NULL); /* a step may add "\u0000" */
         sb_event_merge_fields(ev, added);
         json_decref(added);
     }

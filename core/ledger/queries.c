@@ -73,7 +73,7 @@ static int emit_pending(sqlite3 *db, sqlite3_stmt *st, sqlite3_stmt *mem,
             continue;
         }
         const char *a = (const char *)sqlite3_column_text(mem, 2);
-        json_t *obj = a ? json_loads(a, 0, NULL) : NULL;
+        json_t *obj = a ? json_loads(a, JSON_ALLOW_NUL, NULL) : NULL; /* a step may add "\u0000" */
         if (json_is_object(obj))
             json_object_update(added, obj);
         json_decref(obj);
@@ -252,7 +252,7 @@ static json_t *row_to_json(sqlite3_stmt *st)
 {
     json_t *fields = NULL;
     const char *payload = (const char *)sqlite3_column_text(st, 10);
-    json_t *doc = payload ? json_loads(payload, 0, NULL) : NULL;
+    json_t *doc = payload ? json_loads(payload, JSON_ALLOW_NUL, NULL) : NULL;
     if (doc && json_object_get(doc, "fields"))
         fields = json_incref(json_object_get(doc, "fields"));
     json_decref(doc);
@@ -453,7 +453,7 @@ json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errs
         json_object_set_new(s, "attempts", json_integer(sqlite3_column_int(mem, 2)));
         json_object_set_new(s, "completed_us", json_integer(sqlite3_column_int64(mem, 3)));
         const char *a = (const char *)sqlite3_column_text(mem, 4);
-        json_t *added = a ? json_loads(a, 0, NULL) : NULL;
+        json_t *added = a ? json_loads(a, JSON_ALLOW_NUL, NULL) : NULL;
         json_object_set_new(s, "added", added ? added : json_null());
         json_array_append_new(steps, s);
     }

@@ -408,7 +408,7 @@ START_TEST(resume_starts_at_first_unfinished_step)
     sb_ledger_new n = {.event_id = "crashed-1", .route = "r", .source = "src", .payload = payload, .received_us = 1};
     ck_assert_int_eq(sb_ledger_accept(h.ledger, "src", NULL, &n, 1, err, sizeof err), 0);
     sb_ledger_step a = {.entry_id = n.entry_id, .step = 0, .member = "a", .attempts = 1,
-                        .added_json = "{\"from_a\": \"yes\"}"};
+                        .added_json = "{\"from_a\": \"yes\", \"nul\": \"a\\u0000b\"}"}; /* a NUL: still read */
     sb_ledger_steps_done(h.ledger, &a, 1);
     sb_ledger_sync(h.ledger);
     h_run(&h);
