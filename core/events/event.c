@@ -204,8 +204,9 @@ static int text_may_name(const char *raw, size_t len, const char *key)
 }
 
 /* Member `key` of an event without a tree, as text: what was set since
- * (which wins), else the source's text through its member index, made on
- * the first lookup that may find something. */
+ * (which wins), else the source's text through its member index: made by
+ * the scan that checked the text, or else on the first lookup that may
+ * find something. */
 static void text_member(sb_event *ev, const char *key, sb_json_member *m)
 {
     *m = (sb_json_member){SB_JSON_MEMBER_ABSENT, NULL, 0};
@@ -439,8 +440,9 @@ static const char *interned_find(const char *s, size_t n)
 
 static const char *intern(const char *s)
 {
-    const char *found = interned_find(s, __atomic_load_n(&n_interned, __ATOMIC_ACQUIRE));
-    if (found)
+    size_t seen = __atomic_load_n(&n_interned, __ATOMIC_ACQUIRE);
+    const char *found = interned_find(s, seen);
+    if (found || seen == INTERNED_MAX) /* full: no lock taken per event for the names that missed it */
         return found;
     pthread_mutex_lock(&interned_lock);
     size_t n = n_interned;
@@ -688,7 +690,10 @@ sb_event *sb_event_clone(const sb_event *src)
 {
     sb_event *ev = sb_xcalloc(1, sizeof *ev);
     ev->id = sb_strdup(src->id);
-    sb_event_set_source(ev, src->source);
+    if (src->source_owned)
+        sb_event_set_source(ev, src->source);
+    else
+        ev->source = src->source; /* interned, or NULL */
     ev->received_us = src->received_us;
     if (src->raw) { /* the text is the whole truth (invariant): copy it, not the tree */
         ev->raw = sb_xmalloc(src->raw_len + 1);
@@ -713,7 +718,7 @@ sb_event *sb_event_clone(const sb_event *src)
  * than the text. */
 size_t sb_event_payload_size_hint(const sb_event *ev)
 {
-    return 64 + strlen(ev->id) + (ev->source ? strlen(ev->source) : 4) +
+    return 66 + strlen(ev->id) + (ev->source ? strlen(ev->source) : 4) + /* 66: the names, quotes, 20 digits */
            (ev->raw ? ev->raw_len + ev->sets.len : 256);
 }
 

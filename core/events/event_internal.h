@@ -59,8 +59,9 @@ json_t *sb_event_member(const sb_event *ev, const char *key);
  * written as JSON. */
 char *sb_event_to_payload(const sb_event *ev, size_t *len);
 /* The same payload appended to b (-1, b as it was, if a field cannot be
- * written as JSON), and the bytes it takes unless something in it needs
- * escaping: for a batch's payloads written into one buffer. */
+ * written as JSON), and a guess of the bytes it takes (exact but for
+ * escapes, and for the fields of an event that is no longer text): for a
+ * batch's payloads written into one buffer. */
 int sb_event_append_payload(const sb_event *ev, sb_strbuf *b);
 size_t sb_event_payload_size_hint(const sb_event *ev);
 /* Rebuild from a payload; NULL with errstr if it is not one. */

@@ -44,7 +44,8 @@ typedef struct sb_json_span_s {
 
 /* What sb_json_scan_object() writes besides its verdict, when asked. */
 typedef struct {
-    char *text;   /* room for len bytes: the object's text without whitespace between tokens */
+    char *text;   /* room for as many bytes as the text scanned, apart from it: the object's
+                   * text without whitespace between tokens */
     size_t len;   /* out: its length */
     sb_json_span *spans; /* room for max_spans: the top-level members, pointing into `text` */
     size_t max_spans;

@@ -42,7 +42,8 @@ sb_event *sb_event_new_with_fields(const char *event_id, json_t *fields);
  * `fallback_id`. The text is checked here (exactly as json_loadb() would
  * check it) but not parsed: the core writes it to the run ledger as is
  * (since ABI 2.5 without the whitespace between its tokens, when the text
- * is at most 4 KiB; strings and numbers stay as written), reads single fields from it (sb_event_get_string() and the like, route
+ * is at most 4 KiB and its id needs no unescaping; strings and numbers stay
+ * as written), reads single fields from it (sb_event_get_string() and the like, route
  * matches, templates) and builds the fields object only when something asks
  * for all of it (sb_event_fields()). Setters and sb_event_add() keep the
  * text current; sb_event_fields() hands out the object and drops the text.
@@ -86,7 +87,9 @@ json_t *sb_event_get_value(const sb_event *ev, const char *key);
 
 /* Field `key` as the JSON text the event holds it in, for sinks that copy
  * values into JSON they write: a string with its quotes and escapes as the
- * source wrote them, a number, object or array as written. Returns 1 with
+ * source wrote them, a number, object or array as written (since ABI 2.5
+ * without the whitespace between tokens, as sb_event_new_json() keeps a
+ * text of up to 4 KiB). Returns 1 with
  * *text (*len bytes, not NUL-terminated), 0 when the event has no such
  * field, or -1 when the field is not held as text (an event built from a
  * tree, after sb_event_fields(), or a key written with escapes, whose
