@@ -39,6 +39,35 @@ int sb_ledger__exec_sql_patient(sqlite3 *db, const char *sql, char *err, size_t 
     }
 }
 
+/* sb_payload_line(payload, span, k): entry k's payload in a payload row
+ * (ENTRY_PAYLOAD in ledger_internal.h): the row whole if it holds one
+ * entry, else its line k; NULL if the row holds no entry k. */
+static void payload_line(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    const char *p = (const char *)sqlite3_value_text(argv[0]);
+    int64_t span = sqlite3_value_int64(argv[1]), k = sqlite3_value_int64(argv[2]);
+    if (!p || k < 0 || k >= (span > 1 ? span : 1))
+        return; /* NULL */
+    const char *end = p + sqlite3_value_bytes(argv[0]);
+    if (span > 1) {
+        for (; k > 0 && p; k--) {
+            p = memchr(p, '\n', (size_t)(end - p));
+            p = p ? p + 1 : NULL;
+        }
+        if (!p)
+            return;
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl)
+            end = nl;
+    }
+    sqlite3_result_text(ctx, p, (int)(end - p), SQLITE_TRANSIENT);
+}
+
+#ifndef SQLITE_INNOCUOUS /* SQLite before 3.31 */
+#define SQLITE_INNOCUOUS 0
+#endif
+
 sqlite3 *sb_ledger__open_conn(const char *path, char *err, size_t errsz)
 {
     sqlite3 *db = NULL;
@@ -50,6 +79,12 @@ sqlite3 *sb_ledger__open_conn(const char *path, char *err, size_t errsz)
     }
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(db, 1);
+    if (sqlite3_create_function_v2(db, "sb_payload_line", 3, SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS,
+                                   NULL, payload_line, NULL, NULL, NULL) != SQLITE_OK) {
+        sb_err(err, errsz, "cannot open %s: %s", path, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return NULL;
+    }
     return db;
 }
 

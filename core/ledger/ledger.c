@@ -62,12 +62,16 @@ static const char *const wsql[W_COUNT] = {
                    " DO UPDATE SET progress = excluded.progress, updated_us = excluded.updated_us",
     /* keep_payload: until_settled, after W_LAST_STEPS or W_ENTRY_DONE with
      * the same ids (a range after W_LAST_STEPS_RANGE or W_ENTRY_DONE): the
-     * payloads of those that are done now. An entry that was dead already
-     * keeps its payload (dlq replay needs it). */
-    [W_DROP_PAYLOADS] = "DELETE FROM payloads WHERE id IN (SELECT id FROM entries WHERE"
-                        " id IN (SELECT value FROM json_each(?1)) AND state = 1)",
-    [W_DROP_PAYLOADS_RANGE] = "DELETE FROM payloads WHERE id IN (SELECT id FROM entries WHERE"
-                              " id BETWEEN ?1 AND ?4 AND state = 1)",
+     * payload rows of those entries, once every entry a row holds is done.
+     * An entry that was dead already keeps its payload (dlq replay needs
+     * it), and so do the others of its row, an entry still pending too. */
+    [W_DROP_PAYLOADS] = "DELETE FROM payloads WHERE id IN (SELECT " PAYLOAD_ROW_OF("value")
+                        " FROM json_each(?1)) AND " PAYLOAD_ROW_SETTLED,
+    [W_DROP_PAYLOADS_RANGE] = "DELETE FROM payloads WHERE id BETWEEN coalesce(" PAYLOAD_ROW_OF("?1")
+                              ", ?1) AND ?4 AND " PAYLOAD_ROW_SETTLED,
+    /* The payloads of ROWS_PER_INSERT entries accepted together, as one
+     * row (writer.c, accept_rows). */
+    [W_PAYLOAD_GROUP] = "INSERT INTO payloads(id, payload, span) VALUES(?1, ?2, ?3)",
 };
 
 /* The INSERTs: the head, then the row `rows` times, its parameters
@@ -158,6 +162,7 @@ static void free_ledger(sb_ledger *l)
     sb_ledger__opbuf_free(&l->cur);
     sb_ledger__opbuf_free(&l->held);
     free(l->ids.p);
+    free(l->group.p);
     if (l->cdb)
         sqlite3_close(l->cdb);
     pthread_mutex_destroy(&l->ckmu);

@@ -27,7 +27,7 @@
 #include "ledger/ledger.h"
 #include "util/util.h"
 
-#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION 7
 #define BUSY_TIMEOUT_MS 10000
 /* Above this many queued ops the writer stops gathering and commits. */
 #define GATHER_MAX 4096
@@ -107,6 +107,7 @@ enum {
     W_INSERT_ROWS,
     W_PAYLOAD,
     W_PAYLOAD_ROWS,
+    W_PAYLOAD_GROUP,
     W_FIND,
     W_CHECKPOINT,
     W_MEMBER,
@@ -127,11 +128,25 @@ enum {
 };
 
 
-/* What readers select from: each entry with its payload. Both are written
- * in one transaction; the outer join still shows an entry whose payload
- * went missing (a payload of NULL fails its resume with an error) instead
- * of hiding it. */
-#define ENTRY_ROWS "entries LEFT JOIN payloads USING (id)"
+/* Payload rows (schema 7): a row holds the payloads of `span` entries
+ * with consecutive ids, from entry `id` on, one per line (JSON Lines),
+ * written with them in one transaction; a row of span 1 holds one payload
+ * whole, newlines and all. PAYLOAD_ROW_OF(e): the id of the row that would
+ * hold entry e's payload (the last one starting at or before it).
+ * ENTRY_PAYLOAD: entry `entries.id`'s payload, NULL when it has none (an
+ * entry is never hidden for that: a payload of NULL fails its resume with
+ * an error). sb_payload_line() is registered on every connection (db.c). */
+#define PAYLOAD_ROW_OF(entry) "(SELECT id FROM payloads WHERE id <= " entry " ORDER BY id DESC LIMIT 1)"
+#define ENTRY_PAYLOAD                                                                                               \
+    "(SELECT sb_payload_line(payload, span, entries.id - id) FROM payloads WHERE id <= entries.id"                \
+    " ORDER BY id DESC LIMIT 1)"
+/* Conditions on a row of payloads (in a DELETE FROM payloads): none of
+ * the entries it holds is left; none is left that is not done. */
+#define PAYLOAD_ROW_UNUSED                                                                                          \
+    "NOT EXISTS (SELECT 1 FROM entries e WHERE e.id BETWEEN payloads.id AND payloads.id + payloads.span - 1)"
+#define PAYLOAD_ROW_SETTLED                                                                                         \
+    "NOT EXISTS (SELECT 1 FROM entries e WHERE e.id BETWEEN payloads.id AND payloads.id + payloads.span - 1"    \
+    " AND e.state <> 1)"
 
 struct sb_ledger {
     char *path;
@@ -160,6 +175,7 @@ struct sb_ledger {
      * transaction; added to `counts` when it commits. */
     int64_t moved[3];
     sb_strbuf ids; /* the writer's JSON array of entry ids for W_STEPS and the like (apply_steps) */
+    sb_strbuf group; /* the writer's payload row of entries accepted together (W_PAYLOAD_GROUP) */
 
     pthread_mutex_t rmu;
     sqlite3 **rfree;

@@ -33,11 +33,14 @@ static void del_add(struct del_list *d, int64_t id, int state)
     d->states[d->n++] = state;
 }
 
-/* Delete the listed entries with their payloads and member records (writer). */
+/* Delete the listed entries with their member records, and their payload
+ * rows once no entry of a row is left (writer). */
 static int delete_entries(sb_ledger *l, struct del_list *d, char *err, size_t errsz)
 {
-    static const char *const sql[] = {"DELETE FROM members WHERE entry_id = ?1", "DELETE FROM payloads WHERE id = ?1",
-                                      "DELETE FROM step_states WHERE entry_id = ?1", "DELETE FROM entries WHERE id = ?1"};
+    static const char *const sql[] = {
+        "DELETE FROM members WHERE entry_id = ?1", "DELETE FROM step_states WHERE entry_id = ?1",
+        "DELETE FROM entries WHERE id = ?1",
+        "DELETE FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND " PAYLOAD_ROW_UNUSED};
     enum { NSQL = sizeof sql / sizeof sql[0] };
     sqlite3_stmt *st[NSQL] = {0};
     int rc = 0;
@@ -237,7 +240,7 @@ static int republish_fn(sb_ledger *l, void *ctx, char *err, size_t errsz)
     struct republish_ctx *c = ctx;
     /* keep_payload: until_settled drops a done entry's payload: nothing to send again */
     sqlite3_stmt *has = NULL;
-    if (sqlite3_prepare_v2(l->wdb, "SELECT 1 FROM payloads WHERE id = ?1", -1, &has, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(l->wdb, "SELECT 1 FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND ?1 < id + span", -1, &has, NULL) != SQLITE_OK)
         return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
     sqlite3_bind_int64(has, 1, c->entry_id);
     int found = sqlite3_step(has) == SQLITE_ROW;

@@ -42,7 +42,7 @@ char *sb_ledger_checkpoint(sb_ledger *l, const char *source, int *failed, char *
 }
 
 #define PENDING_COLS                                                                                               \
-    "id, event_id, route, source, payload, next_step, attempts, first_attempt_us, next_retry_us,"                  \
+    "id, event_id, route, source, " ENTRY_PAYLOAD ", next_step, attempts, first_attempt_us, next_retry_us,"        \
     " (SELECT CASE WHEN count(*) THEN json_group_object(member, json(state)) END FROM step_states"                \
     "  WHERE entry_id = id AND step = next_step AND state IS NOT NULL)"
 
@@ -109,7 +109,7 @@ int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id,
     /* A walk of the entries by id from after_id (schema 6 dropped the index
      * of pending ones): the resume pages through them once. */
     if (sqlite3_prepare_v2(db,
-                           "SELECT " PENDING_COLS " FROM " ENTRY_ROWS " WHERE state = 0 AND id > ?1"
+                           "SELECT " PENDING_COLS " FROM entries WHERE state = 0 AND id > ?1"
                            " AND (?2 IS NULL OR route = ?2) ORDER BY id LIMIT ?3",
                            -1, &st, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, members_sql, -1, &mem, NULL) != SQLITE_OK) {
@@ -204,7 +204,7 @@ int sb_ledger_take_requeued(sb_ledger *l, size_t limit, int (*cb)(const sb_ledge
     }
     /* Prepare before the flags are cleared: past that point every taken
      * entry must be handed out, or it would sit pending until a restart. */
-    if (sqlite3_prepare_v2(db, "SELECT " PENDING_COLS " FROM " ENTRY_ROWS " WHERE id = ?1", -1, &st, NULL) !=
+    if (sqlite3_prepare_v2(db, "SELECT " PENDING_COLS " FROM entries WHERE id = ?1", -1, &st, NULL) !=
             SQLITE_OK ||
         sqlite3_prepare_v2(db, members_sql, -1, &mem, NULL) != SQLITE_OK)
         goto out;
@@ -245,7 +245,7 @@ static json_t *col_json_text(sqlite3_stmt *st, int i)
 }
 
 #define LIST_COLS                                                                                                   \
-    "id, event_id, route, source, state, next_step, attempts, received_us, updated_us, error, payload,"            \
+    "id, event_id, route, source, state, next_step, attempts, received_us, updated_us, error, " ENTRY_PAYLOAD ","  \
     " first_attempt_us, next_retry_us, requeued"
 
 static json_t *row_to_json(sqlite3_stmt *st)
@@ -337,11 +337,11 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
     }
     if (f->state >= 0)
         snprintf(state_cond, sizeof state_cond, "state = %d", f->state);
-    char sql[1024]; /* about 520 bytes */
+    char sql[2048]; /* about 800 bytes */
     snprintf(sql, sizeof sql,
-             "SELECT " LIST_COLS " FROM " ENTRY_ROWS " WHERE"
+             "SELECT " LIST_COLS " FROM entries WHERE"
              " (?1 IS NULL OR route = ?1) AND (?2 IS NULL OR source = ?2) AND %s"
-             " AND (?4 IS NULL OR CAST(json_extract(payload, ?4) AS TEXT) = ?5)"
+             " AND (?4 IS NULL OR CAST(json_extract(" ENTRY_PAYLOAD ", ?4) AS TEXT) = ?5)"
              " AND (?6 = 0 OR received_us >= ?6) AND (?7 = 0 OR received_us < ?7)"
              " ORDER BY id DESC LIMIT ?8",
              state_cond);
@@ -419,7 +419,7 @@ json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errs
         return NULL;
     json_t *o = NULL;
     sqlite3_stmt *st = NULL, *mem = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT " LIST_COLS " FROM " ENTRY_ROWS " WHERE id = ?1", -1, &st, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(db, "SELECT " LIST_COLS " FROM entries WHERE id = ?1", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db,
                            "SELECT step, instance, attempts, completed_us, added FROM members WHERE entry_id = ?1"
                            " ORDER BY step, completed_us, instance",

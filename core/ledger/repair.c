@@ -227,7 +227,7 @@ int sb_ledger_recover(const char *state_dir, FILE *out, char *errstr, size_t err
                 goto out;
         /* a payload without its entry serves nothing; counts are derived */
         if (sb_ledger__exec_sql(db,
-                                "DELETE FROM payloads WHERE id NOT IN (SELECT id FROM entries);"
+                                "DELETE FROM payloads WHERE " PAYLOAD_ROW_UNUSED ";"
                                 "UPDATE counts SET entries = (SELECT count(*) FROM entries e WHERE e.state = counts.state);"
                                 "COMMIT;",
                                 msg, sizeof msg) != 0) {

@@ -234,6 +234,25 @@ static int accept_one(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, in
     return 0;
 }
 
+/* The payloads of ROWS_PER_INSERT entries as one payload row, in
+ * l->group: one per line (schema 7). 0 if one of them has a newline of its
+ * own (JSON text may have one between its tokens; the text a JSON source's
+ * event keeps has none), or the row would pass SQLite's length limit:
+ * those go a row per entry. */
+static int group_payloads(sb_ledger *l, const sb_ledger_new *e)
+{
+    l->group.len = 0;
+    for (int r = 0; r < ROWS_PER_INSERT; r++) {
+        size_t len = e[r].payload_len ? e[r].payload_len : strlen(e[r].payload);
+        if (memchr(e[r].payload, '\n', len) || l->group.len + len + 1 > (size_t)sqlite3_limit(l->wdb, SQLITE_LIMIT_LENGTH, -1))
+            return 0;
+        if (r)
+            sb_strbuf_add(&l->group, "\n", 1);
+        sb_strbuf_add(&l->group, e[r].payload, len);
+    }
+    return 1;
+}
+
 /* Accept ROWS_PER_INSERT entries from e with one entries INSERT and one
  * payloads INSERT. 1: they must go one by one instead (one came dead, or
  * one is a duplicate: the failed statement inserted none of them). */
@@ -259,6 +278,20 @@ static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, i
      * steps are written by id: if it is not so, each row's id is looked up. */
     int64_t first = sqlite3_last_insert_rowid(l->wdb) - (ROWS_PER_INSERT - 1);
     int consecutive = find_entry(l, &e[0]) == first;
+    if (consecutive && group_payloads(l, e)) {
+        for (int r = 0; r < ROWS_PER_INSERT; r++) {
+            e[r].entry_id = first + r;
+            e[r].duplicate = 0;
+        }
+        sqlite3_stmt *pl = l->ws[W_PAYLOAD_GROUP];
+        sqlite3_bind_int64(pl, 1, first);
+        sqlite3_bind_text(pl, 2, l->group.p, (int)l->group.len, SQLITE_STATIC);
+        sqlite3_bind_int(pl, 3, ROWS_PER_INSERT);
+        if (wstep(l, W_PAYLOAD_GROUP, err, errsz) != 0)
+            return -1;
+        l->moved[SB_ENTRY_PENDING] += ROWS_PER_INSERT;
+        return 0;
+    }
     sqlite3_stmt *pl = l->ws[W_PAYLOAD_ROWS];
     for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
         e[r].entry_id = consecutive ? first + r : find_entry(l, &e[r]);

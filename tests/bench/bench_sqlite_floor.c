@@ -18,7 +18,9 @@
  *               of a group concatenated) instead of one per event
  *   rows32      as groups, with entries and payloads inserted 32 rows to a
  *               statement and a group settled by one UPDATE over its range
- *               of ids, as the ledger now writes them
+ *               of ids, as the ledger wrote them before schema 7
+ *   rows32+line as rows32, with the payloads of each 32 entries in one row,
+ *               a line each, as the ledger writes them since schema 7
  * Prints CPU µs per event (user + system of this process) and the file's
  * bytes per event after a checkpoint. Links SQLite only. Not a test: part
  * of `make bench`.
@@ -75,7 +77,7 @@ static long long file_size(const char *p)
     return stat(p, &sb) == 0 ? (long long)sb.st_size : 0;
 }
 
-enum { DROP = 1, BATCH_PAYLOAD = 2, ROWS = 4 };
+enum { DROP = 1, BATCH_PAYLOAD = 2, ROWS = 4, LINES = 8 };
 #define ROWS_PER_STATEMENT 32
 
 /* "INSERT INTO <head> VALUES" and ROWS_PER_STATEMENT copies of `row`. */
@@ -102,9 +104,11 @@ static void make_event(size_t seq, char id[32], int *idlen, char payload[512], i
 }
 
 /* rows32: a group's accepts ROWS_PER_STATEMENT rows to a statement (the
- * rest one by one), then its settle as one UPDATE over its ids. */
-static void group_rows(sqlite3 *db, sqlite3_stmt *const st[5], size_t at, size_t k)
+ * rest one by one), then its settle as one UPDATE over its ids. lines: the
+ * payloads of a statement's rows as one row, a line each. */
+static void group_rows(sqlite3 *db, sqlite3_stmt *const st[8], size_t at, size_t k, int lines)
 {
+    static char joined[ROWS_PER_STATEMENT * 512];
     sqlite3_stmt *ins_rows = st[0], *pl_rows = st[1], *ins = st[2], *pl = st[3], *range = st[4];
     static char ids[ROWS_PER_STATEMENT][32], payloads[ROWS_PER_STATEMENT][512];
     int idlen[ROWS_PER_STATEMENT], plen[ROWS_PER_STATEMENT];
@@ -120,6 +124,18 @@ static void group_rows(sqlite3 *db, sqlite3_stmt *const st[5], size_t at, size_t
         int64_t last = sqlite3_last_insert_rowid(db);
         if (!first)
             first = last - (ROWS_PER_STATEMENT - 1);
+        if (lines) {
+            size_t len = 0;
+            for (int r = 0; r < ROWS_PER_STATEMENT; r++) {
+                memcpy(joined + len, payloads[r], (size_t)plen[r]);
+                len += (size_t)plen[r];
+                joined[len++] = '\n';
+            }
+            sqlite3_bind_int64(st[7], 1, last - (ROWS_PER_STATEMENT - 1));
+            sqlite3_bind_text(st[7], 2, joined, (int)len - 1, SQLITE_STATIC);
+            step(db, st[7]);
+            continue;
+        }
         for (int r = 0; r < ROWS_PER_STATEMENT; r++) {
             sqlite3_bind_int64(pl_rows, 2 * r + 1, last - (ROWS_PER_STATEMENT - 1) + r);
             sqlite3_bind_text(pl_rows, 2 * r + 2, payloads[r], plen[r], SQLITE_STATIC);
@@ -158,7 +174,7 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
     if (sqlite3_open(path, &db) != SQLITE_OK)
         die(db, "open");
     exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8192;"
-             "CREATE TABLE payloads(id INTEGER PRIMARY KEY, payload TEXT NOT NULL);");
+             "CREATE TABLE payloads(id INTEGER PRIMARY KEY, payload TEXT NOT NULL, span INTEGER NOT NULL DEFAULT 1);");
     exec(db, "CREATE TABLE entries(id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, route TEXT NOT NULL,"
              " state INTEGER NOT NULL DEFAULT 0, UNIQUE(event_id, route));");
     sqlite3_stmt *ins = prep(db, "INSERT INTO entries(event_id, route) VALUES(?1, ?2)");
@@ -171,7 +187,7 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
     sqlite3_bind_text(ins, 2, "r", 1, SQLITE_STATIC);
     char id[32], payload[512];
     int64_t *rowids = malloc((group ? group : n) * sizeof *rowids);
-    sqlite3_stmt *rows[7] = {NULL};
+    sqlite3_stmt *rows[8] = {NULL};
     if (how & ROWS) {
         rows[0] = prep_rows(db, "entries(event_id, route)", "(?, ?)");
         rows[1] = prep_rows(db, "payloads(id, payload)", "(?, ?)");
@@ -180,6 +196,7 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
         rows[4] = prep(db, "UPDATE entries SET state = 1 WHERE id BETWEEN ?1 AND ?2");
         rows[5] = commit;
         rows[6] = begin;
+        rows[7] = prep(db, "INSERT INTO payloads(id, payload, span) VALUES(?1, ?2, 32)");
     }
     double cpu0 = cpu_seconds();
     size_t per = group ? group : n;
@@ -187,7 +204,7 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
         size_t k = n - at < per ? n - at : per;
         step(db, begin);
         if (how & ROWS) {
-            group_rows(db, rows, at, k);
+            group_rows(db, rows, at, k, how & LINES);
             step(db, commit);
             continue;
         }
@@ -229,7 +246,7 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
     }
     double cpu = cpu_seconds() - cpu0;
     free(blob);
-    sqlite3_stmt *sts[] = {ins, pl, done, del, begin, commit, rows[0], rows[1], rows[4]};
+    sqlite3_stmt *sts[] = {ins, pl, done, del, begin, commit, rows[0], rows[1], rows[4], rows[7]};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++)
         sqlite3_finalize(sts[i]);
     exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
@@ -252,5 +269,6 @@ int main(int argc, char **argv)
     run(dir, "groups+drop", n, GROUP, DROP);
     run(dir, "batch-payload", n, GROUP, BATCH_PAYLOAD);
     run(dir, "rows32", n, GROUP, ROWS);
+    run(dir, "rows32+line", n, GROUP, ROWS | LINES);
     return 0;
 }

@@ -198,6 +198,17 @@ START_TEST(test_accept_duplicate_checkpoint)
 }
 END_TEST
 
+/* foreach_pending callback: own[0] counts the entries whose payload names
+ * their own id, own[1] the others. */
+static int count_own_payload(const sb_ledger_pending *p, void *ud)
+{
+    int *own = ud;
+    char want[96];
+    snprintf(want, sizeof want, "{\"id\":\"%s\",", p->event_id);
+    own[p->payload && strncmp(p->payload, want, strlen(want)) == 0 && !strchr(p->payload, '\n') ? 0 : 1]++;
+    return 0;
+}
+
 /* Accepts of more entries than one statement inserts (ROWS_PER_INSERT):
  * groups of rows go in together; from a group holding a duplicate or a
  * dead entry on, the batch goes one by one. Either way every entry gets
@@ -268,6 +279,13 @@ START_TEST(test_accept_many_rows)
     sb_ledger_steps_done(l, done, ROWS);
     sb_ledger_sync(l);
     counts(l, NA + NB - 3 + NC - 1 - (ROWS - 1), ROWS - 1, 2);
+    /* each pending entry reads its own payload back, from a row of its
+     * group or one of its own */
+    int own[2] = {0, 0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, count_own_payload, own),
+                     NA + NB - 3 + NC - 1 - (ROWS - 1));
+    ck_assert_int_eq(own[0], NA + NB - 3 + NC - 1 - (ROWS - 1));
+    ck_assert_int_eq(own[1], 0);
     sb_ledger_close(l);
 
     char *path = sb_asprintf("%s/state/ledger.db", g_dir);
@@ -276,11 +294,13 @@ START_TEST(test_accept_many_rows)
     free(q);
     sql_expect(path, "SELECT count(*) FROM members", "31");
     sql_expect(path, "SELECT count(*) FROM entries", "238");
-    /* each entry's payload is its own */
+    /* each entry's payload is in the row that holds it: the groups of
+     * ROWS accepted together share one (schema 7), the others have theirs */
     sql_expect(path,
-               "SELECT count(*) FROM entries e JOIN payloads p USING (id)"
-               " WHERE instr(p.payload, '\"id\":\"' || e.event_id || '\"') > 0",
+               "SELECT count(*) FROM entries e JOIN payloads p ON p.id = (SELECT max(id) FROM payloads"
+               " WHERE id <= e.id) WHERE e.id < p.id + p.span AND instr(p.payload, '\"id\":\"' || e.event_id || '\"') > 0",
                "238");
+    sql_expect(path, "SELECT sum(span) || ' in ' || count(*) || ', ' || sum(span = 32) FROM payloads", "238 in 176, 2");
     sql_expect(path, "SELECT event_id || ' ' || error FROM entries WHERE state = 2 ORDER BY id", "n40 bad");
     free(path);
     for (int i = 0; i < NA; i++)
@@ -524,6 +544,115 @@ START_TEST(test_pending_paging)
     ck_assert_str_eq(s.added[0], "{}");
     ck_assert_str_eq(s.members[0], "[]");
     sb_ledger_close(l);
+}
+END_TEST
+
+/* Accept n entries g<first>.. in one call, table "t<i>" each; their ids. */
+static void accept_group(sb_ledger *l, int first, int n, int64_t *ids)
+{
+    char err[256], ev[64][16], *pl[64];
+    sb_ledger_new e[64];
+    ck_assert_int_le(n, 64);
+    for (int i = 0; i < n; i++) {
+        char table[16];
+        snprintf(ev[i], sizeof ev[i], "g%d", first + i);
+        snprintf(table, sizeof table, "t%d", first + i);
+        pl[i] = payload(ev[i], table, first + i);
+        e[i] = (sb_ledger_new){.event_id = ev[i], .route = "r", .source = "src", .payload = pl[i],
+                               .received_us = first + i};
+    }
+    ck_assert_msg(sb_ledger_accept(l, "src", NULL, e, (size_t)n, err, sizeof err) == 0, "accept: %s", err);
+    for (int i = 0; i < n; i++) {
+        ids[i] = e[i].entry_id;
+        free(pl[i]);
+    }
+}
+
+/* Schema 7: entries accepted ROWS_PER_INSERT at a time share one payload
+ * row, a line each. Each reads its own back (resume, show, a field filter);
+ * the row is dropped (until_settled) or pruned only once none of its
+ * entries needs it; a payload with a newline of its own makes its group
+ * go a row per entry. */
+START_TEST(test_payload_groups)
+{
+    g_opts.drop_settled_payload = 1;
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t g[32];
+    accept_group(l, 0, 32, g);
+    char *db = sb_asprintf("%s/state/ledger.db", g_dir);
+    sql_expect(db, "SELECT count(*) || ' ' || sum(span) FROM payloads", "1 32");
+
+    /* a field filter finds the one entry of the row whose table it names */
+    sb_ledger_filter f = {.state = -1, .field_eq_name = "table", .field_eq_value = "t17"};
+    json_t *arr = sb_ledger_list(l, &f, err, sizeof err);
+    ck_assert_msg(arr != NULL, "list: %s", err);
+    ck_assert_int_eq(json_array_size(arr), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(arr, 0), "event_id")), "g17");
+    json_decref(arr);
+    json_t *e = sb_ledger_show(l, g[31], err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "fields"), "table")), "t31");
+    json_decref(e);
+
+    /* done but one dead and one pending: the row stays, for those two */
+    sb_ledger_step done[30];
+    for (int i = 0; i < 30; i++)
+        done[i] = (sb_ledger_step){.entry_id = g[i], .last = 1};
+    sb_ledger_steps_done(l, done, 30);
+    sb_ledger_dead(l, g[30], 0, "400");
+    sb_ledger_sync(l);
+    sql_expect(db, "SELECT count(*) FROM payloads", "1");
+    /* the dead one is replayed and done: the row stays for the pending one,
+     * and so it does when the others are pruned */
+    ck_assert_int_eq(sb_ledger_dlq_replay(l, g[30], NULL, err, sizeof err), 1);
+    step_done(l, g[30], 0, 1, "m", NULL);
+    sb_ledger_sync(l);
+    sql_expect(db, "SELECT count(*) FROM payloads", "1");
+    ck_assert_int_eq(sb_ledger_prune(l, sb_now_us() + g_opts.retention_ms * 1000 + 1000), 31);
+    sql_expect(db, "SELECT count(*) FROM payloads", "1");
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 1);
+    ck_assert_int_eq(s.entry_id[0], g[31]);
+    ck_assert_ptr_nonnull(strstr(s.payload[0], "\"g31\""));
+    ck_assert_ptr_null(strchr(s.payload[0], '\n'));
+    /* the last one done: the row goes */
+    sb_ledger_entry_done(l, g[31]);
+    sb_ledger_sync(l);
+    sql_expect(db, "SELECT count(*) FROM payloads", "0");
+    sb_ledger_close(l);
+
+    /* keep_payload: always: pruning the row's last entry drops it */
+    g_opts.drop_settled_payload = 0;
+    l = open_ledger();
+    accept_group(l, 100, 32, g);
+    for (int i = 0; i < 32; i++)
+        done[i % 30] = (sb_ledger_step){.entry_id = g[i], .last = 1};
+    sb_ledger_steps_done(l, done, 30); /* 2..31 */
+    sb_ledger_sync(l);
+    /* these 30 and the first group's last entry, done after its prune */
+    ck_assert_int_eq(sb_ledger_prune(l, sb_now_us() + g_opts.retention_ms * 1000 + 1000), 30 + 1);
+    sql_expect(db, "SELECT count(*) FROM payloads", "1");
+    sb_ledger_entry_done(l, g[0]);
+    sb_ledger_entry_done(l, g[1]);
+    sb_ledger_sync(l);
+    ck_assert_int_eq(sb_ledger_prune(l, sb_now_us() + g_opts.retention_ms * 1000 + 1000), 2);
+    sql_expect(db, "SELECT count(*) FROM payloads", "0");
+
+    /* a payload with a newline between its tokens: its group goes a row
+     * per entry, and each payload is read back whole */
+    char ev[32][16];
+    sb_ledger_new nl[32];
+    for (int i = 0; i < 32; i++) {
+        snprintf(ev[i], sizeof ev[i], "nl%d", i);
+        nl[i] = (sb_ledger_new){.event_id = ev[i], .route = "r", .payload = i == 7 ? "{\"a\":\n1}" : "{\"b\":2}"};
+    }
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, nl, 32, err, sizeof err), 0);
+    sql_expect(db, "SELECT count(*) || ' ' || max(span) FROM payloads", "32 1");
+    s.n = 0;
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, nl[7].entry_id - 1, 1, collect, &s), 1);
+    ck_assert_str_eq(s.payload[0], "{\"a\":\n1}");
+    sb_ledger_close(l);
+    free(db);
 }
 END_TEST
 
@@ -945,7 +1074,7 @@ START_TEST(test_migrate_v1)
     l = open_ledger(); /* already migrated: opens as it is */
     counts(l, 1, 2, 0);
     sb_ledger_close(l);
-    sql_expect(path, "PRAGMA user_version", "6");
+    sql_expect(path, "PRAGMA user_version", "7");
     sql_expect(path, "SELECT count(*) FROM step_states", "0");
     sql_expect(path, "SELECT count(*) FROM sqlite_master WHERE name = 'entries_settled'", "0");
     /* version 3: payloads apart, and pruned with their entries */
@@ -1236,6 +1365,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_pending_paging);
     tcase_add_test(tc, test_dead_and_dlq);
     tcase_add_test(tc, test_keep_payload_until_settled);
+    tcase_add_test(tc, test_payload_groups);
     tcase_add_test(tc, test_accept_dead_letter);
     tcase_add_test(tc, test_list_filters);
     tcase_add_test(tc, test_show_steps);
