@@ -21,6 +21,11 @@
  *               of ids, as the ledger wrote them before schema 7
  *   rows32+line as rows32, with the payloads of each 32 entries in one row,
  *               a line each, as the ledger writes them since schema 7
+ *   ids+groups  not what the ledger does: the floor of a ledger whose only
+ *               row per event is its identity in the UNIQUE index (a
+ *               WITHOUT ROWID table, 32 rows to a statement), with a group's
+ *               payloads and state in one row of its own, settled by one
+ *               UPDATE of that row (docs/benchmarks.md: what it would take)
  * Prints CPU µs per event (user + system of this process) and the file's
  * bytes per event after a checkpoint. Links SQLite only. Not a test: part
  * of `make bench`.
@@ -259,6 +264,70 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
     free(rowids);
 }
 
+/* ids+groups: see the head of the file. */
+static void run_ids_groups(const char *dir, size_t n)
+{
+    char path[4096], wal[4200];
+    snprintf(path, sizeof path, "%s/floor-ids.db", dir);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    unlink(path);
+    unlink(wal);
+    sqlite3 *db = NULL;
+    if (sqlite3_open(path, &db) != SQLITE_OK)
+        die(db, "open");
+    exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8192;"
+             "CREATE TABLE ids(event_id TEXT NOT NULL, route TEXT NOT NULL, grp INTEGER NOT NULL,"
+             " PRIMARY KEY(event_id, route)) WITHOUT ROWID;"
+             "CREATE TABLE groups(id INTEGER PRIMARY KEY, state INTEGER NOT NULL DEFAULT 0, payloads TEXT NOT NULL);");
+    char sql[2048];
+    size_t len = (size_t)snprintf(sql, sizeof sql, "INSERT INTO ids VALUES");
+    for (int r = 0; r < ROWS_PER_STATEMENT; r++)
+        len += (size_t)snprintf(sql + len, sizeof sql - len, "%s(?, 'r', ?)", r ? "," : "");
+    sqlite3_stmt *ins = prep(db, sql);
+    sqlite3_stmt *grp = prep(db, "INSERT INTO groups(id, payloads) VALUES(?1, ?2)");
+    sqlite3_stmt *done = prep(db, "UPDATE groups SET state = 1 WHERE id = ?1");
+    sqlite3_stmt *begin = prep(db, "BEGIN"), *commit = prep(db, "COMMIT");
+    char *lines = malloc(512 * GROUP);
+    static char ids[ROWS_PER_STATEMENT][32];
+    char payload[512];
+    double cpu0 = cpu_seconds();
+    for (size_t at = 0; at < n; at += GROUP) {
+        size_t k = n - at < GROUP ? n - at : GROUP, blen = 0;
+        step(db, begin);
+        for (size_t i = 0; i < k; i += ROWS_PER_STATEMENT) { /* n is a multiple of ROWS_PER_STATEMENT */
+            for (int r = 0; r < ROWS_PER_STATEMENT; r++) {
+                int idlen, plen;
+                make_event(at + i + (size_t)r, ids[r], &idlen, payload, &plen);
+                memcpy(lines + blen, payload, (size_t)plen);
+                blen += (size_t)plen;
+                lines[blen++] = '\n';
+                sqlite3_bind_text(ins, 2 * r + 1, ids[r], idlen, SQLITE_STATIC);
+                sqlite3_bind_int64(ins, 2 * r + 2, (int64_t)at);
+            }
+            step(db, ins);
+        }
+        sqlite3_bind_int64(grp, 1, (int64_t)at);
+        sqlite3_bind_text(grp, 2, lines, (int)blen, SQLITE_STATIC);
+        step(db, grp);
+        step(db, commit); /* accepts before delivery */
+        step(db, begin);
+        sqlite3_bind_int64(done, 1, (int64_t)at);
+        step(db, done);
+        step(db, commit);
+    }
+    double cpu = cpu_seconds() - cpu0;
+    sqlite3_stmt *sts[] = {ins, grp, done, begin, commit};
+    for (size_t i = 0; i < sizeof sts / sizeof *sts; i++)
+        sqlite3_finalize(sts[i]);
+    exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    sqlite3_close(db);
+    printf("sqlite floor %-12s events=%zu  cpu %.2f us/event  %.0f bytes/event on disk\n", "ids+groups", n,
+           cpu * 1e6 / (double)n, (double)file_size(path) / (double)n);
+    unlink(path);
+    unlink(wal);
+    free(lines);
+}
+
 int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 500000;
@@ -270,5 +339,6 @@ int main(int argc, char **argv)
     run(dir, "batch-payload", n, GROUP, BATCH_PAYLOAD);
     run(dir, "rows32", n, GROUP, ROWS);
     run(dir, "rows32+line", n, GROUP, ROWS | LINES);
+    run_ids_groups(dir, n - n % ROWS_PER_STATEMENT);
     return 0;
 }
