@@ -44,6 +44,9 @@
  * took the writer from 3.8-4.0 to 2.6-3.0 us of CPU per event (file_in ->
  * pubsub, docs/benchmarks.md); 64 gained next to nothing more. */
 #define ROWS_PER_INSERT 32
+/* The largest payload row of a group (writer.c, group_payloads): 32
+ * payloads of up to about 2 KB each. */
+#define GROUP_PAYLOAD_MAX (64 << 10)
 /* WAL sizes for the checkpointer (why these: "checkpoints" in writer.c). */
 #define CKPT_SOFT_BYTES (16 << 20) /* wake the checkpointer */
 #define CKPT_HARD_BYTES (64 << 20) /* the writer checkpoints itself (journal_size_limit) */
@@ -141,7 +144,17 @@ enum {
     "(SELECT sb_payload_line(payload, span, entries.id - id) FROM payloads WHERE id <= entries.id"                \
     " ORDER BY id DESC LIMIT 1)"
 /* Conditions on a row of payloads (in a DELETE FROM payloads): none of
- * the entries it holds is left; none is left that is not done. */
+ * the entries it holds is left; none is left that is not done.
+ * Entry ids are reused above the largest one left (entries has no
+ * AUTOINCREMENT): a row must never span ids past its last entry, or a new
+ * entry given such an id would read an old payload, and a new row starting
+ * there would collide with the old one. So when a row's last entry is
+ * deleted, the row is deleted too or cut back to its last entry left
+ * (PAYLOAD_ROW_CUT, an UPDATE of the rows that match `where`). */
+#define PAYLOAD_ROW_CUT(where)                                                                                      \
+    "UPDATE payloads SET span = coalesce((SELECT max(e.id) FROM entries e WHERE e.id BETWEEN payloads.id"         \
+    " AND payloads.id + payloads.span - 1) - id + 1, span) WHERE " where                                           \
+    " AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = payloads.id + payloads.span - 1)"
 #define PAYLOAD_ROW_UNUSED                                                                                          \
     "NOT EXISTS (SELECT 1 FROM entries e WHERE e.id BETWEEN payloads.id AND payloads.id + payloads.span - 1)"
 #define PAYLOAD_ROW_SETTLED                                                                                         \

@@ -34,13 +34,20 @@ static void del_add(struct del_list *d, int64_t id, int state)
 }
 
 /* Delete the listed entries with their member records, and their payload
- * rows once no entry of a row is left (writer). */
+ * rows once no entry of a row is left (or, keep_payload: until_settled,
+ * none that is not done); a row that stays is cut back to its last entry
+ * left (ledger_internal.h, PAYLOAD_ROW_CUT) (writer). */
 static int delete_entries(sb_ledger *l, struct del_list *d, char *err, size_t errsz)
 {
-    static const char *const sql[] = {
-        "DELETE FROM members WHERE entry_id = ?1", "DELETE FROM step_states WHERE entry_id = ?1",
+    const char *const sql[] = {
+        "DELETE FROM members WHERE entry_id = ?1",
+        "DELETE FROM step_states WHERE entry_id = ?1",
         "DELETE FROM entries WHERE id = ?1",
-        "DELETE FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND " PAYLOAD_ROW_UNUSED};
+        l->opts.drop_settled_payload
+            ? "DELETE FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND " PAYLOAD_ROW_SETTLED
+            : "DELETE FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND " PAYLOAD_ROW_UNUSED,
+        PAYLOAD_ROW_CUT("id = " PAYLOAD_ROW_OF("?1") " AND ?1 < id + span"),
+    };
     enum { NSQL = sizeof sql / sizeof sql[0] };
     sqlite3_stmt *st[NSQL] = {0};
     int rc = 0;

@@ -225,9 +225,10 @@ int sb_ledger_recover(const char *state_dir, FILE *out, char *errstr, size_t err
         for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
             if (copy_table(old, db, tables[i].table, tables[i].key, out, errstr, errstr_size) != 0)
                 goto out;
-        /* a payload without its entry serves nothing; counts are derived */
+        /* a payload without its entry serves nothing (a row is cut back to
+         * its last entry left: PAYLOAD_ROW_CUT); counts are derived */
         if (sb_ledger__exec_sql(db,
-                                "DELETE FROM payloads WHERE " PAYLOAD_ROW_UNUSED ";"
+                                "DELETE FROM payloads WHERE " PAYLOAD_ROW_UNUSED ";" PAYLOAD_ROW_CUT("1") ";"
                                 "UPDATE counts SET entries = (SELECT count(*) FROM entries e WHERE e.state = counts.state);"
                                 "COMMIT;",
                                 msg, sizeof msg) != 0) {

@@ -237,14 +237,16 @@ static int accept_one(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, in
 /* The payloads of ROWS_PER_INSERT entries as one payload row, in
  * l->group: one per line (schema 7). 0 if one of them has a newline of its
  * own (JSON text may have one between its tokens; the text a JSON source's
- * event keeps has none), or the row would pass SQLite's length limit:
- * those go a row per entry. */
+ * event keeps has none), or the row would be over GROUP_PAYLOAD_MAX: those
+ * go a row per entry. Reading one entry's payload reads its whole row, so
+ * big payloads are not grouped (a row of 32 1 MB lines would cost 32 MB of
+ * reading per entry resumed). */
 static int group_payloads(sb_ledger *l, const sb_ledger_new *e)
 {
     l->group.len = 0;
     for (int r = 0; r < ROWS_PER_INSERT; r++) {
         size_t len = e[r].payload_len ? e[r].payload_len : strlen(e[r].payload);
-        if (memchr(e[r].payload, '\n', len) || l->group.len + len + 1 > (size_t)sqlite3_limit(l->wdb, SQLITE_LIMIT_LENGTH, -1))
+        if (memchr(e[r].payload, '\n', len) || l->group.len + len + 1 > GROUP_PAYLOAD_MAX)
             return 0;
         if (r)
             sb_strbuf_add(&l->group, "\n", 1);

@@ -651,6 +651,87 @@ START_TEST(test_payload_groups)
     s.n = 0;
     ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, nl[7].entry_id - 1, 1, collect, &s), 1);
     ck_assert_str_eq(s.payload[0], "{\"a\":\n1}");
+
+    /* payloads that would make a row over GROUP_PAYLOAD_MAX (64 KiB) go a
+     * row each too */
+    char *big = sb_xcalloc(1, 3000);
+    memset(big, 'x', 2990);
+    memcpy(big, "{\"c\":\"", 6);
+    memcpy(big + 2990, "\"}", 3);
+    for (int i = 0; i < 32; i++) {
+        snprintf(ev[i], sizeof ev[i], "big%d", i);
+        nl[i] = (sb_ledger_new){.event_id = ev[i], .route = "r", .payload = big};
+    }
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, nl, 32, err, sizeof err), 0);
+    sql_expect(db, "SELECT count(*) || ' ' || max(span) FROM payloads", "64 1");
+    free(big);
+    sb_ledger_close(l);
+    free(db);
+}
+END_TEST
+
+/* Entry ids are reused above the largest one left: a group's row whose
+ * last entries were dropped is cut back to the last one left, so that a
+ * new entry given a freed id never reads an old payload (until_settled),
+ * and the row goes with its last entry, so that a new row starting at a
+ * reused id does not collide with it (always). With until_settled, a
+ * dlq drop also drops a row whose other entries are all done. */
+START_TEST(test_payload_groups_reused_ids)
+{
+    char err[256];
+    int64_t g[32];
+    char *db = sb_asprintf("%s/state/ledger.db", g_dir);
+
+    g_opts.drop_settled_payload = 1;
+    sb_ledger *l = open_ledger();
+    accept_group(l, 0, 32, g);
+    for (int i = 0; i < 20; i++)
+        sb_ledger_entry_done(l, g[i]);
+    for (int i = 20; i < 32; i++)
+        sb_ledger_dead(l, g[i], 0, "400");
+    sb_ledger_sync(l);
+    ck_assert_int_eq(sb_ledger_dlq_drop(l, 0, NULL, err, sizeof err), 12);
+    sql_expect(db, "SELECT count(*) FROM payloads", "0"); /* the others are done */
+    int64_t x = accept1(l, "x", "r", "src", "tx", 5);
+    ck_assert_int_eq(x, g[20]); /* a reused id */
+    sb_ledger_entry_done(l, x);
+    sb_ledger_sync(l);
+    json_t *e = sb_ledger_show(l, x, err, sizeof err);
+    ck_assert(json_is_null(json_object_get(e, "fields"))); /* its own payload went, no other shows */
+    json_decref(e);
+    ck_assert_int_lt(sb_ledger_republish(l, x, 0, err, sizeof err), 0);
+    sb_ledger_close(l);
+
+    g_opts.drop_settled_payload = 0;
+    l = open_ledger();
+    accept_group(l, 100, 32, g);
+    for (int i = 20; i < 32; i++)
+        sb_ledger_dead(l, g[i], 0, "400");
+    sb_ledger_sync(l);
+    ck_assert_int_eq(sb_ledger_dlq_drop(l, 0, NULL, err, sizeof err), 12);
+    char *want = sb_asprintf("%lld/20", (long long)g[0]);
+    sql_expect(db, "SELECT group_concat(id || '/' || span) FROM payloads WHERE span > 1", want); /* cut back */
+    free(want);
+    x = accept1(l, "y", "r", "src", "ty", 6);
+    ck_assert_int_eq(x, g[20]);
+    e = sb_ledger_show(l, x, err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "fields"), "table")), "ty");
+    json_decref(e);
+    /* all pruned but the new one: the group's row goes; then a new group
+     * starting at a reused id is accepted */
+    for (int i = 0; i < 20; i++)
+        sb_ledger_entry_done(l, g[i]);
+    sb_ledger_sync(l);
+    ck_assert_int_ge(sb_ledger_prune(l, sb_now_us() + g_opts.retention_ms * 1000 + 1000), 20);
+    sb_ledger_entry_done(l, x);
+    sb_ledger_sync(l);
+    ck_assert_int_ge(sb_ledger_prune(l, sb_now_us() + g_opts.retention_ms * 1000 + 1000), 1);
+    sql_expect(db, "SELECT count(*) FROM payloads", "0");
+    int64_t h[32];
+    accept_group(l, 200, 32, h);
+    e = sb_ledger_show(l, h[5], err, sizeof err);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "fields"), "table")), "t205");
+    json_decref(e);
     sb_ledger_close(l);
     free(db);
 }
@@ -1366,6 +1447,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_dead_and_dlq);
     tcase_add_test(tc, test_keep_payload_until_settled);
     tcase_add_test(tc, test_payload_groups);
+    tcase_add_test(tc, test_payload_groups_reused_ids);
     tcase_add_test(tc, test_accept_dead_letter);
     tcase_add_test(tc, test_list_filters);
     tcase_add_test(tc, test_show_steps);
