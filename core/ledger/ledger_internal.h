@@ -144,22 +144,22 @@ enum {
     "(SELECT sb_payload_line(payload, span, entries.id - id) FROM payloads WHERE id <= entries.id"                \
     " ORDER BY id DESC LIMIT 1)"
 /* Conditions on a row of payloads (in a DELETE FROM payloads): none of
- * the entries it holds is left; none is left that is not done.
- * Entry ids are reused above the largest one left (entries has no
- * AUTOINCREMENT): a row must never span ids past its last entry, or a new
- * entry given such an id would read an old payload, and a new row starting
- * there would collide with the old one. So when a row's last entry is
- * deleted, the row is deleted too or cut back to its last entry left
- * (PAYLOAD_ROW_CUT, an UPDATE of the rows that match `where`). */
-#define PAYLOAD_ROW_CUT(where)                                                                                      \
-    "UPDATE payloads SET span = coalesce((SELECT max(e.id) FROM entries e WHERE e.id BETWEEN payloads.id"         \
-    " AND payloads.id + payloads.span - 1) - id + 1, span) WHERE " where                                           \
-    " AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = payloads.id + payloads.span - 1)"
+ * the entries it holds is left; none is left that is not done. */
 #define PAYLOAD_ROW_UNUSED                                                                                          \
     "NOT EXISTS (SELECT 1 FROM entries e WHERE e.id BETWEEN payloads.id AND payloads.id + payloads.span - 1)"
 #define PAYLOAD_ROW_SETTLED                                                                                         \
     "NOT EXISTS (SELECT 1 FROM entries e WHERE e.id BETWEEN payloads.id AND payloads.id + payloads.span - 1"    \
     " AND e.state <> 1)"
+/* Entry ids are reused above the largest one left (entries has no
+ * AUTOINCREMENT): a row must never span ids past its last entry, or a new
+ * entry given such an id would read an old payload, and a new row starting
+ * there would collide with the old one. So when a row's last entry is
+ * deleted, the row is deleted too or cut back to its last entry left:
+ * PAYLOAD_ROW_CUT is an UPDATE of the rows that match `where`. */
+#define PAYLOAD_ROW_CUT(where)                                                                                      \
+    "UPDATE payloads SET span = coalesce((SELECT max(e.id) FROM entries e WHERE e.id BETWEEN payloads.id"         \
+    " AND payloads.id + payloads.span - 1) - id + 1, span) WHERE " where                                           \
+    " AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = payloads.id + payloads.span - 1)"
 
 struct sb_ledger {
     char *path;
