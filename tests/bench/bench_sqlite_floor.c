@@ -165,21 +165,40 @@ static void group_rows(sqlite3 *db, sqlite3_stmt *const st[8], size_t at, size_t
     step(db, range);
 }
 
+/* A new database `name` in dir, in WAL mode with the ledger's settings;
+ * its path and its WAL's in path and wal. */
+static sqlite3 *open_fresh(const char *dir, const char *name, char path[4096], char wal[4200])
+{
+    snprintf(path, 4096, "%s/floor-%s.db", dir, name);
+    snprintf(wal, 4200, "%s-wal", path);
+    unlink(path);
+    unlink(wal);
+    sqlite3 *db = NULL;
+    if (sqlite3_open(path, &db) != SQLITE_OK)
+        die(db, "open");
+    exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8192;");
+    return db;
+}
+
+/* Checkpoint and close db, print the variant's line, remove its files. */
+static void report(sqlite3 *db, const char *name, size_t n, double cpu, const char *path, const char *wal)
+{
+    exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    sqlite3_close(db);
+    printf("sqlite floor %-12s events=%zu  cpu %.2f us/event  %.0f bytes/event on disk\n", name, n,
+           cpu * 1e6 / (double)n, (double)file_size(path) / (double)n);
+    unlink(path);
+    unlink(wal);
+}
+
 /* group: events per commit (0: one transaction); how: DROP deletes the
  * payload at settle, BATCH_PAYLOAD writes one payload row per group. */
 static void run(const char *dir, const char *name, size_t n, size_t group, int how)
 {
     int drop = how & DROP;
     char path[4096], wal[4200];
-    snprintf(path, sizeof path, "%s/floor-%s.db", dir, name);
-    snprintf(wal, sizeof wal, "%s-wal", path);
-    unlink(path);
-    unlink(wal);
-    sqlite3 *db = NULL;
-    if (sqlite3_open(path, &db) != SQLITE_OK)
-        die(db, "open");
-    exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8192;"
-             "CREATE TABLE payloads(id INTEGER PRIMARY KEY, payload TEXT NOT NULL, span INTEGER NOT NULL DEFAULT 1);");
+    sqlite3 *db = open_fresh(dir, name, path, wal);
+    exec(db, "CREATE TABLE payloads(id INTEGER PRIMARY KEY, payload TEXT NOT NULL, span INTEGER NOT NULL DEFAULT 1);");
     exec(db, "CREATE TABLE entries(id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, route TEXT NOT NULL,"
              " state INTEGER NOT NULL DEFAULT 0, UNIQUE(event_id, route));");
     sqlite3_stmt *ins = prep(db, "INSERT INTO entries(event_id, route) VALUES(?1, ?2)");
@@ -254,13 +273,7 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
     sqlite3_stmt *sts[] = {ins, pl, done, del, begin, commit, rows[0], rows[1], rows[4], rows[7]};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++)
         sqlite3_finalize(sts[i]);
-    exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
-    sqlite3_close(db);
-    long long bytes = file_size(path);
-    printf("sqlite floor %-12s events=%zu  cpu %.2f us/event  %.0f bytes/event on disk\n", name, n,
-           cpu * 1e6 / (double)n, (double)bytes / (double)n);
-    unlink(path);
-    unlink(wal);
+    report(db, name, n, cpu, path, wal);
     free(rowids);
 }
 
@@ -268,15 +281,8 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
 static void run_ids_groups(const char *dir, size_t n)
 {
     char path[4096], wal[4200];
-    snprintf(path, sizeof path, "%s/floor-ids.db", dir);
-    snprintf(wal, sizeof wal, "%s-wal", path);
-    unlink(path);
-    unlink(wal);
-    sqlite3 *db = NULL;
-    if (sqlite3_open(path, &db) != SQLITE_OK)
-        die(db, "open");
-    exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8192;"
-             "CREATE TABLE ids(event_id TEXT NOT NULL, route TEXT NOT NULL, grp INTEGER NOT NULL,"
+    sqlite3 *db = open_fresh(dir, "ids+groups", path, wal);
+    exec(db, "CREATE TABLE ids(event_id TEXT NOT NULL, route TEXT NOT NULL, grp INTEGER NOT NULL,"
              " PRIMARY KEY(event_id, route)) WITHOUT ROWID;"
              "CREATE TABLE groups(id INTEGER PRIMARY KEY, state INTEGER NOT NULL DEFAULT 0, payloads TEXT NOT NULL);");
     char sql[2048];
@@ -319,12 +325,7 @@ static void run_ids_groups(const char *dir, size_t n)
     sqlite3_stmt *sts[] = {ins, grp, done, begin, commit};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++)
         sqlite3_finalize(sts[i]);
-    exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
-    sqlite3_close(db);
-    printf("sqlite floor %-12s events=%zu  cpu %.2f us/event  %.0f bytes/event on disk\n", "ids+groups", n,
-           cpu * 1e6 / (double)n, (double)file_size(path) / (double)n);
-    unlink(path);
-    unlink(wal);
+    report(db, "ids+groups", n, cpu, path, wal);
     free(lines);
 }
 
