@@ -140,6 +140,8 @@ enum {
  * entry is never hidden for that: a payload of NULL fails its resume with
  * an error). sb_payload_line() is registered on every connection (db.c). */
 #define PAYLOAD_ROW_OF(entry) "(SELECT id FROM payloads WHERE id <= " entry " ORDER BY id DESC LIMIT 1)"
+/* A condition on a row of payloads: it holds entry `entry`'s payload. */
+#define PAYLOAD_ROW_HOLDING(entry) "id = " PAYLOAD_ROW_OF(entry) " AND " entry " < id + span"
 #define ENTRY_PAYLOAD                                                                                               \
     "(SELECT sb_payload_line(payload, span, entries.id - id) FROM payloads WHERE id <= entries.id"                \
     " ORDER BY id DESC LIMIT 1)"

@@ -46,7 +46,7 @@ static int delete_entries(sb_ledger *l, struct del_list *d, char *err, size_t er
         l->opts.drop_settled_payload
             ? "DELETE FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND " PAYLOAD_ROW_SETTLED
             : "DELETE FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND " PAYLOAD_ROW_UNUSED,
-        PAYLOAD_ROW_CUT("id = " PAYLOAD_ROW_OF("?1") " AND ?1 < id + span"),
+        PAYLOAD_ROW_CUT(PAYLOAD_ROW_HOLDING("?1")),
     };
     enum { NSQL = sizeof sql / sizeof sql[0] };
     sqlite3_stmt *st[NSQL] = {0};
@@ -247,8 +247,8 @@ static int republish_fn(sb_ledger *l, void *ctx, char *err, size_t errsz)
     struct republish_ctx *c = ctx;
     /* keep_payload: until_settled drops a done entry's payload: nothing to send again */
     sqlite3_stmt *has = NULL;
-    if (sqlite3_prepare_v2(l->wdb, "SELECT 1 FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND ?1 < id + span", -1,
-                           &has, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(l->wdb, "SELECT 1 FROM payloads WHERE " PAYLOAD_ROW_HOLDING("?1"), -1, &has, NULL) !=
+        SQLITE_OK)
         return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
     sqlite3_bind_int64(has, 1, c->entry_id);
     int found = sqlite3_step(has) == SQLITE_ROW;

@@ -280,30 +280,25 @@ static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, i
      * steps are written by id: if it is not so, each row's id is looked up. */
     int64_t first = sqlite3_last_insert_rowid(l->wdb) - (ROWS_PER_INSERT - 1);
     int consecutive = find_entry(l, &e[0]) == first;
-    if (consecutive && group_payloads(l, e)) {
-        for (int r = 0; r < ROWS_PER_INSERT; r++) {
-            e[r].entry_id = first + r;
-            e[r].duplicate = 0;
-        }
-        sqlite3_stmt *pl = l->ws[W_PAYLOAD_GROUP];
-        sqlite3_bind_int64(pl, 1, first);
-        sqlite3_bind_text(pl, 2, l->group.p, (int)l->group.len, SQLITE_STATIC);
-        sqlite3_bind_int(pl, 3, ROWS_PER_INSERT);
-        if (wstep(l, W_PAYLOAD_GROUP, err, errsz) != 0)
-            return -1;
-        l->moved[SB_ENTRY_PENDING] += ROWS_PER_INSERT;
-        return 0;
-    }
-    sqlite3_stmt *pl = l->ws[W_PAYLOAD_ROWS];
-    for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
+    for (int r = 0; r < ROWS_PER_INSERT; r++) {
         e[r].entry_id = consecutive ? first + r : find_entry(l, &e[r]);
         if (!e[r].entry_id)
             return sb_err(err, errsz, "lookup %s: %s", e[r].event_id, sqlite3_errmsg(l->wdb));
         e[r].duplicate = 0;
-        sqlite3_bind_int64(pl, p++, e[r].entry_id);
-        bind_payload(pl, p++, &e[r]);
     }
-    if (wstep(l, W_PAYLOAD_ROWS, err, errsz) != 0)
+    int which = consecutive && group_payloads(l, e) ? W_PAYLOAD_GROUP : W_PAYLOAD_ROWS;
+    sqlite3_stmt *pl = l->ws[which];
+    if (which == W_PAYLOAD_GROUP) {
+        sqlite3_bind_int64(pl, 1, first);
+        sqlite3_bind_text(pl, 2, l->group.p, (int)l->group.len, SQLITE_STATIC);
+        sqlite3_bind_int(pl, 3, ROWS_PER_INSERT);
+    } else {
+        for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
+            sqlite3_bind_int64(pl, p++, e[r].entry_id);
+            bind_payload(pl, p++, &e[r]);
+        }
+    }
+    if (wstep(l, which, err, errsz) != 0)
         return -1;
     l->moved[SB_ENTRY_PENDING] += ROWS_PER_INSERT;
     return 0;

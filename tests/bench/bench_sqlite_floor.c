@@ -285,11 +285,7 @@ static void run_ids_groups(const char *dir, size_t n)
     exec(db, "CREATE TABLE ids(event_id TEXT NOT NULL, route TEXT NOT NULL, grp INTEGER NOT NULL,"
              " PRIMARY KEY(event_id, route)) WITHOUT ROWID;"
              "CREATE TABLE groups(id INTEGER PRIMARY KEY, state INTEGER NOT NULL DEFAULT 0, payloads TEXT NOT NULL);");
-    char sql[2048];
-    size_t len = (size_t)snprintf(sql, sizeof sql, "INSERT INTO ids VALUES");
-    for (int r = 0; r < ROWS_PER_STATEMENT; r++)
-        len += (size_t)snprintf(sql + len, sizeof sql - len, "%s(?, 'r', ?)", r ? "," : "");
-    sqlite3_stmt *ins = prep(db, sql);
+    sqlite3_stmt *ins = prep_rows(db, "ids", "(?, 'r', ?)");
     sqlite3_stmt *grp = prep(db, "INSERT INTO groups(id, payloads) VALUES(?1, ?2)");
     sqlite3_stmt *done = prep(db, "UPDATE groups SET state = 1 WHERE id = ?1");
     sqlite3_stmt *begin = prep(db, "BEGIN"), *commit = prep(db, "COMMIT");
