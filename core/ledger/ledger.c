@@ -37,18 +37,21 @@ static const char *const wsql[W_COUNT] = {
                       " next_retry_us = 0, updated_us = ?3 WHERE id BETWEEN ?1 AND ?4",
     /* Done and dead are reached from pending only (dlq replay is the way
      * back), so every entry a state change matches leaves the pending count. */
-    [W_ENTRY_DONE] = "UPDATE entries SET state = 1, next_retry_us = 0, updated_us = ?2 WHERE id = ?1 AND state = 0",
+    [W_ENTRY_DONE] = "UPDATE entries SET state = 1, next_retry_us = 0, updated_us = ?2 WHERE id = ?1 AND state = 0"
+                     " AND NOT " ENTRY_SETTLED_BY_RANGE("entries"),
     /* the common end of a run: the route's last step is done, and so is the entry */
     [W_LAST_STEPS] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0, next_retry_us = 0,"
-                     " state = 1, updated_us = ?3 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 0",
+                     " state = 1, updated_us = ?3 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 0"
+                     " AND NOT " ENTRY_SETTLED_BY_RANGE("entries"),
     [W_LAST_STEPS_RANGE] = "UPDATE entries SET next_step = ?2 + 1, attempts = 0, first_attempt_us = 0,"
-                           " next_retry_us = 0, state = 1, updated_us = ?3 WHERE id BETWEEN ?1 AND ?4 AND state = 0",
+                           " next_retry_us = 0, state = 1, updated_us = ?3 WHERE id BETWEEN ?1 AND ?4 AND state = 0"
+                           " AND NOT " ENTRY_SETTLED_BY_RANGE("entries"),
     /* A retry at a step other than the recorded one starts that step's clock. */
     [W_RETRY] = "UPDATE entries SET first_attempt_us = CASE WHEN first_attempt_us = 0 OR next_step <> ?2"
                 " THEN ?5 ELSE first_attempt_us END, next_step = ?2, attempts = ?3, next_retry_us = ?4,"
                 " error = ?6, updated_us = ?5 WHERE id = ?1",
     [W_DEAD] = "UPDATE entries SET state = 2, next_step = ?2, next_retry_us = 0, error = ?3, updated_us = ?4"
-               " WHERE id = ?1 AND state = 0",
+               " WHERE id = ?1 AND state = 0 AND NOT " ENTRY_SETTLED_BY_RANGE("entries"),
     [W_COUNTS_ADD] = "UPDATE counts SET entries = entries + ?2 WHERE state = ?1",
     /* A step's state: the first write starts the row, later ones replace the
      * state and keep started_us. */
@@ -69,6 +72,24 @@ static const char *const wsql[W_COUNT] = {
                         " FROM json_each(?1)) AND " PAYLOAD_ROW_SETTLED,
     [W_DROP_PAYLOADS_RANGE] = "DELETE FROM payloads WHERE id BETWEEN coalesce(" PAYLOAD_ROW_OF("?1")
                               ", ?1) AND ?4 AND " PAYLOAD_ROW_SETTLED,
+    /* The entries ?1 to ?4 (a run of consecutive ids whose route's last
+     * step ?2 completed at ?3) settled as one range (ledger_internal.h),
+     * unless it would overlap a range (some are done already), hold a dead
+     * entry, or start or end at an entry that is not pending: then
+     * nothing, and the writer falls back to W_LAST_STEPS_RANGE. Entries
+     * between the ends are pending: the router reports steps only of
+     * entries it runs, which are pending, and a pending entry is never in
+     * a range or dead, which the checks above cover. */
+    [W_SETTLE_RANGE] = "INSERT INTO settled(first, last, next_step, updated_us) SELECT ?1, ?4, ?2 + 1, ?3"
+                       " WHERE coalesce((SELECT last FROM settled WHERE first <= ?4 ORDER BY first DESC LIMIT 1), 0)"
+                       " < ?1 AND (SELECT state FROM entries WHERE id = ?1) = 0"
+                       " AND (SELECT state FROM entries WHERE id = ?4) = 0"
+                       " AND NOT EXISTS (SELECT 1 FROM entries WHERE id BETWEEN ?1 AND ?4 AND state = 2)",
+    /* keep_payload: until_settled, after W_SETTLE_RANGE settled ?1 to ?4:
+     * their payload rows; a row holding only entries of the range goes
+     * without a look at each entry. */
+    [W_DROP_SETTLED_PAYLOADS] = "DELETE FROM payloads WHERE id BETWEEN coalesce(" PAYLOAD_ROW_OF("?1")
+                                ", ?1) AND ?4 AND (id >= ?1 AND id + span - 1 <= ?4 OR " PAYLOAD_ROW_SETTLED ")",
     /* The payloads of ROWS_PER_INSERT entries accepted together, as one
      * row (writer.c, accept_rows). */
     [W_PAYLOAD_GROUP] = "INSERT INTO payloads(id, payload, span) VALUES(?1, ?2, ?3)",

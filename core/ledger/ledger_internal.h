@@ -27,7 +27,7 @@
 #include "ledger/ledger.h"
 #include "util/util.h"
 
-#define SCHEMA_VERSION 7
+#define SCHEMA_VERSION 8
 #define BUSY_TIMEOUT_MS 10000
 /* Above this many queued ops the writer stops gathering and commits. */
 #define GATHER_MAX 4096
@@ -127,9 +127,39 @@ enum {
     W_PROGRESS,
     W_DROP_PAYLOADS,
     W_DROP_PAYLOADS_RANGE,
+    W_SETTLE_RANGE,
+    W_DROP_SETTLED_PAYLOADS,
     W_COUNT
 };
 
+
+/* Settled ranges (schema 8): a row of `settled` says that the entries
+ * `first` to `last` are done, without a write to each entry's row: the
+ * route's last step of each of them completed (next_step, at updated_us).
+ * Rewriting every entry's row on settling was a quarter of the writer's
+ * SQLite work (docs/benchmarks.md). An entry's row still says pending
+ * (state 0) then; a row that says done or dead is what it says (entries
+ * settled before schema 8, or one at a time). Ranges never overlap, hold
+ * no dead entry and never reach past the largest entry id (ids are reused
+ * above it: maintenance.c cuts them when entries are deleted).
+ * SETTLED_RANGE_OF(e): the first id of the range that would cover entry
+ * e (the last one starting at or before it). ENTRY_SETTLED_BY_RANGE(t):
+ * the entry of row alias t is done by a range. */
+#define SETTLED_RANGE_OF(entry) "(SELECT first FROM settled WHERE first <= " entry " ORDER BY first DESC LIMIT 1)"
+#define ENTRY_SETTLED_BY_RANGE(t)                                                                                  \
+    "(" t ".state = 0 AND coalesce((SELECT last FROM settled WHERE first <= " t ".id ORDER BY first DESC"       \
+    " LIMIT 1), 0) >= " t ".id)"
+/* The entries with what a range settled in them: FROM ENTRIES_NOW and
+ * the columns below instead of entries' own (queries.c, the entries_now
+ * view of schema.c). `s` is the entry's range, NULL if none settled it. */
+#define ENTRIES_NOW                                                                                                 \
+    "entries LEFT JOIN settled s ON entries.state = 0 AND s.first = " SETTLED_RANGE_OF("entries.id")             \
+    " AND s.last >= entries.id"
+#define NOW_STATE "CASE WHEN s.first IS NULL THEN entries.state ELSE 1 END"
+#define NOW_NEXT_STEP "coalesce(s.next_step, entries.next_step)"
+#define NOW_UPDATED_US "coalesce(s.updated_us, entries.updated_us)"
+/* a range settles as W_LAST_STEPS did: no attempts, no retry */
+#define NOW_RETRY_COLUMN(c) "CASE WHEN s.first IS NULL THEN entries." c " ELSE 0 END"
 
 /* Payload rows (schema 7): a row holds the payloads of `span` entries
  * with consecutive ids, from entry `id` on, one per line (JSON Lines),
@@ -151,7 +181,7 @@ enum {
     "NOT EXISTS (SELECT 1 FROM entries e WHERE e.id BETWEEN payloads.id AND payloads.id + payloads.span - 1)"
 #define PAYLOAD_ROW_SETTLED                                                                                         \
     "NOT EXISTS (SELECT 1 FROM entries e WHERE e.id BETWEEN payloads.id AND payloads.id + payloads.span - 1"    \
-    " AND e.state <> 1)"
+    " AND e.state <> 1 AND NOT " ENTRY_SETTLED_BY_RANGE("e") ")"
 /* Entry ids are reused above the largest one left (entries has no
  * AUTOINCREMENT): a row must never span ids past its last entry, or a new
  * entry given such an id would read an old payload, and a new row starting

@@ -36,13 +36,20 @@ static void del_add(struct del_list *d, int64_t id, int state)
 /* Delete the listed entries with their member records, and their payload
  * rows once no entry of a row is left (or, keep_payload: until_settled,
  * none that is not done); a row that stays is cut back to its last entry
- * left (ledger_internal.h, PAYLOAD_ROW_CUT) (writer). */
+ * left (ledger_internal.h, PAYLOAD_ROW_CUT), and so is a settled range
+ * (writer). */
 static int delete_entries(sb_ledger *l, struct del_list *d, char *err, size_t errsz)
 {
     const char *const sql[] = {
         "DELETE FROM members WHERE entry_id = ?1",
         "DELETE FROM step_states WHERE entry_id = ?1",
         "DELETE FROM entries WHERE id = ?1",
+        /* a range left without entries goes; one whose last entry went is
+         * cut back to its last one left (ids are reused above the largest) */
+        "DELETE FROM settled WHERE first = " SETTLED_RANGE_OF("?1") " AND NOT EXISTS (SELECT 1 FROM entries e"
+        " WHERE e.id BETWEEN settled.first AND settled.last)",
+        "UPDATE settled SET last = (SELECT max(e.id) FROM entries e WHERE e.id BETWEEN settled.first AND"
+        " settled.last) WHERE first = " SETTLED_RANGE_OF("?1") " AND last = ?1",
         l->opts.drop_settled_payload
             ? "DELETE FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND " PAYLOAD_ROW_SETTLED
             : "DELETE FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND " PAYLOAD_ROW_UNUSED,
@@ -88,8 +95,8 @@ static int prune_fn(sb_ledger *l, void *ctx, char *err, size_t errsz)
     struct del_list d = {0};
     sqlite3_stmt *sel = NULL;
     if (sqlite3_prepare_v2(l->wdb,
-                           "SELECT id, state, updated_us, accepted_us FROM entries WHERE id > ?1"
-                           " ORDER BY id LIMIT ?2",
+                           "SELECT entries.id, " NOW_STATE ", " NOW_UPDATED_US ", accepted_us FROM " ENTRIES_NOW
+                           " WHERE entries.id > ?1 ORDER BY entries.id LIMIT ?2",
                            -1, &sel, NULL) != SQLITE_OK)
         return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
     sqlite3_bind_int64(sel, 1, c->after);
@@ -241,6 +248,33 @@ struct republish_ctx {
     int changed;
 };
 
+/* Entry id's row says what a settled range says of it, for all entries
+ * of that range, and the range goes: before a change to one of them
+ * (writer). Nothing if no range covers it. */
+static int fold_range(sb_ledger *l, int64_t id, char *err, size_t errsz)
+{
+#define COVERING "(SELECT first FROM settled WHERE first = " SETTLED_RANGE_OF("?1") " AND last >= ?1)"
+    static const char *const sql[] = {
+        "UPDATE entries SET state = 1, next_step = (SELECT next_step FROM settled WHERE first = " COVERING "),"
+        " attempts = 0, first_attempt_us = 0, next_retry_us = 0, updated_us = (SELECT updated_us FROM settled"
+        " WHERE first = " COVERING ") WHERE id BETWEEN " COVERING " AND (SELECT last FROM settled WHERE first = "
+        COVERING ") AND state = 0",
+        "DELETE FROM settled WHERE first = " COVERING,
+    };
+#undef COVERING
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(l->wdb, sql[i], -1, &st, NULL) != SQLITE_OK)
+            return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
+        sqlite3_bind_int64(st, 1, id);
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+            return sb_err(err, errsz, "%s", sqlite3_errmsg(l->wdb));
+    }
+    return 0;
+}
+
 /* One statement per state, so that the counts by state stay exact. */
 static int republish_fn(sb_ledger *l, void *ctx, char *err, size_t errsz)
 {
@@ -258,6 +292,8 @@ static int republish_fn(sb_ledger *l, void *ctx, char *err, size_t errsz)
                       "entry %lld keeps no payload (ledger.keep_payload: until_settled dropped it when it settled), "
                       "so it cannot be sent again; publish the run again from its source",
                       (long long)c->entry_id);
+    if (fold_range(l, c->entry_id, err, errsz) != 0)
+        return -1;
     static const char *const sql[] = {
         "DELETE FROM members WHERE entry_id = ?1 AND step >= ?2",
         "DELETE FROM step_states WHERE entry_id = ?1 AND step >= ?2",

@@ -107,9 +107,11 @@ int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id,
     sqlite3_stmt *st = NULL, *mem = NULL;
     int count = -1;
     /* A walk of the entries by id from after_id (schema 6 dropped the index
-     * of pending ones): the resume pages through them once. */
+     * of pending ones): the resume pages through them once. A row that says
+     * pending may be settled by a range (schema 8). */
     if (sqlite3_prepare_v2(db,
                            "SELECT " PENDING_COLS " FROM entries WHERE state = 0 AND id > ?1"
+                           " AND NOT " ENTRY_SETTLED_BY_RANGE("entries")
                            " AND (?2 IS NULL OR route = ?2) ORDER BY id LIMIT ?3",
                            -1, &st, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, members_sql, -1, &mem, NULL) != SQLITE_OK) {
@@ -244,9 +246,11 @@ static json_t *col_json_text(sqlite3_stmt *st, int i)
     return s ? json_string(s) : json_null();
 }
 
+/* An entry as it is now (FROM ENTRIES_NOW: a range may have settled it) */
 #define LIST_COLS                                                                                                   \
-    "id, event_id, route, source, state, next_step, attempts, received_us, updated_us, error, " ENTRY_PAYLOAD ","  \
-    " first_attempt_us, next_retry_us, requeued"
+    "entries.id, event_id, route, source, " NOW_STATE ", " NOW_NEXT_STEP ", " NOW_RETRY_COLUMN("attempts") ","     \
+    " received_us, " NOW_UPDATED_US ", error, " ENTRY_PAYLOAD ", " NOW_RETRY_COLUMN("first_attempt_us") ","        \
+    " " NOW_RETRY_COLUMN("next_retry_us") ", requeued"
 
 static json_t *row_to_json(sqlite3_stmt *st)
 {
@@ -322,7 +326,7 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
      * as `counts` says there are (none: no walk), in the same read
      * transaction, so that a ledger with few pending entries is not read
      * whole for them. */
-    char state_cond[32] = "?3 < 0";
+    char state_cond[64] = "?3 < 0";
     int64_t limit = f->limit ? (int64_t)f->limit : 100;
     int in_tx = 0;
     if (f->state == SB_ENTRY_PENDING) {
@@ -335,15 +339,20 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
             goto out;
         }
     }
-    if (f->state >= 0)
-        snprintf(state_cond, sizeof state_cond, "state = %d", f->state);
-    char sql[2048]; /* about 800 bytes */
+    /* dead is what the row says; pending and done depend on the ranges too */
+    if (f->state == SB_ENTRY_PENDING)
+        snprintf(state_cond, sizeof state_cond, "entries.state = 0 AND s.first IS NULL");
+    else if (f->state == SB_ENTRY_DONE)
+        snprintf(state_cond, sizeof state_cond, "(entries.state = 1 OR s.first IS NOT NULL)");
+    else if (f->state >= 0)
+        snprintf(state_cond, sizeof state_cond, "entries.state = %d", f->state);
+    char sql[4096]; /* about 1,400 bytes */
     snprintf(sql, sizeof sql,
-             "SELECT " LIST_COLS " FROM entries WHERE"
+             "SELECT " LIST_COLS " FROM " ENTRIES_NOW " WHERE"
              " (?1 IS NULL OR route = ?1) AND (?2 IS NULL OR source = ?2) AND %s"
              " AND (?4 IS NULL OR CAST(json_extract(" ENTRY_PAYLOAD ", ?4) AS TEXT) = ?5)"
              " AND (?6 = 0 OR received_us >= ?6) AND (?7 = 0 OR received_us < ?7)"
-             " ORDER BY id DESC LIMIT ?8",
+             " ORDER BY entries.id DESC LIMIT ?8",
              state_cond);
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
         sb_err(errstr, errstr_size, "ledger list: %s", sqlite3_errmsg(db));
@@ -419,7 +428,8 @@ json_t *sb_ledger_show(sb_ledger *l, int64_t entry_id, char *errstr, size_t errs
         return NULL;
     json_t *o = NULL;
     sqlite3_stmt *st = NULL, *mem = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT " LIST_COLS " FROM entries WHERE id = ?1", -1, &st, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(db, "SELECT " LIST_COLS " FROM " ENTRIES_NOW " WHERE entries.id = ?1", -1, &st, NULL) !=
+            SQLITE_OK ||
         sqlite3_prepare_v2(db,
                            "SELECT step, instance, attempts, completed_us, added FROM members WHERE entry_id = ?1"
                            " ORDER BY step, completed_us, instance",

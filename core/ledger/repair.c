@@ -72,7 +72,7 @@ static const struct {
     const char *table, *key;
 } tables[] = {
     {"checkpoints", "rowid"}, {"entries", "id"},           {"payloads", "id"},
-    {"members", "entry_id"},  {"step_states", "entry_id"},
+    {"members", "entry_id"},  {"step_states", "entry_id"}, {"settled", "first"},
 };
 
 /* Copy the rows of one table in key order. A damaged page stops a scan;
@@ -226,10 +226,16 @@ int sb_ledger_recover(const char *state_dir, FILE *out, char *errstr, size_t err
             if (copy_table(old, db, tables[i].table, tables[i].key, out, errstr, errstr_size) != 0)
                 goto out;
         /* a payload without its entry serves nothing (a row is cut back to
-         * its last entry left: PAYLOAD_ROW_CUT); counts are derived */
+         * its last entry left: PAYLOAD_ROW_CUT), nor does a settled range
+         * (cut back the same way); counts are derived */
         if (sb_ledger__exec_sql(db,
                                 "DELETE FROM payloads WHERE " PAYLOAD_ROW_UNUSED ";" PAYLOAD_ROW_CUT("1") ";"
-                                "UPDATE counts SET entries = (SELECT count(*) FROM entries e WHERE e.state = counts.state);"
+                                "DELETE FROM settled WHERE NOT EXISTS (SELECT 1 FROM entries e"
+                                " WHERE e.id BETWEEN settled.first AND settled.last);"
+                                "UPDATE settled SET last = (SELECT max(e.id) FROM entries e"
+                                " WHERE e.id BETWEEN settled.first AND settled.last);"
+                                "UPDATE counts SET entries = (SELECT count(*) FROM entries_now e"
+                                " WHERE e.state = counts.state);"
                                 "COMMIT;",
                                 msg, sizeof msg) != 0) {
             sb_err(errstr, errstr_size, "%s", msg);

@@ -410,6 +410,29 @@ static int drop_payloads(sb_ledger *l, const id_run *ids, char *err, size_t errs
     return wstep(l, which, err, errsz);
 }
 
+/* The route's last step `op->step` of the consecutive entries `ids` is
+ * done: settle them as one range (W_SETTLE_RANGE) and drop their payloads
+ * (keep_payload: until_settled). 1 if it did, 0 if the range is refused
+ * (the caller updates each entry's row instead), -1 on error. */
+static int settle_range(sb_ledger *l, const struct op *op, const id_run *ids, char *err, size_t errsz)
+{
+    sqlite3_stmt *st = l->ws[W_SETTLE_RANGE];
+    bind_ids(l, st, ids);
+    sqlite3_bind_int(st, 2, op->step);
+    sqlite3_bind_int64(st, 3, op->t1);
+    if (wstep(l, W_SETTLE_RANGE, err, errsz) != 0)
+        return -1;
+    if (sqlite3_changes(l->wdb) == 0)
+        return 0;
+    int64_t n = ids->last - ids->first + 1;
+    l->moved[SB_ENTRY_PENDING] -= n;
+    l->moved[SB_ENTRY_DONE] += n;
+    if (!l->opts.drop_settled_payload)
+        return 1;
+    bind_ids(l, l->ws[W_DROP_SETTLED_PAYLOADS], ids);
+    return wstep(l, W_DROP_SETTLED_PAYLOADS, err, errsz) == 0 ? 1 : -1;
+}
+
 /* The member records of ROWS_PER_INSERT ops with one statement. */
 static int apply_member_rows(sb_ledger *l, const struct opbuf *b, const struct op *const *ops, char *err,
                              size_t errsz)
@@ -446,6 +469,11 @@ static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t 
             return -1;
     if (!ids.consecutive)
         sb_strbuf_add(&l->ids, "]", 1);
+    if (first->last && ids.consecutive) {
+        int settled = settle_range(l, first, &ids, err, errsz);
+        if (settled != 0)
+            return settled < 0 ? -1 : 0;
+    }
     int which = first->last ? (ids.consecutive ? W_LAST_STEPS_RANGE : W_LAST_STEPS)
                             : (ids.consecutive ? W_STEPS_RANGE : W_STEPS);
     sqlite3_stmt *st = l->ws[which];

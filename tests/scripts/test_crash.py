@@ -137,7 +137,7 @@ def main():
 
     db = sqlite3.connect(os.path.join(d, "state", "ledger.db"))
     n_entries = db.execute("SELECT count(*) FROM entries").fetchone()[0]
-    not_done = db.execute("SELECT count(*) FROM entries WHERE state != 1 OR next_step != 2").fetchone()[0]
+    not_done = db.execute("SELECT count(*) FROM entries_now WHERE state != 1 OR next_step != 2").fetchone()[0]
     twice = db.execute("SELECT count(*) FROM (SELECT entry_id, step, instance, count(*) c FROM members "
                        "GROUP BY 1, 2, 3 HAVING c != 1)").fetchone()[0]
     per_entry = db.execute("SELECT count(*) FROM (SELECT e.id FROM entries e LEFT JOIN members m ON m.entry_id = e.id"

@@ -1009,6 +1009,121 @@ START_TEST(test_prune)
 }
 END_TEST
 
+/* All of steps[] done at once, as the router reports a batch. */
+static void steps_done_run(sb_ledger *l, const int64_t *ids, int from, int to, int step)
+{
+    sb_ledger_step s[64];
+    ck_assert_int_le(to - from, 64);
+    for (int i = from; i < to; i++)
+        s[i - from] = (sb_ledger_step){.entry_id = ids[i], .step = step, .last = 1};
+    sb_ledger_steps_done(l, s, (size_t)(to - from));
+}
+
+/* Schema 8: a batch of consecutive entries done at their route's last step
+ * is settled by one row of `settled`, not an update of each row. Every
+ * read sees them done; a second report of them, a dead letter or a done
+ * of one of them changes nothing; republishing one folds its range back
+ * into the rows first. */
+START_TEST(test_settled_ranges)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t ids[40];
+    accept_group(l, 0, 40, ids);
+    steps_done_run(l, ids, 0, 32, 0);
+    sb_ledger_sync(l);
+    counts(l, 8, 32, 0);
+    char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+    char *want = sb_asprintf("%lld-%lld", (long long)ids[0], (long long)ids[31]);
+    sql_expect(path, "SELECT group_concat(first || '-' || last) FROM settled", want);
+    free(want);
+    sql_expect(path, "SELECT count(*) FROM entries WHERE state = 0", "40"); /* the rows were not written */
+    sql_expect(path, "SELECT count(*) || ' ' || sum(state) || ' ' || sum(next_step) FROM entries_now", "40 32 32");
+    json_t *e = sb_ledger_show(l, ids[5], err, sizeof err);
+    ck_assert_msg(e != NULL, "show: %s", err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "done");
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 1);
+    ck_assert_int_ne(json_integer_value(json_object_get(e, "updated_us")), 0);
+    json_decref(e);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_DONE, .limit = 100}), 32);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_PENDING, .limit = 100}), 8);
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 8);
+    ck_assert_int_eq(s.entry_id[0], ids[32]);
+
+    /* reported again (in part, and across the pending ones), dead, done:
+     * only the pending ones move */
+    steps_done_run(l, ids, 10, 20, 0);
+    steps_done_run(l, ids, 30, 34, 0);
+    sb_ledger_dead(l, ids[3], 0, "late");
+    sb_ledger_entry_done(l, ids[4]);
+    sb_ledger_sync(l);
+    counts(l, 6, 34, 0);
+    sql_expect(path, "SELECT count(*) FROM entries_now WHERE state = 1", "34");
+
+    /* a dead entry inside a batch: no range, each row instead */
+    sb_ledger_dead(l, ids[36], 0, "bad");
+    steps_done_run(l, ids, 34, 40, 0);
+    sb_ledger_sync(l);
+    counts(l, 0, 39, 1);
+    sql_expect(path, "SELECT count(*) FROM settled", "1");
+
+    /* republish one: its range becomes rows, the one goes back to pending */
+    ck_assert_int_eq(sb_ledger_republish(l, ids[7], 0, err, sizeof err), 1);
+    counts(l, 1, 38, 1);
+    sql_expect(path, "SELECT count(*) FROM settled", "0");
+    sql_expect(path, "SELECT count(*) FROM entries WHERE state = 1", "38");
+    sql_expect(path, "SELECT count(*) FROM entries_now WHERE state = 0 AND requeued = 1", "1");
+    steps_done_run(l, ids, 7, 8, 0);
+    sb_ledger_sync(l);
+    counts(l, 0, 39, 1);
+    sb_ledger_close(l);
+    free(path);
+}
+END_TEST
+
+/* keep_payload: until_settled drops the payload rows a range settles;
+ * a range pruned goes with its entries: ids are reused above the largest
+ * left, and a new entry given one must be pending, not settled. */
+START_TEST(test_settled_ranges_pruned)
+{
+    g_opts.drop_settled_payload = 1;
+    sb_ledger *l = open_ledger();
+    char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+    int64_t ids[64];
+    accept_group(l, 0, 64, ids); /* payload rows of 32 */
+    steps_done_run(l, ids, 0, 40, 0);
+    sb_ledger_sync(l);
+    /* the first row held only settled entries: dropped without a look */
+    char *want = sb_asprintf("%lld", (long long)ids[32]);
+    sql_expect(path, "SELECT group_concat(id) FROM payloads", want);
+    free(want);
+    steps_done_run(l, ids, 40, 64, 0);
+    sb_ledger_sync(l);
+    sql_expect(path, "SELECT count(*) FROM payloads", "0"); /* the second row's first entries by the first range */
+    counts(l, 0, 64, 0);
+    sb_ledger_close(l);
+    g_opts.drop_settled_payload = 0;
+
+    /* pruned: the range goes with its entries, so the ids given again
+     * (above the largest left: none) are new pending entries */
+    l = open_ledger();
+    int64_t now = sb_now_us();
+    ck_assert_int_eq(sb_ledger_prune(l, now + g_opts.retention_ms * 1000 + 1000), 64);
+    counts(l, 0, 0, 0);
+    sql_expect(path, "SELECT count(*) FROM settled", "0");
+    int64_t again[4];
+    accept_group(l, 100, 4, again);
+    sb_ledger_sync(l);
+    counts(l, 4, 0, 0);
+    sql_expect(path, "SELECT count(*) FROM entries_now WHERE state = 0", "4");
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 4);
+    sb_ledger_close(l);
+    free(path);
+}
+END_TEST
+
 /* The prune walk goes by id and passes entries it must keep: a pending one
  * and one accepted long ago but settled after the cutoff. */
 START_TEST(test_prune_walk_keeps_late_settled)
@@ -1155,7 +1270,8 @@ START_TEST(test_migrate_v1)
     l = open_ledger(); /* already migrated: opens as it is */
     counts(l, 1, 2, 0);
     sb_ledger_close(l);
-    sql_expect(path, "PRAGMA user_version", "7");
+    sql_expect(path, "PRAGMA user_version", "8");
+    sql_expect(path, "SELECT count(*) FROM sqlite_master WHERE name IN ('settled', 'entries_now')", "2");
     sql_expect(path, "SELECT count(*) FROM step_states", "0");
     sql_expect(path, "SELECT count(*) FROM sqlite_master WHERE name = 'entries_settled'", "0");
     /* version 3: payloads apart, and pruned with their entries */
@@ -1452,6 +1568,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_list_filters);
     tcase_add_test(tc, test_show_steps);
     tcase_add_test(tc, test_prune);
+    tcase_add_test(tc, test_settled_ranges);
+    tcase_add_test(tc, test_settled_ranges_pruned);
     tcase_add_test(tc, test_prune_many);
     tcase_add_test(tc, test_prune_walk_keeps_late_settled);
     tcase_add_test(tc, test_settled_entries_stay);
