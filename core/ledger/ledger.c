@@ -107,6 +107,11 @@ static const char *const wsql[W_COUNT] = {
     "INSERT INTO entries(event_id, route, source, received_us, state, next_step, attempts, first_attempt_us,"     \
     " next_retry_us, updated_us, accepted_us) VALUES"
 #define ENTRY_ROW "(?, ?, ?, ?, 0, 0, 0, 0, 0, ?, ?)"
+/* W_INSERT_ROWS_SHARED: rows of one route and source, which are bound
+ * once (?1 route, ?2 source, ?3 the time) instead of in each row: binding
+ * them row by row was about 4 % of the daemon's instructions. Row r's
+ * event id and received time are ?(4 + 2r) and ?(5 + 2r). */
+#define ENTRY_ROW_SHARED "(?%d, ?1, ?2, ?%d, 0, 0, 0, 0, 0, ?3, ?3)"
 #define PAYLOAD_INSERT "INSERT INTO payloads(id, payload) VALUES"
 #define PAYLOAD_ROW "(?, ?)"
 #define MEMBER_INSERT "INSERT OR IGNORE INTO members(entry_id, step, instance, attempts, completed_us, added) VALUES"
@@ -128,14 +133,20 @@ static int prepare_writer_statement(sb_ledger *l, int i)
 {
     if (wsql[i])
         return sqlite3_prepare_v3(l->wdb, wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &l->ws[i], NULL);
-    if (!rows_sql[i].head)
-        return SQLITE_MISUSE; /* a statement listed in the enum with no SQL */
     sb_strbuf q = {0};
-    sb_strbuf_add(&q, rows_sql[i].head, strlen(rows_sql[i].head));
-    for (int r = 0; r < rows_sql[i].rows; r++) {
-        if (r)
-            sb_strbuf_add(&q, ",", 1);
-        sb_strbuf_add(&q, rows_sql[i].row, strlen(rows_sql[i].row));
+    if (i == W_INSERT_ROWS_SHARED) {
+        sb_strbuf_add(&q, ENTRY_INSERT, strlen(ENTRY_INSERT));
+        for (int r = 0; r < ROWS_PER_INSERT; r++)
+            sb_strbuf_printf(&q, r ? "," ENTRY_ROW_SHARED : ENTRY_ROW_SHARED, 4 + 2 * r, 5 + 2 * r);
+    } else if (rows_sql[i].head) {
+        sb_strbuf_add(&q, rows_sql[i].head, strlen(rows_sql[i].head));
+        for (int r = 0; r < rows_sql[i].rows; r++) {
+            if (r)
+                sb_strbuf_add(&q, ",", 1);
+            sb_strbuf_add(&q, rows_sql[i].row, strlen(rows_sql[i].row));
+        }
+    } else {
+        return SQLITE_MISUSE; /* a statement listed in the enum with no SQL */
     }
     int rc = sqlite3_prepare_v3(l->wdb, q.p, (int)q.len, SQLITE_PREPARE_PERSISTENT, &l->ws[i], NULL);
     free(q.p);

@@ -185,6 +185,10 @@ static int64_t find_entry(sb_ledger *l, const sb_ledger_new *e)
     return id;
 }
 
+/* a and b are the same text (usually the same pointer: a batch's entries
+ * share their route's and source's names). a is not NULL. */
+static int same_text(const char *a, const char *b) { return a == b || (b && strcmp(a, b) == 0); }
+
 /* Bind an entry's row of an entries INSERT from parameter *p on. */
 static void bind_entry(sqlite3_stmt *st, int *p, const struct waiter *w, const sb_ledger_new *e, int64_t now)
 {
@@ -260,11 +264,26 @@ static int group_payloads(sb_ledger *l, const sb_ledger_new *e)
  * one is a duplicate: the failed statement inserted none of them). */
 static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, int64_t now, char *err, size_t errsz)
 {
-    sqlite3_stmt *ins = l->ws[W_INSERT_ROWS];
-    for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
+    const char *route = e[0].route, *source = entry_source(w, &e[0]);
+    int shared = route != NULL;
+    for (int r = 0; r < ROWS_PER_INSERT; r++) {
         if (e[r].dead_reason)
             return 1;
-        bind_entry(ins, &p, w, &e[r], now);
+        if (shared && r && !(same_text(route, e[r].route) && same_text(source, entry_source(w, &e[r]))))
+            shared = 0;
+    }
+    sqlite3_stmt *ins = l->ws[shared ? W_INSERT_ROWS_SHARED : W_INSERT_ROWS];
+    if (shared) {
+        sqlite3_bind_text(ins, 1, route, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 2, source, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(ins, 3, now);
+        for (int r = 0; r < ROWS_PER_INSERT; r++) {
+            sb_ledger__bind_text(ins, 4 + 2 * r, e[r].event_id);
+            sqlite3_bind_int64(ins, 5 + 2 * r, e[r].received_us);
+        }
+    } else {
+        for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++)
+            bind_entry(ins, &p, w, &e[r], now);
     }
     int rc = sqlite3_step(ins);
     sqlite3_reset(ins);

@@ -312,6 +312,45 @@ START_TEST(test_accept_many_rows)
 }
 END_TEST
 
+/* A group of ROWS_PER_INSERT entries of one route and source binds those
+ * once for the group; a group that mixes them binds each row's own. Both
+ * write every row's own id, route, source and times. */
+START_TEST(test_accept_rows_shared)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    enum { N = 64 };
+    char ids[N][16], *pl[N];
+    char route_copy[] = "r1"; /* same text, another pointer */
+    sb_ledger_new e[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "s%d", i);
+        pl[i] = payload(ids[i], "t", 100 + i);
+        int mixed = i >= 32;
+        e[i] = (sb_ledger_new){.event_id = ids[i], .route = i == 7 ? route_copy : "r1", .payload = pl[i],
+                               .received_us = 100 + i};
+        if (mixed && i % 2)
+            e[i].route = "r2";
+        if (mixed && i % 3 == 0)
+            e[i].source = "other";
+    }
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, e, N, err, sizeof err), 0);
+    for (int i = 1; i < N; i++)
+        ck_assert_int_eq(e[i].entry_id, e[i - 1].entry_id + 1);
+    sb_ledger_close(l);
+    char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+    sql_expect(path,
+               "SELECT count(*) FROM entries WHERE received_us = 100 + CAST(substr(event_id, 2) AS INTEGER)"
+               " AND accepted_us = updated_us AND accepted_us > 0 AND route = CASE WHEN id > 32 AND id % 2 = 0"
+               " THEN 'r2' ELSE 'r1' END AND source = CASE WHEN id > 32 AND (id - 1) % 3 = 0 THEN 'other'"
+               " ELSE 'src' END",
+               "64");
+    free(path);
+    for (int i = 0; i < N; i++)
+        free(pl[i]);
+}
+END_TEST
+
 /* A source's dead letter is inserted straight into the dead-letter store,
  * in the accept's transaction; a redelivery of it is a duplicate. */
 START_TEST(test_accept_dead_letter)
@@ -1556,6 +1595,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_accept_duplicate_checkpoint);
     tcase_add_test(tc, test_accept_many_rows);
+    tcase_add_test(tc, test_accept_rows_shared);
     tcase_add_test(tc, test_async_order_and_resume_view);
     tcase_add_test(tc, test_progress_beside_step_state);
     tcase_add_test(tc, test_steps_done_batch);
