@@ -123,6 +123,17 @@ static uint64_t special_bytes(uint64_t w)
     return (zero_q | zero_b | below_space | w) & highs;
 }
 
+/* The 8 bytes at p (if there are 8 before end) are plain ASCII: none a
+ * quote, a backslash or a control character. */
+static int plain8(const unsigned char *p, const unsigned char *end)
+{
+    uint64_t w;
+    if (end - p < 8)
+        return 0;
+    memcpy(&w, p, 8);
+    return special_bytes(w) == 0;
+}
+
 /* A string, the cursor just past its opening quote. Leaves the cursor past
  * the closing quote; *escaped tells whether it held escapes. */
 static int scan_string(cursor *c, int *escaped)
@@ -560,7 +571,13 @@ int sb_json_quote(sb_strbuf *b, const char *s, size_t len)
 {
     static const char hexd[] = "0123456789ABCDEF";
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    /* Checked whole before anything is written; both walks skip 8 bytes
+     * of plain ASCII at a time (special_bytes). */
     for (const unsigned char *q = p; q < end;) {
+        if (plain8(q, end)) {
+            q += 8;
+            continue;
+        }
         size_t n = *q ? utf8_seq(q, end) : 0;
         if (!n)
             return -1;
@@ -569,6 +586,10 @@ int sb_json_quote(sb_strbuf *b, const char *s, size_t len)
     sb_strbuf_add(b, "\"", 1);
     const unsigned char *run = p;
     for (; p < end; p++) {
+        while (plain8(p, end))
+            p += 8;
+        if (p == end)
+            break;
         unsigned char ch = *p;
         if (ch >= 0x20 && ch != '"' && ch != '\\')
             continue;

@@ -79,19 +79,29 @@ char *sb_strdup(const char *s)
 
 size_t sb_i64_text(char *p, int64_t v)
 {
-    char tmp[24];
-    size_t n = 0;
+    /* two digits a step: the ledger payload's times have 16 */
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                "4041424344454647484950515253545556575859606162636465666768697071727374757677787980"
+                                "81828384858687888990919293949596979899";
+    char tmp[24], *t = tmp + sizeof tmp;
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) {
+        t -= 2;
+        memcpy(t, pairs + 2 * (u % 100), 2);
+        u /= 100;
+    }
+    if (u >= 10) {
+        t -= 2;
+        memcpy(t, pairs + 2 * u, 2);
+    } else {
+        *--t = (char)('0' + u);
+    }
     size_t len = 0;
     if (v < 0)
         p[len++] = '-';
-    while (n)
-        p[len++] = tmp[--n];
-    return len;
+    size_t n = (size_t)(tmp + sizeof tmp - t);
+    memcpy(p + len, t, n);
+    return len + n;
 }
 
 char *sb_asprintf(const char *fmt, ...)

@@ -9,6 +9,7 @@
  * is jansson's skipping of some NUL bytes (see agree()). */
 #include "build_config.h"
 #include "events/json_text.h"
+#include "util/util.h"
 
 #include <check.h>
 #include <jansson.h>
@@ -339,6 +340,8 @@ START_TEST(quote_matches_json_dumps)
     static const char *const strs[] = {
         "", "plain", "quote\" backslash\\ slash/", "\b\f\n\r\t", "\x01\x1f\x7f", "\xc3\xa9t\xc3\xa9",
         "\xf0\x9f\x98\x80", "sh /etl/run_replicator.sh edw orders",
+        /* past 8 bytes of plain ASCII, which the quote skips a word at a time */
+        "0123456789abcdef\"", "01234567\\89abcdefgh\xc3\xa9 and\tthe rest of a longer line", "abcdefgh\x01",
     };
     for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
         json_t *s = json_string(strs[i]);
@@ -351,7 +354,8 @@ START_TEST(quote_matches_json_dumps)
         json_decref(s);
     }
     /* what json_string() refuses is refused, and nothing is appended */
-    static const char *const bad[] = {"\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xff", "a\x80"};
+    static const char *const bad[] = {"\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xff", "a\x80", "abcdefghij\xff",
+                                      "abcdefgh\xc3"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         sb_strbuf b = {0};
         ck_assert_int_eq(sb_json_quote(&b, bad[i], strlen(bad[i])), -1);
@@ -361,7 +365,44 @@ START_TEST(quote_matches_json_dumps)
     }
     sb_strbuf b = {0};
     ck_assert_int_eq(sb_json_quote(&b, "a\0b", 3), -1);
+    ck_assert_int_eq(sb_json_quote(&b, "abcdefghij\0b", 12), -1);
     free(b.p);
+    /* generated strings: plain runs with escapes and UTF-8 at every offset */
+    static const char *const parts[] = {"a", "plain run ", "\"", "\\", "\n", "\x01", "\xc3\xa9", "\xe2\x82\xac",
+                                        "\xf0\x9f\x98\x80", "/"};
+    srand(19);
+    for (int i = 0; i < 5000; i++) {
+        char str[256] = "";
+        size_t len = 0;
+        for (int k = rand() % 12; k > 0; k--) {
+            const char *part = parts[rand() % (int)(sizeof parts / sizeof *parts)];
+            memcpy(str + len, part, strlen(part) + 1);
+            len += strlen(part);
+        }
+        json_t *js = json_string(str);
+        char *want = json_dumps(js, JSON_ENCODE_ANY);
+        sb_strbuf q = {0};
+        ck_assert_int_eq(sb_json_quote(&q, str, len), 0);
+        ck_assert_str_eq(q.p, want);
+        free(q.p);
+        free(want);
+        json_decref(js);
+    }
+}
+END_TEST
+
+/* sb_i64_text writes what printf's %lld writes. */
+START_TEST(i64_text_matches_printf)
+{
+    static const int64_t v[] = {0, 7, 9, 10, 42, 99, 100, 101, 999, 1000, 1700000000000000, -1, -10, -99, -100,
+                                 INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        char got[32], want[32];
+        size_t n = sb_i64_text(got, v[i]);
+        got[n] = '\0';
+        snprintf(want, sizeof want, "%lld", (long long)v[i]);
+        ck_assert_str_eq(got, want);
+    }
 }
 END_TEST
 
@@ -420,6 +461,7 @@ int main(void)
     tcase_add_test(tc, depth_limit);
     tcase_add_test(tc, generated_documents_and_mutations);
     tcase_add_test(tc, quote_matches_json_dumps);
+    tcase_add_test(tc, i64_text_matches_printf);
     tcase_add_test(tc, dump_matches_json_dumps);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
