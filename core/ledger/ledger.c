@@ -74,17 +74,17 @@ static const char *const wsql[W_COUNT] = {
                               ", ?1) AND ?4 AND " PAYLOAD_ROW_SETTLED,
     /* The entries ?1 to ?4 (a run of consecutive ids whose route's last
      * step ?2 completed at ?3) settled as one range (ledger_internal.h),
-     * unless it would overlap a range (some are done already), hold a dead
-     * entry, or start or end at an entry that is not pending: then
-     * nothing, and the writer falls back to W_LAST_STEPS_RANGE. Entries
-     * between the ends are pending: the router reports steps only of
-     * entries it runs, which are pending, and a pending entry is never in
-     * a range or dead, which the checks above cover. */
+     * unless some of them are settled already: by a range (it would
+     * overlap), or done or dead in their own rows (the partial index
+     * entries_not_pending finds them), or an end is missing. Then it
+     * inserts nothing, and the writer falls back to W_LAST_STEPS_RANGE,
+     * which settles the pending ones only: a step reported twice moves
+     * no count twice. */
     [W_SETTLE_RANGE] = "INSERT INTO settled(first, last, next_step, updated_us) SELECT ?1, ?4, ?2 + 1, ?3"
                        " WHERE coalesce((SELECT last FROM settled WHERE first <= ?4 ORDER BY first DESC LIMIT 1), 0)"
                        " < ?1 AND (SELECT state FROM entries WHERE id = ?1) = 0"
                        " AND (SELECT state FROM entries WHERE id = ?4) = 0"
-                       " AND NOT EXISTS (SELECT 1 FROM entries WHERE id BETWEEN ?1 AND ?4 AND state = 2)",
+                       " AND NOT EXISTS (SELECT 1 FROM entries WHERE id BETWEEN ?1 AND ?4 AND state <> 0)",
     /* keep_payload: until_settled, after W_SETTLE_RANGE settled ?1 to ?4:
      * their payload rows; a row holding only entries of the range goes
      * without a look at each entry. */

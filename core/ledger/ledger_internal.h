@@ -47,6 +47,11 @@
 /* The largest payload row of a group (writer.c, group_payloads): 32
  * payloads of up to about 2 KB each. */
 #define GROUP_PAYLOAD_MAX (64 << 10)
+/* The fewest consecutive entries settled as one range (writer.c,
+ * settle_range): fewer are updated row by row. Batches that small come
+ * with light load, where the update's CPU does not matter, and a range for
+ * every few entries would grow `settled` nearly as fast as `entries`. */
+#define SETTLE_RANGE_MIN 16
 /* WAL sizes for the checkpointer (why these: "checkpoints" in writer.c). */
 #define CKPT_SOFT_BYTES (16 << 20) /* wake the checkpointer */
 #define CKPT_HARD_BYTES (64 << 20) /* the writer checkpoints itself (journal_size_limit) */
@@ -141,8 +146,9 @@ enum {
  * SQLite work (docs/benchmarks.md). An entry's row still says pending
  * (state 0) then; a row that says done or dead is what it says (entries
  * settled before schema 8, or one at a time). Ranges never overlap, hold
- * no dead entry and never reach past the largest entry id (ids are reused
- * above it: maintenance.c cuts them when entries are deleted).
+ * no entry whose row says done or dead, and never reach past the largest
+ * entry id (ids are reused above it: maintenance.c cuts them when entries
+ * are deleted).
  * SETTLED_RANGE_OF(e): the first id of the range that would cover entry
  * e (the last one starting at or before it). ENTRY_SETTLED_BY_RANGE(t):
  * the entry of row alias t is done by a range. */

@@ -77,9 +77,10 @@ static const struct {
 
 /* Copy the rows of one table in key order. A damaged page stops a scan;
  * the scan then starts again past it, skipping ever further until it finds
- * readable rows again, and the keys skipped are reported as lost. */
-static int copy_table(sqlite3 *old, sqlite3 *db, const char *table, const char *key, FILE *out, char *err,
-                      size_t errsz)
+ * readable rows again, and the keys skipped are reported as lost, as is
+ * setting *damaged. */
+static int copy_table(sqlite3 *old, sqlite3 *db, const char *table, const char *key, FILE *out, int *damaged,
+                      char *err, size_t errsz)
 {
     char *sql = sb_asprintf("SELECT %s AS sb_key, * FROM %s WHERE %s >= ?1 ORDER BY %s", key, table, key, key);
     sqlite3_stmt *sel = NULL, *ins = NULL;
@@ -88,6 +89,7 @@ static int copy_table(sqlite3 *old, sqlite3 *db, const char *table, const char *
     if (rc != SQLITE_OK) {
         /* the table's schema itself is unreadable */
         fprintf(out, "  %s: unreadable (%s): nothing copied\n", table, sqlite3_errmsg(old));
+        *damaged = 1;
         return 0;
     }
     int ncol = sqlite3_column_count(sel);
@@ -151,6 +153,8 @@ static int copy_table(sqlite3 *old, sqlite3 *db, const char *table, const char *
     if (lost)
         fprintf(out, ", %" PRId64 " damaged rows lost", lost);
     fprintf(out, "%s\n", gaps ? ", and the rows on damaged pages are lost" : "");
+    if (lost || gaps)
+        *damaged = 1;
     sqlite3_finalize(sel);
     sqlite3_finalize(ins);
     return 0;
@@ -222,9 +226,14 @@ int sb_ledger_recover(const char *state_dir, FILE *out, char *errstr, size_t err
             sb_err(errstr, errstr_size, "%s", msg);
             goto out;
         }
-        for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
-            if (copy_table(old, db, tables[i].table, tables[i].key, out, errstr, errstr_size) != 0)
+        int settled_damaged = 0;
+        for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+            int rows_lost = 0;
+            if (copy_table(old, db, tables[i].table, tables[i].key, out, &rows_lost, errstr, errstr_size) != 0)
                 goto out;
+            if (strcmp(tables[i].table, "settled") == 0)
+                settled_damaged = rows_lost;
+        }
         /* a payload without its entry serves nothing (a row is cut back to
          * its last entry left: PAYLOAD_ROW_CUT), nor does a settled range
          * (cut back the same way); counts are derived */
@@ -241,6 +250,15 @@ int sb_ledger_recover(const char *state_dir, FILE *out, char *errstr, size_t err
             sb_err(errstr, errstr_size, "%s", msg);
             goto out;
         }
+        /* A lost range leaves its entries' rows saying pending, though they
+         * were done: the next start sends them again. Nothing tells them
+         * from entries that were pending, so the operator is told. */
+        if (settled_damaged)
+            fprintf(out,
+                    "WARNING: settled ranges were lost: entries they had settled now say pending, and the next start "
+                    "sends them again (%d entries say pending now; consumers must treat a repeated event_id as "
+                    "done). `syncbridge runs --state pending` lists them.\n",
+                    sb_ledger__pragma_int(db, "SELECT count(*) FROM entries_now WHERE state = 0"));
     }
     if (sb_ledger__exec_sql(db, "PRAGMA wal_checkpoint(TRUNCATE)", msg, sizeof msg) != 0) {
         sb_err(errstr, errstr_size, "%s", msg);

@@ -488,7 +488,7 @@ static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t 
             return -1;
     if (!ids.consecutive)
         sb_strbuf_add(&l->ids, "]", 1);
-    if (first->last && ids.consecutive) {
+    if (first->last && ids.consecutive && ids.last - ids.first + 1 >= SETTLE_RANGE_MIN) {
         int settled = settle_range(l, first, &ids, err, errsz);
         if (settled != 0)
             return settled < 0 ? -1 : 0;

@@ -1060,64 +1060,114 @@ static void steps_done_run(sb_ledger *l, const int64_t *ids, int from, int to, i
 
 /* Schema 8: a batch of consecutive entries done at their route's last step
  * is settled by one row of `settled`, not an update of each row. Every
- * read sees them done; a second report of them, a dead letter or a done
- * of one of them changes nothing; republishing one folds its range back
- * into the rows first. */
+ * read sees them done. A batch that meets entries settled already (by a
+ * range, or done or dead in their own rows) updates the pending ones row
+ * by row, so no count moves twice; so does a small one. A dead letter or
+ * a done for an entry a range settled changes nothing; republishing one
+ * folds its range back into the rows first. */
 START_TEST(test_settled_ranges)
 {
     sb_ledger *l = open_ledger();
     char err[256];
-    int64_t ids[40];
-    accept_group(l, 0, 40, ids);
+    int64_t ids[100];
+    accept_group(l, 0, 64, ids);
+    accept_group(l, 64, 36, ids + 64);
     steps_done_run(l, ids, 0, 32, 0);
     sb_ledger_sync(l);
-    counts(l, 8, 32, 0);
+    counts(l, 68, 32, 0);
     char *path = sb_asprintf("%s/state/ledger.db", g_dir);
     char *want = sb_asprintf("%lld-%lld", (long long)ids[0], (long long)ids[31]);
     sql_expect(path, "SELECT group_concat(first || '-' || last) FROM settled", want);
     free(want);
-    sql_expect(path, "SELECT count(*) FROM entries WHERE state = 0", "40"); /* the rows were not written */
-    sql_expect(path, "SELECT count(*) || ' ' || sum(state) || ' ' || sum(next_step) FROM entries_now", "40 32 32");
+    sql_expect(path, "SELECT count(*) FROM entries WHERE state = 0", "100"); /* the rows were not written */
+    sql_expect(path, "SELECT count(*) || ' ' || sum(state) || ' ' || sum(next_step) FROM entries_now", "100 32 32");
     json_t *e = sb_ledger_show(l, ids[5], err, sizeof err);
     ck_assert_msg(e != NULL, "show: %s", err);
     ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "done");
     ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 1);
-    ck_assert_int_ne(json_integer_value(json_object_get(e, "updated_us")), 0);
+    int64_t settled_us = json_integer_value(json_object_get(e, "updated_us"));
+    ck_assert_int_ne(settled_us, 0);
     json_decref(e);
-    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_DONE, .limit = 100}), 32);
-    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_PENDING, .limit = 100}), 8);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_DONE, .limit = 200}), 32);
+    ck_assert_int_eq(list_n(l, (sb_ledger_filter){.state = SB_ENTRY_PENDING, .limit = 200}), 68);
     struct seen s = {0};
-    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, collect, &s), 8);
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 1, collect, &s), 1);
     ck_assert_int_eq(s.entry_id[0], ids[32]);
 
-    /* reported again (in part, and across the pending ones), dead, done:
-     * only the pending ones move */
-    steps_done_run(l, ids, 10, 20, 0);
-    steps_done_run(l, ids, 30, 34, 0);
+    /* reported again across the range's end: the 16 pending ones only */
+    steps_done_run(l, ids, 16, 48, 0);
+    /* done and dead in their own rows, at an end and inside */
+    sb_ledger_entry_done(l, ids[48]);
+    sb_ledger_entry_done(l, ids[60]);
+    sb_ledger_dead(l, ids[85], 0, "bad");
+    steps_done_run(l, ids, 48, 80, 0);
+    steps_done_run(l, ids, 80, 100, 0);
+    /* a dead letter or a done for an entry a range settled: nothing */
     sb_ledger_dead(l, ids[3], 0, "late");
     sb_ledger_entry_done(l, ids[4]);
     sb_ledger_sync(l);
-    counts(l, 6, 34, 0);
-    sql_expect(path, "SELECT count(*) FROM entries_now WHERE state = 1", "34");
-
-    /* a dead entry inside a batch: no range, each row instead */
-    sb_ledger_dead(l, ids[36], 0, "bad");
-    steps_done_run(l, ids, 34, 40, 0);
-    sb_ledger_sync(l);
-    counts(l, 0, 39, 1);
+    counts(l, 0, 99, 1);
     sql_expect(path, "SELECT count(*) FROM settled", "1");
+    sql_expect(path, "SELECT count(*) || ' ' || sum(state = 1) || ' ' || sum(state = 2) FROM entries_now", "100 99 1");
 
     /* republish one: its range becomes rows, the one goes back to pending */
     ck_assert_int_eq(sb_ledger_republish(l, ids[7], 0, err, sizeof err), 1);
-    counts(l, 1, 38, 1);
+    counts(l, 1, 98, 1);
     sql_expect(path, "SELECT count(*) FROM settled", "0");
-    sql_expect(path, "SELECT count(*) FROM entries WHERE state = 1", "38");
+    sql_expect(path, "SELECT count(*) FROM entries WHERE state = 1", "98");
     sql_expect(path, "SELECT count(*) FROM entries_now WHERE state = 0 AND requeued = 1", "1");
+    e = sb_ledger_show(l, ids[6], err, sizeof err); /* folded: the range's values, now in the row */
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")), "done");
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "next_step")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "updated_us")), settled_us);
+    json_decref(e);
     steps_done_run(l, ids, 7, 8, 0);
     sb_ledger_sync(l);
-    counts(l, 0, 39, 1);
+    counts(l, 0, 99, 1);
     sb_ledger_close(l);
     free(path);
+}
+END_TEST
+
+/* `ledger recover` copies the ranges, and the counts it rebuilds see
+ * their entries done. When the ranges cannot be read, their entries say
+ * pending again: recover says so, with how many will be sent again. */
+START_TEST(test_settled_ranges_recovered)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t ids[64];
+    accept_group(l, 0, 64, ids);
+    steps_done_run(l, ids, 0, 40, 0);
+    sb_ledger_sync(l);
+    counts(l, 24, 40, 0);
+    sb_ledger_close(l);
+    char *dir = sb_asprintf("%s/state", g_dir), *path = sb_asprintf("%s/ledger.db", dir);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    ck_assert_msg(sb_ledger_recover(dir, out, err, sizeof err) == 0, "recover: %s", err);
+    fclose(out);
+    ck_assert_msg(strstr(text, "settled: 1 rows copied") != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "WARNING") == NULL, "%s", text);
+    free(text);
+    sql_expect(path, "SELECT group_concat(state || ':' || entries) FROM counts", "0:24,1:40,2:0");
+
+    /* the ranges unreadable (here: gone) */
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    exec_ok(db, "DROP TABLE settled");
+    sqlite3_close(db);
+    out = open_memstream(&text, &len);
+    ck_assert_msg(sb_ledger_recover(dir, out, err, sizeof err) == 0, "recover: %s", err);
+    fclose(out);
+    ck_assert_msg(strstr(text, "settled: unreadable") != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "WARNING: settled ranges were lost") != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "(64 entries say pending now") != NULL, "%s", text);
+    free(text);
+    sql_expect(path, "SELECT group_concat(state || ':' || entries) FROM counts", "0:64,1:0,2:0");
+    free(path);
+    free(dir);
 }
 END_TEST
 
@@ -1318,7 +1368,8 @@ START_TEST(test_migrate_v1)
     sql_expect(path, "SELECT group_concat(id) FROM payloads", "1,4,5");
     sql_expect(path, "SELECT group_concat(name) FROM (SELECT name FROM sqlite_master WHERE tbl_name = 'entries'"
                      " AND type = 'index' AND sql IS NOT NULL ORDER BY name)",
-               "entries_dead,entries_requeued"); /* version 6: no index of pending entries */
+               /* version 6: no index of pending entries; 8: one of the others */
+               "entries_dead,entries_not_pending,entries_requeued");
     sql_expect(path, "PRAGMA integrity_check", "ok");
     free(path);
     free(dir);
@@ -1610,6 +1661,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_prune);
     tcase_add_test(tc, test_settled_ranges);
     tcase_add_test(tc, test_settled_ranges_pruned);
+    tcase_add_test(tc, test_settled_ranges_recovered);
     tcase_add_test(tc, test_prune_many);
     tcase_add_test(tc, test_prune_walk_keeps_late_settled);
     tcase_add_test(tc, test_settled_entries_stay);
