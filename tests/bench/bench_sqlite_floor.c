@@ -20,7 +20,10 @@
  *               statement and a group settled by one UPDATE over its range
  *               of ids, as the ledger wrote them before schema 7
  *   rows32+line as rows32, with the payloads of each 32 entries in one row,
- *               a line each, as the ledger writes them since schema 7
+ *               a line each, as the ledger wrote them in schema 7
+ *   rows32+range as rows32+line, with a group settled by one row of a
+ *               table of settled ranges instead of the UPDATE, as the ledger
+ *               does since schema 8
  *   ids+groups  not what the ledger does: the floor of a ledger whose only
  *               row per event is its identity in the UNIQUE index (a
  *               WITHOUT ROWID table, 32 rows to a statement), with a group's
@@ -82,7 +85,7 @@ static long long file_size(const char *p)
     return stat(p, &sb) == 0 ? (long long)sb.st_size : 0;
 }
 
-enum { DROP = 1, BATCH_PAYLOAD = 2, ROWS = 4, LINES = 8 };
+enum { DROP = 1, BATCH_PAYLOAD = 2, ROWS = 4, LINES = 8, RANGE = 16 };
 #define ROWS_PER_STATEMENT 32
 
 /* "INSERT INTO <head> VALUES" and ROWS_PER_STATEMENT copies of `row`. */
@@ -110,11 +113,12 @@ static void make_event(size_t seq, char id[32], int *idlen, char payload[512], i
 
 /* rows32: a group's accepts ROWS_PER_STATEMENT rows to a statement (the
  * rest one by one), then its settle as one UPDATE over its ids. lines: the
- * payloads of a statement's rows as one row, a line each. */
-static void group_rows(sqlite3 *db, sqlite3_stmt *const st[8], size_t at, size_t k, int lines)
+ * payloads of a statement's rows as one row, a line each. range: the
+ * settle as one row of `settled` (st[8]) instead of the UPDATE. */
+static void group_rows(sqlite3 *db, sqlite3_stmt *const st[9], size_t at, size_t k, int lines, int range)
 {
     static char joined[ROWS_PER_STATEMENT * 512];
-    sqlite3_stmt *ins_rows = st[0], *pl_rows = st[1], *ins = st[2], *pl = st[3], *range = st[4];
+    sqlite3_stmt *ins_rows = st[0], *pl_rows = st[1], *ins = st[2], *pl = st[3], *upd = st[4];
     static char ids[ROWS_PER_STATEMENT][32], payloads[ROWS_PER_STATEMENT][512];
     int idlen[ROWS_PER_STATEMENT], plen[ROWS_PER_STATEMENT];
     int64_t first = 0;
@@ -160,9 +164,10 @@ static void group_rows(sqlite3 *db, sqlite3_stmt *const st[8], size_t at, size_t
     }
     step(db, st[5]);                     /* commit the accepts */
     step(db, st[6]);                     /* begin the settle */
-    sqlite3_bind_int64(range, 1, first);
-    sqlite3_bind_int64(range, 2, first + (int64_t)k - 1);
-    step(db, range);
+    sqlite3_stmt *settle = range ? st[8] : upd;
+    sqlite3_bind_int64(settle, 1, first);
+    sqlite3_bind_int64(settle, 2, first + (int64_t)k - 1);
+    step(db, settle);
 }
 
 /* A new database `name` in dir, in WAL mode with the ledger's settings;
@@ -211,8 +216,10 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
     sqlite3_bind_text(ins, 2, "r", 1, SQLITE_STATIC);
     char id[32], payload[512];
     int64_t *rowids = malloc((group ? group : n) * sizeof *rowids);
-    sqlite3_stmt *rows[8] = {NULL};
+    sqlite3_stmt *rows[9] = {NULL};
     if (how & ROWS) {
+        exec(db, "CREATE TABLE settled(first INTEGER PRIMARY KEY, last INTEGER NOT NULL);");
+        rows[8] = prep(db, "INSERT INTO settled(first, last) VALUES(?1, ?2)");
         rows[0] = prep_rows(db, "entries(event_id, route)", "(?, ?)");
         rows[1] = prep_rows(db, "payloads(id, payload)", "(?, ?)");
         rows[2] = ins;
@@ -228,7 +235,7 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
         size_t k = n - at < per ? n - at : per;
         step(db, begin);
         if (how & ROWS) {
-            group_rows(db, rows, at, k, how & LINES);
+            group_rows(db, rows, at, k, how & LINES, how & RANGE);
             step(db, commit);
             continue;
         }
@@ -270,7 +277,7 @@ static void run(const char *dir, const char *name, size_t n, size_t group, int h
     }
     double cpu = cpu_seconds() - cpu0;
     free(blob);
-    sqlite3_stmt *sts[] = {ins, pl, done, del, begin, commit, rows[0], rows[1], rows[4], rows[7]};
+    sqlite3_stmt *sts[] = {ins, pl, done, del, begin, commit, rows[0], rows[1], rows[4], rows[7], rows[8]};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++)
         sqlite3_finalize(sts[i]);
     report(db, name, n, cpu, path, wal);
@@ -336,6 +343,7 @@ int main(int argc, char **argv)
     run(dir, "batch-payload", n, GROUP, BATCH_PAYLOAD);
     run(dir, "rows32", n, GROUP, ROWS);
     run(dir, "rows32+line", n, GROUP, ROWS | LINES);
+    run(dir, "rows32+range", n, GROUP, ROWS | LINES | RANGE);
     run_ids_groups(dir, n - n % ROWS_PER_STATEMENT);
     return 0;
 }
