@@ -37,6 +37,7 @@ import statistics
 import urllib.request
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -205,6 +206,17 @@ def fluent_bit_rows(results, fr, n, what):
     results.append(("  CPU s per 1M lines", med_range([c * 1e6 / n for _, c in fr], "%.2f"), "(peer)", True))
     return statistics.median([n / w for w, _ in fr]), statistics.median([c * 1e6 / n for _, c in fr])
 
+def measured(run, d, *args):
+    """run(d, *args), then d removed: each run starts with the same page
+    cache, not with the earlier runs' ledgers and chunks still dirty in it
+    (their writeback made later rounds dearer, syncbridge's most, since its
+    ledger writes the most)."""
+    try:
+        return run(d, *args)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def side_by_side(d, inp, results):
     """Issue 19: interleaved rounds of syncbridge (both keep_payload modes)
     and Fluent Bit on the same input."""
@@ -212,9 +224,9 @@ def side_by_side(d, inp, results):
     fb = FLUENT_BIT and os.access(FLUENT_BIT, os.X_OK)
     for r in range(ROUNDS):
         for keep in ("always", "until_settled"):
-            runs[keep].append(sb_run(os.path.join(d, "sb-%s-%d" % (keep, r)), inp, N, keep))
+            runs[keep].append(measured(sb_run, os.path.join(d, "sb-%s-%d" % (keep, r)), inp, N, keep))
         if fb:
-            runs["fb"].append(fb_run(os.path.join(d, "fb-%d" % r), inp, N))
+            runs["fb"].append(measured(fb_run, os.path.join(d, "fb-%d" % r), inp, N))
     print("issue 19: %d interleaved rounds of %d lines, load average %.2f %.2f %.2f at the end" %
           ((ROUNDS, N) + os.getloadavg()))
     for keep in ("always", "until_settled"):
@@ -369,9 +381,9 @@ def http_side_by_side(d, inp, n, results):
     fb = FLUENT_BIT and os.access(FLUENT_BIT, os.X_OK)
     for r in range(ROUNDS):
         for w in (1, 2):
-            runs[w].append(sb_http_run(os.path.join(d, "http-sb%d-%d" % (w, r)), inp, n, w))
+            runs[w].append(measured(sb_http_run, os.path.join(d, "http-sb%d-%d" % (w, r)), inp, n, w))
         if fb:
-            runs["fb"].append(fb_http_run(os.path.join(d, "http-fb-%d" % r), inp, n))
+            runs["fb"].append(measured(fb_http_run, os.path.join(d, "http-fb-%d" % r), inp, n))
     print("issue 19 -> HTTP: %d interleaved rounds of %d lines, load average %.2f %.2f %.2f at the end" %
           ((ROUNDS, n) + os.getloadavg()))
     for w in (1, 2):
