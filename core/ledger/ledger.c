@@ -79,7 +79,11 @@ static const char *const wsql[W_COUNT] = {
      * entries_not_pending finds them), or an end is missing. Then it
      * inserts nothing, and the writer falls back to W_LAST_STEPS_RANGE,
      * which settles the pending ones only: a step reported twice moves
-     * no count twice. */
+     * no count twice. When it inserts, the writer counts ?4 - ?1 + 1
+     * entries done: none between the ends is missing, since only settled
+     * entries are ever deleted (pruning, dlq drop), and the router reports
+     * steps of pending ones. Counting the rows instead cost 1 % of the
+     * daemon's instructions. */
     [W_SETTLE_RANGE] = "INSERT INTO settled(first, last, next_step, updated_us) SELECT ?1, ?4, ?2 + 1, ?3"
                        " WHERE coalesce((SELECT last FROM settled WHERE first <= ?4 ORDER BY first DESC LIMIT 1), 0)"
                        " < ?1 AND (SELECT state FROM entries WHERE id = ?1) = 0"

@@ -48,7 +48,7 @@
  * payloads of up to about 2 KB each. */
 #define GROUP_PAYLOAD_MAX (64 << 10)
 /* The fewest consecutive entries settled as one range (writer.c,
- * settle_range): fewer are updated row by row. Batches that small come
+ * apply_steps): fewer are updated row by row. Batches that small come
  * with light load, where the update's CPU does not matter, and a range for
  * every few entries would grow `settled` nearly as fast as `entries`. */
 #define SETTLE_RANGE_MIN 16
@@ -142,10 +142,10 @@ enum {
 /* Settled ranges (schema 8): a row of `settled` says that the entries
  * `first` to `last` are done, without a write to each entry's row: the
  * route's last step of each of them completed (next_step, at updated_us).
- * Rewriting every entry's row on settling was a quarter of the writer's
- * SQLite work (docs/benchmarks.md). An entry's row still says pending
- * (state 0) then; a row that says done or dead is what it says (entries
- * settled before schema 8, or one at a time). Ranges never overlap, hold
+ * Rewriting every entry's row on settling was about 3,800 instructions
+ * per event, a sixth of the daemon's (docs/benchmarks.md). An entry's row
+ * still says pending (state 0) then; a row that says done or dead is what
+ * it says (entries settled before schema 8, or row by row). Ranges never overlap, hold
  * no entry whose row says done or dead, and never reach past the largest
  * entry id (ids are reused above it: maintenance.c cuts them when entries
  * are deleted).

@@ -139,9 +139,10 @@ static const char *const migrate_v7 = "ALTER TABLE payloads ADD COLUMN span INTE
  * row, which cost about 3,800 instructions per event, a sixth of the
  * daemon's (docs/benchmarks.md). entries_not_pending lets a range's INSERT
  * check that none of its entries is done or dead in its own row with one
- * lookup: since version 8 few rows say so (entries settled one at a time,
- * dead letters), so it stays small after the entries settled before it
- * are pruned. entries_now shows each entry as it is now, for
+ * lookup. It holds the rows that say so: dead letters, and entries settled
+ * row by row (runs under SETTLE_RANGE_MIN, which is light load, where its
+ * index insert does not matter; fan-out; the fallback), and those settled
+ * before version 8 until they are pruned. entries_now shows each entry as it is now, for
  * `sqlite3 ledger.db` and the tests; the daemon's reads join the same way
  * (queries.c). A later migration that rebuilds `entries` (CREATE, copy,
  * DROP, RENAME) must drop the view first: SQLite 3.26 on refuses to
