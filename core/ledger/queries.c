@@ -98,40 +98,80 @@ static const char *const members_sql =
     "SELECT step, instance, added FROM members WHERE entry_id = ?1 AND step <= ?2"
     " ORDER BY step, completed_us, instance";
 
+/* The last id of the range that covers entry `id`, or 0 (ranges start at
+ * id 1 or later); the first id of the next range that starts after it, or
+ * INT64_MAX. */
+static int64_t range_covering(sqlite3_stmt *cover, int64_t id)
+{
+    sqlite3_bind_int64(cover, 1, id);
+    int64_t last = sqlite3_step(cover) == SQLITE_ROW ? sqlite3_column_int64(cover, 0) : 0;
+    sqlite3_reset(cover);
+    return last >= id ? last : 0;
+}
+
+static int64_t range_after(sqlite3_stmt *next, int64_t id)
+{
+    sqlite3_bind_int64(next, 1, id);
+    int64_t first = sqlite3_step(next) == SQLITE_ROW ? sqlite3_column_int64(next, 0) : INT64_MAX;
+    sqlite3_reset(next);
+    return first;
+}
+
 int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id, size_t limit,
                               int (*cb)(const sb_ledger_pending *p, void *ud), void *ud)
 {
     sqlite3 *db = sb_ledger__reader_get(l, NULL, 0);
     if (!db)
         return -1;
-    sqlite3_stmt *st = NULL, *mem = NULL;
+    sqlite3_stmt *st = NULL, *mem = NULL, *cover = NULL, *next = NULL;
     int count = -1;
     /* A walk of the entries by id from after_id (schema 6 dropped the index
-     * of pending ones): the resume pages through them once. A row that says
-     * pending may be settled by a range (schema 8). */
+     * of pending ones): the resume pages through them once. Since schema 8
+     * the entries a range settled still say pending in their rows: the walk
+     * reads the gaps between ranges only, and steps over each range (a
+     * check of each row against the ranges was 5 times slower). One read
+     * transaction, so that the ranges and the rows agree. */
+    int in_tx = sb_ledger__exec_sql(db, "BEGIN", NULL, 0) == 0;
     if (sqlite3_prepare_v2(db,
-                           "SELECT " PENDING_COLS " FROM entries WHERE state = 0 AND id > ?1"
-                           " AND NOT " ENTRY_SETTLED_BY_RANGE("entries")
+                           "SELECT " PENDING_COLS " FROM entries WHERE state = 0 AND id > ?1 AND id < ?4"
                            " AND (?2 IS NULL OR route = ?2) ORDER BY id LIMIT ?3",
                            -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT last FROM settled WHERE first <= ?1 ORDER BY first DESC LIMIT 1", -1,
+                           &cover, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT first FROM settled WHERE first > ?1 ORDER BY first LIMIT 1", -1, &next,
+                           NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, members_sql, -1, &mem, NULL) != SQLITE_OK) {
         sb_log(NULL, SB_LOG_ERROR, "ledger: %s", sqlite3_errmsg(db));
         goto out;
     }
-    sqlite3_bind_int64(st, 1, after_id);
     sb_ledger__bind_text(st, 2, route);
-    sqlite3_bind_int64(st, 3, limit ? (sqlite3_int64)limit : -1);
     count = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int stop = emit_pending(db, st, mem, cb, ud);
-        if (stop < 0) {
-            count = -1;
-            break;
+    int64_t from = after_id; /* the walk is past this id */
+    int rc = SQLITE_DONE, stop = 0;
+    while (!stop && (!limit || (size_t)count < limit)) {
+        int64_t skip_to = range_covering(cover, from + 1);
+        if (skip_to) {
+            from = skip_to;
+            continue;
         }
-        count++;
-        if (stop)
+        int64_t gap_end = range_after(next, from); /* the gap is from + 1 .. gap_end - 1 */
+        sqlite3_bind_int64(st, 1, from);
+        sqlite3_bind_int64(st, 4, gap_end);
+        sqlite3_bind_int64(st, 3, limit ? (sqlite3_int64)(limit - (size_t)count) : -1);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            stop = emit_pending(db, st, mem, cb, ud);
+            if (stop < 0) {
+                count = -1;
+                break;
+            }
+            count++;
+            if (stop)
+                break;
+        }
+        sqlite3_reset(st);
+        if (count < 0 || (rc != SQLITE_ROW && rc != SQLITE_DONE) || gap_end == INT64_MAX)
             break;
+        from = gap_end - 1;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         sb_log(NULL, SB_LOG_ERROR, "ledger: reading pending entries: %s", sqlite3_errmsg(db));
@@ -140,6 +180,10 @@ int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id,
 out:
     sqlite3_finalize(st);
     sqlite3_finalize(mem);
+    sqlite3_finalize(cover);
+    sqlite3_finalize(next);
+    if (in_tx)
+        sb_ledger__exec_sql(db, "COMMIT", NULL, 0);
     sb_ledger__reader_put(l, db);
     return count;
 }

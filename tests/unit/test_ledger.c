@@ -1143,6 +1143,65 @@ START_TEST(test_settled_ranges)
 }
 END_TEST
 
+struct id_page {
+    int64_t ids[128];
+    int n;
+};
+
+static int add_id(const sb_ledger_pending *p, void *ud)
+{
+    struct id_page *pg = ud;
+    ck_assert_int_lt(pg->n, 128);
+    pg->ids[pg->n++] = p->entry_id;
+    return 0;
+}
+
+/* The resume's walk steps over the ranges and reads the gaps between
+ * them: paged as the router pages it, it finds each pending entry once, in
+ * order, and none a range settled. */
+START_TEST(test_pending_walk_skips_ranges)
+{
+    sb_ledger *l = open_ledger();
+    int64_t ids[100];
+    accept_group(l, 0, 64, ids);
+    accept_group(l, 64, 36, ids + 64);
+    steps_done_run(l, ids, 0, 32, 0);
+    steps_done_run(l, ids, 48, 80, 0);
+    steps_done_run(l, ids, 96, 100, 0); /* small: rows updated */
+    sb_ledger_sync(l);
+    counts(l, 32, 68, 0);
+    for (size_t page = 1; page <= 40; page += 13) {
+        struct id_page all = {0};
+        int64_t after = 0;
+        for (;;) {
+            struct id_page pg = {0};
+            int got = sb_ledger_foreach_pending(l, NULL, after, page, add_id, &pg);
+            ck_assert_int_ge(got, 0);
+            ck_assert_int_eq(got, pg.n);
+            for (int i = 0; i < pg.n; i++)
+                all.ids[all.n++] = pg.ids[i];
+            if ((size_t)got < page)
+                break;
+            after = pg.ids[pg.n - 1];
+        }
+        ck_assert_int_eq(all.n, 32);
+        for (int i = 0; i < 16; i++)
+            ck_assert_int_eq(all.ids[i], ids[32 + i]);
+        for (int i = 0; i < 16; i++)
+            ck_assert_int_eq(all.ids[16 + i], ids[80 + i]);
+    }
+    /* from inside a range, and past the last */
+    struct id_page pg = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, ids[10], 0, add_id, &pg), 32);
+    pg.n = 0;
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, ids[60], 0, add_id, &pg), 16);
+    ck_assert_int_eq(pg.ids[0], ids[80]);
+    pg.n = 0;
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, ids[99], 0, add_id, &pg), 0);
+    sb_ledger_close(l);
+}
+END_TEST
+
 /* `ledger recover` copies the ranges, and the counts it rebuilds see
  * their entries done. When the ranges cannot be read, their entries say
  * pending again: recover says so, with how many will be sent again. */
@@ -1676,6 +1735,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_settled_ranges);
     tcase_add_test(tc, test_settled_ranges_pruned);
     tcase_add_test(tc, test_settled_ranges_recovered);
+    tcase_add_test(tc, test_pending_walk_skips_ranges);
     tcase_add_test(tc, test_prune_many);
     tcase_add_test(tc, test_prune_walk_keeps_late_settled);
     tcase_add_test(tc, test_settled_entries_stay);
