@@ -334,6 +334,41 @@ START_TEST(backpressure_bounds_inflight)
 }
 END_TEST
 
+/* A source feeding two routes: each route's entries of a batch get
+ * consecutive ledger ids (which lets the ledger settle each as a range). */
+START_TEST(each_route_of_a_batch_gets_consecutive_ids)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 64, \"batch\": 64}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\"}},"
+                " \"routes\": {\"one\": {\"sources\": [\"src\"], \"steps\": [\"a\"]},"
+                "            \"two\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "one", "done"), 64);
+    ck_assert_int_eq(stat_of(&h, "two", "done"), 64);
+    static const char *const routes[] = {"one", "two"};
+    for (int k = 0; k < 2; k++) {
+        sb_ledger_filter f = {.route = routes[k], .state = -1, .limit = 100};
+        json_t *list = sb_ledger_list(h.ledger, &f, err, sizeof err);
+        ck_assert_msg(list != NULL, "list: %s", err);
+        ck_assert_int_eq(json_array_size(list), 64);
+        /* newest first: ids count down by one, events in their order */
+        for (size_t i = 1; i < 64; i++) {
+            json_t *a = json_array_get(list, i - 1), *b = json_array_get(list, i);
+            ck_assert_int_eq(json_integer_value(json_object_get(a, "entry_id")),
+                             json_integer_value(json_object_get(b, "entry_id")) + 1);
+            ck_assert_str_eq(json_string_value(json_object_get(a, "state")), "done");
+        }
+        char want[16];
+        snprintf(want, sizeof want, "ev-%d", 63);
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(list, 0), "event_id")), want);
+        json_decref(list);
+    }
+    h_free(&h);
+}
+END_TEST
+
 START_TEST(duplicates_are_not_routed_twice)
 {
     harness h;
@@ -748,6 +783,7 @@ int main(void)
     tcase_add_test(tc, fatal_restarts_instance_without_charging);
     tcase_add_test(tc, backpressure_bounds_inflight);
     tcase_add_test(tc, duplicates_are_not_routed_twice);
+    tcase_add_test(tc, each_route_of_a_batch_gets_consecutive_ids);
     tcase_add_test(tc, async_batches_in_flight_commit_in_order);
     tcase_add_test(tc, resume_starts_at_first_unfinished_step);
     tcase_add_test(tc, waits_with_state_until_done);
