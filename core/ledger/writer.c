@@ -452,6 +452,35 @@ static int settle_range(sb_ledger *l, const struct op *op, const id_run *ids, ch
     return wstep(l, W_DROP_SETTLED_PAYLOADS, err, errsz) == 0 ? 1 : -1;
 }
 
+/* The route's last step of ops [from, to), whose ids are not one run
+ * (a step's batch that takes the end of one source batch and the start
+ * of the next: a route fed with others gets a run of ids per source
+ * batch): each run of at least SETTLE_RANGE_MIN consecutive ids settles as
+ * a range, and the ids of the others, and of a run whose range is refused,
+ * go into l->ids (a JSON array, "]" still to add) for W_LAST_STEPS.
+ * Returns how many ids it listed, -1 on error. */
+static int settle_runs(sb_ledger *l, const struct opbuf *b, size_t from, size_t to, char *err, size_t errsz)
+{
+    int listed = 0;
+    l->ids.len = 0;
+    for (size_t i = from; i < to;) {
+        size_t end = i + 1;
+        while (end < to && b->ops[end].entry_id == b->ops[end - 1].entry_id + 1)
+            end++;
+        int settled = 0;
+        if (end - i >= SETTLE_RANGE_MIN) {
+            id_run run = {1, b->ops[i].entry_id, b->ops[end - 1].entry_id};
+            settled = settle_range(l, &b->ops[from], &run, err, errsz);
+            if (settled < 0)
+                return -1;
+        }
+        for (size_t k = i; k < end && !settled; k++)
+            ids_add(&l->ids, listed++ ? ',' : '[', b->ops[k].entry_id);
+        i = end;
+    }
+    return listed;
+}
+
 /* The member records of ROWS_PER_INSERT ops with one statement. */
 static int apply_member_rows(sb_ledger *l, const struct opbuf *b, const struct op *const *ops, char *err,
                              size_t errsz)
@@ -480,19 +509,23 @@ static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t 
                 nmembers = 0;
             }
         }
-        if (!ids.consecutive)
+        if (!ids.consecutive && !first->last)
             ids_add(&l->ids, i == from ? '[' : ',', op->entry_id);
     }
     for (int k = 0; k < nmembers; k++)
         if (apply_member(l, b, members[k], err, errsz) != 0)
             return -1;
-    if (!ids.consecutive)
-        sb_strbuf_add(&l->ids, "]", 1);
     if (first->last && ids.consecutive && ids.last - ids.first + 1 >= SETTLE_RANGE_MIN) {
         int settled = settle_range(l, first, &ids, err, errsz);
         if (settled != 0)
             return settled < 0 ? -1 : 0;
+    } else if (first->last && !ids.consecutive) {
+        int listed = settle_runs(l, b, from, to, err, errsz);
+        if (listed <= 0)
+            return listed;
     }
+    if (!ids.consecutive)
+        sb_strbuf_add(&l->ids, "]", 1);
     int which = first->last ? (ids.consecutive ? W_LAST_STEPS_RANGE : W_LAST_STEPS)
                             : (ids.consecutive ? W_STEPS_RANGE : W_STEPS);
     sqlite3_stmt *st = l->ws[which];

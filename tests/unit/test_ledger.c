@@ -1202,6 +1202,40 @@ START_TEST(test_pending_walk_skips_ranges)
 }
 END_TEST
 
+/* A batch of steps made of several runs of ids (a fan-out route's step
+ * batch spanning two source batches): each long run settles as a range,
+ * the rest row by row. */
+START_TEST(test_settled_runs_in_one_batch)
+{
+    sb_ledger *l = open_ledger();
+    int64_t ids[64];
+    accept_group(l, 0, 64, ids);
+    sb_ledger_step s[64];
+    size_t n = 0;
+    for (int i = 0; i < 20; i++)
+        s[n++] = (sb_ledger_step){.entry_id = ids[i], .last = 1};
+    s[n++] = (sb_ledger_step){.entry_id = ids[30], .last = 1};
+    s[n++] = (sb_ledger_step){.entry_id = ids[32], .last = 1};
+    for (int i = 40; i < 56; i++)
+        s[n++] = (sb_ledger_step){.entry_id = ids[i], .last = 1};
+    s[n++] = (sb_ledger_step){.entry_id = ids[5], .last = 1}; /* again, in a short run */
+    sb_ledger_steps_done(l, s, n);
+    sb_ledger_sync(l);
+    counts(l, 64 - 38, 38, 0);
+    char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+    char *want = sb_asprintf("%lld-%lld,%lld-%lld", (long long)ids[0], (long long)ids[19], (long long)ids[40],
+                             (long long)ids[55]);
+    sql_expect(path, "SELECT group_concat(first || '-' || last) FROM (SELECT * FROM settled ORDER BY first)", want);
+    free(want);
+    want = sb_asprintf("%lld,%lld", (long long)ids[30], (long long)ids[32]);
+    sql_expect(path, "SELECT group_concat(id) FROM (SELECT id FROM entries WHERE state = 1 ORDER BY id)", want);
+    free(want);
+    sql_expect(path, "SELECT count(*) FROM entries_now WHERE state = 1", "38");
+    free(path);
+    sb_ledger_close(l);
+}
+END_TEST
+
 /* `ledger recover` copies the ranges, and the counts it rebuilds see
  * their entries done. When the ranges cannot be read, their entries say
  * pending again: recover says so, with how many will be sent again. */
@@ -1736,6 +1770,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_settled_ranges_pruned);
     tcase_add_test(tc, test_settled_ranges_recovered);
     tcase_add_test(tc, test_pending_walk_skips_ranges);
+    tcase_add_test(tc, test_settled_runs_in_one_batch);
     tcase_add_test(tc, test_prune_many);
     tcase_add_test(tc, test_prune_walk_keeps_late_settled);
     tcase_add_test(tc, test_settled_entries_stay);
