@@ -98,23 +98,29 @@ static const char *const members_sql =
     "SELECT step, instance, added FROM members WHERE entry_id = ?1 AND step <= ?2"
     " ORDER BY step, completed_us, instance";
 
-/* The last id of the range that covers entry `id`, or 0 (ranges start at
- * id 1 or later); the first id of the next range that starts after it, or
- * INT64_MAX. */
-static int64_t range_covering(sqlite3_stmt *cover, int64_t id)
+/* Ranges read for the resume's walk, of the well-formed ones only (a
+ * damaged row must not stop the walk moving on): *last gets the last id
+ * of the range that covers entry `id`, or 0; *first the first id of the
+ * next range that starts after it, or 0. Return SQLite's result code:
+ * the walk fails rather than resume, as pending, entries that a range it
+ * could not read had settled. */
+static int range_covering(sqlite3_stmt *cover, int64_t id, int64_t *last)
 {
     sqlite3_bind_int64(cover, 1, id);
-    int64_t last = sqlite3_step(cover) == SQLITE_ROW ? sqlite3_column_int64(cover, 0) : 0;
+    int rc = sqlite3_step(cover);
+    int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(cover, 0) : 0;
     sqlite3_reset(cover);
-    return last >= id ? last : 0;
+    *last = v >= id ? v : 0;
+    return rc == SQLITE_ROW ? SQLITE_DONE : rc;
 }
 
-static int64_t range_after(sqlite3_stmt *next, int64_t id)
+static int range_after(sqlite3_stmt *next, int64_t id, int64_t *first)
 {
     sqlite3_bind_int64(next, 1, id);
-    int64_t first = sqlite3_step(next) == SQLITE_ROW ? sqlite3_column_int64(next, 0) : INT64_MAX;
+    int rc = sqlite3_step(next);
+    *first = rc == SQLITE_ROW ? sqlite3_column_int64(next, 0) : 0;
     sqlite3_reset(next);
-    return first;
+    return rc == SQLITE_ROW ? SQLITE_DONE : rc;
 }
 
 int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id, size_t limit,
@@ -133,13 +139,15 @@ int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id,
      * transaction, so that the ranges and the rows agree. */
     int in_tx = sb_ledger__exec_sql(db, "BEGIN", NULL, 0) == 0;
     if (sqlite3_prepare_v2(db,
-                           "SELECT " PENDING_COLS " FROM entries WHERE state = 0 AND id > ?1 AND id < ?4"
+                           "SELECT " PENDING_COLS " FROM entries WHERE state = 0 AND id > ?1 AND id <= ?4"
                            " AND (?2 IS NULL OR route = ?2) ORDER BY id LIMIT ?3",
                            -1, &st, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT last FROM settled WHERE first <= ?1 ORDER BY first DESC LIMIT 1", -1,
-                           &cover, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT first FROM settled WHERE first > ?1 ORDER BY first LIMIT 1", -1, &next,
-                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "SELECT last FROM settled WHERE first <= ?1 AND last >= first ORDER BY first DESC"
+                           " LIMIT 1",
+                           -1, &cover, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT first FROM settled WHERE first > ?1 AND last >= first ORDER BY first LIMIT 1",
+                           -1, &next, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, members_sql, -1, &mem, NULL) != SQLITE_OK) {
         sb_log(NULL, SB_LOG_ERROR, "ledger: %s", sqlite3_errmsg(db));
         goto out;
@@ -148,15 +156,18 @@ int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id,
     count = 0;
     int64_t from = after_id; /* the walk is past this id */
     int rc = SQLITE_DONE, stop = 0;
-    while (!stop && (!limit || (size_t)count < limit)) {
-        int64_t skip_to = range_covering(cover, from + 1);
+    while (!stop && (!limit || (size_t)count < limit) && from < INT64_MAX) {
+        int64_t skip_to, gap_end;
+        if ((rc = range_covering(cover, from + 1, &skip_to)) != SQLITE_DONE)
+            break;
         if (skip_to) {
             from = skip_to;
             continue;
         }
-        int64_t gap_end = range_after(next, from); /* the gap is from + 1 .. gap_end - 1 */
+        if ((rc = range_after(next, from, &gap_end)) != SQLITE_DONE)
+            break;
         sqlite3_bind_int64(st, 1, from);
-        sqlite3_bind_int64(st, 4, gap_end);
+        sqlite3_bind_int64(st, 4, gap_end ? gap_end - 1 : INT64_MAX); /* the gap: from + 1 to this */
         sqlite3_bind_int64(st, 3, limit ? (sqlite3_int64)(limit - (size_t)count) : -1);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             stop = emit_pending(db, st, mem, cb, ud);
@@ -169,9 +180,9 @@ int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id,
                 break;
         }
         sqlite3_reset(st);
-        if (count < 0 || (rc != SQLITE_ROW && rc != SQLITE_DONE) || gap_end == INT64_MAX)
+        if (count < 0 || (rc != SQLITE_ROW && rc != SQLITE_DONE) || !gap_end)
             break;
-        from = gap_end - 1;
+        from = gap_end - 1; /* the range at gap_end covers gap_end: the next pass steps over it */
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         sb_log(NULL, SB_LOG_ERROR, "ledger: reading pending entries: %s", sqlite3_errmsg(db));
@@ -182,8 +193,8 @@ out:
     sqlite3_finalize(mem);
     sqlite3_finalize(cover);
     sqlite3_finalize(next);
-    if (in_tx)
-        sb_ledger__exec_sql(db, "COMMIT", NULL, 0);
+    if (in_tx && sb_ledger__exec_sql(db, "COMMIT", NULL, 0) != 0)
+        sb_ledger__exec_sql(db, "ROLLBACK", NULL, 0);
     sb_ledger__reader_put(l, db);
     return count;
 }

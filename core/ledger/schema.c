@@ -141,7 +141,7 @@ static const char *const migrate_v7 = "ALTER TABLE payloads ADD COLUMN span INTE
  * check that none of its entries is done or dead in its own row with one
  * lookup. It holds the rows that say so: dead letters, and entries settled
  * row by row (runs under SETTLE_RANGE_MIN, which is light load, where its
- * index insert does not matter; fan-out; the fallback), and those settled
+ * index insert does not matter; the fallback), and those settled
  * before version 8 until they are pruned. entries_now shows each entry as it is now, for
  * `sqlite3 ledger.db` and the tests; the daemon's reads join the same way
  * (queries.c). A later migration that rebuilds `entries` (CREATE, copy,
@@ -151,7 +151,7 @@ static const char *const migrate_v8 =
     "CREATE INDEX entries_not_pending ON entries(id) WHERE state <> 0;"
     "CREATE TABLE settled("
     " first INTEGER PRIMARY KEY,"
-    " last INTEGER NOT NULL,"
+    " last INTEGER NOT NULL CHECK(last >= first),"
     " next_step INTEGER NOT NULL,"
     " updated_us INTEGER NOT NULL);"
     "CREATE VIEW entries_now AS SELECT entries.id AS id, event_id, route, source, received_us,"

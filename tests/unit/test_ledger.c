@@ -1170,6 +1170,8 @@ START_TEST(test_pending_walk_skips_ranges)
     steps_done_run(l, ids, 96, 100, 0); /* small: rows updated */
     sb_ledger_sync(l);
     counts(l, 32, 68, 0);
+    char *path = sb_asprintf("%s/state/ledger.db", g_dir);
+    sql_expect(path, "SELECT count(*) FROM settled", "2");
     for (size_t page = 1; page <= 40; page += 13) {
         struct id_page all = {0};
         int64_t after = 0;
@@ -1198,6 +1200,31 @@ START_TEST(test_pending_walk_skips_ranges)
     ck_assert_int_eq(pg.ids[0], ids[80]);
     pg.n = 0;
     ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, ids[99], 0, add_id, &pg), 0);
+    /* three ranges side by side (as fan-out makes them): one page of 16 */
+    steps_done_run(l, ids, 32, 48, 0);
+    sb_ledger_sync(l);
+    sql_expect(path, "SELECT count(*) FROM settled", "3");
+    for (size_t page = 1; page <= 20; page += 3) {
+        struct id_page all = {0};
+        int64_t after = 0;
+        for (;;) {
+            struct id_page one = {0};
+            int got = sb_ledger_foreach_pending(l, NULL, after, page, add_id, &one);
+            ck_assert_int_eq(got, one.n);
+            for (int i = 0; i < one.n; i++)
+                all.ids[all.n++] = one.ids[i];
+            if ((size_t)got < page)
+                break;
+            after = one.ids[one.n - 1];
+        }
+        ck_assert_int_eq(all.n, 16);
+        for (int i = 0; i < 16; i++)
+            ck_assert_int_eq(all.ids[i], ids[80 + i]);
+    }
+    /* a route that has none */
+    pg.n = 0;
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, "elsewhere", 0, 0, add_id, &pg), 0);
+    free(path);
     sb_ledger_close(l);
 }
 END_TEST
