@@ -1156,6 +1156,24 @@ static int add_id(const sb_ledger_pending *p, void *ud)
     return 0;
 }
 
+/* Every pending entry, paged as the router's resume pages: `page` at a
+ * time from after the last one seen, until a page comes back short. */
+static void walk_pages(sb_ledger *l, size_t page, struct id_page *all)
+{
+    int64_t after = 0;
+    all->n = 0;
+    for (;;) {
+        struct id_page one = {0};
+        int got = sb_ledger_foreach_pending(l, NULL, after, page, add_id, &one);
+        ck_assert_int_eq(got, one.n);
+        for (int i = 0; i < one.n; i++)
+            all->ids[all->n++] = one.ids[i];
+        if ((size_t)got < page)
+            return;
+        after = one.ids[one.n - 1];
+    }
+}
+
 /* The resume's walk steps over the ranges and reads the gaps between
  * them: paged as the router pages it, it finds each pending entry once, in
  * order, and none a range settled. */
@@ -1173,19 +1191,8 @@ START_TEST(test_pending_walk_skips_ranges)
     char *path = sb_asprintf("%s/state/ledger.db", g_dir);
     sql_expect(path, "SELECT count(*) FROM settled", "2");
     for (size_t page = 1; page <= 40; page += 13) {
-        struct id_page all = {0};
-        int64_t after = 0;
-        for (;;) {
-            struct id_page pg = {0};
-            int got = sb_ledger_foreach_pending(l, NULL, after, page, add_id, &pg);
-            ck_assert_int_ge(got, 0);
-            ck_assert_int_eq(got, pg.n);
-            for (int i = 0; i < pg.n; i++)
-                all.ids[all.n++] = pg.ids[i];
-            if ((size_t)got < page)
-                break;
-            after = pg.ids[pg.n - 1];
-        }
+        struct id_page all;
+        walk_pages(l, page, &all);
         ck_assert_int_eq(all.n, 32);
         for (int i = 0; i < 16; i++)
             ck_assert_int_eq(all.ids[i], ids[32 + i]);
@@ -1205,18 +1212,8 @@ START_TEST(test_pending_walk_skips_ranges)
     sb_ledger_sync(l);
     sql_expect(path, "SELECT count(*) FROM settled", "3");
     for (size_t page = 1; page <= 20; page += 3) {
-        struct id_page all = {0};
-        int64_t after = 0;
-        for (;;) {
-            struct id_page one = {0};
-            int got = sb_ledger_foreach_pending(l, NULL, after, page, add_id, &one);
-            ck_assert_int_eq(got, one.n);
-            for (int i = 0; i < one.n; i++)
-                all.ids[all.n++] = one.ids[i];
-            if ((size_t)got < page)
-                break;
-            after = one.ids[one.n - 1];
-        }
+        struct id_page all;
+        walk_pages(l, page, &all);
         ck_assert_int_eq(all.n, 16);
         for (int i = 0; i < 16; i++)
             ck_assert_int_eq(all.ids[i], ids[80 + i]);
