@@ -85,8 +85,7 @@ static const char *const wsql[W_COUNT] = {
      * steps of pending ones. Counting the rows instead cost 1 % of the
      * daemon's instructions. */
     [W_SETTLE_RANGE] = "INSERT INTO settled(first, last, next_step, updated_us) SELECT ?1, ?4, ?2 + 1, ?3"
-                       " WHERE coalesce((SELECT last FROM settled WHERE first <= ?4 ORDER BY first DESC LIMIT 1), 0)"
-                       " < ?1 AND (SELECT state FROM entries WHERE id = ?1) = 0"
+                       " WHERE " SETTLED_LAST_OF("?4") " < ?1 AND (SELECT state FROM entries WHERE id = ?1) = 0"
                        " AND (SELECT state FROM entries WHERE id = ?4) = 0"
                        " AND NOT EXISTS (SELECT 1 FROM entries WHERE id BETWEEN ?1 AND ?4 AND state <> 0)",
     /* keep_payload: until_settled, after W_SETTLE_RANGE settled ?1 to ?4:

@@ -153,9 +153,17 @@ enum {
  * e (the last one starting at or before it). ENTRY_SETTLED_BY_RANGE(t):
  * the entry of row alias t is done by a range. */
 #define SETTLED_RANGE_OF(entry) "(SELECT first FROM settled WHERE first <= " entry " ORDER BY first DESC LIMIT 1)"
-#define ENTRY_SETTLED_BY_RANGE(t)                                                                                  \
-    "(" t ".state = 0 AND coalesce((SELECT last FROM settled WHERE first <= " t ".id ORDER BY first DESC"       \
-    " LIMIT 1), 0) >= " t ".id)"
+/* The last id of that range, 0 if there is none. */
+#define SETTLED_LAST_OF(entry)                                                                                      \
+    "coalesce((SELECT last FROM settled WHERE first <= " entry " ORDER BY first DESC LIMIT 1), 0)"
+#define ENTRY_SETTLED_BY_RANGE(t) "(" t ".state = 0 AND " SETTLED_LAST_OF(t ".id") " >= " t ".id)"
+/* Conditions on a row of settled (as PAYLOAD_ROW_UNUSED and
+ * PAYLOAD_ROW_CUT below): none of its entries is left; an UPDATE that
+ * cuts the rows matching `where` back to their last entry left. */
+#define SETTLED_RANGE_EMPTY "NOT EXISTS (SELECT 1 FROM entries e WHERE e.id BETWEEN settled.first AND settled.last)"
+#define SETTLED_RANGE_CUT(where)                                                                                    \
+    "UPDATE settled SET last = (SELECT max(e.id) FROM entries e WHERE e.id BETWEEN settled.first AND"             \
+    " settled.last) WHERE " where
 /* The entries with what a range settled in them: FROM ENTRIES_NOW and
  * the columns below instead of entries' own (queries.c, the entries_now
  * view of schema.c). `s` is the entry's range, NULL if none settled it. */

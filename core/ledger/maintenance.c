@@ -46,10 +46,8 @@ static int delete_entries(sb_ledger *l, struct del_list *d, char *err, size_t er
         "DELETE FROM entries WHERE id = ?1",
         /* a range left without entries goes; one whose last entry went is
          * cut back to its last one left (ids are reused above the largest) */
-        "DELETE FROM settled WHERE first = " SETTLED_RANGE_OF("?1") " AND NOT EXISTS (SELECT 1 FROM entries e"
-        " WHERE e.id BETWEEN settled.first AND settled.last)",
-        "UPDATE settled SET last = (SELECT max(e.id) FROM entries e WHERE e.id BETWEEN settled.first AND"
-        " settled.last) WHERE first = " SETTLED_RANGE_OF("?1") " AND last = ?1",
+        "DELETE FROM settled WHERE first = " SETTLED_RANGE_OF("?1") " AND " SETTLED_RANGE_EMPTY,
+        SETTLED_RANGE_CUT("first = " SETTLED_RANGE_OF("?1") " AND last = ?1"),
         l->opts.drop_settled_payload
             ? "DELETE FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND " PAYLOAD_ROW_SETTLED
             : "DELETE FROM payloads WHERE id = " PAYLOAD_ROW_OF("?1") " AND " PAYLOAD_ROW_UNUSED,

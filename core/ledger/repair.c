@@ -239,10 +239,7 @@ int sb_ledger_recover(const char *state_dir, FILE *out, char *errstr, size_t err
          * (cut back the same way); counts are derived */
         if (sb_ledger__exec_sql(db,
                                 "DELETE FROM payloads WHERE " PAYLOAD_ROW_UNUSED ";" PAYLOAD_ROW_CUT("1") ";"
-                                "DELETE FROM settled WHERE NOT EXISTS (SELECT 1 FROM entries e"
-                                " WHERE e.id BETWEEN settled.first AND settled.last);"
-                                "UPDATE settled SET last = (SELECT max(e.id) FROM entries e"
-                                " WHERE e.id BETWEEN settled.first AND settled.last);"
+                                "DELETE FROM settled WHERE " SETTLED_RANGE_EMPTY ";" SETTLED_RANGE_CUT("1") ";"
                                 "UPDATE counts SET entries = (SELECT count(*) FROM entries_now e"
                                 " WHERE e.state = counts.state);"
                                 "COMMIT;",

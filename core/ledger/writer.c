@@ -452,13 +452,13 @@ static int settle_range(sb_ledger *l, const struct op *op, const id_run *ids, ch
     return wstep(l, W_DROP_SETTLED_PAYLOADS, err, errsz) == 0 ? 1 : -1;
 }
 
-/* The route's last step of ops [from, to), whose ids are not one run
- * (a step's batch that takes the end of one source batch and the start
- * of the next: a route fed with others gets a run of ids per source
- * batch): each run of at least SETTLE_RANGE_MIN consecutive ids settles as
- * a range, and the ids of the others, and of a run whose range is refused,
- * go into l->ids (a JSON array, "]" still to add) for W_LAST_STEPS.
- * Returns how many ids it listed, -1 on error. */
+/* The route's last step of ops [from, to) is done. Their ids are one run
+ * or several (a step's batch that takes the end of one source batch and
+ * the start of the next: a route fed with others gets a run of ids per
+ * source batch): each run of at least SETTLE_RANGE_MIN consecutive ids
+ * settles as a range, and the ids of the others, and of a run whose range
+ * is refused, go into l->ids (a JSON array, "]" still to add) for the
+ * UPDATE of each row. Returns how many ids it listed, -1 on error. */
 static int settle_runs(sb_ledger *l, const struct opbuf *b, size_t from, size_t to, char *err, size_t errsz)
 {
     int listed = 0;
@@ -515,11 +515,7 @@ static int apply_steps(sb_ledger *l, const struct opbuf *b, size_t from, size_t 
     for (int k = 0; k < nmembers; k++)
         if (apply_member(l, b, members[k], err, errsz) != 0)
             return -1;
-    if (first->last && ids.consecutive && ids.last - ids.first + 1 >= SETTLE_RANGE_MIN) {
-        int settled = settle_range(l, first, &ids, err, errsz);
-        if (settled != 0)
-            return settled < 0 ? -1 : 0;
-    } else if (first->last && !ids.consecutive) {
+    if (first->last) { /* what no range settled is listed: all of it when ids.consecutive */
         int listed = settle_runs(l, b, from, to, err, errsz);
         if (listed <= 0)
             return listed;
