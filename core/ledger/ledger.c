@@ -102,20 +102,25 @@ static const char *const wsql[W_COUNT] = {
  * numbered on from the row before (writer.c binds them row by row:
  * bind_entry(), bind_member()). The _ROWS forms write ROWS_PER_INSERT rows
  * with one statement.
- * A duplicate (event_id, route) fails an entries INSERT with
- * SQLITE_CONSTRAINT_UNIQUE, which undoes only that statement (rows it wrote
- * before the duplicate included): ON CONFLICT DO NOTHING cost every insert
- * more than the rare failure costs a duplicate. */
+ * A duplicate (event_id, route) stops an entries INSERT with
+ * SQLITE_CONSTRAINT_UNIQUE: ON CONFLICT DO NOTHING cost every insert more
+ * than the rare failure costs a duplicate. OR FAIL keeps the rows the
+ * statement wrote before the duplicate (sqlite3_changes() counts them),
+ * where the default, ABORT, undoes them: to be able to, SQLite copied
+ * every page a many-row statement changed into a statement journal first,
+ * about 700 instructions per event (docs/benchmarks.md). Any other error
+ * rolls the writer's whole transaction back, so the payload INSERT is
+ * OR FAIL too. */
 #define ENTRY_INSERT                                                                                               \
-    "INSERT INTO entries(event_id, route, source, received_us, state, next_step, attempts, first_attempt_us,"     \
-    " next_retry_us, updated_us, accepted_us) VALUES"
+    "INSERT OR FAIL INTO entries(event_id, route, source, received_us, state, next_step, attempts,"               \
+    " first_attempt_us, next_retry_us, updated_us, accepted_us) VALUES"
 #define ENTRY_ROW "(?, ?, ?, ?, 0, 0, 0, 0, 0, ?, ?)"
 /* W_INSERT_ROWS_SHARED: rows of one route and source, which are bound
  * once (?1 route, ?2 source, ?3 the time) instead of in each row: binding
  * them row by row was about 4 % of the daemon's instructions. Row r's
  * event id and received time are ?(4 + 2r) and ?(5 + 2r). */
 #define ENTRY_ROW_SHARED "(?%d, ?1, ?2, ?%d, 0, 0, 0, 0, 0, ?3, ?3)"
-#define PAYLOAD_INSERT "INSERT INTO payloads(id, payload) VALUES"
+#define PAYLOAD_INSERT "INSERT OR FAIL INTO payloads(id, payload) VALUES"
 #define PAYLOAD_ROW "(?, ?)"
 #define MEMBER_INSERT "INSERT OR IGNORE INTO members(entry_id, step, instance, attempts, completed_us, added) VALUES"
 #define MEMBER_ROW "(?, ?, ?, ?, ?, ?)"

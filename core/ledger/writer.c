@@ -200,6 +200,30 @@ static void bind_entry(sqlite3_stmt *st, int *p, const struct waiter *w, const s
     sqlite3_bind_int64(st, (*p)++, now); /* accepted_us */
 }
 
+/* Entry e was inserted with id `id`: its payload row, its count, and its
+ * death at once if it came with a dead_reason. */
+static int inserted(sb_ledger *l, sb_ledger_new *e, int64_t id, int64_t now, char *err, size_t errsz)
+{
+    e->entry_id = id;
+    e->duplicate = 0;
+    sqlite3_stmt *pl = l->ws[W_PAYLOAD];
+    sqlite3_bind_int64(pl, 1, id);
+    bind_payload(pl, 2, e);
+    if (wstep(l, W_PAYLOAD, err, errsz) != 0)
+        return -1;
+    l->moved[SB_ENTRY_PENDING]++;
+    if (e->dead_reason) {
+        sqlite3_stmt *dd = l->ws[W_DEAD];
+        sqlite3_bind_int64(dd, 1, id);
+        sqlite3_bind_int(dd, 2, 0);
+        sb_ledger__bind_text(dd, 3, e->dead_reason);
+        sqlite3_bind_int64(dd, 4, now);
+        if (settle_step(l, W_DEAD, SB_ENTRY_DEAD, err, errsz) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Accept one entry: inserted with its payload (and dead at once if it
  * came with a dead_reason), or found to be a duplicate. */
 static int accept_one(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, int64_t now, char *err, size_t errsz)
@@ -211,26 +235,8 @@ static int accept_one(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, in
     sqlite3_reset(ins);
     if (rc != SQLITE_DONE && rc != SQLITE_CONSTRAINT_UNIQUE)
         return sb_err(err, errsz, "insert %s: %s", e->event_id, sqlite3_errmsg(l->wdb));
-    if (rc == SQLITE_DONE) {
-        e->entry_id = sqlite3_last_insert_rowid(l->wdb);
-        e->duplicate = 0;
-        sqlite3_stmt *pl = l->ws[W_PAYLOAD];
-        sqlite3_bind_int64(pl, 1, e->entry_id);
-        bind_payload(pl, 2, e);
-        if (wstep(l, W_PAYLOAD, err, errsz) != 0)
-            return -1;
-        l->moved[SB_ENTRY_PENDING]++;
-        if (e->dead_reason) {
-            sqlite3_stmt *dd = l->ws[W_DEAD];
-            sqlite3_bind_int64(dd, 1, e->entry_id);
-            sqlite3_bind_int(dd, 2, 0);
-            sb_ledger__bind_text(dd, 3, e->dead_reason);
-            sqlite3_bind_int64(dd, 4, now);
-            if (settle_step(l, W_DEAD, SB_ENTRY_DEAD, err, errsz) != 0)
-                return -1;
-        }
-        return 0;
-    }
+    if (rc == SQLITE_DONE)
+        return inserted(l, e, sqlite3_last_insert_rowid(l->wdb), now, err, errsz);
     e->entry_id = find_entry(l, e);
     if (!e->entry_id)
         return sb_err(err, errsz, "lookup %s: %s", e->event_id, sqlite3_errmsg(l->wdb));
@@ -260,10 +266,14 @@ static int group_payloads(sb_ledger *l, const sb_ledger_new *e)
 }
 
 /* Accept ROWS_PER_INSERT entries from e with one entries INSERT and one
- * payloads INSERT. 1: they must go one by one instead (one came dead, or
- * one is a duplicate: the failed statement inserted none of them). */
-static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, int64_t now, char *err, size_t errsz)
+ * payloads INSERT. 1: the entries from e + *taken on must go one by one
+ * (one came dead, or one is a duplicate). The INSERT is OR FAIL: a
+ * duplicate stops it and the rows before it stay, *taken of them, which
+ * get their payloads here a row each. */
+static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, int64_t now, size_t *taken, char *err,
+                       size_t errsz)
 {
+    *taken = 0;
     const char *route = e[0].route, *source = entry_source(w, &e[0]);
     int shared = route != NULL;
     for (int r = 0; r < ROWS_PER_INSERT; r++) {
@@ -287,8 +297,21 @@ static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, i
     }
     int rc = sqlite3_step(ins);
     sqlite3_reset(ins);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE)
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+        int kept = sqlite3_changes(l->wdb);
+        if (kept < 0 || kept >= ROWS_PER_INSERT)
+            return sb_err(err, errsz, "insert %s and %d more: %d rows kept before the duplicate", e[0].event_id,
+                          ROWS_PER_INSERT - 1, kept);
+        for (int r = 0; r < kept; r++) {
+            int64_t id = find_entry(l, &e[r]);
+            if (!id)
+                return sb_err(err, errsz, "lookup %s: %s", e[r].event_id, sqlite3_errmsg(l->wdb));
+            if (inserted(l, &e[r], id, now, err, errsz) != 0)
+                return -1;
+        }
+        *taken = (size_t)kept;
         return 1;
+    }
     if (rc != SQLITE_DONE)
         return sb_err(err, errsz, "insert %s and %d more: %s", e[0].event_id, ROWS_PER_INSERT - 1,
                       sqlite3_errmsg(l->wdb));
@@ -332,13 +355,15 @@ static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, 
     int in_groups = 1;
     while (i < w->n) {
         if (in_groups && w->n - i >= ROWS_PER_INSERT) {
-            int rc = accept_rows(l, w, &w->entries[i], now, err, errsz);
+            size_t taken;
+            int rc = accept_rows(l, w, &w->entries[i], now, &taken, err, errsz);
             if (rc < 0)
                 return -1;
             if (rc == 0) {
                 i += ROWS_PER_INSERT;
                 continue;
             }
+            i += taken;
             in_groups = 0;
         }
         /* the last entries, fewer than a statement's rows, or a group

@@ -312,6 +312,54 @@ START_TEST(test_accept_many_rows)
 }
 END_TEST
 
+/* A duplicate stops a group's INSERT (OR FAIL) at its row: the rows before
+ * it stay inserted and get their payloads, the duplicate gets the id it
+ * had (also of a row the same statement inserted), the rest go one by one.
+ * The counts move once for each entry. */
+START_TEST(test_accept_rows_stopped_by_duplicate)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    enum { N = 70 };
+    char ids[N][16], *pl[N];
+    sb_ledger_new e[N], f[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "d%d", i);
+        pl[i] = payload(ids[i], "t", i);
+        e[i] = (sb_ledger_new){.event_id = ids[i], .route = "r", .payload = pl[i], .received_us = i};
+    }
+    e[20] = e[5]; /* the same entry twice in one group */
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, e, N, err, sizeof err), 0);
+    for (int i = 1; i < N; i++) {
+        if (i == 20)
+            continue;
+        ck_assert_int_eq(e[i].duplicate, 0);
+        ck_assert_int_eq(e[i].entry_id, e[i == 21 ? 19 : i - 1].entry_id + 1);
+    }
+    ck_assert_int_eq(e[20].duplicate, 1);
+    ck_assert_int_eq(e[20].entry_id, e[5].entry_id);
+    counts(l, N - 1, 0, 0);
+    /* again with the first row a duplicate: nothing of the group stays */
+    for (int i = 0; i < N; i++)
+        f[i] = (sb_ledger_new){.event_id = ids[i], .route = "r2", .payload = pl[i], .received_us = i};
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, f, 40, err, sizeof err), 0);
+    f[40] = e[0];
+    f[40].entry_id = 0;
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, &f[40], N - 40, err, sizeof err), 0);
+    ck_assert_int_eq(f[40].duplicate, 1);
+    ck_assert_int_eq(f[40].entry_id, e[0].entry_id);
+    for (int i = 41; i < N; i++)
+        ck_assert_int_eq(f[i].duplicate, 0);
+    counts(l, N - 1 + N - 1, 0, 0);
+    int own[2] = {0, 0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, count_own_payload, own), 2 * (N - 1));
+    ck_assert_int_eq(own[0], 2 * (N - 1));
+    sb_ledger_close(l);
+    for (int i = 0; i < N; i++)
+        free(pl[i]);
+}
+END_TEST
+
 /* A group of ROWS_PER_INSERT entries of one route and source binds those
  * once for the group; a group that mixes them binds each row's own. Both
  * write every row's own id, route, source and times. */
@@ -1777,6 +1825,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_accept_duplicate_checkpoint);
     tcase_add_test(tc, test_accept_many_rows);
+    tcase_add_test(tc, test_accept_rows_stopped_by_duplicate);
     tcase_add_test(tc, test_accept_rows_shared);
     tcase_add_test(tc, test_async_order_and_resume_view);
     tcase_add_test(tc, test_progress_beside_step_state);
