@@ -64,8 +64,9 @@ typedef struct {
  * braces outside strings (it is already compact), else 1. With `out`
  * non-NULL, an accepted object's text from its '{' to its '}' without that
  * whitespace is written to out->text: the same JSON, its strings and
- * numbers as written, made while scanning (a copy per run of whitespace)
- * rather than in a second pass; and its top-level members, what
+ * numbers as written, made while scanning rather than in a second pass
+ * (a flat object's tokens are copied as they are read, other objects' text
+ * between runs of whitespace); and its top-level members, what
  * sb_json_members() would find in that copy, to out->spans. */
 int sb_json_scan_object(const char *text, size_t len, const char *key, sb_json_member *member, int *spaced,
                         sb_json_compact *out);

@@ -335,6 +335,46 @@ START_TEST(generated_documents_and_mutations)
 }
 END_TEST
 
+/* Flat objects (the scan's fast path: scalar values, no escapes) with the
+ * whitespace Python's json.dumps and people write, whole and mutated. */
+static const char *const gaps[] = {"", "", " ", " ", "  ", "\t", "\n", "\r\n"};
+
+static void gen_flat(sb_strbuf *b)
+{
+    b->len = 0;
+    size_t n = below(12);
+    add(b, gaps[below(sizeof gaps / sizeof *gaps)]);
+    add(b, "{");
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            add(b, gaps[below(sizeof gaps / sizeof *gaps)]);
+            add(b, ",");
+        }
+        add(b, gaps[below(sizeof gaps / sizeof *gaps)]);
+        add(b, keys[below(sizeof keys / sizeof *keys)]);
+        add(b, gaps[below(sizeof gaps / sizeof *gaps)]);
+        add(b, ":");
+        add(b, gaps[below(sizeof gaps / sizeof *gaps)]);
+        add(b, atoms[below(sizeof atoms / sizeof *atoms)]);
+    }
+    add(b, gaps[below(sizeof gaps / sizeof *gaps)]);
+    add(b, "}");
+    add(b, gaps[below(sizeof gaps / sizeof *gaps)]);
+}
+
+START_TEST(generated_flat_documents_and_mutations)
+{
+    sb_strbuf b = {0};
+    for (int i = 0; i < 150000; i++) {
+        gen_flat(&b);
+        agree(b.p, b.len, "id");
+        mutate(&b);
+        agree(b.p, b.len, "id");
+    }
+    free(b.p);
+}
+END_TEST
+
 START_TEST(quote_matches_json_dumps)
 {
     static const char *const strs[] = {
@@ -460,6 +500,7 @@ int main(void)
     tcase_add_test(tc, member_walk_stops_at_the_end);
     tcase_add_test(tc, depth_limit);
     tcase_add_test(tc, generated_documents_and_mutations);
+    tcase_add_test(tc, generated_flat_documents_and_mutations);
     tcase_add_test(tc, quote_matches_json_dumps);
     tcase_add_test(tc, i64_text_matches_printf);
     tcase_add_test(tc, dump_matches_json_dumps);
