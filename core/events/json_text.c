@@ -717,6 +717,17 @@ void sb_json_find_member(const char *text, size_t len, const char *key, sb_json_
     }
 }
 
+int sb_json_plain(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (plain8(p, end))
+        p += 8;
+    for (; p < end; p++)
+        if (*p < 0x20 || *p >= 0x80 || *p == '"' || *p == '\\')
+            return 0;
+    return 1;
+}
+
 int sb_json_quote(sb_strbuf *b, const char *s, size_t len)
 {
     static const char hexd[] = "0123456789ABCDEF";

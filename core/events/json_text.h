@@ -89,6 +89,11 @@ void sb_json_find_in(const sb_json_span *m, size_t n, const char *key, sb_json_m
  * nothing (for the event's short list of set members). */
 void sb_json_find_member(const char *text, size_t len, const char *key, sb_json_member *member);
 
+/* 1 if s[0..len) is plain ASCII that a JSON string holds as is (no quote,
+ * backslash, control character or byte over 0x7F): sb_json_quote() would
+ * only put quotes around it. */
+int sb_json_plain(const char *s, size_t len);
+
 /* Append s[0..len) as a JSON string (quotes included), escaped the way
  * json_dumps() escapes. -1 (nothing appended) if s is not valid UTF-8 or
  * holds a NUL byte, as json_stringn() refuses those. */

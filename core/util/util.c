@@ -116,14 +116,19 @@ char *sb_asprintf(const char *fmt, ...)
     return out;
 }
 
-void sb_strbuf_add(sb_strbuf *b, const char *s, size_t n)
+char *sb_strbuf_room(sb_strbuf *b, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
         while (b->len + n + 1 > b->cap)
             b->cap = b->cap ? b->cap * 2 : 64;
         b->p = sb_xrealloc(b->p, b->cap);
     }
-    memcpy(b->p + b->len, s, n);
+    return b->p + b->len;
+}
+
+void sb_strbuf_add(sb_strbuf *b, const char *s, size_t n)
+{
+    memcpy(sb_strbuf_room(b, n), s, n);
     b->len += n;
     b->p[b->len] = '\0';
 }

@@ -22,6 +22,11 @@ void *sb_xmalloc(size_t n);     /* aborts on OOM */
 void *sb_xcalloc(size_t n, size_t size);
 void *sb_xrealloc(void *p, size_t n);
 
+/* Room for n more bytes (and the NUL after them) at b->p + b->len, which
+ * it returns; the caller writes them and then adds n to b->len. For hot
+ * paths writing several pieces after one check. Aborts on OOM. */
+char *sb_strbuf_room(sb_strbuf *b, size_t n);
+
 /* v in decimal at p, without a NUL (room for 20 digits and a sign); returns
  * the length. For hot paths, where snprintf costs more than the digits. */
 size_t sb_i64_text(char *p, int64_t v);

@@ -5,6 +5,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -411,6 +412,49 @@ START_TEST(text_in_block_or_apart_and_shared_source_names)
 }
 END_TEST
 
+/* The payload text is what jansson would write for the envelope, whether
+ * its id and source are written as they are (plain ASCII) or quoted with
+ * escapes, with or without a source, and for received times shared by
+ * several events or not. */
+START_TEST(payload_text_is_the_envelope_json_dumps_writes)
+{
+    static const char *const ids[] = {"run-00000001", "a", "", "\\u00e9t\\u00e9", "tab\\tx", "q\\\"x", "x/y",
+                                      "0123456789abcdef0123"};
+    static const char *const sources[] = {"in", NULL, "s\\u00e9", "in"};
+    static const int64_t times[] = {1796662698252444, 1796662698252444, -5, 0, INT64_MAX, 1796662698252445};
+    char err[256];
+    for (size_t i = 0; i < sizeof ids / sizeof *ids; i++)
+        for (size_t j = 0; j < sizeof sources / sizeof *sources; j++)
+            for (size_t t = 0; t < sizeof times / sizeof *times; t++) {
+                char text[256], src[64];
+                int n = snprintf(text, sizeof text, "{\"event_id\":\"%s\",\"n\":%zu,\"s\":\"v\"}", ids[i], t);
+                sb_event *ev = sb_event_new_json("fb", "event_id", text, (size_t)n, err, sizeof err);
+                ck_assert_msg(ev != NULL, "%s: %s", text, err);
+                json_t *js = NULL;
+                if (sources[j]) { /* the source name unescaped, as the config holds it */
+                    snprintf(src, sizeof src, "\"%s\"", sources[j]);
+                    js = json_loads(src, JSON_DECODE_ANY, NULL);
+                    sb_event_set_source(ev, json_string_value(js));
+                }
+                sb_event_set_received_us(ev, times[t]);
+                /* the fields as the source wrote them (compact already), the rest as jansson writes it */
+                json_t *jid = json_string(sb_event_id(ev));
+                char *qid = json_dumps(jid, JSON_ENCODE_ANY), *qsrc = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+                char *want = sb_asprintf("{\"id\":%s,\"source\":%s,\"received_us\":%" PRId64 ",\"fields\":%s}",
+                                         qid, qsrc ? qsrc : "null", times[t], text);
+                char *got = sb_event_to_payload(ev, NULL);
+                ck_assert_str_eq(got, want);
+                free(got);
+                free(want);
+                free(qid);
+                free(qsrc);
+                json_decref(jid);
+                json_decref(js);
+                sb_event_free(ev);
+            }
+}
+END_TEST
+
 START_TEST(append_json_is_the_compact_dump)
 {
     static const char *const texts[] = {
@@ -479,6 +523,7 @@ int main(void)
     tcase_add_test(tc, text_in_block_or_apart_and_shared_source_names);
     tcase_add_test(tc, one_field_as_value_or_as_text_without_the_tree);
     tcase_add_test(tc, run_id_is_stable_and_63_bit);
+    tcase_add_test(tc, payload_text_is_the_envelope_json_dumps_writes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
