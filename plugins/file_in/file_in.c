@@ -46,6 +46,11 @@ typedef struct file_in {
     size_t max_line;
     const char *id_field;
     int allow_fifo;
+    /* stdio's buffer for the file open now (one at a time): glibc reads a
+     * block (4 KiB) per call with its own, and ignores setvbuf's size when
+     * it is not given the buffer. 64 KiB a call made 16 times fewer system
+     * calls on a big file (Fluent Bit's tail reads 32 KiB). */
+    char iobuf[1 << 16];
 } file_in;
 
 static const sb_option_def options[] = {
@@ -217,7 +222,9 @@ static FILE *open_input(file_in *f, struct stat *st, int *fifo)
     if (!fp) {
         sb_log(f->ins, SB_LOG_ERROR, "cannot read %s: %s", f->path, strerror(errno));
         close(fd);
+        return NULL;
     }
+    setvbuf(fp, f->iobuf, _IOFBF, sizeof f->iobuf);
     return fp;
 }
 
