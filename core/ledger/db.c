@@ -71,7 +71,9 @@ static void payload_line(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 sqlite3 *sb_ledger__open_conn(const char *path, char *err, size_t errsz)
 {
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    /* the default VFS if ours cannot be registered: only slower */
+    const char *vfs = sb_ledger__register_vfs() == SQLITE_OK ? SB_LEDGER_VFS : NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, vfs);
     if (rc != SQLITE_OK) {
         sb_err(err, errsz, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         sqlite3_close(db);

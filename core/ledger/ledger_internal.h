@@ -11,10 +11,11 @@
  *   maintenance.c  pruning and the dead-letter commands
  *   statedir.c     the daemon's lock and the ledger's marker file
  *   repair.c       `ledger check` and `ledger recover`
+ *   walbuf.c       the VFS the connections open the file with
  *
  * Calls go one way: repair.c -> ledger.c -> maintenance.c, queries.c ->
- * writer.c -> schema.c -> statedir.c, db.c (a file calls only files after
- * it here).
+ * writer.c -> schema.c -> statedir.c, db.c -> walbuf.c (a file calls only
+ * files after it here).
  */
 #ifndef SB_LEDGER_INTERNAL_H
 #define SB_LEDGER_INTERNAL_H
@@ -268,6 +269,11 @@ sqlite3 *sb_ledger__open_conn(const char *path, char *err, size_t errsz);
 int sb_ledger__pragma_int(sqlite3 *db, const char *sql);
 sqlite3 *sb_ledger__reader_get(sb_ledger *l, char *err, size_t errsz);
 void sb_ledger__reader_put(sb_ledger *l, sqlite3 *db);
+
+/* ---- walbuf.c: SQLite's default VFS, with a WAL's writes gathered ---- */
+#define SB_LEDGER_VFS "syncbridge-walbuf"
+/* Register SB_LEDGER_VFS (once, whoever calls first); SQLITE_OK if it is. */
+int sb_ledger__register_vfs(void);
 
 /* ---- schema.c: the schema (user_version) and its migrations ---- */
 int sb_ledger__setup_schema(sqlite3 *db, char *err, size_t errsz);

@@ -1566,7 +1566,7 @@ START_TEST(test_prune_many)
         snprintf(ids[i], 16, "m%d", i);
         e[i] = (sb_ledger_new){.event_id = ids[i], .route = "r", .payload = "{}"};
     }
-    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, e, N, err, sizeof err), 0);
+    ck_assert_msg(sb_ledger_accept(l, "src", NULL, e, N, err, sizeof err) == 0, "%s", err);
     for (int i = 0; i < N; i++)
         sb_ledger_entry_done(l, e[i].entry_id);
     sb_ledger_sync(l);
