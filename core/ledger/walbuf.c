@@ -12,16 +12,22 @@
  * - a transaction's frames become visible to other connections when the
  *   writer updates the WAL index, after it has written its commit frame,
  *   the one whose header holds the database's size (bytes 4-7, not 0). The
- *   buffer is written out with that frame's page, and an error then fails
- *   the write, and with it the transaction, as a failed pwrite() did. Only
+ *   buffer is written out with that frame's page, whether the header was
+ *   gathered or written straight through, and an error then fails the
+ *   write, and with it the transaction, as a failed pwrite() did. Only
  *   writes that go on where the one before ended are gathered (a frame's
- *   page after its header, a frame after the one before): a write
- *   elsewhere in the file goes through at once;
+ *   page after its header, a frame after the one before); a write
+ *   elsewhere in the file (a frame rewritten in place, a header given a
+ *   new checksum, the first write after another connection's frames) goes
+ *   through at once;
  * - before a read, a sync, a truncation, a size query or a file control
- *   of the WAL, and before a write elsewhere in it (SQLite rewriting a
- *   frame in place);
+ *   of the WAL;
  * - at close. A transaction that has not written its commit frame is not
  *   committed, so what a crash loses from the buffer was never committed.
+ * A failed write keeps the buffer, to be written by the next flush: frames
+ * SQLite was told were written are never dropped. A WAL is not gathered
+ * at all when the database file lacks POWERSAFE_OVERWRITE: synchronous =
+ * FULL then pads each commit with copies of its frame, split by a sync.
  *
  * Files other than WALs are passed through untouched. Thread safety: as
  * SQLite's own files: a connection's files are used by one thread at a
@@ -30,6 +36,7 @@
 #include "ledger/ledger_internal.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,10 +47,10 @@
 #define WAL_FRAME_HEADER 24
 
 typedef struct {
-    sqlite3_file base; /* pMethods: &methods */
+    sqlite3_file base; /* pMethods: methods[] */
     sqlite3_file *real; /* the default VFS's file, in the same allocation, after this */
     int wal;
-    int commit_frame; /* the commit frame's header is in the buffer: its page comes next */
+    int commit_frame; /* the last write was a commit frame's header: its page comes next */
     char *buf;        /* malloc'd on the first write; bytes for the file from off on */
     size_t len;
     sqlite3_int64 off;
@@ -54,16 +61,33 @@ typedef struct {
 #define WB_HEAD ((sizeof(wb_file) + 7) & ~(size_t)7)
 
 static sqlite3_vfs *real_vfs;
+static atomic_int padded_wal; /* a database file without POWERSAFE_OVERWRITE was opened */
 static sqlite3_vfs walbuf_vfs;
 
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Write the buffer out. On failure it is kept, to be written again by the
+ * next flush (the commit's, which then fails its transaction): frames of
+ * a transaction still open, which SQLite was told were written, are never
+ * dropped. */
 static int flush(wb_file *f)
 {
     if (!f->len)
         return SQLITE_OK;
     int rc = f->real->pMethods->xWrite(f->real, f->buf, (int)f->len, f->off);
-    f->len = 0;
-    f->commit_frame = 0;
+    if (rc == SQLITE_OK)
+        f->len = 0;
     return rc;
+}
+
+/* A frame header that marks the transaction's commit: its page is the last
+ * write of the transaction, and takes the buffer out with it. */
+static int commit_header(const void *p, int amt)
+{
+    return amt == WAL_FRAME_HEADER && be32((const unsigned char *)p + 4) != 0;
 }
 
 static int wb_close(sqlite3_file *file)
@@ -83,11 +107,6 @@ static int wb_read(sqlite3_file *file, void *p, int amt, sqlite3_int64 off)
     return rc != SQLITE_OK ? rc : f->real->pMethods->xRead(f->real, p, amt, off);
 }
 
-static uint32_t be32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* Write through to the file, after what the buffer holds. */
 static int write_through(wb_file *f, const void *p, int amt, sqlite3_int64 off)
 {
@@ -95,6 +114,7 @@ static int write_through(wb_file *f, const void *p, int amt, sqlite3_int64 off)
     if (rc == SQLITE_OK)
         rc = f->real->pMethods->xWrite(f->real, p, amt, off);
     f->next = off + amt;
+    f->commit_frame = commit_header(p, amt); /* a header written here: its page still flushes */
     return rc;
 }
 
@@ -123,10 +143,8 @@ static int wb_write(sqlite3_file *file, const void *p, int amt, sqlite3_int64 of
     memcpy(f->buf + f->len, p, (size_t)amt);
     f->len += (size_t)amt;
     f->next = off + amt;
-    if (commit_page)
-        return flush(f);
-    f->commit_frame = amt == WAL_FRAME_HEADER && be32((const unsigned char *)p + 4) != 0;
-    return SQLITE_OK;
+    f->commit_frame = commit_header(p, amt);
+    return commit_page ? flush(f) : SQLITE_OK;
 }
 
 static int wb_truncate(sqlite3_file *file, sqlite3_int64 size)
@@ -227,27 +245,15 @@ static int wb_unfetch(sqlite3_file *file, sqlite3_int64 off, void *p)
     return f->real->pMethods->iVersion < 3 ? SQLITE_OK : f->real->pMethods->xUnfetch(f->real, off, p);
 }
 
-static const sqlite3_io_methods methods = {
-    3,
-    wb_close,
-    wb_read,
-    wb_write,
-    wb_truncate,
-    wb_sync,
-    wb_file_size,
-    wb_lock,
-    wb_unlock,
-    wb_check_reserved_lock,
-    wb_file_control,
-    wb_sector_size,
-    wb_device_characteristics,
-    wb_shm_map,
-    wb_shm_lock,
-    wb_shm_barrier,
-    wb_shm_unmap,
-    wb_fetch,
-    wb_unfetch,
-};
+/* The methods, declared at the real file's version (SQLite tells a file
+ * that can hold a WAL by its version and its xShmMap). */
+#define WB_METHODS(version)                                                                                        \
+    {                                                                                                               \
+        version, wb_close, wb_read, wb_write, wb_truncate, wb_sync, wb_file_size, wb_lock, wb_unlock,             \
+            wb_check_reserved_lock, wb_file_control, wb_sector_size, wb_device_characteristics, wb_shm_map,        \
+            wb_shm_lock, wb_shm_barrier, wb_shm_unmap, wb_fetch, wb_unfetch                                        \
+    }
+static const sqlite3_io_methods methods[] = {WB_METHODS(1), WB_METHODS(2), WB_METHODS(3)};
 
 static int wb_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out_flags)
 {
@@ -260,8 +266,17 @@ static int wb_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int f
         f->base.pMethods = NULL; /* SQLite then does not close it */
         return rc != SQLITE_OK ? rc : SQLITE_CANTOPEN;
     }
-    f->wal = (flags & SQLITE_OPEN_WAL) != 0;
-    f->base.pMethods = &methods;
+    /* Without POWERSAFE_OVERWRITE on the database file (SQLite's build, or
+     * psow=0 in its URI), synchronous = FULL pads each commit to the sector
+     * with copies of its frame, split by a sync, after the commit frame:
+     * such a WAL is not gathered. SQLite opens a connection's database file
+     * before its WAL, and all the ledger's connections open one file. */
+    int powersafe = (f->real->pMethods->xDeviceCharacteristics(f->real) & SQLITE_IOCAP_POWERSAFE_OVERWRITE) != 0;
+    if ((flags & SQLITE_OPEN_MAIN_DB) && !powersafe)
+        atomic_store(&padded_wal, 1);
+    f->wal = (flags & SQLITE_OPEN_WAL) && powersafe && !atomic_load(&padded_wal);
+    int version = f->real->pMethods->iVersion;
+    f->base.pMethods = &methods[version < 1 ? 0 : version > 3 ? 2 : version - 1];
     return SQLITE_OK;
 }
 

@@ -151,7 +151,8 @@ START_TEST(commits_survive_the_writer_dying)
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         sqlite3 *w = open_db(SB_LEDGER_VFS);
-        exec(w, "PRAGMA journal_mode = WAL; PRAGMA cache_size = 10; PRAGMA wal_autocheckpoint = 0;"
+        exec(w, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = 10;"
+                " PRAGMA wal_autocheckpoint = 0;"
                 "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL, n INTEGER NOT NULL)");
         run_transactions(w);
         _exit(0); /* no close: the WAL stays as written */
@@ -170,13 +171,83 @@ START_TEST(commits_survive_the_writer_dying)
 }
 END_TEST
 
+/* A commit whose frames do not follow this connection's last write (another
+ * connection wrote frames in between, or the WAL had frames when it opened)
+ * is written out all the same: its commit frame's header goes straight
+ * through, and the page after it flushes. */
+START_TEST(commits_after_another_writer_are_visible)
+{
+    ck_assert_int_eq(sb_ledger__register_vfs(), SQLITE_OK);
+    sqlite3 *w = open_db(SB_LEDGER_VFS), *other = open_db(NULL), *r = open_db(NULL);
+    exec(w, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;"
+            "CREATE TABLE a(v TEXT); CREATE TABLE b(v TEXT)");
+    exec(other, "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0");
+    for (int i = 1; i <= 50; i++) {
+        exec(other, "INSERT INTO a VALUES('x')");
+        exec(w, i % 2 ? "INSERT INTO b VALUES('x')" : "INSERT INTO b VALUES('x'),('y'),('z')");
+        ck_assert_int_eq(scalar(r, "SELECT count(*) FROM a"), i);
+        ck_assert_int_eq(scalar(r, "SELECT count(*) FROM b"), i / 2 * 4 + i % 2);
+    }
+    sqlite3_close(r);
+    sqlite3_close(other);
+    sqlite3_close(w);
+}
+END_TEST
+
+/* Two processes in turn, each dying without closing: the second opens a
+ * WAL that holds the first one's frames and commits one row. */
+START_TEST(a_commit_onto_a_wal_left_by_a_dead_writer_survives)
+{
+    ck_assert_int_eq(sb_ledger__register_vfs(), SQLITE_OK);
+    for (int round = 0; round < 2; round++) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            sqlite3 *w = open_db(SB_LEDGER_VFS);
+            exec(w, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;"
+                    "CREATE TABLE IF NOT EXISTS t(v TEXT); INSERT INTO t VALUES('one')");
+            _exit(0);
+        }
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    sqlite3 *r = open_db(NULL);
+    ck_assert_int_eq(scalar(r, "SELECT count(*) FROM t"), 2);
+    sqlite3_close(r);
+}
+END_TEST
+
+/* Without POWERSAFE_OVERWRITE (psow=0), synchronous = FULL pads each
+ * commit with copies of its frame, split by a sync: such a WAL is written
+ * as SQLite alone writes it, and every commit reads back. */
+START_TEST(full_sync_without_powersafe_overwrite)
+{
+    ck_assert_int_eq(sb_ledger__register_vfs(), SQLITE_OK);
+    char uri[128];
+    snprintf(uri, sizeof uri, "file:%s?psow=0", g_path);
+    sqlite3 *w = NULL;
+    ck_assert_int_eq(sqlite3_open_v2(uri, &w, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+                                     SB_LEDGER_VFS),
+                     SQLITE_OK);
+    exec(w, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; CREATE TABLE t(v TEXT)");
+    sqlite3 *r = open_db(NULL);
+    for (int i = 1; i <= 40; i++) {
+        exec(w, "INSERT INTO t VALUES(printf('%0500d', 1))");
+        ck_assert_int_eq(scalar(r, "SELECT count(*) FROM t"), i);
+    }
+    sqlite3_close(r);
+    sqlite3_close(w);
+}
+END_TEST
+
 /* A transaction rolled back after it spilled frames into the WAL leaves
  * nothing the other connection can see, and the next one commits. */
 START_TEST(a_rolled_back_transaction_leaves_nothing)
 {
     ck_assert_int_eq(sb_ledger__register_vfs(), SQLITE_OK);
     sqlite3 *w = open_db(SB_LEDGER_VFS);
-    exec(w, "PRAGMA journal_mode = WAL; PRAGMA cache_size = 10; CREATE TABLE t(v TEXT)");
+    exec(w, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = 10; CREATE TABLE t(v TEXT)");
     sqlite3 *r = open_db(NULL);
     exec(w, "BEGIN; WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 3000)"
             " INSERT INTO t SELECT printf('%0300d', i) FROM k; ROLLBACK");
@@ -197,6 +268,9 @@ static Suite *suite(void)
     tcase_add_test(tc, commits_read_back_through_the_default_vfs);
     tcase_add_test(tc, each_small_commit_is_visible_at_once);
     tcase_add_test(tc, commits_survive_the_writer_dying);
+    tcase_add_test(tc, commits_after_another_writer_are_visible);
+    tcase_add_test(tc, a_commit_onto_a_wal_left_by_a_dead_writer_survives);
+    tcase_add_test(tc, full_sync_without_powersafe_overwrite);
     tcase_add_test(tc, a_rolled_back_transaction_leaves_nothing);
     suite_add_tcase(s, tc);
     return s;
