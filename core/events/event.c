@@ -726,10 +726,10 @@ size_t sb_event_payload_size_hint(const sb_event *ev)
  * written on this thread is kept (each source serialises on its own). */
 static size_t received_text(int64_t us, const char **text)
 {
-    static _Thread_local int64_t last_us = INT64_MIN;
+    static _Thread_local int64_t last_us;
     static _Thread_local char last[24];
-    static _Thread_local size_t last_len;
-    if (us != last_us) {
+    static _Thread_local size_t last_len; /* 0: nothing kept yet (a number has a digit) */
+    if (!last_len || us != last_us) {
         last_len = sb_i64_text(last, us);
         last_us = us;
     }

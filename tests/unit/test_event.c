@@ -421,7 +421,8 @@ START_TEST(payload_text_is_the_envelope_json_dumps_writes)
     static const char *const ids[] = {"run-00000001", "a", "", "\\u00e9t\\u00e9", "tab\\tx", "q\\\"x", "x/y",
                                       "0123456789abcdef0123"};
     static const char *const sources[] = {"in", NULL, "s\\u00e9", "in"};
-    static const int64_t times[] = {1796662698252444, 1796662698252444, -5, 0, INT64_MAX, 1796662698252445};
+    static const int64_t times[] = {1796662698252444, 1796662698252444, -5, 0, INT64_MAX, INT64_MIN, INT64_MIN,
+                                    1796662698252445};
     char err[256];
     for (size_t i = 0; i < sizeof ids / sizeof *ids; i++)
         for (size_t j = 0; j < sizeof sources / sizeof *sources; j++)

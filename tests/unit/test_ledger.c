@@ -320,7 +320,7 @@ START_TEST(test_accept_rows_stopped_by_duplicate)
 {
     sb_ledger *l = open_ledger();
     char err[256];
-    enum { N = 70 };
+    enum { N = 70, ROWS = 32 /* ROWS_PER_INSERT, ledger_internal.h */ };
     char ids[N][16], *pl[N];
     sb_ledger_new e[N], f[N];
     for (int i = 0; i < N; i++) {
@@ -339,17 +339,22 @@ START_TEST(test_accept_rows_stopped_by_duplicate)
     ck_assert_int_eq(e[20].duplicate, 1);
     ck_assert_int_eq(e[20].entry_id, e[5].entry_id);
     counts(l, N - 1, 0, 0);
-    /* again with the first row a duplicate: nothing of the group stays */
+    /* again with the first row of a group a duplicate: the statement keeps
+     * none of its rows, and they go one by one */
     for (int i = 0; i < N; i++)
         f[i] = (sb_ledger_new){.event_id = ids[i], .route = "r2", .payload = pl[i], .received_us = i};
-    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, f, 40, err, sizeof err), 0);
-    f[40] = e[0];
-    f[40].entry_id = 0;
-    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, &f[40], N - 40, err, sizeof err), 0);
-    ck_assert_int_eq(f[40].duplicate, 1);
-    ck_assert_int_eq(f[40].entry_id, e[0].entry_id);
-    for (int i = 41; i < N; i++)
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, f, 30, err, sizeof err), 0);
+    f[30] = e[0];
+    f[30].entry_id = 0;
+    ck_assert_int_ge(N - 30, ROWS); /* a whole group: the INSERT of 32 rows runs */
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, &f[30], N - 30, err, sizeof err), 0);
+    ck_assert_int_eq(f[30].duplicate, 1);
+    ck_assert_int_eq(f[30].entry_id, e[0].entry_id);
+    for (int i = 31; i < N; i++) {
         ck_assert_int_eq(f[i].duplicate, 0);
+        if (i > 31)
+            ck_assert_int_eq(f[i].entry_id, f[i - 1].entry_id + 1);
+    }
     counts(l, N - 1 + N - 1, 0, 0);
     int own[2] = {0, 0};
     ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, 0, 0, count_own_payload, own), 2 * (N - 1));
