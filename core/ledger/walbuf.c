@@ -1,35 +1,48 @@
-/* walbuf.c - SQLite's default VFS with the writes to a WAL gathered into
- * fewer system calls (ledger_internal.h, SB_LEDGER_VFS).
+/* walbuf.c - SQLite's default VFS with the writes to a WAL and to a
+ * database file gathered into fewer system calls (ledger_internal.h,
+ * SB_LEDGER_VFS).
  *
  * SQLite writes each WAL frame with two pwrite()s, its 24-byte header and
- * its page: on file_in -> discard about 190,000 calls per 1M events, and
- * the calls, more than the bytes, cost the writer's thread (a C program:
+ * its page, and a checkpoint copies each page into the database with a
+ * pwrite() of its own: on file_in -> discard about 280,000 calls per 1M
+ * events, and the calls, more than the bytes, cost the CPU (a C program:
  * 0.34 s of CPU per 100,000 frames written so, 0.10 s gathered 1 MiB a
- * call; docs/benchmarks.md). Here the writes to a WAL that follow one
- * another in the file are kept in a buffer and written with one call.
+ * call; docs/benchmarks.md). Here the writes that follow one another in a
+ * file are kept in a buffer and written with one call.
  *
- * Nothing is left in the buffer where it would matter:
- * - a transaction's frames become visible to other connections when the
- *   writer updates the WAL index, after it has written its commit frame,
- *   the one whose header holds the database's size (bytes 4-7, not 0). The
- *   buffer is written out with that frame's page, whether the header was
- *   gathered or written straight through, and an error then fails the
- *   write, and with it the transaction, as a failed pwrite() did. Only
- *   writes that go on where the one before ended are gathered (a frame's
+ * A database file's writes (in WAL mode, a checkpoint's pages) are
+ * written out before any read, sync, truncation, size query, file
+ * control, lock or unlock, shared-memory lock or barrier, or mapping of
+ * it. A checkpoint syncs the file before it records how far it got, and
+ * that sync reports an error, so no other connection reads a page of the
+ * file that is still in the buffer. This relies on the checkpoint's sync,
+ * which synchronous = OFF would skip; the ledger always runs with NORMAL
+ * or FULL.
+ *
+ * A WAL's writes:
+ * - are gathered while each goes on where the one before ended (a frame's
  *   page after its header, a frame after the one before); a write
  *   elsewhere in the file (a frame rewritten in place, a header given a
  *   new checksum, the first write after another connection's frames) goes
  *   through at once;
- * - before a read, a sync, a truncation, a size query or a file control
- *   of the WAL;
- * - at close. A transaction that has not written its commit frame is not
- *   committed, so what a crash loses from the buffer was never committed.
- * A failed write keeps the buffer, to be written by the next flush: frames
- * SQLite was told were written are never dropped. A WAL is not gathered
- * at all when the database file lacks POWERSAFE_OVERWRITE: synchronous =
- * FULL then pads each commit with copies of its frame, split by a sync.
+ * - are written out with the commit frame's page. A transaction's frames
+ *   become visible to other connections when the
+ *   writer updates the WAL index, after it has written its commit frame,
+ *   the one whose header holds the database's size (bytes 4-7, not 0),
+ *   whether that header was gathered or written straight through; an
+ *   error then fails the write, and with it the transaction, as a failed
+ *   pwrite() did;
+ * - are written out before a read, a sync, a truncation, a size query or
+ *   a file control of the WAL;
+ * - and at close. A transaction that has not written its commit frame is
+ *   not committed, so what a crash loses from the buffer was never
+ *   committed.
+ * A WAL is not gathered at all when the database file lacks
+ * POWERSAFE_OVERWRITE: synchronous = FULL then pads each commit with
+ * copies of its frame, split by a sync.
  *
- * Files other than WALs are passed through untouched. Thread safety: as
+ * A failed write empties the buffer all the same (flush()). Other files
+ * (journals, temporary files) pass through untouched. Thread safety: as
  * SQLite's own files: a connection's files are used by one thread at a
  * time; the VFS is registered once (pthread_once). */
 #include "build_config.h"
@@ -49,7 +62,7 @@
 typedef struct {
     sqlite3_file base; /* pMethods: methods[] */
     sqlite3_file *real; /* the default VFS's file, in the same allocation, after this */
-    int wal;
+    enum { PASS, WAL, DB } kind; /* what is gathered: nothing, a WAL's frames, a database's pages */
     int commit_frame; /* the last write was a commit frame's header: its page comes next */
     char *buf;        /* malloc'd on the first write; bytes for the file from off on */
     size_t len;
@@ -69,17 +82,16 @@ static uint32_t be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* Write the buffer out. On failure it is kept, to be written again by the
- * next flush (the commit's, which then fails its transaction): frames of
- * a transaction still open, which SQLite was told were written, are never
- * dropped. */
+/* Write the buffer out. It is emptied whatever the result: what it held
+ * belongs to a transaction or a checkpoint that the error fails (the
+ * commit frame's page, a sync, a read all report it). Kept, it could be
+ * written later over what another connection wrote there since. */
 static int flush(wb_file *f)
 {
     if (!f->len)
         return SQLITE_OK;
     int rc = f->real->pMethods->xWrite(f->real, f->buf, (int)f->len, f->off);
-    if (rc == SQLITE_OK)
-        f->len = 0;
+    f->len = 0;
     return rc;
 }
 
@@ -114,14 +126,14 @@ static int write_through(wb_file *f, const void *p, int amt, sqlite3_int64 off)
     if (rc == SQLITE_OK)
         rc = f->real->pMethods->xWrite(f->real, p, amt, off);
     f->next = off + amt;
-    f->commit_frame = commit_header(p, amt); /* a header written here: its page still flushes */
+    f->commit_frame = f->kind == WAL && commit_header(p, amt); /* a header written here: its page still flushes */
     return rc;
 }
 
 static int wb_write(sqlite3_file *file, const void *p, int amt, sqlite3_int64 off)
 {
     wb_file *f = (wb_file *)file;
-    if (!f->wal)
+    if (f->kind == PASS)
         return f->real->pMethods->xWrite(f->real, p, amt, off);
     /* Only a write that goes on where the last one ended is gathered: the
      * frames of a transaction, one after the other. A write elsewhere (a
@@ -143,7 +155,7 @@ static int wb_write(sqlite3_file *file, const void *p, int amt, sqlite3_int64 of
     memcpy(f->buf + f->len, p, (size_t)amt);
     f->len += (size_t)amt;
     f->next = off + amt;
-    f->commit_frame = commit_header(p, amt);
+    f->commit_frame = f->kind == WAL && commit_header(p, amt);
     return commit_page ? flush(f) : SQLITE_OK;
 }
 
@@ -171,13 +183,15 @@ static int wb_file_size(sqlite3_file *file, sqlite3_int64 *size)
 static int wb_lock(sqlite3_file *file, int level)
 {
     wb_file *f = (wb_file *)file;
-    return f->real->pMethods->xLock(f->real, level);
+    int rc = flush(f);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xLock(f->real, level);
 }
 
 static int wb_unlock(sqlite3_file *file, int level)
 {
     wb_file *f = (wb_file *)file;
-    return f->real->pMethods->xUnlock(f->real, level);
+    int rc = flush(f);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xUnlock(f->real, level);
 }
 
 static int wb_check_reserved_lock(sqlite3_file *file, int *out)
@@ -214,12 +228,14 @@ static int wb_shm_map(sqlite3_file *file, int region, int size, int extend, void
 static int wb_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 {
     wb_file *f = (wb_file *)file;
-    return f->real->pMethods->xShmLock(f->real, offset, n, flags);
+    int rc = flush(f);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xShmLock(f->real, offset, n, flags);
 }
 
 static void wb_shm_barrier(sqlite3_file *file)
 {
     wb_file *f = (wb_file *)file;
+    flush(f); /* nothing to report an error to; the sync after a checkpoint's pages reports it */
     f->real->pMethods->xShmBarrier(f->real);
 }
 
@@ -232,6 +248,9 @@ static int wb_shm_unmap(sqlite3_file *file, int delete_flag)
 static int wb_fetch(sqlite3_file *file, sqlite3_int64 off, int amt, void **pp)
 {
     wb_file *f = (wb_file *)file;
+    int rc = flush(f); /* a mapped page must show what was written */
+    if (rc != SQLITE_OK)
+        return rc;
     if (f->real->pMethods->iVersion < 3) {
         *pp = NULL; /* no mapping: SQLite reads instead */
         return SQLITE_OK;
@@ -274,7 +293,10 @@ static int wb_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int f
     int powersafe = (f->real->pMethods->xDeviceCharacteristics(f->real) & SQLITE_IOCAP_POWERSAFE_OVERWRITE) != 0;
     if ((flags & SQLITE_OPEN_MAIN_DB) && !powersafe)
         atomic_store(&padded_wal, 1);
-    f->wal = (flags & SQLITE_OPEN_WAL) && powersafe && !atomic_load(&padded_wal);
+    if ((flags & SQLITE_OPEN_WAL) && powersafe && !atomic_load(&padded_wal))
+        f->kind = WAL;
+    else if (flags & SQLITE_OPEN_MAIN_DB)
+        f->kind = DB;
     int version = f->real->pMethods->iVersion;
     f->base.pMethods = &methods[version < 1 ? 0 : version > 3 ? 2 : version - 1];
     return SQLITE_OK;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -218,6 +219,38 @@ START_TEST(a_commit_onto_a_wal_left_by_a_dead_writer_survives)
 }
 END_TEST
 
+/* A checkpoint's pages are gathered too: once it has truncated the WAL,
+ * the database file alone holds the rows, also for a process that died
+ * right after it. */
+START_TEST(a_checkpoint_is_in_the_file_when_its_writer_dies)
+{
+    ck_assert_int_eq(sb_ledger__register_vfs(), SQLITE_OK);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        sqlite3 *w = open_db(SB_LEDGER_VFS);
+        exec(w, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;"
+                "CREATE TABLE t(v TEXT);"
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 5000)"
+                " INSERT INTO t SELECT printf('%0300d', i) FROM k;"
+                "PRAGMA wal_checkpoint(TRUNCATE)");
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    char wal[96];
+    struct stat st;
+    snprintf(wal, sizeof wal, "%s-wal", g_path);
+    ck_assert_int_eq(stat(wal, &st), 0);
+    ck_assert_int_eq(st.st_size, 0); /* the rows are in the database file only */
+    sqlite3 *r = open_db(NULL);
+    ck_assert_int_eq(scalar(r, "SELECT count(*) FROM t"), 5000);
+    ck_assert_int_eq(scalar(r, "SELECT sum(length(v)) FROM t"), 5000 * 300);
+    sqlite3_close(r);
+}
+END_TEST
+
 /* Without POWERSAFE_OVERWRITE (psow=0), synchronous = FULL pads each
  * commit with copies of its frame, split by a sync: such a WAL is written
  * as SQLite alone writes it, and every commit reads back. */
@@ -270,6 +303,7 @@ static Suite *suite(void)
     tcase_add_test(tc, commits_survive_the_writer_dying);
     tcase_add_test(tc, commits_after_another_writer_are_visible);
     tcase_add_test(tc, a_commit_onto_a_wal_left_by_a_dead_writer_survives);
+    tcase_add_test(tc, a_checkpoint_is_in_the_file_when_its_writer_dies);
     tcase_add_test(tc, full_sync_without_powersafe_overwrite);
     tcase_add_test(tc, a_rolled_back_transaction_leaves_nothing);
     suite_add_tcase(s, tc);
