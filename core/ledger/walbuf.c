@@ -13,43 +13,46 @@
  * A database file's writes (in WAL mode, a checkpoint's pages) are
  * written out before any read, sync, truncation, size query, file
  * control, lock or unlock, shared-memory lock or barrier, or mapping of
- * it. A checkpoint syncs the file before it records how far it got, and
- * that sync reports an error, so no other connection reads a page of the
- * file that is still in the buffer. This relies on the checkpoint's sync,
- * which synchronous = OFF would skip; the ledger always runs with NORMAL
- * or FULL.
+ * it. A checkpoint syncs the file before it records how far it got, so no
+ * other connection reads a page of the file that is still in the buffer,
+ * and a failed write fails that sync, and so the checkpoint. This relies
+ * on the checkpoint's sync, which synchronous = OFF would skip; the ledger
+ * always runs with NORMAL or FULL.
  *
  * A WAL's writes:
+ * - are gathered only once the WAL is paired with its connection's
+ *   database file (wb_device_characteristics), and only when that file has
+ *   POWERSAFE_OVERWRITE (without it, synchronous = FULL pads each commit
+ *   with copies of its frame, split by a sync);
  * - are gathered while each goes on where the one before ended (a frame's
  *   page after its header, a frame after the one before); a write
  *   elsewhere in the file (a frame rewritten in place, a header given a
  *   new checksum, the first write after another connection's frames) goes
  *   through at once;
  * - are written out with the commit frame's page. A transaction's frames
- *   become visible to other connections when the
- *   writer updates the WAL index, after it has written its commit frame,
- *   the one whose header holds the database's size (bytes 4-7, not 0),
- *   whether that header was gathered or written straight through; an
- *   error then fails the write, and with it the transaction, as a failed
- *   pwrite() did;
+ *   become visible to other connections when the writer updates the WAL
+ *   index, after it has written its commit frame, the one whose header
+ *   holds the database's size (bytes 4-7, not 0), whether that header was
+ *   gathered or written straight through; an error then fails the write,
+ *   and with it the transaction, as a failed pwrite() did;
  * - are written out before a read, a sync, a truncation, a size query or
  *   a file control of the WAL;
- * - and at close. A transaction that has not written its commit frame is
- *   not committed, so what a crash loses from the buffer was never
- *   committed.
- * A WAL is not gathered at all when the database file lacks
- * POWERSAFE_OVERWRITE: synchronous = FULL then pads each commit with
- * copies of its frame, split by a sync.
+ * - are dropped when the write transaction ends (its WAL write lock is
+ *   released on the database file) and at close: what is left then is of
+ *   a transaction that did not commit, and written later it could land on
+ *   frames another connection has committed since. A crash likewise loses
+ *   only what was never committed.
+ * A write of the buffer that fails drops it too, and the WAL then refuses
+ * every write until the transaction ends, so that a transaction that lost
+ * frames cannot commit (flush()).
  *
- * A failed write empties the buffer all the same (flush()). Other files
- * (journals, temporary files) pass through untouched. Thread safety: as
- * SQLite's own files: a connection's files are used by one thread at a
- * time; the VFS is registered once (pthread_once). */
+ * Other files (journals, temporary files) pass through untouched. Thread
+ * safety: as SQLite's own files, a connection's files are used by one
+ * thread at a time; the VFS is registered once (pthread_once). */
 #include "build_config.h"
 #include "ledger/ledger_internal.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,40 +61,64 @@
  * takes a write of 0 bytes for a full disk, so a write of 128 KiB failed. */
 #define WALBUF_SIZE (120 << 10)
 #define WAL_FRAME_HEADER 24
+#define WAL_WRITE_LOCK 0 /* the shared-memory lock a write transaction holds (wal.c) */
 
-typedef struct {
-    sqlite3_file base; /* pMethods: methods[] */
+typedef struct wb_file wb_file;
+struct wb_file {
+    sqlite3_file base;  /* pMethods: methods[] */
     sqlite3_file *real; /* the default VFS's file, in the same allocation, after this */
     enum { PASS, WAL, DB } kind; /* what is gathered: nothing, a WAL's frames, a database's pages */
-    int commit_frame; /* the last write was a commit frame's header: its page comes next */
-    char *buf;        /* malloc'd on the first write; bytes for the file from off on */
+    const char *name;   /* as SQLite gave it to xOpen: valid until xClose */
+    int main_db;        /* opened as a connection's database file */
+    wb_file *pair;      /* a database file's WAL, a WAL's database file (same connection), or NULL */
+    int failed;         /* a write of the buffer failed: see flush() */
+    int commit_frame;   /* the last write was a commit frame's header: its page comes next */
+    char *buf;          /* malloc'd on the first write; bytes for the file from off on */
     size_t len;
     sqlite3_int64 off;
     sqlite3_int64 next; /* where the last write ended: a write from there goes on with it */
-} wb_file;
+};
 
 /* the real file follows wb_file, aligned as SQLite aligns its files */
 #define WB_HEAD ((sizeof(wb_file) + 7) & ~(size_t)7)
 
 static sqlite3_vfs *real_vfs;
-static atomic_int padded_wal; /* a database file without POWERSAFE_OVERWRITE was opened */
 static sqlite3_vfs walbuf_vfs;
+/* A WAL just opened on this thread, until its database file is found:
+ * sqlite3WalOpen() asks that file for its device characteristics right
+ * after it opens the WAL, on the same thread. */
+static _Thread_local wb_file *opened_wal;
 
 static uint32_t be32(const unsigned char *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* Write the buffer out. It is emptied whatever the result: what it held
- * belongs to a transaction or a checkpoint that the error fails (the
- * commit frame's page, a sync, a read all report it). Kept, it could be
- * written later over what another connection wrote there since. */
+/* Write the buffer out. On failure it is dropped (kept, it could later be
+ * written over what another connection wrote there since) and the file
+ * marked failed: a WAL then refuses every write, and so its transaction's
+ * commit, until the write transaction ends; a database file fails its next
+ * sync, the checkpoint's, so that the checkpoint does not record pages it
+ * did not write. SQLite ignores the errors of some calls (file controls,
+ * the barrier), so the error is not only returned. */
 static int flush(wb_file *f)
 {
     if (!f->len)
         return SQLITE_OK;
     int rc = f->real->pMethods->xWrite(f->real, f->buf, (int)f->len, f->off);
     f->len = 0;
+    if (rc != SQLITE_OK)
+        f->failed = 1;
+    return rc;
+}
+
+/* A sync or truncation of a file a failed write left short: refused. */
+static int failed_before(wb_file *f, int rc)
+{
+    if (!f->failed)
+        return SQLITE_OK;
+    if (f->kind == DB)
+        f->failed = 0; /* reported to the checkpoint that wrote it */
     return rc;
 }
 
@@ -105,7 +132,15 @@ static int commit_header(const void *p, int amt)
 static int wb_close(sqlite3_file *file)
 {
     wb_file *f = (wb_file *)file;
-    int rc = flush(f);
+    int rc = SQLITE_OK;
+    if (f->kind == WAL)
+        f->len = 0; /* a transaction that never wrote its commit frame: not committed */
+    else
+        rc = flush(f);
+    if (opened_wal == f)
+        opened_wal = NULL;
+    if (f->pair)
+        f->pair->pair = NULL;
     int rc2 = f->real->pMethods->xClose(f->real);
     free(f->buf);
     f->buf = NULL;
@@ -135,6 +170,8 @@ static int wb_write(sqlite3_file *file, const void *p, int amt, sqlite3_int64 of
     wb_file *f = (wb_file *)file;
     if (f->kind == PASS)
         return f->real->pMethods->xWrite(f->real, p, amt, off);
+    if (f->kind == WAL && f->failed)
+        return SQLITE_IOERR_WRITE; /* this transaction lost frames: it must not commit */
     /* Only a write that goes on where the last one ended is gathered: the
      * frames of a transaction, one after the other. A write elsewhere (a
      * frame rewritten in place, its header given a new checksum) goes
@@ -163,6 +200,8 @@ static int wb_truncate(sqlite3_file *file, sqlite3_int64 size)
 {
     wb_file *f = (wb_file *)file;
     int rc = flush(f);
+    if (rc == SQLITE_OK)
+        rc = failed_before(f, SQLITE_IOERR_TRUNCATE);
     return rc != SQLITE_OK ? rc : f->real->pMethods->xTruncate(f->real, size);
 }
 
@@ -170,6 +209,8 @@ static int wb_sync(sqlite3_file *file, int flags)
 {
     wb_file *f = (wb_file *)file;
     int rc = flush(f);
+    if (rc == SQLITE_OK)
+        rc = failed_before(f, SQLITE_IOERR_FSYNC);
     return rc != SQLITE_OK ? rc : f->real->pMethods->xSync(f->real, flags);
 }
 
@@ -213,10 +254,28 @@ static int wb_sector_size(sqlite3_file *file)
     return f->real->pMethods->xSectorSize(f->real);
 }
 
+/* Also where a connection's WAL finds its database file (opened_wal). Its
+ * frames are gathered only then, and only when the database file has
+ * POWERSAFE_OVERWRITE: without it, synchronous = FULL pads each commit to
+ * the sector with copies of its frame, split by a sync. */
 static int wb_device_characteristics(sqlite3_file *file)
 {
     wb_file *f = (wb_file *)file;
-    return f->real->pMethods->xDeviceCharacteristics(f->real);
+    int dc = f->real->pMethods->xDeviceCharacteristics(f->real);
+    wb_file *w = opened_wal;
+    if (w && f->main_db && f->name && w->name) {
+        opened_wal = NULL;
+        size_t n = strlen(f->name);
+        if (strncmp(w->name, f->name, n) == 0 && strcmp(w->name + n, "-wal") == 0 &&
+            (dc & SQLITE_IOCAP_POWERSAFE_OVERWRITE)) {
+            if (f->pair)
+                f->pair->pair = NULL;
+            f->pair = w;
+            w->pair = f;
+            w->kind = WAL;
+        }
+    }
+    return dc;
 }
 
 static int wb_shm_map(sqlite3_file *file, int region, int size, int extend, void volatile **pp)
@@ -225,17 +284,28 @@ static int wb_shm_map(sqlite3_file *file, int region, int size, int extend, void
     return f->real->pMethods->xShmMap(f->real, region, size, extend, pp);
 }
 
+/* The end of a write transaction (its WAL write lock released): whatever
+ * its WAL's buffer still holds is of a transaction that did not commit (a
+ * commit writes it out), and must never be written. */
 static int wb_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 {
     wb_file *f = (wb_file *)file;
     int rc = flush(f);
-    return rc != SQLITE_OK ? rc : f->real->pMethods->xShmLock(f->real, offset, n, flags);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = f->real->pMethods->xShmLock(f->real, offset, n, flags);
+    if (f->pair && offset == WAL_WRITE_LOCK && (flags & SQLITE_SHM_UNLOCK) && (flags & SQLITE_SHM_EXCLUSIVE)) {
+        f->pair->len = 0;
+        f->pair->failed = 0;
+        f->pair->commit_frame = 0;
+    }
+    return rc;
 }
 
 static void wb_shm_barrier(sqlite3_file *file)
 {
     wb_file *f = (wb_file *)file;
-    flush(f); /* nothing to report an error to; the sync after a checkpoint's pages reports it */
+    flush(f); /* an error fails the checkpoint's sync (flush()) */
     f->real->pMethods->xShmBarrier(f->real);
 }
 
@@ -285,18 +355,12 @@ static int wb_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int f
         f->base.pMethods = NULL; /* SQLite then does not close it */
         return rc != SQLITE_OK ? rc : SQLITE_CANTOPEN;
     }
-    /* Without POWERSAFE_OVERWRITE on the database file (SQLite's build, or
-     * psow=0 in its URI), synchronous = FULL pads each commit to the sector
-     * with copies of its frame, split by a sync, after the commit frame:
-     * such a WAL is not gathered. SQLite opens a connection's database file
-     * before its WAL, and all the ledger's connections open one file. */
-    int powersafe = (f->real->pMethods->xDeviceCharacteristics(f->real) & SQLITE_IOCAP_POWERSAFE_OVERWRITE) != 0;
-    if ((flags & SQLITE_OPEN_MAIN_DB) && !powersafe)
-        atomic_store(&padded_wal, 1);
-    if ((flags & SQLITE_OPEN_WAL) && powersafe && !atomic_load(&padded_wal))
-        f->kind = WAL;
-    else if (flags & SQLITE_OPEN_MAIN_DB)
+    f->name = name;
+    f->main_db = (flags & SQLITE_OPEN_MAIN_DB) != 0;
+    if (f->main_db)
         f->kind = DB;
+    /* a WAL is gathered once its database file is known (wb_device_characteristics) */
+    opened_wal = flags & SQLITE_OPEN_WAL ? f : NULL;
     int version = f->real->pMethods->iVersion;
     f->base.pMethods = &methods[version < 1 ? 0 : version > 3 ? 2 : version - 1];
     return SQLITE_OK;

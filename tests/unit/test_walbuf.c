@@ -27,7 +27,8 @@ static void setup(void)
 static void teardown(void)
 {
     char p[96];
-    static const char *const files[] = {"t.db", "t.db-wal", "t.db-shm"};
+    static const char *const files[] = {"t.db", "t.db-wal", "t.db-shm", "t.db.crash", "t.db.crash-wal",
+                                        "t.db.crash-shm"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         snprintf(p, sizeof p, "%s/%s", g_dir, files[i]);
         unlink(p);
@@ -292,6 +293,181 @@ START_TEST(a_rolled_back_transaction_leaves_nothing)
 }
 END_TEST
 
+/* ---- writes that fail ---------------------------------------------------
+ * A VFS under the ledger's (registered as the default before it) that
+ * fails writes to a WAL or a database file on demand, as a full disk would. */
+
+static sqlite3_vfs *unix_vfs, failing_vfs;
+static int fail_wal, fail_db;
+
+typedef struct {
+    sqlite3_file base;
+    sqlite3_file *real;
+    int wal, db;
+} ff_file;
+#define FF_HEAD ((sizeof(ff_file) + 7) & ~(size_t)7)
+#define FF_REAL(f) (((ff_file *)(f))->real)
+
+static int ff_close(sqlite3_file *f) { return FF_REAL(f)->pMethods->xClose(FF_REAL(f)); }
+static int ff_read(sqlite3_file *f, void *p, int n, sqlite3_int64 o) { return FF_REAL(f)->pMethods->xRead(FF_REAL(f), p, n, o); }
+static int ff_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 o)
+{
+    ff_file *ff = (ff_file *)f;
+    if ((ff->wal && fail_wal) || (ff->db && fail_db))
+        return SQLITE_FULL;
+    return ff->real->pMethods->xWrite(ff->real, p, n, o);
+}
+static int ff_truncate(sqlite3_file *f, sqlite3_int64 n) { return FF_REAL(f)->pMethods->xTruncate(FF_REAL(f), n); }
+static int ff_sync(sqlite3_file *f, int fl) { return FF_REAL(f)->pMethods->xSync(FF_REAL(f), fl); }
+static int ff_size(sqlite3_file *f, sqlite3_int64 *n) { return FF_REAL(f)->pMethods->xFileSize(FF_REAL(f), n); }
+static int ff_lock(sqlite3_file *f, int l) { return FF_REAL(f)->pMethods->xLock(FF_REAL(f), l); }
+static int ff_unlock(sqlite3_file *f, int l) { return FF_REAL(f)->pMethods->xUnlock(FF_REAL(f), l); }
+static int ff_reserved(sqlite3_file *f, int *o) { return FF_REAL(f)->pMethods->xCheckReservedLock(FF_REAL(f), o); }
+static int ff_fcntl(sqlite3_file *f, int op, void *a) { return FF_REAL(f)->pMethods->xFileControl(FF_REAL(f), op, a); }
+static int ff_sector(sqlite3_file *f) { return FF_REAL(f)->pMethods->xSectorSize(FF_REAL(f)); }
+static int ff_dc(sqlite3_file *f) { return FF_REAL(f)->pMethods->xDeviceCharacteristics(FF_REAL(f)); }
+static int ff_shm_map(sqlite3_file *f, int r, int sz, int ext, void volatile **pp)
+{
+    return FF_REAL(f)->pMethods->xShmMap(FF_REAL(f), r, sz, ext, pp);
+}
+static int ff_shm_lock(sqlite3_file *f, int o, int n, int fl) { return FF_REAL(f)->pMethods->xShmLock(FF_REAL(f), o, n, fl); }
+static void ff_shm_barrier(sqlite3_file *f) { FF_REAL(f)->pMethods->xShmBarrier(FF_REAL(f)); }
+static int ff_shm_unmap(sqlite3_file *f, int d) { return FF_REAL(f)->pMethods->xShmUnmap(FF_REAL(f), d); }
+static int ff_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **pp) { return FF_REAL(f)->pMethods->xFetch(FF_REAL(f), o, n, pp); }
+static int ff_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) { return FF_REAL(f)->pMethods->xUnfetch(FF_REAL(f), o, p); }
+static const sqlite3_io_methods ff_methods = {3, ff_close, ff_read, ff_write, ff_truncate, ff_sync, ff_size, ff_lock,
+                                              ff_unlock, ff_reserved, ff_fcntl, ff_sector, ff_dc, ff_shm_map,
+                                              ff_shm_lock, ff_shm_barrier, ff_shm_unmap, ff_fetch, ff_unfetch};
+
+static int ff_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out)
+{
+    (void)vfs;
+    ff_file *f = (ff_file *)file;
+    memset(f, 0, sizeof *f);
+    f->real = (sqlite3_file *)((char *)file + FF_HEAD);
+    int rc = unix_vfs->xOpen(unix_vfs, name, f->real, flags, out);
+    if (rc != SQLITE_OK || !f->real->pMethods) {
+        f->base.pMethods = NULL;
+        return rc != SQLITE_OK ? rc : SQLITE_CANTOPEN;
+    }
+    f->wal = (flags & SQLITE_OPEN_WAL) != 0;
+    f->db = (flags & SQLITE_OPEN_MAIN_DB) != 0;
+    f->base.pMethods = &ff_methods;
+    return SQLITE_OK;
+}
+
+/* The failing VFS under the ledger's: 0 if the ledger's was registered
+ * earlier in this process (CK_FORK=no) and so sits on the plain one. */
+static int failing_under_ledger_vfs(void)
+{
+    if (sqlite3_vfs_find(SB_LEDGER_VFS))
+        return 0;
+    unix_vfs = sqlite3_vfs_find(NULL);
+    failing_vfs = *unix_vfs;
+    failing_vfs.zName = "sb-test-failing";
+    failing_vfs.szOsFile = (int)FF_HEAD + unix_vfs->szOsFile;
+    failing_vfs.pNext = NULL;
+    failing_vfs.xOpen = ff_open;
+    ck_assert_int_eq(sqlite3_vfs_register(&failing_vfs, 1), SQLITE_OK);
+    ck_assert_int_eq(sb_ledger__register_vfs(), SQLITE_OK);
+    return 1;
+}
+
+/* A copy of the database and its WAL, without the shared memory: what a
+ * process killed now would leave for the next one to recover. */
+static sqlite3 *open_as_after_a_crash(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cp %s %s.crash && cp %s-wal %s.crash-wal", g_path, g_path, g_path, g_path);
+    ck_assert_int_eq(system(cmd), 0);
+    char path[96];
+    snprintf(path, sizeof path, "%s.crash", g_path);
+    sqlite3 *db = NULL;
+    ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, "unix"), SQLITE_OK);
+    return db;
+}
+
+/* A commit whose frames could not be written fails, and stays failed: its
+ * frames are never written later (a crash then would bring it back), and
+ * the next transaction commits. */
+START_TEST(a_failed_commit_never_comes_back)
+{
+    if (!failing_under_ledger_vfs())
+        return;
+    sqlite3 *w = open_db(SB_LEDGER_VFS);
+    exec(w, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;"
+            "CREATE TABLE t(x TEXT); INSERT INTO t VALUES('a')");
+    fail_wal = 1;
+    ck_assert_int_ne(sqlite3_exec(w, "BEGIN; INSERT INTO t VALUES('ghost'); COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    if (!sqlite3_get_autocommit(w))
+        exec(w, "ROLLBACK");
+    fail_wal = 0;
+    ck_assert_int_eq(scalar(w, "SELECT count(*) FROM t"), 1); /* reads the WAL: nothing left to write */
+    sqlite3 *crashed = open_as_after_a_crash();
+    ck_assert_int_eq(scalar(crashed, "SELECT count(*) FROM t"), 1);
+    sqlite3_close(crashed);
+    exec(w, "INSERT INTO t VALUES('b')");
+    sqlite3 *r = open_db("unix");
+    ck_assert_int_eq(scalar(r, "SELECT count(*) FROM t"), 2);
+    sqlite3_close(r);
+    sqlite3_close(w);
+}
+END_TEST
+
+/* A checkpoint whose pages could not be written fails and records nothing:
+ * the WAL keeps the rows, which later transactions do not overwrite. */
+START_TEST(a_failed_checkpoint_keeps_the_wal)
+{
+    if (!failing_under_ledger_vfs())
+        return;
+    sqlite3 *w = open_db(SB_LEDGER_VFS);
+    exec(w, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;"
+            "CREATE TABLE t(x TEXT);"
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 2000)"
+            " INSERT INTO t SELECT printf('%0200d', i) FROM k");
+    fail_db = 1;
+    ck_assert_int_ne(sqlite3_wal_checkpoint_v2(w, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL), SQLITE_OK);
+    fail_db = 0;
+    for (int i = 0; i < 20; i++) /* would start the WAL over, had the checkpoint recorded its pages */
+        exec(w, "INSERT INTO t VALUES('more')");
+    sqlite3 *crashed = open_as_after_a_crash();
+    ck_assert_int_eq(scalar(crashed, "SELECT count(*) FROM t"), 2020);
+    sqlite3_stmt *st = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(crashed, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(crashed);
+    sqlite3_close(w);
+}
+END_TEST
+
+/* A transaction rolled back after it spilled frames: another connection
+ * then commits at the same place in the WAL, and this one's frames are
+ * never written over it. */
+START_TEST(rolled_back_frames_never_overwrite_another_writer)
+{
+    ck_assert_int_eq(sb_ledger__register_vfs(), SQLITE_OK);
+    sqlite3 *b = open_db(NULL);
+    exec(b, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; CREATE TABLE t(x);"
+            "INSERT INTO t VALUES('a'); PRAGMA wal_checkpoint(TRUNCATE)");
+    sqlite3 *a = open_db(SB_LEDGER_VFS);
+    exec(a, "PRAGMA synchronous = NORMAL; PRAGMA cache_size = 2; BEGIN;"
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 8)"
+            " INSERT INTO t SELECT randomblob(3000) FROM k; ROLLBACK");
+    exec(b, "INSERT INTO t VALUES('b1'); INSERT INTO t VALUES('b2')");
+    ck_assert_int_eq(scalar(a, "SELECT count(*) FROM t"), 3);
+    sqlite3 *r = open_db(NULL);
+    ck_assert_int_eq(scalar(r, "SELECT count(*) FROM t WHERE typeof(x) = 'text'"), 3);
+    sqlite3_close(r);
+    sqlite3 *crashed = open_as_after_a_crash();
+    ck_assert_int_eq(scalar(crashed, "SELECT count(*) FROM t WHERE typeof(x) = 'text'"), 3);
+    sqlite3_close(crashed);
+    sqlite3_close(a);
+    sqlite3_close(b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("walbuf");
@@ -306,6 +482,9 @@ static Suite *suite(void)
     tcase_add_test(tc, a_checkpoint_is_in_the_file_when_its_writer_dies);
     tcase_add_test(tc, full_sync_without_powersafe_overwrite);
     tcase_add_test(tc, a_rolled_back_transaction_leaves_nothing);
+    tcase_add_test(tc, a_failed_commit_never_comes_back);
+    tcase_add_test(tc, a_failed_checkpoint_keeps_the_wal);
+    tcase_add_test(tc, rolled_back_frames_never_overwrite_another_writer);
     suite_add_tcase(s, tc);
     return s;
 }
