@@ -1,23 +1,18 @@
-/* walbuf.c - SQLite's default VFS with the writes to a WAL and to a
- * database file gathered into fewer system calls (ledger_internal.h,
- * SB_LEDGER_VFS).
+/* walbuf.c - SQLite's default VFS with the writes to a WAL gathered into
+ * fewer system calls (ledger_internal.h, SB_LEDGER_VFS).
  *
  * SQLite writes each WAL frame with two pwrite()s, its 24-byte header and
- * its page, and a checkpoint copies each page into the database with a
- * pwrite() of its own: on file_in -> discard about 280,000 calls per 1M
- * events, and the calls, more than the bytes, cost the CPU (a C program:
- * 0.34 s of CPU per 100,000 frames written so, 0.10 s gathered 1 MiB a
- * call; docs/benchmarks.md). Here the writes that follow one another in a
- * file are kept in a buffer and written with one call.
+ * its page: on file_in -> discard about 190,000 calls per 1M events, and
+ * the calls, more than the bytes, cost the CPU (a C program: 0.34 s of CPU
+ * per 100,000 frames written so, 0.10 s gathered 1 MiB a call;
+ * docs/benchmarks.md). Here the writes that follow one another in a WAL
+ * are kept in a buffer and written with one call.
  *
- * A database file's writes (in WAL mode, a checkpoint's pages) are
- * written out before any read, sync, truncation, size query, file
- * control, lock or unlock, shared-memory lock or barrier, or mapping of
- * it. A checkpoint syncs the file before it records how far it got, so no
- * other connection reads a page of the file that is still in the buffer,
- * and a failed write fails that sync, and so the checkpoint. This relies
- * on the checkpoint's sync, which synchronous = OFF would skip; the ledger
- * always runs with NORMAL or FULL.
+ * The database file's own writes (a checkpoint's pages) are not gathered:
+ * a checkpoint that a reader holds back records how far it got without a
+ * sync or any other call this VFS could fail, so pages still in a buffer
+ * (or lost with a failed write) would be counted as copied. A review
+ * found that and it was reproduced; docs/benchmarks.md has the numbers.
  *
  * A WAL's writes:
  * - are gathered only once the WAL is paired with its connection's
@@ -46,7 +41,12 @@
  * every write until the transaction ends, so that a transaction that lost
  * frames cannot commit (flush()).
  *
- * Other files (journals, temporary files) pass through untouched. Thread
+ * The ledger never uses locking_mode = EXCLUSIVE, in which SQLite takes no
+ * shared-memory locks and the end of a write transaction would not show.
+ *
+ * Other files (the database itself, journals, temporary files) pass
+ * through untouched; the database file's methods only pair it with its
+ * WAL and tell it when a write transaction ends. Thread
  * safety: as SQLite's own files, a connection's files are used by one
  * thread at a time; the VFS is registered once (pthread_once). */
 #include "build_config.h"
@@ -67,7 +67,7 @@ typedef struct wb_file wb_file;
 struct wb_file {
     sqlite3_file base;  /* pMethods: methods[] */
     sqlite3_file *real; /* the default VFS's file, in the same allocation, after this */
-    enum { PASS, WAL, DB } kind; /* what is gathered: nothing, a WAL's frames, a database's pages */
+    int wal;            /* a WAL paired with its database file: its frames are gathered */
     const char *name;   /* as SQLite gave it to xOpen: valid until xClose */
     int main_db;        /* opened as a connection's database file */
     wb_file *pair;      /* a database file's WAL, a WAL's database file (same connection), or NULL */
@@ -95,12 +95,11 @@ static uint32_t be32(const unsigned char *p)
 }
 
 /* Write the buffer out. On failure it is dropped (kept, it could later be
- * written over what another connection wrote there since) and the file
- * marked failed: a WAL then refuses every write, and so its transaction's
- * commit, until the write transaction ends; a database file fails its next
- * sync, the checkpoint's, so that the checkpoint does not record pages it
- * did not write. SQLite ignores the errors of some calls (file controls,
- * the barrier), so the error is not only returned. */
+ * written over what another connection wrote there since) and the WAL
+ * marked failed: it then refuses every write, and so its transaction's
+ * commit, until the write transaction ends (wb_shm_lock). SQLite ignores
+ * the errors of some calls (file controls, the size query and truncation
+ * that limit the WAL's size), so the error is not only returned. */
 static int flush(wb_file *f)
 {
     if (!f->len)
@@ -112,15 +111,8 @@ static int flush(wb_file *f)
     return rc;
 }
 
-/* A sync or truncation of a file a failed write left short: refused. */
-static int failed_before(wb_file *f, int rc)
-{
-    if (!f->failed)
-        return SQLITE_OK;
-    if (f->kind == DB)
-        f->failed = 0; /* reported to the checkpoint that wrote it */
-    return rc;
-}
+/* The WAL of a transaction that lost frames: no sync or truncation either. */
+static int failed_before(const wb_file *f, int rc) { return f->failed ? rc : SQLITE_OK; }
 
 /* A frame header that marks the transaction's commit: its page is the last
  * write of the transaction, and takes the buffer out with it. */
@@ -132,19 +124,15 @@ static int commit_header(const void *p, int amt)
 static int wb_close(sqlite3_file *file)
 {
     wb_file *f = (wb_file *)file;
-    int rc = SQLITE_OK;
-    if (f->kind == WAL)
-        f->len = 0; /* a transaction that never wrote its commit frame: not committed */
-    else
-        rc = flush(f);
+    f->len = 0; /* of a transaction that never wrote its commit frame: not committed */
     if (opened_wal == f)
         opened_wal = NULL;
     if (f->pair)
         f->pair->pair = NULL;
-    int rc2 = f->real->pMethods->xClose(f->real);
+    int rc = f->real->pMethods->xClose(f->real);
     free(f->buf);
     f->buf = NULL;
-    return rc != SQLITE_OK ? rc : rc2;
+    return rc;
 }
 
 static int wb_read(sqlite3_file *file, void *p, int amt, sqlite3_int64 off)
@@ -161,16 +149,16 @@ static int write_through(wb_file *f, const void *p, int amt, sqlite3_int64 off)
     if (rc == SQLITE_OK)
         rc = f->real->pMethods->xWrite(f->real, p, amt, off);
     f->next = off + amt;
-    f->commit_frame = f->kind == WAL && commit_header(p, amt); /* a header written here: its page still flushes */
+    f->commit_frame = commit_header(p, amt); /* a header written here: its page still flushes */
     return rc;
 }
 
 static int wb_write(sqlite3_file *file, const void *p, int amt, sqlite3_int64 off)
 {
     wb_file *f = (wb_file *)file;
-    if (f->kind == PASS)
+    if (!f->wal)
         return f->real->pMethods->xWrite(f->real, p, amt, off);
-    if (f->kind == WAL && f->failed)
+    if (f->failed)
         return SQLITE_IOERR_WRITE; /* this transaction lost frames: it must not commit */
     /* Only a write that goes on where the last one ended is gathered: the
      * frames of a transaction, one after the other. A write elsewhere (a
@@ -192,7 +180,7 @@ static int wb_write(sqlite3_file *file, const void *p, int amt, sqlite3_int64 of
     memcpy(f->buf + f->len, p, (size_t)amt);
     f->len += (size_t)amt;
     f->next = off + amt;
-    f->commit_frame = f->kind == WAL && commit_header(p, amt);
+    f->commit_frame = commit_header(p, amt);
     return commit_page ? flush(f) : SQLITE_OK;
 }
 
@@ -224,15 +212,13 @@ static int wb_file_size(sqlite3_file *file, sqlite3_int64 *size)
 static int wb_lock(sqlite3_file *file, int level)
 {
     wb_file *f = (wb_file *)file;
-    int rc = flush(f);
-    return rc != SQLITE_OK ? rc : f->real->pMethods->xLock(f->real, level);
+    return f->real->pMethods->xLock(f->real, level);
 }
 
 static int wb_unlock(sqlite3_file *file, int level)
 {
     wb_file *f = (wb_file *)file;
-    int rc = flush(f);
-    return rc != SQLITE_OK ? rc : f->real->pMethods->xUnlock(f->real, level);
+    return f->real->pMethods->xUnlock(f->real, level);
 }
 
 static int wb_check_reserved_lock(sqlite3_file *file, int *out)
@@ -272,7 +258,7 @@ static int wb_device_characteristics(sqlite3_file *file)
                 f->pair->pair = NULL;
             f->pair = w;
             w->pair = f;
-            w->kind = WAL;
+            w->wal = 1;
         }
     }
     return dc;
@@ -290,10 +276,7 @@ static int wb_shm_map(sqlite3_file *file, int region, int size, int extend, void
 static int wb_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 {
     wb_file *f = (wb_file *)file;
-    int rc = flush(f);
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = f->real->pMethods->xShmLock(f->real, offset, n, flags);
+    int rc = f->real->pMethods->xShmLock(f->real, offset, n, flags);
     if (f->pair && offset == WAL_WRITE_LOCK && (flags & SQLITE_SHM_UNLOCK) && (flags & SQLITE_SHM_EXCLUSIVE)) {
         f->pair->len = 0;
         f->pair->failed = 0;
@@ -305,7 +288,6 @@ static int wb_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 static void wb_shm_barrier(sqlite3_file *file)
 {
     wb_file *f = (wb_file *)file;
-    flush(f); /* an error fails the checkpoint's sync (flush()) */
     f->real->pMethods->xShmBarrier(f->real);
 }
 
@@ -318,9 +300,6 @@ static int wb_shm_unmap(sqlite3_file *file, int delete_flag)
 static int wb_fetch(sqlite3_file *file, sqlite3_int64 off, int amt, void **pp)
 {
     wb_file *f = (wb_file *)file;
-    int rc = flush(f); /* a mapped page must show what was written */
-    if (rc != SQLITE_OK)
-        return rc;
     if (f->real->pMethods->iVersion < 3) {
         *pp = NULL; /* no mapping: SQLite reads instead */
         return SQLITE_OK;
@@ -357,8 +336,6 @@ static int wb_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int f
     }
     f->name = name;
     f->main_db = (flags & SQLITE_OPEN_MAIN_DB) != 0;
-    if (f->main_db)
-        f->kind = DB;
     /* a WAL is gathered once its database file is known (wb_device_characteristics) */
     opened_wal = flags & SQLITE_OPEN_WAL ? f : NULL;
     int version = f->real->pMethods->iVersion;
