@@ -737,65 +737,51 @@ static size_t received_text(int64_t us, const char **text)
     return last_len;
 }
 
-#define PUT(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) += sizeof(lit) - 1)
-
-/* The payload of a source's JSON event whose id and source need no
- * escaping, as the general path below writes it, with one check of the
- * buffer's room: its calls for each piece were most of the payload's cost
- * (docs/benchmarks.md). 0 if the event is not such. */
-static int append_plain_payload(const sb_event *ev, sb_strbuf *b)
+/* sb_strbuf_add with the room check inline: the payload is written in
+ * pieces, and a call for each was most of its cost (docs/benchmarks.md). */
+static inline void put(sb_strbuf *b, const char *s, size_t n)
 {
-    size_t id_len = strlen(ev->id), src_len = ev->source ? strlen(ev->source) : 0;
-    if (!ev->raw || ev->sets.len || !sb_json_plain(ev->id, id_len) ||
-        (ev->source && !sb_json_plain(ev->source, src_len)))
-        return 0;
-    const char *num;
-    size_t num_len = received_text(ev->received_us, &num);
-    char *w = sb_strbuf_room(b, 48 + id_len + src_len + num_len + ev->raw_len), *start = w;
-    PUT(w, "{\"id\":\"");
-    memcpy(w, ev->id, id_len);
-    w += id_len;
-    if (ev->source) {
-        PUT(w, "\",\"source\":\"");
-        memcpy(w, ev->source, src_len);
-        w += src_len;
-        PUT(w, "\",\"received_us\":");
-    } else {
-        PUT(w, "\",\"source\":null,\"received_us\":");
-    }
-    memcpy(w, num, num_len);
-    w += num_len;
-    PUT(w, ",\"fields\":");
-    memcpy(w, ev->raw, ev->raw_len);
-    w += ev->raw_len;
-    *w++ = '}';
-    *w = '\0';
-    b->len += (size_t)(w - start);
-    return 1;
+    char *w = b->len + n + 1 > b->cap ? sb_strbuf_room(b, n) : b->p + b->len;
+    memcpy(w, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+#define PUT_LITERAL(b, lit) put((b), (lit), sizeof(lit) - 1)
+
+/* s as a JSON string: put between quotes when it needs no escaping (an id
+ * taken from JSON text without escapes, a source's name), else quoted. */
+static int put_string(sb_strbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (!sb_json_plain(s, n))
+        return sb_json_quote(b, s, n);
+    put(b, "\"", 1);
+    put(b, s, n);
+    put(b, "\"", 1);
+    return 0;
 }
 
 int sb_event_append_payload(const sb_event *ev, sb_strbuf *b)
 {
-    if (append_plain_payload(ev, b))
-        return 0;
     size_t mark = b->len;
-    char num[48];
-    sb_strbuf_add(b, "{\"id\":", 6);
-    if (sb_json_quote(b, ev->id, strlen(ev->id)) != 0)
+    PUT_LITERAL(b, "{\"id\":");
+    if (put_string(b, ev->id) != 0)
         goto fail;
-    sb_strbuf_add(b, ",\"source\":", 10);
+    PUT_LITERAL(b, ",\"source\":");
     if (!ev->source)
-        sb_strbuf_add(b, "null", 4);
-    else if (sb_json_quote(b, ev->source, strlen(ev->source)) != 0)
+        PUT_LITERAL(b, "null");
+    else if (put_string(b, ev->source) != 0)
         goto fail;
-    sb_strbuf_add(b, ",\"received_us\":", 15);
-    sb_strbuf_add(b, num, sb_i64_text(num, ev->received_us));
-    sb_strbuf_add(b, ",\"fields\":", 10);
+    PUT_LITERAL(b, ",\"received_us\":");
+    const char *num;
+    size_t num_len = received_text(ev->received_us, &num);
+    put(b, num, num_len);
+    PUT_LITERAL(b, ",\"fields\":");
     if (ev->raw)
         add_fields_text(b, ev);
     else if (sb_json_dump(b, ev->fields) != 0)
         goto fail;
-    sb_strbuf_add(b, "}", 1);
+    PUT_LITERAL(b, "}");
     return 0;
 fail:
     b->len = mark;

@@ -98,28 +98,17 @@ static const char *const members_sql =
     "SELECT step, instance, added FROM members WHERE entry_id = ?1 AND step <= ?2"
     " ORDER BY step, completed_us, instance";
 
-/* Ranges read for the resume's walk, of the well-formed ones only (a
- * damaged row must not stop the walk moving on): *last gets the last id
- * of the range that covers entry `id`, or 0; *first the first id of the
- * next range that starts after it, or 0. Return SQLite's result code:
- * the walk fails rather than resume, as pending, entries that a range it
- * could not read had settled. */
-static int range_covering(sqlite3_stmt *cover, int64_t id, int64_t *last)
+/* A range read for the resume's walk (cover or next below, which read the
+ * well-formed ranges only: a damaged row must not stop the walk moving
+ * on): *out gets the id it selects for `id`, 0 if none. Returns SQLITE_DONE
+ * or SQLite's error: the walk fails rather than resume, as pending,
+ * entries that a range it could not read had settled. */
+static int range_read(sqlite3_stmt *st, int64_t id, int64_t *out)
 {
-    sqlite3_bind_int64(cover, 1, id);
-    int rc = sqlite3_step(cover);
-    int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(cover, 0) : 0;
-    sqlite3_reset(cover);
-    *last = v >= id ? v : 0;
-    return rc == SQLITE_ROW ? SQLITE_DONE : rc;
-}
-
-static int range_after(sqlite3_stmt *next, int64_t id, int64_t *first)
-{
-    sqlite3_bind_int64(next, 1, id);
-    int rc = sqlite3_step(next);
-    *first = rc == SQLITE_ROW ? sqlite3_column_int64(next, 0) : 0;
-    sqlite3_reset(next);
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
     return rc == SQLITE_ROW ? SQLITE_DONE : rc;
 }
 
@@ -157,14 +146,14 @@ int sb_ledger_foreach_pending(sb_ledger *l, const char *route, int64_t after_id,
     int64_t from = after_id; /* the walk is past this id */
     int rc = SQLITE_DONE, stop = 0;
     while (!stop && (!limit || (size_t)count < limit) && from < INT64_MAX) {
-        int64_t skip_to, gap_end;
-        if ((rc = range_covering(cover, from + 1, &skip_to)) != SQLITE_DONE)
+        int64_t skip_to, gap_end; /* the last id of the range covering from + 1; the first of the next one */
+        if ((rc = range_read(cover, from + 1, &skip_to)) != SQLITE_DONE)
             break;
-        if (skip_to) {
+        if (skip_to > from) {
             from = skip_to;
             continue;
         }
-        if ((rc = range_after(next, from, &gap_end)) != SQLITE_DONE)
+        if ((rc = range_read(next, from, &gap_end)) != SQLITE_DONE)
             break;
         sqlite3_bind_int64(st, 1, from);
         sqlite3_bind_int64(st, 4, gap_end ? gap_end - 1 : INT64_MAX); /* the gap: from + 1 to this */
