@@ -18,8 +18,8 @@ import tempfile
 import time
 import unittest
 
-from sbtest import (BIN, FAST_GROUP, KCAT, MOCK, NO_OFFSET, MockCluster, ends, kcat_produce, kcat_read, needs,
-                    owned_partitions, wait_for)
+from sbtest import (BIN, FAST_GROUP, KCAT, MOCK, NO_OFFSET, MockCluster, ends, env, kcat_produce, kcat_read,
+                    needs, owned_partitions, wait_for)
 
 
 def sink(path):
@@ -99,12 +99,12 @@ class Base(unittest.TestCase):
         log = open(os.path.join(self.dir, name, "daemon.log"), "a")
         self.logs.append(log)
         p = subprocess.Popen([BIN, "-c", os.path.join(self.dir, name, "syncbridge.json")],
-                             stdout=subprocess.DEVNULL, stderr=log)
+                             stdout=subprocess.DEVNULL, stderr=log, env=env())
         self.procs.append(p)
         return p
 
     def cli(self, cfg, *args):
-        return subprocess.run([BIN, "-c", cfg] + list(args), capture_output=True, text=True, timeout=30)
+        return subprocess.run([BIN, "-c", cfg] + list(args), capture_output=True, text=True, timeout=30, env=env())
 
     def stop(self, p):
         p.send_signal(signal.SIGTERM)
@@ -286,35 +286,35 @@ class Group(Base):
 class Check(Base):
     def test_check_prints_route(self):
         cfg = self.config()
-        r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30)
+        r = self.cli(cfg, "check")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("route r", r.stdout)
         self.assertIn("sources: k", r.stdout)
 
     def test_unknown_property_is_named(self):
         cfg = self.config(properties={"no.such.property": "1"})
-        r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30)
+        r = self.cli(cfg, "check")
         self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
         self.assertIn("no.such.property", r.stderr)
         cfg = self.config(properties={"enable.auto.offset.store": "true"})
-        r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30)
+        r = self.cli(cfg, "check")
         self.assertEqual(r.returncode, 3)
         self.assertIn("enable.auto.offset.store", r.stderr)
         # secrets come from the environment through the core's substitution
         cfg = self.config(topics=("^rr.*",), properties={
             "security.protocol": "sasl_plaintext", "sasl.mechanisms": "PLAIN", "sasl.username": "u",
             "sasl.password": "${env:SBK_TEST_PASS}"})
-        env = dict(os.environ)
-        env.pop("SBK_TEST_PASS", None)
-        r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30, env=env)
+        no_pass = env()
+        no_pass.pop("SBK_TEST_PASS", None)
+        r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30, env=no_pass)
         self.assertEqual(r.returncode, 3)
         self.assertIn("sasl.password", r.stderr)
-        env["SBK_TEST_PASS"] = "s3cret"
-        r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30, env=env)
+        r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30,
+                           env=env(SBK_TEST_PASS="s3cret"))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotIn("s3cret", r.stdout + r.stderr)
         cfg = self.config(format="xml")
-        r = subprocess.run([BIN, "-c", cfg, "check"], capture_output=True, text=True, timeout=30)
+        r = self.cli(cfg, "check")
         self.assertEqual(r.returncode, 3)
         self.assertIn("format", r.stderr)
 
