@@ -250,12 +250,16 @@ def owned_partitions(log, topic):
     return own
 
 
+# Plugins from the build tree unless `make check` set the path, as its
+# AM_TESTS_ENVIRONMENT does: a test run by hand passes it to every child.
+os.environ.setdefault("SYNCBRIDGE_PLUGIN_PATH", "%s/plugins/.libs:%s/tests/plugins/.libs"
+                      % (os.path.abspath(BUILD), os.path.abspath(BUILD)))
+
+
 def env(**extra):
-    """The environment for a daemon: plugins from the build tree unless
-    `make check` set the path, local time UTC (filewatch reads log time
-    stamps in local time)."""
+    """The environment for a daemon: the plugin path (above), local time
+    UTC (filewatch reads log time stamps in local time)."""
     e = dict(os.environ)
-    e.setdefault("SYNCBRIDGE_PLUGIN_PATH", os.path.join(os.path.abspath(BUILD), "plugins", ".libs"))
     e["TZ"] = "UTC"
     e.update(extra)
     return e

@@ -28,8 +28,7 @@ import time
 
 TRIALS = int(os.environ.get("SB_CRASH_TRIALS", "20"))
 KEEP_PAYLOAD = os.environ.get("SB_CRASH_KEEP_PAYLOAD", "always")
-BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
-BIN = os.path.join(BUILD, "syncbridge")
+from sbtest import BIN  # sbtest also sets the plugin path for runs by hand
 
 
 def whole_record_after_tear(line):

@@ -11,8 +11,7 @@ import tempfile
 import time
 import unittest
 
-BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
-BIN = os.path.join(BUILD, "syncbridge")
+from sbtest import BIN  # sbtest also sets the plugin path for runs by hand
 
 
 def wait_for(pred, timeout=15.0, what="condition"):
