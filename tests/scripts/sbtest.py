@@ -29,7 +29,9 @@ import urllib.request
 
 BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
 SRC = os.environ.get("SB_TOP_SRCDIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-BIN = os.path.join(BUILD, "syncbridge")
+# SB_BIN: another syncbridge to drive, say one run against an older SQLite
+# (tests/scripts/check_sqlite_floor.sh)
+BIN = os.environ.get("SB_BIN") or os.path.join(BUILD, "syncbridge")
 FAKE = os.path.join(SRC, "tests", "fake", "gfake.py")
 MOCK = os.path.join(BUILD, "tests", "kafka", "mockcluster")
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
