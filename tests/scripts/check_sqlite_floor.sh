@@ -32,7 +32,19 @@ releases="
 
 fail() { echo "check_sqlite_floor: $*" >&2; exit 1; }
 
-while read -r version pkg tarball sha; do
+# loads_from LIBDIR CMD...: CMD's dynamic loader initialises LIBDIR's
+# libsqlite3 (the output is kept whole: a grep -q in the pipe could end CMD
+# with SIGPIPE)
+loads_from() {
+    local lib=$1 out; shift
+    out=$(LD_DEBUG=libs "$@" 2>&1) || true
+    grep -qF "calling init: $lib/libsqlite3.so.0" <<<"$out" ||
+        { tail -n 20 <<<"$out" >&2; fail "$* did not load $lib/libsqlite3.so.0"; }
+}
+
+tested=0
+# the rows come on fd 3: nothing run below can read them from stdin
+while read -r version pkg tarball sha <&3; do
     [ -n "$version" ] || continue
     t0=$SECONDS
     dir=$work/$version
@@ -46,17 +58,17 @@ while read -r version pkg tarball sha; do
         "$dir/${tarball%.tar.gz}/sqlite3.c" -o "$dir/lib/libsqlite3.so.0" -lpthread -ldl -lm
     # the daemon the Python tests drive, with this release's library
     # shellcheck disable=SC2016 # $LD_LIBRARY_PATH and $@ are the wrapper's
-    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec %s "$@"\n' \
+    printf '#!/bin/sh\nLD_LIBRARY_PATH='"'%s'"'${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec '"'%s'"' "$@"\n' \
         "$dir/lib" "$build/syncbridge" > "$dir/syncbridge"
     chmod +x "$dir/syncbridge"
-    LD_DEBUG=libs "$dir/syncbridge" --version 2>&1 | grep -q "calling init: $dir/lib/libsqlite3.so.0" ||
-        fail "syncbridge did not load SQLite $version from $dir/lib"
+    loads_from "$dir/lib" "$dir/syncbridge" --version
     echo "check_sqlite_floor: SQLite $version (from $pkg), built in $((SECONDS - t0)) s"
     (
         cd "$build"
         export SB_TOP_BUILDDIR=$build SB_TOP_SRCDIR=$src SB_BIN=$dir/syncbridge SB_CRASH_TRIALS=10
         export SYNCBRIDGE_PLUGIN_PATH=$build/plugins/.libs:$build/tests/plugins/.libs
         for t in test_walbuf test_ledger; do
+            CK_RUN_SUITE=none LD_LIBRARY_PATH=$dir/lib loads_from "$dir/lib" ./tests/unit/$t
             LD_LIBRARY_PATH=$dir/lib ./tests/unit/$t >"$dir/$t.log" 2>&1 ||
                 { tail -n 50 "$dir/$t.log" >&2; fail "$t failed on SQLite $version"; }
             echo "check_sqlite_floor:   $(tail -n 1 "$dir/$t.log") ($t)"
@@ -68,4 +80,7 @@ while read -r version pkg tarball sha; do
         done
     )
     echo "check_sqlite_floor: SQLite $version passed in $((SECONDS - t0)) s"
-done <<<"$releases"
+    tested=$((tested + 1))
+done 3<<<"$releases"
+want=$(grep -c . <<<"$releases")
+[ "$tested" -eq "$want" ] || fail "$tested releases tested, not $want"
