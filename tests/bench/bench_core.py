@@ -10,7 +10,8 @@
   issue 19     file_in -> discard with ledger.keep_payload always and
                until_settled: lines/s, CPU seconds per 1M lines and the
                ledger's bytes per settled event, in interleaved rounds
-               (SB_BENCH_ROUNDS, 3) with Fluent Bit's tail -> null (DB and
+               (SB_BENCH_ROUNDS, 3) of issue 19's 1,000,000 lines
+               (SB_BENCH_PEER_EVENTS) with Fluent Bit's tail -> null (DB and
                filesystem storage) when FLUENT_BIT names its binary, and a
                ratio per line of issue 19's table; skipped, and said so,
                without it
@@ -20,14 +21,15 @@
                when FLUENT_BIT is set: lines/s, CPU seconds per 1M lines
                and the pubsub step threads' CPU per event (the sb-step1-*
                threads, from /proc/PID/task), in interleaved rounds
-               (SB_BENCH_HTTP_EVENTS lines, default SB_BENCH_EVENTS)
+               (SB_BENCH_HTTP_EVENTS lines, default SB_BENCH_PEER_EVENTS)
 
   - pubsub with an ordering key per table (97 of them, so a batch of 1000
     events makes 97 publish requests) against a receiver that answers each
     after 20 ms, as Pub/Sub's round trip: lines/s with max_inflight 1, 4
     and 16 (SB_BENCH_KEYS_EVENTS lines, default 10,000)
 
-SB_BENCH_ONLY=http runs the -> HTTP part alone, SB_BENCH_ONLY=keys the
+SB_BENCH_ONLY=http runs the -> HTTP part alone, SB_BENCH_ONLY=discard the
+issue-19 -> discard part, SB_BENCH_ONLY=keys the
 ordering-key part (quick runs while working on the sink). Results are printed and written to bench-results.txt in the build tree.
 """
 import json
@@ -230,36 +232,36 @@ def measured(run, d, inp, *args):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def side_by_side(d, inp, results):
+def side_by_side(d, inp, n, results):
     """Issue 19: interleaved rounds of syncbridge (both keep_payload modes)
-    and Fluent Bit on the same input."""
+    and Fluent Bit on the same input of n lines."""
     runs = {"always": [], "until_settled": [], "fb": []}
     fb = FLUENT_BIT and os.access(FLUENT_BIT, os.X_OK)
     for r in range(ROUNDS):
         for keep in ("always", "until_settled"):
-            runs[keep].append(measured(sb_run, os.path.join(d, "sb-%s-%d" % (keep, r)), inp, N, keep))
+            runs[keep].append(measured(sb_run, os.path.join(d, "sb-%s-%d" % (keep, r)), inp, n, keep))
         if fb:
-            runs["fb"].append(measured(fb_run, os.path.join(d, "fb-%d" % r), inp, N))
+            runs["fb"].append(measured(fb_run, os.path.join(d, "fb-%d" % r), inp, n))
     print("issue 19: %d interleaved rounds of %d lines, load average %.2f %.2f %.2f at the end" %
-          ((ROUNDS, N) + os.getloadavg()))
+          ((ROUNDS, n) + os.getloadavg()))
     for keep in ("always", "until_settled"):
         rs = runs[keep]
         results.append(("file_in -> discard, keep_payload %s: lines/s" % keep,
-                        med_range([N / w for w, _, _ in rs], "%.0f"), "(reported)", True))
-        results.append(("  CPU s per 1M lines", med_range([c * 1e6 / N for _, c, _ in rs], "%.2f"), "(reported)",
+                        med_range([n / w for w, _, _ in rs], "%.0f"), "(reported)", True))
+        results.append(("  CPU s per 1M lines", med_range([c * 1e6 / n for _, c, _ in rs], "%.2f"), "(reported)",
                         True))
         target = 150 if keep == "until_settled" else None
         b = statistics.median([x for _, _, x in rs])
         results.append(("  ledger bytes per settled event", med_range([x for _, _, x in rs], "%.0f"),
                         "<= %d" % target if target else "(reported)", b <= target if target else True))
-    peer = fluent_bit_rows(results, fb and runs["fb"], N, "tail -> null")
+    peer = fluent_bit_rows(results, fb and runs["fb"], n, "tail -> null")
     if not peer:
         return
     fb_rate, fb_cpu = peer
     for keep in ("always", "until_settled"):
         rs = runs[keep]
-        rate = statistics.median([N / w for w, _, _ in rs]) / fb_rate
-        cpu = statistics.median([c * 1e6 / N for _, c, _ in rs]) / fb_cpu
+        rate = statistics.median([n / w for w, _, _ in rs]) / fb_rate
+        cpu = statistics.median([c * 1e6 / n for _, c, _ in rs]) / fb_cpu
         results.append(("-> null lines/s / Fluent Bit's (%s)" % keep, "%.2f" % rate, ">= 1.0", rate >= 1.0))
         results.append(("-> null CPU / Fluent Bit's (%s)" % keep, "%.2fx" % cpu, "<= 1.0x", cpu <= 1.0))
 
@@ -275,7 +277,9 @@ FB_HTTP_CONF = FB_CONF.replace("""[OUTPUT]
     URI    /ingest
     Format json_lines
 """)
-HTTP_N = int(os.environ.get("SB_BENCH_HTTP_EVENTS", str(N)))
+# Issue 19's comparisons beside Fluent Bit run on the issue's input size
+PEER_N = int(os.environ.get("SB_BENCH_PEER_EVENTS", "1000000"))
+HTTP_N = int(os.environ.get("SB_BENCH_HTTP_EVENTS", str(PEER_N)))
 
 
 def receiver_start(delay_ms=0):
@@ -479,6 +483,11 @@ def main():
             write_input(inp, HTTP_N)
             http_side_by_side(d, inp, HTTP_N, results)
             return report(results)
+        if os.environ.get("SB_BENCH_ONLY") == "discard":
+            inp = os.path.join(d, "runs-peer.jsonl")
+            write_input(inp, PEER_N)
+            side_by_side(d, inp, PEER_N, results)
+            return report(results)
         if os.environ.get("SB_BENCH_ONLY") == "keys":
             keys_in_flight(d, results)
             return report(results)
@@ -513,8 +522,13 @@ def main():
         results.append(("idle RSS", "%.1f MB" % (rss_kb / 1024.0), "<= 10 MB", rss_kb <= 10 * 1024))
         idle_rss_fb(d, results, rss_kb)
 
-        side_by_side(d, inp, results)
-        if HTTP_N != N:
+        if PEER_N != N:
+            os.remove(inp)  # not beside the next input in the page cache
+            inp = os.path.join(d, "runs-peer.jsonl")
+            write_input(inp, PEER_N)
+        side_by_side(d, inp, PEER_N, results)
+        if HTTP_N != PEER_N:
+            os.remove(inp)
             inp = os.path.join(d, "runs-http.jsonl")
             write_input(inp, HTTP_N)
         http_side_by_side(d, inp, HTTP_N, results)
