@@ -259,6 +259,24 @@ static int quick_check(sb_ledger *l, char *msg, size_t msgsz)
     return 0;
 }
 
+/* The ledger's statements use the JSON1 functions (json_each,
+ * json_group_object): built in from SQLite 3.38, a compile-time option
+ * before, which configure cannot see. Without them the first prepare would
+ * fail with "no such table: json_each"; say what is missing instead. */
+static int check_json1(sqlite3 *db, char *msg, size_t msgsz)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT value FROM json_each('[1]')", -1, &st, NULL);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK)
+        return 0;
+    snprintf(msg, msgsz,
+             "SQLite %s lacks the JSON1 functions the ledger needs (%s): use a build with them (3.38 or newer, "
+             "or built with SQLITE_ENABLE_JSON1, as Debian's and RHEL's are)",
+             sqlite3_libversion(), sqlite3_errmsg(db));
+    return -1;
+}
+
 sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, char *errstr, size_t errstr_size)
 {
     char msg[512];
@@ -293,7 +311,7 @@ sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, cha
     pthread_cond_init(&l->ckcv, NULL);
 
     l->wdb = sb_ledger__open_conn(l->path, msg, sizeof msg);
-    if (!l->wdb)
+    if (!l->wdb || check_json1(l->wdb, msg, sizeof msg) != 0)
         goto fail;
     /* NORMAL in WAL mode: commits reach the OS at once (surviving a process
      * kill) and are fsynced at checkpoints; FULL fsyncs every commit.

@@ -6,7 +6,8 @@
 # core/ledger/walbuf.c leans on how SQLite writes its WAL, which changes from
 # release to release; this runs the tests that hold it and the ledger to
 # their promises (test_walbuf, test_ledger, SIGKILLs, a full disk, ledger
-# damage) with each release's library in place of the system's.
+# damage) with each release's library in place of the system's, and checks
+# that a library without JSON1 is refused with a clear error.
 #
 # The sources: SQLite's own autoconf tarballs, as node-sqlite3 bundles them
 # under deps/ in its npm packages (the npm registry is what CI can reach;
@@ -84,3 +85,20 @@ while read -r version pkg tarball sha <&3; do
 done 3<<<"$releases"
 want=$(grep -c . <<<"$releases")
 [ "$tested" -eq "$want" ] || fail "$tested releases tested, not $want"
+
+# A SQLite without JSON1 (an option before 3.38, which configure cannot
+# see): the daemon must refuse to start and say what is missing.
+first=$(awk 'NF { print $1 " " $3; exit }' <<<"$releases")
+nojson=$work/no-json1
+mkdir -p "$nojson/lib"
+gcc -O1 -fPIC -shared -w -Wl,-soname,libsqlite3.so.0 -DSQLITE_THREADSAFE=1 -DHAVE_USLEEP=1 \
+    "$work/${first% *}/$(basename "${first#* }" .tar.gz)/sqlite3.c" -o "$nojson/lib/libsqlite3.so.0" -lpthread -ldl -lm
+printf '{"state_dir": "%s/state", "sources": {"s": {"plugin": "testsrc", "count": 0}},
+ "sinks": {"d": {"plugin": "discard"}}, "routes": {"r": {"sources": ["s"], "steps": ["d"]}}}\n' "$nojson" \
+    > "$nojson/syncbridge.json"
+if out=$(LD_LIBRARY_PATH=$nojson/lib SYNCBRIDGE_PLUGIN_PATH=$build/plugins/.libs:$build/tests/plugins/.libs \
+    "$build/syncbridge" --once -c "$nojson/syncbridge.json" 2>&1 </dev/null); then
+    fail "syncbridge started on SQLite ${first% *} without JSON1"
+fi
+grep -qF "lacks the JSON1 functions" <<<"$out" || { echo "$out" >&2; fail "no clear error without JSON1"; }
+echo "check_sqlite_floor: SQLite ${first% *} without JSON1: refused with a clear error"
