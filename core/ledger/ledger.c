@@ -262,19 +262,24 @@ static int quick_check(sb_ledger *l, char *msg, size_t msgsz)
 /* The ledger's statements use the JSON1 functions (json_each,
  * json_group_object): built in from SQLite 3.38, a compile-time option
  * before, which configure cannot see. Without them the first prepare would
- * fail with "no such table: json_each"; say what is missing instead. */
-static int check_json1(sqlite3 *db, char *msg, size_t msgsz)
+ * fail with "no such table: json_each"; say what is missing instead. The
+ * probe runs on a database in memory, so that a damaged or unreadable
+ * ledger is not taken for a missing JSON1. */
+static int check_json1(char *msg, size_t msgsz)
 {
+    sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, "SELECT value FROM json_each('[1]')", -1, &st, NULL);
-    sqlite3_finalize(st);
+    int rc = sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc == SQLITE_OK)
-        return 0;
-    snprintf(msg, msgsz,
-             "SQLite %s lacks the JSON1 functions the ledger needs (%s): use a build with them (3.38 or newer, "
-             "or built with SQLITE_ENABLE_JSON1, as Debian's and RHEL's are)",
-             sqlite3_libversion(), sqlite3_errmsg(db));
-    return -1;
+        rc = sqlite3_prepare_v2(db, "SELECT value FROM json_each('[1]')", -1, &st, NULL);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_OK)
+        snprintf(msg, msgsz,
+                 "SQLite %s lacks the JSON1 functions the ledger needs (%s): use a build with them (3.38 or "
+                 "newer, or built with SQLITE_ENABLE_JSON1, as Debian's and RHEL's are)",
+                 sqlite3_libversion(), db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : -1;
 }
 
 sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, char *errstr, size_t errstr_size)
@@ -310,8 +315,10 @@ sb_ledger *sb_ledger_open(const char *state_dir, const sb_ledger_opts *opts, cha
     pthread_mutex_init(&l->ckmu, NULL);
     pthread_cond_init(&l->ckcv, NULL);
 
+    if (check_json1(msg, sizeof msg) != 0)
+        goto fail;
     l->wdb = sb_ledger__open_conn(l->path, msg, sizeof msg);
-    if (!l->wdb || check_json1(l->wdb, msg, sizeof msg) != 0)
+    if (!l->wdb)
         goto fail;
     /* NORMAL in WAL mode: commits reach the OS at once (surviving a process
      * kill) and are fsynced at checkpoints; FULL fsyncs every commit.

@@ -49,10 +49,21 @@ import time
 BUILD = os.environ.get("SB_TOP_BUILDDIR", ".")
 BIN = os.path.join(BUILD, "syncbridge")
 ENV = dict(os.environ)
+
+
+def libtool_wrapper(path):
+    """Whether path is a script (libtool's wrapper), not the program."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"#!"
+    except OSError:
+        return False
+
+
 # In a build tree BIN is libtool's wrapper script, which costs about 75 ms
 # of CPU per start (a shell, sed and ls) that an installed syncbridge does
 # not: run the program it wraps, with the library path the wrapper sets.
-if os.path.exists(os.path.join(BUILD, ".libs", "syncbridge")):
+if libtool_wrapper(BIN) and os.path.exists(os.path.join(BUILD, ".libs", "syncbridge")):
     BIN = os.path.join(BUILD, ".libs", "syncbridge")
     ENV["LD_LIBRARY_PATH"] = os.path.join(os.path.abspath(BUILD), ".libs") + \
         (":" + ENV["LD_LIBRARY_PATH"] if ENV.get("LD_LIBRARY_PATH") else "")
