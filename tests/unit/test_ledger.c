@@ -1,6 +1,7 @@
 /* test_ledger.c - the run ledger against real SQLite files in a temp dir. */
 #include "build_config.h"
 #include "ledger/ledger.h"
+#include "ledger/ledger_internal.h" /* ROWS_PER_INSERT */
 #include "util/util.h"
 
 #include <check.h>
@@ -320,7 +321,7 @@ START_TEST(test_accept_rows_stopped_by_duplicate)
 {
     sb_ledger *l = open_ledger();
     char err[256];
-    enum { N = 70, ROWS = 32 /* ROWS_PER_INSERT, ledger_internal.h */ };
+    enum { N = 70 };
     char ids[N][16], *pl[N];
     sb_ledger_new e[N], f[N];
     for (int i = 0; i < N; i++) {
@@ -346,7 +347,7 @@ START_TEST(test_accept_rows_stopped_by_duplicate)
     ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, f, 30, err, sizeof err), 0);
     f[30] = e[0];
     f[30].entry_id = 0;
-    ck_assert_int_ge(N - 30, ROWS); /* a whole group: the INSERT of 32 rows runs */
+    ck_assert_int_ge(N - 30, ROWS_PER_INSERT); /* a whole group: the INSERT of 32 rows runs */
     ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, &f[30], N - 30, err, sizeof err), 0);
     ck_assert_int_eq(f[30].duplicate, 1);
     ck_assert_int_eq(f[30].entry_id, e[0].entry_id);
