@@ -82,10 +82,11 @@ static void release_reservations(source_rt *src, prepared *p)
             sb_route_release(src->routes[j], p->res_n[j], p->res_b[j]);
 }
 
-/* The payload of each event that matched a route, all in one buffer
- * (sized from their hints up front, as growing it copies them again; it
- * still grows when a hint falls short), a NUL after each. -1 if one cannot
- * be written as JSON. */
+/* The fields of each event that matched a route, all in one buffer (sized
+ * from their hints up front, as growing it copies them again; it still
+ * grows when a hint falls short), a NUL after each: the ledger keeps them
+ * as they are and the rest of the payload in the entry's row
+ * (sb_ledger_new.fields_only). -1 if one cannot be written as JSON. */
 static int serialise(source_rt *src, prepared *p)
 {
     size_t *at = sb_xmalloc((p->n ? p->n : 1) * sizeof *at); /* each payload's offset; SIZE_MAX: none */
@@ -96,7 +97,7 @@ static int serialise(source_rt *src, prepared *p)
         size_t i = p->pairs[k].ev;
         if (at[i] == SIZE_MAX) {
             at[i] = 0;
-            b.cap += sb_event_payload_size_hint(p->events[i]) + 1;
+            b.cap += sb_event_fields_size_hint(p->events[i]) + 1;
         }
     }
     b.p = sb_xmalloc(b.cap ? b.cap : 1);
@@ -107,7 +108,7 @@ static int serialise(source_rt *src, prepared *p)
         if (at[i] == SIZE_MAX)
             continue;
         at[i] = b.len;
-        if (sb_event_append_payload(p->events[i], &b) != 0) {
+        if (sb_event_append_fields(p->events[i], &b) != 0) {
             sb_log(src->inst->ins, SB_LOG_ERROR, "event %s cannot be serialised; batch refused", p->events[i]->id);
             rc = -1;
             break;
@@ -171,6 +172,7 @@ static prepared *prepare(source_rt *src, sb_event **events, size_t n, const char
                                      .source = src->inst->ins->name,
                                      .payload = p->payloads[i],
                                      .payload_len = p->plen[i],
+                                     .fields_only = 1,
                                      .received_us = p->events[i]->received_us};
         for (size_t j = 0; j < src->n_routes; j++)
             if (src->routes[j] == p->pairs[k].route) {

@@ -716,10 +716,12 @@ sb_event *sb_event_clone(const sb_event *src)
  * hint): it runs once per event on the source's thread, where temporary
  * JSON values, a printf or the buffer's growth by doubling would cost more
  * than the text. */
-size_t sb_event_payload_size_hint(const sb_event *ev)
+size_t sb_event_fields_size_hint(const sb_event *ev) { return ev->raw ? ev->raw_len + ev->sets.len : 256; }
+
+static size_t payload_size_hint(const sb_event *ev)
 {
     return 66 + strlen(ev->id) + (ev->source ? strlen(ev->source) : 4) + /* 66: the names, quotes, 20 digits */
-           (ev->raw ? ev->raw_len + ev->sets.len : 256);
+           sb_event_fields_size_hint(ev);
 }
 
 /* received_us as text: the events of a batch share it, so the last one
@@ -761,42 +763,70 @@ static int put_string(sb_strbuf *b, const char *s)
     return 0;
 }
 
-int sb_event_append_payload(const sb_event *ev, sb_strbuf *b)
+/* b back to its first `mark` bytes: what a failed append leaves */
+static int append_failed(sb_strbuf *b, size_t mark)
 {
-    size_t mark = b->len;
-    PUT_LITERAL(b, "{\"id\":");
-    if (put_string(b, ev->id) != 0)
-        goto fail;
-    PUT_LITERAL(b, ",\"source\":");
-    if (!ev->source)
-        PUT_LITERAL(b, "null");
-    else if (put_string(b, ev->source) != 0)
-        goto fail;
-    PUT_LITERAL(b, ",\"received_us\":");
-    const char *num;
-    size_t num_len = received_text(ev->received_us, &num);
-    put(b, num, num_len);
-    PUT_LITERAL(b, ",\"fields\":");
-    if (ev->raw)
-        add_fields_text(b, ev);
-    else if (sb_json_dump(b, ev->fields) != 0)
-        goto fail;
-    PUT_LITERAL(b, "}");
-    return 0;
-fail:
     b->len = mark;
     if (b->p)
         b->p[mark] = '\0';
     return -1;
 }
 
+/* Whether s can be a JSON string: valid UTF-8 (a plain ASCII name or id,
+ * the common case, is checked without writing it). */
+static int json_string_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (sb_json_plain(s, n))
+        return 1;
+    sb_strbuf scratch = {0};
+    int ok = sb_json_quote(&scratch, s, n) == 0;
+    free(scratch.p);
+    return ok;
+}
+
+int sb_event_append_fields(const sb_event *ev, sb_strbuf *b)
+{
+    size_t mark = b->len;
+    /* the ledger writes them into the payload when it is read */
+    if (!json_string_ok(ev->id) || (ev->source && !json_string_ok(ev->source)))
+        return -1;
+    if (ev->raw)
+        add_fields_text(b, ev);
+    else if (sb_json_dump(b, ev->fields) != 0)
+        return append_failed(b, mark);
+    return 0;
+}
+
+static int append_payload(const sb_event *ev, sb_strbuf *b)
+{
+    size_t mark = b->len;
+    PUT_LITERAL(b, "{\"id\":");
+    if (put_string(b, ev->id) != 0)
+        return append_failed(b, mark);
+    PUT_LITERAL(b, ",\"source\":");
+    if (!ev->source)
+        PUT_LITERAL(b, "null");
+    else if (put_string(b, ev->source) != 0)
+        return append_failed(b, mark);
+    PUT_LITERAL(b, ",\"received_us\":");
+    const char *num;
+    size_t num_len = received_text(ev->received_us, &num);
+    put(b, num, num_len);
+    PUT_LITERAL(b, ",\"fields\":");
+    if (sb_event_append_fields(ev, b) != 0)
+        return append_failed(b, mark);
+    PUT_LITERAL(b, "}");
+    return 0;
+}
+
 char *sb_event_to_payload(const sb_event *ev, size_t *len)
 {
     sb_strbuf b = {0};
-    b.cap = sb_event_payload_size_hint(ev); /* the common case (nothing to escape) in one allocation */
+    b.cap = payload_size_hint(ev); /* the common case (nothing to escape) in one allocation */
     b.p = sb_xmalloc(b.cap);
     b.p[0] = '\0';
-    if (sb_event_append_payload(ev, &b) != 0) {
+    if (append_payload(ev, &b) != 0) {
         free(b.p);
         return NULL;
     }

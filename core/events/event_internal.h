@@ -58,12 +58,16 @@ json_t *sb_event_member(const sb_event *ev, const char *key);
  * its length in *len when len is not NULL; NULL if a field cannot be
  * written as JSON. */
 char *sb_event_to_payload(const sb_event *ev, size_t *len);
-/* The same payload appended to b (-1, b as it was, if a field cannot be
- * written as JSON), and a guess of the bytes it takes (exact but for
- * escapes, and for the fields of an event that is no longer text): for a
- * batch's payloads written into one buffer. */
-int sb_event_append_payload(const sb_event *ev, sb_strbuf *b);
-size_t sb_event_payload_size_hint(const sb_event *ev);
+/* The payload's "fields" object alone, appended to b (-1, b as it was, if
+ * a field, the id or the source cannot be written as JSON: the id and the
+ * source are not written here, but are when the ledger makes the whole
+ * payload), and a guess of the bytes it takes
+ * (exact but for escapes, and for the fields of an event that is no longer
+ * text): for a batch's events written into one buffer, which the ledger
+ * keeps as they are and makes whole payloads of when it is read
+ * (sb_ledger_new.fields_only). */
+int sb_event_append_fields(const sb_event *ev, sb_strbuf *b);
+size_t sb_event_fields_size_hint(const sb_event *ev);
 /* Rebuild from a payload; NULL with errstr if it is not one. */
 sb_event *sb_event_from_payload(const char *payload, char *errstr, size_t errstr_size);
 void sb_event_set_source(sb_event *ev, const char *source);

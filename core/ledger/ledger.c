@@ -19,7 +19,7 @@ static const char *const wsql[W_COUNT] = {
     [W_BEGIN] = "BEGIN IMMEDIATE",
     [W_COMMIT] = "COMMIT",
     [W_ROLLBACK] = "ROLLBACK",
-    /* W_INSERT, W_PAYLOAD, W_MEMBER and their _ROWS forms: see rows_sql[] */
+    /* W_INSERT, W_PAYLOAD, W_MEMBER and the _ROWS forms: see rows_sql[] */
     [W_FIND] = "SELECT id FROM entries WHERE event_id = ?1 AND route = ?2",
     [W_CHECKPOINT] = "INSERT INTO checkpoints(source, value, updated_us) VALUES(?1, ?2, ?3)"
                      " ON CONFLICT(source) DO UPDATE SET value = excluded.value, updated_us = excluded.updated_us",
@@ -93,9 +93,9 @@ static const char *const wsql[W_COUNT] = {
      * without a look at each entry. */
     [W_DROP_SETTLED_PAYLOADS] = "DELETE FROM payloads WHERE id BETWEEN coalesce(" PAYLOAD_ROW_OF("?1")
                                 ", ?1) AND ?4 AND (id >= ?1 AND id + span - 1 <= ?4 OR " PAYLOAD_ROW_SETTLED ")",
-    /* The payloads of ROWS_PER_INSERT entries accepted together, as one
-     * row (writer.c, accept_rows). */
-    [W_PAYLOAD_GROUP] = "INSERT INTO payloads(id, payload, span) VALUES(?1, ?2, ?3)",
+    /* The payloads of ?3 entries accepted together, as one row (writer.c,
+     * payload_row_add). */
+    [W_PAYLOAD_GROUP] = "INSERT INTO payloads(id, payload, span, fields_only) VALUES(?1, ?2, ?3, ?4)",
 };
 
 /* The INSERTs: the head, then the row `rows` times, its parameters
@@ -120,8 +120,8 @@ static const char *const wsql[W_COUNT] = {
  * them row by row was about 4 % of the daemon's instructions. Row r's
  * event id and received time are ?(4 + 2r) and ?(5 + 2r). */
 #define ENTRY_ROW_SHARED "(?%d, ?1, ?2, ?%d, 0, 0, 0, 0, 0, ?3, ?3)"
-#define PAYLOAD_INSERT "INSERT OR FAIL INTO payloads(id, payload) VALUES"
-#define PAYLOAD_ROW "(?, ?)"
+#define PAYLOAD_INSERT "INSERT OR FAIL INTO payloads(id, payload, fields_only) VALUES"
+#define PAYLOAD_ROW "(?, ?, ?)"
 #define MEMBER_INSERT "INSERT OR IGNORE INTO members(entry_id, step, instance, attempts, completed_us, added) VALUES"
 #define MEMBER_ROW "(?, ?, ?, ?, ?, ?)"
 static const struct {
@@ -131,7 +131,6 @@ static const struct {
     [W_INSERT] = {ENTRY_INSERT, ENTRY_ROW, 1},
     [W_INSERT_ROWS] = {ENTRY_INSERT, ENTRY_ROW, ROWS_PER_INSERT},
     [W_PAYLOAD] = {PAYLOAD_INSERT, PAYLOAD_ROW, 1},
-    [W_PAYLOAD_ROWS] = {PAYLOAD_INSERT, PAYLOAD_ROW, ROWS_PER_INSERT},
     [W_MEMBER] = {MEMBER_INSERT, MEMBER_ROW, 1},
     [W_MEMBER_ROWS] = {MEMBER_INSERT, MEMBER_ROW, ROWS_PER_INSERT},
 };

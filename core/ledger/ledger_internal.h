@@ -28,7 +28,7 @@
 #include "ledger/ledger.h"
 #include "util/util.h"
 
-#define SCHEMA_VERSION 8
+#define SCHEMA_VERSION 9
 #define BUSY_TIMEOUT_MS 10000
 /* Above this many queued ops the writer stops gathering and commits. */
 #define GATHER_MAX 4096
@@ -45,9 +45,15 @@
  * took the writer from 3.8-4.0 to 2.6-3.0 us of CPU per event (file_in ->
  * pubsub, docs/benchmarks.md); 64 gained next to nothing more. */
 #define ROWS_PER_INSERT 32
-/* The largest payload row of a group (writer.c, group_payloads): 32
- * payloads of up to about 2 KB each. */
-#define GROUP_PAYLOAD_MAX (64 << 10)
+/* A payload row (writer.c, payload_row_add) takes the payloads of entries
+ * accepted together, a line each, until the next one would take it past
+ * this many bytes: two 4 KiB overflow pages and the least that SQLite
+ * keeps of a row in its table's page, the size it stores with the least
+ * waste. Rows of 32 payloads whatever their size wasted up to a third of
+ * their pages (docs/benchmarks.md). Reading one entry's payload reads its
+ * whole row, so rows stay this small; a longer payload has a row of its
+ * own. */
+#define PAYLOAD_ROW_TARGET (2 * (4096 - 4) + 486)
 /* The fewest consecutive entries settled as one range (writer.c,
  * apply_steps): fewer are updated row by row. Batches that small come
  * with light load, where the update's CPU does not matter, and a range for
@@ -116,7 +122,6 @@ enum {
     W_INSERT_ROWS,
     W_INSERT_ROWS_SHARED,
     W_PAYLOAD,
-    W_PAYLOAD_ROWS,
     W_PAYLOAD_GROUP,
     W_FIND,
     W_CHECKPOINT,
@@ -180,8 +185,11 @@ enum {
 /* Payload rows (schema 7): a row holds the payloads of `span` entries
  * with consecutive ids, from entry `id` on, one per line (JSON Lines),
  * written with them in one transaction; a row of span 1 holds one payload
- * whole, newlines and all. PAYLOAD_ROW_OF(e): the id of the row that would
- * hold entry e's payload (the last one starting at or before it).
+ * whole, newlines and all. A row with fields_only (schema 9) holds only
+ * what each payload has under "fields": the rest of it is the entry's own
+ * event_id, source and received_us, which ENTRY_PAYLOAD puts back.
+ * PAYLOAD_ROW_OF(e): the id of the row that would hold entry e's payload
+ * (the last one starting at or before it).
  * ENTRY_PAYLOAD: entry `entries.id`'s payload, NULL when it has none (an
  * entry is never hidden for that: a payload of NULL fails its resume with
  * an error). sb_payload_line() is registered on every connection (db.c). */
@@ -189,8 +197,11 @@ enum {
 /* A condition on a row of payloads: it holds entry `entry`'s payload. */
 #define PAYLOAD_ROW_HOLDING(entry) "id = " PAYLOAD_ROW_OF(entry) " AND " entry " < id + span"
 #define ENTRY_PAYLOAD                                                                                               \
-    "(SELECT sb_payload_line(payload, span, entries.id - id) FROM payloads WHERE id <= entries.id"                \
-    " ORDER BY id DESC LIMIT 1)"
+    "(SELECT CASE WHEN fields_only THEN '{\"id\":' || json_quote(entries.event_id) || ',\"source\":'"                \
+    " || json_quote(entries.source) || ',\"received_us\":' || entries.received_us || ',\"fields\":'"                  \
+    " || sb_payload_line(payload, span, entries.id - id) || '}'"                                                    \
+    " ELSE sb_payload_line(payload, span, entries.id - id) END"                                                      \
+    " FROM payloads WHERE id <= entries.id ORDER BY id DESC LIMIT 1)"
 /* Conditions on a row of payloads (in a DELETE FROM payloads): none of
  * the entries it holds is left; none is left that is not done. */
 #define PAYLOAD_ROW_UNUSED                                                                                          \
@@ -236,7 +247,13 @@ struct sb_ledger {
      * transaction; added to `counts` when it commits. */
     int64_t moved[3];
     sb_strbuf ids; /* the writer's JSON array of entry ids for W_STEPS and the like (apply_steps) */
-    sb_strbuf group; /* the writer's payload row of entries accepted together (W_PAYLOAD_GROUP) */
+    /* The writer's payload row of entries accepted together, not yet
+     * inserted (W_PAYLOAD_GROUP; writer.c, payload_row_add): the payloads
+     * of `group_span` entries from `group_first` on, each fields_only or
+     * none. Written before each accept op ends. */
+    sb_strbuf group;
+    int64_t group_first;
+    int group_span, group_fields_only;
 
     pthread_mutex_t rmu;
     sqlite3 **rfree;

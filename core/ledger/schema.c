@@ -160,6 +160,13 @@ static const char *const migrate_v8 =
     " " NOW_RETRY_COLUMN("next_retry_us") " AS next_retry_us, " NOW_UPDATED_US " AS updated_us,"
     " error, requeued, accepted_us FROM " ENTRIES_NOW ";";
 
+/* Version 9: a payload row may hold the events' fields alone
+ * (fields_only; ledger_internal.h): the rest of a payload repeated the
+ * entry's own event_id, source and received_us, about 70 of the 270 bytes
+ * of a typical event, which the WAL and then the database file each wrote
+ * (docs/benchmarks.md). Rows written before hold whole payloads. */
+static const char *const migrate_v9 = "ALTER TABLE payloads ADD COLUMN fields_only INTEGER NOT NULL DEFAULT 0;";
+
 static int schema_version(sqlite3 *db, char *err, size_t errsz)
 {
     int version = sb_ledger__pragma_int(db, "PRAGMA user_version");
@@ -201,6 +208,8 @@ int sb_ledger__setup_schema(sqlite3 *db, char *err, size_t errsz)
         rc = sb_ledger__exec_sql(db, migrate_v7, msg, sizeof msg);
     if (rc == 0 && version < 8)
         rc = sb_ledger__exec_sql(db, migrate_v8, msg, sizeof msg);
+    if (rc == 0 && version < 9)
+        rc = sb_ledger__exec_sql(db, migrate_v9, msg, sizeof msg);
     if (rc == 0 && version < SCHEMA_VERSION) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", SCHEMA_VERSION);

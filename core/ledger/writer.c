@@ -166,12 +166,14 @@ static const char *entry_source(const struct waiter *w, const sb_ledger_new *e)
     return e->source ? e->source : (w->source ? w->source : "");
 }
 
-/* Bind an entry's payload as parameter i. The caller usually knows the
- * length: strlen of every payload was 3% of the writer's time. */
+/* Bind an entry's payload as parameter i and its fields_only as i + 1.
+ * The caller usually knows the length: strlen of every payload was 3% of
+ * the writer's time. */
 static void bind_payload(sqlite3_stmt *st, int i, const sb_ledger_new *e)
 {
     sqlite3_bind_text(st, i, e->payload, e->payload_len && e->payload_len <= INT_MAX ? (int)e->payload_len : -1,
                       SQLITE_STATIC);
+    sqlite3_bind_int(st, i + 1, e->fields_only != 0);
 }
 
 /* The id of entry e, found by its identity; 0 if there is none. */
@@ -200,16 +202,61 @@ static void bind_entry(sqlite3_stmt *st, int *p, const struct waiter *w, const s
     sqlite3_bind_int64(st, (*p)++, now); /* accepted_us */
 }
 
+/* Insert the payload row the writer has been filling, if any
+ * (payload_row_add). */
+static int payload_row_flush(sb_ledger *l, char *err, size_t errsz)
+{
+    if (!l->group_span)
+        return 0;
+    sqlite3_stmt *pl = l->ws[W_PAYLOAD_GROUP];
+    sqlite3_bind_int64(pl, 1, l->group_first);
+    sqlite3_bind_text(pl, 2, l->group.p, (int)l->group.len, SQLITE_STATIC);
+    sqlite3_bind_int(pl, 3, l->group_span);
+    sqlite3_bind_int(pl, 4, l->group_fields_only);
+    l->group_span = 0;
+    l->group.len = 0;
+    return wstep(l, W_PAYLOAD_GROUP, err, errsz);
+}
+
+/* Entry e's payload, which its accept op writes: a line of the row the
+ * writer is filling (l->group; schema 7), which goes in when the next
+ * line would not fit (PAYLOAD_ROW_TARGET), is not the next entry's, is
+ * the other form (fields_only), or the op ends. A payload with a newline
+ * of its own (JSON text may have one between its tokens; the text a JSON
+ * source's event keeps has none) or too long for a row of several gets a
+ * row of its own, whole. */
+static int payload_row_add(sb_ledger *l, const sb_ledger_new *e, char *err, size_t errsz)
+{
+    size_t len = e->payload_len ? e->payload_len : strlen(e->payload);
+    int line = len < PAYLOAD_ROW_TARGET && !memchr(e->payload, '\n', len);
+    if (l->group_span && (!line || e->entry_id != l->group_first + l->group_span ||
+                          (e->fields_only != 0) != l->group_fields_only || l->group.len + 1 + len > PAYLOAD_ROW_TARGET))
+        if (payload_row_flush(l, err, errsz) != 0)
+            return -1;
+    if (!line) {
+        sqlite3_stmt *pl = l->ws[W_PAYLOAD];
+        sqlite3_bind_int64(pl, 1, e->entry_id);
+        bind_payload(pl, 2, e);
+        return wstep(l, W_PAYLOAD, err, errsz);
+    }
+    if (l->group_span) {
+        sb_strbuf_add(&l->group, "\n", 1);
+    } else {
+        l->group_first = e->entry_id;
+        l->group_fields_only = e->fields_only != 0;
+    }
+    sb_strbuf_add(&l->group, e->payload, len);
+    l->group_span++;
+    return 0;
+}
+
 /* Entry e was inserted with id `id`: its payload row, its count, and its
  * death at once if it came with a dead_reason. */
 static int inserted(sb_ledger *l, sb_ledger_new *e, int64_t id, int64_t now, char *err, size_t errsz)
 {
     e->entry_id = id;
     e->duplicate = 0;
-    sqlite3_stmt *pl = l->ws[W_PAYLOAD];
-    sqlite3_bind_int64(pl, 1, id);
-    bind_payload(pl, 2, e);
-    if (wstep(l, W_PAYLOAD, err, errsz) != 0)
+    if (payload_row_add(l, e, err, errsz) != 0)
         return -1;
     l->moved[SB_ENTRY_PENDING]++;
     if (e->dead_reason) {
@@ -244,32 +291,11 @@ static int accept_one(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, in
     return 0;
 }
 
-/* The payloads of ROWS_PER_INSERT entries as one payload row, in
- * l->group: one per line (schema 7). 0 if one of them has a newline of its
- * own (JSON text may have one between its tokens; the text a JSON source's
- * event keeps has none), or the row would be over GROUP_PAYLOAD_MAX: those
- * go a row per entry. Reading one entry's payload reads its whole row, so
- * big payloads are not grouped (a row of 32 1 MB lines would cost 32 MB of
- * reading per entry resumed). */
-static int group_payloads(sb_ledger *l, const sb_ledger_new *e)
-{
-    l->group.len = 0;
-    for (int r = 0; r < ROWS_PER_INSERT; r++) {
-        size_t len = e[r].payload_len ? e[r].payload_len : strlen(e[r].payload);
-        if (memchr(e[r].payload, '\n', len) || l->group.len + len + 1 > GROUP_PAYLOAD_MAX)
-            return 0;
-        if (r)
-            sb_strbuf_add(&l->group, "\n", 1);
-        sb_strbuf_add(&l->group, e[r].payload, len);
-    }
-    return 1;
-}
-
-/* Accept ROWS_PER_INSERT entries from e with one entries INSERT and one
- * payloads INSERT. 1: the entries from e + *taken on must go one by one
- * (one came dead, or one is a duplicate). The INSERT is OR FAIL: a
- * duplicate stops it and the rows before it stay, *taken of them, which
- * get their payloads here a row each. */
+/* Accept ROWS_PER_INSERT entries from e with one entries INSERT, their
+ * payloads into the payload row being filled (payload_row_add). 1: the
+ * entries from e + *taken on must go one by one (one came dead, or one is
+ * a duplicate). The INSERT is OR FAIL: a duplicate stops it and the rows
+ * before it stay, *taken of them, whose payloads are added here. */
 static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, int64_t now, size_t *taken, char *err,
                        size_t errsz)
 {
@@ -328,20 +354,9 @@ static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, i
             return sb_err(err, errsz, "lookup %s: %s", e[r].event_id, sqlite3_errmsg(l->wdb));
         e[r].duplicate = 0;
     }
-    int which = consecutive && group_payloads(l, e) ? W_PAYLOAD_GROUP : W_PAYLOAD_ROWS;
-    sqlite3_stmt *pl = l->ws[which];
-    if (which == W_PAYLOAD_GROUP) {
-        sqlite3_bind_int64(pl, 1, first);
-        sqlite3_bind_text(pl, 2, l->group.p, (int)l->group.len, SQLITE_STATIC);
-        sqlite3_bind_int(pl, 3, ROWS_PER_INSERT);
-    } else {
-        for (int r = 0, p = 1; r < ROWS_PER_INSERT; r++) {
-            sqlite3_bind_int64(pl, p++, e[r].entry_id);
-            bind_payload(pl, p++, &e[r]);
-        }
-    }
-    if (wstep(l, which, err, errsz) != 0)
-        return -1;
+    for (int r = 0; r < ROWS_PER_INSERT; r++)
+        if (payload_row_add(l, &e[r], err, errsz) != 0)
+            return -1;
     l->moved[SB_ENTRY_PENDING] += ROWS_PER_INSERT;
     return 0;
 }
@@ -349,6 +364,8 @@ static int accept_rows(sb_ledger *l, const struct waiter *w, sb_ledger_new *e, i
 static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, size_t errsz)
 {
     size_t i = 0;
+    l->group_span = 0; /* what a failed op left: rolled back */
+    l->group.len = 0;
     /* Once a group had to go one by one, the rest of the batch does too: a
      * source reading again what it had sent (after a restart) has a
      * duplicate in every group, and each failed group INSERT is wasted. */
@@ -373,6 +390,8 @@ static int apply_accept(sb_ledger *l, struct waiter *w, int64_t now, char *err, 
             if (accept_one(l, w, &w->entries[i], now, err, errsz) != 0)
                 return -1;
     }
+    if (payload_row_flush(l, err, errsz) != 0)
+        return -1;
     if (w->checkpoint) {
         sqlite3_stmt *st = l->ws[W_CHECKPOINT];
         sb_ledger__bind_text(st, 1, w->source ? w->source : "");

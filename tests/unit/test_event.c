@@ -456,6 +456,43 @@ START_TEST(payload_text_is_the_envelope_json_dumps_writes)
 }
 END_TEST
 
+/* What the ledger keeps of a source's event (sb_ledger_new.fields_only):
+ * the fields as the payload has them; and nothing, as the payload, for an
+ * event whose id or source is not UTF-8 (the ledger writes them into the
+ * payload when it is read, so the batch must be refused at admission, as
+ * a whole payload's would be). */
+START_TEST(fields_text_is_the_payloads_fields)
+{
+    char err[256];
+    const char *text = " {\"event_id\": \"e\u00e9\", \"n\": 5} ";
+    sb_event *ev = sb_event_new_json("fb", "event_id", text, strlen(text), err, sizeof err);
+    ck_assert_msg(ev != NULL, "%s", err);
+    sb_event_set_source(ev, "in");
+    sb_strbuf b = {0};
+    sb_strbuf_add(&b, "x", 1);
+    ck_assert_int_eq(sb_event_append_fields(ev, &b), 0);
+    ck_assert_str_eq(b.p, "x{\"event_id\":\"e\u00e9\",\"n\":5}");
+    char *payload = sb_event_to_payload(ev, NULL);
+    json_t *whole = json_loads(payload, 0, NULL), *fields = json_loads(b.p + 1, 0, NULL);
+    ck_assert(json_equal(json_object_get(whole, "fields"), fields));
+    json_decref(whole);
+    json_decref(fields);
+    free(payload);
+    sb_event_free(ev);
+
+    ev = sb_event_new("bad\xff");
+    ck_assert_int_eq(sb_event_append_fields(ev, &b), -1);
+    ck_assert_ptr_null(sb_event_to_payload(ev, NULL));
+    sb_event_free(ev);
+    ev = sb_event_new("ok");
+    sb_event_set_source(ev, "s\xc3");
+    ck_assert_int_eq(sb_event_append_fields(ev, &b), -1);
+    ck_assert_str_eq(b.p, "x{\"event_id\":\"e\u00e9\",\"n\":5}"); /* as it was */
+    sb_event_free(ev);
+    free(b.p);
+}
+END_TEST
+
 START_TEST(append_json_is_the_compact_dump)
 {
     static const char *const texts[] = {
@@ -525,6 +562,7 @@ int main(void)
     tcase_add_test(tc, one_field_as_value_or_as_text_without_the_tree);
     tcase_add_test(tc, run_id_is_stable_and_63_bit);
     tcase_add_test(tc, payload_text_is_the_envelope_json_dumps_writes);
+    tcase_add_test(tc, fields_text_is_the_payloads_fields);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

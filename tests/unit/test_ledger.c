@@ -295,13 +295,18 @@ START_TEST(test_accept_many_rows)
     free(q);
     sql_expect(path, "SELECT count(*) FROM members", "31");
     sql_expect(path, "SELECT count(*) FROM entries", "238");
-    /* each entry's payload is in the row that holds it: the groups of
-     * ROWS accepted together share one (schema 7), the others have theirs */
+    /* each entry's payload is in the row that holds it: entries accepted
+     * together share rows of up to PAYLOAD_ROW_TARGET bytes (schema 7):
+     * a row for the 75, two for the 130 of the second batch (an entry dead
+     * at once among them), one for the 33 */
     sql_expect(path,
                "SELECT count(*) FROM entries e JOIN payloads p ON p.id = (SELECT max(id) FROM payloads"
                " WHERE id <= e.id) WHERE e.id < p.id + p.span AND instr(p.payload, '\"id\":\"' || e.event_id || '\"') > 0",
                "238");
-    sql_expect(path, "SELECT sum(span) || ' in ' || count(*) || ', ' || sum(span = 32) FROM payloads", "238 in 176, 2");
+    q = sb_asprintf("SELECT group_concat(span) || ', ' || (max(length(payload)) <= %d) FROM payloads",
+                    PAYLOAD_ROW_TARGET);
+    sql_expect(path, q, "75,114,16,33, 1");
+    free(q);
     sql_expect(path, "SELECT event_id || ' ' || error FROM entries WHERE state = 2 ORDER BY id", "n40 bad");
     free(path);
     for (int i = 0; i < NA; i++)
@@ -661,6 +666,91 @@ static void accept_group(sb_ledger *l, int first, int n, int64_t *ids)
     }
 }
 
+/* Accept n entries f<first>.. in one call with fields_only (schema 9),
+ * table "t<i>" each, entry `whole` (-1: none) with its whole payload
+ * instead; their ids. */
+static void accept_fields(sb_ledger *l, int first, int n, int whole, int64_t *ids)
+{
+    char err[256], ev[64][16], *pl[64];
+    sb_ledger_new e[64];
+    ck_assert_int_le(n, 64);
+    for (int i = 0; i < n; i++) {
+        snprintf(ev[i], sizeof ev[i], "f%d", first + i);
+        pl[i] = first + i == whole ? payload(ev[i], "tw", first + i)
+                                   : sb_asprintf("{\"table\":\"t%d\",\"n\":7}", first + i);
+        e[i] = (sb_ledger_new){.event_id = ev[i], .route = "r", .source = "src", .payload = pl[i],
+                               .received_us = first + i, .fields_only = first + i != whole};
+    }
+    ck_assert_msg(sb_ledger_accept(l, "src", NULL, e, (size_t)n, err, sizeof err) == 0, "accept: %s", err);
+    for (int i = 0; i < n; i++) {
+        ids[i] = e[i].entry_id;
+        free(pl[i]);
+    }
+}
+
+/* Schema 9: an entry accepted with only its fields keeps only them, and
+ * is read back whole (resume, show, a field filter) as if it had come
+ * with its whole payload; in a payload row of a group or of its own, and
+ * with an event id that JSON must escape. A row ends where the form
+ * changes. */
+START_TEST(test_payload_fields_only)
+{
+    sb_ledger *l = open_ledger();
+    char err[256];
+    int64_t f[33], m[32];
+    accept_fields(l, 0, 33, -1, f);
+    char *db = sb_asprintf("%s/state/ledger.db", g_dir);
+    sql_expect(db, "SELECT group_concat(fields_only || ' ' || span, ',') FROM payloads", "1 33");
+    sql_expect(db, "SELECT count(*) FROM payloads WHERE instr(payload, 'received_us') > 0", "0");
+    accept_fields(l, 33, 32, 40, m);
+    sql_expect(db, "SELECT group_concat(fields_only || ' ' || span, ',') FROM payloads WHERE id >= 34",
+               "1 7,0 1,1 24");
+    char *quoted = sb_asprintf("{\"table\":\"tq\"}");
+    sb_ledger_new q = {.event_id = "q\"\\1", .route = "r", .source = "src", .payload = quoted, .received_us = 99,
+                       .fields_only = 1};
+    ck_assert_msg(sb_ledger_accept(l, "src", NULL, &q, 1, err, sizeof err) == 0, "accept: %s", err);
+    free(quoted);
+
+    /* resume reads every payload whole, in both forms, as payload() writes it */
+    int64_t after = 0;
+    int seen = 0;
+    for (;;) {
+        struct seen s = {0};
+        sb_ledger_foreach_pending(l, NULL, after, 16, collect, &s);
+        if (!s.n)
+            break;
+        for (int i = 0; i < s.n; i++, seen++) {
+            after = s.entry_id[i];
+            if (strcmp(s.event_id[i], "q\"\\1") == 0) {
+                ck_assert_str_eq(s.payload[i],
+                                 "{\"id\":\"q\\\"\\\\1\",\"source\":\"src\",\"received_us\":99,\"fields\":{\"table\":\"tq\"}}");
+                continue;
+            }
+            int k = atoi(s.event_id[i] + 1);
+            char table[16];
+            snprintf(table, sizeof table, k == 40 ? "tw" : "t%d", k);
+            char *want = payload(s.event_id[i], table, k);
+            ck_assert_str_eq(s.payload[i], want);
+            free(want);
+        }
+    }
+    ck_assert_int_eq(seen, 66);
+
+    sb_ledger_filter flt = {.state = -1, .field_eq_name = "table", .field_eq_value = "t17"};
+    json_t *arr = sb_ledger_list(l, &flt, err, sizeof err);
+    ck_assert_msg(arr != NULL, "list: %s", err);
+    ck_assert_int_eq(json_array_size(arr), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(arr, 0), "event_id")), "f17");
+    json_decref(arr);
+    json_t *e = sb_ledger_show(l, f[32], err, sizeof err);
+    ck_assert_msg(e != NULL, "show: %s", err);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "fields"), "table")), "t32");
+    json_decref(e);
+    sb_ledger_close(l);
+    free(db);
+}
+END_TEST
+
 /* Schema 7: entries accepted ROWS_PER_INSERT at a time share one payload
  * row, a line each. Each reads its own back (resume, show, a field filter);
  * the row is dropped (until_settled) or pruned only once none of its
@@ -731,8 +821,8 @@ START_TEST(test_payload_groups)
     ck_assert_int_eq(sb_ledger_prune(l, sb_now_us() + g_opts.retention_ms * 1000 + 1000), 2);
     sql_expect(db, "SELECT count(*) FROM payloads", "0");
 
-    /* a payload with a newline between its tokens: its group goes a row
-     * per entry, and each payload is read back whole */
+    /* a payload with a newline between its tokens has a row of its own and
+     * is read back whole; the rows of the others end and start at it */
     char ev[32][16];
     sb_ledger_new nl[32];
     for (int i = 0; i < 32; i++) {
@@ -740,15 +830,15 @@ START_TEST(test_payload_groups)
         nl[i] = (sb_ledger_new){.event_id = ev[i], .route = "r", .payload = i == 7 ? "{\"a\":\n1}" : "{\"b\":2}"};
     }
     ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, nl, 32, err, sizeof err), 0);
-    sql_expect(db, "SELECT count(*) || ' ' || max(span) FROM payloads", "32 1");
+    sql_expect(db, "SELECT group_concat(span) FROM payloads", "7,1,24");
     s.n = 0;
     ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, nl[7].entry_id - 1, 1, collect, &s), 1);
     ck_assert_str_eq(s.payload[0], "{\"a\":\n1}");
 
-    /* payloads that would make a row over GROUP_PAYLOAD_MAX (64 KiB) go a
-     * row each too */
-    char *big = sb_xcalloc(1, 3000);
-    memset(big, 'x', 2990);
+    /* a row takes payloads up to PAYLOAD_ROW_TARGET bytes: two of 3,000
+     * bytes; one longer than that has a row of its own */
+    char *big = sb_xcalloc(1, PAYLOAD_ROW_TARGET + 10);
+    memset(big, 'x', PAYLOAD_ROW_TARGET);
     memcpy(big, "{\"c\":\"", 6);
     memcpy(big + 2990, "\"}", 3);
     for (int i = 0; i < 32; i++) {
@@ -756,7 +846,16 @@ START_TEST(test_payload_groups)
         nl[i] = (sb_ledger_new){.event_id = ev[i], .route = "r", .payload = big};
     }
     ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, nl, 32, err, sizeof err), 0);
-    sql_expect(db, "SELECT count(*) || ' ' || max(span) FROM payloads", "64 1");
+    sql_expect(db, "SELECT count(*) || ' ' || max(span) FROM payloads WHERE id > 32", "16 2");
+    memset(big + 2990, 'x', PAYLOAD_ROW_TARGET - 2990);
+    memcpy(big + PAYLOAD_ROW_TARGET - 2, "\"}", 3);
+    sb_ledger_new huge[2] = {{.event_id = "huge0", .route = "r", .payload = big},
+                             {.event_id = "huge1", .route = "r", .payload = "{}"}};
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, huge, 2, err, sizeof err), 0);
+    char *q = sb_asprintf("SELECT group_concat(span || ':' || length(payload)) FROM payloads WHERE id >= %lld",
+                          (long long)huge[0].entry_id);
+    sql_expect(db, q, "1:8670,1:2");
+    free(q);
     free(big);
     sb_ledger_close(l);
     free(db);
@@ -1365,7 +1464,8 @@ START_TEST(test_settled_ranges_pruned)
     sb_ledger *l = open_ledger();
     char *path = sb_asprintf("%s/state/ledger.db", g_dir);
     int64_t ids[64];
-    accept_group(l, 0, 64, ids); /* payload rows of 32 */
+    accept_group(l, 0, 32, ids); /* payload rows of 32: a row per accept */
+    accept_group(l, 32, 32, ids + 32);
     steps_done_run(l, ids, 0, 40, 0);
     sb_ledger_sync(l);
     /* the first row held only settled entries: dropped without a look */
@@ -1544,7 +1644,9 @@ START_TEST(test_migrate_v1)
     l = open_ledger(); /* already migrated: opens as it is */
     counts(l, 1, 2, 0);
     sb_ledger_close(l);
-    sql_expect(path, "PRAGMA user_version", "8");
+    sql_expect(path, "PRAGMA user_version", "9");
+    /* version 9: the rows written before hold whole payloads */
+    sql_expect(path, "SELECT group_concat(fields_only) FROM payloads", "0,0,0");
     sql_expect(path, "SELECT count(*) FROM sqlite_master WHERE name IN ('settled', 'entries_now')", "2");
     sql_expect(path, "SELECT count(*) FROM step_states", "0");
     sql_expect(path, "SELECT count(*) FROM sqlite_master WHERE name = 'entries_settled'", "0");
@@ -1840,6 +1942,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_dead_and_dlq);
     tcase_add_test(tc, test_keep_payload_until_settled);
     tcase_add_test(tc, test_payload_groups);
+    tcase_add_test(tc, test_payload_fields_only);
     tcase_add_test(tc, test_payload_groups_reused_ids);
     tcase_add_test(tc, test_accept_dead_letter);
     tcase_add_test(tc, test_list_filters);
