@@ -5,6 +5,7 @@
  * command-forwarding step without ever becoming a tree. */
 #include "build_config.h"
 #include "events/event_internal.h"
+#include "events/event_blocks.h"
 #include "events/json_text.h"
 
 #include <errno.h>
@@ -76,7 +77,10 @@ void sb_event_free(sb_event *ev)
         json_decref(ev->peek[i].v);
     free(ev->peek);
     free(ev->peek_keys.p);
-    free(ev);
+    if (ev->block_cap)
+        sb_event_block_give(ev, ev->block_cap);
+    else
+        free(ev);
 }
 
 const char *sb_event_id(const sb_event *ev) { return ev->id; }
@@ -386,9 +390,11 @@ sb_event *sb_event_new_json(const char *fallback_id, const char *id_field, const
     size_t id_len = own_len ? own_len : strlen(fallback_id);
     int in_block = raw_len <= EVENT_BLOCK_TEXT_MAX; /* true whenever nindex > 0 */
     size_t index_size = nindex * sizeof(sb_json_span);
-    sb_event *ev = malloc(sizeof *ev + (in_block ? index_size + id_len + 1 + raw_len + 1 : 0));
+    uint32_t block_cap;
+    sb_event *ev = sb_event_block_take(sizeof *ev + (in_block ? index_size + id_len + 1 + raw_len + 1 : 0), &block_cap);
     if (ev) {
         memset(ev, 0, sizeof *ev);
+        ev->block_cap = block_cap;
         ev->in_block = (unsigned)in_block;
         if (in_block) {
             ev->index = nindex ? (sb_json_span *)(ev + 1) : NULL; /* first: its pointers stay aligned */

@@ -41,6 +41,7 @@ struct sb_event {
      * this block, index_in_block), else on the first read (owned); may be NULL */
     struct sb_json_span_s *index;
     size_t nindex;
+    uint32_t block_cap; /* the event's memory goes back to sb_event_block_give() (event_blocks.h); 0: to free() */
 };
 
 /* The fields for reading (match, templates): built from the raw text on

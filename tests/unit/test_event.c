@@ -1,11 +1,13 @@
 /* test_event.c - the event model: the ledger payload round trip, and the
  * raw-text shortcut for JSON sources staying equal to a fresh dump. */
 #include "build_config.h"
+#include "events/event_blocks.h"
 #include "events/event_internal.h"
 
 #include <check.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -493,6 +495,81 @@ START_TEST(fields_text_is_the_payloads_fields)
 }
 END_TEST
 
+/* Blocks for a thread to give back (malloc'd here, as the pool's are),
+ * NULL-terminated, each `cap` bytes. */
+struct gift {
+    void *blocks[80];
+    uint32_t cap;
+    void *got; /* what a taker thread took after the gift */
+    uint32_t got_cap;
+    size_t need;
+};
+
+static void *give_blocks(void *arg)
+{
+    struct gift *g = arg;
+    for (int i = 0; g->blocks[i]; i++)
+        sb_event_block_give(g->blocks[i], g->cap);
+    return NULL; /* the rest of this thread's gifts go to the pool as it exits */
+}
+
+static void *take_block(void *arg)
+{
+    struct gift *g = arg;
+    g->got = sb_event_block_take(g->need, &g->got_cap);
+    return NULL;
+}
+
+static void run_thread(void *(*fn)(void *), struct gift *g)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, fn, g), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+
+/* Event memory freed on one thread is reused by another, whether the
+ * freeing thread gave back enough to move them to the pool (64) or fewer
+ * and exited; a block too small for the one asked for is not handed out.
+ * Each taker is a new thread, whose own list is empty: it takes the pool,
+ * newest gifts first. */
+START_TEST(event_blocks_freed_on_one_thread_serve_another)
+{
+    uint32_t cap;
+    void *probe = sb_event_block_take(300, &cap);
+    ck_assert_ptr_nonnull(probe);
+    if (!cap) { /* AddressSanitizer: plain malloc, nothing pooled */
+        free(probe);
+        return;
+    }
+    ck_assert_uint_eq(cap, 512);
+    sb_event_block_give(probe, cap);
+    static const int counts[] = {70, 5};
+    for (int round = 0; round < 2; round++) {
+        struct gift g = {.cap = 512, .need = 400};
+        for (int i = 0; i < counts[round]; i++)
+            g.blocks[i] = sb_xmalloc(512);
+        run_thread(give_blocks, &g);
+        run_thread(take_block, &g);
+        int among = 0;
+        for (int i = 0; g.blocks[i]; i++)
+            among |= g.blocks[i] == g.got;
+        ck_assert_msg(among, "round %d: a new block, not one given back", round);
+        ck_assert_uint_eq(g.got_cap, 512);
+        sb_event_block_give(g.got, g.got_cap);
+    }
+    struct gift small = {.cap = 256, .need = 600};
+    small.blocks[0] = sb_xmalloc(256);
+    run_thread(give_blocks, &small);
+    run_thread(take_block, &small);
+    ck_assert_ptr_ne(small.got, small.blocks[0]);
+    ck_assert_uint_eq(small.got_cap, 768);
+    sb_event_block_give(small.got, small.got_cap);
+    void *huge = sb_event_block_take(100000, &cap);
+    ck_assert_uint_eq(cap, 0); /* not pooled */
+    free(huge);
+}
+END_TEST
+
 START_TEST(append_json_is_the_compact_dump)
 {
     static const char *const texts[] = {
@@ -563,6 +640,7 @@ int main(void)
     tcase_add_test(tc, run_id_is_stable_and_63_bit);
     tcase_add_test(tc, payload_text_is_the_envelope_json_dumps_writes);
     tcase_add_test(tc, fields_text_is_the_payloads_fields);
+    tcase_add_test(tc, event_blocks_freed_on_one_thread_serve_another);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
