@@ -6,26 +6,35 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+/* Under AddressSanitizer a block given back is marked unaddressable but
+ * for its list header, as freed memory is, so that a use after the event
+ * was freed is still reported. */
 #if defined(__SANITIZE_ADDRESS__)
-#define BLOCKS_POOLED 0
+#define BLOCKS_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define BLOCKS_POOLED 0
+#define BLOCKS_ASAN 1
 #endif
 #endif
-#ifndef BLOCKS_POOLED
-#define BLOCKS_POOLED 1
+#ifdef BLOCKS_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
 /* Sizes are rounded up to this, so that a block fits the next event of
  * about the same size. */
 #define BLOCK_ROUND 256
 /* Bigger blocks go to malloc and free: events that size are rare, and the
- * pool's memory stays bounded (BLOCK_MAX * POOL_MAX, 4 MiB). */
+ * memory kept stays bounded: the pool's BLOCK_MAX * POOL_MAX (4 MiB), and
+ * up to 2 * BLOCKS_MOVED blocks in each thread's own lists. */
 #define BLOCK_MAX 2048
 #define POOL_MAX 2048
-/* A thread's gifts move to the pool this many at a time: one lock per
- * that many events. */
+/* Blocks move between a thread's lists and the pool this many at a time:
+ * one lock per that many events. */
 #define BLOCKS_MOVED 64
 
 /* A block while it is given back: its first bytes. */
@@ -50,6 +59,7 @@ static void free_list(spare *s)
 {
     while (s) {
         spare *next = s->next;
+        UNPOISON(s, s->cap);
         free(s);
         s = next;
     }
@@ -97,28 +107,57 @@ static void hook_thread_exit(void)
     has_exit_hook = 1;
 }
 
+/* Up to BLOCKS_MOVED blocks from the head of the pool into `taken`. */
+static void take_from_pool(void)
+{
+    hook_thread_exit();
+    pthread_mutex_lock(&pool_mu);
+    spare *last = pool;
+    size_t n = 1;
+    for (; last && last->next && n < BLOCKS_MOVED; n++)
+        last = last->next;
+    if (last) {
+        taken = pool;
+        pool = last->next;
+        last->next = NULL;
+        atomic_store_explicit(&npool, atomic_load_explicit(&npool, memory_order_relaxed) - n,
+                              memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&pool_mu);
+}
+
 void *sb_event_block_take(size_t need, uint32_t *cap)
 {
     *cap = 0;
-    if (!BLOCKS_POOLED || need > BLOCK_MAX)
+    if (need > BLOCK_MAX)
         return malloc(need);
     size_t want = (need + BLOCK_ROUND - 1) / BLOCK_ROUND * BLOCK_ROUND;
-    if (!taken && atomic_load_explicit(&npool, memory_order_relaxed)) {
-        hook_thread_exit();
-        pthread_mutex_lock(&pool_mu);
-        taken = pool;
-        pool = NULL;
-        atomic_store_explicit(&npool, 0, memory_order_relaxed);
-        pthread_mutex_unlock(&pool_mu);
-    }
+    if (!taken && atomic_load_explicit(&npool, memory_order_relaxed))
+        take_from_pool();
+    /* a block too small for this one goes back with this thread's gifts;
+     * events of about one size are the rule */
+    spare *small = NULL;
     while (taken) {
         spare *s = taken;
         taken = s->next;
         if (s->cap >= want) {
+            UNPOISON(s, s->cap);
             *cap = s->cap;
-            return s;
+            void *block = s;
+            while (small) {
+                spare *next = small->next;
+                sb_event_block_give(small, small->cap);
+                small = next;
+            }
+            return block;
         }
-        free(s); /* too small for this one: events of about one size are the rule */
+        s->next = small;
+        small = s;
+    }
+    while (small) {
+        spare *next = small->next;
+        sb_event_block_give(small, small->cap);
+        small = next;
     }
     void *block = malloc(want);
     if (block)
@@ -130,8 +169,10 @@ void sb_event_block_give(void *block, uint32_t cap)
 {
     spare *s = block;
     hook_thread_exit();
+    UNPOISON(s, sizeof *s); /* a small block moved back (take) is poisoned */
     s->cap = cap;
     s->next = given;
+    POISON((char *)s + sizeof *s, cap - sizeof *s);
     if (!given)
         given_last = s;
     given = s;

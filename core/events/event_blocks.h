@@ -10,9 +10,10 @@
  * instead.
  *
  * Thread-safe: any thread may take and give. A thread's gifts gather in a
- * list of its own and move to a shared pool BLOCKS_MOVED at a time; a
- * thread taking takes the whole pool once its own list is empty. A thread
- * that exits gives its lists back (a pthread key's destructor).
+ * list of its own and move to a shared pool 64 at a time; a thread taking
+ * takes 64 from the pool once its own list is empty. A thread that exits
+ * gives its lists back (a pthread key's destructor). Memory kept is
+ * bounded: blocks up to 2 KiB, 2048 in the pool, 128 per thread.
  */
 #ifndef SB_EVENT_BLOCKS_H
 #define SB_EVENT_BLOCKS_H
@@ -22,8 +23,8 @@
 
 /* A block of at least `need` bytes (malloc's alignment), or NULL if memory
  * runs out. *cap is what to give back with it: its size, or 0 for a block
- * the pool does not keep (too big, or under AddressSanitizer, whose checks
- * of freed memory a pool would hide), which goes to free() instead. */
+ * the pool does not keep (over 2 KiB), which goes to free() instead. Under
+ * AddressSanitizer a block given back is unaddressable until taken again. */
 void *sb_event_block_take(size_t need, uint32_t *cap);
 
 /* Give back a block taken with capacity cap (not 0). */
