@@ -54,6 +54,10 @@
  * whole row, so rows stay this small; a longer payload has a row of its
  * own. */
 #define PAYLOAD_ROW_TARGET (2 * (4096 - 4) + 486)
+/* ... and holds at most this many entries: until_settled drops a row only
+ * once each entry it holds is done, which a row of tiny payloads would
+ * make a check of thousands of entries. */
+#define PAYLOAD_ROW_SPAN_MAX (4 * ROWS_PER_INSERT)
 /* The fewest consecutive entries settled as one range (writer.c,
  * apply_steps): fewer are updated row by row. Batches that small come
  * with light load, where the update's CPU does not matter, and a range for

@@ -220,8 +220,8 @@ static int payload_row_flush(sb_ledger *l, char *err, size_t errsz)
 
 /* Entry e's payload, which its accept op writes: a line of the row the
  * writer is filling (l->group; schema 7), which goes in when the next
- * line would not fit (PAYLOAD_ROW_TARGET), is not the next entry's, is
- * the other form (fields_only), or the op ends. A payload with a newline
+ * line would not fit (PAYLOAD_ROW_TARGET, PAYLOAD_ROW_SPAN_MAX), is not
+ * the next entry's, is the other form (fields_only), or the op ends. A payload with a newline
  * of its own (JSON text may have one between its tokens; the text a JSON
  * source's event keeps has none) or too long for a row of several gets a
  * row of its own, whole. */
@@ -230,7 +230,8 @@ static int payload_row_add(sb_ledger *l, const sb_ledger_new *e, char *err, size
     size_t len = e->payload_len ? e->payload_len : strlen(e->payload);
     int line = len < PAYLOAD_ROW_TARGET && !memchr(e->payload, '\n', len);
     if (l->group_span && (!line || e->entry_id != l->group_first + l->group_span ||
-                          (e->fields_only != 0) != l->group_fields_only || l->group.len + 1 + len > PAYLOAD_ROW_TARGET))
+                          (e->fields_only != 0) != l->group_fields_only || l->group.len + 1 + len > PAYLOAD_ROW_TARGET ||
+                          l->group_span >= PAYLOAD_ROW_SPAN_MAX))
         if (payload_row_flush(l, err, errsz) != 0)
             return -1;
     if (!line) {

@@ -751,11 +751,11 @@ START_TEST(test_payload_fields_only)
 }
 END_TEST
 
-/* Schema 7: entries accepted ROWS_PER_INSERT at a time share one payload
- * row, a line each. Each reads its own back (resume, show, a field filter);
- * the row is dropped (until_settled) or pruned only once none of its
- * entries needs it; a payload with a newline of its own makes its group
- * go a row per entry. */
+/* Schema 7: entries accepted together share a payload row, a line each.
+ * Each reads its own back (resume, show, a field filter); the row is
+ * dropped (until_settled) or pruned only once none of its entries needs
+ * it. A payload with a newline of its own has a row of its own, and a row
+ * ends at PAYLOAD_ROW_TARGET bytes or PAYLOAD_ROW_SPAN_MAX entries. */
 START_TEST(test_payload_groups)
 {
     g_opts.drop_settled_payload = 1;
@@ -855,6 +855,16 @@ START_TEST(test_payload_groups)
     char *q = sb_asprintf("SELECT group_concat(span || ':' || length(payload)) FROM payloads WHERE id >= %lld",
                           (long long)huge[0].entry_id);
     sql_expect(db, q, "1:8670,1:2");
+    free(q);
+    sb_ledger_new tiny[PAYLOAD_ROW_SPAN_MAX + 2];
+    char tid[PAYLOAD_ROW_SPAN_MAX + 2][16];
+    for (int i = 0; i < PAYLOAD_ROW_SPAN_MAX + 2; i++) {
+        snprintf(tid[i], sizeof tid[i], "tiny%d", i);
+        tiny[i] = (sb_ledger_new){.event_id = tid[i], .route = "r", .payload = "{}"};
+    }
+    ck_assert_int_eq(sb_ledger_accept(l, "src", NULL, tiny, PAYLOAD_ROW_SPAN_MAX + 2, err, sizeof err), 0);
+    q = sb_asprintf("SELECT group_concat(span) FROM payloads WHERE id >= %lld", (long long)tiny[0].entry_id);
+    sql_expect(db, q, "128,2");
     free(q);
     free(big);
     sb_ledger_close(l);
