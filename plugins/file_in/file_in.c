@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -225,6 +226,9 @@ static FILE *open_input(file_in *f, struct stat *st, int *fifo)
         return NULL;
     }
     setvbuf(fp, f->iobuf, _IOFBF, sizeof f->iobuf);
+    /* only this source's thread uses it: no lock per line (getline took
+     * one, an atomic instruction per line; docs/benchmarks.md) */
+    __fsetlocking(fp, FSETLOCKING_BYCALLER);
     return fp;
 }
 
