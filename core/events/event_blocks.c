@@ -8,7 +8,8 @@
 
 /* Under AddressSanitizer a block given back is marked unaddressable but
  * for its list header, as freed memory is, so that a use after the event
- * was freed is still reported. */
+ * was freed is reported until the block is taken again; and a block
+ * taken is addressable only up to the size asked for. */
 #if defined(__SANITIZE_ADDRESS__)
 #define BLOCKS_ASAN 1
 #elif defined(__has_feature)
@@ -85,8 +86,8 @@ static void move_given(void)
     ngiven = 0;
 }
 
-/* A thread that exits: what it holds goes back (the key's value is only a
- * marker that the thread has lists). */
+/* A thread that exits: its gifts go to the pool, what it had taken to
+ * free() (the key's value is only a marker that the thread has lists). */
 static void thread_exits(void *marker)
 {
     (void)marker;
@@ -134,34 +135,25 @@ void *sb_event_block_take(size_t need, uint32_t *cap)
     size_t want = (need + BLOCK_ROUND - 1) / BLOCK_ROUND * BLOCK_ROUND;
     if (!taken && atomic_load_explicit(&npool, memory_order_relaxed))
         take_from_pool();
-    /* a block too small for this one goes back with this thread's gifts;
-     * events of about one size are the rule */
-    spare *small = NULL;
     while (taken) {
         spare *s = taken;
         taken = s->next;
         if (s->cap >= want) {
             UNPOISON(s, s->cap);
+            POISON((char *)s + need, s->cap - need);
             *cap = s->cap;
-            void *block = s;
-            while (small) {
-                spare *next = small->next;
-                sb_event_block_give(small, small->cap);
-                small = next;
-            }
-            return block;
+            return s;
         }
-        s->next = small;
-        small = s;
+        /* too small for this one: freed, so that the pool follows the
+         * events' size when it changes (about one size is the rule) */
+        UNPOISON(s, s->cap);
+        free(s);
     }
-    while (small) {
-        spare *next = small->next;
-        sb_event_block_give(small, small->cap);
-        small = next;
-    }
-    void *block = malloc(want);
-    if (block)
+    char *block = malloc(want);
+    if (block) {
+        POISON(block + need, want - need);
         *cap = (uint32_t)want;
+    }
     return block;
 }
 
@@ -169,7 +161,7 @@ void sb_event_block_give(void *block, uint32_t cap)
 {
     spare *s = block;
     hook_thread_exit();
-    UNPOISON(s, sizeof *s); /* a small block moved back (take) is poisoned */
+    UNPOISON(s, cap); /* what take left unaddressable past the size asked for */
     s->cap = cap;
     s->next = given;
     POISON((char *)s + sizeof *s, cap - sizeof *s);
