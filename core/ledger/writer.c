@@ -221,10 +221,10 @@ static int payload_row_flush(sb_ledger *l, char *err, size_t errsz)
 /* Entry e's payload, which its accept op writes: a line of the row the
  * writer is filling (l->group; schema 7), which goes in when the next
  * line would not fit (PAYLOAD_ROW_TARGET, PAYLOAD_ROW_SPAN_MAX), is not
- * the next entry's, is the other form (fields_only), or the op ends. A payload with a newline
- * of its own (JSON text may have one between its tokens; the text a JSON
- * source's event keeps has none) or too long for a row of several gets a
- * row of its own, whole. */
+ * the next entry's, is the other form (fields_only), or the op ends. A
+ * payload with a newline of its own (JSON text may have one between its
+ * tokens; the text a JSON source's event keeps has none) or too long for
+ * a row of several gets a row of its own, whole. */
 static int payload_row_add(sb_ledger *l, const sb_ledger_new *e, char *err, size_t errsz)
 {
     size_t len = e->payload_len ? e->payload_len : strlen(e->payload);

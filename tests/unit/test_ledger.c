@@ -666,6 +666,24 @@ static void accept_group(sb_ledger *l, int first, int n, int64_t *ids)
     }
 }
 
+/* Payloads read back from shared rows: the field filter table = `table`
+ * finds only `event_id`, and entry `id` shows table `id_table`. */
+static void expect_table_read_back(sb_ledger *l, const char *table, const char *event_id, int64_t id,
+                                   const char *id_table)
+{
+    char err[256];
+    sb_ledger_filter f = {.state = -1, .field_eq_name = "table", .field_eq_value = table};
+    json_t *arr = sb_ledger_list(l, &f, err, sizeof err);
+    ck_assert_msg(arr != NULL, "list: %s", err);
+    ck_assert_int_eq(json_array_size(arr), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(arr, 0), "event_id")), event_id);
+    json_decref(arr);
+    json_t *e = sb_ledger_show(l, id, err, sizeof err);
+    ck_assert_msg(e != NULL, "show: %s", err);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "fields"), "table")), id_table);
+    json_decref(e);
+}
+
 /* Accept n entries f<first>.. in one call with fields_only (schema 9),
  * table "t<i>" each, entry `whole` (-1: none) with its whole payload
  * instead; their ids. */
@@ -736,16 +754,7 @@ START_TEST(test_payload_fields_only)
     }
     ck_assert_int_eq(seen, 66);
 
-    sb_ledger_filter flt = {.state = -1, .field_eq_name = "table", .field_eq_value = "t17"};
-    json_t *arr = sb_ledger_list(l, &flt, err, sizeof err);
-    ck_assert_msg(arr != NULL, "list: %s", err);
-    ck_assert_int_eq(json_array_size(arr), 1);
-    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(arr, 0), "event_id")), "f17");
-    json_decref(arr);
-    json_t *e = sb_ledger_show(l, f[32], err, sizeof err);
-    ck_assert_msg(e != NULL, "show: %s", err);
-    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "fields"), "table")), "t32");
-    json_decref(e);
+    expect_table_read_back(l, "t17", "f17", f[32], "t32");
     sb_ledger_close(l);
     free(db);
 }
@@ -767,15 +776,7 @@ START_TEST(test_payload_groups)
     sql_expect(db, "SELECT count(*) || ' ' || sum(span) FROM payloads", "1 32");
 
     /* a field filter finds the one entry of the row whose table it names */
-    sb_ledger_filter f = {.state = -1, .field_eq_name = "table", .field_eq_value = "t17"};
-    json_t *arr = sb_ledger_list(l, &f, err, sizeof err);
-    ck_assert_msg(arr != NULL, "list: %s", err);
-    ck_assert_int_eq(json_array_size(arr), 1);
-    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(arr, 0), "event_id")), "g17");
-    json_decref(arr);
-    json_t *e = sb_ledger_show(l, g[31], err, sizeof err);
-    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "fields"), "table")), "t31");
-    json_decref(e);
+    expect_table_read_back(l, "t17", "g17", g[31], "t31");
 
     /* done but one dead and one pending: the row stays, for those two */
     sb_ledger_step done[30];
