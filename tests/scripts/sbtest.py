@@ -289,14 +289,20 @@ class Daemon:
         return self
 
     def _term_blocked(self):
-        """Whether the process blocks SIGTERM, as syncbridge's main() does
-        first (it waits for it with sigtimedwait)."""
+        """Whether a thread of the process blocks SIGTERM, as syncbridge's
+        main() does first, before it starts a thread. (Not only the main
+        thread's mask: while it waits in sigtimedwait, Linux shows SIGTERM
+        unblocked in it.)"""
+        tasks = "/proc/%d/task" % self.p.pid
         try:
-            with open("/proc/%d/status" % self.p.pid) as f:
-                m = re.search(r"^SigBlk:\s*([0-9a-f]+)", f.read(), re.M)
+            for t in os.listdir(tasks):
+                with open(os.path.join(tasks, t, "status")) as f:
+                    m = re.search(r"^SigBlk:\s*([0-9a-f]+)", f.read(), re.M)
+                if m and int(m.group(1), 16) & (1 << (signal.SIGTERM - 1)):
+                    return True
         except OSError:
             return True  # gone: nothing to wait for
-        return bool(m and int(m.group(1), 16) & (1 << (signal.SIGTERM - 1)))
+        return False
 
     def alive(self):
         return self.p is not None and self.p.poll() is None
