@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* Under AddressSanitizer a block given back is marked unaddressable but
@@ -160,6 +161,14 @@ void *sb_event_block_take(size_t need, uint32_t *cap)
 void sb_event_block_give(void *block, uint32_t cap)
 {
     spare *s = block;
+#ifdef BLOCKS_ASAN
+    /* given back twice (an event freed twice): a block taken is
+     * addressable past its header (need >= an event), one given is not */
+    if (__asan_address_is_poisoned((char *)s + sizeof *s)) {
+        fprintf(stderr, "event_blocks: block %p given back twice (an event freed twice)\n", block);
+        abort();
+    }
+#endif
     hook_thread_exit();
     UNPOISON(s, cap); /* what take left unaddressable past the size asked for */
     s->cap = cap;

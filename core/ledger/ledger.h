@@ -79,7 +79,8 @@ typedef struct sb_ledger_new {
     const char *event_id;
     const char *route;
     const char *source;
-    const char *payload;   /* the event as JSON text: {"id","source","received_us","fields":{...}} */
+    const char *payload;   /* the event as JSON text: {"id","source","received_us","fields":{...}}, or its
+                            * fields alone (fields_only) */
     size_t payload_len;    /* its length when the caller knows it (0: the ledger takes strlen) */
     /* 1: payload is only the object the whole payload has under "fields";
      * its id, source and received_us are this entry's event_id, source and

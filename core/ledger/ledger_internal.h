@@ -218,10 +218,17 @@ enum {
  * entry given such an id would read an old payload, and a new row starting
  * there would collide with the old one. So when a row's last entry is
  * deleted, the row is deleted too or cut back to its last entry left:
- * PAYLOAD_ROW_CUT is an UPDATE of the rows that match `where`. */
+ * PAYLOAD_ROW_CUT is an UPDATE of the rows that match `where`. A row cut
+ * to one entry keeps only its first line: a row of span 1 is read whole
+ * (sb_payload_line), which the lines after it would have made several
+ * payloads in one. */
+#define PAYLOAD_ROW_LEFT                                                                                            \
+    "((SELECT max(e.id) FROM entries e WHERE e.id BETWEEN payloads.id AND payloads.id + payloads.span - 1)"       \
+    " - id + 1)"
 #define PAYLOAD_ROW_CUT(where)                                                                                      \
-    "UPDATE payloads SET span = coalesce((SELECT max(e.id) FROM entries e WHERE e.id BETWEEN payloads.id"         \
-    " AND payloads.id + payloads.span - 1) - id + 1, span) WHERE " where                                           \
+    "UPDATE payloads SET span = coalesce(" PAYLOAD_ROW_LEFT ", span),"                                              \
+    " payload = CASE WHEN span > 1 AND " PAYLOAD_ROW_LEFT " = 1"                                                    \
+    " THEN substr(payload, 1, instr(payload, char(10)) - 1) ELSE payload END WHERE " where                        \
     " AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = payloads.id + payloads.span - 1)"
 
 struct sb_ledger {

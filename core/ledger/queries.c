@@ -390,7 +390,7 @@ json_t *sb_ledger_list(sb_ledger *l, const sb_ledger_filter *f, char *errstr, si
         snprintf(state_cond, sizeof state_cond, "(entries.state = 1 OR s.first IS NOT NULL)");
     else if (f->state >= 0)
         snprintf(state_cond, sizeof state_cond, "entries.state = %d", f->state);
-    char sql[4096]; /* about 1,100 bytes */
+    char sql[4096]; /* about 1,600 bytes */
     snprintf(sql, sizeof sql,
              "SELECT " LIST_COLS " FROM " ENTRIES_NOW " WHERE"
              " (?1 IS NULL OR route = ?1) AND (?2 IS NULL OR source = ?2) AND %s"

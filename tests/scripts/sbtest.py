@@ -308,16 +308,19 @@ class Daemon:
         return self.p is not None and self.p.poll() is None
 
     def stop(self, timeout=30):
-        """SIGTERM once the daemon blocks it, wait; returns the exit code.
-        Before that, SIGTERM reaches libtool's wrapper script or the
-        program before main() and kills it (-15), where a test that found
-        its work done at once meant to stop it."""
+        """SIGTERM once the daemon blocks it, wait; returns the exit code;
+        all within `timeout`. Before that, SIGTERM reaches libtool's
+        wrapper script or the program before main() and kills it (-15),
+        where a test that found its work done at once meant to stop it.
+        The wait for it is at most 10 s: a wrapper that does not exec the
+        program never shows it blocked."""
         deadline = time.monotonic() + timeout
-        while self.alive() and not self._term_blocked() and time.monotonic() < deadline:
+        blocked_by = time.monotonic() + min(timeout, 10)
+        while self.alive() and not self._term_blocked() and time.monotonic() < blocked_by:
             time.sleep(0.02)
         if self.alive():
             self.p.send_signal(signal.SIGTERM)
-        rc = self.p.wait(timeout=timeout)
+        rc = self.p.wait(timeout=max(deadline - time.monotonic(), 1))
         self._close()
         return rc
 

@@ -935,6 +935,22 @@ START_TEST(test_payload_groups_reused_ids)
     e = sb_ledger_show(l, h[5], err, sizeof err);
     ck_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "fields"), "table")), "t205");
     json_decref(e);
+    /* a row cut to its first entry keeps that entry's line alone: read
+     * whole, the row would have been its three payloads in one */
+    int64_t c[3];
+    accept_fields(l, 300, 3, -1, c);
+    sb_ledger_dead(l, c[1], 0, "400");
+    sb_ledger_dead(l, c[2], 0, "400");
+    sb_ledger_sync(l);
+    ck_assert_int_eq(sb_ledger_dlq_drop(l, 0, NULL, err, sizeof err), 2);
+    char *q = sb_asprintf("SELECT span || ':' || payload FROM payloads WHERE id = %lld", (long long)c[0]);
+    sql_expect(db, q, "1:{\"table\":\"t300\",\"n\":7}");
+    free(q);
+    struct seen s = {0};
+    ck_assert_int_eq(sb_ledger_foreach_pending(l, NULL, c[0] - 1, 1, collect, &s), 1);
+    char *whole = payload("f300", "t300", 300);
+    ck_assert_str_eq(s.payload[0], whole);
+    free(whole);
     sb_ledger_close(l);
     free(db);
 }
