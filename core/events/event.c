@@ -778,30 +778,25 @@ static int append_failed(sb_strbuf *b, size_t mark)
     return -1;
 }
 
-/* Whether s can be a JSON string: valid UTF-8 (a plain ASCII name or id,
- * the common case, is checked without writing it). */
-static int json_string_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (sb_json_plain(s, n))
-        return 1;
-    sb_strbuf scratch = {0};
-    int ok = sb_json_quote(&scratch, s, n) == 0;
-    free(scratch.p);
-    return ok;
-}
-
-int sb_event_append_fields(const sb_event *ev, sb_strbuf *b)
+/* The fields object's text appended to b; -1, b as it was, if a field
+ * cannot be written as JSON. */
+static int append_fields_text(const sb_event *ev, sb_strbuf *b)
 {
     size_t mark = b->len;
-    /* the ledger writes them into the payload when it is read */
-    if (!json_string_ok(ev->id) || (ev->source && !json_string_ok(ev->source)))
-        return -1;
     if (ev->raw)
         add_fields_text(b, ev);
     else if (sb_json_dump(b, ev->fields) != 0)
         return append_failed(b, mark);
     return 0;
+}
+
+int sb_event_append_fields(const sb_event *ev, sb_strbuf *b)
+{
+    /* the ledger writes them into the payload when it is read */
+    if (!sb_json_quotable(ev->id, strlen(ev->id)) ||
+        (ev->source && !sb_json_quotable(ev->source, strlen(ev->source))))
+        return -1;
+    return append_fields_text(ev, b);
 }
 
 static int append_payload(const sb_event *ev, sb_strbuf *b)
@@ -820,7 +815,7 @@ static int append_payload(const sb_event *ev, sb_strbuf *b)
     size_t num_len = received_text(ev->received_us, &num);
     put(b, num, num_len);
     PUT_LITERAL(b, ",\"fields\":");
-    if (sb_event_append_fields(ev, b) != 0)
+    if (append_fields_text(ev, b) != 0) /* the id and source are checked as put_string wrote them */
         return append_failed(b, mark);
     PUT_LITERAL(b, "}");
     return 0;

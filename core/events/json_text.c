@@ -728,22 +728,30 @@ int sb_json_plain(const char *s, size_t len)
     return 1;
 }
 
-int sb_json_quote(sb_strbuf *b, const char *s, size_t len)
+int sb_json_quotable(const char *s, size_t len)
 {
-    static const char hexd[] = "0123456789ABCDEF";
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    /* Checked whole before anything is written; both walks skip 8 bytes
-     * of plain ASCII at a time (special_bytes). */
-    for (const unsigned char *q = p; q < end;) {
+    const unsigned char *q = (const unsigned char *)s, *end = q + len;
+    /* skips 8 bytes of plain ASCII at a time (special_bytes), as the
+     * quoting walk does */
+    while (q < end) {
         if (plain8(q, end)) {
             q += 8;
             continue;
         }
         size_t n = *q ? utf8_seq(q, end) : 0;
         if (!n)
-            return -1;
+            return 0;
         q += n;
     }
+    return 1;
+}
+
+int sb_json_quote(sb_strbuf *b, const char *s, size_t len)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    if (!sb_json_quotable(s, len)) /* checked whole before anything is written */
+        return -1;
     sb_strbuf_add(b, "\"", 1);
     const unsigned char *run = p;
     for (; p < end; p++) {

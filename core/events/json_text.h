@@ -94,6 +94,10 @@ void sb_json_find_member(const char *text, size_t len, const char *key, sb_json_
  * only put quotes around it. */
 int sb_json_plain(const char *s, size_t len);
 
+/* 1 if s[0..len) can be a JSON string: valid UTF-8 without a NUL byte,
+ * which json_stringn() refuses (sb_json_quote() returns -1 for it). */
+int sb_json_quotable(const char *s, size_t len);
+
 /* Append s[0..len) as a JSON string (quotes included), escaped the way
  * json_dumps() escapes. -1 (nothing appended) if s is not valid UTF-8 or
  * holds a NUL byte, as json_stringn() refuses those. */
