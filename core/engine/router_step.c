@@ -383,6 +383,8 @@ typedef struct handoff {
     size_t hn;
     int64_t released, released_bytes;
     int64_t now_mono;     /* when the batch came back: the settled entries' latency ends here */
+    int64_t retry_delay_ms; /* the batch's charged retries all wait this long (batch_retry_delay()) */
+    int64_t n_timed;        /* entries given a timer so far: their due times keep the batch's order */
     sb_ledger_step *done; /* room for the whole batch */
     size_t n_done;
 } handoff;
@@ -393,6 +395,31 @@ static void settle_into(handoff *h, entry *e, int done)
     h->released_bytes += (int64_t)e->bytes;
     sb_entry_count_settled(e, done, h->now_mono);
     sb_entry_free(e);
+}
+
+/* When an entry of the batch that waits delay_ms is due again. Entries
+ * that wait alike are due a microsecond apart, in the batch's order: the
+ * retry timer hands them back together and in that order (an ordering
+ * key's messages, above all, come back as they went). */
+static int64_t due_in(handoff *h, int64_t delay_ms)
+{
+    return h->now_mono + delay_ms * 1000 + h->n_timed++;
+}
+
+/* The delay of the batch's charged retries: one draw of the backoff for
+ * the most attempts among them. Drawn per event, the jitter scattered a
+ * partly failed batch into events coming back one at a time, each a
+ * request of its own, and a Pub/Sub ordering key then published one
+ * message per retry (its lane lets only its head go). Spreading the load
+ * is the circuit's job when the far side is down, and the jitter's across
+ * batches. */
+static int64_t batch_retry_delay(const step_rt *s, entry *const *es, const outcome *outs, size_t n)
+{
+    int most = 0;
+    for (size_t i = 0; i < n; i++)
+        if (outs[i].retry && outs[i].charged && es[i]->attempts + 1 > most)
+            most = es[i]->attempts + 1;
+    return most ? backoff_ms(&s->retry, most) : 0;
 }
 
 static void advance(step_rt *s, entry *e, const outcome *o, handoff *h)
@@ -481,7 +508,7 @@ void sb_step_abandon_offline(sb_instance *ins, sb_event *ev, json_t *state)
 /* WAIT: look again after the delay the members asked for. A WAIT shows the
  * far side is healthy, so the retry budget starts afresh; the wait is
  * bounded by the step_timeout instead (checked by settle_attempt). */
-static void schedule_wait(sb_router *r, step_rt *s, entry *e, const outcome *o, int64_t now)
+static void schedule_wait(sb_router *r, step_rt *s, entry *e, const outcome *o, int64_t now, handoff *h)
 {
     e->attempts = 0;
     e->retry_since_us = now;
@@ -494,7 +521,7 @@ static void schedule_wait(sb_router *r, step_rt *s, entry *e, const outcome *o, 
     if (sb_log_enabled(SB_LOG_DEBUG))
         sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d looks again in %lldms (%s)", e->route->conf->name,
                e->ev->id, e->step + 1, (long long)delay, reason_of(o));
-    e->due_mono = sb_mono_us() + delay * 1000;
+    e->due_mono = due_in(h, delay);
     sb_retry_schedule(r, e);
 }
 
@@ -520,7 +547,7 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         return;
     }
     if (!o->retry) {
-        schedule_wait(r, s, e, o, now);
+        schedule_wait(r, s, e, o, now, h);
         return;
     }
     if (o->charged)
@@ -550,14 +577,14 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         h->hn++;
         return;
     }
-    int64_t delay = o->charged ? backoff_ms(&s->retry, e->attempts) : s->retry.initial_ms;
+    int64_t delay = o->charged ? h->retry_delay_ms : s->retry.initial_ms;
     if (o->retry_after_ms > delay)
         delay = o->retry_after_ms;
     sb_ledger_retry(r->ledger, e->id, e->step, e->attempts, now + delay * 1000, reason_of(o));
     if (sb_log_enabled(SB_LOG_DEBUG))
         sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d retry in %lldms (%s)", e->route->conf->name, e->ev->id,
                e->step + 1, (long long)delay, reason_of(o));
-    e->due_mono = sb_mono_us() + delay * 1000;
+    e->due_mono = due_in(h, delay);
     sb_retry_schedule(r, e);
 }
 
@@ -744,7 +771,8 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot
             why = reason_of(&outs[i]);
         charged |= outs[i].charged;
     }
-    handoff h = {.done = scratch->done, .hold = failed, .now_mono = sb_mono_us()};
+    handoff h = {.done = scratch->done, .hold = failed, .now_mono = sb_mono_us(),
+                 .retry_delay_ms = batch_retry_delay(s, es, outs, n)};
     /* A batch that failed whole opens the step's circuit; one that did not
      * closes it. */
     h.hold_delay_ms = sb_circuit_result(s, probe, failed, charged, why);

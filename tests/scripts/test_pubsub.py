@@ -445,6 +445,32 @@ class PubSubSink(unittest.TestCase):
             got = [m["attributes"]["event_id"] for m in self.fake.messages(self.topic) if m["orderingKey"] == "t%d" % k]
             self.assertEqual(got, ["e%05d" % i for i in range(k, n, keys)])
 
+    def test_a_partly_failed_batch_drains_its_keys_in_a_few_requests(self):
+        """2,000 events over 8 ordering keys; the first two publish requests
+        get a 503, so two keys' messages are retried while the later
+        batches hold theirs back. A batch's retries come back together and
+        the held-back messages of a key together, so each key drains in a
+        few requests. (Each event on a timer of its own brought them back
+        one by one, and a key published one message per retry: 250 messages
+        took minutes.)"""
+        n, keys = 2000, 8
+        self.write({"event_id": "e%05d" % i, "command": "c%d" % i, "table": "t%d" % (i % keys)} for i in range(n))
+        self.fake.create_topic(self.topic)
+        self.fake.fault(path_regex="/topics/%s:publish$" % self.topic, kind="status", status=503, count=2)
+        self.config({"ps": self.sink(retry={"initial": "500ms", "max_delay": "2s", "max_attempts": 50},
+                                     batch_max=500, ordering_key="${table}")}, ["ps"])
+        t0 = time.monotonic()
+        self.run_once()
+        took = time.monotonic() - t0
+        self.published_once(n)
+        for k in range(keys):
+            got = [m["attributes"]["event_id"] for m in self.fake.messages(self.topic) if m["orderingKey"] == "t%d" % k]
+            self.assertEqual(got, ["e%05d" % i for i in range(k, n, keys)])
+        ok = [r for r in self.fake.publishes(self.topic) if r["status"] == 200]
+        self.dup_report.append("test_pubsub: two failed requests over 8 keys: %d requests after them, %.1f s"
+                               % (len(ok), took))
+        self.assertLessEqual(len(ok), 80, "%d publish requests for %d events" % (len(ok), n))
+
     def test_retry_after_holds_every_batch_back(self):
         # Three 429s with Retry-After: 2. Each one pauses the sink: not only
         # its own events but every batch (they went out within 9 ms).
