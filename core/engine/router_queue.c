@@ -151,6 +151,28 @@ void sb_retry_schedule(sb_router *r, entry *e)
     pthread_mutex_unlock(&r->tmu);
 }
 
+/* How far ahead the retry timer gathers what is due, and how much at once. */
+#define RETRY_GATHER_US 10000
+#define RETRY_GATHER_MAX 4096
+
+/* Push a list of entries to their steps, each run of one step's entries
+ * as one list. */
+static void push_runs(entry *e)
+{
+    while (e) {
+        step_rt *s = &e->route->steps[e->step];
+        entry *tail = e;
+        size_t n = 1;
+        while (tail->next && &tail->next->route->steps[tail->next->step] == s) {
+            tail = tail->next;
+            n++;
+        }
+        entry *next = tail->next;
+        sb_step_push_list(s, e, tail, n);
+        e = next;
+    }
+}
+
 void *sb_retry_timer(void *arg)
 {
     sb_router *r = arg;
@@ -159,10 +181,23 @@ void *sb_retry_timer(void *arg)
     while (!atomic_load(&r->workers_stop)) {
         int64_t now = sb_mono_us();
         if (r->heap_n && r->heap[0]->due_mono <= now) {
-            entry *e = heap_pop(r);
+            /* What is due goes back at once, in due order, a step's run of
+             * entries as one list: a worker then takes a batch's retries
+             * as one batch again, not the first of them alone. Entries of
+             * one batch are due a microsecond apart (router_step.c), so a
+             * few milliseconds early is taken too. */
+            entry *head = NULL, **link = &head;
+            size_t n = 0;
+            while (r->heap_n && r->heap[0]->due_mono <= now + RETRY_GATHER_US && n < RETRY_GATHER_MAX) {
+                entry *e = heap_pop(r);
+                *link = e;
+                link = &e->next;
+                n++;
+            }
+            *link = NULL;
             pthread_mutex_unlock(&r->tmu);
-            atomic_fetch_add(&r->work, 1);
-            sb_step_push(&e->route->steps[e->step], e);
+            atomic_fetch_add(&r->work, (int64_t)n);
+            push_runs(head);
             pthread_mutex_lock(&r->tmu);
             continue;
         }
