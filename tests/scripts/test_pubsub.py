@@ -469,7 +469,9 @@ class PubSubSink(unittest.TestCase):
         ok = [r for r in self.fake.publishes(self.topic) if r["status"] == 200]
         self.dup_report.append("test_pubsub: two failed requests over 8 keys: %d requests after them, %.1f s"
                                % (len(ok), took))
-        self.assertLessEqual(len(ok), 80, "%d publish requests for %d events" % (len(ok), n))
+        # 32 here (4 batches of 500 over 8 keys, and the retries); one
+        # message per request for the two keys would be about 500
+        self.assertLessEqual(len(ok), 150, "%d publish requests for %d events" % (len(ok), n))
 
     def test_retry_after_holds_every_batch_back(self):
         # Three 429s with Retry-After: 2. Each one pauses the sink: not only
