@@ -192,8 +192,11 @@ void sb_entry_count_settled(entry *e, int done, int64_t now_mono);
 void sb_entry_settle(entry *e, int done);
 void sb_step_push(step_rt *s, entry *e);
 void sb_step_push_list(step_rt *s, entry *head, entry *tail, size_t n);
-/* Queue an entry for its step again at e->due_mono (the sb-retry thread). */
+/* Queue an entry for its step again at e->due_mono, or up to 10 ms
+ * before, with what else is due then (the sb-retry thread). */
 void sb_retry_schedule(sb_router *r, entry *e);
+/* The same for a list of entries linked by next, under one lock. */
+void sb_retry_schedule_list(sb_router *r, entry *head);
 void *sb_retry_timer(void *arg);
 
 /* router_step.c */

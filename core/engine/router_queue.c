@@ -95,7 +95,11 @@ void sb_step_push_list(step_rt *s, entry *head, entry *tail, size_t n)
         s->head = head;
     s->tail = tail;
     s->queued += n;
-    pthread_cond_signal(&s->cv);
+    /* more than a batch: wake another worker for the rest */
+    if (n > (size_t)s->batch_max)
+        pthread_cond_broadcast(&s->cv);
+    else
+        pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -147,6 +151,19 @@ void sb_retry_schedule(sb_router *r, entry *e)
 {
     pthread_mutex_lock(&r->tmu);
     heap_push(r, e);
+    pthread_cond_signal(&r->tcv);
+    pthread_mutex_unlock(&r->tmu);
+}
+
+void sb_retry_schedule_list(sb_router *r, entry *head)
+{
+    if (!head)
+        return;
+    pthread_mutex_lock(&r->tmu);
+    for (entry *e = head, *next; e; e = next) {
+        next = e->next;
+        heap_push(r, e);
+    }
     pthread_cond_signal(&r->tcv);
     pthread_mutex_unlock(&r->tmu);
 }

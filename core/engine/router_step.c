@@ -343,7 +343,11 @@ typedef struct outcome {
     char *added;      /* single-member step done: the fields it added (JSON text, owned), recorded with the step */
     char *reason;     /* the first member's that was not OK (owned), NULL if none: a batch's outcomes are
                        * allocated together, and a buffer in each made that a page-faulting calloc */
+    int timer;        /* settle_attempt() left the entry for a timer: TIMER_WAIT or TIMER_RETRY */
 } outcome;
+
+#define TIMER_WAIT 1
+#define TIMER_RETRY 2
 
 #define OUTCOME_REASON_MAX 511
 
@@ -383,8 +387,10 @@ typedef struct handoff {
     size_t hn;
     int64_t released, released_bytes;
     int64_t now_mono;     /* when the batch came back: the settled entries' latency ends here */
-    int64_t retry_delay_ms; /* the batch's charged retries all wait this long (batch_retry_delay()) */
-    int64_t n_timed;        /* entries given a timer so far: their due times keep the batch's order */
+    int most_attempts;      /* the most attempts among the charged retries given a timer */
+    int64_t retry_delay_ms; /* the delay they all wait: one draw of the backoff for most_attempts */
+    entry *thead, *ttail;   /* given a timer: to sb_retry_schedule_list(), in the batch's order */
+    int64_t n_timed;        /* of those: each is due a microsecond after the one before */
     sb_ledger_step *done; /* room for the whole batch */
     size_t n_done;
 } handoff;
@@ -397,29 +403,21 @@ static void settle_into(handoff *h, entry *e, int done)
     sb_entry_free(e);
 }
 
-/* When an entry of the batch that waits delay_ms is due again. Entries
- * that wait alike are due a microsecond apart, in the batch's order: the
- * retry timer hands them back together and in that order (an ordering
- * key's messages, above all, come back as they went). */
-static int64_t due_in(handoff *h, int64_t delay_ms)
+/* Entry e of the batch waits delay_ms: it joins the batch's timed list.
+ * Entries that wait alike are due a microsecond apart, in the batch's
+ * order, and go to the retry heap together after the batch
+ * (sb_retry_schedule_list()): the retry timer hands them back together and
+ * in that order (an ordering key's messages, above all, come back as they
+ * went). */
+static void time_entry(handoff *h, entry *e, int64_t delay_ms)
 {
-    return h->now_mono + delay_ms * 1000 + h->n_timed++;
-}
-
-/* The delay of the batch's charged retries: one draw of the backoff for
- * the most attempts among them. Drawn per event, the jitter scattered a
- * partly failed batch into events coming back one at a time, each a
- * request of its own, and a Pub/Sub ordering key then published one
- * message per retry (its lane lets only its head go). Spreading the load
- * is the circuit's job when the far side is down, and the jitter's across
- * batches. */
-static int64_t batch_retry_delay(const step_rt *s, entry *const *es, const outcome *outs, size_t n)
-{
-    int most = 0;
-    for (size_t i = 0; i < n; i++)
-        if (outs[i].retry && outs[i].charged && es[i]->attempts + 1 > most)
-            most = es[i]->attempts + 1;
-    return most ? backoff_ms(&s->retry, most) : 0;
+    e->due_mono = h->now_mono + delay_ms * 1000 + h->n_timed++;
+    e->next = NULL;
+    if (h->ttail)
+        h->ttail->next = e;
+    else
+        h->thead = e;
+    h->ttail = e;
 }
 
 static void advance(step_rt *s, entry *e, const outcome *o, handoff *h)
@@ -521,8 +519,42 @@ static void schedule_wait(sb_router *r, step_rt *s, entry *e, const outcome *o, 
     if (sb_log_enabled(SB_LOG_DEBUG))
         sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d looks again in %lldms (%s)", e->route->conf->name,
                e->ev->id, e->step + 1, (long long)delay, reason_of(o));
-    e->due_mono = due_in(h, delay);
-    sb_retry_schedule(r, e);
+    time_entry(h, e, delay);
+}
+
+/* RETRY on a timer: the batch's charged retries wait one delay
+ * (h->retry_delay_ms). Drawn per event, the jitter scattered a partly
+ * failed batch into events coming back one at a time, each a request of
+ * its own, and a Pub/Sub ordering key then published one message per
+ * retry (its lane lets only its head go). Spreading the load is the
+ * circuit's job when the far side is down, and the jitter's across
+ * batches. FATAL alone waits `initial`; a Retry-After, at least that. */
+static void schedule_retry(sb_router *r, step_rt *s, entry *e, const outcome *o, int64_t now, handoff *h)
+{
+    int64_t delay = o->charged ? h->retry_delay_ms : s->retry.initial_ms;
+    if (o->retry_after_ms > delay)
+        delay = o->retry_after_ms;
+    sb_ledger_retry(r->ledger, e->id, e->step, e->attempts, now + delay * 1000, reason_of(o));
+    if (sb_log_enabled(SB_LOG_DEBUG))
+        sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d retry in %lldms (%s)", e->route->conf->name, e->ev->id,
+               e->step + 1, (long long)delay, reason_of(o));
+    time_entry(h, e, delay);
+}
+
+/* Settle what a batch's results left for a timer (settle_attempt() marked
+ * them), after the others: the retries' one delay is drawn for the
+ * entries that are retried, not for those dead-lettered meanwhile. */
+static void schedule_timers(sb_router *r, step_rt *s, entry **es, const outcome *outs, size_t n, handoff *h)
+{
+    h->retry_delay_ms = h->most_attempts ? backoff_ms(&s->retry, h->most_attempts) : 0;
+    int64_t now = sb_now_us();
+    for (size_t i = 0; i < n; i++) {
+        if (outs[i].timer == TIMER_WAIT)
+            schedule_wait(r, s, es[i], &outs[i], now, h);
+        else if (outs[i].timer == TIMER_RETRY)
+            schedule_retry(r, s, es[i], &outs[i], now, h);
+    }
+    sb_retry_schedule_list(r, h->thead);
 }
 
 static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, handoff *h)
@@ -547,7 +579,7 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         return;
     }
     if (!o->retry) {
-        schedule_wait(r, s, e, o, now, h);
+        o->timer = TIMER_WAIT;
         return;
     }
     if (o->charged)
@@ -577,15 +609,9 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         h->hn++;
         return;
     }
-    int64_t delay = o->charged ? h->retry_delay_ms : s->retry.initial_ms;
-    if (o->retry_after_ms > delay)
-        delay = o->retry_after_ms;
-    sb_ledger_retry(r->ledger, e->id, e->step, e->attempts, now + delay * 1000, reason_of(o));
-    if (sb_log_enabled(SB_LOG_DEBUG))
-        sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d retry in %lldms (%s)", e->route->conf->name, e->ev->id,
-               e->step + 1, (long long)delay, reason_of(o));
-    e->due_mono = due_in(h, delay);
-    sb_retry_schedule(r, e);
+    o->timer = TIMER_RETRY;
+    if (o->charged && e->attempts > h->most_attempts)
+        h->most_attempts = e->attempts;
 }
 
 /* Record member m's result for entry e; fan-out members worked on a copy
@@ -771,8 +797,7 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot
             why = reason_of(&outs[i]);
         charged |= outs[i].charged;
     }
-    handoff h = {.done = scratch->done, .hold = failed, .now_mono = sb_mono_us(),
-                 .retry_delay_ms = batch_retry_delay(s, es, outs, n)};
+    handoff h = {.done = scratch->done, .hold = failed, .now_mono = sb_mono_us()};
     /* A batch that failed whole opens the step's circuit; one that did not
      * closes it. */
     h.hold_delay_ms = sb_circuit_result(s, probe, failed, charged, why);
@@ -780,6 +805,7 @@ static void run_step(sb_router *r, step_rt *s, entry **es, size_t n, worker_slot
         h.hold_delay_ms = retry_after;
     for (size_t i = 0; i < n; i++)
         settle_attempt(r, s, es[i], &outs[i], &h);
+    schedule_timers(r, s, es, outs, n, &h);
     /* Before the entries move on, so that the next step's results are
      * queued after these. */
     sb_ledger_steps_done(r->ledger, h.done, h.n_done);

@@ -4,9 +4,10 @@
  *
  * Within a batch the sink publishes a key's messages in event order and
  * holds back the ones after a message that must be retried. Across
- * batches the core's retry schedule is per event (jittered), so a
- * retried message could come back after its key's later ones, or after
- * new events of the key were published. Google's own publishers pause the
+ * batches the core does not keep order (a batch's retries come back
+ * together, but on a timer of their own), so a retried message could
+ * come back after its key's later ones, or after new events of the key
+ * were published. Google's own publishers pause the
  * key instead. Here a key with a message owed (retried, not yet published)
  * has a lane: the event ids owed, oldest first. Until the lane is empty,
  * a batch may publish a key's events only in lane order, from its head;

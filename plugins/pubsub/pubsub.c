@@ -53,10 +53,11 @@
  * Ordering: messages sharing an ordering key go out in event order within
  * a batch, and once a request for a key fails, the key's later messages in
  * the batch are held back (RETRY) rather than overtaking it. Across
- * retries and batches the core does not order events (each retry has its
- * own jittered time), so the key's lane (lanes.h) holds its later messages
- * back (WAIT) until the retried ones are published, failed for good or
- * given up on (abandon()). With workers > 1 two batches of one key can be
+ * batches the core does not order events (a batch's retries come back
+ * together, but new batches go on meanwhile, and another batch's retries
+ * have their own time), so the key's lane (lanes.h) holds its later
+ * messages back (WAIT) until the retried ones are published, failed for
+ * good or given up on (abandon()). With workers > 1 two batches of one key can be
  * in flight at once, so routes that need strict per-key order keep
  * workers at 1.
  *

@@ -28,6 +28,7 @@ typedef struct tsink_conf {
     const char *record;
     int result; /* index into results[] */
     int64_t fail_first;
+    int64_t fail_every;
     int64_t retry_after;
     int64_t delay_ms;
     int64_t progress_parts;
@@ -60,6 +61,9 @@ static const sb_option_def options[] = {
      SB_OPT_BIND(tsink_conf, result)},
     {SB_OPT("fail_first", SB_OPT_INT, "0", 0, "Answer RETRY to the first N attempts of each event."),
      SB_OPT_RANGE_BIND(0, 1000, tsink_conf, fail_first)},
+    {SB_OPT("fail_every", SB_OPT_INT, "0", 0,
+            "Answer RETRY to the first attempt of every Nth event of a call (its 1st, N+1th, ...)."),
+     SB_OPT_RANGE_BIND(0, 1000, tsink_conf, fail_every)},
     {SB_OPT("retry_after", SB_OPT_DURATION, "0", 0, "Retry-After to report with RETRY."),
      SB_OPT_BIND(tsink_conf, retry_after)},
     {SB_OPT("delay", SB_OPT_DURATION, "0", 0, "Sleep this long per batch."), SB_OPT_BIND(tsink_conf, delay_ms)},
@@ -201,7 +205,8 @@ static void ts_process(void *self, sb_batch *b)
         } else if (c->expect_field && !json_object_get(sb_event_fields(ev), c->expect_field)) {
             r = SB_RESULT_FAIL;
             why = "expected field missing";
-        } else if (sb_batch_attempt(b, i) <= c->fail_first) {
+        } else if (sb_batch_attempt(b, i) <= c->fail_first ||
+                   (c->fail_every && sb_batch_attempt(b, i) == 1 && i % (size_t)c->fail_every == 0)) {
             r = SB_RESULT_RETRY;
             why = "scripted transient failure";
         } else if (down) {

@@ -660,6 +660,61 @@ START_TEST(an_outage_is_probed_not_stormed)
 }
 END_TEST
 
+/* A batch's retries share one delay and keep their order: the events a
+ * call answered RETRY come back together, in one later call per failed
+ * call, in the order they had. (Each on a timer of its own, they came back
+ * scattered over many calls.) */
+START_TEST(a_batchs_retries_come_back_together_in_order)
+{
+    harness h;
+    h_build(&h, "{\"state_dir\": \"@D@/state\","
+                " \"sources\": {\"src\": {\"plugin\": \"testsrc\", \"count\": 90, \"batch\": 90}},"
+                " \"sinks\": {\"a\": {\"plugin\": \"testsink\", \"record\": \"@D@/record.txt\", \"calls\": \"@D@/calls.txt\","
+                "                    \"fail_every\": 3, \"batch_max\": 100,"
+                "                    \"retry\": {\"initial\": \"300ms\", \"max_delay\": \"300ms\"}}},"
+                " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
+    h_run(&h);
+    ck_assert_int_eq(stat_of(&h, "r", "done"), 90);
+    ck_assert_int_eq(stat_of(&h, "r", "retried"), 30);
+    char *path = sb_asprintf("%s/calls.txt", h.dir);
+    static call_line calls[200];
+    size_t n_calls = read_calls(path, calls, 200);
+    free(path);
+    /* the record's lines, one per event, in call order */
+    static char ids[200][64];
+    static int attempt[200];
+    size_t n_lines = 0;
+    FILE *f = fopen(h.record, "r");
+    ck_assert_ptr_nonnull(f);
+    char inst[64], res[16];
+    while (n_lines < 200 && fscanf(f, "%63s %63s %d %15s", inst, ids[n_lines], &attempt[n_lines], res) == 4)
+        n_lines++;
+    fclose(f);
+    ck_assert_int_eq(n_lines, 120);
+    /* the calls that failed some events, and the calls that retried them */
+    size_t line = 0, failing = 0, retrying = 0;
+    for (size_t c = 0; c < n_calls; c++) {
+        int retried = 0;
+        for (int k = 0; k < calls[c].n; k++, line++)
+            retried |= attempt[line] == 2;
+        failing += !retried;
+        retrying += retried;
+    }
+    ck_assert_int_eq(line, n_lines);
+    ck_assert_msg(retrying <= failing, "%zu calls retried the events of %zu calls", retrying, failing);
+    /* in their order: the retried ids in the record as the failed ones */
+    size_t next_failed = 0;
+    for (size_t i = 0; i < n_lines; i++) {
+        if (attempt[i] != 2)
+            continue;
+        while (next_failed < n_lines && !(attempt[next_failed] == 1 && strcmp(ids[next_failed], ids[i]) == 0))
+            next_failed++;
+        ck_assert_msg(next_failed < n_lines, "%s came back out of order", ids[i]);
+    }
+    h_free(&h);
+}
+END_TEST
+
 /* A Retry-After pauses the instance: no call at all before it ends, not
  * only none for the events it was given with (events that came later went
  * out at once). */
@@ -792,6 +847,7 @@ int main(void)
     tcase_add_test(tc, option_choices_and_ranges_are_enforced);
     tcase_add_test(tc, check_command_prints_routes_and_rejects_bad_config);
     tcase_add_test(tc, an_outage_is_probed_not_stormed);
+    tcase_add_test(tc, a_batchs_retries_come_back_together_in_order);
     tcase_add_test(tc, retry_after_pauses_the_instance);
     tcase_add_test(tc, held_events_keep_the_time_budget);
     tcase_add_test(tc, waits_do_not_open_the_circuit);
