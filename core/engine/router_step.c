@@ -390,6 +390,7 @@ typedef struct handoff {
     int most_attempts;      /* the most attempts among the charged retries given a timer */
     int64_t retry_delay_ms; /* the delay they all wait: one draw of the backoff for most_attempts */
     entry *thead, *ttail;   /* given a timer: to sb_retry_schedule_list(), in the batch's order */
+    int64_t timed_from_mono; /* their delays count from here: after the batch is settled */
     int64_t n_timed;        /* of those: each is due a microsecond after the one before */
     sb_ledger_step *done; /* room for the whole batch */
     size_t n_done;
@@ -411,7 +412,7 @@ static void settle_into(handoff *h, entry *e, int done)
  * went). */
 static void time_entry(handoff *h, entry *e, int64_t delay_ms)
 {
-    e->due_mono = h->now_mono + delay_ms * 1000 + h->n_timed++;
+    e->due_mono = h->timed_from_mono + delay_ms * 1000 + h->n_timed++;
     e->next = NULL;
     if (h->ttail)
         h->ttail->next = e;
@@ -548,6 +549,7 @@ static void schedule_timers(sb_router *r, step_rt *s, entry **es, const outcome 
 {
     h->retry_delay_ms = h->most_attempts ? backoff_ms(&s->retry, h->most_attempts) : 0;
     int64_t now = sb_now_us();
+    h->timed_from_mono = sb_mono_us();
     for (size_t i = 0; i < n; i++) {
         if (outs[i].timer == TIMER_WAIT)
             schedule_wait(r, s, es[i], &outs[i], now, h);
