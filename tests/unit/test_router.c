@@ -605,10 +605,13 @@ typedef struct call_line {
     char result[16];
 } call_line;
 
-/* testsink's `calls` file: one line per process() call. */
-static size_t read_calls(const char *path, call_line *out, size_t max)
+/* testsink's `calls` file (in the harness's directory): one line per
+ * process() call. */
+static size_t read_calls(const harness *h, call_line *out, size_t max)
 {
+    char *path = sb_asprintf("%s/calls.txt", h->dir);
     FILE *f = fopen(path, "r");
+    free(path);
     size_t k = 0;
     if (!f)
         return 0;
@@ -636,10 +639,8 @@ START_TEST(an_outage_is_probed_not_stormed)
     h_run(&h);
     ck_assert_int_eq(stat_of(&h, "r", "done"), 600);
     ck_assert_int_eq(stat_of(&h, "r", "dead"), 0);
-    char *path = sb_asprintf("%s/calls.txt", h.dir);
     static call_line calls[2000];
-    size_t n = read_calls(path, calls, 2000);
-    free(path);
+    size_t n = read_calls(&h, calls, 2000);
     int failed = 0, ok_sizes[2000], n_ok = 0;
     for (size_t i = 0; i < n; i++) {
         if (strcmp(calls[i].result, "retry") == 0)
@@ -676,10 +677,8 @@ START_TEST(a_batchs_retries_come_back_together_in_order)
     h_run(&h);
     ck_assert_int_eq(stat_of(&h, "r", "done"), 90);
     ck_assert_int_eq(stat_of(&h, "r", "retried"), 30);
-    char *path = sb_asprintf("%s/calls.txt", h.dir);
     static call_line calls[200];
-    size_t n_calls = read_calls(path, calls, 200);
-    free(path);
+    size_t n_calls = read_calls(&h, calls, 200);
     /* the record's lines, one per event, in call order */
     static char ids[200][64];
     static int attempt[200];
@@ -729,10 +728,8 @@ START_TEST(retry_after_pauses_the_instance)
                 " \"routes\": {\"r\": {\"sources\": [\"src\"], \"steps\": [\"a\"]}}}");
     h_run(&h);
     ck_assert_int_eq(stat_of(&h, "r", "done"), 40);
-    char *path = sb_asprintf("%s/calls.txt", h.dir);
     call_line calls[200];
-    size_t n = read_calls(path, calls, 200);
-    free(path);
+    size_t n = read_calls(&h, calls, 200);
     ck_assert_int_ge(n, 2);
     for (size_t i = 0; i + 1 < n; i++)
         if (strcmp(calls[i].result, "retry") == 0)
@@ -792,10 +789,8 @@ START_TEST(a_failing_fan_out_member_opens_the_circuit)
     ck_assert_int_eq(stat_of(&h, "r", "done"), 300);
     ck_assert_int_eq(tu_count_lines(h.record, "a ev-"), 300);
     ck_assert_int_eq(tu_count_lines(h.record, " ok"), 600);
-    char *path = sb_asprintf("%s/calls.txt", h.dir);
     call_line calls[2000];
-    size_t n = read_calls(path, calls, 2000);
-    free(path);
+    size_t n = read_calls(&h, calls, 2000);
     int failed = 0;
     for (size_t i = 0; i < n; i++)
         failed += strcmp(calls[i].result, "retry") == 0;
