@@ -7,10 +7,10 @@
  * batches the core does not keep order (a batch's retries come back
  * together, but on a timer of their own), so a retried message could
  * come back after its key's later ones, or after new events of the key
- * were published. Google's own publishers pause the
- * key instead. Here a key with a message owed (retried, not yet published)
- * has a lane: the event ids owed, oldest first. Until the lane is empty,
- * a batch may publish a key's events only in lane order, from its head;
+ * were published. Google's own publishers pause the key instead. Here a
+ * key with a message owed (retried, not yet published) has a lane: the
+ * event ids owed, oldest first. Until the lane is empty, a batch may
+ * publish a key's events only in lane order, from its head;
  * the others are held back (the sink answers WAIT, or RETRY when none of
  * the batch's requests was published) and join the lane. Keys without a
  * lane, the usual case, cost one lookup per key per batch.

@@ -57,9 +57,9 @@
  * together, but new batches go on meanwhile, and another batch's retries
  * have their own time), so the key's lane (lanes.h) holds its later
  * messages back (WAIT) until the retried ones are published, failed for
- * good or given up on (abandon()). With workers > 1 two batches of one key can be
- * in flight at once, so routes that need strict per-key order keep
- * workers at 1.
+ * good or given up on (abandon()). With workers > 1 two batches of one
+ * key can be in flight at once, so routes that need strict per-key order
+ * keep workers at 1.
  *
  * Threading: the state is read-only after create() but for the spare
  * buffers (a list under a mutex, taken and given back once per call, each
