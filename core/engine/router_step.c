@@ -391,7 +391,8 @@ typedef struct handoff {
     int64_t retry_delay_ms; /* the delay they all wait: one draw of the backoff for most_attempts */
     entry *thead, *ttail;   /* given a timer: to sb_retry_schedule_list(), in the batch's order */
     int64_t timed_from_mono; /* their delays count from here: after the batch is settled */
-    int64_t n_timed;        /* of those: each is due a microsecond after the one before */
+    size_t n_to_time;       /* marked by settle_attempt() for a timer */
+    int64_t n_timed;        /* of those given one: each is due a microsecond after the one before */
     sb_ledger_step *done; /* room for the whole batch */
     size_t n_done;
 } handoff;
@@ -404,6 +405,17 @@ static void settle_into(handoff *h, entry *e, int done)
     sb_entry_free(e);
 }
 
+/* Append e to the list head..tail (one of the handoff's). */
+static void append_entry(entry **head, entry **tail, entry *e)
+{
+    e->next = NULL;
+    if (*tail)
+        (*tail)->next = e;
+    else
+        *head = e;
+    *tail = e;
+}
+
 /* Entry e of the batch waits delay_ms: it joins the batch's timed list.
  * Entries that wait alike are due a microsecond apart, in the batch's
  * order, and go to the retry heap together after the batch
@@ -413,12 +425,7 @@ static void settle_into(handoff *h, entry *e, int done)
 static void time_entry(handoff *h, entry *e, int64_t delay_ms)
 {
     e->due_mono = h->timed_from_mono + delay_ms * 1000 + h->n_timed++;
-    e->next = NULL;
-    if (h->ttail)
-        h->ttail->next = e;
-    else
-        h->thead = e;
-    h->ttail = e;
+    append_entry(&h->thead, &h->ttail, e);
 }
 
 static void advance(step_rt *s, entry *e, const outcome *o, handoff *h)
@@ -441,12 +448,7 @@ static void advance(step_rt *s, entry *e, const outcome *o, handoff *h)
         settle_into(h, e, 1);
         return;
     }
-    e->next = NULL;
-    if (h->tail)
-        h->tail->next = e;
-    else
-        h->head = e;
-    h->tail = e;
+    append_entry(&h->head, &h->tail, e);
     h->n++;
 }
 
@@ -547,6 +549,8 @@ static void schedule_retry(sb_router *r, step_rt *s, entry *e, const outcome *o,
  * entries that are retried, not for those dead-lettered meanwhile. */
 static void schedule_timers(sb_router *r, step_rt *s, entry **es, const outcome *outs, size_t n, handoff *h)
 {
+    if (!h->n_to_time) /* the usual batch: no pass over it */
+        return;
     h->retry_delay_ms = h->most_attempts ? backoff_ms(&s->retry, h->most_attempts) : 0;
     int64_t now = sb_now_us();
     h->timed_from_mono = sb_mono_us();
@@ -582,6 +586,7 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
     }
     if (!o->retry) {
         o->timer = TIMER_WAIT;
+        h->n_to_time++;
         return;
     }
     if (o->charged)
@@ -602,16 +607,12 @@ static void settle_attempt(sb_router *r, step_rt *s, entry *e, outcome *o, hando
         if (sb_log_enabled(SB_LOG_DEBUG))
             sb_log(NULL, SB_LOG_DEBUG, "route %s: event %s step %d held for the step's next probe in %lldms (%s)",
                    e->route->conf->name, e->ev->id, e->step + 1, (long long)h->hold_delay_ms, reason_of(o));
-        e->next = NULL;
-        if (h->htail)
-            h->htail->next = e;
-        else
-            h->hhead = e;
-        h->htail = e;
+        append_entry(&h->hhead, &h->htail, e);
         h->hn++;
         return;
     }
     o->timer = TIMER_RETRY;
+    h->n_to_time++;
     if (o->charged && e->attempts > h->most_attempts)
         h->most_attempts = e->attempts;
 }

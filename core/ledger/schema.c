@@ -129,9 +129,8 @@ static const char *const migrate_v6 = "DROP INDEX IF EXISTS entries_pending;";
 /* Version 7: a payload row may hold the payloads of several entries, one
  * per line: `span` entries with consecutive ids from its id on (the
  * writer fills a row with entries accepted together; writer.c,
- * payload_row_add). A
- * row per entry cost the writer an insert per event, about a sixth of its
- * CPU (docs/benchmarks.md). The rows of earlier versions hold one payload
+ * payload_row_add). A row per entry cost the writer an insert per event,
+ * about a sixth of its CPU (docs/benchmarks.md). The rows of earlier versions hold one payload
  * each, which span 1 says. */
 static const char *const migrate_v7 = "ALTER TABLE payloads ADD COLUMN span INTEGER NOT NULL DEFAULT 1;";
 
